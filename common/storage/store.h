@@ -1,0 +1,192 @@
+// The durable key-value store of one shard: KvMap in memory, Wal on disk,
+// snapshots beside it. Storage only: no gRPC.
+//
+// Write path (group commit): Write() checks compare-and-set conditions, assigns
+// log indexes, frames the records and applies them to the map under one writer
+// mutex, then queues them for the log thread. The log thread hands everything
+// queued meanwhile to the OS in one write, fsyncs once if any waiting write asks
+// for it (or the policy is "always"), and only then runs the writes' callbacks.
+// So a write is acknowledged only after it is in the log, and an fsync covers
+// every write that arrived while the previous one ran.
+//
+// Reads never wait for writes. A read may see a write that is applied but not yet
+// acknowledged (as in Redis); it cannot see one that was rejected.
+//
+// A failed log write or fsync is never retried and never acknowledged: the store
+// turns it into a sticky error (every later write fails) and calls
+// on_fatal_error, which the server binaries set to crash so restart recovers.
+#ifndef KVSTORE_COMMON_STORAGE_STORE_H_
+#define KVSTORE_COMMON_STORAGE_STORE_H_
+
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "absl/synchronization/mutex.h"
+#include "common/storage/clock.h"
+#include "common/storage/file_system.h"
+#include "common/storage/kv_map.h"
+#include "common/storage/snapshot.h"
+#include "common/storage/wal.h"
+
+namespace kvstore {
+
+enum class FsyncPolicy { kAlways, kEverySec, kNo };
+absl::StatusOr<FsyncPolicy> ParseFsyncPolicy(absl::string_view name);
+absl::string_view FsyncPolicyName(FsyncPolicy policy);
+
+// How durable a write must be before its callback runs.
+enum class Durability {
+  kDefault,  // As the fsync policy says: fsynced under "always", else written to the OS.
+  kWritten,  // In the log, handed to the OS: survives a process crash.
+  kFsynced,  // In the log and fsynced: survives a power cut.
+};
+
+struct StoreOptions {
+  std::string dir;  // Holds wal-*.log segments and snap-*.snap files.
+  FsyncPolicy fsync = FsyncPolicy::kEverySec;
+  uint64_t segment_bytes = 64ull << 20;
+  // Take a snapshot after this many writes (0 = never by count) ...
+  uint64_t snapshot_every_writes = 1'000'000;
+  // ... or this many seconds after the last one, if anything was written (0 = never by time).
+  int64_t snapshot_every_seconds = 3600;
+  size_t snapshots_to_keep = 2;
+  FileSystem* fs = PosixFileSystem();
+  Clock* clock = RealClock();
+  // Runs the everysec fsync, active expiry and snapshot triggers in a thread.
+  // Tests that drive time themselves turn it off and call the methods directly.
+  bool background_maintenance = true;
+  // Called once, from the log thread, when the log cannot be written or synced.
+  std::function<void(const absl::Status&)> on_fatal_error;
+};
+
+// One mutation of a batch.
+struct Mutation {
+  enum class Kind { kSet, kDelete };
+  Kind kind = Kind::kSet;
+  std::string key;
+  std::string value;
+  uint64_t ttl_ms = 0;                 // 0 = never expires.
+  std::optional<uint64_t> if_version;  // Compare-and-set: 0 = only if absent.
+};
+
+struct MutationResult {
+  // FAILED_PRECONDITION on a version mismatch (nothing written for this one);
+  // UNAVAILABLE/INTERNAL when the store is closing or broken.
+  absl::Status status;
+  uint64_t version = 0;  // The write's version (0 when nothing was written).
+  bool applied = false;  // For deletes: whether a key was removed.
+};
+
+struct StoreStatus {
+  uint64_t epoch = 0;
+  uint64_t last_index = 0;
+  uint64_t key_count = 0;
+  uint64_t memory_bytes = 0;
+  uint64_t log_first_index = 0;
+  uint64_t log_last_index = 0;
+  uint64_t log_durable_index = 0;
+  uint32_t log_segments = 0;
+  uint64_t log_bytes = 0;
+  std::optional<SnapshotMeta> last_snapshot;
+  double last_snapshot_seconds = 0;
+  FsyncPolicy fsync = FsyncPolicy::kEverySec;
+};
+
+// Thread-safe. Callbacks run on the log thread or on the calling thread; they
+// must not block and must not call Close().
+class Store {
+ public:
+  using WriteCallback = std::function<void(std::vector<MutationResult>)>;
+
+  // Recovers from `options.dir`: the newest snapshot that loads cleanly, then the
+  // log after it. Fails with DataLoss (file and offset named) on damage that is
+  // not a torn tail; see wal.h.
+  static absl::StatusOr<std::unique_ptr<Store>> Open(StoreOptions options);
+
+  // Flushes and fsyncs everything. Same as Close().
+  ~Store();
+  Store(const Store&) = delete;
+  Store& operator=(const Store&) = delete;
+
+  // Copies a live key's value and version. False if absent or expired.
+  bool Get(absl::string_view key, std::string* value, uint64_t* version) const;
+
+  // Applies the batch in order and calls `done` exactly once with one result per
+  // mutation, once every written mutation is as durable as `durability` asks.
+  // Mutations are independent: one failing its condition does not stop the others.
+  void Write(std::vector<Mutation> batch, Durability durability, WriteCallback done);
+
+  // Writes a snapshot now and removes what it makes unnecessary (older snapshots
+  // beyond snapshots_to_keep, log segments they cover). One at a time.
+  absl::StatusOr<SnapshotMeta> TakeSnapshot();
+
+  // Returns once everything written so far is fsynced.
+  [[nodiscard]] absl::Status SyncLog();
+
+  // Reclaims up to `max` expired keys; returns how many.
+  size_t EvictExpired(size_t max);
+
+  // Stops accepting writes, waits for queued ones, fsyncs. Idempotent.
+  [[nodiscard]] absl::Status Close();
+
+  StoreStatus GetStatus() const;
+  uint64_t last_index() const;
+
+ private:
+  struct Pending {
+    uint64_t last_index;  // Highest index this waiter needs in the log.
+    bool needs_sync;
+    std::function<void(const absl::Status&)> done;
+  };
+
+  explicit Store(StoreOptions options);
+  [[nodiscard]] absl::Status Recover();
+  void LogThread();
+  void MaintenanceThread();
+  bool HasLogWork() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Makes the log error sticky and tells on_fatal_error. Call without mu_ held.
+  void Fail(const absl::Status& status);
+
+  const StoreOptions options_;
+  KvMap map_;
+  const int64_t opened_micros_;
+
+  // Writers: CAS checks, index assignment, framing and map updates.
+  mutable absl::Mutex mu_;
+  uint64_t last_index_ ABSL_GUARDED_BY(mu_) = 0;
+  uint64_t epoch_ ABSL_GUARDED_BY(mu_) = 1;
+  std::string queued_records_ ABSL_GUARDED_BY(mu_);  // Framed, not yet in the log.
+  uint64_t queued_first_index_ ABSL_GUARDED_BY(mu_) = 0;
+  std::deque<Pending> waiters_ ABSL_GUARDED_BY(mu_);
+  absl::Status fatal_ ABSL_GUARDED_BY(mu_);
+  bool closing_ ABSL_GUARDED_BY(mu_) = false;
+  bool log_thread_done_ ABSL_GUARDED_BY(mu_) = false;
+  uint64_t writes_since_snapshot_ ABSL_GUARDED_BY(mu_) = 0;
+  std::optional<SnapshotMeta> last_snapshot_ ABSL_GUARDED_BY(mu_);
+  double last_snapshot_seconds_ ABSL_GUARDED_BY(mu_) = 0;
+  int64_t last_snapshot_micros_ ABSL_GUARDED_BY(mu_) = 0;
+
+  // The log is used by one thread at a time: the log thread, or a snapshot
+  // pruning segments. Never held together with mu_.
+  absl::Mutex wal_mu_;
+  std::unique_ptr<Wal> wal_;  // Set in Recover(); mutated under wal_mu_.
+
+  absl::Mutex snapshot_mu_;  // One snapshot at a time.
+
+  std::thread log_thread_;
+  std::thread maintenance_thread_;
+};
+
+}  // namespace kvstore
+
+#endif  // KVSTORE_COMMON_STORAGE_STORE_H_

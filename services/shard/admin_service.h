@@ -1,0 +1,54 @@
+// kvstore.v1.Admin for a shard: status and on-demand snapshots. A snapshot can
+// take seconds, so it runs on the service's own worker thread, never on a gRPC
+// reaction; requests that arrive meanwhile wait for the next one.
+#ifndef KVSTORE_SERVICES_SHARD_ADMIN_SERVICE_H_
+#define KVSTORE_SERVICES_SHARD_ADMIN_SERVICE_H_
+
+#include <deque>
+#include <functional>
+#include <string>
+#include <thread>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/synchronization/mutex.h"
+#include "common/storage/store.h"
+#include "kvstore/v1/admin.grpc.pb.h"
+
+namespace kvstore {
+
+class AdminService final : public v1::Admin::CallbackService {
+ public:
+  // `store` must outlive the service.
+  AdminService(Store* store, std::string role, std::string data_dir);
+  // Finishes queued work first.
+  ~AdminService() override;
+  AdminService(const AdminService&) = delete;
+  AdminService& operator=(const AdminService&) = delete;
+
+  grpc::ServerUnaryReactor* Status(grpc::CallbackServerContext* context,
+                                   const v1::StatusRequest* request,
+                                   v1::StatusResponse* response) override;
+  grpc::ServerUnaryReactor* Snapshot(grpc::CallbackServerContext* context,
+                                     const v1::SnapshotRequest* request,
+                                     v1::SnapshotResponse* response) override;
+
+ private:
+  void Worker();
+
+  Store* const store_;
+  const std::string role_;
+  const std::string data_dir_;
+  const int64_t started_micros_;
+
+  absl::Mutex mu_;
+  std::deque<std::function<void()>> work_ ABSL_GUARDED_BY(mu_);
+  bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+  std::thread worker_;
+};
+
+// Fills a SnapshotInfo from the storage layer's description.
+void FillSnapshotInfo(const SnapshotMeta& meta, double duration_seconds, v1::SnapshotInfo* info);
+
+}  // namespace kvstore
+
+#endif  // KVSTORE_SERVICES_SHARD_ADMIN_SERVICE_H_

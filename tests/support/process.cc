@@ -1,0 +1,499 @@
+#include "tests/support/process.h"
+
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <system_error>
+#include <utility>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/strip.h"
+#include "absl/synchronization/notification.h"
+#include "grpcpp/generic/generic_stub.h"
+#include "gtest/gtest.h"
+
+#ifndef KV_SHARD_BIN
+#error "KV_SHARD_BIN must name the kv-shard binary (see tests/CMakeLists.txt)"
+#endif
+#ifndef KVCTL_BIN
+#error "KVCTL_BIN must name the kvctl binary (see tests/CMakeLists.txt)"
+#endif
+
+namespace kvstore {
+namespace testing {
+namespace {
+
+absl::Status ErrnoError(const std::string& what, int err) {
+  return absl::InternalError(absl::StrCat(what, ": ", std::strerror(err)));
+}
+
+int OpenForOutput(const std::string& path) {
+  return ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------- TempDir
+
+TempDir::TempDir() {
+  const char* base = std::getenv("TMPDIR");
+  std::string pattern =
+      absl::StrCat((base != nullptr && *base != '\0') ? base : "/tmp", "/kvstore-test-XXXXXX");
+  std::vector<char> buf(pattern.begin(), pattern.end());
+  buf.push_back('\0');
+  if (::mkdtemp(buf.data()) == nullptr) {
+    ADD_FAILURE() << "mkdtemp(" << pattern << "): " << std::strerror(errno);
+    return;
+  }
+  path_ = buf.data();
+}
+
+TempDir::~TempDir() {
+  if (path_.empty()) return;
+  if (::testing::Test::HasFailure()) {
+    std::fprintf(stderr, "[  KEPT    ] the test failed; its files are in %s\n", path_.c_str());
+    return;
+  }
+  std::error_code ec;
+  std::filesystem::remove_all(path_, ec);
+  if (ec) std::fprintf(stderr, "removing %s: %s\n", path_.c_str(), ec.message().c_str());
+}
+
+std::string TempDir::Join(const std::string& name) const { return absl::StrCat(path_, "/", name); }
+
+// ---------------------------------------------------------------- ExitStatus
+
+std::string ExitStatus::ToString() const {
+  if (exited) return absl::StrCat("exit code ", code);
+  return absl::StrCat("killed by signal ", signal, " (", strsignal(signal), ")");
+}
+
+// ---------------------------------------------------------------- ChildProcess
+
+ChildProcess::~ChildProcess() {
+  if (pid_ <= 0) return;
+  ::kill(pid_, SIGKILL);
+  int status = 0;
+  while (::waitpid(pid_, &status, 0) < 0 && errno == EINTR) {
+  }
+  pid_ = -1;
+}
+
+absl::Status ChildProcess::Start(const std::string& binary, const std::vector<std::string>& args,
+                                 const std::string& stdout_path, const std::string& stderr_path) {
+  if (pid_ > 0) return absl::FailedPreconditionError("the child is still running");
+
+  // Everything the child needs is prepared before fork(): between fork and
+  // exec only async-signal-safe calls are allowed (gRPC threads may hold locks).
+  std::vector<std::string> argv_storage;
+  argv_storage.push_back(binary);
+  argv_storage.insert(argv_storage.end(), args.begin(), args.end());
+  std::vector<char*> argv;
+  for (std::string& a : argv_storage) argv.push_back(a.data());
+  argv.push_back(nullptr);
+
+  const int out_fd = OpenForOutput(stdout_path);
+  if (out_fd < 0) return ErrnoError(absl::StrCat("open ", stdout_path), errno);
+  int err_fd = out_fd;
+  if (!stderr_path.empty()) {
+    err_fd = OpenForOutput(stderr_path);
+    if (err_fd < 0) {
+      const int e = errno;
+      ::close(out_fd);
+      return ErrnoError(absl::StrCat("open ", stderr_path), e);
+    }
+  }
+  const int null_fd = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
+  // The child reports a failed exec through this pipe; a successful exec
+  // closes it (O_CLOEXEC) and the parent reads end-of-file.
+  int exec_pipe[2];
+  if (null_fd < 0 || ::pipe2(exec_pipe, O_CLOEXEC) != 0) {
+    const int e = errno;
+    ::close(out_fd);
+    if (err_fd != out_fd) ::close(err_fd);
+    if (null_fd >= 0) ::close(null_fd);
+    return ErrnoError("open /dev/null or pipe", e);
+  }
+
+  const pid_t parent = ::getpid();
+  const pid_t pid = ::fork();
+  if (pid == 0) {
+    // Child. Die with the test process, so a crashed or timed-out test
+    // leaves no server behind.
+    ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (::getppid() != parent) ::_exit(127);
+    sigset_t none;
+    sigemptyset(&none);
+    ::sigprocmask(SIG_SETMASK, &none, nullptr);
+    ::signal(SIGPIPE, SIG_DFL);
+    ::dup2(null_fd, STDIN_FILENO);
+    ::dup2(out_fd, STDOUT_FILENO);
+    ::dup2(err_fd, STDERR_FILENO);
+    ::execv(binary.c_str(), argv.data());
+    const int e = errno;
+    ssize_t ignored = ::write(exec_pipe[1], &e, sizeof(e));
+    (void)ignored;
+    ::_exit(127);
+  }
+  const int fork_errno = errno;
+  ::close(exec_pipe[1]);
+  ::close(out_fd);
+  if (err_fd != out_fd) ::close(err_fd);
+  ::close(null_fd);
+  if (pid < 0) {
+    ::close(exec_pipe[0]);
+    return ErrnoError("fork", fork_errno);
+  }
+  pid_ = pid;
+
+  int exec_errno = 0;
+  ssize_t n;
+  do {
+    n = ::read(exec_pipe[0], &exec_errno, sizeof(exec_errno));
+  } while (n < 0 && errno == EINTR);
+  ::close(exec_pipe[0]);
+  if (n > 0) {
+    int status = 0;
+    ::waitpid(pid_, &status, 0);
+    pid_ = -1;
+    return ErrnoError(absl::StrCat("exec ", binary), exec_errno);
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ChildProcess::Kill(int signal) {
+  if (pid_ <= 0) return absl::FailedPreconditionError("no child is running");
+  if (::kill(pid_, signal) != 0) return ErrnoError(absl::StrCat("kill ", pid_), errno);
+  return absl::OkStatus();
+}
+
+absl::StatusOr<ExitStatus> ChildProcess::WaitExit(absl::Time deadline) {
+  if (pid_ <= 0) return absl::FailedPreconditionError("no child is running");
+  ExitStatus result;
+  bool ended = false;
+  absl::Status error;
+  WaitFor(
+      [&] {
+        int status = 0;
+        const pid_t r = ::waitpid(pid_, &status, WNOHANG);
+        if (r == 0) return false;
+        if (r < 0) {
+          if (errno == EINTR) return false;
+          error = ErrnoError(absl::StrCat("waitpid ", pid_), errno);
+          return true;
+        }
+        ended = true;
+        if (WIFEXITED(status)) {
+          result.exited = true;
+          result.code = WEXITSTATUS(status);
+        } else if (WIFSIGNALED(status)) {
+          result.signal = WTERMSIG(status);
+        }
+        return true;
+      },
+      deadline);
+  if (!error.ok()) return error;
+  if (!ended) {
+    return absl::DeadlineExceededError(absl::StrCat("pid ", pid_, " still runs"));
+  }
+  pid_ = -1;
+  return result;
+}
+
+absl::StatusOr<ExitStatus> ChildProcess::KillHard(absl::Duration timeout) {
+  if (absl::Status s = Kill(SIGKILL); !s.ok()) return s;
+  return WaitExit(absl::Now() + timeout);
+}
+
+// ---------------------------------------------------------------- helpers
+
+bool WaitFor(const std::function<bool()>& done, absl::Time deadline, absl::Duration interval) {
+  for (;;) {
+    if (done()) return true;
+    const absl::Time now = absl::Now();
+    if (now >= deadline) return false;
+    absl::SleepFor(std::min(interval, deadline - now));
+  }
+}
+
+std::string ReadFileOrEmpty(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return "";
+  std::ostringstream s;
+  s << in.rdbuf();
+  return s.str();
+}
+
+std::string FileTail(const std::string& path, size_t max_bytes) {
+  std::string all = ReadFileOrEmpty(path);
+  if (all.size() <= max_bytes) return all;
+  return absl::StrCat("...", all.substr(all.size() - max_bytes));
+}
+
+std::vector<std::string> ListDir(const std::string& dir) {
+  std::vector<std::string> names;
+  std::error_code ec;
+  for (const auto& entry : std::filesystem::directory_iterator(dir, ec)) {
+    names.push_back(entry.path().filename().string());
+  }
+  std::sort(names.begin(), names.end());
+  return names;
+}
+
+uint64_t TestSeed() {
+  const char* env = std::getenv("KV_TEST_SEED");
+  uint64_t seed = 0;
+  if (env != nullptr && absl::SimpleAtoi(env, &seed)) return seed;
+  return static_cast<uint64_t>(absl::ToUnixNanos(absl::Now())) ^
+         (static_cast<uint64_t>(::getpid()) << 32);
+}
+
+absl::Status CheckHealth(const std::string& address, absl::Duration timeout) {
+  auto channel = grpc::CreateChannel(address, grpc::InsecureChannelCredentials());
+  grpc::GenericStub stub(channel);
+  grpc::ClientContext context;
+  context.set_deadline(absl::ToChronoTime(absl::Now() + timeout));
+  // HealthCheckRequest{service: ""} encodes to zero bytes (one empty slice:
+  // a ByteBuffer without any slice is not a message at all).
+  grpc::Slice empty("", 0);
+  grpc::ByteBuffer request(&empty, 1);
+  grpc::ByteBuffer response;
+  grpc::Status status;
+  absl::Notification done;
+  stub.UnaryCall(&context, "/grpc.health.v1.Health/Check", grpc::StubOptions(), &request, &response,
+                 [&](grpc::Status s) {
+                   status = std::move(s);
+                   done.Notify();
+                 });
+  done.WaitForNotification();
+  if (!status.ok()) {
+    return absl::UnavailableError(
+        absl::StrCat("health check: ", status.error_code(), " ", status.error_message()));
+  }
+  std::vector<grpc::Slice> slices;
+  if (!response.Dump(&slices).ok()) return absl::InternalError("health check: bad response");
+  std::string bytes;
+  for (const grpc::Slice& slice : slices) {
+    bytes.append(reinterpret_cast<const char*>(slice.begin()), slice.size());
+  }
+  // HealthCheckResponse{status: SERVING (1)}: field 1, varint 1.
+  if (bytes != std::string("\x08\x01", 2)) {
+    return absl::UnavailableError("health check: not SERVING");
+  }
+  return absl::OkStatus();
+}
+
+// ---------------------------------------------------------------- ShardProcess
+
+ShardProcess::ShardProcess(std::string dir) : dir_(std::move(dir)) {}
+
+std::string ShardProcess::log_path() const {
+  return absl::StrCat(dir_, "/shard-", starts_, ".log");
+}
+
+std::vector<std::string> ShardProcess::Args(const std::vector<std::string>& extra_flags) const {
+  std::vector<std::string> args = {"--listen=127.0.0.1:0",
+                                   absl::StrCat("--port-file=", port_file()),
+                                   absl::StrCat("--data-dir=", data_dir())};
+  args.insert(args.end(), extra_flags.begin(), extra_flags.end());
+  return args;
+}
+
+absl::Status ShardProcess::Start(const std::vector<std::string>& extra_flags,
+                                 absl::Duration timeout) {
+  flags_ = extra_flags;
+  return Restart(timeout);
+}
+
+absl::Status ShardProcess::Restart(absl::Duration timeout) {
+  const absl::Time deadline = absl::Now() + timeout;
+  address_.clear();
+  ++starts_;
+  std::error_code ec;
+  std::filesystem::create_directories(data_dir(), ec);
+  std::filesystem::remove(port_file(), ec);  // A stale one would name the old port.
+  if (absl::Status s = process_.Start(KV_SHARD_BIN, Args(flags_), log_path()); !s.ok()) return s;
+  absl::Status s = AwaitServing(deadline);
+  if (!s.ok()) {
+    return absl::Status(
+        s.code(), absl::StrCat("kv-shard (", absl::StrJoin(Args(flags_), " "), "): ", s.message(),
+                               "\n--- tail of ", log_path(), ":\n", LogTail()));
+  }
+  return s;
+}
+
+absl::Status ShardProcess::AwaitServing(absl::Time deadline) {
+  absl::StatusOr<ExitStatus> exited = absl::UnknownError("");
+  auto has_exited = [&] {
+    exited = process_.WaitExit(absl::InfinitePast());  // One non-blocking look.
+    return exited.ok();
+  };
+  // 1. The port file, written atomically once the server is bound.
+  std::string address;
+  const bool have_port = WaitFor(
+      [&] {
+        if (has_exited()) return true;
+        std::string content = ReadFileOrEmpty(port_file());
+        if (content.empty() || content.back() != '\n') return false;
+        address = std::string(absl::StripSuffix(content, "\n"));
+        return true;
+      },
+      deadline);
+  if (exited.ok()) {
+    return absl::UnavailableError(absl::StrCat("exited before serving: ", exited->ToString()));
+  }
+  if (!have_port) return absl::DeadlineExceededError("no port file before the deadline");
+  const size_t colon = address.rfind(':');
+  int port = 0;
+  if (colon == std::string::npos || !absl::SimpleAtoi(address.substr(colon + 1), &port) ||
+      port <= 0 || port > 65535) {
+    return absl::InternalError(absl::StrCat("port file holds '", address, "', not HOST:PORT"));
+  }
+  // 2. A health check that answers SERVING.
+  absl::Status health = absl::UnavailableError("not asked yet");
+  const bool serving = WaitFor(
+      [&] {
+        if (has_exited()) return true;
+        health = CheckHealth(address, absl::Seconds(1));
+        return health.ok();
+      },
+      deadline);
+  if (exited.ok()) {
+    return absl::UnavailableError(
+        absl::StrCat("exited before answering health checks: ", exited->ToString()));
+  }
+  if (!serving) {
+    return absl::DeadlineExceededError(absl::StrCat(
+        "bound ", address, " but not serving before the deadline: ", health.message()));
+  }
+  address_ = address;
+  return absl::OkStatus();
+}
+
+absl::StatusOr<ExitStatus> ShardProcess::RunExpectingExit(
+    const std::vector<std::string>& extra_flags, absl::Duration timeout) {
+  flags_ = extra_flags;
+  address_.clear();
+  ++starts_;
+  std::error_code ec;
+  std::filesystem::remove(port_file(), ec);
+  if (absl::Status s = process_.Start(KV_SHARD_BIN, Args(flags_), log_path()); !s.ok()) return s;
+  absl::StatusOr<ExitStatus> exit = process_.WaitExit(absl::Now() + timeout);
+  if (!exit.ok()) {
+    (void)process_.KillHard();
+    return absl::DeadlineExceededError(absl::StrCat("kv-shard still ran after ",
+                                                    absl::FormatDuration(timeout), "\n--- tail of ",
+                                                    log_path(), ":\n", LogTail()));
+  }
+  return exit;
+}
+
+absl::StatusOr<ExitStatus> ShardProcess::Terminate(absl::Duration timeout) {
+  if (absl::Status s = process_.Kill(SIGTERM); !s.ok()) return s;
+  return process_.WaitExit(absl::Now() + timeout);
+}
+
+// ---------------------------------------------------------------- KvClient
+
+KvClient::KvClient(const std::string& address, absl::Duration timeout)
+    : timeout_(timeout),
+      channel_(grpc::CreateChannel(address, grpc::InsecureChannelCredentials())),
+      kv_(v1::KeyValue::NewStub(channel_)),
+      admin_(v1::Admin::NewStub(channel_)) {}
+
+std::unique_ptr<grpc::ClientContext> KvClient::NewContext() const {
+  auto context = std::make_unique<grpc::ClientContext>();
+  context->set_deadline(absl::ToChronoTime(absl::Now() + timeout_));
+  return context;
+}
+
+grpc::Status KvClient::Get(const v1::GetRequest& request, v1::GetResponse* response) {
+  return kv_->Get(NewContext().get(), request, response);
+}
+grpc::Status KvClient::Set(const v1::SetRequest& request, v1::SetResponse* response) {
+  return kv_->Set(NewContext().get(), request, response);
+}
+grpc::Status KvClient::Delete(const v1::DeleteRequest& request, v1::DeleteResponse* response) {
+  return kv_->Delete(NewContext().get(), request, response);
+}
+grpc::Status KvClient::MultiGet(const v1::MultiGetRequest& request,
+                                v1::MultiGetResponse* response) {
+  return kv_->MultiGet(NewContext().get(), request, response);
+}
+grpc::Status KvClient::MultiSet(const v1::MultiSetRequest& request,
+                                v1::MultiSetResponse* response) {
+  return kv_->MultiSet(NewContext().get(), request, response);
+}
+grpc::Status KvClient::Status(v1::StatusResponse* response) {
+  return admin_->Status(NewContext().get(), v1::StatusRequest(), response);
+}
+grpc::Status KvClient::Snapshot(v1::SnapshotResponse* response) {
+  return admin_->Snapshot(NewContext().get(), v1::SnapshotRequest(), response);
+}
+
+grpc::Status KvClient::Get(const std::string& key, v1::GetResponse* response) {
+  v1::GetRequest request;
+  request.set_key(key);
+  return Get(request, response);
+}
+grpc::Status KvClient::Set(const std::string& key, const std::string& value,
+                           v1::SetResponse* response) {
+  v1::SetRequest request;
+  request.set_key(key);
+  request.set_value(value);
+  return Set(request, response);
+}
+grpc::Status KvClient::Delete(const std::string& key, v1::DeleteResponse* response) {
+  v1::DeleteRequest request;
+  request.set_key(key);
+  return Delete(request, response);
+}
+
+// ---------------------------------------------------------------- kvctl
+
+std::string KvctlResult::ToString() const {
+  return absl::StrCat("kvctl ", status.ToString(), "\n--- stdout:\n", out, "\n--- stderr:\n", err);
+}
+
+KvctlResult RunKvctl(const std::string& address, const std::vector<std::string>& args,
+                     absl::Duration timeout) {
+  KvctlResult result;
+  TempDir tmp;
+  std::vector<std::string> argv;
+  if (!address.empty()) argv.push_back(absl::StrCat("--addr=", address));
+  argv.insert(argv.end(), args.begin(), args.end());
+  ChildProcess child;
+  const std::string out_path = tmp.Join("stdout");
+  const std::string err_path = tmp.Join("stderr");
+  if (absl::Status s = child.Start(KVCTL_BIN, argv, out_path, err_path); !s.ok()) {
+    result.err = s.ToString();
+    return result;
+  }
+  absl::StatusOr<ExitStatus> exit = child.WaitExit(absl::Now() + timeout);
+  if (!exit.ok()) {
+    (void)child.KillHard();
+    result.err = absl::StrCat("kvctl did not exit within ", absl::FormatDuration(timeout), "\n");
+  } else {
+    result.status = *exit;
+    if (exit->exited) result.exit_code = exit->code;
+  }
+  result.out = ReadFileOrEmpty(out_path);
+  result.err += ReadFileOrEmpty(err_path);
+  return result;
+}
+
+}  // namespace testing
+}  // namespace kvstore

@@ -1,0 +1,209 @@
+// Harness for integration tests that run the real binaries on 127.0.0.1:
+// temporary directories, child processes, polling with a deadline, a shard
+// started on port 0 whose bound address is read back from its --port-file, a
+// small gRPC client and a way to run kvctl.
+//
+// Only processes started here are ever signalled, and only by their pid.
+#ifndef KVSTORE_TESTS_SUPPORT_PROCESS_H_
+#define KVSTORE_TESTS_SUPPORT_PROCESS_H_
+
+#include <sys/types.h>
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "grpcpp/grpcpp.h"
+#include "kvstore/v1/admin.grpc.pb.h"
+#include "kvstore/v1/kv.grpc.pb.h"
+
+namespace kvstore {
+namespace testing {
+
+// A fresh directory under $TMPDIR (or /tmp). The destructor removes it with
+// everything inside, unless the current test has failed: then it is kept and
+// its path printed, so the logs and data files can be examined.
+class TempDir {
+ public:
+  TempDir();
+  ~TempDir();
+  TempDir(const TempDir&) = delete;
+  TempDir& operator=(const TempDir&) = delete;
+
+  const std::string& path() const { return path_; }
+  // path()/name.
+  std::string Join(const std::string& name) const;
+
+ private:
+  std::string path_;
+};
+
+// How a child process ended.
+struct ExitStatus {
+  bool exited = false;  // Returned from main or called exit().
+  int code = -1;        // Exit code, when exited.
+  int signal = 0;       // Terminating signal, when !exited.
+
+  bool Clean() const { return exited && code == 0; }
+  std::string ToString() const;
+};
+
+// A process we started. The destructor SIGKILLs and reaps it if it still runs,
+// so a failing test never leaves a server behind. The child also gets SIGKILL
+// if this test process dies first.
+class ChildProcess {
+ public:
+  ChildProcess() = default;
+  ~ChildProcess();
+  ChildProcess(const ChildProcess&) = delete;
+  ChildProcess& operator=(const ChildProcess&) = delete;
+
+  // Runs `binary` with `args` (argv[1..]); stdin is /dev/null, stdout goes to
+  // stdout_path and stderr to stderr_path (both to stdout_path when
+  // stderr_path is empty). Files are truncated.
+  absl::Status Start(const std::string& binary, const std::vector<std::string>& args,
+                     const std::string& stdout_path, const std::string& stderr_path = "");
+
+  pid_t pid() const { return pid_; }
+  // True from Start until WaitExit has seen the process end.
+  bool running() const { return pid_ > 0; }
+
+  // Sends `signal` to the child. Fails when it is not running.
+  absl::Status Kill(int signal);
+
+  // Polls until the child ends or `deadline` passes (DeadlineExceeded; the
+  // child is left running).
+  absl::StatusOr<ExitStatus> WaitExit(absl::Time deadline);
+
+  // Kill(SIGKILL) and WaitExit: for a crash in the middle of work.
+  absl::StatusOr<ExitStatus> KillHard(absl::Duration timeout = absl::Seconds(10));
+
+ private:
+  pid_t pid_ = -1;
+};
+
+// Polls `done` every `interval` until it returns true (returns true) or
+// `deadline` passes (returns false). The synchronisation primitive of these
+// tests: never a bare sleep.
+bool WaitFor(const std::function<bool()>& done, absl::Time deadline,
+             absl::Duration interval = absl::Milliseconds(10));
+
+// Reads a whole file; an empty string when it cannot be read.
+std::string ReadFileOrEmpty(const std::string& path);
+// The last `max_bytes` of a file (for failure messages).
+std::string FileTail(const std::string& path, size_t max_bytes = 4000);
+// Names (not paths) of the entries of `dir`, sorted, without "." and "..".
+std::vector<std::string> ListDir(const std::string& dir);
+
+// A kv-shard process whose files live in one directory:
+//   <dir>/data          --data-dir
+//   <dir>/port          --port-file
+//   <dir>/shard-N.log   stdout and stderr of the N-th start (1-based)
+// Restarting on the same directory keeps the data, so a test can crash a
+// shard and start it again.
+class ShardProcess {
+ public:
+  explicit ShardProcess(std::string dir);
+
+  // Starts kv-shard with --listen=127.0.0.1:0 and the paths above plus
+  // `extra_flags`, then waits until the port file names the bound address
+  // and a gRPC health check answers SERVING. On failure (timeout, early exit)
+  // the status carries the exit status and the tail of the log.
+  absl::Status Start(const std::vector<std::string>& extra_flags = {},
+                     absl::Duration timeout = absl::Seconds(20));
+  // Starts with the flags of the previous Start (the same data directory).
+  absl::Status Restart(absl::Duration timeout = absl::Seconds(20));
+
+  // Starts kv-shard with the same arguments as Start and waits for it to
+  // exit without ever serving: for start-ups that must be refused.
+  absl::StatusOr<ExitStatus> RunExpectingExit(const std::vector<std::string>& extra_flags,
+                                              absl::Duration timeout = absl::Seconds(20));
+
+  // "127.0.0.1:PORT" once started.
+  const std::string& address() const { return address_; }
+  const std::string& dir() const { return dir_; }
+  std::string data_dir() const { return dir_ + "/data"; }
+  std::string port_file() const { return dir_ + "/port"; }
+  // Log of the most recent start.
+  std::string log_path() const;
+  std::string LogTail(size_t max_bytes = 4000) const { return FileTail(log_path(), max_bytes); }
+  ChildProcess& process() { return process_; }
+
+  // SIGTERM and wait for the exit.
+  absl::StatusOr<ExitStatus> Terminate(absl::Duration timeout = absl::Seconds(20));
+  // SIGKILL and reap.
+  absl::StatusOr<ExitStatus> KillHard() { return process_.KillHard(); }
+
+ private:
+  std::vector<std::string> Args(const std::vector<std::string>& extra_flags) const;
+  absl::Status AwaitServing(absl::Time deadline);
+
+  std::string dir_;
+  std::vector<std::string> flags_;
+  std::string address_;
+  int starts_ = 0;
+  ChildProcess process_;
+};
+
+// Asks grpc.health.v1.Health/Check (service "") on `address`; OK when the
+// answer is SERVING.
+absl::Status CheckHealth(const std::string& address, absl::Duration timeout);
+
+// A thin client for the KeyValue and Admin services of one server, each call
+// with its own deadline.
+class KvClient {
+ public:
+  explicit KvClient(const std::string& address, absl::Duration timeout = absl::Seconds(10));
+
+  grpc::Status Get(const v1::GetRequest& request, v1::GetResponse* response);
+  grpc::Status Set(const v1::SetRequest& request, v1::SetResponse* response);
+  grpc::Status Delete(const v1::DeleteRequest& request, v1::DeleteResponse* response);
+  grpc::Status MultiGet(const v1::MultiGetRequest& request, v1::MultiGetResponse* response);
+  grpc::Status MultiSet(const v1::MultiSetRequest& request, v1::MultiSetResponse* response);
+  grpc::Status Status(v1::StatusResponse* response);
+  grpc::Status Snapshot(v1::SnapshotResponse* response);
+
+  // Shorthands.
+  grpc::Status Get(const std::string& key, v1::GetResponse* response);
+  grpc::Status Set(const std::string& key, const std::string& value, v1::SetResponse* response);
+  grpc::Status Delete(const std::string& key, v1::DeleteResponse* response);
+
+  v1::KeyValue::Stub* kv() { return kv_.get(); }
+  v1::Admin::Stub* admin() { return admin_.get(); }
+  // A context with this client's deadline.
+  std::unique_ptr<grpc::ClientContext> NewContext() const;
+
+ private:
+  absl::Duration timeout_;
+  std::shared_ptr<grpc::Channel> channel_;
+  std::unique_ptr<v1::KeyValue::Stub> kv_;
+  std::unique_ptr<v1::Admin::Stub> admin_;
+};
+
+// What a kvctl run printed and returned.
+struct KvctlResult {
+  int exit_code = -1;  // -1 when it did not exit normally (see status).
+  std::string out;
+  std::string err;
+  ExitStatus status;
+  std::string ToString() const;
+};
+
+// Runs `KVCTL_BIN --addr=<address> args...` to completion. An empty address
+// leaves --addr out (for usage errors).
+KvctlResult RunKvctl(const std::string& address, const std::vector<std::string>& args,
+                     absl::Duration timeout = absl::Seconds(20));
+
+// The seed for a randomized test: $KV_TEST_SEED when set, else derived from
+// the clock. Printed by the caller so a failure can be rerun with it.
+uint64_t TestSeed();
+
+}  // namespace testing
+}  // namespace kvstore
+
+#endif  // KVSTORE_TESTS_SUPPORT_PROCESS_H_

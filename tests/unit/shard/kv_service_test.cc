@@ -1,0 +1,193 @@
+// KvService on the default reactor, without a server: request validation, the
+// error codes the API promises, and that a rejected request writes nothing.
+#include "services/shard/kv_service.h"
+
+#include <grpcpp/test/default_reactor_test_peer.h>
+
+#include <memory>
+#include <string>
+
+#include "absl/synchronization/notification.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "tests/support/fake_clock.h"
+#include "tests/support/fake_file_system.h"
+
+namespace kvstore {
+namespace {
+
+using ::testing::HasSubstr;
+
+class KvServiceTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    StoreOptions o;
+    o.dir = "/data";
+    o.fs = &fs_;
+    o.clock = &clock_;
+    o.background_maintenance = false;
+    absl::StatusOr<std::unique_ptr<Store>> s = Store::Open(o);
+    ASSERT_TRUE(s.ok()) << s.status();
+    store_ = *std::move(s);
+    limits_.max_value_bytes = 100;
+    service_ = std::make_unique<KvService>(store_.get(), limits_);
+  }
+
+  // Runs one unary method and waits for its Finish.
+  template <typename Method, typename Request, typename Response>
+  grpc::Status Call(Method method, const Request& request, Response* response) {
+    grpc::CallbackServerContext context;
+    absl::Notification finished;
+    grpc::Status status;
+    grpc::testing::DefaultReactorTestPeer peer(&context, [&](grpc::Status s) {
+      status = std::move(s);
+      finished.Notify();
+    });
+    (service_.get()->*method)(&context, &request, response);
+    finished.WaitForNotification();
+    return status;
+  }
+
+  grpc::Status Set(const std::string& key, const std::string& value, v1::SetResponse* out) {
+    v1::SetRequest request;
+    request.set_key(key);
+    request.set_value(value);
+    return Call(&KvService::Set, request, out);
+  }
+
+  testing::FakeFileSystem fs_;
+  testing::FakeClock clock_;
+  std::unique_ptr<Store> store_;
+  RequestLimits limits_;
+  std::unique_ptr<KvService> service_;
+};
+
+TEST_F(KvServiceTest, SetThenGetRoundTrips) {
+  v1::SetResponse set;
+  ASSERT_TRUE(Set("k", std::string("a\0b", 3), &set).ok());
+  v1::GetRequest get;
+  get.set_key("k");
+  v1::GetResponse got;
+  ASSERT_TRUE(Call(&KvService::Get, get, &got).ok());
+  EXPECT_TRUE(got.found());
+  EXPECT_EQ(got.value(), std::string("a\0b", 3));
+  EXPECT_EQ(got.version(), set.version());
+}
+
+TEST_F(KvServiceTest, MissingKeyIsFoundFalseNotAnError) {
+  v1::GetRequest get;
+  get.set_key("nope");
+  v1::GetResponse got;
+  EXPECT_TRUE(Call(&KvService::Get, get, &got).ok());
+  EXPECT_FALSE(got.found());
+  EXPECT_EQ(got.version(), 0u);
+}
+
+TEST_F(KvServiceTest, InvalidRequestsNameTheLimitAndWriteNothing) {
+  const uint64_t before = store_->last_index();
+  v1::SetResponse set;
+  grpc::Status empty = Set("", "v", &set);
+  EXPECT_EQ(empty.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(empty.error_message(), HasSubstr("empty"));
+
+  grpc::Status long_key = Set(std::string(4097, 'k'), "v", &set);
+  EXPECT_EQ(long_key.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(long_key.error_message(), HasSubstr("4096"));
+
+  grpc::Status big = Set("k", std::string(101, 'v'), &set);
+  EXPECT_EQ(big.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(big.error_message(), HasSubstr("100"));
+
+  v1::SetRequest bad_ack;
+  bad_ack.set_key("k");
+  bad_ack.mutable_ack()->set_mode(static_cast<v1::AckMode>(42));
+  EXPECT_EQ(Call(&KvService::Set, bad_ack, &set).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+
+  v1::GetRequest bad_mode;
+  bad_mode.set_key("k");
+  bad_mode.set_read_mode(static_cast<v1::ReadMode>(7));
+  v1::GetResponse got;
+  EXPECT_EQ(Call(&KvService::Get, bad_mode, &got).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+
+  v1::MultiSetRequest batch;
+  batch.add_items()->set_key("good");
+  batch.add_items()->set_key("");
+  v1::MultiSetResponse batch_out;
+  grpc::Status bad_item = Call(&KvService::MultiSet, batch, &batch_out);
+  EXPECT_EQ(bad_item.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(bad_item.error_message(), HasSubstr("item 1"));
+
+  EXPECT_EQ(store_->last_index(), before) << "a rejected request wrote to the log";
+  std::string value;
+  uint64_t version;
+  EXPECT_FALSE(store_->Get("good", &value, &version));
+}
+
+TEST_F(KvServiceTest, CasMismatchIsFailedPreconditionWithCurrentVersion) {
+  v1::SetResponse first;
+  ASSERT_TRUE(Set("k", "v", &first).ok());
+  v1::SetRequest cas;
+  cas.set_key("k");
+  cas.set_value("w");
+  cas.set_if_version(first.version() + 1);
+  v1::SetResponse out;
+  grpc::Status s = Call(&KvService::Set, cas, &out);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+  EXPECT_THAT(s.error_message(), HasSubstr(std::to_string(first.version())));
+}
+
+TEST_F(KvServiceTest, ReplicaAckWithoutFollowersIsFailedPrecondition) {
+  v1::SetRequest request;
+  request.set_key("k");
+  request.mutable_ack()->set_mode(v1::ACK_MODE_REPLICAS);
+  v1::SetResponse out;
+  EXPECT_EQ(Call(&KvService::Set, request, &out).error_code(),
+            grpc::StatusCode::FAILED_PRECONDITION);
+}
+
+TEST_F(KvServiceTest, MultiSetReportsPerItemResultsInOrder) {
+  v1::SetResponse existing;
+  ASSERT_TRUE(Set("taken", "v", &existing).ok());
+  v1::MultiSetRequest request;
+  v1::SetItem* a = request.add_items();
+  a->set_key("taken");
+  a->set_value("x");
+  a->set_if_version(0);  // Fails: the key exists.
+  v1::SetItem* b = request.add_items();
+  b->set_key("fresh");
+  b->set_value("y");
+  v1::MultiSetResponse out;
+  ASSERT_TRUE(Call(&KvService::MultiSet, request, &out).ok());
+  ASSERT_EQ(out.results_size(), 2);
+  EXPECT_EQ(out.results(0).error().code(), grpc::StatusCode::FAILED_PRECONDITION);
+  EXPECT_EQ(out.results(1).error().code(), 0);
+  EXPECT_GT(out.results(1).version(), existing.version());
+
+  v1::MultiGetRequest get;
+  get.add_keys("fresh");
+  get.add_keys("missing");
+  get.add_keys("taken");
+  v1::MultiGetResponse got;
+  ASSERT_TRUE(Call(&KvService::MultiGet, get, &got).ok());
+  ASSERT_EQ(got.results_size(), 3);
+  EXPECT_EQ(got.results(0).value(), "y");
+  EXPECT_FALSE(got.results(1).found());
+  EXPECT_EQ(got.results(2).value(), "v");
+}
+
+TEST_F(KvServiceTest, DeleteReportsWhetherAKeyWasRemoved) {
+  v1::SetResponse set;
+  ASSERT_TRUE(Set("k", "v", &set).ok());
+  v1::DeleteRequest del;
+  del.set_key("k");
+  v1::DeleteResponse out;
+  ASSERT_TRUE(Call(&KvService::Delete, del, &out).ok());
+  EXPECT_TRUE(out.deleted());
+  EXPECT_GT(out.version(), set.version());
+  v1::DeleteResponse again;
+  ASSERT_TRUE(Call(&KvService::Delete, del, &again).ok());
+  EXPECT_FALSE(again.deleted());
+}
+
+}  // namespace
+}  // namespace kvstore

@@ -1,0 +1,391 @@
+// Store semantics (CAS, TTL, batches, versions) and crash recovery, on the fake
+// file system and clock so every crash point and every second is chosen by the test.
+#include "common/storage/store.h"
+
+#include <map>
+#include <memory>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/synchronization/notification.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "tests/support/fake_clock.h"
+#include "tests/support/fake_file_system.h"
+
+namespace kvstore {
+namespace {
+
+using ::kvstore::testing::FakeClock;
+using ::kvstore::testing::FakeFileSystem;
+using ::testing::HasSubstr;
+using Op = FakeFileSystem::Op;
+
+constexpr char kDir[] = "/data/shard";
+
+class StoreTest : public ::testing::Test {
+ protected:
+  StoreOptions Options(FsyncPolicy fsync = FsyncPolicy::kAlways) {
+    StoreOptions o;
+    o.dir = kDir;
+    o.fsync = fsync;
+    o.fs = &fs_;
+    o.clock = &clock_;
+    o.background_maintenance = false;
+    o.segment_bytes = 4096;  // Many segments, so pruning has something to do.
+    o.snapshot_every_writes = 0;
+    o.snapshot_every_seconds = 0;
+    o.on_fatal_error = [this](const absl::Status&) { ++fatal_errors_; };
+    return o;
+  }
+
+  void Open(FsyncPolicy fsync = FsyncPolicy::kAlways) {
+    store_.reset();
+    absl::StatusOr<std::unique_ptr<Store>> s = Store::Open(Options(fsync));
+    ASSERT_TRUE(s.ok()) << s.status();
+    store_ = *std::move(s);
+  }
+
+  // The store's threads die with the simulated process: drop it without the
+  // orderly Close a destructor would do, by crashing the file system first.
+  void CrashAndReopen(bool power_cut, FsyncPolicy fsync = FsyncPolicy::kAlways) {
+    if (power_cut) {
+      fs_.CutPower();
+    } else {
+      fs_.CrashProcess();
+    }
+    store_.reset();                 // Its final sync fails against dead handles; that is the point.
+    if (power_cut) fs_.CutPower();  // Anything the dying store wrote is lost too.
+    Open(fsync);
+  }
+
+  std::vector<MutationResult> Write(std::vector<Mutation> batch,
+                                    Durability durability = Durability::kDefault) {
+    absl::Notification done;
+    std::vector<MutationResult> out;
+    store_->Write(std::move(batch), durability, [&](std::vector<MutationResult> r) {
+      out = std::move(r);
+      done.Notify();
+    });
+    done.WaitForNotification();
+    return out;
+  }
+
+  MutationResult Set(const std::string& key, const std::string& value, uint64_t ttl_ms = 0,
+                     std::optional<uint64_t> if_version = std::nullopt,
+                     Durability durability = Durability::kDefault) {
+    Mutation m;
+    m.key = key;
+    m.value = value;
+    m.ttl_ms = ttl_ms;
+    m.if_version = if_version;
+    return Write({m}, durability)[0];
+  }
+
+  MutationResult Del(const std::string& key, std::optional<uint64_t> if_version = std::nullopt) {
+    Mutation m;
+    m.kind = Mutation::Kind::kDelete;
+    m.key = key;
+    m.if_version = if_version;
+    return Write({m})[0];
+  }
+
+  std::optional<std::string> Get(const std::string& key, uint64_t* version = nullptr) {
+    std::string value;
+    uint64_t v = 0;
+    if (!store_->Get(key, &value, &v)) return std::nullopt;
+    if (version != nullptr) *version = v;
+    return value;
+  }
+
+  FakeFileSystem fs_;
+  FakeClock clock_;
+  std::unique_ptr<Store> store_;
+  int fatal_errors_ = 0;
+};
+
+TEST_F(StoreTest, SetThenGetReturnsValueAndVersion) {
+  Open();
+  MutationResult r = Set("k", "v1");
+  ASSERT_TRUE(r.status.ok()) << r.status;
+  uint64_t version = 0;
+  EXPECT_EQ(Get("k", &version), "v1");
+  EXPECT_EQ(version, r.version);
+  EXPECT_EQ(Get("missing"), std::nullopt);
+}
+
+TEST_F(StoreTest, VersionsStrictlyIncreasePerKeyAcrossDeleteAndRestart) {
+  Open();
+  uint64_t last = 0;
+  for (int round = 0; round < 3; ++round) {
+    for (int i = 0; i < 5; ++i) {
+      MutationResult r = Set("k", absl::StrCat("v", round, i));
+      ASSERT_TRUE(r.status.ok());
+      EXPECT_GT(r.version, last);
+      last = r.version;
+    }
+    MutationResult d = Del("k");
+    ASSERT_TRUE(d.applied);
+    EXPECT_GT(d.version, last);
+    last = d.version;
+    Open();  // Orderly restart.
+  }
+}
+
+TEST_F(StoreTest, CompareAndSetZeroCreatesOnlyIfAbsent) {
+  Open();
+  EXPECT_TRUE(Set("k", "first", 0, 0).status.ok());
+  MutationResult again = Set("k", "second", 0, 0);
+  EXPECT_EQ(again.status.code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(Get("k"), "first");
+}
+
+TEST_F(StoreTest, CompareAndSetMismatchNamesCurrentVersionAndWritesNothing) {
+  Open();
+  MutationResult a = Set("k", "a");
+  const uint64_t before = store_->last_index();
+  MutationResult b = Set("k", "b", 0, a.version + 100);
+  EXPECT_EQ(b.status.code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(std::string(b.status.message()), HasSubstr(absl::StrCat(a.version)));
+  EXPECT_EQ(store_->last_index(), before);
+  EXPECT_EQ(Get("k"), "a");
+  EXPECT_TRUE(Set("k", "c", 0, a.version).status.ok());
+  EXPECT_EQ(Get("k"), "c");
+}
+
+TEST_F(StoreTest, DeleteMissingKeyIsNotAnErrorAndWritesNothing) {
+  Open();
+  const uint64_t before = store_->last_index();
+  MutationResult d = Del("nothing");
+  EXPECT_TRUE(d.status.ok());
+  EXPECT_FALSE(d.applied);
+  EXPECT_EQ(d.version, 0u);
+  EXPECT_EQ(store_->last_index(), before);
+}
+
+TEST_F(StoreTest, CompareAndDeleteChecksVersion) {
+  Open();
+  MutationResult a = Set("k", "a");
+  EXPECT_EQ(Del("k", a.version + 1).status.code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(Get("k"), "a");
+  EXPECT_TRUE(Del("k", a.version).applied);
+  EXPECT_EQ(Get("k"), std::nullopt);
+}
+
+TEST_F(StoreTest, ExpiredKeyIsNeverReturnedAndIsAbsentForCas) {
+  Open();
+  ASSERT_TRUE(Set("k", "v", /*ttl_ms=*/1000).status.ok());
+  clock_.AdvanceMillis(999);
+  EXPECT_EQ(Get("k"), "v");
+  clock_.AdvanceMillis(1);
+  EXPECT_EQ(Get("k"), std::nullopt);
+  EXPECT_TRUE(Set("k", "again", 0, /*if_version=*/0).status.ok());
+  EXPECT_EQ(Get("k"), "again");
+}
+
+TEST_F(StoreTest, ActiveExpiryReclaimsMemoryWithoutReads) {
+  Open();
+  for (int i = 0; i < 100; ++i) ASSERT_TRUE(Set(absl::StrCat("t", i), "v", 10).status.ok());
+  for (int i = 0; i < 10; ++i) ASSERT_TRUE(Set(absl::StrCat("p", i), "v").status.ok());
+  EXPECT_EQ(store_->GetStatus().key_count, 110u);
+  clock_.AdvanceMillis(11);
+  EXPECT_EQ(store_->EvictExpired(1000), 100u);
+  EXPECT_EQ(store_->GetStatus().key_count, 10u);
+}
+
+TEST_F(StoreTest, ExpiryIsAbsoluteAcrossRestart) {
+  Open();
+  ASSERT_TRUE(Set("short", "v", 1000).status.ok());
+  ASSERT_TRUE(Set("long", "v", 100000).status.ok());
+  clock_.AdvanceMillis(2000);
+  Open();
+  EXPECT_EQ(Get("short"), std::nullopt);
+  EXPECT_EQ(Get("long"), "v");
+  EXPECT_EQ(store_->GetStatus().key_count, 1u) << "an expired key was loaded into memory";
+}
+
+TEST_F(StoreTest, BatchItemsSucceedOrFailIndependently) {
+  Open();
+  MutationResult a = Set("a", "1");
+  std::vector<Mutation> batch(3);
+  batch[0].key = "a";
+  batch[0].value = "2";
+  batch[0].if_version = a.version + 5;  // Fails.
+  batch[1].key = "b";
+  batch[1].value = "3";
+  batch[2].key = "c";
+  batch[2].value = "4";
+  batch[2].if_version = 0;
+  std::vector<MutationResult> r = Write(batch);
+  ASSERT_EQ(r.size(), 3u);
+  EXPECT_EQ(r[0].status.code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_TRUE(r[1].status.ok());
+  EXPECT_TRUE(r[2].status.ok());
+  EXPECT_LT(r[1].version, r[2].version);
+  EXPECT_EQ(Get("a"), "1");
+  EXPECT_EQ(Get("b"), "3");
+}
+
+TEST_F(StoreTest, AcknowledgedWritesSurvivePowerCutUnderFsyncAlways) {
+  Open(FsyncPolicy::kAlways);
+  std::map<std::string, std::string> acked;
+  for (int i = 0; i < 300; ++i) {
+    std::string key = absl::StrCat("k", i % 120);
+    std::string value = absl::StrCat("v", i);
+    ASSERT_TRUE(Set(key, value).status.ok());
+    acked[key] = value;
+  }
+  CrashAndReopen(/*power_cut=*/true);
+  int checked = 0;
+  for (const auto& [key, value] : acked) {
+    EXPECT_EQ(Get(key), value) << key;
+    ++checked;
+  }
+  EXPECT_EQ(checked, 120);
+}
+
+TEST_F(StoreTest, WrittenWritesSurviveProcessCrashUnderFsyncNo) {
+  Open(FsyncPolicy::kNo);
+  for (int i = 0; i < 200; ++i) ASSERT_TRUE(Set(absl::StrCat("k", i), "v").status.ok());
+  CrashAndReopen(/*power_cut=*/false, FsyncPolicy::kNo);
+  EXPECT_EQ(store_->GetStatus().key_count, 200u);
+}
+
+TEST_F(StoreTest, FsyncedAckOverridesPolicyNo) {
+  Open(FsyncPolicy::kNo);
+  ASSERT_TRUE(Set("lazy", "v").status.ok());
+  ASSERT_TRUE(Set("durable", "v", 0, std::nullopt, Durability::kFsynced).status.ok());
+  CrashAndReopen(/*power_cut=*/true, FsyncPolicy::kNo);
+  EXPECT_EQ(Get("durable"), "v");  // And "lazy" with it: one fsync covers the log before it.
+  EXPECT_EQ(Get("lazy"), "v");
+}
+
+TEST_F(StoreTest, PowerCutUnderFsyncNoLeavesAPrefixOfTheLog) {
+  Open(FsyncPolicy::kNo);
+  ASSERT_TRUE(Set("synced", "v", 0, std::nullopt, Durability::kFsynced).status.ok());
+  for (int i = 0; i < 100; ++i) ASSERT_TRUE(Set("seq", absl::StrCat(i)).status.ok());
+  fs_.CutPower(/*keep_unsynced_fraction=*/0.5);
+  store_.reset();
+  fs_.CutPower(0.5);
+  Open(FsyncPolicy::kNo);
+  EXPECT_EQ(Get("synced"), "v");
+  // Whatever survived is a prefix of the log: "seq" holds one of its values, and
+  // the next write gets a newer version than the one that survived.
+  uint64_t version = 0;
+  std::optional<std::string> seq = Get("seq", &version);
+  ASSERT_TRUE(seq.has_value());
+  EXPECT_GE(std::stoi(*seq), 0);
+  MutationResult next = Set("seq", "after");
+  EXPECT_GT(next.version, version);
+}
+
+TEST_F(StoreTest, SnapshotPlusLogTailRecoversExactState) {
+  Open();
+  std::map<std::string, std::string> oracle;
+  std::mt19937 rng(42);
+  for (int i = 0; i < 400; ++i) {
+    std::string key = absl::StrCat("k", rng() % 50);
+    if (rng() % 5 == 0) {
+      Del(key);
+      oracle.erase(key);
+    } else {
+      std::string value = absl::StrCat("v", i);
+      ASSERT_TRUE(Set(key, value).status.ok());
+      oracle[key] = value;
+    }
+    if (i == 150 || i == 300) {
+      ASSERT_TRUE(store_->TakeSnapshot().ok());
+    }
+  }
+  CrashAndReopen(/*power_cut=*/true);
+  EXPECT_EQ(store_->GetStatus().key_count, oracle.size());
+  for (const auto& [key, value] : oracle) EXPECT_EQ(Get(key), value) << key;
+  ASSERT_TRUE(store_->GetStatus().last_snapshot.has_value());
+}
+
+TEST_F(StoreTest, SnapshotRemovesCoveredLogSegmentsButKeepsTheTail) {
+  Open();
+  for (int i = 0; i < 500; ++i)
+    ASSERT_TRUE(Set(absl::StrCat("k", i), std::string(40, 'x')).status.ok());
+  const uint32_t before = store_->GetStatus().log_segments;
+  ASSERT_GT(before, 3u);
+  ASSERT_TRUE(store_->TakeSnapshot().ok());
+  ASSERT_TRUE(Set("after", "1").status.ok());
+  ASSERT_TRUE(store_->TakeSnapshot().ok());  // The log is kept back to the older snapshot.
+  EXPECT_LT(store_->GetStatus().log_segments, before);
+  Open();
+  EXPECT_EQ(store_->GetStatus().key_count, 501u);
+}
+
+// A crash at each step of a snapshot's install (its fsync, the rename, the
+// directory fsync, or just after) recovers the old or the new snapshot, and with
+// the log after it, exactly the acknowledged state.
+class SnapshotCrashTest : public StoreTest, public ::testing::WithParamInterface<int> {};
+
+TEST_P(SnapshotCrashTest, RecoversAcknowledgedStateWithOldOrNewSnapshot) {
+  const int step = GetParam();  // 0..2: fail that step; 3: crash after success.
+  Open(FsyncPolicy::kAlways);
+  std::map<std::string, std::string> oracle;
+  for (int i = 0; i < 100; ++i) {
+    ASSERT_TRUE(Set(absl::StrCat("k", i), "old").status.ok());
+    oracle[absl::StrCat("k", i)] = "old";
+  }
+  absl::StatusOr<SnapshotMeta> first = store_->TakeSnapshot();
+  ASSERT_TRUE(first.ok()) << first.status();
+  for (int i = 0; i < 100; i += 2) {
+    ASSERT_TRUE(Set(absl::StrCat("k", i), "new").status.ok());
+    oracle[absl::StrCat("k", i)] = "new";
+  }
+  // Every write is fsynced already, so the next sync or rename is the snapshot's.
+  const Op steps[] = {Op::kSync, Op::kRename, Op::kSyncDir};
+  if (step < 3) fs_.FailAfter(steps[step], 0);
+  absl::StatusOr<SnapshotMeta> second = store_->TakeSnapshot();
+  EXPECT_EQ(second.ok(), step == 3) << second.status();
+  fs_.ClearFailures();
+  CrashAndReopen(/*power_cut=*/true);
+  ASSERT_TRUE(store_->GetStatus().last_snapshot.has_value());
+  const uint64_t loaded = store_->GetStatus().last_snapshot->start_index;
+  EXPECT_EQ(loaded, step == 3 ? second->start_index : first->start_index);
+  EXPECT_EQ(store_->GetStatus().key_count, oracle.size());
+  for (const auto& [key, value] : oracle) EXPECT_EQ(Get(key), value) << key;
+}
+
+INSTANTIATE_TEST_SUITE_P(EachStep, SnapshotCrashTest, ::testing::Values(0, 1, 2, 3));
+
+TEST_F(StoreTest, DamagedNewestSnapshotFallsBackToTheOlderOne) {
+  Open();
+  for (int i = 0; i < 50; ++i) ASSERT_TRUE(Set(absl::StrCat("k", i), "old").status.ok());
+  ASSERT_TRUE(store_->TakeSnapshot().ok());
+  for (int i = 0; i < 50; ++i) ASSERT_TRUE(Set(absl::StrCat("k", i), "new").status.ok());
+  absl::StatusOr<SnapshotMeta> newest = store_->TakeSnapshot();
+  ASSERT_TRUE(newest.ok());
+  store_.reset();
+  std::string bytes = fs_.Contents(newest->path);
+  bytes[bytes.size() / 2] ^= 0x40;
+  fs_.SetContents(newest->path, bytes);
+  Open();
+  for (int i = 0; i < 50; ++i) EXPECT_EQ(Get(absl::StrCat("k", i)), "new");
+}
+
+TEST_F(StoreTest, FailedLogSyncIsNeverAcknowledgedAndIsSticky) {
+  Open(FsyncPolicy::kAlways);
+  ASSERT_TRUE(Set("before", "v").status.ok());
+  fs_.FailAfter(Op::kSync, 0);
+  MutationResult failed = Set("k", "v");
+  EXPECT_FALSE(failed.status.ok());
+  fs_.ClearFailures();
+  MutationResult later = Set("k2", "v");
+  EXPECT_FALSE(later.status.ok()) << "a write after a failed fsync was acknowledged";
+  EXPECT_EQ(fatal_errors_, 1);
+}
+
+TEST_F(StoreTest, WritesAfterCloseAreRefusedAsUnavailable) {
+  Open();
+  ASSERT_TRUE(store_->Close().ok());
+  EXPECT_EQ(Set("k", "v").status.code(), absl::StatusCode::kUnavailable);
+}
+
+}  // namespace
+}  // namespace kvstore

@@ -1,0 +1,598 @@
+// kvctl: command-line client for kvstore's KeyValue and Admin services, meant
+// for people and for scripts alike: one call per run, a stable output format,
+// and exit codes that tell retryable from fatal (see kUsage below).
+#include <algorithm>
+#include <cerrno>
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/ascii.h"
+#include "absl/strings/escaping.h"
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_split.h"
+#include "absl/time/time.h"
+#include "gflags/gflags.h"
+#include "google/protobuf/util/json_util.h"
+#include "grpcpp/create_channel.h"
+#include "grpcpp/security/credentials.h"
+#include "grpcpp/support/channel_arguments.h"
+#include "kvstore/v1/admin.grpc.pb.h"
+#include "kvstore/v1/kv.grpc.pb.h"
+
+#ifndef KVSTORE_VERSION
+#define KVSTORE_VERSION "dev"
+#endif
+
+DEFINE_string(addr, "127.0.0.1:50051", "Server to call, HOST:PORT (a router, shard or replica)");
+DEFINE_int64(timeout_ms, 5000, "Deadline of the call, in milliseconds");
+DEFINE_bool(hex, false,
+            "Values are hex: get/mget print them as hex, set/mset parse VALUE (and what '-' or "
+            "'@FILE' supply) as hex; keys stay as given");
+DEFINE_bool(raw, false, "get: print the value's exact bytes, without the trailing newline");
+DEFINE_bool(json, false, "status, snapshot: print the reply as proto JSON");
+DEFINE_uint64(ttl_ms, 0, "set, mset: time to live in milliseconds (0 = never expires)");
+DEFINE_int64(if_version, -1,
+             "set, mset, del: compare-and-set, only if the key's current version is this "
+             "(0 = only if absent; -1 = unconditional)");
+DEFINE_string(ack, "default",
+              "set, mset, del: acknowledge after default (the shard's setting), memory, fsync, "
+              "replicas (the shard's --sync-acks followers) or replicas:N");
+DEFINE_string(read_mode, "leader", "get, mget: read from the leader, or from any replica (stale)");
+
+namespace kvstore {
+namespace {
+
+namespace v1 = ::kvstore::v1;
+
+// Exit codes: part of kvctl's contract with scripts. Keep kUsage in step.
+constexpr int kExitOk = 0;
+constexpr int kExitNotFound = 1;
+constexpr int kExitUsage = 2;
+constexpr int kExitPrecondition = 3;
+constexpr int kExitRetryable = 4;
+constexpr int kExitError = 5;
+
+constexpr char kUsage[] =
+    R"(command-line client for kvstore.
+
+Usage: kvctl [flags] COMMAND [ARGS...]
+
+Commands:
+  get KEY               print KEY's value
+  set KEY VALUE         write VALUE; VALUE "-" reads stdin, "@FILE" reads FILE (binary-safe)
+  del KEY               delete KEY
+  mget KEY...           read many keys in one call; one line per key, in order:
+                          KEY<TAB>OK<TAB>VERSION<TAB>VALUE | KEY<TAB>NOT_FOUND
+                          | KEY<TAB>CODE<TAB>MESSAGE
+  mset KEY VALUE...     write many keys in one call (VALUE as for set); one line per key:
+                          KEY<TAB>OK<TAB>VERSION | KEY<TAB>CODE<TAB>MESSAGE
+  status                role, log, snapshot and sizes of the node at --addr
+  snapshot              take a snapshot now; returns when it is durable
+
+Output:
+  get prints the value and a newline (--raw: the exact bytes only; --hex: hex and a newline).
+  set prints "OK version=N"; del prints "deleted version=N" or "not found".
+  status and snapshot print "name: value" lines, or proto JSON with --json.
+  Errors go to stderr as "kvctl: CODE: message" (CODE is a gRPC status code name).
+  Use --hex for values that may hold newlines or other binary bytes. An argument that
+  starts with '-' (other than "-" itself) goes after "--".
+
+Exit codes:
+  0  success
+  1  key not found (get; mget: some key), or nothing deleted (del)
+  2  usage error: unknown command or flag, wrong arguments, bad flag value, unreadable FILE
+  3  FAILED_PRECONDITION: compare-and-set mismatch (--if_version), or a write sent to a
+     replica (the message names the leader)
+  4  UNAVAILABLE or DEADLINE_EXCEEDED: retryable
+  5  any other error
+mget and mset exit with the highest code any key produced.
+)";
+
+// Flags as documented in --help: ours only, not gflags' own.
+std::string FlagHelp() {
+  std::vector<gflags::CommandLineFlagInfo> flags;
+  gflags::GetAllFlags(&flags);
+  std::string out = "Flags (dashes or underscores; --name=value or --name value):\n";
+  for (const gflags::CommandLineFlagInfo& f : flags) {
+    if (f.filename != __FILE__) continue;
+    absl::StrAppend(&out, "  --", f.name);
+    if (f.type != "bool") absl::StrAppend(&out, "=", f.type == "string" ? "..." : "N");
+    absl::StrAppend(&out, "  (default: ", f.default_value.empty() ? "\"\"" : f.default_value,
+                    ")\n");
+    // The description, wrapped at 80 columns.
+    std::string line = "     ";
+    for (absl::string_view word : absl::StrSplit(f.description, ' ', absl::SkipEmpty())) {
+      if (line.size() + 1 + word.size() > 80 && line.size() > 5) {
+        absl::StrAppend(&out, line, "\n");
+        line = "     ";
+      }
+      absl::StrAppend(&line, " ", word);
+    }
+    absl::StrAppend(&out, line, "\n");
+  }
+  return out;
+}
+
+void PrintUsage(FILE* out) {
+  std::fprintf(out, "kvctl %s: %s\n%s", KVSTORE_VERSION, kUsage, FlagHelp().c_str());
+}
+
+// "kvctl: CODE: message" on stderr.
+void PrintError(absl::StatusCode code, const std::string& message) {
+  std::fprintf(stderr, "kvctl: %s: %s\n", absl::StatusCodeToString(code).c_str(), message.c_str());
+}
+
+int UsageError(const std::string& message) {
+  PrintError(absl::StatusCode::kInvalidArgument, message);
+  std::fprintf(stderr, "Run 'kvctl --help' for usage.\n");
+  return kExitUsage;
+}
+
+int ExitCodeFor(int grpc_code) {
+  switch (grpc_code) {
+    case grpc::StatusCode::OK:
+      return kExitOk;
+    case grpc::StatusCode::FAILED_PRECONDITION:
+      return kExitPrecondition;
+    case grpc::StatusCode::UNAVAILABLE:
+    case grpc::StatusCode::DEADLINE_EXCEEDED:
+      return kExitRetryable;
+    default:
+      return kExitError;
+  }
+}
+
+std::string CodeName(int grpc_code) {
+  return absl::StatusCodeToString(static_cast<absl::StatusCode>(grpc_code));
+}
+
+// Reports a failed call and returns its exit code.
+int CallFailed(const grpc::Status& status) {
+  PrintError(static_cast<absl::StatusCode>(status.error_code()),
+             status.error_message().empty() ? "(no message)" : status.error_message());
+  return ExitCodeFor(status.error_code());
+}
+
+void WriteOut(const std::string& bytes) { std::fwrite(bytes.data(), 1, bytes.size(), stdout); }
+
+// ---------------------------------------------------------------- flags
+
+// gflags' own parser exits with status 1 on an unknown flag or a bad value,
+// which would read as "not found"; so argv is parsed here and gflags only
+// holds and converts the values. Returns the positional arguments.
+struct ParsedArgs {
+  std::vector<std::string> positional;
+  bool help = false;
+  bool version = false;
+};
+
+absl::StatusOr<ParsedArgs> ParseArgs(int argc, char** argv) {
+  ParsedArgs parsed;
+  bool flags_done = false;
+  for (int i = 1; i < argc; ++i) {
+    const std::string arg = argv[i];
+    if (flags_done || arg == "-" || arg.empty() || arg[0] != '-') {
+      parsed.positional.push_back(arg);
+      continue;
+    }
+    if (arg == "--") {
+      flags_done = true;
+      continue;
+    }
+    std::string name = arg.substr(arg[1] == '-' ? 2 : 1);
+    std::optional<std::string> value;
+    if (const size_t eq = name.find('='); eq != std::string::npos) {
+      value = name.substr(eq + 1);
+      name.resize(eq);
+    }
+    std::replace(name.begin(), name.end(), '-', '_');
+    if (name == "help" || name == "h" || name == "helpfull" || name == "helpshort") {
+      parsed.help = true;
+      continue;
+    }
+    if (name == "version") {
+      parsed.version = true;
+      continue;
+    }
+    gflags::CommandLineFlagInfo info;
+    bool known = gflags::GetCommandLineFlagInfo(name.c_str(), &info) && info.filename == __FILE__;
+    if (!known && !value && absl::StartsWith(name, "no")) {  // --noraw
+      const std::string positive = name.substr(2);
+      if (gflags::GetCommandLineFlagInfo(positive.c_str(), &info) && info.filename == __FILE__ &&
+          info.type == "bool") {
+        name = positive;
+        value = "false";
+        known = true;
+      }
+    }
+    if (!known) return absl::InvalidArgumentError(absl::StrCat("unknown flag '", arg, "'"));
+    if (!value) {
+      if (info.type == "bool") {
+        value = "true";
+      } else if (i + 1 < argc) {
+        value = argv[++i];
+      } else {
+        return absl::InvalidArgumentError(absl::StrCat("flag --", name, " needs a value"));
+      }
+    }
+    if (gflags::SetCommandLineOption(name.c_str(), value->c_str()).empty()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("bad value '", *value, "' for --", name, " (", info.type, ")"));
+    }
+  }
+  return parsed;
+}
+
+// Call options, checked before any call is made.
+struct CallOptions {
+  v1::ReadMode read_mode = v1::READ_MODE_LEADER;
+  v1::WriteAck ack;
+  std::optional<uint64_t> if_version;
+};
+
+absl::StatusOr<CallOptions> CheckFlags() {
+  CallOptions options;
+  if (FLAGS_timeout_ms <= 0) return absl::InvalidArgumentError("--timeout_ms must be positive");
+  if (FLAGS_read_mode == "leader") {
+    options.read_mode = v1::READ_MODE_LEADER;
+  } else if (FLAGS_read_mode == "any") {
+    options.read_mode = v1::READ_MODE_ANY_REPLICA;
+  } else {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--read_mode is leader or any, not '", FLAGS_read_mode, "'"));
+  }
+  uint32_t replicas = 0;
+  if (FLAGS_ack == "default") {
+    options.ack.set_mode(v1::ACK_MODE_DEFAULT);
+  } else if (FLAGS_ack == "memory") {
+    options.ack.set_mode(v1::ACK_MODE_LEADER_MEMORY);
+  } else if (FLAGS_ack == "fsync") {
+    options.ack.set_mode(v1::ACK_MODE_LEADER_FSYNC);
+  } else if (FLAGS_ack == "replicas") {
+    options.ack.set_mode(v1::ACK_MODE_REPLICAS);
+  } else if (absl::StartsWith(FLAGS_ack, "replicas:") &&
+             absl::SimpleAtoi(FLAGS_ack.substr(9), &replicas) && replicas > 0) {
+    options.ack.set_mode(v1::ACK_MODE_REPLICAS);
+    options.ack.set_replicas(replicas);
+  } else {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--ack is default, memory, fsync, replicas or replicas:N (N > 0), not '", FLAGS_ack, "'"));
+  }
+  if (FLAGS_if_version < -1) {
+    return absl::InvalidArgumentError("--if_version is a version >= 0, or -1 for none");
+  }
+  if (FLAGS_if_version >= 0) options.if_version = static_cast<uint64_t>(FLAGS_if_version);
+  return options;
+}
+
+// ---------------------------------------------------------------- values
+
+absl::StatusOr<std::string> ReadStream(FILE* f, const std::string& name) {
+  std::string data;
+  char buf[1 << 16];
+  size_t n;
+  while ((n = std::fread(buf, 1, sizeof(buf), f)) > 0) data.append(buf, n);
+  if (std::ferror(f)) {
+    return absl::InvalidArgumentError(absl::StrCat("cannot read ", name, ": ", strerror(errno)));
+  }
+  return data;
+}
+
+absl::StatusOr<std::string> ReadFile(const std::string& path) {
+  FILE* f = std::fopen(path.c_str(), "rb");
+  if (f == nullptr) {
+    return absl::InvalidArgumentError(absl::StrCat("cannot open ", path, ": ", strerror(errno)));
+  }
+  absl::StatusOr<std::string> data = ReadStream(f, path);
+  std::fclose(f);
+  return data;
+}
+
+absl::StatusOr<std::string> DecodeHex(std::string text, const std::string& what) {
+  text.erase(std::remove_if(text.begin(), text.end(),
+                            [](unsigned char c) { return absl::ascii_isspace(c); }),
+             text.end());
+  if (text.size() % 2 != 0 || !std::all_of(text.begin(), text.end(), [](unsigned char c) {
+        return absl::ascii_isxdigit(c);
+      })) {
+    return absl::InvalidArgumentError(absl::StrCat(what, " is not hex (--hex)"));
+  }
+  return absl::HexStringToBytes(text);
+}
+
+// The value a VALUE argument stands for: "-" is stdin (at most once per run),
+// "@FILE" a file's bytes, anything else itself; then hex-decoded with --hex.
+absl::StatusOr<std::string> ValueArg(const std::string& arg, bool* stdin_used) {
+  absl::StatusOr<std::string> value = arg;
+  std::string what = "VALUE";
+  if (arg == "-") {
+    if (*stdin_used) return absl::InvalidArgumentError("only one VALUE can be '-' (stdin)");
+    *stdin_used = true;
+    value = ReadStream(stdin, "stdin");
+    what = "stdin";
+  } else if (absl::StartsWith(arg, "@")) {
+    value = ReadFile(arg.substr(1));
+    what = arg.substr(1);
+  }
+  if (!value.ok() || !FLAGS_hex) return value;
+  return DecodeHex(*std::move(value), what);
+}
+
+std::string ShowValue(const std::string& value) {
+  return FLAGS_hex ? absl::BytesToHexString(value) : value;
+}
+
+// ---------------------------------------------------------------- calls
+
+class Client {
+ public:
+  explicit Client(const std::string& addr) {
+    grpc::ChannelArguments args;
+    args.SetMaxReceiveMessageSize(-1);  // A big mget or value is the server's limit to set.
+    channel_ = grpc::CreateCustomChannel(addr, grpc::InsecureChannelCredentials(), args);
+    kv_ = v1::KeyValue::NewStub(channel_);
+    admin_ = v1::Admin::NewStub(channel_);
+  }
+
+  // A fresh context carrying the --timeout_ms deadline.
+  std::unique_ptr<grpc::ClientContext> Context() const {
+    auto context = std::make_unique<grpc::ClientContext>();
+    context->set_deadline(std::chrono::system_clock::now() +
+                          std::chrono::milliseconds(FLAGS_timeout_ms));
+    return context;
+  }
+
+  v1::KeyValue::Stub& kv() { return *kv_; }
+  v1::Admin::Stub& admin() { return *admin_; }
+
+ private:
+  std::shared_ptr<grpc::Channel> channel_;
+  std::unique_ptr<v1::KeyValue::Stub> kv_;
+  std::unique_ptr<v1::Admin::Stub> admin_;
+};
+
+int Get(Client& client, const CallOptions& options, const std::vector<std::string>& args) {
+  if (args.size() != 1) return UsageError("usage: kvctl get KEY");
+  v1::GetRequest request;
+  request.set_key(args[0]);
+  request.set_read_mode(options.read_mode);
+  v1::GetResponse response;
+  grpc::Status status = client.kv().Get(client.Context().get(), request, &response);
+  if (!status.ok()) return CallFailed(status);
+  if (!response.found()) {
+    PrintError(absl::StatusCode::kNotFound, absl::StrCat("key '", args[0], "'"));
+    return kExitNotFound;
+  }
+  WriteOut(ShowValue(response.value()));
+  if (FLAGS_hex || !FLAGS_raw) WriteOut("\n");
+  return kExitOk;
+}
+
+int Set(Client& client, const CallOptions& options, const std::vector<std::string>& args) {
+  if (args.size() != 2) return UsageError("usage: kvctl set KEY VALUE");
+  bool stdin_used = false;
+  absl::StatusOr<std::string> value = ValueArg(args[1], &stdin_used);
+  if (!value.ok()) return UsageError(std::string(value.status().message()));
+  v1::SetRequest request;
+  request.set_key(args[0]);
+  request.set_value(*std::move(value));
+  request.set_ttl_ms(FLAGS_ttl_ms);
+  if (options.if_version) request.set_if_version(*options.if_version);
+  *request.mutable_ack() = options.ack;
+  v1::SetResponse response;
+  grpc::Status status = client.kv().Set(client.Context().get(), request, &response);
+  if (!status.ok()) return CallFailed(status);
+  std::printf("OK version=%llu\n", static_cast<unsigned long long>(response.version()));
+  return kExitOk;
+}
+
+int Del(Client& client, const CallOptions& options, const std::vector<std::string>& args) {
+  if (args.size() != 1) return UsageError("usage: kvctl del KEY");
+  v1::DeleteRequest request;
+  request.set_key(args[0]);
+  if (options.if_version) request.set_if_version(*options.if_version);
+  *request.mutable_ack() = options.ack;
+  v1::DeleteResponse response;
+  grpc::Status status = client.kv().Delete(client.Context().get(), request, &response);
+  if (!status.ok()) return CallFailed(status);
+  if (!response.deleted()) {
+    std::printf("not found\n");
+    return kExitNotFound;
+  }
+  std::printf("deleted version=%llu\n", static_cast<unsigned long long>(response.version()));
+  return kExitOk;
+}
+
+// One batch line for a failed key; also on stderr for whoever watches it.
+int KeyFailed(const std::string& key, const v1::KeyError& error) {
+  std::printf("%s\t%s\t%s\n", key.c_str(), CodeName(error.code()).c_str(), error.message().c_str());
+  PrintError(static_cast<absl::StatusCode>(error.code()),
+             absl::StrCat("key '", key, "': ", error.message()));
+  return ExitCodeFor(error.code());
+}
+
+int MultiGet(Client& client, const CallOptions& options, const std::vector<std::string>& args) {
+  if (args.empty()) return UsageError("usage: kvctl mget KEY...");
+  v1::MultiGetRequest request;
+  for (const std::string& key : args) request.add_keys(key);
+  request.set_read_mode(options.read_mode);
+  v1::MultiGetResponse response;
+  grpc::Status status = client.kv().MultiGet(client.Context().get(), request, &response);
+  if (!status.ok()) return CallFailed(status);
+  if (response.results_size() != static_cast<int>(args.size())) {
+    PrintError(absl::StatusCode::kInternal,
+               absl::StrCat("the server answered ", response.results_size(), " results for ",
+                            args.size(), " keys"));
+    return kExitError;
+  }
+  int exit_code = kExitOk;
+  for (size_t i = 0; i < args.size(); ++i) {
+    const v1::GetResult& r = response.results(static_cast<int>(i));
+    if (r.has_error() && r.error().code() != 0) {
+      exit_code = std::max(exit_code, KeyFailed(args[i], r.error()));
+    } else if (!r.found()) {
+      std::printf("%s\tNOT_FOUND\n", args[i].c_str());
+      exit_code = std::max(exit_code, kExitNotFound);
+    } else {
+      std::printf("%s\tOK\t%llu\t", args[i].c_str(), static_cast<unsigned long long>(r.version()));
+      WriteOut(ShowValue(r.value()));
+      WriteOut("\n");
+    }
+  }
+  return exit_code;
+}
+
+int MultiSet(Client& client, const CallOptions& options, const std::vector<std::string>& args) {
+  if (args.empty() || args.size() % 2 != 0) return UsageError("usage: kvctl mset KEY VALUE...");
+  v1::MultiSetRequest request;
+  bool stdin_used = false;
+  for (size_t i = 0; i < args.size(); i += 2) {
+    absl::StatusOr<std::string> value = ValueArg(args[i + 1], &stdin_used);
+    if (!value.ok()) return UsageError(std::string(value.status().message()));
+    v1::SetItem* item = request.add_items();
+    item->set_key(args[i]);
+    item->set_value(*std::move(value));
+    item->set_ttl_ms(FLAGS_ttl_ms);
+    if (options.if_version) item->set_if_version(*options.if_version);
+  }
+  *request.mutable_ack() = options.ack;
+  v1::MultiSetResponse response;
+  grpc::Status status = client.kv().MultiSet(client.Context().get(), request, &response);
+  if (!status.ok()) return CallFailed(status);
+  if (response.results_size() != request.items_size()) {
+    PrintError(absl::StatusCode::kInternal,
+               absl::StrCat("the server answered ", response.results_size(), " results for ",
+                            request.items_size(), " items"));
+    return kExitError;
+  }
+  int exit_code = kExitOk;
+  for (int i = 0; i < request.items_size(); ++i) {
+    const v1::SetResult& r = response.results(i);
+    const std::string& key = request.items(i).key();
+    if (r.has_error() && r.error().code() != 0) {
+      exit_code = std::max(exit_code, KeyFailed(key, r.error()));
+    } else {
+      std::printf("%s\tOK\t%llu\n", key.c_str(), static_cast<unsigned long long>(r.version()));
+    }
+  }
+  return exit_code;
+}
+
+int PrintJson(const google::protobuf::Message& message) {
+  google::protobuf::util::JsonPrintOptions json;
+  json.always_print_primitive_fields = true;  // Zeros too: a script can rely on every field.
+  std::string out;
+  if (auto s = google::protobuf::util::MessageToJsonString(message, &out, json); !s.ok()) {
+    PrintError(absl::StatusCode::kInternal, absl::StrCat("cannot print JSON: ", s.ToString()));
+    return kExitError;
+  }
+  WriteOut(out + "\n");
+  return kExitOk;
+}
+
+std::string SnapshotLine(const v1::SnapshotInfo& s) {
+  return absl::StrFormat(
+      "start_index=%d end_index=%d keys=%d bytes=%d created=%s duration=%.3fs", s.start_index(),
+      s.end_index(), s.keys(), s.bytes(),
+      absl::FormatTime("%Y-%m-%dT%H:%M:%E3SZ", absl::FromUnixMillis(s.created_unix_ms()),
+                       absl::UTCTimeZone()),
+      s.duration_seconds());
+}
+
+int Status(Client& client, const std::vector<std::string>& args) {
+  if (!args.empty()) return UsageError("usage: kvctl status");
+  v1::StatusResponse r;
+  grpc::Status status = client.admin().Status(client.Context().get(), v1::StatusRequest(), &r);
+  if (!status.ok()) return CallFailed(status);
+  if (FLAGS_json) return PrintJson(r);
+  std::string out = absl::StrFormat(
+      "address:      %s\n"
+      "role:         %s\n"
+      "epoch:        %d\n"
+      "last_index:   %d\n"
+      "keys:         %d\n"
+      "memory_bytes: %d\n"
+      "fsync:        %s\n"
+      "data_dir:     %s\n"
+      "uptime:       %.1fs\n"
+      "version:      %s\n"
+      "log:          first_index=%d last_index=%d durable_index=%d segments=%d bytes=%d\n",
+      FLAGS_addr, r.role(), r.epoch(), r.last_index(), r.key_count(), r.memory_bytes(), r.fsync(),
+      r.data_dir(), r.uptime_seconds(), r.version(), r.log().first_index(), r.log().last_index(),
+      r.log().durable_index(), r.log().segments(), r.log().bytes());
+  absl::StrAppend(&out, "snapshot:     ", r.has_snapshot() ? SnapshotLine(r.snapshot()) : "none",
+                  "\n");
+  WriteOut(out);
+  return kExitOk;
+}
+
+int Snapshot(Client& client, const std::vector<std::string>& args) {
+  if (!args.empty()) return UsageError("usage: kvctl snapshot");
+  v1::SnapshotResponse r;
+  grpc::Status status = client.admin().Snapshot(client.Context().get(), v1::SnapshotRequest(), &r);
+  if (!status.ok()) return CallFailed(status);
+  if (FLAGS_json) return PrintJson(r);
+  WriteOut(absl::StrCat("snapshot ", SnapshotLine(r.snapshot()), "\n"));
+  return kExitOk;
+}
+
+int Run(int argc, char** argv) {
+  absl::StatusOr<ParsedArgs> parsed = ParseArgs(argc, argv);
+  if (!parsed.ok()) return UsageError(std::string(parsed.status().message()));
+  if (parsed->help) {
+    PrintUsage(stdout);
+    return kExitOk;
+  }
+  if (parsed->version) {
+    std::printf("kvctl %s\n", KVSTORE_VERSION);
+    return kExitOk;
+  }
+  if (parsed->positional.empty()) {
+    PrintUsage(stderr);
+    return kExitUsage;
+  }
+  absl::StatusOr<CallOptions> options = CheckFlags();
+  if (!options.ok()) return UsageError(std::string(options.status().message()));
+
+  const std::string command = parsed->positional[0];
+  const std::vector<std::string> args(parsed->positional.begin() + 1, parsed->positional.end());
+  const std::vector<std::string> kCommands = {"get",  "set",    "del",     "mget",
+                                              "mset", "status", "snapshot"};
+  if (std::find(kCommands.begin(), kCommands.end(), command) == kCommands.end()) {
+    return UsageError(absl::StrCat("unknown command '", command, "'"));
+  }
+
+  Client client(FLAGS_addr);
+  if (command == "get") return Get(client, *options, args);
+  if (command == "set") return Set(client, *options, args);
+  if (command == "del") return Del(client, *options, args);
+  if (command == "mget") return MultiGet(client, *options, args);
+  if (command == "mset") return MultiSet(client, *options, args);
+  if (command == "status") return Status(client, args);
+  return Snapshot(client, args);
+}
+
+}  // namespace
+}  // namespace kvstore
+
+int main(int argc, char** argv) {
+  gflags::SetUsageMessage("command-line client for kvstore; see kvctl --help");
+  int code = kvstore::Run(argc, argv);
+  // A value cut short by a full disk or a closed pipe must not look like success.
+  if (std::fflush(stdout) != 0 || std::ferror(stdout)) {
+    kvstore::PrintError(absl::StatusCode::kInternal,
+                        absl::StrCat("cannot write stdout: ", strerror(errno)));
+    if (code == kvstore::kExitOk) code = kvstore::kExitError;
+  }
+  return code;
+}
