@@ -110,7 +110,9 @@ int Run() {
 
 int main(int argc, char** argv) {
   kvstore::BlockTerminationSignals();  // Before any thread starts.
-  FLAGS_logtostderr = true;            // Default only: --logtostderr=false still works.
+  // Logs go to stderr by default (the flag and YAML can still turn it off);
+  // glog would otherwise write files under /tmp.
+  gflags::SetCommandLineOptionWithMode("logtostderr", "true", gflags::SET_FLAGS_DEFAULT);
   gflags::SetUsageMessage(
       "a kvstore shard leader.\n"
       "Usage: kv-shard --listen=HOST:PORT --data-dir=DIR [--fsync=always|everysec|no] "
