@@ -31,8 +31,9 @@ inline constexpr uint32_t kMaxPayloadSize = 256u << 20;
 
 enum class RecordType : uint8_t {
   kZero = 0,  // Reserved: never written.
-  kOp = 1,    // Payload is one encoded Op.
-  kMaxType = kOp,
+  kOp = 1,     // Payload is one encoded Op.
+  kEpoch = 2,  // A new leader epoch starts here; payload: the leader's address.
+  kMaxType = kEpoch,
 };
 
 struct RecordHeader {

@@ -7,6 +7,7 @@
 #include "absl/synchronization/notification.h"
 #include "absl/time/time.h"
 #include "common/storage/log_format.h"
+#include "common/storage/log_reader.h"
 #include "common/storage/op.h"
 #include "glog/logging.h"
 
@@ -98,10 +99,15 @@ absl::Status Store::Recover() {
 
   uint64_t replayed = 0;
   uint64_t epoch = loaded ? loaded->epoch : 1;
+  uint64_t last_epoch = loaded ? loaded->epoch : 0;
   WalOptions wal_options;
   wal_options.segment_bytes = options_.segment_bytes;
   absl::StatusOr<std::unique_ptr<Wal>> wal =
       Wal::Open(fs, options_.dir, wal_options, snapshot_start + 1, [&](const WalRecord& record) {
+        epoch = std::max(epoch, record.epoch);
+        last_epoch = record.epoch;
+        ++replayed;
+        if (record.type == log::RecordType::kEpoch) return absl::OkStatus();
         if (record.type != log::RecordType::kOp) {
           return absl::DataLossError(
               absl::StrCat("log record ", record.index, " in ", options_.dir, " has unknown type"));
@@ -116,27 +122,40 @@ absl::Status Store::Recover() {
         } else {
           map_.Erase(op.key);  // A delete, or a put that has expired since.
         }
-        epoch = std::max(epoch, record.epoch);
-        ++replayed;
         return absl::OkStatus();
       });
   if (!wal.ok()) return wal.status();
   wal_ = *std::move(wal);
 
-  // The log must continue the snapshot without a gap.
+  // The log must continue the snapshot without a gap. It may end before the
+  // snapshot's end index only on a replica that installed the snapshot and had
+  // not yet received the log through that index: the state is then incomplete
+  // until it has (see complete_index_).
   if (wal_->last_index() == 0) {
-    if (snapshot_end > 0) {
-      if (absl::Status s = wal_->Reset(snapshot_end + 1); !s.ok()) return s;
+    if (snapshot_start > 0) {
+      if (absl::Status s = wal_->Reset(snapshot_start + 1); !s.ok()) return s;
     }
-  } else if (wal_->first_index() > snapshot_start + 1 || wal_->last_index() < snapshot_end) {
+  } else if (wal_->first_index() > snapshot_start + 1) {
     return absl::DataLossError(absl::StrCat("log in ", options_.dir, " holds indexes ",
                                             wal_->first_index(), "..", wal_->last_index(),
                                             " but the snapshot needs ", snapshot_start + 1, "..",
                                             snapshot_end, " at least; segments are missing"));
   }
+  const uint64_t recovered_last = std::max(wal_->last_index(), snapshot_start);
+  if (recovered_last < snapshot_end) {
+    LOG(WARNING) << "The log in " << options_.dir << " ends at index " << recovered_last
+                 << ", before the snapshot's end index " << snapshot_end
+                 << ": this replica must receive the rest from its leader before it is whole";
+  }
+  {
+    absl::MutexLock w(&written_mu_);
+    written_index_ = recovered_last;
+  }
 
   absl::MutexLock l(&mu_);
-  last_index_ = std::max(wal_->last_index(), snapshot_end);
+  last_index_ = recovered_last;
+  last_epoch_ = last_epoch;
+  complete_index_ = snapshot_end;
   epoch_ = epoch;
   last_snapshot_ = loaded;
   last_snapshot_micros_ = options_.clock->NowMicros();
@@ -182,6 +201,10 @@ void Store::Write(std::vector<Mutation> batch, Durability durability, WriteCallb
       refused = fatal_;
     } else if (closing_) {
       refused = absl::UnavailableError("the store is shutting down");
+    } else if (last_index_ < complete_index_) {
+      refused = absl::FailedPreconditionError(absl::StrCat(
+          "this store is incomplete (log at index ", last_index_, ", its snapshot needs ",
+          complete_index_, "): it must catch up from its leader before it takes writes"));
     } else {
       const int64_t now = options_.clock->NowUnixMillis();
       bool wrote = false;
@@ -216,6 +239,7 @@ void Store::Write(std::vector<Mutation> batch, Durability durability, WriteCallb
         } else {
           map_.Erase(op.key);
         }
+        last_epoch_ = epoch_;
         results[i].version = index;
         results[i].applied = true;
         ++writes_since_snapshot_;
@@ -291,8 +315,14 @@ void Store::LogThread() {
     bool any_sync = options_.fsync == FsyncPolicy::kAlways && !records.empty();
     for (const Pending& p : waiters) any_sync |= p.needs_sync;
     if (s.ok() && !records.empty()) {
-      absl::MutexLock w(&wal_mu_);
-      s = wal_->Append(records, first, last);
+      {
+        absl::MutexLock w(&wal_mu_);
+        s = wal_->Append(records, first, last);
+      }
+      if (s.ok()) {
+        absl::MutexLock w(&written_mu_);
+        written_index_ = last;
+      }
     }
     if (s.ok()) {
       for (Pending& p : waiters) {
@@ -353,6 +383,11 @@ absl::StatusOr<SnapshotMeta> Store::TakeSnapshot() {
   {
     absl::MutexLock l(&mu_);
     if (closing_) return absl::UnavailableError("the store is shutting down");
+    if (last_index_ < complete_index_) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("no snapshot while the store is incomplete (log at index ", last_index_,
+                       ", needs ", complete_index_, ")"));
+    }
     start_index = last_index_;
     epoch = epoch_;
     writes_since_snapshot_ = 0;
@@ -381,8 +416,19 @@ absl::StatusOr<SnapshotMeta> Store::TakeSnapshot() {
   }
   absl::StatusOr<std::vector<SnapshotMeta>> kept = ListSnapshots(options_.fs, options_.dir);
   if (kept.ok() && !kept->empty()) {
+    uint64_t through = kept->back().start_index;
+    std::function<uint64_t()> floor;
+    {
+      absl::MutexLock l(&mu_);
+      floor = retention_floor_;
+    }
+    // Followers still reading the log keep it, up to retain_log_bytes.
+    const uint64_t needed = floor ? floor() : 0;
+    if (needed > 0 && needed - 1 < through && wal_->bytes() <= options_.retain_log_bytes) {
+      through = needed - 1;
+    }
     absl::MutexLock w(&wal_mu_);
-    if (absl::Status s = wal_->RemoveSegmentsThrough(kept->back().start_index); !s.ok()) {
+    if (absl::Status s = wal_->RemoveSegmentsThrough(through); !s.ok()) {
       LOG(WARNING) << "Removing log segments covered by snapshots: " << s;
     }
   }
@@ -438,6 +484,8 @@ StoreStatus Store::GetStatus() const {
   absl::MutexLock l(&mu_);
   st.epoch = epoch_;
   st.last_index = last_index_;
+  st.last_epoch = last_epoch_;
+  st.complete_index = complete_index_;
   st.last_snapshot = last_snapshot_;
   st.last_snapshot_seconds = last_snapshot_seconds_;
   return st;
@@ -446,6 +494,228 @@ StoreStatus Store::GetStatus() const {
 uint64_t Store::last_index() const {
   absl::MutexLock l(&mu_);
   return last_index_;
+}
+
+uint64_t Store::epoch() const {
+  absl::MutexLock l(&mu_);
+  return epoch_;
+}
+
+uint64_t Store::last_epoch() const {
+  absl::MutexLock l(&mu_);
+  return last_epoch_;
+}
+
+uint64_t Store::written_index() const {
+  absl::MutexLock l(&written_mu_);
+  return written_index_;
+}
+
+uint64_t Store::WaitForWritten(uint64_t after, absl::Duration timeout) const {
+  absl::MutexLock l(&written_mu_);
+  const auto past = [this, after]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(written_mu_) {
+    return written_index_ > after;
+  };
+  written_mu_.AwaitWithTimeout(absl::Condition(&past), timeout);
+  return written_index_;
+}
+
+void Store::SetLogRetentionFloor(std::function<uint64_t()> floor) {
+  absl::MutexLock l(&mu_);
+  retention_floor_ = std::move(floor);
+}
+
+absl::StatusOr<SnapshotMeta> Store::NewestSnapshot() {
+  absl::StatusOr<std::vector<SnapshotMeta>> snapshots = ListSnapshots(options_.fs, options_.dir);
+  if (!snapshots.ok()) return snapshots.status();
+  if (!snapshots->empty()) return snapshots->front();
+  return TakeSnapshot();
+}
+
+absl::Status Store::StartEpoch(uint64_t epoch, absl::string_view leader) {
+  absl::Notification written;
+  absl::Status result;
+  {
+    absl::MutexLock l(&mu_);
+    if (!fatal_.ok()) return fatal_;
+    if (closing_) return absl::UnavailableError("the store is shutting down");
+    if (epoch <= epoch_) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("epoch ", epoch, " is not above the current epoch ", epoch_));
+    }
+    if (last_index_ < complete_index_) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "this store is incomplete (log at index ", last_index_, ", its snapshot needs ",
+          complete_index_, "): it cannot lead until it has caught up"));
+    }
+    epoch_ = epoch;
+    last_epoch_ = epoch;
+    const uint64_t index = ++last_index_;
+    if (queued_records_.empty()) queued_first_index_ = index;
+    log::AppendRecord(index, epoch, log::RecordType::kEpoch, leader, &queued_records_);
+    waiters_.push_back(Pending{index, true, [&](const absl::Status& s) {
+                                 result = s;
+                                 written.Notify();
+                               }});
+  }
+  written.WaitForNotification();
+  if (result.ok()) LOG(INFO) << "Epoch " << epoch << " starts in " << options_.dir;
+  return result;
+}
+
+void Store::AppendReplicated(absl::string_view records,
+                             std::function<void(const absl::Status&)> done) {
+  absl::Status refused;
+  {
+    absl::MutexLock l(&mu_);
+    if (!fatal_.ok()) {
+      refused = fatal_;
+    } else if (closing_) {
+      refused = absl::UnavailableError("the store is shutting down");
+    } else {
+      // Check everything before applying anything.
+      struct Parsed {
+        log::RecordHeader header;
+        absl::string_view payload;
+        uint64_t offset;
+      };
+      std::vector<Parsed> fresh;
+      log::LogReader reader(records, 0);
+      log::LogRecord record;
+      log::ReadStatus rs;
+      uint64_t expected = last_index_ + 1;
+      while ((rs = reader.Next(&record)) == log::ReadStatus::kRecord) {
+        if (record.header.index < expected && fresh.empty()) continue;  // Already have it.
+        if (record.header.index != expected) {
+          refused = absl::InvalidArgumentError(absl::StrCat(
+              "replicated records jump from index ", expected - 1, " to ", record.header.index));
+          break;
+        }
+        if (record.header.type == log::RecordType::kOp) {
+          OpView op;
+          if (!DecodeOp(record.payload, &op)) {
+            refused = absl::InvalidArgumentError(
+                absl::StrCat("replicated record ", record.header.index, " has a bad payload"));
+            break;
+          }
+        }
+        fresh.push_back(Parsed{record.header, record.payload, record.offset});
+        ++expected;
+      }
+      if (refused.ok() && rs != log::ReadStatus::kEndOfInput) {
+        refused = absl::InvalidArgumentError(absl::StrCat("replicated records are damaged at byte ",
+                                                          reader.offset(), ": ",
+                                                          log::ReadStatusName(rs)));
+      }
+      if (refused.ok() && !fresh.empty()) {
+        const int64_t now = options_.clock->NowUnixMillis();
+        for (const Parsed& p : fresh) {
+          epoch_ = std::max(epoch_, p.header.epoch);
+          last_epoch_ = p.header.epoch;
+          if (p.header.type != log::RecordType::kOp) continue;
+          OpView op;
+          DecodeOp(p.payload, &op);
+          if (op.type == OpType::kPut && (op.expire_unix_ms == 0 || op.expire_unix_ms > now)) {
+            map_.Put(op.key, op.value, op.version, op.expire_unix_ms);
+          } else {
+            map_.Erase(op.key);
+          }
+        }
+        if (queued_records_.empty()) queued_first_index_ = fresh.front().header.index;
+        const absl::string_view tail = records.substr(fresh.front().offset);
+        queued_records_.append(tail.data(), tail.size());
+        last_index_ = fresh.back().header.index;
+        writes_since_snapshot_ += fresh.size();
+        waiters_.push_back(
+            Pending{last_index_, options_.fsync == FsyncPolicy::kAlways, std::move(done)});
+        return;
+      }
+    }
+  }
+  // Refused, or nothing new (a resend of records this store already has).
+  done(refused);
+}
+
+absl::StatusOr<SnapshotMeta> Store::InstallSnapshot(const std::string& path) {
+  absl::MutexLock one_at_a_time(&snapshot_mu_);
+  absl::Status broken;
+  absl::StatusOr<SnapshotMeta> result = InstallSnapshotLocked(path, &broken);
+  if (!broken.ok()) Fail(broken);  // Without mu_ held.
+  return result;
+}
+
+absl::StatusOr<SnapshotMeta> Store::InstallSnapshotLocked(const std::string& path,
+                                                          absl::Status* broken) {
+  absl::MutexLock l(&mu_);
+  if (!fatal_.ok()) return fatal_;
+  if (closing_) return absl::UnavailableError("the store is shutting down");
+  // Let the log thread finish what is queued, so nothing lands after the reset.
+  const auto idle = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    return queued_records_.empty() && waiters_.empty();
+  };
+  mu_.Await(absl::Condition(&idle));
+  absl::MutexLock w(&wal_mu_);
+
+  const int64_t now = options_.clock->NowUnixMillis();
+  map_.Clear();
+  absl::StatusOr<SnapshotMeta> meta = LoadSnapshot(
+      options_.fs, path,
+      [&](absl::string_view key, absl::string_view value, uint64_t version, int64_t expire) {
+        if (expire == 0 || expire > now) map_.Put(key, value, version, expire);
+        return absl::OkStatus();
+      });
+  if (!meta.ok()) {
+    // The old state is gone from memory: start over from nothing, honestly at
+    // index 0, so the leader sends everything again.
+    map_.Clear();
+    LOG(ERROR) << "Received snapshot " << path << " does not load: " << meta.status();
+    absl::StatusOr<std::vector<SnapshotMeta>> old = ListSnapshots(options_.fs, options_.dir);
+    if (old.ok()) {
+      for (const SnapshotMeta& m : *old) (void)options_.fs->Remove(m.path);
+    }
+    (void)wal_->Reset(1);
+    (void)options_.fs->Remove(path);
+    last_index_ = 0;
+    last_epoch_ = 0;
+    complete_index_ = 0;
+    last_snapshot_.reset();
+    absl::MutexLock wi(&written_mu_);
+    written_index_ = 0;
+    return meta.status();
+  }
+  // Crash-safe order: the log first (an old snapshot with an empty log recovers
+  // honestly to that snapshot's start), then the old snapshots, then the new one.
+  absl::Status s = wal_->Reset(meta->start_index + 1);
+  absl::StatusOr<std::vector<SnapshotMeta>> old = ListSnapshots(options_.fs, options_.dir);
+  if (s.ok() && !old.ok()) s = old.status();
+  if (s.ok()) {
+    for (const SnapshotMeta& m : *old) {
+      if (m.path == path) continue;
+      if (s = options_.fs->Remove(m.path); !s.ok()) break;
+    }
+  }
+  const std::string final_path = JoinPath(options_.dir, SnapshotFileName(meta->start_index));
+  if (s.ok()) s = options_.fs->Rename(path, final_path);
+  if (s.ok()) s = options_.fs->SyncDir(options_.dir);
+  if (!s.ok()) {
+    *broken = s;  // Half-installed: only a restart (recovery) can sort it out.
+    return s;
+  }
+  meta->path = final_path;
+  last_index_ = meta->start_index;
+  last_epoch_ = meta->epoch;
+  epoch_ = std::max(epoch_, meta->epoch);
+  complete_index_ = meta->end_index;
+  last_snapshot_ = *meta;
+  last_snapshot_micros_ = options_.clock->NowMicros();
+  writes_since_snapshot_ = 0;
+  {
+    absl::MutexLock wi(&written_mu_);
+    written_index_ = meta->start_index;
+  }
+  LOG(INFO) << "Installed snapshot " << final_path << ": " << meta->entries << " keys, indexes "
+            << meta->start_index << ".." << meta->end_index;
+  return meta;
 }
 
 }  // namespace kvstore

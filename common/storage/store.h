@@ -32,6 +32,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
 #include "common/storage/clock.h"
 #include "common/storage/file_system.h"
 #include "common/storage/kv_map.h"
@@ -67,6 +68,10 @@ struct StoreOptions {
   bool background_maintenance = true;
   // Called once, from the log thread, when the log cannot be written or synced.
   std::function<void(const absl::Status&)> on_fatal_error;
+  // Log kept for followers beyond what snapshots need (see SetLogRetentionFloor):
+  // past this many bytes of log, segments go anyway and a follower that still
+  // needed them gets a full resync.
+  uint64_t retain_log_bytes = 1ull << 30;
 };
 
 // One mutation of a batch.
@@ -97,6 +102,11 @@ struct StoreStatus {
   uint64_t log_durable_index = 0;
   uint32_t log_segments = 0;
   uint64_t log_bytes = 0;
+  // Epoch of the record at last_index (0 when there is none).
+  uint64_t last_epoch = 0;
+  // The state is whole once last_index reaches this (a replica that installed a
+  // fuzzy snapshot must replay the log through the snapshot's end index).
+  uint64_t complete_index = 0;
   std::optional<SnapshotMeta> last_snapshot;
   double last_snapshot_seconds = 0;
   FsyncPolicy fsync = FsyncPolicy::kEverySec;
@@ -141,6 +151,48 @@ class Store {
 
   StoreStatus GetStatus() const;
   uint64_t last_index() const;
+  uint64_t epoch() const;
+  // Epoch of the record at last_index() (0 when the store holds none).
+  uint64_t last_epoch() const;
+  const std::string& dir() const { return options_.dir; }
+  FileSystem* fs() const { return options_.fs; }
+
+  // ---- Replication, leader side -------------------------------------------
+
+  // Highest index handed to the OS by the log thread (readable with a LogCursor).
+  uint64_t written_index() const;
+  // Waits until written_index() > after, or `timeout`; returns written_index().
+  uint64_t WaitForWritten(uint64_t after, absl::Duration timeout) const;
+
+  // Starts epoch `epoch` (> epoch()): writes an epoch record carrying `leader`,
+  // fsynced, before returning. Every later record carries the new epoch.
+  // FAILED_PRECONDITION if epoch <= epoch(), or if the store is not whole
+  // (last_index < complete_index: it must not assign indexes yet).
+  absl::Status StartEpoch(uint64_t epoch, absl::string_view leader);
+
+  // The lowest log index some follower still needs (0: none). Snapshots then
+  // keep log segments from there on, within retain_log_bytes.
+  void SetLogRetentionFloor(std::function<uint64_t()> floor);
+
+  // Newest snapshot on disk, taking one first if there is none.
+  absl::StatusOr<SnapshotMeta> NewestSnapshot();
+
+  // ---- Replication, follower side -----------------------------------------
+
+  // Applies log records received from the leader (the storage format, indexes
+  // first..last contiguous and checked) and appends them to this log unchanged.
+  // Records at or below last_index() are skipped (a resend after a reconnect).
+  // `done` runs once they are in the log and, under fsync=always, fsynced; it
+  // gets an error (and nothing is applied) when the records are malformed or
+  // leave a gap.
+  void AppendReplicated(absl::string_view records, std::function<void(const absl::Status&)> done);
+
+  // Replaces the whole state with the snapshot file at `path` (a complete file
+  // in this store's directory, e.g. received from the leader): every snapshot
+  // and log segment here is removed, the file becomes this store's snapshot and
+  // the log restarts at its start_index + 1. The state is whole again once the
+  // log reaches its end_index.
+  absl::StatusOr<SnapshotMeta> InstallSnapshot(const std::string& path);
 
  private:
   struct Pending {
@@ -152,6 +204,7 @@ class Store {
   explicit Store(StoreOptions options);
   [[nodiscard]] absl::Status Recover();
   void LogThread();
+  absl::StatusOr<SnapshotMeta> InstallSnapshotLocked(const std::string& path, absl::Status* broken);
   void MaintenanceThread();
   bool HasLogWork() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Makes the log error sticky and tells on_fatal_error. Call without mu_ held.
@@ -165,6 +218,9 @@ class Store {
   mutable absl::Mutex mu_;
   uint64_t last_index_ ABSL_GUARDED_BY(mu_) = 0;
   uint64_t epoch_ ABSL_GUARDED_BY(mu_) = 1;
+  uint64_t last_epoch_ ABSL_GUARDED_BY(mu_) = 0;
+  uint64_t complete_index_ ABSL_GUARDED_BY(mu_) = 0;
+  std::function<uint64_t()> retention_floor_ ABSL_GUARDED_BY(mu_);
   std::string queued_records_ ABSL_GUARDED_BY(mu_);  // Framed, not yet in the log.
   uint64_t queued_first_index_ ABSL_GUARDED_BY(mu_) = 0;
   std::deque<Pending> waiters_ ABSL_GUARDED_BY(mu_);
@@ -182,6 +238,11 @@ class Store {
   std::unique_ptr<Wal> wal_;  // Set in Recover(); mutated under wal_mu_.
 
   absl::Mutex snapshot_mu_;  // One snapshot at a time.
+
+  // written_index_: set by the log thread after each append; its own mutex so
+  // that followers' senders waiting on it never contend with writers.
+  mutable absl::Mutex written_mu_;
+  uint64_t written_index_ ABSL_GUARDED_BY(written_mu_) = 0;
 
   std::thread log_thread_;
   std::thread maintenance_thread_;

@@ -20,10 +20,12 @@ void FillSnapshotInfo(const SnapshotMeta& meta, double duration_seconds, v1::Sna
   info->set_duration_seconds(duration_seconds);
 }
 
-AdminService::AdminService(Store* store, std::string role, std::string data_dir)
+AdminService::AdminService(Store* store, std::string role, std::string data_dir,
+                           ReplicationHooks* replication)
     : store_(store),
       role_(std::move(role)),
       data_dir_(std::move(data_dir)),
+      replication_(replication),
       started_micros_(RealClock()->NowMicros()),
       worker_([this] { Worker(); }) {}
 
@@ -75,21 +77,26 @@ grpc::ServerUnaryReactor* AdminService::Status(grpc::CallbackServerContext* cont
   response->set_uptime_seconds(static_cast<double>(RealClock()->NowMicros() - started_micros_) /
                                1e6);
   response->set_version(KVSTORE_VERSION);
+  if (replication_ != nullptr) replication_->FillStatus(response);
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
   reactor->Finish(grpc::Status::OK);
   return reactor;
+}
+
+void AdminService::Enqueue(grpc::ServerUnaryReactor* reactor, std::function<void()> job) {
+  absl::MutexLock l(&mu_);
+  if (stopping_) {
+    reactor->Finish(grpc::Status(grpc::StatusCode::UNAVAILABLE, "the server is shutting down"));
+    return;
+  }
+  work_.push_back(std::move(job));
 }
 
 grpc::ServerUnaryReactor* AdminService::Snapshot(grpc::CallbackServerContext* context,
                                                  const v1::SnapshotRequest* /*request*/,
                                                  v1::SnapshotResponse* response) {
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  absl::MutexLock l(&mu_);
-  if (stopping_) {
-    reactor->Finish(grpc::Status(grpc::StatusCode::UNAVAILABLE, "the server is shutting down"));
-    return reactor;
-  }
-  work_.push_back([this, reactor, response] {
+  Enqueue(reactor, [this, reactor, response] {
     const int64_t started = RealClock()->NowMicros();
     absl::StatusOr<SnapshotMeta> meta = store_->TakeSnapshot();
     if (!meta.ok()) {
@@ -98,6 +105,30 @@ grpc::ServerUnaryReactor* AdminService::Snapshot(grpc::CallbackServerContext* co
     }
     FillSnapshotInfo(*meta, static_cast<double>(RealClock()->NowMicros() - started) / 1e6,
                      response->mutable_snapshot());
+    reactor->Finish(grpc::Status::OK);
+  });
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* AdminService::Promote(grpc::CallbackServerContext* context,
+                                                const v1::PromoteRequest* request,
+                                                v1::PromoteResponse* response) {
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  if (replication_ == nullptr) {
+    reactor->Finish(grpc::Status(grpc::StatusCode::FAILED_PRECONDITION,
+                                 "this server has no replication; nothing to promote"));
+    return reactor;
+  }
+  // Waits for an fsync of the epoch record: off the gRPC threads.
+  Enqueue(reactor, [this, reactor, request, response] {
+    std::vector<std::string> followers(request->followers().begin(), request->followers().end());
+    absl::StatusOr<uint64_t> epoch = replication_->Promote(request->epoch(), std::move(followers));
+    if (!epoch.ok()) {
+      reactor->Finish(ToGrpcStatus(epoch.status()));
+      return;
+    }
+    response->set_epoch(*epoch);
+    response->set_last_index(store_->last_index());
     reactor->Finish(grpc::Status::OK);
   });
   return reactor;

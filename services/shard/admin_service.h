@@ -13,13 +13,16 @@
 #include "absl/synchronization/mutex.h"
 #include "common/storage/store.h"
 #include "kvstore/v1/admin.grpc.pb.h"
+#include "services/shard/replication_hooks.h"
 
 namespace kvstore {
 
 class AdminService final : public v1::Admin::CallbackService {
  public:
-  // `store` must outlive the service.
-  AdminService(Store* store, std::string role, std::string data_dir);
+  // `store` and `replication` must outlive the service. Without replication
+  // (null) the node reports `role` and Promote is FAILED_PRECONDITION.
+  AdminService(Store* store, std::string role, std::string data_dir,
+               ReplicationHooks* replication = nullptr);
   // Finishes queued work first.
   ~AdminService() override;
   AdminService(const AdminService&) = delete;
@@ -31,13 +34,19 @@ class AdminService final : public v1::Admin::CallbackService {
   grpc::ServerUnaryReactor* Snapshot(grpc::CallbackServerContext* context,
                                      const v1::SnapshotRequest* request,
                                      v1::SnapshotResponse* response) override;
+  grpc::ServerUnaryReactor* Promote(grpc::CallbackServerContext* context,
+                                    const v1::PromoteRequest* request,
+                                    v1::PromoteResponse* response) override;
 
  private:
   void Worker();
+  // Runs `job` on the worker thread, or finishes `reactor` with UNAVAILABLE.
+  void Enqueue(grpc::ServerUnaryReactor* reactor, std::function<void()> job);
 
   Store* const store_;
   const std::string role_;
   const std::string data_dir_;
+  ReplicationHooks* const replication_;
   const int64_t started_micros_;
 
   absl::Mutex mu_;

@@ -1,8 +1,10 @@
 #include "services/shard/kv_service.h"
 
+#include <algorithm>
 #include <utility>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "common/server/grpc_status.h"
 
 namespace kvstore {
@@ -23,20 +25,62 @@ v1::KeyError* SetKeyError(const absl::Status& status, v1::KeyError* error) {
 
 }  // namespace
 
-absl::StatusOr<Durability> DurabilityFor(const v1::WriteAck& ack) {
+absl::StatusOr<WritePlan> PlanWrite(const v1::WriteAck& ack, ReplicationHooks* replication) {
+  WritePlan plan;
   switch (ack.mode()) {
     case v1::ACK_MODE_DEFAULT:
-      return Durability::kDefault;
+      plan.replicas = replication != nullptr ? replication->DefaultSyncAcks() : 0;
+      return plan;
     case v1::ACK_MODE_LEADER_MEMORY:
-      return Durability::kWritten;
+      plan.durability = Durability::kWritten;
+      return plan;
     case v1::ACK_MODE_LEADER_FSYNC:
-      return Durability::kFsynced;
-    case v1::ACK_MODE_REPLICAS:
-      return absl::FailedPreconditionError(
-          "ACK_MODE_REPLICAS needs followers, and this shard has none configured");
+      plan.durability = Durability::kFsynced;
+      return plan;
+    case v1::ACK_MODE_REPLICAS: {
+      const int followers = replication != nullptr ? replication->FollowerCount() : 0;
+      if (followers == 0) {
+        return absl::FailedPreconditionError(
+            "ACK_MODE_REPLICAS needs followers, and this shard has none configured");
+      }
+      plan.replicas = static_cast<int>(ack.replicas());
+      if (plan.replicas == 0) plan.replicas = std::max(1, replication->DefaultSyncAcks());
+      if (plan.replicas > followers) {
+        return absl::FailedPreconditionError(
+            absl::StrCat("ACK_MODE_REPLICAS asks for ", plan.replicas,
+                         " replicas but this shard has ", followers, " followers"));
+      }
+      return plan;
+    }
     default:
       return absl::InvalidArgumentError("unknown ack mode");
   }
+}
+
+grpc::ServerUnaryReactor* KvService::Admit(grpc::CallbackServerContext* context,
+                                           const v1::WriteAck& ack, WritePlan* plan) {
+  if (replication_ != nullptr) {
+    std::string leader;
+    if (absl::Status s = replication_->CheckWritable(&leader); !s.ok()) {
+      if (!leader.empty()) context->AddTrailingMetadata("kv-leader", leader);
+      return FinishNow(context, s);
+    }
+  }
+  absl::StatusOr<WritePlan> planned = PlanWrite(ack, replication_);
+  if (!planned.ok()) return FinishNow(context, planned.status());
+  *plan = *planned;
+  return nullptr;
+}
+
+// Finishes a write once the replicas it needs (if any) confirm `index`.
+void KvService::AfterWrite(grpc::ServerUnaryReactor* reactor, const WritePlan& plan, uint64_t index,
+                           absl::Status status) {
+  if (!status.ok() || plan.replicas == 0 || index == 0 || replication_ == nullptr) {
+    reactor->Finish(ToGrpcStatus(status));
+    return;
+  }
+  replication_->AwaitReplicas(
+      index, plan.replicas, [reactor](const absl::Status& s) { reactor->Finish(ToGrpcStatus(s)); });
 }
 
 grpc::ServerUnaryReactor* KvService::Get(grpc::CallbackServerContext* context,
@@ -53,8 +97,8 @@ grpc::ServerUnaryReactor* KvService::Get(grpc::CallbackServerContext* context,
 grpc::ServerUnaryReactor* KvService::Set(grpc::CallbackServerContext* context,
                                          const v1::SetRequest* request, v1::SetResponse* response) {
   if (absl::Status s = CheckSet(*request, limits_); !s.ok()) return FinishNow(context, s);
-  absl::StatusOr<Durability> durability = DurabilityFor(request->ack());
-  if (!durability.ok()) return FinishNow(context, durability.status());
+  WritePlan plan;
+  if (grpc::ServerUnaryReactor* refused = Admit(context, request->ack(), &plan)) return refused;
   std::vector<Mutation> batch(1);
   batch[0].kind = Mutation::Kind::kSet;
   batch[0].key = request->key();
@@ -62,10 +106,10 @@ grpc::ServerUnaryReactor* KvService::Set(grpc::CallbackServerContext* context,
   batch[0].ttl_ms = request->ttl_ms();
   if (request->has_if_version()) batch[0].if_version = request->if_version();
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  store_->Write(std::move(batch), *durability,
-                [reactor, response](std::vector<MutationResult> results) {
+  store_->Write(std::move(batch), plan.durability,
+                [this, reactor, response, plan](std::vector<MutationResult> results) {
                   if (results[0].status.ok()) response->set_version(results[0].version);
-                  reactor->Finish(ToGrpcStatus(results[0].status));
+                  AfterWrite(reactor, plan, results[0].version, results[0].status);
                 });
   return reactor;
 }
@@ -74,20 +118,20 @@ grpc::ServerUnaryReactor* KvService::Delete(grpc::CallbackServerContext* context
                                             const v1::DeleteRequest* request,
                                             v1::DeleteResponse* response) {
   if (absl::Status s = CheckDelete(*request, limits_); !s.ok()) return FinishNow(context, s);
-  absl::StatusOr<Durability> durability = DurabilityFor(request->ack());
-  if (!durability.ok()) return FinishNow(context, durability.status());
+  WritePlan plan;
+  if (grpc::ServerUnaryReactor* refused = Admit(context, request->ack(), &plan)) return refused;
   std::vector<Mutation> batch(1);
   batch[0].kind = Mutation::Kind::kDelete;
   batch[0].key = request->key();
   if (request->has_if_version()) batch[0].if_version = request->if_version();
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  store_->Write(std::move(batch), *durability,
-                [reactor, response](std::vector<MutationResult> results) {
+  store_->Write(std::move(batch), plan.durability,
+                [this, reactor, response, plan](std::vector<MutationResult> results) {
                   if (results[0].status.ok()) {
                     response->set_deleted(results[0].applied);
                     response->set_version(results[0].version);
                   }
-                  reactor->Finish(ToGrpcStatus(results[0].status));
+                  AfterWrite(reactor, plan, results[0].version, results[0].status);
                 });
   return reactor;
 }
@@ -112,8 +156,8 @@ grpc::ServerUnaryReactor* KvService::MultiSet(grpc::CallbackServerContext* conte
                                               const v1::MultiSetRequest* request,
                                               v1::MultiSetResponse* response) {
   if (absl::Status s = CheckMultiSet(*request, limits_); !s.ok()) return FinishNow(context, s);
-  absl::StatusOr<Durability> durability = DurabilityFor(request->ack());
-  if (!durability.ok()) return FinishNow(context, durability.status());
+  WritePlan plan;
+  if (grpc::ServerUnaryReactor* refused = Admit(context, request->ack(), &plan)) return refused;
   std::vector<Mutation> batch(request->items_size());
   for (int i = 0; i < request->items_size(); ++i) {
     const v1::SetItem& item = request->items(i);
@@ -124,17 +168,19 @@ grpc::ServerUnaryReactor* KvService::MultiSet(grpc::CallbackServerContext* conte
     if (item.has_if_version()) batch[i].if_version = item.if_version();
   }
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  store_->Write(std::move(batch), *durability,
-                [reactor, response](std::vector<MutationResult> results) {
+  store_->Write(std::move(batch), plan.durability,
+                [this, reactor, response, plan](std::vector<MutationResult> results) {
+                  uint64_t last = 0;
                   for (const MutationResult& r : results) {
                     v1::SetResult* out = response->add_results();
                     if (r.status.ok()) {
                       out->set_version(r.version);
+                      last = std::max(last, r.version);
                     } else {
                       SetKeyError(r.status, out->mutable_error());
                     }
                   }
-                  reactor->Finish(grpc::Status::OK);
+                  AfterWrite(reactor, plan, last, absl::OkStatus());
                 });
   return reactor;
 }

@@ -6,14 +6,23 @@
 
 #include "common/storage/store.h"
 #include "kvstore/v1/kv.grpc.pb.h"
+#include "services/shard/replication_hooks.h"
 #include "services/shard/request_limits.h"
 
 namespace kvstore {
 
+// How one write is acknowledged: the leader's durability, then how many
+// followers must confirm it (0 = none).
+struct WritePlan {
+  Durability durability = Durability::kDefault;
+  int replicas = 0;
+};
+
 class KvService final : public v1::KeyValue::CallbackService {
  public:
-  // `store` must outlive the service.
-  KvService(Store* store, RequestLimits limits) : store_(store), limits_(limits) {}
+  // `store` and `replication` (null for a lone shard) must outlive the service.
+  KvService(Store* store, RequestLimits limits, ReplicationHooks* replication = nullptr)
+      : store_(store), limits_(limits), replication_(replication) {}
 
   grpc::ServerUnaryReactor* Get(grpc::CallbackServerContext* context, const v1::GetRequest* request,
                                 v1::GetResponse* response) override;
@@ -30,13 +39,22 @@ class KvService final : public v1::KeyValue::CallbackService {
                                      v1::MultiSetResponse* response) override;
 
  private:
+  // Null when this node takes the write (and fills *plan); otherwise the
+  // reactor, already finished with the refusal.
+  grpc::ServerUnaryReactor* Admit(grpc::CallbackServerContext* context, const v1::WriteAck& ack,
+                                  WritePlan* plan);
+
+  void AfterWrite(grpc::ServerUnaryReactor* reactor, const WritePlan& plan, uint64_t index,
+                  absl::Status status);
+
   Store* const store_;
   const RequestLimits limits_;
+  ReplicationHooks* const replication_;
 };
 
-// The store durability a WriteAck asks for. ACK_MODE_REPLICAS needs followers,
-// which a lone shard does not have: FAILED_PRECONDITION.
-absl::StatusOr<Durability> DurabilityFor(const v1::WriteAck& ack);
+// The plan a WriteAck asks for. ACK_MODE_REPLICAS needs followers (a lone shard
+// has none: FAILED_PRECONDITION) and at most as many as are configured.
+absl::StatusOr<WritePlan> PlanWrite(const v1::WriteAck& ack, ReplicationHooks* replication);
 
 }  // namespace kvstore
 

@@ -48,6 +48,10 @@ DEFINE_string(ack, "default",
               "set, mset, del: acknowledge after default (the shard's setting), memory, fsync, "
               "replicas (the shard's --sync-acks followers) or replicas:N");
 DEFINE_string(read_mode, "leader", "get, mget: read from the leader, or from any replica (stale)");
+DEFINE_uint64(epoch, 0, "promote: the new epoch (0 = the node's epoch + 1)");
+DEFINE_string(followers, "",
+              "promote: comma-separated HOST:PORT the new leader pushes to (default: its own "
+              "--followers flag)");
 
 namespace kvstore {
 namespace {
@@ -78,6 +82,8 @@ Commands:
                           KEY<TAB>OK<TAB>VERSION | KEY<TAB>CODE<TAB>MESSAGE
   status                role, log, snapshot and sizes of the node at --addr
   snapshot              take a snapshot now; returns when it is durable
+  promote               make the replica at --addr its shard's leader (epoch + 1, or --epoch),
+                          pushing to --followers; prints "promoted epoch=N last_index=M"
 
 Output:
   get prints the value and a newline (--raw: the exact bytes only; --hex: hex and a newline).
@@ -532,6 +538,24 @@ int Status(Client& client, const std::vector<std::string>& args) {
       r.log().durable_index(), r.log().segments(), r.log().bytes());
   absl::StrAppend(&out, "snapshot:     ", r.has_snapshot() ? SnapshotLine(r.snapshot()) : "none",
                   "\n");
+  if (!r.ack().empty()) absl::StrAppend(&out, "ack:          ", r.ack(), "\n");
+  if (r.role() == "leader") {
+    for (const v1::FollowerStatus& f : r.followers()) {
+      absl::StrAppend(
+          &out,
+          absl::StrFormat("follower:     %s state=%s acked_index=%d lag_entries=%d "
+                          "lag_seconds=%.1f snapshots_sent=%d%s\n",
+                          f.address(), f.state(), f.acked_index(), f.lag_entries(), f.lag_seconds(),
+                          f.snapshots_sent(),
+                          f.error().empty() ? "" : absl::StrCat(" error=\"", f.error(), "\"")));
+    }
+  } else if (!r.role().empty()) {
+    absl::StrAppend(&out, "leader:       ", r.leader().empty() ? "(unknown)" : r.leader(), "\n");
+    if (r.role() == "replica") {
+      absl::StrAppend(&out, absl::StrFormat("lag:          entries=%d seconds=%.1f\n",
+                                            r.lag_entries(), r.lag_seconds()));
+    }
+  }
   WriteOut(out);
   return kExitOk;
 }
@@ -543,6 +567,21 @@ int Snapshot(Client& client, const std::vector<std::string>& args) {
   if (!status.ok()) return CallFailed(status);
   if (FLAGS_json) return PrintJson(r);
   WriteOut(absl::StrCat("snapshot ", SnapshotLine(r.snapshot()), "\n"));
+  return kExitOk;
+}
+
+int Promote(Client& client, const std::vector<std::string>& args) {
+  if (!args.empty()) return UsageError("usage: kvctl [--epoch=N] [--followers=A,B] promote");
+  v1::PromoteRequest request;
+  request.set_epoch(FLAGS_epoch);
+  for (absl::string_view f : absl::StrSplit(FLAGS_followers, ',', absl::SkipWhitespace())) {
+    request.add_followers(std::string(absl::StripAsciiWhitespace(f)));
+  }
+  v1::PromoteResponse r;
+  grpc::Status status = client.admin().Promote(client.Context().get(), request, &r);
+  if (!status.ok()) return CallFailed(status);
+  if (FLAGS_json) return PrintJson(r);
+  WriteOut(absl::StrFormat("promoted epoch=%d last_index=%d\n", r.epoch(), r.last_index()));
   return kExitOk;
 }
 
@@ -566,8 +605,8 @@ int Run(int argc, char** argv) {
 
   const std::string command = parsed->positional[0];
   const std::vector<std::string> args(parsed->positional.begin() + 1, parsed->positional.end());
-  const std::vector<std::string> kCommands = {"get",  "set",    "del",     "mget",
-                                              "mset", "status", "snapshot"};
+  const std::vector<std::string> kCommands = {"get",  "set",    "del",      "mget",
+                                              "mset", "status", "snapshot", "promote"};
   if (std::find(kCommands.begin(), kCommands.end(), command) == kCommands.end()) {
     return UsageError(absl::StrCat("unknown command '", command, "'"));
   }
@@ -579,6 +618,7 @@ int Run(int argc, char** argv) {
   if (command == "mget") return MultiGet(client, *options, args);
   if (command == "mset") return MultiSet(client, *options, args);
   if (command == "status") return Status(client, args);
+  if (command == "promote") return Promote(client, args);
   return Snapshot(client, args);
 }
 

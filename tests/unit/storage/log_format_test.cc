@@ -152,7 +152,7 @@ TEST(RecordTest, OutOfRangeFieldsAreRefusedEvenWithAValidCheck) {
   };
   const std::vector<BadField> cases = {
       {"type zero", kTypeAt, std::string(1, '\0')},
-      {"unknown type", kTypeAt, std::string(1, '\2')},
+      {"unknown type", kTypeAt, std::string(1, '\3')},
       {"reserved byte set", kReservedAt + 1, std::string(1, '\1')},
       {"payload longer than the maximum", kPayloadLenAt, u32(kMaxPayloadSize + 1)},
       {"payload length all ones", kPayloadLenAt, u32(0xFFFFFFFFu)},

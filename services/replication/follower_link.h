@@ -1,0 +1,83 @@
+// The leader's side of replication to one follower: a thread that keeps one
+// Replication.Stream open (reconnecting with backoff), brings the follower to
+// the leader's position (log entries it lacks, or a snapshot when the log no
+// longer has them or the follower diverged), then streams new entries as the
+// log grows, within a window of unacknowledged bytes.
+#ifndef KVSTORE_SERVICES_REPLICATION_FOLLOWER_LINK_H_
+#define KVSTORE_SERVICES_REPLICATION_FOLLOWER_LINK_H_
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <thread>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/status.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "grpcpp/grpcpp.h"
+#include "kvstore/v1/admin.pb.h"
+#include "kvstore/v1/replication.grpc.pb.h"
+
+namespace kvstore {
+
+class ReplicationNode;
+
+class FollowerLink {
+ public:
+  // Starts the thread. `node` must outlive the link. `epoch` is sent in Hello.
+  FollowerLink(ReplicationNode* node, std::string address, uint64_t epoch);
+  // Stops and joins.
+  ~FollowerLink();
+  FollowerLink(const FollowerLink&) = delete;
+  FollowerLink& operator=(const FollowerLink&) = delete;
+
+  // Cancels the stream; the thread exits soon after. Idempotent.
+  void Stop();
+
+  const std::string& address() const { return address_; }
+  // Highest index the follower confirmed durable in the current stream (0 before).
+  uint64_t acked_index() const { return acked_.load(std::memory_order_acquire); }
+  // Lowest index the follower still needs from the log while connected (0 when
+  // not connected): the leader's log retention keeps it.
+  uint64_t needed_index() const { return needed_.load(std::memory_order_acquire); }
+  bool contacted() const { return contacted_.load(std::memory_order_acquire); }
+  void FillStatus(v1::FollowerStatus* status) const;
+
+ private:
+  enum class Outcome { kRetry, kDeposed, kStopped };
+  void Run();
+  // One connection, from Hello until it breaks. Sets *error on failure.
+  Outcome Session(std::string* error);
+  // Sends the newest snapshot; *next becomes its start_index + 1.
+  bool SendSnapshot(grpc::ClientReaderWriter<v1::LeaderMessage, v1::FollowerMessage>* stream,
+                    uint64_t* next, std::string* error);
+  void SetState(const char* state);
+  void MarkContacted();
+  bool stopping() const;
+
+  ReplicationNode* const node_;
+  const std::string address_;
+  const uint64_t epoch_;
+  std::unique_ptr<v1::Replication::Stub> stub_;
+
+  std::atomic<uint64_t> acked_{0};
+  std::atomic<uint64_t> needed_{0};
+  std::atomic<bool> contacted_{false};
+
+  mutable absl::Mutex mu_;
+  bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+  grpc::ClientContext* context_ ABSL_GUARDED_BY(mu_) = nullptr;
+  const char* state_ ABSL_GUARDED_BY(mu_) = "connecting";
+  std::string error_ ABSL_GUARDED_BY(mu_);
+  uint64_t snapshots_sent_ ABSL_GUARDED_BY(mu_) = 0;
+  absl::Time caught_up_at_ ABSL_GUARDED_BY(mu_);
+  uint64_t ack_count_ ABSL_GUARDED_BY(mu_) = 0;  // Wakes the sender when acks arrive.
+
+  std::thread thread_;
+};
+
+}  // namespace kvstore
+
+#endif  // KVSTORE_SERVICES_REPLICATION_FOLLOWER_LINK_H_

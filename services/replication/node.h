@@ -1,0 +1,167 @@
+// The replication state of one kv-shard or kv-replica process: its role
+// (leader, replica, deposed), its epoch, and on a leader one FollowerLink per
+// follower pushing the log over a Replication.Stream.
+//
+// Leader: each link reads the leader's own log files (LogCursor) from the
+// follower's next index and streams Entries; a follower whose position the log
+// no longer holds, or whose last entry's epoch differs from the leader's at the
+// same index (it diverged), gets the leader's newest snapshot and then the log
+// from the snapshot's start. Acks move each follower's durable index, which
+// sync writes wait on (AwaitReplicas). Unacked bytes per follower are bounded
+// (flow control), so a slow follower slows only its own stream.
+//
+// Replica: accepts one leader stream at a time, from a leader whose epoch is at
+// least the highest it has seen (kept durably in <data_dir>/EPOCH), applies
+// and logs entries (Store::AppendReplicated), acks the durable index.
+//
+// Fencing: a leader whose Hello is refused by a follower with a higher epoch is
+// deposed: it stops its links and refuses writes naming the newer leader, and
+// remembers the epoch so that a restart stays deposed. A leader also takes no
+// write until each follower has been tried once, so a restarted stale leader
+// learns it is stale before it acknowledges anything.
+#ifndef KVSTORE_SERVICES_REPLICATION_NODE_H_
+#define KVSTORE_SERVICES_REPLICATION_NODE_H_
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "common/storage/store.h"
+#include "services/shard/replication_hooks.h"
+
+namespace kvstore {
+
+enum class Role { kLeader, kReplica, kDeposed };
+const char* RoleName(Role role);
+
+struct NodeOptions {
+  // This node's client-facing address, named to followers and in errors.
+  std::string advertise;
+  // HOST:PORT of each follower a leader pushes to.
+  std::vector<std::string> followers;
+  // Followers a write waits for by default (0 = async acks).
+  int sync_acks = 0;
+  absl::Duration sync_timeout = absl::Seconds(5);
+  // Largest Entries message, and unacked bytes in flight per follower.
+  size_t max_batch_bytes = 1 << 20;
+  size_t max_unacked_bytes = 16 << 20;
+  // A leader holds writes at most this long while it first tries its followers.
+  absl::Duration first_contact_timeout = absl::Seconds(3);
+  // Reconnect backoff bounds.
+  absl::Duration min_backoff = absl::Milliseconds(50);
+  absl::Duration max_backoff = absl::Seconds(1);
+  // Idle streams carry a heartbeat this often.
+  absl::Duration heartbeat = absl::Milliseconds(250);
+};
+
+class FollowerLink;
+
+class ReplicationNode final : public ReplicationHooks {
+ public:
+  // `store` must outlive the node. Reads <dir>/EPOCH. Takes no writes until Start.
+  static absl::StatusOr<std::unique_ptr<ReplicationNode>> Create(Store* store, NodeOptions options,
+                                                                 Role role);
+  // Once the server listens: `advertise` is this node's address when
+  // options.advertise is empty. Settles the role (a leader whose EPOCH file
+  // shows a newer epoch led by someone else starts deposed; a node that led the
+  // newest epoch it knows leads again) and a leader starts its links.
+  void Start(const std::string& advertise);
+  std::string advertise() const;
+  ~ReplicationNode() override;
+  ReplicationNode(const ReplicationNode&) = delete;
+  ReplicationNode& operator=(const ReplicationNode&) = delete;
+
+  // Stops the links and fails pending replica waits with UNAVAILABLE.
+  void Stop();
+
+  Role role() const;
+  uint64_t epoch() const;
+
+  // ReplicationHooks.
+  absl::Status CheckWritable(std::string* leader) override;
+  int DefaultSyncAcks() override { return options_.sync_acks; }
+  int FollowerCount() override;
+  void AwaitReplicas(uint64_t index, int replicas,
+                     std::function<void(const absl::Status&)> done) override;
+  void FillStatus(v1::StatusResponse* response) override;
+  absl::StatusOr<uint64_t> Promote(uint64_t epoch, std::vector<std::string> followers) override;
+
+  // ---- Follower side (ReplicationService) ----
+  // A leader says hello: OK to follow it (the stream becomes the current one,
+  // *generation identifies it), or FAILED_PRECONDITION when its epoch is stale
+  // or this node leads at that epoch itself.
+  absl::Status AcceptLeader(uint64_t epoch, const std::string& leader, uint64_t* generation);
+  // False once a newer stream has replaced stream `generation`, or on Stop.
+  bool IsCurrentStream(uint64_t generation) const;
+  // The leader's last index as last heard, for lag.
+  void NoteLeaderIndex(uint64_t leader_last_index);
+  std::string leader() const;
+  // Highest epoch seen (durable).
+  uint64_t promised_epoch() const;
+
+  // ---- Leader side (FollowerLink) ----
+  // A follower refused us with a newer epoch: step down for good.
+  void Depose(uint64_t epoch, const std::string& leader);
+  // A follower's durable index moved.
+  void OnAck();
+  // The link's first attempt is over (handshake done or failed).
+  void OnFirstContact();
+
+  Store* store() const { return store_; }
+  const NodeOptions& options() const { return options_; }
+
+ private:
+  struct Waiter {
+    uint64_t index;
+    int replicas;
+    absl::Time deadline;
+    std::function<void(const absl::Status&)> done;
+  };
+
+  ReplicationNode(Store* store, NodeOptions options, Role role);
+  absl::Status PersistEpoch(uint64_t epoch, const std::string& leader)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void StartLinks(const std::vector<std::string>& followers) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  std::vector<std::unique_ptr<FollowerLink>> TakeLinks() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Runs waiters whose condition holds or whose deadline passed.
+  void TimerThread();
+  // Collects the waiters that are done; call their callbacks without mu_.
+  void CollectReady(
+      absl::Time now,
+      std::vector<std::pair<std::function<void(const absl::Status&)>, absl::Status>>* ready)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  int CountAcked(uint64_t index) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
+  Store* const store_;
+  const NodeOptions options_;
+  uint64_t file_epoch_ = 0;  // From EPOCH at Create.
+  std::string file_leader_;
+
+  mutable absl::Mutex mu_;
+  Role role_ ABSL_GUARDED_BY(mu_);
+  uint64_t promised_epoch_ ABSL_GUARDED_BY(mu_) = 0;
+  std::string leader_ ABSL_GUARDED_BY(mu_);  // Who leads, when not us.
+  uint64_t stream_generation_ ABSL_GUARDED_BY(mu_) = 0;
+  uint64_t leader_last_index_ ABSL_GUARDED_BY(mu_) = 0;
+  absl::Time caught_up_at_ ABSL_GUARDED_BY(mu_);
+  std::vector<std::unique_ptr<FollowerLink>> links_ ABSL_GUARDED_BY(mu_);
+  int links_contacted_ ABSL_GUARDED_BY(mu_) = 0;
+  absl::Time leading_since_ ABSL_GUARDED_BY(mu_);
+  std::vector<Waiter> waiters_ ABSL_GUARDED_BY(mu_);
+  uint64_t ack_events_ ABSL_GUARDED_BY(mu_) = 0;
+  bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+  bool started_ ABSL_GUARDED_BY(mu_) = false;
+  std::string advertise_ ABSL_GUARDED_BY(mu_);
+  std::thread timer_;
+};
+
+}  // namespace kvstore
+
+#endif  // KVSTORE_SERVICES_REPLICATION_NODE_H_

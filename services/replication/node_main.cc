@@ -1,0 +1,215 @@
+#include "services/replication/node_main.h"
+
+#include <algorithm>
+#include <cstdio>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "absl/time/time.h"
+#include "common/config/flag_names.h"
+#include "common/config/flags_config.h"
+#include "common/server/server.h"
+#include "common/storage/store.h"
+#include "common/storage/wal.h"
+#include "gflags/gflags.h"
+#include "glog/logging.h"
+#include "services/replication/node.h"
+#include "services/replication/replication_service.h"
+#include "services/shard/admin_service.h"
+#include "services/shard/kv_service.h"
+
+#ifndef KVSTORE_VERSION
+#define KVSTORE_VERSION "dev"
+#endif
+
+DEFINE_string(listen, "127.0.0.1:50061",
+              "Address to serve the gRPC API on (HOST:PORT; port 0 picks a free one)");
+DEFINE_string(data_dir, "./data/shard", "Directory for the write-ahead log and snapshots");
+DEFINE_string(fsync, "everysec",
+              "When the log is fsynced: always (before each acknowledgement, group commit), "
+              "everysec (in the background each second), no (left to the OS)");
+DEFINE_uint64(max_value_bytes, 1 << 20, "Largest value accepted, in bytes");
+DEFINE_uint64(max_batch_items, 10000, "Most keys accepted in one MultiGet or MultiSet");
+DEFINE_uint64(segment_bytes, 64ull << 20, "Size at which the log starts a new segment file");
+DEFINE_uint64(snapshot_every_writes, 1000000,
+              "Take a snapshot after this many writes (0 = never by count)");
+DEFINE_int64(snapshot_every_seconds, 3600,
+             "Take a snapshot this many seconds after the last one if anything changed "
+             "(0 = never by time)");
+DEFINE_uint64(snapshots_to_keep, 2,
+              "Snapshots kept on disk; the log is kept back to the oldest of them");
+DEFINE_string(port_file, "",
+              "If set, write the bound HOST:PORT here once serving (for scripts and tests)");
+DEFINE_int64(shutdown_grace_ms, 10000,
+             "On SIGTERM/SIGINT, how long in-flight requests may take before they are cancelled");
+DEFINE_bool(repair, false,
+            "Repair the log in --data-dir (cut it at the first damaged record, keeping a .broken "
+            "copy of what is cut), then exit");
+DEFINE_string(followers, "",
+              "Comma-separated HOST:PORT of the followers (kv-replica) a leader pushes its log "
+              "to; a replica uses it once promoted");
+DEFINE_string(ack, "async",
+              "Default acknowledgement of writes: async (after the leader's own log write) or "
+              "sync (after --sync-acks followers confirmed the write as durable); a request's "
+              "ack field overrides it");
+DEFINE_int32(sync_acks, 1, "With --ack=sync: followers that must confirm each write");
+DEFINE_int64(sync_timeout_ms, 5000,
+             "How long a sync write waits for its followers before DEADLINE_EXCEEDED (the write "
+             "stays on the leader)");
+DEFINE_uint64(retain_log_bytes, 1ull << 30,
+              "Log kept for followers that are behind, beyond what snapshots need; a follower "
+              "that needs more gets a full resync (snapshot)");
+DEFINE_string(advertise, "",
+              "This node's address as clients and followers should reach it (default: the "
+              "bound --listen address)");
+
+namespace kvstore {
+namespace {
+
+int Run(NodeKind kind, const char* program) {
+  absl::StatusOr<FsyncPolicy> fsync = ParseFsyncPolicy(FLAGS_fsync);
+  if (!fsync.ok()) {
+    std::fprintf(stderr, "%s: --fsync: %s\n", program,
+                 std::string(fsync.status().message()).c_str());
+    return 2;
+  }
+  if (FLAGS_repair) {
+    absl::StatusOr<std::string> report = Wal::Repair(PosixFileSystem(), FLAGS_data_dir);
+    if (!report.ok()) {
+      std::fprintf(stderr, "%s: repair failed: %s\n", program, report.status().ToString().c_str());
+      return 1;
+    }
+    std::printf("%s\n", report->c_str());
+    return 0;
+  }
+  NodeOptions node_options;
+  node_options.advertise = FLAGS_advertise;
+  for (absl::string_view f : absl::StrSplit(FLAGS_followers, ',', absl::SkipWhitespace())) {
+    node_options.followers.emplace_back(absl::StripAsciiWhitespace(f));
+  }
+  if (FLAGS_ack == "sync") {
+    if (FLAGS_sync_acks < 1) {
+      std::fprintf(stderr, "%s: --sync-acks must be at least 1 with --ack=sync\n", program);
+      return 2;
+    }
+    if (kind == NodeKind::kShard &&
+        FLAGS_sync_acks > static_cast<int>(node_options.followers.size())) {
+      std::fprintf(stderr,
+                   "%s: --ack=sync --sync-acks=%d needs at least that many --followers (%zu "
+                   "given)\n",
+                   program, FLAGS_sync_acks, node_options.followers.size());
+      return 2;
+    }
+    node_options.sync_acks = FLAGS_sync_acks;
+  } else if (FLAGS_ack != "async") {
+    std::fprintf(stderr, "%s: --ack: unknown mode '%s' (expected async or sync)\n", program,
+                 FLAGS_ack.c_str());
+    return 2;
+  }
+  if (FLAGS_sync_timeout_ms <= 0) {
+    std::fprintf(stderr, "%s: --sync-timeout-ms must be positive\n", program);
+    return 2;
+  }
+  node_options.sync_timeout = absl::Milliseconds(FLAGS_sync_timeout_ms);
+
+  StoreOptions options;
+  options.dir = FLAGS_data_dir;
+  options.fsync = *fsync;
+  options.segment_bytes = FLAGS_segment_bytes;
+  options.snapshot_every_writes = FLAGS_snapshot_every_writes;
+  options.snapshot_every_seconds = FLAGS_snapshot_every_seconds;
+  options.snapshots_to_keep = FLAGS_snapshots_to_keep;
+  options.retain_log_bytes = FLAGS_retain_log_bytes;
+  // Never acknowledge after a failed log write: crash, and let recovery decide.
+  options.on_fatal_error = [](const absl::Status& s) {
+    LOG(FATAL) << "Cannot write the log, stopping so that restart recovers: " << s;
+  };
+  absl::StatusOr<std::unique_ptr<Store>> store = Store::Open(options);
+  if (!store.ok()) {
+    LOG(ERROR) << "Cannot open the store in " << FLAGS_data_dir << ": " << store.status();
+    return 1;
+  }
+  absl::StatusOr<std::unique_ptr<ReplicationNode>> node = ReplicationNode::Create(
+      store->get(), node_options, kind == NodeKind::kShard ? Role::kLeader : Role::kReplica);
+  if (!node.ok()) {
+    LOG(ERROR) << "Cannot start replication in " << FLAGS_data_dir << ": " << node.status();
+    return 1;
+  }
+
+  RequestLimits limits;
+  limits.max_value_bytes = FLAGS_max_value_bytes;
+  limits.max_batch_items = FLAGS_max_batch_items;
+  auto kv = std::make_unique<KvService>(store->get(), limits, node->get());
+  auto admin = std::make_unique<AdminService>(store->get(), "", FLAGS_data_dir, node->get());
+  auto replication = std::make_unique<ReplicationService>(node->get());
+
+  ServerOptions server_options;
+  server_options.listen = FLAGS_listen;
+  server_options.services = {kv.get(), admin.get(), replication.get()};
+  server_options.shutdown_grace_ms = FLAGS_shutdown_grace_ms;
+  server_options.port_file = FLAGS_port_file;
+  server_options.max_message_bytes =
+      static_cast<int>(std::min<uint64_t>(FLAGS_max_value_bytes * 2 + (64 << 20), INT32_MAX));
+  absl::StatusOr<std::unique_ptr<GrpcServer>> server = GrpcServer::Start(server_options);
+  if (!server.ok()) {
+    LOG(ERROR) << "Cannot serve: " << server.status();
+    return 1;
+  }
+  (*node)->Start((*server)->address());
+  LOG(INFO) << program << " serving on " << (*server)->address() << " as "
+            << RoleName((*node)->role()) << " (epoch " << (*node)->epoch() << "), data in "
+            << FLAGS_data_dir << ", fsync " << FLAGS_fsync << ", ack " << FLAGS_ack
+            << (node_options.followers.empty() ? std::string()
+                                               : absl::StrCat(", followers ", FLAGS_followers));
+
+  const int signal = (*server)->WaitForTerminationSignal();
+  LOG(INFO) << "Signal " << signal << ": finishing in-flight requests, then syncing the log";
+  // Stop the links first: a leader stream held open would keep the server's
+  // shutdown waiting; then drain the clients' requests.
+  (*node)->Stop();
+  (*server)->Shutdown();
+  if (absl::Status s = (*store)->Close(); !s.ok()) {
+    LOG(ERROR) << "Closing the store: " << s;
+    return 1;
+  }
+  LOG(INFO) << program << " stopped cleanly";
+  return 0;
+}
+
+}  // namespace
+
+int NodeMain(int argc, char** argv, NodeKind kind) {
+  BlockTerminationSignals();  // Before any thread starts.
+  const char* program = kind == NodeKind::kShard ? "kv-shard" : "kv-replica";
+  // Logs go to stderr by default (the flag and YAML can still turn it off);
+  // glog would otherwise write files under /tmp.
+  gflags::SetCommandLineOptionWithMode("logtostderr", "true", gflags::SET_FLAGS_DEFAULT);
+  if (kind == NodeKind::kReplica) {
+    gflags::SetCommandLineOptionWithMode("listen", "127.0.0.1:50071", gflags::SET_FLAGS_DEFAULT);
+    gflags::SetCommandLineOptionWithMode("data_dir", "./data/replica", gflags::SET_FLAGS_DEFAULT);
+  }
+  gflags::SetUsageMessage(absl::StrCat(
+      kind == NodeKind::kShard ? "a kvstore shard leader." : "a kvstore replica (follower).",
+      "\nUsage: ", program,
+      " --listen=HOST:PORT --data-dir=DIR [--fsync=always|everysec|no] [--config=FILE] ...\n"
+      "Flags may be spelled with dashes or underscores; a flag on the command line overrides "
+      "the same key in --config."));
+  gflags::SetVersionString(KVSTORE_VERSION);
+  NormalizeFlagSpelling(argc, argv);
+  gflags::ParseCommandLineFlags(&argc, &argv, true);
+  google::InitGoogleLogging(argv[0]);
+  if (argc > 1) {
+    std::fprintf(stderr, "%s: unexpected argument '%s' (see --help)\n", program, argv[1]);
+    return 2;
+  }
+  if (absl::Status s = LoadConfigFromFlag(); !s.ok()) {
+    std::fprintf(stderr, "%s: %s\n", program, std::string(s.message()).c_str());
+    return 2;
+  }
+  return Run(kind, program);
+}
+
+}  // namespace kvstore

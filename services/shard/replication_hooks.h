@@ -1,0 +1,50 @@
+// What the KeyValue and Admin services need from replication, as an interface
+// so that they do not depend on it: a lone shard passes none, kv-shard and
+// kv-replica pass their ReplicationNode (services/replication/node.h).
+#ifndef KVSTORE_SERVICES_SHARD_REPLICATION_HOOKS_H_
+#define KVSTORE_SERVICES_SHARD_REPLICATION_HOOKS_H_
+
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "kvstore/v1/admin.pb.h"
+
+namespace kvstore {
+
+class ReplicationHooks {
+ public:
+  virtual ~ReplicationHooks() = default;
+
+  // OK when this node takes writes now. Otherwise the error to return:
+  // FAILED_PRECONDITION naming the leader (a replica, a deposed leader), or
+  // UNAVAILABLE (retryable); *leader is then the leader's address for the
+  // "kv-leader" trailing metadata, or "" when unknown.
+  virtual absl::Status CheckWritable(std::string* leader) = 0;
+
+  // Followers a write waits for when its request does not say (0 = async).
+  virtual int DefaultSyncAcks() = 0;
+  // Followers configured on this leader.
+  virtual int FollowerCount() = 0;
+
+  // Calls `done` once `replicas` followers have confirmed everything through
+  // `index` as durable: OK, or DEADLINE_EXCEEDED after the sync timeout (the
+  // write stays on the leader), or UNAVAILABLE when the node stops first.
+  virtual void AwaitReplicas(uint64_t index, int replicas,
+                             std::function<void(const absl::Status&)> done) = 0;
+
+  // Role and replication fields of Admin.Status (role, epoch, followers, lag...).
+  virtual void FillStatus(v1::StatusResponse* response) = 0;
+
+  // Admin.Promote: makes this node the leader with `epoch` (0 = current + 1),
+  // pushing to `followers` (empty = the configured ones). Returns the new epoch.
+  // Blocks until the epoch is durable.
+  virtual absl::StatusOr<uint64_t> Promote(uint64_t epoch, std::vector<std::string> followers) = 0;
+};
+
+}  // namespace kvstore
+
+#endif  // KVSTORE_SERVICES_SHARD_REPLICATION_HOOKS_H_
