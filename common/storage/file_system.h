@@ -34,7 +34,9 @@ class WritableFile {
 class SequentialFile {
  public:
   virtual ~SequentialFile() = default;
-  // Reads up to n bytes into *out (replacing its contents). An empty *out is end of file.
+  // Reads up to n bytes into *out (replacing its contents). An empty *out is end of
+  // file for now: as with read(2), bytes appended to the file later are read by
+  // later calls, and an open file stays readable after its name is removed.
   [[nodiscard]] virtual absl::Status Read(size_t n, std::string* out) = 0;
 };
 

@@ -63,18 +63,24 @@ class FakeFileSystem::Writable final : public WritableFile {
   bool closed_ = false;
 };
 
+// Reads the live inode as read(2) would: bytes appended after the open are seen,
+// and the open file outlives a Remove of its name.
 class FakeFileSystem::Sequential final : public SequentialFile {
  public:
-  explicit Sequential(std::string data) : data_(std::move(data)) {}
+  Sequential(FakeFileSystem* fs, std::shared_ptr<Inode> inode)
+      : fs_(fs), inode_(std::move(inode)) {}
   absl::Status Read(size_t n, std::string* out) override {
-    size_t take = std::min(n, data_.size() - pos_);
-    out->assign(data_, pos_, take);
+    absl::MutexLock l(&fs_->mu_);
+    const std::string& data = inode_->data;
+    const size_t take = pos_ < data.size() ? std::min(n, data.size() - pos_) : 0;
+    out->assign(data, std::min(pos_, data.size()), take);
     pos_ += take;
     return absl::OkStatus();
   }
 
  private:
-  const std::string data_;
+  FakeFileSystem* const fs_;
+  const std::shared_ptr<Inode> inode_;
   size_t pos_ = 0;
 };
 
@@ -122,9 +128,11 @@ absl::StatusOr<std::unique_ptr<WritableFile>> FakeFileSystem::CreateFile(const s
 
 absl::StatusOr<std::unique_ptr<SequentialFile>> FakeFileSystem::OpenSequential(
     const std::string& path) {
-  absl::StatusOr<std::string> data = ReadFile(path);
-  if (!data.ok()) return data.status();
-  return std::unique_ptr<SequentialFile>(new Sequential(*std::move(data)));
+  absl::MutexLock l(&mu_);
+  if (absl::Status s = MaybeFail(Op::kRead); !s.ok()) return s;
+  auto it = live_.find(path);
+  if (it == live_.end()) return absl::NotFoundError(absl::StrCat("no such file: ", path));
+  return std::unique_ptr<SequentialFile>(new Sequential(this, it->second));
 }
 
 absl::StatusOr<std::string> FakeFileSystem::ReadFile(const std::string& path) {
