@@ -116,6 +116,10 @@ void ReplicationNode::Start(const std::string& advertise) {
   }
   if (role_ == Role::kLeader) {
     leading_since_ = absl::Now();
+    // A leader that restarts may have been replaced meanwhile: it asks its
+    // followers before it takes a write. (A promotion needs no such wait: it
+    // raised the epoch itself.)
+    await_first_contact_ = true;
     StartLinks(options_.followers);
   }
 }
@@ -203,7 +207,7 @@ absl::Status ReplicationNode::CheckWritable(std::string* leader) {
     case Role::kLeader:
       break;
   }
-  if (links_contacted_ < static_cast<int>(links_.size()) &&
+  if (await_first_contact_ && links_contacted_ < static_cast<int>(links_.size()) &&
       absl::Now() - leading_since_ < options_.first_contact_timeout) {
     return absl::UnavailableError(
         "the leader is contacting its followers before taking writes; retry shortly");
@@ -409,6 +413,7 @@ absl::StatusOr<uint64_t> ReplicationNode::Promote(uint64_t epoch,
   role_ = Role::kLeader;
   leader_.clear();
   leading_since_ = absl::Now();
+  await_first_contact_ = false;
   StartLinks(followers.empty() ? options_.followers : followers);
   LOG(INFO) << "Promoted to leader at epoch " << new_epoch << ", last index "
             << store_->last_index() << ", " << links_.size() << " followers";

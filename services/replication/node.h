@@ -153,6 +153,7 @@ class ReplicationNode final : public ReplicationHooks {
   absl::Time caught_up_at_ ABSL_GUARDED_BY(mu_);
   std::vector<std::unique_ptr<FollowerLink>> links_ ABSL_GUARDED_BY(mu_);
   int links_contacted_ ABSL_GUARDED_BY(mu_) = 0;
+  bool await_first_contact_ ABSL_GUARDED_BY(mu_) = false;
   absl::Time leading_since_ ABSL_GUARDED_BY(mu_);
   std::vector<Waiter> waiters_ ABSL_GUARDED_BY(mu_);
   uint64_t ack_events_ ABSL_GUARDED_BY(mu_) = 0;
