@@ -158,10 +158,31 @@ FollowerLink::Outcome FollowerLink::Session(std::string* error) {
     return Outcome::kDeposed;
   }
 
+  const v1::Position& position = reply.position();
+  // A follower ahead of this leader within the leader's own epoch holds
+  // writes this node lost (a log tail lost to a power cut under
+  // fsync=everysec/no). Overwriting them could drop acknowledged sync writes.
+  if (position.last_epoch() == epoch_ && position.last_index() > store->last_index()) {
+    const std::string reason = absl::StrCat(
+        "follower ", address_, " holds entries through index ", position.last_index(),
+        " of epoch ", epoch_, " but this leader's log ends at ", store->last_index(),
+        ": this node lost its log tail and refuses to lead; promote that follower (kvctl "
+        "promote) and run this data directory as a replica");
+    {
+      absl::MutexLock l(&mu_);
+      state_ = "refused";
+      error_ = reason;
+    }
+    MarkContacted();
+    node_->RefuseToLead(reason);
+    context.TryCancel();
+    stream->Finish();
+    return Outcome::kDeposed;
+  }
+
   // Where to start: right after the follower's last entry if this log holds
   // that entry with the same epoch; otherwise the follower lacks entries this
   // log no longer has, or holds entries this leader never had: full resync.
-  const v1::Position& position = reply.position();
   uint64_t next = position.last_index() + 1;
   bool partial = false;
   if (position.last_index() <= store->last_index()) {

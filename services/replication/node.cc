@@ -201,6 +201,7 @@ absl::Status ReplicationNode::CheckWritable(std::string* leader) {
               : absl::StrCat("this node is a replica; the leader is ", leader_));
     case Role::kDeposed:
       *leader = leader_;
+      if (!deposed_reason_.empty()) return absl::FailedPreconditionError(deposed_reason_);
       return absl::FailedPreconditionError(
           absl::StrCat("this node is no longer the leader: epoch ", promised_epoch_, " is led by ",
                        leader_.empty() ? std::string("another node") : leader_));
@@ -330,6 +331,23 @@ void ReplicationNode::Depose(uint64_t epoch, const std::string& leader) {
   }
 }
 
+void ReplicationNode::RefuseToLead(const std::string& reason) {
+  std::vector<std::unique_ptr<FollowerLink>> links;
+  std::vector<Waiter> waiters;
+  {
+    absl::MutexLock l(&mu_);
+    if (role_ != Role::kLeader) return;
+    LOG(ERROR) << "Refusing to lead: " << reason;
+    role_ = Role::kDeposed;
+    deposed_reason_ = reason;
+    links = TakeLinks();
+    waiters.swap(waiters_);
+  }
+  for (auto& link : links) link->Stop();
+  std::thread([links = std::move(links)]() mutable { links.clear(); }).detach();
+  for (Waiter& w : waiters) w.done(absl::FailedPreconditionError(reason));
+}
+
 absl::Status ReplicationNode::AcceptLeader(uint64_t epoch, const std::string& leader,
                                            uint64_t* generation) {
   absl::MutexLock l(&mu_);
@@ -380,6 +398,7 @@ absl::StatusOr<uint64_t> ReplicationNode::Promote(uint64_t epoch,
   uint64_t new_epoch = 0;
   std::string self;
   {
+    absl::MutexLock streams(&stream_mu_);  // No old-stream append after this.
     absl::MutexLock l(&mu_);
     if (stopping_ || !started_) return absl::UnavailableError("not serving; retry shortly");
     self = advertise_;

@@ -106,9 +106,18 @@ class ReplicationNode final : public ReplicationHooks {
   // Highest epoch seen (durable).
   uint64_t promised_epoch() const;
 
+  // Held across "is this stream current?" + applying its message, and across
+  // accepting a new leader + reporting the position to it, so that an old
+  // stream can never apply anything after a new leader learned the position.
+  absl::Mutex& stream_mu() ABSL_LOCK_RETURNED(stream_mu_) { return stream_mu_; }
+
   // ---- Leader side (FollowerLink) ----
   // A follower refused us with a newer epoch: step down for good.
   void Depose(uint64_t epoch, const std::string& leader);
+  // A follower holds entries of this leader's own epoch that its log lacks
+  // (this node lost its log tail): it must not lead, or it would overwrite
+  // acknowledged writes. Refuses writes until restarted; says why.
+  void RefuseToLead(const std::string& reason);
   // A follower's durable index moved.
   void OnAck();
   // The link's first attempt is over (handshake done or failed).
@@ -144,8 +153,10 @@ class ReplicationNode final : public ReplicationHooks {
   uint64_t file_epoch_ = 0;  // From EPOCH at Create.
   std::string file_leader_;
 
+  absl::Mutex stream_mu_ ABSL_ACQUIRED_BEFORE(mu_);
   mutable absl::Mutex mu_;
   Role role_ ABSL_GUARDED_BY(mu_);
+  std::string deposed_reason_ ABSL_GUARDED_BY(mu_);
   uint64_t promised_epoch_ ABSL_GUARDED_BY(mu_) = 0;
   std::string leader_ ABSL_GUARDED_BY(mu_);  // Who leads, when not us.
   uint64_t stream_generation_ ABSL_GUARDED_BY(mu_) = 0;

@@ -40,7 +40,9 @@ grpc::Status ReplicationService::Stream(
   }
   const v1::Hello hello = message.hello();
   uint64_t generation = 0;
+  absl::ReleasableMutexLock accepting(&node_->stream_mu());
   if (absl::Status s = node_->AcceptLeader(hello.epoch(), hello.leader(), &generation); !s.ok()) {
+    accepting.Release();
     LOG(WARNING) << "Refusing leader " << hello.leader() << " (epoch " << hello.epoch()
                  << "): " << s.message();
     v1::FollowerMessage reply;
@@ -50,14 +52,13 @@ grpc::Status ReplicationService::Stream(
     stream->Write(reply);
     return grpc::Status::OK;
   }
+  v1::FollowerMessage position;
+  position.mutable_position()->set_last_index(store->last_index());
+  position.mutable_position()->set_last_epoch(store->last_epoch());
+  position.mutable_position()->set_epoch(node_->promised_epoch());
+  accepting.Release();
   node_->NoteLeaderIndex(hello.leader_last_index());
-  {
-    v1::FollowerMessage reply;
-    reply.mutable_position()->set_last_index(store->last_index());
-    reply.mutable_position()->set_last_epoch(store->last_epoch());
-    reply.mutable_position()->set_epoch(node_->promised_epoch());
-    if (!stream->Write(reply)) return grpc::Status::OK;
-  }
+  if (!stream->Write(position)) return grpc::Status::OK;
 
   auto acks = std::make_shared<AckState>();
   {
@@ -90,6 +91,9 @@ grpc::Status ReplicationService::Stream(
   uint64_t incoming_bytes = 0;
   absl::Status failed;
   while (failed.ok() && stream->Read(&message)) {
+    // Checked and applied under stream_mu so that a stream replaced meanwhile
+    // applies nothing more (see ReplicationNode::stream_mu).
+    absl::MutexLock applying(&node_->stream_mu());
     if (!node_->IsCurrentStream(generation)) {
       failed = absl::AbortedError("a newer leader stream replaced this one");
       break;

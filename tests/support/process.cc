@@ -17,6 +17,7 @@
 #include <system_error>
 #include <utility>
 
+#include "absl/strings/escaping.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -44,7 +45,51 @@ int OpenForOutput(const std::string& path) {
   return ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
 }
 
+// The state of one callback call; shared with the callback, so that it lives
+// until gRPC has dropped the callback (gRPC still uses the context after the
+// callback has run).
+struct GenericCall {
+  grpc::ClientContext context;
+  grpc::ByteBuffer request;
+  grpc::ByteBuffer response;
+  grpc::Status status;
+  absl::Notification done;
+};
+
+// Runs one unary call through the callback API and waits for its answer.
+std::shared_ptr<GenericCall> GenericUnaryCall(const std::shared_ptr<grpc::Channel>& channel,
+                                              const std::string& method, absl::Time deadline) {
+  grpc::GenericStub stub(channel);
+  auto call = std::make_shared<GenericCall>();
+  call->context.set_deadline(absl::ToChronoTime(deadline));
+  // An empty request message encodes to zero bytes (one empty slice: a
+  // ByteBuffer without any slice is not a message at all).
+  grpc::Slice empty("", 0);
+  call->request = grpc::ByteBuffer(&empty, 1);
+  stub.UnaryCall(&call->context, method, grpc::StubOptions(), &call->request, &call->response,
+                 [call](grpc::Status s) {
+                   call->status = std::move(s);
+                   call->done.Notify();
+                 });
+  call->done.WaitForNotification();
+  return call;
+}
+
 }  // namespace
+
+void KeepCallbackThreadsRunning() {
+  static const bool kept = [] {
+    // Leaked on purpose: it must outlive every other channel.
+    auto* channel = new std::shared_ptr<grpc::Channel>(
+        grpc::CreateChannel("127.0.0.1:1", grpc::InsecureChannelCredentials()));
+    // A call through the callback API (its deadline has passed, so it fails
+    // at once) makes the channel hold the callback thread pool.
+    (void)GenericUnaryCall(*channel, "/kvstore.testing/KeepCallbackThreadsRunning",
+                           absl::InfinitePast());
+    return true;
+  }();
+  (void)kept;
+}
 
 // ---------------------------------------------------------------- TempDir
 
@@ -262,27 +307,17 @@ uint64_t TestSeed() {
 }
 
 absl::Status CheckHealth(const std::string& address, absl::Duration timeout) {
-  auto channel = grpc::CreateChannel(address, grpc::InsecureChannelCredentials());
-  grpc::GenericStub stub(channel);
-  grpc::ClientContext context;
-  context.set_deadline(absl::ToChronoTime(absl::Now() + timeout));
-  // HealthCheckRequest{service: ""} encodes to zero bytes (one empty slice:
-  // a ByteBuffer without any slice is not a message at all).
-  grpc::Slice empty("", 0);
-  grpc::ByteBuffer request(&empty, 1);
-  grpc::ByteBuffer response;
-  grpc::Status status;
-  absl::Notification done;
-  stub.UnaryCall(&context, "/grpc.health.v1.Health/Check", grpc::StubOptions(), &request, &response,
-                 [&](grpc::Status s) {
-                   status = std::move(s);
-                   done.Notify();
-                 });
-  done.WaitForNotification();
+  KeepCallbackThreadsRunning();
+  // HealthCheckRequest{service: ""} is the empty message.
+  std::shared_ptr<GenericCall> call =
+      GenericUnaryCall(grpc::CreateChannel(address, grpc::InsecureChannelCredentials()),
+                       "/grpc.health.v1.Health/Check", absl::Now() + timeout);
+  const grpc::Status& status = call->status;
   if (!status.ok()) {
     return absl::UnavailableError(
         absl::StrCat("health check: ", status.error_code(), " ", status.error_message()));
   }
+  grpc::ByteBuffer& response = call->response;
   std::vector<grpc::Slice> slices;
   if (!response.Dump(&slices).ok()) return absl::InternalError("health check: bad response");
   std::string bytes;
@@ -296,46 +331,77 @@ absl::Status CheckHealth(const std::string& address, absl::Duration timeout) {
   return absl::OkStatus();
 }
 
-// ---------------------------------------------------------------- ShardProcess
+// ---------------------------------------------------------------- ServerProcess
 
-ShardProcess::ShardProcess(std::string dir) : dir_(std::move(dir)) {}
+ServerProcess::ServerProcess(std::string dir, std::string binary, std::string log_name)
+    : dir_(std::move(dir)), binary_(std::move(binary)), log_name_(std::move(log_name)) {}
 
-std::string ShardProcess::log_path() const {
-  return absl::StrCat(dir_, "/shard-", starts_, ".log");
+ShardProcess::ShardProcess(std::string dir)
+    : ServerProcess(std::move(dir), KV_SHARD_BIN, "shard") {}
+
+std::string ServerProcess::log_path() const {
+  return absl::StrCat(dir_, "/", log_name_, "-", starts_, ".log");
 }
 
-std::vector<std::string> ShardProcess::Args(const std::vector<std::string>& extra_flags) const {
-  std::vector<std::string> args = {"--listen=127.0.0.1:0",
+std::vector<std::string> ServerProcess::Args(const std::string& listen) const {
+  std::vector<std::string> args = {absl::StrCat("--listen=", listen),
                                    absl::StrCat("--port-file=", port_file()),
                                    absl::StrCat("--data-dir=", data_dir())};
-  args.insert(args.end(), extra_flags.begin(), extra_flags.end());
+  args.insert(args.end(), flags_.begin(), flags_.end());
   return args;
 }
 
-absl::Status ShardProcess::Start(const std::vector<std::string>& extra_flags,
-                                 absl::Duration timeout) {
+absl::Status ServerProcess::Start(const std::vector<std::string>& extra_flags,
+                                  absl::Duration timeout) {
   flags_ = extra_flags;
   return Restart(timeout);
 }
 
-absl::Status ShardProcess::Restart(absl::Duration timeout) {
+absl::Status ServerProcess::Restart(absl::Duration timeout) {
+  return StartOnce("127.0.0.1:0", absl::Now() + timeout);
+}
+
+absl::Status ServerProcess::RestartOnSameAddress(absl::Duration timeout) {
+  if (last_address_.empty()) {
+    return absl::FailedPreconditionError("never served, so there is no address to reuse");
+  }
   const absl::Time deadline = absl::Now() + timeout;
+  absl::Status s;
+  int attempts = 0;
+  WaitFor(
+      [&] {
+        ++attempts;
+        s = StartOnce(last_address_, deadline);
+        // Only an exit before serving (typically: the port is taken) is
+        // worth another try; a hang until the deadline is not.
+        return s.ok() || running() || absl::Now() >= deadline;
+      },
+      deadline, absl::Milliseconds(200));
+  if (!s.ok()) {
+    return absl::Status(s.code(), absl::StrCat("on ", last_address_, " after ", attempts,
+                                               " attempt(s): ", s.message()));
+  }
+  return s;
+}
+
+absl::Status ServerProcess::StartOnce(const std::string& listen, absl::Time deadline) {
   address_.clear();
   ++starts_;
   std::error_code ec;
   std::filesystem::create_directories(data_dir(), ec);
   std::filesystem::remove(port_file(), ec);  // A stale one would name the old port.
-  if (absl::Status s = process_.Start(KV_SHARD_BIN, Args(flags_), log_path()); !s.ok()) return s;
+  if (absl::Status s = process_.Start(binary_, Args(listen), log_path()); !s.ok()) return s;
   absl::Status s = AwaitServing(deadline);
   if (!s.ok()) {
     return absl::Status(
-        s.code(), absl::StrCat("kv-shard (", absl::StrJoin(Args(flags_), " "), "): ", s.message(),
+        s.code(), absl::StrCat(binary_, " (", absl::StrJoin(Args(listen), " "), "): ", s.message(),
                                "\n--- tail of ", log_path(), ":\n", LogTail()));
   }
+  last_address_ = address_;
   return s;
 }
 
-absl::Status ShardProcess::AwaitServing(absl::Time deadline) {
+absl::Status ServerProcess::AwaitServing(absl::Time deadline) {
   absl::StatusOr<ExitStatus> exited = absl::UnknownError("");
   auto has_exited = [&] {
     exited = process_.WaitExit(absl::InfinitePast());  // One non-blocking look.
@@ -383,25 +449,27 @@ absl::Status ShardProcess::AwaitServing(absl::Time deadline) {
   return absl::OkStatus();
 }
 
-absl::StatusOr<ExitStatus> ShardProcess::RunExpectingExit(
+absl::StatusOr<ExitStatus> ServerProcess::RunExpectingExit(
     const std::vector<std::string>& extra_flags, absl::Duration timeout) {
   flags_ = extra_flags;
   address_.clear();
   ++starts_;
   std::error_code ec;
   std::filesystem::remove(port_file(), ec);
-  if (absl::Status s = process_.Start(KV_SHARD_BIN, Args(flags_), log_path()); !s.ok()) return s;
+  if (absl::Status s = process_.Start(binary_, Args("127.0.0.1:0"), log_path()); !s.ok()) {
+    return s;
+  }
   absl::StatusOr<ExitStatus> exit = process_.WaitExit(absl::Now() + timeout);
   if (!exit.ok()) {
     (void)process_.KillHard();
-    return absl::DeadlineExceededError(absl::StrCat("kv-shard still ran after ",
+    return absl::DeadlineExceededError(absl::StrCat(binary_, " still ran after ",
                                                     absl::FormatDuration(timeout), "\n--- tail of ",
                                                     log_path(), ":\n", LogTail()));
   }
   return exit;
 }
 
-absl::StatusOr<ExitStatus> ShardProcess::Terminate(absl::Duration timeout) {
+absl::StatusOr<ExitStatus> ServerProcess::Terminate(absl::Duration timeout) {
   if (absl::Status s = process_.Kill(SIGTERM); !s.ok()) return s;
   return process_.WaitExit(absl::Now() + timeout);
 }
@@ -412,7 +480,9 @@ KvClient::KvClient(const std::string& address, absl::Duration timeout)
     : timeout_(timeout),
       channel_(grpc::CreateChannel(address, grpc::InsecureChannelCredentials())),
       kv_(v1::KeyValue::NewStub(channel_)),
-      admin_(v1::Admin::NewStub(channel_)) {}
+      admin_(v1::Admin::NewStub(channel_)) {
+  KeepCallbackThreadsRunning();  // Callers use kv()->async().
+}
 
 std::unique_ptr<grpc::ClientContext> KvClient::NewContext() const {
   auto context = std::make_unique<grpc::ClientContext>();
@@ -444,6 +514,10 @@ grpc::Status KvClient::Snapshot(v1::SnapshotResponse* response) {
   return admin_->Snapshot(NewContext().get(), v1::SnapshotRequest(), response);
 }
 
+grpc::Status KvClient::Promote(const v1::PromoteRequest& request, v1::PromoteResponse* response) {
+  return admin_->Promote(NewContext().get(), request, response);
+}
+
 grpc::Status KvClient::Get(const std::string& key, v1::GetResponse* response) {
   v1::GetRequest request;
   request.set_key(key);
@@ -460,6 +534,216 @@ grpc::Status KvClient::Delete(const std::string& key, v1::DeleteResponse* respon
   v1::DeleteRequest request;
   request.set_key(key);
   return Delete(request, response);
+}
+
+// ---------------------------------------------------------------- replication
+
+namespace {
+
+std::string DescribeRpc(const grpc::Status& s) {
+  return absl::StrCat("gRPC code ", s.error_code(), ": ", s.error_message());
+}
+
+// A value for a failure message: its first bytes, printable.
+std::string Excerpt(const std::string& value) {
+  constexpr size_t kMax = 40;
+  std::string out = absl::CHexEscape(value.substr(0, kMax));
+  if (value.size() > kMax) absl::StrAppend(&out, "...(", value.size(), " bytes)");
+  return out;
+}
+
+std::string DescribeResult(const v1::GetResult& r) {
+  if (!r.found()) return "absent";
+  return absl::StrCat("version ", r.version(), " '", Excerpt(r.value()), "'");
+}
+
+}  // namespace
+
+absl::StatusOr<v1::StatusResponse> FetchStatus(const std::string& address, absl::Duration timeout) {
+  KvClient client(address, timeout);
+  v1::StatusResponse response;
+  grpc::Status s = client.Status(&response);
+  if (!s.ok()) {
+    return absl::UnavailableError(absl::StrCat("Admin.Status on ", address, ": ", DescribeRpc(s)));
+  }
+  return response;
+}
+
+const v1::FollowerStatus* FindFollower(const v1::StatusResponse& status,
+                                       const std::string& address) {
+  for (const v1::FollowerStatus& f : status.followers()) {
+    if (f.address() == address) return &f;
+  }
+  return nullptr;
+}
+
+absl::StatusOr<std::vector<v1::GetResult>> ReadAllKeys(const std::string& address,
+                                                       const std::vector<std::string>& keys,
+                                                       v1::ReadMode mode) {
+  KvClient client(address);
+  std::vector<v1::GetResult> out;
+  out.reserve(keys.size());
+  constexpr size_t kBatch = 500;
+  for (size_t start = 0; start < keys.size(); start += kBatch) {
+    v1::MultiGetRequest request;
+    request.set_read_mode(mode);
+    for (size_t i = start; i < std::min(keys.size(), start + kBatch); ++i) {
+      request.add_keys(keys[i]);
+    }
+    v1::MultiGetResponse response;
+    grpc::Status s = client.MultiGet(request, &response);
+    if (!s.ok()) {
+      return absl::UnavailableError(absl::StrCat("MultiGet of ", request.keys_size(), " keys on ",
+                                                 address, ": ", DescribeRpc(s)));
+    }
+    if (response.results_size() != request.keys_size()) {
+      return absl::InternalError(absl::StrCat("MultiGet of ", request.keys_size(), " keys on ",
+                                              address, " returned ", response.results_size(),
+                                              " results"));
+    }
+    for (int i = 0; i < response.results_size(); ++i) {
+      const v1::GetResult& r = response.results(i);
+      if (r.has_error() && r.error().code() != 0) {
+        return absl::InternalError(absl::StrCat("MultiGet on ", address, ", key ",
+                                                Excerpt(request.keys(i)), ": code ",
+                                                r.error().code(), " ", r.error().message()));
+      }
+      out.push_back(r);
+    }
+  }
+  return out;
+}
+
+std::string ContentDiff::ToString() const {
+  if (!error.ok()) return absl::StrCat("could not compare: ", error.message());
+  std::string out = absl::StrCat(compared, " keys compared, ", present, " present and equal, ",
+                                 different, " different");
+  for (const std::string& e : examples) absl::StrAppend(&out, "\n  ", e);
+  return out;
+}
+
+ContentDiff CompareContents(const std::string& a, const std::string& b,
+                            const std::vector<std::string>& keys) {
+  ContentDiff diff;
+  absl::StatusOr<std::vector<v1::GetResult>> on_a = ReadAllKeys(a, keys);
+  if (!on_a.ok()) {
+    diff.error = on_a.status();
+    return diff;
+  }
+  absl::StatusOr<std::vector<v1::GetResult>> on_b = ReadAllKeys(b, keys);
+  if (!on_b.ok()) {
+    diff.error = on_b.status();
+    return diff;
+  }
+  for (size_t i = 0; i < keys.size(); ++i) {
+    const v1::GetResult& x = (*on_a)[i];
+    const v1::GetResult& y = (*on_b)[i];
+    ++diff.compared;
+    const bool same = x.found() == y.found() &&
+                      (!x.found() || (x.value() == y.value() && x.version() == y.version()));
+    if (same) {
+      if (x.found()) ++diff.present;
+      continue;
+    }
+    if (++diff.different <= 5) {
+      diff.examples.push_back(absl::StrCat("key '", Excerpt(keys[i]), "': ", a, " has ",
+                                           DescribeResult(x), ", ", b, " has ", DescribeResult(y)));
+    }
+  }
+  return diff;
+}
+
+absl::Status AwaitSameLastIndex(const std::string& leader, const std::string& replica,
+                                absl::Time deadline) {
+  uint64_t leader_index = 0;
+  uint64_t replica_index = 0;
+  absl::Status error;
+  const bool same = WaitFor(
+      [&] {
+        absl::StatusOr<v1::StatusResponse> l = FetchStatus(leader);
+        absl::StatusOr<v1::StatusResponse> r = FetchStatus(replica);
+        absl::StatusOr<v1::StatusResponse> l_again = FetchStatus(leader);
+        if (!l.ok() || !r.ok() || !l_again.ok()) {
+          error = !l.ok() ? l.status() : !r.ok() ? r.status() : l_again.status();
+          return false;
+        }
+        error = absl::OkStatus();
+        leader_index = l->last_index();
+        replica_index = r->last_index();
+        return leader_index == replica_index && l_again->last_index() == leader_index;
+      },
+      deadline, absl::Milliseconds(50));
+  if (same) return absl::OkStatus();
+  return absl::DeadlineExceededError(absl::StrCat(
+      "last_index: ", leader, " at ", leader_index, ", ", replica, " at ", replica_index,
+      error.ok() ? "" : absl::StrCat("; last error: ", error.message())));
+}
+
+absl::Status AwaitFollowersStreaming(const std::string& leader,
+                                     const std::vector<std::string>& followers,
+                                     absl::Time deadline) {
+  absl::StatusOr<v1::StatusResponse> last = absl::UnknownError("not asked yet");
+  const bool streaming = WaitFor(
+      [&] {
+        last = FetchStatus(leader);
+        if (!last.ok()) return false;
+        for (const std::string& follower : followers) {
+          const v1::FollowerStatus* f = FindFollower(*last, follower);
+          if (f == nullptr || f->state() != "streaming") return false;
+        }
+        return true;
+      },
+      deadline, absl::Milliseconds(20));
+  if (streaming) return absl::OkStatus();
+  return absl::DeadlineExceededError(absl::StrCat(
+      "the leader ", leader, " does not stream to every one of ", absl::StrJoin(followers, ","),
+      "; last Status: ", last.ok() ? last->ShortDebugString() : last.status().ToString()));
+}
+
+ShardGroup::ShardGroup(const std::string& dir, const std::string& shard_binary,
+                       const std::string& replica_binary, int replicas)
+    : leader_(std::make_unique<ServerProcess>(dir + "/leader", shard_binary, "shard")) {
+  for (int i = 0; i < replicas; ++i) {
+    replicas_.push_back(std::make_unique<ServerProcess>(absl::StrCat(dir, "/replica-", i),
+                                                        replica_binary, "replica"));
+  }
+}
+
+absl::Status ShardGroup::Start(const std::vector<std::string>& leader_flags,
+                               const std::vector<std::string>& replica_flags,
+                               absl::Duration timeout) {
+  follower_addresses_.clear();
+  for (size_t i = 0; i < replicas_.size(); ++i) {
+    if (absl::Status s = replicas_[i]->Start(replica_flags, timeout); !s.ok()) {
+      return absl::Status(s.code(), absl::StrCat("replica ", i, ": ", s.message()));
+    }
+    follower_addresses_.push_back(replicas_[i]->address());
+  }
+  std::vector<std::string> flags = leader_flags;
+  if (!follower_addresses_.empty()) flags.push_back(FollowersFlag());
+  const absl::Time deadline = absl::Now() + timeout;
+  if (absl::Status s = leader_->Start(flags, timeout); !s.ok()) {
+    return absl::Status(s.code(), absl::StrCat("leader: ", s.message()));
+  }
+  if (absl::Status s = AwaitFollowersStreaming(leader_->address(), follower_addresses_, deadline);
+      !s.ok()) {
+    return absl::Status(s.code(), absl::StrCat(s.message(), "\n", LogTails()));
+  }
+  return absl::OkStatus();
+}
+
+std::string ShardGroup::FollowersFlag() const {
+  return absl::StrCat("--followers=", absl::StrJoin(follower_addresses_, ","));
+}
+
+std::string ShardGroup::LogTails(size_t max_bytes) const {
+  std::string out = absl::StrCat("--- tail of ", leader_->log_path(), " (leader ",
+                                 leader_->last_address(), "):\n", leader_->LogTail(max_bytes));
+  for (size_t i = 0; i < replicas_.size(); ++i) {
+    absl::StrAppend(&out, "\n--- tail of ", replicas_[i]->log_path(), " (replica ", i, " ",
+                    replicas_[i]->last_address(), "):\n", replicas_[i]->LogTail(max_bytes));
+  }
+  return out;
 }
 
 // ---------------------------------------------------------------- kvctl
