@@ -1311,5 +1311,69 @@ TEST_F(ReplicationIntegrationTest, AsyncLagVisibleAndReachesZero) {
       static_cast<unsigned long long>(status.last_index()));
 }
 
+// ---------------------------------------------------------------- 9
+
+// Invariant: a leader that comes back with a shorter log than a follower has
+// in the leader's own epoch (it lost its log tail) must not lead: overwriting
+// the follower would drop writes that may have been acknowledged. It refuses
+// writes saying why, and the follower keeps everything.
+TEST_F(ReplicationIntegrationTest, LeaderThatLostItsTailRefusesToLead) {
+  const uint64_t seed = Seed("LeaderThatLostItsTailRefusesToLead");
+  ShardGroup group(Dir("group"), KV_SHARD_BIN, KV_REPLICA_BIN, 1);
+  const absl::Status started = group.Start(Flags({"--ack=sync"}), Flags({}));
+  ASSERT_TRUE(started.ok()) << started;
+  const std::string leader = group.leader().address();
+  const std::string follower = group.follower_addresses()[0];
+  Oracle oracle;
+  WriteAll(leader, DistinctSets("tail-", 500, seed), &oracle);
+  ASSERT_FALSE(HasFailure());
+  const uint64_t last = StatusOf(leader).last_index();
+  ASSERT_EQ(StatusOf(follower).last_index(), last);  // Sync acks: it has every write.
+
+  absl::StatusOr<ExitStatus> stopped = group.leader().Terminate();
+  ASSERT_TRUE(stopped.ok() && stopped->Clean()) << group.leader().LogTail();
+  // Lose the log's tail as a power cut under fsync=everysec could: cut bytes
+  // off the end of the newest segment (recovery then cuts the torn record).
+  const std::string data = group.leader().data_dir();
+  std::vector<std::string> segments = FilesLike(data, "wal-", ".log");
+  ASSERT_FALSE(segments.empty());
+  std::sort(segments.begin(), segments.end());
+  const std::string newest = data + "/" + segments.back();
+  const uintmax_t size = std::filesystem::file_size(newest);
+  ASSERT_GT(size, 3000u);
+  std::filesystem::resize_file(newest, size - 3000);
+
+  const absl::Status restarted = group.leader().RestartOnSameAddress();
+  ASSERT_TRUE(restarted.ok()) << restarted << "\n" << group.leader().LogTail();
+  v1::StatusResponse status;
+  EXPECT_TRUE(WaitFor(
+      [&] {
+        status = StatusOf(leader);
+        return status.role() == "deposed";
+      },
+      absl::Now() + absl::Seconds(10)))
+      << status.DebugString() << group.LogTails();
+  EXPECT_LT(status.last_index(), last);
+
+  KvClient client(leader);
+  v1::SetRequest request;
+  request.set_key("after-the-loss");
+  request.set_value("x");
+  v1::SetResponse response;
+  const grpc::Status s = client.Set(request, &response);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::FAILED_PRECONDITION) << Describe(s);
+  EXPECT_TRUE(absl::StrContains(s.error_message(), "lost its log tail")) << Describe(s);
+
+  // The follower was not cut back, and can be promoted with everything.
+  EXPECT_EQ(StatusOf(follower).last_index(), last);
+  ExpectHolds(follower, oracle, {});
+  KvClient replica(follower);
+  v1::PromoteRequest promote;
+  v1::PromoteResponse promoted;
+  const grpc::Status p = replica.Promote(promote, &promoted);
+  ASSERT_TRUE(p.ok()) << Describe(p);
+  EXPECT_EQ(promoted.last_index(), last + 1);  // Its log plus the epoch record.
+}
+
 }  // namespace
 }  // namespace kvstore
