@@ -189,5 +189,58 @@ TEST_F(KvServiceTest, DeleteReportsWhetherAKeyWasRemoved) {
   EXPECT_FALSE(again.deleted());
 }
 
+// A ReplicationHooks with a fixed number of followers and default sync acks.
+class FixedHooks : public ReplicationHooks {
+ public:
+  FixedHooks(int followers, int sync_acks) : followers_(followers), sync_acks_(sync_acks) {}
+  absl::Status CheckWritable(std::string*) override { return absl::OkStatus(); }
+  int DefaultSyncAcks() override { return sync_acks_; }
+  int FollowerCount() override { return followers_; }
+  void AwaitReplicas(uint64_t, int, std::function<void(const absl::Status&)> done) override {
+    done(absl::OkStatus());
+  }
+  void FillStatus(v1::StatusResponse*) override {}
+  absl::StatusOr<uint64_t> Promote(uint64_t, std::vector<std::string>) override { return 0; }
+
+ private:
+  const int followers_;
+  const int sync_acks_;
+};
+
+v1::WriteAck AckOf(v1::AckMode mode, uint32_t replicas = 0) {
+  v1::WriteAck ack;
+  ack.set_mode(mode);
+  ack.set_replicas(replicas);
+  return ack;
+}
+
+TEST(PlanWriteTest, RequestAckOverridesTheShardDefaultBothWays) {
+  FixedHooks sync2(/*followers=*/2, /*sync_acks=*/2);
+  FixedHooks async(/*followers=*/2, /*sync_acks=*/0);
+  EXPECT_EQ(PlanWrite(AckOf(v1::ACK_MODE_DEFAULT), &sync2)->replicas, 2);
+  EXPECT_EQ(PlanWrite(AckOf(v1::ACK_MODE_DEFAULT), &async)->replicas, 0);
+  absl::StatusOr<WritePlan> memory = PlanWrite(AckOf(v1::ACK_MODE_LEADER_MEMORY), &sync2);
+  EXPECT_EQ(memory->replicas, 0);
+  EXPECT_EQ(memory->durability, Durability::kWritten);
+  EXPECT_EQ(PlanWrite(AckOf(v1::ACK_MODE_LEADER_FSYNC), &sync2)->durability, Durability::kFsynced);
+  EXPECT_EQ(PlanWrite(AckOf(v1::ACK_MODE_REPLICAS, 1), &async)->replicas, 1);
+  EXPECT_EQ(PlanWrite(AckOf(v1::ACK_MODE_REPLICAS, 0), &async)->replicas, 1);  // At least one.
+  EXPECT_EQ(PlanWrite(AckOf(v1::ACK_MODE_REPLICAS, 0), &sync2)->replicas, 2);
+}
+
+TEST(PlanWriteTest, MoreReplicasThanFollowersIsFailedPrecondition) {
+  FixedHooks two(/*followers=*/2, /*sync_acks=*/0);
+  absl::StatusOr<WritePlan> three = PlanWrite(AckOf(v1::ACK_MODE_REPLICAS, 3), &two);
+  EXPECT_EQ(three.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(three.status().message(), ::testing::HasSubstr("3 replicas"));
+  FixedHooks none(/*followers=*/0, /*sync_acks=*/1);  // A promoted node with no followers.
+  EXPECT_EQ(PlanWrite(AckOf(v1::ACK_MODE_DEFAULT), &none).status().code(),
+            absl::StatusCode::kFailedPrecondition);
+  EXPECT_TRUE(PlanWrite(AckOf(v1::ACK_MODE_LEADER_MEMORY), &none).ok());
+  v1::WriteAck unknown;
+  unknown.set_mode(static_cast<v1::AckMode>(42));
+  EXPECT_EQ(PlanWrite(unknown, &two).status().code(), absl::StatusCode::kInvalidArgument);
+}
+
 }  // namespace
 }  // namespace kvstore

@@ -1,0 +1,200 @@
+// kv-router: the stateless front door. Flags → topology → ring → gRPC service;
+// SIGHUP reloads the topology, SIGTERM/SIGINT stop it cleanly.
+#include <pthread.h>
+#include <signal.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cstdio>
+#include <memory>
+#include <string>
+#include <thread>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
+#include "common/config/flag_names.h"
+#include "common/config/flags_config.h"
+#include "common/server/server.h"
+#include "common/topology/topology.h"
+#include "gflags/gflags.h"
+#include "glog/logging.h"
+#include "services/router/router_service.h"
+#include "services/router/routing_table.h"
+
+DEFINE_string(listen, "127.0.0.1:50051",
+              "Address to serve the gRPC API on (HOST:PORT; port 0 picks a free one)");
+DEFINE_string(topology, "",
+              "YAML file naming the shards and their leaders and replicas (required; see "
+              "deploy/local/topology.yaml). SIGHUP reloads it");
+DEFINE_string(port_file, "",
+              "If set, write the bound HOST:PORT here once serving (for scripts and tests)");
+DEFINE_int64(shutdown_grace_ms, 10000,
+             "On SIGTERM/SIGINT, how long in-flight requests may take before they are cancelled");
+DEFINE_int64(forward_timeout_ms, 5000,
+             "Deadline of a forwarded request when the client set none, in milliseconds");
+DEFINE_uint64(max_replica_lag, 0,
+              "Replica reads skip replicas more than this many log entries behind (0 = no "
+              "limit). Accepted now; replicas do not report their lag to the router yet");
+DEFINE_uint64(max_value_bytes, 1 << 20,
+              "Largest value accepted, in bytes (checked before forwarding; match the shards)");
+DEFINE_uint64(max_batch_items, 10000,
+              "Most keys accepted in one MultiGet or MultiSet (match the shards)");
+
+namespace kvstore {
+namespace {
+
+// "3 shards, vnodes 1024; shard-0 leader ... replicas [...] owns 33.4%; ...".
+std::string Describe(const RoutingTable& table) {
+  std::string out = absl::StrCat(table.shard_count(), " shards, vnodes ", table.ring().vnodes());
+  const std::vector<double> ownership = table.ring().Ownership();
+  for (int i = 0; i < table.shard_count(); ++i) {
+    const ShardTopology& shard = table.topology().shards[i];
+    absl::StrAppend(&out, "; ", shard.name, " leader ", shard.leader, " replicas [",
+                    absl::StrJoin(shard.replicas, ","), "] owns ",
+                    absl::StrFormat("%.1f%%", ownership[i] * 100));
+  }
+  return out;
+}
+
+// SIGHUP, blocked in every thread (main blocks it before any thread starts)
+// and taken by one thread with sigwait, which reloads the topology.
+class ReloadOnHangup {
+ public:
+  explicit ReloadOnHangup(RouterService* service) : service_(service) {
+    thread_ = std::thread([this] { Loop(); });
+  }
+  ~ReloadOnHangup() {
+    stopping_.store(true);
+    // Wakes the sigwait (SIGHUP is blocked there, so it is only queued).
+    pthread_kill(thread_.native_handle(), SIGHUP);
+    thread_.join();
+  }
+
+ private:
+  void Loop() {
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGHUP);
+    for (;;) {
+      int signal = 0;
+      if (sigwait(&set, &signal) != 0) continue;
+      if (stopping_.load()) return;
+      Reload();
+    }
+  }
+
+  void Reload() {
+    absl::StatusOr<Topology> topology = LoadTopologyFile(FLAGS_topology);
+    absl::StatusOr<std::shared_ptr<RoutingTable>> table =
+        topology.ok() ? RoutingTable::Create(*std::move(topology)) : topology.status();
+    if (!table.ok()) {
+      LOG(ERROR) << "SIGHUP: keeping the current topology: " << table.status();
+      return;
+    }
+    std::shared_ptr<RoutingTable> old = service_->table();
+    if (old->topology().ShardNames() != (*table)->topology().ShardNames() ||
+        old->topology().vnodes != (*table)->topology().vnodes) {
+      LOG(WARNING) << "SIGHUP: the shards or vnodes changed ("
+                   << absl::StrJoin(old->topology().ShardNames(), ",") << " vnodes "
+                   << old->topology().vnodes << " -> "
+                   << absl::StrJoin((*table)->topology().ShardNames(), ",") << " vnodes "
+                   << (*table)->topology().vnodes
+                   << "): keys change owner, and nothing moves their data";
+    }
+    service_->SetTable(*table);
+    LOG(INFO) << "SIGHUP: topology reloaded from " << FLAGS_topology << ": " << Describe(**table);
+  }
+
+  RouterService* const service_;
+  std::atomic<bool> stopping_{false};
+  std::thread thread_;
+};
+
+int Run() {
+  if (FLAGS_topology.empty()) {
+    std::fprintf(stderr, "kv-router: --topology=FILE is required\n");
+    return 2;
+  }
+  absl::StatusOr<Topology> topology = LoadTopologyFile(FLAGS_topology);
+  if (!topology.ok()) {
+    std::fprintf(stderr, "kv-router: %s\n", std::string(topology.status().message()).c_str());
+    return 2;
+  }
+  absl::StatusOr<std::shared_ptr<RoutingTable>> table = RoutingTable::Create(*std::move(topology));
+  if (!table.ok()) {
+    std::fprintf(stderr, "kv-router: %s: %s\n", FLAGS_topology.c_str(),
+                 std::string(table.status().message()).c_str());
+    return 2;
+  }
+  if (FLAGS_forward_timeout_ms <= 0) {
+    std::fprintf(stderr, "kv-router: --forward-timeout-ms must be positive\n");
+    return 2;
+  }
+
+  RouterOptions options;
+  options.limits.max_value_bytes = FLAGS_max_value_bytes;
+  options.limits.max_batch_items = FLAGS_max_batch_items;
+  options.forward_timeout_ms = FLAGS_forward_timeout_ms;
+  options.max_replica_lag = FLAGS_max_replica_lag;
+  // As kv-shard sizes its messages: room for the largest value and then some.
+  options.max_message_bytes =
+      static_cast<int>(std::min<uint64_t>(FLAGS_max_value_bytes * 2 + (4 << 20), INT32_MAX));
+  auto service = std::make_unique<RouterService>(options, *table);
+
+  ServerOptions server_options;
+  server_options.listen = FLAGS_listen;
+  server_options.services = {service.get()};
+  server_options.shutdown_grace_ms = FLAGS_shutdown_grace_ms;
+  server_options.port_file = FLAGS_port_file;
+  server_options.max_message_bytes = options.max_message_bytes;
+  absl::StatusOr<std::unique_ptr<GrpcServer>> server = GrpcServer::Start(server_options);
+  if (!server.ok()) {
+    LOG(ERROR) << "Cannot serve: " << server.status();
+    return 1;
+  }
+  LOG(INFO) << "kv-router serving on " << (*server)->address() << ", topology " << FLAGS_topology
+            << ": " << Describe(**table);
+
+  {
+    ReloadOnHangup reloader(service.get());
+    const int signal = (*server)->WaitForTerminationSignal();
+    LOG(INFO) << "Signal " << signal << ": finishing in-flight requests";
+  }
+  (*server)->Shutdown();
+  LOG(INFO) << "kv-router stopped cleanly";
+  return 0;
+}
+
+}  // namespace
+}  // namespace kvstore
+
+int main(int argc, char** argv) {
+  // Before any thread starts: SIGTERM/SIGINT for the server, SIGHUP for the
+  // reload thread, each taken with sigwait and never delivered to a handler.
+  kvstore::BlockTerminationSignals();
+  sigset_t hangup;
+  sigemptyset(&hangup);
+  sigaddset(&hangup, SIGHUP);
+  pthread_sigmask(SIG_BLOCK, &hangup, nullptr);
+
+  gflags::SetCommandLineOptionWithMode("logtostderr", "true", gflags::SET_FLAGS_DEFAULT);
+  gflags::SetUsageMessage(
+      "the kvstore router: forwards each request to the shard that owns its key.\n"
+      "Usage: kv-router --topology=FILE [--listen=HOST:PORT] [--config=FILE] ...\n"
+      "Flags may be spelled with dashes or underscores; a flag on the command line overrides "
+      "the same key in --config. SIGHUP reloads --topology.");
+  gflags::SetVersionString(KVSTORE_VERSION);
+  kvstore::NormalizeFlagSpelling(argc, argv);
+  gflags::ParseCommandLineFlags(&argc, &argv, true);
+  google::InitGoogleLogging(argv[0]);
+  if (argc > 1) {
+    std::fprintf(stderr, "kv-router: unexpected argument '%s' (see --help)\n", argv[1]);
+    return 2;
+  }
+  if (absl::Status s = kvstore::LoadConfigFromFlag(); !s.ok()) {
+    std::fprintf(stderr, "kv-router: %s\n", std::string(s.message()).c_str());
+    return 2;
+  }
+  return kvstore::Run();
+}

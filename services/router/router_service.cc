@@ -1,0 +1,344 @@
+#include "services/router/router_service.h"
+
+#include <functional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
+#include "common/server/grpc_status.h"
+#include "common/topology/topology.h"
+#include "services/router/batch_split.h"
+
+namespace kvstore {
+namespace {
+
+// The asynchronous client call for each request type.
+using RpcDone = std::function<void(grpc::Status)>;
+void StartRpc(v1::KeyValue::Stub* stub, grpc::ClientContext* context, const v1::GetRequest* request,
+              v1::GetResponse* response, RpcDone done) {
+  stub->async()->Get(context, request, response, std::move(done));
+}
+void StartRpc(v1::KeyValue::Stub* stub, grpc::ClientContext* context, const v1::SetRequest* request,
+              v1::SetResponse* response, RpcDone done) {
+  stub->async()->Set(context, request, response, std::move(done));
+}
+void StartRpc(v1::KeyValue::Stub* stub, grpc::ClientContext* context,
+              const v1::DeleteRequest* request, v1::DeleteResponse* response, RpcDone done) {
+  stub->async()->Delete(context, request, response, std::move(done));
+}
+void StartRpc(v1::KeyValue::Stub* stub, grpc::ClientContext* context,
+              const v1::MultiGetRequest* request, v1::MultiGetResponse* response, RpcDone done) {
+  stub->async()->MultiGet(context, request, response, std::move(done));
+}
+void StartRpc(v1::KeyValue::Stub* stub, grpc::ClientContext* context,
+              const v1::MultiSetRequest* request, v1::MultiSetResponse* response, RpcDone done) {
+  stub->async()->MultiSet(context, request, response, std::move(done));
+}
+
+enum class RetryRule {
+  // Reads: an UNAVAILABLE node is tried once more on the next node.
+  kNextNodeIfUnavailable,
+  // Writes: only a refusal that names the leader is sent again, there.
+  kHintedLeader,
+};
+
+// Called once with the final status and a label naming the shard and the node
+// that answered last ("shard shard-1 at 127.0.0.1:50062"), for messages.
+using ShardDone = std::function<void(const grpc::Status& status, const std::string& label)>;
+
+// One request forwarded to one shard: at most two attempts. Owns itself:
+// deleted right after calling `done`.
+template <typename Request, typename Response>
+class ShardCall {
+ public:
+  // `request` and `response` must stay valid until `done` is called.
+  ShardCall(BackendChannels* channels, std::shared_ptr<RoutingTable> table, int shard,
+            RetryRule rule, std::vector<std::string> nodes, grpc::CallbackServerContext* parent,
+            int64_t default_timeout_ms, const Request* request, Response* response, ShardDone done)
+      : channels_(channels),
+        table_(std::move(table)),
+        shard_(shard),
+        rule_(rule),
+        nodes_(std::move(nodes)),
+        parent_(parent),
+        request_(request),
+        response_(response),
+        done_(std::move(done)) {
+    // The caller's deadline, else our own; a retry shares the same one.
+    const auto caller_deadline = parent->deadline();
+    deadline_ = caller_deadline != std::chrono::system_clock::time_point::max()
+                    ? caller_deadline
+                    : absl::ToChronoTime(absl::Now() + absl::Milliseconds(default_timeout_ms));
+  }
+
+  void Start() { Attempt(nodes_[0]); }
+
+ private:
+  void Attempt(std::string address) {
+    address_ = std::move(address);
+    // Propagates the caller's deadline and cancellation to this call.
+    std::unique_ptr<grpc::ClientContext>& context = contexts_[attempts_++];
+    context = grpc::ClientContext::FromCallbackServerContext(*parent_);
+    context->set_deadline(deadline_);
+    stub_ = channels_->Stub(address_);
+    StartRpc(stub_.get(), context.get(), request_, response_,
+             [this](grpc::Status status) { Finished(std::move(status)); });
+  }
+
+  void Finished(grpc::Status status) {
+    std::string next = RetryTarget(status);
+    if (!next.empty() && attempts_ < 2) {
+      response_->Clear();
+      Attempt(std::move(next));
+      return;
+    }
+    done_(status, absl::StrCat("shard ", table_->shard_name(shard_), " at ", address_));
+    delete this;
+  }
+
+  // Where the failed attempt may be retried; empty when it may not.
+  std::string RetryTarget(const grpc::Status& status) {
+    switch (rule_) {
+      case RetryRule::kNextNodeIfUnavailable:
+        if (status.error_code() == grpc::StatusCode::UNAVAILABLE && nodes_.size() > 1) {
+          return nodes_[1];
+        }
+        return "";
+      case RetryRule::kHintedLeader: {
+        if (status.error_code() != grpc::StatusCode::FAILED_PRECONDITION) return "";
+        const auto& trailers = contexts_[attempts_ - 1]->GetServerTrailingMetadata();
+        auto it = trailers.find(kLeaderHintKey);
+        if (it == trailers.end()) return "";  // A CAS mismatch, or a refusal with no leader.
+        std::string hint(it->second.data(), it->second.size());
+        if (hint == address_ || !CheckHostPort(hint).ok()) return "";
+        table_->SetLeader(shard_, hint);
+        return hint;
+      }
+    }
+    return "";
+  }
+
+  BackendChannels* const channels_;
+  const std::shared_ptr<RoutingTable> table_;
+  const int shard_;
+  const RetryRule rule_;
+  const std::vector<std::string> nodes_;
+  grpc::CallbackServerContext* const parent_;
+  const Request* const request_;
+  Response* const response_;
+  const ShardDone done_;
+  std::chrono::system_clock::time_point deadline_;
+
+  int attempts_ = 0;
+  std::string address_;  // Of the current attempt.
+  std::shared_ptr<v1::KeyValue::Stub> stub_;
+  // One per attempt; kept until the end, as the first one's trailers are read
+  // after it completes.
+  std::unique_ptr<grpc::ClientContext> contexts_[2];
+};
+
+template <typename Request, typename Response>
+void Forward(BackendChannels* channels, std::shared_ptr<RoutingTable> table, int shard,
+             RetryRule rule, std::vector<std::string> nodes, grpc::CallbackServerContext* parent,
+             int64_t default_timeout_ms, const Request* request, Response* response,
+             ShardDone done) {
+  auto* call = new ShardCall<Request, Response>(channels, std::move(table), shard, rule,
+                                                std::move(nodes), parent, default_timeout_ms,
+                                                request, response, std::move(done));
+  call->Start();
+}
+
+// The status a single-key call returns to its caller: the shard's own answer,
+// except that UNAVAILABLE and DEADLINE_EXCEEDED (which may come from the
+// transport, not the shard) say which shard and node.
+grpc::Status ForCaller(const grpc::Status& status, const std::string& label) {
+  if (status.error_code() == grpc::StatusCode::UNAVAILABLE ||
+      status.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED) {
+    return grpc::Status(status.error_code(), absl::StrCat(label, ": ", status.error_message()));
+  }
+  return status;
+}
+
+grpc::ServerUnaryReactor* FinishNow(grpc::CallbackServerContext* context,
+                                    const absl::Status& status) {
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  reactor->Finish(ToGrpcStatus(status));
+  return reactor;
+}
+
+// A MultiGet or MultiSet split over several shards: the slices' calls run in
+// parallel and the last one to answer finishes the caller's RPC.
+template <typename Request, typename Response>
+class BatchCall {
+ public:
+  BatchCall(grpc::ServerUnaryReactor* reactor, const Request* request, Response* response,
+            std::vector<ShardSlice> slices)
+      : reactor_(reactor),
+        response_(response),
+        slices_(std::move(slices)),
+        requests_(slices_.size()),
+        responses_(slices_.size()),
+        pending_(slices_.size()) {
+    if (slices_.size() == 1) {
+      // One shard owns everything: send the caller's request as it is.
+      request_of_.push_back(request);
+    } else {
+      for (size_t k = 0; k < slices_.size(); ++k) {
+        requests_[k] = SliceRequest(*request, slices_[k]);
+        request_of_.push_back(&requests_[k]);
+      }
+    }
+  }
+
+  const std::vector<ShardSlice>& slices() const { return slices_; }
+  const Request* request(size_t k) const { return request_of_[k]; }
+  Response* response(size_t k) { return &responses_[k]; }
+
+  void SliceDone(size_t k, const grpc::Status& status, const std::string& label) {
+    bool last = false;
+    {
+      absl::MutexLock lock(&mu_);
+      if (status.ok()) {
+        GatherResults(slices_[k], label, &responses_[k], response_);
+      } else {
+        FailSlice(slices_[k], label, FromGrpcStatus(status), response_);
+      }
+      last = --pending_ == 0;
+    }
+    if (last) reactor_->Finish(grpc::Status::OK);
+  }
+
+ private:
+  grpc::ServerUnaryReactor* const reactor_;
+  Response* const response_;
+  const std::vector<ShardSlice> slices_;
+  std::vector<Request> requests_;  // Used when there is more than one slice.
+  std::vector<const Request*> request_of_;
+  std::vector<Response> responses_;
+  absl::Mutex mu_;
+  size_t pending_ ABSL_GUARDED_BY(mu_);
+};
+
+}  // namespace
+
+RouterService::RouterService(RouterOptions options, std::shared_ptr<RoutingTable> table)
+    : options_(std::move(options)), channels_(options_.max_message_bytes) {
+  SetTable(std::move(table));
+}
+
+void RouterService::SetTable(std::shared_ptr<RoutingTable> table) {
+  channels_.Retain(table->Addresses());
+  absl::MutexLock lock(&mu_);
+  table_ = std::move(table);
+}
+
+std::shared_ptr<RoutingTable> RouterService::table() const {
+  absl::MutexLock lock(&mu_);
+  return table_;
+}
+
+grpc::ServerUnaryReactor* RouterService::Get(grpc::CallbackServerContext* context,
+                                             const v1::GetRequest* request,
+                                             v1::GetResponse* response) {
+  if (absl::Status s = CheckGet(*request, options_.limits); !s.ok()) return FinishNow(context, s);
+  std::shared_ptr<RoutingTable> table = this->table();
+  const int shard = table->ShardOf(request->key());
+  std::vector<std::string> nodes = table->ReadNodes(shard, request->read_mode());
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  Forward(&channels_, std::move(table), shard, RetryRule::kNextNodeIfUnavailable, std::move(nodes),
+          context, options_.forward_timeout_ms, request, response,
+          [reactor](const grpc::Status& status, const std::string& label) {
+            reactor->Finish(ForCaller(status, label));
+          });
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* RouterService::Set(grpc::CallbackServerContext* context,
+                                             const v1::SetRequest* request,
+                                             v1::SetResponse* response) {
+  if (absl::Status s = CheckSet(*request, options_.limits); !s.ok()) return FinishNow(context, s);
+  std::shared_ptr<RoutingTable> table = this->table();
+  const int shard = table->ShardOf(request->key());
+  std::vector<std::string> nodes = {table->Leader(shard)};
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  Forward(&channels_, std::move(table), shard, RetryRule::kHintedLeader, std::move(nodes), context,
+          options_.forward_timeout_ms, request, response,
+          [reactor](const grpc::Status& status, const std::string& label) {
+            reactor->Finish(ForCaller(status, label));
+          });
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* RouterService::Delete(grpc::CallbackServerContext* context,
+                                                const v1::DeleteRequest* request,
+                                                v1::DeleteResponse* response) {
+  if (absl::Status s = CheckDelete(*request, options_.limits); !s.ok()) {
+    return FinishNow(context, s);
+  }
+  std::shared_ptr<RoutingTable> table = this->table();
+  const int shard = table->ShardOf(request->key());
+  std::vector<std::string> nodes = {table->Leader(shard)};
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  Forward(&channels_, std::move(table), shard, RetryRule::kHintedLeader, std::move(nodes), context,
+          options_.forward_timeout_ms, request, response,
+          [reactor](const grpc::Status& status, const std::string& label) {
+            reactor->Finish(ForCaller(status, label));
+          });
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* RouterService::MultiGet(grpc::CallbackServerContext* context,
+                                                  const v1::MultiGetRequest* request,
+                                                  v1::MultiGetResponse* response) {
+  if (absl::Status s = CheckMultiGet(*request, options_.limits); !s.ok()) {
+    return FinishNow(context, s);
+  }
+  if (request->keys_size() == 0) return FinishNow(context, absl::OkStatus());
+  std::shared_ptr<RoutingTable> table = this->table();
+  std::vector<ShardSlice> slices =
+      SplitByShard(request->keys_size(), [&](int i) { return table->ShardOf(request->keys(i)); });
+  PrepareResults(request->keys_size(), response);
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  auto batch = std::make_shared<BatchCall<v1::MultiGetRequest, v1::MultiGetResponse>>(
+      reactor, request, response, std::move(slices));
+  for (size_t k = 0; k < batch->slices().size(); ++k) {
+    const int shard = batch->slices()[k].shard;
+    Forward(&channels_, table, shard, RetryRule::kNextNodeIfUnavailable,
+            table->ReadNodes(shard, request->read_mode()), context, options_.forward_timeout_ms,
+            batch->request(k), batch->response(k),
+            [batch, k](const grpc::Status& status, const std::string& label) {
+              batch->SliceDone(k, status, label);
+            });
+  }
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* RouterService::MultiSet(grpc::CallbackServerContext* context,
+                                                  const v1::MultiSetRequest* request,
+                                                  v1::MultiSetResponse* response) {
+  if (absl::Status s = CheckMultiSet(*request, options_.limits); !s.ok()) {
+    return FinishNow(context, s);
+  }
+  if (request->items_size() == 0) return FinishNow(context, absl::OkStatus());
+  std::shared_ptr<RoutingTable> table = this->table();
+  std::vector<ShardSlice> slices = SplitByShard(
+      request->items_size(), [&](int i) { return table->ShardOf(request->items(i).key()); });
+  PrepareResults(request->items_size(), response);
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  auto batch = std::make_shared<BatchCall<v1::MultiSetRequest, v1::MultiSetResponse>>(
+      reactor, request, response, std::move(slices));
+  for (size_t k = 0; k < batch->slices().size(); ++k) {
+    const int shard = batch->slices()[k].shard;
+    Forward(&channels_, table, shard, RetryRule::kHintedLeader, {table->Leader(shard)}, context,
+            options_.forward_timeout_ms, batch->request(k), batch->response(k),
+            [batch, k](const grpc::Status& status, const std::string& label) {
+              batch->SliceDone(k, status, label);
+            });
+  }
+  return reactor;
+}
+
+}  // namespace kvstore

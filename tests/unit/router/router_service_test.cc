@@ -1,0 +1,599 @@
+// RouterService in process, in front of fake shards on 127.0.0.1: where each
+// request goes, what is retried and what never is, the kv-leader hint, replica
+// reads, deadlines, batches split and gathered, and validation.
+#include "services/router/router_service.h"
+
+#include <chrono>
+#include <map>
+#include <memory>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
+#include "gmock/gmock.h"
+#include "grpcpp/grpcpp.h"
+#include "gtest/gtest.h"
+
+namespace kvstore {
+namespace {
+
+using ::testing::HasSubstr;
+
+// How much later than set a forwarded deadline may look to the server.
+constexpr absl::Duration kWireRounding = absl::Milliseconds(100);
+
+// A stand-in for kv-shard: a map behind the KeyValue API, counting what it is
+// asked, and able to fail or refuse on demand. Thread-safe.
+class FakeShard final : public v1::KeyValue::CallbackService {
+ public:
+  FakeShard() {
+    grpc::ServerBuilder builder;
+    builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(), &port_);
+    builder.RegisterService(this);
+    server_ = builder.BuildAndStart();
+    address_ = absl::StrCat("127.0.0.1:", port_);
+  }
+  ~FakeShard() override { server_->Shutdown(std::chrono::system_clock::now()); }
+
+  const std::string& address() const { return address_; }
+
+  // Every call answers `status` (with trailing metadata kv-leader=`hint` when
+  // `hint` is set) until cleared with an OK status.
+  void FailWith(grpc::Status status, std::string hint = "") {
+    absl::MutexLock lock(&mu_);
+    fail_ = std::move(status);
+    hint_ = std::move(hint);
+  }
+  // A MultiGet answers one result fewer than asked.
+  void AnswerShort() {
+    absl::MutexLock lock(&mu_);
+    answer_short_ = true;
+  }
+
+  int calls(const std::string& method) {
+    absl::MutexLock lock(&mu_);
+    return calls_[method];
+  }
+  int total_calls() {
+    absl::MutexLock lock(&mu_);
+    int n = 0;
+    for (const auto& [method, count] : calls_) n += count;
+    return n;
+  }
+  std::set<std::string> keys() {
+    absl::MutexLock lock(&mu_);
+    std::set<std::string> out;
+    for (const auto& [key, value] : data_) out.insert(key);
+    return out;
+  }
+  // Time left until the deadline of the last call, as the fake saw it.
+  absl::Duration last_time_left() {
+    absl::MutexLock lock(&mu_);
+    return last_time_left_;
+  }
+
+  grpc::ServerUnaryReactor* Get(grpc::CallbackServerContext* context, const v1::GetRequest* request,
+                                v1::GetResponse* response) override {
+    absl::MutexLock lock(&mu_);
+    if (grpc::ServerUnaryReactor* r = Begin("Get", context)) return r;
+    auto it = data_.find(request->key());
+    if (it != data_.end()) {
+      response->set_found(true);
+      response->set_value(it->second.first);
+      response->set_version(it->second.second);
+    }
+    return Answer(context, grpc::Status::OK);
+  }
+  grpc::ServerUnaryReactor* Set(grpc::CallbackServerContext* context, const v1::SetRequest* request,
+                                v1::SetResponse* response) override {
+    absl::MutexLock lock(&mu_);
+    if (grpc::ServerUnaryReactor* r = Begin("Set", context)) return r;
+    data_[request->key()] = {request->value(), ++version_};
+    response->set_version(version_);
+    return Answer(context, grpc::Status::OK);
+  }
+  grpc::ServerUnaryReactor* Delete(grpc::CallbackServerContext* context,
+                                   const v1::DeleteRequest* request,
+                                   v1::DeleteResponse* response) override {
+    absl::MutexLock lock(&mu_);
+    if (grpc::ServerUnaryReactor* r = Begin("Delete", context)) return r;
+    if (data_.erase(request->key()) > 0) {
+      response->set_deleted(true);
+      response->set_version(++version_);
+    }
+    return Answer(context, grpc::Status::OK);
+  }
+  grpc::ServerUnaryReactor* MultiGet(grpc::CallbackServerContext* context,
+                                     const v1::MultiGetRequest* request,
+                                     v1::MultiGetResponse* response) override {
+    absl::MutexLock lock(&mu_);
+    if (grpc::ServerUnaryReactor* r = Begin("MultiGet", context)) return r;
+    for (int i = 0; i < request->keys_size() - (answer_short_ ? 1 : 0); ++i) {
+      v1::GetResult* result = response->add_results();
+      auto it = data_.find(request->keys(i));
+      if (it != data_.end()) {
+        result->set_found(true);
+        result->set_value(it->second.first);
+        result->set_version(it->second.second);
+      }
+    }
+    return Answer(context, grpc::Status::OK);
+  }
+  grpc::ServerUnaryReactor* MultiSet(grpc::CallbackServerContext* context,
+                                     const v1::MultiSetRequest* request,
+                                     v1::MultiSetResponse* response) override {
+    absl::MutexLock lock(&mu_);
+    if (grpc::ServerUnaryReactor* r = Begin("MultiSet", context)) return r;
+    for (const v1::SetItem& item : request->items()) {
+      v1::SetResult* result = response->add_results();
+      // Items with if_version=0 on a present key fail, as a CAS would.
+      if (item.has_if_version() && item.if_version() == 0 && data_.count(item.key()) > 0) {
+        result->mutable_error()->set_code(grpc::StatusCode::FAILED_PRECONDITION);
+        result->mutable_error()->set_message("key exists");
+        continue;
+      }
+      data_[item.key()] = {item.value(), ++version_};
+      result->set_version(version_);
+    }
+    return Answer(context, grpc::Status::OK);
+  }
+
+ private:
+  // Counts the call; returns the finished reactor when the call must fail.
+  grpc::ServerUnaryReactor* Begin(const std::string& method, grpc::CallbackServerContext* context)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    ++calls_[method];
+    last_time_left_ = absl::FromChrono(context->deadline() - std::chrono::system_clock::now());
+    if (fail_.ok()) return nullptr;
+    if (!hint_.empty()) context->AddTrailingMetadata(kLeaderHintKey, hint_);
+    return Answer(context, fail_);
+  }
+  grpc::ServerUnaryReactor* Answer(grpc::CallbackServerContext* context,
+                                   const grpc::Status& status) {
+    grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+    reactor->Finish(status);
+    return reactor;
+  }
+
+  int port_ = 0;
+  std::string address_;
+  std::unique_ptr<grpc::Server> server_;
+  absl::Mutex mu_;
+  std::map<std::string, std::pair<std::string, uint64_t>> data_ ABSL_GUARDED_BY(mu_);
+  uint64_t version_ ABSL_GUARDED_BY(mu_) = 0;
+  std::map<std::string, int> calls_ ABSL_GUARDED_BY(mu_);
+  grpc::Status fail_ ABSL_GUARDED_BY(mu_);
+  std::string hint_ ABSL_GUARDED_BY(mu_);
+  bool answer_short_ ABSL_GUARDED_BY(mu_) = false;
+  absl::Duration last_time_left_ ABSL_GUARDED_BY(mu_);
+};
+
+class RouterServiceTest : public ::testing::Test {
+ protected:
+  static constexpr int kShards = 3;
+
+  // Three shards: shard-i led by leaders_[i], shard-0 with two replicas.
+  void SetUp() override {
+    for (int i = 0; i < kShards; ++i) leaders_.push_back(std::make_unique<FakeShard>());
+    for (int i = 0; i < 2; ++i) replicas_.push_back(std::make_unique<FakeShard>());
+    StartRouter(MakeTopology());
+  }
+  void TearDown() override {
+    if (router_server_) router_server_->Shutdown(std::chrono::system_clock::now());
+  }
+
+  Topology MakeTopology() {
+    Topology t;
+    for (int i = 0; i < kShards; ++i) {
+      ShardTopology shard;
+      shard.name = absl::StrCat("shard-", i);
+      shard.leader = leaders_[i]->address();
+      if (i == 0) shard.replicas = {replicas_[0]->address(), replicas_[1]->address()};
+      t.shards.push_back(shard);
+    }
+    return t;
+  }
+
+  std::shared_ptr<RoutingTable> MakeTable(Topology t) {
+    absl::StatusOr<std::shared_ptr<RoutingTable>> table = RoutingTable::Create(std::move(t));
+    EXPECT_TRUE(table.ok()) << table.status();
+    return *table;
+  }
+
+  void StartRouter(Topology topology, int64_t forward_timeout_ms = 5000) {
+    RouterOptions options;
+    options.forward_timeout_ms = forward_timeout_ms;
+    options.limits.max_value_bytes = 1000;
+    service_ = std::make_unique<RouterService>(options, MakeTable(std::move(topology)));
+    grpc::ServerBuilder builder;
+    int port = 0;
+    builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(), &port);
+    builder.RegisterService(service_.get());
+    router_server_ = builder.BuildAndStart();
+    ASSERT_NE(router_server_, nullptr);
+    stub_ = v1::KeyValue::NewStub(
+        grpc::CreateChannel(absl::StrCat("127.0.0.1:", port), grpc::InsecureChannelCredentials()));
+  }
+
+  // `n` keys that shard `shard` owns.
+  std::vector<std::string> KeysOf(int shard, int n, const std::string& prefix = "key-") {
+    std::vector<std::string> keys;
+    const HashRing& ring = service_->table()->ring();
+    for (int i = 0; static_cast<int>(keys.size()) < n; ++i) {
+      std::string key = absl::StrCat(prefix, i);
+      if (ring.OwnerIndex(key) == shard) keys.push_back(key);
+    }
+    return keys;
+  }
+
+  std::unique_ptr<grpc::ClientContext> Context(absl::Duration timeout = absl::Seconds(10)) {
+    auto context = std::make_unique<grpc::ClientContext>();
+    context->set_deadline(absl::ToChronoTime(absl::Now() + timeout));
+    return context;
+  }
+  grpc::Status Set(const std::string& key, const std::string& value) {
+    v1::SetRequest request;
+    request.set_key(key);
+    request.set_value(value);
+    v1::SetResponse response;
+    return stub_->Set(Context().get(), request, &response);
+  }
+  grpc::Status Get(const std::string& key, v1::GetResponse* response,
+                   v1::ReadMode mode = v1::READ_MODE_LEADER) {
+    v1::GetRequest request;
+    request.set_key(key);
+    request.set_read_mode(mode);
+    return stub_->Get(Context().get(), request, response);
+  }
+
+  std::vector<std::unique_ptr<FakeShard>> leaders_;
+  std::vector<std::unique_ptr<FakeShard>> replicas_;
+  std::unique_ptr<RouterService> service_;
+  std::unique_ptr<grpc::Server> router_server_;
+  std::unique_ptr<v1::KeyValue::Stub> stub_;
+};
+
+TEST_F(RouterServiceTest, EachKeyGoesToTheLeaderOfTheShardTheRingNames) {
+  std::set<std::string> expected[kShards];
+  for (int i = 0; i < 60; ++i) {
+    const std::string key = absl::StrCat("k", i);
+    ASSERT_TRUE(Set(key, "v" + key).ok());
+    expected[service_->table()->ring().OwnerIndex(key)].insert(key);
+  }
+  for (int s = 0; s < kShards; ++s) {
+    EXPECT_FALSE(expected[s].empty());
+    EXPECT_EQ(leaders_[s]->keys(), expected[s]) << "shard-" << s;
+  }
+  for (const auto& r : replicas_) EXPECT_EQ(r->total_calls(), 0);
+  v1::GetResponse got;
+  ASSERT_TRUE(Get("k7", &got).ok());
+  EXPECT_TRUE(got.found());
+  EXPECT_EQ(got.value(), "vk7");
+
+  v1::DeleteRequest del;
+  del.set_key("k7");
+  v1::DeleteResponse deleted;
+  ASSERT_TRUE(stub_->Delete(Context().get(), del, &deleted).ok());
+  EXPECT_TRUE(deleted.deleted());
+  ASSERT_TRUE(Get("k7", &got).ok());
+  EXPECT_FALSE(got.found());
+}
+
+TEST_F(RouterServiceTest, WritesAreNeverRetriedOnUnavailable) {
+  const std::string key = KeysOf(0, 1)[0];
+  leaders_[0]->FailWith(grpc::Status(grpc::StatusCode::UNAVAILABLE, "going down"));
+  grpc::Status s = Set(key, "v");
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::UNAVAILABLE);
+  EXPECT_THAT(s.error_message(), HasSubstr("shard shard-0 at " + leaders_[0]->address()));
+  EXPECT_THAT(s.error_message(), HasSubstr("going down"));
+  EXPECT_EQ(leaders_[0]->calls("Set"), 1);
+  for (const auto& r : replicas_) EXPECT_EQ(r->total_calls(), 0);
+}
+
+TEST_F(RouterServiceTest, CasMismatchPassesThroughUnchangedAndIsNotRetried) {
+  const std::string key = KeysOf(1, 1)[0];
+  leaders_[1]->FailWith(
+      grpc::Status(grpc::StatusCode::FAILED_PRECONDITION, "version mismatch: current 3"));
+  grpc::Status s = Set(key, "v");
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+  EXPECT_EQ(s.error_message(), "version mismatch: current 3");
+  EXPECT_EQ(leaders_[1]->calls("Set"), 1);
+}
+
+TEST_F(RouterServiceTest, RefusedWriteGoesOnceToTheHintedLeaderWhichIsRememberedUntilReload) {
+  FakeShard new_leader;
+  const std::vector<std::string> keys = KeysOf(2, 3);
+  leaders_[2]->FailWith(grpc::Status(grpc::StatusCode::FAILED_PRECONDITION, "not the leader"),
+                        new_leader.address());
+  ASSERT_TRUE(Set(keys[0], "a").ok());
+  EXPECT_EQ(leaders_[2]->calls("Set"), 1);
+  EXPECT_EQ(new_leader.calls("Set"), 1);
+  EXPECT_EQ(service_->table()->Leader(2), new_leader.address());
+
+  // Later writes of the shard go straight to the new leader.
+  v1::DeleteRequest del;
+  del.set_key(keys[0]);
+  v1::DeleteResponse deleted;
+  ASSERT_TRUE(stub_->Delete(Context().get(), del, &deleted).ok());
+  EXPECT_TRUE(deleted.deleted());
+  ASSERT_TRUE(Set(keys[1], "b").ok());
+  EXPECT_EQ(leaders_[2]->total_calls(), 1);
+  EXPECT_EQ(new_leader.calls("Set"), 2);
+  EXPECT_EQ(new_leader.keys(), std::set<std::string>{keys[1]});
+
+  // A reload forgets what was learned: the topology's leader is asked again
+  // (and, still refusing, sends the write on once more).
+  service_->SetTable(MakeTable(MakeTopology()));
+  ASSERT_TRUE(Set(keys[2], "c").ok());
+  EXPECT_EQ(leaders_[2]->calls("Set"), 2);
+  EXPECT_EQ(new_leader.calls("Set"), 3);
+}
+
+TEST_F(RouterServiceTest, AHintIsFollowedOnlyOnce) {
+  FakeShard second, third;
+  const std::string key = KeysOf(0, 1)[0];
+  leaders_[0]->FailWith(grpc::Status(grpc::StatusCode::FAILED_PRECONDITION, "ask second"),
+                        second.address());
+  second.FailWith(grpc::Status(grpc::StatusCode::FAILED_PRECONDITION, "ask third"),
+                  third.address());
+  grpc::Status s = Set(key, "v");
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+  EXPECT_EQ(s.error_message(), "ask third");
+  EXPECT_EQ(leaders_[0]->calls("Set"), 1);
+  EXPECT_EQ(second.calls("Set"), 1);
+  EXPECT_EQ(third.total_calls(), 0);
+}
+
+TEST_F(RouterServiceTest, MalformedOrSelfPointingHintsAreNotFollowed) {
+  const std::string key = KeysOf(0, 1)[0];
+  for (const std::string& hint : {std::string("not an address"), leaders_[0]->address()}) {
+    leaders_[0]->FailWith(grpc::Status(grpc::StatusCode::FAILED_PRECONDITION, "refused"), hint);
+    const int before = leaders_[0]->calls("Set");
+    EXPECT_EQ(Set(key, "v").error_code(), grpc::StatusCode::FAILED_PRECONDITION) << hint;
+    EXPECT_EQ(leaders_[0]->calls("Set"), before + 1) << hint;
+    EXPECT_EQ(service_->table()->Leader(0), leaders_[0]->address());
+  }
+}
+
+TEST_F(RouterServiceTest, MultiSetSliceFollowsTheHintToo) {
+  FakeShard new_leader;
+  leaders_[1]->FailWith(grpc::Status(grpc::StatusCode::FAILED_PRECONDITION, "not the leader"),
+                        new_leader.address());
+  v1::MultiSetRequest request;
+  std::vector<std::string> keys = KeysOf(1, 2);
+  keys.push_back(KeysOf(0, 1)[0]);
+  for (const std::string& key : keys) {
+    v1::SetItem* item = request.add_items();
+    item->set_key(key);
+    item->set_value("v");
+  }
+  v1::MultiSetResponse response;
+  ASSERT_TRUE(stub_->MultiSet(Context().get(), request, &response).ok());
+  for (const v1::SetResult& r : response.results()) EXPECT_FALSE(r.has_error());
+  EXPECT_EQ(new_leader.keys(), (std::set<std::string>{keys[0], keys[1]}));
+  EXPECT_EQ(leaders_[0]->keys(), std::set<std::string>{keys[2]});
+}
+
+TEST_F(RouterServiceTest, LeaderReadsGoToTheLeaderAndAreNotRetried) {
+  const std::string key = KeysOf(0, 1)[0];
+  leaders_[0]->FailWith(grpc::Status(grpc::StatusCode::UNAVAILABLE, "down"));
+  v1::GetResponse got;
+  EXPECT_EQ(Get(key, &got).error_code(), grpc::StatusCode::UNAVAILABLE);
+  EXPECT_EQ(leaders_[0]->calls("Get"), 1);
+  for (const auto& r : replicas_) EXPECT_EQ(r->total_calls(), 0);
+}
+
+TEST_F(RouterServiceTest, ReplicaReadsGoRoundRobinOverLeaderAndReplicas) {
+  const std::string key = KeysOf(0, 1)[0];
+  v1::GetResponse got;
+  for (int i = 0; i < 30; ++i) ASSERT_TRUE(Get(key, &got, v1::READ_MODE_ANY_REPLICA).ok());
+  EXPECT_EQ(leaders_[0]->calls("Get"), 10);
+  EXPECT_EQ(replicas_[0]->calls("Get"), 10);
+  EXPECT_EQ(replicas_[1]->calls("Get"), 10);
+}
+
+TEST_F(RouterServiceTest, UnavailableReplicaReadIsRetriedOnceOnAnotherNode) {
+  const std::string key = KeysOf(0, 1)[0];
+  replicas_[0]->FailWith(grpc::Status(grpc::StatusCode::UNAVAILABLE, "down"));
+  v1::GetResponse got;
+  for (int i = 0; i < 30; ++i) {
+    ASSERT_TRUE(Get(key, &got, v1::READ_MODE_ANY_REPLICA).ok()) << i;
+  }
+  // Every read that picked replica 0 first was answered by the next node.
+  EXPECT_EQ(replicas_[0]->calls("Get"), 10);
+  EXPECT_EQ(leaders_[0]->calls("Get") + replicas_[1]->calls("Get"), 30);
+
+  // With two nodes down, a read that meets both fails: one retry, not more.
+  replicas_[1]->FailWith(grpc::Status(grpc::StatusCode::UNAVAILABLE, "down"));
+  int failed = 0;
+  for (int i = 0; i < 30; ++i) {
+    if (!Get(key, &got, v1::READ_MODE_ANY_REPLICA).ok()) ++failed;
+  }
+  EXPECT_EQ(failed, 10);  // Those starting at replica 0 (then replica 1).
+}
+
+TEST_F(RouterServiceTest, OtherErrorsOfReplicaReadsAreNotRetried) {
+  const std::string key = KeysOf(0, 1)[0];
+  for (auto* node : {leaders_[0].get(), replicas_[0].get(), replicas_[1].get()}) {
+    node->FailWith(grpc::Status(grpc::StatusCode::INTERNAL, "bug"));
+  }
+  v1::GetResponse got;
+  for (int i = 0; i < 3; ++i) {
+    EXPECT_EQ(Get(key, &got, v1::READ_MODE_ANY_REPLICA).error_code(), grpc::StatusCode::INTERNAL);
+  }
+  EXPECT_EQ(leaders_[0]->total_calls() + replicas_[0]->total_calls() + replicas_[1]->total_calls(),
+            3);
+}
+
+TEST_F(RouterServiceTest, TheCallersDeadlineIsForwarded) {
+  const std::string key = KeysOf(1, 1)[0];
+  v1::GetRequest request;
+  request.set_key(key);
+  v1::GetResponse response;
+  ASSERT_TRUE(stub_->Get(Context(absl::Seconds(3)).get(), request, &response).ok());
+  // gRPC sends a deadline as a timeout, rounded up a little on the wire.
+  const absl::Duration left = leaders_[1]->last_time_left();
+  EXPECT_GT(left, absl::Seconds(2));
+  EXPECT_LE(left, absl::Seconds(3) + kWireRounding);
+}
+
+TEST_F(RouterServiceTest, WithoutACallerDeadlineTheForwardTimeoutApplies) {
+  router_server_->Shutdown(std::chrono::system_clock::now());
+  StartRouter(MakeTopology(), /*forward_timeout_ms=*/1500);
+  const std::string key = KeysOf(1, 1)[0];
+  v1::GetRequest request;
+  request.set_key(key);
+  v1::GetResponse response;
+  grpc::ClientContext no_deadline;
+  ASSERT_TRUE(stub_->Get(&no_deadline, request, &response).ok());
+  const absl::Duration left = leaders_[1]->last_time_left();
+  EXPECT_GT(left, absl::Milliseconds(500));
+  EXPECT_LE(left, absl::Milliseconds(1500) + kWireRounding);
+}
+
+TEST_F(RouterServiceTest, MultiGetGathersInOrderAndReportsAFailedShardPerKey) {
+  std::vector<std::string> keys;
+  for (int i = 0; i < 40; ++i) keys.push_back(absl::StrCat("m", i));
+  for (const std::string& key : keys) ASSERT_TRUE(Set(key, "v-" + key).ok());
+  leaders_[1]->FailWith(grpc::Status(grpc::StatusCode::UNAVAILABLE, "shard 1 is down"));
+
+  v1::MultiGetRequest request;
+  for (const std::string& key : keys) request.add_keys(key);
+  request.add_keys("never-written");
+  v1::MultiGetResponse response;
+  ASSERT_TRUE(stub_->MultiGet(Context().get(), request, &response).ok());
+  ASSERT_EQ(response.results_size(), request.keys_size());
+  int failed = 0;
+  for (int i = 0; i < request.keys_size(); ++i) {
+    const v1::GetResult& r = response.results(i);
+    if (service_->table()->ShardOf(request.keys(i)) == 1) {
+      ++failed;
+      EXPECT_EQ(r.error().code(), grpc::StatusCode::UNAVAILABLE) << request.keys(i);
+      EXPECT_THAT(r.error().message(), HasSubstr("shard shard-1 at " + leaders_[1]->address()));
+      EXPECT_THAT(r.error().message(), HasSubstr("shard 1 is down"));
+      EXPECT_FALSE(r.found());
+    } else if (request.keys(i) == "never-written") {
+      EXPECT_FALSE(r.has_error());
+      EXPECT_FALSE(r.found());
+    } else {
+      EXPECT_FALSE(r.has_error()) << r.error().message();
+      EXPECT_TRUE(r.found());
+      EXPECT_EQ(r.value(), "v-" + request.keys(i));
+    }
+  }
+  EXPECT_GT(failed, 0);
+  EXPECT_EQ(leaders_[0]->calls("MultiGet"), 1);  // One call per shard.
+}
+
+TEST_F(RouterServiceTest, MultiSetWritesEachShardsItemsThereAndReportsPerItem) {
+  v1::MultiSetRequest request;
+  std::vector<std::string> keys;
+  for (int i = 0; i < 30; ++i) keys.push_back(absl::StrCat("s", i));
+  ASSERT_TRUE(Set(keys[4], "old").ok());
+  for (const std::string& key : keys) {
+    v1::SetItem* item = request.add_items();
+    item->set_key(key);
+    item->set_value("new");
+    item->set_if_version(0);  // Only if absent: keys[4] is not.
+  }
+  leaders_[2]->FailWith(grpc::Status(grpc::StatusCode::UNAVAILABLE, "down"));
+  v1::MultiSetResponse response;
+  ASSERT_TRUE(stub_->MultiSet(Context().get(), request, &response).ok());
+  ASSERT_EQ(response.results_size(), 30);
+  for (int i = 0; i < 30; ++i) {
+    const int shard = service_->table()->ShardOf(keys[i]);
+    const v1::SetResult& r = response.results(i);
+    if (shard == 2) {
+      EXPECT_EQ(r.error().code(), grpc::StatusCode::UNAVAILABLE);
+      EXPECT_EQ(leaders_[2]->keys().count(keys[i]), 0u);
+    } else if (i == 4) {
+      EXPECT_EQ(r.error().code(), grpc::StatusCode::FAILED_PRECONDITION);
+      EXPECT_EQ(r.error().message(), "key exists");
+    } else {
+      EXPECT_FALSE(r.has_error()) << keys[i] << ": " << r.error().message();
+      EXPECT_GT(r.version(), 0u);
+      EXPECT_EQ(leaders_[shard]->keys().count(keys[i]), 1u) << keys[i];
+    }
+  }
+}
+
+TEST_F(RouterServiceTest, AShardAnsweringTheWrongNumberOfResultsFailsItsKeys) {
+  leaders_[0]->AnswerShort();
+  v1::MultiGetRequest request;
+  for (const std::string& key : KeysOf(0, 3)) request.add_keys(key);
+  for (const std::string& key : KeysOf(1, 3)) request.add_keys(key);
+  v1::MultiGetResponse response;
+  ASSERT_TRUE(stub_->MultiGet(Context().get(), request, &response).ok());
+  for (int i = 0; i < 6; ++i) {
+    EXPECT_EQ(response.results(i).error().code(), i < 3 ? grpc::StatusCode::INTERNAL : 0) << i;
+  }
+}
+
+TEST_F(RouterServiceTest, EmptyBatchesAnswerAtOnce) {
+  v1::MultiGetResponse got;
+  ASSERT_TRUE(stub_->MultiGet(Context().get(), v1::MultiGetRequest(), &got).ok());
+  EXPECT_EQ(got.results_size(), 0);
+  v1::MultiSetResponse set;
+  ASSERT_TRUE(stub_->MultiSet(Context().get(), v1::MultiSetRequest(), &set).ok());
+  EXPECT_EQ(set.results_size(), 0);
+  for (const auto& l : leaders_) EXPECT_EQ(l->total_calls(), 0);
+}
+
+TEST_F(RouterServiceTest, InvalidRequestsAreRejectedAsAShardWouldAndNothingIsForwarded) {
+  grpc::Status s = Set("", "v");
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(s.error_message(), "key is empty");
+  s = Set(std::string(4097, 'k'), "v");
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(s.error_message(), "key is 4097 bytes; the limit is 4096 bytes");
+  s = Set("k", std::string(1001, 'v'));
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(s.error_message(), HasSubstr("the limit is 1000 bytes"));
+  v1::GetResponse got;
+  EXPECT_EQ(Get("", &got).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+
+  // One bad item rejects the whole batch: no shard writes anything.
+  v1::MultiSetRequest request;
+  for (int i = 0; i < 10; ++i) {
+    v1::SetItem* item = request.add_items();
+    item->set_key(i == 7 ? "" : absl::StrCat("b", i));
+    item->set_value("v");
+  }
+  v1::MultiSetResponse response;
+  s = stub_->MultiSet(Context().get(), request, &response);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(s.error_message(), "item 7: key is empty");
+  for (const auto& l : leaders_) EXPECT_EQ(l->total_calls(), 0);
+}
+
+TEST_F(RouterServiceTest, AReloadedTableRoutesNewRequests) {
+  FakeShard moved;
+  Topology t = MakeTopology();
+  t.shards[1].leader = moved.address();
+  service_->SetTable(MakeTable(t));
+  const std::string key = KeysOf(1, 1)[0];
+  ASSERT_TRUE(Set(key, "v").ok());
+  EXPECT_EQ(moved.keys(), std::set<std::string>{key});
+  EXPECT_EQ(leaders_[1]->total_calls(), 0);
+}
+
+TEST_F(RouterServiceTest, AShardThatIsNotListeningIsUnavailableNamingIt) {
+  Topology t = MakeTopology();
+  std::string gone;
+  {
+    FakeShard stopped;
+    gone = stopped.address();
+  }
+  t.shards[2].leader = gone;
+  service_->SetTable(MakeTable(t));
+  grpc::Status s = Set(KeysOf(2, 1)[0], "v");
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::UNAVAILABLE);
+  EXPECT_THAT(s.error_message(), HasSubstr("shard shard-2 at " + gone));
+}
+
+}  // namespace
+}  // namespace kvstore
