@@ -1,0 +1,276 @@
+#include "tools/kvbench/kvstore_target.h"
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cstdio>
+#include <thread>
+
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "grpcpp/client_context.h"
+#include "grpcpp/create_channel.h"
+#include "grpcpp/security/credentials.h"
+#include "grpcpp/support/channel_arguments.h"
+
+namespace kvstore::bench {
+
+namespace v1 = ::kvstore::v1;
+using Clock = std::chrono::steady_clock;
+
+namespace {
+
+std::string CodeName(int code) {
+  return absl::StatusCodeToString(static_cast<absl::StatusCode>(code));
+}
+
+std::chrono::system_clock::time_point DeadlineAfter(absl::Duration d) {
+  return std::chrono::system_clock::now() + absl::ToChronoMicroseconds(d);
+}
+
+}  // namespace
+
+struct KvStoreTarget::Slot {
+  v1::KeyValue::Stub* stub = nullptr;
+  std::mt19937_64 rng;
+  std::unique_ptr<grpc::ClientContext> context;  // a fresh one per call
+  bool is_read = false;
+  Clock::time_point start;
+  std::string key;  // scratch for unary calls
+  v1::GetRequest get_request;
+  v1::GetResponse get_response;
+  v1::SetRequest set_request;
+  v1::SetResponse set_response;
+  v1::MultiGetRequest multi_get_request;
+  v1::MultiGetResponse multi_get_response;
+  v1::MultiSetRequest multi_set_request;
+  v1::MultiSetResponse multi_set_response;
+  SlotStats stats;
+};
+
+KvStoreTarget::KvStoreTarget(const BenchConfig& config)
+    : config_(config), keys_(config.distribution, config.keyspace), value_(config.value_size, 'v') {
+  const std::string address = absl::StrCat(config_.host, ":", config_.port);
+  for (uint64_t i = 0; i < config_.channels; ++i) {
+    grpc::ChannelArguments args;
+    // Each channel its own TCP connection: channels with equal arguments would
+    // otherwise share one subchannel from the global pool.
+    args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
+    args.SetInt("kvbench.channel", static_cast<int>(i));
+    args.SetMaxSendMessageSize(256 << 20);
+    args.SetMaxReceiveMessageSize(-1);
+    channels_.push_back(
+        grpc::CreateCustomChannel(address, grpc::InsecureChannelCredentials(), args));
+    stubs_.push_back(v1::KeyValue::NewStub(channels_.back()));
+  }
+}
+
+KvStoreTarget::~KvStoreTarget() = default;
+
+absl::Status KvStoreTarget::Connect() {
+  const std::string address = absl::StrCat(config_.host, ":", config_.port);
+  for (const auto& channel : channels_) {
+    if (!channel->WaitForConnected(DeadlineAfter(config_.connect_timeout))) {
+      return absl::UnavailableError(absl::StrCat("cannot connect to ", address, " within ",
+                                                 absl::FormatDuration(config_.connect_timeout)));
+    }
+  }
+  // One call, to tell "not a kvstore server" from "kvstore, busy".
+  grpc::ClientContext context;
+  context.set_deadline(DeadlineAfter(config_.connect_timeout));
+  v1::GetRequest request;
+  request.set_key(KeyName(0));
+  v1::GetResponse response;
+  const grpc::Status status = stubs_[0]->Get(&context, request, &response);
+  if (status.error_code() == grpc::StatusCode::UNIMPLEMENTED) {
+    return absl::FailedPreconditionError(
+        absl::StrCat(address, " does not serve kvstore.v1.KeyValue: ", status.error_message()));
+  }
+  if (!status.ok()) {
+    std::fprintf(stderr, "kvbench: warning: probe Get: %s: %s (continuing)\n",
+                 CodeName(status.error_code()).c_str(), status.error_message().c_str());
+  }
+  return absl::OkStatus();
+}
+
+absl::Status KvStoreTarget::Preload() {
+  constexpr uint64_t kPreloadBatch = 1000;
+  const uint64_t batches = (config_.keyspace + kPreloadBatch - 1) / kPreloadBatch;
+  std::atomic<uint64_t> next{0};
+  absl::Mutex error_mu;
+  absl::Status first_error;
+  const uint64_t threads = std::min<uint64_t>(4, batches);
+  std::vector<std::thread> workers;
+  for (uint64_t t = 0; t < threads; ++t) {
+    workers.emplace_back([&, t] {
+      v1::KeyValue::Stub* stub = stubs_[t % stubs_.size()].get();
+      for (uint64_t b = next++; b < batches; b = next++) {
+        v1::MultiSetRequest request;
+        request.mutable_ack()->set_mode(static_cast<v1::AckMode>(config_.ack_mode));
+        request.mutable_ack()->set_replicas(config_.ack_replicas);
+        const uint64_t end = std::min(config_.keyspace, (b + 1) * kPreloadBatch);
+        for (uint64_t i = b * kPreloadBatch; i < end; ++i) {
+          v1::SetItem* item = request.add_items();
+          item->set_key(KeyName(i));
+          item->set_value(value_);
+        }
+        grpc::ClientContext context;
+        context.set_deadline(DeadlineAfter(std::max(config_.call_timeout, absl::Seconds(30))));
+        v1::MultiSetResponse response;
+        grpc::Status status = stub->MultiSet(&context, request, &response);
+        absl::Status error;
+        if (!status.ok()) {
+          error = absl::Status(static_cast<absl::StatusCode>(status.error_code()),
+                               absl::StrCat("MultiSet: ", status.error_message()));
+        } else {
+          for (const v1::SetResult& r : response.results()) {
+            if (r.error().code() != 0) {
+              error = absl::Status(static_cast<absl::StatusCode>(r.error().code()),
+                                   absl::StrCat("MultiSet item: ", r.error().message()));
+              break;
+            }
+          }
+        }
+        if (!error.ok()) {
+          absl::MutexLock lock(&error_mu);
+          if (first_error.ok()) first_error = error;
+          next = batches;  // the others stop after their current batch
+          return;
+        }
+      }
+    });
+  }
+  for (std::thread& w : workers) w.join();
+  return first_error;
+}
+
+void KvStoreTarget::Start(RunControl* control) {
+  control_ = control;
+  for (uint64_t i = 0; i < config_.concurrency; ++i) {
+    auto slot = std::make_unique<Slot>();
+    slot->stub = stubs_[i % stubs_.size()].get();
+    slot->rng.seed(config_.seed * 1'000'003 + i);
+    for (v1::WriteAck* ack :
+         {slot->set_request.mutable_ack(), slot->multi_set_request.mutable_ack()}) {
+      ack->set_mode(static_cast<v1::AckMode>(config_.ack_mode));
+      ack->set_replicas(config_.ack_replicas);
+    }
+    slot->get_request.set_read_mode(static_cast<v1::ReadMode>(config_.read_mode));
+    slot->multi_get_request.set_read_mode(static_cast<v1::ReadMode>(config_.read_mode));
+    slot->set_request.set_value(value_);
+    slots_.push_back(std::move(slot));
+  }
+  {
+    absl::MutexLock lock(&mu_);
+    active_ = slots_.size();
+  }
+  for (const auto& slot : slots_) Issue(slot.get());
+}
+
+void KvStoreTarget::Issue(Slot* slot) {
+  const double read_fraction = config_.workload.read_fraction;
+  slot->is_read =
+      read_fraction >= 1.0 || (read_fraction > 0.0 && UniformDouble(slot->rng) < read_fraction);
+  slot->context = std::make_unique<grpc::ClientContext>();
+  slot->context->set_deadline(DeadlineAfter(config_.call_timeout));
+  auto done = [this, slot](grpc::Status status) { OnDone(slot, status); };
+  v1::KeyValue::Stub::async_interface* async = slot->stub->async();
+  if (config_.batch == 1) {
+    const uint64_t key = keys_.Next(slot->rng);
+    slot->start = Clock::now();
+    if (slot->is_read) {
+      FormatKey(key, slot->get_request.mutable_key());
+      async->Get(slot->context.get(), &slot->get_request, &slot->get_response, std::move(done));
+    } else {
+      FormatKey(key, slot->set_request.mutable_key());
+      async->Set(slot->context.get(), &slot->set_request, &slot->set_response, std::move(done));
+    }
+    return;
+  }
+  if (slot->is_read) {
+    auto* keys = slot->multi_get_request.mutable_keys();
+    while (static_cast<uint64_t>(keys->size()) < config_.batch) keys->Add();
+    for (std::string& k : *keys) FormatKey(keys_.Next(slot->rng), &k);
+    slot->start = Clock::now();
+    async->MultiGet(slot->context.get(), &slot->multi_get_request, &slot->multi_get_response,
+                    std::move(done));
+  } else {
+    auto* items = slot->multi_set_request.mutable_items();
+    while (static_cast<uint64_t>(items->size()) < config_.batch) items->Add()->set_value(value_);
+    for (v1::SetItem& item : *items) FormatKey(keys_.Next(slot->rng), item.mutable_key());
+    slot->start = Clock::now();
+    async->MultiSet(slot->context.get(), &slot->multi_set_request, &slot->multi_set_response,
+                    std::move(done));
+  }
+}
+
+void KvStoreTarget::OnDone(Slot* slot, const grpc::Status& status) {
+  const auto elapsed = Clock::now() - slot->start;
+  const bool measuring = control_->phase.load(std::memory_order_acquire) == Phase::kMeasure;
+  SlotStats& stats = slot->stats;
+  if (status.ok()) {
+    uint64_t ok = 1;
+    if (config_.batch > 1) {
+      ok = 0;
+      auto count = [&](const v1::KeyError& e) {
+        if (e.code() == 0) {
+          ++ok;
+        } else if (measuring) {
+          stats.AddError(CodeName(e.code()), 1);
+        }
+      };
+      if (slot->is_read) {
+        for (const v1::GetResult& r : slot->multi_get_response.results()) count(r.error());
+      } else {
+        for (const v1::SetResult& r : slot->multi_set_response.results()) count(r.error());
+      }
+    }
+    control_->completed_ops.fetch_add(ok, std::memory_order_relaxed);
+    if (measuring) {
+      ++stats.calls;
+      stats.ops += ok;
+      stats.latency.Record(static_cast<uint64_t>(
+          std::chrono::duration_cast<std::chrono::microseconds>(elapsed).count()));
+    }
+  } else if (measuring) {
+    ++stats.calls;
+    stats.AddError(CodeName(status.error_code()), config_.batch);
+  }
+
+  if (status.ok() && control_->phase.load(std::memory_order_acquire) != Phase::kStop) {
+    Issue(slot);
+    return;
+  }
+  absl::MutexLock lock(&mu_);
+  if (control_->phase.load(std::memory_order_acquire) == Phase::kStop) {
+    --active_;
+  } else {
+    parked_.push_back(slot);
+  }
+}
+
+void KvStoreTarget::Tick() {
+  std::vector<Slot*> retry;
+  {
+    absl::MutexLock lock(&mu_);
+    retry.swap(parked_);
+  }
+  for (Slot* slot : retry) Issue(slot);
+}
+
+bool KvStoreTarget::Drain(absl::Duration grace) {
+  absl::MutexLock lock(&mu_);
+  active_ -= parked_.size();
+  parked_.clear();
+  auto idle = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return active_ == 0; };
+  return mu_.AwaitWithTimeout(absl::Condition(&idle), grace);
+}
+
+SlotStats KvStoreTarget::Collect() {
+  SlotStats total;
+  for (const auto& slot : slots_) total.Merge(slot->stats);
+  return total;
+}
+
+}  // namespace kvstore::bench
