@@ -34,6 +34,7 @@
 #include "kvstore/v1/admin.grpc.pb.h"
 #include "kvstore/v1/kv.grpc.pb.h"
 #include "tests/support/process.h"
+#include "tests/support/writers.h"
 
 #ifndef KV_REPLICA_BIN
 #error "KV_REPLICA_BIN must name the kv-replica binary (see tests/CMakeLists.txt)"
@@ -44,6 +45,13 @@
 
 namespace kvstore {
 namespace {
+
+using ::kvstore::testing::Describe;
+using ::kvstore::testing::MakeValue;
+using ::kvstore::testing::PipelinedWriter;
+using ::kvstore::testing::Seed;
+using ::kvstore::testing::WriteOp;
+using ::kvstore::testing::WriteResult;
 
 using ::kvstore::testing::AwaitSameLastIndex;
 using ::kvstore::testing::CompareContents;
@@ -68,24 +76,6 @@ std::vector<std::string> Flags(std::vector<std::string> flags) {
   flags.push_back("--snapshot-every-writes=0");
   flags.push_back("--snapshot-every-seconds=0");
   return flags;
-}
-
-std::string Describe(const grpc::Status& s) {
-  return absl::StrCat("code ", s.error_code(), ": ", s.error_message());
-}
-
-uint64_t Seed(const char* test) {
-  const uint64_t seed = TestSeed();
-  std::printf("[  SEED    ] %s: KV_TEST_SEED=%llu\n", test, static_cast<unsigned long long>(seed));
-  ::testing::Test::RecordProperty("seed", std::to_string(seed));
-  return seed;
-}
-
-// A value that names its key and write, padded to about 100 bytes.
-std::string MakeValue(const std::string& key, uint64_t tag) {
-  std::string v = absl::StrFormat("%s=%016x;", key, tag);
-  v.resize(std::max<size_t>(v.size(), 100), '.');
-  return v;
 }
 
 v1::WriteAck Ack(v1::AckMode mode, uint32_t replicas = 0) {
@@ -223,117 +213,6 @@ std::vector<std::string> KeysOf(const Oracle& oracle, const std::vector<std::str
 }
 
 // ---------------------------------------------------------------- writers
-
-struct WriteOp {
-  enum class Kind { kSet, kDelete };
-  Kind kind = Kind::kSet;
-  std::string key;
-  std::string value;
-};
-
-// The oracle's view of one write: pending from send to answer.
-struct WriteResult {
-  enum class State { kNotSent, kPending, kAcked, kFailed };
-  State state = State::kNotSent;
-  uint64_t version = 0;
-  bool deleted = false;  // For deletes.
-  grpc::Status status;
-};
-
-// Sends writes through the callback API with at most `window` in flight and
-// at most one per key, so the writes to one key land in the order given.
-// After the first failed write it stops sending (the server is presumably
-// gone), and Run returns once every sent write has its answer.
-class PipelinedWriter {
- public:
-  PipelinedWriter(v1::KeyValue::Stub* stub, int window, v1::WriteAck ack = v1::WriteAck())
-      : stub_(stub), window_(window), ack_(std::move(ack)) {}
-
-  std::vector<WriteResult> Run(const std::vector<WriteOp>& ops) {
-    std::unique_lock<std::mutex> lock(mu_);
-    results_.assign(ops.size(), WriteResult());
-    ops_ = &ops;
-    for (size_t i = 0; i < ops.size(); ++i) {
-      cv_.wait(lock, [&] {
-        return (in_flight_ < window_ && busy_keys_.count(ops[i].key) == 0) || stop_;
-      });
-      if (stop_) break;
-      ++in_flight_;
-      busy_keys_.insert(ops[i].key);
-      results_[i].state = WriteResult::State::kPending;
-      lock.unlock();
-      Send(i, ops[i]);
-      lock.lock();
-    }
-    cv_.wait(lock, [&] { return in_flight_ == 0; });
-    return std::move(results_);
-  }
-
-  int64_t acked() const { return acked_.load(); }
-  int in_flight() {
-    std::lock_guard<std::mutex> l(mu_);
-    return in_flight_;
-  }
-
- private:
-  struct Call {
-    grpc::ClientContext context;
-    v1::SetRequest set;
-    v1::SetResponse set_response;
-    v1::DeleteRequest del;
-    v1::DeleteResponse del_response;
-  };
-
-  void Send(size_t i, const WriteOp& op) {
-    auto call = std::make_shared<Call>();
-    call->context.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(30)));
-    if (op.kind == WriteOp::Kind::kSet) {
-      call->set.set_key(op.key);
-      call->set.set_value(op.value);
-      *call->set.mutable_ack() = ack_;
-      stub_->async()->Set(
-          &call->context, &call->set, &call->set_response,
-          [this, i, call](grpc::Status s) { Done(i, s, call->set_response.version(), false); });
-    } else {
-      call->del.set_key(op.key);
-      *call->del.mutable_ack() = ack_;
-      stub_->async()->Delete(
-          &call->context, &call->del, &call->del_response, [this, i, call](grpc::Status s) {
-            Done(i, s, call->del_response.version(), call->del_response.deleted());
-          });
-    }
-  }
-
-  void Done(size_t i, const grpc::Status& s, uint64_t version, bool deleted) {
-    std::lock_guard<std::mutex> l(mu_);
-    WriteResult& r = results_[i];
-    r.status = s;
-    if (s.ok()) {
-      r.state = WriteResult::State::kAcked;
-      r.version = version;
-      r.deleted = deleted;
-      acked_.fetch_add(1);
-    } else {
-      r.state = WriteResult::State::kFailed;
-      stop_ = true;
-    }
-    --in_flight_;
-    busy_keys_.erase((*ops_)[i].key);
-    cv_.notify_all();
-  }
-
-  v1::KeyValue::Stub* const stub_;
-  const int window_;
-  const v1::WriteAck ack_;
-  std::mutex mu_;
-  std::condition_variable cv_;
-  int in_flight_ = 0;
-  bool stop_ = false;
-  const std::vector<WriteOp>* ops_ = nullptr;
-  std::set<std::string> busy_keys_;  // Keys with a write in flight.
-  std::vector<WriteResult> results_;
-  std::atomic<int64_t> acked_{0};
-};
 
 // Writes every op to `address`, expects every one to be acknowledged, and
 // applies them to `oracle` (and `deleted`, when given).
