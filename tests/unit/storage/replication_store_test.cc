@@ -133,7 +133,9 @@ class ReplicationStoreTest : public ::testing::Test {
     for (int i = start; i < start + n; ++i) {
       keys.push_back(absl::StrCat("k", i));
       EXPECT_TRUE(Set(leader_.get(), keys.back(), std::string(50, 'a' + i % 26)).status.ok());
-      if (i % 7 == 0) EXPECT_TRUE(Del(leader_.get(), keys.back()).status.ok());
+      if (i % 7 == 0) {
+        EXPECT_TRUE(Del(leader_.get(), keys.back()).status.ok());
+      }
     }
     return keys;
   }
@@ -307,8 +309,9 @@ TEST_F(ReplicationStoreTest, IncompleteAfterInstallRefusesWritesAndEpochsUntilCa
   for (const std::string& key : keys) {
     std::string value;
     uint64_t version = 0;
-    if (leader_->Get(key, &value, &version))
+    if (leader_->Get(key, &value, &version)) {
       ASSERT_TRUE((*writer)->Add(key, value, version, 0).ok());
+    }
   }
   absl::StatusOr<SnapshotMeta> made = (*writer)->Commit(end);
   ASSERT_TRUE(made.ok()) << made.status();
