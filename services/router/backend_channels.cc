@@ -1,5 +1,7 @@
 #include "services/router/backend_channels.h"
 
+#include <utility>
+
 #include "absl/container/flat_hash_set.h"
 #include "grpcpp/create_channel.h"
 #include "grpcpp/security/credentials.h"
@@ -7,14 +9,9 @@
 
 namespace kvstore {
 
-std::shared_ptr<v1::KeyValue::Stub> BackendChannels::Stub(const std::string& address) {
-  absl::MutexLock lock(&mu_);
-  return StubLocked(address);
-}
-
-std::shared_ptr<v1::KeyValue::Stub> BackendChannels::StubLocked(const std::string& address) {
+BackendChannels::Backend& BackendChannels::BackendLocked(const std::string& address) {
   auto it = backends_.find(address);
-  if (it != backends_.end()) return it->second.stub;
+  if (it != backends_.end()) return it->second;
   grpc::ChannelArguments args;
   args.SetMaxReceiveMessageSize(max_message_bytes_);
   args.SetMaxSendMessageSize(max_message_bytes_);
@@ -30,10 +27,19 @@ std::shared_ptr<v1::KeyValue::Stub> BackendChannels::StubLocked(const std::strin
   args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
   Backend backend;
   backend.channel = grpc::CreateCustomChannel(address, grpc::InsecureChannelCredentials(), args);
-  backend.stub = v1::KeyValue::NewStub(backend.channel);
-  std::shared_ptr<v1::KeyValue::Stub> stub = backend.stub;
-  backends_.emplace(address, std::move(backend));
-  return stub;
+  backend.kv = v1::KeyValue::NewStub(backend.channel);
+  backend.admin = v1::Admin::NewStub(backend.channel);
+  return backends_.emplace(address, std::move(backend)).first->second;
+}
+
+std::shared_ptr<v1::KeyValue::Stub> BackendChannels::Stub(const std::string& address) {
+  absl::MutexLock lock(&mu_);
+  return BackendLocked(address).kv;
+}
+
+std::shared_ptr<v1::Admin::Stub> BackendChannels::AdminStub(const std::string& address) {
+  absl::MutexLock lock(&mu_);
+  return BackendLocked(address).admin;
 }
 
 void BackendChannels::Retain(const std::vector<std::string>& addresses) {
@@ -43,13 +49,38 @@ void BackendChannels::Retain(const std::vector<std::string>& addresses) {
     if (keep.contains(it->first)) {
       ++it;
     } else {
+      // The stubs go now (a request in flight holds its own reference); the
+      // channel stays referenced from here until ReleaseRetired.
+      retired_.push_back(std::move(it->second.channel));
       backends_.erase(it++);
     }
   }
   for (const std::string& address : keep) {
-    StubLocked(address);
-    backends_[address].channel->GetState(/*try_to_connect=*/true);
+    BackendLocked(address).channel->GetState(/*try_to_connect=*/true);
   }
+}
+
+size_t BackendChannels::ReleaseRetired() {
+  std::vector<std::shared_ptr<grpc::Channel>> unused;
+  {
+    absl::MutexLock lock(&mu_);
+    for (auto it = retired_.begin(); it != retired_.end();) {
+      // Only retired_ holds it, and nothing can take a new reference to a
+      // retired channel, so the count stays at one.
+      if (it->use_count() == 1) {
+        unused.push_back(std::move(*it));
+        it = retired_.erase(it);
+      } else {
+        ++it;
+      }
+    }
+  }
+  const size_t remaining = [&] {
+    absl::MutexLock lock(&mu_);
+    return retired_.size();
+  }();
+  unused.clear();  // Destroyed here, outside the lock and outside any callback.
+  return remaining;
 }
 
 }  // namespace kvstore

@@ -19,6 +19,7 @@
 #include "common/topology/topology.h"
 #include "gflags/gflags.h"
 #include "glog/logging.h"
+#include "services/router/router_admin_service.h"
 #include "services/router/router_service.h"
 #include "services/router/routing_table.h"
 
@@ -34,8 +35,14 @@ DEFINE_int64(shutdown_grace_ms, 10000,
 DEFINE_int64(forward_timeout_ms, 5000,
              "Deadline of a forwarded request when the client set none, in milliseconds");
 DEFINE_uint64(max_replica_lag, 0,
-              "Replica reads skip replicas more than this many log entries behind (0 = no "
-              "limit). Accepted now; replicas do not report their lag to the router yet");
+              "Replica reads (read_mode=ANY_REPLICA) skip replicas that report being more than "
+              "this many log entries behind the leader (0 = no limit)");
+DEFINE_int64(probe_interval_ms, 500,
+             "How often every backend (leaders and replicas) is probed with Admin.Status, in "
+             "milliseconds: a node that fails its probe gets no replica reads, and a node that "
+             "reports leading a newer epoch gets the shard's writes (0 = no probes)");
+DEFINE_int64(probe_timeout_ms, 400,
+             "Deadline of each probe, in milliseconds; no answer in time fails the probe");
 DEFINE_uint64(max_value_bytes, 1 << 20,
               "Largest value accepted, in bytes (checked before forwarding; match the shards)");
 DEFINE_uint64(max_batch_items, 10000,
@@ -131,20 +138,29 @@ int Run() {
     std::fprintf(stderr, "kv-router: --forward-timeout-ms must be positive\n");
     return 2;
   }
+  if (FLAGS_probe_interval_ms < 0 || FLAGS_probe_timeout_ms <= 0) {
+    std::fprintf(stderr,
+                 "kv-router: --probe-interval-ms must be 0 or more and --probe-timeout-ms "
+                 "positive\n");
+    return 2;
+  }
 
   RouterOptions options;
   options.limits.max_value_bytes = FLAGS_max_value_bytes;
   options.limits.max_batch_items = FLAGS_max_batch_items;
   options.forward_timeout_ms = FLAGS_forward_timeout_ms;
   options.max_replica_lag = FLAGS_max_replica_lag;
+  options.probe_interval_ms = FLAGS_probe_interval_ms;
+  options.probe_timeout_ms = FLAGS_probe_timeout_ms;
   // As kv-shard sizes its messages: room for the largest value and then some.
   options.max_message_bytes =
       static_cast<int>(std::min<uint64_t>(FLAGS_max_value_bytes * 2 + (4 << 20), INT32_MAX));
   auto service = std::make_unique<RouterService>(options, *table);
+  RouterAdminService admin(KVSTORE_VERSION);
 
   ServerOptions server_options;
   server_options.listen = FLAGS_listen;
-  server_options.services = {service.get()};
+  server_options.services = {service.get(), &admin};
   server_options.shutdown_grace_ms = FLAGS_shutdown_grace_ms;
   server_options.port_file = FLAGS_port_file;
   server_options.max_message_bytes = options.max_message_bytes;
@@ -153,6 +169,8 @@ int Run() {
     LOG(ERROR) << "Cannot serve: " << server.status();
     return 1;
   }
+  admin.set_address((*server)->address());
+  service->StartProbing();
   LOG(INFO) << "kv-router serving on " << (*server)->address() << ", topology " << FLAGS_topology
             << ": " << Describe(**table);
 

@@ -10,6 +10,7 @@
 #include "absl/time/time.h"
 #include "common/server/grpc_status.h"
 #include "common/topology/topology.h"
+#include "glog/logging.h"
 #include "services/router/batch_split.h"
 
 namespace kvstore {
@@ -55,10 +56,12 @@ template <typename Request, typename Response>
 class ShardCall {
  public:
   // `request` and `response` must stay valid until `done` is called.
-  ShardCall(BackendChannels* channels, std::shared_ptr<RoutingTable> table, int shard,
-            RetryRule rule, std::vector<std::string> nodes, grpc::CallbackServerContext* parent,
+  ShardCall(BackendChannels* channels, const HealthBook* health,
+            std::shared_ptr<RoutingTable> table, int shard, RetryRule rule,
+            std::vector<std::string> nodes, grpc::CallbackServerContext* parent,
             int64_t default_timeout_ms, const Request* request, Response* response, ShardDone done)
       : channels_(channels),
+        health_(health),
         table_(std::move(table)),
         shard_(shard),
         rule_(rule),
@@ -95,8 +98,14 @@ class ShardCall {
       Attempt(std::move(next));
       return;
     }
-    done_(status, absl::StrCat("shard ", table_->shard_name(shard_), " at ", address_));
+    // Our stub and contexts go first, while the caller's RPC (and so the
+    // router, which holds every channel) is still alive: finishing the caller
+    // may let the server shut down and the channels go, and this callback
+    // must not drop the last reference to a channel (backend_channels.h).
+    ShardDone done = done_;
+    std::string label = absl::StrCat("shard ", table_->shard_name(shard_), " at ", address_);
     delete this;
+    done(status, label);
   }
 
   // Where the failed attempt may be retried; empty when it may not.
@@ -114,7 +123,13 @@ class ShardCall {
         if (it == trailers.end()) return "";  // A CAS mismatch, or a refusal with no leader.
         std::string hint(it->second.data(), it->second.size());
         if (hint == address_ || !CheckHostPort(hint).ok()) return "";
-        table_->SetLeader(shard_, hint);
+        // Never write to a node known to be deposed (the hint is stale).
+        if (health_->Get(hint).deposed()) return "";
+        if (table_->SetLeader(shard_, hint)) {
+          LOG(WARNING) << "Leader change: shard " << table_->shard_name(shard_)
+                       << " writes now go to " << hint << " (was " << address_ << "): " << address_
+                       << " refused a write naming it";
+        }
         return hint;
       }
     }
@@ -122,6 +137,7 @@ class ShardCall {
   }
 
   BackendChannels* const channels_;
+  const HealthBook* const health_;
   const std::shared_ptr<RoutingTable> table_;
   const int shard_;
   const RetryRule rule_;
@@ -140,14 +156,20 @@ class ShardCall {
   std::unique_ptr<grpc::ClientContext> contexts_[2];
 };
 
+// What a forwarded call needs of the router.
+struct Backends {
+  BackendChannels* channels;
+  const HealthBook* health;
+  int64_t default_timeout_ms;
+};
+
 template <typename Request, typename Response>
-void Forward(BackendChannels* channels, std::shared_ptr<RoutingTable> table, int shard,
+void Forward(const Backends& backends, std::shared_ptr<RoutingTable> table, int shard,
              RetryRule rule, std::vector<std::string> nodes, grpc::CallbackServerContext* parent,
-             int64_t default_timeout_ms, const Request* request, Response* response,
-             ShardDone done) {
-  auto* call = new ShardCall<Request, Response>(channels, std::move(table), shard, rule,
-                                                std::move(nodes), parent, default_timeout_ms,
-                                                request, response, std::move(done));
+             const Request* request, Response* response, ShardDone done) {
+  auto* call = new ShardCall<Request, Response>(
+      backends.channels, backends.health, std::move(table), shard, rule, std::move(nodes), parent,
+      backends.default_timeout_ms, request, response, std::move(done));
   call->Start();
 }
 
@@ -160,6 +182,12 @@ grpc::Status ForCaller(const grpc::Status& status, const std::string& label) {
     return grpc::Status(status.error_code(), absl::StrCat(label, ": ", status.error_message()));
   }
   return status;
+}
+
+// `status` with its message prefixed by "shard NAME: ".
+absl::Status InShard(const RoutingTable& table, int shard, const absl::Status& status) {
+  return absl::Status(status.code(),
+                      absl::StrCat("shard ", table.shard_name(shard), ": ", status.message()));
 }
 
 grpc::ServerUnaryReactor* FinishNow(grpc::CallbackServerContext* context,
@@ -227,10 +255,29 @@ class BatchCall {
 RouterService::RouterService(RouterOptions options, std::shared_ptr<RoutingTable> table)
     : options_(std::move(options)), channels_(options_.max_message_bytes) {
   SetTable(std::move(table));
+  ProbeOptions probe;
+  probe.interval = absl::Milliseconds(options_.probe_interval_ms);
+  probe.timeout = absl::Milliseconds(options_.probe_timeout_ms);
+  probe.max_replica_lag = options_.max_replica_lag;
+  prober_ = std::make_unique<BackendProber>(
+      &channels_, &health_, [this] { return this->table(); }, probe);
+}
+
+RouterService::~RouterService() { prober_->Stop(); }
+
+void RouterService::StartProbing() {
+  if (options_.probe_interval_ms > 0) prober_->Start();
 }
 
 void RouterService::SetTable(std::shared_ptr<RoutingTable> table) {
-  channels_.Retain(table->Addresses());
+  // What the probes already know applies at once: a reload naming a leader
+  // that was since replaced (or deposed) does not send it writes until the
+  // next round.
+  ApplyLeaderProbes(*table, health_);
+  channels_.Retain(table->ProbeAddresses());
+  // Channels retired by an earlier reload whose calls have all ended; the
+  // probe rounds do this too (this thread is never a gRPC callback).
+  channels_.ReleaseRetired();
   absl::MutexLock lock(&mu_);
   table_ = std::move(table);
 }
@@ -240,16 +287,43 @@ std::shared_ptr<RoutingTable> RouterService::table() const {
   return table_;
 }
 
+absl::StatusOr<std::string> RouterService::LeaderTarget(const RoutingTable& table,
+                                                        int shard) const {
+  std::string leader = table.Leader(shard);
+  const NodeHealth health = health_.Get(leader);
+  if (health.deposed()) {
+    return absl::UnavailableError(
+        absl::StrCat("its leader ", leader, " was deposed (epoch ", health.epoch,
+                     ") and no newer leader is known yet; retry once one is promoted"));
+  }
+  return leader;
+}
+
+std::vector<std::string> RouterService::ReadTargets(const RoutingTable& table, int shard,
+                                                    v1::ReadMode mode) const {
+  if (mode != v1::READ_MODE_ANY_REPLICA) return table.ReadNodes(shard, mode);
+  return table.ReadNodes(shard, mode, [this](const std::string& address) {
+    return ServesReplicaReads(health_.Get(address), options_.max_replica_lag);
+  });
+}
+
 grpc::ServerUnaryReactor* RouterService::Get(grpc::CallbackServerContext* context,
                                              const v1::GetRequest* request,
                                              v1::GetResponse* response) {
   if (absl::Status s = CheckGet(*request, options_.limits); !s.ok()) return FinishNow(context, s);
   std::shared_ptr<RoutingTable> table = this->table();
   const int shard = table->ShardOf(request->key());
-  std::vector<std::string> nodes = table->ReadNodes(shard, request->read_mode());
+  std::vector<std::string> nodes;
+  if (request->read_mode() == v1::READ_MODE_ANY_REPLICA) {
+    nodes = ReadTargets(*table, shard, request->read_mode());
+  } else {
+    absl::StatusOr<std::string> leader = LeaderTarget(*table, shard);
+    if (!leader.ok()) return FinishNow(context, InShard(*table, shard, leader.status()));
+    nodes = {*std::move(leader)};
+  }
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  Forward(&channels_, std::move(table), shard, RetryRule::kNextNodeIfUnavailable, std::move(nodes),
-          context, options_.forward_timeout_ms, request, response,
+  Forward(Backends{&channels_, &health_, options_.forward_timeout_ms}, std::move(table), shard,
+          RetryRule::kNextNodeIfUnavailable, std::move(nodes), context, request, response,
           [reactor](const grpc::Status& status, const std::string& label) {
             reactor->Finish(ForCaller(status, label));
           });
@@ -262,10 +336,11 @@ grpc::ServerUnaryReactor* RouterService::Set(grpc::CallbackServerContext* contex
   if (absl::Status s = CheckSet(*request, options_.limits); !s.ok()) return FinishNow(context, s);
   std::shared_ptr<RoutingTable> table = this->table();
   const int shard = table->ShardOf(request->key());
-  std::vector<std::string> nodes = {table->Leader(shard)};
+  absl::StatusOr<std::string> leader = LeaderTarget(*table, shard);
+  if (!leader.ok()) return FinishNow(context, InShard(*table, shard, leader.status()));
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  Forward(&channels_, std::move(table), shard, RetryRule::kHintedLeader, std::move(nodes), context,
-          options_.forward_timeout_ms, request, response,
+  Forward(Backends{&channels_, &health_, options_.forward_timeout_ms}, std::move(table), shard,
+          RetryRule::kHintedLeader, {*std::move(leader)}, context, request, response,
           [reactor](const grpc::Status& status, const std::string& label) {
             reactor->Finish(ForCaller(status, label));
           });
@@ -280,10 +355,11 @@ grpc::ServerUnaryReactor* RouterService::Delete(grpc::CallbackServerContext* con
   }
   std::shared_ptr<RoutingTable> table = this->table();
   const int shard = table->ShardOf(request->key());
-  std::vector<std::string> nodes = {table->Leader(shard)};
+  absl::StatusOr<std::string> leader = LeaderTarget(*table, shard);
+  if (!leader.ok()) return FinishNow(context, InShard(*table, shard, leader.status()));
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  Forward(&channels_, std::move(table), shard, RetryRule::kHintedLeader, std::move(nodes), context,
-          options_.forward_timeout_ms, request, response,
+  Forward(Backends{&channels_, &health_, options_.forward_timeout_ms}, std::move(table), shard,
+          RetryRule::kHintedLeader, {*std::move(leader)}, context, request, response,
           [reactor](const grpc::Status& status, const std::string& label) {
             reactor->Finish(ForCaller(status, label));
           });
@@ -306,10 +382,21 @@ grpc::ServerUnaryReactor* RouterService::MultiGet(grpc::CallbackServerContext* c
       reactor, request, response, std::move(slices));
   for (size_t k = 0; k < batch->slices().size(); ++k) {
     const int shard = batch->slices()[k].shard;
-    Forward(&channels_, table, shard, RetryRule::kNextNodeIfUnavailable,
-            table->ReadNodes(shard, request->read_mode()), context, options_.forward_timeout_ms,
-            batch->request(k), batch->response(k),
-            [batch, k](const grpc::Status& status, const std::string& label) {
+    std::vector<std::string> nodes;
+    if (request->read_mode() == v1::READ_MODE_ANY_REPLICA) {
+      nodes = ReadTargets(*table, shard, request->read_mode());
+    } else {
+      absl::StatusOr<std::string> leader = LeaderTarget(*table, shard);
+      if (!leader.ok()) {
+        batch->SliceDone(k, ToGrpcStatus(leader.status()),
+                         absl::StrCat("shard ", table->shard_name(shard)));
+        continue;
+      }
+      nodes = {*std::move(leader)};
+    }
+    Forward(Backends{&channels_, &health_, options_.forward_timeout_ms}, table, shard,
+            RetryRule::kNextNodeIfUnavailable, std::move(nodes), context, batch->request(k),
+            batch->response(k), [batch, k](const grpc::Status& status, const std::string& label) {
               batch->SliceDone(k, status, label);
             });
   }
@@ -332,9 +419,15 @@ grpc::ServerUnaryReactor* RouterService::MultiSet(grpc::CallbackServerContext* c
       reactor, request, response, std::move(slices));
   for (size_t k = 0; k < batch->slices().size(); ++k) {
     const int shard = batch->slices()[k].shard;
-    Forward(&channels_, table, shard, RetryRule::kHintedLeader, {table->Leader(shard)}, context,
-            options_.forward_timeout_ms, batch->request(k), batch->response(k),
-            [batch, k](const grpc::Status& status, const std::string& label) {
+    absl::StatusOr<std::string> leader = LeaderTarget(*table, shard);
+    if (!leader.ok()) {
+      batch->SliceDone(k, ToGrpcStatus(leader.status()),
+                       absl::StrCat("shard ", table->shard_name(shard)));
+      continue;
+    }
+    Forward(Backends{&channels_, &health_, options_.forward_timeout_ms}, table, shard,
+            RetryRule::kHintedLeader, {*std::move(leader)}, context, batch->request(k),
+            batch->response(k), [batch, k](const grpc::Status& status, const std::string& label) {
               batch->SliceDone(k, status, label);
             });
   }

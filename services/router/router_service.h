@@ -10,9 +10,16 @@
 //    ("kv-leader: HOST:PORT") means the node refused the write without
 //    applying it, so it is sent once more, there, and that address is used as
 //    the shard's leader until the next topology reload.
+//    A hint naming a node the probes found deposed is not followed.
+//  - Leaders are also discovered: every backend is probed with Admin.Status
+//    (backend_prober.h), and a node of the shard that reports leading a newer
+//    epoch than the leader in use takes its writes (backend_health.h,
+//    ChooseLeader). A leader the probes found deposed gets no writes: they
+//    fail with UNAVAILABLE until a newer leader is known.
 //  - Reads go to the leader; with READ_MODE_ANY_REPLICA they go round robin
-//    over the shard's leader and replicas, and an UNAVAILABLE answer is
-//    retried once on the next node of the same shard.
+//    over the shard's leader and replicas that passed their last probe (and,
+//    with max_replica_lag, are not too far behind), or to the leader when
+//    none did; an UNAVAILABLE answer is retried once on the next node.
 //  - MultiGet/MultiSet are split per shard and sent in parallel; results come
 //    back in the caller's order. A shard that fails gives each of its keys a
 //    KeyError (code and message, naming the shard and address); the call
@@ -26,13 +33,18 @@
 
 #include <cstdint>
 #include <memory>
+#include <string>
+#include <vector>
 
 #include "absl/base/thread_annotations.h"
+#include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
+#include "common/kv/request_limits.h"
 #include "kvstore/v1/kv.grpc.pb.h"
 #include "services/router/backend_channels.h"
+#include "services/router/backend_health.h"
+#include "services/router/backend_prober.h"
 #include "services/router/routing_table.h"
-#include "services/shard/request_limits.h"
 
 namespace kvstore {
 
@@ -41,9 +53,12 @@ struct RouterOptions {
   RequestLimits limits;
   // Deadline of a forwarded call when the caller set none.
   int64_t forward_timeout_ms = 5000;
-  // Replica reads: skip replicas further behind than this (log entries;
-  // 0 = no limit). Stored only: replicas do not report their lag yet.
+  // Replica reads: skip replicas further behind than this (log entries, as
+  // the replica reports in Admin.Status; 0 = no limit).
   uint64_t max_replica_lag = 0;
+  // Health probes: how often and with what deadline (StartProbing).
+  int64_t probe_interval_ms = 500;
+  int64_t probe_timeout_ms = 400;
   // Largest message to and from the backends.
   int max_message_bytes = 64 << 20;
 };
@@ -55,12 +70,26 @@ inline constexpr char kLeaderHintKey[] = "kv-leader";
 // Thread-safe. Must outlive every RPC it serves (GrpcServer::Shutdown waits).
 class RouterService final : public v1::KeyValue::CallbackService {
  public:
+  // Does not probe until StartProbing (or ProbeOnce).
   RouterService(RouterOptions options, std::shared_ptr<RoutingTable> table);
+  // Stops the probes. Only when no RPC is in flight (after the server's
+  // Shutdown).
+  ~RouterService() override;
   RouterService(const RouterService&) = delete;
   RouterService& operator=(const RouterService&) = delete;
 
+  // Probes the backends every probe_interval_ms on a thread of its own
+  // (nothing when it is 0).
+  void StartProbing();
+  // One round of probes now, on the calling thread; returns when it is done.
+  void ProbeOnce() { prober_->ProbeOnce(); }
+  const HealthBook& health() const { return health_; }
+
   // Routes new requests by `table` (a reloaded topology); requests already
-  // started finish with the table they began with.
+  // started finish with the table they began with. Leaders learned for the
+  // old table are forgotten, but the latest probes apply to the new one at
+  // once (a node known to lead a newer epoch than the named leader, or a
+  // deposed named leader, moves the writes as a probe round would).
   void SetTable(std::shared_ptr<RoutingTable> table);
   std::shared_ptr<RoutingTable> table() const;
   const RouterOptions& options() const { return options_; }
@@ -80,10 +109,20 @@ class RouterService final : public v1::KeyValue::CallbackService {
                                      v1::MultiSetResponse* response) override;
 
  private:
+  // Where writes and READ_MODE_LEADER reads of `shard` go; UNAVAILABLE when
+  // the probes found that node deposed.
+  absl::StatusOr<std::string> LeaderTarget(const RoutingTable& table, int shard) const;
+  // The nodes a read may try (RoutingTable::ReadNodes, filtered by health).
+  std::vector<std::string> ReadTargets(const RoutingTable& table, int shard,
+                                       v1::ReadMode mode) const;
+
   const RouterOptions options_;
   BackendChannels channels_;
+  HealthBook health_;
   mutable absl::Mutex mu_;
   std::shared_ptr<RoutingTable> table_ ABSL_GUARDED_BY(mu_);
+  // Last: stopped first, while everything it uses is still there.
+  std::unique_ptr<BackendProber> prober_;
 };
 
 }  // namespace kvstore

@@ -4,10 +4,10 @@
 #ifndef KVSTORE_SERVICES_SHARD_KV_SERVICE_H_
 #define KVSTORE_SERVICES_SHARD_KV_SERVICE_H_
 
+#include "common/kv/request_limits.h"
 #include "common/storage/store.h"
 #include "kvstore/v1/kv.grpc.pb.h"
 #include "services/shard/replication_hooks.h"
-#include "services/shard/request_limits.h"
 
 namespace kvstore {
 

@@ -151,6 +151,23 @@ absl::Status RouterProcess::Reload(absl::Duration timeout) {
   return absl::OkStatus();
 }
 
+int RouterProcess::CountLogLines(const std::string& needle) const {
+  int count = 0;
+  for (absl::string_view line : absl::StrSplit(ReadFileOrEmpty(log_path()), '\n')) {
+    if (absl::StrContains(line, needle)) ++count;
+  }
+  return count;
+}
+
+absl::Status RouterProcess::AwaitLogLine(const std::string& needle, absl::Duration timeout) const {
+  if (WaitFor([&] { return CountLogLines(needle) > 0; }, absl::Now() + timeout)) {
+    return absl::OkStatus();
+  }
+  return absl::DeadlineExceededError(absl::StrCat("no line with '", needle, "' in ", log_path(),
+                                                  " within ", absl::FormatDuration(timeout),
+                                                  "\n--- tail:\n", LogTail()));
+}
+
 absl::StatusOr<ExitStatus> RouterProcess::Terminate(absl::Duration timeout) {
   if (absl::Status s = process_.Kill(SIGTERM); !s.ok()) return s;
   return process_.WaitExit(absl::Now() + timeout);

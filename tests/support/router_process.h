@@ -47,6 +47,13 @@ class RouterProcess {
   // SIGTERM and wait for the exit.
   absl::StatusOr<ExitStatus> Terminate(absl::Duration timeout = absl::Seconds(20));
 
+  // Lines of the current log that contain `needle`.
+  int CountLogLines(const std::string& needle) const;
+  // Polls until a line of the current log contains `needle`; the error
+  // carries the log's tail.
+  absl::Status AwaitLogLine(const std::string& needle,
+                            absl::Duration timeout = absl::Seconds(10)) const;
+
   // "127.0.0.1:PORT" once started.
   const std::string& address() const { return address_; }
   std::string log_path() const;

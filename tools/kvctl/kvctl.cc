@@ -19,8 +19,11 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "absl/time/time.h"
+#include "common/ring/hash_ring.h"
+#include "common/topology/topology.h"
 #include "gflags/gflags.h"
 #include "google/protobuf/util/json_util.h"
 #include "grpcpp/create_channel.h"
@@ -52,6 +55,9 @@ DEFINE_uint64(epoch, 0, "promote: the new epoch (0 = the node's epoch + 1)");
 DEFINE_string(followers, "",
               "promote: comma-separated HOST:PORT the new leader pushes to (default: its own "
               "--followers flag)");
+DEFINE_string(topology, "",
+              "ring: the topology YAML file (as given to kv-router --topology); read offline, "
+              "no server is called");
 
 namespace kvstore {
 namespace {
@@ -84,11 +90,15 @@ Commands:
   snapshot              take a snapshot now; returns when it is durable
   promote               make the replica at --addr its shard's leader (epoch + 1, or --epoch),
                           pushing to --followers; prints "promoted epoch=N last_index=M"
+  ring [KEY...]         offline, from --topology=FILE: the hash ring's shards, vnodes and each
+                          shard's share of the hash space; then one line per KEY:
+                          KEY<TAB>SHARD<TAB>0xHASH (the key's XXH64 position, docs/ring.md)
 
 Output:
   get prints the value and a newline (--raw: the exact bytes only; --hex: hex and a newline).
   set prints "OK version=N"; del prints "deleted version=N" or "not found".
-  status and snapshot print "name: value" lines, or proto JSON with --json.
+  status and snapshot print "name: value" lines, or proto JSON with --json. On a router,
+  status shows only its role, version, uptime and address.
   Errors go to stderr as "kvctl: CODE: message" (CODE is a gRPC status code name).
   Use --hex for values that may hold newlines or other binary bytes. An argument that
   starts with '-' (other than "-" itself) goes after "--".
@@ -96,7 +106,8 @@ Output:
 Exit codes:
   0  success
   1  key not found (get; mget: some key), or nothing deleted (del)
-  2  usage error: unknown command or flag, wrong arguments, bad flag value, unreadable FILE
+  2  usage error: unknown command or flag, wrong arguments, bad flag value, unreadable FILE,
+     a --topology file that cannot be read or is not a valid topology (ring)
   3  FAILED_PRECONDITION: compare-and-set mismatch (--if_version), or a write sent to a
      replica (the message names the leader)
   4  UNAVAILABLE or DEADLINE_EXCEEDED: retryable
@@ -521,6 +532,16 @@ int Status(Client& client, const std::vector<std::string>& args) {
   grpc::Status status = client.admin().Status(client.Context().get(), v1::StatusRequest(), &r);
   if (!status.ok()) return CallFailed(status);
   if (FLAGS_json) return PrintJson(r);
+  if (r.role() == "router") {
+    // A router holds no data: the storage and replication lines do not apply.
+    WriteOut(absl::StrFormat(
+        "address:      %s\n"
+        "role:         %s\n"
+        "uptime:       %.1fs\n"
+        "version:      %s\n",
+        r.address().empty() ? FLAGS_addr : r.address(), r.role(), r.uptime_seconds(), r.version()));
+    return kExitOk;
+  }
   std::string out = absl::StrFormat(
       "address:      %s\n"
       "role:         %s\n"
@@ -585,6 +606,38 @@ int Promote(Client& client, const std::vector<std::string>& args) {
   return kExitOk;
 }
 
+// Offline: the ring of the --topology file, and the owner of each KEY.
+int Ring(const std::vector<std::string>& keys) {
+  if (FLAGS_topology.empty()) return UsageError("usage: kvctl --topology=FILE ring [KEY...]");
+  absl::StatusOr<Topology> topology = LoadTopologyFile(FLAGS_topology);
+  if (!topology.ok()) return UsageError(std::string(topology.status().message()));
+  absl::StatusOr<HashRing> ring = HashRing::Build(topology->ShardNames(), topology->vnodes);
+  if (!ring.ok()) {
+    return UsageError(absl::StrCat(FLAGS_topology, ": ", ring.status().message()));
+  }
+  const std::vector<double> shares = ring->Ownership();
+  std::string out = absl::StrFormat(
+      "topology:     %s\n"
+      "shards:       %d\n"
+      "vnodes:       %d\n"
+      "tokens:       %d\n",
+      FLAGS_topology, topology->shards.size(), ring->vnodes(), ring->token_count());
+  for (size_t i = 0; i < topology->shards.size(); ++i) {
+    const ShardTopology& shard = topology->shards[i];
+    absl::StrAppend(
+        &out, absl::StrFormat(
+                  "shard:        %s share=%.2f%% leader=%s replicas=%s\n", shard.name,
+                  shares[i] * 100, shard.leader,
+                  shard.replicas.empty() ? std::string("-") : absl::StrJoin(shard.replicas, ",")));
+  }
+  for (const std::string& key : keys) {
+    absl::StrAppend(
+        &out, absl::StrFormat("%s\t%s\t0x%016x\n", key, ring->Owner(key), HashRing::KeyHash(key)));
+  }
+  WriteOut(out);
+  return kExitOk;
+}
+
 int Run(int argc, char** argv) {
   absl::StatusOr<ParsedArgs> parsed = ParseArgs(argc, argv);
   if (!parsed.ok()) return UsageError(std::string(parsed.status().message()));
@@ -605,11 +658,12 @@ int Run(int argc, char** argv) {
 
   const std::string command = parsed->positional[0];
   const std::vector<std::string> args(parsed->positional.begin() + 1, parsed->positional.end());
-  const std::vector<std::string> kCommands = {"get",  "set",    "del",      "mget",
-                                              "mset", "status", "snapshot", "promote"};
+  const std::vector<std::string> kCommands = {"get",    "set",      "del",     "mget", "mset",
+                                              "status", "snapshot", "promote", "ring"};
   if (std::find(kCommands.begin(), kCommands.end(), command) == kCommands.end()) {
     return UsageError(absl::StrCat("unknown command '", command, "'"));
   }
+  if (command == "ring") return Ring(args);  // Offline: no channel.
 
   Client client(FLAGS_addr);
   if (command == "get") return Get(client, *options, args);

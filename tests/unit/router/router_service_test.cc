@@ -1,6 +1,8 @@
 // RouterService in process, in front of fake shards on 127.0.0.1: where each
 // request goes, what is retried and what never is, the kv-leader hint, replica
-// reads, deadlines, batches split and gathered, and validation.
+// reads, deadlines, batches split and gathered, validation; the health probes
+// (nodes skipped for replica reads, leaders found and deposed ones avoided),
+// the router's Admin service, and channels outliving the calls that use them.
 #include "services/router/router_service.h"
 
 #include <chrono>
@@ -8,6 +10,7 @@
 #include <memory>
 #include <set>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -16,30 +19,98 @@
 #include "absl/time/time.h"
 #include "gmock/gmock.h"
 #include "grpcpp/grpcpp.h"
+#include "grpcpp/test/default_reactor_test_peer.h"
 #include "gtest/gtest.h"
+#include "services/router/router_admin_service.h"
 
 namespace kvstore {
 namespace {
 
+using ::testing::ElementsAre;
 using ::testing::HasSubstr;
 
 // How much later than set a forwarded deadline may look to the server.
 constexpr absl::Duration kWireRounding = absl::Milliseconds(100);
 
+// Admin.Status of a fake node: answers what it is told to, or fails.
+class FakeAdmin final : public v1::Admin::CallbackService {
+ public:
+  void Answer(const std::string& role, uint64_t epoch, uint64_t lag = 0,
+              const std::string& leader = "") {
+    absl::MutexLock lock(&mu_);
+    status_.set_role(role);
+    status_.set_epoch(epoch);
+    status_.set_lag_entries(lag);
+    status_.set_leader(leader);
+    fail_ = grpc::Status::OK;
+  }
+  void Fail(grpc::Status status) {
+    absl::MutexLock lock(&mu_);
+    fail_ = std::move(status);
+  }
+  int probes() {
+    absl::MutexLock lock(&mu_);
+    return probes_;
+  }
+
+  grpc::ServerUnaryReactor* Status(grpc::CallbackServerContext* context,
+                                   const v1::StatusRequest* /*request*/,
+                                   v1::StatusResponse* response) override {
+    absl::MutexLock lock(&mu_);
+    ++probes_;
+    if (fail_.ok()) *response = status_;
+    grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+    reactor->Finish(fail_);
+    return reactor;
+  }
+
+ private:
+  absl::Mutex mu_;
+  v1::StatusResponse status_ ABSL_GUARDED_BY(mu_);
+  grpc::Status fail_ ABSL_GUARDED_BY(mu_);
+  int probes_ ABSL_GUARDED_BY(mu_) = 0;
+};
+
 // A stand-in for kv-shard: a map behind the KeyValue API, counting what it is
-// asked, and able to fail or refuse on demand. Thread-safe.
+// asked, and able to fail, refuse or hold calls on demand; and an Admin.Status
+// that answers "leader", epoch 1 until told otherwise. Thread-safe.
 class FakeShard final : public v1::KeyValue::CallbackService {
  public:
   FakeShard() {
+    admin_.Answer("leader", 1);
     grpc::ServerBuilder builder;
     builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(), &port_);
     builder.RegisterService(this);
+    builder.RegisterService(&admin_);
     server_ = builder.BuildAndStart();
     address_ = absl::StrCat("127.0.0.1:", port_);
   }
-  ~FakeShard() override { server_->Shutdown(std::chrono::system_clock::now()); }
+  ~FakeShard() override {
+    Release();
+    server_->Shutdown(std::chrono::system_clock::now());
+  }
 
   const std::string& address() const { return address_; }
+  FakeAdmin& admin() { return admin_; }
+
+  // Get calls are parked, unanswered, until Release.
+  void Hold() {
+    absl::MutexLock lock(&mu_);
+    holding_ = true;
+  }
+  void Release() {
+    std::vector<grpc::ServerUnaryReactor*> held;
+    {
+      absl::MutexLock lock(&mu_);
+      holding_ = false;
+      held.swap(held_);
+    }
+    for (grpc::ServerUnaryReactor* reactor : held) reactor->Finish(grpc::Status::OK);
+  }
+  int held() {
+    absl::MutexLock lock(&mu_);
+    return static_cast<int>(held_.size());
+  }
 
   // Every call answers `status` (with trailing metadata kv-leader=`hint` when
   // `hint` is set) until cleared with an OK status.
@@ -80,6 +151,10 @@ class FakeShard final : public v1::KeyValue::CallbackService {
                                 v1::GetResponse* response) override {
     absl::MutexLock lock(&mu_);
     if (grpc::ServerUnaryReactor* r = Begin("Get", context)) return r;
+    if (holding_) {
+      held_.push_back(context->DefaultReactor());
+      return held_.back();
+    }
     auto it = data_.find(request->key());
     if (it != data_.end()) {
       response->set_found(true);
@@ -161,6 +236,7 @@ class FakeShard final : public v1::KeyValue::CallbackService {
 
   int port_ = 0;
   std::string address_;
+  FakeAdmin admin_;
   std::unique_ptr<grpc::Server> server_;
   absl::Mutex mu_;
   std::map<std::string, std::pair<std::string, uint64_t>> data_ ABSL_GUARDED_BY(mu_);
@@ -169,6 +245,8 @@ class FakeShard final : public v1::KeyValue::CallbackService {
   grpc::Status fail_ ABSL_GUARDED_BY(mu_);
   std::string hint_ ABSL_GUARDED_BY(mu_);
   bool answer_short_ ABSL_GUARDED_BY(mu_) = false;
+  bool holding_ ABSL_GUARDED_BY(mu_) = false;
+  std::vector<grpc::ServerUnaryReactor*> held_ ABSL_GUARDED_BY(mu_);
   absl::Duration last_time_left_ ABSL_GUARDED_BY(mu_);
 };
 
@@ -179,7 +257,10 @@ class RouterServiceTest : public ::testing::Test {
   // Three shards: shard-i led by leaders_[i], shard-0 with two replicas.
   void SetUp() override {
     for (int i = 0; i < kShards; ++i) leaders_.push_back(std::make_unique<FakeShard>());
-    for (int i = 0; i < 2; ++i) replicas_.push_back(std::make_unique<FakeShard>());
+    for (int i = 0; i < 2; ++i) {
+      replicas_.push_back(std::make_unique<FakeShard>());
+      replicas_[i]->admin().Answer("replica", 1, 0, leaders_[0]->address());
+    }
     StartRouter(MakeTopology());
   }
   void TearDown() override {
@@ -204,19 +285,43 @@ class RouterServiceTest : public ::testing::Test {
     return *table;
   }
 
-  void StartRouter(Topology topology, int64_t forward_timeout_ms = 5000) {
-    RouterOptions options;
+  // The router, with no background probes (tests call ProbeOnce) unless
+  // `options` asks for them.
+  void StartRouter(Topology topology, int64_t forward_timeout_ms = 5000,
+                   RouterOptions options = RouterOptions()) {
     options.forward_timeout_ms = forward_timeout_ms;
     options.limits.max_value_bytes = 1000;
     service_ = std::make_unique<RouterService>(options, MakeTable(std::move(topology)));
+    admin_service_ = std::make_unique<RouterAdminService>("test-version");
     grpc::ServerBuilder builder;
     int port = 0;
     builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(), &port);
     builder.RegisterService(service_.get());
+    builder.RegisterService(admin_service_.get());
     router_server_ = builder.BuildAndStart();
     ASSERT_NE(router_server_, nullptr);
-    stub_ = v1::KeyValue::NewStub(
-        grpc::CreateChannel(absl::StrCat("127.0.0.1:", port), grpc::InsecureChannelCredentials()));
+    admin_service_->set_address(absl::StrCat("127.0.0.1:", port));
+    auto channel =
+        grpc::CreateChannel(absl::StrCat("127.0.0.1:", port), grpc::InsecureChannelCredentials());
+    stub_ = v1::KeyValue::NewStub(channel);
+    admin_stub_ = v1::Admin::NewStub(channel);
+  }
+  void RestartRouter(RouterOptions options) {
+    router_server_->Shutdown(std::chrono::system_clock::now());
+    StartRouter(MakeTopology(), 5000, options);
+  }
+
+  // Replica reads of `key` `n` times; each must succeed.
+  void ReadAnyReplica(const std::string& key, int n) {
+    v1::GetResponse got;
+    for (int i = 0; i < n; ++i) {
+      grpc::Status s = Get(key, &got, v1::READ_MODE_ANY_REPLICA);
+      ASSERT_TRUE(s.ok()) << i << ": " << s.error_message();
+    }
+  }
+  // Get calls on shard-0's leader and on each of its replicas.
+  std::vector<int> Shard0Gets() {
+    return {leaders_[0]->calls("Get"), replicas_[0]->calls("Get"), replicas_[1]->calls("Get")};
   }
 
   // `n` keys that shard `shard` owns.
@@ -253,8 +358,10 @@ class RouterServiceTest : public ::testing::Test {
   std::vector<std::unique_ptr<FakeShard>> leaders_;
   std::vector<std::unique_ptr<FakeShard>> replicas_;
   std::unique_ptr<RouterService> service_;
+  std::unique_ptr<RouterAdminService> admin_service_;
   std::unique_ptr<grpc::Server> router_server_;
   std::unique_ptr<v1::KeyValue::Stub> stub_;
+  std::unique_ptr<v1::Admin::Stub> admin_stub_;
 };
 
 TEST_F(RouterServiceTest, EachKeyGoesToTheLeaderOfTheShardTheRingNames) {
@@ -593,6 +700,312 @@ TEST_F(RouterServiceTest, AShardThatIsNotListeningIsUnavailableNamingIt) {
   grpc::Status s = Set(KeysOf(2, 1)[0], "v");
   EXPECT_EQ(s.error_code(), grpc::StatusCode::UNAVAILABLE);
   EXPECT_THAT(s.error_message(), HasSubstr("shard shard-2 at " + gone));
+}
+
+// ---------------------------------------------------------------- health probes
+
+TEST_F(RouterServiceTest, ReplicaReadsSkipANodeThatFailsItsProbeUntilItPassesAgain) {
+  const std::string key = KeysOf(0, 1)[0];
+  replicas_[0]->admin().Fail(grpc::Status(grpc::StatusCode::UNAVAILABLE, "going away"));
+  service_->ProbeOnce();
+  EXPECT_EQ(service_->health().Get(replicas_[0]->address()).probe, NodeHealth::Probe::kFailed);
+  ReadAnyReplica(key, 30);
+  EXPECT_THAT(Shard0Gets(), ElementsAre(15, 0, 15));
+
+  replicas_[0]->admin().Answer("replica", 1);
+  service_->ProbeOnce();
+  ReadAnyReplica(key, 30);
+  EXPECT_THAT(Shard0Gets(), ElementsAre(25, 10, 25));
+}
+
+TEST_F(RouterServiceTest, ANodeThatStoppedListeningIsSkippedAfterTheNextProbe) {
+  const std::string key = KeysOf(0, 1)[0];
+  Topology t = MakeTopology();
+  {
+    FakeShard gone;
+    t.shards[0].replicas[1] = gone.address();
+  }
+  service_->SetTable(MakeTable(t));
+  service_->ProbeOnce();
+  ReadAnyReplica(key, 20);
+  EXPECT_EQ(leaders_[0]->calls("Get") + replicas_[0]->calls("Get"), 20);
+  EXPECT_THAT(service_->health().Get(t.shards[0].replicas[1]).error, HasSubstr("code 14"));
+}
+
+TEST_F(RouterServiceTest, ReplicaReadsSkipReplicasLaggingBeyondTheLimit) {
+  RouterOptions options;
+  options.max_replica_lag = 10;
+  RestartRouter(options);
+  const std::string key = KeysOf(0, 1)[0];
+  replicas_[0]->admin().Answer("replica", 1, /*lag=*/10);
+  replicas_[1]->admin().Answer("replica", 1, /*lag=*/11);
+  service_->ProbeOnce();
+  ReadAnyReplica(key, 20);
+  EXPECT_THAT(Shard0Gets(), ElementsAre(10, 10, 0));
+
+  // Without a limit the lag does not matter.
+  RestartRouter(RouterOptions());
+  service_->ProbeOnce();
+  ReadAnyReplica(key, 30);
+  EXPECT_THAT(Shard0Gets(), ElementsAre(20, 20, 10));
+}
+
+TEST_F(RouterServiceTest, ReplicaReadsSkipNodesThatAreNeitherLeaderNorReplica) {
+  const std::string key = KeysOf(0, 1)[0];
+  replicas_[1]->admin().Answer("deposed", 2);
+  service_->ProbeOnce();
+  ReadAnyReplica(key, 20);
+  EXPECT_THAT(Shard0Gets(), ElementsAre(10, 10, 0));
+}
+
+TEST_F(RouterServiceTest, WhenEveryNodeOfAShardIsSkippedReadsFallBackToTheLeader) {
+  const std::string key = KeysOf(0, 1)[0];
+  for (FakeShard* node : {leaders_[0].get(), replicas_[0].get(), replicas_[1].get()}) {
+    node->admin().Fail(grpc::Status(grpc::StatusCode::INTERNAL, "sick"));
+  }
+  service_->ProbeOnce();
+  ReadAnyReplica(key, 10);
+  EXPECT_THAT(Shard0Gets(), ElementsAre(10, 0, 0));
+}
+
+TEST_F(RouterServiceTest, APromotedReplicaTakesTheWritesAfterTheNextProbeWithoutARestart) {
+  const std::vector<std::string> keys = KeysOf(0, 4);
+  service_->ProbeOnce();  // Sees leaders_[0] leading epoch 1.
+  EXPECT_EQ(service_->table()->LeaderEpoch(0), 1u);
+
+  // The leader dies; replica 1 is promoted to epoch 2.
+  leaders_[0]->FailWith(grpc::Status(grpc::StatusCode::UNAVAILABLE, "dead"));
+  leaders_[0]->admin().Fail(grpc::Status(grpc::StatusCode::UNAVAILABLE, "dead"));
+  EXPECT_EQ(Set(keys[0], "lost").error_code(), grpc::StatusCode::UNAVAILABLE);
+  replicas_[1]->admin().Answer("leader", 2);
+  service_->ProbeOnce();
+  EXPECT_EQ(service_->table()->Leader(0), replicas_[1]->address());
+  ASSERT_TRUE(Set(keys[1], "b").ok());
+  v1::GetResponse got;
+  ASSERT_TRUE(Get(keys[1], &got).ok());  // Leader reads follow the writes.
+  EXPECT_TRUE(got.found());
+  EXPECT_EQ(replicas_[1]->keys(), std::set<std::string>{keys[1]});
+  EXPECT_EQ(leaders_[0]->calls("Set"), 1);
+
+  // A reload names the old leader again: what the probes know applies at once.
+  service_->SetTable(MakeTable(MakeTopology()));
+  EXPECT_EQ(service_->table()->Leader(0), replicas_[1]->address());
+  ASSERT_TRUE(Set(keys[2], "c").ok());
+  EXPECT_EQ(replicas_[1]->keys(), (std::set<std::string>{keys[1], keys[2]}));
+
+  // The old leader back, promoted again to a newer epoch (the replica now
+  // follows it): the next probe moves the writes back.
+  leaders_[0]->FailWith(grpc::Status::OK);
+  leaders_[0]->admin().Answer("leader", 3);
+  replicas_[1]->admin().Answer("replica", 3);
+  service_->ProbeOnce();
+  ASSERT_TRUE(Set(keys[3], "d").ok());
+  EXPECT_EQ(leaders_[0]->keys(), std::set<std::string>{keys[3]});
+}
+
+TEST_F(RouterServiceTest, AStaleLeaderAtALowerEpochDoesNotTakeTheWrites) {
+  const std::string key = KeysOf(0, 1)[0];
+  leaders_[0]->admin().Answer("leader", 3);
+  replicas_[0]->admin().Answer("leader", 2);  // Not told yet that it was replaced.
+  service_->ProbeOnce();
+  ASSERT_TRUE(Set(key, "v").ok());
+  EXPECT_EQ(leaders_[0]->calls("Set"), 1);
+  EXPECT_EQ(replicas_[0]->calls("Set"), 0);
+}
+
+TEST_F(RouterServiceTest, ADeposedLeaderGetsNoWritesUntilANewerLeaderIsKnown) {
+  const std::string key = KeysOf(1, 1)[0];
+  leaders_[1]->admin().Answer("deposed", 2);
+  service_->ProbeOnce();
+  grpc::Status s = Set(key, "v");
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::UNAVAILABLE);
+  EXPECT_THAT(s.error_message(), HasSubstr("shard shard-1: its leader " + leaders_[1]->address() +
+                                           " was deposed (epoch 2)"));
+  v1::GetResponse got;
+  EXPECT_EQ(Get(key, &got).error_code(), grpc::StatusCode::UNAVAILABLE);
+  v1::MultiSetRequest batch;
+  for (const std::string& k : {key, KeysOf(2, 1)[0]}) {
+    v1::SetItem* item = batch.add_items();
+    item->set_key(k);
+    item->set_value("v");
+  }
+  v1::MultiSetResponse response;
+  ASSERT_TRUE(stub_->MultiSet(Context().get(), batch, &response).ok());
+  EXPECT_EQ(response.results(0).error().code(), grpc::StatusCode::UNAVAILABLE);
+  EXPECT_THAT(response.results(0).error().message(), HasSubstr("shard shard-1: its leader"));
+  EXPECT_FALSE(response.results(1).has_error());
+  EXPECT_EQ(leaders_[1]->total_calls(), 0);
+
+  // Once it names its successor, the successor (not in the topology) is
+  // used, and probed from then on.
+  FakeShard successor;
+  successor.admin().Answer("leader", 2);
+  leaders_[1]->admin().Answer("deposed", 2, 0, successor.address());
+  service_->ProbeOnce();
+  ASSERT_TRUE(Set(key, "v").ok());
+  EXPECT_EQ(successor.keys(), std::set<std::string>{key});
+  EXPECT_EQ(service_->table()->LeaderEpoch(1), 0u);
+  service_->ProbeOnce();
+  EXPECT_GT(successor.admin().probes(), 0);
+  EXPECT_EQ(service_->table()->LeaderEpoch(1), 2u);
+}
+
+TEST_F(RouterServiceTest, AHintNamingANodeKnownToBeDeposedIsNotFollowed) {
+  const std::string key = KeysOf(0, 1)[0];
+  replicas_[0]->admin().Answer("deposed", 3);
+  service_->ProbeOnce();
+  leaders_[0]->FailWith(grpc::Status(grpc::StatusCode::FAILED_PRECONDITION, "not the leader"),
+                        replicas_[0]->address());
+  EXPECT_EQ(Set(key, "v").error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+  EXPECT_EQ(replicas_[0]->total_calls(), 0);
+  EXPECT_EQ(service_->table()->Leader(0), leaders_[0]->address());
+}
+
+TEST_F(RouterServiceTest, StartedProbesRunOnTheirOwn) {
+  RouterOptions options;
+  options.probe_interval_ms = 20;
+  options.probe_timeout_ms = 1000;
+  RestartRouter(options);
+  service_->StartProbing();
+  const absl::Time deadline = absl::Now() + absl::Seconds(10);
+  while (replicas_[1]->admin().probes() < 3 && absl::Now() < deadline) {
+    absl::SleepFor(absl::Milliseconds(5));  // Polling with a deadline.
+  }
+  EXPECT_GE(replicas_[1]->admin().probes(), 3);
+  EXPECT_EQ(service_->health().Get(leaders_[2]->address()).role, "leader");
+}
+
+// ---------------------------------------------------------------- Admin
+
+TEST_F(RouterServiceTest, AdminStatusNamesTheRouterAndDataOperationsPointToTheShards) {
+  grpc::ClientContext context;
+  v1::StatusResponse status;
+  ASSERT_TRUE(admin_stub_->Status(&context, v1::StatusRequest(), &status).ok());
+  EXPECT_EQ(status.role(), "router");
+  EXPECT_EQ(status.version(), "test-version");
+  EXPECT_THAT(status.address(), HasSubstr("127.0.0.1:"));
+  EXPECT_GE(status.uptime_seconds(), 0.0);
+  EXPECT_EQ(status.epoch(), 0u);
+  EXPECT_EQ(status.followers_size(), 0);
+
+  grpc::ClientContext promote_context;
+  v1::PromoteResponse promoted;
+  grpc::Status s = admin_stub_->Promote(&promote_context, v1::PromoteRequest(), &promoted);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::UNIMPLEMENTED);
+  EXPECT_THAT(s.error_message(), HasSubstr("call Admin.Promote on the replica"));
+  grpc::ClientContext snapshot_context;
+  v1::SnapshotResponse snapshot;
+  s = admin_stub_->Snapshot(&snapshot_context, v1::SnapshotRequest(), &snapshot);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::UNIMPLEMENTED);
+  EXPECT_THAT(s.error_message(), HasSubstr("call Admin.Snapshot on a shard node"));
+}
+
+// ---------------------------------------------------------------- channel lifetime
+
+TEST(RouterBackendChannelsTest, ADroppedChannelIsKeptUntilNothingUsesItThenReleased) {
+  BackendChannels channels(1 << 20);
+  std::shared_ptr<v1::KeyValue::Stub> in_flight = channels.Stub("127.0.0.1:1");
+  EXPECT_EQ(channels.Stub("127.0.0.1:1"), in_flight);  // One channel per address.
+  EXPECT_NE(channels.AdminStub("127.0.0.1:1"), nullptr);
+  channels.Retain({"127.0.0.1:2"});
+  EXPECT_NE(channels.Stub("127.0.0.1:2"), nullptr);
+  EXPECT_EQ(channels.ReleaseRetired(), 1u);  // A call still holds it.
+  in_flight.reset();
+  EXPECT_EQ(channels.ReleaseRetired(), 0u);
+}
+
+// A KeyValue server on the blocking API whose Get waits until released. Being
+// blocking, it does not use gRPC's callback threads (nor does the test, which
+// calls the router's handlers directly): the router's backend channels are
+// their only users in the process.
+class BlockingShard final : public v1::KeyValue::Service {
+ public:
+  BlockingShard() {
+    grpc::ServerBuilder builder;
+    int port = 0;
+    builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(), &port);
+    builder.RegisterService(this);
+    server_ = builder.BuildAndStart();
+    address_ = absl::StrCat("127.0.0.1:", port);
+  }
+  ~BlockingShard() override {
+    Release();
+    server_->Shutdown(std::chrono::system_clock::now());
+  }
+  const std::string& address() const { return address_; }
+
+  void Hold() {
+    absl::MutexLock lock(&mu_);
+    holding_ = true;
+  }
+  void Release() {
+    absl::MutexLock lock(&mu_);
+    holding_ = false;
+  }
+  // Waits until `n` Get calls are waiting (false after 10 s).
+  bool AwaitWaiting(int n) {
+    absl::MutexLock lock(&mu_);
+    auto enough = [this, n]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return waiting_ >= n; };
+    return mu_.AwaitWithTimeout(absl::Condition(&enough), absl::Seconds(10));
+  }
+
+  grpc::Status Get(grpc::ServerContext* /*context*/, const v1::GetRequest* /*request*/,
+                   v1::GetResponse* /*response*/) override {
+    absl::MutexLock lock(&mu_);
+    ++waiting_;
+    mu_.Await(absl::Condition(
+        +[](bool* holding) { return !*holding; }, &holding_));
+    --waiting_;
+    return grpc::Status::OK;
+  }
+
+ private:
+  std::string address_;
+  std::unique_ptr<grpc::Server> server_;
+  absl::Mutex mu_;
+  bool holding_ ABSL_GUARDED_BY(mu_) = false;
+  int waiting_ ABSL_GUARDED_BY(mu_) = 0;
+};
+
+// gRPC 1.51 stops its callback threads when the last channel (or server)
+// using them goes, and crashes when that happens inside a callback
+// (backend_channels.h). Here calls to the only node of a topology are in
+// flight when a reload drops that node, and they finish afterwards: their
+// callbacks must not free its channel, the last user of the callback threads.
+// The next probe round frees it, on its own thread.
+TEST(RouterChannelLifetimeTest, CallsFinishingAfterAReloadDroppedTheirNodeDoNotFreeItsChannel) {
+  BlockingShard old_node, new_node;
+  auto table_of = [](const std::string& leader) {
+    Topology t;
+    t.shards = {{"shard-0", leader, {}}};
+    return *RoutingTable::Create(t);
+  };
+  for (int round = 0; round < 3; ++round) {
+    RouterService service(RouterOptions(), table_of(old_node.address()));
+    old_node.Hold();
+    constexpr int kCalls = 4;
+    grpc::CallbackServerContext contexts[kCalls];
+    std::vector<std::unique_ptr<grpc::testing::DefaultReactorTestPeer>> peers;
+    v1::GetRequest requests[kCalls];
+    v1::GetResponse responses[kCalls];
+    for (int i = 0; i < kCalls; ++i) {
+      peers.push_back(std::make_unique<grpc::testing::DefaultReactorTestPeer>(&contexts[i]));
+      requests[i].set_key(absl::StrCat("key-", i));
+      service.Get(&contexts[i], &requests[i], &responses[i]);
+    }
+    ASSERT_TRUE(old_node.AwaitWaiting(kCalls));
+    service.SetTable(table_of(new_node.address()));  // Drops the old node's channel.
+    old_node.Release();
+    const absl::Time deadline = absl::Now() + absl::Seconds(10);
+    for (const auto& peer : peers) {
+      while (!peer->test_status_set() && absl::Now() < deadline) {
+        absl::SleepFor(absl::Milliseconds(1));  // Polling with a deadline.
+      }
+      ASSERT_TRUE(peer->test_status_set());
+      EXPECT_TRUE(peer->test_status().ok()) << peer->test_status().error_message();
+    }
+    service.ProbeOnce();  // Frees the dropped channel here, not in a callback.
+  }
 }
 
 }  // namespace

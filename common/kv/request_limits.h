@@ -1,10 +1,11 @@
 // Validation of public-API requests, shared by every server that accepts them.
 // A rejected request writes nothing; the message names the limit.
-#ifndef KVSTORE_SERVICES_SHARD_REQUEST_LIMITS_H_
-#define KVSTORE_SERVICES_SHARD_REQUEST_LIMITS_H_
+#ifndef KVSTORE_COMMON_KV_REQUEST_LIMITS_H_
+#define KVSTORE_COMMON_KV_REQUEST_LIMITS_H_
 
 #include <cstddef>
 #include <cstdint>
+#include <string>
 
 #include "absl/status/status.h"
 #include "kvstore/v1/kv.pb.h"
@@ -28,4 +29,4 @@ absl::Status CheckMultiSet(const v1::MultiSetRequest& request, const RequestLimi
 
 }  // namespace kvstore
 
-#endif  // KVSTORE_SERVICES_SHARD_REQUEST_LIMITS_H_
+#endif  // KVSTORE_COMMON_KV_REQUEST_LIMITS_H_

@@ -1,4 +1,4 @@
-#include "services/shard/request_limits.h"
+#include "common/kv/request_limits.h"
 
 #include "absl/strings/str_cat.h"
 
