@@ -2,6 +2,8 @@
 // SIGHUP reloads the topology, SIGTERM/SIGINT stop it cleanly.
 #include <pthread.h>
 #include <signal.h>
+#include <sys/stat.h>
+#include <time.h>
 
 #include <algorithm>
 #include <atomic>
@@ -27,7 +29,9 @@ DEFINE_string(listen, "127.0.0.1:50051",
               "Address to serve the gRPC API on (HOST:PORT; port 0 picks a free one)");
 DEFINE_string(topology, "",
               "YAML file naming the shards and their leaders and replicas (required; see "
-              "deploy/local/topology.yaml). SIGHUP reloads it");
+              "deploy/local/topology.yaml). SIGHUP reloads it, and so does a change of the file");
+DEFINE_int64(watch_topology_ms, 1000,
+             "How often to check --topology for changes and reload it (0 = only on SIGHUP)");
 DEFINE_string(port_file, "",
               "If set, write the bound HOST:PORT here once serving (for scripts and tests)");
 DEFINE_int64(shutdown_grace_ms, 10000,
@@ -64,16 +68,46 @@ std::string Describe(const RoutingTable& table) {
   return out;
 }
 
-// SIGHUP, blocked in every thread (main blocks it before any thread starts)
-// and taken by one thread with sigwait, which reloads the topology.
-class ReloadOnHangup {
+// What identifies a version of the topology file: a change of any of these
+// (an edit in place, or a new file renamed over it) triggers a reload.
+struct FileStamp {
+  bool exists = false;
+  dev_t dev = 0;
+  ino_t ino = 0;
+  off_t size = 0;
+  int64_t mtime_ns = 0;
+  bool operator==(const FileStamp& o) const {
+    return exists == o.exists && dev == o.dev && ino == o.ino && size == o.size &&
+           mtime_ns == o.mtime_ns;
+  }
+};
+
+FileStamp StampOf(const std::string& path) {
+  FileStamp stamp;
+  struct stat st;
+  if (stat(path.c_str(), &st) != 0) return stamp;
+  stamp.exists = true;
+  stamp.dev = st.st_dev;
+  stamp.ino = st.st_ino;
+  stamp.size = st.st_size;
+  stamp.mtime_ns = static_cast<int64_t>(st.st_mtim.tv_sec) * 1000000000 + st.st_mtim.tv_nsec;
+  return stamp;
+}
+
+// Reloads the topology on SIGHUP and when the file changes. SIGHUP is blocked
+// in every thread (main blocks it before any thread starts) and taken here with
+// sigtimedwait; between signals the file is checked every
+// --watch-topology-ms (stat: no inotify, so it also works on the files
+// Kubernetes swaps in for an updated ConfigMap).
+class TopologyReloader {
  public:
-  explicit ReloadOnHangup(RouterService* service) : service_(service) {
+  explicit TopologyReloader(RouterService* service)
+      : service_(service), loaded_(StampOf(FLAGS_topology)) {
     thread_ = std::thread([this] { Loop(); });
   }
-  ~ReloadOnHangup() {
+  ~TopologyReloader() {
     stopping_.store(true);
-    // Wakes the sigwait (SIGHUP is blocked there, so it is only queued).
+    // Wakes the wait (SIGHUP is blocked there, so it is only queued).
     pthread_kill(thread_.native_handle(), SIGHUP);
     thread_.join();
   }
@@ -83,26 +117,35 @@ class ReloadOnHangup {
     sigset_t set;
     sigemptyset(&set);
     sigaddset(&set, SIGHUP);
+    const int64_t watch_ms = FLAGS_watch_topology_ms > 0 ? FLAGS_watch_topology_ms : 3600000;
+    const timespec interval = {static_cast<time_t>(watch_ms / 1000),
+                               static_cast<long>((watch_ms % 1000) * 1000000)};
     for (;;) {
-      int signal = 0;
-      if (sigwait(&set, &signal) != 0) continue;
+      const int signal = sigtimedwait(&set, nullptr, &interval);
       if (stopping_.load()) return;
-      Reload();
+      if (signal == SIGHUP) {
+        Reload("SIGHUP");
+      } else if (FLAGS_watch_topology_ms > 0) {
+        const FileStamp now = StampOf(FLAGS_topology);
+        if (now.exists && !(now == loaded_)) Reload("the topology file changed");
+      }
     }
   }
 
-  void Reload() {
+  void Reload(const char* why) {
+    // Remembered before reading, so an edit during the read is seen next time.
+    loaded_ = StampOf(FLAGS_topology);
     absl::StatusOr<Topology> topology = LoadTopologyFile(FLAGS_topology);
     absl::StatusOr<std::shared_ptr<RoutingTable>> table =
         topology.ok() ? RoutingTable::Create(*std::move(topology)) : topology.status();
     if (!table.ok()) {
-      LOG(ERROR) << "SIGHUP: keeping the current topology: " << table.status();
+      LOG(ERROR) << why << ": keeping the current topology: " << table.status();
       return;
     }
     std::shared_ptr<RoutingTable> old = service_->table();
     if (old->topology().ShardNames() != (*table)->topology().ShardNames() ||
         old->topology().vnodes != (*table)->topology().vnodes) {
-      LOG(WARNING) << "SIGHUP: the shards or vnodes changed ("
+      LOG(WARNING) << why << ": the shards or vnodes changed ("
                    << absl::StrJoin(old->topology().ShardNames(), ",") << " vnodes "
                    << old->topology().vnodes << " -> "
                    << absl::StrJoin((*table)->topology().ShardNames(), ",") << " vnodes "
@@ -110,10 +153,11 @@ class ReloadOnHangup {
                    << "): keys change owner, and nothing moves their data";
     }
     service_->SetTable(*table);
-    LOG(INFO) << "SIGHUP: topology reloaded from " << FLAGS_topology << ": " << Describe(**table);
+    LOG(INFO) << why << ": topology reloaded from " << FLAGS_topology << ": " << Describe(**table);
   }
 
   RouterService* const service_;
+  FileStamp loaded_;  // Only the reloader thread touches it after construction.
   std::atomic<bool> stopping_{false};
   std::thread thread_;
 };
@@ -175,7 +219,7 @@ int Run() {
             << ": " << Describe(**table);
 
   {
-    ReloadOnHangup reloader(service.get());
+    TopologyReloader reloader(service.get());
     const int signal = (*server)->WaitForTerminationSignal();
     LOG(INFO) << "Signal " << signal << ": finishing in-flight requests";
   }

@@ -326,6 +326,30 @@ TEST_F(RouterIntegrationTest, SighupReloadsTheTopology) {
   for (const std::string& key : still) EXPECT_TRUE(Holds(replacement.address(), key)) << key;
 }
 
+// Invariant: with --watch-topology-ms, an edit of the topology file takes
+// effect without a signal (as when Kubernetes updates a mounted ConfigMap).
+TEST_F(RouterIntegrationTest, AChangedTopologyFileIsReloadedWithoutASignal) {
+  RouterProcess watching(tmp_.Join("router-watch"));
+  absl::Status started = watching.Start(topology_path_, {"--watch-topology-ms=100"});
+  ASSERT_TRUE(started.ok()) << started;
+  KvClient client(watching.address());
+
+  ShardProcess replacement(tmp_.Join("shard-1-watched"));
+  ASSERT_TRUE(replacement.Start().ok());
+  topology_.shards[1].leader = replacement.address();
+  ASSERT_TRUE(WriteTopologyFile(topology_path_, topology_).ok());
+
+  const std::string key = KeysOf(1, 1, "watched-")[0];
+  EXPECT_TRUE(WaitFor(
+      [&] {
+        v1::SetResponse set;
+        return client.Set(key, "v", &set).ok() && Holds(replacement.address(), key);
+      },
+      absl::Now() + absl::Seconds(10)))
+      << watching.LogTail();
+  EXPECT_THAT(watching.LogTail(), HasSubstr("the topology file changed: topology reloaded"));
+}
+
 TEST_F(RouterIntegrationTest, TwoRoutersGiveTheSameAnswers) {
   // The second router takes its topology from a --config file.
   const std::string config = tmp_.Join("router2.yaml");

@@ -62,6 +62,9 @@ std::vector<std::string> RouterProcess::Args(const std::string& topology_file,
   std::vector<std::string> args = {"--listen=127.0.0.1:0",
                                    absl::StrCat("--port-file=", dir_, "/port")};
   if (!topology_file.empty()) args.push_back(absl::StrCat("--topology=", topology_file));
+  // Reloads only on SIGHUP, so that a test knows which reload it sees; a test
+  // of the file watch passes --watch-topology-ms itself (the last flag wins).
+  args.push_back("--watch-topology-ms=0");
   args.insert(args.end(), extra_flags.begin(), extra_flags.end());
   return args;
 }
