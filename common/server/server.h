@@ -29,6 +29,12 @@ namespace kvstore {
 // Without it a signal may be delivered to another thread and kill the process.
 void BlockTerminationSignals();
 
+// Debian's Abseil is built with assertions on, so absl::Mutex records every
+// lock order in a global graph to detect deadlocks: measured at several per
+// cent of a shard's CPU under load. Servers call this first thing in main();
+// tests keep the detection.
+void DisableMutexDeadlockDetection();
+
 struct ServerOptions {
   // HOST:PORT ("127.0.0.1:0", "[::]:50051"); port 0 picks a free port.
   std::string listen;

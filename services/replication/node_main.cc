@@ -183,6 +183,7 @@ int Run(NodeKind kind, const char* program) {
 
 int NodeMain(int argc, char** argv, NodeKind kind) {
   BlockTerminationSignals();  // Before any thread starts.
+  DisableMutexDeadlockDetection();
   const char* program = kind == NodeKind::kShard ? "kv-shard" : "kv-replica";
   // Logs go to stderr by default (the flag and YAML can still turn it off);
   // glog would otherwise write files under /tmp.

@@ -235,6 +235,7 @@ int main(int argc, char** argv) {
   // Before any thread starts: SIGTERM/SIGINT for the server, SIGHUP for the
   // reload thread, each taken with sigwait and never delivered to a handler.
   kvstore::BlockTerminationSignals();
+  kvstore::DisableMutexDeadlockDetection();
   sigset_t hangup;
   sigemptyset(&hangup);
   sigaddset(&hangup, SIGHUP);
