@@ -72,6 +72,10 @@ struct StoreOptions {
   // past this many bytes of log, segments go anyway and a follower that still
   // needed them gets a full resync.
   uint64_t retain_log_bytes = 1ull << 30;
+  // Observers for metrics, if set: each fsync of the log (on the log thread)
+  // and each snapshot taken, with how long it took. Must not block.
+  std::function<void(absl::Duration)> on_fsync;
+  std::function<void(absl::Duration)> on_snapshot;
 };
 
 // One mutation of a batch.
@@ -204,6 +208,9 @@ class Store {
   explicit Store(StoreOptions options);
   [[nodiscard]] absl::Status Recover();
   void LogThread();
+  // Moves queued records to the log on the calling thread (see store.cc).
+  // Called by a writer that set flushing_.
+  void FlushInline();
   absl::StatusOr<SnapshotMeta> InstallSnapshotLocked(const std::string& path, absl::Status* broken);
   void MaintenanceThread();
   bool HasLogWork() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -227,6 +234,10 @@ class Store {
   absl::Status fatal_ ABSL_GUARDED_BY(mu_);
   bool closing_ ABSL_GUARDED_BY(mu_) = false;
   bool log_thread_done_ ABSL_GUARDED_BY(mu_) = false;
+  // Held by whoever moves records from queued_records_ to the log (the log
+  // thread or a writer in FlushInline), from taking them until their waiters
+  // are answered: one at a time, so the log gets them in index order.
+  bool flushing_ ABSL_GUARDED_BY(mu_) = false;
   uint64_t writes_since_snapshot_ ABSL_GUARDED_BY(mu_) = 0;
   std::optional<SnapshotMeta> last_snapshot_ ABSL_GUARDED_BY(mu_);
   double last_snapshot_seconds_ ABSL_GUARDED_BY(mu_) = 0;
