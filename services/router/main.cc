@@ -54,6 +54,14 @@ DEFINE_uint64(max_batch_items, 10000,
 
 namespace kvstore {
 namespace {
+DEFINE_string(backend_token_file, "",
+              "File holding the bearer token sent on KeyValue calls to the shards (default: the "
+              "--auth-token-file token; set it when the shards require a different one)");
+DEFINE_int32(coalesce_in_flight, 2,
+             "Per backend node and kind of request: how many forwarded Get (Set) calls may be out "
+             "before further ones wait and go together as one MultiGet (MultiSet) when one "
+             "returns; 0 forwards every request on its own (see docs/router.md)");
+DEFINE_uint64(coalesce_max_items, 256, "Most requests coalesced into one forwarded call");
 
 // "3 shards, vnodes 1024; shard-0 leader ... replicas [...] owns 33.4%; ...".
 std::string Describe(const RoutingTable& table) {
@@ -205,6 +213,12 @@ int Run() {
   ServerOptions server_options;
   server_options.listen = FLAGS_listen;
   server_options.services = {service.get(), &admin};
+  if (FLAGS_coalesce_in_flight < 0 || FLAGS_coalesce_max_items < 1) {
+    std::fprintf(stderr,
+                 "kv-router: --coalesce-in-flight must be 0 or more and --coalesce-max-items "
+                 "positive\n");
+    return 2;
+  }
   server_options.shutdown_grace_ms = FLAGS_shutdown_grace_ms;
   server_options.port_file = FLAGS_port_file;
   server_options.max_message_bytes = options.max_message_bytes;
@@ -241,6 +255,8 @@ int main(int argc, char** argv) {
   sigaddset(&hangup, SIGHUP);
   pthread_sigmask(SIG_BLOCK, &hangup, nullptr);
 
+  options.coalesce_in_flight = FLAGS_coalesce_in_flight;
+  options.coalesce_max_items = FLAGS_coalesce_max_items;
   gflags::SetCommandLineOptionWithMode("logtostderr", "true", gflags::SET_FLAGS_DEFAULT);
   gflags::SetUsageMessage(
       "the kvstore router: forwards each request to the shard that owns its key.\n"

@@ -1,10 +1,14 @@
 #include "services/router/router_service.h"
 
+#include <algorithm>
+#include <chrono>
+#include <deque>
 #include <functional>
 #include <string>
 #include <utility>
 #include <vector>
 
+#include "absl/container/flat_hash_map.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
@@ -56,10 +60,14 @@ template <typename Request, typename Response>
 class ShardCall {
  public:
   // `request` and `response` must stay valid until `done` is called.
+  // `parent` is the caller's RPC, whose cancellation the call follows; null
+  // for a coalesced call made on behalf of several callers. A retry shares
+  // the same `deadline`.
   ShardCall(BackendChannels* channels, const HealthBook* health,
             std::shared_ptr<RoutingTable> table, int shard, RetryRule rule,
             std::vector<std::string> nodes, grpc::CallbackServerContext* parent,
-            int64_t default_timeout_ms, const Request* request, Response* response, ShardDone done)
+            std::chrono::system_clock::time_point deadline, const Request* request,
+            Response* response, ShardDone done)
       : channels_(channels),
         health_(health),
         table_(std::move(table)),
@@ -67,15 +75,10 @@ class ShardCall {
         rule_(rule),
         nodes_(std::move(nodes)),
         parent_(parent),
+        deadline_(deadline),
         request_(request),
         response_(response),
-        done_(std::move(done)) {
-    // The caller's deadline, else our own; a retry shares the same one.
-    const auto caller_deadline = parent->deadline();
-    deadline_ = caller_deadline != std::chrono::system_clock::time_point::max()
-                    ? caller_deadline
-                    : absl::ToChronoTime(absl::Now() + absl::Milliseconds(default_timeout_ms));
-  }
+        done_(std::move(done)) {}
 
   void Start() { Attempt(nodes_[0]); }
 
@@ -84,7 +87,8 @@ class ShardCall {
     address_ = std::move(address);
     // Propagates the caller's deadline and cancellation to this call.
     std::unique_ptr<grpc::ClientContext>& context = contexts_[attempts_++];
-    context = grpc::ClientContext::FromCallbackServerContext(*parent_);
+    context = parent_ != nullptr ? grpc::ClientContext::FromCallbackServerContext(*parent_)
+                                 : std::make_unique<grpc::ClientContext>();
     context->set_deadline(deadline_);
     stub_ = channels_->Stub(address_);
     StartRpc(stub_.get(), context.get(), request_, response_,
@@ -144,9 +148,9 @@ class ShardCall {
   const std::vector<std::string> nodes_;
   grpc::CallbackServerContext* const parent_;
   const Request* const request_;
+  const std::chrono::system_clock::time_point deadline_;
   Response* const response_;
   const ShardDone done_;
-  std::chrono::system_clock::time_point deadline_;
 
   int attempts_ = 0;
   std::string address_;  // Of the current attempt.
@@ -157,6 +161,15 @@ class ShardCall {
 };
 
 // What a forwarded call needs of the router.
+// The caller's deadline, else `default_timeout_ms` from now.
+std::chrono::system_clock::time_point CallDeadline(const grpc::CallbackServerContext& parent,
+                                                   int64_t default_timeout_ms) {
+  const auto caller_deadline = parent.deadline();
+  return caller_deadline != std::chrono::system_clock::time_point::max()
+             ? caller_deadline
+             : absl::ToChronoTime(absl::Now() + absl::Milliseconds(default_timeout_ms));
+}
+
 struct Backends {
   BackendChannels* channels;
   const HealthBook* health;
@@ -169,7 +182,7 @@ void Forward(const Backends& backends, std::shared_ptr<RoutingTable> table, int 
              const Request* request, Response* response, ShardDone done) {
   auto* call = new ShardCall<Request, Response>(
       backends.channels, backends.health, std::move(table), shard, rule, std::move(nodes), parent,
-      backends.default_timeout_ms, request, response, std::move(done));
+      CallDeadline(*parent, backends.default_timeout_ms), request, response, std::move(done));
   call->Start();
 }
 
@@ -253,6 +266,265 @@ class BatchCall {
 }  // namespace
 
 RouterService::RouterService(RouterOptions options, std::shared_ptr<RoutingTable> table)
+// ---- Coalescing -------------------------------------------------------------
+//
+// Each forwarded unary call costs the router and the shard a whole gRPC call.
+// Under load, single Gets (and Sets) bound for the same node therefore travel
+// together: a lane (one per node, request kind and read mode or ack) lets up to
+// `coalesce_in_flight` calls run; requests that arrive while all of them are
+// out wait in the lane and leave together, as one MultiGet (MultiSet), as soon
+// as one of the lane's calls returns. No timer: at low load every request goes
+// out alone, at once, exactly as before; the busier the node, the larger the
+// batches. A waiting request adds at most one round trip to its latency.
+//
+// What a coalesced request keeps: its own result, version and error (per-key
+// errors of the batch become its status), the retry rules of its kind (a batch
+// that a node refuses naming the leader goes there once; a batch of replica
+// reads that meets UNAVAILABLE tries the next node), its deadline (a request
+// whose deadline passes while it waits is answered DEADLINE_EXCEEDED without
+// being sent; the batch carries the latest deadline of its requests). What it
+// loses: a caller's cancellation no longer cancels the forwarded batch (it
+// still ends by its deadline).
+
+namespace {
+
+struct GetKind {
+  using Request = v1::GetRequest;
+  using Response = v1::GetResponse;
+  using BatchRequest = v1::MultiGetRequest;
+  using BatchResponse = v1::MultiGetResponse;
+  static constexpr RetryRule kRule = RetryRule::kNextNodeIfUnavailable;
+  static size_t Bytes(const Request& r) { return r.key().size(); }
+  static void Add(const Request& r, BatchRequest* batch) {
+    if (batch->keys_size() == 0) batch->set_read_mode(r.read_mode());
+    batch->add_keys(r.key());
+  }
+  static int Results(const BatchResponse& batch) { return batch.results_size(); }
+  static grpc::Status Take(BatchResponse* batch, int i, Response* out) {
+    v1::GetResult* r = batch->mutable_results(i);
+    if (r->has_error() && r->error().code() != 0) {
+      return grpc::Status(static_cast<grpc::StatusCode>(r->error().code()), r->error().message());
+    }
+    out->set_found(r->found());
+    out->set_version(r->version());
+    out->mutable_value()->swap(*r->mutable_value());
+    return grpc::Status::OK;
+  }
+};
+
+struct SetKind {
+  using Request = v1::SetRequest;
+  using Response = v1::SetResponse;
+  using BatchRequest = v1::MultiSetRequest;
+  using BatchResponse = v1::MultiSetResponse;
+  static constexpr RetryRule kRule = RetryRule::kHintedLeader;
+  static size_t Bytes(const Request& r) { return r.key().size() + r.value().size(); }
+  static void Add(const Request& r, BatchRequest* batch) {
+    if (batch->items_size() == 0) *batch->mutable_ack() = r.ack();
+    v1::SetItem* item = batch->add_items();
+    item->set_key(r.key());
+    item->set_value(r.value());
+    item->set_ttl_ms(r.ttl_ms());
+    if (r.has_if_version()) item->set_if_version(r.if_version());
+  }
+  static int Results(const BatchResponse& batch) { return batch.results_size(); }
+  static grpc::Status Take(BatchResponse* batch, int i, Response* out) {
+    const v1::SetResult& r = batch->results(i);
+    if (r.has_error() && r.error().code() != 0) {
+      return grpc::Status(static_cast<grpc::StatusCode>(r.error().code()), r.error().message());
+    }
+    out->set_version(r.version());
+    return grpc::Status::OK;
+  }
+};
+
+// One node's queue of requests of one kind (see above). Thread-safe.
+template <typename Kind>
+class Lane {
+ public:
+  using Request = typename Kind::Request;
+  using Response = typename Kind::Response;
+
+  struct Item {
+    std::shared_ptr<RoutingTable> table;
+    int shard;
+    std::vector<std::string> nodes;  // nodes[0] is the lane's node.
+    grpc::CallbackServerContext* parent;
+    std::chrono::system_clock::time_point deadline;
+    const Request* request;
+    Response* response;
+    std::function<void(const grpc::Status&)> done;  // The caller's final status.
+  };
+
+  Lane(const Backends& backends, int max_in_flight, size_t max_items, size_t max_bytes)
+      : backends_(backends),
+        max_in_flight_(max_in_flight),
+        max_items_(max_items),
+        max_bytes_(max_bytes) {}
+
+  size_t queued() {
+    absl::MutexLock lock(&mu_);
+    return queue_.size();
+  }
+
+  void Submit(Item item) {
+    {
+      absl::MutexLock lock(&mu_);
+      if (in_flight_ >= max_in_flight_) {
+        queue_.push_back(std::move(item));
+        return;
+      }
+      ++in_flight_;
+    }
+    SendOne(std::move(item));
+  }
+
+ private:
+  void SendOne(Item item) {
+    auto owned = std::make_shared<Item>(std::move(item));
+    auto* call = new ShardCall<Request, Response>(
+        backends_.channels, backends_.health, owned->table, owned->shard, Kind::kRule,
+        owned->nodes, owned->parent, owned->deadline, owned->request, owned->response,
+        [this, owned](const grpc::Status& status, const std::string& label) {
+          Next();
+          owned->done(ForCaller(status, label));
+        });
+    call->Start();
+  }
+
+  struct Batch {
+    std::vector<Item> items;
+    typename Kind::BatchRequest request;
+    typename Kind::BatchResponse response;
+  };
+
+  void SendBatch(std::vector<Item> items) {
+    auto batch = std::make_shared<Batch>();
+    batch->items = std::move(items);
+    auto deadline = batch->items[0].deadline;
+    for (const Item& item : batch->items) {
+      Kind::Add(*item.request, &batch->request);
+      deadline = std::max(deadline, item.deadline);
+    }
+    const Item& first = batch->items[0];
+    auto* call = new ShardCall<typename Kind::BatchRequest, typename Kind::BatchResponse>(
+        backends_.channels, backends_.health, first.table, first.shard, Kind::kRule, first.nodes,
+        /*parent=*/nullptr, deadline, &batch->request, &batch->response,
+        [this, batch](const grpc::Status& status, const std::string& label) {
+          Next();
+          const int n = static_cast<int>(batch->items.size());
+          if (status.ok() && Kind::Results(batch->response) != n) {
+            const grpc::Status wrong(
+                grpc::StatusCode::INTERNAL,
+                absl::StrCat(label, " answered ", Kind::Results(batch->response),
+                             " results for ", n, " keys"));
+            for (Item& item : batch->items) item.done(wrong);
+            return;
+          }
+          for (int i = 0; i < n; ++i) {
+            Item& item = batch->items[i];
+            item.done(status.ok() ? Kind::Take(&batch->response, i, item.response)
+                                  : ForCaller(status, label));
+          }
+        });
+    call->Start();
+  }
+
+  // One of the lane's calls returned: sends what waits, as one call, or
+  // frees the slot.
+  void Next() {
+    std::vector<Item> ready;
+    std::vector<Item> expired;
+    {
+      absl::MutexLock lock(&mu_);
+      const auto now = std::chrono::system_clock::now();
+      size_t bytes = 0;
+      while (!queue_.empty() && ready.size() < max_items_) {
+        Item& item = queue_.front();
+        if (item.deadline <= now) {
+          expired.push_back(std::move(item));
+          queue_.pop_front();
+          continue;
+        }
+        const size_t size = Kind::Bytes(*item.request);
+        if (!ready.empty() && bytes + size > max_bytes_) break;
+        bytes += size;
+        ready.push_back(std::move(item));
+        queue_.pop_front();
+      }
+      if (ready.empty()) --in_flight_;
+    }
+    if (ready.size() == 1) {
+      SendOne(std::move(ready[0]));
+    } else if (!ready.empty()) {
+      SendBatch(std::move(ready));
+    }
+    for (Item& item : expired) {
+      item.done(grpc::Status(grpc::StatusCode::DEADLINE_EXCEEDED,
+                             absl::StrCat("shard ", item.table->shard_name(item.shard), " at ",
+                                          item.nodes[0],
+                                          ": the deadline passed before the request was sent "
+                                          "(the router's queue for that node was full)")));
+    }
+  }
+
+  const Backends backends_;
+  const int max_in_flight_;
+  const size_t max_items_;
+  const size_t max_bytes_;
+  absl::Mutex mu_;
+  int in_flight_ ABSL_GUARDED_BY(mu_) = 0;
+  std::deque<Item> queue_ ABSL_GUARDED_BY(mu_);
+};
+
+}  // namespace
+
+// The lanes of every node, created on first use and kept for the router's
+// life (a handful per node).
+class RouterService::Lanes {
+ public:
+  Lanes(const Backends& backends, int max_in_flight, size_t max_items, size_t max_bytes)
+      : backends_(backends),
+        max_in_flight_(max_in_flight),
+        max_items_(max_items),
+        max_bytes_(max_bytes) {}
+
+  Lane<GetKind>* ForGet(const std::string& node, v1::ReadMode mode) {
+    return Find(&gets_, absl::StrCat(node, "/", static_cast<int>(mode)));
+  }
+  Lane<SetKind>* ForSet(const std::string& node, const v1::WriteAck& ack) {
+    return Find(&sets_, absl::StrCat(node, "/", static_cast<int>(ack.mode()), "/", ack.replicas()));
+  }
+
+  size_t queued() {
+    absl::MutexLock lock(&mu_);
+    size_t n = 0;
+    for (const auto& [key, lane] : gets_) n += lane->queued();
+    for (const auto& [key, lane] : sets_) n += lane->queued();
+    return n;
+  }
+
+ private:
+  template <typename Kind>
+  Lane<Kind>* Find(absl::flat_hash_map<std::string, std::unique_ptr<Lane<Kind>>>* lanes,
+                   std::string key) {
+    absl::MutexLock lock(&mu_);
+    std::unique_ptr<Lane<Kind>>& lane = (*lanes)[std::move(key)];
+    if (lane == nullptr) {
+      lane = std::make_unique<Lane<Kind>>(backends_, max_in_flight_, max_items_, max_bytes_);
+    }
+    return lane.get();
+  }
+
+  const Backends backends_;
+  const int max_in_flight_;
+  const size_t max_items_;
+  const size_t max_bytes_;
+  absl::Mutex mu_;
+  absl::flat_hash_map<std::string, std::unique_ptr<Lane<GetKind>>> gets_ ABSL_GUARDED_BY(mu_);
+  absl::flat_hash_map<std::string, std::unique_ptr<Lane<SetKind>>> sets_ ABSL_GUARDED_BY(mu_);
+};
+
     : options_(std::move(options)), channels_(options_.max_message_bytes) {
   SetTable(std::move(table));
   ProbeOptions probe;
@@ -264,10 +536,22 @@ RouterService::RouterService(RouterOptions options, std::shared_ptr<RoutingTable
 }
 
 RouterService::~RouterService() { prober_->Stop(); }
+  if (options_.coalesce_in_flight > 0) {
+    lanes_ = std::make_unique<Lanes>(
+        Backends{&channels_, &health_, options_.forward_timeout_ms},
+        options_.coalesce_in_flight,
+        std::max<size_t>(1, std::min<size_t>(options_.coalesce_max_items,
+                                             options_.limits.max_batch_items)),
+        static_cast<size_t>(options_.max_message_bytes) / 2);
+  }
 
 void RouterService::StartProbing() {
   if (options_.probe_interval_ms > 0) prober_->Start();
 }
+size_t RouterService::coalesce_queued() const {
+  return lanes_ == nullptr ? 0 : lanes_->queued();
+}
+
 
 void RouterService::SetTable(std::shared_ptr<RoutingTable> table) {
   // What the probes already know applies at once: a reload naming a leader
@@ -328,6 +612,13 @@ grpc::ServerUnaryReactor* RouterService::Get(grpc::CallbackServerContext* contex
             reactor->Finish(ForCaller(status, label));
           });
   return reactor;
+  if (lanes_ != nullptr) {
+    Lane<GetKind>* lane = lanes_->ForGet(nodes[0], request->read_mode());
+    lane->Submit({std::move(table), shard, std::move(nodes), context,
+                  CallDeadline(*context, options_.forward_timeout_ms), request, response,
+                  [reactor](const grpc::Status& status) { reactor->Finish(status); }});
+    return reactor;
+  }
 }
 
 grpc::ServerUnaryReactor* RouterService::Set(grpc::CallbackServerContext* context,
@@ -348,6 +639,13 @@ grpc::ServerUnaryReactor* RouterService::Set(grpc::CallbackServerContext* contex
 }
 
 grpc::ServerUnaryReactor* RouterService::Delete(grpc::CallbackServerContext* context,
+  if (lanes_ != nullptr) {
+    Lane<SetKind>* lane = lanes_->ForSet(*leader, request->ack());
+    lane->Submit({std::move(table), shard, {*std::move(leader)}, context,
+                  CallDeadline(*context, options_.forward_timeout_ms), request, response,
+                  [reactor](const grpc::Status& status) { reactor->Finish(status); }});
+    return reactor;
+  }
                                                 const v1::DeleteRequest* request,
                                                 v1::DeleteResponse* response) {
   if (absl::Status s = CheckDelete(*request, options_.limits); !s.ok()) {

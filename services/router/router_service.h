@@ -26,6 +26,9 @@
 //    itself succeeds. A MultiSet is atomic per shard at most, never across.
 //  - Forwarded calls carry the caller's deadline (and are cancelled with the
 //    caller's call); without one, forward_timeout_ms applies.
+//  - Under load, single Gets and Sets bound for the same node may travel
+//    together as one MultiGet/MultiSet (RouterOptions::coalesce_in_flight;
+//    the rules and what a coalesced request keeps are in router_service.cc).
 //  - Requests are validated as kv-shard validates them, before anything is
 //    sent, so a rejected batch writes nothing on any shard.
 #ifndef KVSTORE_SERVICES_ROUTER_ROUTER_SERVICE_H_
@@ -110,6 +113,8 @@ class RouterService final : public v1::KeyValue::CallbackService {
 
  private:
   // Where writes and READ_MODE_LEADER reads of `shard` go; UNAVAILABLE when
+  // Requests waiting in the coalescing lanes for a call to their node to return.
+  size_t coalesce_queued() const;
   // the probes found that node deposed.
   absl::StatusOr<std::string> LeaderTarget(const RoutingTable& table, int shard) const;
   // The nodes a read may try (RoutingTable::ReadNodes, filtered by health).
@@ -128,3 +133,5 @@ class RouterService final : public v1::KeyValue::CallbackService {
 }  // namespace kvstore
 
 #endif  // KVSTORE_SERVICES_ROUTER_ROUTER_SERVICE_H_
+  class Lanes;  // Coalescing; null when options_.coalesce_in_flight is 0.
+  std::unique_ptr<Lanes> lanes_;

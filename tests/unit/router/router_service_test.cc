@@ -6,8 +6,10 @@
 #include "services/router/router_service.h"
 
 #include <chrono>
+#include <functional>
 #include <map>
 #include <memory>
+#include <optional>
 #include <set>
 #include <string>
 #include <thread>
@@ -93,7 +95,8 @@ class FakeShard final : public v1::KeyValue::CallbackService {
   const std::string& address() const { return address_; }
   FakeAdmin& admin() { return admin_; }
 
-  // Get calls are parked, unanswered, until Release.
+  // Get and Set calls are parked, unanswered, until Release (which answers
+  // them OK, with an empty response).
   void Hold() {
     absl::MutexLock lock(&mu_);
     holding_ = true;
@@ -167,6 +170,10 @@ class FakeShard final : public v1::KeyValue::CallbackService {
                                 v1::SetResponse* response) override {
     absl::MutexLock lock(&mu_);
     if (grpc::ServerUnaryReactor* r = Begin("Set", context)) return r;
+    if (holding_) {
+      held_.push_back(context->DefaultReactor());
+      return held_.back();
+    }
     data_[request->key()] = {request->value(), ++version_};
     response->set_version(version_);
     return Answer(context, grpc::Status::OK);
@@ -901,6 +908,198 @@ TEST_F(RouterServiceTest, AdminStatusNamesTheRouterAndDataOperationsPointToTheSh
 }
 
 // ---------------------------------------------------------------- channel lifetime
+
+
+// ---- Coalescing ---------------------------------------------------------------
+
+// Polls `done` until it holds or 10 s pass.
+bool Eventually(const std::function<bool()>& done) {
+  const absl::Time deadline = absl::Now() + absl::Seconds(10);
+  while (!done()) {
+    if (absl::Now() > deadline) return false;
+    absl::SleepFor(absl::Milliseconds(2));
+  }
+  return true;
+}
+
+// An asynchronous call through the router's stub; Wait() returns its status.
+template <typename Response>
+struct AsyncCall {
+  grpc::ClientContext context;
+  Response response;
+  absl::Mutex mu;
+  bool finished = false;
+  grpc::Status status;
+  void Done(grpc::Status s) {
+    absl::MutexLock lock(&mu);
+    status = std::move(s);
+    finished = true;
+  }
+  bool is_finished() {
+    absl::MutexLock lock(&mu);
+    return finished;
+  }
+  grpc::Status Wait() {
+    absl::MutexLock lock(&mu);
+    mu.Await(absl::Condition(&finished));
+    return status;
+  }
+};
+
+class RouterCoalescingTest : public RouterServiceTest {
+ protected:
+  void SetUp() override {
+    RouterServiceTest::SetUp();
+    RouterOptions options;
+    options.coalesce_in_flight = 1;
+    RestartRouter(options);
+  }
+
+  std::unique_ptr<AsyncCall<v1::GetResponse>> StartGet(const std::string& key,
+                                                       absl::Duration timeout = absl::Seconds(10)) {
+    auto call = std::make_unique<AsyncCall<v1::GetResponse>>();
+    call->context.set_deadline(absl::ToChronoTime(absl::Now() + timeout));
+    v1::GetRequest request;
+    request.set_key(key);
+    stub_->async()->Get(&call->context, &request, &call->response,
+                        [c = call.get()](grpc::Status s) { c->Done(std::move(s)); });
+    return call;
+  }
+  std::unique_ptr<AsyncCall<v1::SetResponse>> StartSet(const std::string& key,
+                                                       const std::string& value,
+                                                       std::optional<uint64_t> if_version = {}) {
+    auto call = std::make_unique<AsyncCall<v1::SetResponse>>();
+    call->context.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(10)));
+    v1::SetRequest request;
+    request.set_key(key);
+    request.set_value(value);
+    if (if_version.has_value()) request.set_if_version(*if_version);
+    stub_->async()->Set(&call->context, &request, &call->response,
+                        [c = call.get()](grpc::Status s) { c->Done(std::move(s)); });
+    return call;
+  }
+};
+
+TEST_F(RouterCoalescingTest, GetsThatWaitForTheirNodeGoTogetherAsOneMultiGetWithTheirOwnAnswers) {
+  const std::vector<std::string> keys = KeysOf(0, 6);
+  for (int i = 0; i < 5; ++i) ASSERT_TRUE(Set(keys[i], absl::StrCat("value-", i)).ok());
+  leaders_[0]->Hold();
+  auto first = StartGet(keys[0]);
+  ASSERT_TRUE(Eventually([&] { return leaders_[0]->held() == 1; }));
+  std::vector<std::unique_ptr<AsyncCall<v1::GetResponse>>> waiting;
+  for (int i = 1; i < 6; ++i) waiting.push_back(StartGet(keys[i]));
+  ASSERT_TRUE(Eventually([&] { return service_->coalesce_queued() == 5; }));
+  EXPECT_EQ(leaders_[0]->calls("MultiGet"), 0);
+
+  leaders_[0]->Release();
+  EXPECT_TRUE(first->Wait().ok());
+  for (int i = 1; i < 6; ++i) {
+    grpc::Status s = waiting[i - 1]->Wait();
+    ASSERT_TRUE(s.ok()) << i << ": " << s.error_message();
+    const v1::GetResponse& got = waiting[i - 1]->response;
+    if (i < 5) {
+      EXPECT_TRUE(got.found()) << i;
+      EXPECT_EQ(got.value(), absl::StrCat("value-", i));
+      EXPECT_GT(got.version(), 0u);
+    } else {
+      EXPECT_FALSE(got.found()) << "never written";
+    }
+  }
+  EXPECT_EQ(leaders_[0]->calls("Get"), 1);
+  EXPECT_EQ(leaders_[0]->calls("MultiGet"), 1);
+  EXPECT_EQ(service_->coalesce_queued(), 0u);
+}
+
+TEST_F(RouterCoalescingTest, CoalescedSetsKeepTheirOwnVersionsAndCasErrors) {
+  const std::vector<std::string> keys = KeysOf(2, 4);
+  ASSERT_TRUE(Set(keys[1], "already there").ok());
+  leaders_[2]->Hold();
+  auto first = StartSet(keys[0], "first");
+  ASSERT_TRUE(Eventually([&] { return leaders_[2]->held() == 1; }));
+  auto cas_fails = StartSet(keys[1], "only if absent", /*if_version=*/0);
+  auto plain = StartSet(keys[2], "plain");
+  auto cas_ok = StartSet(keys[3], "absent, so written", /*if_version=*/0);
+  ASSERT_TRUE(Eventually([&] { return service_->coalesce_queued() == 3; }));
+
+  leaders_[2]->Release();
+  EXPECT_TRUE(first->Wait().ok());
+  grpc::Status s = cas_fails->Wait();
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+  EXPECT_EQ(s.error_message(), "key exists");
+  ASSERT_TRUE(plain->Wait().ok());
+  ASSERT_TRUE(cas_ok->Wait().ok());
+  EXPECT_GT(plain->response.version(), 0u);
+  EXPECT_GT(cas_ok->response.version(), plain->response.version());
+  EXPECT_EQ(leaders_[2]->calls("MultiSet"), 1);
+  EXPECT_EQ(leaders_[2]->keys().count(keys[3]), 1u);
+}
+
+TEST_F(RouterCoalescingTest, ACoalescedBatchRefusedNamingTheLeaderGoesThereOnce) {
+  const std::vector<std::string> keys = KeysOf(0, 3);
+  leaders_[0]->Hold();
+  auto first = StartSet(keys[0], "first");
+  ASSERT_TRUE(Eventually([&] { return leaders_[0]->held() == 1; }));
+  auto a = StartSet(keys[1], "a");
+  auto b = StartSet(keys[2], "b");
+  ASSERT_TRUE(Eventually([&] { return service_->coalesce_queued() == 2; }));
+  // The node was deposed meanwhile and names its successor.
+  leaders_[0]->FailWith(grpc::Status(grpc::StatusCode::FAILED_PRECONDITION, "not the leader"),
+                        replicas_[0]->address());
+  leaders_[0]->Release();
+  EXPECT_TRUE(first->Wait().ok());
+  ASSERT_TRUE(a->Wait().ok());
+  ASSERT_TRUE(b->Wait().ok());
+  EXPECT_EQ(leaders_[0]->calls("MultiSet"), 1);
+  EXPECT_EQ(replicas_[0]->calls("MultiSet"), 1);
+  EXPECT_EQ(replicas_[0]->keys(), (std::set<std::string>{keys[1], keys[2]}));
+}
+
+TEST_F(RouterCoalescingTest, AFailedBatchGivesEachOfItsCallersTheErrorNamingTheShard) {
+  const std::vector<std::string> keys = KeysOf(1, 3);
+  leaders_[1]->Hold();
+  auto first = StartGet(keys[0]);
+  ASSERT_TRUE(Eventually([&] { return leaders_[1]->held() == 1; }));
+  auto a = StartGet(keys[1]);
+  auto b = StartGet(keys[2]);
+  ASSERT_TRUE(Eventually([&] { return service_->coalesce_queued() == 2; }));
+  leaders_[1]->FailWith(grpc::Status(grpc::StatusCode::UNAVAILABLE, "going away"));
+  leaders_[1]->Release();
+  EXPECT_TRUE(first->Wait().ok());
+  for (auto* call : {a.get(), b.get()}) {
+    grpc::Status s = call->Wait();
+    EXPECT_EQ(s.error_code(), grpc::StatusCode::UNAVAILABLE);
+    EXPECT_THAT(s.error_message(), HasSubstr("shard-1"));
+    EXPECT_THAT(s.error_message(), HasSubstr("going away"));
+  }
+}
+
+TEST_F(RouterCoalescingTest, ARequestWhoseDeadlinePassesWhileWaitingIsNeverSent) {
+  const std::vector<std::string> keys = KeysOf(0, 2);
+  leaders_[0]->Hold();
+  auto first = StartGet(keys[0]);
+  ASSERT_TRUE(Eventually([&] { return leaders_[0]->held() == 1; }));
+  auto late = StartGet(keys[1], absl::Milliseconds(100));
+  ASSERT_TRUE(Eventually([&] { return late->is_finished(); }));
+  EXPECT_EQ(late->Wait().error_code(), grpc::StatusCode::DEADLINE_EXCEEDED);
+  EXPECT_EQ(service_->coalesce_queued(), 1u);
+  leaders_[0]->Release();
+  EXPECT_TRUE(first->Wait().ok());
+  ASSERT_TRUE(Eventually([&] { return service_->coalesce_queued() == 0; }));
+  EXPECT_EQ(leaders_[0]->calls("Get"), 1);
+  EXPECT_EQ(leaders_[0]->calls("MultiGet"), 0);
+}
+
+TEST_F(RouterCoalescingTest, AtLowLoadEveryRequestGoesAloneAsAUnaryCall) {
+  const std::vector<std::string> keys = KeysOf(1, 5);
+  v1::GetResponse got;
+  for (const std::string& key : keys) {
+    ASSERT_TRUE(Set(key, "v").ok());
+    ASSERT_TRUE(Get(key, &got).ok());
+  }
+  EXPECT_EQ(leaders_[1]->calls("Set"), 5);
+  EXPECT_EQ(leaders_[1]->calls("Get"), 5);
+  EXPECT_EQ(leaders_[1]->calls("MultiSet") + leaders_[1]->calls("MultiGet"), 0);
+}
 
 TEST(RouterBackendChannelsTest, ADroppedChannelIsKeptUntilNothingUsesItThenReleased) {
   BackendChannels channels(1 << 20);
