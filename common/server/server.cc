@@ -122,6 +122,10 @@ absl::Status WriteFileAtomically(const std::string& path, const std::string& con
 
 }  // namespace
 
+absl::Status WritePortFile(const std::string& path, const std::string& content) {
+  return WriteFileAtomically(path, content);
+}
+
 void DisableMutexDeadlockDetection() {
   absl::SetMutexDeadlockDetectionMode(absl::OnDeadlockCycle::kIgnore);
 }
@@ -152,12 +156,16 @@ absl::StatusOr<std::unique_ptr<GrpcServer>> GrpcServer::Start(ServerOptions opti
 
   grpc::ServerBuilder builder;
   int bound_port = 0;
-  builder.AddListeningPort(options.listen, grpc::InsecureServerCredentials(), &bound_port);
+  builder.AddListeningPort(options.listen,
+                           options.credentials != nullptr ? options.credentials
+                                                          : grpc::InsecureServerCredentials(),
+                           &bound_port);
   // gRPC sets SO_REUSEPORT by default, which would let two servers share a
   // port silently; a port in use must be an error.
   builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
   builder.SetMaxReceiveMessageSize(options.max_message_bytes);
   builder.SetMaxSendMessageSize(options.max_message_bytes);
+  if (options.interceptors) builder.experimental().SetInterceptorCreators(options.interceptors());
   for (grpc::Service* service : options.services) builder.RegisterService(service);
   std::vector<std::string> service_names;
   builder.SetOption(std::make_unique<ServiceNamesOption>(&service_names));
@@ -175,7 +183,17 @@ absl::StatusOr<std::unique_ptr<GrpcServer>> GrpcServer::Start(ServerOptions opti
   const std::string port_file = options.port_file;
   auto result = std::unique_ptr<GrpcServer>(new GrpcServer(
       std::move(options), std::move(server), std::move(service_names), bound_port, address));
-  result->SetServing(true);
+  // SERVING for "" and each service, except those not ready yet: never a
+  // moment of SERVING for them.
+  if (grpc::HealthCheckServiceInterface* health = result->server_->GetHealthCheckService()) {
+    const std::vector<std::string>& not_ready = result->options_.not_ready_services;
+    health->SetServingStatus("", true);
+    for (const std::string& name : result->service_names_) {
+      health->SetServingStatus(
+          name, std::find(not_ready.begin(), not_ready.end(), name) == not_ready.end());
+    }
+    for (const std::string& name : not_ready) health->SetServingStatus(name, false);
+  }
   // Last, so that whoever waits for the file finds health already SERVING.
   if (!port_file.empty()) {
     if (absl::Status s = WriteFileAtomically(port_file, address + "\n"); !s.ok()) {
@@ -200,6 +218,12 @@ void GrpcServer::SetServing(bool serving) {
   if (health == nullptr) return;
   health->SetServingStatus("", serving);
   for (const std::string& name : service_names_) health->SetServingStatus(name, serving);
+}
+
+void GrpcServer::SetServiceServing(const std::string& service, bool serving) {
+  grpc::HealthCheckServiceInterface* health = server_->GetHealthCheckService();
+  if (health == nullptr) return;
+  health->SetServingStatus(service, serving);
 }
 
 int GrpcServer::WaitForTerminationSignal() {

@@ -12,6 +12,7 @@
 #define KVSTORE_COMMON_SERVER_SERVER_H_
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -19,7 +20,9 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
+#include "grpcpp/security/server_credentials.h"
 #include "grpcpp/server.h"
+#include "grpcpp/support/server_interceptor.h"
 
 namespace kvstore {
 
@@ -47,11 +50,29 @@ struct ServerOptions {
   std::string port_file;
   // Largest message received or sent, in bytes.
   int max_message_bytes = 64 << 20;
+  // Credentials of the listening port (TLS, common/security/credentials.h);
+  // null means plaintext.
+  std::shared_ptr<grpc::ServerCredentials> credentials;
+  // Full names of registered services whose health reports NOT_SERVING from
+  // Start until SetServiceServing(name, true): up, but not ready to serve yet
+  // (a replica's "kvstore.v1.KeyValue" until it has caught up). "" is not
+  // affected: it says the process answers.
+  std::vector<std::string> not_ready_services;
+  // If set, called once by Start: interceptors for every RPC (metrics,
+  // common/metrics/grpc_metrics.h). What they use must outlive the server.
+  std::function<std::vector<
+      std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>>()>
+      interceptors;
 };
+
+// Writes `content` to `path` atomically (temporary file + rename), as Start
+// writes its port file: a reader sees no file or all of it.
+absl::Status WritePortFile(const std::string& path, const std::string& content);
 
 // A started gRPC server. Health (grpc.health.v1.Health) reports SERVING for ""
 // and for each registered service's full name ("kvstore.v1.KeyValue") from
-// Start until SetServing(false) or Shutdown. All methods are thread-safe.
+// Start until SetServing(false) or Shutdown (those in not_ready_services: from
+// SetServiceServing(name, true)). All methods are thread-safe.
 class GrpcServer {
  public:
   // Binds, registers the services, health and reflection, and starts serving.
@@ -74,6 +95,9 @@ class GrpcServer {
   // Sets the health status of "" and of every registered service. No effect
   // after Shutdown.
   void SetServing(bool serving);
+  // Sets the health status of one service (its full name). No effect after
+  // Shutdown.
+  void SetServiceServing(const std::string& service, bool serving);
 
   // Blocks until SIGTERM or SIGINT arrives and returns the signal number.
   // Requires BlockTerminationSignals() at the start of main().

@@ -31,7 +31,7 @@ FollowerLink::FollowerLink(ReplicationNode* node, std::string address, uint64_t 
   // A dedicated channel per link: streams of different leaders' epochs never share one.
   args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
   stub_ = v1::Replication::NewStub(
-      grpc::CreateCustomChannel(address_, grpc::InsecureChannelCredentials(), args));
+      CreateClientChannel(address_, node_->options().client_security, args));
   {
     absl::MutexLock l(&mu_);
     caught_up_at_ = absl::Now();

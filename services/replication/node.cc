@@ -96,6 +96,11 @@ absl::StatusOr<std::unique_ptr<ReplicationNode>> ReplicationNode::Create(Store* 
 }
 
 void ReplicationNode::Start(const std::string& advertise) {
+  SettleRoleAndStartLinks(advertise);
+  PublishReadiness();
+}
+
+void ReplicationNode::SettleRoleAndStartLinks(const std::string& advertise) {
   absl::MutexLock l(&mu_);
   if (started_ || stopping_) return;
   started_ = true;
@@ -121,7 +126,35 @@ void ReplicationNode::Start(const std::string& advertise) {
     // raised the epoch itself.)
     await_first_contact_ = true;
     StartLinks(options_.followers);
+    ready_ = true;
   }
+}
+
+void ReplicationNode::SetReadinessCallback(std::function<void(bool ready)> on_change) {
+  {
+    absl::MutexLock r(&readiness_mu_);
+    on_readiness_ = std::move(on_change);
+    published_ready_ = false;
+  }
+  PublishReadiness();
+}
+
+bool ReplicationNode::ready() const {
+  absl::MutexLock l(&mu_);
+  return ready_;
+}
+
+void ReplicationNode::PublishReadiness() {
+  absl::MutexLock r(&readiness_mu_);
+  bool ready = false;
+  {
+    absl::MutexLock l(&mu_);
+    ready = ready_;
+  }
+  if (ready == published_ready_) return;
+  published_ready_ = ready;
+  LOG(INFO) << (ready ? "Ready: serving current data" : "Not ready");
+  if (on_readiness_) on_readiness_(ready);
 }
 
 std::string ReplicationNode::advertise() const {
@@ -317,10 +350,12 @@ void ReplicationNode::Depose(uint64_t epoch, const std::string& leader) {
                << "; this node refuses writes from now on";
     role_ = Role::kDeposed;
     leader_ = leader;
+    ready_ = false;
     if (absl::Status s = PersistEpoch(epoch, leader); !s.ok()) LOG(ERROR) << s;
     links = TakeLinks();
     waiters.swap(waiters_);
   }
+  PublishReadiness();
   // The calling link is among them: let it finish on its own thread.
   for (auto& link : links) link->Stop();
   std::thread([links = std::move(links)]() mutable { links.clear(); }).detach();
@@ -340,9 +375,11 @@ void ReplicationNode::RefuseToLead(const std::string& reason) {
     LOG(ERROR) << "Refusing to lead: " << reason;
     role_ = Role::kDeposed;
     deposed_reason_ = reason;
+    ready_ = false;
     links = TakeLinks();
     waiters.swap(waiters_);
   }
+  PublishReadiness();
   for (auto& link : links) link->Stop();
   std::thread([links = std::move(links)]() mutable { links.clear(); }).detach();
   for (Waiter& w : waiters) w.done(absl::FailedPreconditionError(reason));
@@ -378,6 +415,7 @@ absl::Status ReplicationNode::AcceptLeader(uint64_t epoch, const std::string& le
   role_ = Role::kReplica;
   leader_ = leader;
   *generation = ++stream_generation_;
+  catch_up_target_known_ = false;  // The next NoteLeaderIndex is this stream's Hello.
   return absl::OkStatus();
 }
 
@@ -388,9 +426,24 @@ bool ReplicationNode::IsCurrentStream(uint64_t generation) const {
 
 void ReplicationNode::NoteLeaderIndex(uint64_t leader_last_index) {
   const uint64_t mine = store_->last_index();
-  absl::MutexLock l(&mu_);
-  leader_last_index_ = std::max(leader_last_index_, leader_last_index);
-  if (mine >= leader_last_index_) caught_up_at_ = absl::Now();
+  {
+    absl::MutexLock l(&mu_);
+    leader_last_index_ = std::max(leader_last_index_, leader_last_index);
+    if (mine >= leader_last_index_) caught_up_at_ = absl::Now();
+    if (ready_ || role_ != Role::kReplica) return;
+    if (!catch_up_target_known_) {
+      catch_up_target_ = leader_last_index;
+      catch_up_target_known_ = true;
+    }
+    // `mine` precedes the batch this call announces, so the last batch of the
+    // catch-up is seen by the next message (entries or a heartbeat).
+    const StoreStatus st = store_->GetStatus();
+    if (mine < catch_up_target_ || st.last_index < st.complete_index) return;
+    LOG(INFO) << "Caught up with " << leader_ << ": index " << mine << " (the leader had "
+              << catch_up_target_ << " when the stream began)";
+    ready_ = true;
+  }
+  PublishReadiness();
 }
 
 absl::StatusOr<uint64_t> ReplicationNode::Promote(uint64_t epoch,
@@ -424,18 +477,22 @@ absl::StatusOr<uint64_t> ReplicationNode::Promote(uint64_t epoch,
     leader_ = "";
   }
   absl::Status started = store_->StartEpoch(new_epoch, self);
-  absl::MutexLock l(&mu_);
-  if (!started.ok()) {
-    role_ = Role::kReplica;
-    return started;
+  {
+    absl::MutexLock l(&mu_);
+    if (!started.ok()) {
+      role_ = Role::kReplica;
+      return started;
+    }
+    role_ = Role::kLeader;
+    leader_.clear();
+    leading_since_ = absl::Now();
+    await_first_contact_ = false;
+    ready_ = true;
+    StartLinks(followers.empty() ? options_.followers : followers);
+    LOG(INFO) << "Promoted to leader at epoch " << new_epoch << ", last index "
+              << store_->last_index() << ", " << links_.size() << " followers";
   }
-  role_ = Role::kLeader;
-  leader_.clear();
-  leading_since_ = absl::Now();
-  await_first_contact_ = false;
-  StartLinks(followers.empty() ? options_.followers : followers);
-  LOG(INFO) << "Promoted to leader at epoch " << new_epoch << ", last index "
-            << store_->last_index() << ", " << links_.size() << " followers";
+  PublishReadiness();
   return new_epoch;
 }
 

@@ -33,6 +33,7 @@
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "common/security/credentials.h"
 #include "common/storage/store.h"
 #include "services/shard/replication_hooks.h"
 
@@ -59,6 +60,8 @@ struct NodeOptions {
   absl::Duration max_backoff = absl::Seconds(1);
   // Idle streams carry a heartbeat this often.
   absl::Duration heartbeat = absl::Milliseconds(250);
+  // TLS and tokens of the streams to the followers (default: plaintext).
+  ClientSecurity client_security;
 };
 
 class FollowerLink;
@@ -80,6 +83,16 @@ class ReplicationNode final : public ReplicationHooks {
 
   // Stops the links and fails pending replica waits with UNAVAILABLE.
   void Stop();
+
+  // Readiness (what the health service reports for kvstore.v1.KeyValue): a
+  // leader is ready once it leads (Start, Promote) and not ready once deposed;
+  // a replica is ready once it has applied everything its leader had when the
+  // stream began (the Hello's last index; after a snapshot install, once its
+  // state is whole again), and stays ready after that. `on_change` runs on
+  // each change (at once if the node is already ready), in order, never with
+  // mu_ held; it must not call back into the node. Call before Start.
+  void SetReadinessCallback(std::function<void(bool ready)> on_change);
+  bool ready() const;
 
   Role role() const;
   uint64_t epoch() const;
@@ -135,6 +148,7 @@ class ReplicationNode final : public ReplicationHooks {
   };
 
   ReplicationNode(Store* store, NodeOptions options, Role role);
+  void SettleRoleAndStartLinks(const std::string& advertise) ABSL_LOCKS_EXCLUDED(mu_);
   absl::Status PersistEpoch(uint64_t epoch, const std::string& leader)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void StartLinks(const std::vector<std::string>& followers) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -147,14 +161,25 @@ class ReplicationNode final : public ReplicationHooks {
       std::vector<std::pair<std::function<void(const absl::Status&)>, absl::Status>>* ready)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   int CountAcked(uint64_t index) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Hands ready_ to the readiness callback if it changed since last time.
+  void PublishReadiness() ABSL_LOCKS_EXCLUDED(mu_);
 
   Store* const store_;
   const NodeOptions options_;
   uint64_t file_epoch_ = 0;  // From EPOCH at Create.
   std::string file_leader_;
 
-  absl::Mutex stream_mu_ ABSL_ACQUIRED_BEFORE(mu_);
+  absl::Mutex stream_mu_ ABSL_ACQUIRED_BEFORE(readiness_mu_);
+  // Serialises readiness callbacks, so that they run in the order of changes.
+  absl::Mutex readiness_mu_ ABSL_ACQUIRED_BEFORE(mu_);
+  std::function<void(bool)> on_readiness_ ABSL_GUARDED_BY(readiness_mu_);
+  bool published_ready_ ABSL_GUARDED_BY(readiness_mu_) = false;
   mutable absl::Mutex mu_;
+  bool ready_ ABSL_GUARDED_BY(mu_) = false;
+  // A replica's first catch-up: the leader's last index named by the Hello of
+  // the current stream.
+  bool catch_up_target_known_ ABSL_GUARDED_BY(mu_) = false;
+  uint64_t catch_up_target_ ABSL_GUARDED_BY(mu_) = 0;
   Role role_ ABSL_GUARDED_BY(mu_);
   std::string deposed_reason_ ABSL_GUARDED_BY(mu_);
   uint64_t promised_epoch_ ABSL_GUARDED_BY(mu_) = 0;

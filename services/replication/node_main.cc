@@ -8,14 +8,19 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "common/config/flag_names.h"
 #include "common/config/flags_config.h"
+#include "common/metrics/server_metrics.h"
+#include "common/security/credentials.h"
+#include "common/security/server_flags.h"
 #include "common/server/server.h"
 #include "common/storage/store.h"
 #include "common/storage/wal.h"
 #include "gflags/gflags.h"
 #include "glog/logging.h"
+#include "kvstore/v1/kv.grpc.pb.h"
 #include "services/replication/node.h"
 #include "services/replication/replication_service.h"
 #include "services/shard/admin_service.h"
@@ -114,6 +119,13 @@ int Run(NodeKind kind, const char* program) {
     return 2;
   }
   node_options.sync_timeout = absl::Milliseconds(FLAGS_sync_timeout_ms);
+  // TLS and tokens (docs/security.md); checked before anything is opened.
+  absl::StatusOr<ServerSecurity> security = LoadServerSecurity(SecurityFlagsFromCommandLine());
+  if (!security.ok()) {
+    std::fprintf(stderr, "%s: %s\n", program, std::string(security.status().message()).c_str());
+    return 2;
+  }
+  node_options.client_security = security->client;
 
   StoreOptions options;
   options.dir = FLAGS_data_dir;
@@ -123,6 +135,10 @@ int Run(NodeKind kind, const char* program) {
   options.snapshot_every_seconds = FLAGS_snapshot_every_seconds;
   options.snapshots_to_keep = FLAGS_snapshots_to_keep;
   options.retain_log_bytes = FLAGS_retain_log_bytes;
+  // Metrics (--metrics-listen): declared before what they observe, so they
+  // outlive it.
+  ServerMetrics metrics(MetricsFlagsFromCommandLine());
+  metrics.Instrument(&options);
   // Never acknowledge after a failed log write: crash, and let recovery decide.
   options.on_fatal_error = [](const absl::Status& s) {
     LOG(FATAL) << "Cannot write the log, stopping so that restart recovers: " << s;
@@ -142,31 +158,52 @@ int Run(NodeKind kind, const char* program) {
   RequestLimits limits;
   limits.max_value_bytes = FLAGS_max_value_bytes;
   limits.max_batch_items = FLAGS_max_batch_items;
-  auto kv = std::make_unique<KvService>(store->get(), limits, node->get());
-  auto admin = std::make_unique<AdminService>(store->get(), "", FLAGS_data_dir, node->get());
-  auto replication = std::make_unique<ReplicationService>(node->get());
+  auto kv = std::make_unique<KvService>(store->get(), limits, node->get(), &security->policy);
+  auto admin = std::make_unique<AdminService>(store->get(), "", FLAGS_data_dir, node->get(),
+                                              &security->policy);
+  auto replication = std::make_unique<ReplicationService>(node->get(), &security->policy);
 
   ServerOptions server_options;
   server_options.listen = FLAGS_listen;
   server_options.services = {kv.get(), admin.get(), replication.get()};
   server_options.shutdown_grace_ms = FLAGS_shutdown_grace_ms;
   server_options.port_file = FLAGS_port_file;
+  server_options.credentials = security->server_credentials;
+  // Health: "" is SERVING once the server listens (the process is up);
+  // kvstore.v1.KeyValue only once the node is ready (ReplicationNode::ready:
+  // a leader, or a replica that has caught up with its leader).
+  server_options.not_ready_services = {v1::KeyValue::service_full_name()};
   server_options.max_message_bytes =
       static_cast<int>(std::min<uint64_t>(FLAGS_max_value_bytes * 2 + (64 << 20), INT32_MAX));
+  metrics.Instrument(&server_options);
   absl::StatusOr<std::unique_ptr<GrpcServer>> server = GrpcServer::Start(server_options);
   if (!server.ok()) {
     LOG(ERROR) << "Cannot serve: " << server.status();
     return 1;
   }
+  metrics.AddCollector([&admin](ExpositionWriter* out) {
+    v1::StatusResponse status;
+    admin->FillStatus(&status);
+    WriteNodeStatusMetrics(status, absl::Now(), out);
+  });
+  if (absl::Status s = metrics.Serve(); !s.ok()) {
+    LOG(ERROR) << s;
+    return 1;
+  }
+  (*node)->SetReadinessCallback([s = server->get()](bool ready) {
+    s->SetServiceServing(v1::KeyValue::service_full_name(), ready);
+  });
   (*node)->Start((*server)->address());
   LOG(INFO) << program << " serving on " << (*server)->address() << " as "
             << RoleName((*node)->role()) << " (epoch " << (*node)->epoch() << "), data in "
             << FLAGS_data_dir << ", fsync " << FLAGS_fsync << ", ack " << FLAGS_ack
             << (node_options.followers.empty() ? std::string()
-                                               : absl::StrCat(", followers ", FLAGS_followers));
+                                               : absl::StrCat(", followers ", FLAGS_followers))
+            << "; security: " << security->summary;
 
   const int signal = (*server)->WaitForTerminationSignal();
   LOG(INFO) << "Signal " << signal << ": finishing in-flight requests, then syncing the log";
+  metrics.Stop();  // Its collector reads the services and the store.
   // Stop the links first: a leader stream held open would keep the server's
   // shutdown waiting; then drain the clients' requests.
   (*node)->Stop();

@@ -31,6 +31,7 @@ struct AckState {
 grpc::Status ReplicationService::Stream(
     grpc::ServerContext* context,
     grpc::ServerReaderWriter<v1::FollowerMessage, v1::LeaderMessage>* stream) {
+  if (grpc::Status s = CheckAccess(access_, *context, Access::kCluster); !s.ok()) return s;
   Store* const store = node_->store();
   v1::LeaderMessage message;
   if (!stream->Read(&message)) return grpc::Status::OK;

@@ -5,6 +5,7 @@
 #ifndef KVSTORE_SERVICES_REPLICATION_REPLICATION_SERVICE_H_
 #define KVSTORE_SERVICES_REPLICATION_REPLICATION_SERVICE_H_
 
+#include "common/security/access_policy.h"
 #include "kvstore/v1/replication.grpc.pb.h"
 #include "services/replication/node.h"
 
@@ -14,8 +15,9 @@ namespace kvstore {
 // node follows one leader at a time.
 class ReplicationService final : public v1::Replication::Service {
  public:
-  // `node` must outlive the service.
-  explicit ReplicationService(ReplicationNode* node) : node_(node) {}
+  // `node` and `access` (null: every stream allowed) must outlive the service.
+  explicit ReplicationService(ReplicationNode* node, const AccessPolicy* access = nullptr)
+      : node_(node), access_(access) {}
 
   grpc::Status Stream(
       grpc::ServerContext* context,
@@ -23,6 +25,7 @@ class ReplicationService final : public v1::Replication::Service {
 
  private:
   ReplicationNode* const node_;
+  const AccessPolicy* const access_;
 };
 
 }  // namespace kvstore

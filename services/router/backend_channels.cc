@@ -26,7 +26,7 @@ BackendChannels::Backend& BackendChannels::BackendLocked(const std::string& addr
   // process (a test's client, say) talks to the same address.
   args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
   Backend backend;
-  backend.channel = grpc::CreateCustomChannel(address, grpc::InsecureChannelCredentials(), args);
+  backend.channel = CreateClientChannel(address, security_, args);
   backend.kv = v1::KeyValue::NewStub(backend.channel);
   backend.admin = v1::Admin::NewStub(backend.channel);
   return backends_.emplace(address, std::move(backend)).first->second;

@@ -15,13 +15,16 @@
 #ifndef KVSTORE_SERVICES_ROUTER_BACKEND_CHANNELS_H_
 #define KVSTORE_SERVICES_ROUTER_BACKEND_CHANNELS_H_
 
+#include <functional>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/container/flat_hash_map.h"
 #include "absl/synchronization/mutex.h"
+#include "common/security/credentials.h"
 #include "grpcpp/channel.h"
 #include "kvstore/v1/admin.grpc.pb.h"
 #include "kvstore/v1/kv.grpc.pb.h"
@@ -32,8 +35,10 @@ namespace kvstore {
 // flight (after the server's Shutdown and the prober's Stop).
 class BackendChannels {
  public:
-  // Channels accept messages up to `max_message_bytes` both ways.
-  explicit BackendChannels(int max_message_bytes) : max_message_bytes_(max_message_bytes) {}
+  // Channels accept messages up to `max_message_bytes` both ways, and use
+  // `security` (TLS, tokens) for every call.
+  explicit BackendChannels(int max_message_bytes, ClientSecurity security = {})
+      : max_message_bytes_(max_message_bytes), security_(std::move(security)) {}
   BackendChannels(const BackendChannels&) = delete;
   BackendChannels& operator=(const BackendChannels&) = delete;
 
@@ -51,6 +56,14 @@ class BackendChannels {
   // Returns how many remain retired. Not to be called from a gRPC callback.
   size_t ReleaseRetired();
 
+  // Reports a failed forwarded call to the observer set (for metrics). Set
+  // it before the first call.
+  using ErrorObserver = std::function<void(const std::string& address, grpc::StatusCode code)>;
+  void set_error_observer(ErrorObserver observer) { on_error_ = std::move(observer); }
+  void CallFailed(const std::string& address, grpc::StatusCode code) const {
+    if (on_error_) on_error_(address, code);
+  }
+
  private:
   struct Backend {
     std::shared_ptr<grpc::Channel> channel;
@@ -60,6 +73,8 @@ class BackendChannels {
   Backend& BackendLocked(const std::string& address) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   const int max_message_bytes_;
+  const ClientSecurity security_;
+  ErrorObserver on_error_;
   absl::Mutex mu_;
   absl::flat_hash_map<std::string, Backend> backends_ ABSL_GUARDED_BY(mu_);
   // Channels of dropped addresses, kept until no stub or context uses them.

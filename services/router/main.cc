@@ -17,6 +17,9 @@
 #include "absl/strings/str_join.h"
 #include "common/config/flag_names.h"
 #include "common/config/flags_config.h"
+#include "common/metrics/server_metrics.h"
+#include "common/security/credentials.h"
+#include "common/security/server_flags.h"
 #include "common/server/server.h"
 #include "common/topology/topology.h"
 #include "gflags/gflags.h"
@@ -51,9 +54,6 @@ DEFINE_uint64(max_value_bytes, 1 << 20,
               "Largest value accepted, in bytes (checked before forwarding; match the shards)");
 DEFINE_uint64(max_batch_items, 10000,
               "Most keys accepted in one MultiGet or MultiSet (match the shards)");
-
-namespace kvstore {
-namespace {
 DEFINE_string(backend_token_file, "",
               "File holding the bearer token sent on KeyValue calls to the shards (default: the "
               "--auth-token-file token; set it when the shards require a different one)");
@@ -62,6 +62,9 @@ DEFINE_int32(coalesce_in_flight, 2,
              "before further ones wait and go together as one MultiGet (MultiSet) when one "
              "returns; 0 forwards every request on its own (see docs/router.md)");
 DEFINE_uint64(coalesce_max_items, 256, "Most requests coalesced into one forwarded call");
+
+namespace kvstore {
+namespace {
 
 // "3 shards, vnodes 1024; shard-0 leader ... replicas [...] owns 33.4%; ...".
 std::string Describe(const RoutingTable& table) {
@@ -74,6 +77,26 @@ std::string Describe(const RoutingTable& table) {
                     absl::StrFormat("%.1f%%", ownership[i] * 100));
   }
   return out;
+}
+
+// Metrics read at scrape time: each shard's leader in use and what the last
+// probe of each of its nodes found.
+void WriteRouterStatusMetrics(const RouterService& service, ExpositionWriter* out) {
+  const std::shared_ptr<RoutingTable> table = service.table();
+  std::vector<ShardLeader> shards;
+  std::vector<BackendProbe> probes;
+  for (int i = 0; i < table->shard_count(); ++i) {
+    const ShardTopology& shard = table->topology().shards[i];
+    shards.push_back({shard.name, table->Leader(i)});
+    std::vector<std::string> nodes = shard.replicas;
+    nodes.insert(nodes.begin(), shard.leader);
+    for (const std::string& node : nodes) {
+      const NodeHealth h = service.health().Get(node);
+      probes.push_back({node, shard.name, h.probe != NodeHealth::Probe::kUnknown, h.ok(), h.role,
+                        h.epoch, h.last_index, h.lag_entries});
+    }
+  }
+  WriteRouterBackendMetrics(shards, probes, out);
 }
 
 // What identifies a version of the topology file: a change of any of these
@@ -190,6 +213,12 @@ int Run() {
     std::fprintf(stderr, "kv-router: --forward-timeout-ms must be positive\n");
     return 2;
   }
+  if (FLAGS_coalesce_in_flight < 0 || FLAGS_coalesce_max_items < 1) {
+    std::fprintf(stderr,
+                 "kv-router: --coalesce-in-flight must be 0 or more and --coalesce-max-items "
+                 "positive\n");
+    return 2;
+  }
   if (FLAGS_probe_interval_ms < 0 || FLAGS_probe_timeout_ms <= 0) {
     std::fprintf(stderr,
                  "kv-router: --probe-interval-ms must be 0 or more and --probe-timeout-ms "
@@ -197,46 +226,75 @@ int Run() {
     return 2;
   }
 
+  // TLS and tokens (docs/security.md): the router checks its clients and
+  // calls the shards with its own certificate and the tokens.
+  SecurityFlags security_flags = SecurityFlagsFromCommandLine();
+  security_flags.backend_token_file = FLAGS_backend_token_file;
+  absl::StatusOr<ServerSecurity> security = LoadServerSecurity(security_flags);
+  if (!security.ok()) {
+    std::fprintf(stderr, "kv-router: %s\n", std::string(security.status().message()).c_str());
+    return 2;
+  }
+
+  // Metrics (--metrics-listen): declared before the service that feeds them.
+  ServerMetrics metrics(MetricsFlagsFromCommandLine());
+  CounterVec backend_errors({"backend", "code"});
+
   RouterOptions options;
+  if (metrics.enabled()) {
+    options.on_backend_error = [&backend_errors](const std::string& backend,
+                                                 grpc::StatusCode code) {
+      backend_errors.Add({backend, std::string(GrpcCodeName(code))});
+    };
+  }
+  options.access = &security->policy;
+  options.backend_security = security->client;
   options.limits.max_value_bytes = FLAGS_max_value_bytes;
   options.limits.max_batch_items = FLAGS_max_batch_items;
   options.forward_timeout_ms = FLAGS_forward_timeout_ms;
   options.max_replica_lag = FLAGS_max_replica_lag;
   options.probe_interval_ms = FLAGS_probe_interval_ms;
   options.probe_timeout_ms = FLAGS_probe_timeout_ms;
+  options.coalesce_in_flight = FLAGS_coalesce_in_flight;
+  options.coalesce_max_items = FLAGS_coalesce_max_items;
   // As kv-shard sizes its messages: room for the largest value and then some.
   options.max_message_bytes =
       static_cast<int>(std::min<uint64_t>(FLAGS_max_value_bytes * 2 + (4 << 20), INT32_MAX));
   auto service = std::make_unique<RouterService>(options, *table);
-  RouterAdminService admin(KVSTORE_VERSION);
+  RouterAdminService admin(KVSTORE_VERSION, &security->policy);
 
   ServerOptions server_options;
   server_options.listen = FLAGS_listen;
   server_options.services = {service.get(), &admin};
-  if (FLAGS_coalesce_in_flight < 0 || FLAGS_coalesce_max_items < 1) {
-    std::fprintf(stderr,
-                 "kv-router: --coalesce-in-flight must be 0 or more and --coalesce-max-items "
-                 "positive\n");
-    return 2;
-  }
   server_options.shutdown_grace_ms = FLAGS_shutdown_grace_ms;
   server_options.port_file = FLAGS_port_file;
+  server_options.credentials = security->server_credentials;
   server_options.max_message_bytes = options.max_message_bytes;
+  metrics.Instrument(&server_options);
   absl::StatusOr<std::unique_ptr<GrpcServer>> server = GrpcServer::Start(server_options);
   if (!server.ok()) {
     LOG(ERROR) << "Cannot serve: " << server.status();
     return 1;
   }
+  metrics.AddCollector([&service, &backend_errors](ExpositionWriter* out) {
+    backend_errors.Write(kRouterBackendErrors, kRouterBackendErrorsHelp, out);
+    WriteRouterStatusMetrics(*service, out);
+  });
+  if (absl::Status s = metrics.Serve(); !s.ok()) {
+    LOG(ERROR) << s;
+    return 1;
+  }
   admin.set_address((*server)->address());
   service->StartProbing();
   LOG(INFO) << "kv-router serving on " << (*server)->address() << ", topology " << FLAGS_topology
-            << ": " << Describe(**table);
+            << ": " << Describe(**table) << "; security: " << security->summary;
 
   {
     TopologyReloader reloader(service.get());
     const int signal = (*server)->WaitForTerminationSignal();
     LOG(INFO) << "Signal " << signal << ": finishing in-flight requests";
   }
+  metrics.Stop();
   (*server)->Shutdown();
   LOG(INFO) << "kv-router stopped cleanly";
   return 0;
@@ -255,8 +313,6 @@ int main(int argc, char** argv) {
   sigaddset(&hangup, SIGHUP);
   pthread_sigmask(SIG_BLOCK, &hangup, nullptr);
 
-  options.coalesce_in_flight = FLAGS_coalesce_in_flight;
-  options.coalesce_max_items = FLAGS_coalesce_max_items;
   gflags::SetCommandLineOptionWithMode("logtostderr", "true", gflags::SET_FLAGS_DEFAULT);
   gflags::SetUsageMessage(
       "the kvstore router: forwards each request to the shard that owns its key.\n"

@@ -15,8 +15,8 @@ grpc::ServerUnaryReactor* Finish(grpc::CallbackServerContext* context, const grp
 
 }  // namespace
 
-RouterAdminService::RouterAdminService(std::string version)
-    : version_(std::move(version)), started_(absl::Now()) {}
+RouterAdminService::RouterAdminService(std::string version, const AccessPolicy* access)
+    : version_(std::move(version)), access_(access), started_(absl::Now()) {}
 
 void RouterAdminService::set_address(std::string address) {
   absl::MutexLock lock(&mu_);
@@ -26,6 +26,7 @@ void RouterAdminService::set_address(std::string address) {
 grpc::ServerUnaryReactor* RouterAdminService::Status(grpc::CallbackServerContext* context,
                                                      const v1::StatusRequest* /*request*/,
                                                      v1::StatusResponse* response) {
+  if (auto* refused = RefuseUnauthenticated(access_, context, Access::kCluster)) return refused;
   response->set_role("router");
   response->set_version(version_);
   response->set_uptime_seconds(absl::ToDoubleSeconds(absl::Now() - started_));
@@ -39,6 +40,7 @@ grpc::ServerUnaryReactor* RouterAdminService::Status(grpc::CallbackServerContext
 grpc::ServerUnaryReactor* RouterAdminService::Snapshot(grpc::CallbackServerContext* context,
                                                        const v1::SnapshotRequest* /*request*/,
                                                        v1::SnapshotResponse* /*response*/) {
+  if (auto* refused = RefuseUnauthenticated(access_, context, Access::kCluster)) return refused;
   return Finish(context, grpc::Status(grpc::StatusCode::UNIMPLEMENTED,
                                       "kv-router holds no data to snapshot: call Admin.Snapshot "
                                       "on a shard node (kv-shard or kv-replica), e.g. "
@@ -48,6 +50,7 @@ grpc::ServerUnaryReactor* RouterAdminService::Snapshot(grpc::CallbackServerConte
 grpc::ServerUnaryReactor* RouterAdminService::Promote(grpc::CallbackServerContext* context,
                                                       const v1::PromoteRequest* /*request*/,
                                                       v1::PromoteResponse* /*response*/) {
+  if (auto* refused = RefuseUnauthenticated(access_, context, Access::kCluster)) return refused;
   return Finish(context, grpc::Status(grpc::StatusCode::UNIMPLEMENTED,
                                       "kv-router cannot be promoted: call Admin.Promote on the "
                                       "replica to promote, e.g. kvctl --addr=REPLICA promote; "

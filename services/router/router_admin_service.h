@@ -10,6 +10,7 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "common/security/access_policy.h"
 #include "kvstore/v1/admin.grpc.pb.h"
 
 namespace kvstore {
@@ -17,7 +18,8 @@ namespace kvstore {
 // Thread-safe.
 class RouterAdminService final : public v1::Admin::CallbackService {
  public:
-  explicit RouterAdminService(std::string version);
+  // `access` (null: every call allowed) must outlive the service.
+  explicit RouterAdminService(std::string version, const AccessPolicy* access = nullptr);
   RouterAdminService(const RouterAdminService&) = delete;
   RouterAdminService& operator=(const RouterAdminService&) = delete;
 
@@ -36,6 +38,7 @@ class RouterAdminService final : public v1::Admin::CallbackService {
 
  private:
   const std::string version_;
+  const AccessPolicy* const access_;
   const absl::Time started_;
   absl::Mutex mu_;
   std::string address_ ABSL_GUARDED_BY(mu_);

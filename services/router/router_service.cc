@@ -96,6 +96,7 @@ class ShardCall {
   }
 
   void Finished(grpc::Status status) {
+    if (!status.ok()) channels_->CallFailed(address_, status.error_code());
     std::string next = RetryTarget(status);
     if (!next.empty() && attempts_ < 2) {
       response_->Clear();
@@ -147,8 +148,8 @@ class ShardCall {
   const RetryRule rule_;
   const std::vector<std::string> nodes_;
   grpc::CallbackServerContext* const parent_;
-  const Request* const request_;
   const std::chrono::system_clock::time_point deadline_;
+  const Request* const request_;
   Response* const response_;
   const ShardDone done_;
 
@@ -160,7 +161,6 @@ class ShardCall {
   std::unique_ptr<grpc::ClientContext> contexts_[2];
 };
 
-// What a forwarded call needs of the router.
 // The caller's deadline, else `default_timeout_ms` from now.
 std::chrono::system_clock::time_point CallDeadline(const grpc::CallbackServerContext& parent,
                                                    int64_t default_timeout_ms) {
@@ -170,6 +170,7 @@ std::chrono::system_clock::time_point CallDeadline(const grpc::CallbackServerCon
              : absl::ToChronoTime(absl::Now() + absl::Milliseconds(default_timeout_ms));
 }
 
+// What a forwarded call needs of the router.
 struct Backends {
   BackendChannels* channels;
   const HealthBook* health;
@@ -265,7 +266,6 @@ class BatchCall {
 
 }  // namespace
 
-RouterService::RouterService(RouterOptions options, std::shared_ptr<RoutingTable> table)
 // ---- Coalescing -------------------------------------------------------------
 //
 // Each forwarded unary call costs the router and the shard a whole gRPC call.
@@ -525,7 +525,10 @@ class RouterService::Lanes {
   absl::flat_hash_map<std::string, std::unique_ptr<Lane<SetKind>>> sets_ ABSL_GUARDED_BY(mu_);
 };
 
-    : options_(std::move(options)), channels_(options_.max_message_bytes) {
+RouterService::RouterService(RouterOptions options, std::shared_ptr<RoutingTable> table)
+    : options_(std::move(options)),
+      channels_(options_.max_message_bytes, options_.backend_security) {
+  channels_.set_error_observer(options_.on_backend_error);
   SetTable(std::move(table));
   ProbeOptions probe;
   probe.interval = absl::Milliseconds(options_.probe_interval_ms);
@@ -533,9 +536,6 @@ class RouterService::Lanes {
   probe.max_replica_lag = options_.max_replica_lag;
   prober_ = std::make_unique<BackendProber>(
       &channels_, &health_, [this] { return this->table(); }, probe);
-}
-
-RouterService::~RouterService() { prober_->Stop(); }
   if (options_.coalesce_in_flight > 0) {
     lanes_ = std::make_unique<Lanes>(
         Backends{&channels_, &health_, options_.forward_timeout_ms},
@@ -544,14 +544,17 @@ RouterService::~RouterService() { prober_->Stop(); }
                                              options_.limits.max_batch_items)),
         static_cast<size_t>(options_.max_message_bytes) / 2);
   }
-
-void RouterService::StartProbing() {
-  if (options_.probe_interval_ms > 0) prober_->Start();
 }
+
+RouterService::~RouterService() { prober_->Stop(); }
+
 size_t RouterService::coalesce_queued() const {
   return lanes_ == nullptr ? 0 : lanes_->queued();
 }
 
+void RouterService::StartProbing() {
+  if (options_.probe_interval_ms > 0) prober_->Start();
+}
 
 void RouterService::SetTable(std::shared_ptr<RoutingTable> table) {
   // What the probes already know applies at once: a reload naming a leader
@@ -594,6 +597,9 @@ std::vector<std::string> RouterService::ReadTargets(const RoutingTable& table, i
 grpc::ServerUnaryReactor* RouterService::Get(grpc::CallbackServerContext* context,
                                              const v1::GetRequest* request,
                                              v1::GetResponse* response) {
+  if (auto* refused = RefuseUnauthenticated(options_.access, context, Access::kPublic)) {
+    return refused;
+  }
   if (absl::Status s = CheckGet(*request, options_.limits); !s.ok()) return FinishNow(context, s);
   std::shared_ptr<RoutingTable> table = this->table();
   const int shard = table->ShardOf(request->key());
@@ -606,12 +612,6 @@ grpc::ServerUnaryReactor* RouterService::Get(grpc::CallbackServerContext* contex
     nodes = {*std::move(leader)};
   }
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  Forward(Backends{&channels_, &health_, options_.forward_timeout_ms}, std::move(table), shard,
-          RetryRule::kNextNodeIfUnavailable, std::move(nodes), context, request, response,
-          [reactor](const grpc::Status& status, const std::string& label) {
-            reactor->Finish(ForCaller(status, label));
-          });
-  return reactor;
   if (lanes_ != nullptr) {
     Lane<GetKind>* lane = lanes_->ForGet(nodes[0], request->read_mode());
     lane->Submit({std::move(table), shard, std::move(nodes), context,
@@ -619,17 +619,33 @@ grpc::ServerUnaryReactor* RouterService::Get(grpc::CallbackServerContext* contex
                   [reactor](const grpc::Status& status) { reactor->Finish(status); }});
     return reactor;
   }
+  Forward(Backends{&channels_, &health_, options_.forward_timeout_ms}, std::move(table), shard,
+          RetryRule::kNextNodeIfUnavailable, std::move(nodes), context, request, response,
+          [reactor](const grpc::Status& status, const std::string& label) {
+            reactor->Finish(ForCaller(status, label));
+          });
+  return reactor;
 }
 
 grpc::ServerUnaryReactor* RouterService::Set(grpc::CallbackServerContext* context,
                                              const v1::SetRequest* request,
                                              v1::SetResponse* response) {
+  if (auto* refused = RefuseUnauthenticated(options_.access, context, Access::kPublic)) {
+    return refused;
+  }
   if (absl::Status s = CheckSet(*request, options_.limits); !s.ok()) return FinishNow(context, s);
   std::shared_ptr<RoutingTable> table = this->table();
   const int shard = table->ShardOf(request->key());
   absl::StatusOr<std::string> leader = LeaderTarget(*table, shard);
   if (!leader.ok()) return FinishNow(context, InShard(*table, shard, leader.status()));
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  if (lanes_ != nullptr) {
+    Lane<SetKind>* lane = lanes_->ForSet(*leader, request->ack());
+    lane->Submit({std::move(table), shard, {*std::move(leader)}, context,
+                  CallDeadline(*context, options_.forward_timeout_ms), request, response,
+                  [reactor](const grpc::Status& status) { reactor->Finish(status); }});
+    return reactor;
+  }
   Forward(Backends{&channels_, &health_, options_.forward_timeout_ms}, std::move(table), shard,
           RetryRule::kHintedLeader, {*std::move(leader)}, context, request, response,
           [reactor](const grpc::Status& status, const std::string& label) {
@@ -639,15 +655,11 @@ grpc::ServerUnaryReactor* RouterService::Set(grpc::CallbackServerContext* contex
 }
 
 grpc::ServerUnaryReactor* RouterService::Delete(grpc::CallbackServerContext* context,
-  if (lanes_ != nullptr) {
-    Lane<SetKind>* lane = lanes_->ForSet(*leader, request->ack());
-    lane->Submit({std::move(table), shard, {*std::move(leader)}, context,
-                  CallDeadline(*context, options_.forward_timeout_ms), request, response,
-                  [reactor](const grpc::Status& status) { reactor->Finish(status); }});
-    return reactor;
-  }
                                                 const v1::DeleteRequest* request,
                                                 v1::DeleteResponse* response) {
+  if (auto* refused = RefuseUnauthenticated(options_.access, context, Access::kPublic)) {
+    return refused;
+  }
   if (absl::Status s = CheckDelete(*request, options_.limits); !s.ok()) {
     return FinishNow(context, s);
   }
@@ -667,6 +679,9 @@ grpc::ServerUnaryReactor* RouterService::Delete(grpc::CallbackServerContext* con
 grpc::ServerUnaryReactor* RouterService::MultiGet(grpc::CallbackServerContext* context,
                                                   const v1::MultiGetRequest* request,
                                                   v1::MultiGetResponse* response) {
+  if (auto* refused = RefuseUnauthenticated(options_.access, context, Access::kPublic)) {
+    return refused;
+  }
   if (absl::Status s = CheckMultiGet(*request, options_.limits); !s.ok()) {
     return FinishNow(context, s);
   }
@@ -704,6 +719,9 @@ grpc::ServerUnaryReactor* RouterService::MultiGet(grpc::CallbackServerContext* c
 grpc::ServerUnaryReactor* RouterService::MultiSet(grpc::CallbackServerContext* context,
                                                   const v1::MultiSetRequest* request,
                                                   v1::MultiSetResponse* response) {
+  if (auto* refused = RefuseUnauthenticated(options_.access, context, Access::kPublic)) {
+    return refused;
+  }
   if (absl::Status s = CheckMultiSet(*request, options_.limits); !s.ok()) {
     return FinishNow(context, s);
   }

@@ -35,6 +35,7 @@
 #define KVSTORE_SERVICES_ROUTER_ROUTER_SERVICE_H_
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -43,6 +44,8 @@
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "common/kv/request_limits.h"
+#include "common/security/access_policy.h"
+#include "common/security/credentials.h"
 #include "kvstore/v1/kv.grpc.pb.h"
 #include "services/router/backend_channels.h"
 #include "services/router/backend_health.h"
@@ -64,6 +67,20 @@ struct RouterOptions {
   int64_t probe_timeout_ms = 400;
   // Largest message to and from the backends.
   int max_message_bytes = 64 << 20;
+  // Who may call (null: everyone); must outlive the service.
+  const AccessPolicy* access = nullptr;
+  // TLS and tokens of the calls to the backends (default: plaintext, none).
+  ClientSecurity backend_security;
+  // Coalescing (router_service.cc): per node and kind of request, how many
+  // forwarded Get (Set) calls may be out before further ones wait and go
+  // together as one MultiGet (MultiSet); 0 sends every request on its own.
+  int coalesce_in_flight = 0;
+  // Most requests in one coalesced call (also capped by limits.max_batch_items).
+  size_t coalesce_max_items = 256;
+  // If set, called with the backend's address and the code of every forwarded
+  // call (each attempt) that fails, e.g. to count errors per backend (metrics).
+  // Runs on gRPC threads: must not block.
+  std::function<void(const std::string& backend, grpc::StatusCode code)> on_backend_error;
 };
 
 // The trailing-metadata key a node that refuses a write sets to the leader's
@@ -96,6 +113,8 @@ class RouterService final : public v1::KeyValue::CallbackService {
   void SetTable(std::shared_ptr<RoutingTable> table);
   std::shared_ptr<RoutingTable> table() const;
   const RouterOptions& options() const { return options_; }
+  // Requests waiting in the coalescing lanes for a call to their node to return.
+  size_t coalesce_queued() const;
 
   grpc::ServerUnaryReactor* Get(grpc::CallbackServerContext* context, const v1::GetRequest* request,
                                 v1::GetResponse* response) override;
@@ -113,8 +132,6 @@ class RouterService final : public v1::KeyValue::CallbackService {
 
  private:
   // Where writes and READ_MODE_LEADER reads of `shard` go; UNAVAILABLE when
-  // Requests waiting in the coalescing lanes for a call to their node to return.
-  size_t coalesce_queued() const;
   // the probes found that node deposed.
   absl::StatusOr<std::string> LeaderTarget(const RoutingTable& table, int shard) const;
   // The nodes a read may try (RoutingTable::ReadNodes, filtered by health).
@@ -126,6 +143,8 @@ class RouterService final : public v1::KeyValue::CallbackService {
   HealthBook health_;
   mutable absl::Mutex mu_;
   std::shared_ptr<RoutingTable> table_ ABSL_GUARDED_BY(mu_);
+  class Lanes;  // Coalescing; null when options_.coalesce_in_flight is 0.
+  std::unique_ptr<Lanes> lanes_;
   // Last: stopped first, while everything it uses is still there.
   std::unique_ptr<BackendProber> prober_;
 };
@@ -133,5 +152,3 @@ class RouterService final : public v1::KeyValue::CallbackService {
 }  // namespace kvstore
 
 #endif  // KVSTORE_SERVICES_ROUTER_ROUTER_SERVICE_H_
-  class Lanes;  // Coalescing; null when options_.coalesce_in_flight is 0.
-  std::unique_ptr<Lanes> lanes_;

@@ -21,11 +21,12 @@ void FillSnapshotInfo(const SnapshotMeta& meta, double duration_seconds, v1::Sna
 }
 
 AdminService::AdminService(Store* store, std::string role, std::string data_dir,
-                           ReplicationHooks* replication)
+                           ReplicationHooks* replication, const AccessPolicy* access)
     : store_(store),
       role_(std::move(role)),
       data_dir_(std::move(data_dir)),
       replication_(replication),
+      access_(access),
       started_micros_(RealClock()->NowMicros()),
       worker_([this] { Worker(); }) {}
 
@@ -57,6 +58,14 @@ void AdminService::Worker() {
 grpc::ServerUnaryReactor* AdminService::Status(grpc::CallbackServerContext* context,
                                                const v1::StatusRequest* /*request*/,
                                                v1::StatusResponse* response) {
+  if (auto* refused = RefuseUnauthenticated(access_, context, Access::kCluster)) return refused;
+  FillStatus(response);
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  reactor->Finish(grpc::Status::OK);
+  return reactor;
+}
+
+void AdminService::FillStatus(v1::StatusResponse* response) {
   const StoreStatus st = store_->GetStatus();
   response->set_role(role_);
   response->set_epoch(st.epoch);
@@ -78,9 +87,6 @@ grpc::ServerUnaryReactor* AdminService::Status(grpc::CallbackServerContext* cont
                                1e6);
   response->set_version(KVSTORE_VERSION);
   if (replication_ != nullptr) replication_->FillStatus(response);
-  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  reactor->Finish(grpc::Status::OK);
-  return reactor;
 }
 
 void AdminService::Enqueue(grpc::ServerUnaryReactor* reactor, std::function<void()> job) {
@@ -95,6 +101,7 @@ void AdminService::Enqueue(grpc::ServerUnaryReactor* reactor, std::function<void
 grpc::ServerUnaryReactor* AdminService::Snapshot(grpc::CallbackServerContext* context,
                                                  const v1::SnapshotRequest* /*request*/,
                                                  v1::SnapshotResponse* response) {
+  if (auto* refused = RefuseUnauthenticated(access_, context, Access::kCluster)) return refused;
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
   Enqueue(reactor, [this, reactor, response] {
     const int64_t started = RealClock()->NowMicros();
@@ -113,6 +120,7 @@ grpc::ServerUnaryReactor* AdminService::Snapshot(grpc::CallbackServerContext* co
 grpc::ServerUnaryReactor* AdminService::Promote(grpc::CallbackServerContext* context,
                                                 const v1::PromoteRequest* request,
                                                 v1::PromoteResponse* response) {
+  if (auto* refused = RefuseUnauthenticated(access_, context, Access::kCluster)) return refused;
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
   if (replication_ == nullptr) {
     reactor->Finish(grpc::Status(grpc::StatusCode::FAILED_PRECONDITION,

@@ -11,6 +11,7 @@
 
 #include "absl/base/thread_annotations.h"
 #include "absl/synchronization/mutex.h"
+#include "common/security/access_policy.h"
 #include "common/storage/store.h"
 #include "kvstore/v1/admin.grpc.pb.h"
 #include "services/shard/replication_hooks.h"
@@ -19,10 +20,11 @@ namespace kvstore {
 
 class AdminService final : public v1::Admin::CallbackService {
  public:
-  // `store` and `replication` must outlive the service. Without replication
-  // (null) the node reports `role` and Promote is FAILED_PRECONDITION.
+  // `store`, `replication` and `access` (null: every call allowed) must
+  // outlive the service. Without replication (null) the node reports `role`
+  // and Promote is FAILED_PRECONDITION.
   AdminService(Store* store, std::string role, std::string data_dir,
-               ReplicationHooks* replication = nullptr);
+               ReplicationHooks* replication = nullptr, const AccessPolicy* access = nullptr);
   // Finishes queued work first.
   ~AdminService() override;
   AdminService(const AdminService&) = delete;
@@ -38,6 +40,9 @@ class AdminService final : public v1::Admin::CallbackService {
                                     const v1::PromoteRequest* request,
                                     v1::PromoteResponse* response) override;
 
+  // What Status answers, without the RPC (for metrics). Thread-safe.
+  void FillStatus(v1::StatusResponse* response);
+
  private:
   void Worker();
   // Runs `job` on the worker thread, or finishes `reactor` with UNAVAILABLE.
@@ -47,6 +52,7 @@ class AdminService final : public v1::Admin::CallbackService {
   const std::string role_;
   const std::string data_dir_;
   ReplicationHooks* const replication_;
+  const AccessPolicy* const access_;
   const int64_t started_micros_;
 
   absl::Mutex mu_;

@@ -91,6 +91,7 @@ void KvService::AfterWrite(grpc::ServerUnaryReactor* reactor, const WritePlan& p
 
 grpc::ServerUnaryReactor* KvService::Get(grpc::CallbackServerContext* context,
                                          const v1::GetRequest* request, v1::GetResponse* response) {
+  if (auto* refused = RefuseUnauthenticated(access_, context, Access::kPublic)) return refused;
   if (absl::Status s = CheckGet(*request, limits_); !s.ok()) return FinishNow(context, s);
   uint64_t version = 0;
   if (store_->Get(request->key(), response->mutable_value(), &version)) {
@@ -102,6 +103,7 @@ grpc::ServerUnaryReactor* KvService::Get(grpc::CallbackServerContext* context,
 
 grpc::ServerUnaryReactor* KvService::Set(grpc::CallbackServerContext* context,
                                          const v1::SetRequest* request, v1::SetResponse* response) {
+  if (auto* refused = RefuseUnauthenticated(access_, context, Access::kPublic)) return refused;
   if (absl::Status s = CheckSet(*request, limits_); !s.ok()) return FinishNow(context, s);
   WritePlan plan;
   if (grpc::ServerUnaryReactor* refused = Admit(context, request->ack(), &plan)) return refused;
@@ -123,6 +125,7 @@ grpc::ServerUnaryReactor* KvService::Set(grpc::CallbackServerContext* context,
 grpc::ServerUnaryReactor* KvService::Delete(grpc::CallbackServerContext* context,
                                             const v1::DeleteRequest* request,
                                             v1::DeleteResponse* response) {
+  if (auto* refused = RefuseUnauthenticated(access_, context, Access::kPublic)) return refused;
   if (absl::Status s = CheckDelete(*request, limits_); !s.ok()) return FinishNow(context, s);
   WritePlan plan;
   if (grpc::ServerUnaryReactor* refused = Admit(context, request->ack(), &plan)) return refused;
@@ -145,6 +148,7 @@ grpc::ServerUnaryReactor* KvService::Delete(grpc::CallbackServerContext* context
 grpc::ServerUnaryReactor* KvService::MultiGet(grpc::CallbackServerContext* context,
                                               const v1::MultiGetRequest* request,
                                               v1::MultiGetResponse* response) {
+  if (auto* refused = RefuseUnauthenticated(access_, context, Access::kPublic)) return refused;
   if (absl::Status s = CheckMultiGet(*request, limits_); !s.ok()) return FinishNow(context, s);
   response->mutable_results()->Reserve(request->keys_size());
   for (const std::string& key : request->keys()) {
@@ -161,6 +165,7 @@ grpc::ServerUnaryReactor* KvService::MultiGet(grpc::CallbackServerContext* conte
 grpc::ServerUnaryReactor* KvService::MultiSet(grpc::CallbackServerContext* context,
                                               const v1::MultiSetRequest* request,
                                               v1::MultiSetResponse* response) {
+  if (auto* refused = RefuseUnauthenticated(access_, context, Access::kPublic)) return refused;
   if (absl::Status s = CheckMultiSet(*request, limits_); !s.ok()) return FinishNow(context, s);
   WritePlan plan;
   if (grpc::ServerUnaryReactor* refused = Admit(context, request->ack(), &plan)) return refused;

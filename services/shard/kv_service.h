@@ -5,6 +5,7 @@
 #define KVSTORE_SERVICES_SHARD_KV_SERVICE_H_
 
 #include "common/kv/request_limits.h"
+#include "common/security/access_policy.h"
 #include "common/storage/store.h"
 #include "kvstore/v1/kv.grpc.pb.h"
 #include "services/shard/replication_hooks.h"
@@ -20,9 +21,11 @@ struct WritePlan {
 
 class KvService final : public v1::KeyValue::CallbackService {
  public:
-  // `store` and `replication` (null for a lone shard) must outlive the service.
-  KvService(Store* store, RequestLimits limits, ReplicationHooks* replication = nullptr)
-      : store_(store), limits_(limits), replication_(replication) {}
+  // `store`, `replication` (null for a lone shard) and `access` (null: every
+  // call allowed) must outlive the service.
+  KvService(Store* store, RequestLimits limits, ReplicationHooks* replication = nullptr,
+            const AccessPolicy* access = nullptr)
+      : store_(store), limits_(limits), replication_(replication), access_(access) {}
 
   grpc::ServerUnaryReactor* Get(grpc::CallbackServerContext* context, const v1::GetRequest* request,
                                 v1::GetResponse* response) override;
@@ -50,6 +53,7 @@ class KvService final : public v1::KeyValue::CallbackService {
   Store* const store_;
   const RequestLimits limits_;
   ReplicationHooks* const replication_;
+  const AccessPolicy* const access_;
 };
 
 // The plan a WriteAck asks for. ACK_MODE_REPLICAS needs followers (a lone shard

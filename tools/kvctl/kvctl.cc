@@ -23,6 +23,7 @@
 #include "absl/strings/str_split.h"
 #include "absl/time/time.h"
 #include "common/ring/hash_ring.h"
+#include "common/security/credentials.h"
 #include "common/topology/topology.h"
 #include "gflags/gflags.h"
 #include "google/protobuf/util/json_util.h"
@@ -58,6 +59,20 @@ DEFINE_string(followers, "",
 DEFINE_string(topology, "",
               "ring: the topology YAML file (as given to kv-router --topology); read offline, "
               "no server is called");
+DEFINE_string(tls_ca, "",
+              "Connect with TLS and verify the server against this PEM CA certificate (with "
+              "--tls-cert but no --tls-ca: against the system's roots); see docs/security.md");
+DEFINE_string(tls_cert, "",
+              "Connect with TLS presenting this PEM client certificate (for servers started "
+              "with --tls-ca: mutual TLS; a verified certificate also opens status, snapshot and "
+              "promote)");
+DEFINE_string(tls_key, "", "PEM private key of --tls-cert");
+DEFINE_string(auth_token_file, "",
+              "get, set, del, mget, mset: send the token in this file (whitespace trimmed) as "
+              "'authorization: Bearer <token>', for servers started with --auth-token-file");
+DEFINE_string(admin_token_file, "",
+              "status, snapshot, promote: send the token in this file, for servers started with "
+              "--admin-token-file");
 
 namespace kvstore {
 namespace {
@@ -107,11 +122,12 @@ Exit codes:
   0  success
   1  key not found (get; mget: some key), or nothing deleted (del)
   2  usage error: unknown command or flag, wrong arguments, bad flag value, unreadable FILE,
+     a --tls-* or --*-token-file that cannot be read or parsed,
      a --topology file that cannot be read or is not a valid topology (ring)
   3  FAILED_PRECONDITION: compare-and-set mismatch (--if_version), or a write sent to a
      replica (the message names the leader)
   4  UNAVAILABLE or DEADLINE_EXCEEDED: retryable
-  5  any other error
+  5  any other error (UNAUTHENTICATED: a missing or wrong token or certificate)
 mget and mset exit with the highest code any key produced.
 )";
 
@@ -353,10 +369,10 @@ std::string ShowValue(const std::string& value) {
 
 class Client {
  public:
-  explicit Client(const std::string& addr) {
+  Client(const std::string& addr, const ClientSecurity& security) {
     grpc::ChannelArguments args;
     args.SetMaxReceiveMessageSize(-1);  // A big mget or value is the server's limit to set.
-    channel_ = grpc::CreateCustomChannel(addr, grpc::InsecureChannelCredentials(), args);
+    channel_ = CreateClientChannel(addr, security, args);
     kv_ = v1::KeyValue::NewStub(channel_);
     admin_ = v1::Admin::NewStub(channel_);
   }
@@ -665,7 +681,11 @@ int Run(int argc, char** argv) {
   }
   if (command == "ring") return Ring(args);  // Offline: no channel.
 
-  Client client(FLAGS_addr);
+  absl::StatusOr<ClientSecurity> security =
+      LoadClientSecurity(TlsFiles{FLAGS_tls_cert, FLAGS_tls_key, FLAGS_tls_ca},
+                         FLAGS_auth_token_file, FLAGS_admin_token_file);
+  if (!security.ok()) return UsageError(std::string(security.status().message()));
+  Client client(FLAGS_addr, *security);
   if (command == "get") return Get(client, *options, args);
   if (command == "set") return Set(client, *options, args);
   if (command == "del") return Del(client, *options, args);
