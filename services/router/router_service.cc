@@ -288,20 +288,24 @@ class BatchCall {
 
 namespace {
 
+// A kind of request a lane carries: how requests join a batch (Add, in
+// order) and how each gets its part of the batch's answer back (Take, from
+// `offset`, the number of keys before it). Count is the keys of a request.
 struct GetKind {
   using Request = v1::GetRequest;
   using Response = v1::GetResponse;
   using BatchRequest = v1::MultiGetRequest;
   using BatchResponse = v1::MultiGetResponse;
   static constexpr RetryRule kRule = RetryRule::kNextNodeIfUnavailable;
+  static size_t Count(const Request&) { return 1; }
   static size_t Bytes(const Request& r) { return r.key().size(); }
   static void Add(const Request& r, BatchRequest* batch) {
     if (batch->keys_size() == 0) batch->set_read_mode(r.read_mode());
     batch->add_keys(r.key());
   }
   static int Results(const BatchResponse& batch) { return batch.results_size(); }
-  static grpc::Status Take(BatchResponse* batch, int i, Response* out) {
-    v1::GetResult* r = batch->mutable_results(i);
+  static grpc::Status Take(BatchResponse* batch, int offset, const Request&, Response* out) {
+    v1::GetResult* r = batch->mutable_results(offset);
     if (r->has_error() && r->error().code() != 0) {
       return grpc::Status(static_cast<grpc::StatusCode>(r->error().code()), r->error().message());
     }
@@ -318,6 +322,7 @@ struct SetKind {
   using BatchRequest = v1::MultiSetRequest;
   using BatchResponse = v1::MultiSetResponse;
   static constexpr RetryRule kRule = RetryRule::kHintedLeader;
+  static size_t Count(const Request&) { return 1; }
   static size_t Bytes(const Request& r) { return r.key().size() + r.value().size(); }
   static void Add(const Request& r, BatchRequest* batch) {
     if (batch->items_size() == 0) *batch->mutable_ack() = r.ack();
@@ -328,12 +333,61 @@ struct SetKind {
     if (r.has_if_version()) item->set_if_version(r.if_version());
   }
   static int Results(const BatchResponse& batch) { return batch.results_size(); }
-  static grpc::Status Take(BatchResponse* batch, int i, Response* out) {
-    const v1::SetResult& r = batch->results(i);
+  static grpc::Status Take(BatchResponse* batch, int offset, const Request&, Response* out) {
+    const v1::SetResult& r = batch->results(offset);
     if (r.has_error() && r.error().code() != 0) {
       return grpc::Status(static_cast<grpc::StatusCode>(r.error().code()), r.error().message());
     }
     out->set_version(r.version());
+    return grpc::Status::OK;
+  }
+};
+
+// A shard's slice of a client's MultiGet: its keys join the batch, and its
+// results (per-key errors included) come back as they are.
+struct MultiGetKind {
+  using Request = v1::MultiGetRequest;
+  using Response = v1::MultiGetResponse;
+  using BatchRequest = v1::MultiGetRequest;
+  using BatchResponse = v1::MultiGetResponse;
+  static constexpr RetryRule kRule = RetryRule::kNextNodeIfUnavailable;
+  static size_t Count(const Request& r) { return r.keys_size(); }
+  static size_t Bytes(const Request& r) {
+    size_t n = 0;
+    for (const std::string& key : r.keys()) n += key.size();
+    return n;
+  }
+  static void Add(const Request& r, BatchRequest* batch) {
+    if (batch->keys_size() == 0) batch->set_read_mode(r.read_mode());
+    for (const std::string& key : r.keys()) batch->add_keys(key);
+  }
+  static int Results(const BatchResponse& batch) { return batch.results_size(); }
+  static grpc::Status Take(BatchResponse* batch, int offset, const Request& r, Response* out) {
+    for (int i = 0; i < r.keys_size(); ++i) out->add_results()->Swap(batch->mutable_results(offset + i));
+    return grpc::Status::OK;
+  }
+};
+
+// A shard's slice of a client's MultiSet.
+struct MultiSetKind {
+  using Request = v1::MultiSetRequest;
+  using Response = v1::MultiSetResponse;
+  using BatchRequest = v1::MultiSetRequest;
+  using BatchResponse = v1::MultiSetResponse;
+  static constexpr RetryRule kRule = RetryRule::kHintedLeader;
+  static size_t Count(const Request& r) { return r.items_size(); }
+  static size_t Bytes(const Request& r) {
+    size_t n = 0;
+    for (const v1::SetItem& item : r.items()) n += item.key().size() + item.value().size();
+    return n;
+  }
+  static void Add(const Request& r, BatchRequest* batch) {
+    if (batch->items_size() == 0) *batch->mutable_ack() = r.ack();
+    for (const v1::SetItem& item : r.items()) *batch->add_items() = item;
+  }
+  static int Results(const BatchResponse& batch) { return batch.results_size(); }
+  static grpc::Status Take(BatchResponse* batch, int offset, const Request& r, Response* out) {
+    for (int i = 0; i < r.items_size(); ++i) out->add_results()->Swap(batch->mutable_results(offset + i));
     return grpc::Status::OK;
   }
 };
@@ -353,7 +407,9 @@ class Lane {
     std::chrono::system_clock::time_point deadline;
     const Request* request;
     Response* response;
-    std::function<void(const grpc::Status&)> done;  // The caller's final status.
+    // The request's status and a label naming the shard and the node that
+    // answered last (ShardDone); the caller makes its final status of them.
+    ShardDone done;
   };
 
   Lane(const Backends& backends, int max_in_flight, size_t max_items, size_t max_bytes)
@@ -387,7 +443,7 @@ class Lane {
         owned->nodes, owned->parent, owned->deadline, owned->request, owned->response,
         [this, owned](const grpc::Status& status, const std::string& label) {
           Next();
-          owned->done(ForCaller(status, label));
+          owned->done(status, label);
         });
     call->Start();
   }
@@ -412,19 +468,23 @@ class Lane {
         /*parent=*/nullptr, deadline, &batch->request, &batch->response,
         [this, batch](const grpc::Status& status, const std::string& label) {
           Next();
-          const int n = static_cast<int>(batch->items.size());
-          if (status.ok() && Kind::Results(batch->response) != n) {
+          size_t keys = 0;
+          for (const Item& item : batch->items) keys += Kind::Count(*item.request);
+          if (status.ok() && static_cast<size_t>(Kind::Results(batch->response)) != keys) {
             const grpc::Status wrong(
                 grpc::StatusCode::INTERNAL,
                 absl::StrCat(label, " answered ", Kind::Results(batch->response),
-                             " results for ", n, " keys"));
-            for (Item& item : batch->items) item.done(wrong);
+                             " results for ", keys, " keys"));
+            for (Item& item : batch->items) item.done(wrong, label);
             return;
           }
-          for (int i = 0; i < n; ++i) {
-            Item& item = batch->items[i];
-            item.done(status.ok() ? Kind::Take(&batch->response, i, item.response)
-                                  : ForCaller(status, label));
+          int offset = 0;
+          for (Item& item : batch->items) {
+            item.done(status.ok() ? Kind::Take(&batch->response, offset, *item.request,
+                                               item.response)
+                                  : status,
+                      label);
+            offset += static_cast<int>(Kind::Count(*item.request));
           }
         });
     call->Start();
@@ -439,7 +499,8 @@ class Lane {
       absl::MutexLock lock(&mu_);
       const auto now = std::chrono::system_clock::now();
       size_t bytes = 0;
-      while (!queue_.empty() && ready.size() < max_items_) {
+      size_t keys = 0;
+      while (!queue_.empty()) {
         Item& item = queue_.front();
         if (item.deadline <= now) {
           expired.push_back(std::move(item));
@@ -447,8 +508,10 @@ class Lane {
           continue;
         }
         const size_t size = Kind::Bytes(*item.request);
-        if (!ready.empty() && bytes + size > max_bytes_) break;
+        const size_t count = Kind::Count(*item.request);
+        if (!ready.empty() && (bytes + size > max_bytes_ || keys + count > max_items_)) break;
         bytes += size;
+        keys += count;
         ready.push_back(std::move(item));
         queue_.pop_front();
       }
@@ -461,10 +524,9 @@ class Lane {
     }
     for (Item& item : expired) {
       item.done(grpc::Status(grpc::StatusCode::DEADLINE_EXCEEDED,
-                             absl::StrCat("shard ", item.table->shard_name(item.shard), " at ",
-                                          item.nodes[0],
-                                          ": the deadline passed before the request was sent "
-                                          "(the router's queue for that node was full)")));
+                             "the deadline passed before the request was sent (the router's "
+                             "queue for that node was full)"),
+                absl::StrCat("shard ", item.table->shard_name(item.shard), " at ", item.nodes[0]));
     }
   }
 
@@ -495,12 +557,21 @@ class RouterService::Lanes {
   Lane<SetKind>* ForSet(const std::string& node, const v1::WriteAck& ack) {
     return Find(&sets_, absl::StrCat(node, "/", static_cast<int>(ack.mode()), "/", ack.replicas()));
   }
+  Lane<MultiGetKind>* ForMultiGet(const std::string& node, v1::ReadMode mode) {
+    return Find(&multi_gets_, absl::StrCat(node, "/", static_cast<int>(mode)));
+  }
+  Lane<MultiSetKind>* ForMultiSet(const std::string& node, const v1::WriteAck& ack) {
+    return Find(&multi_sets_,
+                absl::StrCat(node, "/", static_cast<int>(ack.mode()), "/", ack.replicas()));
+  }
 
   size_t queued() {
     absl::MutexLock lock(&mu_);
     size_t n = 0;
     for (const auto& [key, lane] : gets_) n += lane->queued();
     for (const auto& [key, lane] : sets_) n += lane->queued();
+    for (const auto& [key, lane] : multi_gets_) n += lane->queued();
+    for (const auto& [key, lane] : multi_sets_) n += lane->queued();
     return n;
   }
 
@@ -523,6 +594,10 @@ class RouterService::Lanes {
   absl::Mutex mu_;
   absl::flat_hash_map<std::string, std::unique_ptr<Lane<GetKind>>> gets_ ABSL_GUARDED_BY(mu_);
   absl::flat_hash_map<std::string, std::unique_ptr<Lane<SetKind>>> sets_ ABSL_GUARDED_BY(mu_);
+  absl::flat_hash_map<std::string, std::unique_ptr<Lane<MultiGetKind>>> multi_gets_
+      ABSL_GUARDED_BY(mu_);
+  absl::flat_hash_map<std::string, std::unique_ptr<Lane<MultiSetKind>>> multi_sets_
+      ABSL_GUARDED_BY(mu_);
 };
 
 RouterService::RouterService(RouterOptions options, std::shared_ptr<RoutingTable> table)
@@ -616,7 +691,9 @@ grpc::ServerUnaryReactor* RouterService::Get(grpc::CallbackServerContext* contex
     Lane<GetKind>* lane = lanes_->ForGet(nodes[0], request->read_mode());
     lane->Submit({std::move(table), shard, std::move(nodes), context,
                   CallDeadline(*context, options_.forward_timeout_ms), request, response,
-                  [reactor](const grpc::Status& status) { reactor->Finish(status); }});
+                  [reactor](const grpc::Status& status, const std::string& label) {
+                    reactor->Finish(ForCaller(status, label));
+                  }});
     return reactor;
   }
   Forward(Backends{&channels_, &health_, options_.forward_timeout_ms}, std::move(table), shard,
@@ -643,7 +720,9 @@ grpc::ServerUnaryReactor* RouterService::Set(grpc::CallbackServerContext* contex
     Lane<SetKind>* lane = lanes_->ForSet(*leader, request->ack());
     lane->Submit({std::move(table), shard, {*std::move(leader)}, context,
                   CallDeadline(*context, options_.forward_timeout_ms), request, response,
-                  [reactor](const grpc::Status& status) { reactor->Finish(status); }});
+                  [reactor](const grpc::Status& status, const std::string& label) {
+                    reactor->Finish(ForCaller(status, label));
+                  }});
     return reactor;
   }
   Forward(Backends{&channels_, &health_, options_.forward_timeout_ms}, std::move(table), shard,
@@ -707,11 +786,19 @@ grpc::ServerUnaryReactor* RouterService::MultiGet(grpc::CallbackServerContext* c
       }
       nodes = {*std::move(leader)};
     }
+    ShardDone slice_done = [batch, k](const grpc::Status& status, const std::string& label) {
+      batch->SliceDone(k, status, label);
+    };
+    if (lanes_ != nullptr) {
+      Lane<MultiGetKind>* lane = lanes_->ForMultiGet(nodes[0], request->read_mode());
+      lane->Submit({table, shard, std::move(nodes), context,
+                    CallDeadline(*context, options_.forward_timeout_ms), batch->request(k),
+                    batch->response(k), std::move(slice_done)});
+      continue;
+    }
     Forward(Backends{&channels_, &health_, options_.forward_timeout_ms}, table, shard,
             RetryRule::kNextNodeIfUnavailable, std::move(nodes), context, batch->request(k),
-            batch->response(k), [batch, k](const grpc::Status& status, const std::string& label) {
-              batch->SliceDone(k, status, label);
-            });
+            batch->response(k), std::move(slice_done));
   }
   return reactor;
 }
@@ -741,11 +828,19 @@ grpc::ServerUnaryReactor* RouterService::MultiSet(grpc::CallbackServerContext* c
                        absl::StrCat("shard ", table->shard_name(shard)));
       continue;
     }
+    ShardDone slice_done = [batch, k](const grpc::Status& status, const std::string& label) {
+      batch->SliceDone(k, status, label);
+    };
+    if (lanes_ != nullptr) {
+      Lane<MultiSetKind>* lane = lanes_->ForMultiSet(*leader, request->ack());
+      lane->Submit({table, shard, {*std::move(leader)}, context,
+                    CallDeadline(*context, options_.forward_timeout_ms), batch->request(k),
+                    batch->response(k), std::move(slice_done)});
+      continue;
+    }
     Forward(Backends{&channels_, &health_, options_.forward_timeout_ms}, table, shard,
             RetryRule::kHintedLeader, {*std::move(leader)}, context, batch->request(k),
-            batch->response(k), [batch, k](const grpc::Status& status, const std::string& label) {
-              batch->SliceDone(k, status, label);
-            });
+            batch->response(k), std::move(slice_done));
   }
   return reactor;
 }

@@ -95,8 +95,9 @@ class FakeShard final : public v1::KeyValue::CallbackService {
   const std::string& address() const { return address_; }
   FakeAdmin& admin() { return admin_; }
 
-  // Get and Set calls are parked, unanswered, until Release (which answers
-  // them OK, with an empty response).
+  // Every data call is parked, unanswered, until Release (which answers them
+  // OK, with an empty response; the router reports an empty batch answer as
+  // the wrong number of results).
   void Hold() {
     absl::MutexLock lock(&mu_);
     holding_ = true;
@@ -194,6 +195,10 @@ class FakeShard final : public v1::KeyValue::CallbackService {
                                      v1::MultiGetResponse* response) override {
     absl::MutexLock lock(&mu_);
     if (grpc::ServerUnaryReactor* r = Begin("MultiGet", context)) return r;
+    if (holding_) {
+      held_.push_back(context->DefaultReactor());
+      return held_.back();
+    }
     for (int i = 0; i < request->keys_size() - (answer_short_ ? 1 : 0); ++i) {
       v1::GetResult* result = response->add_results();
       auto it = data_.find(request->keys(i));
@@ -210,6 +215,10 @@ class FakeShard final : public v1::KeyValue::CallbackService {
                                      v1::MultiSetResponse* response) override {
     absl::MutexLock lock(&mu_);
     if (grpc::ServerUnaryReactor* r = Begin("MultiSet", context)) return r;
+    if (holding_) {
+      held_.push_back(context->DefaultReactor());
+      return held_.back();
+    }
     for (const v1::SetItem& item : request->items()) {
       v1::SetResult* result = response->add_results();
       // Items with if_version=0 on a present key fail, as a CAS would.
@@ -297,6 +306,7 @@ class RouterServiceTest : public ::testing::Test {
   void StartRouter(Topology topology, int64_t forward_timeout_ms = 5000,
                    RouterOptions options = RouterOptions()) {
     options.forward_timeout_ms = forward_timeout_ms;
+    if (options.coalesce_in_flight == 0) options.coalesce_in_flight = coalesce_in_flight_;
     options.limits.max_value_bytes = 1000;
     service_ = std::make_unique<RouterService>(options, MakeTable(std::move(topology)));
     admin_service_ = std::make_unique<RouterAdminService>("test-version");
@@ -362,6 +372,9 @@ class RouterServiceTest : public ::testing::Test {
     return stub_->Get(Context().get(), request, response);
   }
 
+  // The routers this fixture starts coalesce (RouterOptions) with this,
+  // unless a test's options say otherwise.
+  int coalesce_in_flight_ = 0;
   std::vector<std::unique_ptr<FakeShard>> leaders_;
   std::vector<std::unique_ptr<FakeShard>> replicas_;
   std::unique_ptr<RouterService> service_;
@@ -371,7 +384,25 @@ class RouterServiceTest : public ::testing::Test {
   std::unique_ptr<v1::Admin::Stub> admin_stub_;
 };
 
-TEST_F(RouterServiceTest, EachKeyGoesToTheLeaderOfTheShardTheRingNames) {
+// Every forwarding rule holds alike whether requests go alone (0) or through
+// the coalescing lanes (2), where at this low load each still goes alone, on
+// the lane's path.
+class RouterForwardingTest : public RouterServiceTest,
+                             public ::testing::WithParamInterface<int> {
+ protected:
+  void SetUp() override {
+    coalesce_in_flight_ = GetParam();
+    RouterServiceTest::SetUp();
+  }
+};
+
+INSTANTIATE_TEST_SUITE_P(Modes, RouterForwardingTest, ::testing::Values(0, 2),
+                         [](const ::testing::TestParamInfo<int>& info) {
+                           return info.param == 0 ? std::string("Unary")
+                                                  : std::string("Coalescing");
+                         });
+
+TEST_P(RouterForwardingTest, EachKeyGoesToTheLeaderOfTheShardTheRingNames) {
   std::set<std::string> expected[kShards];
   for (int i = 0; i < 60; ++i) {
     const std::string key = absl::StrCat("k", i);
@@ -397,7 +428,7 @@ TEST_F(RouterServiceTest, EachKeyGoesToTheLeaderOfTheShardTheRingNames) {
   EXPECT_FALSE(got.found());
 }
 
-TEST_F(RouterServiceTest, WritesAreNeverRetriedOnUnavailable) {
+TEST_P(RouterForwardingTest, WritesAreNeverRetriedOnUnavailable) {
   const std::string key = KeysOf(0, 1)[0];
   leaders_[0]->FailWith(grpc::Status(grpc::StatusCode::UNAVAILABLE, "going down"));
   grpc::Status s = Set(key, "v");
@@ -408,7 +439,7 @@ TEST_F(RouterServiceTest, WritesAreNeverRetriedOnUnavailable) {
   for (const auto& r : replicas_) EXPECT_EQ(r->total_calls(), 0);
 }
 
-TEST_F(RouterServiceTest, CasMismatchPassesThroughUnchangedAndIsNotRetried) {
+TEST_P(RouterForwardingTest, CasMismatchPassesThroughUnchangedAndIsNotRetried) {
   const std::string key = KeysOf(1, 1)[0];
   leaders_[1]->FailWith(
       grpc::Status(grpc::StatusCode::FAILED_PRECONDITION, "version mismatch: current 3"));
@@ -418,7 +449,7 @@ TEST_F(RouterServiceTest, CasMismatchPassesThroughUnchangedAndIsNotRetried) {
   EXPECT_EQ(leaders_[1]->calls("Set"), 1);
 }
 
-TEST_F(RouterServiceTest, RefusedWriteGoesOnceToTheHintedLeaderWhichIsRememberedUntilReload) {
+TEST_P(RouterForwardingTest, RefusedWriteGoesOnceToTheHintedLeaderWhichIsRememberedUntilReload) {
   FakeShard new_leader;
   const std::vector<std::string> keys = KeysOf(2, 3);
   leaders_[2]->FailWith(grpc::Status(grpc::StatusCode::FAILED_PRECONDITION, "not the leader"),
@@ -447,7 +478,7 @@ TEST_F(RouterServiceTest, RefusedWriteGoesOnceToTheHintedLeaderWhichIsRemembered
   EXPECT_EQ(new_leader.calls("Set"), 3);
 }
 
-TEST_F(RouterServiceTest, AHintIsFollowedOnlyOnce) {
+TEST_P(RouterForwardingTest, AHintIsFollowedOnlyOnce) {
   FakeShard second, third;
   const std::string key = KeysOf(0, 1)[0];
   leaders_[0]->FailWith(grpc::Status(grpc::StatusCode::FAILED_PRECONDITION, "ask second"),
@@ -462,7 +493,7 @@ TEST_F(RouterServiceTest, AHintIsFollowedOnlyOnce) {
   EXPECT_EQ(third.total_calls(), 0);
 }
 
-TEST_F(RouterServiceTest, MalformedOrSelfPointingHintsAreNotFollowed) {
+TEST_P(RouterForwardingTest, MalformedOrSelfPointingHintsAreNotFollowed) {
   const std::string key = KeysOf(0, 1)[0];
   for (const std::string& hint : {std::string("not an address"), leaders_[0]->address()}) {
     leaders_[0]->FailWith(grpc::Status(grpc::StatusCode::FAILED_PRECONDITION, "refused"), hint);
@@ -473,7 +504,7 @@ TEST_F(RouterServiceTest, MalformedOrSelfPointingHintsAreNotFollowed) {
   }
 }
 
-TEST_F(RouterServiceTest, MultiSetSliceFollowsTheHintToo) {
+TEST_P(RouterForwardingTest, MultiSetSliceFollowsTheHintToo) {
   FakeShard new_leader;
   leaders_[1]->FailWith(grpc::Status(grpc::StatusCode::FAILED_PRECONDITION, "not the leader"),
                         new_leader.address());
@@ -492,7 +523,7 @@ TEST_F(RouterServiceTest, MultiSetSliceFollowsTheHintToo) {
   EXPECT_EQ(leaders_[0]->keys(), std::set<std::string>{keys[2]});
 }
 
-TEST_F(RouterServiceTest, LeaderReadsGoToTheLeaderAndAreNotRetried) {
+TEST_P(RouterForwardingTest, LeaderReadsGoToTheLeaderAndAreNotRetried) {
   const std::string key = KeysOf(0, 1)[0];
   leaders_[0]->FailWith(grpc::Status(grpc::StatusCode::UNAVAILABLE, "down"));
   v1::GetResponse got;
@@ -501,7 +532,7 @@ TEST_F(RouterServiceTest, LeaderReadsGoToTheLeaderAndAreNotRetried) {
   for (const auto& r : replicas_) EXPECT_EQ(r->total_calls(), 0);
 }
 
-TEST_F(RouterServiceTest, ReplicaReadsGoRoundRobinOverLeaderAndReplicas) {
+TEST_P(RouterForwardingTest, ReplicaReadsGoRoundRobinOverLeaderAndReplicas) {
   const std::string key = KeysOf(0, 1)[0];
   v1::GetResponse got;
   for (int i = 0; i < 30; ++i) ASSERT_TRUE(Get(key, &got, v1::READ_MODE_ANY_REPLICA).ok());
@@ -510,7 +541,7 @@ TEST_F(RouterServiceTest, ReplicaReadsGoRoundRobinOverLeaderAndReplicas) {
   EXPECT_EQ(replicas_[1]->calls("Get"), 10);
 }
 
-TEST_F(RouterServiceTest, UnavailableReplicaReadIsRetriedOnceOnAnotherNode) {
+TEST_P(RouterForwardingTest, UnavailableReplicaReadIsRetriedOnceOnAnotherNode) {
   const std::string key = KeysOf(0, 1)[0];
   replicas_[0]->FailWith(grpc::Status(grpc::StatusCode::UNAVAILABLE, "down"));
   v1::GetResponse got;
@@ -530,7 +561,7 @@ TEST_F(RouterServiceTest, UnavailableReplicaReadIsRetriedOnceOnAnotherNode) {
   EXPECT_EQ(failed, 10);  // Those starting at replica 0 (then replica 1).
 }
 
-TEST_F(RouterServiceTest, OtherErrorsOfReplicaReadsAreNotRetried) {
+TEST_P(RouterForwardingTest, OtherErrorsOfReplicaReadsAreNotRetried) {
   const std::string key = KeysOf(0, 1)[0];
   for (auto* node : {leaders_[0].get(), replicas_[0].get(), replicas_[1].get()}) {
     node->FailWith(grpc::Status(grpc::StatusCode::INTERNAL, "bug"));
@@ -543,7 +574,7 @@ TEST_F(RouterServiceTest, OtherErrorsOfReplicaReadsAreNotRetried) {
             3);
 }
 
-TEST_F(RouterServiceTest, TheCallersDeadlineIsForwarded) {
+TEST_P(RouterForwardingTest, TheCallersDeadlineIsForwarded) {
   const std::string key = KeysOf(1, 1)[0];
   v1::GetRequest request;
   request.set_key(key);
@@ -555,7 +586,7 @@ TEST_F(RouterServiceTest, TheCallersDeadlineIsForwarded) {
   EXPECT_LE(left, absl::Seconds(3) + kWireRounding);
 }
 
-TEST_F(RouterServiceTest, WithoutACallerDeadlineTheForwardTimeoutApplies) {
+TEST_P(RouterForwardingTest, WithoutACallerDeadlineTheForwardTimeoutApplies) {
   router_server_->Shutdown(std::chrono::system_clock::now());
   StartRouter(MakeTopology(), /*forward_timeout_ms=*/1500);
   const std::string key = KeysOf(1, 1)[0];
@@ -569,7 +600,7 @@ TEST_F(RouterServiceTest, WithoutACallerDeadlineTheForwardTimeoutApplies) {
   EXPECT_LE(left, absl::Milliseconds(1500) + kWireRounding);
 }
 
-TEST_F(RouterServiceTest, MultiGetGathersInOrderAndReportsAFailedShardPerKey) {
+TEST_P(RouterForwardingTest, MultiGetGathersInOrderAndReportsAFailedShardPerKey) {
   std::vector<std::string> keys;
   for (int i = 0; i < 40; ++i) keys.push_back(absl::StrCat("m", i));
   for (const std::string& key : keys) ASSERT_TRUE(Set(key, "v-" + key).ok());
@@ -603,7 +634,7 @@ TEST_F(RouterServiceTest, MultiGetGathersInOrderAndReportsAFailedShardPerKey) {
   EXPECT_EQ(leaders_[0]->calls("MultiGet"), 1);  // One call per shard.
 }
 
-TEST_F(RouterServiceTest, MultiSetWritesEachShardsItemsThereAndReportsPerItem) {
+TEST_P(RouterForwardingTest, MultiSetWritesEachShardsItemsThereAndReportsPerItem) {
   v1::MultiSetRequest request;
   std::vector<std::string> keys;
   for (int i = 0; i < 30; ++i) keys.push_back(absl::StrCat("s", i));
@@ -635,7 +666,7 @@ TEST_F(RouterServiceTest, MultiSetWritesEachShardsItemsThereAndReportsPerItem) {
   }
 }
 
-TEST_F(RouterServiceTest, AShardAnsweringTheWrongNumberOfResultsFailsItsKeys) {
+TEST_P(RouterForwardingTest, AShardAnsweringTheWrongNumberOfResultsFailsItsKeys) {
   leaders_[0]->AnswerShort();
   v1::MultiGetRequest request;
   for (const std::string& key : KeysOf(0, 3)) request.add_keys(key);
@@ -647,7 +678,7 @@ TEST_F(RouterServiceTest, AShardAnsweringTheWrongNumberOfResultsFailsItsKeys) {
   }
 }
 
-TEST_F(RouterServiceTest, EmptyBatchesAnswerAtOnce) {
+TEST_P(RouterForwardingTest, EmptyBatchesAnswerAtOnce) {
   v1::MultiGetResponse got;
   ASSERT_TRUE(stub_->MultiGet(Context().get(), v1::MultiGetRequest(), &got).ok());
   EXPECT_EQ(got.results_size(), 0);
@@ -657,7 +688,7 @@ TEST_F(RouterServiceTest, EmptyBatchesAnswerAtOnce) {
   for (const auto& l : leaders_) EXPECT_EQ(l->total_calls(), 0);
 }
 
-TEST_F(RouterServiceTest, InvalidRequestsAreRejectedAsAShardWouldAndNothingIsForwarded) {
+TEST_P(RouterForwardingTest, InvalidRequestsAreRejectedAsAShardWouldAndNothingIsForwarded) {
   grpc::Status s = Set("", "v");
   EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
   EXPECT_EQ(s.error_message(), "key is empty");
@@ -684,7 +715,7 @@ TEST_F(RouterServiceTest, InvalidRequestsAreRejectedAsAShardWouldAndNothingIsFor
   for (const auto& l : leaders_) EXPECT_EQ(l->total_calls(), 0);
 }
 
-TEST_F(RouterServiceTest, AReloadedTableRoutesNewRequests) {
+TEST_P(RouterForwardingTest, AReloadedTableRoutesNewRequests) {
   FakeShard moved;
   Topology t = MakeTopology();
   t.shards[1].leader = moved.address();
@@ -695,7 +726,7 @@ TEST_F(RouterServiceTest, AReloadedTableRoutesNewRequests) {
   EXPECT_EQ(leaders_[1]->total_calls(), 0);
 }
 
-TEST_F(RouterServiceTest, AShardThatIsNotListeningIsUnavailableNamingIt) {
+TEST_P(RouterForwardingTest, AShardThatIsNotListeningIsUnavailableNamingIt) {
   Topology t = MakeTopology();
   std::string gone;
   {
@@ -711,7 +742,7 @@ TEST_F(RouterServiceTest, AShardThatIsNotListeningIsUnavailableNamingIt) {
 
 // ---------------------------------------------------------------- health probes
 
-TEST_F(RouterServiceTest, ReplicaReadsSkipANodeThatFailsItsProbeUntilItPassesAgain) {
+TEST_P(RouterForwardingTest, ReplicaReadsSkipANodeThatFailsItsProbeUntilItPassesAgain) {
   const std::string key = KeysOf(0, 1)[0];
   replicas_[0]->admin().Fail(grpc::Status(grpc::StatusCode::UNAVAILABLE, "going away"));
   service_->ProbeOnce();
@@ -725,7 +756,7 @@ TEST_F(RouterServiceTest, ReplicaReadsSkipANodeThatFailsItsProbeUntilItPassesAga
   EXPECT_THAT(Shard0Gets(), ElementsAre(25, 10, 25));
 }
 
-TEST_F(RouterServiceTest, ANodeThatStoppedListeningIsSkippedAfterTheNextProbe) {
+TEST_P(RouterForwardingTest, ANodeThatStoppedListeningIsSkippedAfterTheNextProbe) {
   const std::string key = KeysOf(0, 1)[0];
   Topology t = MakeTopology();
   {
@@ -739,7 +770,7 @@ TEST_F(RouterServiceTest, ANodeThatStoppedListeningIsSkippedAfterTheNextProbe) {
   EXPECT_THAT(service_->health().Get(t.shards[0].replicas[1]).error, HasSubstr("code 14"));
 }
 
-TEST_F(RouterServiceTest, ReplicaReadsSkipReplicasLaggingBeyondTheLimit) {
+TEST_P(RouterForwardingTest, ReplicaReadsSkipReplicasLaggingBeyondTheLimit) {
   RouterOptions options;
   options.max_replica_lag = 10;
   RestartRouter(options);
@@ -757,7 +788,7 @@ TEST_F(RouterServiceTest, ReplicaReadsSkipReplicasLaggingBeyondTheLimit) {
   EXPECT_THAT(Shard0Gets(), ElementsAre(20, 20, 10));
 }
 
-TEST_F(RouterServiceTest, ReplicaReadsSkipNodesThatAreNeitherLeaderNorReplica) {
+TEST_P(RouterForwardingTest, ReplicaReadsSkipNodesThatAreNeitherLeaderNorReplica) {
   const std::string key = KeysOf(0, 1)[0];
   replicas_[1]->admin().Answer("deposed", 2);
   service_->ProbeOnce();
@@ -765,7 +796,7 @@ TEST_F(RouterServiceTest, ReplicaReadsSkipNodesThatAreNeitherLeaderNorReplica) {
   EXPECT_THAT(Shard0Gets(), ElementsAre(10, 10, 0));
 }
 
-TEST_F(RouterServiceTest, WhenEveryNodeOfAShardIsSkippedReadsFallBackToTheLeader) {
+TEST_P(RouterForwardingTest, WhenEveryNodeOfAShardIsSkippedReadsFallBackToTheLeader) {
   const std::string key = KeysOf(0, 1)[0];
   for (FakeShard* node : {leaders_[0].get(), replicas_[0].get(), replicas_[1].get()}) {
     node->admin().Fail(grpc::Status(grpc::StatusCode::INTERNAL, "sick"));
@@ -775,7 +806,7 @@ TEST_F(RouterServiceTest, WhenEveryNodeOfAShardIsSkippedReadsFallBackToTheLeader
   EXPECT_THAT(Shard0Gets(), ElementsAre(10, 0, 0));
 }
 
-TEST_F(RouterServiceTest, APromotedReplicaTakesTheWritesAfterTheNextProbeWithoutARestart) {
+TEST_P(RouterForwardingTest, APromotedReplicaTakesTheWritesAfterTheNextProbeWithoutARestart) {
   const std::vector<std::string> keys = KeysOf(0, 4);
   service_->ProbeOnce();  // Sees leaders_[0] leading epoch 1.
   EXPECT_EQ(service_->table()->LeaderEpoch(0), 1u);
@@ -810,7 +841,7 @@ TEST_F(RouterServiceTest, APromotedReplicaTakesTheWritesAfterTheNextProbeWithout
   EXPECT_EQ(leaders_[0]->keys(), std::set<std::string>{keys[3]});
 }
 
-TEST_F(RouterServiceTest, AStaleLeaderAtALowerEpochDoesNotTakeTheWrites) {
+TEST_P(RouterForwardingTest, AStaleLeaderAtALowerEpochDoesNotTakeTheWrites) {
   const std::string key = KeysOf(0, 1)[0];
   leaders_[0]->admin().Answer("leader", 3);
   replicas_[0]->admin().Answer("leader", 2);  // Not told yet that it was replaced.
@@ -820,7 +851,7 @@ TEST_F(RouterServiceTest, AStaleLeaderAtALowerEpochDoesNotTakeTheWrites) {
   EXPECT_EQ(replicas_[0]->calls("Set"), 0);
 }
 
-TEST_F(RouterServiceTest, ADeposedLeaderGetsNoWritesUntilANewerLeaderIsKnown) {
+TEST_P(RouterForwardingTest, ADeposedLeaderGetsNoWritesUntilANewerLeaderIsKnown) {
   const std::string key = KeysOf(1, 1)[0];
   leaders_[1]->admin().Answer("deposed", 2);
   service_->ProbeOnce();
@@ -857,7 +888,7 @@ TEST_F(RouterServiceTest, ADeposedLeaderGetsNoWritesUntilANewerLeaderIsKnown) {
   EXPECT_EQ(service_->table()->LeaderEpoch(1), 2u);
 }
 
-TEST_F(RouterServiceTest, AHintNamingANodeKnownToBeDeposedIsNotFollowed) {
+TEST_P(RouterForwardingTest, AHintNamingANodeKnownToBeDeposedIsNotFollowed) {
   const std::string key = KeysOf(0, 1)[0];
   replicas_[0]->admin().Answer("deposed", 3);
   service_->ProbeOnce();
@@ -868,7 +899,7 @@ TEST_F(RouterServiceTest, AHintNamingANodeKnownToBeDeposedIsNotFollowed) {
   EXPECT_EQ(service_->table()->Leader(0), leaders_[0]->address());
 }
 
-TEST_F(RouterServiceTest, StartedProbesRunOnTheirOwn) {
+TEST_P(RouterForwardingTest, StartedProbesRunOnTheirOwn) {
   RouterOptions options;
   options.probe_interval_ms = 20;
   options.probe_timeout_ms = 1000;
@@ -884,7 +915,7 @@ TEST_F(RouterServiceTest, StartedProbesRunOnTheirOwn) {
 
 // ---------------------------------------------------------------- Admin
 
-TEST_F(RouterServiceTest, AdminStatusNamesTheRouterAndDataOperationsPointToTheShards) {
+TEST_P(RouterForwardingTest, AdminStatusNamesTheRouterAndDataOperationsPointToTheShards) {
   grpc::ClientContext context;
   v1::StatusResponse status;
   ASSERT_TRUE(admin_stub_->Status(&context, v1::StatusRequest(), &status).ok());
@@ -979,6 +1010,84 @@ class RouterCoalescingTest : public RouterServiceTest {
     return call;
   }
 };
+
+TEST_F(RouterCoalescingTest, SlicesOfClientBatchesWaitingForTheSameNodeGoTogether) {
+  const std::vector<std::string> on0 = KeysOf(0, 4, "a-");
+  const std::vector<std::string> on1 = KeysOf(1, 2, "b-");
+  for (const std::string& key : on0) ASSERT_TRUE(Set(key, "value of " + key).ok());
+  for (const std::string& key : on1) ASSERT_TRUE(Set(key, "value of " + key).ok());
+  auto multi_get = [&](std::vector<std::string> keys) {
+    auto call = std::make_unique<AsyncCall<v1::MultiGetResponse>>();
+    call->context.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(10)));
+    v1::MultiGetRequest request;
+    for (const std::string& key : keys) request.add_keys(key);
+    stub_->async()->MultiGet(&call->context, &request, &call->response,
+                             [c = call.get()](grpc::Status s) { c->Done(std::move(s)); });
+    return call;
+  };
+  leaders_[0]->Hold();
+  auto first = multi_get({on0[0], on1[0]});  // Its shard-0 slice is held.
+  ASSERT_TRUE(Eventually([&] { return leaders_[0]->held() == 1; }));
+  // Their shard-0 slices wait (shard-1's go at once); "missing" is on no node.
+  auto second = multi_get({on1[1], on0[1], on0[2]});
+  auto third = multi_get({on0[3]});
+  ASSERT_TRUE(Eventually([&] { return service_->coalesce_queued() == 2; }));
+  leaders_[0]->Release();
+
+  // The held slice was answered empty: its key gets the wrong-count error.
+  ASSERT_TRUE(first->Wait().ok());
+  EXPECT_NE(first->response.results(0).error().code(), 0);
+  EXPECT_EQ(first->response.results(1).value(), "value of " + on1[0]);
+  ASSERT_TRUE(second->Wait().ok());
+  ASSERT_EQ(second->response.results_size(), 3);
+  EXPECT_EQ(second->response.results(0).value(), "value of " + on1[1]);
+  EXPECT_EQ(second->response.results(1).value(), "value of " + on0[1]);
+  EXPECT_EQ(second->response.results(2).value(), "value of " + on0[2]);
+  ASSERT_TRUE(third->Wait().ok());
+  ASSERT_EQ(third->response.results_size(), 1);
+  EXPECT_EQ(third->response.results(0).value(), "value of " + on0[3]);
+  EXPECT_EQ(leaders_[0]->calls("MultiGet"), 2) << "the two waiting slices went as one call";
+}
+
+TEST_F(RouterCoalescingTest, ItemsOfCoalescedMultiSetSlicesKeepTheirOwnResults) {
+  const std::vector<std::string> keys = KeysOf(2, 4, "m-");
+  ASSERT_TRUE(Set(keys[2], "already there").ok());
+  auto multi_set = [&](std::vector<std::pair<std::string, bool>> items) {
+    auto call = std::make_unique<AsyncCall<v1::MultiSetResponse>>();
+    call->context.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(10)));
+    v1::MultiSetRequest request;
+    for (const auto& [key, only_if_absent] : items) {
+      v1::SetItem* item = request.add_items();
+      item->set_key(key);
+      item->set_value("v");
+      if (only_if_absent) item->set_if_version(0);
+    }
+    stub_->async()->MultiSet(&call->context, &request, &call->response,
+                             [c = call.get()](grpc::Status s) { c->Done(std::move(s)); });
+    return call;
+  };
+  leaders_[2]->Hold();
+  auto first = multi_set({{keys[0], false}});
+  ASSERT_TRUE(Eventually([&] { return leaders_[2]->held() == 1; }));
+  auto a = multi_set({{keys[1], false}, {keys[2], true}});  // The second item's CAS fails.
+  auto b = multi_set({{keys[3], true}});
+  ASSERT_TRUE(Eventually([&] { return service_->coalesce_queued() == 2; }));
+  leaders_[2]->Release();
+  ASSERT_TRUE(first->Wait().ok());
+  ASSERT_TRUE(a->Wait().ok());
+  ASSERT_EQ(a->response.results_size(), 2);
+  EXPECT_GT(a->response.results(0).version(), 0u);
+  EXPECT_EQ(a->response.results(0).error().code(), 0);
+  EXPECT_EQ(a->response.results(1).error().code(), grpc::StatusCode::FAILED_PRECONDITION);
+  EXPECT_THAT(a->response.results(1).error().message(), HasSubstr("key exists"));
+  ASSERT_TRUE(b->Wait().ok());
+  ASSERT_EQ(b->response.results_size(), 1);
+  EXPECT_GT(b->response.results(0).version(), 0u);
+  EXPECT_NE(b->response.results(0).version(), a->response.results(0).version());
+  EXPECT_EQ(leaders_[2]->calls("MultiSet"), 2);
+  EXPECT_EQ(leaders_[2]->keys(), (std::set<std::string>{keys[1], keys[2], keys[3]}))
+      << "the held first item was answered without being written";
+}
 
 TEST_F(RouterCoalescingTest, GetsThatWaitForTheirNodeGoTogetherAsOneMultiGetWithTheirOwnAnswers) {
   const std::vector<std::string> keys = KeysOf(0, 6);
