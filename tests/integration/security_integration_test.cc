@@ -456,6 +456,26 @@ class MutualTlsTest : public SecurityIntegrationTest {
             "--tls-key=" + pki_->key(cert), "--auth-token-file=" + public_token_file_};
   }
 
+  // Runs kvbench for half a second against `address` with `flags`; its exit
+  // code and everything it printed.
+  std::pair<int, std::string> RunBench(const std::string& address,
+                                       std::vector<std::string> flags) const {
+    TempDir out;
+    std::vector<std::string> argv = {"--target=kvstore://" + address, "--workload=ycsb-a",
+                                      "--keyspace=100", "--concurrency=4", "--channels=1",
+                                      "--duration=0.5", "--warmup=0", "--json"};
+    argv.insert(argv.end(), flags.begin(), flags.end());
+    ChildProcess bench;
+    if (absl::Status s = bench.Start(KVBENCH_BIN, argv, out.Join("out"), out.Join("err"));
+        !s.ok()) {
+      return {-1, s.ToString()};
+    }
+    absl::StatusOr<ExitStatus> exit = bench.WaitExit(absl::Now() + absl::Seconds(60));
+    if (!exit.ok()) (void)bench.KillHard();
+    const std::string printed = ReadFileOrEmpty(out.Join("out")) + ReadFileOrEmpty(out.Join("err"));
+    return {exit.ok() && exit->exited ? exit->code : -1, printed};
+  }
+
   std::string pki_dir_;
   std::unique_ptr<TestPki> pki_;
 };
@@ -524,6 +544,19 @@ TEST_F(MutualTlsTest, RouterShardAndReplicaWorkOverMutualTlsWithTokens) {
   grpc::Status s =
       Call(Channel(router.address(), cluster_client), "/kvstore.v1.KeyValue/Get", false, "");
   EXPECT_EQ(s.error_code(), grpc::StatusCode::UNAUTHENTICATED) << Describe(s);
+
+  // kvbench takes the same client flags as kvctl; without the token it stops
+  // at its probe instead of counting refusals.
+  const auto [bench_code, bench_out] = RunBench(router.address(), KvctlFlags());
+  EXPECT_EQ(bench_code, 0) << bench_out;
+  EXPECT_TRUE(absl::StrContains(bench_out, "\"errors\":0")) << bench_out;
+  std::vector<std::string> no_token = KvctlFlags();
+  no_token.pop_back();  // --auth-token-file
+  const auto [refused_code, refused_out] = RunBench(router.address(), no_token);
+  EXPECT_NE(refused_code, 0) << refused_out;
+  EXPECT_TRUE(absl::StrContains(refused_out, "UNAUTHENTICATED") ||
+              absl::StrContains(refused_out, "--auth-token-file"))
+      << refused_out;
 }
 
 TEST_F(MutualTlsTest, NodeWithCertificateFromAnotherCaCannotJoin) {

@@ -67,6 +67,12 @@ DEFINE_bool(json, false, "Also print the result as one JSON object, the last lin
 DEFINE_uint64(seed, 1, "Seed of the key and operation choices (per slot: derived from it)");
 DEFINE_int64(timeout_ms, 5000, "Deadline of each call, in milliseconds");
 DEFINE_int64(connect_timeout_ms, 5000, "How long to wait for the target at start, in milliseconds");
+DEFINE_string(tls_ca, "",
+              "kvstore:// only: PEM CA to verify the server with (TLS on; see docs/security.md)");
+DEFINE_string(tls_cert, "", "kvstore:// only: PEM client certificate (mutual TLS), with --tls-key");
+DEFINE_string(tls_key, "", "kvstore:// only: PEM private key of --tls-cert");
+DEFINE_string(auth_token_file, "",
+              "kvstore:// only: send the token in this file as 'authorization: Bearer <token>'");
 
 namespace kvstore::bench {
 namespace {
@@ -185,6 +191,7 @@ enum class TargetKind { kKvStore, kRedis, kEtcd };
 struct Settings {
   TargetKind kind = TargetKind::kKvStore;
   BenchConfig config;
+  ClientSecurity security;  // kvstore:// only.
   bool preload = false;
   absl::Duration duration;
   absl::Duration warmup;
@@ -314,6 +321,17 @@ absl::StatusOr<Settings> CheckFlags(const ParsedArgs& args) {
     return absl::InvalidArgumentError(
         "--batch > 1 is not supported for etcd:// targets (etcd has no multi-key Range or Put)");
   }
+  const TlsFiles tls{FLAGS_tls_cert, FLAGS_tls_key, FLAGS_tls_ca};
+  if (tls.tls() || !FLAGS_auth_token_file.empty()) {
+    if (s.kind != TargetKind::kKvStore) {
+      return absl::InvalidArgumentError(
+          "--tls-* and --auth-token-file apply to kvstore:// targets only");
+    }
+    absl::StatusOr<ClientSecurity> security =
+        LoadClientSecurity(tls, FLAGS_auth_token_file, /*admin_token_file=*/"");
+    if (!security.ok()) return security.status();
+    s.security = *std::move(security);
+  }
   s.preload = args.given.count("preload") > 0 ? FLAGS_preload : c.workload.read_fraction > 0;
   return s;
 }
@@ -394,7 +412,7 @@ int Run(const Settings& s) {
   std::unique_ptr<LoadTarget> target;
   switch (s.kind) {
     case TargetKind::kKvStore:
-      target = std::make_unique<KvStoreTarget>(s.config);
+      target = std::make_unique<KvStoreTarget>(s.config, s.security);
       break;
     case TargetKind::kRedis:
 #ifdef KVBENCH_WITH_REDIS

@@ -49,7 +49,7 @@ struct KvStoreTarget::Slot {
   SlotStats stats;
 };
 
-KvStoreTarget::KvStoreTarget(const BenchConfig& config)
+KvStoreTarget::KvStoreTarget(const BenchConfig& config, const ClientSecurity& security)
     : config_(config), keys_(config.distribution, config.keyspace), value_(config.value_size, 'v') {
   const std::string address = absl::StrCat(config_.host, ":", config_.port);
   for (uint64_t i = 0; i < config_.channels; ++i) {
@@ -60,8 +60,7 @@ KvStoreTarget::KvStoreTarget(const BenchConfig& config)
     args.SetInt("kvbench.channel", static_cast<int>(i));
     args.SetMaxSendMessageSize(256 << 20);
     args.SetMaxReceiveMessageSize(-1);
-    channels_.push_back(
-        grpc::CreateCustomChannel(address, grpc::InsecureChannelCredentials(), args));
+    channels_.push_back(CreateClientChannel(address, security, args));
     stubs_.push_back(v1::KeyValue::NewStub(channels_.back()));
   }
 }
@@ -86,6 +85,11 @@ absl::Status KvStoreTarget::Connect() {
   if (status.error_code() == grpc::StatusCode::UNIMPLEMENTED) {
     return absl::FailedPreconditionError(
         absl::StrCat(address, " does not serve kvstore.v1.KeyValue: ", status.error_message()));
+  }
+  if (status.error_code() == grpc::StatusCode::UNAUTHENTICATED) {
+    return absl::UnauthenticatedError(absl::StrCat(
+        address, " refused the probe Get: ", status.error_message(),
+        " (give --auth-token-file, and --tls-* for a TLS server; docs/security.md)"));
   }
   if (!status.ok()) {
     std::fprintf(stderr, "kvbench: warning: probe Get: %s: %s (continuing)\n",

@@ -12,6 +12,7 @@
 
 #include "absl/base/thread_annotations.h"
 #include "absl/synchronization/mutex.h"
+#include "common/security/credentials.h"
 #include "grpcpp/channel.h"
 #include "kvstore/v1/kv.grpc.pb.h"
 #include "tools/kvbench/load_target.h"
@@ -20,7 +21,8 @@ namespace kvstore::bench {
 
 class KvStoreTarget : public LoadTarget {
  public:
-  explicit KvStoreTarget(const BenchConfig& config);
+  // `security`: TLS and the bearer token (docs/security.md); default plaintext.
+  explicit KvStoreTarget(const BenchConfig& config, const ClientSecurity& security = {});
   ~KvStoreTarget() override;
   KvStoreTarget(const KvStoreTarget&) = delete;
   KvStoreTarget& operator=(const KvStoreTarget&) = delete;
