@@ -15,7 +15,8 @@ bool IsMetricName(absl::string_view name) {
   if (name.empty()) return false;
   for (size_t i = 0; i < name.size(); ++i) {
     const char c = name[i];
-    const bool ok = absl::ascii_isalpha(c) || c == '_' || c == ':' || (i > 0 && absl::ascii_isdigit(c));
+    const bool ok =
+        absl::ascii_isalpha(c) || c == '_' || c == ':' || (i > 0 && absl::ascii_isdigit(c));
     if (!ok) return false;
   }
   return true;
@@ -91,10 +92,9 @@ void ExpositionWriter::Family(absl::string_view name, absl::string_view help, Me
     DCHECK(it->second.second == type) << name << " declared with two types";
     return;
   }
-  families_.push_back(FamilyText{
-      absl::StrCat("# HELP ", name, " ", EscapeHelp(help), "\n# TYPE ", name, " ", TypeName(type),
-                   "\n"),
-      ""});
+  families_.push_back(FamilyText{absl::StrCat("# HELP ", name, " ", EscapeHelp(help), "\n# TYPE ",
+                                              name, " ", TypeName(type), "\n"),
+                                 ""});
 }
 
 ExpositionWriter::FamilyText* ExpositionWriter::FamilyOf(absl::string_view name) {
@@ -110,8 +110,7 @@ ExpositionWriter::FamilyText* ExpositionWriter::FamilyOf(absl::string_view name)
   return nullptr;
 }
 
-void ExpositionWriter::Line(absl::string_view name, const Labels& labels,
-                            absl::string_view value) {
+void ExpositionWriter::Line(absl::string_view name, const Labels& labels, absl::string_view value) {
   FamilyText* family = FamilyOf(name);
   if (family == nullptr) {
     LOG(DFATAL) << "metric sample " << name << " of an undeclared family";

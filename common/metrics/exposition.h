@@ -34,7 +34,7 @@ inline constexpr char kExpositionContentType[] = "text/plain; version=0.0.4; cha
 // Buckets of a histogram as read at one moment: counts per bucket (not
 // cumulative), the last one for values above every bound (le="+Inf").
 struct HistogramData {
-  std::vector<double> bounds;   // Ascending upper bounds, finite.
+  std::vector<double> bounds;    // Ascending upper bounds, finite.
   std::vector<uint64_t> counts;  // bounds.size() + 1 entries.
   double sum = 0;
 };

@@ -79,12 +79,23 @@ size_t SlotOf(absl::string_view method, size_t slots) {
 }  // namespace
 
 absl::string_view GrpcCodeName(grpc::StatusCode code) {
-  static constexpr absl::string_view kNames[kCodes] = {
-      "OK",        "CANCELLED",         "UNKNOWN",          "INVALID_ARGUMENT",
-      "DEADLINE_EXCEEDED", "NOT_FOUND",  "ALREADY_EXISTS",   "PERMISSION_DENIED",
-      "RESOURCE_EXHAUSTED", "FAILED_PRECONDITION", "ABORTED", "OUT_OF_RANGE",
-      "UNIMPLEMENTED", "INTERNAL",     "UNAVAILABLE",      "DATA_LOSS",
-      "UNAUTHENTICATED"};
+  static constexpr absl::string_view kNames[kCodes] = {"OK",
+                                                       "CANCELLED",
+                                                       "UNKNOWN",
+                                                       "INVALID_ARGUMENT",
+                                                       "DEADLINE_EXCEEDED",
+                                                       "NOT_FOUND",
+                                                       "ALREADY_EXISTS",
+                                                       "PERMISSION_DENIED",
+                                                       "RESOURCE_EXHAUSTED",
+                                                       "FAILED_PRECONDITION",
+                                                       "ABORTED",
+                                                       "OUT_OF_RANGE",
+                                                       "UNIMPLEMENTED",
+                                                       "INTERNAL",
+                                                       "UNAVAILABLE",
+                                                       "DATA_LOSS",
+                                                       "UNAUTHENTICATED"};
   const int i = static_cast<int>(code);
   return i >= 0 && i < kCodes ? kNames[i] : "UNKNOWN";
 }
@@ -148,8 +159,8 @@ void GrpcServerMetrics::RecordHandled(absl::string_view method, grpc::StatusCode
                                       absl::Duration took) {
   MethodStats* stats = Find(method);
   const int c = static_cast<int>(code);
-  stats->handled[c >= 0 && c < kCodes ? c : static_cast<int>(grpc::StatusCode::UNKNOWN)]
-      .fetch_add(1, std::memory_order_relaxed);
+  stats->handled[c >= 0 && c < kCodes ? c : static_cast<int>(grpc::StatusCode::UNKNOWN)].fetch_add(
+      1, std::memory_order_relaxed);
   stats->latency.ObserveDuration(took);
 }
 

@@ -42,8 +42,8 @@ double FromBits(uint64_t bits) {
 }  // namespace
 
 std::vector<double> LatencyBuckets() {
-  return {0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01,
-          0.025,   0.05,   0.1,     0.25,   0.5,   1,      2.5,    5,    10};
+  return {0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
+          0.05,    0.1,    0.25,    0.5,    1,     2.5,    5,     10};
 }
 
 std::vector<double> LongOperationBuckets() {
@@ -73,8 +73,8 @@ void Histogram::Observe(double value) {
   // thread's stripe, so it rarely loops.
   std::atomic<uint64_t>& sum = Cell(stripe, bounds_.size() + 1);
   uint64_t old = sum.load(std::memory_order_relaxed);
-  while (!sum.compare_exchange_weak(old, ToBits(FromBits(old) + value),
-                                    std::memory_order_relaxed)) {
+  while (
+      !sum.compare_exchange_weak(old, ToBits(FromBits(old) + value), std::memory_order_relaxed)) {
   }
 }
 

@@ -13,8 +13,8 @@ void Gauge(ExpositionWriter* out, absl::string_view name, absl::string_view help
 
 // One series per state, 1 for the current one: the Prometheus way to expose
 // an enumeration. An unexpected `current` gets a series of its own.
-void StateSet(ExpositionWriter* out, absl::string_view name, absl::string_view help,
-              Labels labels, absl::string_view label, std::vector<absl::string_view> states,
+void StateSet(ExpositionWriter* out, absl::string_view name, absl::string_view help, Labels labels,
+              absl::string_view label, std::vector<absl::string_view> states,
               absl::string_view current) {
   out->Family(name, help, MetricType::kGauge);
   if (std::find(states.begin(), states.end(), current) == states.end()) states.push_back(current);
@@ -46,14 +46,12 @@ void WriteNodeStatusMetrics(const v1::StatusResponse& st, absl::Time now, Exposi
   out->Sample("kvstore_node_info",
               {{"version", st.version()}, {"fsync", st.fsync()}, {"ack", st.ack()}}, 1);
   Gauge(out, "kvstore_node_epoch", "Leader epoch the node is at.", st.epoch());
-  Gauge(out, "kvstore_node_last_index", "Highest log index applied on this node.",
-        st.last_index());
-  Gauge(out, "kvstore_node_uptime_seconds", "Seconds since the node started.",
-        st.uptime_seconds());
+  Gauge(out, "kvstore_node_last_index", "Highest log index applied on this node.", st.last_index());
+  Gauge(out, "kvstore_node_uptime_seconds", "Seconds since the node started.", st.uptime_seconds());
   Gauge(out, "kvstore_keys", "Keys in the map (expired keys not yet reclaimed included).",
         st.key_count());
-  Gauge(out, "kvstore_memory_bytes",
-        "Approximate bytes held by keys, values and the map itself.", st.memory_bytes());
+  Gauge(out, "kvstore_memory_bytes", "Approximate bytes held by keys, values and the map itself.",
+        st.memory_bytes());
 
   const v1::LogStatus& log = st.log();
   Gauge(out, "kvstore_wal_bytes", "Bytes of write-ahead log on disk.", log.bytes());
@@ -66,8 +64,7 @@ void WriteNodeStatusMetrics(const v1::StatusResponse& st, absl::Time now, Exposi
 
   if (st.has_snapshot()) {
     const v1::SnapshotInfo& snap = st.snapshot();
-    const double age =
-        absl::ToDoubleSeconds(now - absl::FromUnixMillis(snap.created_unix_ms()));
+    const double age = absl::ToDoubleSeconds(now - absl::FromUnixMillis(snap.created_unix_ms()));
     Gauge(out, "kvstore_snapshot_age_seconds", "Seconds since the newest snapshot was written.",
           std::max(0.0, age));
     Gauge(out, "kvstore_snapshot_last_duration_seconds",
@@ -87,13 +84,11 @@ void WriteNodeStatusMetrics(const v1::StatusResponse& st, absl::Time now, Exposi
     constexpr char kLagSeconds[] = "kvstore_replication_follower_lag_seconds";
     constexpr char kAcked[] = "kvstore_replication_follower_acked_index";
     constexpr char kSnapshots[] = "kvstore_replication_follower_snapshots_sent_total";
-    out->Family(kLagEntries, "Log entries the follower is behind this leader.",
-                MetricType::kGauge);
+    out->Family(kLagEntries, "Log entries the follower is behind this leader.", MetricType::kGauge);
     out->Family(kLagSeconds,
                 "Seconds since the follower was last caught up with this leader (0: caught up).",
                 MetricType::kGauge);
-    out->Family(kAcked, "Highest log index the follower confirmed as durable.",
-                MetricType::kGauge);
+    out->Family(kAcked, "Highest log index the follower confirmed as durable.", MetricType::kGauge);
     out->Family(kSnapshots, "Full resyncs (snapshot transfers) sent to the follower.",
                 MetricType::kCounter);
     for (const v1::FollowerStatus& f : st.followers()) {
@@ -133,8 +128,7 @@ void WriteRouterBackendMetrics(const std::vector<ShardLeader>& shards,
   constexpr char kLag[] = "kvstore_router_backend_lag_entries";
   out->Family(kUp, "1 when the backend's last health probe (Admin.Status) answered, else 0.",
               MetricType::kGauge);
-  out->Family(kEpoch, "Epoch the backend reported in its last answered probe.",
-              MetricType::kGauge);
+  out->Family(kEpoch, "Epoch the backend reported in its last answered probe.", MetricType::kGauge);
   out->Family(kLastIndex, "Log index the backend reported in its last answered probe.",
               MetricType::kGauge);
   out->Family(kLag, "Entries behind its leader a replica reported in its last answered probe.",

@@ -60,8 +60,8 @@ struct ServerOptions {
   std::vector<std::string> not_ready_services;
   // If set, called once by Start: interceptors for every RPC (metrics,
   // common/metrics/grpc_metrics.h). What they use must outlive the server.
-  std::function<std::vector<
-      std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>>()>
+  std::function<
+      std::vector<std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>>()>
       interceptors;
 };
 

@@ -164,8 +164,8 @@ FollowerLink::Outcome FollowerLink::Session(std::string* error) {
   // fsync=everysec/no). Overwriting them could drop acknowledged sync writes.
   if (position.last_epoch() == epoch_ && position.last_index() > store->last_index()) {
     const std::string reason = absl::StrCat(
-        "follower ", address_, " holds entries through index ", position.last_index(),
-        " of epoch ", epoch_, " but this leader's log ends at ", store->last_index(),
+        "follower ", address_, " holds entries through index ", position.last_index(), " of epoch ",
+        epoch_, " but this leader's log ends at ", store->last_index(),
         ": this node lost its log tail and refuses to lead; promote that follower (kvctl "
         "promote) and run this data directory as a replica");
     {

@@ -288,6 +288,18 @@ class BatchCall {
 
 namespace {
 
+// The status a per-key error of a batch answer stands for (OK when unset).
+grpc::Status KeyErrorStatus(const v1::KeyError& error) {
+  return grpc::Status(static_cast<grpc::StatusCode>(error.code()), error.message());
+}
+
+// Moves `n` results from `from`, starting at `offset`, to the end of `to`.
+template <typename Result>
+void MoveResults(google::protobuf::RepeatedPtrField<Result>* from, int offset, int n,
+                 google::protobuf::RepeatedPtrField<Result>* to) {
+  for (int i = 0; i < n; ++i) to->Add()->Swap(from->Mutable(offset + i));
+}
+
 // A kind of request a lane carries: how requests join a batch (Add, in
 // order) and how each gets its part of the batch's answer back (Take, from
 // `offset`, the number of keys before it). Count is the keys of a request.
@@ -306,9 +318,7 @@ struct GetKind {
   static int Results(const BatchResponse& batch) { return batch.results_size(); }
   static grpc::Status Take(BatchResponse* batch, int offset, const Request&, Response* out) {
     v1::GetResult* r = batch->mutable_results(offset);
-    if (r->has_error() && r->error().code() != 0) {
-      return grpc::Status(static_cast<grpc::StatusCode>(r->error().code()), r->error().message());
-    }
+    if (r->error().code() != 0) return KeyErrorStatus(r->error());
     out->set_found(r->found());
     out->set_version(r->version());
     out->mutable_value()->swap(*r->mutable_value());
@@ -335,9 +345,7 @@ struct SetKind {
   static int Results(const BatchResponse& batch) { return batch.results_size(); }
   static grpc::Status Take(BatchResponse* batch, int offset, const Request&, Response* out) {
     const v1::SetResult& r = batch->results(offset);
-    if (r.has_error() && r.error().code() != 0) {
-      return grpc::Status(static_cast<grpc::StatusCode>(r.error().code()), r.error().message());
-    }
+    if (r.error().code() != 0) return KeyErrorStatus(r.error());
     out->set_version(r.version());
     return grpc::Status::OK;
   }
@@ -363,7 +371,7 @@ struct MultiGetKind {
   }
   static int Results(const BatchResponse& batch) { return batch.results_size(); }
   static grpc::Status Take(BatchResponse* batch, int offset, const Request& r, Response* out) {
-    for (int i = 0; i < r.keys_size(); ++i) out->add_results()->Swap(batch->mutable_results(offset + i));
+    MoveResults(batch->mutable_results(), offset, r.keys_size(), out->mutable_results());
     return grpc::Status::OK;
   }
 };
@@ -387,7 +395,7 @@ struct MultiSetKind {
   }
   static int Results(const BatchResponse& batch) { return batch.results_size(); }
   static grpc::Status Take(BatchResponse* batch, int offset, const Request& r, Response* out) {
-    for (int i = 0; i < r.items_size(); ++i) out->add_results()->Swap(batch->mutable_results(offset + i));
+    MoveResults(batch->mutable_results(), offset, r.items_size(), out->mutable_results());
     return grpc::Status::OK;
   }
 };
@@ -439,8 +447,8 @@ class Lane {
   void SendOne(Item item) {
     auto owned = std::make_shared<Item>(std::move(item));
     auto* call = new ShardCall<Request, Response>(
-        backends_.channels, backends_.health, owned->table, owned->shard, Kind::kRule,
-        owned->nodes, owned->parent, owned->deadline, owned->request, owned->response,
+        backends_.channels, backends_.health, owned->table, owned->shard, Kind::kRule, owned->nodes,
+        owned->parent, owned->deadline, owned->request, owned->response,
         [this, owned](const grpc::Status& status, const std::string& label) {
           Next();
           owned->done(status, label);
@@ -473,16 +481,16 @@ class Lane {
           if (status.ok() && static_cast<size_t>(Kind::Results(batch->response)) != keys) {
             const grpc::Status wrong(
                 grpc::StatusCode::INTERNAL,
-                absl::StrCat(label, " answered ", Kind::Results(batch->response),
-                             " results for ", keys, " keys"));
+                absl::StrCat(label, " answered ", Kind::Results(batch->response), " results for ",
+                             keys, " keys"));
             for (Item& item : batch->items) item.done(wrong, label);
             return;
           }
           int offset = 0;
           for (Item& item : batch->items) {
-            item.done(status.ok() ? Kind::Take(&batch->response, offset, *item.request,
-                                               item.response)
-                                  : status,
+            item.done(status.ok()
+                          ? Kind::Take(&batch->response, offset, *item.request, item.response)
+                          : status,
                       label);
             offset += static_cast<int>(Kind::Count(*item.request));
           }
@@ -613,19 +621,16 @@ RouterService::RouterService(RouterOptions options, std::shared_ptr<RoutingTable
       &channels_, &health_, [this] { return this->table(); }, probe);
   if (options_.coalesce_in_flight > 0) {
     lanes_ = std::make_unique<Lanes>(
-        Backends{&channels_, &health_, options_.forward_timeout_ms},
-        options_.coalesce_in_flight,
-        std::max<size_t>(1, std::min<size_t>(options_.coalesce_max_items,
-                                             options_.limits.max_batch_items)),
+        Backends{&channels_, &health_, options_.forward_timeout_ms}, options_.coalesce_in_flight,
+        std::max<size_t>(
+            1, std::min<size_t>(options_.coalesce_max_items, options_.limits.max_batch_items)),
         static_cast<size_t>(options_.max_message_bytes) / 2);
   }
 }
 
 RouterService::~RouterService() { prober_->Stop(); }
 
-size_t RouterService::coalesce_queued() const {
-  return lanes_ == nullptr ? 0 : lanes_->queued();
-}
+size_t RouterService::coalesce_queued() const { return lanes_ == nullptr ? 0 : lanes_->queued(); }
 
 void RouterService::StartProbing() {
   if (options_.probe_interval_ms > 0) prober_->Start();
@@ -718,8 +723,13 @@ grpc::ServerUnaryReactor* RouterService::Set(grpc::CallbackServerContext* contex
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
   if (lanes_ != nullptr) {
     Lane<SetKind>* lane = lanes_->ForSet(*leader, request->ack());
-    lane->Submit({std::move(table), shard, {*std::move(leader)}, context,
-                  CallDeadline(*context, options_.forward_timeout_ms), request, response,
+    lane->Submit({std::move(table),
+                  shard,
+                  {*std::move(leader)},
+                  context,
+                  CallDeadline(*context, options_.forward_timeout_ms),
+                  request,
+                  response,
                   [reactor](const grpc::Status& status, const std::string& label) {
                     reactor->Finish(ForCaller(status, label));
                   }});
@@ -833,9 +843,14 @@ grpc::ServerUnaryReactor* RouterService::MultiSet(grpc::CallbackServerContext* c
     };
     if (lanes_ != nullptr) {
       Lane<MultiSetKind>* lane = lanes_->ForMultiSet(*leader, request->ack());
-      lane->Submit({table, shard, {*std::move(leader)}, context,
-                    CallDeadline(*context, options_.forward_timeout_ms), batch->request(k),
-                    batch->response(k), std::move(slice_done)});
+      lane->Submit({table,
+                    shard,
+                    {*std::move(leader)},
+                    context,
+                    CallDeadline(*context, options_.forward_timeout_ms),
+                    batch->request(k),
+                    batch->response(k),
+                    std::move(slice_done)});
       continue;
     }
     Forward(Backends{&channels_, &health_, options_.forward_timeout_ms}, table, shard,

@@ -31,10 +31,11 @@ absl::StatusOr<WritePlan> PlanWrite(const v1::WriteAck& ack, ReplicationHooks* r
     case v1::ACK_MODE_DEFAULT:
       plan.replicas = replication != nullptr ? replication->DefaultSyncAcks() : 0;
       if (plan.replicas > 0 && plan.replicas > replication->FollowerCount()) {
-        return absl::FailedPreconditionError(absl::StrCat(
-            "this leader acknowledges after ", plan.replicas, " replicas (--sync-acks) but has ",
-            replication->FollowerCount(), " followers; pass --followers, or send the write "
-            "with ack ACK_MODE_LEADER_MEMORY"));
+        return absl::FailedPreconditionError(
+            absl::StrCat("this leader acknowledges after ", plan.replicas,
+                         " replicas (--sync-acks) but has ", replication->FollowerCount(),
+                         " followers; pass --followers, or send the write "
+                         "with ack ACK_MODE_LEADER_MEMORY"));
       }
       return plan;
     case v1::ACK_MODE_LEADER_MEMORY:

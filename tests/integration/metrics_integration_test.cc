@@ -68,7 +68,8 @@ ParsedScrape Scrape(const std::string& address) {
   client.set_read_timeout(5);
   httplib::Result res = client.Get("/metrics");
   if (!res) {
-    failed.error = absl::StrCat("GET /metrics from ", address, ": ", httplib::to_string(res.error()));
+    failed.error =
+        absl::StrCat("GET /metrics from ", address, ": ", httplib::to_string(res.error()));
     return failed;
   }
   if (res->status != 200) {
@@ -98,11 +99,11 @@ class MetricsIntegrationTest : public ::testing::Test {
  protected:
   void SetUp() override {
     group_ = std::make_unique<ShardGroup>(tmp_.Join("shard"), KV_SHARD_BIN, KV_REPLICA_BIN, 1);
-    const absl::Status started = group_->Start(
-        {"--fsync=always", "--metrics-listen=127.0.0.1:0",
-         absl::StrCat("--metrics-port-file=", tmp_.Join("leader.metrics"))},
-        {"--metrics-listen=127.0.0.1:0",
-         absl::StrCat("--metrics-port-file=", tmp_.Join("replica.metrics"))});
+    const absl::Status started =
+        group_->Start({"--fsync=always", "--metrics-listen=127.0.0.1:0",
+                       absl::StrCat("--metrics-port-file=", tmp_.Join("leader.metrics"))},
+                      {"--metrics-listen=127.0.0.1:0",
+                       absl::StrCat("--metrics-port-file=", tmp_.Join("replica.metrics"))});
     ASSERT_TRUE(started.ok()) << started;
     leader_metrics_ = AwaitMetricsAddress(tmp_.Join("leader.metrics"));
     replica_metrics_ = AwaitMetricsAddress(tmp_.Join("replica.metrics"));
@@ -144,8 +145,8 @@ class MetricsIntegrationTest : public ::testing::Test {
 };
 
 TEST_F(MetricsIntegrationTest, ScrapesReportRequestsKeysLagAndBackendErrors) {
-  constexpr int kDirect = 12;    // Sets sent to the leader itself.
-  constexpr int kRouted = 8;     // Sets sent through the router.
+  constexpr int kDirect = 12;  // Sets sent to the leader itself.
+  constexpr int kRouted = 8;   // Sets sent through the router.
   constexpr int kRoutedGets = 5;
   KvClient leader(group_->leader().address());
   KvClient router(router_->address());
@@ -184,8 +185,7 @@ TEST_F(MetricsIntegrationTest, ScrapesReportRequestsKeysLagAndBackendErrors) {
   EXPECT_GE(leader_sets, kDirect);
   EXPECT_LE(leader_sets, keys);
   EXPECT_GT(leader_sets + leader_multisets, kDirect);
-  EXPECT_EQ(m.Value("kvstore_grpc_server_handling_seconds_count", {{"method", kSet}}),
-            leader_sets);
+  EXPECT_EQ(m.Value("kvstore_grpc_server_handling_seconds_count", {{"method", kSet}}), leader_sets);
   EXPECT_EQ(m.Value("kvstore_keys"), keys);
   EXPECT_EQ(m.Value("kvstore_node_last_index"), keys);
   EXPECT_EQ(m.Value("kvstore_node_role", {{"role", "leader"}}), 1);
@@ -249,20 +249,19 @@ TEST_F(MetricsIntegrationTest, ScrapesReportRequestsKeysLagAndBackendErrors) {
   EXPECT_EQ(front.Value("kvstore_router_backend_errors_total",
                         {{"backend", group_->leader().address()}, {"code", "UNAVAILABLE"}}),
             kFailed);
-  EXPECT_EQ(front.Value("kvstore_grpc_server_handled_total",
-                        {{"method", kSet}, {"code", "UNAVAILABLE"}}),
-            kFailed);
+  EXPECT_EQ(
+      front.Value("kvstore_grpc_server_handled_total", {{"method", kSet}, {"code", "UNAVAILABLE"}}),
+      kFailed);
   // The probes notice too.
   ASSERT_TRUE(ScrapeUntil(
       router_metrics_,
       [&](const ParsedScrape& s) {
-        return s.Value("kvstore_router_backend_up", {{"backend", group_->leader().address()}}) ==
-               0;
+        return s.Value("kvstore_router_backend_up", {{"backend", group_->leader().address()}}) == 0;
       },
       &front))
       << front.error;
-  std::printf("router: %d Set, %d Get, %.0f backend errors after the kill\n", kRouted,
-              kRoutedGets, errors);
+  std::printf("router: %d Set, %d Get, %.0f backend errors after the kill\n", kRouted, kRoutedGets,
+              errors);
 }
 
 TEST_F(MetricsIntegrationTest, MetricsPortInUseStopsTheStart) {

@@ -148,8 +148,8 @@ TEST(ReadinessIntegrationTest, LoneLeaderIsReadyWhenServing) {
         return last == Health::kServing;
       },
       absl::Now() + absl::Seconds(10)))
-      << "kv-shard without followers reports " << HealthName(last) << " for "
-      << kReadinessService << "\n"
+      << "kv-shard without followers reports " << HealthName(last) << " for " << kReadinessService
+      << "\n"
       << leader.LogTail();
   EXPECT_EQ(CheckService(leader.address(), ""), Health::kServing);
 }
@@ -181,7 +181,8 @@ TEST_P(ReplicaReadinessTest, NotServingUntilCaughtUp) {
   // The leader gets the data while the replica is down.
   std::vector<std::string> leader_flags = {"--followers=" + replica.last_address()};
   if (snapshot) {
-    for (const char* f : {"--segment-bytes=65536", "--snapshots-to-keep=1", "--retain-log-bytes=0"}) {
+    for (const char* f :
+         {"--segment-bytes=65536", "--snapshots-to-keep=1", "--retain-log-bytes=0"}) {
       leader_flags.push_back(f);
     }
   }
@@ -233,8 +234,8 @@ TEST_P(ReplicaReadinessTest, NotServingUntilCaughtUp) {
         return false;
       },
       absl::Now() + absl::Seconds(60), absl::Milliseconds(2));
-  ASSERT_TRUE(ready) << "the replica never became ready: " << HealthName(health)
-                     << " at index " << last_index << ", target " << target << "\n"
+  ASSERT_TRUE(ready) << "the replica never became ready: " << HealthName(health) << " at index "
+                     << last_index << ", target " << target << "\n"
                      << replica.LogTail() << "\n"
                      << leader.LogTail();
   EXPECT_GE(last_index, target) << "SERVING before the replica held the leader's entries";

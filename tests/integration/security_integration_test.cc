@@ -461,9 +461,14 @@ class MutualTlsTest : public SecurityIntegrationTest {
   std::pair<int, std::string> RunBench(const std::string& address,
                                        std::vector<std::string> flags) const {
     TempDir out;
-    std::vector<std::string> argv = {"--target=kvstore://" + address, "--workload=ycsb-a",
-                                      "--keyspace=100", "--concurrency=4", "--channels=1",
-                                      "--duration=0.5", "--warmup=0", "--json"};
+    std::vector<std::string> argv = {"--target=kvstore://" + address,
+                                     "--workload=ycsb-a",
+                                     "--keyspace=100",
+                                     "--concurrency=4",
+                                     "--channels=1",
+                                     "--duration=0.5",
+                                     "--warmup=0",
+                                     "--json"};
     argv.insert(argv.end(), flags.begin(), flags.end());
     ChildProcess bench;
     if (absl::Status s = bench.Start(KVBENCH_BIN, argv, out.Join("out"), out.Join("err"));

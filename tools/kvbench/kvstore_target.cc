@@ -87,9 +87,9 @@ absl::Status KvStoreTarget::Connect() {
         absl::StrCat(address, " does not serve kvstore.v1.KeyValue: ", status.error_message()));
   }
   if (status.error_code() == grpc::StatusCode::UNAUTHENTICATED) {
-    return absl::UnauthenticatedError(absl::StrCat(
-        address, " refused the probe Get: ", status.error_message(),
-        " (give --auth-token-file, and --tls-* for a TLS server; docs/security.md)"));
+    return absl::UnauthenticatedError(
+        absl::StrCat(address, " refused the probe Get: ", status.error_message(),
+                     " (give --auth-token-file, and --tls-* for a TLS server; docs/security.md)"));
   }
   if (!status.ok()) {
     std::fprintf(stderr, "kvbench: warning: probe Get: %s: %s (continuing)\n",

@@ -189,16 +189,14 @@ inline ParsedScrape ParseExposition(const std::string& text) {
       }
       ++i;
     }
-    if (i >= line.size() || line[i] != ' ' ||
-        !internal::ParseValue(line.substr(i + 1), &s.value)) {
+    if (i >= line.size() || line[i] != ' ' || !internal::ParseValue(line.substr(i + 1), &s.value)) {
       fail("bad value", line);
       continue;
     }
     const std::string family = internal::FamilyOf(s.name, out.types);
     if (family.empty()) fail("sample of an undeclared family", line);
     if (family != current) fail("sample outside its family's block", line);
-    if (!family.empty() && out.types[family] == "histogram" &&
-        s.name == family + "_bucket") {
+    if (!family.empty() && out.types[family] == "histogram" && s.name == family + "_bucket") {
       auto le = s.labels.find("le");
       double bound = 0;
       if (le == s.labels.end() || !internal::ParseValue(le->second, &bound)) {

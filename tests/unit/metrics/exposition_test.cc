@@ -109,9 +109,9 @@ TEST(ExpositionParserTest, RejectsWhatAScraperWould) {
   // The checker used on real scrapes must itself catch broken text.
   EXPECT_NE(ParseExposition("m 1\n").error, "");  // No TYPE.
   EXPECT_NE(ParseExposition("# HELP m x\n# TYPE m gauge\nm{a=\"1} 1\n").error, "");
-  EXPECT_NE(ParseExposition("# HELP a x\n# TYPE a gauge\n# HELP b x\n# TYPE b gauge\nb 1\na 1\n")
-                .error,
-            "");
+  EXPECT_NE(
+      ParseExposition("# HELP a x\n# TYPE a gauge\n# HELP b x\n# TYPE b gauge\nb 1\na 1\n").error,
+      "");
   EXPECT_NE(ParseExposition("# HELP h x\n# TYPE h histogram\nh_bucket{le=\"1\"} 1\n"
                             "h_bucket{le=\"0.5\"} 1\n")
                 .error,

@@ -17,8 +17,8 @@
 namespace kvstore {
 namespace {
 
-using ::kvstore::testing::ParseExposition;
 using ::kvstore::testing::ParsedScrape;
+using ::kvstore::testing::ParseExposition;
 
 ParsedScrape Scrape(const GrpcServerMetrics& m) {
   ExpositionWriter w;
@@ -45,15 +45,16 @@ TEST(GrpcServerMetricsTest, CountsByMethodAndCodeWithLatency) {
   EXPECT_EQ(s.Value("kvstore_grpc_server_handled_total",
                     {{"method", "/kvstore.v1.KeyValue/Set"}, {"code", "OK"}}),
             0);
-  EXPECT_FALSE(s.Value("kvstore_grpc_server_handled_total",
-                       {{"method", kGet}, {"code", "UNAVAILABLE"}})
-                   .has_value());
+  EXPECT_FALSE(
+      s.Value("kvstore_grpc_server_handled_total", {{"method", kGet}, {"code", "UNAVAILABLE"}})
+          .has_value());
   EXPECT_EQ(s.Value("kvstore_grpc_server_handling_seconds_count", {{"method", kGet}}), 2);
   EXPECT_EQ(
       s.Value("kvstore_grpc_server_handling_seconds_bucket", {{"method", kGet}, {"le", "0.001"}}),
       1);
   EXPECT_EQ(
-      s.Value("kvstore_grpc_server_handling_seconds_bucket", {{"method", kGet}, {"le", "0.05"}}), 2);
+      s.Value("kvstore_grpc_server_handling_seconds_bucket", {{"method", kGet}, {"le", "0.05"}}),
+      2);
   EXPECT_DOUBLE_EQ(
       s.Value("kvstore_grpc_server_handling_seconds_sum", {{"method", kGet}}).value_or(0), 0.031);
 }
@@ -107,8 +108,8 @@ TEST(GrpcServerMetricsTest, ConcurrentCallsOnManyMethodsAreAllCounted) {
 
 // Admin with Status only; Snapshot and Promote stay UNIMPLEMENTED.
 class StatusOnlyAdmin : public v1::Admin::CallbackService {
-  grpc::ServerUnaryReactor* Status(grpc::CallbackServerContext* context,
-                                   const v1::StatusRequest*, v1::StatusResponse* response) override {
+  grpc::ServerUnaryReactor* Status(grpc::CallbackServerContext* context, const v1::StatusRequest*,
+                                   v1::StatusResponse* response) override {
     response->set_role("test");
     grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
     reactor->Finish(grpc::Status::OK);

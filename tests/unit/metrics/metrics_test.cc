@@ -60,9 +60,9 @@ TEST(HistogramTest, ConcurrentObservationsAreAllCounted) {
   EXPECT_EQ(count, uint64_t{kThreads} * kEach);
   // Each thread observes 0, 10, 20, 30 equally often: mean 15.
   EXPECT_DOUBLE_EQ(d.sum, 15.0 * kThreads * kEach);
-  EXPECT_EQ(d.counts[0], uint64_t{kThreads} * kEach / 4);      // 0
-  EXPECT_EQ(d.counts[1], uint64_t{kThreads} * kEach / 4);      // 10
-  EXPECT_EQ(d.counts[2], uint64_t{kThreads} * kEach / 2);      // 20, 30
+  EXPECT_EQ(d.counts[0], uint64_t{kThreads} * kEach / 4);  // 0
+  EXPECT_EQ(d.counts[1], uint64_t{kThreads} * kEach / 4);  // 10
+  EXPECT_EQ(d.counts[2], uint64_t{kThreads} * kEach / 2);  // 20, 30
 }
 
 TEST(CounterVecTest, CountsPerLabelSetAndWritesInOrder) {

@@ -7,8 +7,8 @@
 namespace kvstore {
 namespace {
 
-using ::kvstore::testing::ParseExposition;
 using ::kvstore::testing::ParsedScrape;
+using ::kvstore::testing::ParseExposition;
 
 ParsedScrape NodeScrape(const v1::StatusResponse& st, absl::Time now) {
   ExpositionWriter w;

@@ -387,8 +387,7 @@ class RouterServiceTest : public ::testing::Test {
 // Every forwarding rule holds alike whether requests go alone (0) or through
 // the coalescing lanes (2), where at this low load each still goes alone, on
 // the lane's path.
-class RouterForwardingTest : public RouterServiceTest,
-                             public ::testing::WithParamInterface<int> {
+class RouterForwardingTest : public RouterServiceTest, public ::testing::WithParamInterface<int> {
  protected:
   void SetUp() override {
     coalesce_in_flight_ = GetParam();
@@ -939,7 +938,6 @@ TEST_P(RouterForwardingTest, AdminStatusNamesTheRouterAndDataOperationsPointToTh
 }
 
 // ---------------------------------------------------------------- channel lifetime
-
 
 // ---- Coalescing ---------------------------------------------------------------
 
