@@ -62,6 +62,9 @@ DEFINE_int32(coalesce_in_flight, 2,
              "before further ones wait and go together as one MultiGet (MultiSet) when one "
              "returns; 0 forwards every request on its own (see docs/router.md)");
 DEFINE_uint64(coalesce_max_items, 256, "Most requests coalesced into one forwarded call");
+DEFINE_uint64(pipeline_max_in_flight, 1024,
+              "KeyValue/Pipeline: most requests of one stream forwarded and not yet answered; "
+              "the stream is not read further until answers go out");
 
 namespace kvstore {
 namespace {
@@ -219,6 +222,10 @@ int Run() {
                  "positive\n");
     return 2;
   }
+  if (FLAGS_pipeline_max_in_flight < 1 || FLAGS_pipeline_max_in_flight > 1'000'000) {
+    std::fprintf(stderr, "kv-router: --pipeline-max-in-flight must be 1 to 1000000\n");
+    return 2;
+  }
   if (FLAGS_probe_interval_ms < 0 || FLAGS_probe_timeout_ms <= 0) {
     std::fprintf(stderr,
                  "kv-router: --probe-interval-ms must be 0 or more and --probe-timeout-ms "
@@ -257,6 +264,7 @@ int Run() {
   options.probe_timeout_ms = FLAGS_probe_timeout_ms;
   options.coalesce_in_flight = FLAGS_coalesce_in_flight;
   options.coalesce_max_items = FLAGS_coalesce_max_items;
+  options.pipeline_max_in_flight = FLAGS_pipeline_max_in_flight;
   // As kv-shard sizes its messages: room for the largest value and then some.
   options.max_message_bytes =
       static_cast<int>(std::min<uint64_t>(FLAGS_max_value_bytes * 2 + (4 << 20), INT32_MAX));

@@ -180,10 +180,11 @@ struct Backends {
 template <typename Request, typename Response>
 void Forward(const Backends& backends, std::shared_ptr<RoutingTable> table, int shard,
              RetryRule rule, std::vector<std::string> nodes, grpc::CallbackServerContext* parent,
-             const Request* request, Response* response, ShardDone done) {
+             std::chrono::system_clock::time_point deadline, const Request* request,
+             Response* response, ShardDone done) {
   auto* call = new ShardCall<Request, Response>(
       backends.channels, backends.health, std::move(table), shard, rule, std::move(nodes), parent,
-      CallDeadline(*parent, backends.default_timeout_ms), request, response, std::move(done));
+      deadline, request, response, std::move(done));
   call->Start();
 }
 
@@ -204,21 +205,14 @@ absl::Status InShard(const RoutingTable& table, int shard, const absl::Status& s
                       absl::StrCat("shard ", table.shard_name(shard), ": ", status.message()));
 }
 
-grpc::ServerUnaryReactor* FinishNow(grpc::CallbackServerContext* context,
-                                    const absl::Status& status) {
-  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  reactor->Finish(ToGrpcStatus(status));
-  return reactor;
-}
-
 // A MultiGet or MultiSet split over several shards: the slices' calls run in
-// parallel and the last one to answer finishes the caller's RPC.
+// parallel and the last one to answer finishes the request.
 template <typename Request, typename Response>
 class BatchCall {
  public:
-  BatchCall(grpc::ServerUnaryReactor* reactor, const Request* request, Response* response,
-            std::vector<ShardSlice> slices)
-      : reactor_(reactor),
+  BatchCall(std::function<void(const grpc::Status&)> done, const Request* request,
+            Response* response, std::vector<ShardSlice> slices)
+      : done_(std::move(done)),
         response_(response),
         slices_(std::move(slices)),
         requests_(slices_.size()),
@@ -250,11 +244,11 @@ class BatchCall {
       }
       last = --pending_ == 0;
     }
-    if (last) reactor_->Finish(grpc::Status::OK);
+    if (last) done_(grpc::Status::OK);
   }
 
  private:
-  grpc::ServerUnaryReactor* const reactor_;
+  const std::function<void(const grpc::Status&)> done_;
   Response* const response_;
   const std::vector<ShardSlice> slices_;
   std::vector<Request> requests_;  // Used when there is more than one slice.
@@ -680,32 +674,9 @@ grpc::ServerUnaryReactor* RouterService::Get(grpc::CallbackServerContext* contex
   if (auto* refused = RefuseUnauthenticated(options_.access, context, Access::kPublic)) {
     return refused;
   }
-  if (absl::Status s = CheckGet(*request, options_.limits); !s.ok()) return FinishNow(context, s);
-  std::shared_ptr<RoutingTable> table = this->table();
-  const int shard = table->ShardOf(request->key());
-  std::vector<std::string> nodes;
-  if (request->read_mode() == v1::READ_MODE_ANY_REPLICA) {
-    nodes = ReadTargets(*table, shard, request->read_mode());
-  } else {
-    absl::StatusOr<std::string> leader = LeaderTarget(*table, shard);
-    if (!leader.ok()) return FinishNow(context, InShard(*table, shard, leader.status()));
-    nodes = {*std::move(leader)};
-  }
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  if (lanes_ != nullptr) {
-    Lane<GetKind>* lane = lanes_->ForGet(nodes[0], request->read_mode());
-    lane->Submit({std::move(table), shard, std::move(nodes), context,
-                  CallDeadline(*context, options_.forward_timeout_ms), request, response,
-                  [reactor](const grpc::Status& status, const std::string& label) {
-                    reactor->Finish(ForCaller(status, label));
-                  }});
-    return reactor;
-  }
-  Forward(Backends{&channels_, &health_, options_.forward_timeout_ms}, std::move(table), shard,
-          RetryRule::kNextNodeIfUnavailable, std::move(nodes), context, request, response,
-          [reactor](const grpc::Status& status, const std::string& label) {
-            reactor->Finish(ForCaller(status, label));
-          });
+  RouteGet({context, CallDeadline(*context, options_.forward_timeout_ms)}, request, response,
+           [reactor](const grpc::Status& status) { reactor->Finish(status); });
   return reactor;
 }
 
@@ -715,31 +686,9 @@ grpc::ServerUnaryReactor* RouterService::Set(grpc::CallbackServerContext* contex
   if (auto* refused = RefuseUnauthenticated(options_.access, context, Access::kPublic)) {
     return refused;
   }
-  if (absl::Status s = CheckSet(*request, options_.limits); !s.ok()) return FinishNow(context, s);
-  std::shared_ptr<RoutingTable> table = this->table();
-  const int shard = table->ShardOf(request->key());
-  absl::StatusOr<std::string> leader = LeaderTarget(*table, shard);
-  if (!leader.ok()) return FinishNow(context, InShard(*table, shard, leader.status()));
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  if (lanes_ != nullptr) {
-    Lane<SetKind>* lane = lanes_->ForSet(*leader, request->ack());
-    lane->Submit({std::move(table),
-                  shard,
-                  {*std::move(leader)},
-                  context,
-                  CallDeadline(*context, options_.forward_timeout_ms),
-                  request,
-                  response,
-                  [reactor](const grpc::Status& status, const std::string& label) {
-                    reactor->Finish(ForCaller(status, label));
-                  }});
-    return reactor;
-  }
-  Forward(Backends{&channels_, &health_, options_.forward_timeout_ms}, std::move(table), shard,
-          RetryRule::kHintedLeader, {*std::move(leader)}, context, request, response,
-          [reactor](const grpc::Status& status, const std::string& label) {
-            reactor->Finish(ForCaller(status, label));
-          });
+  RouteSet({context, CallDeadline(*context, options_.forward_timeout_ms)}, request, response,
+           [reactor](const grpc::Status& status) { reactor->Finish(status); });
   return reactor;
 }
 
@@ -749,19 +698,9 @@ grpc::ServerUnaryReactor* RouterService::Delete(grpc::CallbackServerContext* con
   if (auto* refused = RefuseUnauthenticated(options_.access, context, Access::kPublic)) {
     return refused;
   }
-  if (absl::Status s = CheckDelete(*request, options_.limits); !s.ok()) {
-    return FinishNow(context, s);
-  }
-  std::shared_ptr<RoutingTable> table = this->table();
-  const int shard = table->ShardOf(request->key());
-  absl::StatusOr<std::string> leader = LeaderTarget(*table, shard);
-  if (!leader.ok()) return FinishNow(context, InShard(*table, shard, leader.status()));
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  Forward(Backends{&channels_, &health_, options_.forward_timeout_ms}, std::move(table), shard,
-          RetryRule::kHintedLeader, {*std::move(leader)}, context, request, response,
-          [reactor](const grpc::Status& status, const std::string& label) {
-            reactor->Finish(ForCaller(status, label));
-          });
+  RouteDelete({context, CallDeadline(*context, options_.forward_timeout_ms)}, request, response,
+              [reactor](const grpc::Status& status) { reactor->Finish(status); });
   return reactor;
 }
 
@@ -771,17 +710,112 @@ grpc::ServerUnaryReactor* RouterService::MultiGet(grpc::CallbackServerContext* c
   if (auto* refused = RefuseUnauthenticated(options_.access, context, Access::kPublic)) {
     return refused;
   }
-  if (absl::Status s = CheckMultiGet(*request, options_.limits); !s.ok()) {
-    return FinishNow(context, s);
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  RouteMultiGet({context, CallDeadline(*context, options_.forward_timeout_ms)}, request, response,
+                [reactor](const grpc::Status& status) { reactor->Finish(status); });
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* RouterService::MultiSet(grpc::CallbackServerContext* context,
+                                                  const v1::MultiSetRequest* request,
+                                                  v1::MultiSetResponse* response) {
+  if (auto* refused = RefuseUnauthenticated(options_.access, context, Access::kPublic)) {
+    return refused;
   }
-  if (request->keys_size() == 0) return FinishNow(context, absl::OkStatus());
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  RouteMultiSet({context, CallDeadline(*context, options_.forward_timeout_ms)}, request, response,
+                [reactor](const grpc::Status& status) { reactor->Finish(status); });
+  return reactor;
+}
+
+void RouterService::RouteGet(const Route& route, const v1::GetRequest* request,
+                             v1::GetResponse* response, RouteDone done) {
+  if (absl::Status s = CheckGet(*request, options_.limits); !s.ok()) {
+    return done(ToGrpcStatus(s));
+  }
+  std::shared_ptr<RoutingTable> table = this->table();
+  const int shard = table->ShardOf(request->key());
+  std::vector<std::string> nodes;
+  if (request->read_mode() == v1::READ_MODE_ANY_REPLICA) {
+    nodes = ReadTargets(*table, shard, request->read_mode());
+  } else {
+    absl::StatusOr<std::string> leader = LeaderTarget(*table, shard);
+    if (!leader.ok()) return done(ToGrpcStatus(InShard(*table, shard, leader.status())));
+    nodes = {*std::move(leader)};
+  }
+  ShardDone finish = [done = std::move(done)](const grpc::Status& status,
+                                              const std::string& label) {
+    done(ForCaller(status, label));
+  };
+  if (lanes_ != nullptr) {
+    Lane<GetKind>* lane = lanes_->ForGet(nodes[0], request->read_mode());
+    lane->Submit({std::move(table), shard, std::move(nodes), route.parent, route.deadline, request,
+                  response, std::move(finish)});
+    return;
+  }
+  Forward(Backends{&channels_, &health_, options_.forward_timeout_ms}, std::move(table), shard,
+          RetryRule::kNextNodeIfUnavailable, std::move(nodes), route.parent, route.deadline,
+          request, response, std::move(finish));
+}
+
+void RouterService::RouteSet(const Route& route, const v1::SetRequest* request,
+                             v1::SetResponse* response, RouteDone done) {
+  if (absl::Status s = CheckSet(*request, options_.limits); !s.ok()) {
+    return done(ToGrpcStatus(s));
+  }
+  std::shared_ptr<RoutingTable> table = this->table();
+  const int shard = table->ShardOf(request->key());
+  absl::StatusOr<std::string> leader = LeaderTarget(*table, shard);
+  if (!leader.ok()) return done(ToGrpcStatus(InShard(*table, shard, leader.status())));
+  ShardDone finish = [done = std::move(done)](const grpc::Status& status,
+                                              const std::string& label) {
+    done(ForCaller(status, label));
+  };
+  if (lanes_ != nullptr) {
+    Lane<SetKind>* lane = lanes_->ForSet(*leader, request->ack());
+    lane->Submit({std::move(table),
+                  shard,
+                  {*std::move(leader)},
+                  route.parent,
+                  route.deadline,
+                  request,
+                  response,
+                  std::move(finish)});
+    return;
+  }
+  Forward(Backends{&channels_, &health_, options_.forward_timeout_ms}, std::move(table), shard,
+          RetryRule::kHintedLeader, {*std::move(leader)}, route.parent, route.deadline, request,
+          response, std::move(finish));
+}
+
+void RouterService::RouteDelete(const Route& route, const v1::DeleteRequest* request,
+                                v1::DeleteResponse* response, RouteDone done) {
+  if (absl::Status s = CheckDelete(*request, options_.limits); !s.ok()) {
+    return done(ToGrpcStatus(s));
+  }
+  std::shared_ptr<RoutingTable> table = this->table();
+  const int shard = table->ShardOf(request->key());
+  absl::StatusOr<std::string> leader = LeaderTarget(*table, shard);
+  if (!leader.ok()) return done(ToGrpcStatus(InShard(*table, shard, leader.status())));
+  Forward(Backends{&channels_, &health_, options_.forward_timeout_ms}, std::move(table), shard,
+          RetryRule::kHintedLeader, {*std::move(leader)}, route.parent, route.deadline, request,
+          response, [done = std::move(done)](const grpc::Status& status, const std::string& label) {
+            done(ForCaller(status, label));
+          });
+}
+
+void RouterService::RouteMultiGet(const Route& route, const v1::MultiGetRequest* request,
+                                  v1::MultiGetResponse* response, RouteDone done) {
+  if (absl::Status s = CheckMultiGet(*request, options_.limits); !s.ok()) {
+    return done(ToGrpcStatus(s));
+  }
+  if (request->keys_size() == 0) return done(grpc::Status::OK);
   std::shared_ptr<RoutingTable> table = this->table();
   std::vector<ShardSlice> slices =
       SplitByShard(request->keys_size(), [&](int i) { return table->ShardOf(request->keys(i)); });
   PrepareResults(request->keys_size(), response);
-  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
   auto batch = std::make_shared<BatchCall<v1::MultiGetRequest, v1::MultiGetResponse>>(
-      reactor, request, response, std::move(slices));
+      std::move(done), request, response, std::move(slices));
   for (size_t k = 0; k < batch->slices().size(); ++k) {
     const int shard = batch->slices()[k].shard;
     std::vector<std::string> nodes;
@@ -801,35 +835,28 @@ grpc::ServerUnaryReactor* RouterService::MultiGet(grpc::CallbackServerContext* c
     };
     if (lanes_ != nullptr) {
       Lane<MultiGetKind>* lane = lanes_->ForMultiGet(nodes[0], request->read_mode());
-      lane->Submit({table, shard, std::move(nodes), context,
-                    CallDeadline(*context, options_.forward_timeout_ms), batch->request(k),
+      lane->Submit({table, shard, std::move(nodes), route.parent, route.deadline, batch->request(k),
                     batch->response(k), std::move(slice_done)});
       continue;
     }
     Forward(Backends{&channels_, &health_, options_.forward_timeout_ms}, table, shard,
-            RetryRule::kNextNodeIfUnavailable, std::move(nodes), context, batch->request(k),
-            batch->response(k), std::move(slice_done));
+            RetryRule::kNextNodeIfUnavailable, std::move(nodes), route.parent, route.deadline,
+            batch->request(k), batch->response(k), std::move(slice_done));
   }
-  return reactor;
 }
 
-grpc::ServerUnaryReactor* RouterService::MultiSet(grpc::CallbackServerContext* context,
-                                                  const v1::MultiSetRequest* request,
-                                                  v1::MultiSetResponse* response) {
-  if (auto* refused = RefuseUnauthenticated(options_.access, context, Access::kPublic)) {
-    return refused;
-  }
+void RouterService::RouteMultiSet(const Route& route, const v1::MultiSetRequest* request,
+                                  v1::MultiSetResponse* response, RouteDone done) {
   if (absl::Status s = CheckMultiSet(*request, options_.limits); !s.ok()) {
-    return FinishNow(context, s);
+    return done(ToGrpcStatus(s));
   }
-  if (request->items_size() == 0) return FinishNow(context, absl::OkStatus());
+  if (request->items_size() == 0) return done(grpc::Status::OK);
   std::shared_ptr<RoutingTable> table = this->table();
   std::vector<ShardSlice> slices = SplitByShard(
       request->items_size(), [&](int i) { return table->ShardOf(request->items(i).key()); });
   PrepareResults(request->items_size(), response);
-  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
   auto batch = std::make_shared<BatchCall<v1::MultiSetRequest, v1::MultiSetResponse>>(
-      reactor, request, response, std::move(slices));
+      std::move(done), request, response, std::move(slices));
   for (size_t k = 0; k < batch->slices().size(); ++k) {
     const int shard = batch->slices()[k].shard;
     absl::StatusOr<std::string> leader = LeaderTarget(*table, shard);
@@ -846,18 +873,55 @@ grpc::ServerUnaryReactor* RouterService::MultiSet(grpc::CallbackServerContext* c
       lane->Submit({table,
                     shard,
                     {*std::move(leader)},
-                    context,
-                    CallDeadline(*context, options_.forward_timeout_ms),
+                    route.parent,
+                    route.deadline,
                     batch->request(k),
                     batch->response(k),
                     std::move(slice_done)});
       continue;
     }
     Forward(Backends{&channels_, &health_, options_.forward_timeout_ms}, table, shard,
-            RetryRule::kHintedLeader, {*std::move(leader)}, context, batch->request(k),
-            batch->response(k), std::move(slice_done));
+            RetryRule::kHintedLeader, {*std::move(leader)}, route.parent, route.deadline,
+            batch->request(k), batch->response(k), std::move(slice_done));
   }
-  return reactor;
+}
+
+// ---- Pipeline ---------------------------------------------------------------
+// Each request of a stream is routed as its unary call would be (without the
+// caller's cancellation: a stream's requests outlive a cancelled stream until
+// their deadline), by common/kv/pipeline.h's reactor.
+
+grpc::ServerBidiReactor<v1::PipelineRequest, v1::PipelineResponse>* RouterService::Pipeline(
+    grpc::CallbackServerContext* context) {
+  return ServePipeline(context, CheckAccess(options_.access, *context, Access::kPublic), this,
+                       options_.pipeline_max_in_flight);
+}
+
+RouterService::Route RouterService::PipelineRoute(Deadline stream_deadline) const {
+  return Route{nullptr, std::min(stream_deadline,
+                                 std::chrono::system_clock::now() +
+                                     std::chrono::milliseconds(options_.forward_timeout_ms))};
+}
+
+void RouterService::PipelineGet(Deadline deadline, const v1::GetRequest* request,
+                                v1::GetResponse* response, Done done) {
+  RouteGet(PipelineRoute(deadline), request, response, std::move(done));
+}
+void RouterService::PipelineSet(Deadline deadline, const v1::SetRequest* request,
+                                v1::SetResponse* response, Done done) {
+  RouteSet(PipelineRoute(deadline), request, response, std::move(done));
+}
+void RouterService::PipelineDelete(Deadline deadline, const v1::DeleteRequest* request,
+                                   v1::DeleteResponse* response, Done done) {
+  RouteDelete(PipelineRoute(deadline), request, response, std::move(done));
+}
+void RouterService::PipelineMultiGet(Deadline deadline, const v1::MultiGetRequest* request,
+                                     v1::MultiGetResponse* response, Done done) {
+  RouteMultiGet(PipelineRoute(deadline), request, response, std::move(done));
+}
+void RouterService::PipelineMultiSet(Deadline deadline, const v1::MultiSetRequest* request,
+                                     v1::MultiSetResponse* response, Done done) {
+  RouteMultiSet(PipelineRoute(deadline), request, response, std::move(done));
 }
 
 }  // namespace kvstore

@@ -31,9 +31,16 @@
 //    the rules and what a coalesced request keeps are in router_service.cc).
 //  - Requests are validated as kv-shard validates them, before anything is
 //    sent, so a rejected batch writes nothing on any shard.
+//  - Pipeline (a stream of requests, each answered as it completes) routes
+//    each request exactly as its unary call; at most pipeline_max_in_flight
+//    of one stream are forwarded at a time (the stream is not read further
+//    until answers go out). Each request's deadline is the stream's, or
+//    forward_timeout_ms from its arrival if that is sooner; cancelling the
+//    stream drops the answers still due, not the forwarded calls.
 #ifndef KVSTORE_SERVICES_ROUTER_ROUTER_SERVICE_H_
 #define KVSTORE_SERVICES_ROUTER_ROUTER_SERVICE_H_
 
+#include <chrono>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -43,6 +50,7 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
+#include "common/kv/pipeline.h"
 #include "common/kv/request_limits.h"
 #include "common/security/access_policy.h"
 #include "common/security/credentials.h"
@@ -77,6 +85,8 @@ struct RouterOptions {
   int coalesce_in_flight = 0;
   // Most requests in one coalesced call (also capped by limits.max_batch_items).
   size_t coalesce_max_items = 256;
+  // Pipeline: requests of one stream forwarded and not yet answered, at most.
+  size_t pipeline_max_in_flight = kDefaultPipelineMaxInFlight;
   // If set, called with the backend's address and the code of every forwarded
   // call (each attempt) that fails, e.g. to count errors per backend (metrics).
   // Runs on gRPC threads: must not block.
@@ -88,7 +98,7 @@ struct RouterOptions {
 inline constexpr char kLeaderHintKey[] = "kv-leader";
 
 // Thread-safe. Must outlive every RPC it serves (GrpcServer::Shutdown waits).
-class RouterService final : public v1::KeyValue::CallbackService {
+class RouterService final : public v1::KeyValue::CallbackService, private PipelineBackend {
  public:
   // Does not probe until StartProbing (or ProbeOnce).
   RouterService(RouterOptions options, std::shared_ptr<RoutingTable> table);
@@ -129,8 +139,43 @@ class RouterService final : public v1::KeyValue::CallbackService {
   grpc::ServerUnaryReactor* MultiSet(grpc::CallbackServerContext* context,
                                      const v1::MultiSetRequest* request,
                                      v1::MultiSetResponse* response) override;
+  grpc::ServerBidiReactor<v1::PipelineRequest, v1::PipelineResponse>* Pipeline(
+      grpc::CallbackServerContext* context) override;
 
  private:
+  // How each kind of request is routed, for the unary handlers and Pipeline
+  // alike. `parent`, when not null, is the caller's RPC, whose cancellation
+  // the forwarded calls follow. `done` gets the request's final status (the
+  // response is filled when it is OK); it may run before the Route* returns,
+  // on any thread. `request` and `response` must live until then.
+  using RouteDone = PipelineBackend::Done;
+  struct Route {
+    grpc::CallbackServerContext* parent;
+    std::chrono::system_clock::time_point deadline;
+  };
+  void RouteGet(const Route& route, const v1::GetRequest* request, v1::GetResponse* response,
+                RouteDone done);
+  void RouteSet(const Route& route, const v1::SetRequest* request, v1::SetResponse* response,
+                RouteDone done);
+  void RouteDelete(const Route& route, const v1::DeleteRequest* request,
+                   v1::DeleteResponse* response, RouteDone done);
+  void RouteMultiGet(const Route& route, const v1::MultiGetRequest* request,
+                     v1::MultiGetResponse* response, RouteDone done);
+  void RouteMultiSet(const Route& route, const v1::MultiSetRequest* request,
+                     v1::MultiSetResponse* response, RouteDone done);
+  // PipelineBackend: a stream's requests, routed like the unary calls.
+  Route PipelineRoute(Deadline stream_deadline) const;
+  void PipelineGet(Deadline deadline, const v1::GetRequest* request, v1::GetResponse* response,
+                   Done done) override;
+  void PipelineSet(Deadline deadline, const v1::SetRequest* request, v1::SetResponse* response,
+                   Done done) override;
+  void PipelineDelete(Deadline deadline, const v1::DeleteRequest* request,
+                      v1::DeleteResponse* response, Done done) override;
+  void PipelineMultiGet(Deadline deadline, const v1::MultiGetRequest* request,
+                        v1::MultiGetResponse* response, Done done) override;
+  void PipelineMultiSet(Deadline deadline, const v1::MultiSetRequest* request,
+                        v1::MultiSetResponse* response, Done done) override;
+
   // Where writes and READ_MODE_LEADER reads of `shard` go; UNAVAILABLE when
   // the probes found that node deposed.
   absl::StatusOr<std::string> LeaderTarget(const RoutingTable& table, int shard) const;

@@ -10,13 +10,6 @@
 namespace kvstore {
 namespace {
 
-grpc::ServerUnaryReactor* FinishNow(grpc::CallbackServerContext* context,
-                                    const absl::Status& status) {
-  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  reactor->Finish(ToGrpcStatus(status));
-  return reactor;
-}
-
 v1::KeyError* SetKeyError(const absl::Status& status, v1::KeyError* error) {
   error->set_code(static_cast<int32_t>(status.code()));
   error->set_message(std::string(status.message()));
@@ -64,62 +57,55 @@ absl::StatusOr<WritePlan> PlanWrite(const v1::WriteAck& ack, ReplicationHooks* r
   }
 }
 
-grpc::ServerUnaryReactor* KvService::Admit(grpc::CallbackServerContext* context,
-                                           const v1::WriteAck& ack, WritePlan* plan) {
+absl::Status KvService::Admit(grpc::CallbackServerContext* unary, const v1::WriteAck& ack,
+                              WritePlan* plan) {
   if (replication_ != nullptr) {
     std::string leader;
     if (absl::Status s = replication_->CheckWritable(&leader); !s.ok()) {
-      if (!leader.empty()) context->AddTrailingMetadata("kv-leader", leader);
-      return FinishNow(context, s);
+      if (!leader.empty() && unary != nullptr) unary->AddTrailingMetadata("kv-leader", leader);
+      return s;
     }
   }
   absl::StatusOr<WritePlan> planned = PlanWrite(ack, replication_);
-  if (!planned.ok()) return FinishNow(context, planned.status());
+  if (!planned.ok()) return planned.status();
   *plan = *planned;
-  return nullptr;
+  return absl::OkStatus();
 }
 
-// Finishes a write once the replicas it needs (if any) confirm `index`.
-void KvService::AfterWrite(grpc::ServerUnaryReactor* reactor, const WritePlan& plan, uint64_t index,
-                           absl::Status status) {
+void KvService::AfterWrite(const WritePlan& plan, uint64_t index, absl::Status status, Done done) {
   if (!status.ok() || plan.replicas == 0 || index == 0 || replication_ == nullptr) {
-    reactor->Finish(ToGrpcStatus(status));
+    done(ToGrpcStatus(status));
     return;
   }
   replication_->AwaitReplicas(
-      index, plan.replicas, [reactor](const absl::Status& s) { reactor->Finish(ToGrpcStatus(s)); });
+      index, plan.replicas,
+      [done = std::move(done)](const absl::Status& s) { done(ToGrpcStatus(s)); });
 }
+
+// The unary handlers: the caller's token, then the shared Serve*.
+
+namespace {
+
+// `done` for a unary call: finishes its reactor.
+PipelineBackend::Done FinishReactor(grpc::ServerUnaryReactor* reactor) {
+  return [reactor](const grpc::Status& status) { reactor->Finish(status); };
+}
+
+}  // namespace
 
 grpc::ServerUnaryReactor* KvService::Get(grpc::CallbackServerContext* context,
                                          const v1::GetRequest* request, v1::GetResponse* response) {
   if (auto* refused = RefuseUnauthenticated(access_, context, Access::kPublic)) return refused;
-  if (absl::Status s = CheckGet(*request, limits_); !s.ok()) return FinishNow(context, s);
-  uint64_t version = 0;
-  if (store_->Get(request->key(), response->mutable_value(), &version)) {
-    response->set_found(true);
-    response->set_version(version);
-  }
-  return FinishNow(context, absl::OkStatus());
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  ServeGet(request, response, FinishReactor(reactor));
+  return reactor;
 }
 
 grpc::ServerUnaryReactor* KvService::Set(grpc::CallbackServerContext* context,
                                          const v1::SetRequest* request, v1::SetResponse* response) {
   if (auto* refused = RefuseUnauthenticated(access_, context, Access::kPublic)) return refused;
-  if (absl::Status s = CheckSet(*request, limits_); !s.ok()) return FinishNow(context, s);
-  WritePlan plan;
-  if (grpc::ServerUnaryReactor* refused = Admit(context, request->ack(), &plan)) return refused;
-  std::vector<Mutation> batch(1);
-  batch[0].kind = Mutation::Kind::kSet;
-  batch[0].key = request->key();
-  batch[0].value = request->value();
-  batch[0].ttl_ms = request->ttl_ms();
-  if (request->has_if_version()) batch[0].if_version = request->if_version();
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  store_->Write(std::move(batch), plan.durability,
-                [this, reactor, response, plan](std::vector<MutationResult> results) {
-                  if (results[0].status.ok()) response->set_version(results[0].version);
-                  AfterWrite(reactor, plan, results[0].version, results[0].status);
-                });
+  ServeSet(context, request, response, FinishReactor(reactor));
   return reactor;
 }
 
@@ -127,22 +113,8 @@ grpc::ServerUnaryReactor* KvService::Delete(grpc::CallbackServerContext* context
                                             const v1::DeleteRequest* request,
                                             v1::DeleteResponse* response) {
   if (auto* refused = RefuseUnauthenticated(access_, context, Access::kPublic)) return refused;
-  if (absl::Status s = CheckDelete(*request, limits_); !s.ok()) return FinishNow(context, s);
-  WritePlan plan;
-  if (grpc::ServerUnaryReactor* refused = Admit(context, request->ack(), &plan)) return refused;
-  std::vector<Mutation> batch(1);
-  batch[0].kind = Mutation::Kind::kDelete;
-  batch[0].key = request->key();
-  if (request->has_if_version()) batch[0].if_version = request->if_version();
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  store_->Write(std::move(batch), plan.durability,
-                [this, reactor, response, plan](std::vector<MutationResult> results) {
-                  if (results[0].status.ok()) {
-                    response->set_deleted(results[0].applied);
-                    response->set_version(results[0].version);
-                  }
-                  AfterWrite(reactor, plan, results[0].version, results[0].status);
-                });
+  ServeDelete(context, request, response, FinishReactor(reactor));
   return reactor;
 }
 
@@ -150,7 +122,81 @@ grpc::ServerUnaryReactor* KvService::MultiGet(grpc::CallbackServerContext* conte
                                               const v1::MultiGetRequest* request,
                                               v1::MultiGetResponse* response) {
   if (auto* refused = RefuseUnauthenticated(access_, context, Access::kPublic)) return refused;
-  if (absl::Status s = CheckMultiGet(*request, limits_); !s.ok()) return FinishNow(context, s);
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  ServeMultiGet(request, response, FinishReactor(reactor));
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* KvService::MultiSet(grpc::CallbackServerContext* context,
+                                              const v1::MultiSetRequest* request,
+                                              v1::MultiSetResponse* response) {
+  if (auto* refused = RefuseUnauthenticated(access_, context, Access::kPublic)) return refused;
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  ServeMultiSet(context, request, response, FinishReactor(reactor));
+  return reactor;
+}
+
+grpc::ServerBidiReactor<v1::PipelineRequest, v1::PipelineResponse>* KvService::Pipeline(
+    grpc::CallbackServerContext* context) {
+  return ServePipeline(context, CheckAccess(access_, *context, Access::kPublic), this);
+}
+
+void KvService::ServeGet(const v1::GetRequest* request, v1::GetResponse* response, Done done) {
+  if (absl::Status s = CheckGet(*request, limits_); !s.ok()) return done(ToGrpcStatus(s));
+  uint64_t version = 0;
+  if (store_->Get(request->key(), response->mutable_value(), &version)) {
+    response->set_found(true);
+    response->set_version(version);
+  }
+  done(grpc::Status::OK);
+}
+
+void KvService::ServeSet(grpc::CallbackServerContext* unary, const v1::SetRequest* request,
+                         v1::SetResponse* response, Done done) {
+  if (absl::Status s = CheckSet(*request, limits_); !s.ok()) return done(ToGrpcStatus(s));
+  WritePlan plan;
+  if (absl::Status s = Admit(unary, request->ack(), &plan); !s.ok()) {
+    return done(ToGrpcStatus(s));
+  }
+  std::vector<Mutation> batch(1);
+  batch[0].kind = Mutation::Kind::kSet;
+  batch[0].key = request->key();
+  batch[0].value = request->value();
+  batch[0].ttl_ms = request->ttl_ms();
+  if (request->has_if_version()) batch[0].if_version = request->if_version();
+  store_->Write(
+      std::move(batch), plan.durability,
+      [this, response, plan, done = std::move(done)](std::vector<MutationResult> results) mutable {
+        if (results[0].status.ok()) response->set_version(results[0].version);
+        AfterWrite(plan, results[0].version, results[0].status, std::move(done));
+      });
+}
+
+void KvService::ServeDelete(grpc::CallbackServerContext* unary, const v1::DeleteRequest* request,
+                            v1::DeleteResponse* response, Done done) {
+  if (absl::Status s = CheckDelete(*request, limits_); !s.ok()) return done(ToGrpcStatus(s));
+  WritePlan plan;
+  if (absl::Status s = Admit(unary, request->ack(), &plan); !s.ok()) {
+    return done(ToGrpcStatus(s));
+  }
+  std::vector<Mutation> batch(1);
+  batch[0].kind = Mutation::Kind::kDelete;
+  batch[0].key = request->key();
+  if (request->has_if_version()) batch[0].if_version = request->if_version();
+  store_->Write(
+      std::move(batch), plan.durability,
+      [this, response, plan, done = std::move(done)](std::vector<MutationResult> results) mutable {
+        if (results[0].status.ok()) {
+          response->set_deleted(results[0].applied);
+          response->set_version(results[0].version);
+        }
+        AfterWrite(plan, results[0].version, results[0].status, std::move(done));
+      });
+}
+
+void KvService::ServeMultiGet(const v1::MultiGetRequest* request, v1::MultiGetResponse* response,
+                              Done done) {
+  if (absl::Status s = CheckMultiGet(*request, limits_); !s.ok()) return done(ToGrpcStatus(s));
   response->mutable_results()->Reserve(request->keys_size());
   for (const std::string& key : request->keys()) {
     v1::GetResult* result = response->add_results();
@@ -160,16 +206,17 @@ grpc::ServerUnaryReactor* KvService::MultiGet(grpc::CallbackServerContext* conte
       result->set_version(version);
     }
   }
-  return FinishNow(context, absl::OkStatus());
+  done(grpc::Status::OK);
 }
 
-grpc::ServerUnaryReactor* KvService::MultiSet(grpc::CallbackServerContext* context,
-                                              const v1::MultiSetRequest* request,
-                                              v1::MultiSetResponse* response) {
-  if (auto* refused = RefuseUnauthenticated(access_, context, Access::kPublic)) return refused;
-  if (absl::Status s = CheckMultiSet(*request, limits_); !s.ok()) return FinishNow(context, s);
+void KvService::ServeMultiSet(grpc::CallbackServerContext* unary,
+                              const v1::MultiSetRequest* request, v1::MultiSetResponse* response,
+                              Done done) {
+  if (absl::Status s = CheckMultiSet(*request, limits_); !s.ok()) return done(ToGrpcStatus(s));
   WritePlan plan;
-  if (grpc::ServerUnaryReactor* refused = Admit(context, request->ack(), &plan)) return refused;
+  if (absl::Status s = Admit(unary, request->ack(), &plan); !s.ok()) {
+    return done(ToGrpcStatus(s));
+  }
   std::vector<Mutation> batch(request->items_size());
   for (int i = 0; i < request->items_size(); ++i) {
     const v1::SetItem& item = request->items(i);
@@ -179,22 +226,21 @@ grpc::ServerUnaryReactor* KvService::MultiSet(grpc::CallbackServerContext* conte
     batch[i].ttl_ms = item.ttl_ms();
     if (item.has_if_version()) batch[i].if_version = item.if_version();
   }
-  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  store_->Write(std::move(batch), plan.durability,
-                [this, reactor, response, plan](std::vector<MutationResult> results) {
-                  uint64_t last = 0;
-                  for (const MutationResult& r : results) {
-                    v1::SetResult* out = response->add_results();
-                    if (r.status.ok()) {
-                      out->set_version(r.version);
-                      last = std::max(last, r.version);
-                    } else {
-                      SetKeyError(r.status, out->mutable_error());
-                    }
-                  }
-                  AfterWrite(reactor, plan, last, absl::OkStatus());
-                });
-  return reactor;
+  store_->Write(
+      std::move(batch), plan.durability,
+      [this, response, plan, done = std::move(done)](std::vector<MutationResult> results) mutable {
+        uint64_t last = 0;
+        for (const MutationResult& r : results) {
+          v1::SetResult* out = response->add_results();
+          if (r.status.ok()) {
+            out->set_version(r.version);
+            last = std::max(last, r.version);
+          } else {
+            SetKeyError(r.status, out->mutable_error());
+          }
+        }
+        AfterWrite(plan, last, absl::OkStatus(), std::move(done));
+      });
 }
 
 }  // namespace kvstore

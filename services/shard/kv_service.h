@@ -4,6 +4,7 @@
 #ifndef KVSTORE_SERVICES_SHARD_KV_SERVICE_H_
 #define KVSTORE_SERVICES_SHARD_KV_SERVICE_H_
 
+#include "common/kv/pipeline.h"
 #include "common/kv/request_limits.h"
 #include "common/security/access_policy.h"
 #include "common/storage/store.h"
@@ -19,7 +20,7 @@ struct WritePlan {
   int replicas = 0;
 };
 
-class KvService final : public v1::KeyValue::CallbackService {
+class KvService final : public v1::KeyValue::CallbackService, private PipelineBackend {
  public:
   // `store`, `replication` (null for a lone shard) and `access` (null: every
   // call allowed) must outlive the service.
@@ -40,15 +41,52 @@ class KvService final : public v1::KeyValue::CallbackService {
   grpc::ServerUnaryReactor* MultiSet(grpc::CallbackServerContext* context,
                                      const v1::MultiSetRequest* request,
                                      v1::MultiSetResponse* response) override;
+  grpc::ServerBidiReactor<v1::PipelineRequest, v1::PipelineResponse>* Pipeline(
+      grpc::CallbackServerContext* context) override;
 
  private:
-  // Null when this node takes the write (and fills *plan); otherwise the
-  // reactor, already finished with the refusal.
-  grpc::ServerUnaryReactor* Admit(grpc::CallbackServerContext* context, const v1::WriteAck& ack,
-                                  WritePlan* plan);
+  // Each kind of request, for the unary handlers and Pipeline alike: `done`
+  // gets the status (the response is filled when OK), from the store's log
+  // thread for writes. `unary` is the unary call, to carry the leader hint
+  // of a refused write in its trailers; null for a Pipeline request.
+  void ServeGet(const v1::GetRequest* request, v1::GetResponse* response, Done done);
+  void ServeSet(grpc::CallbackServerContext* unary, const v1::SetRequest* request,
+                v1::SetResponse* response, Done done);
+  void ServeDelete(grpc::CallbackServerContext* unary, const v1::DeleteRequest* request,
+                   v1::DeleteResponse* response, Done done);
+  void ServeMultiGet(const v1::MultiGetRequest* request, v1::MultiGetResponse* response, Done done);
+  void ServeMultiSet(grpc::CallbackServerContext* unary, const v1::MultiSetRequest* request,
+                     v1::MultiSetResponse* response, Done done);
 
-  void AfterWrite(grpc::ServerUnaryReactor* reactor, const WritePlan& plan, uint64_t index,
-                  absl::Status status);
+  // PipelineBackend (the stream's deadline does not apply: nothing here waits
+  // but a write for its log and replicas).
+  void PipelineGet(Deadline, const v1::GetRequest* request, v1::GetResponse* response,
+                   Done done) override {
+    ServeGet(request, response, std::move(done));
+  }
+  void PipelineSet(Deadline, const v1::SetRequest* request, v1::SetResponse* response,
+                   Done done) override {
+    ServeSet(nullptr, request, response, std::move(done));
+  }
+  void PipelineDelete(Deadline, const v1::DeleteRequest* request, v1::DeleteResponse* response,
+                      Done done) override {
+    ServeDelete(nullptr, request, response, std::move(done));
+  }
+  void PipelineMultiGet(Deadline, const v1::MultiGetRequest* request,
+                        v1::MultiGetResponse* response, Done done) override {
+    ServeMultiGet(request, response, std::move(done));
+  }
+  void PipelineMultiSet(Deadline, const v1::MultiSetRequest* request,
+                        v1::MultiSetResponse* response, Done done) override {
+    ServeMultiSet(nullptr, request, response, std::move(done));
+  }
+
+  // OK when this node takes the write (and fills *plan). A refusal that names
+  // the leader also puts it in `unary`'s trailers (when not null).
+  absl::Status Admit(grpc::CallbackServerContext* unary, const v1::WriteAck& ack, WritePlan* plan);
+
+  // Calls `done` once the replicas the write needs (if any) confirm `index`.
+  void AfterWrite(const WritePlan& plan, uint64_t index, absl::Status status, Done done);
 
   Store* const store_;
   const RequestLimits limits_;

@@ -207,6 +207,8 @@ def check_versions(g):
         (v["deleted"] > v["cas"], "the delete's version is above the last write's"),
         (v["got_a"] == v["a"] and v["got_b"] == v["b"], "MultiGet returns MultiSet's versions"),
         (v["replica_read"] == v["replicated"], "the replica read sees the replicated write"),
+        (v["piped"] > v["replicated"], "a pipelined write's version is above the last write's"),
+        (v["piped_a"] == v["a"], "a pipelined Get returns MultiSet's version"),
     ]
     for ok, what in checks:
         if not ok:

@@ -938,6 +938,33 @@ TEST_F(ReplicationIntegrationTest, WritesToReplicaNameTheLeader) {
     expect_refused("Delete", st, *context);
   }
 
+  {
+    // On a Pipeline stream: each write refused in its answer, naming the
+    // leader (there are no per-request trailers); reads are served.
+    std::vector<v1::PipelineRequest> requests(3);
+    requests[0].set_id(1);
+    requests[0].mutable_set()->set_key("new-on-replica");
+    requests[0].mutable_set()->set_value("x");
+    requests[1].set_id(2);
+    requests[1].mutable_multi_set()->add_items()->set_key(key);
+    requests[2].set_id(3);
+    requests[2].mutable_get()->set_key(key);
+    std::vector<v1::PipelineResponse> answers;
+    const grpc::Status st = client.Pipeline(requests, &answers);
+    ASSERT_TRUE(st.ok()) << Describe(st);
+    ASSERT_EQ(answers.size(), 3u);
+    for (const v1::PipelineResponse& a : answers) {
+      SCOPED_TRACE(a.id());
+      if (a.id() == 3) {
+        EXPECT_EQ(a.status().code(), 0);
+        EXPECT_EQ(a.get().value(), before.value);
+        continue;
+      }
+      EXPECT_EQ(a.status().code(), grpc::StatusCode::FAILED_PRECONDITION);
+      EXPECT_TRUE(absl::StrContains(a.status().message(), leader)) << a.status().message();
+    }
+  }
+
   // Nothing was written, here or on the leader.
   ExpectHolds(follower, {{key, before}}, {"new-on-replica"});
   ExpectHolds(leader, {{key, before}}, {"new-on-replica"});

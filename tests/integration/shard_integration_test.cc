@@ -1182,6 +1182,88 @@ TEST_F(ShardIntegrationTest, DamagedNewestSnapshotFallsBackToOlderOne) {
 
 // Invariant: kvctl's exit codes follow its contract (0 ok, 1 not found,
 // 2 usage, 3 CAS mismatch, 4 unavailable), its output is what --help
+
+// The streamed API on a shard: every kind of request on one Pipeline stream,
+// each answered with its id and the status its unary call would have; the
+// writes it acknowledged are in the log (they survive kill -9 and restart).
+TEST_F(ShardIntegrationTest, PipelineAnswersEveryRequestAndItsWritesAreLogged) {
+  ShardProcess shard(Dir("shard"));
+  ASSERT_TRUE(shard.Start(Flags({"--fsync=always"})).ok()) << shard.LogTail();
+  constexpr int kSets = 2000;
+  std::vector<v1::PipelineRequest> requests;
+  for (int i = 0; i < kSets; ++i) {
+    v1::PipelineRequest r;
+    r.set_id(i);
+    r.mutable_set()->set_key(absl::StrCat("p-", i));
+    r.mutable_set()->set_value(absl::StrCat("value-", i));
+    requests.push_back(r);
+  }
+  std::vector<v1::PipelineResponse> answers;
+  {
+    KvClient client(shard.address());
+    grpc::Status s = client.Pipeline(requests, &answers);
+    ASSERT_TRUE(s.ok()) << Describe(s);
+  }
+  ASSERT_EQ(answers.size(), static_cast<size_t>(kSets));
+  std::map<uint64_t, uint64_t> version_of;  // id -> version
+  for (const v1::PipelineResponse& a : answers) {
+    ASSERT_EQ(a.status().code(), 0) << a.id() << ": " << a.status().message();
+    ASSERT_TRUE(a.has_set()) << a.id();
+    version_of[a.id()] = a.set().version();
+  }
+  ASSERT_EQ(version_of.size(), static_cast<size_t>(kSets)) << "every id answered once";
+
+  // The other kinds, and per-request errors that leave the stream open.
+  std::vector<v1::PipelineRequest> mixed(6);
+  for (uint64_t i = 0; i < mixed.size(); ++i) mixed[i].set_id(100 + i);
+  mixed[0].mutable_get()->set_key("p-7");
+  mixed[1].mutable_multi_get()->add_keys("p-8");
+  mixed[1].mutable_multi_get()->add_keys("absent");
+  mixed[2].mutable_delete_()->set_key("p-9");
+  mixed[3].mutable_set()->set_key("p-10");
+  mixed[3].mutable_set()->set_value("cas");
+  mixed[3].mutable_set()->set_if_version(0);               // Exists: a CAS mismatch.
+  mixed[4].mutable_multi_set()->add_items()->set_key("");  // Invalid.
+  // mixed[5] has no request at all.
+  {
+    KvClient client(shard.address());
+    answers.clear();
+    grpc::Status s = client.Pipeline(mixed, &answers);
+    ASSERT_TRUE(s.ok()) << Describe(s);
+  }
+  std::map<uint64_t, v1::PipelineResponse> by_id;
+  for (const v1::PipelineResponse& a : answers) by_id[a.id()] = a;
+  ASSERT_EQ(by_id.size(), mixed.size());
+  EXPECT_EQ(by_id[100].get().value(), "value-7");
+  EXPECT_EQ(by_id[100].get().version(), version_of[7]);
+  ASSERT_EQ(by_id[101].multi_get().results_size(), 2);
+  EXPECT_EQ(by_id[101].multi_get().results(0).value(), "value-8");
+  EXPECT_FALSE(by_id[101].multi_get().results(1).found());
+  EXPECT_TRUE(by_id[102].delete_().deleted());
+  EXPECT_EQ(by_id[103].status().code(), grpc::StatusCode::FAILED_PRECONDITION);
+  EXPECT_TRUE(absl::StrContains(by_id[103].status().message(), std::to_string(version_of[10])))
+      << by_id[103].status().message();
+  EXPECT_EQ(by_id[104].status().code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(by_id[105].status().code(), grpc::StatusCode::INVALID_ARGUMENT);
+
+  absl::StatusOr<ExitStatus> killed = shard.KillHard();
+  ASSERT_TRUE(killed.ok()) << killed.status();
+  ASSERT_TRUE(shard.Restart().ok()) << shard.LogTail();
+  KvClient client(shard.address());
+  std::vector<std::string> keys;
+  for (int i = 0; i < kSets; ++i) keys.push_back(absl::StrCat("p-", i));
+  const std::vector<v1::GetResult> got = ReadKeys(&client, keys);
+  ASSERT_EQ(got.size(), keys.size());
+  int wrong = 0;
+  for (int i = 0; i < kSets; ++i) {
+    const bool ok = i == 9 ? !got[i].found()
+                           : got[i].found() && got[i].value() == absl::StrCat("value-", i) &&
+                                 got[i].version() == version_of[i];
+    if (!ok && ++wrong <= 5) ADD_FAILURE() << keys[i] << " after restart: " << got[i].DebugString();
+  }
+  EXPECT_EQ(wrong, 0);
+}
+
 // documents, and what it writes is what the server holds.
 TEST_F(ShardIntegrationTest, KvctlRoundTrip) {
   ShardProcess shard(Dir("shard"));

@@ -103,6 +103,33 @@ class ClusterTest(unittest.TestCase):
         got = self.kv.MultiGet(kv_pb2.MultiGetRequest(keys=list(reversed(keys))), timeout=5)
         self.assertEqual([r.value for r in got.results], [k[::-1] for k in reversed(keys)])
 
+    def test_pipeline_answers_every_request_by_id(self):
+        # A generator of requests is all a Python client needs for the stream.
+        def requests():
+            for i in range(500):
+                key = f"py:pipe:{i}".encode()
+                yield kv_pb2.PipelineRequest(id=i, set=kv_pb2.SetRequest(key=key, value=key))
+            yield kv_pb2.PipelineRequest(id=1000, get=kv_pb2.GetRequest(key=b""))
+            yield kv_pb2.PipelineRequest(id=1001, multi_get=kv_pb2.MultiGetRequest(
+                keys=[b"py:pipe:3", b"py:pipe:4"]))
+
+        answers = {}
+        for answer in self.kv.Pipeline(requests(), timeout=30):
+            self.assertNotIn(answer.id, answers)
+            answers[answer.id] = answer
+        self.assertEqual(len(answers), 502)
+        for i in range(500):
+            self.assertEqual(answers[i].status.code, 0, answers[i].status.message)
+            self.assertGreater(answers[i].set.version, 0)
+        self.assertEqual(answers[1000].status.code, grpc.StatusCode.INVALID_ARGUMENT.value[0])
+        self.assertEqual(answers[1000].status.message, "key is empty")
+        # The multi_get may have raced the sets of its keys: only what it found is checked.
+        for r, key in zip(answers[1001].multi_get.results, [b"py:pipe:3", b"py:pipe:4"]):
+            if r.found:
+                self.assertEqual(r.value, key)
+        got = self.kv.Get(kv_pb2.GetRequest(key=b"py:pipe:499"), timeout=5)
+        self.assertEqual(got.value, b"py:pipe:499")
+
     def test_compare_and_set_mismatch_is_failed_precondition(self):
         first = self.kv.Set(kv_pb2.SetRequest(key=b"py:cas", value=b"1", if_version=0), timeout=5)
         with self.assertRaises(grpc.RpcError) as caught:

@@ -15,6 +15,7 @@
 #include <fstream>
 #include <sstream>
 #include <system_error>
+#include <thread>
 #include <utility>
 
 #include "absl/strings/escaping.h"
@@ -506,6 +507,21 @@ grpc::Status KvClient::MultiGet(const v1::MultiGetRequest& request,
 grpc::Status KvClient::MultiSet(const v1::MultiSetRequest& request,
                                 v1::MultiSetResponse* response) {
   return kv_->MultiSet(NewContext().get(), request, response);
+}
+grpc::Status KvClient::Pipeline(const std::vector<v1::PipelineRequest>& requests,
+                                std::vector<v1::PipelineResponse>* answers) {
+  std::unique_ptr<grpc::ClientContext> context = NewContext();
+  auto stream = kv_->Pipeline(context.get());
+  std::thread writer([&] {
+    for (const v1::PipelineRequest& request : requests) {
+      if (!stream->Write(request)) return;  // Broken: Finish says why.
+    }
+    stream->WritesDone();
+  });
+  v1::PipelineResponse answer;
+  while (stream->Read(&answer)) answers->push_back(answer);
+  writer.join();
+  return stream->Finish();
 }
 grpc::Status KvClient::Status(v1::StatusResponse* response) {
   return admin_->Status(NewContext().get(), v1::StatusRequest(), response);

@@ -13,6 +13,7 @@
 #include <set>
 #include <string>
 #include <thread>
+#include <tuple>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -33,6 +34,82 @@ using ::testing::HasSubstr;
 
 // How much later than set a forwarded deadline may look to the server.
 constexpr absl::Duration kWireRounding = absl::Milliseconds(100);
+
+// The synchronous data calls the tests make: unary, or (pipeline) each
+// request alone on a KeyValue/Pipeline stream of its own, whose answer is
+// turned back into the unary call's status and response.
+class KvCalls {
+ public:
+  KvCalls(v1::KeyValue::Stub* stub, bool pipeline) : stub_(stub), pipeline_(pipeline) {}
+
+  grpc::Status Get(grpc::ClientContext* context, const v1::GetRequest& request,
+                   v1::GetResponse* response) {
+    if (!pipeline_) return stub_->Get(context, request, response);
+    v1::PipelineRequest p;
+    *p.mutable_get() = request;
+    return OverPipeline(context, p,
+                        [&](v1::PipelineResponse* a) { response->Swap(a->mutable_get()); });
+  }
+  grpc::Status Set(grpc::ClientContext* context, const v1::SetRequest& request,
+                   v1::SetResponse* response) {
+    if (!pipeline_) return stub_->Set(context, request, response);
+    v1::PipelineRequest p;
+    *p.mutable_set() = request;
+    return OverPipeline(context, p,
+                        [&](v1::PipelineResponse* a) { response->Swap(a->mutable_set()); });
+  }
+  grpc::Status Delete(grpc::ClientContext* context, const v1::DeleteRequest& request,
+                      v1::DeleteResponse* response) {
+    if (!pipeline_) return stub_->Delete(context, request, response);
+    v1::PipelineRequest p;
+    *p.mutable_delete_() = request;
+    return OverPipeline(context, p,
+                        [&](v1::PipelineResponse* a) { response->Swap(a->mutable_delete_()); });
+  }
+  grpc::Status MultiGet(grpc::ClientContext* context, const v1::MultiGetRequest& request,
+                        v1::MultiGetResponse* response) {
+    if (!pipeline_) return stub_->MultiGet(context, request, response);
+    v1::PipelineRequest p;
+    *p.mutable_multi_get() = request;
+    return OverPipeline(context, p,
+                        [&](v1::PipelineResponse* a) { response->Swap(a->mutable_multi_get()); });
+  }
+  grpc::Status MultiSet(grpc::ClientContext* context, const v1::MultiSetRequest& request,
+                        v1::MultiSetResponse* response) {
+    if (!pipeline_) return stub_->MultiSet(context, request, response);
+    v1::PipelineRequest p;
+    *p.mutable_multi_set() = request;
+    return OverPipeline(context, p,
+                        [&](v1::PipelineResponse* a) { response->Swap(a->mutable_multi_set()); });
+  }
+
+ private:
+  grpc::Status OverPipeline(grpc::ClientContext* context, v1::PipelineRequest request,
+                            const std::function<void(v1::PipelineResponse*)>& take) {
+    constexpr uint64_t kId = 77;
+    request.set_id(kId);
+    auto stream = stub_->Pipeline(context);
+    v1::PipelineResponse answer;
+    const bool sent = stream->Write(request) && stream->WritesDone();
+    const bool answered = sent && stream->Read(&answer);
+    v1::PipelineResponse extra;
+    const bool more = answered && stream->Read(&extra);
+    grpc::Status status = stream->Finish();
+    if (!status.ok()) return status;
+    if (!answered || more || answer.id() != kId) {
+      return grpc::Status(grpc::StatusCode::INTERNAL, "not one answer with the request's id");
+    }
+    if (answer.status().code() != 0) {
+      return grpc::Status(static_cast<grpc::StatusCode>(answer.status().code()),
+                          answer.status().message());
+    }
+    take(&answer);
+    return grpc::Status::OK;
+  }
+
+  v1::KeyValue::Stub* const stub_;
+  const bool pipeline_;
+};
 
 // Admin.Status of a fake node: answers what it is told to, or fails.
 class FakeAdmin final : public v1::Admin::CallbackService {
@@ -321,6 +398,7 @@ class RouterServiceTest : public ::testing::Test {
     auto channel =
         grpc::CreateChannel(absl::StrCat("127.0.0.1:", port), grpc::InsecureChannelCredentials());
     stub_ = v1::KeyValue::NewStub(channel);
+    kv_ = std::make_unique<KvCalls>(stub_.get(), pipeline_);
     admin_stub_ = v1::Admin::NewStub(channel);
   }
   void RestartRouter(RouterOptions options) {
@@ -362,43 +440,51 @@ class RouterServiceTest : public ::testing::Test {
     request.set_key(key);
     request.set_value(value);
     v1::SetResponse response;
-    return stub_->Set(Context().get(), request, &response);
+    return kv_->Set(Context().get(), request, &response);
   }
   grpc::Status Get(const std::string& key, v1::GetResponse* response,
                    v1::ReadMode mode = v1::READ_MODE_LEADER) {
     v1::GetRequest request;
     request.set_key(key);
     request.set_read_mode(mode);
-    return stub_->Get(Context().get(), request, response);
+    return kv_->Get(Context().get(), request, response);
   }
 
   // The routers this fixture starts coalesce (RouterOptions) with this,
   // unless a test's options say otherwise.
   int coalesce_in_flight_ = 0;
+  // Their data calls go over Pipeline streams (KvCalls).
+  bool pipeline_ = false;
   std::vector<std::unique_ptr<FakeShard>> leaders_;
   std::vector<std::unique_ptr<FakeShard>> replicas_;
   std::unique_ptr<RouterService> service_;
   std::unique_ptr<RouterAdminService> admin_service_;
   std::unique_ptr<grpc::Server> router_server_;
   std::unique_ptr<v1::KeyValue::Stub> stub_;
+  std::unique_ptr<KvCalls> kv_;
   std::unique_ptr<v1::Admin::Stub> admin_stub_;
 };
 
-// Every forwarding rule holds alike whether requests go alone (0) or through
-// the coalescing lanes (2), where at this low load each still goes alone, on
-// the lane's path.
-class RouterForwardingTest : public RouterServiceTest, public ::testing::WithParamInterface<int> {
+// Every forwarding rule holds alike whether requests go alone (coalescing 0)
+// or through the coalescing lanes (2), where at this low load each still goes
+// alone, on the lane's path; and whether they come as unary calls or on
+// Pipeline streams.
+class RouterForwardingTest : public RouterServiceTest,
+                             public ::testing::WithParamInterface<std::tuple<int, bool>> {
  protected:
   void SetUp() override {
-    coalesce_in_flight_ = GetParam();
+    coalesce_in_flight_ = std::get<0>(GetParam());
+    pipeline_ = std::get<1>(GetParam());
     RouterServiceTest::SetUp();
   }
 };
 
-INSTANTIATE_TEST_SUITE_P(Modes, RouterForwardingTest, ::testing::Values(0, 2),
-                         [](const ::testing::TestParamInfo<int>& info) {
-                           return info.param == 0 ? std::string("Unary")
-                                                  : std::string("Coalescing");
+INSTANTIATE_TEST_SUITE_P(Modes, RouterForwardingTest,
+                         ::testing::Combine(::testing::Values(0, 2), ::testing::Bool()),
+                         [](const ::testing::TestParamInfo<std::tuple<int, bool>>& info) {
+                           return absl::StrCat(
+                               std::get<0>(info.param) == 0 ? "Unary" : "Coalescing",
+                               std::get<1>(info.param) ? "Pipeline" : "");
                          });
 
 TEST_P(RouterForwardingTest, EachKeyGoesToTheLeaderOfTheShardTheRingNames) {
@@ -421,7 +507,7 @@ TEST_P(RouterForwardingTest, EachKeyGoesToTheLeaderOfTheShardTheRingNames) {
   v1::DeleteRequest del;
   del.set_key("k7");
   v1::DeleteResponse deleted;
-  ASSERT_TRUE(stub_->Delete(Context().get(), del, &deleted).ok());
+  ASSERT_TRUE(kv_->Delete(Context().get(), del, &deleted).ok());
   EXPECT_TRUE(deleted.deleted());
   ASSERT_TRUE(Get("k7", &got).ok());
   EXPECT_FALSE(got.found());
@@ -462,7 +548,7 @@ TEST_P(RouterForwardingTest, RefusedWriteGoesOnceToTheHintedLeaderWhichIsRemembe
   v1::DeleteRequest del;
   del.set_key(keys[0]);
   v1::DeleteResponse deleted;
-  ASSERT_TRUE(stub_->Delete(Context().get(), del, &deleted).ok());
+  ASSERT_TRUE(kv_->Delete(Context().get(), del, &deleted).ok());
   EXPECT_TRUE(deleted.deleted());
   ASSERT_TRUE(Set(keys[1], "b").ok());
   EXPECT_EQ(leaders_[2]->total_calls(), 1);
@@ -516,7 +602,7 @@ TEST_P(RouterForwardingTest, MultiSetSliceFollowsTheHintToo) {
     item->set_value("v");
   }
   v1::MultiSetResponse response;
-  ASSERT_TRUE(stub_->MultiSet(Context().get(), request, &response).ok());
+  ASSERT_TRUE(kv_->MultiSet(Context().get(), request, &response).ok());
   for (const v1::SetResult& r : response.results()) EXPECT_FALSE(r.has_error());
   EXPECT_EQ(new_leader.keys(), (std::set<std::string>{keys[0], keys[1]}));
   EXPECT_EQ(leaders_[0]->keys(), std::set<std::string>{keys[2]});
@@ -578,7 +664,8 @@ TEST_P(RouterForwardingTest, TheCallersDeadlineIsForwarded) {
   v1::GetRequest request;
   request.set_key(key);
   v1::GetResponse response;
-  ASSERT_TRUE(stub_->Get(Context(absl::Seconds(3)).get(), request, &response).ok());
+  grpc::Status s = kv_->Get(Context(absl::Seconds(3)).get(), request, &response);
+  ASSERT_TRUE(s.ok()) << s.error_code() << ": " << s.error_message();
   // gRPC sends a deadline as a timeout, rounded up a little on the wire.
   const absl::Duration left = leaders_[1]->last_time_left();
   EXPECT_GT(left, absl::Seconds(2));
@@ -593,7 +680,7 @@ TEST_P(RouterForwardingTest, WithoutACallerDeadlineTheForwardTimeoutApplies) {
   request.set_key(key);
   v1::GetResponse response;
   grpc::ClientContext no_deadline;
-  ASSERT_TRUE(stub_->Get(&no_deadline, request, &response).ok());
+  ASSERT_TRUE(kv_->Get(&no_deadline, request, &response).ok());
   const absl::Duration left = leaders_[1]->last_time_left();
   EXPECT_GT(left, absl::Milliseconds(500));
   EXPECT_LE(left, absl::Milliseconds(1500) + kWireRounding);
@@ -609,7 +696,7 @@ TEST_P(RouterForwardingTest, MultiGetGathersInOrderAndReportsAFailedShardPerKey)
   for (const std::string& key : keys) request.add_keys(key);
   request.add_keys("never-written");
   v1::MultiGetResponse response;
-  ASSERT_TRUE(stub_->MultiGet(Context().get(), request, &response).ok());
+  ASSERT_TRUE(kv_->MultiGet(Context().get(), request, &response).ok());
   ASSERT_EQ(response.results_size(), request.keys_size());
   int failed = 0;
   for (int i = 0; i < request.keys_size(); ++i) {
@@ -646,7 +733,7 @@ TEST_P(RouterForwardingTest, MultiSetWritesEachShardsItemsThereAndReportsPerItem
   }
   leaders_[2]->FailWith(grpc::Status(grpc::StatusCode::UNAVAILABLE, "down"));
   v1::MultiSetResponse response;
-  ASSERT_TRUE(stub_->MultiSet(Context().get(), request, &response).ok());
+  ASSERT_TRUE(kv_->MultiSet(Context().get(), request, &response).ok());
   ASSERT_EQ(response.results_size(), 30);
   for (int i = 0; i < 30; ++i) {
     const int shard = service_->table()->ShardOf(keys[i]);
@@ -671,7 +758,7 @@ TEST_P(RouterForwardingTest, AShardAnsweringTheWrongNumberOfResultsFailsItsKeys)
   for (const std::string& key : KeysOf(0, 3)) request.add_keys(key);
   for (const std::string& key : KeysOf(1, 3)) request.add_keys(key);
   v1::MultiGetResponse response;
-  ASSERT_TRUE(stub_->MultiGet(Context().get(), request, &response).ok());
+  ASSERT_TRUE(kv_->MultiGet(Context().get(), request, &response).ok());
   for (int i = 0; i < 6; ++i) {
     EXPECT_EQ(response.results(i).error().code(), i < 3 ? grpc::StatusCode::INTERNAL : 0) << i;
   }
@@ -679,10 +766,10 @@ TEST_P(RouterForwardingTest, AShardAnsweringTheWrongNumberOfResultsFailsItsKeys)
 
 TEST_P(RouterForwardingTest, EmptyBatchesAnswerAtOnce) {
   v1::MultiGetResponse got;
-  ASSERT_TRUE(stub_->MultiGet(Context().get(), v1::MultiGetRequest(), &got).ok());
+  ASSERT_TRUE(kv_->MultiGet(Context().get(), v1::MultiGetRequest(), &got).ok());
   EXPECT_EQ(got.results_size(), 0);
   v1::MultiSetResponse set;
-  ASSERT_TRUE(stub_->MultiSet(Context().get(), v1::MultiSetRequest(), &set).ok());
+  ASSERT_TRUE(kv_->MultiSet(Context().get(), v1::MultiSetRequest(), &set).ok());
   EXPECT_EQ(set.results_size(), 0);
   for (const auto& l : leaders_) EXPECT_EQ(l->total_calls(), 0);
 }
@@ -708,7 +795,7 @@ TEST_P(RouterForwardingTest, InvalidRequestsAreRejectedAsAShardWouldAndNothingIs
     item->set_value("v");
   }
   v1::MultiSetResponse response;
-  s = stub_->MultiSet(Context().get(), request, &response);
+  s = kv_->MultiSet(Context().get(), request, &response);
   EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
   EXPECT_EQ(s.error_message(), "item 7: key is empty");
   for (const auto& l : leaders_) EXPECT_EQ(l->total_calls(), 0);
@@ -867,7 +954,7 @@ TEST_P(RouterForwardingTest, ADeposedLeaderGetsNoWritesUntilANewerLeaderIsKnown)
     item->set_value("v");
   }
   v1::MultiSetResponse response;
-  ASSERT_TRUE(stub_->MultiSet(Context().get(), batch, &response).ok());
+  ASSERT_TRUE(kv_->MultiSet(Context().get(), batch, &response).ok());
   EXPECT_EQ(response.results(0).error().code(), grpc::StatusCode::UNAVAILABLE);
   EXPECT_THAT(response.results(0).error().message(), HasSubstr("shard shard-1: its leader"));
   EXPECT_FALSE(response.results(1).has_error());
@@ -1206,6 +1293,176 @@ TEST_F(RouterCoalescingTest, AtLowLoadEveryRequestGoesAloneAsAUnaryCall) {
   EXPECT_EQ(leaders_[1]->calls("Set"), 5);
   EXPECT_EQ(leaders_[1]->calls("Get"), 5);
   EXPECT_EQ(leaders_[1]->calls("MultiSet") + leaders_[1]->calls("MultiGet"), 0);
+}
+
+// ---- Pipeline ------------------------------------------------------------------
+
+class RouterPipelineTest : public RouterServiceTest {
+ protected:
+  static v1::PipelineRequest GetOf(uint64_t id, const std::string& key) {
+    v1::PipelineRequest r;
+    r.set_id(id);
+    r.mutable_get()->set_key(key);
+    return r;
+  }
+  static v1::PipelineRequest SetOf(uint64_t id, const std::string& key, const std::string& value) {
+    v1::PipelineRequest r;
+    r.set_id(id);
+    r.mutable_set()->set_key(key);
+    r.mutable_set()->set_value(value);
+    return r;
+  }
+};
+
+TEST_F(RouterPipelineTest, EachRequestIsAnsweredWithItsIdAsSoonAsItCompletes) {
+  const std::string slow_key = KeysOf(0, 1)[0];
+  const std::string fast_key = KeysOf(1, 1)[0];
+  leaders_[0]->Hold();
+  grpc::ClientContext context;
+  context.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(10)));
+  auto stream = stub_->Pipeline(&context);
+  ASSERT_TRUE(stream->Write(GetOf(1, slow_key)));
+  ASSERT_TRUE(stream->Write(SetOf(2, fast_key, "v")));
+  v1::PipelineRequest empty;
+  empty.set_id(3);
+  ASSERT_TRUE(stream->Write(empty));
+  ASSERT_TRUE(stream->Write(SetOf(4, "", "v")));
+  v1::PipelineRequest multi;
+  multi.set_id(5);
+  multi.mutable_multi_get()->add_keys(fast_key);
+  multi.mutable_multi_get()->add_keys(KeysOf(2, 1)[0]);  // Never written.
+  ASSERT_TRUE(stream->Write(multi));
+
+  // Everything but the held request comes back while it is still held.
+  std::map<uint64_t, v1::PipelineResponse> answers;
+  for (int i = 0; i < 4; ++i) {
+    v1::PipelineResponse answer;
+    ASSERT_TRUE(stream->Read(&answer));
+    answers[answer.id()] = answer;
+  }
+  EXPECT_EQ(answers.count(1), 0u);
+  EXPECT_EQ(answers[2].status().code(), 0);
+  EXPECT_GT(answers[2].set().version(), 0u);
+  EXPECT_EQ(answers[3].status().code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(answers[3].status().message(), HasSubstr("none of get, set"));
+  EXPECT_EQ(answers[4].status().code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(answers[4].status().message(), "key is empty");
+  EXPECT_EQ(answers[4].response_case(), v1::PipelineResponse::RESPONSE_NOT_SET);
+  ASSERT_EQ(answers[5].multi_get().results_size(), 2);
+  EXPECT_TRUE(answers[5].multi_get().results(0).found());
+  EXPECT_EQ(answers[5].multi_get().results(0).value(), "v");
+  EXPECT_FALSE(answers[5].multi_get().results(1).found());
+  EXPECT_EQ(leaders_[1]->keys().count(fast_key), 1u);
+
+  ASSERT_TRUE(Eventually([&] { return leaders_[0]->held() == 1; }));
+  leaders_[0]->Release();
+  v1::PipelineResponse last;
+  ASSERT_TRUE(stream->Read(&last));
+  EXPECT_EQ(last.id(), 1u);
+  EXPECT_EQ(last.status().code(), 0);
+  EXPECT_TRUE(last.has_get());
+  ASSERT_TRUE(stream->WritesDone());
+  EXPECT_FALSE(stream->Read(&last));
+  grpc::Status status = stream->Finish();
+  EXPECT_TRUE(status.ok()) << status.error_message();
+}
+
+TEST_F(RouterPipelineTest, AStreamIsNotReadFurtherWhileItsLimitOfRequestsIsUnanswered) {
+  RouterOptions options;
+  options.pipeline_max_in_flight = 3;
+  RestartRouter(options);
+  const std::vector<std::string> keys = KeysOf(0, 8);
+  leaders_[0]->Hold();
+  grpc::ClientContext context;
+  context.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(10)));
+  auto stream = stub_->Pipeline(&context);
+  for (uint64_t i = 0; i < keys.size(); ++i) ASSERT_TRUE(stream->Write(GetOf(i, keys[i])));
+  ASSERT_TRUE(Eventually([&] { return leaders_[0]->held() == 3; }));
+  // A round trip through the router on another stream: by then it would have
+  // forwarded more of the first stream's requests, were it reading them.
+  v1::GetResponse other;
+  KvCalls pipelined(stub_.get(), /*pipeline=*/true);
+  ASSERT_TRUE(pipelined
+                  .Get(
+                      Context().get(),
+                      [&] {
+                        v1::GetRequest r;
+                        r.set_key(KeysOf(1, 1)[0]);
+                        return r;
+                      }(),
+                      &other)
+                  .ok());
+  EXPECT_EQ(leaders_[0]->held(), 3);
+
+  leaders_[0]->Release();
+  std::set<uint64_t> ids;
+  v1::PipelineResponse answer;
+  for (size_t i = 0; i < keys.size(); ++i) {
+    ASSERT_TRUE(stream->Read(&answer)) << i;
+    EXPECT_EQ(answer.status().code(), 0) << answer.status().message();
+    ids.insert(answer.id());
+  }
+  EXPECT_EQ(ids.size(), keys.size());
+  ASSERT_TRUE(stream->WritesDone());
+  EXPECT_TRUE(stream->Finish().ok());
+  EXPECT_EQ(leaders_[0]->calls("Get"), static_cast<int>(keys.size()));
+}
+
+TEST_F(RouterPipelineTest, ACancelledStreamsRequestsStillFinishAndTheRouterServesOn) {
+  const std::vector<std::string> keys = KeysOf(0, 3);
+  leaders_[0]->Hold();
+  {
+    grpc::ClientContext context;
+    context.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(10)));
+    auto stream = stub_->Pipeline(&context);
+    for (uint64_t i = 0; i < keys.size(); ++i) ASSERT_TRUE(stream->Write(SetOf(i, keys[i], "v")));
+    ASSERT_TRUE(Eventually([&] { return leaders_[0]->held() == 3; }));
+    context.TryCancel();
+    EXPECT_EQ(stream->Finish().error_code(), grpc::StatusCode::CANCELLED);
+  }
+  // The forwarded writes were not cancelled with the stream: they finish
+  // (unanswered) once the shard answers.
+  leaders_[0]->Release();
+  ASSERT_TRUE(Set(keys[0], "again").ok());
+  v1::GetResponse got;
+  ASSERT_TRUE(Get(keys[0], &got).ok());
+  EXPECT_EQ(leaders_[0]->calls("Set"), 4);
+}
+
+TEST_F(RouterPipelineTest, PipelinedSetsCoalesceLikeUnaryOnes) {
+  RouterOptions options;
+  options.coalesce_in_flight = 1;
+  RestartRouter(options);
+  const std::vector<std::string> keys = KeysOf(2, 5);
+  leaders_[2]->Hold();
+  grpc::ClientContext context;
+  context.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(10)));
+  auto stream = stub_->Pipeline(&context);
+  ASSERT_TRUE(stream->Write(SetOf(0, keys[0], "v0")));
+  ASSERT_TRUE(Eventually([&] { return leaders_[2]->held() == 1; }));
+  for (uint64_t i = 1; i < keys.size(); ++i) {
+    ASSERT_TRUE(stream->Write(SetOf(i, keys[i], absl::StrCat("v", i))));
+  }
+  ASSERT_TRUE(Eventually([&] { return service_->coalesce_queued() == keys.size() - 1; }));
+  leaders_[2]->Release();
+  std::map<uint64_t, v1::PipelineResponse> answers;
+  v1::PipelineResponse answer;
+  for (size_t i = 0; i < keys.size(); ++i) {
+    ASSERT_TRUE(stream->Read(&answer));
+    answers[answer.id()] = answer;
+  }
+  ASSERT_TRUE(stream->WritesDone());
+  EXPECT_TRUE(stream->Finish().ok());
+  // The first went alone (answered empty by the held shard); the other four
+  // waited and went as one MultiSet, each with its own version.
+  EXPECT_EQ(leaders_[2]->calls("Set"), 1);
+  EXPECT_EQ(leaders_[2]->calls("MultiSet"), 1);
+  std::set<uint64_t> versions;
+  for (uint64_t i = 1; i < keys.size(); ++i) {
+    EXPECT_EQ(answers[i].status().code(), 0) << answers[i].status().message();
+    versions.insert(answers[i].set().version());
+  }
+  EXPECT_EQ(versions.size(), keys.size() - 1);
 }
 
 TEST(RouterBackendChannelsTest, ADroppedChannelIsKeptUntilNothingUsesItThenReleased) {

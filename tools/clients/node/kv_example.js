@@ -163,6 +163,46 @@ async function run() {
                             read_mode: 'READ_MODE_ANY_REPLICA' });
   console.log('Get example:replicated read_mode=READ_MODE_ANY_REPLICA: ' +
               `found=${got.found} value=${text(got.value)} version=${got.version}`);
+
+  // Pipeline: many requests on one stream, without a call each. Each answer
+  // carries its request's id and comes as soon as that request completes (in
+  // any order); a request's failure is in its answer's status, not thrown.
+  const requests = [
+    { id: 1, set: { key: Buffer.from('example:p'), value: Buffer.from('piped') } },
+    { id: 2, get: { key: Buffer.from('example:a') } },
+    { id: 3, set: { key: Buffer.from(''), value: Buffer.from('no key') } },
+  ];
+  const answers = await pipeline(requests);
+  for (const request of requests) {
+    const answer = answers.get(String(request.id));
+    const kind = request.set ? 'set' : 'get';
+    const what = `Pipeline id=${request.id} ${kind === 'set' ? 'Set' : 'Get'} ` +
+                 `${text(request[kind].key)}`;
+    // status is left out (null here) when the request succeeded.
+    if (answer.status && answer.status.code !== 0) {
+      console.log(`${what}: ${grpc.status[answer.status.code]}: ${answer.status.message}`);
+    } else if (kind === 'set') {
+      console.log(`${what} = ${text(request.set.value)}: version=${answer.set.version}`);
+    } else {
+      console.log(`${what}: found=${answer.get.found} value=${text(answer.get.value)} ` +
+                  `version=${answer.get.version}`);
+    }
+  }
+}
+
+// Sends REQUESTS on one Pipeline stream and resolves with the answers by id
+// (a string: uint64s arrive as strings); fails with the stream's error.
+function pipeline(requests) {
+  const deadline = new Date(Date.now() + args.deadlineMs);
+  return new Promise((resolve, reject) => {
+    const answers = new Map();
+    const stream = kv.Pipeline({ deadline });
+    stream.on('data', (answer) => answers.set(answer.id, answer));
+    stream.on('error', reject);
+    stream.on('end', () => resolve(answers));
+    for (const request of requests) stream.write(request);
+    stream.end();
+  });
 }
 
 run().then(

@@ -127,6 +127,27 @@ def run(kv, timeout):
     print(f"Get example:replicated read_mode=READ_MODE_ANY_REPLICA: "
           f"found={str(got.found).lower()} value={text(got.value)} version={got.version}")
 
+    # Pipeline: many requests on one stream, without a call each. Each answer
+    # carries its request's id and comes as soon as that request completes (in
+    # any order); a request's failure is in its answer's status, not raised.
+    requests = [
+        kv_pb2.PipelineRequest(id=1, set=kv_pb2.SetRequest(key=b"example:p", value=b"piped")),
+        kv_pb2.PipelineRequest(id=2, get=kv_pb2.GetRequest(key=b"example:a")),
+        kv_pb2.PipelineRequest(id=3, set=kv_pb2.SetRequest(key=b"", value=b"no key")),
+    ]
+    answers = {a.id: a for a in kv.Pipeline(iter(requests), timeout=timeout)}
+    for request in requests:
+        answer = answers[request.id]
+        kind = request.WhichOneof("request")
+        what = f"Pipeline id={request.id} {kind.capitalize()} {text(getattr(request, kind).key)}"
+        if answer.status.code != 0:
+            print(f"{what}: {CODE_NAMES[answer.status.code]}: {answer.status.message}")
+        elif kind == "set":
+            print(f"{what} = {text(request.set.value)}: version={answer.set.version}")
+        else:
+            print(f"{what}: found={str(answer.get.found).lower()} value={text(answer.get.value)} "
+                  f"version={answer.get.version}")
+
 
 if __name__ == "__main__":
     sys.exit(main())
