@@ -555,6 +555,12 @@ TEST_F(MutualTlsTest, RouterShardAndReplicaWorkOverMutualTlsWithTokens) {
   const auto [bench_code, bench_out] = RunBench(router.address(), KvctlFlags());
   EXPECT_EQ(bench_code, 0) << bench_out;
   EXPECT_TRUE(absl::StrContains(bench_out, "\"errors\":0")) << bench_out;
+  std::vector<std::string> pipelined = KvctlFlags();
+  pipelined.push_back("--pipeline");
+  const auto [pipeline_code, pipeline_out] = RunBench(router.address(), pipelined);
+  EXPECT_EQ(pipeline_code, 0) << pipeline_out;
+  EXPECT_TRUE(absl::StrContains(pipeline_out, "\"pipeline\":true")) << pipeline_out;
+  EXPECT_TRUE(absl::StrContains(pipeline_out, "\"errors\":0")) << pipeline_out;
   std::vector<std::string> no_token = KvctlFlags();
   no_token.pop_back();  // --auth-token-file
   const auto [refused_code, refused_out] = RunBench(router.address(), no_token);

@@ -29,6 +29,7 @@
 #include "tools/kvbench/etcd_target.h"
 #include "tools/kvbench/kvstore_target.h"
 #include "tools/kvbench/load_target.h"
+#include "tools/kvbench/pipeline_target.h"
 #include "tools/kvbench/workload.h"
 #ifdef KVBENCH_WITH_REDIS
 #include "tools/kvbench/redis_target.h"
@@ -52,6 +53,9 @@ DEFINE_double(warmup, 2, "Seconds of load before measuring starts; not counted")
 DEFINE_uint64(batch, 1,
               "Keys per call: 1 = unary Get/Set (Redis GET/SET, etcd Range/Put); more = "
               "MultiGet/MultiSet (Redis MGET/MSET; not supported for etcd)");
+DEFINE_bool(pipeline, false,
+            "kvstore:// only: send the requests over KeyValue/Pipeline streams, one per channel, "
+            "instead of a call each (--concurrency requests in flight over them)");
 DEFINE_bool(preload, true,
             "Write the whole key space first (batches of 1000); on by default for the read "
             "workloads, off for write-only unless given");
@@ -315,6 +319,9 @@ absl::StatusOr<Settings> CheckFlags(const ParsedArgs& args) {
         "--ack and --read_mode apply to kvstore:// targets only (Redis and etcd have one mode "
         "here)");
   }
+  if (FLAGS_pipeline && s.kind != TargetKind::kKvStore) {
+    return absl::InvalidArgumentError("--pipeline applies to kvstore:// targets only");
+  }
   // etcd has no multi-key Get or Put; a Txn of puts would be the batch, which
   // kvbench does not drive.
   if (s.kind == TargetKind::kEtcd && c.batch > 1) {
@@ -367,8 +374,10 @@ void PrintSummary(const Settings& s, const SlotStats& stats, double measured_s) 
       static_cast<unsigned long long>(c.keyspace), static_cast<unsigned long long>(c.value_size),
       static_cast<unsigned long long>(c.batch), static_cast<unsigned long long>(c.concurrency),
       static_cast<unsigned long long>(c.channels),
-      s.kind == TargetKind::kRedis ? "connections" : "channels", FLAGS_ack.c_str(),
-      FLAGS_read_mode.c_str());
+      s.kind == TargetKind::kRedis ? "connections"
+      : FLAGS_pipeline             ? "Pipeline streams"
+                                   : "channels",
+      FLAGS_ack.c_str(), FLAGS_read_mode.c_str());
   std::printf("measured    %.2f s after %.0f s warmup\n", measured_s,
               absl::ToDoubleSeconds(s.warmup));
   std::printf("throughput  %.0f ops/s (%llu ops in %llu calls, %.0f calls/s)\n", ops_per_sec,
@@ -388,7 +397,8 @@ void PrintSummary(const Settings& s, const SlotStats& stats, double measured_s) 
     by_code.push_back(absl::StrCat(JsonString(code), ":", n));
   std::printf(
       "{\"target\":%s,\"workload\":%s,\"distribution\":%s,\"keyspace\":%llu,\"concurrency\":%llu,"
-      "\"channels\":%llu,\"batch\":%llu,\"value_size\":%llu,\"ack\":%s,\"read_mode\":%s,"
+      "\"channels\":%llu,\"pipeline\":%s,\"batch\":%llu,\"value_size\":%llu,\"ack\":%s,"
+      "\"read_mode\":%s,"
       "\"duration_s\":%g,\"warmup_s\":%g,\"measured_s\":%.3f,\"ops\":%llu,\"calls\":%llu,"
       "\"ops_per_sec\":%.1f,\"calls_per_sec\":%.1f,\"p50_us\":%llu,\"p90_us\":%llu,"
       "\"p99_us\":%llu,\"p999_us\":%llu,\"max_us\":%llu,\"mean_us\":%.1f,\"errors\":%llu,"
@@ -396,11 +406,12 @@ void PrintSummary(const Settings& s, const SlotStats& stats, double measured_s) 
       JsonString(FLAGS_target).c_str(), JsonString(c.workload.name).c_str(),
       JsonString(FLAGS_distribution).c_str(), static_cast<unsigned long long>(c.keyspace),
       static_cast<unsigned long long>(c.concurrency), static_cast<unsigned long long>(c.channels),
-      static_cast<unsigned long long>(c.batch), static_cast<unsigned long long>(c.value_size),
-      JsonString(FLAGS_ack).c_str(), JsonString(FLAGS_read_mode).c_str(),
-      absl::ToDoubleSeconds(s.duration), absl::ToDoubleSeconds(s.warmup), measured_s,
-      static_cast<unsigned long long>(stats.ops), static_cast<unsigned long long>(stats.calls),
-      ops_per_sec, calls_per_sec, static_cast<unsigned long long>(h.Percentile(50)),
+      FLAGS_pipeline ? "true" : "false", static_cast<unsigned long long>(c.batch),
+      static_cast<unsigned long long>(c.value_size), JsonString(FLAGS_ack).c_str(),
+      JsonString(FLAGS_read_mode).c_str(), absl::ToDoubleSeconds(s.duration),
+      absl::ToDoubleSeconds(s.warmup), measured_s, static_cast<unsigned long long>(stats.ops),
+      static_cast<unsigned long long>(stats.calls), ops_per_sec, calls_per_sec,
+      static_cast<unsigned long long>(h.Percentile(50)),
       static_cast<unsigned long long>(h.Percentile(90)),
       static_cast<unsigned long long>(h.Percentile(99)),
       static_cast<unsigned long long>(h.Percentile(99.9)), static_cast<unsigned long long>(h.Max()),
@@ -412,7 +423,11 @@ int Run(const Settings& s) {
   std::unique_ptr<LoadTarget> target;
   switch (s.kind) {
     case TargetKind::kKvStore:
-      target = std::make_unique<KvStoreTarget>(s.config, s.security);
+      if (FLAGS_pipeline) {
+        target = std::make_unique<PipelineTarget>(s.config, s.security);
+      } else {
+        target = std::make_unique<KvStoreTarget>(s.config, s.security);
+      }
       break;
     case TargetKind::kRedis:
 #ifdef KVBENCH_WITH_REDIS

@@ -34,6 +34,10 @@ class KvStoreTarget : public LoadTarget {
   bool Drain(absl::Duration grace) override;
   SlotStats Collect() override;
 
+  // The channels (config.channels of them), for a target that shares them.
+  std::shared_ptr<grpc::Channel> channel(size_t i) const { return channels_[i]; }
+  kvstore::v1::KeyValue::Stub* stub(size_t i) const { return stubs_[i].get(); }
+
  private:
   struct Slot;
 
