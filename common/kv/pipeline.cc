@@ -5,6 +5,7 @@
 #include <memory>
 #include <optional>
 #include <utility>
+#include <vector>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/synchronization/mutex.h"
@@ -16,7 +17,7 @@ namespace {
 // thread. The reactor deletes itself once gRPC is done with the stream
 // (OnDone) and every request it started has come back.
 class PipelineReactor final
-    : public grpc::ServerBidiReactor<v1::PipelineRequest, v1::PipelineResponse> {
+    : public grpc::ServerBidiReactor<v1::PipelineRequests, v1::PipelineResponses> {
  public:
   PipelineReactor(grpc::CallbackServerContext* context, const grpc::Status& admitted,
                   PipelineBackend* backend, size_t max_in_flight)
@@ -43,21 +44,27 @@ class PipelineReactor final
       if (finish) Finish(*finish);
       return;
     }
-    auto* op = new Op;
-    op->request.Swap(&incoming_);
+    // Every request of the message is started; the message is reused.
+    const int n = incoming_.requests_size();
+    std::vector<Op*> ops(n);
+    for (int i = 0; i < n; ++i) {
+      ops[i] = new Op;
+      ops[i]->request.Swap(incoming_.mutable_requests(i));
+    }
+    incoming_.Clear();
     bool read_more = false;
     {
       absl::MutexLock lock(&mu_);
-      ++in_flight_;
+      in_flight_ += n;
       read_more = in_flight_ < max_in_flight_;
       read_paused_ = !read_more;
     }
     if (read_more) StartRead(&incoming_);
-    Dispatch(op);
+    for (Op* op : ops) Dispatch(op);
   }
 
   void OnWriteDone(bool ok) override {
-    const v1::PipelineResponse* next = nullptr;
+    const v1::PipelineResponses* next = nullptr;
     std::optional<grpc::Status> finish;
     {
       absl::MutexLock lock(&mu_);
@@ -66,6 +73,7 @@ class PipelineReactor final
         broken_ = true;
         to_write_.clear();
       }
+      // The answers that came while the last message was written go together.
       writing_ = !to_write_.empty();
       if (writing_) {
         next = &to_write_.front();
@@ -137,7 +145,7 @@ class PipelineReactor final
       owned->response.mutable_status()->set_code(status.error_code());
       owned->response.mutable_status()->set_message(status.error_message());
     }
-    const v1::PipelineResponse* write = nullptr;
+    const v1::PipelineResponses* write = nullptr;
     bool resume_reading = false;
     std::optional<grpc::Status> finish;
     bool last = false;
@@ -145,7 +153,16 @@ class PipelineReactor final
       absl::MutexLock lock(&mu_);
       --in_flight_;
       if (!broken_ && !finished_) {
-        to_write_.push_back(std::move(owned->response));
+        // Joins the last message not being written yet, unless that one is
+        // full; the message being written (the front) is never touched.
+        const size_t bytes = owned->response.ByteSizeLong();
+        if (to_write_.size() < 2 || back_bytes_ + bytes > kMaxMessageBytes ||
+            to_write_.back().responses_size() >= kMaxAnswersPerMessage) {
+          to_write_.emplace_back();
+          back_bytes_ = 0;
+        }
+        *to_write_.back().add_responses() = std::move(owned->response);
+        back_bytes_ += bytes;
         if (!writing_) {
           writing_ = true;
           write = &to_write_.front();
@@ -183,14 +200,21 @@ class PipelineReactor final
   PipelineBackend* const backend_;
   const PipelineBackend::Deadline deadline_;
   const size_t max_in_flight_;
-  v1::PipelineRequest incoming_;  // Target of the one outstanding read.
+  // Answers per message at most, and about this many bytes (one bigger answer
+  // goes alone): well under gRPC's default 4 MiB receive limit of clients.
+  static constexpr size_t kMaxMessageBytes = 1 << 20;
+  static constexpr int kMaxAnswersPerMessage = 1024;
+
+  v1::PipelineRequests incoming_;  // Target of the one outstanding read.
 
   absl::Mutex mu_;
   size_t in_flight_ ABSL_GUARDED_BY(mu_) = 0;  // Started, not yet answered.
   bool read_paused_ ABSL_GUARDED_BY(mu_) = false;
   bool reads_done_ ABSL_GUARDED_BY(mu_) = false;
-  // Answers to send; the front one is being written while writing_.
-  std::deque<v1::PipelineResponse> to_write_ ABSL_GUARDED_BY(mu_);
+  // Messages of answers to send; the front one is being written while
+  // writing_, and answers join the back one (not the front).
+  std::deque<v1::PipelineResponses> to_write_ ABSL_GUARDED_BY(mu_);
+  size_t back_bytes_ ABSL_GUARDED_BY(mu_) = 0;  // Of to_write_.back().
   bool writing_ ABSL_GUARDED_BY(mu_) = false;
   bool broken_ ABSL_GUARDED_BY(mu_) = false;
   bool finished_ ABSL_GUARDED_BY(mu_) = false;
@@ -199,7 +223,7 @@ class PipelineReactor final
 
 }  // namespace
 
-grpc::ServerBidiReactor<v1::PipelineRequest, v1::PipelineResponse>* ServePipeline(
+grpc::ServerBidiReactor<v1::PipelineRequests, v1::PipelineResponses>* ServePipeline(
     grpc::CallbackServerContext* context, const grpc::Status& admitted, PipelineBackend* backend,
     size_t max_in_flight) {
   return new PipelineReactor(context, admitted, backend, max_in_flight);

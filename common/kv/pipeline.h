@@ -2,10 +2,12 @@
 // that can answer each kind of request asynchronously (kv-router forwards
 // them, kv-shard and kv-replica serve them from their store).
 //
-// One reactor per stream reads one request at a time; each is started on the
-// backend and answered when done, from whatever thread finishes it, so
-// answers go out in completion order, each with its request's id. Answers
-// queue for the stream's single outstanding write. Reading pauses while
+// One reactor per stream reads one message at a time and starts each of its
+// requests on the backend; each is answered when done, from whatever thread
+// finishes it, so answers go out in completion order, each with its
+// request's id. There is one write at a time: the answers that arrive while a
+// message is being written go together in the next one, so the busier the
+// stream, the fewer messages per answer (no timer). Reading pauses while
 // `max_in_flight` requests are unanswered, so a client that sends faster than
 // they are answered is held back by gRPC's flow control, not by memory. A
 // request's failure is its answer's status; the stream ends with OK once the
@@ -51,7 +53,7 @@ inline constexpr size_t kDefaultPipelineMaxInFlight = 1024;
 // The reactor for one Pipeline call (return it from the service's Pipeline).
 // When `admitted` is not OK the stream ends at once with it (e.g. the
 // caller's token was refused). `backend` must outlive every stream.
-grpc::ServerBidiReactor<v1::PipelineRequest, v1::PipelineResponse>* ServePipeline(
+grpc::ServerBidiReactor<v1::PipelineRequests, v1::PipelineResponses>* ServePipeline(
     grpc::CallbackServerContext* context, const grpc::Status& admitted, PipelineBackend* backend,
     size_t max_in_flight = kDefaultPipelineMaxInFlight);
 

@@ -891,7 +891,7 @@ void RouterService::RouteMultiSet(const Route& route, const v1::MultiSetRequest*
 // caller's cancellation: a stream's requests outlive a cancelled stream until
 // their deadline), by common/kv/pipeline.h's reactor.
 
-grpc::ServerBidiReactor<v1::PipelineRequest, v1::PipelineResponse>* RouterService::Pipeline(
+grpc::ServerBidiReactor<v1::PipelineRequests, v1::PipelineResponses>* RouterService::Pipeline(
     grpc::CallbackServerContext* context) {
   return ServePipeline(context, CheckAccess(options_.access, *context, Access::kPublic), this,
                        options_.pipeline_max_in_flight);

@@ -136,7 +136,7 @@ grpc::ServerUnaryReactor* KvService::MultiSet(grpc::CallbackServerContext* conte
   return reactor;
 }
 
-grpc::ServerBidiReactor<v1::PipelineRequest, v1::PipelineResponse>* KvService::Pipeline(
+grpc::ServerBidiReactor<v1::PipelineRequests, v1::PipelineResponses>* KvService::Pipeline(
     grpc::CallbackServerContext* context) {
   return ServePipeline(context, CheckAccess(access_, *context, Access::kPublic), this);
 }

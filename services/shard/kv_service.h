@@ -41,7 +41,7 @@ class KvService final : public v1::KeyValue::CallbackService, private PipelineBa
   grpc::ServerUnaryReactor* MultiSet(grpc::CallbackServerContext* context,
                                      const v1::MultiSetRequest* request,
                                      v1::MultiSetResponse* response) override;
-  grpc::ServerBidiReactor<v1::PipelineRequest, v1::PipelineResponse>* Pipeline(
+  grpc::ServerBidiReactor<v1::PipelineRequests, v1::PipelineResponses>* Pipeline(
       grpc::CallbackServerContext* context) override;
 
  private:

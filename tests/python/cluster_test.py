@@ -104,19 +104,26 @@ class ClusterTest(unittest.TestCase):
         self.assertEqual([r.value for r in got.results], [k[::-1] for k in reversed(keys)])
 
     def test_pipeline_answers_every_request_by_id(self):
-        # A generator of requests is all a Python client needs for the stream.
-        def requests():
-            for i in range(500):
-                key = f"py:pipe:{i}".encode()
-                yield kv_pb2.PipelineRequest(id=i, set=kv_pb2.SetRequest(key=key, value=key))
-            yield kv_pb2.PipelineRequest(id=1000, get=kv_pb2.GetRequest(key=b""))
-            yield kv_pb2.PipelineRequest(id=1001, multi_get=kv_pb2.MultiGetRequest(
-                keys=[b"py:pipe:3", b"py:pipe:4"]))
+        # A generator of messages is all a Python client needs for the stream;
+        # here 50 messages of 10 requests, then one of two.
+        def messages():
+            for m in range(50):
+                batch = []
+                for i in range(m * 10, m * 10 + 10):
+                    key = f"py:pipe:{i}".encode()
+                    batch.append(kv_pb2.PipelineRequest(
+                        id=i, set=kv_pb2.SetRequest(key=key, value=key)))
+                yield kv_pb2.PipelineRequests(requests=batch)
+            yield kv_pb2.PipelineRequests(requests=[
+                kv_pb2.PipelineRequest(id=1000, get=kv_pb2.GetRequest(key=b"")),
+                kv_pb2.PipelineRequest(id=1001, multi_get=kv_pb2.MultiGetRequest(
+                    keys=[b"py:pipe:3", b"py:pipe:4"]))])
 
         answers = {}
-        for answer in self.kv.Pipeline(requests(), timeout=30):
-            self.assertNotIn(answer.id, answers)
-            answers[answer.id] = answer
+        for message in self.kv.Pipeline(messages(), timeout=30):
+            for answer in message.responses:
+                self.assertNotIn(answer.id, answers)
+                answers[answer.id] = answer
         self.assertEqual(len(answers), 502)
         for i in range(500):
             self.assertEqual(answers[i].status.code, 0, answers[i].status.message)

@@ -513,13 +513,20 @@ grpc::Status KvClient::Pipeline(const std::vector<v1::PipelineRequest>& requests
   std::unique_ptr<grpc::ClientContext> context = NewContext();
   auto stream = kv_->Pipeline(context.get());
   std::thread writer([&] {
-    for (const v1::PipelineRequest& request : requests) {
-      if (!stream->Write(request)) return;  // Broken: Finish says why.
+    // Messages of 1, 2, 3, ... requests: both one and many per message.
+    for (size_t i = 0, n = 1; i < requests.size(); i += n, ++n) {
+      v1::PipelineRequests message;
+      for (size_t k = i; k < std::min(requests.size(), i + n); ++k) {
+        *message.add_requests() = requests[k];
+      }
+      if (!stream->Write(message)) return;  // Broken: Finish says why.
     }
     stream->WritesDone();
   });
-  v1::PipelineResponse answer;
-  while (stream->Read(&answer)) answers->push_back(answer);
+  v1::PipelineResponses message;
+  while (stream->Read(&message)) {
+    for (const v1::PipelineResponse& answer : message.responses()) answers->push_back(answer);
+  }
   writer.join();
   return stream->Finish();
 }

@@ -206,8 +206,9 @@ class KvClient {
   grpc::Status Snapshot(v1::SnapshotResponse* response);
   grpc::Status Promote(const v1::PromoteRequest& request, v1::PromoteResponse* response);
   // Sends every request on one KeyValue/Pipeline stream (from a second thread
-  // while this one reads), half-closes, and collects the answers in the order
-  // they came; returns the stream's status.
+  // while this one reads; in messages of 1, 2, 3, ... requests), half-closes,
+  // and collects the answers in the order they came; returns the stream's
+  // status.
   grpc::Status Pipeline(const std::vector<v1::PipelineRequest>& requests,
                         std::vector<v1::PipelineResponse>* answers);
 

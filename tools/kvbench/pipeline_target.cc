@@ -36,7 +36,7 @@ struct PipelineTarget::Slot {
 // a read is always outstanding. Its reactions run on gRPC threads, one at a
 // time per kind; OnDone comes after every other.
 class PipelineTarget::Stream final
-    : public grpc::ClientBidiReactor<v1::PipelineRequest, v1::PipelineResponse> {
+    : public grpc::ClientBidiReactor<v1::PipelineRequests, v1::PipelineResponses> {
  public:
   Stream(PipelineTarget* target, v1::KeyValue::Stub* stub) : target_(target) {
     stub->async()->Pipeline(&context_, this);
@@ -44,11 +44,19 @@ class PipelineTarget::Stream final
     StartCall();
   }
 
+  // Queues `request`; the requests queued while a message is being written go
+  // together in the next one.
   void Send(v1::PipelineRequest request) {
-    const v1::PipelineRequest* next = nullptr;
+    const v1::PipelineRequests* next = nullptr;
     {
       absl::MutexLock lock(&mu_);
-      queue_.push_back(std::move(request));
+      // The front may be in flight: never added to. A cap keeps messages far
+      // below servers' receive limits.
+      constexpr int kMaxRequestsPerMessage = 256;
+      if (queue_.size() < 2 || queue_.back().requests_size() >= kMaxRequestsPerMessage) {
+        queue_.emplace_back();
+      }
+      *queue_.back().add_requests() = std::move(request);
       if (writing_) return;
       writing_ = true;
       next = &queue_.front();
@@ -76,7 +84,7 @@ class PipelineTarget::Stream final
   }
 
   void OnWriteDone(bool ok) override {
-    const v1::PipelineRequest* next = nullptr;
+    const v1::PipelineRequests* next = nullptr;
     bool writes_done = false;
     {
       absl::MutexLock lock(&mu_);
@@ -96,7 +104,8 @@ class PipelineTarget::Stream final
 
   void OnReadDone(bool ok) override {
     if (!ok) return;  // The stream ended; OnDone follows.
-    target_->OnAnswer(incoming_);
+    for (const v1::PipelineResponse& answer : incoming_.responses()) target_->OnAnswer(answer);
+    incoming_.Clear();
     StartRead(&incoming_);
   }
 
@@ -109,9 +118,10 @@ class PipelineTarget::Stream final
  private:
   PipelineTarget* const target_;
   grpc::ClientContext context_;
-  v1::PipelineResponse incoming_;
+  v1::PipelineResponses incoming_;
   absl::Mutex mu_;
-  std::deque<v1::PipelineRequest> queue_ ABSL_GUARDED_BY(mu_);  // Front: being written.
+  // Messages to write; the front is being written while writing_.
+  std::deque<v1::PipelineRequests> queue_ ABSL_GUARDED_BY(mu_);
   bool writing_ ABSL_GUARDED_BY(mu_) = false;
   bool closing_ ABSL_GUARDED_BY(mu_) = false;
   bool writes_done_ ABSL_GUARDED_BY(mu_) = false;
@@ -141,9 +151,9 @@ absl::Status PipelineTarget::Connect() {
   context.set_deadline(std::chrono::system_clock::now() +
                        absl::ToChronoMicroseconds(config_.connect_timeout));
   auto stream = stub->Pipeline(&context);
-  v1::PipelineRequest request;
-  request.mutable_get()->set_key(KeyName(0));
-  v1::PipelineResponse answer;
+  v1::PipelineRequests request;
+  request.add_requests()->mutable_get()->set_key(KeyName(0));
+  v1::PipelineResponses answer;
   if (stream->Write(request)) {
     stream->WritesDone();
     while (stream->Read(&answer)) {

@@ -89,16 +89,19 @@ class KvCalls {
     constexpr uint64_t kId = 77;
     request.set_id(kId);
     auto stream = stub_->Pipeline(context);
-    v1::PipelineResponse answer;
-    const bool sent = stream->Write(request) && stream->WritesDone();
-    const bool answered = sent && stream->Read(&answer);
-    v1::PipelineResponse extra;
+    v1::PipelineRequests message;
+    *message.add_requests() = request;
+    v1::PipelineResponses answers;
+    const bool sent = stream->Write(message) && stream->WritesDone();
+    const bool answered = sent && stream->Read(&answers);
+    v1::PipelineResponses extra;
     const bool more = answered && stream->Read(&extra);
     grpc::Status status = stream->Finish();
     if (!status.ok()) return status;
-    if (!answered || more || answer.id() != kId) {
+    if (!answered || more || answers.responses_size() != 1 || answers.responses(0).id() != kId) {
       return grpc::Status(grpc::StatusCode::INTERNAL, "not one answer with the request's id");
     }
+    v1::PipelineResponse answer = answers.responses(0);
     if (answer.status().code() != 0) {
       return grpc::Status(static_cast<grpc::StatusCode>(answer.status().code()),
                           answer.status().message());
@@ -1299,18 +1302,35 @@ TEST_F(RouterCoalescingTest, AtLowLoadEveryRequestGoesAloneAsAUnaryCall) {
 
 class RouterPipelineTest : public RouterServiceTest {
  protected:
-  static v1::PipelineRequest GetOf(uint64_t id, const std::string& key) {
-    v1::PipelineRequest r;
-    r.set_id(id);
-    r.mutable_get()->set_key(key);
-    return r;
+  using Stream = grpc::ClientReaderWriter<v1::PipelineRequests, v1::PipelineResponses>;
+
+  // A message of one request.
+  static v1::PipelineRequests GetOf(uint64_t id, const std::string& key) {
+    v1::PipelineRequests m;
+    v1::PipelineRequest* r = m.add_requests();
+    r->set_id(id);
+    r->mutable_get()->set_key(key);
+    return m;
   }
-  static v1::PipelineRequest SetOf(uint64_t id, const std::string& key, const std::string& value) {
-    v1::PipelineRequest r;
-    r.set_id(id);
-    r.mutable_set()->set_key(key);
-    r.mutable_set()->set_value(value);
-    return r;
+  static v1::PipelineRequests SetOf(uint64_t id, const std::string& key, const std::string& value) {
+    v1::PipelineRequests m;
+    v1::PipelineRequest* r = m.add_requests();
+    r->set_id(id);
+    r->mutable_set()->set_key(key);
+    r->mutable_set()->set_value(value);
+    return m;
+  }
+  // Reads messages until `n` more answers have come (false if the stream
+  // ends first); adds them to *answers by id.
+  static bool ReadAnswers(Stream* stream, size_t n,
+                          std::map<uint64_t, v1::PipelineResponse>* answers) {
+    const size_t want = answers->size() + n;
+    v1::PipelineResponses message;
+    while (answers->size() < want) {
+      if (!stream->Read(&message)) return false;
+      for (const v1::PipelineResponse& a : message.responses()) (*answers)[a.id()] = a;
+    }
+    return answers->size() == want;
   }
 };
 
@@ -1323,23 +1343,19 @@ TEST_F(RouterPipelineTest, EachRequestIsAnsweredWithItsIdAsSoonAsItCompletes) {
   auto stream = stub_->Pipeline(&context);
   ASSERT_TRUE(stream->Write(GetOf(1, slow_key)));
   ASSERT_TRUE(stream->Write(SetOf(2, fast_key, "v")));
-  v1::PipelineRequest empty;
-  empty.set_id(3);
-  ASSERT_TRUE(stream->Write(empty));
-  ASSERT_TRUE(stream->Write(SetOf(4, "", "v")));
-  v1::PipelineRequest multi;
-  multi.set_id(5);
-  multi.mutable_multi_get()->add_keys(fast_key);
-  multi.mutable_multi_get()->add_keys(KeysOf(2, 1)[0]);  // Never written.
-  ASSERT_TRUE(stream->Write(multi));
+  // Three more in one message: one without a request, one invalid.
+  v1::PipelineRequests message;
+  message.add_requests()->set_id(3);
+  *message.add_requests() = SetOf(4, "", "v").requests(0);
+  v1::PipelineRequest* multi = message.add_requests();
+  multi->set_id(5);
+  multi->mutable_multi_get()->add_keys(fast_key);
+  multi->mutable_multi_get()->add_keys(KeysOf(2, 1)[0]);  // Never written.
+  ASSERT_TRUE(stream->Write(message));
 
   // Everything but the held request comes back while it is still held.
   std::map<uint64_t, v1::PipelineResponse> answers;
-  for (int i = 0; i < 4; ++i) {
-    v1::PipelineResponse answer;
-    ASSERT_TRUE(stream->Read(&answer));
-    answers[answer.id()] = answer;
-  }
+  ASSERT_TRUE(ReadAnswers(stream.get(), 4, &answers));
   EXPECT_EQ(answers.count(1), 0u);
   EXPECT_EQ(answers[2].status().code(), 0);
   EXPECT_GT(answers[2].set().version(), 0u);
@@ -1356,13 +1372,12 @@ TEST_F(RouterPipelineTest, EachRequestIsAnsweredWithItsIdAsSoonAsItCompletes) {
 
   ASSERT_TRUE(Eventually([&] { return leaders_[0]->held() == 1; }));
   leaders_[0]->Release();
-  v1::PipelineResponse last;
-  ASSERT_TRUE(stream->Read(&last));
-  EXPECT_EQ(last.id(), 1u);
-  EXPECT_EQ(last.status().code(), 0);
-  EXPECT_TRUE(last.has_get());
+  ASSERT_TRUE(ReadAnswers(stream.get(), 1, &answers));
+  EXPECT_EQ(answers[1].status().code(), 0);
+  EXPECT_TRUE(answers[1].has_get());
   ASSERT_TRUE(stream->WritesDone());
-  EXPECT_FALSE(stream->Read(&last));
+  v1::PipelineResponses none;
+  EXPECT_FALSE(stream->Read(&none));
   grpc::Status status = stream->Finish();
   EXPECT_TRUE(status.ok()) << status.error_message();
 }
@@ -1395,14 +1410,11 @@ TEST_F(RouterPipelineTest, AStreamIsNotReadFurtherWhileItsLimitOfRequestsIsUnans
   EXPECT_EQ(leaders_[0]->held(), 3);
 
   leaders_[0]->Release();
-  std::set<uint64_t> ids;
-  v1::PipelineResponse answer;
-  for (size_t i = 0; i < keys.size(); ++i) {
-    ASSERT_TRUE(stream->Read(&answer)) << i;
-    EXPECT_EQ(answer.status().code(), 0) << answer.status().message();
-    ids.insert(answer.id());
+  std::map<uint64_t, v1::PipelineResponse> answers;
+  ASSERT_TRUE(ReadAnswers(stream.get(), keys.size(), &answers));
+  for (const auto& [id, answer] : answers) {
+    EXPECT_EQ(answer.status().code(), 0) << id << ": " << answer.status().message();
   }
-  EXPECT_EQ(ids.size(), keys.size());
   ASSERT_TRUE(stream->WritesDone());
   EXPECT_TRUE(stream->Finish().ok());
   EXPECT_EQ(leaders_[0]->calls("Get"), static_cast<int>(keys.size()));
@@ -1446,11 +1458,7 @@ TEST_F(RouterPipelineTest, PipelinedSetsCoalesceLikeUnaryOnes) {
   ASSERT_TRUE(Eventually([&] { return service_->coalesce_queued() == keys.size() - 1; }));
   leaders_[2]->Release();
   std::map<uint64_t, v1::PipelineResponse> answers;
-  v1::PipelineResponse answer;
-  for (size_t i = 0; i < keys.size(); ++i) {
-    ASSERT_TRUE(stream->Read(&answer));
-    answers[answer.id()] = answer;
-  }
+  ASSERT_TRUE(ReadAnswers(stream.get(), keys.size(), &answers));
   ASSERT_TRUE(stream->WritesDone());
   EXPECT_TRUE(stream->Finish().ok());
   // The first went alone (answered empty by the held shard); the other four

@@ -164,9 +164,10 @@ async function run() {
   console.log('Get example:replicated read_mode=READ_MODE_ANY_REPLICA: ' +
               `found=${got.found} value=${text(got.value)} version=${got.version}`);
 
-  // Pipeline: many requests on one stream, without a call each. Each answer
-  // carries its request's id and comes as soon as that request completes (in
-  // any order); a request's failure is in its answer's status, not thrown.
+  // Pipeline: many requests on one stream, without a call each; a message
+  // carries one or more. Each answer carries its request's id and comes as
+  // soon as that request completes (in any order, several to a message); a
+  // request's failure is in its answer's status, not thrown.
   const requests = [
     { id: 1, set: { key: Buffer.from('example:p'), value: Buffer.from('piped') } },
     { id: 2, get: { key: Buffer.from('example:a') } },
@@ -197,10 +198,12 @@ function pipeline(requests) {
   return new Promise((resolve, reject) => {
     const answers = new Map();
     const stream = kv.Pipeline({ deadline });
-    stream.on('data', (answer) => answers.set(answer.id, answer));
+    stream.on('data', (message) => {
+      for (const answer of message.responses) answers.set(answer.id, answer);
+    });
     stream.on('error', reject);
     stream.on('end', () => resolve(answers));
-    for (const request of requests) stream.write(request);
+    stream.write({ requests });
     stream.end();
   });
 }

@@ -127,15 +127,18 @@ def run(kv, timeout):
     print(f"Get example:replicated read_mode=READ_MODE_ANY_REPLICA: "
           f"found={str(got.found).lower()} value={text(got.value)} version={got.version}")
 
-    # Pipeline: many requests on one stream, without a call each. Each answer
-    # carries its request's id and comes as soon as that request completes (in
-    # any order); a request's failure is in its answer's status, not raised.
+    # Pipeline: many requests on one stream, without a call each; a message
+    # carries one or more. Each answer carries its request's id and comes as
+    # soon as that request completes (in any order, several to a message); a
+    # request's failure is in its answer's status, not raised.
     requests = [
         kv_pb2.PipelineRequest(id=1, set=kv_pb2.SetRequest(key=b"example:p", value=b"piped")),
         kv_pb2.PipelineRequest(id=2, get=kv_pb2.GetRequest(key=b"example:a")),
         kv_pb2.PipelineRequest(id=3, set=kv_pb2.SetRequest(key=b"", value=b"no key")),
     ]
-    answers = {a.id: a for a in kv.Pipeline(iter(requests), timeout=timeout)}
+    messages = iter([kv_pb2.PipelineRequests(requests=requests)])
+    answers = {a.id: a for message in kv.Pipeline(messages, timeout=timeout)
+               for a in message.responses}
     for request in requests:
         answer = answers[request.id]
         kind = request.WhichOneof("request")
