@@ -56,10 +56,11 @@ class PipelineReactor final
     {
       absl::MutexLock lock(&mu_);
       in_flight_ += n;
-      read_more = in_flight_ < max_in_flight_;
+      read_more = !finished_ && in_flight_ < max_in_flight_;
       read_paused_ = !read_more;
+      if (read_more) ++starting_reads_;
     }
-    if (read_more) StartRead(&incoming_);
+    if (read_more) ReadNext();
     for (Op* op : ops) Dispatch(op);
   }
 
@@ -168,24 +169,41 @@ class PipelineReactor final
           write = &to_write_.front();
         }
       }
-      if (read_paused_ && !reads_done_ && !broken_ && in_flight_ < max_in_flight_) {
+      if (read_paused_ && !reads_done_ && !broken_ && !finished_ && in_flight_ < max_in_flight_) {
         read_paused_ = false;
         resume_reading = true;
+        ++starting_reads_;
       }
       finish = MaybeFinishLocked();
       last = done_ && in_flight_ == 0;
     }
+    // The write cannot race Finish (writing_ holds it off) nor so OnDone.
     if (write != nullptr) StartWrite(write);
-    if (resume_reading) StartRead(&incoming_);
+    if (resume_reading) ReadNext();
     if (finish) Finish(*finish);
     if (last) delete this;
+  }
+
+  // StartRead, by a thread that counted itself in starting_reads_: until it
+  // is done, the stream is not finished (so not deleted under it, and never
+  // read after Finish). Finishes it if that waited for this.
+  void ReadNext() {
+    StartRead(&incoming_);
+    std::optional<grpc::Status> finish;
+    {
+      absl::MutexLock lock(&mu_);
+      --starting_reads_;
+      finish = MaybeFinishLocked();
+    }
+    if (finish) Finish(*finish);
   }
 
   // The status to finish with once nothing more will be sent: the client has
   // half-closed and every answer is out, or the stream broke. Marks the
   // stream finished; the caller calls Finish after releasing mu_.
   std::optional<grpc::Status> MaybeFinishLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    if (finished_ || writing_) return std::nullopt;  // OnWriteDone comes back here.
+    // OnWriteDone and ReadNext come back here.
+    if (finished_ || writing_ || starting_reads_ > 0) return std::nullopt;
     if (broken_) {
       finished_ = true;
       return grpc::Status(grpc::StatusCode::CANCELLED, "the pipeline stream was cancelled");
@@ -210,6 +228,8 @@ class PipelineReactor final
   absl::Mutex mu_;
   size_t in_flight_ ABSL_GUARDED_BY(mu_) = 0;  // Started, not yet answered.
   bool read_paused_ ABSL_GUARDED_BY(mu_) = false;
+  int starting_reads_ ABSL_GUARDED_BY(mu_) = 0;  // Threads about to StartRead (ReadNext).
+
   bool reads_done_ ABSL_GUARDED_BY(mu_) = false;
   // Messages of answers to send; the front one is being written while
   // writing_, and answers join the back one (not the front).

@@ -10,6 +10,7 @@
 #include <map>
 #include <memory>
 #include <optional>
+#include <random>
 #include <set>
 #include <string>
 #include <thread>
@@ -1439,6 +1440,53 @@ TEST_F(RouterPipelineTest, ACancelledStreamsRequestsStillFinishAndTheRouterServe
   v1::GetResponse got;
   ASSERT_TRUE(Get(keys[0], &got).ok());
   EXPECT_EQ(leaders_[0]->calls("Set"), 4);
+}
+
+TEST_F(RouterPipelineTest, StreamsEndedAtAnyPointLeaveTheRouterServing) {
+  // Streams cancelled, half-closed or dropped with requests in flight, at
+  // random points, while some shard calls are slow: every reactor must end
+  // (the server shuts down in TearDown) and nothing is used after it ends
+  // (run under ASan to see that part).
+  std::mt19937 rng(7);
+  const std::vector<std::string> keys = KeysOf(0, 20);
+  const std::vector<std::string> other = KeysOf(1, 20);
+  for (int round = 0; round < 60; ++round) {
+    const bool holding = round % 10 < 5;  // Shard 0 answers nothing meanwhile.
+    if (round % 10 == 0) leaders_[0]->Hold();
+    if (round % 10 == 5) leaders_[0]->Release();
+    grpc::ClientContext context;
+    context.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(10)));
+    auto stream = stub_->Pipeline(&context);
+    v1::PipelineRequests message;
+    const int n = 1 + static_cast<int>(rng() % 40);
+    for (int i = 0; i < n; ++i) {
+      const std::string& key = (i % 2 == 0 ? keys : other)[rng() % 20];
+      *message.add_requests() = (i % 3 == 0 ? SetOf(i, key, "v") : GetOf(i, key)).requests(0);
+    }
+    ASSERT_TRUE(stream->Write(message));
+    v1::PipelineResponses answers;
+    if (!holding && rng() % 2 == 0) stream->Read(&answers);  // Some answers, not all.
+    if (!holding && rng() % 2 == 0) {
+      stream->WritesDone();  // Half-closed: every answer comes, then OK.
+      while (stream->Read(&answers)) {
+      }
+      EXPECT_TRUE(stream->Finish().ok());
+      continue;
+    }
+    context.TryCancel();  // With requests in flight (held ones, while holding).
+    stream->Finish();
+  }
+  leaders_[0]->Release();
+  // Still serving, streams included.
+  std::map<uint64_t, v1::PipelineResponse> answers;
+  grpc::ClientContext context;
+  context.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(10)));
+  auto stream = stub_->Pipeline(&context);
+  ASSERT_TRUE(stream->Write(SetOf(1, keys[0], "after")));
+  ASSERT_TRUE(ReadAnswers(stream.get(), 1, &answers));
+  EXPECT_EQ(answers[1].status().code(), 0) << answers[1].status().message();
+  ASSERT_TRUE(stream->WritesDone());
+  EXPECT_TRUE(stream->Finish().ok());
 }
 
 TEST_F(RouterPipelineTest, PipelinedSetsCoalesceLikeUnaryOnes) {
