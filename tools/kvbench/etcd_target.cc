@@ -168,9 +168,7 @@ void EtcdTarget::Start(RunControl* control) {
 }
 
 void EtcdTarget::Issue(Slot* slot) {
-  const double read_fraction = config_.workload.read_fraction;
-  slot->is_read =
-      read_fraction >= 1.0 || (read_fraction > 0.0 && UniformDouble(slot->rng) < read_fraction);
+  slot->is_read = NextIsRead(config_.workload, slot->rng);
   slot->context = std::make_unique<grpc::ClientContext>();
   slot->context->set_deadline(DeadlineAfter(config_.call_timeout));
   auto done = [this, slot](grpc::Status status) { OnDone(slot, status); };

@@ -13,6 +13,7 @@
 #include "grpcpp/create_channel.h"
 #include "grpcpp/security/credentials.h"
 #include "grpcpp/support/channel_arguments.h"
+#include "tools/kvbench/kvstore_requests.h"
 
 namespace kvstore::bench {
 
@@ -20,10 +21,6 @@ namespace v1 = ::kvstore::v1;
 using Clock = std::chrono::steady_clock;
 
 namespace {
-
-std::string CodeName(int code) {
-  return absl::StatusCodeToString(static_cast<absl::StatusCode>(code));
-}
 
 std::chrono::system_clock::time_point DeadlineAfter(absl::Duration d) {
   return std::chrono::system_clock::now() + absl::ToChronoMicroseconds(d);
@@ -155,14 +152,6 @@ void KvStoreTarget::Start(RunControl* control) {
     auto slot = std::make_unique<Slot>();
     slot->stub = stubs_[i % stubs_.size()].get();
     slot->rng.seed(config_.seed * 1'000'003 + i);
-    for (v1::WriteAck* ack :
-         {slot->set_request.mutable_ack(), slot->multi_set_request.mutable_ack()}) {
-      ack->set_mode(static_cast<v1::AckMode>(config_.ack_mode));
-      ack->set_replicas(config_.ack_replicas);
-    }
-    slot->get_request.set_read_mode(static_cast<v1::ReadMode>(config_.read_mode));
-    slot->multi_get_request.set_read_mode(static_cast<v1::ReadMode>(config_.read_mode));
-    slot->set_request.set_value(value_);
     slots_.push_back(std::move(slot));
   }
   {
@@ -173,75 +162,35 @@ void KvStoreTarget::Start(RunControl* control) {
 }
 
 void KvStoreTarget::Issue(Slot* slot) {
-  const double read_fraction = config_.workload.read_fraction;
-  slot->is_read =
-      read_fraction >= 1.0 || (read_fraction > 0.0 && UniformDouble(slot->rng) < read_fraction);
+  slot->is_read = NextIsRead(config_.workload, slot->rng);
   slot->context = std::make_unique<grpc::ClientContext>();
   slot->context->set_deadline(DeadlineAfter(config_.call_timeout));
   auto done = [this, slot](grpc::Status status) { OnDone(slot, status); };
   v1::KeyValue::Stub::async_interface* async = slot->stub->async();
-  if (config_.batch == 1) {
-    const uint64_t key = keys_.Next(slot->rng);
+  grpc::ClientContext* context = slot->context.get();
+  if (config_.batch == 1 && slot->is_read) {
+    FillGet(config_, keys_, slot->rng, &slot->get_request);
     slot->start = Clock::now();
-    if (slot->is_read) {
-      FormatKey(key, slot->get_request.mutable_key());
-      async->Get(slot->context.get(), &slot->get_request, &slot->get_response, std::move(done));
-    } else {
-      FormatKey(key, slot->set_request.mutable_key());
-      async->Set(slot->context.get(), &slot->set_request, &slot->set_response, std::move(done));
-    }
-    return;
-  }
-  if (slot->is_read) {
-    auto* keys = slot->multi_get_request.mutable_keys();
-    while (static_cast<uint64_t>(keys->size()) < config_.batch) keys->Add();
-    for (std::string& k : *keys) FormatKey(keys_.Next(slot->rng), &k);
+    async->Get(context, &slot->get_request, &slot->get_response, std::move(done));
+  } else if (config_.batch == 1) {
+    FillSet(config_, keys_, value_, slot->rng, &slot->set_request);
     slot->start = Clock::now();
-    async->MultiGet(slot->context.get(), &slot->multi_get_request, &slot->multi_get_response,
-                    std::move(done));
+    async->Set(context, &slot->set_request, &slot->set_response, std::move(done));
+  } else if (slot->is_read) {
+    FillMultiGet(config_, keys_, slot->rng, &slot->multi_get_request);
+    slot->start = Clock::now();
+    async->MultiGet(context, &slot->multi_get_request, &slot->multi_get_response, std::move(done));
   } else {
-    auto* items = slot->multi_set_request.mutable_items();
-    while (static_cast<uint64_t>(items->size()) < config_.batch) items->Add()->set_value(value_);
-    for (v1::SetItem& item : *items) FormatKey(keys_.Next(slot->rng), item.mutable_key());
+    FillMultiSet(config_, keys_, value_, slot->rng, &slot->multi_set_request);
     slot->start = Clock::now();
-    async->MultiSet(slot->context.get(), &slot->multi_set_request, &slot->multi_set_response,
-                    std::move(done));
+    async->MultiSet(context, &slot->multi_set_request, &slot->multi_set_response, std::move(done));
   }
 }
 
 void KvStoreTarget::OnDone(Slot* slot, const grpc::Status& status) {
-  const auto elapsed = Clock::now() - slot->start;
-  const bool measuring = control_->phase.load(std::memory_order_acquire) == Phase::kMeasure;
-  SlotStats& stats = slot->stats;
-  if (status.ok()) {
-    uint64_t ok = 1;
-    if (config_.batch > 1) {
-      ok = 0;
-      auto count = [&](const v1::KeyError& e) {
-        if (e.code() == 0) {
-          ++ok;
-        } else if (measuring) {
-          stats.AddError(CodeName(e.code()), 1);
-        }
-      };
-      if (slot->is_read) {
-        for (const v1::GetResult& r : slot->multi_get_response.results()) count(r.error());
-      } else {
-        for (const v1::SetResult& r : slot->multi_set_response.results()) count(r.error());
-      }
-    }
-    control_->completed_ops.fetch_add(ok, std::memory_order_relaxed);
-    if (measuring) {
-      ++stats.calls;
-      stats.ops += ok;
-      stats.latency.Record(static_cast<uint64_t>(
-          std::chrono::duration_cast<std::chrono::microseconds>(elapsed).count()));
-    }
-  } else if (measuring) {
-    ++stats.calls;
-    stats.AddError(CodeName(status.error_code()), config_.batch);
-  }
-
+  CountAnswer(config_, status.error_code(), slot->is_read ? &slot->multi_get_response : nullptr,
+              slot->is_read ? nullptr : &slot->multi_set_response, Clock::now() - slot->start,
+              control_, &slot->stats);
   if (status.ok() && control_->phase.load(std::memory_order_acquire) != Phase::kStop) {
     Issue(slot);
     return;

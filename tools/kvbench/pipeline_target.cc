@@ -8,19 +8,12 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "grpcpp/client_context.h"
+#include "tools/kvbench/kvstore_requests.h"
 
 namespace kvstore::bench {
 
 namespace v1 = ::kvstore::v1;
 using Clock = std::chrono::steady_clock;
-
-namespace {
-
-std::string CodeName(int code) {
-  return absl::StatusCodeToString(static_cast<absl::StatusCode>(code));
-}
-
-}  // namespace
 
 struct PipelineTarget::Slot {
   uint64_t id = 0;
@@ -194,37 +187,17 @@ void PipelineTarget::Start(RunControl* control) {
 }
 
 void PipelineTarget::Issue(Slot* slot) {
-  const double read_fraction = config_.workload.read_fraction;
-  slot->is_read =
-      read_fraction >= 1.0 || (read_fraction > 0.0 && UniformDouble(slot->rng) < read_fraction);
+  slot->is_read = NextIsRead(config_.workload, slot->rng);
   v1::PipelineRequest request;
   request.set_id(slot->id);
-  if (config_.batch == 1) {
-    const uint64_t key = keys_.Next(slot->rng);
-    if (slot->is_read) {
-      v1::GetRequest* get = request.mutable_get();
-      FormatKey(key, get->mutable_key());
-      get->set_read_mode(static_cast<v1::ReadMode>(config_.read_mode));
-    } else {
-      v1::SetRequest* set = request.mutable_set();
-      FormatKey(key, set->mutable_key());
-      set->set_value(value_);
-      set->mutable_ack()->set_mode(static_cast<v1::AckMode>(config_.ack_mode));
-      set->mutable_ack()->set_replicas(config_.ack_replicas);
-    }
+  if (config_.batch == 1 && slot->is_read) {
+    FillGet(config_, keys_, slot->rng, request.mutable_get());
+  } else if (config_.batch == 1) {
+    FillSet(config_, keys_, value_, slot->rng, request.mutable_set());
   } else if (slot->is_read) {
-    v1::MultiGetRequest* get = request.mutable_multi_get();
-    get->set_read_mode(static_cast<v1::ReadMode>(config_.read_mode));
-    for (uint64_t i = 0; i < config_.batch; ++i) FormatKey(keys_.Next(slot->rng), get->add_keys());
+    FillMultiGet(config_, keys_, slot->rng, request.mutable_multi_get());
   } else {
-    v1::MultiSetRequest* set = request.mutable_multi_set();
-    set->mutable_ack()->set_mode(static_cast<v1::AckMode>(config_.ack_mode));
-    set->mutable_ack()->set_replicas(config_.ack_replicas);
-    for (uint64_t i = 0; i < config_.batch; ++i) {
-      v1::SetItem* item = set->add_items();
-      FormatKey(keys_.Next(slot->rng), item->mutable_key());
-      item->set_value(value_);
-    }
+    FillMultiSet(config_, keys_, value_, slot->rng, request.mutable_multi_set());
   }
   slot->in_flight = true;
   slot->start = Clock::now();
@@ -235,34 +208,8 @@ void PipelineTarget::OnAnswer(const v1::PipelineResponse& answer) {
   if (answer.id() >= slots_.size() || !slots_[answer.id()]->in_flight) return;  // Not ours.
   Slot* slot = slots_[answer.id()].get();
   slot->in_flight = false;
-  const auto elapsed = Clock::now() - slot->start;
-  const bool measuring = control_->phase.load(std::memory_order_acquire) == Phase::kMeasure;
-  SlotStats& stats = slot->stats;
-  if (answer.status().code() == 0) {
-    uint64_t ok = 1;
-    if (config_.batch > 1) {
-      ok = 0;
-      auto count = [&](const v1::KeyError& e) {
-        if (e.code() == 0) {
-          ++ok;
-        } else if (measuring) {
-          stats.AddError(CodeName(e.code()), 1);
-        }
-      };
-      for (const v1::GetResult& r : answer.multi_get().results()) count(r.error());
-      for (const v1::SetResult& r : answer.multi_set().results()) count(r.error());
-    }
-    control_->completed_ops.fetch_add(ok, std::memory_order_relaxed);
-    if (measuring) {
-      ++stats.calls;
-      stats.ops += ok;
-      stats.latency.Record(static_cast<uint64_t>(
-          std::chrono::duration_cast<std::chrono::microseconds>(elapsed).count()));
-    }
-  } else if (measuring) {
-    ++stats.calls;
-    stats.AddError(CodeName(answer.status().code()), config_.batch);
-  }
+  CountAnswer(config_, answer.status().code(), &answer.multi_get(), &answer.multi_set(),
+              Clock::now() - slot->start, control_, &slot->stats);
   if (control_->phase.load(std::memory_order_acquire) == Phase::kStop) {
     SlotStopped();
     return;

@@ -216,9 +216,7 @@ class RedisTarget::Loop {
 
   void Issue(RedisSlot* slot) {
     RedisConn* conn = slot->conn;
-    const double read_fraction = config_.workload.read_fraction;
-    slot->is_read =
-        read_fraction >= 1.0 || (read_fraction > 0.0 && UniformDouble(slot->rng) < read_fraction);
+    slot->is_read = NextIsRead(config_.workload, slot->rng);
     const uint64_t batch = config_.batch;
     slot->argv.clear();
     slot->argvlen.clear();

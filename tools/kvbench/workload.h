@@ -52,6 +52,12 @@ inline double UniformDouble(std::mt19937_64& rng) {
   return static_cast<double>(rng() >> 11) * 0x1.0p-53;
 }
 
+// Whether the next operation is a read, by the workload's mix.
+inline bool NextIsRead(const Workload& workload, std::mt19937_64& rng) {
+  return workload.read_fraction >= 1.0 ||
+         (workload.read_fraction > 0.0 && UniformDouble(rng) < workload.read_fraction);
+}
+
 // Run phases, switched by the main thread, read by every completion.
 enum class Phase : int { kWarmup = 0, kMeasure = 1, kStop = 2 };
 
