@@ -668,64 +668,47 @@ std::vector<std::string> RouterService::ReadTargets(const RoutingTable& table, i
   });
 }
 
-grpc::ServerUnaryReactor* RouterService::Get(grpc::CallbackServerContext* context,
-                                             const v1::GetRequest* request,
-                                             v1::GetResponse* response) {
+template <typename Request, typename Response>
+grpc::ServerUnaryReactor* RouterService::Unary(grpc::CallbackServerContext* context,
+                                               const Request* request, Response* response,
+                                               RouteMethod<Request, Response> route) {
   if (auto* refused = RefuseUnauthenticated(options_.access, context, Access::kPublic)) {
     return refused;
   }
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  RouteGet({context, CallDeadline(*context, options_.forward_timeout_ms)}, request, response,
-           [reactor](const grpc::Status& status) { reactor->Finish(status); });
+  (this->*route)({context, CallDeadline(*context, options_.forward_timeout_ms)}, request, response,
+                 [reactor](const grpc::Status& status) { reactor->Finish(status); });
   return reactor;
+}
+
+grpc::ServerUnaryReactor* RouterService::Get(grpc::CallbackServerContext* context,
+                                             const v1::GetRequest* request,
+                                             v1::GetResponse* response) {
+  return Unary(context, request, response, &RouterService::RouteGet);
 }
 
 grpc::ServerUnaryReactor* RouterService::Set(grpc::CallbackServerContext* context,
                                              const v1::SetRequest* request,
                                              v1::SetResponse* response) {
-  if (auto* refused = RefuseUnauthenticated(options_.access, context, Access::kPublic)) {
-    return refused;
-  }
-  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  RouteSet({context, CallDeadline(*context, options_.forward_timeout_ms)}, request, response,
-           [reactor](const grpc::Status& status) { reactor->Finish(status); });
-  return reactor;
+  return Unary(context, request, response, &RouterService::RouteSet);
 }
 
 grpc::ServerUnaryReactor* RouterService::Delete(grpc::CallbackServerContext* context,
                                                 const v1::DeleteRequest* request,
                                                 v1::DeleteResponse* response) {
-  if (auto* refused = RefuseUnauthenticated(options_.access, context, Access::kPublic)) {
-    return refused;
-  }
-  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  RouteDelete({context, CallDeadline(*context, options_.forward_timeout_ms)}, request, response,
-              [reactor](const grpc::Status& status) { reactor->Finish(status); });
-  return reactor;
+  return Unary(context, request, response, &RouterService::RouteDelete);
 }
 
 grpc::ServerUnaryReactor* RouterService::MultiGet(grpc::CallbackServerContext* context,
                                                   const v1::MultiGetRequest* request,
                                                   v1::MultiGetResponse* response) {
-  if (auto* refused = RefuseUnauthenticated(options_.access, context, Access::kPublic)) {
-    return refused;
-  }
-  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  RouteMultiGet({context, CallDeadline(*context, options_.forward_timeout_ms)}, request, response,
-                [reactor](const grpc::Status& status) { reactor->Finish(status); });
-  return reactor;
+  return Unary(context, request, response, &RouterService::RouteMultiGet);
 }
 
 grpc::ServerUnaryReactor* RouterService::MultiSet(grpc::CallbackServerContext* context,
                                                   const v1::MultiSetRequest* request,
                                                   v1::MultiSetResponse* response) {
-  if (auto* refused = RefuseUnauthenticated(options_.access, context, Access::kPublic)) {
-    return refused;
-  }
-  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  RouteMultiSet({context, CallDeadline(*context, options_.forward_timeout_ms)}, request, response,
-                [reactor](const grpc::Status& status) { reactor->Finish(status); });
-  return reactor;
+  return Unary(context, request, response, &RouterService::RouteMultiSet);
 }
 
 void RouterService::RouteGet(const Route& route, const v1::GetRequest* request,

@@ -163,6 +163,13 @@ class RouterService final : public v1::KeyValue::CallbackService, private Pipeli
                      v1::MultiGetResponse* response, RouteDone done);
   void RouteMultiSet(const Route& route, const v1::MultiSetRequest* request,
                      v1::MultiSetResponse* response, RouteDone done);
+  // A unary call: the caller's token, then `route`, which finishes the call.
+  template <typename Request, typename Response>
+  using RouteMethod = void (RouterService::*)(const Route&, const Request*, Response*, RouteDone);
+  template <typename Request, typename Response>
+  grpc::ServerUnaryReactor* Unary(grpc::CallbackServerContext* context, const Request* request,
+                                  Response* response, RouteMethod<Request, Response> route);
+
   // PipelineBackend: a stream's requests, routed like the unary calls.
   Route PipelineRoute(Deadline stream_deadline) const;
   void PipelineGet(Deadline deadline, const v1::GetRequest* request, v1::GetResponse* response,

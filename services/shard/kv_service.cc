@@ -10,6 +10,11 @@
 namespace kvstore {
 namespace {
 
+// `done` for a unary call: finishes its reactor.
+PipelineBackend::Done FinishReactor(grpc::ServerUnaryReactor* reactor) {
+  return [reactor](const grpc::Status& status) { reactor->Finish(status); };
+}
+
 v1::KeyError* SetKeyError(const absl::Status& status, v1::KeyError* error) {
   error->set_code(static_cast<int32_t>(status.code()));
   error->set_message(std::string(status.message()));
@@ -83,15 +88,6 @@ void KvService::AfterWrite(const WritePlan& plan, uint64_t index, absl::Status s
 }
 
 // The unary handlers: the caller's token, then the shared Serve*.
-
-namespace {
-
-// `done` for a unary call: finishes its reactor.
-PipelineBackend::Done FinishReactor(grpc::ServerUnaryReactor* reactor) {
-  return [reactor](const grpc::Status& status) { reactor->Finish(status); };
-}
-
-}  // namespace
 
 grpc::ServerUnaryReactor* KvService::Get(grpc::CallbackServerContext* context,
                                          const v1::GetRequest* request, v1::GetResponse* response) {

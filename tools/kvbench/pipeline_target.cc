@@ -19,7 +19,6 @@ struct PipelineTarget::Slot {
   uint64_t id = 0;
   Stream* stream = nullptr;
   std::mt19937_64 rng;
-  bool is_read = false;
   bool in_flight = false;  // Touched only by its stream's reactions (and Start).
   Clock::time_point start;
   SlotStats stats;
@@ -187,14 +186,14 @@ void PipelineTarget::Start(RunControl* control) {
 }
 
 void PipelineTarget::Issue(Slot* slot) {
-  slot->is_read = NextIsRead(config_.workload, slot->rng);
+  const bool is_read = NextIsRead(config_.workload, slot->rng);
   v1::PipelineRequest request;
   request.set_id(slot->id);
-  if (config_.batch == 1 && slot->is_read) {
+  if (config_.batch == 1 && is_read) {
     FillGet(config_, keys_, slot->rng, request.mutable_get());
   } else if (config_.batch == 1) {
     FillSet(config_, keys_, value_, slot->rng, request.mutable_set());
-  } else if (slot->is_read) {
+  } else if (is_read) {
     FillMultiGet(config_, keys_, slot->rng, request.mutable_multi_get());
   } else {
     FillMultiSet(config_, keys_, value_, slot->rng, request.mutable_multi_set());
