@@ -497,4 +497,10 @@ absl::Status PruneSnapshots(FileSystem* fs, const std::string& dir, size_t keep)
   return first_error;
 }
 
+absl::StatusOr<SnapshotMeta> VerifySnapshot(FileSystem* fs, const std::string& path) {
+  return LoadSnapshot(fs, path, [](absl::string_view, absl::string_view, uint64_t, int64_t) {
+    return absl::OkStatus();
+  });
+}
+
 }  // namespace kvstore

@@ -92,6 +92,10 @@ absl::StatusOr<SnapshotMeta> LoadSnapshot(
     const std::function<absl::Status(absl::string_view key, absl::string_view value,
                                      uint64_t version, int64_t expire_unix_ms)>& fn);
 
+// LoadSnapshot without keeping anything: OK (with the meta) only when every
+// checksum of the file verifies.
+absl::StatusOr<SnapshotMeta> VerifySnapshot(FileSystem* fs, const std::string& path);
+
 // Committed snapshots in `dir`, newest (highest start_index) first, from their
 // names and sizes only: end_index, epoch and entries are 0 until loaded.
 absl::StatusOr<std::vector<SnapshotMeta>> ListSnapshots(FileSystem* fs, const std::string& dir);

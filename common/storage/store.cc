@@ -9,6 +9,7 @@
 #include "common/storage/log_format.h"
 #include "common/storage/log_reader.h"
 #include "common/storage/op.h"
+#include "common/storage/version.h"
 #include "glog/logging.h"
 
 namespace kvstore {
@@ -100,11 +101,14 @@ absl::Status Store::Recover() {
   uint64_t replayed = 0;
   uint64_t epoch = loaded ? loaded->epoch : 1;
   uint64_t last_epoch = loaded ? loaded->epoch : 0;
+  std::map<uint64_t, uint64_t> epoch_starts;
+  if (loaded) epoch_starts[snapshot_start] = loaded->epoch;
   WalOptions wal_options;
   wal_options.segment_bytes = options_.segment_bytes;
   absl::StatusOr<std::unique_ptr<Wal>> wal =
       Wal::Open(fs, options_.dir, wal_options, snapshot_start + 1, [&](const WalRecord& record) {
         epoch = std::max(epoch, record.epoch);
+        if (record.epoch != last_epoch) epoch_starts[record.index] = record.epoch;
         last_epoch = record.epoch;
         ++replayed;
         if (record.type == log::RecordType::kEpoch) return absl::OkStatus();
@@ -155,6 +159,7 @@ absl::Status Store::Recover() {
   absl::MutexLock l(&mu_);
   last_index_ = recovered_last;
   last_epoch_ = last_epoch;
+  epoch_starts_ = std::move(epoch_starts);
   complete_index_ = snapshot_end;
   epoch_ = epoch;
   last_snapshot_ = loaded;
@@ -189,6 +194,19 @@ bool Store::Get(absl::string_view key, std::string* value, uint64_t* version) co
   return map_.Get(key, options_.clock->NowUnixMillis(), value, version);
 }
 
+absl::Status Store::CheckReadable() const {
+  if (install_generation() % 2 == 1) {
+    return absl::UnavailableError("this node is installing a snapshot from its leader");
+  }
+  absl::MutexLock l(&mu_);
+  if (last_index_ < complete_index_) {
+    return absl::UnavailableError(absl::StrCat(
+        "this node is catching up after a snapshot install (log at index ", last_index_,
+        ", whole at ", complete_index_, ")"));
+  }
+  return absl::OkStatus();
+}
+
 void Store::Write(std::vector<Mutation> batch, Durability durability, WriteCallback done) {
   std::vector<MutationResult> results(batch.size());
   const bool needs_sync =
@@ -202,6 +220,14 @@ void Store::Write(std::vector<Mutation> batch, Durability durability, WriteCallb
       refused = fatal_;
     } else if (closing_) {
       refused = absl::UnavailableError("the store is shutting down");
+    } else if (fenced_) {
+      refused = absl::UnavailableError(
+          "this node is not leading now (it stepped down, or its epoch has not started); the "
+          "write was not applied");
+    } else if (last_index_ + batch.size() > kMaxVersionIndex) {
+      refused = absl::ResourceExhaustedError(absl::StrCat(
+          "log index ", last_index_, " is at the end of the version space of one epoch (",
+          kMaxVersionIndex, "); restart or promote to start a new epoch"));
     } else if (last_index_ < complete_index_) {
       refused = absl::FailedPreconditionError(absl::StrCat(
           "this store is incomplete (log at index ", last_index_, ", its snapshot needs ",
@@ -222,7 +248,7 @@ void Store::Write(std::vector<Mutation> batch, Durability durability, WriteCallb
         if (m.kind == Mutation::Kind::kDelete && current == 0) continue;  // Nothing to delete.
         const uint64_t index = ++last_index_;
         OpView op;
-        op.version = index;
+        op.version = MakeVersion(epoch_, index);
         op.key = m.key;
         if (m.kind == Mutation::Kind::kSet) {
           op.type = OpType::kPut;
@@ -241,7 +267,8 @@ void Store::Write(std::vector<Mutation> batch, Durability durability, WriteCallb
           map_.Erase(op.key);
         }
         last_epoch_ = epoch_;
-        results[i].version = index;
+        results[i].version = op.version;
+        results[i].index = index;
         results[i].applied = true;
         ++writes_since_snapshot_;
         wrote = true;
@@ -567,6 +594,16 @@ uint64_t Store::last_epoch() const {
   return last_epoch_;
 }
 
+uint64_t Store::durable_index() const {
+  if (options_.fsync == FsyncPolicy::kAlways) return std::min(wal_->durable_index(), written_index());
+  return written_index();
+}
+
+void Store::Fence() {
+  absl::MutexLock l(&mu_);
+  fenced_ = true;
+}
+
 uint64_t Store::written_index() const {
   absl::MutexLock l(&written_mu_);
   return written_index_;
@@ -589,7 +626,18 @@ void Store::SetLogRetentionFloor(std::function<uint64_t()> floor) {
 absl::StatusOr<SnapshotMeta> Store::NewestSnapshot() {
   absl::StatusOr<std::vector<SnapshotMeta>> snapshots = ListSnapshots(options_.fs, options_.dir);
   if (!snapshots.ok()) return snapshots.status();
-  if (!snapshots->empty()) return snapshots->front();
+  // Newest first. The log reaches back to the oldest snapshot kept (see
+  // TakeSnapshot), so an older one serves as well, with a longer log after it.
+  for (const SnapshotMeta& candidate : *snapshots) {
+    absl::StatusOr<SnapshotMeta> verified = VerifySnapshot(options_.fs, candidate.path);
+    if (verified.ok()) return verified;
+    if (absl::IsNotFound(verified.status())) continue;  // Pruned meanwhile.
+    LOG(ERROR) << "Snapshot " << candidate.path
+               << " is damaged and will not be sent to a follower: " << verified.status();
+  }
+  if (!snapshots->empty()) {
+    LOG(ERROR) << "No snapshot in " << options_.dir << " verifies; taking a new one";
+  }
   return TakeSnapshot();
 }
 
@@ -604,6 +652,10 @@ absl::Status Store::StartEpoch(uint64_t epoch, absl::string_view leader) {
       return absl::FailedPreconditionError(
           absl::StrCat("epoch ", epoch, " is not above the current epoch ", epoch_));
     }
+    if (epoch > kMaxVersionEpoch) {
+      return absl::OutOfRangeError(absl::StrCat("epoch ", epoch, " is above the largest epoch a ",
+                                                "version can carry, ", kMaxVersionEpoch));
+    }
     if (last_index_ < complete_index_) {
       return absl::FailedPreconditionError(absl::StrCat(
           "this store is incomplete (log at index ", last_index_, ", its snapshot needs ",
@@ -612,6 +664,8 @@ absl::Status Store::StartEpoch(uint64_t epoch, absl::string_view leader) {
     epoch_ = epoch;
     last_epoch_ = epoch;
     const uint64_t index = ++last_index_;
+    epoch_starts_[index] = epoch;
+    fenced_ = false;  // Writes queue behind the epoch record.
     if (queued_records_.empty()) queued_first_index_ = index;
     log::AppendRecord(index, epoch, log::RecordType::kEpoch, leader, &queued_records_);
     waiters_.push_back(Pending{index, true, [&](const absl::Status& s) {
@@ -622,6 +676,13 @@ absl::Status Store::StartEpoch(uint64_t epoch, absl::string_view leader) {
   written.WaitForNotification();
   if (result.ok()) LOG(INFO) << "Epoch " << epoch << " starts in " << options_.dir;
   return result;
+}
+
+uint64_t Store::EpochAtLocked(uint64_t index) const {
+  if (index == 0 || index > last_index_) return 0;
+  auto it = epoch_starts_.upper_bound(index);
+  if (it == epoch_starts_.begin()) return 0;
+  return std::prev(it)->second;
 }
 
 void Store::AppendReplicated(absl::string_view records,
@@ -645,8 +706,24 @@ void Store::AppendReplicated(absl::string_view records,
       log::LogRecord record;
       log::ReadStatus rs;
       uint64_t expected = last_index_ + 1;
+      uint64_t resent_through = 0;
       while ((rs = reader.Next(&record)) == log::ReadStatus::kRecord) {
-        if (record.header.index < expected && fresh.empty()) continue;  // Already have it.
+        if (record.header.index < expected && fresh.empty()) {
+          // A resend of a record this log holds: only if it is the same record.
+          // The same index with another epoch means this log diverged from the
+          // leader's there; skipping it would leave the follower silently
+          // different (the stream breaks and the leader resyncs it whole).
+          const uint64_t mine = EpochAtLocked(record.header.index);
+          if (mine != 0 && mine != record.header.epoch) {
+            refused = absl::FailedPreconditionError(absl::StrCat(
+                "replicated record ", record.header.index, " has epoch ", record.header.epoch,
+                " but this log holds index ", record.header.index, " from epoch ", mine,
+                ": the logs diverged; the follower needs a full resync"));
+            break;
+          }
+          resent_through = record.header.index;
+          continue;
+        }
         if (record.header.index != expected) {
           refused = absl::InvalidArgumentError(absl::StrCat(
               "replicated records jump from index ", expected - 1, " to ", record.header.index));
@@ -672,6 +749,7 @@ void Store::AppendReplicated(absl::string_view records,
         const int64_t now = options_.clock->NowUnixMillis();
         for (const Parsed& p : fresh) {
           epoch_ = std::max(epoch_, p.header.epoch);
+          if (p.header.epoch != last_epoch_) epoch_starts_[p.header.index] = p.header.epoch;
           last_epoch_ = p.header.epoch;
           if (p.header.type != log::RecordType::kOp) continue;
           OpView op;
@@ -691,9 +769,24 @@ void Store::AppendReplicated(absl::string_view records,
             Pending{last_index_, options_.fsync == FsyncPolicy::kAlways, std::move(done)});
         return;
       }
+      if (refused.ok() && resent_through > 0) {
+        // Nothing new, but what was resent may still be on its way to disk: it
+        // is confirmed only once it is as durable as a fresh append would be.
+        const bool always = options_.fsync == FsyncPolicy::kAlways;
+        uint64_t durable = 0;
+        {
+          absl::MutexLock wi(&written_mu_);
+          durable = written_index_;
+        }
+        if (always) durable = std::min(durable, wal_->durable_index());
+        if (durable < resent_through) {
+          waiters_.push_back(Pending{resent_through, always, std::move(done)});
+          return;
+        }
+      }
     }
   }
-  // Refused, or nothing new (a resend of records this store already has).
+  // Refused, or a resend of records that are already durable here.
   done(refused);
 }
 
@@ -717,6 +810,18 @@ absl::StatusOr<SnapshotMeta> Store::InstallSnapshotLocked(const std::string& pat
   mu_.Await(absl::Condition(&idle));
   absl::MutexLock w(&wal_mu_);
 
+  // Verify the whole file before touching anything: a snapshot that does not
+  // read back cleanly leaves this store exactly as it was.
+  absl::StatusOr<SnapshotMeta> verified = VerifySnapshot(options_.fs, path);
+  if (!verified.ok()) {
+    LOG(ERROR) << "Received snapshot " << path << " fails verification, keeping this node's "
+               << "state (index " << last_index_ << "): " << verified.status();
+    if (absl::Status s = options_.fs->Remove(path); !s.ok()) {
+      LOG(WARNING) << "Removing the rejected snapshot " << path << ": " << s;
+    }
+    return verified.status();
+  }
+  ++installs_;  // Odd while the map is being replaced: reads are refused (see Readable).
   const int64_t now = options_.clock->NowUnixMillis();
   map_.Clear();
   absl::StatusOr<SnapshotMeta> meta = LoadSnapshot(
@@ -725,24 +830,14 @@ absl::StatusOr<SnapshotMeta> Store::InstallSnapshotLocked(const std::string& pat
         if (expire == 0 || expire > now) map_.Put(key, value, version, expire);
         return absl::OkStatus();
       });
+  ++installs_;
   if (!meta.ok()) {
-    // The old state is gone from memory: start over from nothing, honestly at
-    // index 0, so the leader sends everything again.
-    map_.Clear();
-    LOG(ERROR) << "Received snapshot " << path << " does not load: " << meta.status();
-    absl::StatusOr<std::vector<SnapshotMeta>> old = ListSnapshots(options_.fs, options_.dir);
-    if (old.ok()) {
-      for (const SnapshotMeta& m : *old) (void)options_.fs->Remove(m.path);
-    }
-    (void)wal_->Reset(1);
-    (void)options_.fs->Remove(path);
-    last_index_ = 0;
-    last_epoch_ = 0;
-    complete_index_ = 0;
-    last_snapshot_.reset();
-    absl::MutexLock wi(&written_mu_);
-    written_index_ = 0;
-    return meta.status();
+    // It verified a moment ago: the disk is failing. The old state is gone from
+    // memory and disk and memory disagree; only a restart can recover.
+    *broken = absl::DataLossError(absl::StrCat("snapshot ", path,
+                                               " verified but then failed to load: ",
+                                               meta.status().message()));
+    return *broken;
   }
   // Crash-safe order: the log first (an old snapshot with an empty log recovers
   // honestly to that snapshot's start), then the old snapshots, then the new one.
@@ -765,6 +860,8 @@ absl::StatusOr<SnapshotMeta> Store::InstallSnapshotLocked(const std::string& pat
   meta->path = final_path;
   last_index_ = meta->start_index;
   last_epoch_ = meta->epoch;
+  epoch_starts_.clear();
+  epoch_starts_[meta->start_index] = meta->epoch;
   epoch_ = std::max(epoch_, meta->epoch);
   complete_index_ = meta->end_index;
   last_snapshot_ = *meta;

@@ -19,7 +19,9 @@
 #define KVSTORE_COMMON_STORAGE_STORE_H_
 
 #include <cstdint>
+#include <atomic>
 #include <deque>
+#include <map>
 #include <functional>
 #include <memory>
 #include <optional>
@@ -92,7 +94,8 @@ struct MutationResult {
   // FAILED_PRECONDITION on a version mismatch (nothing written for this one);
   // UNAVAILABLE/INTERNAL when the store is closing or broken.
   absl::Status status;
-  uint64_t version = 0;  // The write's version (0 when nothing was written).
+  uint64_t version = 0;  // The write's version (0 when nothing was written); see version.h.
+  uint64_t index = 0;    // The write's log index (0 when nothing was written).
   bool applied = false;  // For deletes: whether a key was removed.
 };
 
@@ -135,6 +138,14 @@ class Store {
   // Copies a live key's value and version. False if absent or expired.
   bool Get(absl::string_view key, std::string* value, uint64_t* version) const;
 
+  // Whether reads show a whole state: UNAVAILABLE while a snapshot install
+  // replaces the map, or while the log has not yet reached an installed
+  // snapshot's end index (a fuzzy snapshot alone may miss keys). A reader
+  // checks it, reads, and discards what it read if install_generation()
+  // changed meanwhile.
+  absl::Status CheckReadable() const;
+  uint64_t install_generation() const { return installs_.load(std::memory_order_acquire); }
+
   // Applies the batch in order and calls `done` exactly once with one result per
   // mutation, once every written mutation is as durable as `durability` asks.
   // Mutations are independent: one failing its condition does not stop the others.
@@ -158,6 +169,16 @@ class Store {
   uint64_t epoch() const;
   // Epoch of the record at last_index() (0 when the store holds none).
   uint64_t last_epoch() const;
+  // Highest index this store holds durably: fsynced under fsync=always, handed
+  // to the OS under everysec and no (it then survives a crash of the process,
+  // not of the machine). What a follower may acknowledge.
+  uint64_t durable_index() const;
+
+  // Write admission. A fenced store refuses Write (UNAVAILABLE, nothing
+  // applied) until StartEpoch opens it again: a node that steps down fences its
+  // store before it tells anyone its position, so no write admitted before the
+  // step-down can take an index after it. A store opens unfenced.
+  void Fence();
   const std::string& dir() const { return options_.dir; }
   FileSystem* fs() const { return options_.fs; }
 
@@ -178,7 +199,8 @@ class Store {
   // keep log segments from there on, within retain_log_bytes.
   void SetLogRetentionFloor(std::function<uint64_t()> floor);
 
-  // Newest snapshot on disk, taking one first if there is none.
+  // Newest snapshot on disk that reads back whole (every checksum verified;
+  // damaged ones are logged and skipped), taking a new one if none does.
   absl::StatusOr<SnapshotMeta> NewestSnapshot();
 
   // ---- Replication, follower side -----------------------------------------
@@ -195,7 +217,12 @@ class Store {
   // in this store's directory, e.g. received from the leader): every snapshot
   // and log segment here is removed, the file becomes this store's snapshot and
   // the log restarts at its start_index + 1. The state is whole again once the
-  // log reaches its end_index.
+  // log reaches its end_index. The file is verified first: one that does not
+  // read back whole is removed and changes nothing here (DATA_LOSS).
+  //
+  // Records at or below last_index() that AppendReplicated receives again are
+  // skipped only when their epoch matches this log's (FAILED_PRECONDITION
+  // otherwise: the logs diverged), and confirmed only once durable here.
   absl::StatusOr<SnapshotMeta> InstallSnapshot(const std::string& path);
 
  private:
@@ -214,6 +241,8 @@ class Store {
   absl::StatusOr<SnapshotMeta> InstallSnapshotLocked(const std::string& path, absl::Status* broken);
   void MaintenanceThread();
   bool HasLogWork() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Epoch of this log's record at `index` (0 when unknown: outside the log).
+  uint64_t EpochAtLocked(uint64_t index) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Makes the log error sticky and tells on_fatal_error. Call without mu_ held.
   void Fail(const absl::Status& status);
 
@@ -227,6 +256,12 @@ class Store {
   uint64_t epoch_ ABSL_GUARDED_BY(mu_) = 1;
   uint64_t last_epoch_ ABSL_GUARDED_BY(mu_) = 0;
   uint64_t complete_index_ ABSL_GUARDED_BY(mu_) = 0;
+  // First index of each epoch in this log (and the snapshot's start), for
+  // EpochAtLocked.
+  std::map<uint64_t, uint64_t> epoch_starts_ ABSL_GUARDED_BY(mu_);
+  bool fenced_ ABSL_GUARDED_BY(mu_) = false;
+  // Counts snapshot installs' starts and ends: odd while the map is replaced.
+  std::atomic<uint64_t> installs_{0};
   std::function<uint64_t()> retention_floor_ ABSL_GUARDED_BY(mu_);
   std::string queued_records_ ABSL_GUARDED_BY(mu_);  // Framed, not yet in the log.
   uint64_t queued_first_index_ ABSL_GUARDED_BY(mu_) = 0;

@@ -164,7 +164,7 @@ void KvService::ServeSet(grpc::CallbackServerContext* unary, const v1::SetReques
       std::move(batch), plan.durability,
       [this, response, plan, done = std::move(done)](std::vector<MutationResult> results) mutable {
         if (results[0].status.ok()) response->set_version(results[0].version);
-        AfterWrite(plan, results[0].version, results[0].status, std::move(done));
+        AfterWrite(plan, results[0].index, results[0].status, std::move(done));
       });
 }
 
@@ -186,7 +186,7 @@ void KvService::ServeDelete(grpc::CallbackServerContext* unary, const v1::Delete
           response->set_deleted(results[0].applied);
           response->set_version(results[0].version);
         }
-        AfterWrite(plan, results[0].version, results[0].status, std::move(done));
+        AfterWrite(plan, results[0].index, results[0].status, std::move(done));
       });
 }
 
@@ -230,7 +230,7 @@ void KvService::ServeMultiSet(grpc::CallbackServerContext* unary,
           v1::SetResult* out = response->add_results();
           if (r.status.ok()) {
             out->set_version(r.version);
-            last = std::max(last, r.version);
+            last = std::max(last, r.index);
           } else {
             SetKeyError(r.status, out->mutable_error());
           }

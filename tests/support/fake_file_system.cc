@@ -25,6 +25,12 @@ class FakeFileSystem::Writable final : public WritableFile {
   absl::Status Sync() override {
     absl::MutexLock l(&fs_->mu_);
     if (absl::Status s = FlushLocked(); !s.ok()) return s;
+    if (fs_->hold_syncs_) {
+      ++fs_->syncs_waiting_;
+      fs_->mu_.Await(absl::Condition(
+          +[](bool* hold) { return !*hold; }, &fs_->hold_syncs_));
+      --fs_->syncs_waiting_;
+    }
     if (absl::Status s = Check(Op::kSync); !s.ok()) return s;
     inode_->synced = inode_->data.size();
     return absl::OkStatus();
@@ -266,6 +272,16 @@ void FakeFileSystem::SetContents(const std::string& path, std::string data) {
   it->second->data = std::move(data);
   it->second->synced = it->second->data.size();
   durable_[path] = it->second;
+}
+
+void FakeFileSystem::HoldSyncs(bool hold) {
+  absl::MutexLock l(&mu_);
+  hold_syncs_ = hold;
+}
+
+int FakeFileSystem::syncs_waiting() const {
+  absl::MutexLock l(&mu_);
+  return syncs_waiting_;
 }
 
 }  // namespace kvstore::testing

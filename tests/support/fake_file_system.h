@@ -10,6 +10,8 @@
 //    undone.
 //  - FailAfter(): a chosen kind of operation starts failing (EIO-like), as a
 //    full or broken disk would make it; the number injected is counted.
+//  - HoldSyncs(): file Sync() calls block until released, as a slow disk makes
+//    them, so a test can act while a group commit is between write and fsync.
 //
 // After a crash every handle opened before it returns an error, like the dead
 // process's file descriptors. Thread-safe.
@@ -57,6 +59,10 @@ class FakeFileSystem final : public FileSystem {
   void FailAfter(Op op, int n);
   void ClearFailures();
   int injected_failures() const;
+  // While held, every file Sync() waits (before making anything durable) until
+  // HoldSyncs(false). syncs_waiting() counts the calls waiting now.
+  void HoldSyncs(bool hold);
+  int syncs_waiting() const;
 
   // Direct access for tests that damage files on purpose. SetContents makes the
   // new contents durable.
@@ -84,6 +90,8 @@ class FakeFileSystem final : public FileSystem {
   std::map<Op, int> fail_after_ ABSL_GUARDED_BY(mu_);
   std::map<Op, int> calls_ ABSL_GUARDED_BY(mu_);
   int injected_ ABSL_GUARDED_BY(mu_) = 0;
+  bool hold_syncs_ ABSL_GUARDED_BY(mu_) = false;
+  int syncs_waiting_ ABSL_GUARDED_BY(mu_) = 0;
 };
 
 }  // namespace kvstore::testing

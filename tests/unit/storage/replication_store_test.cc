@@ -2,6 +2,7 @@
 // a leader's records on a follower (AppendReplicated), installing a leader's
 // snapshot (InstallSnapshot), and starting epochs. Two stores in two
 // directories of one fake file system stand for the leader and the follower.
+#include <functional>
 #include <map>
 #include <memory>
 #include <optional>
@@ -10,9 +11,11 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/notification.h"
+#include "absl/time/clock.h"
 #include "common/storage/log_cursor.h"
 #include "common/storage/log_format.h"
 #include "common/storage/store.h"
+#include "common/storage/version.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "tests/support/fake_clock.h"
@@ -26,6 +29,16 @@ using ::kvstore::testing::FakeFileSystem;
 using ::testing::HasSubstr;
 
 constexpr char kLeaderDir[] = "/data/leader";
+
+// Polls `done` until it holds or 10 s pass: for waiting on another thread.
+bool PollUntil(const std::function<bool()>& done) {
+  const absl::Time deadline = absl::Now() + absl::Seconds(10);
+  while (!done()) {
+    if (absl::Now() > deadline) return false;
+    absl::SleepFor(absl::Milliseconds(1));
+  }
+  return true;
+}
 constexpr char kFollowerDir[] = "/data/follower";
 
 class ReplicationStoreTest : public ::testing::Test {
@@ -56,13 +69,14 @@ class ReplicationStoreTest : public ::testing::Test {
     follower_ = OpenStore(kFollowerDir);
   }
 
-  static MutationResult Set(Store* store, const std::string& key, const std::string& value) {
+  static MutationResult Set(Store* store, const std::string& key, const std::string& value,
+                            Durability durability = Durability::kDefault) {
     Mutation m;
     m.key = key;
     m.value = value;
     absl::Notification done;
     MutationResult out;
-    store->Write({m}, Durability::kDefault, [&](std::vector<MutationResult> r) {
+    store->Write({m}, durability, [&](std::vector<MutationResult> r) {
       out = r[0];
       done.Notify();
     });
@@ -98,13 +112,18 @@ class ReplicationStoreTest : public ::testing::Test {
   // Ships everything the leader has written from `from` on, in batches of
   // about `batch` bytes, as a follower link would.
   absl::Status Ship(uint64_t from, size_t batch = 1000) {
-    LogCursor cursor(&fs_, kLeaderDir);
+    return ShipFrom(leader_.get(), kLeaderDir, from, batch);
+  }
+
+  // The same from any store in `dir` to the follower.
+  absl::Status ShipFrom(Store* source, const std::string& dir, uint64_t from, size_t batch = 1000) {
+    LogCursor cursor(&fs_, dir);
     cursor.Seek(from);
     for (;;) {
       std::string records;
       uint64_t first = 0;
       uint64_t last = 0;
-      if (absl::Status s = cursor.Read(leader_->written_index(), batch, &records, &first, &last);
+      if (absl::Status s = cursor.Read(source->written_index(), batch, &records, &first, &last);
           !s.ok()) {
         return s;
       }
@@ -352,6 +371,169 @@ TEST_F(ReplicationStoreTest, EpochRecordStartsAnEpochThatSurvivesRestart) {
   EXPECT_EQ(leader_->epoch(), 3u);
   EXPECT_EQ(LogCursor::EpochAt(&fs_, kLeaderDir, before).value(), 1u);
   EXPECT_EQ(LogCursor::EpochAt(&fs_, kLeaderDir, before + 1).value(), 3u);
+}
+
+
+// A version names one write: after a power cut lost a log tail, a new epoch
+// must not hand the lost writes' versions to different writes, or a client's
+// compare-and-set holding an old version would match a value it never saw.
+TEST_F(ReplicationStoreTest, VersionIsNeverReusedAfterALostLogTail) {
+  StoreOptions o = Options(kLeaderDir);
+  o.fsync = FsyncPolicy::kNo;  // Only what is asked for is fsynced.
+  leader_.reset();
+  leader_ = *Store::Open(o);
+  ASSERT_TRUE(Set(leader_.get(), "k", "durable", Durability::kFsynced).status.ok());
+  std::vector<uint64_t> lost;
+  for (int i = 0; i < 3; ++i) {
+    MutationResult r = Set(leader_.get(), "k", absl::StrCat("lost", i), Durability::kWritten);
+    ASSERT_TRUE(r.status.ok());
+    lost.push_back(r.version);
+  }
+  fs_.CutPower();
+  leader_.reset();  // Its final sync fails against dead handles: nothing more reaches disk.
+  fs_.CutPower();
+  leader_ = *Store::Open(o);
+  std::string value;
+  uint64_t version = 0;
+  ASSERT_TRUE(leader_->Get("k", &value, &version));
+  ASSERT_EQ(value, "durable");
+  // What a restarted leader does: a new epoch, then writes.
+  ASSERT_TRUE(leader_->StartEpoch(leader_->epoch() + 1, "me").ok());
+  for (int i = 0; i < 3; ++i) {
+    MutationResult r = Set(leader_.get(), "k", absl::StrCat("new", i));
+    ASSERT_TRUE(r.status.ok());
+    for (uint64_t old : lost) {
+      EXPECT_GT(r.version, old) << "write " << i << " reused or went below a lost version";
+    }
+  }
+}
+
+TEST_F(ReplicationStoreTest, VersionsCarryTheEpochAndStrictlyIncrease) {
+  const uint64_t v1 = Set(leader_.get(), "k", "a").version;
+  ASSERT_TRUE(leader_->StartEpoch(5, "me").ok());
+  const uint64_t v2 = Set(leader_.get(), "k", "b").version;
+  EXPECT_GT(v2, v1);
+  EXPECT_EQ(VersionEpoch(v2), 5u);
+  EXPECT_EQ(VersionIndex(v2), leader_->last_index());
+  // The index of a write stays available for replication acks.
+  MutationResult r = Set(leader_.get(), "k", "c");
+  EXPECT_EQ(r.index, leader_->last_index());
+  EXPECT_EQ(r.version, MakeVersion(5, r.index));
+}
+
+// A follower that holds index I from one epoch must not treat the leader's
+// record I of another epoch as a resend: its log diverged there.
+TEST_F(ReplicationStoreTest, ResentRecordWithADifferentEpochIsRefusedNotSkipped) {
+  Fill(3);
+  ASSERT_TRUE(Ship(1).ok());
+  ASSERT_EQ(follower_->last_index(), leader_->last_index());
+  // Another leader whose log agrees up to index 1 and then starts epoch 2.
+  const std::string other_dir = "/data/other";
+  std::unique_ptr<Store> other = OpenStore(other_dir);
+  ASSERT_TRUE(Set(other.get(), "k0", std::string(50, 'a')).status.ok());
+  ASSERT_TRUE(other->StartEpoch(2, "other").ok());
+  ASSERT_TRUE(Set(other.get(), "x", "y").status.ok());
+  absl::Status s = ShipFrom(other.get(), other_dir, 2);
+  EXPECT_FALSE(s.ok()) << "records 2.. of epoch 2 were skipped as if the follower had them";
+  EXPECT_THAT(std::string(s.message()), HasSubstr("epoch"));
+  std::string value;
+  uint64_t version = 0;
+  EXPECT_FALSE(follower_->Get("x", &value, &version));
+}
+
+// An ack says the follower holds the records durably. A resend of records
+// the follower has taken but not yet fsynced is not durable either.
+TEST_F(ReplicationStoreTest, ResentRecordsAreConfirmedOnlyOnceDurable) {
+  Fill(3);
+  LogCursor cursor(&fs_, kLeaderDir);
+  cursor.Seek(1);
+  std::string records;
+  uint64_t first = 0, last = 0;
+  ASSERT_TRUE(cursor.Read(leader_->written_index(), 1 << 20, &records, &first, &last).ok());
+  fs_.HoldSyncs(true);
+  absl::Notification original;
+  follower_->AppendReplicated(records, [&](const absl::Status&) { original.Notify(); });
+  ASSERT_TRUE(PollUntil([&] { return fs_.syncs_waiting() > 0; }));
+  absl::Notification resend;
+  absl::Status resend_status;
+  follower_->AppendReplicated(records, [&](const absl::Status& s) {
+    resend_status = s;
+    resend.Notify();
+  });
+  EXPECT_FALSE(resend.HasBeenNotified()) << "a resend was confirmed before its fsync";
+  EXPECT_FALSE(original.HasBeenNotified());
+  fs_.HoldSyncs(false);
+  original.WaitForNotification();
+  resend.WaitForNotification();
+  EXPECT_TRUE(resend_status.ok()) << resend_status;
+  EXPECT_EQ(follower_->durable_index(), last);
+}
+
+// A received snapshot that fails verification changes nothing: the follower
+// keeps its state and log, and can go on.
+TEST_F(ReplicationStoreTest, DamagedSnapshotIsNotInstalledAndTheOldStateStays) {
+  std::vector<std::string> keys = Fill(20);
+  ASSERT_TRUE(Ship(1).ok());
+  const uint64_t had = follower_->last_index();
+  Fill(5, 100);
+  absl::StatusOr<SnapshotMeta> snap = leader_->TakeSnapshot();
+  ASSERT_TRUE(snap.ok()) << snap.status();
+  std::string bytes = fs_.Contents(snap->path);
+  bytes[bytes.size() / 2] ^= 0x40;
+  const std::string incoming = absl::StrCat(kFollowerDir, "/snapshot-incoming.tmp");
+  fs_.SetContents(incoming, bytes);
+  absl::StatusOr<SnapshotMeta> installed = follower_->InstallSnapshot(incoming);
+  EXPECT_FALSE(installed.ok());
+  EXPECT_EQ(follower_->last_index(), had);
+  for (const std::string& key : keys) {
+    std::string lv, fv;
+    uint64_t lver = 0, fver = 0;
+    // Compare with what the leader had for it before the later Fill.
+    const bool ff = follower_->Get(key, &fv, &fver);
+    const bool lf = leader_->Get(key, &lv, &lver);
+    EXPECT_EQ(ff, lf) << key;
+  }
+  // Still healthy: the rest of the log applies on top.
+  ASSERT_TRUE(Ship(had + 1).ok());
+  EXPECT_EQ(follower_->last_index(), leader_->last_index());
+}
+
+// The leader never sends a snapshot it cannot read back: a damaged newest
+// snapshot is skipped for an older one that verifies.
+TEST_F(ReplicationStoreTest, NewestSnapshotSkipsADamagedOne) {
+  StoreOptions o = Options("/data/two");
+  o.snapshots_to_keep = 2;
+  std::unique_ptr<Store> store = *Store::Open(o);
+  ASSERT_TRUE(Set(store.get(), "a", "1").status.ok());
+  absl::StatusOr<SnapshotMeta> older = store->TakeSnapshot();
+  ASSERT_TRUE(older.ok());
+  ASSERT_TRUE(Set(store.get(), "b", "2").status.ok());
+  absl::StatusOr<SnapshotMeta> newer = store->TakeSnapshot();
+  ASSERT_TRUE(newer.ok());
+  std::string bytes = fs_.Contents(newer->path);
+  bytes[bytes.size() - 3] ^= 0x01;
+  fs_.SetContents(newer->path, bytes);
+  absl::StatusOr<SnapshotMeta> sent = store->NewestSnapshot();
+  ASSERT_TRUE(sent.ok()) << sent.status();
+  EXPECT_EQ(sent->path, older->path);
+}
+
+// Admission and step-down are ordered: once the store is fenced (the node
+// stepped down and may have told a new leader its position), no write takes
+// an index, even one that passed the node's check before.
+TEST_F(ReplicationStoreTest, WriteAfterTheStoreIsFencedIsRefused) {
+  Fill(2);
+  const uint64_t before = leader_->last_index();
+  leader_->Fence();
+  MutationResult r = Set(leader_.get(), "late", "write");
+  EXPECT_EQ(r.status.code(), absl::StatusCode::kUnavailable) << r.status;
+  EXPECT_EQ(leader_->last_index(), before);
+  std::string value;
+  uint64_t version = 0;
+  EXPECT_FALSE(leader_->Get("late", &value, &version));
+  // A new epoch opens it again.
+  ASSERT_TRUE(leader_->StartEpoch(2, "me").ok());
+  EXPECT_TRUE(Set(leader_.get(), "late", "write").status.ok());
 }
 
 }  // namespace

@@ -391,12 +391,12 @@ TEST_F(StoreTest, AWriteNeedingNoFsyncIsInTheLogOnTheWritersOwnThreadWhenAcknowl
   m.value = "v";
   std::thread::id ran_on;
   uint64_t written_at_ack = 0;
-  uint64_t version = 0;
+  uint64_t version = 0;  // The write's log index.
   absl::Notification done;
   store_->Write({m}, Durability::kDefault, [&](std::vector<MutationResult> r) {
     ran_on = std::this_thread::get_id();
     written_at_ack = store_->written_index();
-    version = r[0].version;
+    version = r[0].index;
     done.Notify();
   });
   done.WaitForNotification();
