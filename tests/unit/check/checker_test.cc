@@ -1,0 +1,408 @@
+// kvcheck on hand-made histories. Valid ones must pass; each invalid one must
+// be reported with exactly the violation kinds it shows, so a test here fails
+// if a check stops biting or starts naming the wrong thing.
+#include "tools/kvcheck/checker.h"
+
+#include <set>
+#include <string>
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "tests/unit/check/history_builder.h"
+#include "tools/kvcheck/explain.h"
+#include "tools/kvcheck/summary.h"
+
+namespace kvstore::check {
+namespace {
+
+using ::testing::ElementsAre;
+using ::testing::HasSubstr;
+using ::testing::Not;
+using namespace ::kvstore::check::testing;  // NOLINT: the history vocabulary
+
+History Parse(const HistoryBuilder& b) {
+  absl::StatusOr<History> h = ParseHistory(b.Text());
+  EXPECT_TRUE(h.ok()) << h.status() << "\n" << b.Text();
+  return h.ok() ? *std::move(h) : History();
+}
+
+Report CheckHistory(const History& h, CheckOptions options = {}) { return Check(h, options); }
+
+std::set<std::string> Kinds(const Report& r) {
+  std::set<std::string> kinds;
+  for (const Violation& v : r.violations) kinds.insert(ViolationKindName(v.kind));
+  return kinds;
+}
+
+std::string Describe(const Report& r) {
+  std::string s;
+  for (const Violation& v : r.violations) s += std::string(ViolationKindName(v.kind)) + ": " + v.message + "\n";
+  return s;
+}
+
+void ExpectValid(const HistoryBuilder& b) {
+  const History h = Parse(b);
+  const Report r = CheckHistory(h);
+  EXPECT_TRUE(r.valid()) << Describe(r) << b.Text();
+  for (const auto& [key, k] : r.keys) EXPECT_EQ(k.verdict, Verdict::kValid) << key;
+}
+
+void ExpectKinds(const HistoryBuilder& b, const std::set<std::string>& kinds) {
+  const History h = Parse(b);
+  const Report r = CheckHistory(h);
+  EXPECT_EQ(Kinds(r), kinds) << Describe(r) << b.Text();
+}
+
+// ---- Valid histories.
+
+// Two overlapping sets may take effect in either order; the later version wins.
+class ConcurrentWritesTest : public ::testing::TestWithParam<bool> {};
+
+TEST_P(ConcurrentWritesTest, EitherOrderIsValid) {
+  const bool a_first = GetParam();
+  HistoryBuilder b;
+  b.Invoke(1, Set("k", "a")).Invoke(2, Set("k", "b"));
+  b.Invoke(3, Get("k"));
+  b.Ok(2, Version(a_first ? 4 : 3)).Ok(1, Version(a_first ? 3 : 4));
+  // Concurrent with both: may see either, or nothing yet.
+  b.Ok(3, a_first ? Found("a", 3) : NotFound());
+  b.Invoke(4, Get("k")).Ok(4, a_first ? Found("b", 4) : Found("a", 4));
+  ExpectValid(b);
+}
+
+INSTANTIATE_TEST_SUITE_P(Orders, ConcurrentWritesTest, ::testing::Bool(),
+                         [](const ::testing::TestParamInfo<bool>& i) { return i.param ? "AFirst" : "BFirst"; });
+
+TEST(CheckerTest, InfoWriteThatLandsLateIsValid) {
+  HistoryBuilder b;
+  b.Invoke(1, Set("k", "a")).Ok(1, Version(1));
+  b.Invoke(2, Set("k", "x")).Info(2);  // Timed out; still in flight somewhere.
+  b.Invoke(3, Get("k")).Ok(3, Found("a", 1));
+  b.Invoke(4, Set("k", "b")).Ok(4, Version(2));
+  b.Invoke(5, Get("k")).Ok(5, Found("x", 3));  // Landed after b.
+  ExpectValid(b);
+}
+
+TEST(CheckerTest, InfoWriteThatNeverLandsIsValid) {
+  HistoryBuilder b;
+  b.Invoke(1, Set("k", "a")).Ok(1, Version(1));
+  b.Invoke(2, Set("k", "x")).Info(2);
+  b.Invoke(3, Get("k")).Ok(3, Found("a", 1));
+  b.Invoke(4, Set("k", "b")).Ok(4, Version(2));
+  b.Invoke(5, Get("k")).Ok(5, Found("b", 2));
+  ExpectValid(b);
+}
+
+TEST(CheckerTest, InfoWriteWhoseVersionNobodyReadIsValid) {
+  HistoryBuilder b;
+  b.Invoke(1, Set("k", "a")).Ok(1, Version(1));
+  b.Invoke(2, Set("k", "x")).Info(2);
+  b.Invoke(3, Cas("k", "b", 1)).Fail(3, CurrentVersion(5));  // Saw x's version.
+  b.Invoke(4, Cas("k", "c", 5)).Ok(4, Version(6));
+  b.Invoke(5, Get("k")).Ok(5, Found("c", 6));
+  ExpectValid(b);
+}
+
+TEST(CheckerTest, CasChainIsValid) {
+  HistoryBuilder b;
+  b.Invoke(1, Cas("k", "a", 0)).Ok(1, Version(1));
+  b.Invoke(1, Cas("k", "b", 1)).Ok(1, Version(2));
+  b.Invoke(1, Cas("k", "c", 2)).Invoke(2, Cas("k", "d", 2));
+  b.Ok(1, Version(3)).Fail(2, CurrentVersion(3));  // Lost the race, saw c's version.
+  b.Invoke(2, Cas("k", "e", 1)).Fail(2, CurrentVersion(3));
+  b.Invoke(3, Get("k")).Ok(3, Found("c", 3));
+  ExpectValid(b);
+}
+
+TEST(CheckerTest, DeleteAndRecreateIsValid) {
+  HistoryBuilder b;
+  b.Invoke(1, Set("k", "a")).Ok(1, Version(1));
+  b.Invoke(1, Delete("k")).Ok(1, Deleted(2));
+  b.Invoke(2, Get("k")).Ok(2, NotFound());
+  b.Invoke(2, Delete("k")).Ok(2, NothingDeleted());  // Missing key: no error, no change.
+  b.Invoke(3, Cas("k", "b", 0)).Ok(3, Version(3));
+  b.Invoke(2, Get("k")).Ok(2, Found("b", 3));
+  ExpectValid(b);
+}
+
+TEST(CheckerTest, InfoDeleteThatLandsLateIsValid) {
+  HistoryBuilder b;
+  b.Invoke(1, Set("k", "a")).Ok(1, Version(1));
+  b.Invoke(2, Delete("k")).Info(2);
+  b.Invoke(3, Get("k")).Ok(3, Found("a", 1));
+  b.Invoke(4, Get("k")).Ok(4, NotFound());
+  ExpectValid(b);
+}
+
+TEST(CheckerTest, FailedWriteThatNobodySawIsValid) {
+  HistoryBuilder b;
+  b.Invoke(1, Set("k", "a")).Ok(1, Version(1));
+  b.Invoke(2, Set("k", "x")).Fail(2);
+  b.Invoke(3, Get("k")).Ok(3, Found("a", 1));
+  ExpectValid(b);
+}
+
+// ---- Invalid histories, one per kind of bug.
+
+TEST(CheckerTest, StaleReadIsNotLinearizable) {
+  HistoryBuilder b;
+  b.Invoke(1, Set("k", "a")).Ok(1, Version(1));
+  b.Invoke(2, Set("k", "b")).Ok(2, Version(2));
+  b.Invoke(3, Get("k")).Ok(3, Found("a", 1));
+  const History h = Parse(b);
+  const Report r = CheckHistory(h);
+  EXPECT_EQ(Kinds(r), std::set<std::string>{"not-linearizable"}) << Describe(r);
+  EXPECT_EQ(r.keys.at("k").stuck_op, 2) << "the stale get";
+  EXPECT_THAT(r.violations.at(0).message, HasSubstr("could be b@2"));
+}
+
+TEST(CheckerTest, StaleVersionInACasMismatchIsNotLinearizable) {
+  HistoryBuilder b;
+  b.Invoke(1, Set("k", "a")).Ok(1, Version(1));
+  b.Invoke(2, Set("k", "b")).Ok(2, Version(2));
+  b.Invoke(3, Cas("k", "c", 7)).Fail(3, CurrentVersion(1));
+  ExpectKinds(b, {"not-linearizable"});
+}
+
+TEST(CheckerTest, CasThatIgnoresTheVersionIsNotLinearizable) {
+  HistoryBuilder b;
+  b.Invoke(1, Set("k", "a")).Ok(1, Version(1));
+  b.Invoke(2, Set("k", "b")).Ok(2, Version(2));
+  b.Invoke(3, Cas("k", "c", 1)).Ok(3, Version(3));  // Applied although the key was at 2.
+  ExpectKinds(b, {"not-linearizable"});
+}
+
+TEST(CheckerTest, DeleteOfAMissingKeyThatDeletesIsNotLinearizable) {
+  HistoryBuilder b;
+  b.Invoke(1, Get("k")).Ok(1, NotFound());
+  b.Invoke(1, Delete("k")).Ok(1, Deleted(3));
+  ExpectKinds(b, {"not-linearizable"});
+}
+
+TEST(CheckerTest, LostWriteIsReported) {
+  HistoryBuilder b;
+  b.Invoke(1, Set("k", "a")).Ok(1, Version(1));
+  b.Invoke(2, Final(Get("k"))).Ok(2, NotFound());  // After a crash and restart.
+  const History h = Parse(b);
+  const Report r = CheckHistory(h);
+  EXPECT_EQ(Kinds(r), (std::set<std::string>{"lost-write", "not-linearizable"})) << Describe(r);
+  EXPECT_EQ(r.durability.lost, 1);
+  EXPECT_THAT(r.durability.lost_ops, ElementsAre(0));
+}
+
+TEST(CheckerTest, PhantomIsReported) {
+  HistoryBuilder b;
+  b.Invoke(1, Set("k", "x")).Fail(1);  // Definitely not applied, says the server.
+  b.Invoke(2, Get("k")).Ok(2, Found("x", 1));
+  ExpectKinds(b, {"phantom", "not-linearizable"});
+}
+
+TEST(CheckerTest, DoubleApplyIsReported) {
+  // A router retried x after it had been applied: x comes back above y.
+  HistoryBuilder b;
+  b.Invoke(1, Set("k", "x")).Ok(1, Version(5));
+  b.Invoke(2, Set("k", "y")).Ok(2, Version(6));
+  b.Invoke(3, Get("k")).Ok(3, Found("x", 7));
+  ExpectKinds(b, {"double-apply", "not-linearizable"});
+}
+
+TEST(CheckerTest, VersionRegressionIsReported) {
+  HistoryBuilder b;
+  b.Invoke(1, Set("k", "a")).Ok(1, Version(5));
+  b.Invoke(2, Set("k", "b")).Ok(2, Version(3));  // A new leader reusing old indices.
+  ExpectKinds(b, {"version-regression", "not-linearizable"});
+}
+
+TEST(CheckerTest, OverlappingWritesMayGetVersionsInEitherOrder) {
+  HistoryBuilder b;
+  b.Invoke(1, Set("k", "a")).Invoke(2, Set("k", "b")).Ok(1, Version(5)).Ok(2, Version(3));
+  ExpectValid(b);
+}
+
+TEST(CheckerTest, VersionReuseIsReported) {
+  HistoryBuilder b;
+  b.Invoke(1, Set("k", "a")).Invoke(2, Set("k", "b")).Ok(1, Version(4)).Ok(2, Version(4));
+  ExpectKinds(b, {"version-reuse", "not-linearizable"});
+}
+
+TEST(CheckerTest, ReadOfAValueNeverWrittenIsInvented) {
+  HistoryBuilder b;
+  b.Invoke(1, Set("k", "a")).Ok(1, Version(1));
+  b.Invoke(2, Get("k")).Ok(2, Found("zz", 2));
+  ExpectKinds(b, {"invented-read", "not-linearizable"});
+}
+
+TEST(CheckerTest, ReadOfAValueWrittenToAnotherKeyIsInvented) {
+  HistoryBuilder b;
+  b.Invoke(1, Set("j", "a")).Ok(1, Version(1));
+  b.Invoke(2, Get("k")).Ok(2, Found("a", 1));
+  ExpectKinds(b, {"invented-read", "not-linearizable"});
+}
+
+TEST(CheckerTest, ReadBeforeItsWriteWasInvokedIsInvented) {
+  HistoryBuilder b;
+  b.Invoke(2, Get("k")).Ok(2, Found("a", 1));
+  b.Invoke(1, Set("k", "a")).Ok(1, Version(1));
+  ExpectKinds(b, {"invented-read", "not-linearizable"});
+}
+
+// ---- The search's limits.
+
+// Stale "not found" after n info writes nobody read: invalid, but only after
+// trying every subset of them in every state, about n * 2^n states.
+HistoryBuilder ManyInfoWritesThenAStaleRead(int n) {
+  HistoryBuilder b;
+  b.Invoke(1, Set("k", "a")).Ok(1, Version(1));
+  for (int i = 0; i < n; ++i) b.Invoke(10 + i, Set("k", "x" + std::to_string(i)));
+  for (int i = 0; i < n; ++i) b.Info(10 + i);
+  b.Invoke(2, Get("k")).Ok(2, NotFound());
+  return b;
+}
+
+TEST(CheckerTest, HardHistoryIsInvalidWithoutALimit) {
+  const History h = Parse(ManyInfoWritesThenAStaleRead(6));
+  const Report r = CheckHistory(h);
+  EXPECT_EQ(r.keys.at("k").verdict, Verdict::kInvalid);
+  EXPECT_EQ(Kinds(r), std::set<std::string>{"not-linearizable"});
+}
+
+TEST(CheckerTest, TimeLimitTurnsAnUndecidedSearchIntoUnknown) {
+  const History h = Parse(ManyInfoWritesThenAStaleRead(24));
+  CheckOptions options;
+  options.search.time_limit_ms = 50;
+  int64_t fake_ns = 0;
+  options.search.now_ns = [&fake_ns] { return fake_ns += 1'000'000; };  // 1 ms per look.
+  const Report r = CheckHistory(h, options);
+  EXPECT_EQ(r.keys.at("k").verdict, Verdict::kUnknown);
+  EXPECT_THAT(r.keys.at("k").detail, HasSubstr("time limit of 50 ms"));
+  EXPECT_EQ(Kinds(r), std::set<std::string>{"undecided"});
+  EXPECT_FALSE(r.valid()) << "undecided counts as a failure";
+}
+
+TEST(CheckerTest, MemoryLimitTurnsAnUndecidedSearchIntoUnknown) {
+  const History h = Parse(ManyInfoWritesThenAStaleRead(24));
+  CheckOptions options;
+  options.search.max_memo_bytes = 1 << 20;
+  const Report r = CheckHistory(h, options);
+  EXPECT_EQ(r.keys.at("k").verdict, Verdict::kUnknown);
+  EXPECT_THAT(r.keys.at("k").detail, HasSubstr("memory limit of 1 MiB"));
+}
+
+// ---- Durability figures from the final reads.
+
+TEST(CheckerTest, DurabilityFiguresFromTheFinalReads) {
+  HistoryBuilder b;
+  b.Invoke(1, Set("kept", "a")).Ok(1, Version(1));
+  b.Invoke(1, Set("over", "b")).Ok(1, Version(2));
+  b.Invoke(2, Set("over", "c")).Info(2);  // Lands, supersedes b.
+  b.Invoke(1, Set("lost", "d")).Ok(1, Version(4));
+  b.Invoke(3, Set("phantom", "e")).Fail(3);
+  b.Invoke(1, Set("deleted", "f")).Ok(1, Version(6));
+  b.Invoke(4, Delete("deleted")).Info(4);  // Lands: f absent is no loss.
+  b.Invoke(1, Set("unread", "g")).Ok(1, Version(7));
+  b.Invoke(5, Final(Get("kept"))).Ok(5, Found("a", 1));
+  b.Invoke(5, Final(Get("over"))).Ok(5, Found("c", 3));
+  b.Invoke(5, Final(Get("lost"))).Ok(5, NotFound());
+  b.Invoke(5, Final(Get("phantom"))).Ok(5, Found("e", 5));
+  b.Invoke(5, Final(Get("deleted"))).Ok(5, NotFound());
+  const History h = Parse(b);
+  const Report r = CheckHistory(h);
+  const DurabilityFigures& d = r.durability;
+  EXPECT_EQ(d.keys_with_final_read, 5);
+  EXPECT_EQ(d.acked, 5);
+  EXPECT_EQ(d.acked_without_final_read, 1);
+  EXPECT_EQ(d.lost, 1);
+  EXPECT_EQ(d.recovered, 1);
+  EXPECT_EQ(d.phantom, 1);
+  EXPECT_THAT(d.lost_ops, ElementsAre(3));
+  EXPECT_EQ(Kinds(r), (std::set<std::string>{"lost-write", "not-linearizable", "phantom"})) << Describe(r);
+}
+
+TEST(CheckerTest, FinalVersionBelowAnAckedOneIsALoss) {
+  HistoryBuilder b;
+  b.Invoke(1, Set("k", "a")).Ok(1, Version(1));
+  b.Invoke(1, Set("k", "b")).Ok(1, Version(2));
+  b.Invoke(2, Final(Get("k"))).Ok(2, Found("a", 1));  // b's record did not survive.
+  const History h = Parse(b);
+  const Report r = CheckHistory(h);
+  EXPECT_EQ(r.durability.lost, 1);
+  EXPECT_THAT(r.durability.lost_ops, ElementsAre(1));
+}
+
+TEST(CheckerTest, ResurrectedKeyIsALostDelete) {
+  HistoryBuilder b;
+  b.Invoke(1, Set("k", "a")).Ok(1, Version(1));
+  b.Invoke(1, Delete("k")).Ok(1, Deleted(2));
+  b.Invoke(2, Final(Get("k"))).Ok(2, Found("a", 1));
+  const History h = Parse(b);
+  const Report r = CheckHistory(h);
+  EXPECT_EQ(r.durability.acked, 2);
+  EXPECT_THAT(r.durability.lost_ops, ElementsAre(1));
+}
+
+// ---- What the CLI prints and writes.
+
+TEST(CheckerTest, ExplainShowsTheWindowAroundTheFirstViolation) {
+  HistoryBuilder b;
+  b.Invoke(1, Set("k", "old")).Ok(1, Version(1));  // Before the window.
+  b.Invoke(1, Set("j", "other")).Ok(1, Version(2));
+  b.Invoke(1, Set("k", "a")).Ok(1, Version(3));
+  b.Invoke(2, Set("k", "b")).Ok(2, Version(4));
+  b.Invoke(3, Get("k")).Ok(3, Found("a", 3));
+  b.Invoke(1, Set("k", "after")).Ok(1, Version(5));  // After it.
+  const History h = Parse(b);
+  const Report r = CheckHistory(h);
+  const Explanation e = Explain(h, r, "k");
+  EXPECT_TRUE(e.violated);
+  EXPECT_THAT(e.text, HasSubstr("not-linearizable [k]"));
+  EXPECT_THAT(e.text, HasSubstr("window: 6 events of k"));
+  EXPECT_THAT(e.text, HasSubstr("* i=5 "));   // Invoke of a, whose value the get read.
+  EXPECT_THAT(e.text, HasSubstr("  i=7 "));   // b: in the window, not named.
+  EXPECT_THAT(e.text, HasSubstr("* i=10 "));  // The stale get's completion.
+  EXPECT_THAT(e.text, Not(HasSubstr("old")));
+  EXPECT_THAT(e.text, Not(HasSubstr("other")));
+  EXPECT_THAT(e.text, Not(HasSubstr("after")));
+  EXPECT_FALSE(Explain(h, r, "j").violated);
+  EXPECT_THAT(Explain(h, r, "nope").text, HasSubstr("no op of key nope"));
+}
+
+TEST(CheckerTest, ExplainStartsFromTheStateACasFoundWhenNothingWasRead) {
+  HistoryBuilder b;
+  b.Invoke(1, Set("k", "old")).Ok(1, Version(1));
+  b.Invoke(1, Set("k", "a")).Ok(1, Version(2));
+  b.Invoke(2, Cas("k", "c", 1)).Ok(2, Version(3));
+  const History h = Parse(b);
+  const Explanation e = Explain(h, CheckHistory(h), "k");
+  EXPECT_THAT(e.text, HasSubstr("window: 4 events of k"));
+  EXPECT_THAT(e.text, HasSubstr("* i=3 "));  // a: the state the CAS ignored.
+  EXPECT_THAT(e.text, HasSubstr("* i=6 "));  // The CAS.
+  EXPECT_THAT(e.text, Not(HasSubstr("old")));
+}
+
+TEST(CheckerTest, SummaryJsonHasFiguresVerdictsAndViolations) {
+  HistoryBuilder b;
+  b.Invoke(1, Set("k", "a")).Ok(1, Version(1));
+  b.Invoke(2, Set("k", "x")).Fail(2);
+  b.Invoke(3, Set("j", "y")).Info(3);
+  b.Invoke(4, Get("k")).Ok(4, Found("x", 2));
+  const History h = Parse(b);
+  const Report r = CheckHistory(h);
+  const Json j = Json::parse(SummaryJson(h, r));
+  EXPECT_EQ(j["valid"], false);
+  EXPECT_EQ(j["ops"]["total"], 4);
+  EXPECT_EQ(j["ops"]["ok"], 2);
+  EXPECT_EQ(j["ops"]["fail"], 1);
+  EXPECT_EQ(j["ops"]["info"], 1);
+  EXPECT_EQ(j["ops"]["by_f"]["set"]["fail"], 1);
+  EXPECT_EQ(j["durability"]["acked"], 1);
+  EXPECT_EQ(j["linearizability"]["keys"], 2);
+  EXPECT_EQ(j["linearizability"]["valid"], 1);
+  EXPECT_EQ(j["linearizability"]["invalid"], 1);
+  EXPECT_EQ(j["linearizability"]["invalid_keys"], Json::array({"k"}));
+  EXPECT_EQ(j["violations_by_kind"]["phantom"], 1);
+  EXPECT_EQ(j["violations"][0]["kind"], "phantom");
+  EXPECT_EQ(j["violations"][0]["ops"], Json::array({7, 3})) << "named by the i of their invoke";
+}
+
+}  // namespace
+}  // namespace kvstore::check

@@ -1,0 +1,159 @@
+#include "tools/kvcheck/cheap_checks.h"
+
+#include <algorithm>
+#include <map>
+#include <string>
+#include <tuple>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/strings/str_cat.h"
+
+namespace kvstore::check {
+namespace {
+
+bool IsReadOf(const Op& op) { return op.f == Fn::kGet && op.outcome == Outcome::kOk && op.found; }
+
+// An ok write whose answer carries the version it got.
+bool HasWriteVersion(const Op& op) {
+  return op.outcome == Outcome::kOk &&
+         (op.WritesValue() || (op.f == Fn::kDelete && op.deleted));
+}
+
+void CheckReadSources(const History& h, const absl::flat_hash_map<std::string, int>& writer,
+                      std::vector<Violation>* out) {
+  for (const Op& r : h.ops) {
+    if (!IsReadOf(r)) continue;
+    auto it = writer.find(r.read_value);
+    if (it == writer.end() || h.ops[it->second].key != r.key) {
+      out->push_back({ViolationKind::kInventedRead, r.key,
+                      absl::StrCat("read ", r.read_value, " which no write of ", r.key,
+                                   " wrote: ", DescribeOp(r)),
+                      {r.id}});
+      continue;
+    }
+    const Op& w = h.ops[it->second];
+    if (w.invoke_pos > r.complete_pos) {
+      out->push_back({ViolationKind::kInventedRead, r.key,
+                      absl::StrCat("read ", r.read_value, " before its write was invoked: ",
+                                   DescribeOp(r), "; the write: ", DescribeOp(w)),
+                      {r.id, w.id}});
+    } else if (w.outcome == Outcome::kFail) {
+      out->push_back({ViolationKind::kPhantom, r.key,
+                      absl::StrCat("read ", r.read_value, " of a write that failed: ", DescribeOp(r),
+                                   "; the write: ", DescribeOp(w)),
+                      {r.id, w.id}});
+    }
+  }
+}
+
+void CheckOneVersionPerValue(const History& h, const absl::flat_hash_map<std::string, int>& writer,
+                             std::vector<Violation>* out) {
+  // Per written value, its versions in order of first sight and who saw each.
+  std::map<int, std::vector<std::pair<uint64_t, int>>> seen;  // writer id -> (version, op)
+  auto see = [&](int w, uint64_t version, int op) {
+    auto& v = seen[w];
+    for (const auto& [known, by] : v) {
+      if (known == version) return;
+    }
+    v.push_back({version, op});
+  };
+  for (const Op& op : h.ops) {
+    if (op.WritesValue() && op.outcome == Outcome::kOk) see(op.id, op.version, op.id);
+    if (IsReadOf(op)) {
+      auto it = writer.find(op.read_value);
+      if (it != writer.end() && h.ops[it->second].key == op.key) see(it->second, op.version, op.id);
+    }
+  }
+  for (const auto& [w, versions] : seen) {
+    if (versions.size() < 2) continue;
+    const Op& write = h.ops[w];
+    Violation v{ViolationKind::kDoubleApply, write.key,
+                absl::StrCat("value ", write.value, " seen with ", versions.size(), " versions:"),
+                {w}};
+    for (const auto& [version, by] : versions) {
+      absl::StrAppend(&v.message, " ", version, " (", DescribeOp(h.ops[by]), ")");
+      if (by != w) v.ops.push_back(by);
+    }
+    out->push_back(std::move(v));
+  }
+}
+
+void CheckVersionsUnique(const History& h, const absl::flat_hash_map<std::string, int>& writer,
+                         std::vector<Violation>* out) {
+  // (key, version) -> the write it belongs to and the op that showed it.
+  std::map<std::pair<std::string, uint64_t>, std::pair<int, int>> owner;
+  std::map<std::pair<std::string, uint64_t>, bool> reported;
+  auto claim = [&](const std::string& key, uint64_t version, int write, int by) {
+    auto [it, fresh] = owner.try_emplace({key, version}, write, by);
+    if (fresh || it->second.first == write || reported[{key, version}]) return;
+    reported[{key, version}] = true;
+    const Op& first = h.ops[it->second.second];
+    const Op& second = h.ops[by];
+    out->push_back({ViolationKind::kVersionReuse, key,
+                    absl::StrCat("version ", version, " of ", key, " is used twice: ", DescribeOp(first),
+                                 " and ", DescribeOp(second)),
+                    {second.id, first.id}});
+  };
+  for (const Op& op : h.ops) {
+    if (HasWriteVersion(op)) claim(op.key, op.version, op.id, op.id);
+    if (IsReadOf(op)) {
+      auto it = writer.find(op.read_value);
+      if (it != writer.end() && h.ops[it->second].key == op.key) claim(op.key, op.version, it->second, op.id);
+    }
+  }
+}
+
+void CheckVersionsIncrease(const History& h, std::vector<Violation>* out) {
+  // Invokes and completions of ok writes with a version, in history order.
+  std::vector<std::tuple<int64_t, bool, int>> events;  // (pos, is_completion, op)
+  for (const Op& op : h.ops) {
+    if (!HasWriteVersion(op)) continue;
+    events.emplace_back(op.invoke_pos, false, op.id);
+    events.emplace_back(op.complete_pos, true, op.id);
+  }
+  std::sort(events.begin(), events.end());
+  // Per key, the highest version completed so far and its op; per op in
+  // flight, the one that had completed when it was invoked.
+  absl::flat_hash_map<std::string, int> highest;
+  absl::flat_hash_map<int, int> bound;
+  for (const auto& [pos, completion, id] : events) {
+    const Op& op = h.ops[id];
+    auto it = highest.find(op.key);
+    if (!completion) {
+      if (it != highest.end()) bound[id] = it->second;
+      continue;
+    }
+    if (auto b = bound.find(id); b != bound.end()) {
+      const Op& before = h.ops[b->second];
+      if (op.version <= before.version) {
+        out->push_back({ViolationKind::kVersionRegression, op.key,
+                        absl::StrCat("version ", op.version, " is not above ", before.version,
+                                     " of a write that completed before it was invoked: ", DescribeOp(op),
+                                     " after ", DescribeOp(before)),
+                        {op.id, before.id}});
+      }
+    }
+    if (it == highest.end()) {
+      highest[op.key] = id;
+    } else if (op.version > h.ops[it->second].version) {
+      it->second = id;
+    }
+  }
+}
+
+}  // namespace
+
+std::vector<Violation> RunCheapChecks(const History& h) {
+  absl::flat_hash_map<std::string, int> writer;  // value -> its write (values are unique)
+  for (const Op& op : h.ops) {
+    if (op.WritesValue()) writer[op.value] = op.id;
+  }
+  std::vector<Violation> out;
+  CheckReadSources(h, writer, &out);
+  CheckOneVersionPerValue(h, writer, &out);
+  CheckVersionsUnique(h, writer, &out);
+  CheckVersionsIncrease(h, &out);
+  return out;
+}
+
+}  // namespace kvstore::check

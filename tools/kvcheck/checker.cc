@@ -1,0 +1,42 @@
+#include "tools/kvcheck/checker.h"
+
+#include "absl/strings/str_cat.h"
+#include "tools/kvcheck/cheap_checks.h"
+
+namespace kvstore::check {
+
+Report Check(const History& h, const CheckOptions& options) {
+  Report r;
+  for (const Op& op : h.ops) ++r.ops[FnName(op.f)][OutcomeName(op.outcome)];
+
+  r.violations = RunCheapChecks(h);
+
+  for (const auto& [key, ids] : OpsByKey(h)) {
+    KeyResult k = CheckLinearizable(h, ids, options.search);
+    if (k.verdict == Verdict::kInvalid) {
+      Violation v{ViolationKind::kNotLinearizable, key, absl::StrCat("no order of the ops of ", key, " fits"), {}};
+      if (k.stuck_op >= 0) {
+        absl::StrAppend(&v.message, ": ", DescribeOp(h.ops[k.stuck_op]), " cannot take effect; ", k.detail);
+        v.ops.push_back(k.stuck_op);
+      }
+      r.violations.push_back(std::move(v));
+    } else if (k.verdict == Verdict::kUnknown) {
+      r.violations.push_back({ViolationKind::kUndecided, key,
+                              absl::StrCat("linearizability of ", key, " undecided: ", k.detail), {}});
+    }
+    r.keys.emplace(key, std::move(k));
+  }
+
+  r.durability = ComputeDurability(h);
+  for (int id : r.durability.lost_ops) {
+    const Op& op = h.ops[id];
+    const int end = r.durability.final_read.at(op.key);
+    r.violations.push_back({ViolationKind::kLostWrite, op.key,
+                            absl::StrCat("acknowledged write missing at the end: ", DescribeOp(op),
+                                         "; final read: ", DescribeOp(h.ops[end])),
+                            {id, end}});
+  }
+  return r;
+}
+
+}  // namespace kvstore::check

@@ -1,0 +1,38 @@
+// The whole check of one history: cheap checks, linearizability per key,
+// durability figures, and the violations they add up to. A history is valid
+// when there is no violation; an undecided key is a violation.
+#ifndef KVSTORE_TOOLS_KVCHECK_CHECKER_H_
+#define KVSTORE_TOOLS_KVCHECK_CHECKER_H_
+
+#include <cstdint>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "tools/kvcheck/durability.h"
+#include "tools/kvcheck/history.h"
+#include "tools/kvcheck/linearizability.h"
+#include "tools/kvcheck/violation.h"
+
+namespace kvstore::check {
+
+struct CheckOptions {
+  SearchLimits search;  // Applies to each key on its own.
+};
+
+struct Report {
+  // Ops by f ("get", ...) and outcome ("ok", "fail", "info").
+  std::map<std::string, std::map<std::string, int64_t>> ops;
+  DurabilityFigures durability;
+  std::map<std::string, KeyResult> keys;  // Linearizability, per key.
+  // Cheap checks first, then not-linearizable and undecided keys, then lost writes.
+  std::vector<Violation> violations;
+
+  bool valid() const { return violations.empty(); }
+};
+
+Report Check(const History& h, const CheckOptions& options);
+
+}  // namespace kvstore::check
+
+#endif  // KVSTORE_TOOLS_KVCHECK_CHECKER_H_
