@@ -663,7 +663,12 @@ TEST_P(RouterForwardingTest, OtherErrorsOfReplicaReadsAreNotRetried) {
             3);
 }
 
+// The router's own forward timeout (60 s) is far above the caller's deadline
+// (3 s), so what the shard sees tells which one was forwarded: the elapsed
+// time only shortens it, so no bound on how long the router took is assumed.
 TEST_P(RouterForwardingTest, TheCallersDeadlineIsForwarded) {
+  router_server_->Shutdown(std::chrono::system_clock::now());
+  StartRouter(MakeTopology(), /*forward_timeout_ms=*/60000);
   const std::string key = KeysOf(1, 1)[0];
   v1::GetRequest request;
   request.set_key(key);
@@ -672,8 +677,9 @@ TEST_P(RouterForwardingTest, TheCallersDeadlineIsForwarded) {
   ASSERT_TRUE(s.ok()) << s.error_code() << ": " << s.error_message();
   // gRPC sends a deadline as a timeout, rounded up a little on the wire.
   const absl::Duration left = leaders_[1]->last_time_left();
-  EXPECT_GT(left, absl::Seconds(2));
-  EXPECT_LE(left, absl::Seconds(3) + kWireRounding);
+  EXPECT_GT(left, absl::ZeroDuration());
+  EXPECT_LE(left, absl::Seconds(3) + kWireRounding)
+      << "the router's forward timeout was sent, not the caller's deadline";
 }
 
 TEST_P(RouterForwardingTest, WithoutACallerDeadlineTheForwardTimeoutApplies) {
@@ -685,8 +691,10 @@ TEST_P(RouterForwardingTest, WithoutACallerDeadlineTheForwardTimeoutApplies) {
   v1::GetResponse response;
   grpc::ClientContext no_deadline;
   ASSERT_TRUE(kv_->Get(&no_deadline, request, &response).ok());
+  // A forwarded call always has a deadline, and it is the router's: at most
+  // the forward timeout (how much of it is left depends on the machine's load).
   const absl::Duration left = leaders_[1]->last_time_left();
-  EXPECT_GT(left, absl::Milliseconds(500));
+  EXPECT_GT(left, absl::ZeroDuration());
   EXPECT_LE(left, absl::Milliseconds(1500) + kWireRounding);
 }
 
