@@ -60,10 +60,6 @@ void FollowerLink::SetState(const char* state) {
   state_ = state;
 }
 
-void FollowerLink::MarkContacted() {
-  if (!contacted_.exchange(true)) node_->OnFirstContact();
-}
-
 void FollowerLink::FillStatus(v1::FollowerStatus* status) const {
   const uint64_t leader_last = node_->store()->last_index();
   const uint64_t acked = acked_index();
@@ -96,7 +92,6 @@ void FollowerLink::Run() {
       }
       error_ = error;
     }
-    MarkContacted();  // Tried once: a follower that is down does not hold writes.
     // A session that ran a while resets the backoff.
     if (absl::Now() - started > absl::Seconds(5)) backoff = options.min_backoff;
     absl::MutexLock l(&mu_);
@@ -134,49 +129,56 @@ FollowerLink::Outcome FollowerLink::Session(std::string* error) {
   };
 
   v1::LeaderMessage hello;
-  hello.mutable_hello()->set_epoch(epoch_);
-  hello.mutable_hello()->set_leader(node_->advertise());
-  hello.mutable_hello()->set_leader_last_index(store->last_index());
+  v1::Hello* h = hello.mutable_hello();
+  h->set_epoch(epoch_);
+  h->set_leader(node_->advertise());
+  h->set_leader_id(node_->node_id());
+  h->set_leader_last_index(store->last_index());
+  h->set_cluster(options.cluster);
+  h->set_shard(options.shard);
   if (!stream->Write(hello)) return finish("cannot reach the follower");
   v1::FollowerMessage reply;
   if (!stream->Read(&reply)) return finish("the follower closed the stream");
+  const auto give_up = [&](const std::string& why) {
+    {
+      absl::MutexLock l(&mu_);
+      state_ = "refused";
+      error_ = why;
+    }
+    context.TryCancel();
+    stream->Finish();
+  };
   if (reply.has_refused() || reply.position().epoch() > epoch_) {
     const uint64_t epoch = reply.has_refused() ? reply.refused().epoch() : reply.position().epoch();
     const std::string leader = reply.has_refused() ? reply.refused().leader() : "";
+    const std::string reason = reply.has_refused() ? reply.refused().reason() : "stale_epoch";
+    const std::string message = reply.has_refused() ? reply.refused().message() : "";
     LOG(WARNING) << "Follower " << address_ << " refuses epoch " << epoch_ << ": it knows epoch "
-                 << epoch << (leader.empty() ? "" : absl::StrCat(" led by ", leader))
-                 << (reply.has_refused() ? absl::StrCat(" (", reply.refused().message(), ")") : "");
-    {
-      absl::MutexLock l(&mu_);
-      state_ = "refused";
-      error_ = absl::StrCat("refused: the follower knows epoch ", epoch);
+                 << epoch << (leader.empty() ? "" : absl::StrCat(" led by ", leader)) << " ("
+                 << (message.empty() ? reason : message) << ")";
+    if (reason == "stale_epoch" || (reason.empty() && epoch > epoch_)) {
+      give_up(absl::StrCat("refused: the follower knows epoch ", epoch));
+      node_->Depose(epoch, leader);
+      return Outcome::kDeposed;
     }
-    MarkContacted();
-    node_->Depose(epoch, leader);
-    context.TryCancel();
-    stream->Finish();
-    return Outcome::kDeposed;
+    if (reason == "epoch_taken" || (reason.empty() && epoch == epoch_)) {
+      const std::string why = absl::StrCat(
+          "follower ", address_, " refuses this node's epoch ", epoch_, ": ",
+          message.empty() ? absl::StrCat("it follows ", leader, " at that epoch") : message,
+          ". Two leaders of one epoch: this node stops leading; promote one node with a higher "
+          "epoch");
+      give_up(why);
+      node_->RefuseToLead(why);
+      return Outcome::kDeposed;
+    }
+    // Another shard or cluster (a wrong --followers entry), or a follower
+    // shutting down: nothing changes here; retried with backoff.
+    return finish(absl::StrCat("refused: ", message.empty() ? reason : message));
   }
 
   const v1::Position& position = reply.position();
-  // A follower ahead of this leader within the leader's own epoch holds
-  // writes this node lost (a log tail lost to a power cut under
-  // fsync=everysec/no). Overwriting them could drop acknowledged sync writes.
-  if (position.last_epoch() == epoch_ && position.last_index() > store->last_index()) {
-    const std::string reason = absl::StrCat(
-        "follower ", address_, " holds entries through index ", position.last_index(), " of epoch ",
-        epoch_, " but this leader's log ends at ", store->last_index(),
-        ": this node lost its log tail and refuses to lead; promote that follower (kvctl "
-        "promote) and run this data directory as a replica");
-    {
-      absl::MutexLock l(&mu_);
-      state_ = "refused";
-      error_ = reason;
-    }
-    MarkContacted();
-    node_->RefuseToLead(reason);
-    context.TryCancel();
-    stream->Finish();
+  if (!node_->OnHandshake(address_, position)) {
+    give_up("this node refuses to lead (see its role and log)");
     return Outcome::kDeposed;
   }
 
@@ -194,9 +196,10 @@ FollowerLink::Outcome FollowerLink::Session(std::string* error) {
       partial = epoch.ok() && *epoch == position.last_epoch();
     }
   }
-  // What it holds counts as acknowledged only when it matches this log.
-  acked_.store(partial ? position.last_index() : 0, std::memory_order_release);
-  MarkContacted();
+  // What it holds counts as acknowledged only when it matches this log, and
+  // only as far as it is durable there.
+  acked_.store(partial ? std::min(position.durable_index(), position.last_index()) : 0,
+               std::memory_order_release);
   {
     absl::MutexLock l(&mu_);
     error_.clear();

@@ -42,7 +42,6 @@ class FollowerLink {
   // Lowest index the follower still needs from the log while connected (0 when
   // not connected): the leader's log retention keeps it.
   uint64_t needed_index() const { return needed_.load(std::memory_order_acquire); }
-  bool contacted() const { return contacted_.load(std::memory_order_acquire); }
   void FillStatus(v1::FollowerStatus* status) const;
 
  private:
@@ -54,7 +53,6 @@ class FollowerLink {
   bool SendSnapshot(grpc::ClientReaderWriter<v1::LeaderMessage, v1::FollowerMessage>* stream,
                     uint64_t* next, std::string* error);
   void SetState(const char* state);
-  void MarkContacted();
   bool stopping() const;
 
   ReplicationNode* const node_;
@@ -64,7 +62,6 @@ class FollowerLink {
 
   std::atomic<uint64_t> acked_{0};
   std::atomic<uint64_t> needed_{0};
-  std::atomic<bool> contacted_{false};
 
   mutable absl::Mutex mu_;
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;

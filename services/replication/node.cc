@@ -3,51 +3,24 @@
 #include <algorithm>
 #include <utility>
 
-#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
-#include "absl/strings/str_split.h"
+#include "absl/strings/str_join.h"
 #include "absl/strings/string_view.h"
 #include "glog/logging.h"
+#include "kvstore/v1/admin.grpc.pb.h"
 #include "services/replication/follower_link.h"
 
 namespace kvstore {
 namespace {
 
-constexpr char kEpochFile[] = "EPOCH";
-
-// EPOCH holds "<epoch> <leader address>\n": the highest epoch this node has
-// seen and who led it. Written atomically (temporary file, fsync, rename, fsync
-// of the directory) before the node acts on a new epoch.
-absl::Status WriteEpochFile(FileSystem* fs, const std::string& dir, uint64_t epoch,
-                            const std::string& leader) {
-  const std::string path = JoinPath(dir, kEpochFile);
-  const std::string tmp = path + ".tmp";
-  absl::StatusOr<std::unique_ptr<WritableFile>> file = fs->CreateFile(tmp);
-  if (!file.ok()) return file.status();
-  absl::Status s = (*file)->Append(absl::StrCat(epoch, " ", leader, "\n"));
-  if (s.ok()) s = (*file)->Sync();
-  if (absl::Status c = (*file)->Close(); s.ok()) s = c;
-  if (s.ok()) s = fs->Rename(tmp, path);
-  if (s.ok()) s = fs->SyncDir(dir);
-  return s;
+// (last epoch, last index) of a log: the one with the higher pair holds every
+// entry the other may have had acknowledged (the leader of the later epoch
+// started it from a log holding every acknowledged entry before it).
+bool LogIsAhead(uint64_t epoch_a, uint64_t index_a, uint64_t epoch_b, uint64_t index_b) {
+  return epoch_a > epoch_b || (epoch_a == epoch_b && index_a > index_b);
 }
 
-absl::Status ReadEpochFile(FileSystem* fs, const std::string& dir, uint64_t* epoch,
-                           std::string* leader) {
-  const std::string path = JoinPath(dir, kEpochFile);
-  *epoch = 0;
-  leader->clear();
-  if (!fs->Exists(path)) return absl::OkStatus();
-  absl::StatusOr<std::string> contents = fs->ReadFile(path);
-  if (!contents.ok()) return contents.status();
-  std::vector<std::string> parts =
-      absl::StrSplit(absl::StripTrailingAsciiWhitespace(*contents), absl::MaxSplits(' ', 1));
-  if (parts.empty() || !absl::SimpleAtoi(parts[0], epoch)) {
-    return absl::DataLossError(absl::StrCat(path, " is not \"<epoch> <leader>\""));
-  }
-  if (parts.size() > 1) *leader = parts[1];
-  return absl::OkStatus();
-}
+std::string OrUnknown(const std::string& s) { return s.empty() ? "another node" : s; }
 
 }  // namespace
 
@@ -69,19 +42,31 @@ ReplicationNode::ReplicationNode(Store* store, NodeOptions options, Role role)
 absl::StatusOr<std::unique_ptr<ReplicationNode>> ReplicationNode::Create(Store* store,
                                                                          NodeOptions options,
                                                                          Role role) {
-  uint64_t file_epoch = 0;
-  std::string file_leader;
-  if (absl::Status s = ReadEpochFile(store->fs(), store->dir(), &file_epoch, &file_leader);
-      !s.ok()) {
-    return s;
+  absl::StatusOr<EpochRecord> file = ReadEpochFile(store->fs(), store->dir());
+  if (!file.ok()) return file.status();
+  std::string node_id = options.node_id;
+  if (node_id.empty()) {
+    absl::StatusOr<std::string> kept = LoadOrCreateNodeId(store->fs(), store->dir());
+    if (!kept.ok()) return kept.status();
+    node_id = *kept;
   }
+  // A node writes only as the leader of an epoch it started: until then the
+  // store is fenced (Store::Fence), whatever role the flags gave it.
+  store->Fence();
   std::unique_ptr<ReplicationNode> node(new ReplicationNode(store, std::move(options), role));
-  node->file_epoch_ = file_epoch;
-  node->file_leader_ = file_leader;
+  node->node_id_ = node_id;
+  node->file_ = *file;
   absl::MutexLock l(&node->mu_);
-  node->promised_epoch_ = std::max(file_epoch, store->epoch());
+  node->promised_epoch_ = std::max(file->epoch, store->epoch());
   node->caught_up_at_ = absl::Now();
   node->advertise_ = node->options_.advertise;
+  node->shard_ = !node->options_.shard.empty() ? node->options_.shard : file->shard;
+  node->cluster_ = !node->options_.cluster.empty() ? node->options_.cluster : file->cluster;
+  if (!node->options_.shard.empty() && !file->shard.empty() && file->shard != node->options_.shard) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("the data directory ", store->dir(), " belongs to shard ", file->shard,
+                     " but --shard is ", node->options_.shard));
+  }
   store->SetLogRetentionFloor([n = node.get()] {
     absl::MutexLock l(&n->mu_);
     uint64_t floor = 0;
@@ -97,6 +82,7 @@ absl::StatusOr<std::unique_ptr<ReplicationNode>> ReplicationNode::Create(Store* 
 
 void ReplicationNode::Start(const std::string& advertise) {
   SettleRoleAndStartLinks(advertise);
+  MaybeBeginEpoch();  // At once when there are no followers to ask.
   PublishReadiness();
 }
 
@@ -106,27 +92,45 @@ void ReplicationNode::SettleRoleAndStartLinks(const std::string& advertise) {
   started_ = true;
   if (advertise_.empty()) advertise_ = advertise;
   const uint64_t log_epoch = store_->epoch();
-  if (!file_leader_.empty() && file_leader_ == advertise_ && file_epoch_ <= log_epoch) {
-    // This node was promoted and led the newest epoch it knows: it leads again.
-    if (role_ != Role::kLeader) LOG(INFO) << "Led epoch " << file_epoch_ << " before: leading";
+  const bool led_last =
+      file_.leader_id.empty() ? (!file_.leader.empty() && file_.leader == advertise_)
+                              : file_.leader_id == node_id_;
+  if (led_last) {
+    // This node led the newest epoch it knows: it leads again (a new epoch,
+    // once its followers have answered).
+    if (role_ != Role::kLeader) LOG(INFO) << "Led epoch " << file_.epoch << " before: leading";
     role_ = Role::kLeader;
-  } else if (role_ == Role::kLeader && file_epoch_ > log_epoch) {
+  } else if (role_ == Role::kLeader &&
+             ((!file_.leader_id.empty() && file_.leader_id != node_id_) ||
+              file_.epoch > log_epoch)) {
+    // Another node leads the newest epoch this data directory knows (it was
+    // deposed, or followed that node): leading again would usurp it.
     role_ = Role::kDeposed;
-    leader_ = file_leader_;
-    LOG(WARNING) << "Starting deposed: epoch " << file_epoch_ << " (leader " << file_leader_
-                 << ") is newer than this log's epoch " << log_epoch
-                 << "; writes are refused. Run this data directory as a replica to rejoin.";
+    leader_ = file_.leader;
+    leader_id_ = file_.leader_id;
+    LOG(WARNING) << "Starting deposed: epoch " << file_.epoch << " is led by " << file_.leader
+                 << " (this log's epoch is " << log_epoch
+                 << "); writes are refused. Run this data directory as a replica to rejoin, or "
+                    "promote it.";
   } else if (role_ == Role::kReplica) {
-    leader_ = file_leader_;
+    leader_ = file_.leader;
+    leader_id_ = file_.leader_id;
   }
   if (role_ == Role::kLeader) {
-    leading_since_ = absl::Now();
-    // A leader that restarts may have been replaced meanwhile: it asks its
-    // followers before it takes a write. (A promotion needs no such wait: it
-    // raised the epoch itself.)
-    await_first_contact_ = true;
-    StartLinks(options_.followers);
-    ready_ = true;
+    // Followers named by the last promotion of this node win over the flag.
+    followers_ = led_last && !file_.followers.empty() ? file_.followers : options_.followers;
+    if (led_last && !file_.followers.empty() && file_.followers != options_.followers) {
+      LOG(INFO) << "Pushing to the followers of the last promotion: "
+                << absl::StrJoin(followers_, ",");
+    }
+    leading_ = false;
+    contacted_.clear();
+    leading_attempt_since_ = absl::Now();
+    StartLinks(followers_, std::max(promised_epoch_, log_epoch));
+    if (!followers_.empty()) {
+      LOG(INFO) << "Asking " << followers_.size()
+                << " followers for their positions before taking writes";
+    }
   }
 }
 
@@ -172,30 +176,46 @@ void ReplicationNode::Stop() {
     if (stopping_ && !timer_.joinable()) return;
     stopping_ = true;
     ++stream_generation_;  // Ends the follower-side stream too.
-    links = TakeLinks();
+    RetireLinks();
+    links.swap(retired_links_);
     waiters.swap(waiters_);
   }
   store_->SetLogRetentionFloor(nullptr);
-  links.clear();  // Stops and joins each.
+  if (timer_.joinable()) timer_.join();
+  {
+    absl::MutexLock l(&mu_);  // The timer may have left some behind.
+    for (auto& link : retired_links_) links.push_back(std::move(link));
+    retired_links_.clear();
+  }
+  links.clear();  // Joins each link's thread.
   for (Waiter& w : waiters) {
     w.done(absl::UnavailableError("the server is shutting down; the write is on the leader"));
   }
-  if (timer_.joinable()) timer_.join();
 }
 
-void ReplicationNode::StartLinks(const std::vector<std::string>& followers) {
-  links_contacted_ = 0;
-  const uint64_t epoch = store_->epoch();
+void ReplicationNode::StartLinks(const std::vector<std::string>& followers, uint64_t epoch) {
   for (const std::string& address : followers) {
     links_.push_back(std::make_unique<FollowerLink>(this, address, epoch));
   }
 }
 
-std::vector<std::unique_ptr<FollowerLink>> ReplicationNode::TakeLinks() {
-  std::vector<std::unique_ptr<FollowerLink>> links;
-  links.swap(links_);
-  for (auto& link : links) link->Stop();
-  return links;
+void ReplicationNode::RetireLinks() {
+  for (auto& link : links_) {
+    link->Stop();
+    retired_links_.push_back(std::move(link));
+  }
+  links_.clear();
+}
+
+std::vector<std::function<void(const absl::Status&)>> ReplicationNode::StepDownLocked() {
+  store_->Fence();  // First: no write admitted before this takes an index after it.
+  leading_ = false;
+  ready_ = false;
+  RetireLinks();
+  std::vector<std::function<void(const absl::Status&)>> pending;
+  for (Waiter& w : waiters_) pending.push_back(std::move(w.done));
+  waiters_.clear();
+  return pending;
 }
 
 Role ReplicationNode::role() const {
@@ -237,21 +257,67 @@ absl::Status ReplicationNode::CheckWritable(std::string* leader) {
       if (!deposed_reason_.empty()) return absl::FailedPreconditionError(deposed_reason_);
       return absl::FailedPreconditionError(
           absl::StrCat("this node is no longer the leader: epoch ", promised_epoch_, " is led by ",
-                       leader_.empty() ? std::string("another node") : leader_));
+                       OrUnknown(leader_)));
     case Role::kLeader:
       break;
   }
-  if (await_first_contact_ && links_contacted_ < static_cast<int>(links_.size()) &&
-      absl::Now() - leading_since_ < options_.first_contact_timeout) {
-    return absl::UnavailableError(
-        "the leader is contacting its followers before taking writes; retry shortly");
+  if (!leading_) {
+    std::vector<std::string> waiting;
+    for (const std::string& f : followers_) {
+      if (std::find(contacted_.begin(), contacted_.end(), f) == contacted_.end()) {
+        waiting.push_back(f);
+      }
+    }
+    return absl::UnavailableError(absl::StrCat(
+        "the leader is confirming its followers' positions before it takes writes",
+        waiting.empty() ? std::string() : absl::StrCat(" (waiting for ", absl::StrJoin(waiting, ", "), ")"),
+        "; retry shortly"));
   }
   return absl::OkStatus();
 }
 
-void ReplicationNode::OnFirstContact() {
-  absl::MutexLock l(&mu_);
-  ++links_contacted_;
+absl::Status ReplicationNode::CheckReadable(bool leader_read, std::string* leader) {
+  {
+    absl::MutexLock l(&mu_);
+    leader->clear();
+    if (!started_) return absl::UnavailableError("the node is starting; retry shortly");
+    switch (role_) {
+      case Role::kLeader:
+        if (leading_) return absl::OkStatus();
+        return absl::UnavailableError(
+            "the leader is confirming its followers' positions before it serves; retry shortly");
+      case Role::kDeposed:
+        *leader = leader_;
+        if (leader_read) {
+          return absl::FailedPreconditionError(
+              !deposed_reason_.empty()
+                  ? deposed_reason_
+                  : absl::StrCat("this node is no longer the leader; the leader is ",
+                                 OrUnknown(leader_)));
+        }
+        return absl::UnavailableError(
+            "this node stepped down as leader; its data may differ from the shard's until it "
+            "rejoins as a replica");
+      case Role::kReplica:
+        *leader = leader_;
+        if (leader_read) {
+          return absl::FailedPreconditionError(absl::StrCat(
+              "this node is a replica", leader_.empty() ? "" : "; the leader is ", leader_,
+              "; a READ_MODE_LEADER read must go to the leader (READ_MODE_ANY_REPLICA reads "
+              "here, possibly stale)"));
+        }
+        // Stale reads are allowed, wrong ones are not: a replica serves what
+        // its whole log holds, but not a diverged log, nor the emptiness of a
+        // node no leader ever reached.
+        if (!not_ready_reason_.empty()) return absl::UnavailableError(not_ready_reason_);
+        if (!ready_ && leader_.empty() && store_->last_index() == 0) {
+          return absl::UnavailableError(
+              "this replica holds nothing yet: no leader has reached it since it started");
+        }
+        break;
+    }
+  }
+  return store_->CheckReadable();
 }
 
 int ReplicationNode::CountAcked(uint64_t index) const {
@@ -263,22 +329,22 @@ int ReplicationNode::CountAcked(uint64_t index) const {
 void ReplicationNode::AwaitReplicas(uint64_t index, int replicas,
                                     std::function<void(const absl::Status&)> done) {
   absl::Status now_status;
-  bool ready = false;
   {
     absl::MutexLock l(&mu_);
     if (stopping_) {
       now_status =
           absl::UnavailableError("the server is shutting down; the write is on the leader");
-      ready = true;
-    } else if (CountAcked(index) >= replicas) {
-      ready = true;
-    } else {
+    } else if (role_ != Role::kLeader || !leading_) {
+      now_status = absl::UnavailableError(absl::StrCat(
+          "this node stopped leading before the write (index ", index,
+          ") was confirmed on replicas; it may or may not survive on the shard's new leader"));
+    } else if (CountAcked(index) < replicas) {
       waiters_.push_back(
           Waiter{index, replicas, absl::Now() + options_.sync_timeout, std::move(done)});
       return;
     }
   }
-  if (ready) done(now_status);
+  done(now_status);
 }
 
 void ReplicationNode::OnAck() {
@@ -316,22 +382,40 @@ void ReplicationNode::CollectReady(
 void ReplicationNode::TimerThread() {
   for (;;) {
     std::vector<std::pair<std::function<void(const absl::Status&)>, absl::Status>> ready;
+    std::vector<std::unique_ptr<FollowerLink>> retired;
+    bool may_begin = false;
     {
       absl::MutexLock l(&mu_);
       if (stopping_) return;
       absl::Time next = absl::Now() + absl::Milliseconds(100);
       for (const Waiter& w : waiters_) next = std::min(next, w.deadline);
-      const auto stop = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return stopping_; };
-      mu_.AwaitWithDeadline(absl::Condition(&stop), next);
+      const auto wake = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+        return stopping_ || begin_wanted_ || !retired_links_.empty();
+      };
+      mu_.AwaitWithDeadline(absl::Condition(&wake), next);
       if (stopping_) return;
+      begin_wanted_ = false;
       CollectReady(absl::Now(), &ready);
+      retired.swap(retired_links_);
+      may_begin = role_ == Role::kLeader && !leading_ && !beginning_epoch_;
     }
     for (auto& [done, status] : ready) done(status);
+    retired.clear();  // Joins links that stopped (never this thread's own).
+    if (may_begin) MaybeBeginEpoch();
   }
 }
 
-absl::Status ReplicationNode::PersistEpoch(uint64_t epoch, const std::string& leader) {
-  if (absl::Status s = WriteEpochFile(store_->fs(), store_->dir(), epoch, leader); !s.ok()) {
+absl::Status ReplicationNode::PersistEpoch(uint64_t epoch, const std::string& leader,
+                                           const std::string& leader_id,
+                                           const std::vector<std::string>& followers) {
+  EpochRecord record;
+  record.epoch = epoch;
+  record.leader = leader;
+  record.leader_id = leader_id;
+  record.followers = followers;
+  record.cluster = cluster_;
+  record.shard = shard_;
+  if (absl::Status s = WriteEpochFile(store_->fs(), store_->dir(), record); !s.ok()) {
     return absl::InternalError(
         absl::StrCat("cannot record epoch ", epoch, " in ", store_->dir(), ": ", s.message()));
   }
@@ -340,83 +424,223 @@ absl::Status ReplicationNode::PersistEpoch(uint64_t epoch, const std::string& le
 }
 
 void ReplicationNode::Depose(uint64_t epoch, const std::string& leader) {
-  std::vector<std::unique_ptr<FollowerLink>> links;
-  std::vector<Waiter> waiters;
+  std::vector<std::function<void(const absl::Status&)>> waiters;
   {
     absl::MutexLock l(&mu_);
     if (role_ != Role::kLeader || epoch <= std::max(promised_epoch_, store_->epoch())) return;
-    LOG(ERROR) << "Deposed: epoch " << epoch << " is led by "
-               << (leader.empty() ? std::string("another node") : leader)
+    LOG(ERROR) << "Deposed: epoch " << epoch << " is led by " << OrUnknown(leader)
                << "; this node refuses writes from now on";
+    waiters = StepDownLocked();
     role_ = Role::kDeposed;
+    if (leader == advertise_) {
+      // Its followers saw this very address lead a newer epoch than this
+      // data directory knows: the directory lost what it had.
+      deposed_reason_ = absl::StrCat(
+          "the followers know epoch ", epoch, " led from this address, but this data directory "
+          "does not: it lost its log tail or its data, with writes it may have acknowledged, "
+          "and refuses to lead; promote a follower and run this data directory as a replica");
+    }
     leader_ = leader;
-    ready_ = false;
-    if (absl::Status s = PersistEpoch(epoch, leader); !s.ok()) LOG(ERROR) << s;
-    links = TakeLinks();
-    waiters.swap(waiters_);
+    leader_id_.clear();
+    if (absl::Status s = PersistEpoch(epoch, leader, ""); !s.ok()) LOG(ERROR) << s;
   }
   PublishReadiness();
-  // The calling link is among them: let it finish on its own thread.
-  for (auto& link : links) link->Stop();
-  std::thread([links = std::move(links)]() mutable { links.clear(); }).detach();
-  for (Waiter& w : waiters) {
-    w.done(absl::FailedPreconditionError(absl::StrCat(
+  for (auto& done : waiters) {
+    done(absl::FailedPreconditionError(absl::StrCat(
         "this node was deposed before the write was confirmed on replicas; the leader is ",
-        leader.empty() ? std::string("another node") : leader)));
+        OrUnknown(leader))));
   }
 }
 
 void ReplicationNode::RefuseToLead(const std::string& reason) {
-  std::vector<std::unique_ptr<FollowerLink>> links;
-  std::vector<Waiter> waiters;
+  std::vector<std::function<void(const absl::Status&)>> waiters;
   {
     absl::MutexLock l(&mu_);
     if (role_ != Role::kLeader) return;
     LOG(ERROR) << "Refusing to lead: " << reason;
+    waiters = StepDownLocked();
     role_ = Role::kDeposed;
     deposed_reason_ = reason;
-    ready_ = false;
-    links = TakeLinks();
-    waiters.swap(waiters_);
   }
   PublishReadiness();
-  for (auto& link : links) link->Stop();
-  std::thread([links = std::move(links)]() mutable { links.clear(); }).detach();
-  for (Waiter& w : waiters) w.done(absl::FailedPreconditionError(reason));
+  for (auto& done : waiters) done(absl::FailedPreconditionError(reason));
 }
 
-absl::Status ReplicationNode::AcceptLeader(uint64_t epoch, const std::string& leader,
-                                           uint64_t* generation) {
-  absl::MutexLock l(&mu_);
-  if (stopping_) return absl::UnavailableError("shutting down");
-  const uint64_t known = std::max(promised_epoch_, store_->epoch());
-  if (epoch < known) {
-    return absl::FailedPreconditionError(
-        absl::StrCat("epoch ", epoch, " is stale: this node has seen epoch ", known,
-                     leader_.empty() ? std::string() : absl::StrCat(" led by ", leader_)));
-  }
-  if (role_ == Role::kLeader) {
-    if (epoch == known) {
-      return absl::FailedPreconditionError(
-          absl::StrCat("this node leads epoch ", known, " itself"));
+bool ReplicationNode::OnHandshake(const std::string& address, const v1::Position& position) {
+  std::string refusal;
+  {
+    absl::MutexLock l(&mu_);
+    if (role_ != Role::kLeader) return false;
+    if (leading_) return true;  // A follower behind, or diverged: it is resynced.
+    const StoreStatus st = store_->GetStatus();
+    if (LogIsAhead(position.last_epoch(), position.last_index(), st.last_epoch, st.last_index)) {
+      refusal = absl::StrCat(
+          "follower ", address, " holds entries through index ", position.last_index(),
+          " (epoch ", position.last_epoch(), ") but this node's log ends at index ",
+          st.last_index, " (epoch ", st.last_epoch,
+          "): this node lost its log tail (or its data directory), with writes it may have "
+          "acknowledged, and refuses to lead; promote that follower (kvctl promote) and run this "
+          "data directory as a replica");
+    } else {
+      highest_follower_epoch_ = std::max(highest_follower_epoch_, position.epoch());
+      if (std::find(contacted_.begin(), contacted_.end(), address) == contacted_.end()) {
+        contacted_.push_back(address);
+      }
+      begin_wanted_ = true;  // The timer thread starts the epoch if that was the last one.
+      return true;
     }
-    // A newer leader exists: step down and follow it.
-    LOG(WARNING) << "Leader " << leader << " has epoch " << epoch << " > " << known
-                 << ": stepping down to replica";
-    std::vector<std::unique_ptr<FollowerLink>> links = TakeLinks();
-    std::thread([links = std::move(links)]() mutable { links.clear(); }).detach();
   }
-  if (epoch > promised_epoch_ || leader != leader_) {
-    if (absl::Status s = PersistEpoch(epoch, leader); !s.ok()) return s;
+  RefuseToLead(refusal);
+  return false;
+}
+
+void ReplicationNode::MaybeBeginEpoch() {
+  uint64_t new_epoch = 0;
+  std::string self;
+  {
+    absl::MutexLock streams(&stream_mu_);
+    {
+      absl::MutexLock l(&mu_);
+      if (stopping_ || !started_ || role_ != Role::kLeader || leading_ || beginning_epoch_) return;
+      size_t answered = 0;
+      for (const std::string& f : followers_) {
+        answered += std::find(contacted_.begin(), contacted_.end(), f) != contacted_.end() ? 1 : 0;
+      }
+      if (answered < followers_.size() && !lead_now_) {
+        // Not everyone answered. After start_wait, enough is: every follower a
+        // sync-acknowledged write may be on has been seen.
+        const size_t k = static_cast<size_t>(std::max(0, options_.sync_acks));
+        const size_t needed = k == 0 ? 0 : followers_.size() - std::min(k, followers_.size()) + 1;
+        if (absl::Now() - leading_attempt_since_ < options_.start_wait || answered < needed) {
+          return;
+        }
+        LOG(WARNING) << "Leading without " << followers_.size() - answered << " of "
+                     << followers_.size() << " followers, which did not answer within "
+                     << absl::FormatDuration(options_.start_wait)
+                     << "; they are checked when they connect";
+      }
+      lead_now_ = false;
+      new_epoch = std::max({promised_epoch_, store_->epoch(), highest_follower_epoch_}) + 1;
+      self = advertise_;
+      if (absl::Status s = PersistEpoch(new_epoch, self, node_id_, followers_); !s.ok()) {
+        LOG(ERROR) << s;
+        return;
+      }
+      beginning_epoch_ = true;
+    }
+    const absl::Status started = store_->StartEpoch(new_epoch, self);
+    absl::MutexLock l(&mu_);
+    beginning_epoch_ = false;
+    if (!started.ok()) {
+      LOG(ERROR) << "Cannot start epoch " << new_epoch << ": " << started;
+      store_->Fence();
+      return;
+    }
+    if (role_ != Role::kLeader) {  // Deposed meanwhile: the epoch is not ours to use.
+      store_->Fence();
+      return;
+    }
+    // The links greeted the followers with the old epoch: greet them again.
+    RetireLinks();
+    StartLinks(followers_, new_epoch);
+    leading_ = true;
+    ready_ = true;
+    LOG(INFO) << "Leading epoch " << new_epoch << " from index " << store_->last_index() << " ("
+              << followers_.size() << " followers confirmed their positions)";
   }
-  if (role_ != Role::kReplica || leader_ != leader) {
-    LOG(INFO) << "Following " << leader << " at epoch " << epoch;
+  PublishReadiness();
+}
+
+absl::Status ReplicationNode::AcceptLeader(const v1::Hello& hello, uint64_t* generation,
+                                           std::string* reason) {
+  std::vector<std::function<void(const absl::Status&)>> waiters;
+  {
+    absl::MutexLock l(&mu_);
+    *reason = "unavailable";
+    if (stopping_) return absl::UnavailableError("shutting down");
+    *reason = "other_shard";
+    if (!hello.shard().empty() && !shard_.empty() && hello.shard() != shard_) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "leader ", hello.leader(), " replicates shard ", hello.shard(), " but this node belongs to shard ",
+          shard_, "; check the leader's --followers"));
+    }
+    *reason = "other_cluster";
+    if (!hello.cluster().empty() && !cluster_.empty() && hello.cluster() != cluster_) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("leader ", hello.leader(), " belongs to cluster ", hello.cluster(),
+                       " but this node belongs to cluster ", cluster_));
+    }
+    const uint64_t epoch = hello.epoch();
+    const uint64_t known = std::max(promised_epoch_, store_->epoch());
+    *reason = "stale_epoch";
+    if (epoch < known) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("epoch ", epoch, " is stale: this node has seen epoch ", known,
+                       leader_.empty() ? std::string() : absl::StrCat(" led by ", leader_)));
+    }
+    *reason = "epoch_taken";
+    if (epoch == known) {
+      if (role_ == Role::kLeader) {
+        return absl::FailedPreconditionError(
+            absl::StrCat("this node leads epoch ", known, " itself"));
+      }
+      // One epoch, one leader: a second leader of the same epoch (two
+      // promotions raced) is refused, never followed.
+      const bool other_id = !hello.leader_id().empty() && !leader_id_.empty() &&
+                            hello.leader_id() != leader_id_;
+      const bool other_address = (hello.leader_id().empty() || leader_id_.empty()) &&
+                                 !leader_.empty() && hello.leader() != leader_;
+      if (other_id || other_address) {
+        return absl::FailedPreconditionError(absl::StrCat(
+            "epoch ", epoch, " is led by ", OrUnknown(leader_), ", not by ", hello.leader(),
+            ": one epoch has one leader (did two promotions race?); promote one node with a "
+            "higher epoch"));
+      }
+    }
+    if (role_ == Role::kLeader) {
+      // A newer leader exists: step down (fenced first) and follow it.
+      LOG(WARNING) << "Leader " << hello.leader() << " has epoch " << epoch << " > " << known
+                   << ": stepping down to replica";
+      waiters = StepDownLocked();
+    }
+    store_->Fence();
+    if (epoch > promised_epoch_ || hello.leader() != leader_ || hello.leader_id() != leader_id_ ||
+        (shard_.empty() && !hello.shard().empty())) {
+      if (shard_.empty()) shard_ = hello.shard();
+      if (cluster_.empty()) cluster_ = hello.cluster();
+      if (absl::Status s = PersistEpoch(epoch, hello.leader(), hello.leader_id()); !s.ok()) {
+        return s;
+      }
+    }
+    if (role_ != Role::kReplica || leader_ != hello.leader()) {
+      LOG(INFO) << "Following " << hello.leader() << " at epoch " << epoch;
+    }
+    reason->clear();
+    role_ = Role::kReplica;
+    leader_ = hello.leader();
+    leader_id_ = hello.leader_id();
+    *generation = ++stream_generation_;
+    catch_up_target_known_ = false;  // The next NoteLeaderIndex is this stream's Hello.
   }
-  role_ = Role::kReplica;
-  leader_ = leader;
-  *generation = ++stream_generation_;
-  catch_up_target_known_ = false;  // The next NoteLeaderIndex is this stream's Hello.
+  PublishReadiness();
+  for (auto& done : waiters) {
+    done(absl::UnavailableError(absl::StrCat(
+        "this node stepped down (", hello.leader(), " leads epoch ", hello.epoch(),
+        ") before the write was confirmed on replicas; it may or may not survive")));
+  }
   return absl::OkStatus();
+}
+
+void ReplicationNode::MarkDiverged(const std::string& why) {
+  {
+    absl::MutexLock l(&mu_);
+    if (role_ != Role::kReplica) return;
+    ready_ = false;
+    catch_up_target_known_ = false;
+    not_ready_reason_ = absl::StrCat("this replica's log diverged from its leader's (", why,
+                                     "); it is being resynced");
+  }
+  PublishReadiness();
 }
 
 bool ReplicationNode::IsCurrentStream(uint64_t generation) const {
@@ -442,12 +666,91 @@ void ReplicationNode::NoteLeaderIndex(uint64_t leader_last_index) {
     LOG(INFO) << "Caught up with " << leader_ << ": index " << mine << " (the leader had "
               << catch_up_target_ << " when the stream began)";
     ready_ = true;
+    not_ready_reason_.clear();
   }
   PublishReadiness();
 }
 
-absl::StatusOr<uint64_t> ReplicationNode::Promote(uint64_t epoch,
-                                                  std::vector<std::string> followers) {
+absl::StatusOr<ReplicationHooks::PromoteResult> ReplicationNode::Promote(
+    uint64_t epoch, std::vector<std::string> followers, bool force) {
+  PromoteResult result;
+  {
+    absl::MutexLock l(&mu_);
+    if (stopping_ || !started_) return absl::UnavailableError("not serving; retry shortly");
+    if (role_ == Role::kLeader && !leading_ && force && epoch == 0) {
+      // A (re)starting leader still waiting for followers that are gone for
+      // good: the operator says lead without them.
+      lead_now_ = true;
+      begin_wanted_ = true;
+      result.warning = "leading without waiting for the followers that have not answered";
+      result.epoch = 0;
+    }
+  }
+  if (!result.warning.empty()) {
+    MaybeBeginEpoch();
+    absl::MutexLock l(&mu_);
+    if (!leading_) return absl::UnavailableError("the leader could not start its epoch; see its log");
+    result.epoch = std::max(promised_epoch_, store_->epoch());
+    return result;
+  }
+  {
+    absl::MutexLock l(&mu_);
+    if (role_ == Role::kLeader) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "this node already leads epoch ", std::max(promised_epoch_, store_->epoch())));
+    }
+  }
+  if (followers.empty()) followers = options_.followers;
+  // Only a node that holds every write its followers hold may lead them: ask
+  // each for its position (a sync-acknowledged write is on at least one).
+  const StoreStatus mine = store_->GetStatus();
+  std::vector<std::string> ahead;
+  std::vector<std::string> unreachable;
+  for (const std::string& address : followers) {
+    grpc::ChannelArguments args;
+    args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
+    auto stub =
+        v1::Admin::NewStub(CreateClientChannel(address, options_.client_security, args));
+    grpc::ClientContext context;
+    context.set_deadline(absl::ToChronoTime(absl::Now() + options_.position_timeout));
+    v1::StatusRequest request;
+    v1::StatusResponse status;
+    grpc::Status s = stub->Status(&context, request, &status);
+    if (!s.ok()) {
+      unreachable.push_back(absl::StrCat(address, " (", s.error_message(), ")"));
+      continue;
+    }
+    if (LogIsAhead(status.last_epoch(), status.last_index(), mine.last_epoch, mine.last_index)) {
+      ahead.push_back(absl::StrCat(address, " holds index ", status.last_index(), " of epoch ",
+                                   status.last_epoch()));
+      if (status.last_index() > mine.last_index) {
+        result.entries_may_be_lost = std::max(result.entries_may_be_lost,
+                                              status.last_index() - mine.last_index);
+      } else {
+        result.entries_may_be_lost = std::max<uint64_t>(result.entries_may_be_lost, 1);
+      }
+    }
+  }
+  if (!ahead.empty() || !unreachable.empty()) {
+    std::string problem = absl::StrCat(
+        "this node's log ends at index ", mine.last_index, " (epoch ", mine.last_epoch, ")",
+        ahead.empty() ? "" : absl::StrCat("; ", absl::StrJoin(ahead, "; ")),
+        unreachable.empty() ? ""
+                            : absl::StrCat("; cannot ask ", absl::StrJoin(unreachable, ", "),
+                                           " for its position"));
+    if (!force) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "refusing to promote: ", problem,
+          ". Promote the most advanced replica, or pass --force to accept losing what only "
+          "the others hold",
+          result.entries_may_be_lost > 0
+              ? absl::StrCat(" (up to ", result.entries_may_be_lost, " entries)")
+              : ""));
+    }
+    result.warning = absl::StrCat("promoted with --force: ", problem);
+    LOG(WARNING) << result.warning;
+  }
+
   uint64_t new_epoch = 0;
   std::string self;
   {
@@ -471,38 +774,57 @@ absl::StatusOr<uint64_t> ReplicationNode::Promote(uint64_t epoch,
           "epoch ", new_epoch, " is not above the highest epoch this node has seen, ", known));
     }
     // Record the epoch first: from now on this node refuses the old leader.
-    if (absl::Status s = PersistEpoch(new_epoch, advertise_); !s.ok()) return s;
+    if (absl::Status s = PersistEpoch(new_epoch, advertise_, node_id_, followers); !s.ok()) {
+      return s;
+    }
     ++stream_generation_;    // Ends the stream from the old leader.
     role_ = Role::kDeposed;  // Takes no writes until the epoch record is durable.
     leader_ = "";
+    leader_id_ = node_id_;
   }
   absl::Status started = store_->StartEpoch(new_epoch, self);
   {
     absl::MutexLock l(&mu_);
     if (!started.ok()) {
+      store_->Fence();
       role_ = Role::kReplica;
       return started;
     }
     role_ = Role::kLeader;
     leader_.clear();
-    leading_since_ = absl::Now();
-    await_first_contact_ = false;
+    leading_ = true;
     ready_ = true;
-    StartLinks(followers.empty() ? options_.followers : followers);
+    followers_ = followers;
+    StartLinks(followers_, new_epoch);
     LOG(INFO) << "Promoted to leader at epoch " << new_epoch << ", last index "
               << store_->last_index() << ", " << links_.size() << " followers";
   }
   PublishReadiness();
-  return new_epoch;
+  result.epoch = new_epoch;
+  return result;
 }
 
 void ReplicationNode::FillStatus(v1::StatusResponse* response) {
-  const uint64_t mine = store_->last_index();
+  const StoreStatus st = store_->GetStatus();
+  const uint64_t mine = st.last_index;
   absl::MutexLock l(&mu_);
   response->set_role(RoleName(role_));
   response->set_epoch(std::max(promised_epoch_, store_->epoch()));
   response->set_address(advertise_);
   response->set_ack(options_.sync_acks == 0 ? "async" : absl::StrCat("sync:", options_.sync_acks));
+  response->set_last_epoch(st.last_epoch);
+  response->set_durable_index(store_->durable_index());
+  response->set_node_id(node_id_);
+  response->set_shard(shard_);
+  response->set_ready(ready_);
+  if (!ready_) {
+    response->set_not_ready_reason(
+        role_ == Role::kDeposed
+            ? (deposed_reason_.empty() ? std::string("deposed") : deposed_reason_)
+        : role_ == Role::kLeader ? std::string("confirming the followers' positions")
+        : not_ready_reason_.empty() ? std::string("not caught up with a leader since it started")
+                                    : not_ready_reason_);
+  }
   if (role_ == Role::kLeader) {
     response->set_leader(advertise_);
     for (const auto& link : links_) link->FillStatus(response->add_followers());

@@ -14,11 +14,20 @@
 // least the highest it has seen (kept durably in <data_dir>/EPOCH), applies
 // and logs entries (Store::AppendReplicated), acks the durable index.
 //
+// Epochs: every start of leadership is a new epoch, recorded durably (EPOCH,
+// then an epoch record in the log) before the first write, and one epoch has
+// exactly one leader id. A leader that (re)starts first completes a handshake
+// with every follower at the epoch it knew; if a follower's log is ahead of
+// its own ((last epoch, last index) compared), it lost writes it may have
+// acknowledged and refuses to lead. Only when every follower has answered does
+// it start its new epoch and take writes (docs/replication.md).
+//
 // Fencing: a leader whose Hello is refused by a follower with a higher epoch is
 // deposed: it stops its links and refuses writes naming the newer leader, and
-// remembers the epoch so that a restart stays deposed. A leader also takes no
-// write until each follower has been tried once, so a restarted stale leader
-// learns it is stale before it acknowledges anything.
+// remembers the epoch so that a restart stays deposed. Refused at its own
+// epoch by a follower of another leader (two promotions raced), it stops
+// leading too. Every step-down fences the store before anything else, so no
+// write admitted before it takes an index after it.
 #ifndef KVSTORE_SERVICES_REPLICATION_NODE_H_
 #define KVSTORE_SERVICES_REPLICATION_NODE_H_
 
@@ -35,6 +44,8 @@
 #include "absl/time/time.h"
 #include "common/security/credentials.h"
 #include "common/storage/store.h"
+#include "kvstore/v1/replication.pb.h"
+#include "services/replication/epoch_file.h"
 #include "services/shard/replication_hooks.h"
 
 namespace kvstore {
@@ -53,13 +64,24 @@ struct NodeOptions {
   // Largest Entries message, and unacked bytes in flight per follower.
   size_t max_batch_bytes = 1 << 20;
   size_t max_unacked_bytes = 16 << 20;
-  // A leader holds writes at most this long while it first tries its followers.
-  absl::Duration first_contact_timeout = absl::Seconds(3);
   // Reconnect backoff bounds.
   absl::Duration min_backoff = absl::Milliseconds(50);
   absl::Duration max_backoff = absl::Seconds(1);
   // Idle streams carry a heartbeat this often.
   absl::Duration heartbeat = absl::Milliseconds(250);
+  // The cluster and shard this node belongs to ("" = not configured), named
+  // in every Hello; a follower refuses a leader of another shard.
+  std::string cluster;
+  std::string shard;
+  // This node's id; "" = the one kept in the data directory (NODE_ID).
+  std::string node_id;
+  // A (re)starting leader waits this long for every follower to answer its
+  // handshake; after it, it leads once enough have answered: any number under
+  // async acks, followers - sync_acks + 1 under sync acks (so it has seen
+  // every follower a sync-acknowledged write may be on).
+  absl::Duration start_wait = absl::Seconds(3);
+  // How long Promote waits for each follower's position.
+  absl::Duration position_timeout = absl::Seconds(2);
   // TLS and tokens of the streams to the followers (default: plaintext).
   ClientSecurity client_security;
 };
@@ -99,18 +121,28 @@ class ReplicationNode final : public ReplicationHooks {
 
   // ReplicationHooks.
   absl::Status CheckWritable(std::string* leader) override;
+  absl::Status CheckReadable(bool leader_read, std::string* leader) override;
   int DefaultSyncAcks() override { return options_.sync_acks; }
   int FollowerCount() override;
   void AwaitReplicas(uint64_t index, int replicas,
                      std::function<void(const absl::Status&)> done) override;
   void FillStatus(v1::StatusResponse* response) override;
-  absl::StatusOr<uint64_t> Promote(uint64_t epoch, std::vector<std::string> followers) override;
+  absl::StatusOr<PromoteResult> Promote(uint64_t epoch, std::vector<std::string> followers,
+                                        bool force) override;
+
+  const std::string& node_id() const { return node_id_; }
 
   // ---- Follower side (ReplicationService) ----
   // A leader says hello: OK to follow it (the stream becomes the current one,
-  // *generation identifies it), or FAILED_PRECONDITION when its epoch is stale
-  // or this node leads at that epoch itself.
-  absl::Status AcceptLeader(uint64_t epoch, const std::string& leader, uint64_t* generation);
+  // *generation identifies it), or FAILED_PRECONDITION when it names another
+  // cluster or shard, its epoch is stale, this node leads that epoch itself, or
+  // another leader id leads it. Stepping down fences the store and fails the
+  // sync writes waiting on followers.
+  // *reason is then the Refused.reason to send (see replication.proto).
+  absl::Status AcceptLeader(const v1::Hello& hello, uint64_t* generation, std::string* reason);
+  // The stream's records diverged from this log (AppendReplicated said so):
+  // not ready until a resync has brought it back.
+  void MarkDiverged(const std::string& why);
   // False once a newer stream has replaced stream `generation`, or on Stop.
   bool IsCurrentStream(uint64_t generation) const;
   // The leader's last index as last heard, for lag.
@@ -127,14 +159,15 @@ class ReplicationNode final : public ReplicationHooks {
   // ---- Leader side (FollowerLink) ----
   // A follower refused us with a newer epoch: step down for good.
   void Depose(uint64_t epoch, const std::string& leader);
-  // A follower holds entries of this leader's own epoch that its log lacks
-  // (this node lost its log tail): it must not lead, or it would overwrite
-  // acknowledged writes. Refuses writes until restarted; says why.
+  // This node must not lead (it lost writes a follower holds, or another
+  // leader holds its epoch): refuses writes until restarted; says why.
   void RefuseToLead(const std::string& reason);
   // A follower's durable index moved.
   void OnAck();
-  // The link's first attempt is over (handshake done or failed).
-  void OnFirstContact();
+  // Link `address` completed a handshake: the follower is at `position`.
+  // False when that position shows this node must not lead (RefuseToLead has
+  // then been called): a (re)starting leader behind a follower.
+  bool OnHandshake(const std::string& address, const v1::Position& position);
 
   Store* store() const { return store_; }
   const NodeOptions& options() const { return options_; }
@@ -149,10 +182,21 @@ class ReplicationNode final : public ReplicationHooks {
 
   ReplicationNode(Store* store, NodeOptions options, Role role);
   void SettleRoleAndStartLinks(const std::string& advertise) ABSL_LOCKS_EXCLUDED(mu_);
-  absl::Status PersistEpoch(uint64_t epoch, const std::string& leader)
+  // Records (epoch, leader) durably; `followers` only when this node leads it.
+  absl::Status PersistEpoch(uint64_t epoch, const std::string& leader,
+                            const std::string& leader_id,
+                            const std::vector<std::string>& followers = {})
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  void StartLinks(const std::vector<std::string>& followers) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  std::vector<std::unique_ptr<FollowerLink>> TakeLinks() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void StartLinks(const std::vector<std::string>& followers, uint64_t epoch)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Stops the links and moves them to retired_links_ (joined by the timer
+  // thread or Stop: a link may be the caller).
+  void RetireLinks() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Steps down: fences the store, retires the links, hands back the waiters.
+  std::vector<std::function<void(const absl::Status&)>> StepDownLocked()
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // A (re)starting leader whose followers all answered: start the new epoch.
+  void MaybeBeginEpoch() ABSL_LOCKS_EXCLUDED(mu_, stream_mu_);
   // Runs waiters whose condition holds or whose deadline passed.
   void TimerThread();
   // Collects the waiters that are done; call their callbacks without mu_.
@@ -166,8 +210,8 @@ class ReplicationNode final : public ReplicationHooks {
 
   Store* const store_;
   const NodeOptions options_;
-  uint64_t file_epoch_ = 0;  // From EPOCH at Create.
-  std::string file_leader_;
+  std::string node_id_;
+  EpochRecord file_;  // EPOCH as read at Create.
 
   absl::Mutex stream_mu_ ABSL_ACQUIRED_BEFORE(readiness_mu_);
   // Serialises readiness callbacks, so that they run in the order of changes.
@@ -183,14 +227,27 @@ class ReplicationNode final : public ReplicationHooks {
   Role role_ ABSL_GUARDED_BY(mu_);
   std::string deposed_reason_ ABSL_GUARDED_BY(mu_);
   uint64_t promised_epoch_ ABSL_GUARDED_BY(mu_) = 0;
-  std::string leader_ ABSL_GUARDED_BY(mu_);  // Who leads, when not us.
+  std::string leader_ ABSL_GUARDED_BY(mu_);     // Who leads, when not us.
+  std::string leader_id_ ABSL_GUARDED_BY(mu_);  // Its id ("" when unknown).
+  std::string shard_ ABSL_GUARDED_BY(mu_);      // The shard followed ("" when unknown).
+  std::string cluster_ ABSL_GUARDED_BY(mu_);
+  std::string not_ready_reason_ ABSL_GUARDED_BY(mu_);
   uint64_t stream_generation_ ABSL_GUARDED_BY(mu_) = 0;
   uint64_t leader_last_index_ ABSL_GUARDED_BY(mu_) = 0;
   absl::Time caught_up_at_ ABSL_GUARDED_BY(mu_);
   std::vector<std::unique_ptr<FollowerLink>> links_ ABSL_GUARDED_BY(mu_);
-  int links_contacted_ ABSL_GUARDED_BY(mu_) = 0;
-  bool await_first_contact_ ABSL_GUARDED_BY(mu_) = false;
-  absl::Time leading_since_ ABSL_GUARDED_BY(mu_);
+  std::vector<std::unique_ptr<FollowerLink>> retired_links_ ABSL_GUARDED_BY(mu_);
+  // The followers this leader pushes to.
+  std::vector<std::string> followers_ ABSL_GUARDED_BY(mu_);
+  // A leader takes writes only once its epoch started (Promote, or after every
+  // follower answered a (re)start's handshake: contacted_).
+  bool leading_ ABSL_GUARDED_BY(mu_) = false;
+  std::vector<std::string> contacted_ ABSL_GUARDED_BY(mu_);
+  uint64_t highest_follower_epoch_ ABSL_GUARDED_BY(mu_) = 0;
+  bool beginning_epoch_ ABSL_GUARDED_BY(mu_) = false;
+  bool begin_wanted_ ABSL_GUARDED_BY(mu_) = false;  // Wakes the timer thread.
+  absl::Time leading_attempt_since_ ABSL_GUARDED_BY(mu_);
+  bool lead_now_ ABSL_GUARDED_BY(mu_) = false;  // promote --force on a waiting leader.
   std::vector<Waiter> waiters_ ABSL_GUARDED_BY(mu_);
   uint64_t ack_events_ ABSL_GUARDED_BY(mu_) = 0;
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;

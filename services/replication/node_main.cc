@@ -67,6 +67,20 @@ DEFINE_int64(sync_timeout_ms, 5000,
 DEFINE_uint64(retain_log_bytes, 1ull << 30,
               "Log kept for followers that are behind, beyond what snapshots need; a follower "
               "that needs more gets a full resync (snapshot)");
+DEFINE_string(cluster, "",
+              "Name of the cluster this node belongs to; a replica refuses a leader of another "
+              "cluster (empty: not checked)");
+DEFINE_string(shard, "",
+              "Name of the shard this node belongs to (e.g. s0); a replica refuses a leader of "
+              "another shard instead of resyncing from it, and the name is kept in the data "
+              "directory (empty: learned from the first leader)");
+DEFINE_string(node_id, "",
+              "This node's id, named as leader in every epoch it leads (default: a random id "
+              "made on first start and kept in <data-dir>/NODE_ID)");
+DEFINE_int64(start_wait_ms, 3000,
+             "A leader that starts waits this long for every follower to answer before it "
+             "takes writes; then it leads once enough have (any under --ack=async; under "
+             "--ack=sync, followers - sync-acks + 1), never if one of them is ahead of it");
 DEFINE_string(advertise, "",
               "This node's address as clients and followers should reach it (default: the "
               "bound --listen address)");
@@ -92,6 +106,14 @@ int Run(NodeKind kind, const char* program) {
   }
   NodeOptions node_options;
   node_options.advertise = FLAGS_advertise;
+  node_options.cluster = FLAGS_cluster;
+  node_options.shard = FLAGS_shard;
+  node_options.node_id = FLAGS_node_id;
+  if (FLAGS_start_wait_ms < 0) {
+    std::fprintf(stderr, "%s: --start-wait-ms must not be negative\n", program);
+    return 2;
+  }
+  node_options.start_wait = absl::Milliseconds(FLAGS_start_wait_ms);
   for (absl::string_view f : absl::StrSplit(FLAGS_followers, ',', absl::SkipWhitespace())) {
     node_options.followers.emplace_back(absl::StripAsciiWhitespace(f));
   }

@@ -42,7 +42,8 @@ grpc::Status ReplicationService::Stream(
   const v1::Hello hello = message.hello();
   uint64_t generation = 0;
   absl::ReleasableMutexLock accepting(&node_->stream_mu());
-  if (absl::Status s = node_->AcceptLeader(hello.epoch(), hello.leader(), &generation); !s.ok()) {
+  std::string reason;
+  if (absl::Status s = node_->AcceptLeader(hello, &generation, &reason); !s.ok()) {
     accepting.Release();
     LOG(WARNING) << "Refusing leader " << hello.leader() << " (epoch " << hello.epoch()
                  << "): " << s.message();
@@ -50,6 +51,7 @@ grpc::Status ReplicationService::Stream(
     reply.mutable_refused()->set_epoch(node_->promised_epoch());
     reply.mutable_refused()->set_leader(node_->leader());
     reply.mutable_refused()->set_message(std::string(s.message()));
+    reply.mutable_refused()->set_reason(reason);
     stream->Write(reply);
     return grpc::Status::OK;
   }
@@ -57,6 +59,7 @@ grpc::Status ReplicationService::Stream(
   position.mutable_position()->set_last_index(store->last_index());
   position.mutable_position()->set_last_epoch(store->last_epoch());
   position.mutable_position()->set_epoch(node_->promised_epoch());
+  position.mutable_position()->set_durable_index(store->durable_index());
   accepting.Release();
   node_->NoteLeaderIndex(hello.leader_last_index());
   if (!stream->Write(position)) return grpc::Status::OK;
@@ -64,7 +67,7 @@ grpc::Status ReplicationService::Stream(
   auto acks = std::make_shared<AckState>();
   {
     absl::MutexLock l(&acks->mu);
-    acks->durable = store->last_index();
+    acks->durable = store->durable_index();
   }
   std::thread acker([&] {
     uint64_t seen = 0;
@@ -80,6 +83,9 @@ grpc::Status ReplicationService::Stream(
         seen = acks->changes;
         durable = acks->durable;
       }
+      // An ack belongs to this stream: once a newer leader's stream replaced
+      // it (this node may then truncate or replace its log), it says nothing.
+      if (!node_->IsCurrentStream(generation)) return;
       v1::FollowerMessage ack;
       ack.mutable_ack()->set_durable_index(durable);
       ack.mutable_ack()->set_applied_index(store->last_index());
@@ -111,7 +117,9 @@ grpc::Status ReplicationService::Stream(
         const v1::Entries& entries = message.entries();
         node_->NoteLeaderIndex(entries.leader_last_index());
         const uint64_t last = entries.last_index();
-        store->AppendReplicated(entries.records(), [acks, last](const absl::Status& s) {
+        ReplicationNode* node = node_;
+        store->AppendReplicated(entries.records(), [acks, last, node](const absl::Status& s) {
+          if (absl::IsFailedPrecondition(s)) node->MarkDiverged(std::string(s.message()));
           absl::MutexLock l(&acks->mu);
           if (!s.ok()) {
             if (acks->error.ok()) acks->error = s;
@@ -181,7 +189,11 @@ grpc::Status ReplicationService::Stream(
   }
   context->TryCancel();  // Unblocks a Write in the ack thread.
   acker.join();
-  if (incoming != nullptr) (void)incoming->Close();
+  if (incoming != nullptr) {
+    if (absl::Status s = incoming->Close(); !s.ok()) {
+      LOG(WARNING) << "Closing the partly received snapshot " << incoming_path << ": " << s;
+    }
+  }
   if (!failed.ok() && !absl::IsAborted(failed)) {
     LOG(WARNING) << "Replication stream from " << hello.leader() << " ended: " << failed;
   }

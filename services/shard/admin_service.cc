@@ -130,12 +130,15 @@ grpc::ServerUnaryReactor* AdminService::Promote(grpc::CallbackServerContext* con
   // Waits for an fsync of the epoch record: off the gRPC threads.
   Enqueue(reactor, [this, reactor, request, response] {
     std::vector<std::string> followers(request->followers().begin(), request->followers().end());
-    absl::StatusOr<uint64_t> epoch = replication_->Promote(request->epoch(), std::move(followers));
-    if (!epoch.ok()) {
-      reactor->Finish(ToGrpcStatus(epoch.status()));
+    absl::StatusOr<ReplicationHooks::PromoteResult> promoted =
+        replication_->Promote(request->epoch(), std::move(followers), request->force());
+    if (!promoted.ok()) {
+      reactor->Finish(ToGrpcStatus(promoted.status()));
       return;
     }
-    response->set_epoch(*epoch);
+    response->set_epoch(promoted->epoch);
+    response->set_entries_may_be_lost(promoted->entries_may_be_lost);
+    response->set_warning(promoted->warning);
     response->set_last_index(store_->last_index());
     reactor->Finish(grpc::Status::OK);
   });

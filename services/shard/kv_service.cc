@@ -77,6 +77,12 @@ absl::Status KvService::Admit(grpc::CallbackServerContext* unary, const v1::Writ
   return absl::OkStatus();
 }
 
+absl::Status KvService::AdmitRead(v1::ReadMode mode) const {
+  if (replication_ == nullptr) return absl::OkStatus();
+  std::string leader;
+  return replication_->CheckReadable(mode != v1::READ_MODE_ANY_REPLICA, &leader);
+}
+
 void KvService::AfterWrite(const WritePlan& plan, uint64_t index, absl::Status status, Done done) {
   if (!status.ok() || plan.replicas == 0 || index == 0 || replication_ == nullptr) {
     done(ToGrpcStatus(status));
@@ -139,10 +145,18 @@ grpc::ServerBidiReactor<v1::PipelineRequests, v1::PipelineResponses>* KvService:
 
 void KvService::ServeGet(const v1::GetRequest* request, v1::GetResponse* response, Done done) {
   if (absl::Status s = CheckGet(*request, limits_); !s.ok()) return done(ToGrpcStatus(s));
+  if (absl::Status s = AdmitRead(request->read_mode()); !s.ok()) return done(ToGrpcStatus(s));
+  const uint64_t installs = store_->install_generation();
   uint64_t version = 0;
   if (store_->Get(request->key(), response->mutable_value(), &version)) {
     response->set_found(true);
     response->set_version(version);
+  }
+  if (store_->install_generation() != installs) {
+    // A snapshot install replaced the map during the read: what it saw may be
+    // neither the old state nor the new.
+    response->Clear();
+    return done(ToGrpcStatus(absl::UnavailableError("a snapshot install ran during the read; retry")));
   }
   done(grpc::Status::OK);
 }
@@ -193,6 +207,8 @@ void KvService::ServeDelete(grpc::CallbackServerContext* unary, const v1::Delete
 void KvService::ServeMultiGet(const v1::MultiGetRequest* request, v1::MultiGetResponse* response,
                               Done done) {
   if (absl::Status s = CheckMultiGet(*request, limits_); !s.ok()) return done(ToGrpcStatus(s));
+  if (absl::Status s = AdmitRead(request->read_mode()); !s.ok()) return done(ToGrpcStatus(s));
+  const uint64_t installs = store_->install_generation();
   response->mutable_results()->Reserve(request->keys_size());
   for (const std::string& key : request->keys()) {
     v1::GetResult* result = response->add_results();
@@ -201,6 +217,10 @@ void KvService::ServeMultiGet(const v1::MultiGetRequest* request, v1::MultiGetRe
       result->set_found(true);
       result->set_version(version);
     }
+  }
+  if (store_->install_generation() != installs) {
+    response->Clear();
+    return done(ToGrpcStatus(absl::UnavailableError("a snapshot install ran during the read; retry")));
   }
   done(grpc::Status::OK);
 }

@@ -84,6 +84,9 @@ class KvService final : public v1::KeyValue::CallbackService, private PipelineBa
   // OK when this node takes the write (and fills *plan). A refusal that names
   // the leader also puts it in `unary`'s trailers (when not null).
   absl::Status Admit(grpc::CallbackServerContext* unary, const v1::WriteAck& ack, WritePlan* plan);
+  // A read may be answered here now (ReplicationHooks::CheckReadable); a lone
+  // shard answers every read.
+  absl::Status AdmitRead(v1::ReadMode mode) const;
 
   // Calls `done` once the replicas the write needs (if any) confirm `index`.
   void AfterWrite(const WritePlan& plan, uint64_t index, absl::Status status, Done done);

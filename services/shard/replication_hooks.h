@@ -25,6 +25,14 @@ class ReplicationHooks {
   // "kv-leader" trailing metadata, or "" when unknown.
   virtual absl::Status CheckWritable(std::string* leader) = 0;
 
+  // OK when this node may answer a read now. A leader read (`leader_read`)
+  // needs the leader of the current epoch: FAILED_PRECONDITION naming the
+  // leader (*leader, as above) elsewhere. Any read needs a node whose state is
+  // whole: UNAVAILABLE with the reason on a replica that has not caught up
+  // since it started, is installing a snapshot, or diverged, and on a deposed
+  // node or a leader still confirming its followers' positions.
+  virtual absl::Status CheckReadable(bool leader_read, std::string* leader) = 0;
+
   // Followers a write waits for when its request does not say (0 = async).
   virtual int DefaultSyncAcks() = 0;
   // Followers configured on this leader.
@@ -40,9 +48,17 @@ class ReplicationHooks {
   virtual void FillStatus(v1::StatusResponse* response) = 0;
 
   // Admin.Promote: makes this node the leader with `epoch` (0 = current + 1),
-  // pushing to `followers` (empty = the configured ones). Returns the new epoch.
-  // Blocks until the epoch is durable.
-  virtual absl::StatusOr<uint64_t> Promote(uint64_t epoch, std::vector<std::string> followers) = 0;
+  // pushing to `followers` (empty = the configured ones). First asks each of
+  // them for its position: FAILED_PRECONDITION when one holds entries this
+  // node lacks, or cannot be asked, unless `force` (the result then says how
+  // many entries may be lost). Blocks until the epoch is durable.
+  struct PromoteResult {
+    uint64_t epoch = 0;
+    uint64_t entries_may_be_lost = 0;
+    std::string warning;
+  };
+  virtual absl::StatusOr<PromoteResult> Promote(uint64_t epoch, std::vector<std::string> followers,
+                                                bool force) = 0;
 };
 
 }  // namespace kvstore

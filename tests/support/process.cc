@@ -20,6 +20,7 @@
 
 #include "absl/strings/escaping.h"
 #include "absl/strings/numbers.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/strip.h"
@@ -446,6 +447,42 @@ absl::Status ServerProcess::AwaitServing(absl::Time deadline) {
     return absl::DeadlineExceededError(absl::StrCat(
         "bound ", address, " but not serving before the deadline: ", health.message()));
   }
+  // 3. A leader with no followers to ask starts its epoch at once: wait for it,
+  // so that the test's first request does not race it. (A leader with
+  // followers waits for them; its test decides what to wait for.)
+  const bool lone_leader =
+      absl::EndsWith(binary_, "kv-shard") &&
+      std::none_of(flags_.begin(), flags_.end(), [](const std::string& f) {
+        return absl::StartsWith(f, "--followers=") && f != "--followers=";
+      });
+  if (lone_leader) {
+    absl::StatusOr<v1::StatusResponse> status = absl::UnknownError("not asked yet");
+    const bool leading = WaitFor(
+        [&] {
+          if (has_exited()) return true;
+          KvClient client(address, absl::Seconds(1));
+          v1::StatusResponse response;
+          const grpc::Status s = client.Status(&response);
+          if (!s.ok()) {
+            status = absl::UnavailableError(absl::StrCat("gRPC code ", s.error_code(), ": ", s.error_message()));
+            // Admin.Status behind a token or TLS this harness lacks: cannot tell.
+            return s.error_code() != grpc::StatusCode::UNAVAILABLE &&
+                   s.error_code() != grpc::StatusCode::DEADLINE_EXCEEDED;
+          }
+          status = response;
+          // A node that starts deposed, or without replication, is settled too.
+          return response.ready() || response.role() != "leader";
+        },
+        deadline);
+    if (exited.ok()) {
+      return absl::UnavailableError(absl::StrCat("exited before leading: ", exited->ToString()));
+    }
+    if (!leading) {
+      return absl::DeadlineExceededError(
+          absl::StrCat("serving on ", address, " but not leading before the deadline: ",
+                       status.ok() ? status->ShortDebugString() : status.status().ToString()));
+    }
+  }
   address_ = address;
   return absl::OkStatus();
 }
@@ -710,6 +747,8 @@ absl::Status AwaitFollowersStreaming(const std::string& leader,
       [&] {
         last = FetchStatus(leader);
         if (!last.ok()) return false;
+        // A leader that (re)started takes writes once its epoch began.
+        if (last->role() != "leader" || !last->ready()) return false;
         for (const std::string& follower : followers) {
           const v1::FollowerStatus* f = FindFollower(*last, follower);
           if (f == nullptr || f->state() != "streaming") return false;

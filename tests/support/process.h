@@ -284,8 +284,9 @@ ContentDiff CompareContents(const std::string& a, const std::string& b,
 absl::Status AwaitSameLastIndex(const std::string& leader, const std::string& replica,
                                 absl::Time deadline);
 
-// Polls until the leader at `leader` lists every one of `followers` in its
-// Status with state "streaming". The error shows the last Status seen.
+// Polls until the leader at `leader` is ready (it leads an epoch it started:
+// it takes writes) and lists every one of `followers` in its Status with state
+// "streaming". The error shows the last Status seen.
 absl::Status AwaitFollowersStreaming(const std::string& leader,
                                      const std::vector<std::string>& followers,
                                      absl::Time deadline);

@@ -53,6 +53,9 @@ DEFINE_string(ack, "default",
               "replicas (the shard's --sync-acks followers) or replicas:N");
 DEFINE_string(read_mode, "leader", "get, mget: read from the leader, or from any replica (stale)");
 DEFINE_uint64(epoch, 0, "promote: the new epoch (0 = the node's epoch + 1)");
+DEFINE_bool(force, false,
+            "promote: promote even when a follower holds entries this node lacks, or cannot "
+            "be asked for its position (those entries are lost; the answer says how many)");
 DEFINE_string(followers, "",
               "promote: comma-separated HOST:PORT the new leader pushes to (default: its own "
               "--followers flag)");
@@ -608,9 +611,12 @@ int Snapshot(Client& client, const std::vector<std::string>& args) {
 }
 
 int Promote(Client& client, const std::vector<std::string>& args) {
-  if (!args.empty()) return UsageError("usage: kvctl [--epoch=N] [--followers=A,B] promote");
+  if (!args.empty()) {
+    return UsageError("usage: kvctl [--epoch=N] [--followers=A,B] [--force] promote");
+  }
   v1::PromoteRequest request;
   request.set_epoch(FLAGS_epoch);
+  request.set_force(FLAGS_force);
   for (absl::string_view f : absl::StrSplit(FLAGS_followers, ',', absl::SkipWhitespace())) {
     request.add_followers(std::string(absl::StripAsciiWhitespace(f)));
   }
@@ -618,6 +624,10 @@ int Promote(Client& client, const std::vector<std::string>& args) {
   grpc::Status status = client.admin().Promote(client.Context().get(), request, &r);
   if (!status.ok()) return CallFailed(status);
   if (FLAGS_json) return PrintJson(r);
+  if (!r.warning().empty()) {
+    std::fprintf(stderr, "kvctl: warning: %s (up to %llu entries may be lost)\n",
+                 r.warning().c_str(), static_cast<unsigned long long>(r.entries_may_be_lost()));
+  }
   WriteOut(absl::StrFormat("promoted epoch=%d last_index=%d\n", r.epoch(), r.last_index()));
   return kExitOk;
 }

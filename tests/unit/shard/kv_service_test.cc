@@ -194,13 +194,16 @@ class FixedHooks : public ReplicationHooks {
  public:
   FixedHooks(int followers, int sync_acks) : followers_(followers), sync_acks_(sync_acks) {}
   absl::Status CheckWritable(std::string*) override { return absl::OkStatus(); }
+  absl::Status CheckReadable(bool, std::string*) override { return absl::OkStatus(); }
   int DefaultSyncAcks() override { return sync_acks_; }
   int FollowerCount() override { return followers_; }
   void AwaitReplicas(uint64_t, int, std::function<void(const absl::Status&)> done) override {
     done(absl::OkStatus());
   }
   void FillStatus(v1::StatusResponse*) override {}
-  absl::StatusOr<uint64_t> Promote(uint64_t, std::vector<std::string>) override { return 0; }
+  absl::StatusOr<PromoteResult> Promote(uint64_t, std::vector<std::string>, bool) override {
+    return PromoteResult{};
+  }
 
  private:
   const int followers_;
