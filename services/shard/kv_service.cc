@@ -44,6 +44,13 @@ absl::StatusOr<WritePlan> PlanWrite(const v1::WriteAck& ack, ReplicationHooks* r
       return plan;
     case v1::ACK_MODE_REPLICAS: {
       const int followers = replication != nullptr ? replication->FollowerCount() : 0;
+      // Compared as the uint32 it is: cast first, 2^31 and up would turn
+      // negative, and a negative count waits for no follower at all.
+      if (ack.replicas() > static_cast<uint32_t>(std::max(0, followers))) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("ACK_MODE_REPLICAS asks for ", ack.replicas(),
+                         " replicas but this shard has ", followers, " followers"));
+      }
       if (followers == 0) {
         return absl::FailedPreconditionError(
             "ACK_MODE_REPLICAS needs followers, and this shard has none configured");
@@ -52,7 +59,7 @@ absl::StatusOr<WritePlan> PlanWrite(const v1::WriteAck& ack, ReplicationHooks* r
       if (plan.replicas == 0) plan.replicas = std::max(1, replication->DefaultSyncAcks());
       if (plan.replicas > followers) {
         return absl::FailedPreconditionError(
-            absl::StrCat("ACK_MODE_REPLICAS asks for ", plan.replicas,
+            absl::StrCat("ACK_MODE_REPLICAS asks for the shard's default of ", plan.replicas,
                          " replicas but this shard has ", followers, " followers"));
       }
       return plan;

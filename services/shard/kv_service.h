@@ -97,8 +97,10 @@ class KvService final : public v1::KeyValue::CallbackService, private PipelineBa
   const AccessPolicy* const access_;
 };
 
-// The plan a WriteAck asks for. ACK_MODE_REPLICAS needs followers (a lone shard
-// has none: FAILED_PRECONDITION) and at most as many as are configured.
+// The plan a WriteAck asks for. ACK_MODE_REPLICAS with `replicas` above the
+// configured followers is INVALID_ARGUMENT naming both numbers; without
+// `replicas` it needs followers (a lone shard has none) and at least the
+// shard's --sync-acks of them, else FAILED_PRECONDITION.
 absl::StatusOr<WritePlan> PlanWrite(const v1::WriteAck& ack, ReplicationHooks* replication);
 
 }  // namespace kvstore

@@ -7,6 +7,7 @@
 #include <memory>
 #include <string>
 
+#include "absl/strings/str_cat.h"
 #include "absl/synchronization/notification.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -231,18 +232,58 @@ TEST(PlanWriteTest, RequestAckOverridesTheShardDefaultBothWays) {
   EXPECT_EQ(PlanWrite(AckOf(v1::ACK_MODE_REPLICAS, 0), &sync2)->replicas, 2);
 }
 
-TEST(PlanWriteTest, MoreReplicasThanFollowersIsFailedPrecondition) {
+// replicas is a uint32: values that do not fit an int must not wrap to a
+// negative count that no follower needs to confirm.
+TEST(PlanWriteTest, ReplicasAboveTheFollowerCountAreInvalidArgumentNamingTheNumber) {
   FixedHooks two(/*followers=*/2, /*sync_acks=*/0);
-  absl::StatusOr<WritePlan> three = PlanWrite(AckOf(v1::ACK_MODE_REPLICAS, 3), &two);
-  EXPECT_EQ(three.status().code(), absl::StatusCode::kFailedPrecondition);
-  EXPECT_THAT(three.status().message(), ::testing::HasSubstr("3 replicas"));
+  for (uint32_t replicas : {3u, 1u << 31, (1u << 31) + 1, 0xffffffffu}) {
+    absl::StatusOr<WritePlan> plan = PlanWrite(AckOf(v1::ACK_MODE_REPLICAS, replicas), &two);
+    EXPECT_EQ(plan.status().code(), absl::StatusCode::kInvalidArgument) << replicas;
+    EXPECT_THAT(plan.status().message(), HasSubstr(absl::StrCat(replicas, " replicas")));
+    EXPECT_THAT(plan.status().message(), HasSubstr("2 followers"));
+  }
+  FixedHooks lone(/*followers=*/0, /*sync_acks=*/0);
+  EXPECT_EQ(PlanWrite(AckOf(v1::ACK_MODE_REPLICAS, 1u << 31), &lone).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(PlanWrite(AckOf(v1::ACK_MODE_REPLICAS, 2), &two)->replicas, 2);
+}
+
+TEST(PlanWriteTest, ShardWithTooFewFollowersForItsDefaultIsFailedPrecondition) {
   FixedHooks none(/*followers=*/0, /*sync_acks=*/1);  // A promoted node with no followers.
   EXPECT_EQ(PlanWrite(AckOf(v1::ACK_MODE_DEFAULT), &none).status().code(),
             absl::StatusCode::kFailedPrecondition);
   EXPECT_TRUE(PlanWrite(AckOf(v1::ACK_MODE_LEADER_MEMORY), &none).ok());
+  // Unset replicas means the shard's default, and a shard without followers
+  // cannot give one: a matter of its configuration, not of the request.
+  EXPECT_EQ(PlanWrite(AckOf(v1::ACK_MODE_REPLICAS, 0), &none).status().code(),
+            absl::StatusCode::kFailedPrecondition);
+  FixedHooks two(/*followers=*/2, /*sync_acks=*/0);
   v1::WriteAck unknown;
   unknown.set_mode(static_cast<v1::AckMode>(42));
   EXPECT_EQ(PlanWrite(unknown, &two).status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+TEST_F(KvServiceTest, SetAskingForAbsurdlyManyReplicasIsRejectedAndWritesNothing) {
+  FixedHooks two(/*followers=*/2, /*sync_acks=*/0);
+  KvService service(store_.get(), limits_, &two);
+  const uint64_t before = store_->last_index();
+  v1::SetRequest request;
+  request.set_key("k");
+  request.set_value("v");
+  *request.mutable_ack() = AckOf(v1::ACK_MODE_REPLICAS, 1u << 31);
+  v1::SetResponse out;
+  grpc::CallbackServerContext context;
+  absl::Notification finished;
+  grpc::Status status;
+  grpc::testing::DefaultReactorTestPeer peer(&context, [&](grpc::Status s) {
+    status = std::move(s);
+    finished.Notify();
+  });
+  service.Set(&context, &request, &out);
+  finished.WaitForNotification();
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << status.error_message();
+  EXPECT_THAT(status.error_message(), HasSubstr("2147483648 replicas"));
+  EXPECT_EQ(store_->last_index(), before) << "the write was applied";
 }
 
 }  // namespace
