@@ -4,6 +4,7 @@
 #include <chrono>
 #include <deque>
 #include <functional>
+#include <iterator>
 #include <string>
 #include <utility>
 #include <vector>
@@ -279,6 +280,16 @@ class BatchCall {
 // being sent; the batch carries the latest deadline of its requests). What it
 // loses: a caller's cancellation no longer cancels the forwarded batch (it
 // still ends by its deadline).
+//
+// Size: a request that would fit alone never fails because of the others in
+// its batch. A batch's request is kept to half the message limit (keys, and
+// values for writes), and so is its expected answer: each read is expected to
+// answer as much as the largest value the lane's last answers held (the
+// estimate halves with each answer that holds less). The estimate can be
+// wrong, so a batch of reads that fails with RESOURCE_EXHAUSTED (over the
+// router's message limit, or over the shard's --max-response-bytes) is split
+// in halves, each sent again (reads only: a write batch is never sent twice),
+// down to requests alone, whose failure is then their own.
 
 namespace {
 
@@ -294,17 +305,28 @@ void MoveResults(google::protobuf::RepeatedPtrField<Result>* from, int offset, i
   for (int i = 0; i < n; ++i) to->Add()->Swap(from->Mutable(offset + i));
 }
 
+size_t LargestValueOf(const v1::MultiGetResponse& batch) {
+  size_t largest = 0;
+  for (const v1::GetResult& r : batch.results()) largest = std::max(largest, r.value().size());
+  return largest;
+}
+
 // A kind of request a lane carries: how requests join a batch (Add, in
 // order) and how each gets its part of the batch's answer back (Take, from
-// `offset`, the number of keys before it). Count is the keys of a request.
+// `offset`, the number of keys before it). Count is the keys of a request,
+// Bytes what it adds to the batch's request, LargestValue the largest value
+// in an answer (0 for writes); kResendable when a batch may be sent again.
 struct GetKind {
   using Request = v1::GetRequest;
   using Response = v1::GetResponse;
   using BatchRequest = v1::MultiGetRequest;
   using BatchResponse = v1::MultiGetResponse;
   static constexpr RetryRule kRule = RetryRule::kNextNodeIfUnavailable;
+  static constexpr bool kResendable = true;
   static size_t Count(const Request&) { return 1; }
   static size_t Bytes(const Request& r) { return r.key().size(); }
+  static size_t LargestValue(const Response& r) { return r.value().size(); }
+  static size_t LargestValue(const BatchResponse& batch) { return LargestValueOf(batch); }
   static void Add(const Request& r, BatchRequest* batch) {
     if (batch->keys_size() == 0) batch->set_read_mode(r.read_mode());
     batch->add_keys(r.key());
@@ -326,8 +348,11 @@ struct SetKind {
   using BatchRequest = v1::MultiSetRequest;
   using BatchResponse = v1::MultiSetResponse;
   static constexpr RetryRule kRule = RetryRule::kHintedLeader;
+  static constexpr bool kResendable = false;
   static size_t Count(const Request&) { return 1; }
   static size_t Bytes(const Request& r) { return r.key().size() + r.value().size(); }
+  static size_t LargestValue(const Response&) { return 0; }
+  static size_t LargestValue(const BatchResponse&) { return 0; }
   static void Add(const Request& r, BatchRequest* batch) {
     if (batch->items_size() == 0) *batch->mutable_ack() = r.ack();
     v1::SetItem* item = batch->add_items();
@@ -353,7 +378,9 @@ struct MultiGetKind {
   using BatchRequest = v1::MultiGetRequest;
   using BatchResponse = v1::MultiGetResponse;
   static constexpr RetryRule kRule = RetryRule::kNextNodeIfUnavailable;
+  static constexpr bool kResendable = true;
   static size_t Count(const Request& r) { return r.keys_size(); }
+  static size_t LargestValue(const Response& r) { return LargestValueOf(r); }
   static size_t Bytes(const Request& r) {
     size_t n = 0;
     for (const std::string& key : r.keys()) n += key.size();
@@ -377,7 +404,9 @@ struct MultiSetKind {
   using BatchRequest = v1::MultiSetRequest;
   using BatchResponse = v1::MultiSetResponse;
   static constexpr RetryRule kRule = RetryRule::kHintedLeader;
+  static constexpr bool kResendable = false;
   static size_t Count(const Request& r) { return r.items_size(); }
+  static size_t LargestValue(const Response&) { return 0; }
   static size_t Bytes(const Request& r) {
     size_t n = 0;
     for (const v1::SetItem& item : r.items()) n += item.key().size() + item.value().size();
@@ -392,6 +421,14 @@ struct MultiSetKind {
     MoveResults(batch->mutable_results(), offset, r.items_size(), out->mutable_results());
     return grpc::Status::OK;
   }
+};
+
+// What a lane lets out at once (see above).
+struct LaneLimits {
+  int max_in_flight;         // Calls out before requests wait.
+  size_t max_items;          // Keys in one batch.
+  size_t max_request_bytes;  // Of a batch's request (Kind::Bytes).
+  size_t max_answer_bytes;   // Expected of a batch's answer.
 };
 
 // One node's queue of requests of one kind (see above). Thread-safe.
@@ -414,11 +451,7 @@ class Lane {
     ShardDone done;
   };
 
-  Lane(const Backends& backends, int max_in_flight, size_t max_items, size_t max_bytes)
-      : backends_(backends),
-        max_in_flight_(max_in_flight),
-        max_items_(max_items),
-        max_bytes_(max_bytes) {}
+  Lane(const Backends& backends, const LaneLimits& limits) : backends_(backends), limits_(limits) {}
 
   size_t queued() {
     absl::MutexLock lock(&mu_);
@@ -428,7 +461,7 @@ class Lane {
   void Submit(Item item) {
     {
       absl::MutexLock lock(&mu_);
-      if (in_flight_ >= max_in_flight_) {
+      if (in_flight_ >= limits_.max_in_flight) {
         queue_.push_back(std::move(item));
         return;
       }
@@ -444,6 +477,7 @@ class Lane {
         backends_.channels, backends_.health, owned->table, owned->shard, Kind::kRule, owned->nodes,
         owned->parent, owned->deadline, owned->request, owned->response,
         [this, owned](const grpc::Status& status, const std::string& label) {
+          if (status.ok()) Learn(Kind::LargestValue(*owned->response));
           Next();
           owned->done(status, label);
         });
@@ -455,6 +489,14 @@ class Lane {
     typename Kind::BatchRequest request;
     typename Kind::BatchResponse response;
   };
+
+  void Send(std::vector<Item> items) {
+    if (items.size() == 1) {
+      SendOne(std::move(items[0]));
+    } else {
+      SendBatch(std::move(items));
+    }
+  }
 
   void SendBatch(std::vector<Item> items) {
     auto batch = std::make_shared<Batch>();
@@ -469,9 +511,15 @@ class Lane {
         backends_.channels, backends_.health, first.table, first.shard, Kind::kRule, first.nodes,
         /*parent=*/nullptr, deadline, &batch->request, &batch->response,
         [this, batch](const grpc::Status& status, const std::string& label) {
-          Next();
           size_t keys = 0;
           for (const Item& item : batch->items) keys += Kind::Count(*item.request);
+          if (Kind::kResendable && batch->items.size() > 1 &&
+              status.error_code() == grpc::StatusCode::RESOURCE_EXHAUSTED) {
+            SplitAndResend(std::move(batch->items), keys);
+            return;
+          }
+          if (status.ok()) Learn(Kind::LargestValue(batch->response));
+          Next();
           if (status.ok() && static_cast<size_t>(Kind::Results(batch->response)) != keys) {
             const grpc::Status wrong(
                 grpc::StatusCode::INTERNAL,
@@ -492,6 +540,33 @@ class Lane {
     call->Start();
   }
 
+  // A batch's answer was too large: its halves go again, the first in its
+  // slot, the second in one more; each keeps the lane going when it returns.
+  // The values are at least as large as the limit that was passed (about
+  // twice the answer budget) allows for `keys` keys: batches taken from the
+  // queue from now on are at most half as large.
+  void SplitAndResend(std::vector<Item> items, size_t keys) {
+    {
+      absl::MutexLock lock(&mu_);
+      answer_bytes_per_key_ =
+          std::max(answer_bytes_per_key_, 2 * limits_.max_answer_bytes / std::max<size_t>(1, keys));
+      ++in_flight_;
+    }
+    const size_t half = items.size() / 2;
+    std::vector<Item> second(std::make_move_iterator(items.begin() + half),
+                             std::make_move_iterator(items.end()));
+    items.resize(half);
+    Send(std::move(items));
+    Send(std::move(second));
+  }
+
+  // What the answers of reads are expected to hold per key, from the largest
+  // value of an answer just received.
+  void Learn(size_t largest_value) {
+    absl::MutexLock lock(&mu_);
+    answer_bytes_per_key_ = std::max(largest_value + kResultOverhead, answer_bytes_per_key_ / 2);
+  }
+
   // One of the lane's calls returned: sends what waits, as one call, or
   // frees the slot.
   void Next() {
@@ -501,6 +576,7 @@ class Lane {
       absl::MutexLock lock(&mu_);
       const auto now = std::chrono::system_clock::now();
       size_t bytes = 0;
+      size_t answer_bytes = 0;
       size_t keys = 0;
       while (!queue_.empty()) {
         Item& item = queue_.front();
@@ -511,19 +587,21 @@ class Lane {
         }
         const size_t size = Kind::Bytes(*item.request);
         const size_t count = Kind::Count(*item.request);
-        if (!ready.empty() && (bytes + size > max_bytes_ || keys + count > max_items_)) break;
+        const size_t answer = count * answer_bytes_per_key_;
+        if (!ready.empty() && (bytes + size > limits_.max_request_bytes ||
+                               answer_bytes + answer > limits_.max_answer_bytes ||
+                               keys + count > limits_.max_items)) {
+          break;
+        }
         bytes += size;
+        answer_bytes += answer;
         keys += count;
         ready.push_back(std::move(item));
         queue_.pop_front();
       }
       if (ready.empty()) --in_flight_;
     }
-    if (ready.size() == 1) {
-      SendOne(std::move(ready[0]));
-    } else if (!ready.empty()) {
-      SendBatch(std::move(ready));
-    }
+    if (!ready.empty()) Send(std::move(ready));
     for (Item& item : expired) {
       item.done(grpc::Status(grpc::StatusCode::DEADLINE_EXCEEDED,
                              "the deadline passed before the request was sent (the router's "
@@ -532,13 +610,15 @@ class Lane {
     }
   }
 
+  // A result's bytes besides its value (found, version, framing).
+  static constexpr size_t kResultOverhead = 32;
+
   const Backends backends_;
-  const int max_in_flight_;
-  const size_t max_items_;
-  const size_t max_bytes_;
+  const LaneLimits limits_;
   absl::Mutex mu_;
   int in_flight_ ABSL_GUARDED_BY(mu_) = 0;
   std::deque<Item> queue_ ABSL_GUARDED_BY(mu_);
+  size_t answer_bytes_per_key_ ABSL_GUARDED_BY(mu_) = kResultOverhead;
 };
 
 }  // namespace
@@ -547,11 +627,8 @@ class Lane {
 // life (a handful per node).
 class RouterService::Lanes {
  public:
-  Lanes(const Backends& backends, int max_in_flight, size_t max_items, size_t max_bytes)
-      : backends_(backends),
-        max_in_flight_(max_in_flight),
-        max_items_(max_items),
-        max_bytes_(max_bytes) {}
+  Lanes(const Backends& backends, const LaneLimits& limits)
+      : backends_(backends), limits_(limits) {}
 
   Lane<GetKind>* ForGet(const std::string& node, v1::ReadMode mode) {
     return Find(&gets_, absl::StrCat(node, "/", static_cast<int>(mode)));
@@ -584,15 +661,13 @@ class RouterService::Lanes {
     absl::MutexLock lock(&mu_);
     std::unique_ptr<Lane<Kind>>& lane = (*lanes)[std::move(key)];
     if (lane == nullptr) {
-      lane = std::make_unique<Lane<Kind>>(backends_, max_in_flight_, max_items_, max_bytes_);
+      lane = std::make_unique<Lane<Kind>>(backends_, limits_);
     }
     return lane.get();
   }
 
   const Backends backends_;
-  const int max_in_flight_;
-  const size_t max_items_;
-  const size_t max_bytes_;
+  const LaneLimits limits_;
   absl::Mutex mu_;
   absl::flat_hash_map<std::string, std::unique_ptr<Lane<GetKind>>> gets_ ABSL_GUARDED_BY(mu_);
   absl::flat_hash_map<std::string, std::unique_ptr<Lane<SetKind>>> sets_ ABSL_GUARDED_BY(mu_);
@@ -614,11 +689,14 @@ RouterService::RouterService(RouterOptions options, std::shared_ptr<RoutingTable
   prober_ = std::make_unique<BackendProber>(
       &channels_, &health_, [this] { return this->table(); }, probe);
   if (options_.coalesce_in_flight > 0) {
-    lanes_ = std::make_unique<Lanes>(
-        Backends{&channels_, &health_, options_.forward_timeout_ms}, options_.coalesce_in_flight,
-        std::max<size_t>(
-            1, std::min<size_t>(options_.coalesce_max_items, options_.limits.max_batch_items)),
-        static_cast<size_t>(options_.max_message_bytes) / 2);
+    LaneLimits limits;
+    limits.max_in_flight = options_.coalesce_in_flight;
+    limits.max_items = std::max<size_t>(
+        1, std::min<size_t>(options_.coalesce_max_items, options_.limits.max_batch_items));
+    limits.max_request_bytes = static_cast<size_t>(options_.max_message_bytes) / 2;
+    limits.max_answer_bytes = static_cast<size_t>(options_.max_message_bytes) / 2;
+    lanes_ = std::make_unique<Lanes>(Backends{&channels_, &health_, options_.forward_timeout_ms},
+                                     limits);
   }
 }
 

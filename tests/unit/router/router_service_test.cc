@@ -388,7 +388,7 @@ class RouterServiceTest : public ::testing::Test {
                    RouterOptions options = RouterOptions()) {
     options.forward_timeout_ms = forward_timeout_ms;
     if (options.coalesce_in_flight == 0) options.coalesce_in_flight = coalesce_in_flight_;
-    options.limits.max_value_bytes = 1000;
+    options.limits.max_value_bytes = max_value_bytes_;
     service_ = std::make_unique<RouterService>(options, MakeTable(std::move(topology)));
     admin_service_ = std::make_unique<RouterAdminService>("test-version");
     grpc::ServerBuilder builder;
@@ -459,6 +459,8 @@ class RouterServiceTest : public ::testing::Test {
   int coalesce_in_flight_ = 0;
   // Their data calls go over Pipeline streams (KvCalls).
   bool pipeline_ = false;
+  // Their RequestLimits::max_value_bytes.
+  size_t max_value_bytes_ = 1000;
   std::vector<std::unique_ptr<FakeShard>> leaders_;
   std::vector<std::unique_ptr<FakeShard>> replicas_;
   std::unique_ptr<RouterService> service_;
@@ -1308,6 +1310,81 @@ TEST_F(RouterCoalescingTest, AtLowLoadEveryRequestGoesAloneAsAUnaryCall) {
   EXPECT_EQ(leaders_[1]->calls("Set"), 5);
   EXPECT_EQ(leaders_[1]->calls("Get"), 5);
   EXPECT_EQ(leaders_[1]->calls("MultiSet") + leaders_[1]->calls("MultiGet"), 0);
+}
+
+// kv-router sizes its messages for its largest value: twice that plus 4 MiB.
+// Eight 1 MiB values make an answer larger than that when they travel
+// together; each alone fits, so none may fail because of the others.
+TEST_F(RouterCoalescingTest, EightConcurrentOneMiBSetsThenGetsAllSucceed) {
+  max_value_bytes_ = 1 << 20;
+  RouterOptions options;
+  options.coalesce_in_flight = 1;
+  options.max_message_bytes = 2 * (1 << 20) + (4 << 20);
+  RestartRouter(options);
+  const std::vector<std::string> keys = KeysOf(1, 8);
+  auto value_of = [](int i) { return std::string(1 << 20, static_cast<char>('a' + i)); };
+
+  leaders_[1]->Hold();
+  auto first_set = StartSet(keys[0], value_of(0));
+  ASSERT_TRUE(Eventually([&] { return leaders_[1]->held() == 1 || first_set->is_finished(); }));
+  ASSERT_FALSE(first_set->is_finished()) << first_set->Wait().error_message();
+  std::vector<std::unique_ptr<AsyncCall<v1::SetResponse>>> sets;
+  for (int i = 1; i < 8; ++i) sets.push_back(StartSet(keys[i], value_of(i)));
+  ASSERT_TRUE(Eventually([&] { return service_->coalesce_queued() == 7; }));
+  leaders_[1]->Release();
+  EXPECT_TRUE(first_set->Wait().ok());
+  for (int i = 1; i < 8; ++i) {
+    grpc::Status s = sets[i - 1]->Wait();
+    EXPECT_TRUE(s.ok()) << "Set " << i << ": " << s.error_message();
+  }
+  ASSERT_TRUE(Set(keys[0], value_of(0)).ok());  // The held one was answered unwritten.
+
+  leaders_[1]->Hold();
+  auto first_get = StartGet(keys[0]);
+  ASSERT_TRUE(Eventually([&] { return leaders_[1]->held() == 1; }));
+  std::vector<std::unique_ptr<AsyncCall<v1::GetResponse>>> gets;
+  for (int i = 1; i < 8; ++i) gets.push_back(StartGet(keys[i]));
+  ASSERT_TRUE(Eventually([&] { return service_->coalesce_queued() == 7; }));
+  leaders_[1]->Release();
+  EXPECT_TRUE(first_get->Wait().ok());
+  for (int i = 1; i < 8; ++i) {
+    grpc::Status s = gets[i - 1]->Wait();
+    ASSERT_TRUE(s.ok()) << "Get " << i << ": " << s.error_message();
+    EXPECT_TRUE(gets[i - 1]->response.found()) << i;
+    EXPECT_TRUE(gets[i - 1]->response.value() == value_of(i)) << i;
+  }
+  EXPECT_GT(leaders_[1]->calls("MultiGet"), 0) << "the waiting Gets were not coalesced at all";
+}
+
+TEST_F(RouterCoalescingTest, ReadBatchesTooLargeAreSplitToSingleGetsButWriteBatchesAreNotResent) {
+  const std::vector<std::string> keys = KeysOf(2, 5);
+  leaders_[2]->Hold();
+  auto first = StartGet(keys[0]);
+  ASSERT_TRUE(Eventually([&] { return leaders_[2]->held() == 1; }));
+  std::vector<std::unique_ptr<AsyncCall<v1::GetResponse>>> gets;
+  for (int i = 1; i < 5; ++i) gets.push_back(StartGet(keys[i]));
+  ASSERT_TRUE(Eventually([&] { return service_->coalesce_queued() == 4; }));
+  leaders_[2]->FailWith(grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED, "too big"));
+  leaders_[2]->Release();
+  EXPECT_TRUE(first->Wait().ok());
+  for (auto& get : gets) EXPECT_EQ(get->Wait().error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
+  // 4 keys, then 2 + 2, then each alone.
+  EXPECT_EQ(leaders_[2]->calls("MultiGet"), 3);
+  EXPECT_EQ(leaders_[2]->calls("Get"), 1 + 4);
+
+  leaders_[2]->FailWith(grpc::Status::OK);
+  leaders_[2]->Hold();
+  auto first_set = StartSet(keys[0], "v");
+  ASSERT_TRUE(Eventually([&] { return leaders_[2]->held() == 1; }));
+  std::vector<std::unique_ptr<AsyncCall<v1::SetResponse>>> sets;
+  for (int i = 1; i < 5; ++i) sets.push_back(StartSet(keys[i], "v"));
+  ASSERT_TRUE(Eventually([&] { return service_->coalesce_queued() == 4; }));
+  leaders_[2]->FailWith(grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED, "too big"));
+  leaders_[2]->Release();
+  EXPECT_TRUE(first_set->Wait().ok());
+  for (auto& set : sets) EXPECT_EQ(set->Wait().error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
+  EXPECT_EQ(leaders_[2]->calls("MultiSet"), 1) << "a write batch may have been applied";
+  EXPECT_EQ(leaders_[2]->calls("Set"), 1);
 }
 
 // ---- Pipeline ------------------------------------------------------------------
