@@ -1,6 +1,7 @@
 #include "common/kv/request_limits.h"
 
 #include "absl/strings/str_cat.h"
+#include "google/protobuf/io/coded_stream.h"
 
 namespace kvstore {
 namespace {
@@ -92,6 +93,17 @@ absl::Status CheckMultiSet(const v1::MultiSetRequest& request, const RequestLimi
     }
   }
   return absl::OkStatus();
+}
+
+size_t RepeatedElementBytes(size_t element_bytes) {
+  // Field numbers below 16 take a one-byte tag.
+  return 1 + google::protobuf::io::CodedOutputStream::VarintSize64(element_bytes) + element_bytes;
+}
+
+absl::Status ResponseTooLarge(const RequestLimits& limits) {
+  return absl::ResourceExhaustedError(
+      absl::StrCat("the answer would be over the limit of ", limits.max_response_bytes,
+                   " bytes (--max-response-bytes); ask for fewer keys per call"));
 }
 
 }  // namespace kvstore

@@ -16,6 +16,9 @@ struct RequestLimits {
   size_t max_key_bytes = 4096;
   size_t max_value_bytes = 1 << 20;
   size_t max_batch_items = 10'000;
+  // Of one MultiGet's answer, as encoded: gathering stops, and the call fails
+  // with RESOURCE_EXHAUSTED, as soon as it would be larger.
+  size_t max_response_bytes = 64 << 20;
   // About 100 years: keeps now + ttl far from overflowing.
   uint64_t max_ttl_ms = 100ull * 365 * 24 * 3600 * 1000;
 };
@@ -26,6 +29,13 @@ absl::Status CheckSet(const v1::SetRequest& request, const RequestLimits& limits
 absl::Status CheckDelete(const v1::DeleteRequest& request, const RequestLimits& limits);
 absl::Status CheckMultiGet(const v1::MultiGetRequest& request, const RequestLimits& limits);
 absl::Status CheckMultiSet(const v1::MultiSetRequest& request, const RequestLimits& limits);
+
+// What one element of `element_bytes` (a result) adds to an encoded answer:
+// itself, its tag and its length.
+size_t RepeatedElementBytes(size_t element_bytes);
+// RESOURCE_EXHAUSTED naming limits.max_response_bytes and its flag: the
+// status of a call whose answer would be larger.
+absl::Status ResponseTooLarge(const RequestLimits& limits);
 
 }  // namespace kvstore
 

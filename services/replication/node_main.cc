@@ -38,6 +38,9 @@ DEFINE_string(fsync, "everysec",
               "everysec (in the background each second), no (left to the OS)");
 DEFINE_uint64(max_value_bytes, 1 << 20, "Largest value accepted, in bytes");
 DEFINE_uint64(max_batch_items, 10000, "Most keys accepted in one MultiGet or MultiSet");
+DEFINE_uint64(max_response_bytes, 64 << 20,
+              "Largest MultiGet answer, in bytes: a MultiGet whose answer would be larger fails "
+              "with RESOURCE_EXHAUSTED (gathering stops as soon as it is over)");
 DEFINE_uint64(segment_bytes, 64ull << 20, "Size at which the log starts a new segment file");
 DEFINE_uint64(snapshot_every_writes, 1000000,
               "Take a snapshot after this many writes (0 = never by count)");
@@ -180,6 +183,7 @@ int Run(NodeKind kind, const char* program) {
   RequestLimits limits;
   limits.max_value_bytes = FLAGS_max_value_bytes;
   limits.max_batch_items = FLAGS_max_batch_items;
+  limits.max_response_bytes = FLAGS_max_response_bytes;
   auto kv = std::make_unique<KvService>(store->get(), limits, node->get(), &security->policy);
   auto admin = std::make_unique<AdminService>(store->get(), "", FLAGS_data_dir, node->get(),
                                               &security->policy);
@@ -195,8 +199,11 @@ int Run(NodeKind kind, const char* program) {
   // kvstore.v1.KeyValue only once the node is ready (ReplicationNode::ready:
   // a leader, or a replica that has caught up with its leader).
   server_options.not_ready_services = {v1::KeyValue::service_full_name()};
+  // Room for the largest value and for the largest answer, and then some.
   server_options.max_message_bytes =
-      static_cast<int>(std::min<uint64_t>(FLAGS_max_value_bytes * 2 + (64 << 20), INT32_MAX));
+      static_cast<int>(std::min<uint64_t>(std::max<uint64_t>(FLAGS_max_value_bytes * 2 + (64 << 20),
+                                                             FLAGS_max_response_bytes + (4 << 20)),
+                                          INT32_MAX));
   metrics.Instrument(&server_options);
   absl::StatusOr<std::unique_ptr<GrpcServer>> server = GrpcServer::Start(server_options);
   if (!server.ok()) {

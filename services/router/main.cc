@@ -54,6 +54,9 @@ DEFINE_uint64(max_value_bytes, 1 << 20,
               "Largest value accepted, in bytes (checked before forwarding; match the shards)");
 DEFINE_uint64(max_batch_items, 10000,
               "Most keys accepted in one MultiGet or MultiSet (match the shards)");
+DEFINE_uint64(max_response_bytes, 64 << 20,
+              "Largest MultiGet answer gathered from the shards, in bytes: a MultiGet whose "
+              "answer would be larger fails with RESOURCE_EXHAUSTED (match the shards)");
 DEFINE_string(backend_token_file, "",
               "File holding the bearer token sent on KeyValue calls to the shards (default: the "
               "--auth-token-file token; set it when the shards require a different one)");
@@ -258,6 +261,7 @@ int Run() {
   options.backend_security = security->client;
   options.limits.max_value_bytes = FLAGS_max_value_bytes;
   options.limits.max_batch_items = FLAGS_max_batch_items;
+  options.limits.max_response_bytes = FLAGS_max_response_bytes;
   options.forward_timeout_ms = FLAGS_forward_timeout_ms;
   options.max_replica_lag = FLAGS_max_replica_lag;
   options.probe_interval_ms = FLAGS_probe_interval_ms;
@@ -265,9 +269,9 @@ int Run() {
   options.coalesce_in_flight = FLAGS_coalesce_in_flight;
   options.coalesce_max_items = FLAGS_coalesce_max_items;
   options.pipeline_max_in_flight = FLAGS_pipeline_max_in_flight;
-  // As kv-shard sizes its messages: room for the largest value and then some.
-  options.max_message_bytes =
-      static_cast<int>(std::min<uint64_t>(FLAGS_max_value_bytes * 2 + (4 << 20), INT32_MAX));
+  // Room for the largest value and for the largest answer, and then some.
+  options.max_message_bytes = static_cast<int>(std::min<uint64_t>(
+      std::max(FLAGS_max_value_bytes * 2, FLAGS_max_response_bytes) + (4 << 20), INT32_MAX));
   auto service = std::make_unique<RouterService>(options, *table);
   RouterAdminService admin(KVSTORE_VERSION, &security->policy);
 

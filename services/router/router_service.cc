@@ -6,6 +6,7 @@
 #include <functional>
 #include <iterator>
 #include <string>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -208,12 +209,21 @@ absl::Status InShard(const RoutingTable& table, int shard, const absl::Status& s
 
 // A MultiGet or MultiSet split over several shards: the slices' calls run in
 // parallel and the last one to answer finishes the request.
+//
+// A MultiGet's answer is kept to `max_response_bytes`: once the slices
+// gathered would make it larger, or a shard refuses its slice's answer as too
+// large (RESOURCE_EXHAUSTED: then the whole is too large as well), the
+// caller's answer is dropped and the call fails with RESOURCE_EXHAUSTED;
+// slices that come later are dropped as they arrive. (The call still ends
+// with the last slice: a slice may yet retry on another node, which it starts
+// from the caller's call.)
 template <typename Request, typename Response>
 class BatchCall {
  public:
   BatchCall(std::function<void(const grpc::Status&)> done, const Request* request,
-            Response* response, std::vector<ShardSlice> slices)
+            Response* response, std::vector<ShardSlice> slices, const RequestLimits& limits)
       : done_(std::move(done)),
+        limits_(limits),
         response_(response),
         slices_(std::move(slices)),
         requests_(slices_.size()),
@@ -235,21 +245,39 @@ class BatchCall {
   Response* response(size_t k) { return &responses_[k]; }
 
   void SliceDone(size_t k, const grpc::Status& status, const std::string& label) {
+    constexpr bool kCapped = std::is_same_v<Response, v1::MultiGetResponse>;
     bool last = false;
+    grpc::Status final_status;
     {
       absl::MutexLock lock(&mu_);
-      if (status.ok()) {
+      if (kCapped && failure_.ok()) {
+        if (status.error_code() == grpc::StatusCode::RESOURCE_EXHAUSTED) {
+          failure_ =
+              grpc::Status(status.error_code(), absl::StrCat(label, ": ", status.error_message()));
+        } else if (status.ok()) {
+          bytes_ += responses_[k].ByteSizeLong();
+          if (bytes_ > limits_.max_response_bytes) {
+            failure_ = ToGrpcStatus(ResponseTooLarge(limits_));
+          }
+        }
+        if (!failure_.ok()) response_->Clear();
+      }
+      if (kCapped && !failure_.ok()) {
+        responses_[k].Clear();
+      } else if (status.ok()) {
         GatherResults(slices_[k], label, &responses_[k], response_);
       } else {
         FailSlice(slices_[k], label, FromGrpcStatus(status), response_);
       }
       last = --pending_ == 0;
+      final_status = failure_;
     }
-    if (last) done_(grpc::Status::OK);
+    if (last) done_(final_status);
   }
 
  private:
   const std::function<void(const grpc::Status&)> done_;
+  const RequestLimits limits_;
   Response* const response_;
   const std::vector<ShardSlice> slices_;
   std::vector<Request> requests_;  // Used when there is more than one slice.
@@ -257,6 +285,8 @@ class BatchCall {
   std::vector<Response> responses_;
   absl::Mutex mu_;
   size_t pending_ ABSL_GUARDED_BY(mu_);
+  size_t bytes_ ABSL_GUARDED_BY(mu_) = 0;      // Of the slices gathered so far, encoded.
+  grpc::Status failure_ ABSL_GUARDED_BY(mu_);  // The call's status once the answer is dropped.
 };
 
 }  // namespace
@@ -694,7 +724,9 @@ RouterService::RouterService(RouterOptions options, std::shared_ptr<RoutingTable
     limits.max_items = std::max<size_t>(
         1, std::min<size_t>(options_.coalesce_max_items, options_.limits.max_batch_items));
     limits.max_request_bytes = static_cast<size_t>(options_.max_message_bytes) / 2;
-    limits.max_answer_bytes = static_cast<size_t>(options_.max_message_bytes) / 2;
+    limits.max_answer_bytes = std::min(static_cast<size_t>(options_.max_message_bytes),
+                                       options_.limits.max_response_bytes) /
+                              2;
     lanes_ = std::make_unique<Lanes>(Backends{&channels_, &health_, options_.forward_timeout_ms},
                                      limits);
   }
@@ -876,7 +908,7 @@ void RouterService::RouteMultiGet(const Route& route, const v1::MultiGetRequest*
       SplitByShard(request->keys_size(), [&](int i) { return table->ShardOf(request->keys(i)); });
   PrepareResults(request->keys_size(), response);
   auto batch = std::make_shared<BatchCall<v1::MultiGetRequest, v1::MultiGetResponse>>(
-      std::move(done), request, response, std::move(slices));
+      std::move(done), request, response, std::move(slices), options_.limits);
   for (size_t k = 0; k < batch->slices().size(); ++k) {
     const int shard = batch->slices()[k].shard;
     std::vector<std::string> nodes;
@@ -917,7 +949,7 @@ void RouterService::RouteMultiSet(const Route& route, const v1::MultiSetRequest*
       request->items_size(), [&](int i) { return table->ShardOf(request->items(i).key()); });
   PrepareResults(request->items_size(), response);
   auto batch = std::make_shared<BatchCall<v1::MultiSetRequest, v1::MultiSetResponse>>(
-      std::move(done), request, response, std::move(slices));
+      std::move(done), request, response, std::move(slices), options_.limits);
   for (size_t k = 0; k < batch->slices().size(); ++k) {
     const int shard = batch->slices()[k].shard;
     absl::StatusOr<std::string> leader = LeaderTarget(*table, shard);

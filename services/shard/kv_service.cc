@@ -217,12 +217,20 @@ void KvService::ServeMultiGet(const v1::MultiGetRequest* request, v1::MultiGetRe
   if (absl::Status s = AdmitRead(request->read_mode()); !s.ok()) return done(ToGrpcStatus(s));
   const uint64_t installs = store_->install_generation();
   response->mutable_results()->Reserve(request->keys_size());
+  size_t bytes = 0;  // Of the answer so far, as encoded.
   for (const std::string& key : request->keys()) {
     v1::GetResult* result = response->add_results();
     uint64_t version = 0;
     if (store_->Get(key, result->mutable_value(), &version)) {
       result->set_found(true);
       result->set_version(version);
+    }
+    // Checked as each value is copied: one key asked for many times must
+    // not build its answer before the answer is refused.
+    bytes += RepeatedElementBytes(result->ByteSizeLong());
+    if (bytes > limits_.max_response_bytes) {
+      response->Clear();
+      return done(ToGrpcStatus(ResponseTooLarge(limits_)));
     }
   }
   if (store_->install_generation() != installs) {

@@ -13,6 +13,7 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "common/ring/hash_ring.h"
@@ -389,6 +390,104 @@ TEST_F(RouterIntegrationTest, TwoRoutersGiveTheSameAnswers) {
   absl::StatusOr<ExitStatus> exit = second.Terminate();
   ASSERT_TRUE(exit.ok()) << exit.status();
   EXPECT_TRUE(exit->Clean()) << exit->ToString();
+}
+
+// Values of the largest size, eight at once, each way, all on one shard and
+// with one call to it out at a time before others wait: the router sends them
+// to the shard together, but none fails because of the others.
+TEST_F(RouterIntegrationTest, EightConcurrentOneMiBSetsThenGetsAllSucceed) {
+  ASSERT_TRUE(router_->Terminate().ok());
+  absl::Status started = router_->Start(topology_path_, {"--coalesce-in-flight=1"});
+  ASSERT_TRUE(started.ok()) << started;
+  client_ = std::make_unique<KvClient>(router_->address());
+  constexpr int kCalls = 8;
+  const std::vector<std::string> keys = KeysOf(0, kCalls, "large-");
+  auto value_of = [](int i) { return std::string(1 << 20, static_cast<char>('a' + i)); };
+  struct Call {
+    grpc::ClientContext context;
+    v1::SetRequest set;
+    v1::SetResponse set_response;
+    v1::GetRequest get;
+    v1::GetResponse get_response;
+    grpc::Status status;
+  };
+  std::vector<std::unique_ptr<Call>> calls;
+  for (int round = 0; round < 2; ++round) {
+    calls.clear();
+    absl::Mutex mu;
+    int done = 0;
+    for (int i = 0; i < kCalls; ++i) {
+      calls.push_back(std::make_unique<Call>());
+      Call* c = calls.back().get();
+      c->context.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(30)));
+      auto finished = [c, &mu, &done](grpc::Status s) {
+        absl::MutexLock lock(&mu);
+        c->status = std::move(s);
+        ++done;
+      };
+      if (round == 0) {
+        c->set.set_key(keys[i]);
+        c->set.set_value(value_of(i));
+        client_->kv()->async()->Set(&c->context, &c->set, &c->set_response, finished);
+      } else {
+        c->get.set_key(keys[i]);
+        client_->kv()->async()->Get(&c->context, &c->get, &c->get_response, finished);
+      }
+    }
+    {
+      absl::MutexLock lock(&mu);
+      mu.Await(absl::Condition(
+          +[](int* n) { return *n == kCalls; }, &done));
+    }
+    for (int i = 0; i < kCalls; ++i) {
+      ASSERT_TRUE(calls[i]->status.ok())
+          << (round == 0 ? "Set " : "Get ") << i << ": " << Describe(calls[i]->status);
+      if (round == 1) {
+        EXPECT_TRUE(calls[i]->get_response.value() == value_of(i)) << "Get " << i;
+      }
+    }
+  }
+}
+
+// --max-response-bytes on the router bounds the answer it gathers from the
+// shards (each of whose slices is under the shards' own limit), unary and
+// pipelined alike.
+TEST_F(RouterIntegrationTest, MultiGetLargerThanTheRoutersMaxResponseBytesIsResourceExhausted) {
+  ASSERT_TRUE(router_->Terminate().ok());
+  absl::Status started = router_->Start(topology_path_, {"--max-response-bytes=100000"});
+  ASSERT_TRUE(started.ok()) << started;
+  client_ = std::make_unique<KvClient>(router_->address());
+  std::vector<std::string> keys;
+  for (int shard = 0; shard < kShards; ++shard) {
+    for (const std::string& key : KeysOf(shard, 4, "ten-kb-")) keys.push_back(key);
+  }
+  v1::MultiSetRequest set;
+  for (const std::string& key : keys) {
+    v1::SetItem* item = set.add_items();
+    item->set_key(key);
+    item->set_value(std::string(10'000, 'v'));
+  }
+  v1::MultiSetResponse set_response;
+  ASSERT_TRUE(client_->MultiSet(set, &set_response).ok());
+  v1::MultiGetRequest request;
+  for (int i = 0; i < 3; ++i) {
+    for (const std::string& key : keys) request.add_keys(key);  // 36 keys, 360 KB.
+  }
+
+  v1::MultiGetResponse got;
+  grpc::Status s = client_->MultiGet(request, &got);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED) << Describe(s);
+  EXPECT_THAT(s.error_message(), HasSubstr("100000 bytes (--max-response-bytes)"));
+
+  std::vector<v1::PipelineRequest> requests(1);
+  requests[0].set_id(1);
+  *requests[0].mutable_multi_get() = request;
+  std::vector<v1::PipelineResponse> answers;
+  s = client_->Pipeline(requests, &answers);
+  ASSERT_TRUE(s.ok()) << Describe(s);
+  ASSERT_EQ(answers.size(), 1u);
+  EXPECT_EQ(answers[0].status().code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
+  EXPECT_THAT(answers[0].status().message(), HasSubstr("--max-response-bytes"));
 }
 
 TEST_F(RouterIntegrationTest, SigtermStopsTheRouterCleanly) {

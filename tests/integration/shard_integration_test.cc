@@ -1184,6 +1184,47 @@ TEST_F(ShardIntegrationTest, DamagedNewestSnapshotFallsBackToOlderOne) {
 // Invariant: kvctl's exit codes follow its contract (0 ok, 1 not found,
 // 2 usage, 3 CAS mismatch, 4 unavailable), its output is what --help
 
+// --max-response-bytes bounds a MultiGet's answer, unary and pipelined alike:
+// past it the call (the pipelined request) is RESOURCE_EXHAUSTED naming the
+// flag, and the shard serves on.
+TEST_F(ShardIntegrationTest, MultiGetLargerThanMaxResponseBytesIsResourceExhausted) {
+  ShardProcess shard(Dir("shard"));
+  ASSERT_TRUE(shard.Start(Flags({"--max-response-bytes=100000"})).ok()) << shard.LogTail();
+  KvClient client(shard.address());
+  v1::SetResponse set;
+  ASSERT_TRUE(client.Set("ten-kb", std::string(10'000, 'v'), &set).ok());
+  auto repeated = [](int n) {
+    v1::MultiGetRequest request;
+    for (int i = 0; i < n; ++i) request.add_keys("ten-kb");
+    return request;
+  };
+
+  v1::MultiGetResponse got;
+  grpc::Status s = client.MultiGet(repeated(5), &got);
+  ASSERT_TRUE(s.ok()) << Describe(s);
+  EXPECT_EQ(got.results_size(), 5);
+  s = client.MultiGet(repeated(10'000), &got);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED) << Describe(s);
+  EXPECT_TRUE(absl::StrContains(s.error_message(), "100000 bytes (--max-response-bytes)"))
+      << s.error_message();
+
+  std::vector<v1::PipelineRequest> requests(2);
+  requests[0].set_id(1);
+  *requests[0].mutable_multi_get() = repeated(10'000);
+  requests[1].set_id(2);
+  *requests[1].mutable_multi_get() = repeated(5);
+  std::vector<v1::PipelineResponse> answers;
+  s = client.Pipeline(requests, &answers);
+  ASSERT_TRUE(s.ok()) << Describe(s);
+  ASSERT_EQ(answers.size(), 2u);
+  std::map<uint64_t, v1::PipelineResponse> by_id;
+  for (const v1::PipelineResponse& a : answers) by_id[a.id()] = a;
+  EXPECT_EQ(by_id[1].status().code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
+  EXPECT_TRUE(absl::StrContains(by_id[1].status().message(), "--max-response-bytes"));
+  EXPECT_EQ(by_id[2].status().code(), 0);
+  EXPECT_EQ(by_id[2].multi_get().results_size(), 5);
+}
+
 // The streamed API on a shard: every kind of request on one Pipeline stream,
 // each answered with its id and the status its unary call would have; the
 // writes it acknowledged are in the log (they survive kill -9 and restart).

@@ -734,6 +734,45 @@ TEST_P(RouterForwardingTest, MultiGetGathersInOrderAndReportsAFailedShardPerKey)
   EXPECT_EQ(leaders_[0]->calls("MultiGet"), 1);  // One call per shard.
 }
 
+TEST_P(RouterForwardingTest, MultiGetLargerThanResponseCapIsResourceExhausted) {
+  RouterOptions options;
+  options.limits.max_response_bytes = 10'000;
+  RestartRouter(options);
+  std::vector<std::string> keys;
+  for (int i = 0; i < 30; ++i) keys.push_back(absl::StrCat("big", i));
+  for (const std::string& key : keys) ASSERT_TRUE(Set(key, std::string(1000, 'v')).ok());
+
+  v1::MultiGetRequest fits;
+  for (int i = 0; i < 5; ++i) fits.add_keys(keys[i]);
+  v1::MultiGetResponse got;
+  ASSERT_TRUE(kv_->MultiGet(Context().get(), fits, &got).ok());
+  ASSERT_EQ(got.results_size(), 5);
+  EXPECT_EQ(got.results(4).value(), std::string(1000, 'v'));
+
+  // 30 KB gathered from three shards, each slice under the cap.
+  v1::MultiGetRequest all;
+  for (const std::string& key : keys) all.add_keys(key);
+  v1::MultiGetResponse too_big;
+  grpc::Status s = kv_->MultiGet(Context().get(), all, &too_big);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
+  EXPECT_THAT(s.error_message(), HasSubstr("10000 bytes"));
+  EXPECT_THAT(s.error_message(), HasSubstr("--max-response-bytes"));
+}
+
+// A shard that finds its slice's answer too large says so for the whole call:
+// the caller's answer, which holds it, is too large too.
+TEST_P(RouterForwardingTest, AShardsSliceOverItsResponseCapFailsTheWholeMultiGet) {
+  leaders_[1]->FailWith(grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
+                                     "the answer is over 64 bytes (--max-response-bytes)"));
+  v1::MultiGetRequest request;
+  for (int i = 0; i < 30; ++i) request.add_keys(absl::StrCat("k", i));
+  v1::MultiGetResponse response;
+  grpc::Status s = kv_->MultiGet(Context().get(), request, &response);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
+  EXPECT_THAT(s.error_message(), HasSubstr("shard-1"));
+  EXPECT_THAT(s.error_message(), HasSubstr("--max-response-bytes"));
+}
+
 TEST_P(RouterForwardingTest, MultiSetWritesEachShardsItemsThereAndReportsPerItem) {
   v1::MultiSetRequest request;
   std::vector<std::string> keys;

@@ -176,6 +176,28 @@ TEST_F(KvServiceTest, MultiSetReportsPerItemResultsInOrder) {
   EXPECT_EQ(got.results(2).value(), "v");
 }
 
+TEST_F(KvServiceTest, MultiGetLargerThanResponseCapIsResourceExhausted) {
+  limits_.max_response_bytes = 1000;
+  service_ = std::make_unique<KvService>(store_.get(), limits_);
+  v1::SetResponse set;
+  ASSERT_TRUE(Set("big", std::string(100, 'v'), &set).ok());
+
+  v1::MultiGetRequest fits;
+  for (int i = 0; i < 5; ++i) fits.add_keys("big");
+  v1::MultiGetResponse got;
+  ASSERT_TRUE(Call(&KvService::MultiGet, fits, &got).ok());
+  EXPECT_LE(got.ByteSizeLong(), 1000u);
+
+  // The same key 10,000 times: the answer would be 1 MB; gathering stops at 1000 bytes.
+  v1::MultiGetRequest repeated;
+  for (int i = 0; i < 10'000; ++i) repeated.add_keys("big");
+  v1::MultiGetResponse too_big;
+  grpc::Status s = Call(&KvService::MultiGet, repeated, &too_big);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
+  EXPECT_THAT(s.error_message(), HasSubstr("1000 bytes"));
+  EXPECT_THAT(s.error_message(), HasSubstr("--max-response-bytes"));
+}
+
 TEST_F(KvServiceTest, DeleteReportsWhetherAKeyWasRemoved) {
   v1::SetResponse set;
   ASSERT_TRUE(Set("k", "v", &set).ok());
