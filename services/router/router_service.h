@@ -33,8 +33,9 @@
 //    sent, so a rejected batch writes nothing on any shard.
 //  - Pipeline (a stream of requests, each answered as it completes) routes
 //    each request exactly as its unary call; at most pipeline_max_in_flight
-//    of one stream are forwarded at a time (the stream is not read further
-//    until answers go out). Each request's deadline is the stream's, or
+//    of one stream are forwarded at a time, and none while its answers
+//    waiting to be written hold kDefaultPipelineMaxHeldBytes (the stream is
+//    not read further until answers go out). Each request's deadline is the stream's, or
 //    forward_timeout_ms from its arrival if that is sooner; cancelling the
 //    stream drops the answers still due, not the forwarded calls.
 #ifndef KVSTORE_SERVICES_ROUTER_ROUTER_SERVICE_H_
