@@ -1,0 +1,341 @@
+#include "tools/kvfault/cluster.h"
+
+#include <signal.h>
+
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/strip.h"
+#include "absl/time/clock.h"
+#include "tools/kvfault/child_process.h"
+
+namespace kvstore::fault {
+namespace {
+
+std::string ReadFile(const std::string& path) {
+  std::ifstream in(path);
+  std::ostringstream text;
+  text << in.rdbuf();
+  return text.str();
+}
+
+std::string Tail(const std::string& path, size_t bytes) {
+  std::string all = ReadFile(path);
+  return all.size() <= bytes ? all : all.substr(all.size() - bytes);
+}
+
+std::string Describe(const grpc::Status& s) {
+  return absl::StrCat("code ", s.error_code(), ": ", s.error_message());
+}
+
+}  // namespace
+
+std::string Node::log_path() const { return absl::StrCat(dir_, "/", name_, "-", starts, ".log"); }
+
+absl::StatusOr<v1::StatusResponse> FetchStatus(const std::shared_ptr<grpc::Channel>& channel,
+                                               absl::Duration timeout) {
+  auto stub = v1::Admin::NewStub(channel);
+  grpc::ClientContext context;
+  context.set_deadline(absl::ToChronoTime(absl::Now() + timeout));
+  v1::StatusResponse response;
+  grpc::Status s = stub->Status(&context, v1::StatusRequest(), &response);
+  if (!s.ok()) return absl::UnavailableError(absl::StrCat("Admin.Status: ", Describe(s)));
+  return response;
+}
+
+Cluster::Cluster(ClusterOptions options) : options_(std::move(options)) {
+  for (int i = 0; i <= options_.replicas; ++i) {
+    const std::string name = absl::StrCat("n", i);
+    nodes_.push_back(std::make_unique<Node>(name, absl::StrCat(options_.run_dir, "/nodes/", name)));
+    nodes_.back()->binary = i == 0 ? "kv-shard" : "kv-replica";
+  }
+  for (int i = 1; i <= options_.replicas; ++i) {
+    nodes_[0]->followers.push_back(absl::StrCat("n", i));
+  }
+}
+
+Cluster::~Cluster() {
+  for (auto& node : nodes_) {
+    if (node->state == NodeState::kDown || node->pid <= 0) continue;
+    kill(node->pid, SIGKILL);
+    (void)WaitExit(node->pid, absl::Now() + absl::Seconds(10));
+  }
+}
+
+Node* Cluster::Find(const std::string& name) {
+  for (auto& node : nodes_) {
+    if (node->name() == name) return node.get();
+  }
+  return nullptr;
+}
+
+std::vector<Node*> Cluster::nodes() {
+  std::vector<Node*> out;
+  for (auto& node : nodes_) out.push_back(node.get());
+  return out;
+}
+
+std::string Cluster::leader() const {
+  absl::MutexLock l(&mu_);
+  return leader_;
+}
+
+std::string Cluster::leader_address() const {
+  absl::MutexLock l(&mu_);
+  return leader_address_;
+}
+
+std::shared_ptr<grpc::Channel> Cluster::Channel(const std::string& address) {
+  absl::MutexLock l(&channels_mu_);
+  auto& channel = channels_[address];
+  if (channel == nullptr) {
+    grpc::ChannelArguments args;
+    // Reconnect quickly after a restart: the default backoff grows to 120 s.
+    // (GRPC_ARG_MIN_RECONNECT_BACKOFF_MS is also the connect timeout: left
+    // at its default, because a short one cuts handshakes on a busy machine.)
+    args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 50);
+    args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 300);
+    // Own subchannels, so a channel made after a restart (StartNode drops the
+    // old one) does not inherit a shared subchannel's backoff.
+    args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
+    channel = grpc::CreateCustomChannel(address, grpc::InsecureChannelCredentials(), args);
+  }
+  return channel;
+}
+
+std::vector<std::string> Cluster::CommandLine(const Node& node) const {
+  std::vector<std::string> argv = {
+      absl::StrCat(options_.bin_dir, "/", node.binary),
+      absl::StrCat("--listen=", node.address.empty() ? "127.0.0.1:0" : node.address),
+      absl::StrCat("--data-dir=", node.data_dir()),
+      absl::StrCat("--port-file=", node.port_file()),
+      "--logtostderr",
+  };
+  if (node.binary == "kv-shard" && !node.followers.empty()) {
+    std::vector<std::string> addresses;
+    for (const std::string& f : node.followers) {
+      for (const auto& n : nodes_) {
+        if (n->name() == f) addresses.push_back(n->address);
+      }
+    }
+    argv.push_back(absl::StrCat("--followers=", absl::StrJoin(addresses, ",")));
+  }
+  argv.insert(argv.end(), options_.server_flags.begin(), options_.server_flags.end());
+  return argv;
+}
+
+absl::StatusOr<std::string> Cluster::AwaitBound(Node* node, absl::Time deadline) {
+  while (true) {
+    absl::StatusOr<ExitStatus> exit = WaitExit(node->pid, absl::InfinitePast());
+    if (exit.ok()) {
+      node->state = NodeState::kDown;
+      return absl::UnavailableError(absl::StrCat("exited before serving: ", exit->ToString()));
+    }
+    const std::string content = ReadFile(node->port_file());
+    if (!content.empty() && content.back() == '\n') {
+      std::string address(absl::StripSuffix(content, "\n"));
+      // A fresh channel: the shared one may still be in its reconnect backoff.
+      absl::StatusOr<v1::StatusResponse> status = FetchStatus(
+          grpc::CreateChannel(address, grpc::InsecureChannelCredentials()), absl::Seconds(1));
+      if (status.ok()) return address;
+    }
+    if (absl::Now() >= deadline) return absl::DeadlineExceededError("not serving in time");
+    absl::SleepFor(absl::Milliseconds(10));  // Polling with a deadline.
+  }
+}
+
+absl::StatusOr<std::vector<std::string>> Cluster::StartNode(Node* node) {
+  if (node->state != NodeState::kDown) {
+    return absl::FailedPreconditionError(absl::StrCat(node->name(), " is not down"));
+  }
+  const absl::Time deadline = absl::Now() + options_.start_timeout;
+  std::filesystem::create_directories(node->data_dir());
+  absl::Status last;
+  while (true) {
+    std::error_code ec;
+    std::filesystem::remove(node->port_file(), ec);  // A stale one names the old port.
+    ++node->starts;
+    const std::vector<std::string> argv = CommandLine(*node);
+    absl::StatusOr<pid_t> pid = Spawn(argv, node->log_path());
+    if (!pid.ok()) return pid.status();
+    node->pid = *pid;
+    node->state = NodeState::kRunning;
+    absl::StatusOr<std::string> address = AwaitBound(node, deadline);
+    if (address.ok()) {
+      node->address = *address;
+      {
+        // The cached channel may sit in a reconnect backoff from the outage.
+        absl::MutexLock l(&channels_mu_);
+        channels_.erase(node->address);
+      }
+      if (node->binary == "kv-shard") {
+        absl::MutexLock l(&mu_);
+        leader_ = node->name();
+        leader_address_ = node->address;
+      }
+      return argv;
+    }
+    last = absl::Status(address.status().code(),
+                        absl::StrCat(ShellQuote(argv), ": ", address.status().message(),
+                                     "\n--- tail of ", node->log_path(), ":\n",
+                                     Tail(node->log_path(), 1500)));
+    if (node->state == NodeState::kRunning) {  // Hung: give up on it.
+      (void)Signal(node, SIGKILL);
+      return last;
+    }
+    // Exited early, typically because the old port is still held: retry.
+    if (absl::Now() >= deadline) return last;
+    absl::SleepFor(absl::Milliseconds(100));  // Backoff between start attempts.
+  }
+}
+
+absl::Status Cluster::Start() {
+  for (size_t i = 1; i < nodes_.size(); ++i) {
+    absl::StatusOr<std::vector<std::string>> argv = StartNode(nodes_[i].get());
+    if (!argv.ok()) return argv.status();
+  }
+  absl::StatusOr<std::vector<std::string>> argv = StartNode(nodes_[0].get());
+  if (!argv.ok()) return argv.status();
+  // Replication must be streaming before the load, so the first writes do
+  // not depend on how fast the first connection is.
+  const absl::Time deadline = absl::Now() + options_.start_timeout;
+  return AwaitHealed(deadline);
+}
+
+absl::Status Cluster::Signal(Node* node, int sig) {
+  if (node->state == NodeState::kDown || node->pid <= 0) {
+    return absl::FailedPreconditionError(absl::StrCat(node->name(), " is not running"));
+  }
+  if (kill(node->pid, sig) != 0) {
+    return absl::InternalError(absl::StrCat("kill -", sig, " ", node->pid, " failed"));
+  }
+  if (sig == SIGKILL) {
+    absl::StatusOr<ExitStatus> exit = WaitExit(node->pid, absl::Now() + absl::Seconds(10));
+    if (!exit.ok()) return exit.status();
+    node->state = NodeState::kDown;
+    node->pid = -1;
+  } else if (sig == SIGSTOP) {
+    node->state = NodeState::kPaused;
+  } else if (sig == SIGCONT) {
+    node->state = NodeState::kRunning;
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Cluster::WipeData(Node* node) {
+  if (node->state != NodeState::kDown) {
+    return absl::FailedPreconditionError(absl::StrCat(node->name(), " still runs"));
+  }
+  std::error_code ec;
+  std::filesystem::remove_all(node->data_dir(), ec);
+  if (ec) return absl::InternalError(absl::StrCat("rm -rf ", node->data_dir(), ": ", ec.message()));
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::string> Cluster::Promote(Node* node, const std::vector<std::string>& followers,
+                                             bool force, std::vector<std::string>* command) {
+  std::vector<std::string> addresses;
+  for (const std::string& f : followers) {
+    Node* n = Find(f);
+    if (n == nullptr || n->address.empty()) {
+      return absl::InvalidArgumentError(absl::StrCat("promote: unknown follower ", f));
+    }
+    addresses.push_back(n->address);
+  }
+  std::vector<std::string> argv = {absl::StrCat(options_.bin_dir, "/kvctl"),
+                                   absl::StrCat("--addr=", node->address)};
+  if (!addresses.empty()) argv.push_back(absl::StrCat("--followers=", absl::StrJoin(addresses, ",")));
+  if (force) argv.push_back("--force");
+  argv.push_back("promote");
+  *command = argv;
+  absl::StatusOr<CommandResult> r =
+      RunCommand(argv, absl::StrCat(options_.run_dir, "/kvctl.log"), absl::Seconds(20));
+  if (!r.ok()) return r.status();
+  if (!r->status.exited || r->status.code != 0) {
+    return absl::FailedPreconditionError(
+        absl::StrCat(ShellQuote(argv), ": ", r->status.ToString(), ": ", r->output));
+  }
+  node->binary = "kv-shard";  // A restart of it now leads (its data dir says so).
+  node->followers = followers;
+  for (auto& n : nodes_) {
+    if (n.get() != node) {
+      if (n->binary == "kv-shard") n->binary = "kv-replica";
+      n->followers.clear();
+    }
+  }
+  {
+    absl::MutexLock l(&mu_);
+    leader_ = node->name();
+    leader_address_ = node->address;
+  }
+  return r->output;
+}
+
+absl::StatusOr<uint64_t> Cluster::LastIndex(const Node& node) {
+  absl::StatusOr<v1::StatusResponse> s = FetchStatus(Channel(node.address), absl::Seconds(2));
+  if (!s.ok()) return s.status();
+  return s->last_index();
+}
+
+absl::Status Cluster::AwaitHealed(absl::Time deadline) {
+  std::string why = "not asked yet";
+  while (true) {
+    why.clear();
+    Node* leader = Find(this->leader());
+    absl::StatusOr<v1::StatusResponse> ls =
+        FetchStatus(Channel(leader->address), absl::Seconds(2));
+    if (!ls.ok()) {
+      why = absl::StrCat("leader ", leader->name(), ": ", ls.status().message());
+    } else {
+      // The leader must answer a leader read (it may still be starting its epoch).
+      auto kv = v1::KeyValue::NewStub(Channel(leader->address));
+      grpc::ClientContext context;
+      context.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(2)));
+      v1::GetRequest get;
+      get.set_key("kvfault-probe");
+      v1::GetResponse answer;
+      grpc::Status g = kv->Get(&context, get, &answer);
+      if (!g.ok()) why = absl::StrCat("leader ", leader->name(), " read: ", Describe(g));
+      for (const std::string& f : leader->followers) {
+        if (!why.empty()) break;
+        Node* node = Find(f);
+        if (node->state != NodeState::kRunning) continue;  // Retired by the scenario.
+        const v1::FollowerStatus* fs = nullptr;
+        for (const auto& x : ls->followers()) {
+          if (x.address() == node->address) fs = &x;
+        }
+        if (fs == nullptr || fs->state() != "streaming" || fs->acked_index() < ls->last_index()) {
+          why = absl::StrCat("follower ", f, " at ", fs ? fs->acked_index() : 0, " (",
+                             fs ? fs->state() : "not listed", "), leader at ", ls->last_index());
+          break;
+        }
+        absl::StatusOr<v1::StatusResponse> rs =
+            FetchStatus(Channel(node->address), absl::Seconds(2));
+        if (!rs.ok() || rs->last_index() < ls->last_index()) {
+          why = absl::StrCat("replica ", f, " not caught up: ",
+                             rs.ok() ? absl::StrCat("last_index ", rs->last_index())
+                                     : std::string(rs.status().message()));
+        }
+      }
+    }
+    if (why.empty()) return absl::OkStatus();
+    if (absl::Now() >= deadline) return absl::DeadlineExceededError(why);
+    absl::SleepFor(absl::Milliseconds(50));  // Polling with a deadline.
+  }
+}
+
+std::string Cluster::LogTails(size_t bytes) {
+  std::string out;
+  for (auto& node : nodes_) {
+    if (node->starts == 0) continue;
+    absl::StrAppend(&out, "--- tail of ", node->log_path(), ":\n", Tail(node->log_path(), bytes),
+                    "\n");
+  }
+  return out;
+}
+
+}  // namespace kvstore::fault

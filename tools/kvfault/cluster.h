@@ -1,0 +1,133 @@
+// The cluster of one fault run: one shard group (a kv-shard leader and its
+// kv-replica followers) on 127.0.0.1, every node in <run>/nodes/<name>/ with
+//   data/        --data-dir
+//   port         --port-file (the bound address, read back after a start)
+//   <name>-N.log stdout and stderr of the N-th start
+// The first start binds port 0; later starts reuse that address, so the
+// leader's --followers and the clients keep reaching a restarted node.
+// Every process is started here, known by pid and signalled only by it.
+//
+// Not thread-safe, except leader_address(), which the clients read while
+// the nemesis (the only caller of everything else) changes the leader.
+#ifndef KVSTORE_TOOLS_KVFAULT_CLUSTER_H_
+#define KVSTORE_TOOLS_KVFAULT_CLUSTER_H_
+
+#include <sys/types.h>
+
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "grpcpp/grpcpp.h"
+#include "kvstore/v1/admin.grpc.pb.h"
+#include "kvstore/v1/kv.grpc.pb.h"
+
+namespace kvstore::fault {
+
+struct ClusterOptions {
+  std::string run_dir;
+  std::string bin_dir;  // kv-shard, kv-replica, kvctl.
+  int replicas = 2;
+  // Flags for every server (e.g. --fsync=always, --ack=sync, --sync-acks=2).
+  std::vector<std::string> server_flags;
+  absl::Duration start_timeout = absl::Seconds(15);
+};
+
+enum class NodeState { kDown, kRunning, kPaused };
+
+class Node {
+ public:
+  Node(std::string name, std::string dir) : name_(std::move(name)), dir_(std::move(dir)) {}
+  const std::string& name() const { return name_; }
+  std::string data_dir() const { return dir_ + "/data"; }
+  std::string port_file() const { return dir_ + "/port"; }
+  std::string log_path() const;
+  const std::string& dir() const { return dir_; }
+
+  // Set once the node has served; a restart binds the same address.
+  std::string address;
+  // "kv-shard" or "kv-replica": what the next start runs.
+  std::string binary;
+  // A leader pushes to these nodes (names).
+  std::vector<std::string> followers;
+  NodeState state = NodeState::kDown;
+  pid_t pid = -1;
+  int starts = 0;
+
+ private:
+  std::string name_;
+  std::string dir_;
+};
+
+class Cluster {
+ public:
+  explicit Cluster(ClusterOptions options);
+  // SIGKILLs and reaps every process still running.
+  ~Cluster();
+  Cluster(const Cluster&) = delete;
+  Cluster& operator=(const Cluster&) = delete;
+
+  // Starts the replicas n1..nN (kv-replica), then the leader n0 (kv-shard,
+  // --followers=them), and waits until the leader streams to all of them.
+  absl::Status Start();
+
+  Node* Find(const std::string& name);
+  std::vector<Node*> nodes();
+  std::string leader() const;  // Name of the node that leads now.
+  // "127.0.0.1:PORT" of the leader; thread-safe.
+  std::string leader_address() const;
+
+  // The command line a start of `node` runs now.
+  std::vector<std::string> CommandLine(const Node& node) const;
+  // Starts `node` as its `binary` on its address (port 0 the first time) and
+  // waits until its port file names the address and health answers.
+  // A start that exits early (the port still held) is retried until the
+  // timeout. Returns the command line it ran.
+  absl::StatusOr<std::vector<std::string>> StartNode(Node* node);
+  // kill -SIG pid; for SIGKILL also reaps the process.
+  absl::Status Signal(Node* node, int sig);
+  // Removes the node's data directory (the node must be down).
+  absl::Status WipeData(Node* node);
+  // Runs `kvctl --addr=<node> --followers=<names> [--force] promote`; on
+  // success the node is the leader. Returns the command and its output; a
+  // refusal is FAILED_PRECONDITION with kvctl's output.
+  absl::StatusOr<std::string> Promote(Node* node, const std::vector<std::string>& followers,
+                                      bool force, std::vector<std::string>* command);
+  // Last log index of a running node (Admin.Status).
+  absl::StatusOr<uint64_t> LastIndex(const Node& node);
+
+  // Polls until the leader answers a leader read and every running follower
+  // it pushes to has acked its last index, and each such replica reports
+  // lag 0. The error says who is behind.
+  absl::Status AwaitHealed(absl::Time deadline);
+
+  // A channel per address, reused.
+  std::shared_ptr<grpc::Channel> Channel(const std::string& address);
+
+  std::string LogTails(size_t bytes = 1500);
+
+ private:
+  absl::StatusOr<std::string> AwaitBound(Node* node, absl::Time deadline);
+
+  ClusterOptions options_;
+  std::vector<std::unique_ptr<Node>> nodes_;
+  mutable absl::Mutex mu_;
+  std::string leader_ ABSL_GUARDED_BY(mu_);
+  std::string leader_address_ ABSL_GUARDED_BY(mu_);
+  absl::Mutex channels_mu_;
+  std::map<std::string, std::shared_ptr<grpc::Channel>> channels_ ABSL_GUARDED_BY(channels_mu_);
+};
+
+// Admin.Status of a server.
+absl::StatusOr<v1::StatusResponse> FetchStatus(const std::shared_ptr<grpc::Channel>& channel,
+                                               absl::Duration timeout);
+
+}  // namespace kvstore::fault
+
+#endif  // KVSTORE_TOOLS_KVFAULT_CLUSTER_H_

@@ -1,0 +1,324 @@
+// kvfault: the fault-injection driver (issue 15, docs/reliability.md).
+//
+//   kvfault run --scenario NAME|FILE.yaml [--seed S] [--out DIR] [--keep]
+//               [--bin-dir DIR] [--scenario-dir DIR]
+//
+// Starts one shard group on 127.0.0.1 under a run directory, runs the
+// scenario's load and nemesis, heals, reads every key back, checks the
+// history with kvcheck's library and prints the seed and the figures.
+// Exit 0 when the scenario's expectations hold, 1 when not (the run
+// directory is kept and its path printed), 2 on usage or set-up errors.
+#include <unistd.h>
+
+#include <atomic>
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <random>
+#include <thread>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/match.h"
+#include "absl/time/clock.h"
+#include "nlohmann/json.hpp"
+#include "tools/kvcheck/checker.h"
+#include "tools/kvcheck/history.h"
+#include "tools/kvcheck/summary.h"
+#include "tools/kvfault/child_process.h"
+#include "tools/kvfault/cluster.h"
+#include "tools/kvfault/history_recorder.h"
+#include "tools/kvfault/nemesis.h"
+#include "tools/kvfault/scenario.h"
+#include "tools/kvfault/workload.h"
+
+namespace kvstore::fault {
+namespace {
+
+constexpr int kPass = 0;
+constexpr int kFail = 1;
+constexpr int kUsage = 2;
+
+constexpr char kHelp[] =
+    "usage: kvfault run --scenario NAME|FILE.yaml [--seed S] [--out DIR] [--keep]\n"
+    "                   [--bin-dir DIR] [--scenario-dir DIR]\n"
+    "Runs a fault scenario against real binaries on 127.0.0.1 and checks the history\n"
+    "(docs/reliability.md, \"Running the suite\"). --seed replays the schedule, keys and\n"
+    "values; --out: the run directory (default: a new one under $TMPDIR), removed when\n"
+    "the run passes unless --keep. Exit: 0 pass, 1 the expectations failed, 2 usage or\n"
+    "set-up error.\n";
+
+struct Args {
+  std::string scenario;
+  std::string out;
+  std::string bin_dir;
+  std::string scenario_dir = KV_SCENARIO_DIR;
+  uint64_t seed = 0;
+  bool have_seed = false;
+  bool keep = false;
+};
+
+int Usage(const std::string& why) {
+  std::fprintf(stderr, "kvfault: %s\n%s", why.c_str(), kHelp);
+  return kUsage;
+}
+
+std::string SelfDir() {
+  std::error_code ec;
+  const auto exe = std::filesystem::read_symlink("/proc/self/exe", ec);
+  return ec ? "." : exe.parent_path().string();
+}
+
+std::string Seconds(int64_t ns) { return absl::StrFormat("%.2fs", ns / 1e9); }
+
+// Time from each fault step to the first write invoked after it that
+// succeeded: how long writes were unavailable.
+std::vector<std::string> RecoveryTimes(const check::History& h,
+                                       const std::vector<StepRecord>& steps) {
+  std::vector<std::string> out;
+  for (const StepRecord& s : steps) {
+    if (s.action != "kill" && s.action != "pause" && s.action != "promote") continue;
+    int64_t first_ok = -1;
+    for (const check::Op& op : h.ops) {
+      if (op.IsWrite() && op.outcome == check::Outcome::kOk && op.invoke_t_ns >= s.t_ns &&
+          (first_ok < 0 || op.complete_t_ns < first_ok)) {
+        first_ok = op.complete_t_ns;
+      }
+    }
+    out.push_back(absl::StrCat(s.action, " ", s.node, " at ", Seconds(s.t_ns), ": first ok write ",
+                               first_ok < 0 ? "never" : absl::StrCat("after ", Seconds(first_ok - s.t_ns))));
+  }
+  return out;
+}
+
+int Run(const Args& args) {
+  std::string path = args.scenario;
+  if (!absl::EndsWith(path, ".yaml")) path = absl::StrCat(args.scenario_dir, "/", path, ".yaml");
+  absl::StatusOr<Scenario> scenario = LoadScenario(path);
+  if (!scenario.ok()) return Usage(std::string(scenario.status().message()));
+  const uint64_t seed = args.have_seed ? args.seed : std::random_device()() % 1000000000;
+  std::printf("kvfault: scenario %s, seed %llu\n  %s\n  replay: kvfault run --scenario %s --seed %llu\n",
+              scenario->name.c_str(), static_cast<unsigned long long>(seed),
+              scenario->description.c_str(), scenario->name.c_str(),
+              static_cast<unsigned long long>(seed));
+  std::fflush(stdout);
+
+  std::string run_dir = args.out;
+  if (run_dir.empty()) {
+    const char* tmp = std::getenv("TMPDIR");
+    std::string pattern = absl::StrCat(tmp && *tmp ? tmp : "/tmp", "/kvfault-", scenario->name,
+                                       "-", seed, "-XXXXXX");
+    if (mkdtemp(pattern.data()) == nullptr) return Usage("cannot create the run directory");
+    run_dir = pattern;
+  } else {
+    std::filesystem::create_directories(run_dir);
+  }
+  std::printf("  run directory: %s\n", run_dir.c_str());
+  std::filesystem::copy_file(path, run_dir + "/scenario.yaml",
+                             std::filesystem::copy_options::overwrite_existing);
+
+  bool passed = false;
+  std::vector<std::string> failures;
+  {
+    ClusterOptions co;
+    co.run_dir = run_dir;
+    co.bin_dir = args.bin_dir.empty() ? SelfDir() : args.bin_dir;
+    co.replicas = scenario->replicas;
+    co.server_flags = scenario->server_flags;
+    Cluster cluster(co);
+    HistoryRecorder history;
+    if (absl::Status s = history.Open(run_dir + "/history.jsonl"); !s.ok()) {
+      return Usage(std::string(s.message()));
+    }
+    if (absl::Status s = cluster.Start(); !s.ok()) {
+      std::printf("kvfault: the cluster did not start: %s\n%s\n  kept: %s\n",
+                  std::string(s.message()).c_str(), cluster.LogTails().c_str(), run_dir.c_str());
+      return kUsage;
+    }
+    LoadOptions lo = scenario->load;
+    lo.seed = seed;
+    Load load(&cluster, &history, lo);
+    Nemesis nemesis(&cluster, &history, run_dir + "/nemesis.jsonl", seed);
+    std::atomic<bool> cancelled{false};
+    const absl::Time load_start = absl::Now();
+    // The load runs on its own thread and the nemesis on this one: children
+    // get SIGKILL when the thread that spawned them ends (PR_SET_PDEATHSIG
+    // follows the thread), so every process is started from the main thread.
+    std::thread load_thread([&] {
+      load.Run();
+      cancelled.store(true);
+    });
+    const absl::Status nemesis_status = nemesis.Run(scenario->nemesis, load_start, &cancelled);
+    if (!nemesis_status.ok()) load.Stop();
+    load_thread.join();
+    const int64_t load_ns = history.NowNs();
+    if (!nemesis_status.ok()) failures.push_back(std::string(nemesis_status.message()));
+
+    // Heal, read everything back, compare the replicas.
+    int64_t replica_diffs = -1;
+    std::vector<std::string> diff_examples;
+    if (failures.empty()) {
+      if (absl::Status s = nemesis.Heal(absl::Now() + absl::Seconds(15)); !s.ok()) {
+        failures.push_back(absl::StrCat("heal: ", s.message()));
+      }
+    }
+    if (failures.empty()) {
+      if (absl::Status s = load.FinalReads(absl::Now() + absl::Seconds(10)); !s.ok()) {
+        failures.push_back(absl::StrCat("final reads: ", s.message()));
+      }
+      absl::StatusOr<int64_t> d = load.CompareReplicas(&diff_examples);
+      if (d.ok()) {
+        replica_diffs = *d;
+      } else {
+        failures.push_back(absl::StrCat("replica comparison: ", d.status().message()));
+      }
+    }
+    if (absl::Status s = history.Close(); !s.ok()) failures.push_back(std::string(s.message()));
+
+    // Check.
+    absl::StatusOr<check::History> h = check::ReadHistoryFile(run_dir + "/history.jsonl");
+    if (!h.ok()) {
+      failures.push_back(absl::StrCat("kvcheck refused the history: ", h.status().message()));
+    } else {
+      check::CheckOptions options;
+      options.search.time_limit_ms = scenario->check_time_limit_ms;
+      const absl::Time check_start = absl::Now();
+      const check::Report report = check::Check(*h, options);
+      const double check_s = absl::ToDoubleSeconds(absl::Now() - check_start);
+      {
+        std::ofstream summary(run_dir + "/summary.json");
+        summary << check::SummaryJson(*h, report);
+      }
+      const auto& d = report.durability;
+      int64_t invalid = 0, unknown = 0;
+      for (const auto& [key, r] : report.keys) {
+        invalid += r.verdict == check::Verdict::kInvalid;
+        unknown += r.verdict == check::Verdict::kUnknown;
+      }
+      int64_t ok = 0, fail = 0, info = 0;
+      for (const auto& [f, by] : report.ops) {
+        for (const auto& [outcome, n] : by) {
+          (outcome == "ok" ? ok : outcome == "fail" ? fail : info) += n;
+        }
+      }
+      std::map<std::string, int> kinds;
+      for (const auto& v : report.violations) ++kinds[check::ViolationKindName(v.kind)];
+      std::printf("figures (seed %llu, %.1fs of load, check %.2fs):\n",
+                  static_cast<unsigned long long>(seed), load_ns / 1e9, check_s);
+      std::printf("  ops %lld (ok %lld, fail %lld, info %lld), procs %lld, keys %zu\n",
+                  static_cast<long long>(ok + fail + info), static_cast<long long>(ok),
+                  static_cast<long long>(fail), static_cast<long long>(info),
+                  static_cast<long long>(load.counters().procs.load()), report.keys.size());
+      std::printf("  acked %lld  lost %lld  recovered %lld  phantom %lld  (acked without final read %lld)\n",
+                  static_cast<long long>(d.acked), static_cast<long long>(d.lost),
+                  static_cast<long long>(d.recovered), static_cast<long long>(d.phantom),
+                  static_cast<long long>(d.acked_without_final_read));
+      std::printf("  linearizable: %zu keys, %lld invalid, %lld unknown\n", report.keys.size(),
+                  static_cast<long long>(invalid), static_cast<long long>(unknown));
+      std::printf("  replicas equal: %s\n",
+                  replica_diffs < 0 ? "not compared"
+                                    : replica_diffs == 0 ? "yes"
+                                                         : absl::StrCat("no, ", replica_diffs,
+                                                                        " keys differ").c_str());
+      for (const std::string& e : diff_examples) std::printf("    %s\n", e.c_str());
+      for (const std::string& r : RecoveryTimes(*h, nemesis.done())) {
+        std::printf("  %s\n", r.c_str());
+      }
+      std::printf("  violations: %s\n",
+                  kinds.empty() ? "none"
+                                : absl::StrJoin(kinds, ", ", absl::PairFormatter(": ")).c_str());
+
+      // The expectations.
+      if (d.acked < scenario->expect.min_acked) {
+        failures.push_back(absl::StrCat("only ", d.acked, " acked writes (expected at least ",
+                                        scenario->expect.min_acked, "): the run proved nothing"));
+      }
+      if (scenario->expect.lost == "zero" && d.lost != 0) {
+        failures.push_back(absl::StrCat(d.lost, " acknowledged writes lost"));
+      }
+      if (scenario->expect.lost == "positive" && d.lost == 0) {
+        failures.push_back("control: no write lost, but this scenario must lose some");
+      }
+      for (const auto& [kind, n] : kinds) {
+        const bool allowed =
+            (kind == "lost-write" && scenario->expect.lost == "positive") ||
+            std::count(scenario->expect.allowed_violations.begin(),
+                       scenario->expect.allowed_violations.end(), kind) > 0;
+        if (!allowed) failures.push_back(absl::StrCat(n, " violation(s) of kind ", kind));
+      }
+      if (scenario->expect.replicas_equal && replica_diffs != 0) {
+        failures.push_back("the replicas differ from the leader");
+      }
+      if (!report.violations.empty()) {
+        const auto& v = report.violations.front();
+        std::printf("  first violation: %s [%s] %s\n    explain: kvcheck --explain %s %s/history.jsonl\n",
+                    check::ViolationKindName(v.kind), v.key.c_str(), v.message.substr(0, 400).c_str(),
+                    v.key.c_str(), run_dir.c_str());
+      }
+    }
+    if (!failures.empty()) std::printf("%s", cluster.LogTails(800).c_str());
+    passed = failures.empty();
+  }  // The cluster's processes are killed and reaped here.
+
+  if (passed) {
+    std::printf("PASS %s (seed %llu)\n", scenario->name.c_str(), static_cast<unsigned long long>(seed));
+    if (!args.keep && args.out.empty()) {
+      std::error_code ec;
+      std::filesystem::remove_all(run_dir, ec);
+    }
+    return kPass;
+  }
+  std::printf("FAIL %s (seed %llu):\n", scenario->name.c_str(), static_cast<unsigned long long>(seed));
+  for (const std::string& f : failures) std::printf("  - %s\n", f.c_str());
+  std::printf("  kept: %s (history.jsonl, nemesis.jsonl, summary.json, nodes/*/ logs and data)\n",
+              run_dir.c_str());
+  return kFail;
+}
+
+}  // namespace
+}  // namespace kvstore::fault
+
+int main(int argc, char** argv) {
+  using kvstore::fault::Args;
+  using kvstore::fault::Usage;
+  std::setvbuf(stdout, nullptr, _IOLBF, 0);
+  if (argc < 2) return Usage("a command is needed");
+  const std::string command = argv[1];
+  if (command == "-h" || command == "--help") {
+    std::fputs(kvstore::fault::kHelp, stdout);
+    return 0;
+  }
+  if (command != "run") return Usage(absl::StrCat("unknown command ", command));
+  Args args;
+  for (int i = 2; i < argc; ++i) {
+    const std::string a = argv[i];
+    auto value = [&](std::string* v) {
+      if (i + 1 >= argc) return false;
+      *v = argv[++i];
+      return true;
+    };
+    std::string v;
+    if (a == "--scenario") {
+      if (!value(&args.scenario)) return Usage("--scenario needs a name");
+    } else if (a == "--seed") {
+      if (!value(&v) || !absl::SimpleAtoi(v, &args.seed)) return Usage("--seed needs a number");
+      args.have_seed = true;
+    } else if (a == "--out") {
+      if (!value(&args.out)) return Usage("--out needs a directory");
+    } else if (a == "--bin-dir") {
+      if (!value(&args.bin_dir)) return Usage("--bin-dir needs a directory");
+    } else if (a == "--scenario-dir") {
+      if (!value(&args.scenario_dir)) return Usage("--scenario-dir needs a directory");
+    } else if (a == "--keep") {
+      args.keep = true;
+    } else {
+      return Usage(absl::StrCat("unknown argument ", a));
+    }
+  }
+  if (args.scenario.empty()) return Usage("--scenario is required");
+  kvstore::fault::InstallSignalCleanup();
+  return kvstore::fault::Run(args);
+}

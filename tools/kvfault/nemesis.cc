@@ -1,0 +1,163 @@
+#include "tools/kvfault/nemesis.h"
+
+#include <signal.h>
+
+#include <algorithm>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/time/clock.h"
+#include "nlohmann/json.hpp"
+#include "tools/kvfault/child_process.h"
+
+namespace kvstore::fault {
+
+Nemesis::Nemesis(Cluster* cluster, const HistoryRecorder* clock, std::string log_path,
+                 uint64_t seed)
+    : cluster_(cluster), clock_(clock), rng_(seed ^ 0x6e656d65736973ULL) {
+  log_ = std::fopen(log_path.c_str(), "w");
+}
+
+Nemesis::~Nemesis() {
+  if (log_ != nullptr) std::fclose(log_);
+}
+
+void Nemesis::Log(int index, const std::string& action, const std::string& node,
+                  const std::string& command, const absl::Status& result,
+                  const std::string& note) {
+  nlohmann::ordered_json j;
+  j["t_ns"] = clock_->NowNs();
+  j["step"] = index;
+  j["action"] = action;
+  j["node"] = node;
+  j["command"] = command;
+  j["ok"] = result.ok();
+  if (!result.ok()) j["error"] = std::string(result.message());
+  if (!note.empty()) j["note"] = note;
+  if (log_ != nullptr) {
+    std::fputs((j.dump() + "\n").c_str(), log_);
+    std::fflush(log_);
+  }
+  std::printf("nemesis: %s %s%s%s\n", action.c_str(), command.c_str(),
+              result.ok() ? "" : "  FAILED: ", result.ok() ? "" : std::string(result.message()).c_str());
+  std::fflush(stdout);
+}
+
+absl::Status Nemesis::Run(const std::vector<Step>& steps, absl::Time load_start,
+                          const std::atomic<bool>* cancelled) {
+  // Draw every step's jitter first, so the schedule depends on the seed only.
+  std::vector<absl::Time> at;
+  for (const Step& step : steps) {
+    const double jitter =
+        step.jitter_s > 0 ? std::uniform_real_distribution<double>(0, step.jitter_s)(rng_) : 0;
+    at.push_back(load_start + absl::Milliseconds(1000 * (step.at_s + jitter)));
+  }
+  for (size_t i = 0; i < steps.size(); ++i) {
+    // Wait for the step's time, waking up to see a cancellation.
+    while (absl::Now() < at[i]) {
+      if (cancelled->load()) return absl::CancelledError("the run was stopped");
+      absl::SleepFor(std::min(absl::Milliseconds(20), at[i] - absl::Now()));
+    }
+    if (absl::Status s = Execute(static_cast<int>(i), steps[i]); !s.ok()) {
+      return absl::Status(s.code(), absl::StrCat("nemesis step ", i, " (", steps[i].action, " ",
+                                                 steps[i].node, "): ", s.message()));
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Nemesis::Execute(int index, const Step& step) {
+  Node* node = step.node.empty() ? nullptr : cluster_->Find(step.node == "leader" ? cluster_->leader() : step.node);
+  if (!step.node.empty() && node == nullptr) {
+    return absl::InvalidArgumentError(absl::StrCat("no node ", step.node));
+  }
+  done_.push_back(StepRecord{step.action, node ? node->name() : "", clock_->NowNs()});
+  if (step.action == "kill" || step.action == "pause" || step.action == "resume") {
+    const int sig = step.action == "kill" ? SIGKILL : step.action == "pause" ? SIGSTOP : SIGCONT;
+    const std::string command =
+        absl::StrCat("kill -", step.action == "kill" ? "9" : step.action == "pause" ? "STOP" : "CONT",
+                     " ", node->pid);
+    absl::Status s = cluster_->Signal(node, sig);
+    Log(index, step.action, node->name(), command, s, "");
+    return s;
+  }
+  if (step.action == "wipe") {
+    absl::Status s = cluster_->WipeData(node);
+    Log(index, step.action, node->name(), ShellQuote({"rm", "-rf", node->data_dir()}), s, "");
+    return s;
+  }
+  if (step.action == "restart") {
+    if (step.as == "replica") {
+      node->binary = "kv-replica";
+      node->followers.clear();
+    } else if (!step.as.empty()) {
+      return absl::InvalidArgumentError(absl::StrCat("restart as '", step.as, "' (replica or nothing)"));
+    }
+    absl::StatusOr<std::vector<std::string>> argv = cluster_->StartNode(node);
+    Log(index, step.action, node->name(),
+        argv.ok() ? ShellQuote(*argv) : ShellQuote(cluster_->CommandLine(*node)), argv.status(),
+        argv.ok() ? absl::StrCat("pid ", node->pid) : "");
+    return argv.status();
+  }
+  if (step.action == "await-healed") {
+    absl::Status s = cluster_->AwaitHealed(absl::Now() + absl::Seconds(15));
+    Log(index, step.action, "", "(poll Admin.Status until every running follower caught up)", s, "");
+    return s;
+  }
+  if (step.action == "promote") {
+    // The most advanced running candidate: promoting a replica that lacks
+    // entries another holds is what kvctl promote refuses.
+    Node* best = nullptr;
+    uint64_t best_index = 0;
+    std::string positions;
+    for (const std::string& c : step.candidates) {
+      Node* n = cluster_->Find(c);
+      if (n == nullptr) return absl::InvalidArgumentError(absl::StrCat("no node ", c));
+      if (n->state != NodeState::kRunning) continue;
+      absl::StatusOr<uint64_t> last = cluster_->LastIndex(*n);
+      if (!last.ok()) continue;
+      absl::StrAppend(&positions, positions.empty() ? "" : ", ", c, " at ", *last);
+      if (best == nullptr || *last > best_index) {
+        best = n;
+        best_index = *last;
+      }
+    }
+    if (best == nullptr) return absl::UnavailableError("no running candidate to promote");
+    std::vector<std::string> followers;
+    if (step.followers.size() == 1 && step.followers[0] == "others") {
+      for (Node* n : cluster_->nodes()) {
+        if (n != best && n->state == NodeState::kRunning) followers.push_back(n->name());
+      }
+    } else {
+      followers = step.followers;
+    }
+    std::vector<std::string> command;
+    absl::StatusOr<std::string> out = cluster_->Promote(best, followers, false, &command);
+    Log(index, "promote", best->name(), ShellQuote(command), out.status(),
+        absl::StrCat("candidates: ", positions, out.ok() ? absl::StrCat("; ", *out) : ""));
+    if (!out.ok() && out.status().code() == absl::StatusCode::kFailedPrecondition &&
+        step.force == "if-refused") {
+      out = cluster_->Promote(best, followers, true, &command);
+      Log(index, "promote", best->name(), ShellQuote(command), out.status(),
+          out.ok() ? *out : "");
+    }
+    return out.status();
+  }
+  return absl::InvalidArgumentError(absl::StrCat("unknown action ", step.action));
+}
+
+absl::Status Nemesis::Heal(absl::Time deadline) {
+  for (Node* n : cluster_->nodes()) {
+    if (n->state != NodeState::kPaused) continue;
+    const std::string command = absl::StrCat("kill -CONT ", n->pid);
+    absl::Status s = cluster_->Signal(n, SIGCONT);
+    Log(-1, "heal", n->name(), command, s, "");
+    if (!s.ok()) return s;
+  }
+  absl::Status s = cluster_->AwaitHealed(deadline);
+  Log(-1, "healed", "", "(poll Admin.Status until every running follower caught up)", s, "");
+  return s;
+}
+
+}  // namespace kvstore::fault

@@ -1,0 +1,63 @@
+// Runs a scenario's fault schedule against the cluster and logs every action
+// to nemesis.jsonl with the exact command line, so a person can replay it by
+// hand: {"t_ns", "step", "action", "node", "command", "ok", "error", ...}.
+// t_ns is on the history's clock. One thread calls Run; the cluster is only
+// changed from it (and from the heal that follows, after Run returned).
+#ifndef KVSTORE_TOOLS_KVFAULT_NEMESIS_H_
+#define KVSTORE_TOOLS_KVFAULT_NEMESIS_H_
+
+#include <cstdint>
+#include <cstdio>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/time/time.h"
+#include "tools/kvfault/cluster.h"
+#include "tools/kvfault/history_recorder.h"
+#include "tools/kvfault/scenario.h"
+
+namespace kvstore::fault {
+
+// A fault window, for the figures: from a step to the next await-healed or
+// the end of the schedule.
+struct StepRecord {
+  std::string action;
+  std::string node;
+  int64_t t_ns = 0;
+};
+
+class Nemesis {
+ public:
+  Nemesis(Cluster* cluster, const HistoryRecorder* clock, std::string log_path, uint64_t seed);
+  ~Nemesis();
+  Nemesis(const Nemesis&) = delete;
+  Nemesis& operator=(const Nemesis&) = delete;
+
+  // Runs `steps` in order, each at its time after `load_start`. Stops at the
+  // first step that fails and returns its error. `cancelled` stops the wait
+  // for the next step.
+  absl::Status Run(const std::vector<Step>& steps, absl::Time load_start,
+                   const std::atomic<bool>* cancelled);
+  // After the load: SIGCONT every paused node and wait until the leader
+  // serves and its running followers have caught up.
+  absl::Status Heal(absl::Time deadline);
+
+  const std::vector<StepRecord>& done() const { return done_; }
+
+ private:
+  absl::Status Execute(int index, const Step& step);
+  void Log(int index, const std::string& action, const std::string& node,
+           const std::string& command, const absl::Status& result, const std::string& note);
+
+  Cluster* cluster_;
+  const HistoryRecorder* clock_;
+  FILE* log_ = nullptr;
+  std::mt19937_64 rng_;
+  std::vector<StepRecord> done_;
+};
+
+}  // namespace kvstore::fault
+
+#endif  // KVSTORE_TOOLS_KVFAULT_NEMESIS_H_

@@ -1,0 +1,117 @@
+#include "tools/kvfault/scenario.h"
+
+#include <set>
+
+#include "absl/strings/str_cat.h"
+#include "yaml-cpp/yaml.h"
+
+namespace kvstore::fault {
+namespace {
+
+std::vector<std::string> Strings(const YAML::Node& n) {
+  std::vector<std::string> out;
+  if (!n) return out;
+  if (n.IsScalar()) {
+    out.push_back(n.as<std::string>());
+  } else {
+    for (const auto& x : n) out.push_back(x.as<std::string>());
+  }
+  return out;
+}
+
+absl::Status CheckKeys(const YAML::Node& n, const std::set<std::string>& allowed,
+                       const std::string& where) {
+  for (const auto& kv : n) {
+    const std::string key = kv.first.as<std::string>();
+    if (!allowed.count(key)) {
+      return absl::InvalidArgumentError(absl::StrCat(where, ": unknown field '", key, "'"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::StatusOr<Scenario> LoadScenario(const std::string& path) {
+  Scenario s;
+  s.path = path;
+  try {
+    const YAML::Node root = YAML::LoadFile(path);
+    if (absl::Status st = CheckKeys(root,
+                                    {"name", "description", "replicas", "server_flags", "duration_s",
+                                     "max_ops", "request_timeout_ms", "workloads", "nemesis",
+                                     "expect", "check_time_limit_ms"},
+                                    path);
+        !st.ok()) {
+      return st;
+    }
+    s.name = root["name"].as<std::string>();
+    s.description = root["description"].as<std::string>("");
+    s.replicas = root["replicas"].as<int>(2);
+    s.server_flags = Strings(root["server_flags"]);
+    s.load.duration = absl::Milliseconds(1000 * root["duration_s"].as<double>(20));
+    s.load.max_ops = root["max_ops"].as<int64_t>(20000);
+    s.load.request_timeout = absl::Milliseconds(root["request_timeout_ms"].as<int64_t>(2000));
+    s.check_time_limit_ms = root["check_time_limit_ms"].as<int64_t>(10000);
+    for (const auto& w : root["workloads"]) {
+      if (absl::Status st = CheckKeys(w, {"kind", "clients", "rate", "keys"}, path + " workload");
+          !st.ok()) {
+        return st;
+      }
+      WorkloadSpec spec;
+      spec.kind = w["kind"].as<std::string>();
+      if (spec.kind != "register" && spec.kind != "set") {
+        return absl::InvalidArgumentError(
+            absl::StrCat(path, ": workload kind '", spec.kind, "' (register, set)"));
+      }
+      spec.clients = w["clients"].as<int>(8);
+      spec.rate = w["rate"].as<double>(250);
+      spec.keys = w["keys"].as<int>(5);
+      s.load.workloads.push_back(spec);
+    }
+    if (s.load.workloads.empty()) return absl::InvalidArgumentError(path + ": no workloads");
+    static const std::set<std::string> kActions = {"kill",    "pause", "resume", "restart",
+                                                   "wipe",    "promote", "await-healed"};
+    for (const auto& n : root["nemesis"]) {
+      if (absl::Status st = CheckKeys(n,
+                                      {"at_s", "jitter_s", "action", "node", "as", "candidates",
+                                       "followers", "force"},
+                                      path + " nemesis step");
+          !st.ok()) {
+        return st;
+      }
+      Step step;
+      step.at_s = n["at_s"].as<double>(0);
+      step.jitter_s = n["jitter_s"].as<double>(0);
+      step.action = n["action"].as<std::string>();
+      if (!kActions.count(step.action)) {
+        return absl::InvalidArgumentError(absl::StrCat(path, ": unknown action '", step.action, "'"));
+      }
+      step.node = n["node"].as<std::string>("");
+      step.as = n["as"].as<std::string>("");
+      step.candidates = Strings(n["candidates"]);
+      step.followers = Strings(n["followers"]);
+      step.force = n["force"].as<std::string>("never");
+      s.nemesis.push_back(step);
+    }
+    if (const YAML::Node e = root["expect"]) {
+      if (absl::Status st = CheckKeys(e, {"lost", "allowed_violations", "min_acked", "replicas_equal"},
+                                      path + " expect");
+          !st.ok()) {
+        return st;
+      }
+      s.expect.lost = e["lost"].as<std::string>("zero");
+      if (s.expect.lost != "zero" && s.expect.lost != "positive") {
+        return absl::InvalidArgumentError(path + ": expect.lost is zero or positive");
+      }
+      s.expect.allowed_violations = Strings(e["allowed_violations"]);
+      s.expect.min_acked = e["min_acked"].as<int64_t>(500);
+      s.expect.replicas_equal = e["replicas_equal"].as<bool>(true);
+    }
+  } catch (const YAML::Exception& e) {
+    return absl::InvalidArgumentError(absl::StrCat(path, ": ", e.what()));
+  }
+  return s;
+}
+
+}  // namespace kvstore::fault

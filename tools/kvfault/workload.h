@@ -1,0 +1,100 @@
+// Client load of a fault run (issue 15, "Workloads and the history"):
+//   register  a handful of hot keys; Get (leader reads), Set, CAS (if_version
+//             = the version this client last saw, 0 = absent) and Delete
+//   set       every write a new key: the durability workload
+// Each logical client is a thread with its own seeded random stream, paced
+// to its share of the workload's rate, bounded in count and time. Every
+// written value is unique: <workload letter>c<client>-<sequence>.
+// Outcomes follow docs/reliability.md: OK ok; INVALID_ARGUMENT and version
+// mismatches fail (the mismatch carries current_version); any other error of
+// a write is info and the client continues under a new proc; a failed read
+// completes as fail (the checker leaves it out).
+#ifndef KVSTORE_TOOLS_KVFAULT_WORKLOAD_H_
+#define KVSTORE_TOOLS_KVFAULT_WORKLOAD_H_
+
+#include <atomic>
+#include <cstdint>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/status.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "tools/kvfault/cluster.h"
+#include "tools/kvfault/history_recorder.h"
+
+namespace kvstore::fault {
+
+struct WorkloadSpec {
+  std::string kind;  // "register" or "set".
+  int clients = 8;
+  double rate = 250;  // Operations per second, over all its clients.
+  int keys = 5;       // register: hot keys.
+};
+
+struct LoadOptions {
+  std::vector<WorkloadSpec> workloads;
+  absl::Duration duration = absl::Seconds(20);
+  int64_t max_ops = 20000;  // Over all clients.
+  absl::Duration request_timeout = absl::Seconds(2);
+  uint64_t seed = 1;
+};
+
+// Counters of what the clients did (the checker recounts from the history).
+struct LoadCounters {
+  std::atomic<int64_t> ops{0}, ok{0}, fail{0}, info{0}, procs{0};
+};
+
+class Load {
+ public:
+  Load(Cluster* cluster, HistoryRecorder* history, LoadOptions options);
+  Load(const Load&) = delete;
+  Load& operator=(const Load&) = delete;
+
+  // Runs every client until the duration has passed or max_ops are done;
+  // returns when all have stopped.
+  void Run();
+  // Asks the clients to stop after their current operation.
+  void Stop() { stop_.store(true); }
+
+  // Final reads (after healing): every key the load touched, read from the
+  // leader with MultiGet, each recorded as a get with "phase":"final".
+  // Keys whose read fails are tried again until `deadline`; the error names
+  // how many were never read.
+  absl::Status FinalReads(absl::Time deadline);
+
+  // Compares each running replica's content (READ_MODE_ANY_REPLICA) with the
+  // leader's final reads. Returns the number of differing keys over all
+  // replicas, and describes the first few in *examples.
+  absl::StatusOr<int64_t> CompareReplicas(std::vector<std::string>* examples);
+
+  const LoadCounters& counters() const { return counters_; }
+  size_t keys_touched();
+
+ private:
+  struct Final {
+    bool found = false;
+    std::string value;
+    uint64_t version = 0;
+  };
+  void Client(const WorkloadSpec& spec, char letter, int client, int clients_before,
+              int64_t max_ops);
+  int64_t NewProc() { return next_proc_.fetch_add(1) + 1; }
+  void Touch(const std::string& key);
+
+  Cluster* cluster_;
+  HistoryRecorder* history_;
+  LoadOptions options_;
+  LoadCounters counters_;
+  std::atomic<bool> stop_{false};
+  std::atomic<int64_t> next_proc_{0};
+  absl::Mutex mu_;
+  std::set<std::string> keys_ ABSL_GUARDED_BY(mu_);
+  std::vector<std::pair<std::string, Final>> finals_;  // After FinalReads.
+};
+
+}  // namespace kvstore::fault
+
+#endif  // KVSTORE_TOOLS_KVFAULT_WORKLOAD_H_
