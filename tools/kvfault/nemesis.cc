@@ -124,6 +124,7 @@ absl::Status Nemesis::Execute(int index, const Step& step) {
       }
     }
     if (best == nullptr) return absl::UnavailableError("no running candidate to promote");
+    done_.back().node = best->name();
     std::vector<std::string> followers;
     if (step.followers.size() == 1 && step.followers[0] == "others") {
       for (Node* n : cluster_->nodes()) {

@@ -88,6 +88,11 @@ void Load::Client(const WorkloadSpec& spec, char letter, int client, int clients
   const absl::Time end = start + options_.duration;
   absl::Time next = start + interval * client / std::max(1, spec.clients);
   absl::Duration backoff = absl::ZeroDuration();
+  // After an error a register client only reads until a read succeeds: each
+  // info write stays open for the rest of the history and multiplies the
+  // checker's search on its key, so an outage should cost one per client,
+  // not one per attempt.
+  bool probing = false;
   std::map<std::string, uint64_t> known;  // Key -> version this client last saw (0 absent).
   int64_t proc = NewProc();
   counters_.procs.fetch_add(1);
@@ -108,6 +113,8 @@ void Load::Client(const WorkloadSpec& spec, char letter, int client, int clients
       key = absl::StrCat("r", rng() % static_cast<uint64_t>(std::max(1, spec.keys)));
       const int dice = static_cast<int>(rng() % 100);
       choice = dice < 40 ? 0 : dice < 60 ? 1 : dice < 90 ? 2 : 3;
+      if (probing) choice = 0;  // The dice were still drawn: the stream stays seeded.
+
     } else {
       key = absl::StrCat("s", global_client, "-", seq + 1);
       choice = 1;
@@ -182,11 +189,13 @@ void Load::Client(const WorkloadSpec& spec, char letter, int client, int clients
     if (done.type == "ok") {
       counters_.ok.fetch_add(1);
       backoff = absl::ZeroDuration();
+      probing = false;
     } else {
       (done.type == "fail" ? counters_.fail : counters_.info).fetch_add(1);
       // Errors mean the cluster is in trouble: back off (50 ms doubling to
       // 500 ms) so a long outage yields a bounded number of open writes.
       if (!s.ok() && !done.current_version) {  // A version mismatch is no trouble.
+        probing = spec.kind == "register";
         backoff = std::min(absl::Milliseconds(500),
                            std::max(absl::Milliseconds(50), backoff * 2));
       }

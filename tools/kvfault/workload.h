@@ -8,7 +8,8 @@
 // Outcomes follow docs/reliability.md: OK ok; INVALID_ARGUMENT and version
 // mismatches fail (the mismatch carries current_version); any other error of
 // a write is info and the client continues under a new proc; a failed read
-// completes as fail (the checker leaves it out).
+// completes as fail (the checker leaves it out). After an error a client backs
+// off, and a register client only reads until a read succeeds again.
 #ifndef KVSTORE_TOOLS_KVFAULT_WORKLOAD_H_
 #define KVSTORE_TOOLS_KVFAULT_WORKLOAD_H_
 
