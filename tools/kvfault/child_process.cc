@@ -100,9 +100,7 @@ absl::StatusOr<ExitStatus> WaitExit(pid_t pid, absl::Time deadline) {
 
 absl::StatusOr<CommandResult> RunCommand(const std::vector<std::string>& argv,
                                          const std::string& log_path, absl::Duration timeout) {
-  {
-    std::ofstream truncate(log_path, std::ios::trunc);
-  }
+  { std::ofstream truncate(log_path, std::ios::trunc); }
   absl::StatusOr<pid_t> pid = Spawn(argv, log_path);
   if (!pid.ok()) return pid.status();
   absl::StatusOr<ExitStatus> exit = WaitExit(*pid, absl::Now() + timeout);
@@ -124,16 +122,18 @@ absl::StatusOr<CommandResult> RunCommand(const std::vector<std::string>& argv,
 std::string ShellQuote(const std::vector<std::string>& argv) {
   std::vector<std::string> out;
   for (const std::string& a : argv) {
-    const bool plain = !a.empty() && a.find_first_not_of("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMN"
-                                                         "OPQRSTUVWXYZ0123456789-_./=:,+@") ==
-                                         std::string::npos;
+    const bool plain = !a.empty() && a.find_first_not_of(
+                                         "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMN"
+                                         "OPQRSTUVWXYZ0123456789-_./=:,+@") == std::string::npos;
     if (plain) {
       out.push_back(a);
     } else {
       std::string q = "'";
       for (char c : a) {
-        if (c == '\'') q += "'\\''";
-        else q += c;
+        if (c == '\'')
+          q += "'\\''";
+        else
+          q += c;
       }
       out.push_back(q + "'");
     }

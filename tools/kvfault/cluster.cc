@@ -179,10 +179,10 @@ absl::StatusOr<std::vector<std::string>> Cluster::StartNode(Node* node) {
       }
       return argv;
     }
-    last = absl::Status(address.status().code(),
-                        absl::StrCat(ShellQuote(argv), ": ", address.status().message(),
-                                     "\n--- tail of ", node->log_path(), ":\n",
-                                     Tail(node->log_path(), 1500)));
+    last = absl::Status(
+        address.status().code(),
+        absl::StrCat(ShellQuote(argv), ": ", address.status().message(), "\n--- tail of ",
+                     node->log_path(), ":\n", Tail(node->log_path(), 1500)));
     if (node->state == NodeState::kRunning) {  // Hung: give up on it.
       (void)Signal(node, SIGKILL);
       return last;
@@ -248,7 +248,8 @@ absl::StatusOr<std::string> Cluster::Promote(Node* node, const std::vector<std::
   }
   std::vector<std::string> argv = {absl::StrCat(options_.bin_dir, "/kvctl"),
                                    absl::StrCat("--addr=", node->address)};
-  if (!addresses.empty()) argv.push_back(absl::StrCat("--followers=", absl::StrJoin(addresses, ",")));
+  if (!addresses.empty())
+    argv.push_back(absl::StrCat("--followers=", absl::StrJoin(addresses, ",")));
   if (force) argv.push_back("--force");
   argv.push_back("promote");
   *command = argv;
@@ -286,8 +287,7 @@ absl::Status Cluster::AwaitHealed(absl::Time deadline) {
   while (true) {
     why.clear();
     Node* leader = Find(this->leader());
-    absl::StatusOr<v1::StatusResponse> ls =
-        FetchStatus(Channel(leader->address), absl::Seconds(2));
+    absl::StatusOr<v1::StatusResponse> ls = FetchStatus(Channel(leader->address), absl::Seconds(2));
     if (!ls.ok()) {
       why = absl::StrCat("leader ", leader->name(), ": ", ls.status().message());
     } else {

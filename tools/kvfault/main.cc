@@ -18,11 +18,11 @@
 #include <random>
 #include <thread>
 
+#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
-#include "absl/strings/match.h"
 #include "absl/time/clock.h"
 #include "nlohmann/json.hpp"
 #include "tools/kvcheck/checker.h"
@@ -88,8 +88,9 @@ std::vector<std::string> RecoveryTimes(const check::History& h,
         first_ok = op.complete_t_ns;
       }
     }
-    out.push_back(absl::StrCat(s.action, " ", s.node, " at ", Seconds(s.t_ns), ": first ok write ",
-                               first_ok < 0 ? "never" : absl::StrCat("after ", Seconds(first_ok - s.t_ns))));
+    out.push_back(
+        absl::StrCat(s.action, " ", s.node, " at ", Seconds(s.t_ns), ": first ok write ",
+                     first_ok < 0 ? "never" : absl::StrCat("after ", Seconds(first_ok - s.t_ns))));
   }
   return out;
 }
@@ -100,17 +101,17 @@ int Run(const Args& args) {
   absl::StatusOr<Scenario> scenario = LoadScenario(path);
   if (!scenario.ok()) return Usage(std::string(scenario.status().message()));
   const uint64_t seed = args.have_seed ? args.seed : std::random_device()() % 1000000000;
-  std::printf("kvfault: scenario %s, seed %llu\n  %s\n  replay: kvfault run --scenario %s --seed %llu\n",
-              scenario->name.c_str(), static_cast<unsigned long long>(seed),
-              scenario->description.c_str(), scenario->name.c_str(),
-              static_cast<unsigned long long>(seed));
+  std::printf(
+      "kvfault: scenario %s, seed %llu\n  %s\n  replay: kvfault run --scenario %s --seed %llu\n",
+      scenario->name.c_str(), static_cast<unsigned long long>(seed), scenario->description.c_str(),
+      scenario->name.c_str(), static_cast<unsigned long long>(seed));
   std::fflush(stdout);
 
   std::string run_dir = args.out;
   if (run_dir.empty()) {
     const char* tmp = std::getenv("TMPDIR");
-    std::string pattern = absl::StrCat(tmp && *tmp ? tmp : "/tmp", "/kvfault-", scenario->name,
-                                       "-", seed, "-XXXXXX");
+    std::string pattern =
+        absl::StrCat(tmp && *tmp ? tmp : "/tmp", "/kvfault-", scenario->name, "-", seed, "-XXXXXX");
     if (mkdtemp(pattern.data()) == nullptr) return Usage("cannot create the run directory");
     run_dir = pattern;
   } else {
@@ -212,24 +213,26 @@ int Run(const Args& args) {
                   static_cast<long long>(ok + fail + info), static_cast<long long>(ok),
                   static_cast<long long>(fail), static_cast<long long>(info),
                   static_cast<long long>(load.counters().procs.load()), report.keys.size());
-      std::printf("  acked %lld  lost %lld  recovered %lld  phantom %lld  (acked without final read %lld)\n",
-                  static_cast<long long>(d.acked), static_cast<long long>(d.lost),
-                  static_cast<long long>(d.recovered), static_cast<long long>(d.phantom),
-                  static_cast<long long>(d.acked_without_final_read));
+      std::printf(
+          "  acked %lld  lost %lld  recovered %lld  phantom %lld  (acked without final read "
+          "%lld)\n",
+          static_cast<long long>(d.acked), static_cast<long long>(d.lost),
+          static_cast<long long>(d.recovered), static_cast<long long>(d.phantom),
+          static_cast<long long>(d.acked_without_final_read));
       std::printf("  linearizable: %zu keys, %lld invalid, %lld unknown\n", report.keys.size(),
                   static_cast<long long>(invalid), static_cast<long long>(unknown));
       std::printf("  replicas equal: %s\n",
                   replica_diffs < 0 ? "not compared"
-                                    : replica_diffs == 0 ? "yes"
-                                                         : absl::StrCat("no, ", replica_diffs,
-                                                                        " keys differ").c_str());
+                  : replica_diffs == 0
+                      ? "yes"
+                      : absl::StrCat("no, ", replica_diffs, " keys differ").c_str());
       for (const std::string& e : diff_examples) std::printf("    %s\n", e.c_str());
       for (const std::string& r : RecoveryTimes(*h, nemesis.done())) {
         std::printf("  %s\n", r.c_str());
       }
-      std::printf("  violations: %s\n",
-                  kinds.empty() ? "none"
-                                : absl::StrJoin(kinds, ", ", absl::PairFormatter(": ")).c_str());
+      std::printf(
+          "  violations: %s\n",
+          kinds.empty() ? "none" : absl::StrJoin(kinds, ", ", absl::PairFormatter(": ")).c_str());
 
       // The expectations.
       if (d.acked < scenario->expect.min_acked) {
@@ -243,10 +246,9 @@ int Run(const Args& args) {
         failures.push_back("control: no write lost, but this scenario must lose some");
       }
       for (const auto& [kind, n] : kinds) {
-        const bool allowed =
-            (kind == "lost-write" && scenario->expect.lost == "positive") ||
-            std::count(scenario->expect.allowed_violations.begin(),
-                       scenario->expect.allowed_violations.end(), kind) > 0;
+        const bool allowed = (kind == "lost-write" && scenario->expect.lost == "positive") ||
+                             std::count(scenario->expect.allowed_violations.begin(),
+                                        scenario->expect.allowed_violations.end(), kind) > 0;
         if (!allowed) failures.push_back(absl::StrCat(n, " violation(s) of kind ", kind));
       }
       if (scenario->expect.replicas_equal && replica_diffs != 0) {
@@ -254,9 +256,10 @@ int Run(const Args& args) {
       }
       if (!report.violations.empty()) {
         const auto& v = report.violations.front();
-        std::printf("  first violation: %s [%s] %s\n    explain: kvcheck --explain %s %s/history.jsonl\n",
-                    check::ViolationKindName(v.kind), v.key.c_str(), v.message.substr(0, 400).c_str(),
-                    v.key.c_str(), run_dir.c_str());
+        std::printf(
+            "  first violation: %s [%s] %s\n    explain: kvcheck --explain %s %s/history.jsonl\n",
+            check::ViolationKindName(v.kind), v.key.c_str(), v.message.substr(0, 400).c_str(),
+            v.key.c_str(), run_dir.c_str());
       }
     }
     if (!failures.empty()) std::printf("%s", cluster.LogTails(800).c_str());
@@ -264,14 +267,16 @@ int Run(const Args& args) {
   }  // The cluster's processes are killed and reaped here.
 
   if (passed) {
-    std::printf("PASS %s (seed %llu)\n", scenario->name.c_str(), static_cast<unsigned long long>(seed));
+    std::printf("PASS %s (seed %llu)\n", scenario->name.c_str(),
+                static_cast<unsigned long long>(seed));
     if (!args.keep && args.out.empty()) {
       std::error_code ec;
       std::filesystem::remove_all(run_dir, ec);
     }
     return kPass;
   }
-  std::printf("FAIL %s (seed %llu):\n", scenario->name.c_str(), static_cast<unsigned long long>(seed));
+  std::printf("FAIL %s (seed %llu):\n", scenario->name.c_str(),
+              static_cast<unsigned long long>(seed));
   for (const std::string& f : failures) std::printf("  - %s\n", f.c_str());
   std::printf("  kept: %s (history.jsonl, nemesis.jsonl, summary.json, nodes/*/ logs and data)\n",
               run_dir.c_str());

@@ -24,8 +24,7 @@ Nemesis::~Nemesis() {
 }
 
 void Nemesis::Log(int index, const std::string& action, const std::string& node,
-                  const std::string& command, const absl::Status& result,
-                  const std::string& note) {
+                  const std::string& command, const absl::Status& result, const std::string& note) {
   nlohmann::ordered_json j;
   j["t_ns"] = clock_->NowNs();
   j["step"] = index;
@@ -39,8 +38,9 @@ void Nemesis::Log(int index, const std::string& action, const std::string& node,
     std::fputs((j.dump() + "\n").c_str(), log_);
     std::fflush(log_);
   }
-  std::printf("nemesis: %s %s%s%s\n", action.c_str(), command.c_str(),
-              result.ok() ? "" : "  FAILED: ", result.ok() ? "" : std::string(result.message()).c_str());
+  std::printf(
+      "nemesis: %s %s%s%s\n", action.c_str(), command.c_str(),
+      result.ok() ? "" : "  FAILED: ", result.ok() ? "" : std::string(result.message()).c_str());
   std::fflush(stdout);
 }
 
@@ -68,16 +68,20 @@ absl::Status Nemesis::Run(const std::vector<Step>& steps, absl::Time load_start,
 }
 
 absl::Status Nemesis::Execute(int index, const Step& step) {
-  Node* node = step.node.empty() ? nullptr : cluster_->Find(step.node == "leader" ? cluster_->leader() : step.node);
+  Node* node = step.node.empty()
+                   ? nullptr
+                   : cluster_->Find(step.node == "leader" ? cluster_->leader() : step.node);
   if (!step.node.empty() && node == nullptr) {
     return absl::InvalidArgumentError(absl::StrCat("no node ", step.node));
   }
   done_.push_back(StepRecord{step.action, node ? node->name() : "", clock_->NowNs()});
   if (step.action == "kill" || step.action == "pause" || step.action == "resume") {
     const int sig = step.action == "kill" ? SIGKILL : step.action == "pause" ? SIGSTOP : SIGCONT;
-    const std::string command =
-        absl::StrCat("kill -", step.action == "kill" ? "9" : step.action == "pause" ? "STOP" : "CONT",
-                     " ", node->pid);
+    const std::string command = absl::StrCat("kill -",
+                                             step.action == "kill"    ? "9"
+                                             : step.action == "pause" ? "STOP"
+                                                                      : "CONT",
+                                             " ", node->pid);
     absl::Status s = cluster_->Signal(node, sig);
     Log(index, step.action, node->name(), command, s, "");
     return s;
@@ -92,7 +96,8 @@ absl::Status Nemesis::Execute(int index, const Step& step) {
       node->binary = "kv-replica";
       node->followers.clear();
     } else if (!step.as.empty()) {
-      return absl::InvalidArgumentError(absl::StrCat("restart as '", step.as, "' (replica or nothing)"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("restart as '", step.as, "' (replica or nothing)"));
     }
     absl::StatusOr<std::vector<std::string>> argv = cluster_->StartNode(node);
     Log(index, step.action, node->name(),
@@ -102,7 +107,8 @@ absl::Status Nemesis::Execute(int index, const Step& step) {
   }
   if (step.action == "await-healed") {
     absl::Status s = cluster_->AwaitHealed(absl::Now() + absl::Seconds(15));
-    Log(index, step.action, "", "(poll Admin.Status until every running follower caught up)", s, "");
+    Log(index, step.action, "", "(poll Admin.Status until every running follower caught up)", s,
+        "");
     return s;
   }
   if (step.action == "promote") {
@@ -140,8 +146,7 @@ absl::Status Nemesis::Execute(int index, const Step& step) {
     if (!out.ok() && out.status().code() == absl::StatusCode::kFailedPrecondition &&
         step.force == "if-refused") {
       out = cluster_->Promote(best, followers, true, &command);
-      Log(index, "promote", best->name(), ShellQuote(command), out.status(),
-          out.ok() ? *out : "");
+      Log(index, "promote", best->name(), ShellQuote(command), out.status(), out.ok() ? *out : "");
     }
     return out.status();
   }

@@ -37,11 +37,11 @@ absl::StatusOr<Scenario> LoadScenario(const std::string& path) {
   s.path = path;
   try {
     const YAML::Node root = YAML::LoadFile(path);
-    if (absl::Status st = CheckKeys(root,
-                                    {"name", "description", "replicas", "server_flags", "duration_s",
-                                     "max_ops", "request_timeout_ms", "workloads", "nemesis",
-                                     "expect", "check_time_limit_ms"},
-                                    path);
+    if (absl::Status st = CheckKeys(
+            root,
+            {"name", "description", "replicas", "server_flags", "duration_s", "max_ops",
+             "request_timeout_ms", "workloads", "nemesis", "expect", "check_time_limit_ms"},
+            path);
         !st.ok()) {
       return st;
     }
@@ -70,13 +70,12 @@ absl::StatusOr<Scenario> LoadScenario(const std::string& path) {
       s.load.workloads.push_back(spec);
     }
     if (s.load.workloads.empty()) return absl::InvalidArgumentError(path + ": no workloads");
-    static const std::set<std::string> kActions = {"kill",    "pause", "resume", "restart",
-                                                   "wipe",    "promote", "await-healed"};
+    static const std::set<std::string> kActions = {"kill", "pause",   "resume",      "restart",
+                                                   "wipe", "promote", "await-healed"};
     for (const auto& n : root["nemesis"]) {
-      if (absl::Status st = CheckKeys(n,
-                                      {"at_s", "jitter_s", "action", "node", "as", "candidates",
-                                       "followers", "force"},
-                                      path + " nemesis step");
+      if (absl::Status st = CheckKeys(
+              n, {"at_s", "jitter_s", "action", "node", "as", "candidates", "followers", "force"},
+              path + " nemesis step");
           !st.ok()) {
         return st;
       }
@@ -85,7 +84,8 @@ absl::StatusOr<Scenario> LoadScenario(const std::string& path) {
       step.jitter_s = n["jitter_s"].as<double>(0);
       step.action = n["action"].as<std::string>();
       if (!kActions.count(step.action)) {
-        return absl::InvalidArgumentError(absl::StrCat(path, ": unknown action '", step.action, "'"));
+        return absl::InvalidArgumentError(
+            absl::StrCat(path, ": unknown action '", step.action, "'"));
       }
       step.node = n["node"].as<std::string>("");
       step.as = n["as"].as<std::string>("");
@@ -95,8 +95,8 @@ absl::StatusOr<Scenario> LoadScenario(const std::string& path) {
       s.nemesis.push_back(step);
     }
     if (const YAML::Node e = root["expect"]) {
-      if (absl::Status st = CheckKeys(e, {"lost", "allowed_violations", "min_acked", "replicas_equal"},
-                                      path + " expect");
+      if (absl::Status st = CheckKeys(
+              e, {"lost", "allowed_violations", "min_acked", "replicas_equal"}, path + " expect");
           !st.ok()) {
         return st;
       }

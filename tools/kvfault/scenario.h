@@ -39,7 +39,7 @@ struct Expect {
   // Violation kinds allowed besides lost-write (a control loses writes, which
   // also makes their keys non-linearizable).
   std::vector<std::string> allowed_violations;
-  int64_t min_acked = 500;    // Fewer acked writes: the run proved nothing.
+  int64_t min_acked = 500;  // Fewer acked writes: the run proved nothing.
   bool replicas_equal = true;
 };
 

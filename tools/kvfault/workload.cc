@@ -70,9 +70,8 @@ void Load::Run() {
   for (const WorkloadSpec& w : options_.workloads) {
     const char letter = w.kind == "register" ? 'r' : 's';
     for (int c = 0; c < w.clients; ++c) {
-      threads.emplace_back([this, &w, letter, c, before, per_client] {
-        Client(w, letter, c, before, per_client);
-      });
+      threads.emplace_back(
+          [this, &w, letter, c, before, per_client] { Client(w, letter, c, before, per_client); });
     }
     before += w.clients;
   }
@@ -146,7 +145,8 @@ void Load::Client(const WorkloadSpec& spec, char letter, int client, int clients
         done.error = Describe(s);
       }
     } else if (choice == 1 || choice == 2) {
-      const std::string value = absl::StrCat(std::string(1, letter), "c", global_client, "-", ++seq);
+      const std::string value =
+          absl::StrCat(std::string(1, letter), "c", global_client, "-", ++seq);
       invoke.f = done.f = choice == 1 ? "set" : "cas";
       invoke.value = done.value = value;
       v1::SetRequest request;
@@ -196,8 +196,7 @@ void Load::Client(const WorkloadSpec& spec, char letter, int client, int clients
       // 500 ms) so a long outage yields a bounded number of open writes.
       if (!s.ok() && !done.current_version) {  // A version mismatch is no trouble.
         probing = spec.kind == "register";
-        backoff = std::min(absl::Milliseconds(500),
-                           std::max(absl::Milliseconds(50), backoff * 2));
+        backoff = std::min(absl::Milliseconds(500), std::max(absl::Milliseconds(50), backoff * 2));
       }
     }
     if (done.type == "info") {
@@ -244,7 +243,8 @@ absl::Status Load::FinalReads(absl::Time deadline) {
       if (s.ok() && response.results_size() != request.keys_size()) {
         s = grpc::Status(grpc::StatusCode::INTERNAL, "MultiGet: wrong number of results");
       }
-      if (!s.ok()) last_error = absl::UnavailableError(absl::StrCat("final MultiGet: ", Describe(s)));
+      if (!s.ok())
+        last_error = absl::UnavailableError(absl::StrCat("final MultiGet: ", Describe(s)));
       for (size_t i = start; i < end; ++i) {
         Event done;
         done.proc = procs[i - start];
@@ -271,8 +271,8 @@ absl::Status Load::FinalReads(absl::Time deadline) {
     pending.swap(retry);
     if (!pending.empty()) {
       if (absl::Now() >= deadline) {
-        return absl::DeadlineExceededError(absl::StrCat(pending.size(), " keys never read; last: ",
-                                                        last_error.message()));
+        return absl::DeadlineExceededError(
+            absl::StrCat(pending.size(), " keys never read; last: ", last_error.message()));
       }
       absl::SleepFor(absl::Milliseconds(100));  // Polling with a deadline.
     }
@@ -314,8 +314,8 @@ absl::StatusOr<int64_t> Load::CompareReplicas(std::vector<std::string>* examples
         if (++differing <= 5) {
           examples->push_back(absl::StrCat(
               node->name(), " key ", finals_[i].first, ": ",
-              r.found() ? absl::StrCat(r.value(), "@", r.version()) : "absent", ", leader: ",
-              f.found ? absl::StrCat(f.value, "@", f.version) : "absent"));
+              r.found() ? absl::StrCat(r.value(), "@", r.version()) : "absent",
+              ", leader: ", f.found ? absl::StrCat(f.value, "@", f.version) : "absent"));
         }
       }
     }
