@@ -75,7 +75,8 @@ std::string SelfDir() {
 std::string Seconds(int64_t ns) { return absl::StrFormat("%.2fs", ns / 1e9); }
 
 // Time from each fault step to the first write invoked after it that
-// succeeded: how long writes were unavailable.
+// succeeded and changed the key (a delete of an absent key writes nothing):
+// how long writes were unavailable.
 std::vector<std::string> RecoveryTimes(const check::History& h,
                                        const std::vector<StepRecord>& steps) {
   std::vector<std::string> out;
@@ -83,7 +84,8 @@ std::vector<std::string> RecoveryTimes(const check::History& h,
     if (s.action != "kill" && s.action != "pause" && s.action != "promote") continue;
     int64_t first_ok = -1;
     for (const check::Op& op : h.ops) {
-      if (op.IsWrite() && op.outcome == check::Outcome::kOk && op.invoke_t_ns >= s.t_ns &&
+      if (op.IsWrite() && (op.f != check::Fn::kDelete || op.deleted) &&
+          op.outcome == check::Outcome::kOk && op.invoke_t_ns >= s.t_ns &&
           (first_ok < 0 || op.complete_t_ns < first_ok)) {
         first_ok = op.complete_t_ns;
       }
