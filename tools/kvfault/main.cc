@@ -172,7 +172,16 @@ int Run(const Args& args) {
       if (absl::Status s = load.FinalReads(absl::Now() + absl::Seconds(10)); !s.ok()) {
         failures.push_back(absl::StrCat("final reads: ", s.message()));
       }
-      absl::StatusOr<int64_t> d = load.CompareReplicas(&diff_examples);
+      // A replica that does not consider itself caught up answers UNAVAILABLE:
+      // poll with a deadline rather than judge it then.
+      absl::StatusOr<int64_t> d = absl::UnavailableError("not compared");
+      const absl::Time compare_deadline = absl::Now() + absl::Seconds(10);
+      while (true) {
+        diff_examples.clear();
+        d = load.CompareReplicas(&diff_examples);
+        if (d.ok() || absl::Now() >= compare_deadline) break;
+        absl::SleepFor(absl::Milliseconds(100));  // Polling with a deadline.
+      }
       if (d.ok()) {
         replica_diffs = *d;
       } else {
