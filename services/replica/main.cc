@@ -1,5 +1,5 @@
-// kv-replica: a follower of a shard leader. See services/replication/node_main.h.
-#include "services/replication/node_main.h"
+// kv-replica: a follower of a shard leader. See services/node/node_main.h.
+#include "services/node/node_main.h"
 
 int main(int argc, char** argv) {
   return kvstore::NodeMain(argc, argv, kvstore::NodeKind::kReplica);

@@ -46,7 +46,7 @@
 #include "common/storage/store.h"
 #include "kvstore/v1/replication.pb.h"
 #include "services/replication/epoch_file.h"
-#include "services/shard/replication_hooks.h"
+#include "common/replication/replication_hooks.h"
 
 namespace kvstore {
 

@@ -1,6 +1,6 @@
 // KvService on the default reactor, without a server: request validation, the
 // error codes the API promises, and that a rejected request writes nothing.
-#include "services/shard/kv_service.h"
+#include "services/node/kv_service.h"
 
 #include <grpcpp/test/default_reactor_test_peer.h>
 

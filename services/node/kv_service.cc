@@ -1,4 +1,4 @@
-#include "services/shard/kv_service.h"
+#include "services/node/kv_service.h"
 
 #include <algorithm>
 #include <utility>

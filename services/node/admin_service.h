@@ -1,8 +1,8 @@
 // kvstore.v1.Admin for a shard: status and on-demand snapshots. A snapshot can
 // take seconds, so it runs on the service's own worker thread, never on a gRPC
 // reaction; requests that arrive meanwhile wait for the next one.
-#ifndef KVSTORE_SERVICES_SHARD_ADMIN_SERVICE_H_
-#define KVSTORE_SERVICES_SHARD_ADMIN_SERVICE_H_
+#ifndef KVSTORE_SERVICES_NODE_ADMIN_SERVICE_H_
+#define KVSTORE_SERVICES_NODE_ADMIN_SERVICE_H_
 
 #include <deque>
 #include <functional>
@@ -14,7 +14,7 @@
 #include "common/security/access_policy.h"
 #include "common/storage/store.h"
 #include "kvstore/v1/admin.grpc.pb.h"
-#include "services/shard/replication_hooks.h"
+#include "common/replication/replication_hooks.h"
 
 namespace kvstore {
 
@@ -66,4 +66,4 @@ void FillSnapshotInfo(const SnapshotMeta& meta, double duration_seconds, v1::Sna
 
 }  // namespace kvstore
 
-#endif  // KVSTORE_SERVICES_SHARD_ADMIN_SERVICE_H_
+#endif  // KVSTORE_SERVICES_NODE_ADMIN_SERVICE_H_

@@ -1,4 +1,4 @@
-#include "services/shard/admin_service.h"
+#include "services/node/admin_service.h"
 
 #include <utility>
 

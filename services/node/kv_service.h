@@ -1,15 +1,15 @@
 // kvstore.v1.KeyValue served from a local Store (the shard leader's side).
 // Reads answer at once; writes return their reactor and are finished by the
 // store's log thread once durable, so no gRPC thread waits on an fsync.
-#ifndef KVSTORE_SERVICES_SHARD_KV_SERVICE_H_
-#define KVSTORE_SERVICES_SHARD_KV_SERVICE_H_
+#ifndef KVSTORE_SERVICES_NODE_KV_SERVICE_H_
+#define KVSTORE_SERVICES_NODE_KV_SERVICE_H_
 
 #include "common/kv/pipeline.h"
 #include "common/kv/request_limits.h"
 #include "common/security/access_policy.h"
 #include "common/storage/store.h"
 #include "kvstore/v1/kv.grpc.pb.h"
-#include "services/shard/replication_hooks.h"
+#include "common/replication/replication_hooks.h"
 
 namespace kvstore {
 
@@ -105,4 +105,4 @@ absl::StatusOr<WritePlan> PlanWrite(const v1::WriteAck& ack, ReplicationHooks* r
 
 }  // namespace kvstore
 
-#endif  // KVSTORE_SERVICES_SHARD_KV_SERVICE_H_
+#endif  // KVSTORE_SERVICES_NODE_KV_SERVICE_H_

@@ -1,4 +1,4 @@
-#include "services/replication/node_main.h"
+#include "services/node/node_main.h"
 
 #include <algorithm>
 #include <cstdio>
@@ -23,8 +23,8 @@
 #include "kvstore/v1/kv.grpc.pb.h"
 #include "services/replication/node.h"
 #include "services/replication/replication_service.h"
-#include "services/shard/admin_service.h"
-#include "services/shard/kv_service.h"
+#include "services/node/admin_service.h"
+#include "services/node/kv_service.h"
 
 #ifndef KVSTORE_VERSION
 #define KVSTORE_VERSION "dev"

@@ -1,8 +1,8 @@
 // What the KeyValue and Admin services need from replication, as an interface
 // so that they do not depend on it: a lone shard passes none, kv-shard and
 // kv-replica pass their ReplicationNode (services/replication/node.h).
-#ifndef KVSTORE_SERVICES_SHARD_REPLICATION_HOOKS_H_
-#define KVSTORE_SERVICES_SHARD_REPLICATION_HOOKS_H_
+#ifndef KVSTORE_COMMON_REPLICATION_REPLICATION_HOOKS_H_
+#define KVSTORE_COMMON_REPLICATION_REPLICATION_HOOKS_H_
 
 #include <cstdint>
 #include <functional>
@@ -63,4 +63,4 @@ class ReplicationHooks {
 
 }  // namespace kvstore
 
-#endif  // KVSTORE_SERVICES_SHARD_REPLICATION_HOOKS_H_
+#endif  // KVSTORE_COMMON_REPLICATION_REPLICATION_HOOKS_H_
