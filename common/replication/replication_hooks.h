@@ -1,6 +1,6 @@
 // What the KeyValue and Admin services need from replication, as an interface
 // so that they do not depend on it: a lone shard passes none, kv-shard and
-// kv-replica pass their ReplicationNode (services/replication/node.h).
+// kv-replica pass their ReplicationNode (common/replication/node.h).
 #ifndef KVSTORE_COMMON_REPLICATION_REPLICATION_HOOKS_H_
 #define KVSTORE_COMMON_REPLICATION_REPLICATION_HOOKS_H_
 

@@ -3,7 +3,7 @@
 //
 //   version = epoch << 40 | index
 //
-// Every start of leadership is a new epoch (services/replication), so two
+// Every start of leadership is a new epoch (common/replication), so two
 // different writes never share (epoch, index) even when a lost log tail or a
 // lossy promotion hands the same index to a second write; and because epochs
 // and indexes only grow, a key's versions strictly increase. Versions written

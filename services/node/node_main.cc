@@ -13,6 +13,7 @@
 #include "common/config/flag_names.h"
 #include "common/config/flags_config.h"
 #include "common/metrics/server_metrics.h"
+#include "common/replication/node.h"
 #include "common/security/credentials.h"
 #include "common/security/server_flags.h"
 #include "common/server/server.h"
@@ -21,10 +22,10 @@
 #include "gflags/gflags.h"
 #include "glog/logging.h"
 #include "kvstore/v1/kv.grpc.pb.h"
-#include "services/replication/node.h"
-#include "services/replication/replication_service.h"
 #include "services/node/admin_service.h"
 #include "services/node/kv_service.h"
+#include "services/replication/grpc_transport.h"
+#include "services/replication/replication_service.h"
 
 #ifndef KVSTORE_VERSION
 #define KVSTORE_VERSION "dev"
@@ -150,7 +151,8 @@ int Run(NodeKind kind, const char* program) {
     std::fprintf(stderr, "%s: %s\n", program, std::string(security.status().message()).c_str());
     return 2;
   }
-  node_options.client_security = security->client;
+  GrpcReplicationTransport transport(security->client);
+  node_options.transport = &transport;
 
   StoreOptions options;
   options.dir = FLAGS_data_dir;

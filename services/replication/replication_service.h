@@ -1,13 +1,12 @@
-// The follower's side of kvstore.v1.Replication: accepts a leader's stream
-// (after the epoch check in ReplicationNode::AcceptLeader), states its
-// position, applies and logs what the leader sends (entries, or a snapshot
-// followed by entries), and acks the index it has made durable.
+// kvstore.v1.Replication over gRPC, follower side: checks the caller's access,
+// then runs the replication library's follower session on the stream
+// (common/replication/follower_session.h).
 #ifndef KVSTORE_SERVICES_REPLICATION_REPLICATION_SERVICE_H_
 #define KVSTORE_SERVICES_REPLICATION_REPLICATION_SERVICE_H_
 
+#include "common/replication/node.h"
 #include "common/security/access_policy.h"
 #include "kvstore/v1/replication.grpc.pb.h"
-#include "services/replication/node.h"
 
 namespace kvstore {
 

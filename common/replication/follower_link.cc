@@ -1,4 +1,4 @@
-#include "services/replication/follower_link.h"
+#include "common/replication/follower_link.h"
 
 #include <xxhash.h>
 
@@ -9,32 +9,20 @@
 #include "absl/strings/str_cat.h"
 #include "common/storage/log_cursor.h"
 #include "glog/logging.h"
-#include "services/replication/node.h"
+#include "common/replication/node.h"
 
 namespace kvstore {
 namespace {
 
 constexpr size_t kSnapshotChunkBytes = 1 << 20;
 
-using Stream = grpc::ClientReaderWriter<v1::LeaderMessage, v1::FollowerMessage>;
-
 }  // namespace
 
 FollowerLink::FollowerLink(ReplicationNode* node, std::string address, uint64_t epoch)
     : node_(node), address_(std::move(address)), epoch_(epoch) {
-  grpc::ChannelArguments args;
-  args.SetMaxSendMessageSize(64 << 20);
-  args.SetMaxReceiveMessageSize(64 << 20);
-  // Reconnect quickly after a follower restarts.
-  args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 100);
-  args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 1000);
-  // A dedicated channel per link: streams of different leaders' epochs never share one.
-  args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
-  stub_ = v1::Replication::NewStub(
-      CreateClientChannel(address_, node_->options().client_security, args));
   {
     absl::MutexLock l(&mu_);
-    caught_up_at_ = absl::Now();
+    caught_up_at_micros_ = node_->clock()->NowMicros();
   }
   thread_ = std::thread([this] { Run(); });
 }
@@ -47,7 +35,7 @@ FollowerLink::~FollowerLink() {
 void FollowerLink::Stop() {
   absl::MutexLock l(&mu_);
   stopping_ = true;
-  if (context_ != nullptr) context_->TryCancel();
+  if (stream_ != nullptr) stream_->Cancel();
 }
 
 bool FollowerLink::stopping() const {
@@ -68,8 +56,10 @@ void FollowerLink::FillStatus(v1::FollowerStatus* status) const {
   status->set_state(state_);
   status->set_acked_index(acked);
   status->set_lag_entries(leader_last > acked ? leader_last - acked : 0);
-  status->set_lag_seconds(leader_last > acked ? absl::ToDoubleSeconds(absl::Now() - caught_up_at_)
-                                              : 0.0);
+  status->set_lag_seconds(
+      leader_last > acked
+          ? static_cast<double>(node_->clock()->NowMicros() - caught_up_at_micros_) / 1e6
+          : 0.0);
   status->set_snapshots_sent(snapshots_sent_);
   status->set_error(error_);
 }
@@ -79,7 +69,7 @@ void FollowerLink::Run() {
   absl::Duration backoff = options.min_backoff;
   while (!stopping()) {
     std::string error;
-    const absl::Time started = absl::Now();
+    const int64_t started = node_->clock()->NowMicros();
     const Outcome outcome = Session(&error);
     needed_.store(0, std::memory_order_release);
     if (outcome != Outcome::kRetry) return;
@@ -93,7 +83,7 @@ void FollowerLink::Run() {
       error_ = error;
     }
     // A session that ran a while resets the backoff.
-    if (absl::Now() - started > absl::Seconds(5)) backoff = options.min_backoff;
+    if (node_->clock()->NowMicros() - started > 5'000'000) backoff = options.min_backoff;
     absl::MutexLock l(&mu_);
     const auto stop = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return stopping_; };
     mu_.AwaitWithTimeout(absl::Condition(&stop), backoff);
@@ -104,27 +94,27 @@ void FollowerLink::Run() {
 FollowerLink::Outcome FollowerLink::Session(std::string* error) {
   Store* const store = node_->store();
   const NodeOptions& options = node_->options();
-  grpc::ClientContext context;
+  Clock* const clock = node_->clock();
+  std::unique_ptr<LeaderStream> stream = node_->transport()->Connect(address_);
   {
     absl::MutexLock l(&mu_);
     if (stopping_) return Outcome::kStopped;
-    context_ = &context;
+    stream_ = stream.get();
     state_ = "connecting";
   }
-  // Clears context_ before `context` goes away, whatever the exit path.
+  // Clears stream_ before `stream` goes away, whatever the exit path.
   struct Unregister {
     FollowerLink* link;
     ~Unregister() {
       absl::MutexLock l(&link->mu_);
-      link->context_ = nullptr;
+      link->stream_ = nullptr;
     }
   } unregister{this};
 
-  std::unique_ptr<Stream> stream = stub_->Stream(&context);
   auto finish = [&](const std::string& what) {
-    context.TryCancel();
-    grpc::Status s = stream->Finish();
-    *error = s.ok() ? what : absl::StrCat(what, ": ", s.error_message());
+    stream->Cancel();
+    const absl::Status s = stream->Finish();
+    *error = s.ok() ? what : absl::StrCat(what, ": ", s.message());
     return stopping() ? Outcome::kStopped : Outcome::kRetry;
   };
 
@@ -145,8 +135,8 @@ FollowerLink::Outcome FollowerLink::Session(std::string* error) {
       state_ = "refused";
       error_ = why;
     }
-    context.TryCancel();
-    stream->Finish();
+    stream->Cancel();
+    (void)stream->Finish();  // Refused: why is already said.
   };
   if (reply.has_refused() || reply.position().epoch() > epoch_) {
     const uint64_t epoch = reply.has_refused() ? reply.refused().epoch() : reply.position().epoch();
@@ -219,7 +209,9 @@ FollowerLink::Outcome FollowerLink::Session(std::string* error) {
       {
         absl::MutexLock l(&mu_);
         ++ack_count_;
-        if (message.ack().durable_index() >= store->last_index()) caught_up_at_ = absl::Now();
+        if (message.ack().durable_index() >= store->last_index()) {
+          caught_up_at_micros_ = clock->NowMicros();
+        }
       }
       node_->OnAck();
     }
@@ -228,7 +220,7 @@ FollowerLink::Outcome FollowerLink::Session(std::string* error) {
     ++ack_count_;
   });
   auto stop_reader = [&] {
-    context.TryCancel();
+    stream->Cancel();
     reader.join();
   };
 
@@ -236,7 +228,7 @@ FollowerLink::Outcome FollowerLink::Session(std::string* error) {
   if (!partial) {
     if (!SendSnapshot(stream.get(), &next, error)) {
       stop_reader();
-      stream->Finish();
+      (void)stream->Finish();  // *error says why.
       return stopping() ? Outcome::kStopped : Outcome::kRetry;
     }
   }
@@ -247,7 +239,7 @@ FollowerLink::Outcome FollowerLink::Session(std::string* error) {
   // (last index, bytes) of each message not yet acknowledged.
   std::deque<std::pair<uint64_t, size_t>> unacked;
   size_t unacked_bytes = 0;
-  absl::Time last_sent = absl::Now();
+  int64_t last_sent = clock->NowMicros();
   std::string records;
   Outcome outcome = Outcome::kRetry;
   for (;;) {
@@ -312,28 +304,28 @@ FollowerLink::Outcome FollowerLink::Session(std::string* error) {
       unacked.emplace_back(last, bytes);
       unacked_bytes += bytes;
       needed_.store(cursor.next_index(), std::memory_order_release);
-      last_sent = absl::Now();
+      last_sent = clock->NowMicros();
       continue;
     }
-    if (absl::Now() - last_sent >= options.heartbeat) {
+    if (clock->NowMicros() - last_sent >= absl::ToInt64Microseconds(options.heartbeat)) {
       v1::LeaderMessage message;
       message.mutable_heartbeat()->set_leader_last_index(written);
-      message.mutable_heartbeat()->set_leader_unix_ms(absl::ToUnixMillis(absl::Now()));
+      message.mutable_heartbeat()->set_leader_unix_ms(clock->NowUnixMillis());
       if (!stream->Write(message)) {
         *error = "the follower closed the stream";
         break;
       }
-      last_sent = absl::Now();
+      last_sent = clock->NowMicros();
     }
     store->WaitForWritten(cursor.next_index() - 1, options.heartbeat);
   }
   stop_reader();
-  grpc::Status finished = stream->Finish();
-  if (error->empty() && !finished.ok()) *error = finished.error_message();
+  const absl::Status finished = stream->Finish();
+  if (error->empty() && !finished.ok()) *error = std::string(finished.message());
   return stopping() ? Outcome::kStopped : outcome;
 }
 
-bool FollowerLink::SendSnapshot(Stream* stream, uint64_t* next, std::string* error) {
+bool FollowerLink::SendSnapshot(LeaderStream* stream, uint64_t* next, std::string* error) {
   Store* const store = node_->store();
   SetState("snapshotting");
   // The newest snapshot may be pruned between listing and opening: try twice.
@@ -361,7 +353,7 @@ bool FollowerLink::SendSnapshot(Stream* stream, uint64_t* next, std::string* err
   }
   // While the snapshot travels, the log from its start on must stay.
   needed_.store(meta.start_index + 1, std::memory_order_release);
-  const absl::Time started = absl::Now();
+  const int64_t started = node_->clock()->NowMicros();
   v1::LeaderMessage begin;
   begin.mutable_snapshot_begin()->set_start_index(meta.start_index);
   begin.mutable_snapshot_begin()->set_end_index(meta.end_index);
@@ -399,7 +391,7 @@ bool FollowerLink::SendSnapshot(Stream* stream, uint64_t* next, std::string* err
   }
   LOG(INFO) << "Sent snapshot " << meta.path << " (" << offset << " bytes, indexes "
             << meta.start_index << ".." << meta.end_index << ") to " << address_ << " in "
-            << absl::FormatDuration(absl::Now() - started);
+            << static_cast<double>(node_->clock()->NowMicros() - started) / 1e6 << " s";
   *next = meta.start_index + 1;
   absl::MutexLock l(&mu_);
   ++snapshots_sent_;

@@ -28,8 +28,8 @@
 // epoch by a follower of another leader (two promotions raced), it stops
 // leading too. Every step-down fences the store before anything else, so no
 // write admitted before it takes an index after it.
-#ifndef KVSTORE_SERVICES_REPLICATION_NODE_H_
-#define KVSTORE_SERVICES_REPLICATION_NODE_H_
+#ifndef KVSTORE_COMMON_REPLICATION_NODE_H_
+#define KVSTORE_COMMON_REPLICATION_NODE_H_
 
 #include <cstdint>
 #include <functional>
@@ -42,11 +42,12 @@
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
-#include "common/security/credentials.h"
+#include "common/replication/epoch_file.h"
+#include "common/replication/replication_hooks.h"
+#include "common/replication/transport.h"
+#include "common/storage/clock.h"
 #include "common/storage/store.h"
 #include "kvstore/v1/replication.pb.h"
-#include "services/replication/epoch_file.h"
-#include "common/replication/replication_hooks.h"
 
 namespace kvstore {
 
@@ -82,8 +83,14 @@ struct NodeOptions {
   absl::Duration start_wait = absl::Seconds(3);
   // How long Promote waits for each follower's position.
   absl::Duration position_timeout = absl::Seconds(2);
-  // TLS and tokens of the streams to the followers (default: plaintext).
-  ClientSecurity client_security;
+  // How this node reaches its followers (and asks positions): required, must
+  // outlive the node.
+  ReplicationTransport* transport = nullptr;
+  // Monotonic time for every deadline, timeout, lag and backoff here.
+  Clock* clock = RealClock();
+  // How often the node's timer thread looks at deadlines (a FakeClock only
+  // moves when told, so tests make this short).
+  absl::Duration tick = absl::Milliseconds(100);
 };
 
 class FollowerLink;
@@ -170,6 +177,8 @@ class ReplicationNode final : public ReplicationHooks {
   bool OnHandshake(const std::string& address, const v1::Position& position);
 
   Store* store() const { return store_; }
+  ReplicationTransport* transport() const { return options_.transport; }
+  Clock* clock() const { return options_.clock; }
   const NodeOptions& options() const { return options_; }
 
  private:
@@ -181,6 +190,8 @@ class ReplicationNode final : public ReplicationHooks {
   };
 
   ReplicationNode(Store* store, NodeOptions options, Role role);
+  // The injected monotonic clock as an absl::Time (arbitrary origin).
+  absl::Time Now() const { return absl::FromUnixMicros(options_.clock->NowMicros()); }
   void SettleRoleAndStartLinks(const std::string& advertise) ABSL_LOCKS_EXCLUDED(mu_);
   // Records (epoch, leader) durably; `followers` only when this node leads it.
   absl::Status PersistEpoch(uint64_t epoch, const std::string& leader,
@@ -258,4 +269,4 @@ class ReplicationNode final : public ReplicationHooks {
 
 }  // namespace kvstore
 
-#endif  // KVSTORE_SERVICES_REPLICATION_NODE_H_
+#endif  // KVSTORE_COMMON_REPLICATION_NODE_H_

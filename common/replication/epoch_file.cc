@@ -1,4 +1,4 @@
-#include "services/replication/epoch_file.h"
+#include "common/replication/epoch_file.h"
 
 #include <random>
 

@@ -9,8 +9,8 @@
 // EPOCH is text. Its first line is "<epoch> <leader address>" (all that older
 // builds wrote, and still all that they read); then "key value" lines:
 // leader_id, followers (comma-separated), cluster, shard.
-#ifndef KVSTORE_SERVICES_REPLICATION_EPOCH_FILE_H_
-#define KVSTORE_SERVICES_REPLICATION_EPOCH_FILE_H_
+#ifndef KVSTORE_COMMON_REPLICATION_EPOCH_FILE_H_
+#define KVSTORE_COMMON_REPLICATION_EPOCH_FILE_H_
 
 #include <cstdint>
 #include <string>
@@ -41,4 +41,4 @@ absl::StatusOr<std::string> LoadOrCreateNodeId(FileSystem* fs, const std::string
 
 }  // namespace kvstore
 
-#endif  // KVSTORE_SERVICES_REPLICATION_EPOCH_FILE_H_
+#endif  // KVSTORE_COMMON_REPLICATION_EPOCH_FILE_H_

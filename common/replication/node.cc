@@ -1,4 +1,4 @@
-#include "services/replication/node.h"
+#include "common/replication/node.h"
 
 #include <algorithm>
 #include <utility>
@@ -7,8 +7,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/string_view.h"
 #include "glog/logging.h"
-#include "kvstore/v1/admin.grpc.pb.h"
-#include "services/replication/follower_link.h"
+#include "common/replication/follower_link.h"
 
 namespace kvstore {
 namespace {
@@ -58,7 +57,7 @@ absl::StatusOr<std::unique_ptr<ReplicationNode>> ReplicationNode::Create(Store* 
   node->file_ = *file;
   absl::MutexLock l(&node->mu_);
   node->promised_epoch_ = std::max(file->epoch, store->epoch());
-  node->caught_up_at_ = absl::Now();
+  node->caught_up_at_ = node->Now();
   node->advertise_ = node->options_.advertise;
   node->shard_ = !node->options_.shard.empty() ? node->options_.shard : file->shard;
   node->cluster_ = !node->options_.cluster.empty() ? node->options_.cluster : file->cluster;
@@ -125,7 +124,7 @@ void ReplicationNode::SettleRoleAndStartLinks(const std::string& advertise) {
     }
     leading_ = false;
     contacted_.clear();
-    leading_attempt_since_ = absl::Now();
+    leading_attempt_since_ = Now();
     StartLinks(followers_, std::max(promised_epoch_, log_epoch));
     if (!followers_.empty()) {
       LOG(INFO) << "Asking " << followers_.size()
@@ -340,7 +339,7 @@ void ReplicationNode::AwaitReplicas(uint64_t index, int replicas,
           ") was confirmed on replicas; it may or may not survive on the shard's new leader"));
     } else if (CountAcked(index) < replicas) {
       waiters_.push_back(
-          Waiter{index, replicas, absl::Now() + options_.sync_timeout, std::move(done)});
+          Waiter{index, replicas, Now() + options_.sync_timeout, std::move(done)});
       return;
     }
   }
@@ -352,7 +351,7 @@ void ReplicationNode::OnAck() {
   {
     absl::MutexLock l(&mu_);
     ++ack_events_;
-    CollectReady(absl::Now(), &ready);
+    CollectReady(Now(), &ready);
   }
   for (auto& [done, status] : ready) done(status);
 }
@@ -387,15 +386,17 @@ void ReplicationNode::TimerThread() {
     {
       absl::MutexLock l(&mu_);
       if (stopping_) return;
-      absl::Time next = absl::Now() + absl::Milliseconds(100);
-      for (const Waiter& w : waiters_) next = std::min(next, w.deadline);
+      // Deadlines are on the injected clock; the wait is real time, at most a tick.
+      absl::Duration wait = options_.tick;
+      const absl::Time now = Now();
+      for (const Waiter& w : waiters_) wait = std::min(wait, w.deadline - now);
       const auto wake = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
         return stopping_ || begin_wanted_ || !retired_links_.empty();
       };
-      mu_.AwaitWithDeadline(absl::Condition(&wake), next);
+      mu_.AwaitWithTimeout(absl::Condition(&wake), std::max(wait, absl::ZeroDuration()));
       if (stopping_) return;
       begin_wanted_ = false;
-      CollectReady(absl::Now(), &ready);
+      CollectReady(Now(), &ready);
       retired.swap(retired_links_);
       may_begin = role_ == Role::kLeader && !leading_ && !beginning_epoch_;
     }
@@ -511,7 +512,7 @@ void ReplicationNode::MaybeBeginEpoch() {
         // sync-acknowledged write may be on has been seen.
         const size_t k = static_cast<size_t>(std::max(0, options_.sync_acks));
         const size_t needed = k == 0 ? 0 : followers_.size() - std::min(k, followers_.size()) + 1;
-        if (absl::Now() - leading_attempt_since_ < options_.start_wait || answered < needed) {
+        if (Now() - leading_attempt_since_ < options_.start_wait || answered < needed) {
           return;
         }
         LOG(WARNING) << "Leading without " << followers_.size() - answered << " of "
@@ -653,7 +654,7 @@ void ReplicationNode::NoteLeaderIndex(uint64_t leader_last_index) {
   {
     absl::MutexLock l(&mu_);
     leader_last_index_ = std::max(leader_last_index_, leader_last_index);
-    if (mine >= leader_last_index_) caught_up_at_ = absl::Now();
+    if (mine >= leader_last_index_) caught_up_at_ = Now();
     if (ready_ || role_ != Role::kReplica) return;
     if (!catch_up_target_known_) {
       catch_up_target_ = leader_last_index;
@@ -707,25 +708,18 @@ absl::StatusOr<ReplicationHooks::PromoteResult> ReplicationNode::Promote(
   std::vector<std::string> ahead;
   std::vector<std::string> unreachable;
   for (const std::string& address : followers) {
-    grpc::ChannelArguments args;
-    args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
-    auto stub =
-        v1::Admin::NewStub(CreateClientChannel(address, options_.client_security, args));
-    grpc::ClientContext context;
-    context.set_deadline(absl::ToChronoTime(absl::Now() + options_.position_timeout));
-    v1::StatusRequest request;
-    v1::StatusResponse status;
-    grpc::Status s = stub->Status(&context, request, &status);
-    if (!s.ok()) {
-      unreachable.push_back(absl::StrCat(address, " (", s.error_message(), ")"));
+    absl::StatusOr<v1::Position> status =
+        options_.transport->AskPosition(address, options_.position_timeout);
+    if (!status.ok()) {
+      unreachable.push_back(absl::StrCat(address, " (", status.status().message(), ")"));
       continue;
     }
-    if (LogIsAhead(status.last_epoch(), status.last_index(), mine.last_epoch, mine.last_index)) {
-      ahead.push_back(absl::StrCat(address, " holds index ", status.last_index(), " of epoch ",
-                                   status.last_epoch()));
-      if (status.last_index() > mine.last_index) {
+    if (LogIsAhead(status->last_epoch(), status->last_index(), mine.last_epoch, mine.last_index)) {
+      ahead.push_back(absl::StrCat(address, " holds index ", status->last_index(), " of epoch ",
+                                   status->last_epoch()));
+      if (status->last_index() > mine.last_index) {
         result.entries_may_be_lost = std::max(result.entries_may_be_lost,
-                                              status.last_index() - mine.last_index);
+                                              status->last_index() - mine.last_index);
       } else {
         result.entries_may_be_lost = std::max<uint64_t>(result.entries_may_be_lost, 1);
       }
@@ -833,9 +827,9 @@ void ReplicationNode::FillStatus(v1::StatusResponse* response) {
   response->set_leader(leader_);
   if (role_ == Role::kReplica) {
     const uint64_t lag = leader_last_index_ > mine ? leader_last_index_ - mine : 0;
-    if (lag == 0) caught_up_at_ = absl::Now();
+    if (lag == 0) caught_up_at_ = Now();
     response->set_lag_entries(lag);
-    response->set_lag_seconds(lag == 0 ? 0.0 : absl::ToDoubleSeconds(absl::Now() - caught_up_at_));
+    response->set_lag_seconds(lag == 0 ? 0.0 : absl::ToDoubleSeconds(Now() - caught_up_at_));
   }
 }
 

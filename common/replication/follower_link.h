@@ -3,8 +3,8 @@
 // the leader's position (log entries it lacks, or a snapshot when the log no
 // longer has them or the follower diverged), then streams new entries as the
 // log grows, within a window of unacknowledged bytes.
-#ifndef KVSTORE_SERVICES_REPLICATION_FOLLOWER_LINK_H_
-#define KVSTORE_SERVICES_REPLICATION_FOLLOWER_LINK_H_
+#ifndef KVSTORE_COMMON_REPLICATION_FOLLOWER_LINK_H_
+#define KVSTORE_COMMON_REPLICATION_FOLLOWER_LINK_H_
 
 #include <atomic>
 #include <cstdint>
@@ -16,9 +16,9 @@
 #include "absl/status/status.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
-#include "grpcpp/grpcpp.h"
+#include "common/replication/transport.h"
 #include "kvstore/v1/admin.pb.h"
-#include "kvstore/v1/replication.grpc.pb.h"
+#include "kvstore/v1/replication.pb.h"
 
 namespace kvstore {
 
@@ -26,7 +26,8 @@ class ReplicationNode;
 
 class FollowerLink {
  public:
-  // Starts the thread. `node` must outlive the link. `epoch` is sent in Hello.
+  // Starts the thread. `node` (and its transport) must outlive the link.
+  // `epoch` is sent in Hello.
   FollowerLink(ReplicationNode* node, std::string address, uint64_t epoch);
   // Stops and joins.
   ~FollowerLink();
@@ -50,26 +51,24 @@ class FollowerLink {
   // One connection, from Hello until it breaks. Sets *error on failure.
   Outcome Session(std::string* error);
   // Sends the newest snapshot; *next becomes its start_index + 1.
-  bool SendSnapshot(grpc::ClientReaderWriter<v1::LeaderMessage, v1::FollowerMessage>* stream,
-                    uint64_t* next, std::string* error);
+  bool SendSnapshot(LeaderStream* stream, uint64_t* next, std::string* error);
   void SetState(const char* state);
   bool stopping() const;
 
   ReplicationNode* const node_;
   const std::string address_;
   const uint64_t epoch_;
-  std::unique_ptr<v1::Replication::Stub> stub_;
 
   std::atomic<uint64_t> acked_{0};
   std::atomic<uint64_t> needed_{0};
 
   mutable absl::Mutex mu_;
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
-  grpc::ClientContext* context_ ABSL_GUARDED_BY(mu_) = nullptr;
+  LeaderStream* stream_ ABSL_GUARDED_BY(mu_) = nullptr;  // The current one, for Stop.
   const char* state_ ABSL_GUARDED_BY(mu_) = "connecting";
   std::string error_ ABSL_GUARDED_BY(mu_);
   uint64_t snapshots_sent_ ABSL_GUARDED_BY(mu_) = 0;
-  absl::Time caught_up_at_ ABSL_GUARDED_BY(mu_);
+  int64_t caught_up_at_micros_ ABSL_GUARDED_BY(mu_) = 0;  // Node's clock.
   uint64_t ack_count_ ABSL_GUARDED_BY(mu_) = 0;  // Wakes the sender when acks arrive.
 
   std::thread thread_;
@@ -77,4 +76,4 @@ class FollowerLink {
 
 }  // namespace kvstore
 
-#endif  // KVSTORE_SERVICES_REPLICATION_FOLLOWER_LINK_H_
+#endif  // KVSTORE_COMMON_REPLICATION_FOLLOWER_LINK_H_
