@@ -18,8 +18,9 @@ constexpr size_t kSnapshotChunkBytes = 1 << 20;
 
 }  // namespace
 
-FollowerLink::FollowerLink(ReplicationNode* node, std::string address, uint64_t epoch)
-    : node_(node), address_(std::move(address)), epoch_(epoch) {
+FollowerLink::FollowerLink(ReplicationNode* node, std::string address, uint64_t epoch,
+                           uint64_t needed)
+    : node_(node), address_(std::move(address)), epoch_(epoch), needed_(needed) {
   {
     absl::MutexLock l(&mu_);
     caught_up_at_micros_ = node_->clock()->NowMicros();
@@ -206,6 +207,11 @@ FollowerLink::Outcome FollowerLink::Session(std::string* error) {
     while (stream->Read(&message)) {
       if (!message.has_ack()) continue;
       acked_.store(message.ack().durable_index(), std::memory_order_release);
+      // What it holds durably it no longer needs from this log.
+      uint64_t needed = needed_.load(std::memory_order_acquire);
+      while (needed != 0 && message.ack().durable_index() + 1 > needed &&
+             !needed_.compare_exchange_weak(needed, message.ack().durable_index() + 1)) {
+      }
       {
         absl::MutexLock l(&mu_);
         ++ack_count_;
@@ -233,7 +239,9 @@ FollowerLink::Outcome FollowerLink::Session(std::string* error) {
     }
   }
   cursor.Seek(next);
-  needed_.store(next, std::memory_order_release);
+  // Retention keeps what the follower does not hold durably yet: after a
+  // reconnect it resumes from there, not from what was merely sent.
+  needed_.store(partial ? acked_index() + 1 : next, std::memory_order_release);
   SetState("streaming");
 
   // (last index, bytes) of each message not yet acknowledged.
@@ -303,7 +311,6 @@ FollowerLink::Outcome FollowerLink::Session(std::string* error) {
       }
       unacked.emplace_back(last, bytes);
       unacked_bytes += bytes;
-      needed_.store(cursor.next_index(), std::memory_order_release);
       last_sent = clock->NowMicros();
       continue;
     }

@@ -28,7 +28,9 @@ class FollowerLink {
  public:
   // Starts the thread. `node` (and its transport) must outlive the link.
   // `epoch` is sent in Hello.
-  FollowerLink(ReplicationNode* node, std::string address, uint64_t epoch);
+  // `needed` is the index the follower was known to need (0: unknown), kept
+  // by log retention until this link learns it anew.
+  FollowerLink(ReplicationNode* node, std::string address, uint64_t epoch, uint64_t needed = 0);
   // Stops and joins.
   ~FollowerLink();
   FollowerLink(const FollowerLink&) = delete;

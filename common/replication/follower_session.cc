@@ -56,7 +56,8 @@ absl::Status RunFollowerSession(ReplicationNode* node_, FollowerStream* stream) 
   position.mutable_position()->set_epoch(node_->promised_epoch());
   position.mutable_position()->set_durable_index(store->durable_index());
   accepting.Release();
-  node_->NoteLeaderIndex(hello.leader_last_index());
+  // Readiness waits for the leader's first Entries or Heartbeat: only then is
+  // it known that no snapshot comes first (this log may have diverged).
   if (!stream->Write(position)) return absl::OkStatus();
 
   auto acks = std::make_shared<AckState>();

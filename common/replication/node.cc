@@ -192,9 +192,12 @@ void ReplicationNode::Stop() {
   }
 }
 
-void ReplicationNode::StartLinks(const std::vector<std::string>& followers, uint64_t epoch) {
+void ReplicationNode::StartLinks(const std::vector<std::string>& followers, uint64_t epoch,
+                                 const std::map<std::string, uint64_t>& needed) {
   for (const std::string& address : followers) {
-    links_.push_back(std::make_unique<FollowerLink>(this, address, epoch));
+    auto it = needed.find(address);
+    links_.push_back(std::make_unique<FollowerLink>(this, address, epoch,
+                                                    it == needed.end() ? 0 : it->second));
   }
 }
 
@@ -541,9 +544,12 @@ void ReplicationNode::MaybeBeginEpoch() {
       store_->Fence();
       return;
     }
-    // The links greeted the followers with the old epoch: greet them again.
+    // The links greeted the followers with the old epoch: greet them again,
+    // keeping the log each follower needs while the new link connects.
+    std::map<std::string, uint64_t> needed;
+    for (const auto& link : links_) needed[link->address()] = link->needed_index();
     RetireLinks();
-    StartLinks(followers_, new_epoch);
+    StartLinks(followers_, new_epoch, needed);
     leading_ = true;
     ready_ = true;
     LOG(INFO) << "Leading epoch " << new_epoch << " from index " << store_->last_index() << " ("

@@ -33,6 +33,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -198,7 +199,9 @@ class ReplicationNode final : public ReplicationHooks {
                             const std::string& leader_id,
                             const std::vector<std::string>& followers = {})
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  void StartLinks(const std::vector<std::string>& followers, uint64_t epoch)
+  // `needed`: what each follower was known to need (see FollowerLink).
+  void StartLinks(const std::vector<std::string>& followers, uint64_t epoch,
+                  const std::map<std::string, uint64_t>& needed = {})
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Stops the links and moves them to retired_links_ (joined by the timer
   // thread or Stop: a link may be the caller).

@@ -1,0 +1,403 @@
+// The replication library (common/replication) end to end in one process:
+// ReplicationNodes over stores on a FakeFileSystem, talking through an
+// InProcessTransport, with a FakeClock for every deadline. Cases: handshake
+// outcomes at a leader's start, partial and full resync, epochs, acks and
+// their deadlines, step-down with writes in flight, retention. The clock moves
+// only when a test advances it; other threads are waited for by polling a
+// condition with a deadline, never by sleeping a fixed time.
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/synchronization/notification.h"
+#include "absl/time/clock.h"
+#include "common/replication/node.h"
+#include "common/storage/store.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "tests/support/fake_clock.h"
+#include "tests/support/fake_file_system.h"
+#include "tests/support/in_process_transport.h"
+
+namespace kvstore {
+namespace {
+
+using ::kvstore::testing::FakeClock;
+using ::kvstore::testing::FakeFileSystem;
+using ::kvstore::testing::InProcessTransport;
+using ::testing::HasSubstr;
+
+// Polls `done` until it holds; false after 20 s of real time (a hang).
+bool Eventually(const std::function<bool()>& done) {
+  const absl::Time deadline = absl::Now() + absl::Seconds(20);
+  while (!done()) {
+    if (absl::Now() > deadline) return false;
+    absl::SleepFor(absl::Milliseconds(1));
+  }
+  return true;
+}
+
+// One node: its store and its ReplicationNode, on the shared fake file system.
+struct Member {
+  std::string address;
+  std::unique_ptr<Store> store;
+  std::unique_ptr<ReplicationNode> node;
+};
+
+class ReplicationNodeTest : public ::testing::Test {
+ protected:
+  ~ReplicationNodeTest() override {
+    // Links first (they use the transport), then the transport's sessions.
+    for (auto& [address, m] : members_) {
+      if (m.node) m.node->Stop();
+    }
+    transport_.reset();
+    members_.clear();
+  }
+
+  StoreOptions StoreOptionsFor(const std::string& address) {
+    StoreOptions o;
+    o.dir = "/data/" + address;
+    o.fs = &fs_;
+    o.clock = &clock_;
+    o.fsync = FsyncPolicy::kAlways;
+    o.background_maintenance = false;
+    o.segment_bytes = 4096;
+    o.snapshot_every_writes = 0;
+    o.snapshot_every_seconds = 0;
+    o.snapshots_to_keep = 1;
+    return o;
+  }
+
+  NodeOptions NodeOptionsFor(std::vector<std::string> followers, int sync_acks = 0) {
+    NodeOptions o;
+    o.followers = std::move(followers);
+    o.sync_acks = sync_acks;
+    o.transport = transport_.get();
+    o.clock = &clock_;
+    o.tick = absl::Milliseconds(1);
+    o.min_backoff = absl::Milliseconds(1);
+    o.max_backoff = absl::Milliseconds(5);
+    o.heartbeat = absl::Milliseconds(10);
+    o.start_wait = absl::Seconds(3);
+    o.sync_timeout = absl::Seconds(5);
+    return o;
+  }
+
+  // Opens (or reopens) the member at `address` with `role`, and starts it.
+  Member& Open(const std::string& address, Role role, NodeOptions options,
+               StoreOptions store_options = StoreOptions()) {
+    Member& m = members_[address];
+    if (m.node) {
+      transport_->Unregister(address);
+      m.node.reset();
+    }
+    m.store.reset();
+    m.address = address;
+    absl::StatusOr<std::unique_ptr<Store>> store =
+        Store::Open(store_options.dir.empty() ? StoreOptionsFor(address) : store_options);
+    EXPECT_TRUE(store.ok()) << store.status();
+    m.store = *std::move(store);
+    options.advertise = address;
+    absl::StatusOr<std::unique_ptr<ReplicationNode>> node =
+        ReplicationNode::Create(m.store.get(), std::move(options), role);
+    EXPECT_TRUE(node.ok()) << node.status();
+    m.node = *std::move(node);
+    transport_->Register(address, m.node.get());
+    m.node->Start(address);
+    return m;
+  }
+
+  // Stops the member (links, then its sessions), keeping its files.
+  void Close(const std::string& address) {
+    Member& m = members_[address];
+    if (!m.node) return;
+    m.node->Stop();
+    transport_->Unregister(address);
+    m.node.reset();
+    m.store.reset();
+  }
+
+  static MutationResult Set(Store* store, const std::string& key, const std::string& value) {
+    Mutation m;
+    m.key = key;
+    m.value = value;
+    absl::Notification done;
+    MutationResult out;
+    store->Write({m}, Durability::kDefault, [&](std::vector<MutationResult> r) {
+      out = r[0];
+      done.Notify();
+    });
+    done.WaitForNotification();
+    return out;
+  }
+
+  // Writes through the node's admission, as KvService does.
+  absl::StatusOr<MutationResult> Write(Member& m, const std::string& key,
+                                       const std::string& value) {
+    std::string leader;
+    if (absl::Status s = m.node->CheckWritable(&leader); !s.ok()) return s;
+    MutationResult r = Set(m.store.get(), key, value);
+    if (!r.status.ok()) return r.status;
+    return r;
+  }
+
+  // Starts a leader "L" with followers "F1".."Fn", waits until it leads.
+  void StartGroup(int followers, int sync_acks = 0) {
+    std::vector<std::string> addresses;
+    for (int i = 1; i <= followers; ++i) {
+      addresses.push_back(absl::StrCat("F", i));
+      Open(addresses.back(), Role::kReplica, NodeOptionsFor({}));
+    }
+    Open("L", Role::kLeader, NodeOptionsFor(addresses, sync_acks));
+    ASSERT_TRUE(Eventually([&] { return Leads("L"); })) << Describe("L");
+  }
+
+  bool Leads(const std::string& address) {
+    std::string leader;
+    return members_[address].node->CheckWritable(&leader).ok();
+  }
+
+  std::string Describe(const std::string& address) {
+    v1::StatusResponse status;
+    members_[address].node->FillStatus(&status);
+    return status.ShortDebugString();
+  }
+
+  v1::StatusResponse StatusOf(const std::string& address) {
+    v1::StatusResponse status;
+    members_[address].node->FillStatus(&status);
+    return status;
+  }
+
+  bool CaughtUp(const std::string& follower, const std::string& leader = "L") {
+    return members_[follower].store->last_index() == members_[leader].store->last_index();
+  }
+
+  FakeFileSystem fs_;
+  FakeClock clock_;
+  std::unique_ptr<InProcessTransport> transport_ = std::make_unique<InProcessTransport>();
+  std::map<std::string, Member> members_;
+};
+
+// ---------------------------------------------------------------- handshake
+
+TEST_F(ReplicationNodeTest, ALeaderStartsItsEpochOnceEveryFollowerAnswered) {
+  Open("F1", Role::kReplica, NodeOptionsFor({}));
+  transport_->SetReachable("F1", false);
+  Member& leader = Open("L", Role::kLeader, NodeOptionsFor({"F1"}));
+  const uint64_t epoch_before = leader.node->epoch();
+  std::string name;
+  const absl::Status waiting = leader.node->CheckWritable(&name);
+  EXPECT_EQ(waiting.code(), absl::StatusCode::kUnavailable) << waiting;
+  EXPECT_THAT(std::string(waiting.message()), HasSubstr("F1"));
+  // The clock does not move: however long in real time, it waits for F1.
+  ASSERT_TRUE(Eventually([&] { return transport_->connects("F1") == 0; }));
+  EXPECT_FALSE(Leads("L"));
+  transport_->SetReachable("F1", true);
+  ASSERT_TRUE(Eventually([&] { return Leads("L"); })) << Describe("L");
+  EXPECT_EQ(leader.node->epoch(), epoch_before + 1);
+  ASSERT_TRUE(Eventually([&] { return members_["F1"].node->epoch() == epoch_before + 1; }));
+}
+
+TEST_F(ReplicationNodeTest, AnAsyncLeaderLeadsWithoutAnAbsentFollowerOnceStartWaitPassed) {
+  Open("F1", Role::kReplica, NodeOptionsFor({}));
+  transport_->SetReachable("F1", false);
+  Open("L", Role::kLeader, NodeOptionsFor({"F1"}));
+  EXPECT_FALSE(Leads("L"));
+  clock_.AdvanceMillis(2999);
+  EXPECT_FALSE(Leads("L"));
+  clock_.AdvanceMillis(2);
+  ASSERT_TRUE(Eventually([&] { return Leads("L"); })) << Describe("L");
+}
+
+TEST_F(ReplicationNodeTest, ASyncLeaderNeverLeadsWithoutEnoughFollowers) {
+  Open("F1", Role::kReplica, NodeOptionsFor({}));
+  Open("F2", Role::kReplica, NodeOptionsFor({}));
+  transport_->SetReachable("F1", false);
+  transport_->SetReachable("F2", false);
+  Open("L", Role::kLeader, NodeOptionsFor({"F1", "F2"}, /*sync_acks=*/1));
+  clock_.AdvanceMillis(60'000);
+  // Needs 2 - 1 + 1 = 2 answers: F1 alone is not enough.
+  transport_->SetReachable("F1", true);
+  ASSERT_TRUE(Eventually([&] { return transport_->connects("F1") > 0; }));
+  clock_.AdvanceMillis(60'000);
+  EXPECT_FALSE(Leads("L")) << Describe("L");
+  transport_->SetReachable("F2", true);
+  ASSERT_TRUE(Eventually([&] { return Leads("L"); })) << Describe("L");
+}
+
+TEST_F(ReplicationNodeTest, ARestartedLeaderBehindAFollowerRefusesToLead) {
+  StartGroup(1, /*sync_acks=*/1);
+  Member& leader = members_["L"];
+  for (int i = 0; i < 20; ++i) ASSERT_TRUE(Write(leader, absl::StrCat("k", i), "v").ok());
+  ASSERT_TRUE(Eventually([&] { return CaughtUp("F1"); }));
+  const uint64_t follower_last = members_["F1"].store->last_index();
+  // The leader loses its data directory while its follower keeps everything.
+  Close("L");
+  absl::StatusOr<std::vector<std::string>> files = fs_.ListDir("/data/L");
+  ASSERT_TRUE(files.ok()) << files.status();
+  for (const std::string& name : *files) {
+    ASSERT_TRUE(fs_.Remove(absl::StrCat("/data/L/", name)).ok());
+  }
+  Member& again = Open("L", Role::kLeader, NodeOptionsFor({"F1"}, 1));
+  ASSERT_TRUE(Eventually([&] { return again.node->role() == Role::kDeposed; })) << Describe("L");
+  std::string name;
+  EXPECT_EQ(again.node->CheckWritable(&name).code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(members_["F1"].store->last_index(), follower_last);
+}
+
+// ---------------------------------------------------------------- resync
+
+TEST_F(ReplicationNodeTest, AFollowerCutOffResumesFromItsPositionWithoutASnapshot) {
+  StartGroup(1);
+  Member& leader = members_["L"];
+  for (int i = 0; i < 50; ++i) ASSERT_TRUE(Write(leader, absl::StrCat("a", i), "v").ok());
+  ASSERT_TRUE(Eventually([&] { return CaughtUp("F1"); }));
+  transport_->SetReachable("F1", false);
+  transport_->Cut("F1");
+  for (int i = 0; i < 50; ++i) ASSERT_TRUE(Write(leader, absl::StrCat("b", i), "v").ok());
+  EXPECT_FALSE(CaughtUp("F1"));
+  transport_->SetReachable("F1", true);
+  ASSERT_TRUE(Eventually([&] { return CaughtUp("F1"); })) << Describe("L");
+  const v1::StatusResponse status = StatusOf("L");
+  ASSERT_EQ(status.followers_size(), 1);
+  EXPECT_EQ(status.followers(0).snapshots_sent(), 0u);
+  std::string value;
+  uint64_t version = 0;
+  EXPECT_TRUE(members_["F1"].store->Get("b49", &value, &version));
+}
+
+TEST_F(ReplicationNodeTest, AFollowerWhoseEntriesAreGoneGetsASnapshotThenTheLog) {
+  StartGroup(1);
+  Member& leader = members_["L"];
+  transport_->SetReachable("F1", false);
+  transport_->Cut("F1");
+  for (int i = 0; i < 300; ++i) ASSERT_TRUE(Write(leader, absl::StrCat("k", i), "v").ok());
+  ASSERT_TRUE(leader.store->TakeSnapshot().ok());  // Nobody connected: the log goes.
+  ASSERT_GT(leader.store->GetStatus().log_first_index, 1u);
+  transport_->SetReachable("F1", true);
+  ASSERT_TRUE(Eventually([&] { return CaughtUp("F1"); })) << Describe("L");
+  EXPECT_GE(StatusOf("L").followers(0).snapshots_sent(), 1u);
+  for (int i = 0; i < 300; i += 37) {
+    std::string value;
+    uint64_t version = 0;
+    EXPECT_TRUE(members_["F1"].store->Get(absl::StrCat("k", i), &value, &version)) << i;
+  }
+}
+
+// ---------------------------------------------------------------- acks
+
+TEST_F(ReplicationNodeTest, ASyncWaitEndsWhenTheFollowerHoldsTheWriteDurably) {
+  StartGroup(1, 1);
+  Member& leader = members_["L"];
+  absl::StatusOr<MutationResult> r = Write(leader, "k", "v");
+  ASSERT_TRUE(r.ok());
+  absl::Notification done;
+  absl::Status result;
+  leader.node->AwaitReplicas(r->index, 1, [&](const absl::Status& s) {
+    result = s;
+    done.Notify();
+  });
+  ASSERT_TRUE(Eventually([&] { return done.HasBeenNotified(); }));
+  EXPECT_TRUE(result.ok()) << result;
+  EXPECT_GE(members_["F1"].store->durable_index(), r->index);
+}
+
+TEST_F(ReplicationNodeTest, ASyncWaitTimesOutOnTheInjectedClockWhenNoFollowerAcks) {
+  StartGroup(1, 1);
+  Member& leader = members_["L"];
+  transport_->Hold("F1", true);
+  absl::StatusOr<MutationResult> r = Write(leader, "k", "v");
+  ASSERT_TRUE(r.ok());
+  absl::Notification done;
+  absl::Status result;
+  leader.node->AwaitReplicas(r->index, 1, [&](const absl::Status& s) {
+    result = s;
+    done.Notify();
+  });
+  clock_.AdvanceMillis(4999);
+  EXPECT_FALSE(done.HasBeenNotified());
+  clock_.AdvanceMillis(2);
+  ASSERT_TRUE(Eventually([&] { return done.HasBeenNotified(); }));
+  EXPECT_EQ(result.code(), absl::StatusCode::kDeadlineExceeded) << result;
+  transport_->Hold("F1", false);
+}
+
+// ---------------------------------------------------------------- epochs, step-down
+
+TEST_F(ReplicationNodeTest, ASecondLeaderOfTheSameEpochIsRefusedAndStops) {
+  StartGroup(3);
+  Member& leader = members_["L"];
+  for (int i = 0; i < 10; ++i) ASSERT_TRUE(Write(leader, absl::StrCat("k", i), "v").ok());
+  for (const char* f : {"F1", "F2", "F3"}) ASSERT_TRUE(Eventually([&] { return CaughtUp(f); }));
+  const uint64_t epoch = leader.node->epoch();
+  Close("L");
+  // F1 and F2 are both promoted to epoch + 1 with F3 as their follower; F2 is
+  // forced, as a partition that hid F3 would make it.
+  absl::StatusOr<ReplicationHooks::PromoteResult> first =
+      members_["F1"].node->Promote(epoch + 1, {"F3"}, false);
+  ASSERT_TRUE(first.ok()) << first.status();
+  ASSERT_TRUE(Eventually([&] { return StatusOf("F3").leader() == "F1"; }));
+  absl::StatusOr<ReplicationHooks::PromoteResult> second =
+      members_["F2"].node->Promote(epoch + 1, {"F3"}, true);
+  ASSERT_TRUE(second.ok()) << second.status();
+  ASSERT_TRUE(Eventually([&] { return members_["F2"].node->role() == Role::kDeposed; }))
+      << Describe("F2");
+  EXPECT_EQ(StatusOf("F3").leader(), "F1");
+  EXPECT_TRUE(Leads("F1"));
+}
+
+TEST_F(ReplicationNodeTest, ALeaderSteppingDownFailsItsWaitingWritesAndFencesItsStore) {
+  StartGroup(1, 1);
+  Member& leader = members_["L"];
+  transport_->Hold("F1", true);
+  absl::StatusOr<MutationResult> r = Write(leader, "k", "v");
+  ASSERT_TRUE(r.ok());
+  absl::Notification done;
+  absl::Status result;
+  leader.node->AwaitReplicas(r->index, 1, [&](const absl::Status& s) {
+    result = s;
+    done.Notify();
+  });
+  // F1 is promoted past it (forced: it lacks the held write) and reaches L.
+  absl::StatusOr<ReplicationHooks::PromoteResult> promoted =
+      members_["F1"].node->Promote(0, {"L"}, true);
+  ASSERT_TRUE(promoted.ok()) << promoted.status();
+  ASSERT_TRUE(Eventually([&] { return done.HasBeenNotified(); }));
+  EXPECT_FALSE(result.ok()) << "a write waiting for replicas was confirmed by a deposed leader";
+  EXPECT_EQ(leader.node->role(), Role::kReplica);
+  MutationResult late = Set(leader.store.get(), "late", "write");
+  EXPECT_EQ(late.status.code(), absl::StatusCode::kUnavailable) << late.status;
+  transport_->Hold("F1", false);
+}
+
+// ---------------------------------------------------------------- retention
+
+TEST_F(ReplicationNodeTest, TheLogAFollowerStillNeedsIsKept) {
+  StoreOptions o = StoreOptionsFor("L");
+  o.retain_log_bytes = 1 << 30;
+  Open("F1", Role::kReplica, NodeOptionsFor({}));
+  Open("L", Role::kLeader, NodeOptionsFor({"F1"}), o);
+  ASSERT_TRUE(Eventually([&] { return Leads("L"); }));
+  Member& leader = members_["L"];
+  ASSERT_TRUE(Eventually([&] {
+    const v1::StatusResponse s = StatusOf("L");
+    return CaughtUp("F1") && s.followers_size() == 1 && s.followers(0).state() == "streaming" &&
+           s.followers(0).acked_index() == members_["F1"].store->last_index();
+  }));
+  const uint64_t needed = members_["F1"].store->last_index() + 1;
+  transport_->Hold("F1", true);  // Connected, but receives nothing more.
+  for (int i = 0; i < 300; ++i) ASSERT_TRUE(Write(leader, absl::StrCat("k", i), "v").ok());
+  ASSERT_TRUE(leader.store->TakeSnapshot().ok());
+  EXPECT_LE(leader.store->GetStatus().log_first_index, needed)
+      << "the snapshot removed log segments a connected follower still needs";
+  transport_->Hold("F1", false);
+  ASSERT_TRUE(Eventually([&] { return CaughtUp("F1"); }));
+  EXPECT_EQ(StatusOf("L").followers(0).snapshots_sent(), 0u);
+}
+
+}  // namespace
+}  // namespace kvstore
