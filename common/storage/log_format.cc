@@ -8,6 +8,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/strip.h"
+#include "common/storage/coding.h"
 
 namespace kvstore::log {
 namespace {
@@ -30,24 +31,6 @@ constexpr absl::string_view kFilePrefix = "wal-";
 constexpr absl::string_view kFileSuffix = ".log";
 constexpr size_t kFileDigits = 20;
 
-// Explicit shifts keep the byte order independent of the host's.
-void PutU32(uint32_t v, char* p) {
-  for (int i = 0; i < 4; ++i) p[i] = static_cast<char>(v >> (8 * i));
-}
-void PutU64(uint64_t v, char* p) {
-  for (int i = 0; i < 8; ++i) p[i] = static_cast<char>(v >> (8 * i));
-}
-uint32_t GetU32(const char* p) {
-  uint32_t v = 0;
-  for (int i = 3; i >= 0; --i) v = (v << 8) | static_cast<uint8_t>(p[i]);
-  return v;
-}
-uint64_t GetU64(const char* p) {
-  uint64_t v = 0;
-  for (int i = 7; i >= 0; --i) v = (v << 8) | static_cast<uint8_t>(p[i]);
-  return v;
-}
-
 }  // namespace
 
 uint32_t Checksum(absl::string_view data) {
@@ -57,13 +40,14 @@ uint32_t Checksum(absl::string_view data) {
 void AppendRecord(uint64_t index, uint64_t epoch, RecordType type, absl::string_view payload,
                   std::string* out) {
   char header[kRecordHeaderSize] = {};
-  PutU32(static_cast<uint32_t>(payload.size()), header + kPayloadLenOffset);
-  PutU64(index, header + kIndexOffset);
-  PutU64(epoch, header + kEpochOffset);
+  EncodeFixed32(static_cast<uint32_t>(payload.size()), header + kPayloadLenOffset);
+  EncodeFixed64(index, header + kIndexOffset);
+  EncodeFixed64(epoch, header + kEpochOffset);
   header[kTypeOffset] = static_cast<char>(type);
-  PutU32(Checksum(payload), header + kPayloadCheckOffset);
-  PutU32(Checksum(absl::string_view(header + kCheckedFrom, kRecordHeaderSize - kCheckedFrom)),
-         header + kHeaderCheckOffset);
+  EncodeFixed32(Checksum(payload), header + kPayloadCheckOffset);
+  EncodeFixed32(
+      Checksum(absl::string_view(header + kCheckedFrom, kRecordHeaderSize - kCheckedFrom)),
+      header + kHeaderCheckOffset);
   out->append(header, kRecordHeaderSize);
   out->append(payload.data(), payload.size());
 }
@@ -71,16 +55,16 @@ void AppendRecord(uint64_t index, uint64_t epoch, RecordType type, absl::string_
 void AppendSegmentHeader(uint64_t first_index, std::string* out) {
   char header[kSegmentHeaderSize] = {};
   std::memcpy(header, kSegmentMagic, sizeof(kSegmentMagic));
-  PutU32(kSegmentVersion, header + kSegmentVersionOffset);
-  PutU64(first_index, header + kSegmentFirstIndexOffset);
+  EncodeFixed32(kSegmentVersion, header + kSegmentVersionOffset);
+  EncodeFixed64(first_index, header + kSegmentFirstIndexOffset);
   out->append(header, kSegmentHeaderSize);
 }
 
 bool ParseSegmentHeader(absl::string_view data, uint64_t* first_index) {
   if (data.size() < kSegmentHeaderSize) return false;
   if (std::memcmp(data.data(), kSegmentMagic, sizeof(kSegmentMagic)) != 0) return false;
-  if (GetU32(data.data() + kSegmentVersionOffset) != kSegmentVersion) return false;
-  *first_index = GetU64(data.data() + kSegmentFirstIndexOffset);
+  if (DecodeFixed32(data.data() + kSegmentVersionOffset) != kSegmentVersion) return false;
+  *first_index = DecodeFixed64(data.data() + kSegmentFirstIndexOffset);
   return true;
 }
 
@@ -89,7 +73,7 @@ HeaderResult DecodeRecordHeader(absl::string_view data, RecordHeader* header) {
   const char* p = data.data();
   const uint32_t expected =
       Checksum(absl::string_view(p + kCheckedFrom, kRecordHeaderSize - kCheckedFrom));
-  if (GetU32(p + kHeaderCheckOffset) != expected) return HeaderResult::kBadCheck;
+  if (DecodeFixed32(p + kHeaderCheckOffset) != expected) return HeaderResult::kBadCheck;
   const uint8_t type = static_cast<uint8_t>(p[kTypeOffset]);
   if (type == static_cast<uint8_t>(RecordType::kZero) ||
       type > static_cast<uint8_t>(RecordType::kMaxType)) {
@@ -98,13 +82,13 @@ HeaderResult DecodeRecordHeader(absl::string_view data, RecordHeader* header) {
   if (p[kReservedOffset] != 0 || p[kReservedOffset + 1] != 0 || p[kReservedOffset + 2] != 0) {
     return HeaderResult::kBadField;
   }
-  const uint32_t payload_len = GetU32(p + kPayloadLenOffset);
+  const uint32_t payload_len = DecodeFixed32(p + kPayloadLenOffset);
   if (payload_len > kMaxPayloadSize) return HeaderResult::kBadField;
   header->payload_len = payload_len;
-  header->index = GetU64(p + kIndexOffset);
-  header->epoch = GetU64(p + kEpochOffset);
+  header->index = DecodeFixed64(p + kIndexOffset);
+  header->epoch = DecodeFixed64(p + kEpochOffset);
   header->type = static_cast<RecordType>(type);
-  header->payload_check = GetU32(p + kPayloadCheckOffset);
+  header->payload_check = DecodeFixed32(p + kPayloadCheckOffset);
   return HeaderResult::kOk;
 }
 

@@ -1,41 +1,8 @@
 #include "common/storage/op.h"
 
+#include "common/storage/coding.h"
+
 namespace kvstore {
-namespace {
-
-void PutFixed64(uint64_t v, std::string* out) {
-  for (int i = 0; i < 8; ++i) out->push_back(static_cast<char>(v >> (8 * i)));
-}
-
-uint64_t GetFixed64(const char* p) {
-  uint64_t v = 0;
-  for (int i = 0; i < 8; ++i) v |= static_cast<uint64_t>(static_cast<uint8_t>(p[i])) << (8 * i);
-  return v;
-}
-
-void PutVarint32(uint32_t v, std::string* out) {
-  while (v >= 0x80) {
-    out->push_back(static_cast<char>(v | 0x80));
-    v >>= 7;
-  }
-  out->push_back(static_cast<char>(v));
-}
-
-bool GetVarint32(absl::string_view* in, uint32_t* v) {
-  uint32_t result = 0;
-  for (int shift = 0; shift <= 28 && !in->empty(); shift += 7) {
-    uint8_t byte = static_cast<uint8_t>(in->front());
-    in->remove_prefix(1);
-    result |= static_cast<uint32_t>(byte & 0x7f) << shift;
-    if ((byte & 0x80) == 0) {
-      *v = result;
-      return true;
-    }
-  }
-  return false;
-}
-
-}  // namespace
 
 void EncodeOp(const OpView& op, std::string* out) {
   out->push_back(static_cast<char>(op.type));
@@ -53,8 +20,8 @@ bool DecodeOp(absl::string_view payload, OpView* op) {
     return false;
   }
   op->type = static_cast<OpType>(type);
-  op->version = GetFixed64(payload.data() + 1);
-  op->expire_unix_ms = static_cast<int64_t>(GetFixed64(payload.data() + 9));
+  op->version = DecodeFixed64(payload.data() + 1);
+  op->expire_unix_ms = static_cast<int64_t>(DecodeFixed64(payload.data() + 9));
   payload.remove_prefix(17);
   uint32_t key_len = 0;
   if (!GetVarint32(&payload, &key_len) || key_len > payload.size()) return false;

@@ -12,6 +12,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/strip.h"
+#include "common/storage/coding.h"
 #include "common/storage/log_format.h"
 #include "glog/logging.h"
 
@@ -37,7 +38,6 @@ constexpr size_t kTrailerBytes = 24;
 constexpr size_t kTrailerCheckedBytes = 16;
 
 // entry: key_len varint32 | value_len varint32 | version u64 | expire i64 | key | value
-constexpr size_t kMaxVarint32Bytes = 5;
 constexpr size_t kEntryFixedBytes = 16;
 constexpr size_t kMaxEntryHeaderBytes = 2 * kMaxVarint32Bytes + kEntryFixedBytes;
 
@@ -55,51 +55,6 @@ constexpr absl::string_view kFilePrefix = "snap-";
 constexpr absl::string_view kFileSuffix = ".snap";
 constexpr absl::string_view kTmpSuffix = ".tmp";
 constexpr size_t kFileDigits = 20;
-
-// Explicit shifts keep the byte order independent of the host's.
-void PutU32(uint32_t v, char* p) {
-  for (int i = 0; i < 4; ++i) p[i] = static_cast<char>(v >> (8 * i));
-}
-void PutU64(uint64_t v, char* p) {
-  for (int i = 0; i < 8; ++i) p[i] = static_cast<char>(v >> (8 * i));
-}
-uint32_t GetU32(const char* p) {
-  uint32_t v = 0;
-  for (int i = 3; i >= 0; --i) v = (v << 8) | static_cast<uint8_t>(p[i]);
-  return v;
-}
-uint64_t GetU64(const char* p) {
-  uint64_t v = 0;
-  for (int i = 7; i >= 0; --i) v = (v << 8) | static_cast<uint8_t>(p[i]);
-  return v;
-}
-
-char* PutVarint32(uint32_t v, char* p) {
-  while (v >= 0x80) {
-    *p++ = static_cast<char>(v | 0x80);
-    v >>= 7;
-  }
-  *p++ = static_cast<char>(v);
-  return p;
-}
-
-// Decodes a varint32 from [*p, limit) and advances *p past it. False if it runs
-// past `limit` or does not fit 32 bits (more than 5 bytes, or high bits set in
-// the fifth).
-bool GetVarint32(const char** p, const char* limit, uint32_t* v) {
-  uint32_t result = 0;
-  for (int shift = 0; shift <= 28 && *p < limit; shift += 7) {
-    const uint32_t byte = static_cast<uint8_t>(**p);
-    ++*p;
-    if (shift == 28 && byte > 0x0F) return false;
-    result |= (byte & 0x7F) << shift;
-    if ((byte & 0x80) == 0) {
-      *v = result;
-      return true;
-    }
-  }
-  return false;
-}
 
 uint32_t Checksum(const char* data, size_t n) {
   return static_cast<uint32_t>(XXH3_64bits(data, n));
@@ -138,7 +93,7 @@ class SnapshotLoader {
         return Damaged(at, small_.empty() ? "the file ends where a block or the trailer belongs"
                                           : "the file ends inside a block header");
       }
-      const uint32_t block_len = GetU32(small_.data());
+      const uint32_t block_len = DecodeFixed32(small_.data());
       if (block_len == 0) break;  // The trailer's marker.
       if (absl::Status s = ReadBlock(at, block_len); !s.ok()) return s;
       if (absl::Status s = DecodeEntries(at + kBlockHeaderBytes, fn, &entries); !s.ok()) return s;
@@ -150,16 +105,16 @@ class SnapshotLoader {
                                               " bytes into the ", kTrailerBytes, "-byte trailer"));
     }
     const char* t = small_.data();
-    if (GetU32(t + kTrailerCheckedBytes) != Checksum(t, kTrailerCheckedBytes)) {
+    if (DecodeFixed32(t + kTrailerCheckedBytes) != Checksum(t, kTrailerCheckedBytes)) {
       return Damaged(trailer_at, "the trailer fails its checksum");
     }
-    const uint64_t entry_count = GetU64(t);
+    const uint64_t entry_count = DecodeFixed64(t);
     if (entry_count != entries) {
       return Damaged(trailer_at, absl::StrCat("the trailer counts ", entry_count,
                                               " entries but the blocks hold ", entries));
     }
     meta.entries = entries;
-    meta.end_index = GetU64(t + 8);
+    meta.end_index = DecodeFixed64(t + 8);
     const uint64_t end = offset_;
     if (absl::Status s = Read(1, &small_); !s.ok()) return s;
     if (!small_.empty() || end != file_size_) {
@@ -200,17 +155,17 @@ class SnapshotLoader {
     if (std::memcmp(h, kMagic, sizeof(kMagic)) != 0) {
       return Damaged(0, "the magic is not \"KVSNAP\\0\\0\"");
     }
-    if (const uint32_t version = GetU32(h + kVersionOffset); version != kVersion) {
+    if (const uint32_t version = DecodeFixed32(h + kVersionOffset); version != kVersion) {
       return Damaged(
           0, absl::StrCat("unsupported version ", version, " (this build reads ", kVersion, ")"));
     }
-    if (GetU32(h + kHeaderCheckOffset) !=
+    if (DecodeFixed32(h + kHeaderCheckOffset) !=
         Checksum(h + kHeaderCheckedFrom, kHeaderBytes - kHeaderCheckedFrom)) {
       return Damaged(0, "the header fails its checksum");
     }
-    meta->start_index = GetU64(h + kStartIndexOffset);
-    meta->epoch = GetU64(h + kEpochOffset);
-    meta->created_unix_ms = static_cast<int64_t>(GetU64(h + kCreatedOffset));
+    meta->start_index = DecodeFixed64(h + kStartIndexOffset);
+    meta->epoch = DecodeFixed64(h + kEpochOffset);
+    meta->created_unix_ms = static_cast<int64_t>(DecodeFixed64(h + kCreatedOffset));
     return absl::OkStatus();
   }
 
@@ -218,7 +173,7 @@ class SnapshotLoader {
   absl::Status ReadBlock(uint64_t at, uint32_t block_len) {
     if (absl::Status s = Read(4, &small_); !s.ok()) return s;
     if (small_.size() < 4) return Damaged(at, "the file ends inside a block header");
-    const uint32_t block_check = GetU32(small_.data());
+    const uint32_t block_check = DecodeFixed32(small_.data());
     // Bound the length before anything is allocated: one flipped bit must not
     // ask for gigabytes.
     if (block_len > kMaxBlockBytes) {
@@ -244,28 +199,26 @@ class SnapshotLoader {
   // Calls fn for each entry of block_, whose first byte is at file offset `base`.
   // The views point into block_: no copy, no allocation per entry.
   absl::Status DecodeEntries(uint64_t base, const EntryFn& fn, uint64_t* entries) {
-    const char* const begin = block_.data();
-    const char* const limit = begin + block_.size();
-    const char* p = begin;
-    while (p < limit) {
-      const uint64_t entry_at = base + static_cast<uint64_t>(p - begin);
+    absl::string_view rest = block_;
+    while (!rest.empty()) {
+      const uint64_t entry_at = base + (block_.size() - rest.size());
       uint32_t key_len = 0;
       uint32_t value_len = 0;
-      if (!GetVarint32(&p, limit, &key_len) || !GetVarint32(&p, limit, &value_len)) {
+      if (!GetVarint32(&rest, &key_len) || !GetVarint32(&rest, &value_len)) {
         return Damaged(entry_at, "an entry's length fields are malformed or cut by the block end");
       }
-      const uint64_t left = static_cast<uint64_t>(limit - p);
+      const uint64_t left = rest.size();
       if (left < kEntryFixedBytes || left - kEntryFixedBytes < uint64_t{key_len} + value_len) {
         return Damaged(entry_at, absl::StrCat("an entry of key ", key_len, " and value ", value_len,
                                               " bytes runs past the end of its block"));
       }
-      const uint64_t version = GetU64(p);
-      const int64_t expire_unix_ms = static_cast<int64_t>(GetU64(p + 8));
-      p += kEntryFixedBytes;
-      const absl::string_view key(p, key_len);
-      p += key_len;
-      const absl::string_view value(p, value_len);
-      p += value_len;
+      const uint64_t version = DecodeFixed64(rest.data());
+      const int64_t expire_unix_ms = static_cast<int64_t>(DecodeFixed64(rest.data() + 8));
+      rest.remove_prefix(kEntryFixedBytes);
+      const absl::string_view key = rest.substr(0, key_len);
+      rest.remove_prefix(key_len);
+      const absl::string_view value = rest.substr(0, value_len);
+      rest.remove_prefix(value_len);
       if (absl::Status s = fn(key, value, version, expire_unix_ms); !s.ok()) return s;
       ++*entries;
     }
@@ -334,12 +287,12 @@ absl::StatusOr<std::unique_ptr<SnapshotWriter>> SnapshotWriter::Create(FileSyste
 
   char header[kHeaderBytes] = {};
   std::memcpy(header, kMagic, sizeof(kMagic));
-  PutU32(kVersion, header + kVersionOffset);
-  PutU64(start_index, header + kStartIndexOffset);
-  PutU64(epoch, header + kEpochOffset);
-  PutU64(static_cast<uint64_t>(created_unix_ms), header + kCreatedOffset);
-  PutU32(Checksum(header + kHeaderCheckedFrom, kHeaderBytes - kHeaderCheckedFrom),
-         header + kHeaderCheckOffset);
+  EncodeFixed32(kVersion, header + kVersionOffset);
+  EncodeFixed64(start_index, header + kStartIndexOffset);
+  EncodeFixed64(epoch, header + kEpochOffset);
+  EncodeFixed64(static_cast<uint64_t>(created_unix_ms), header + kCreatedOffset);
+  EncodeFixed32(Checksum(header + kHeaderCheckedFrom, kHeaderBytes - kHeaderCheckedFrom),
+                header + kHeaderCheckOffset);
   if (absl::Status s = writer->file_->Append(absl::string_view(header, kHeaderBytes)); !s.ok()) {
     return Annotate(s, "writing", writer->tmp_path_);
   }
@@ -371,10 +324,10 @@ absl::Status SnapshotWriter::Add(absl::string_view key, absl::string_view value,
     if (absl::Status s = FlushBlock(); !s.ok()) return s;
   }
   char head[kMaxEntryHeaderBytes];
-  char* p = PutVarint32(static_cast<uint32_t>(key.size()), head);
-  p = PutVarint32(static_cast<uint32_t>(value.size()), p);
-  PutU64(version, p);
-  PutU64(static_cast<uint64_t>(expire_unix_ms), p + 8);
+  char* p = EncodeVarint32(static_cast<uint32_t>(key.size()), head);
+  p = EncodeVarint32(static_cast<uint32_t>(value.size()), p);
+  EncodeFixed64(version, p);
+  EncodeFixed64(static_cast<uint64_t>(expire_unix_ms), p + 8);
   p += kEntryFixedBytes;
   block_.append(head, static_cast<size_t>(p - head));
   block_.append(key.data(), key.size());
@@ -387,8 +340,8 @@ absl::Status SnapshotWriter::Add(absl::string_view key, absl::string_view value,
 absl::Status SnapshotWriter::FlushBlock() {
   const size_t len = block_.size() - kBlockHeaderBytes;
   if (len == 0) return absl::OkStatus();  // A zero length would read as the trailer.
-  PutU32(static_cast<uint32_t>(len), block_.data());
-  PutU32(Checksum(block_.data() + kBlockHeaderBytes, len), block_.data() + 4);
+  EncodeFixed32(static_cast<uint32_t>(len), block_.data());
+  EncodeFixed32(Checksum(block_.data() + kBlockHeaderBytes, len), block_.data() + 4);
   absl::Status s = file_->Append(block_);
   block_.resize(kBlockHeaderBytes);
   if (!s.ok()) failed_ = Annotate(s, "writing", tmp_path_);
@@ -409,9 +362,9 @@ absl::StatusOr<SnapshotMeta> SnapshotWriter::Commit(uint64_t end_index) {
 absl::Status SnapshotWriter::Install(uint64_t end_index) {
   if (absl::Status s = FlushBlock(); !s.ok()) return s;
   char trailer[kTrailerBytes] = {};
-  PutU64(meta_.entries, trailer + 4);
-  PutU64(end_index, trailer + 12);
-  PutU32(Checksum(trailer + 4, kTrailerCheckedBytes), trailer + 4 + kTrailerCheckedBytes);
+  EncodeFixed64(meta_.entries, trailer + 4);
+  EncodeFixed64(end_index, trailer + 12);
+  EncodeFixed32(Checksum(trailer + 4, kTrailerCheckedBytes), trailer + 4 + kTrailerCheckedBytes);
   if (absl::Status s = file_->Append(absl::string_view(trailer, kTrailerBytes)); !s.ok()) {
     return Annotate(s, "writing", tmp_path_);
   }

@@ -62,5 +62,25 @@ TEST(OpTest, MalformedPayloadsAreRejected) {
   }
 }
 
+// The op reader used to keep the low 32 bits of a key_len whose fifth byte
+// carries more: these bytes read as key_len 1 and the op as a put of "k".
+TEST(OpTest, KeyLengthOverflowing32BitsIsRejected) {
+  std::string payload(17, '\0');
+  payload[0] = static_cast<char>(OpType::kPut);
+  payload.append("\x81\x80\x80\x80\x10", 5);
+  payload.append("k");
+  OpView out;
+  EXPECT_FALSE(DecodeOp(payload, &out));
+}
+
+TEST(OpTest, KeyLengthLongerThanFiveBytesIsRejected) {
+  std::string payload(17, '\0');
+  payload[0] = static_cast<char>(OpType::kPut);
+  payload.append("\x81\x80\x80\x80\x80\x00", 6);
+  payload.append("k");
+  OpView out;
+  EXPECT_FALSE(DecodeOp(payload, &out));
+}
+
 }  // namespace
 }  // namespace kvstore

@@ -13,6 +13,9 @@
 #include "absl/synchronization/notification.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
+#include "common/storage/log_format.h"
+#include "common/storage/op.h"
+#include "common/storage/wal.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "tests/support/fake_clock.h"
@@ -370,6 +373,29 @@ TEST_F(StoreTest, DamagedNewestSnapshotFallsBackToTheOlderOne) {
   fs_.SetContents(newest->path, bytes);
   Open();
   for (int i = 0; i < 50; ++i) EXPECT_EQ(Get(absl::StrCat("k", i)), "new");
+}
+
+// A record whose checks pass but whose op does not parse is a writer bug, not
+// a torn tail: recovery must stop. The key_len here overflows 32 bits in its
+// fifth byte, which the op reader once truncated to 1 and replayed as a put.
+TEST_F(StoreTest, LogRecordWithAnOverflowingKeyLengthStopsRecovery) {
+  std::string payload(17, '\0');
+  payload[0] = static_cast<char>(OpType::kPut);
+  payload.append("\x81\x80\x80\x80\x10", 5);
+  payload.append("k");
+  std::string record;
+  log::AppendRecord(/*index=*/1, /*epoch=*/1, log::RecordType::kOp, payload, &record);
+  {
+    absl::StatusOr<std::unique_ptr<Wal>> wal =
+        Wal::Open(&fs_, kDir, WalOptions(), 1, [](const WalRecord&) { return absl::OkStatus(); });
+    ASSERT_TRUE(wal.ok()) << wal.status();
+    ASSERT_TRUE((*wal)->Append(record, 1, 1).ok());
+    ASSERT_TRUE((*wal)->Sync().ok());
+  }
+  absl::StatusOr<std::unique_ptr<Store>> s = Store::Open(Options());
+  ASSERT_FALSE(s.ok());
+  EXPECT_TRUE(absl::IsDataLoss(s.status())) << s.status();
+  EXPECT_THAT(std::string(s.status().message()), HasSubstr("log record 1"));
 }
 
 TEST_F(StoreTest, FailedLogSyncIsNeverAcknowledgedAndIsSticky) {
