@@ -28,7 +28,7 @@ struct OpView {
 
 void EncodeOp(const OpView& op, std::string* out);
 // False if the payload is not a well-formed op.
-bool DecodeOp(absl::string_view payload, OpView* op);
+[[nodiscard]] bool DecodeOp(absl::string_view payload, OpView* op);
 
 }  // namespace kvstore
 

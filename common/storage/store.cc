@@ -753,7 +753,8 @@ void Store::AppendReplicated(absl::string_view records,
           last_epoch_ = p.header.epoch;
           if (p.header.type != log::RecordType::kOp) continue;
           OpView op;
-          DecodeOp(p.payload, &op);
+          // Decoded once above, before anything was applied: cannot fail here.
+          CHECK(DecodeOp(p.payload, &op)) << "record " << p.header.index;
           if (op.type == OpType::kPut && (op.expire_unix_ms == 0 || op.expire_unix_ms > now)) {
             map_.Put(op.key, op.value, op.version, op.expire_unix_ms);
           } else {
