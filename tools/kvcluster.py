@@ -88,9 +88,10 @@ def nodes_of(config):
         followers = [str(a) for a in (shard.get("replicas") or [])]
         for i, address in enumerate(followers):
             replicas.append({"name": f"{name}/replica-{i + 1}", "kind": "replica",
-                             "address": address,
+                             "address": address, "shard": name,
                              "data_dir": os.path.join(config["data_dir"], name, f"replica-{i + 1}")})
         leaders.append({"name": f"{name}/leader", "kind": "leader", "address": str(shard["leader"]),
+                        "shard": name,
                         "data_dir": os.path.join(config["data_dir"], name, "leader"),
                         "followers": followers})
     router = {"name": "router", "kind": "router", "address": config["router"]}
@@ -103,8 +104,9 @@ def command_for(node, config):
         return [os.path.join(BIN, "kv-router"), f"--listen={node['address']}",
                 f"--topology={config['topology']}"]
     binary = "kv-shard" if node["kind"] == "leader" else "kv-replica"
+    # --shard: a replica refuses a leader of another shard (docs/replication.md).
     cmd = [os.path.join(BIN, binary), f"--listen={node['address']}",
-           f"--data-dir={node['data_dir']}"] + flags
+           f"--data-dir={node['data_dir']}", f"--shard={node['shard']}"] + flags
     if node["kind"] == "leader" and node["followers"]:
         cmd.append("--followers=" + ",".join(node["followers"]))
     return cmd
@@ -113,6 +115,10 @@ def command_for(node, config):
 def port_free(address):
     host, _, port = address.rpartition(":")
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        # As the servers bind: a TIME_WAIT connection on the port (these ports
+        # lie in Linux's ephemeral range) must not count as "in use"; a
+        # listening socket still does.
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind((host, int(port)))
         except OSError:

@@ -579,6 +579,14 @@ int Status(Client& client, const std::vector<std::string>& args) {
   absl::StrAppend(&out, "snapshot:     ", r.has_snapshot() ? SnapshotLine(r.snapshot()) : "none",
                   "\n");
   if (!r.ack().empty()) absl::StrAppend(&out, "ack:          ", r.ack(), "\n");
+  if (!r.role().empty()) {
+    absl::StrAppend(&out, "ready:        ",
+                    r.ready() ? std::string("yes")
+                              : absl::StrCat("no (", r.not_ready_reason(), ")"),
+                    "\n");
+    if (!r.shard().empty()) absl::StrAppend(&out, "shard:        ", r.shard(), "\n");
+    if (!r.node_id().empty()) absl::StrAppend(&out, "node_id:      ", r.node_id(), "\n");
+  }
   if (r.role() == "leader") {
     for (const v1::FollowerStatus& f : r.followers()) {
       absl::StrAppend(
