@@ -51,10 +51,13 @@ absl::Status RunFollowerSession(ReplicationNode* node_, FollowerStream* stream) 
     return absl::OkStatus();
   }
   v1::FollowerMessage position;
-  position.mutable_position()->set_last_index(store->last_index());
+  // Durable first: it can only grow, so it never exceeds the last index read after.
+  const uint64_t durable_at_start = store->durable_index();
+  const uint64_t held = store->last_index();
+  position.mutable_position()->set_last_index(held);
   position.mutable_position()->set_last_epoch(store->last_epoch());
   position.mutable_position()->set_epoch(node_->promised_epoch());
-  position.mutable_position()->set_durable_index(store->durable_index());
+  position.mutable_position()->set_durable_index(durable_at_start);
   accepting.Release();
   // Readiness waits for the leader's first Entries or Heartbeat: only then is
   // it known that no snapshot comes first (this log may have diverged).
@@ -63,7 +66,20 @@ absl::Status RunFollowerSession(ReplicationNode* node_, FollowerStream* stream) 
   auto acks = std::make_shared<AckState>();
   {
     absl::MutexLock l(&acks->mu);
-    acks->durable = store->durable_index();
+    acks->durable = durable_at_start;
+  }
+  // What an earlier stream delivered and this log had not made durable when the
+  // position was stated is acked on this stream once it is (the leader counts
+  // only what the position said was durable).
+  if (durable_at_start < held) {
+    store->WhenDurable(held, [acks, held](const absl::Status& s) {
+      if (!s.ok()) return;
+      absl::MutexLock l(&acks->mu);
+      if (held > acks->durable) {
+        acks->durable = held;
+        ++acks->changes;
+      }
+    });
   }
   std::thread acker([&] {
     uint64_t seen = 0;

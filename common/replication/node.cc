@@ -708,15 +708,29 @@ absl::StatusOr<ReplicationHooks::PromoteResult> ReplicationNode::Promote(
     }
   }
   if (followers.empty()) followers = options_.followers;
+  std::string old_leader;
+  {
+    absl::MutexLock l(&mu_);
+    old_leader = leader_;
+  }
   // Only a node that holds every write its followers hold may lead them: ask
-  // each for its position (a sync-acknowledged write is on at least one).
+  // each for its position (a sync-acknowledged write is on at least one). The
+  // old leader being gone is why one promotes: its silence proves nothing lost
+  // beyond what async acks allow (writes only it held); it is still asked.
   const StoreStatus mine = store_->GetStatus();
   std::vector<std::string> ahead;
   std::vector<std::string> unreachable;
+  std::string note;
   for (const std::string& address : followers) {
     absl::StatusOr<v1::Position> status =
         options_.transport->AskPosition(address, options_.position_timeout);
     if (!status.ok()) {
+      if (!old_leader.empty() && address == old_leader) {
+        note = absl::StrCat("the old leader ", address,
+                            " could not be asked for its position; writes only it held "
+                            "(acknowledged without replicas) are lost");
+        continue;
+      }
       unreachable.push_back(absl::StrCat(address, " (", status.status().message(), ")"));
       continue;
     }
@@ -749,6 +763,10 @@ absl::StatusOr<ReplicationHooks::PromoteResult> ReplicationNode::Promote(
     }
     result.warning = absl::StrCat("promoted with --force: ", problem);
     LOG(WARNING) << result.warning;
+  }
+  if (!note.empty()) {
+    result.warning = result.warning.empty() ? note : absl::StrCat(result.warning, "; ", note);
+    LOG(WARNING) << note;
   }
 
   uint64_t new_epoch = 0;

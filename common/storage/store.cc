@@ -678,6 +678,20 @@ absl::Status Store::StartEpoch(uint64_t epoch, absl::string_view leader) {
   return result;
 }
 
+void Store::WhenDurable(uint64_t index, std::function<void(const absl::Status&)> done) {
+  absl::Status now;
+  {
+    absl::MutexLock l(&mu_);
+    if (!fatal_.ok()) {
+      now = fatal_;
+    } else if (durable_index() < index && !log_thread_done_) {
+      waiters_.push_back(Pending{index, options_.fsync == FsyncPolicy::kAlways, std::move(done)});
+      return;
+    }
+  }
+  done(now);
+}
+
 uint64_t Store::EpochAtLocked(uint64_t index) const {
   if (index == 0 || index > last_index_) return 0;
   auto it = epoch_starts_.upper_bound(index);

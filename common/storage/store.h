@@ -213,6 +213,11 @@ class Store {
   // leave a gap.
   void AppendReplicated(absl::string_view records, std::function<void(const absl::Status&)> done);
 
+  // Calls `done` once everything through `index` (<= last_index()) is as
+  // durable as durable_index() counts, at once if it already is: a follower's
+  // new stream acks what an old one delivered but had not yet made durable.
+  void WhenDurable(uint64_t index, std::function<void(const absl::Status&)> done);
+
   // Replaces the whole state with the snapshot file at `path` (a complete file
   // in this store's directory, e.g. received from the leader): every snapshot
   // and log segment here is removed, the file becomes this store's snapshot and

@@ -633,8 +633,11 @@ int Promote(Client& client, const std::vector<std::string>& args) {
   if (!status.ok()) return CallFailed(status);
   if (FLAGS_json) return PrintJson(r);
   if (!r.warning().empty()) {
-    std::fprintf(stderr, "kvctl: warning: %s (up to %llu entries may be lost)\n",
-                 r.warning().c_str(), static_cast<unsigned long long>(r.entries_may_be_lost()));
+    std::fprintf(stderr, "kvctl: warning: %s%s\n", r.warning().c_str(),
+                 r.entries_may_be_lost() == 0
+                     ? ""
+                     : absl::StrCat(" (up to ", r.entries_may_be_lost(), " entries may be lost)")
+                           .c_str());
   }
   WriteOut(absl::StrFormat("promoted epoch=%d last_index=%d\n", r.epoch(), r.last_index()));
   return kExitOk;

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
 #include "absl/time/clock.h"
 #include "common/replication/node.h"
@@ -39,6 +40,29 @@ bool Eventually(const std::function<bool()>& done) {
   return true;
 }
 
+// What a sync wait's callback reported.
+class Outcome {
+ public:
+  void Set(const absl::Status& s) {
+    absl::MutexLock l(&mu_);
+    status_ = s;
+    done_ = true;
+  }
+  bool done() const {
+    absl::MutexLock l(&mu_);
+    return done_;
+  }
+  absl::Status status() const {
+    absl::MutexLock l(&mu_);
+    return status_;
+  }
+
+ private:
+  mutable absl::Mutex mu_;
+  bool done_ ABSL_GUARDED_BY(mu_) = false;
+  absl::Status status_ ABSL_GUARDED_BY(mu_);
+};
+
 // One node: its store and its ReplicationNode, on the shared fake file system.
 struct Member {
   std::string address;
@@ -49,6 +73,7 @@ struct Member {
 class ReplicationNodeTest : public ::testing::Test {
  protected:
   ~ReplicationNodeTest() override {
+    f1_fs_.HoldSyncs(false);  // A failed test may leave F1's log thread waiting.
     // Links first (they use the transport), then the transport's sessions.
     for (auto& [address, m] : members_) {
       if (m.node) m.node->Stop();
@@ -60,7 +85,7 @@ class ReplicationNodeTest : public ::testing::Test {
   StoreOptions StoreOptionsFor(const std::string& address) {
     StoreOptions o;
     o.dir = "/data/" + address;
-    o.fs = &fs_;
+    o.fs = address == "F1" ? &f1_fs_ : &fs_;  // F1's disk can be slowed alone.
     o.clock = &clock_;
     o.fsync = FsyncPolicy::kAlways;
     o.background_maintenance = false;
@@ -177,6 +202,7 @@ class ReplicationNodeTest : public ::testing::Test {
   }
 
   FakeFileSystem fs_;
+  FakeFileSystem f1_fs_;
   FakeClock clock_;
   std::unique_ptr<InProcessTransport> transport_ = std::make_unique<InProcessTransport>();
   std::map<std::string, Member> members_;
@@ -249,6 +275,51 @@ TEST_F(ReplicationNodeTest, ARestartedLeaderBehindAFollowerRefusesToLead) {
   EXPECT_EQ(members_["F1"].store->last_index(), follower_last);
 }
 
+TEST_F(ReplicationNodeTest, AtAHandshakeOnlyWhatTheFollowerHoldsDurablyCountsAsAcknowledged) {
+  StartGroup(1, 1);
+  Member& leader = members_["L"];
+  // The stream of L's epoch is up (accepting a leader fsyncs F1's EPOCH file).
+  ASSERT_TRUE(Eventually([&] {
+    const v1::StatusResponse s = StatusOf("L");
+    return CaughtUp("F1") && s.followers_size() == 1 && s.followers(0).state() == "streaming" &&
+           s.followers(0).acked_index() == leader.store->last_index();
+  }));
+  f1_fs_.HoldSyncs(true);  // F1 takes records but cannot make them durable.
+  for (int i = 0; i < 5; ++i) ASSERT_TRUE(Write(leader, absl::StrCat("k", i), "v").ok());
+  ASSERT_TRUE(Eventually([&] { return CaughtUp("F1"); }));
+  const uint64_t durable = members_["F1"].store->durable_index();
+  ASSERT_LT(durable, members_["F1"].store->last_index());
+  transport_->Cut("F1");  // A new stream: the leader learns F1's position again.
+  ASSERT_TRUE(Eventually([&] { return transport_->connects("F1") >= 3; })) << Describe("L");
+  ASSERT_TRUE(Eventually([&] { return StatusOf("L").followers(0).state() == "streaming"; }));
+  EXPECT_LE(StatusOf("L").followers(0).acked_index(), durable)
+      << "the leader counted records F1 holds but has not made durable";
+  f1_fs_.HoldSyncs(false);
+  ASSERT_TRUE(Eventually([&] {
+    return StatusOf("L").followers(0).acked_index() == leader.store->last_index();
+  }));
+}
+
+TEST_F(ReplicationNodeTest, APromotedNodeRestartsPushingToTheFollowersOfItsPromotion) {
+  StartGroup(2);
+  Member& leader = members_["L"];
+  for (int i = 0; i < 5; ++i) ASSERT_TRUE(Write(leader, absl::StrCat("k", i), "v").ok());
+  ASSERT_TRUE(Eventually([&] { return CaughtUp("F1") && CaughtUp("F2"); }));
+  Close("L");
+  absl::StatusOr<ReplicationHooks::PromoteResult> promoted =
+      members_["F1"].node->Promote(0, {"F2"}, false);
+  ASSERT_TRUE(promoted.ok()) << promoted.status();
+  ASSERT_TRUE(Eventually([&] { return StatusOf("F2").leader() == "F1"; }));
+  // Restarted as a replica process with no --followers: its EPOCH says it leads, and to whom.
+  Close("F1");
+  Open("F1", Role::kReplica, NodeOptionsFor({}));
+  ASSERT_TRUE(Eventually([&] { return Leads("F1"); })) << Describe("F1");
+  const v1::StatusResponse status = StatusOf("F1");
+  ASSERT_EQ(status.followers_size(), 1) << status.ShortDebugString();
+  EXPECT_EQ(status.followers(0).address(), "F2");
+  EXPECT_GT(status.epoch(), promoted->epoch);  // A restart is a new epoch.
+}
+
 // ---------------------------------------------------------------- resync
 
 TEST_F(ReplicationNodeTest, AFollowerCutOffResumesFromItsPositionWithoutASnapshot) {
@@ -295,14 +366,11 @@ TEST_F(ReplicationNodeTest, ASyncWaitEndsWhenTheFollowerHoldsTheWriteDurably) {
   Member& leader = members_["L"];
   absl::StatusOr<MutationResult> r = Write(leader, "k", "v");
   ASSERT_TRUE(r.ok());
-  absl::Notification done;
-  absl::Status result;
-  leader.node->AwaitReplicas(r->index, 1, [&](const absl::Status& s) {
-    result = s;
-    done.Notify();
-  });
-  ASSERT_TRUE(Eventually([&] { return done.HasBeenNotified(); }));
-  EXPECT_TRUE(result.ok()) << result;
+  // Shared with the callback: it may run after a failed assertion ends the test.
+  auto outcome = std::make_shared<Outcome>();
+  leader.node->AwaitReplicas(r->index, 1, [outcome](const absl::Status& s) { outcome->Set(s); });
+  ASSERT_TRUE(Eventually([&] { return outcome->done(); }));
+  EXPECT_TRUE(outcome->status().ok()) << outcome->status();
   EXPECT_GE(members_["F1"].store->durable_index(), r->index);
 }
 
@@ -312,17 +380,14 @@ TEST_F(ReplicationNodeTest, ASyncWaitTimesOutOnTheInjectedClockWhenNoFollowerAck
   transport_->Hold("F1", true);
   absl::StatusOr<MutationResult> r = Write(leader, "k", "v");
   ASSERT_TRUE(r.ok());
-  absl::Notification done;
-  absl::Status result;
-  leader.node->AwaitReplicas(r->index, 1, [&](const absl::Status& s) {
-    result = s;
-    done.Notify();
-  });
+  // Shared with the callback: it may run after a failed assertion ends the test.
+  auto outcome = std::make_shared<Outcome>();
+  leader.node->AwaitReplicas(r->index, 1, [outcome](const absl::Status& s) { outcome->Set(s); });
   clock_.AdvanceMillis(4999);
-  EXPECT_FALSE(done.HasBeenNotified());
+  EXPECT_FALSE(outcome->done());
   clock_.AdvanceMillis(2);
-  ASSERT_TRUE(Eventually([&] { return done.HasBeenNotified(); }));
-  EXPECT_EQ(result.code(), absl::StatusCode::kDeadlineExceeded) << result;
+  ASSERT_TRUE(Eventually([&] { return outcome->done(); }));
+  EXPECT_EQ(outcome->status().code(), absl::StatusCode::kDeadlineExceeded) << outcome->status();
   transport_->Hold("F1", false);
 }
 
@@ -353,21 +418,21 @@ TEST_F(ReplicationNodeTest, ASecondLeaderOfTheSameEpochIsRefusedAndStops) {
 TEST_F(ReplicationNodeTest, ALeaderSteppingDownFailsItsWaitingWritesAndFencesItsStore) {
   StartGroup(1, 1);
   Member& leader = members_["L"];
+  // F1 knows L's epoch first (else its promotion would claim that same epoch).
+  ASSERT_TRUE(Eventually([&] { return CaughtUp("F1"); }));
   transport_->Hold("F1", true);
   absl::StatusOr<MutationResult> r = Write(leader, "k", "v");
   ASSERT_TRUE(r.ok());
-  absl::Notification done;
-  absl::Status result;
-  leader.node->AwaitReplicas(r->index, 1, [&](const absl::Status& s) {
-    result = s;
-    done.Notify();
-  });
+  // Shared with the callback: it may run after a failed assertion ends the test.
+  auto outcome = std::make_shared<Outcome>();
+  leader.node->AwaitReplicas(r->index, 1, [outcome](const absl::Status& s) { outcome->Set(s); });
   // F1 is promoted past it (forced: it lacks the held write) and reaches L.
   absl::StatusOr<ReplicationHooks::PromoteResult> promoted =
       members_["F1"].node->Promote(0, {"L"}, true);
   ASSERT_TRUE(promoted.ok()) << promoted.status();
-  ASSERT_TRUE(Eventually([&] { return done.HasBeenNotified(); }));
-  EXPECT_FALSE(result.ok()) << "a write waiting for replicas was confirmed by a deposed leader";
+  ASSERT_TRUE(Eventually([&] { return outcome->done(); }));
+  EXPECT_FALSE(outcome->status().ok())
+      << "a write waiting for replicas was confirmed by a deposed leader";
   EXPECT_EQ(leader.node->role(), Role::kReplica);
   MutationResult late = Set(leader.store.get(), "late", "write");
   EXPECT_EQ(late.status.code(), absl::StatusCode::kUnavailable) << late.status;
