@@ -254,7 +254,6 @@ TEST_F(ShardIntegrationTest, AcknowledgedWritesSurviveKill9WithFsyncAlways) {
     ASSERT_TRUE(killed.ok()) << killed.status();
     EXPECT_EQ(killed->signal, SIGKILL) << killed->ToString();
   }
-  EXPECT_GT(in_flight_at_kill, 0) << "the kill should land while writes are in flight";
 
   ASSERT_TRUE(shard.Restart().ok()) << shard.LogTail();
   KvClient client(shard.address());
@@ -301,6 +300,9 @@ TEST_F(ShardIntegrationTest, AcknowledgedWritesSurviveKill9WithFsyncAlways) {
   }
   EXPECT_EQ(wrong, 0);
   EXPECT_GE(acked, kill_after);
+  // Writes unanswered when the process died (a sample of the writer's
+  // in-flight count can read 0 between two groups of acks on a loaded machine).
+  EXPECT_GT(pending_new + pending_old, 0) << "the kill should land while writes are in flight";
   std::printf(
       "checked %d keys: %d acknowledged and intact, %d pending at the kill (%d new, %d old), "
       "%d never sent and absent; %d in flight at the kill\n",
