@@ -116,10 +116,11 @@ void ReplicationNode::SettleRoleAndStartLinks(const std::string& advertise) {
     leader_id_ = file_.leader_id;
   }
   if (role_ == Role::kLeader) {
-    // Followers named by the last promotion of this node win over the flag.
-    followers_ = led_last && !file_.followers.empty() ? file_.followers : options_.followers;
-    if (led_last && !file_.followers.empty() && file_.followers != options_.followers) {
-      LOG(INFO) << "Pushing to the followers of the last promotion: "
+    // The --followers flag when given; else those this node led last (a
+    // promoted replica started without the flag keeps its promotion's).
+    followers_ = !options_.followers.empty() || !led_last ? options_.followers : file_.followers;
+    if (options_.followers.empty() && !followers_.empty()) {
+      LOG(INFO) << "Pushing to the followers it led before (EPOCH): "
                 << absl::StrJoin(followers_, ",");
     }
     leading_ = false;
