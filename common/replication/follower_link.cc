@@ -7,9 +7,9 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "common/replication/node.h"
 #include "common/storage/log_cursor.h"
 #include "glog/logging.h"
-#include "common/replication/node.h"
 
 namespace kvstore {
 namespace {

@@ -71,7 +71,7 @@ class FollowerLink {
   std::string error_ ABSL_GUARDED_BY(mu_);
   uint64_t snapshots_sent_ ABSL_GUARDED_BY(mu_) = 0;
   int64_t caught_up_at_micros_ ABSL_GUARDED_BY(mu_) = 0;  // Node's clock.
-  uint64_t ack_count_ ABSL_GUARDED_BY(mu_) = 0;  // Wakes the sender when acks arrive.
+  uint64_t ack_count_ ABSL_GUARDED_BY(mu_) = 0;           // Wakes the sender when acks arrive.
 
   std::thread thread_;
 };

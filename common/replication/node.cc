@@ -6,8 +6,8 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/string_view.h"
-#include "glog/logging.h"
 #include "common/replication/follower_link.h"
+#include "glog/logging.h"
 
 namespace kvstore {
 namespace {
@@ -61,10 +61,11 @@ absl::StatusOr<std::unique_ptr<ReplicationNode>> ReplicationNode::Create(Store* 
   node->advertise_ = node->options_.advertise;
   node->shard_ = !node->options_.shard.empty() ? node->options_.shard : file->shard;
   node->cluster_ = !node->options_.cluster.empty() ? node->options_.cluster : file->cluster;
-  if (!node->options_.shard.empty() && !file->shard.empty() && file->shard != node->options_.shard) {
-    return absl::FailedPreconditionError(
-        absl::StrCat("the data directory ", store->dir(), " belongs to shard ", file->shard,
-                     " but --shard is ", node->options_.shard));
+  if (!node->options_.shard.empty() && !file->shard.empty() &&
+      file->shard != node->options_.shard) {
+    return absl::FailedPreconditionError(absl::StrCat("the data directory ", store->dir(),
+                                                      " belongs to shard ", file->shard,
+                                                      " but --shard is ", node->options_.shard));
   }
   store->SetLogRetentionFloor([n = node.get()] {
     absl::MutexLock l(&n->mu_);
@@ -91,17 +92,16 @@ void ReplicationNode::SettleRoleAndStartLinks(const std::string& advertise) {
   started_ = true;
   if (advertise_.empty()) advertise_ = advertise;
   const uint64_t log_epoch = store_->epoch();
-  const bool led_last =
-      file_.leader_id.empty() ? (!file_.leader.empty() && file_.leader == advertise_)
-                              : file_.leader_id == node_id_;
+  const bool led_last = file_.leader_id.empty()
+                            ? (!file_.leader.empty() && file_.leader == advertise_)
+                            : file_.leader_id == node_id_;
   if (led_last) {
     // This node led the newest epoch it knows: it leads again (a new epoch,
     // once its followers have answered).
     if (role_ != Role::kLeader) LOG(INFO) << "Led epoch " << file_.epoch << " before: leading";
     role_ = Role::kLeader;
-  } else if (role_ == Role::kLeader &&
-             ((!file_.leader_id.empty() && file_.leader_id != node_id_) ||
-              file_.epoch > log_epoch)) {
+  } else if (role_ == Role::kLeader && ((!file_.leader_id.empty() && file_.leader_id != node_id_) ||
+                                        file_.epoch > log_epoch)) {
     // Another node leads the newest epoch this data directory knows (it was
     // deposed, or followed that node): leading again would usurp it.
     role_ = Role::kDeposed;
@@ -197,8 +197,8 @@ void ReplicationNode::StartLinks(const std::vector<std::string>& followers, uint
                                  const std::map<std::string, uint64_t>& needed) {
   for (const std::string& address : followers) {
     auto it = needed.find(address);
-    links_.push_back(std::make_unique<FollowerLink>(this, address, epoch,
-                                                    it == needed.end() ? 0 : it->second));
+    links_.push_back(
+        std::make_unique<FollowerLink>(this, address, epoch, it == needed.end() ? 0 : it->second));
   }
 }
 
@@ -258,9 +258,9 @@ absl::Status ReplicationNode::CheckWritable(std::string* leader) {
     case Role::kDeposed:
       *leader = leader_;
       if (!deposed_reason_.empty()) return absl::FailedPreconditionError(deposed_reason_);
-      return absl::FailedPreconditionError(
-          absl::StrCat("this node is no longer the leader: epoch ", promised_epoch_, " is led by ",
-                       OrUnknown(leader_)));
+      return absl::FailedPreconditionError(absl::StrCat("this node is no longer the leader: epoch ",
+                                                        promised_epoch_, " is led by ",
+                                                        OrUnknown(leader_)));
     case Role::kLeader:
       break;
   }
@@ -273,7 +273,8 @@ absl::Status ReplicationNode::CheckWritable(std::string* leader) {
     }
     return absl::UnavailableError(absl::StrCat(
         "the leader is confirming its followers' positions before it takes writes",
-        waiting.empty() ? std::string() : absl::StrCat(" (waiting for ", absl::StrJoin(waiting, ", "), ")"),
+        waiting.empty() ? std::string()
+                        : absl::StrCat(" (waiting for ", absl::StrJoin(waiting, ", "), ")"),
         "; retry shortly"));
   }
   return absl::OkStatus();
@@ -342,8 +343,7 @@ void ReplicationNode::AwaitReplicas(uint64_t index, int replicas,
           "this node stopped leading before the write (index ", index,
           ") was confirmed on replicas; it may or may not survive on the shard's new leader"));
     } else if (CountAcked(index) < replicas) {
-      waiters_.push_back(
-          Waiter{index, replicas, Now() + options_.sync_timeout, std::move(done)});
+      waiters_.push_back(Waiter{index, replicas, Now() + options_.sync_timeout, std::move(done)});
       return;
     }
   }
@@ -441,7 +441,8 @@ void ReplicationNode::Depose(uint64_t epoch, const std::string& leader) {
       // Its followers saw this very address lead a newer epoch than this
       // data directory knows: the directory lost what it had.
       deposed_reason_ = absl::StrCat(
-          "the followers know epoch ", epoch, " led from this address, but this data directory "
+          "the followers know epoch ", epoch,
+          " led from this address, but this data directory "
           "does not: it lost its log tail or its data, with writes it may have acknowledged, "
           "and refuses to lead; promote a follower and run this data directory as a replica");
     }
@@ -480,9 +481,9 @@ bool ReplicationNode::OnHandshake(const std::string& address, const v1::Position
     const StoreStatus st = store_->GetStatus();
     if (LogIsAhead(position.last_epoch(), position.last_index(), st.last_epoch, st.last_index)) {
       refusal = absl::StrCat(
-          "follower ", address, " holds entries through index ", position.last_index(),
-          " (epoch ", position.last_epoch(), ") but this node's log ends at index ",
-          st.last_index, " (epoch ", st.last_epoch,
+          "follower ", address, " holds entries through index ", position.last_index(), " (epoch ",
+          position.last_epoch(), ") but this node's log ends at index ", st.last_index, " (epoch ",
+          st.last_epoch,
           "): this node lost its log tail (or its data directory), with writes it may have "
           "acknowledged, and refuses to lead; promote that follower (kvctl promote) and run this "
           "data directory as a replica");
@@ -569,8 +570,8 @@ absl::Status ReplicationNode::AcceptLeader(const v1::Hello& hello, uint64_t* gen
     *reason = "other_shard";
     if (!hello.shard().empty() && !shard_.empty() && hello.shard() != shard_) {
       return absl::FailedPreconditionError(absl::StrCat(
-          "leader ", hello.leader(), " replicates shard ", hello.shard(), " but this node belongs to shard ",
-          shard_, "; check the leader's --followers"));
+          "leader ", hello.leader(), " replicates shard ", hello.shard(),
+          " but this node belongs to shard ", shard_, "; check the leader's --followers"));
     }
     *reason = "other_cluster";
     if (!hello.cluster().empty() && !cluster_.empty() && hello.cluster() != cluster_) {
@@ -594,8 +595,8 @@ absl::Status ReplicationNode::AcceptLeader(const v1::Hello& hello, uint64_t* gen
       }
       // One epoch, one leader: a second leader of the same epoch (two
       // promotions raced) is refused, never followed.
-      const bool other_id = !hello.leader_id().empty() && !leader_id_.empty() &&
-                            hello.leader_id() != leader_id_;
+      const bool other_id =
+          !hello.leader_id().empty() && !leader_id_.empty() && hello.leader_id() != leader_id_;
       const bool other_address = (hello.leader_id().empty() || leader_id_.empty()) &&
                                  !leader_.empty() && hello.leader() != leader_;
       if (other_id || other_address) {
@@ -632,9 +633,9 @@ absl::Status ReplicationNode::AcceptLeader(const v1::Hello& hello, uint64_t* gen
   }
   PublishReadiness();
   for (auto& done : waiters) {
-    done(absl::UnavailableError(absl::StrCat(
-        "this node stepped down (", hello.leader(), " leads epoch ", hello.epoch(),
-        ") before the write was confirmed on replicas; it may or may not survive")));
+    done(absl::UnavailableError(
+        absl::StrCat("this node stepped down (", hello.leader(), " leads epoch ", hello.epoch(),
+                     ") before the write was confirmed on replicas; it may or may not survive")));
   }
   return absl::OkStatus();
 }
@@ -697,7 +698,8 @@ absl::StatusOr<ReplicationHooks::PromoteResult> ReplicationNode::Promote(
   if (!result.warning.empty()) {
     MaybeBeginEpoch();
     absl::MutexLock l(&mu_);
-    if (!leading_) return absl::UnavailableError("the leader could not start its epoch; see its log");
+    if (!leading_)
+      return absl::UnavailableError("the leader could not start its epoch; see its log");
     result.epoch = std::max(promised_epoch_, store_->epoch());
     return result;
   }
@@ -739,8 +741,8 @@ absl::StatusOr<ReplicationHooks::PromoteResult> ReplicationNode::Promote(
       ahead.push_back(absl::StrCat(address, " holds index ", status->last_index(), " of epoch ",
                                    status->last_epoch()));
       if (status->last_index() > mine.last_index) {
-        result.entries_may_be_lost = std::max(result.entries_may_be_lost,
-                                              status->last_index() - mine.last_index);
+        result.entries_may_be_lost =
+            std::max(result.entries_may_be_lost, status->last_index() - mine.last_index);
       } else {
         result.entries_may_be_lost = std::max<uint64_t>(result.entries_may_be_lost, 1);
       }
@@ -750,9 +752,9 @@ absl::StatusOr<ReplicationHooks::PromoteResult> ReplicationNode::Promote(
     std::string problem = absl::StrCat(
         "this node's log ends at index ", mine.last_index, " (epoch ", mine.last_epoch, ")",
         ahead.empty() ? "" : absl::StrCat("; ", absl::StrJoin(ahead, "; ")),
-        unreachable.empty() ? ""
-                            : absl::StrCat("; cannot ask ", absl::StrJoin(unreachable, ", "),
-                                           " for its position"));
+        unreachable.empty()
+            ? ""
+            : absl::StrCat("; cannot ask ", absl::StrJoin(unreachable, ", "), " for its position"));
     if (!force) {
       return absl::FailedPreconditionError(absl::StrCat(
           "refusing to promote: ", problem,
@@ -840,7 +842,7 @@ void ReplicationNode::FillStatus(v1::StatusResponse* response) {
     response->set_not_ready_reason(
         role_ == Role::kDeposed
             ? (deposed_reason_.empty() ? std::string("deposed") : deposed_reason_)
-        : role_ == Role::kLeader ? std::string("confirming the followers' positions")
+        : role_ == Role::kLeader    ? std::string("confirming the followers' positions")
         : not_ready_reason_.empty() ? std::string("not caught up with a leader since it started")
                                     : not_ready_reason_);
   }

@@ -195,8 +195,7 @@ class ReplicationNode final : public ReplicationHooks {
   absl::Time Now() const { return absl::FromUnixMicros(options_.clock->NowMicros()); }
   void SettleRoleAndStartLinks(const std::string& advertise) ABSL_LOCKS_EXCLUDED(mu_);
   // Records (epoch, leader) durably; `followers` only when this node leads it.
-  absl::Status PersistEpoch(uint64_t epoch, const std::string& leader,
-                            const std::string& leader_id,
+  absl::Status PersistEpoch(uint64_t epoch, const std::string& leader, const std::string& leader_id,
                             const std::vector<std::string>& followers = {})
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // `needed`: what each follower was known to need (see FollowerLink).

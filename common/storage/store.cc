@@ -200,9 +200,9 @@ absl::Status Store::CheckReadable() const {
   }
   absl::MutexLock l(&mu_);
   if (last_index_ < complete_index_) {
-    return absl::UnavailableError(absl::StrCat(
-        "this node is catching up after a snapshot install (log at index ", last_index_,
-        ", whole at ", complete_index_, ")"));
+    return absl::UnavailableError(
+        absl::StrCat("this node is catching up after a snapshot install (log at index ",
+                     last_index_, ", whole at ", complete_index_, ")"));
   }
   return absl::OkStatus();
 }
@@ -595,7 +595,8 @@ uint64_t Store::last_epoch() const {
 }
 
 uint64_t Store::durable_index() const {
-  if (options_.fsync == FsyncPolicy::kAlways) return std::min(wal_->durable_index(), written_index());
+  if (options_.fsync == FsyncPolicy::kAlways)
+    return std::min(wal_->durable_index(), written_index());
   return written_index();
 }
 
@@ -678,14 +679,20 @@ absl::Status Store::StartEpoch(uint64_t epoch, absl::string_view leader) {
   return result;
 }
 
+bool Store::QueueUntilDurableLocked(uint64_t index,
+                                    std::function<void(const absl::Status&)>* done) {
+  if (durable_index() >= index || log_thread_done_) return false;
+  waiters_.push_back(Pending{index, options_.fsync == FsyncPolicy::kAlways, std::move(*done)});
+  return true;
+}
+
 void Store::WhenDurable(uint64_t index, std::function<void(const absl::Status&)> done) {
   absl::Status now;
   {
     absl::MutexLock l(&mu_);
     if (!fatal_.ok()) {
       now = fatal_;
-    } else if (durable_index() < index && !log_thread_done_) {
-      waiters_.push_back(Pending{index, options_.fsync == FsyncPolicy::kAlways, std::move(done)});
+    } else if (QueueUntilDurableLocked(index, &done)) {
       return;
     }
   }
@@ -784,20 +791,10 @@ void Store::AppendReplicated(absl::string_view records,
             Pending{last_index_, options_.fsync == FsyncPolicy::kAlways, std::move(done)});
         return;
       }
-      if (refused.ok() && resent_through > 0) {
-        // Nothing new, but what was resent may still be on its way to disk: it
-        // is confirmed only once it is as durable as a fresh append would be.
-        const bool always = options_.fsync == FsyncPolicy::kAlways;
-        uint64_t durable = 0;
-        {
-          absl::MutexLock wi(&written_mu_);
-          durable = written_index_;
-        }
-        if (always) durable = std::min(durable, wal_->durable_index());
-        if (durable < resent_through) {
-          waiters_.push_back(Pending{resent_through, always, std::move(done)});
-          return;
-        }
+      // Nothing new, but what was resent may still be on its way to disk: it
+      // is confirmed only once it is as durable as a fresh append would be.
+      if (refused.ok() && resent_through > 0 && QueueUntilDurableLocked(resent_through, &done)) {
+        return;
       }
     }
   }
@@ -849,9 +846,8 @@ absl::StatusOr<SnapshotMeta> Store::InstallSnapshotLocked(const std::string& pat
   if (!meta.ok()) {
     // It verified a moment ago: the disk is failing. The old state is gone from
     // memory and disk and memory disagree; only a restart can recover.
-    *broken = absl::DataLossError(absl::StrCat("snapshot ", path,
-                                               " verified but then failed to load: ",
-                                               meta.status().message()));
+    *broken = absl::DataLossError(absl::StrCat(
+        "snapshot ", path, " verified but then failed to load: ", meta.status().message()));
     return *broken;
   }
   // Crash-safe order: the log first (an old snapshot with an empty log recovers

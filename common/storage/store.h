@@ -18,11 +18,11 @@
 #ifndef KVSTORE_COMMON_STORAGE_STORE_H_
 #define KVSTORE_COMMON_STORAGE_STORE_H_
 
-#include <cstdint>
 #include <atomic>
+#include <cstdint>
 #include <deque>
-#include <map>
 #include <functional>
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
@@ -246,6 +246,10 @@ class Store {
   absl::StatusOr<SnapshotMeta> InstallSnapshotLocked(const std::string& path, absl::Status* broken);
   void MaintenanceThread();
   bool HasLogWork() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Queues `*done` (moved) to run once `index` is durable (see durable_index)
+  // and returns true; false, leaving it, when that is already so.
+  bool QueueUntilDurableLocked(uint64_t index, std::function<void(const absl::Status&)>* done)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Epoch of this log's record at `index` (0 when unknown: outside the log).
   uint64_t EpochAtLocked(uint64_t index) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Makes the log error sticky and tells on_fatal_error. Call without mu_ held.

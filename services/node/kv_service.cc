@@ -21,6 +21,12 @@ v1::KeyError* SetKeyError(const absl::Status& status, v1::KeyError* error) {
   return error;
 }
 
+// A snapshot install replaced the map during a read: what it saw may be
+// neither the old state nor the new (Store::install_generation).
+absl::Status ReadDuringInstall() {
+  return absl::UnavailableError("a snapshot install ran during the read; retry");
+}
+
 }  // namespace
 
 absl::StatusOr<WritePlan> PlanWrite(const v1::WriteAck& ack, ReplicationHooks* replication) {
@@ -160,10 +166,8 @@ void KvService::ServeGet(const v1::GetRequest* request, v1::GetResponse* respons
     response->set_version(version);
   }
   if (store_->install_generation() != installs) {
-    // A snapshot install replaced the map during the read: what it saw may be
-    // neither the old state nor the new.
     response->Clear();
-    return done(ToGrpcStatus(absl::UnavailableError("a snapshot install ran during the read; retry")));
+    return done(ToGrpcStatus(ReadDuringInstall()));
   }
   done(grpc::Status::OK);
 }
@@ -235,7 +239,7 @@ void KvService::ServeMultiGet(const v1::MultiGetRequest* request, v1::MultiGetRe
   }
   if (store_->install_generation() != installs) {
     response->Clear();
-    return done(ToGrpcStatus(absl::UnavailableError("a snapshot install ran during the read; retry")));
+    return done(ToGrpcStatus(ReadDuringInstall()));
   }
   done(grpc::Status::OK);
 }

@@ -19,9 +19,9 @@ class GrpcLeaderStream final : public LeaderStream {
     absl::MutexLock l(&mu_);
     if (!finished_) {
       const grpc::Status s = stream_->Finish();
-      status_ = s.ok() ? absl::OkStatus()
-                       : absl::Status(static_cast<absl::StatusCode>(s.error_code()),
-                                      s.error_message());
+      status_ =
+          s.ok() ? absl::OkStatus()
+                 : absl::Status(static_cast<absl::StatusCode>(s.error_code()), s.error_message());
       finished_ = true;
     }
     return status_;

@@ -20,25 +20,18 @@
 #include "gtest/gtest.h"
 #include "tests/support/fake_clock.h"
 #include "tests/support/fake_file_system.h"
+#include "tests/support/poll.h"
 
 namespace kvstore {
 namespace {
 
 using ::kvstore::testing::FakeClock;
 using ::kvstore::testing::FakeFileSystem;
+using ::kvstore::testing::PollUntil;
 using ::testing::HasSubstr;
 
 constexpr char kLeaderDir[] = "/data/leader";
 
-// Polls `done` until it holds or 10 s pass: for waiting on another thread.
-bool PollUntil(const std::function<bool()>& done) {
-  const absl::Time deadline = absl::Now() + absl::Seconds(10);
-  while (!done()) {
-    if (absl::Now() > deadline) return false;
-    absl::SleepFor(absl::Milliseconds(1));
-  }
-  return true;
-}
 constexpr char kFollowerDir[] = "/data/follower";
 
 class ReplicationStoreTest : public ::testing::Test {
