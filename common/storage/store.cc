@@ -158,6 +158,7 @@ absl::Status Store::Recover() {
 
   absl::MutexLock l(&mu_);
   last_index_ = recovered_last;
+  locally_durable_ = recovered_last;
   last_epoch_ = last_epoch;
   epoch_starts_ = std::move(epoch_starts);
   complete_index_ = snapshot_end;
@@ -234,19 +235,28 @@ void Store::Write(std::vector<Mutation> batch, Durability durability, WriteCallb
           complete_index_, "): it must catch up from its leader before it takes writes"));
     } else {
       const int64_t now = options_.clock->NowUnixMillis();
-      bool wrote = false;
+      uint64_t first_written = 0;
+      uint64_t conflict = 0;  // Newest in-flight write an unwritten answer saw.
       std::string payload;
       for (size_t i = 0; i < batch.size(); ++i) {
-        const Mutation& m = batch[i];
-        const uint64_t current = map_.Version(m.key, now);
+        Mutation& m = batch[i];
+        uint64_t seen = 0;
+        const uint64_t current = CurrentVersionLocked(m.key, now, &seen);
         if (m.if_version.has_value() && *m.if_version != current) {
           results[i].status = absl::FailedPreconditionError(
               absl::StrCat("version mismatch: expected ", *m.if_version, ", current version is ",
                            current, current == 0 ? " (key absent)" : ""));
+          results[i].conflict_index = seen;
+          conflict = std::max(conflict, seen);
           continue;
         }
-        if (m.kind == Mutation::Kind::kDelete && current == 0) continue;  // Nothing to delete.
+        if (m.kind == Mutation::Kind::kDelete && current == 0) {  // Nothing to delete.
+          results[i].conflict_index = seen;
+          conflict = std::max(conflict, seen);
+          continue;
+        }
         const uint64_t index = ++last_index_;
+        if (first_written == 0) first_written = index;
         OpView op;
         op.version = MakeVersion(epoch_, index);
         op.key = m.key;
@@ -261,35 +271,52 @@ void Store::Write(std::vector<Mutation> batch, Durability durability, WriteCallb
         EncodeOp(op, &payload);
         if (queued_records_.empty()) queued_first_index_ = index;
         log::AppendRecord(index, epoch_, log::RecordType::kOp, payload, &queued_records_);
-        if (op.type == OpType::kPut) {
-          map_.Put(op.key, op.value, op.version, op.expire_unix_ms);
-        } else {
-          map_.Erase(op.key);
-        }
+        // In flight until published (see store.h): conditions see it, reads not yet.
+        KeyInFlight& key_state = in_flight_keys_[m.key];
+        key_state.version = op.version;
+        key_state.expire_unix_ms = op.expire_unix_ms;
+        key_state.is_delete = op.type == OpType::kDelete;
+        key_state.index = index;
+        ++key_state.count;
+        InFlightOp& in_flight =
+            in_flight_.emplace_hint(in_flight_.end(), index, InFlightOp())->second;
+        in_flight.version = op.version;
+        in_flight.expire_unix_ms = op.expire_unix_ms;
+        in_flight.is_delete = key_state.is_delete;
+        in_flight.key = std::move(m.key);
+        in_flight.value = std::move(m.value);
         last_epoch_ = epoch_;
         results[i].version = op.version;
         results[i].index = index;
         results[i].applied = true;
         ++writes_since_snapshot_;
-        wrote = true;
       }
-      if (wrote) {
-        // The callback runs once this batch's last index is in the log.
-        flush_here = !needs_sync && options_.fsync != FsyncPolicy::kAlways && !flushing_;
+      const bool wrote = first_written != 0;
+      if (wrote || conflict != 0) {
+        // The callback runs once this batch's last index is in the log (and
+        // published, for explicit durability), and once the in-flight writes
+        // its unwritten answers saw are published here.
+        const bool sync = needs_sync || (conflict != 0 && options_.fsync == FsyncPolicy::kAlways);
+        flush_here = !sync && options_.fsync != FsyncPolicy::kAlways && !flushing_;
         if (flush_here) flushing_ = true;  // Before unlocking: the log thread stays asleep.
-        waiters_.push_back(Pending{
-            last_index_, needs_sync,
+        Pending pending{
+            std::max(wrote ? last_index_ : 0, conflict), sync,
             [results = std::move(results), done = std::move(done)](const absl::Status& s) mutable {
               if (!s.ok()) {
                 for (MutationResult& r : results) {
-                  if (r.applied) {
+                  if (r.applied || r.conflict_index != 0) {
                     r.status = s;
                     r.applied = false;
                   }
                 }
               }
               done(std::move(results));
-            }});
+            }};
+        if (wrote && durability != Durability::kDefault) {
+          pending.publish_first = first_written;
+          pending.publish_last = last_index_;
+        }
+        waiters_.push_back(std::move(pending));
         done = nullptr;  // Moved into the waiter.
       }
     }
@@ -346,7 +373,11 @@ void Store::FlushInline() {
         written_index_ = last;
       }
     }
-    if (!s.ok()) Fail(s);
+    if (!s.ok()) {
+      Fail(s);
+    } else {
+      PublishDurable(last, waiters, /*only_unsynced_waiters=*/false);
+    }
     for (Pending& p : waiters) p.done(s);
     waiters.clear();
   }
@@ -412,6 +443,10 @@ void Store::LogThread() {
       }
     }
     if (s.ok()) {
+      // In the log is durable enough under everysec and no; under "always"
+      // only the explicit writes of the waiters answered now are published.
+      PublishDurable(options_.fsync == FsyncPolicy::kAlways || records.empty() ? 0 : last, waiters,
+                     /*only_unsynced_waiters=*/true);
       for (Pending& p : waiters) {
         if (!p.needs_sync) std::exchange(p.done, nullptr)(absl::OkStatus());
       }
@@ -432,6 +467,14 @@ void Store::LogThread() {
       if (everysec_due) next_everysec = now + kMicrosPerSecond;
     }
     if (!s.ok() && broken.ok()) Fail(s);
+    if (s.ok()) {
+      uint64_t synced = 0;
+      if (options_.fsync == FsyncPolicy::kAlways) {
+        absl::MutexLock w(&wal_mu_);
+        synced = std::min(wal_->durable_index(), written_index());
+      }
+      PublishDurable(synced, waiters, /*only_unsynced_waiters=*/false);
+    }
     for (Pending& p : waiters) {
       if (p.done) p.done(s.ok() ? absl::OkStatus() : absl::Status(s));
     }
@@ -475,7 +518,10 @@ absl::StatusOr<SnapshotMeta> Store::TakeSnapshot() {
           absl::StrCat("no snapshot while the store is incomplete (log at index ", last_index_,
                        ", needs ", complete_index_, ")"));
     }
-    start_index = last_index_;
+    // A write in flight is not in the map yet: the log replay after the
+    // snapshot must start at or before it.
+    start_index =
+        in_flight_.empty() ? last_index_ : std::min(last_index_, in_flight_.begin()->first - 1);
     epoch = epoch_;
     writes_since_snapshot_ = 0;
   }
@@ -699,6 +745,75 @@ void Store::WhenDurable(uint64_t index, std::function<void(const absl::Status&)>
   done(now);
 }
 
+uint64_t Store::CurrentVersionLocked(absl::string_view key, int64_t now_unix_ms,
+                                     uint64_t* conflict) {
+  auto it = in_flight_keys_.find(key);
+  if (it == in_flight_keys_.end()) {
+    *conflict = 0;
+    return map_.Version(key, now_unix_ms);
+  }
+  const KeyInFlight& k = it->second;
+  *conflict = k.index;
+  if (k.is_delete || (k.expire_unix_ms != 0 && k.expire_unix_ms <= now_unix_ms)) return 0;
+  return k.version;
+}
+
+void Store::PublishOneLocked(std::map<uint64_t, InFlightOp>::iterator it) {
+  InFlightOp& op = it->second;
+  auto k = in_flight_keys_.find(op.key);
+  CHECK(k != in_flight_keys_.end()) << "in-flight write " << it->first << " has no key entry";
+  if (op.version > k->second.published_version) {
+    if (op.is_delete) {
+      map_.Erase(op.key);
+    } else {
+      map_.Put(op.key, op.value, op.version, op.expire_unix_ms);
+    }
+    k->second.published_version = op.version;
+  }
+  if (--k->second.count == 0) in_flight_keys_.erase(k);
+  in_flight_.erase(it);
+}
+
+void Store::PublishThroughLocked(uint64_t through) {
+  while (!in_flight_.empty() && in_flight_.begin()->first <= through) {
+    PublishOneLocked(in_flight_.begin());
+  }
+}
+
+void Store::PublishRangeLocked(uint64_t first, uint64_t last) {
+  auto it = in_flight_.lower_bound(first);
+  while (it != in_flight_.end() && it->first <= last) PublishOneLocked(it++);
+}
+
+void Store::PublishDurable(uint64_t index, const std::deque<Pending>& answered,
+                           bool only_unsynced_waiters) {
+  absl::MutexLock l(&mu_);
+  locally_durable_ = std::max(locally_durable_, index);
+  PublishThroughLocked(commit_gate_ ? std::min(locally_durable_, commit_index_) : locally_durable_);
+  for (const Pending& p : answered) {
+    if (p.publish_last == 0 || (only_unsynced_waiters && p.needs_sync)) continue;
+    PublishRangeLocked(p.publish_first, p.publish_last);
+  }
+}
+
+void Store::SetCommitGate(bool on) {
+  absl::MutexLock l(&mu_);
+  commit_gate_ = on;
+  commit_index_ = std::max(commit_index_, last_index_);
+  if (!on) PublishThroughLocked(locally_durable_);
+}
+
+void Store::CommitThrough(uint64_t index) {
+  absl::MutexLock l(&mu_);
+  commit_index_ = std::max(commit_index_, index);
+  if (commit_gate_) PublishThroughLocked(std::min(locally_durable_, commit_index_));
+}
+
+void Store::MakeVisible(uint64_t first, uint64_t last) {
+  absl::MutexLock l(&mu_);
+  PublishRangeLocked(first, std::min(last, locally_durable_));
+}
+
 uint64_t Store::EpochAtLocked(uint64_t index) const {
   if (index == 0 || index > last_index_) return 0;
   auto it = epoch_starts_.upper_bound(index);
@@ -767,6 +882,10 @@ void Store::AppendReplicated(absl::string_view records,
                                                           log::ReadStatusName(rs)));
       }
       if (refused.ok() && !fresh.empty()) {
+        // A node that follows shows its whole log, including writes it took
+        // while it led that were never published (the leader's stream now
+        // says which of them stand).
+        PublishThroughLocked(last_index_);
         const int64_t now = options_.clock->NowUnixMillis();
         for (const Parsed& p : fresh) {
           epoch_ = std::max(epoch_, p.header.epoch);
@@ -836,6 +955,8 @@ absl::StatusOr<SnapshotMeta> Store::InstallSnapshotLocked(const std::string& pat
   ++installs_;  // Odd while the map is being replaced: reads are refused (see Readable).
   const int64_t now = options_.clock->NowUnixMillis();
   map_.Clear();
+  in_flight_.clear();  // Their records go with the log.
+  in_flight_keys_.clear();
   absl::StatusOr<SnapshotMeta> meta = LoadSnapshot(
       options_.fs, path,
       [&](absl::string_view key, absl::string_view value, uint64_t version, int64_t expire) {
@@ -870,6 +991,7 @@ absl::StatusOr<SnapshotMeta> Store::InstallSnapshotLocked(const std::string& pat
   }
   meta->path = final_path;
   last_index_ = meta->start_index;
+  locally_durable_ = meta->start_index;
   last_epoch_ = meta->epoch;
   epoch_starts_.clear();
   epoch_starts_[meta->start_index] = meta->epoch;

@@ -2,15 +2,23 @@
 // snapshots beside it. Storage only: no gRPC.
 //
 // Write path (group commit): Write() checks compare-and-set conditions, assigns
-// log indexes, frames the records and applies them to the map under one writer
-// mutex, then queues them for the log thread. The log thread hands everything
-// queued meanwhile to the OS in one write, fsyncs once if any waiting write asks
-// for it (or the policy is "always"), and only then runs the writes' callbacks.
-// So a write is acknowledged only after it is in the log, and an fsync covers
-// every write that arrived while the previous one ran.
+// log indexes and frames the records under one writer mutex, then queues them
+// for the log thread. The log thread hands everything queued meanwhile to the
+// OS in one write, fsyncs once if any waiting write asks for it (or the policy
+// is "always"), and only then runs the writes' callbacks. So a write is
+// acknowledged only after it is in the log, and an fsync covers every write
+// that arrived while the previous one ran.
 //
-// Reads never wait for writes. A read may see a write that is applied but not yet
-// acknowledged (as in Redis); it cannot see one that was rejected.
+// Visibility: reads never wait for writes, and they see a write only once it
+// would survive a crash as the configuration promises ("published"): in the log
+// (everysec, no) or fsynced ("always"), and, while a commit gate is on (a
+// leader with sync acks), once CommitThrough covers it. A write asking for an
+// explicit durability is published when it is acknowledged. So a read never
+// returns a write that a crash can still take back, and every acknowledged
+// write is visible. Until then the write is "in flight": compare-and-set and
+// deletes already see it (they are ordered after it in the log), but an answer
+// that reveals it without writing anything (a version mismatch, a delete of a
+// key it deleted) waits until it is published here (see conflict_index).
 //
 // A failed log write or fsync is never retried and never acknowledged: the store
 // turns it into a sticky error (every later write fails) and calls
@@ -30,6 +38,7 @@
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_map.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
@@ -97,6 +106,11 @@ struct MutationResult {
   uint64_t version = 0;  // The write's version (0 when nothing was written); see version.h.
   uint64_t index = 0;    // The write's log index (0 when nothing was written).
   bool applied = false;  // For deletes: whether a key was removed.
+  // When nothing was written (a version mismatch, a delete of an absent key)
+  // because of a write still in flight: that write's index. The store answers
+  // only once it is published here; a caller that publishes on more (replica
+  // acks) must wait for this index as it would for its own write.
+  uint64_t conflict_index = 0;
 };
 
 struct StoreStatus {
@@ -135,7 +149,8 @@ class Store {
   Store(const Store&) = delete;
   Store& operator=(const Store&) = delete;
 
-  // Copies a live key's value and version. False if absent or expired.
+  // Copies a live key's value and version as published (see the top of this
+  // file). False if absent or expired.
   bool Get(absl::string_view key, std::string* value, uint64_t* version) const;
 
   // Whether reads show a whole state: UNAVAILABLE while a snapshot install
@@ -173,6 +188,19 @@ class Store {
   // to the OS under everysec and no (it then survives a crash of the process,
   // not of the machine). What a follower may acknowledge.
   uint64_t durable_index() const;
+
+  // Commit gate (a leader with sync acks): while on, a write of default
+  // durability is published only once it is durable here and CommitThrough
+  // has reached its index. The replication layer calls CommitThrough with the
+  // index its in-sync followers hold durably, before it acknowledges the
+  // writes that waited for it. Turning the gate on starts the commit index at
+  // the current last index (what was written before is already published).
+  void SetCommitGate(bool on);
+  void CommitThrough(uint64_t index);
+  // Publishes the writes at indexes first..last now (those still in flight and
+  // durable here): a write acknowledged on a condition other than the gate's
+  // (a per-request replica count) is visible when it is acknowledged.
+  void MakeVisible(uint64_t first, uint64_t last);
 
   // Write admission. A fenced store refuses Write (UNAVAILABLE, nothing
   // applied) until StartEpoch opens it again: a node that steps down fences its
@@ -235,6 +263,29 @@ class Store {
     uint64_t last_index;  // Highest index this waiter needs in the log.
     bool needs_sync;
     std::function<void(const absl::Status&)> done;
+    // Writes of this waiter published as soon as it is answered (explicit
+    // durability); 0..0 = none.
+    uint64_t publish_first = 0;
+    uint64_t publish_last = 0;
+  };
+  // A write in the log (or queued for it) that reads do not see yet.
+  struct InFlightOp {
+    std::string key;
+    std::string value;
+    uint64_t version = 0;
+    int64_t expire_unix_ms = 0;
+    bool is_delete = false;
+  };
+  // Per key with writes in flight: the newest of them (what conditions see),
+  // and the newest one published meanwhile (an older one published later must
+  // not overwrite it).
+  struct KeyInFlight {
+    uint64_t version = 0;
+    int64_t expire_unix_ms = 0;
+    bool is_delete = false;
+    uint64_t index = 0;
+    uint64_t published_version = 0;
+    uint32_t count = 0;
   };
 
   explicit Store(StoreOptions options);
@@ -250,6 +301,22 @@ class Store {
   // and returns true; false, leaving it, when that is already so.
   bool QueueUntilDurableLocked(uint64_t index, std::function<void(const absl::Status&)>* done)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Version a condition sees for `key`: the newest write in flight, else the
+  // map's. *conflict = that write's index (0 when the map answered).
+  uint64_t CurrentVersionLocked(absl::string_view key, int64_t now_unix_ms, uint64_t* conflict)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Publish in-flight writes: every one through `through`, in index order; or
+  // those at first..last.
+  void PublishThroughLocked(uint64_t through) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void PublishRangeLocked(uint64_t first, uint64_t last) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void PublishOneLocked(std::map<uint64_t, InFlightOp>::iterator it)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // After everything through `index` became durable here (written, or fsynced
+  // under "always"; 0 = nothing new): publishes what the gate allows, then the
+  // explicit ranges of the waiters about to be answered (only those that need
+  // no fsync, if `only_unsynced_waiters`). Takes mu_.
+  void PublishDurable(uint64_t index, const std::deque<Pending>& answered,
+                      bool only_unsynced_waiters);
   // Epoch of this log's record at `index` (0 when unknown: outside the log).
   uint64_t EpochAtLocked(uint64_t index) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Makes the log error sticky and tells on_fatal_error. Call without mu_ held.
@@ -269,6 +336,13 @@ class Store {
   // EpochAtLocked.
   std::map<uint64_t, uint64_t> epoch_starts_ ABSL_GUARDED_BY(mu_);
   bool fenced_ ABSL_GUARDED_BY(mu_) = false;
+  // Writes not yet published, by index, and their keys (see the top).
+  std::map<uint64_t, InFlightOp> in_flight_ ABSL_GUARDED_BY(mu_);
+  absl::flat_hash_map<std::string, KeyInFlight> in_flight_keys_ ABSL_GUARDED_BY(mu_);
+  // Highest index durable here as the policy counts it (published up to the gate).
+  uint64_t locally_durable_ ABSL_GUARDED_BY(mu_) = 0;
+  bool commit_gate_ ABSL_GUARDED_BY(mu_) = false;
+  uint64_t commit_index_ ABSL_GUARDED_BY(mu_) = 0;
   // Counts snapshot installs' starts and ends: odd while the map is replaced.
   std::atomic<uint64_t> installs_{0};
   std::function<uint64_t()> retention_floor_ ABSL_GUARDED_BY(mu_);
