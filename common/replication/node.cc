@@ -352,12 +352,33 @@ void ReplicationNode::AwaitReplicas(uint64_t index, int replicas,
 
 void ReplicationNode::OnAck() {
   std::vector<std::pair<std::function<void(const absl::Status&)>, absl::Status>> ready;
+  uint64_t commit = 0;
   {
     absl::MutexLock l(&mu_);
     ++ack_events_;
     CollectReady(Now(), &ready);
+    commit = CommitIndexLocked();
   }
-  for (auto& [done, status] : ready) done(status);
+  FireReady(commit, &ready);
+}
+
+uint64_t ReplicationNode::CommitIndexLocked() const {
+  const int k = options_.sync_acks;
+  if (k <= 0 || !leading_ || static_cast<int>(links_.size()) < k) return 0;
+  std::vector<uint64_t> acked;
+  acked.reserve(links_.size());
+  for (const auto& link : links_) acked.push_back(link->acked_index());
+  std::nth_element(acked.begin(), acked.begin() + (k - 1), acked.end(), std::greater<>());
+  return acked[k - 1];
+}
+
+void ReplicationNode::FireReady(
+    uint64_t commit,
+    std::vector<std::pair<std::function<void(const absl::Status&)>, absl::Status>>* ready) {
+  // Published before any of them is acknowledged: an acknowledged write is
+  // visible to the next read (Store::CommitThrough).
+  if (commit > 0) store_->CommitThrough(commit);
+  for (auto& [done, status] : *ready) done(status);
 }
 
 void ReplicationNode::CollectReady(
@@ -387,6 +408,7 @@ void ReplicationNode::TimerThread() {
     std::vector<std::pair<std::function<void(const absl::Status&)>, absl::Status>> ready;
     std::vector<std::unique_ptr<FollowerLink>> retired;
     bool may_begin = false;
+    uint64_t commit = 0;
     {
       absl::MutexLock l(&mu_);
       if (stopping_) return;
@@ -401,10 +423,11 @@ void ReplicationNode::TimerThread() {
       if (stopping_) return;
       begin_wanted_ = false;
       CollectReady(Now(), &ready);
+      commit = CommitIndexLocked();
       retired.swap(retired_links_);
       may_begin = role_ == Role::kLeader && !leading_ && !beginning_epoch_;
     }
-    for (auto& [done, status] : ready) done(status);
+    FireReady(commit, &ready);
     retired.clear();  // Joins links that stopped (never this thread's own).
     if (may_begin) MaybeBeginEpoch();
   }
@@ -534,6 +557,8 @@ void ReplicationNode::MaybeBeginEpoch() {
       }
       beginning_epoch_ = true;
     }
+    // Under sync acks a write is published once its in-sync followers hold it.
+    store_->SetCommitGate(options_.sync_acks > 0);
     const absl::Status started = store_->StartEpoch(new_epoch, self);
     absl::MutexLock l(&mu_);
     beginning_epoch_ = false;
@@ -803,6 +828,7 @@ absl::StatusOr<ReplicationHooks::PromoteResult> ReplicationNode::Promote(
     leader_ = "";
     leader_id_ = node_id_;
   }
+  store_->SetCommitGate(options_.sync_acks > 0);
   absl::Status started = store_->StartEpoch(new_epoch, self);
   {
     absl::MutexLock l(&mu_);

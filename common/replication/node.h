@@ -212,6 +212,14 @@ class ReplicationNode final : public ReplicationHooks {
   void MaybeBeginEpoch() ABSL_LOCKS_EXCLUDED(mu_, stream_mu_);
   // Runs waiters whose condition holds or whose deadline passed.
   void TimerThread();
+  // Highest index the in-sync followers (sync_acks of them) hold durably
+  // while leading under sync acks; 0 otherwise.
+  uint64_t CommitIndexLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Advances the store's commit index, then calls the collected waiters.
+  // Call without mu_.
+  void FireReady(
+      uint64_t commit,
+      std::vector<std::pair<std::function<void(const absl::Status&)>, absl::Status>>* ready);
   // Collects the waiters that are done; call their callbacks without mu_.
   void CollectReady(
       absl::Time now,

@@ -96,14 +96,45 @@ absl::Status KvService::AdmitRead(v1::ReadMode mode) const {
   return replication_->CheckReadable(mode != v1::READ_MODE_ANY_REPLICA, &leader);
 }
 
-void KvService::AfterWrite(const WritePlan& plan, uint64_t index, absl::Status status, Done done) {
-  if (!status.ok() || plan.replicas == 0 || index == 0 || replication_ == nullptr) {
-    done(ToGrpcStatus(status));
-    return;
+void KvService::Written::Add(const MutationResult& r) {
+  if (r.index != 0) {
+    first = first == 0 ? r.index : std::min(first, r.index);
+    last = std::max(last, r.index);
   }
+  conflict = std::max(conflict, r.conflict_index);
+}
+
+void KvService::AfterWrite(const WritePlan& plan, const Written& written, Done done) {
+  if (replication_ == nullptr || (!written.status.ok() && written.conflict == 0)) {
+    return done(ToGrpcStatus(written.status));
+  }
+  int replicas = written.last != 0 ? plan.replicas : 0;
+  uint64_t through = written.last;
+  // Under sync acks the store publishes a write once its in-sync followers
+  // hold it: an answer that saw one in flight waits for the same.
+  if (written.conflict != 0 && replication_->DefaultSyncAcks() > 0) {
+    replicas = std::max(replicas, replication_->DefaultSyncAcks());
+    through = std::max(through, written.conflict);
+  }
+  if (replicas == 0 || through == 0) return done(ToGrpcStatus(written.status));
   replication_->AwaitReplicas(
-      index, plan.replicas,
-      [done = std::move(done)](const absl::Status& s) { done(ToGrpcStatus(s)); });
+      through, replicas, [this, plan, written, done = std::move(done)](const absl::Status& s) {
+        if (s.ok()) {
+          // Acknowledged on this request's replica count, which may be below
+          // the count the store publishes on: visible from now on.
+          if (written.last != 0 && plan.replicas > 0)
+            store_->MakeVisible(written.first, written.last);
+          return done(ToGrpcStatus(written.status));
+        }
+        if (written.last == 0) {
+          return done(ToGrpcStatus(absl::UnavailableError(absl::StrCat(
+              "the condition could not be decided: it depends on a write (index ", written.conflict,
+              ") not yet confirmed by the in-sync replicas; nothing was "
+              "written, retry (",
+              s.message(), ")"))));
+        }
+        done(ToGrpcStatus(s));
+      });
 }
 
 // The unary handlers: the caller's token, then the shared Serve*.
@@ -189,7 +220,10 @@ void KvService::ServeSet(grpc::CallbackServerContext* unary, const v1::SetReques
       std::move(batch), plan.durability,
       [this, response, plan, done = std::move(done)](std::vector<MutationResult> results) mutable {
         if (results[0].status.ok()) response->set_version(results[0].version);
-        AfterWrite(plan, results[0].index, results[0].status, std::move(done));
+        Written written;
+        written.Add(results[0]);
+        written.status = results[0].status;
+        AfterWrite(plan, written, std::move(done));
       });
 }
 
@@ -211,7 +245,10 @@ void KvService::ServeDelete(grpc::CallbackServerContext* unary, const v1::Delete
           response->set_deleted(results[0].applied);
           response->set_version(results[0].version);
         }
-        AfterWrite(plan, results[0].index, results[0].status, std::move(done));
+        Written written;
+        written.Add(results[0]);
+        written.status = results[0].status;
+        AfterWrite(plan, written, std::move(done));
       });
 }
 
@@ -264,17 +301,17 @@ void KvService::ServeMultiSet(grpc::CallbackServerContext* unary,
   store_->Write(
       std::move(batch), plan.durability,
       [this, response, plan, done = std::move(done)](std::vector<MutationResult> results) mutable {
-        uint64_t last = 0;
+        Written written;
         for (const MutationResult& r : results) {
           v1::SetResult* out = response->add_results();
+          written.Add(r);
           if (r.status.ok()) {
             out->set_version(r.version);
-            last = std::max(last, r.index);
           } else {
             SetKeyError(r.status, out->mutable_error());
           }
         }
-        AfterWrite(plan, last, absl::OkStatus(), std::move(done));
+        AfterWrite(plan, written, std::move(done));
       });
 }
 

@@ -6,10 +6,10 @@
 
 #include "common/kv/pipeline.h"
 #include "common/kv/request_limits.h"
+#include "common/replication/replication_hooks.h"
 #include "common/security/access_policy.h"
 #include "common/storage/store.h"
 #include "kvstore/v1/kv.grpc.pb.h"
-#include "common/replication/replication_hooks.h"
 
 namespace kvstore {
 
@@ -89,7 +89,18 @@ class KvService final : public v1::KeyValue::CallbackService, private PipelineBa
   absl::Status AdmitRead(v1::ReadMode mode) const;
 
   // Calls `done` once the replicas the write needs (if any) confirm `index`.
-  void AfterWrite(const WritePlan& plan, uint64_t index, absl::Status status, Done done);
+  // What Store::Write reported for a request, in one place for AfterWrite.
+  struct Written {
+    uint64_t first = 0;  // Lowest and highest log index written (0: none).
+    uint64_t last = 0;
+    uint64_t conflict = 0;  // Highest MutationResult::conflict_index.
+    absl::Status status;    // The request's own error (one key), else OK.
+    void Add(const MutationResult& r);
+  };
+  // Answers a write once the replicas the plan asks for confirm it; a
+  // mismatch that saw a write in flight, once that write is committed as the
+  // shard publishes it (Store::conflict_index).
+  void AfterWrite(const WritePlan& plan, const Written& written, Done done);
 
   Store* const store_;
   const RequestLimits limits_;

@@ -5,6 +5,7 @@
 // their deadlines, step-down with writes in flight, retention. The clock moves
 // only when a test advances it; other threads are waited for by polling a
 // condition with a deadline, never by sleeping a fixed time.
+#include <atomic>
 #include <functional>
 #include <memory>
 #include <string>
@@ -386,6 +387,36 @@ TEST_F(ReplicationNodeTest, ASyncWaitTimesOutOnTheInjectedClockWhenNoFollowerAck
   ASSERT_TRUE(Eventually([&] { return outcome->done(); }));
   EXPECT_EQ(outcome->status().code(), absl::StatusCode::kDeadlineExceeded) << outcome->status();
   transport_->Hold("F1", false);
+}
+
+// Under sync acks a leader read shows a write only once the in-sync followers
+// hold it: otherwise a read could return a write that the failover right after
+// loses (never acknowledged, yet seen).
+TEST_F(ReplicationNodeTest, UnderSyncAcksALeaderReadSeesAWriteOnlyOnceItsFollowerHoldsIt) {
+  StartGroup(1, 1);
+  Member& leader = members_["L"];
+  transport_->Hold("F1", true);
+  absl::StatusOr<MutationResult> r = Write(leader, "k", "v");  // Durable on L only.
+  ASSERT_TRUE(r.ok());
+  std::string value;
+  uint64_t version = 0;
+  EXPECT_FALSE(leader.store->Get("k", &value, &version))
+      << "the leader showed a write its in-sync follower does not hold";
+  auto outcome = std::make_shared<Outcome>();
+  auto seen_when_acknowledged = std::make_shared<std::atomic<bool>>(false);
+  Store* store = leader.store.get();
+  leader.node->AwaitReplicas(r->index, 1,
+                             [outcome, seen_when_acknowledged, store](const absl::Status& s) {
+                               std::string v;
+                               uint64_t ver = 0;
+                               seen_when_acknowledged->store(store->Get("k", &v, &ver));
+                               outcome->Set(s);
+                             });
+  transport_->Hold("F1", false);
+  ASSERT_TRUE(Eventually([&] { return outcome->done(); }));
+  ASSERT_TRUE(outcome->status().ok()) << outcome->status();
+  EXPECT_TRUE(seen_when_acknowledged->load()) << "acknowledged before it was visible";
+  EXPECT_TRUE(leader.store->Get("k", &value, &version));
 }
 
 // ---------------------------------------------------------------- epochs, step-down
