@@ -95,6 +95,7 @@ void ReplicationNode::SettleRoleAndStartLinks(const std::string& advertise) {
   const bool led_last = file_.leader_id.empty()
                             ? (!file_.leader.empty() && file_.leader == advertise_)
                             : file_.leader_id == node_id_;
+  if (led_last && log_epoch == file_.epoch) self_led_epoch_ = log_epoch;
   if (led_last) {
     // This node led the newest epoch it knows: it leads again (a new epoch,
     // once its followers have answered).
@@ -567,6 +568,7 @@ void ReplicationNode::MaybeBeginEpoch() {
       store_->Fence();
       return;
     }
+    self_led_epoch_ = new_epoch;   // Its record is in the log, whatever happens next.
     if (role_ != Role::kLeader) {  // Deposed meanwhile: the epoch is not ours to use.
       store_->Fence();
       return;
@@ -619,7 +621,15 @@ absl::Status ReplicationNode::AcceptLeader(const v1::Hello& hello, uint64_t* gen
             absl::StrCat("this node leads epoch ", known, " itself"));
       }
       // One epoch, one leader: a second leader of the same epoch (two
-      // promotions raced) is refused, never followed.
+      // promotions raced) is refused, never followed; so is any leader of
+      // an epoch this node wrote records of itself.
+      if (self_led_epoch_ == epoch) {
+        return absl::FailedPreconditionError(
+            absl::StrCat("this node led epoch ", epoch,
+                         " itself and its log holds records of it, so ", hello.leader(),
+                         " cannot lead that epoch too (did two promotions race?); promote "
+                         "one node with a higher epoch"));
+      }
       const bool other_id =
           !hello.leader_id().empty() && !leader_id_.empty() && hello.leader_id() != leader_id_;
       const bool other_address = (hello.leader_id().empty() || leader_id_.empty()) &&
@@ -837,6 +847,7 @@ absl::StatusOr<ReplicationHooks::PromoteResult> ReplicationNode::Promote(
       role_ = Role::kReplica;
       return started;
     }
+    self_led_epoch_ = new_epoch;
     role_ = Role::kLeader;
     leader_.clear();
     leading_ = true;

@@ -248,6 +248,9 @@ class ReplicationNode final : public ReplicationHooks {
   Role role_ ABSL_GUARDED_BY(mu_);
   std::string deposed_reason_ ABSL_GUARDED_BY(mu_);
   uint64_t promised_epoch_ ABSL_GUARDED_BY(mu_) = 0;
+  // The newest epoch whose records this node wrote as its leader (0: none):
+  // it never follows another leader of that epoch.
+  uint64_t self_led_epoch_ ABSL_GUARDED_BY(mu_) = 0;
   std::string leader_ ABSL_GUARDED_BY(mu_);     // Who leads, when not us.
   std::string leader_id_ ABSL_GUARDED_BY(mu_);  // Its id ("" when unknown).
   std::string shard_ ABSL_GUARDED_BY(mu_);      // The shard followed ("" when unknown).

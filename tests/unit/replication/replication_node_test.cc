@@ -443,6 +443,49 @@ TEST_F(ReplicationNodeTest, ASecondLeaderOfTheSameEpochIsRefusedAndStops) {
   EXPECT_TRUE(Leads("F1"));
 }
 
+// A restarted leader and a promotion can pick the same epoch at once (static
+// mode has no one to arbitrate; a fault run did exactly this). The node that
+// wrote records of that epoch itself must never follow the other leader of it:
+// their records at the same (index, epoch) differ, and a follower skips a
+// record it holds at the same (index, epoch) as a resend.
+TEST_F(ReplicationNodeTest, ANodeThatLedAnEpochNeverFollowsAnotherLeaderOfIt) {
+  StartGroup(2);
+  ASSERT_TRUE(Write(members_["L"], "k", "v0").ok());
+  for (const char* f : {"F1", "F2"}) ASSERT_TRUE(Eventually([&] { return CaughtUp(f); }));
+  const uint64_t epoch = members_["L"].node->epoch();
+  // L restarts while F1 is cut off; after --start-wait it leads epoch + 1 with F2.
+  Close("L");
+  transport_->SetReachable("F1", false);
+  Member& l = Open("L", Role::kLeader, NodeOptionsFor({"F1", "F2"}));
+  clock_.AdvanceMillis(3100);
+  ASSERT_TRUE(Eventually([&] { return Leads("L"); })) << Describe("L");
+  ASSERT_EQ(l.node->epoch(), epoch + 1);
+  ASSERT_TRUE(Write(l, "k", "from L").ok());
+  // Meanwhile F1, which never heard of it, is promoted to the same epoch.
+  transport_->SetReachable("L", false);
+  absl::StatusOr<ReplicationHooks::PromoteResult> promoted =
+      members_["F1"].node->Promote(epoch + 1, {"L"}, /*force=*/true);
+  ASSERT_TRUE(promoted.ok()) << promoted.status();
+  ASSERT_TRUE(Write(members_["F1"], "k", "from F1").ok());
+  // L reaches F1 and is refused (F1 leads that epoch): L stops leading.
+  transport_->SetReachable("F1", true);
+  ASSERT_TRUE(Eventually([&] { return l.node->role() == Role::kDeposed; })) << Describe("L");
+  // Then F1 reaches L.
+  transport_->SetReachable("L", true);
+  ASSERT_TRUE(Eventually([&] {
+    const v1::StatusResponse f1 = StatusOf("F1");
+    return members_["F1"].node->role() == Role::kDeposed ||
+           (f1.followers_size() == 1 && f1.followers(0).state() == "streaming");
+  })) << Describe("F1");
+  EXPECT_NE(l.node->role(), Role::kReplica)
+      << "L follows another leader of an epoch it led: " << Describe("L");
+  std::string value;
+  uint64_t version = 0;
+  if (l.store->Get("k", &value, &version)) {
+    EXPECT_EQ(value, "from L") << "L's own record of that epoch was replaced";
+  }
+}
+
 TEST_F(ReplicationNodeTest, ALeaderSteppingDownFailsItsWaitingWritesAndFencesItsStore) {
   StartGroup(1, 1);
   Member& leader = members_["L"];
