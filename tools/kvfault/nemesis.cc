@@ -133,8 +133,11 @@ absl::Status Nemesis::Execute(int index, const Step& step) {
     done_.back().node = best->name();
     std::vector<std::string> followers;
     if (step.followers.size() == 1 && step.followers[0] == "others") {
+      // Every other node, the killed old leader too: it comes back as a
+      // replica and must be told who leads (promote tolerates the old
+      // leader's silence), else it rejoins nobody.
       for (Node* n : cluster_->nodes()) {
-        if (n != best && n->state == NodeState::kRunning) followers.push_back(n->name());
+        if (n != best) followers.push_back(n->name());
       }
     } else {
       followers = step.followers;
