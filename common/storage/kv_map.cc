@@ -10,6 +10,7 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/container/btree_set.h"
 #include "absl/container/flat_hash_set.h"
+#include "absl/strings/match.h"
 #include "absl/synchronization/mutex.h"
 #include "glog/logging.h"
 
@@ -157,12 +158,25 @@ KvMap::~KvMap() {
 }
 
 KvMap::Stripe& KvMap::StripeFor(uint64_t key_hash) const {
-  // Maps the high 32 bits onto [0, stripe_count_) without a division.
-  return stripes_[static_cast<size_t>(((key_hash >> 32) * stripe_count_) >> 32)];
+  return stripes_[StripeIndex(key_hash)];
 }
 
-bool KvMap::Get(absl::string_view key, int64_t now_unix_ms, std::string* value,
-                uint64_t* version) const {
+size_t KvMap::StripeIndex(uint64_t key_hash) const {
+  // Maps the high 32 bits onto [0, stripe_count_) without a division. The map
+  // is monotonic in the hash, which Scan relies on: each stripe owns one
+  // contiguous range of hashes, in stripe order.
+  return static_cast<size_t>(((key_hash >> 32) * stripe_count_) >> 32);
+}
+
+uint64_t KvMap::StripeStart(size_t stripe) const {
+  // The smallest high half h with h * count >= stripe * 2^32, i.e. the
+  // ceiling of stripe * 2^32 / count (below 2^32 for stripe < count).
+  const uint64_t high = ((uint64_t{stripe} << 32) + stripe_count_ - 1) / stripe_count_;
+  return high << 32;
+}
+
+bool KvMap::Get(absl::string_view key, int64_t now_unix_ms, std::string* value, uint64_t* version,
+                int64_t* expire_unix_ms) const {
   const KeyRef ref{key, HashKey(key)};
   Stripe& s = StripeFor(ref.hash);
   absl::ReaderMutexLock lock(&s.mu);
@@ -171,6 +185,7 @@ bool KvMap::Get(absl::string_view key, int64_t now_unix_ms, std::string* value,
   const Entry* e = *it;
   if (value != nullptr) value->assign(e->value().data(), e->value().size());
   if (version != nullptr) *version = e->version;
+  if (expire_unix_ms != nullptr) *expire_unix_ms = e->expire_unix_ms;
   return true;
 }
 
@@ -260,6 +275,99 @@ void KvMap::ForEach(int64_t now_unix_ms, const std::function<void(const Item&)>&
     for (const Entry* e : s.entries) {
       if (e->ExpiredAt(now_unix_ms)) continue;
       fn(Item{e->key(), e->value(), e->version, e->expire_unix_ms});
+    }
+  }
+}
+
+namespace {
+
+// An entry found by a scan, with the hash it is ordered by.
+struct ScanCandidate {
+  uint64_t hash;
+  const Entry* entry;
+};
+
+bool ScanOrder(const ScanCandidate& a, const ScanCandidate& b) {
+  if (a.hash != b.hash) return a.hash < b.hash;
+  return a.entry->key() < b.entry->key();
+}
+
+// Whether (hash, key) comes after `from` in scan order.
+bool AfterPosition(uint64_t hash, absl::string_view key, const KvMap::ScanPosition& from) {
+  if (hash != from.hash) return hash > from.hash;
+  return !from.after_key.has_value() || key > *from.after_key;
+}
+
+}  // namespace
+
+KvMap::ScanPage KvMap::Scan(const ScanPosition& from, int64_t now_unix_ms,
+                            const ScanOptions& options) const {
+  const size_t limit = std::max<size_t>(1, options.limit);
+  ScanPage page;
+  size_t page_bytes = 0;
+  size_t visited = 0;
+  ScanPosition position = from;
+  std::vector<ScanCandidate> candidates;
+  for (size_t stripe = StripeIndex(position.hash);; ++stripe) {
+    // Up to `room` entries of this stripe come next; one more says whether the
+    // page ends inside a run of equal hashes.
+    const size_t room = limit - page.entries.size();
+    const size_t keep = room + 1;
+    candidates.clear();
+    {
+      const Stripe& s = stripes_[stripe];
+      absl::ReaderMutexLock lock(&s.mu);
+      visited += s.entries.size();
+      for (const Entry* e : s.entries) {
+        if (e->ExpiredAt(now_unix_ms) || !absl::StartsWith(e->key(), options.prefix)) continue;
+        const uint64_t hash = HashKey(e->key());
+        if (!AfterPosition(hash, e->key(), position)) continue;
+        candidates.push_back({hash, e});
+        // Keep only the smallest `keep`, trimming in batches: linear overall.
+        if (candidates.size() >= 2 * keep + 64) {
+          std::nth_element(candidates.begin(), candidates.begin() + keep, candidates.end(),
+                           ScanOrder);
+          candidates.resize(keep);
+        }
+      }
+      std::sort(candidates.begin(), candidates.end(), ScanOrder);
+      // Copied out under the lock: an entry may be freed as soon as it is released.
+      size_t taken = 0;
+      for (; taken < candidates.size() && taken < room; ++taken) {
+        const Entry* e = candidates[taken].entry;
+        const size_t value_bytes = options.keys_only ? 0 : e->value_len;
+        const size_t bytes = ScanEntryBytes(e->key_len, value_bytes);
+        if (!page.entries.empty() && page_bytes + bytes > options.max_bytes) break;
+        page_bytes += bytes;
+        ScannedEntry& out = page.entries.emplace_back();
+        out.key.assign(e->key().data(), e->key().size());
+        if (!options.keys_only) out.value.assign(e->value().data(), e->value().size());
+        out.version = e->version;
+        out.expire_unix_ms = e->expire_unix_ms;
+      }
+      if (taken < candidates.size()) {
+        // The page is full inside this stripe: the next one starts right after
+        // the last entry taken, which the first entry left out shows how to
+        // name; or, when none of this stripe fit, where this stripe started.
+        if (taken == 0) {
+          page.next = std::move(position);
+          return page;
+        }
+        const ScanCandidate& last = candidates[taken - 1];
+        if (candidates[taken].hash == last.hash) {
+          page.next = ScanPosition{last.hash, std::string(last.entry->key())};
+        } else {
+          page.next = ScanPosition{last.hash + 1, std::nullopt};  // < next hash: no overflow.
+        }
+        return page;
+      }
+    }
+    // This stripe holds nothing more after the page.
+    if (stripe + 1 == stripe_count_) return page;  // Done: next stays empty.
+    position = ScanPosition{StripeStart(stripe + 1), std::nullopt};
+    if (page.entries.size() == limit || visited >= options.max_visits) {
+      page.next = std::move(position);
+      return page;
     }
   }
 }

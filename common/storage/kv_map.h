@@ -11,8 +11,11 @@
 #include <atomic>
 #include <cstdint>
 #include <functional>
+#include <limits>
 #include <memory>
+#include <optional>
 #include <string>
+#include <vector>
 
 #include "absl/strings/string_view.h"
 
@@ -33,8 +36,10 @@ class KvMap {
   KvMap(const KvMap&) = delete;
   KvMap& operator=(const KvMap&) = delete;
 
-  // Copies the value and version of a live key. False if absent or expired.
-  bool Get(absl::string_view key, int64_t now_unix_ms, std::string* value, uint64_t* version) const;
+  // Copies the value, version and expiry (0 = never) of a live key; each
+  // output may be null. False if absent or expired.
+  bool Get(absl::string_view key, int64_t now_unix_ms, std::string* value, uint64_t* version,
+           int64_t* expire_unix_ms = nullptr) const;
   // Version of the live key; 0 if absent or expired.
   uint64_t Version(absl::string_view key, int64_t now_unix_ms) const;
   // Inserts or replaces. expire_unix_ms 0 = never expires.
@@ -50,6 +55,68 @@ class KvMap {
   void ForEach(int64_t now_unix_ms, const std::function<void(const Item&)>& fn) const;
   void Clear();
 
+  // ---- Scan: a cursor over the live keys, holding no lock between calls.
+  //
+  // Guarantee: a scan that follows ScanPage::next from a default ScanPosition
+  // until it is empty returns every key present (and live) for the whole scan
+  // at least once; a key written or removed during the scan may or may not be
+  // returned; expired keys never are. A page holds at most `limit` entries and
+  // at most `max_bytes` as ScanEntryBytes counts them, except that a page's
+  // first entry is taken whatever its size, so every page makes progress.
+  //
+  // How: entries are visited in the order of (64-bit key hash, key bytes), an
+  // order no insert, delete or table growth changes. Stripes own consecutive
+  // hash ranges (StripeFor uses the hash's high bits), and a page takes from
+  // its stripe the smallest entries above the position, under that stripe's
+  // read lock only. The table's own slot order is not used: a Swiss table
+  // places keys by a per-allocation salt, so slot positions mean nothing
+  // after a rehash. Since the position is a hash, not a slot or a stripe, it
+  // also stays valid on another map of the same keys (a replica, a restarted
+  // node, another stripe count); within one map no key is returned twice.
+  //
+  // Cost: each page walks every entry of each stripe it touches (hashing the
+  // key), and a prefix filters as it walks: a full scan costs about
+  // (keys / limit) * (keys / stripes) entry visits, whatever the prefix.
+  struct ScanPosition {
+    // The next key hash to visit.
+    uint64_t hash = 0;
+    // Set when the last page ended inside a run of keys sharing `hash`: the
+    // keys of that run up to and including this one were returned.
+    std::optional<std::string> after_key;
+  };
+  struct ScanOptions {
+    // Only keys starting with this (empty: all).
+    std::string prefix;
+    // Most entries in the page (0 counts as 1).
+    size_t limit = 1000;
+    // Budget of the page in ScanEntryBytes (see the guarantee above).
+    size_t max_bytes = std::numeric_limits<size_t>::max();
+    // Leave values out (ScannedEntry::value stays empty).
+    bool keys_only = false;
+    // Stop at the end of a stripe once this many entries were walked, so a
+    // rare prefix does not walk the whole map in one call (the page may then
+    // be empty, with a next position).
+    size_t max_visits = 1 << 16;
+  };
+  struct ScannedEntry {
+    std::string key;
+    std::string value;
+    uint64_t version = 0;
+    int64_t expire_unix_ms = 0;  // 0 = never.
+  };
+  struct ScanPage {
+    std::vector<ScannedEntry> entries;
+    // Where the next page starts; nullopt when the scan is done.
+    std::optional<ScanPosition> next;
+  };
+  // What one entry counts against ScanOptions::max_bytes: its key, its value
+  // (none with keys_only) and kScanEntryOverhead for its framing.
+  static constexpr size_t kScanEntryOverhead = 40;
+  static size_t ScanEntryBytes(size_t key_bytes, size_t value_bytes) {
+    return key_bytes + value_bytes + kScanEntryOverhead;
+  }
+  ScanPage Scan(const ScanPosition& from, int64_t now_unix_ms, const ScanOptions& options) const;
+
   // Entries held, including expired ones not yet evicted.
   size_t Size() const;
   // Approximate bytes held for keys, values and the map's own structure.
@@ -60,6 +127,9 @@ class KvMap {
   // The stripe owning a key is chosen by the high bits of its 64-bit hash; the
   // stripe's own table probes with the low bits, so the two stay independent.
   Stripe& StripeFor(uint64_t key_hash) const;
+  size_t StripeIndex(uint64_t key_hash) const;
+  // The smallest hash StripeIndex maps to `stripe` (< stripe_count_).
+  uint64_t StripeStart(size_t stripe) const;
 
   const size_t stripe_count_;
   std::unique_ptr<Stripe[]> stripes_;

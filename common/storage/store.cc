@@ -191,8 +191,14 @@ absl::Status Store::Close() {
   return fatal_;
 }
 
-bool Store::Get(absl::string_view key, std::string* value, uint64_t* version) const {
-  return map_.Get(key, options_.clock->NowUnixMillis(), value, version);
+bool Store::Get(absl::string_view key, std::string* value, uint64_t* version,
+                int64_t* expire_unix_ms) const {
+  return map_.Get(key, options_.clock->NowUnixMillis(), value, version, expire_unix_ms);
+}
+
+KvMap::ScanPage Store::Scan(const KvMap::ScanPosition& from,
+                            const KvMap::ScanOptions& options) const {
+  return map_.Scan(from, options_.clock->NowUnixMillis(), options);
 }
 
 absl::Status Store::CheckReadable() const {

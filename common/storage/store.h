@@ -149,9 +149,17 @@ class Store {
   Store(const Store&) = delete;
   Store& operator=(const Store&) = delete;
 
-  // Copies a live key's value and version as published (see the top of this
-  // file). False if absent or expired.
-  bool Get(absl::string_view key, std::string* value, uint64_t* version) const;
+  // Copies a live key's value, version and expiry (Unix ms, 0 = never; when
+  // not null) as published (see the top of this file). False if absent or
+  // expired.
+  bool Get(absl::string_view key, std::string* value, uint64_t* version,
+           int64_t* expire_unix_ms = nullptr) const;
+
+  // One page of a scan of the live, published keys, from `from` (a default
+  // position starts one). Holds no lock between pages; the guarantee and the
+  // cost are KvMap::Scan's (kv_map.h). A reader checks CheckReadable and
+  // install_generation() around it, as for Get.
+  KvMap::ScanPage Scan(const KvMap::ScanPosition& from, const KvMap::ScanOptions& options) const;
 
   // Whether reads show a whole state: UNAVAILABLE while a snapshot install
   // replaces the map, or while the log has not yet reached an installed
