@@ -192,9 +192,11 @@ void KvService::ServeGet(const v1::GetRequest* request, v1::GetResponse* respons
   if (absl::Status s = AdmitRead(request->read_mode()); !s.ok()) return done(ToGrpcStatus(s));
   const uint64_t installs = store_->install_generation();
   uint64_t version = 0;
-  if (store_->Get(request->key(), response->mutable_value(), &version)) {
+  int64_t expires = 0;
+  if (store_->Get(request->key(), response->mutable_value(), &version, &expires)) {
     response->set_found(true);
     response->set_version(version);
+    response->set_expires_at_ms(static_cast<uint64_t>(expires));
   }
   if (store_->install_generation() != installs) {
     response->Clear();
@@ -262,9 +264,11 @@ void KvService::ServeMultiGet(const v1::MultiGetRequest* request, v1::MultiGetRe
   for (const std::string& key : request->keys()) {
     v1::GetResult* result = response->add_results();
     uint64_t version = 0;
-    if (store_->Get(key, result->mutable_value(), &version)) {
+    int64_t expires = 0;
+    if (store_->Get(key, result->mutable_value(), &version, &expires)) {
       result->set_found(true);
       result->set_version(version);
+      result->set_expires_at_ms(static_cast<uint64_t>(expires));
     }
     // Checked as each value is copied: one key asked for many times must
     // not build its answer before the answer is refused.

@@ -367,6 +367,7 @@ struct GetKind {
     if (r->error().code() != 0) return KeyErrorStatus(r->error());
     out->set_found(r->found());
     out->set_version(r->version());
+    out->set_expires_at_ms(r->expires_at_ms());
     out->mutable_value()->swap(*r->mutable_value());
     return grpc::Status::OK;
   }

@@ -308,5 +308,47 @@ TEST_F(KvServiceTest, SetAskingForAbsurdlyManyReplicasIsRejectedAndWritesNothing
   EXPECT_EQ(store_->last_index(), before) << "the write was applied";
 }
 
+// ---- expires_at_ms and Scan
+
+TEST_F(KvServiceTest, GetAndMultiGetReportTheAbsoluteExpiry) {
+  v1::SetRequest set;
+  set.set_key("ttl");
+  set.set_value("v");
+  set.set_ttl_ms(5000);
+  v1::SetResponse set_out;
+  ASSERT_TRUE(Call(&KvService::Set, set, &set_out).ok());
+  ASSERT_TRUE(Set("forever", "v", &set_out).ok());
+  const uint64_t expected = static_cast<uint64_t>(clock_.NowUnixMillis()) + 5000;
+
+  v1::GetRequest get;
+  get.set_key("ttl");
+  v1::GetResponse got;
+  ASSERT_TRUE(Call(&KvService::Get, get, &got).ok());
+  EXPECT_EQ(got.expires_at_ms(), expected);
+  get.set_key("forever");
+  v1::GetResponse forever;
+  ASSERT_TRUE(Call(&KvService::Get, get, &forever).ok());
+  EXPECT_TRUE(forever.found());
+  EXPECT_EQ(forever.expires_at_ms(), 0u);
+
+  v1::MultiGetRequest multi;
+  multi.add_keys("ttl");
+  multi.add_keys("forever");
+  multi.add_keys("missing");
+  v1::MultiGetResponse results;
+  ASSERT_TRUE(Call(&KvService::MultiGet, multi, &results).ok());
+  ASSERT_EQ(results.results_size(), 3);
+  EXPECT_EQ(results.results(0).expires_at_ms(), expected);
+  EXPECT_EQ(results.results(1).expires_at_ms(), 0u);
+  EXPECT_EQ(results.results(2).expires_at_ms(), 0u);
+
+  clock_.AdvanceMillis(5000);  // Expired: gone, expiry and all.
+  get.set_key("ttl");
+  v1::GetResponse expired;
+  ASSERT_TRUE(Call(&KvService::Get, get, &expired).ok());
+  EXPECT_FALSE(expired.found());
+  EXPECT_EQ(expired.expires_at_ms(), 0u);
+}
+
 }  // namespace
 }  // namespace kvstore
