@@ -1,5 +1,7 @@
 #include "common/kv/request_limits.h"
 
+#include <algorithm>
+
 #include "absl/strings/str_cat.h"
 #include "google/protobuf/io/coded_stream.h"
 
@@ -93,6 +95,21 @@ absl::Status CheckMultiSet(const v1::MultiSetRequest& request, const RequestLimi
     }
   }
   return absl::OkStatus();
+}
+
+absl::Status CheckScan(const v1::ScanRequest& request, const RequestLimits& limits) {
+  if (absl::Status s = CheckReadMode(request.read_mode()); !s.ok()) return s;
+  if (request.prefix().size() > limits.max_key_bytes) {
+    return absl::InvalidArgumentError(absl::StrCat("prefix is ", request.prefix().size(),
+                                                   " bytes; the limit is ", limits.max_key_bytes,
+                                                   " bytes (as for a key)"));
+  }
+  return absl::OkStatus();
+}
+
+size_t ScanPageLimit(const v1::ScanRequest& request, const RequestLimits& limits) {
+  const size_t asked = request.limit() == 0 ? kDefaultScanLimit : request.limit();
+  return std::max<size_t>(1, std::min(asked, limits.max_batch_items));
 }
 
 size_t RepeatedElementBytes(size_t element_bytes) {

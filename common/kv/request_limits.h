@@ -29,6 +29,14 @@ absl::Status CheckSet(const v1::SetRequest& request, const RequestLimits& limits
 absl::Status CheckDelete(const v1::DeleteRequest& request, const RequestLimits& limits);
 absl::Status CheckMultiGet(const v1::MultiGetRequest& request, const RequestLimits& limits);
 absl::Status CheckMultiSet(const v1::MultiSetRequest& request, const RequestLimits& limits);
+// The read mode and the prefix (at most max_key_bytes); the cursor is checked
+// by whoever decodes it (common/kv/scan_cursor.h).
+absl::Status CheckScan(const v1::ScanRequest& request, const RequestLimits& limits);
+
+// Entries one Scan page may hold: the request's limit, 0 meaning
+// kDefaultScanLimit, at most limits.max_batch_items.
+inline constexpr size_t kDefaultScanLimit = 1000;
+size_t ScanPageLimit(const v1::ScanRequest& request, const RequestLimits& limits);
 
 // What one element of `element_bytes` (a result) adds to an encoded answer:
 // itself, its tag and its length.

@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "common/kv/scan_cursor.h"
 #include "common/server/grpc_status.h"
 
 namespace kvstore {
@@ -182,6 +183,15 @@ grpc::ServerUnaryReactor* KvService::MultiSet(grpc::CallbackServerContext* conte
   return reactor;
 }
 
+grpc::ServerUnaryReactor* KvService::Scan(grpc::CallbackServerContext* context,
+                                          const v1::ScanRequest* request,
+                                          v1::ScanResponse* response) {
+  if (auto* refused = RefuseUnauthenticated(access_, context, Access::kPublic)) return refused;
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  reactor->Finish(ToGrpcStatus(ServeScan(request, response)));
+  return reactor;
+}
+
 grpc::ServerBidiReactor<v1::PipelineRequests, v1::PipelineResponses>* KvService::Pipeline(
     grpc::CallbackServerContext* context) {
   return ServePipeline(context, CheckAccess(access_, *context, Access::kPublic), this);
@@ -317,6 +327,44 @@ void KvService::ServeMultiSet(grpc::CallbackServerContext* unary,
         }
         AfterWrite(plan, written, std::move(done));
       });
+}
+
+absl::Status KvService::ServeScan(const v1::ScanRequest* request, v1::ScanResponse* response) {
+  if (absl::Status s = CheckScan(*request, limits_); !s.ok()) return s;
+  absl::StatusOr<NodeScanCursor> cursor = DecodeNodeCursor(request->cursor());
+  if (!cursor.ok()) return cursor.status();
+  if (absl::Status s = AdmitRead(request->read_mode()); !s.ok()) return s;
+  KvMap::ScanOptions options;
+  options.prefix = request->prefix();
+  options.limit = ScanPageLimit(*request, limits_);
+  options.keys_only = request->keys_only();
+  // Room for the next cursor (at most a key and its header) and the framing.
+  const size_t reserved = limits_.max_key_bytes + 64;
+  options.max_bytes =
+      limits_.max_response_bytes > reserved ? limits_.max_response_bytes - reserved : 0;
+  const uint64_t installs = store_->install_generation();
+  KvMap::ScanPage page =
+      store_->Scan(KvMap::ScanPosition{cursor->hash, std::move(cursor->after_key)}, options);
+  if (store_->install_generation() != installs) return ReadDuringInstall();
+  response->mutable_entries()->Reserve(static_cast<int>(page.entries.size()));
+  for (KvMap::ScannedEntry& e : page.entries) {
+    v1::ScanEntry* out = response->add_entries();
+    out->set_key(std::move(e.key));
+    out->set_value(std::move(e.value));
+    out->set_version(e.version);
+    out->set_expires_at_ms(static_cast<uint64_t>(e.expire_unix_ms));
+  }
+  if (page.next.has_value()) {
+    response->set_next_cursor(
+        EncodeNodeCursor(NodeScanCursor{page.next->hash, std::move(page.next->after_key)}));
+  }
+  // A page's first entry is taken whatever its size; one larger than the
+  // cap (a --max-response-bytes below --max-value-bytes) cannot be sent.
+  if (response->ByteSizeLong() > limits_.max_response_bytes) {
+    response->Clear();
+    return ResponseTooLarge(limits_);
+  }
+  return absl::OkStatus();
 }
 
 }  // namespace kvstore

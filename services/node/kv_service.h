@@ -43,6 +43,11 @@ class KvService final : public v1::KeyValue::CallbackService, private PipelineBa
                                      v1::MultiSetResponse* response) override;
   grpc::ServerBidiReactor<v1::PipelineRequests, v1::PipelineResponses>* Pipeline(
       grpc::CallbackServerContext* context) override;
+  // One page of this node's keys (Store::Scan), admitted as a Get with the
+  // same read_mode; the cursor is common/kv/scan_cursor.h's node cursor.
+  grpc::ServerUnaryReactor* Scan(grpc::CallbackServerContext* context,
+                                 const v1::ScanRequest* request,
+                                 v1::ScanResponse* response) override;
 
  private:
   // Each kind of request, for the unary handlers and Pipeline alike: `done`
@@ -57,6 +62,7 @@ class KvService final : public v1::KeyValue::CallbackService, private PipelineBa
   void ServeMultiGet(const v1::MultiGetRequest* request, v1::MultiGetResponse* response, Done done);
   void ServeMultiSet(grpc::CallbackServerContext* unary, const v1::MultiSetRequest* request,
                      v1::MultiSetResponse* response, Done done);
+  absl::Status ServeScan(const v1::ScanRequest* request, v1::ScanResponse* response);
 
   // PipelineBackend (the stream's deadline does not apply: nothing here waits
   // but a write for its log and replicas).

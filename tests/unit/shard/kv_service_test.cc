@@ -4,9 +4,12 @@
 
 #include <grpcpp/test/default_reactor_test_peer.h>
 
+#include <functional>
+#include <map>
 #include <memory>
 #include <string>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/notification.h"
 #include "gmock/gmock.h"
@@ -348,6 +351,138 @@ TEST_F(KvServiceTest, GetAndMultiGetReportTheAbsoluteExpiry) {
   ASSERT_TRUE(Call(&KvService::Get, get, &expired).ok());
   EXPECT_FALSE(expired.found());
   EXPECT_EQ(expired.expires_at_ms(), 0u);
+}
+
+// Follows next_cursor from an empty one to the end; fails the test on an error.
+std::map<std::string, v1::ScanEntry> ScanToEnd(
+    const std::function<grpc::Status(const v1::ScanRequest&, v1::ScanResponse*)>& call,
+    v1::ScanRequest request, int* pages) {
+  std::map<std::string, v1::ScanEntry> seen;
+  *pages = 0;
+  do {
+    v1::ScanResponse page;
+    grpc::Status s = call(request, &page);
+    EXPECT_TRUE(s.ok()) << s.error_message();
+    if (!s.ok()) break;
+    ++*pages;
+    EXPECT_LE(page.entries_size(), static_cast<int>(request.limit() == 0 ? 1000 : request.limit()));
+    for (const v1::ScanEntry& e : page.entries()) {
+      EXPECT_TRUE(seen.emplace(e.key(), e).second) << "returned twice: " << e.key();
+    }
+    request.set_cursor(page.next_cursor());
+  } while (!request.cursor().empty() && *pages < 10'000);
+  return seen;
+}
+
+TEST_F(KvServiceTest, ScanPagesThroughEveryKeyWithVersionsAndExpiries) {
+  v1::MultiSetRequest batch;
+  for (int i = 0; i < 500; ++i) {
+    v1::SetItem* item = batch.add_items();
+    item->set_key(absl::StrCat(i % 2 == 0 ? "even:" : "odd:", i));
+    item->set_value(absl::StrCat("v", i));
+    item->set_ttl_ms(i == 4 ? 60'000 : 0);
+  }
+  v1::MultiSetResponse written;
+  ASSERT_TRUE(Call(&KvService::MultiSet, batch, &written).ok());
+  auto call = [&](const v1::ScanRequest& r, v1::ScanResponse* out) {
+    return Call(&KvService::Scan, r, out);
+  };
+  v1::ScanRequest request;
+  request.set_limit(64);
+  int pages = 0;
+  std::map<std::string, v1::ScanEntry> all = ScanToEnd(call, request, &pages);
+  EXPECT_EQ(all.size(), 500u);
+  EXPECT_GE(pages, 500 / 64);
+  EXPECT_EQ(all["even:4"].value(), "v4");
+  EXPECT_EQ(all["even:4"].version(), written.results(4).version());
+  EXPECT_EQ(all["even:4"].expires_at_ms(), static_cast<uint64_t>(clock_.NowUnixMillis()) + 60'000);
+  EXPECT_EQ(all["odd:5"].expires_at_ms(), 0u);
+
+  request.set_prefix("odd:");
+  request.set_keys_only(true);
+  std::map<std::string, v1::ScanEntry> odd = ScanToEnd(call, request, &pages);
+  EXPECT_EQ(odd.size(), 250u);
+  for (const auto& [key, e] : odd) {
+    EXPECT_TRUE(absl::StartsWith(key, "odd:")) << key;
+    EXPECT_EQ(e.value(), "") << "keys_only";
+    EXPECT_GT(e.version(), 0u);
+  }
+}
+
+TEST_F(KvServiceTest, ScanRefusesCursorsItDidNotMake) {
+  v1::ScanRequest request;
+  v1::ScanResponse out;
+  for (const std::string& bad :
+       {std::string("garbage"), std::string("\x01\x02", 2), std::string("R\0\0\0\0\0", 6)}) {
+    request.set_cursor(bad);
+    grpc::Status s = Call(&KvService::Scan, request, &out);
+    EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << bad;
+    EXPECT_THAT(s.error_message(), HasSubstr("invalid scan cursor"));
+  }
+  request.set_cursor("");
+  request.set_prefix(std::string(limits_.max_key_bytes + 1, 'p'));
+  EXPECT_EQ(Call(&KvService::Scan, request, &out).error_code(),
+            grpc::StatusCode::INVALID_ARGUMENT);
+}
+
+TEST_F(KvServiceTest, ScanPageStaysUnderTheResponseCap) {
+  limits_.max_response_bytes = 5000;
+  limits_.max_key_bytes = 100;
+  service_ = std::make_unique<KvService>(store_.get(), limits_);
+  v1::SetResponse set;
+  for (int i = 0; i < 200; ++i) ASSERT_TRUE(Set(absl::StrCat("k", i), std::string(90, 'v'), &set).ok());
+  v1::ScanRequest request;
+  int total = 0;
+  int pages = 0;
+  do {
+    v1::ScanResponse page;
+    ASSERT_TRUE(Call(&KvService::Scan, request, &page).ok());
+    EXPECT_LE(page.ByteSizeLong(), 5000u);
+    EXPECT_GT(page.entries_size(), 0);
+    total += page.entries_size();
+    request.set_cursor(page.next_cursor());
+    ++pages;
+  } while (!request.cursor().empty());
+  EXPECT_EQ(total, 200);
+  EXPECT_GT(pages, 1);
+}
+
+TEST_F(KvServiceTest, ScanLimitIsCappedByMaxBatchItems) {
+  limits_.max_batch_items = 10;
+  service_ = std::make_unique<KvService>(store_.get(), limits_);
+  v1::SetResponse set;
+  for (int i = 0; i < 30; ++i) ASSERT_TRUE(Set(absl::StrCat("k", i), "v", &set).ok());
+  v1::ScanRequest request;
+  request.set_limit(1000);
+  v1::ScanResponse page;
+  ASSERT_TRUE(Call(&KvService::Scan, request, &page).ok());
+  EXPECT_EQ(page.entries_size(), 10);
+  EXPECT_FALSE(page.next_cursor().empty());
+}
+
+// A node that may not answer reads (installing, catching up, a replica asked
+// for a leader read) answers Scan as it answers Get: UNAVAILABLE.
+class NotReadableHooks : public FixedHooks {
+ public:
+  NotReadableHooks() : FixedHooks(0, 0) {}
+  absl::Status CheckReadable(bool, std::string*) override {
+    return absl::UnavailableError("this node is catching up");
+  }
+};
+
+TEST_F(KvServiceTest, ScanOnANodeNotReadyIsUnavailableLikeGet) {
+  NotReadableHooks hooks;
+  service_ = std::make_unique<KvService>(store_.get(), limits_, &hooks);
+  v1::ScanRequest scan;
+  scan.set_read_mode(v1::READ_MODE_ANY_REPLICA);
+  v1::ScanResponse page;
+  EXPECT_EQ(Call(&KvService::Scan, scan, &page).error_code(), grpc::StatusCode::UNAVAILABLE);
+  v1::GetRequest get;
+  get.set_key("k");
+  get.set_read_mode(v1::READ_MODE_ANY_REPLICA);
+  v1::GetResponse got;
+  EXPECT_EQ(Call(&KvService::Get, get, &got).error_code(), grpc::StatusCode::UNAVAILABLE);
+  service_.reset();
 }
 
 }  // namespace
