@@ -338,8 +338,9 @@ absl::Status KvService::ServeScan(const v1::ScanRequest* request, v1::ScanRespon
   options.prefix = request->prefix();
   options.limit = ScanPageLimit(*request, limits_);
   options.keys_only = request->keys_only();
-  // Room for the next cursor (at most a key and its header) and the framing.
-  const size_t reserved = limits_.max_key_bytes + 64;
+  // Room for the next cursor (at most a key and its header), the framing, and
+  // what kv-router adds when it wraps the cursor (scan_cursor.h).
+  const size_t reserved = limits_.max_key_bytes + 128;
   options.max_bytes =
       limits_.max_response_bytes > reserved ? limits_.max_response_bytes - reserved : 0;
   const uint64_t installs = store_->install_generation();

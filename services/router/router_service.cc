@@ -44,6 +44,10 @@ void StartRpc(v1::KeyValue::Stub* stub, grpc::ClientContext* context,
               const v1::MultiSetRequest* request, v1::MultiSetResponse* response, RpcDone done) {
   stub->async()->MultiSet(context, request, response, std::move(done));
 }
+void StartRpc(v1::KeyValue::Stub* stub, grpc::ClientContext* context,
+              const v1::ScanRequest* request, v1::ScanResponse* response, RpcDone done) {
+  stub->async()->Scan(context, request, response, std::move(done));
+}
 
 enum class RetryRule {
   // Reads: an UNAVAILABLE node is tried once more on the next node.
@@ -978,6 +982,17 @@ void RouterService::RouteMultiSet(const Route& route, const v1::MultiSetRequest*
             RetryRule::kHintedLeader, {*std::move(leader)}, route.parent, route.deadline,
             batch->request(k), batch->response(k), std::move(slice_done));
   }
+}
+
+void RouterService::ForwardScan(std::shared_ptr<RoutingTable> table, int shard,
+                                std::vector<std::string> nodes,
+                                grpc::CallbackServerContext* parent,
+                                std::chrono::system_clock::time_point deadline,
+                                const v1::ScanRequest* request, v1::ScanResponse* response,
+                                std::function<void(const grpc::Status&, const std::string&)> done) {
+  Forward(Backends{&channels_, &health_, options_.forward_timeout_ms}, std::move(table), shard,
+          RetryRule::kNextNodeIfUnavailable, std::move(nodes), parent, deadline, request, response,
+          std::move(done));
 }
 
 // ---- Pipeline ---------------------------------------------------------------

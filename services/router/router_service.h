@@ -31,6 +31,12 @@
 //    the rules and what a coalesced request keeps are in router_service.cc).
 //  - Requests are validated as kv-shard validates them, before anything is
 //    sent, so a rejected batch writes nothing on any shard.
+//  - Scan walks the shards one after another, in the order of their names
+//    (router_scan.cc): a page comes from one shard, read as a Get with the
+//    request's read_mode (an UNAVAILABLE node is retried once on the next);
+//    a shard with nothing (more) to give passes the call on to the next one.
+//    The cursor carries the shard's place and its own cursor
+//    (common/kv/scan_cursor.h).
 //  - Pipeline (a stream of requests, each answered as it completes) routes
 //    each request exactly as its unary call; at most pipeline_max_in_flight
 //    of one stream are forwarded at a time, and none while its answers
@@ -142,8 +148,21 @@ class RouterService final : public v1::KeyValue::CallbackService, private Pipeli
                                      v1::MultiSetResponse* response) override;
   grpc::ServerBidiReactor<v1::PipelineRequests, v1::PipelineResponses>* Pipeline(
       grpc::CallbackServerContext* context) override;
+  grpc::ServerUnaryReactor* Scan(grpc::CallbackServerContext* context,
+                                 const v1::ScanRequest* request,
+                                 v1::ScanResponse* response) override;
 
  private:
+  // One Scan call's walk over the shards (router_scan.cc).
+  class ScanWalk;
+  // Sends one Scan page request to `shard`'s `nodes` with the read retry
+  // rule; `done` gets the status and a label naming the shard and node.
+  void ForwardScan(std::shared_ptr<RoutingTable> table, int shard, std::vector<std::string> nodes,
+                   grpc::CallbackServerContext* parent,
+                   std::chrono::system_clock::time_point deadline, const v1::ScanRequest* request,
+                   v1::ScanResponse* response,
+                   std::function<void(const grpc::Status&, const std::string&)> done);
+
   // How each kind of request is routed, for the unary handlers and Pipeline
   // alike. `parent`, when not null, is the caller's RPC, whose cancellation
   // the forwarded calls follow. `done` gets the request's final status (the
