@@ -6,6 +6,8 @@
 #include <chrono>
 #include <cstdio>
 #include <cstring>
+#include <functional>
+#include <limits>
 #include <memory>
 #include <optional>
 #include <string>
@@ -21,6 +23,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
+#include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "common/ring/hash_ring.h"
 #include "common/security/credentials.h"
@@ -42,8 +45,16 @@ DEFINE_int64(timeout_ms, 5000, "Deadline of the call, in milliseconds");
 DEFINE_bool(hex, false,
             "Values are hex: get/mget print them as hex, set/mset parse VALUE (and what '-' or "
             "'@FILE' supply) as hex; keys stay as given");
-DEFINE_bool(raw, false, "get: print the value's exact bytes, without the trailing newline");
-DEFINE_bool(json, false, "status, snapshot: print the reply as proto JSON");
+DEFINE_bool(raw, false, "get: print the value's exact bytes, without the trailing newline "
+            "(same as --output=raw)");
+DEFINE_bool(json, false, "Same as --output=json");
+DEFINE_string(output, "text",
+              "Output of every command: text (the lines described below), json (one JSON object "
+              "per result, one per line) or raw (get: the value's exact bytes; otherwise as text)");
+DEFINE_string(prefix, "", "scan: only keys that start with this (a filter: the whole key space is "
+              "still walked)");
+DEFINE_uint64(count, 1000, "scan, keys, dbsize: keys asked for per call (the page size; at most "
+              "the server's --max-batch-items)");
 DEFINE_uint64(ttl_ms, 0, "set, mset: time to live in milliseconds (0 = never expires)");
 DEFINE_int64(if_version, -1,
              "set, mset, del: compare-and-set, only if the key's current version is this "
@@ -51,7 +62,9 @@ DEFINE_int64(if_version, -1,
 DEFINE_string(ack, "default",
               "set, mset, del: acknowledge after default (the shard's setting), memory, fsync, "
               "replicas (the shard's --sync-acks followers) or replicas:N");
-DEFINE_string(read_mode, "leader", "get, mget: read from the leader, or from any replica (stale)");
+DEFINE_string(read_mode, "leader",
+              "get, mget, scan, keys, ttl, exists, dbsize: read from the leader, or from any "
+              "replica (stale)");
 DEFINE_uint64(epoch, 0, "promote: the new epoch (0 = the node's epoch + 1)");
 DEFINE_bool(force, false,
             "promote: promote even when a follower holds entries this node lacks, or cannot "
@@ -111,9 +124,28 @@ Commands:
   ring [KEY...]         offline, from --topology=FILE: the hash ring's shards, vnodes and each
                           shard's share of the hash space; then one line per KEY:
                           KEY<TAB>SHARD<TAB>0xHASH (the key's XXH64 position, docs/ring.md)
+  scan                  every key (--prefix=P: those starting with P), following the server's
+                          cursor --count keys per call; one line per key as it arrives:
+                          KEY<TAB>VERSION<TAB>VALUE. Keys present for the whole scan appear at
+                          least once; keys written meanwhile may or may not.
+  keys PREFIX           the keys starting with PREFIX, one per line (a trailing '*' is
+                          ignored, as in Redis' KEYS user:*). A scan of the whole cluster:
+                          warns on stderr
+  ttl KEY               seconds KEY has left, rounded as Redis does: -1 when it never expires,
+                          -2 when it does not exist (by this machine's clock)
+  exists KEY...         how many of the KEYs exist (a key given twice counts twice)
+  dbsize                how many keys the cluster (through a router) or the node holds: a
+                          keys-only scan of the leaders, counted here
 
 Output:
   get prints the value and a newline (--raw: the exact bytes only; --hex: hex and a newline).
+  --output=json prints one JSON object per result, one per line: keys and values as
+  "key"/"value" when every byte is printable ASCII, else as "key_b64"/"value_b64" (base64;
+  with --hex values are "value_hex"); versions are strings (64-bit, as proto JSON writes
+  them). get: {"key","found","value","version","expires_at_ms"}; set: {"key","version"};
+  del: {"key","deleted","version"}; mget, mset, scan, keys: one object per key (a failed key:
+  {"key","error":{"code","message"}}); ttl: {"key","ttl_seconds","expires_at_ms"};
+  exists: {"exists"}; dbsize: {"keys"}; status, snapshot, promote: the reply as proto JSON.
   set prints "OK version=N"; del prints "deleted version=N" or "not found".
   status and snapshot print "name: value" lines, or proto JSON with --json. On a router,
   status shows only its role, version, uptime and address.
@@ -200,6 +232,88 @@ int CallFailed(const grpc::Status& status) {
 }
 
 void WriteOut(const std::string& bytes) { std::fwrite(bytes.data(), 1, bytes.size(), stdout); }
+
+// ---------------------------------------------------------------- output
+
+enum class Output { kText, kJson, kRaw };
+Output g_output = Output::kText;
+
+absl::StatusOr<Output> ParseOutput() {
+  Output output;
+  if (FLAGS_output == "text") {
+    output = Output::kText;
+  } else if (FLAGS_output == "json") {
+    output = Output::kJson;
+  } else if (FLAGS_output == "raw") {
+    output = Output::kRaw;
+  } else {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--output is text, json or raw, not '", FLAGS_output, "'"));
+  }
+  // --json and --raw predate --output and mean the same; they must not contradict it.
+  if (FLAGS_json || FLAGS_raw) {
+    const Output implied = FLAGS_json ? Output::kJson : Output::kRaw;
+    if ((FLAGS_json && FLAGS_raw) || (FLAGS_output != "text" && output != implied)) {
+      return absl::InvalidArgumentError("--json, --raw and --output disagree; use --output");
+    }
+    output = implied;
+  }
+  return output;
+}
+
+bool Json() { return g_output == Output::kJson; }
+
+// A JSON string literal of `text` (UTF-8, or printable ASCII for keys and values).
+std::string JsonQuote(absl::string_view text) {
+  std::string out = "\"";
+  for (char c : text) {
+    if (c == '"' || c == '\\') {
+      out.push_back('\\');
+      out.push_back(c);
+    } else if (static_cast<unsigned char>(c) < 0x20) {
+      absl::StrAppend(&out, absl::StrFormat("\\u%04x", static_cast<unsigned char>(c)));
+    } else {
+      out.push_back(c);
+    }
+  }
+  out.push_back('"');
+  return out;
+}
+
+bool PrintableAscii(absl::string_view bytes) {
+  return std::all_of(bytes.begin(), bytes.end(), [](char c) { return c >= 0x20 && c < 0x7f; });
+}
+
+// `"name": "text"` for printable bytes, else `"name_b64": "base64"`.
+std::string JsonBytes(absl::string_view name, absl::string_view bytes) {
+  if (PrintableAscii(bytes)) return absl::StrCat(JsonQuote(name), ":", JsonQuote(bytes));
+  return absl::StrCat(JsonQuote(absl::StrCat(name, "_b64")), ":",
+                      JsonQuote(absl::Base64Escape(bytes)));
+}
+
+// A value: as JsonBytes, or always hex with --hex.
+std::string JsonValue(absl::string_view value) {
+  if (FLAGS_hex) return absl::StrCat("\"value_hex\":", JsonQuote(absl::BytesToHexString(value)));
+  return JsonBytes("value", value);
+}
+
+std::string JsonFlag(absl::string_view name, bool value) {
+  return absl::StrCat(JsonQuote(name), ":", value ? "true" : "false");
+}
+
+// A 64-bit version as proto JSON writes uint64: a string.
+std::string JsonVersion(uint64_t version) { return absl::StrCat("\"version\":\"", version, "\""); }
+
+// One JSON object per line: `{` fields joined by commas `}`.
+void PrintJsonObject(const std::vector<std::string>& fields) {
+  WriteOut(absl::StrCat("{", absl::StrJoin(fields, ","), "}\n"));
+}
+
+std::string JsonError(int code, const std::string& message) {
+  return absl::StrCat("\"error\":{\"code\":", JsonQuote(absl::StatusCodeToString(
+                                                   static_cast<absl::StatusCode>(code))),
+                      ",\"message\":", JsonQuote(message), "}");
+}
 
 // ---------------------------------------------------------------- flags
 
@@ -405,12 +519,23 @@ int Get(Client& client, const CallOptions& options, const std::vector<std::strin
   v1::GetResponse response;
   grpc::Status status = client.kv().Get(client.Context().get(), request, &response);
   if (!status.ok()) return CallFailed(status);
+  if (Json()) {
+    std::vector<std::string> fields = {JsonBytes("key", args[0]),
+                                       JsonFlag("found", response.found())};
+    if (response.found()) {
+      fields.push_back(JsonValue(response.value()));
+      fields.push_back(JsonVersion(response.version()));
+      fields.push_back(absl::StrCat("\"expires_at_ms\":", response.expires_at_ms()));
+    }
+    PrintJsonObject(fields);
+  }
   if (!response.found()) {
     PrintError(absl::StatusCode::kNotFound, absl::StrCat("key '", args[0], "'"));
     return kExitNotFound;
   }
+  if (Json()) return kExitOk;
   WriteOut(ShowValue(response.value()));
-  if (FLAGS_hex || !FLAGS_raw) WriteOut("\n");
+  if (FLAGS_hex || g_output != Output::kRaw) WriteOut("\n");
   return kExitOk;
 }
 
@@ -428,6 +553,10 @@ int Set(Client& client, const CallOptions& options, const std::vector<std::strin
   v1::SetResponse response;
   grpc::Status status = client.kv().Set(client.Context().get(), request, &response);
   if (!status.ok()) return CallFailed(status);
+  if (Json()) {
+    PrintJsonObject({JsonBytes("key", args[0]), JsonVersion(response.version())});
+    return kExitOk;
+  }
   std::printf("OK version=%llu\n", static_cast<unsigned long long>(response.version()));
   return kExitOk;
 }
@@ -441,6 +570,11 @@ int Del(Client& client, const CallOptions& options, const std::vector<std::strin
   v1::DeleteResponse response;
   grpc::Status status = client.kv().Delete(client.Context().get(), request, &response);
   if (!status.ok()) return CallFailed(status);
+  if (Json()) {
+    PrintJsonObject({JsonBytes("key", args[0]), JsonFlag("deleted", response.deleted()),
+                     JsonVersion(response.version())});
+    return response.deleted() ? kExitOk : kExitNotFound;
+  }
   if (!response.deleted()) {
     std::printf("not found\n");
     return kExitNotFound;
@@ -451,7 +585,12 @@ int Del(Client& client, const CallOptions& options, const std::vector<std::strin
 
 // One batch line for a failed key; also on stderr for whoever watches it.
 int KeyFailed(const std::string& key, const v1::KeyError& error) {
-  std::printf("%s\t%s\t%s\n", key.c_str(), CodeName(error.code()).c_str(), error.message().c_str());
+  if (Json()) {
+    PrintJsonObject({JsonBytes("key", key), JsonError(error.code(), error.message())});
+  } else {
+    std::printf("%s\t%s\t%s\n", key.c_str(), CodeName(error.code()).c_str(),
+                error.message().c_str());
+  }
   PrintError(static_cast<absl::StatusCode>(error.code()),
              absl::StrCat("key '", key, "': ", error.message()));
   return ExitCodeFor(error.code());
@@ -476,6 +615,17 @@ int MultiGet(Client& client, const CallOptions& options, const std::vector<std::
     const v1::GetResult& r = response.results(static_cast<int>(i));
     if (r.has_error() && r.error().code() != 0) {
       exit_code = std::max(exit_code, KeyFailed(args[i], r.error()));
+    } else if (Json()) {
+      std::vector<std::string> fields = {JsonBytes("key", args[i]),
+                                         JsonFlag("found", r.found())};
+      if (r.found()) {
+        fields.push_back(JsonValue(r.value()));
+        fields.push_back(JsonVersion(r.version()));
+        fields.push_back(absl::StrCat("\"expires_at_ms\":", r.expires_at_ms()));
+      } else {
+        exit_code = std::max(exit_code, kExitNotFound);
+      }
+      PrintJsonObject(fields);
     } else if (!r.found()) {
       std::printf("%s\tNOT_FOUND\n", args[i].c_str());
       exit_code = std::max(exit_code, kExitNotFound);
@@ -517,9 +667,146 @@ int MultiSet(Client& client, const CallOptions& options, const std::vector<std::
     const std::string& key = request.items(i).key();
     if (r.has_error() && r.error().code() != 0) {
       exit_code = std::max(exit_code, KeyFailed(key, r.error()));
+    } else if (Json()) {
+      PrintJsonObject({JsonBytes("key", key), JsonVersion(r.version())});
     } else {
       std::printf("%s\tOK\t%llu\n", key.c_str(), static_cast<unsigned long long>(r.version()));
     }
+  }
+  return exit_code;
+}
+
+// ---------------------------------------------------------------- scans
+
+// Follows Scan's cursor from the start to the end, calling `page` with each
+// page's entries as it arrives (so output streams). Returns the exit code.
+int ScanAll(Client& client, const CallOptions& options, const std::string& prefix,
+            bool keys_only, const std::function<void(const v1::ScanResponse&)>& page) {
+  v1::ScanRequest request;
+  request.set_prefix(prefix);
+  request.set_keys_only(keys_only);
+  request.set_read_mode(options.read_mode);
+  request.set_limit(static_cast<uint32_t>(
+      std::min<uint64_t>(FLAGS_count, std::numeric_limits<uint32_t>::max())));
+  do {
+    v1::ScanResponse response;
+    grpc::Status status = client.kv().Scan(client.Context().get(), request, &response);
+    if (!status.ok()) return CallFailed(status);
+    page(response);
+    std::fflush(stdout);
+    request.set_cursor(response.next_cursor());
+  } while (!request.cursor().empty());
+  return kExitOk;
+}
+
+int Scan(Client& client, const CallOptions& options, const std::vector<std::string>& args) {
+  if (!args.empty()) return UsageError("usage: kvctl scan [--prefix=P] [--count=N]");
+  return ScanAll(client, options, FLAGS_prefix, /*keys_only=*/false,
+                 [](const v1::ScanResponse& page) {
+                   for (const v1::ScanEntry& e : page.entries()) {
+                     if (Json()) {
+                       PrintJsonObject({JsonBytes("key", e.key()), JsonValue(e.value()),
+                                        JsonVersion(e.version()),
+                                        absl::StrCat("\"expires_at_ms\":", e.expires_at_ms())});
+                     } else {
+                       WriteOut(absl::StrCat(e.key(), "\t", e.version(), "\t",
+                                             ShowValue(e.value()), "\n"));
+                     }
+                   }
+                 });
+}
+
+int Keys(Client& client, const CallOptions& options, const std::vector<std::string>& args) {
+  if (args.size() != 1) return UsageError("usage: kvctl keys PREFIX");
+  std::string prefix = args[0];
+  if (absl::EndsWith(prefix, "*")) prefix.pop_back();  // Redis' KEYS user:*
+  std::fprintf(stderr,
+               "kvctl: warning: keys walks every key of every shard (a prefix filters, it does "
+               "not index); on a large cluster prefer 'kvctl scan --prefix=...'\n");
+  return ScanAll(client, options, prefix, /*keys_only=*/true, [](const v1::ScanResponse& page) {
+    for (const v1::ScanEntry& e : page.entries()) {
+      if (Json()) {
+        PrintJsonObject({JsonBytes("key", e.key())});
+      } else {
+        WriteOut(absl::StrCat(e.key(), "\n"));
+      }
+    }
+  });
+}
+
+int DbSize(Client& client, const CallOptions& options, const std::vector<std::string>& args) {
+  if (!args.empty()) return UsageError("usage: kvctl dbsize");
+  uint64_t keys = 0;
+  // Leaders only (unless --read_mode=any): through a router each shard is
+  // walked once, so replicas are never counted twice.
+  const int code = ScanAll(client, options, "", /*keys_only=*/true,
+                           [&](const v1::ScanResponse& page) { keys += page.entries_size(); });
+  if (code != kExitOk) return code;
+  if (Json()) {
+    PrintJsonObject({absl::StrCat("\"keys\":", keys)});
+  } else {
+    std::printf("%llu\n", static_cast<unsigned long long>(keys));
+  }
+  return kExitOk;
+}
+
+// Redis' TTL: seconds left rounded to the nearest, -1 without expiry, -2 missing.
+int Ttl(Client& client, const CallOptions& options, const std::vector<std::string>& args) {
+  if (args.size() != 1) return UsageError("usage: kvctl ttl KEY");
+  v1::GetRequest request;
+  request.set_key(args[0]);
+  request.set_read_mode(options.read_mode);
+  v1::GetResponse response;
+  grpc::Status status = client.kv().Get(client.Context().get(), request, &response);
+  if (!status.ok()) return CallFailed(status);
+  int64_t seconds = -2;
+  if (response.found() && response.expires_at_ms() == 0) {
+    seconds = -1;
+  } else if (response.found()) {
+    const int64_t left_ms = static_cast<int64_t>(response.expires_at_ms()) -
+                            absl::ToUnixMillis(absl::Now());
+    seconds = std::max<int64_t>(0, (left_ms + 500) / 1000);
+  }
+  if (Json()) {
+    PrintJsonObject({JsonBytes("key", args[0]), absl::StrCat("\"ttl_seconds\":", seconds),
+                     absl::StrCat("\"expires_at_ms\":", response.expires_at_ms())});
+  } else {
+    std::printf("%lld\n", static_cast<long long>(seconds));
+  }
+  return kExitOk;
+}
+
+int Exists(Client& client, const CallOptions& options, const std::vector<std::string>& args) {
+  if (args.empty()) return UsageError("usage: kvctl exists KEY...");
+  v1::MultiGetRequest request;
+  for (const std::string& key : args) request.add_keys(key);
+  request.set_read_mode(options.read_mode);
+  v1::MultiGetResponse response;
+  grpc::Status status = client.kv().MultiGet(client.Context().get(), request, &response);
+  if (!status.ok()) return CallFailed(status);
+  if (response.results_size() != static_cast<int>(args.size())) {
+    PrintError(absl::StatusCode::kInternal,
+               absl::StrCat("the server answered ", response.results_size(), " results for ",
+                            args.size(), " keys"));
+    return kExitError;
+  }
+  int exit_code = kExitOk;
+  uint64_t found = 0;
+  for (size_t i = 0; i < args.size(); ++i) {
+    const v1::GetResult& r = response.results(static_cast<int>(i));
+    if (r.has_error() && r.error().code() != 0) {
+      // The count would be a guess: say which key is unknown, count the rest.
+      PrintError(static_cast<absl::StatusCode>(r.error().code()),
+                 absl::StrCat("key '", args[i], "': ", r.error().message()));
+      exit_code = std::max(exit_code, ExitCodeFor(r.error().code()));
+    } else if (r.found()) {
+      ++found;
+    }
+  }
+  if (Json()) {
+    PrintJsonObject({absl::StrCat("\"exists\":", found)});
+  } else {
+    std::printf("%llu\n", static_cast<unsigned long long>(found));
   }
   return exit_code;
 }
@@ -550,7 +837,7 @@ int Status(Client& client, const std::vector<std::string>& args) {
   v1::StatusResponse r;
   grpc::Status status = client.admin().Status(client.Context().get(), v1::StatusRequest(), &r);
   if (!status.ok()) return CallFailed(status);
-  if (FLAGS_json) return PrintJson(r);
+  if (Json()) return PrintJson(r);
   if (r.role() == "router") {
     // A router holds no data: the storage and replication lines do not apply.
     WriteOut(absl::StrFormat(
@@ -613,7 +900,7 @@ int Snapshot(Client& client, const std::vector<std::string>& args) {
   v1::SnapshotResponse r;
   grpc::Status status = client.admin().Snapshot(client.Context().get(), v1::SnapshotRequest(), &r);
   if (!status.ok()) return CallFailed(status);
-  if (FLAGS_json) return PrintJson(r);
+  if (Json()) return PrintJson(r);
   WriteOut(absl::StrCat("snapshot ", SnapshotLine(r.snapshot()), "\n"));
   return kExitOk;
 }
@@ -631,7 +918,7 @@ int Promote(Client& client, const std::vector<std::string>& args) {
   v1::PromoteResponse r;
   grpc::Status status = client.admin().Promote(client.Context().get(), request, &r);
   if (!status.ok()) return CallFailed(status);
-  if (FLAGS_json) return PrintJson(r);
+  if (Json()) return PrintJson(r);
   if (!r.warning().empty()) {
     std::fprintf(stderr, "kvctl: warning: %s%s\n", r.warning().c_str(),
                  r.entries_may_be_lost() == 0
@@ -692,11 +979,15 @@ int Run(int argc, char** argv) {
   }
   absl::StatusOr<CallOptions> options = CheckFlags();
   if (!options.ok()) return UsageError(std::string(options.status().message()));
+  absl::StatusOr<Output> output = ParseOutput();
+  if (!output.ok()) return UsageError(std::string(output.status().message()));
+  g_output = *output;
 
   const std::string command = parsed->positional[0];
   const std::vector<std::string> args(parsed->positional.begin() + 1, parsed->positional.end());
-  const std::vector<std::string> kCommands = {"get",    "set",      "del",     "mget", "mset",
-                                              "status", "snapshot", "promote", "ring"};
+  const std::vector<std::string> kCommands = {
+      "get",  "set",  "del", "mget", "mset",   "status", "snapshot", "promote",
+      "ring", "scan", "keys", "ttl", "exists", "dbsize"};
   if (std::find(kCommands.begin(), kCommands.end(), command) == kCommands.end()) {
     return UsageError(absl::StrCat("unknown command '", command, "'"));
   }
@@ -714,6 +1005,11 @@ int Run(int argc, char** argv) {
   if (command == "mset") return MultiSet(client, *options, args);
   if (command == "status") return Status(client, args);
   if (command == "promote") return Promote(client, args);
+  if (command == "scan") return Scan(client, *options, args);
+  if (command == "keys") return Keys(client, *options, args);
+  if (command == "ttl") return Ttl(client, *options, args);
+  if (command == "exists") return Exists(client, *options, args);
+  if (command == "dbsize") return DbSize(client, *options, args);
   return Snapshot(client, args);
 }
 
