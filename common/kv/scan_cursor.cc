@@ -49,7 +49,8 @@ absl::StatusOr<NodeScanCursor> DecodeNodeCursor(absl::string_view bytes) {
   if (bytes.size() < kNodeHeaderBytes) return BadCursor("too short");
   cursor.hash = GetBigEndian(bytes.substr(1), 8);
   // Keys are never empty, so a key part is present exactly when there are bytes left.
-  if (bytes.size() > kNodeHeaderBytes) cursor.after_key = std::string(bytes.substr(kNodeHeaderBytes));
+  if (bytes.size() > kNodeHeaderBytes)
+    cursor.after_key = std::string(bytes.substr(kNodeHeaderBytes));
   return cursor;
 }
 

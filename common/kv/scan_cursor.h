@@ -45,9 +45,9 @@ std::string EncodeNodeCursor(const NodeScanCursor& cursor);
 absl::StatusOr<NodeScanCursor> DecodeNodeCursor(absl::string_view bytes);
 
 struct RouterScanCursor {
-  uint32_t position = 0;     // Index in the router's shard order.
-  std::string shard;         // The shard's name, to notice a changed topology.
-  std::string node_cursor;   // Empty: the start of that shard.
+  uint32_t position = 0;    // Index in the router's shard order.
+  std::string shard;        // The shard's name, to notice a changed topology.
+  std::string node_cursor;  // Empty: the start of that shard.
 };
 
 std::string EncodeRouterCursor(const RouterScanCursor& cursor);

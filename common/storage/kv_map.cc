@@ -157,9 +157,7 @@ KvMap::~KvMap() {
   }
 }
 
-KvMap::Stripe& KvMap::StripeFor(uint64_t key_hash) const {
-  return stripes_[StripeIndex(key_hash)];
-}
+KvMap::Stripe& KvMap::StripeFor(uint64_t key_hash) const { return stripes_[StripeIndex(key_hash)]; }
 
 size_t KvMap::StripeIndex(uint64_t key_hash) const {
   // Maps the high 32 bits onto [0, stripe_count_) without a division. The map

@@ -54,8 +54,7 @@ class RouterService::ScanWalk {
  public:
   ScanWalk(RouterService* router, grpc::CallbackServerContext* context,
            grpc::ServerUnaryReactor* reactor, const v1::ScanRequest* request,
-           v1::ScanResponse* response, std::shared_ptr<RoutingTable> table,
-           std::vector<int> order)
+           v1::ScanResponse* response, std::shared_ptr<RoutingTable> table, std::vector<int> order)
       : router_(router),
         context_(context),
         reactor_(reactor),
@@ -77,18 +76,16 @@ class RouterService::ScanWalk {
     } else {
       absl::StatusOr<std::string> leader = router_->LeaderTarget(*table_, shard);
       if (!leader.ok()) {
-        Finish(grpc::Status(static_cast<grpc::StatusCode>(leader.status().code()),
-                            absl::StrCat("shard ", table_->shard_name(shard), ": ",
-                                         leader.status().message())));
+        Finish(grpc::Status(
+            static_cast<grpc::StatusCode>(leader.status().code()),
+            absl::StrCat("shard ", table_->shard_name(shard), ": ", leader.status().message())));
         return;
       }
       nodes = {*std::move(leader)};
     }
-    router_->ForwardScan(table_, shard, std::move(nodes), context_, deadline_, &shard_request_,
-                         &shard_response_,
-                         [this](const grpc::Status& status, const std::string& label) {
-                           PageDone(status, label);
-                         });
+    router_->ForwardScan(
+        table_, shard, std::move(nodes), context_, deadline_, &shard_request_, &shard_response_,
+        [this](const grpc::Status& status, const std::string& label) { PageDone(status, label); });
   }
 
  private:
@@ -115,9 +112,9 @@ class RouterService::ScanWalk {
     }
     response_->mutable_entries()->Swap(shard_response_.mutable_entries());
     if (!shard_response_.next_cursor().empty()) {
-      response_->set_next_cursor(EncodeRouterCursor(
-          {static_cast<uint32_t>(position_), table_->shard_name(order_[position_]),
-           shard_response_.next_cursor()}));
+      response_->set_next_cursor(EncodeRouterCursor({static_cast<uint32_t>(position_),
+                                                     table_->shard_name(order_[position_]),
+                                                     shard_response_.next_cursor()}));
     } else if (!last_shard) {
       response_->set_next_cursor(EncodeRouterCursor(
           {static_cast<uint32_t>(position_ + 1), table_->shard_name(order_[position_ + 1]), ""}));
@@ -178,8 +175,8 @@ grpc::ServerUnaryReactor* RouterService::Scan(grpc::CallbackServerContext* conte
     reactor->Finish(ToGrpcStatus(position.status()));
     return reactor;
   }
-  auto* walk = new ScanWalk(this, context, reactor, request, response, std::move(table),
-                            std::move(order));
+  auto* walk =
+      new ScanWalk(this, context, reactor, request, response, std::move(table), std::move(order));
   walk->Visit(*position, std::move(cursor->node_cursor));
   return reactor;
 }

@@ -985,8 +985,7 @@ void RouterService::RouteMultiSet(const Route& route, const v1::MultiSetRequest*
 }
 
 void RouterService::ForwardScan(std::shared_ptr<RoutingTable> table, int shard,
-                                std::vector<std::string> nodes,
-                                grpc::CallbackServerContext* parent,
+                                std::vector<std::string> nodes, grpc::CallbackServerContext* parent,
                                 std::chrono::system_clock::time_point deadline,
                                 const v1::ScanRequest* request, v1::ScanResponse* response,
                                 std::function<void(const grpc::Status&, const std::string&)> done) {

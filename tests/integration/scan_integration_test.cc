@@ -314,8 +314,8 @@ TEST_F(ScanIntegrationTest, CursorsThatAreNotTheServersOwnAreInvalidArgument) {
   s = shard.kv()->Scan(shard.NewContext().get(), wrong, &refused);
   EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << Describe(s);
 
-  for (const std::string& garbage : {std::string("not a cursor"), std::string("R\x01", 2),
-                                     page.next_cursor().substr(0, 7)}) {
+  for (const std::string& garbage :
+       {std::string("not a cursor"), std::string("R\x01", 2), page.next_cursor().substr(0, 7)}) {
     wrong.set_cursor(garbage);
     s = client_->kv()->Scan(client_->NewContext().get(), wrong, &refused);
     EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << Describe(s);
@@ -380,8 +380,7 @@ TEST_F(ScanIntegrationTest, KvctlScanKeysTtlExistsDbsizeInTextAndJson) {
   EXPECT_EQ(json_missing.out, "{\"key\":\"missing\",\"found\":false}\n");
   EXPECT_EQ(RunKvctl(addr, {"--output=json", "ttl", "missing"}).out,
             "{\"key\":\"missing\",\"ttl_seconds\":-2,\"expires_at_ms\":0}\n");
-  EXPECT_EQ(RunKvctl(addr, {"--output=json", "exists", "bin", "missing"}).out,
-            "{\"exists\":1}\n");
+  EXPECT_EQ(RunKvctl(addr, {"--output=json", "exists", "bin", "missing"}).out, "{\"exists\":1}\n");
   EXPECT_EQ(RunKvctl(addr, {"--output=json", "dbsize"}).out, "{\"keys\":37}\n");
   KvctlResult json_scan = RunKvctl(addr, {"--output=json", "scan", "--prefix=other:"});
   lines = absl::StrSplit(json_scan.out, '\n', absl::SkipEmpty());

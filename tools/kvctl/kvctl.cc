@@ -45,15 +45,18 @@ DEFINE_int64(timeout_ms, 5000, "Deadline of the call, in milliseconds");
 DEFINE_bool(hex, false,
             "Values are hex: get/mget print them as hex, set/mset parse VALUE (and what '-' or "
             "'@FILE' supply) as hex; keys stay as given");
-DEFINE_bool(raw, false, "get: print the value's exact bytes, without the trailing newline "
+DEFINE_bool(raw, false,
+            "get: print the value's exact bytes, without the trailing newline "
             "(same as --output=raw)");
 DEFINE_bool(json, false, "Same as --output=json");
 DEFINE_string(output, "text",
               "Output of every command: text (the lines described below), json (one JSON object "
               "per result, one per line) or raw (get: the value's exact bytes; otherwise as text)");
-DEFINE_string(prefix, "", "scan: only keys that start with this (a filter: the whole key space is "
+DEFINE_string(prefix, "",
+              "scan: only keys that start with this (a filter: the whole key space is "
               "still walked)");
-DEFINE_uint64(count, 1000, "scan, keys, dbsize: keys asked for per call (the page size; at most "
+DEFINE_uint64(count, 1000,
+              "scan, keys, dbsize: keys asked for per call (the page size; at most "
               "the server's --max-batch-items)");
 DEFINE_uint64(ttl_ms, 0, "set, mset: time to live in milliseconds (0 = never expires)");
 DEFINE_int64(if_version, -1,
@@ -310,8 +313,8 @@ void PrintJsonObject(const std::vector<std::string>& fields) {
 }
 
 std::string JsonError(int code, const std::string& message) {
-  return absl::StrCat("\"error\":{\"code\":", JsonQuote(absl::StatusCodeToString(
-                                                   static_cast<absl::StatusCode>(code))),
+  return absl::StrCat("\"error\":{\"code\":",
+                      JsonQuote(absl::StatusCodeToString(static_cast<absl::StatusCode>(code))),
                       ",\"message\":", JsonQuote(message), "}");
 }
 
@@ -616,8 +619,7 @@ int MultiGet(Client& client, const CallOptions& options, const std::vector<std::
     if (r.has_error() && r.error().code() != 0) {
       exit_code = std::max(exit_code, KeyFailed(args[i], r.error()));
     } else if (Json()) {
-      std::vector<std::string> fields = {JsonBytes("key", args[i]),
-                                         JsonFlag("found", r.found())};
+      std::vector<std::string> fields = {JsonBytes("key", args[i]), JsonFlag("found", r.found())};
       if (r.found()) {
         fields.push_back(JsonValue(r.value()));
         fields.push_back(JsonVersion(r.version()));
@@ -680,14 +682,14 @@ int MultiSet(Client& client, const CallOptions& options, const std::vector<std::
 
 // Follows Scan's cursor from the start to the end, calling `page` with each
 // page's entries as it arrives (so output streams). Returns the exit code.
-int ScanAll(Client& client, const CallOptions& options, const std::string& prefix,
-            bool keys_only, const std::function<void(const v1::ScanResponse&)>& page) {
+int ScanAll(Client& client, const CallOptions& options, const std::string& prefix, bool keys_only,
+            const std::function<void(const v1::ScanResponse&)>& page) {
   v1::ScanRequest request;
   request.set_prefix(prefix);
   request.set_keys_only(keys_only);
   request.set_read_mode(options.read_mode);
-  request.set_limit(static_cast<uint32_t>(
-      std::min<uint64_t>(FLAGS_count, std::numeric_limits<uint32_t>::max())));
+  request.set_limit(
+      static_cast<uint32_t>(std::min<uint64_t>(FLAGS_count, std::numeric_limits<uint32_t>::max())));
   do {
     v1::ScanResponse response;
     grpc::Status status = client.kv().Scan(client.Context().get(), request, &response);
@@ -701,19 +703,18 @@ int ScanAll(Client& client, const CallOptions& options, const std::string& prefi
 
 int Scan(Client& client, const CallOptions& options, const std::vector<std::string>& args) {
   if (!args.empty()) return UsageError("usage: kvctl scan [--prefix=P] [--count=N]");
-  return ScanAll(client, options, FLAGS_prefix, /*keys_only=*/false,
-                 [](const v1::ScanResponse& page) {
-                   for (const v1::ScanEntry& e : page.entries()) {
-                     if (Json()) {
-                       PrintJsonObject({JsonBytes("key", e.key()), JsonValue(e.value()),
-                                        JsonVersion(e.version()),
-                                        absl::StrCat("\"expires_at_ms\":", e.expires_at_ms())});
-                     } else {
-                       WriteOut(absl::StrCat(e.key(), "\t", e.version(), "\t",
-                                             ShowValue(e.value()), "\n"));
-                     }
-                   }
-                 });
+  return ScanAll(
+      client, options, FLAGS_prefix, /*keys_only=*/false, [](const v1::ScanResponse& page) {
+        for (const v1::ScanEntry& e : page.entries()) {
+          if (Json()) {
+            PrintJsonObject({JsonBytes("key", e.key()), JsonValue(e.value()),
+                             JsonVersion(e.version()),
+                             absl::StrCat("\"expires_at_ms\":", e.expires_at_ms())});
+          } else {
+            WriteOut(absl::StrCat(e.key(), "\t", e.version(), "\t", ShowValue(e.value()), "\n"));
+          }
+        }
+      });
 }
 
 int Keys(Client& client, const CallOptions& options, const std::vector<std::string>& args) {
@@ -763,8 +764,8 @@ int Ttl(Client& client, const CallOptions& options, const std::vector<std::strin
   if (response.found() && response.expires_at_ms() == 0) {
     seconds = -1;
   } else if (response.found()) {
-    const int64_t left_ms = static_cast<int64_t>(response.expires_at_ms()) -
-                            absl::ToUnixMillis(absl::Now());
+    const int64_t left_ms =
+        static_cast<int64_t>(response.expires_at_ms()) - absl::ToUnixMillis(absl::Now());
     seconds = std::max<int64_t>(0, (left_ms + 500) / 1000);
   }
   if (Json()) {
@@ -985,9 +986,9 @@ int Run(int argc, char** argv) {
 
   const std::string command = parsed->positional[0];
   const std::vector<std::string> args(parsed->positional.begin() + 1, parsed->positional.end());
-  const std::vector<std::string> kCommands = {
-      "get",  "set",  "del", "mget", "mset",   "status", "snapshot", "promote",
-      "ring", "scan", "keys", "ttl", "exists", "dbsize"};
+  const std::vector<std::string> kCommands = {"get",    "set",      "del",     "mget",  "mset",
+                                              "status", "snapshot", "promote", "ring",  "scan",
+                                              "keys",   "ttl",      "exists",  "dbsize"};
   if (std::find(kCommands.begin(), kCommands.end(), command) == kCommands.end()) {
     return UsageError(absl::StrCat("unknown command '", command, "'"));
   }

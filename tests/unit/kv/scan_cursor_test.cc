@@ -61,8 +61,8 @@ TEST(ScanCursorTest, MalformedAndForeignCursorsAreInvalidArgument) {
            Case{"router cursor cut in the shard name", router.substr(0, 8), true},
            Case{"a node's cursor sent to a router", node, true},
        }) {
-    const absl::Status s = c.for_router ? DecodeRouterCursor(c.bytes).status()
-                                        : DecodeNodeCursor(c.bytes).status();
+    const absl::Status s =
+        c.for_router ? DecodeRouterCursor(c.bytes).status() : DecodeNodeCursor(c.bytes).status();
     EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << c.what;
   }
 }

@@ -421,8 +421,7 @@ TEST_F(KvServiceTest, ScanRefusesCursorsItDidNotMake) {
   }
   request.set_cursor("");
   request.set_prefix(std::string(limits_.max_key_bytes + 1, 'p'));
-  EXPECT_EQ(Call(&KvService::Scan, request, &out).error_code(),
-            grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(Call(&KvService::Scan, request, &out).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
 }
 
 TEST_F(KvServiceTest, ScanPageStaysUnderTheResponseCap) {
@@ -430,7 +429,8 @@ TEST_F(KvServiceTest, ScanPageStaysUnderTheResponseCap) {
   limits_.max_key_bytes = 100;
   service_ = std::make_unique<KvService>(store_.get(), limits_);
   v1::SetResponse set;
-  for (int i = 0; i < 200; ++i) ASSERT_TRUE(Set(absl::StrCat("k", i), std::string(90, 'v'), &set).ok());
+  for (int i = 0; i < 200; ++i)
+    ASSERT_TRUE(Set(absl::StrCat("k", i), std::string(90, 'v'), &set).ok());
   v1::ScanRequest request;
   int total = 0;
   int pages = 0;

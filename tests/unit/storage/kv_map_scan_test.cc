@@ -64,8 +64,7 @@ ScanResult ScanAll(const KvMap& map, KvMap::ScanOptions options,
 }
 
 // Keys of `expected` that `result` never returned, the first few, readable.
-std::string Missing(const ScanResult& result, const std::set<std::string>& expected,
-                    int* count) {
+std::string Missing(const ScanResult& result, const std::set<std::string>& expected, int* count) {
   std::string out;
   *count = 0;
   for (const std::string& key : expected) {
