@@ -1,9 +1,10 @@
 // EtcdTarget: drives etcd (a peer of design §6) through its v3 gRPC KV API,
-// single-key Range for reads and Put for writes (etcd_kv.proto holds the part
-// of etcd's API used). Same shape as KvStoreTarget: `concurrency` slots on
-// `channels` channels, one callback call in flight per slot, each completion
-// starting the slot's next call; a slot whose call failed waits for the next
-// Tick. Batches (Txn) are not supported: kvbench refuses --batch > 1 first.
+// single-key Range for reads and Put for writes (proto/etcd/ holds our cut of
+// etcd's API, shared with common/coord). Same shape as KvStoreTarget:
+// `concurrency` slots on `channels` channels, one callback call in flight per
+// slot, each completion starting the slot's next call; a slot whose call
+// failed waits for the next Tick. Batches (Txn) are not supported: kvbench
+// refuses --batch > 1 first.
 #ifndef KVSTORE_TOOLS_KVBENCH_ETCD_TARGET_H_
 #define KVSTORE_TOOLS_KVBENCH_ETCD_TARGET_H_
 
@@ -13,8 +14,8 @@
 
 #include "absl/base/thread_annotations.h"
 #include "absl/synchronization/mutex.h"
+#include "etcd/etcdserverpb/rpc.grpc.pb.h"
 #include "grpcpp/channel.h"
-#include "tools/kvbench/etcd_kv.grpc.pb.h"
 #include "tools/kvbench/load_target.h"
 
 namespace kvstore::bench {
