@@ -1,5 +1,5 @@
-// Harness for integration tests that run the real binaries on 127.0.0.1:
-// temporary directories, child processes, polling with a deadline, servers
+// Harness for integration tests that run the real binaries on 127.0.0.1
+// (child processes, temporary directories and polling: child_process.h): servers
 // (kv-shard, kv-replica) started on port 0 whose bound address is read back
 // from their --port-file, a leader with its replicas, a small gRPC client,
 // status and content comparisons between nodes, and a way to run kvctl.
@@ -22,84 +22,10 @@
 #include "grpcpp/grpcpp.h"
 #include "kvstore/v1/admin.grpc.pb.h"
 #include "kvstore/v1/kv.grpc.pb.h"
+#include "tests/support/child_process.h"
 
 namespace kvstore {
 namespace testing {
-
-// A fresh directory under $TMPDIR (or /tmp). The destructor removes it with
-// everything inside, unless the current test has failed: then it is kept and
-// its path printed, so the logs and data files can be examined.
-class TempDir {
- public:
-  TempDir();
-  ~TempDir();
-  TempDir(const TempDir&) = delete;
-  TempDir& operator=(const TempDir&) = delete;
-
-  const std::string& path() const { return path_; }
-  // path()/name.
-  std::string Join(const std::string& name) const;
-
- private:
-  std::string path_;
-};
-
-// How a child process ended.
-struct ExitStatus {
-  bool exited = false;  // Returned from main or called exit().
-  int code = -1;        // Exit code, when exited.
-  int signal = 0;       // Terminating signal, when !exited.
-
-  bool Clean() const { return exited && code == 0; }
-  std::string ToString() const;
-};
-
-// A process we started. The destructor SIGKILLs and reaps it if it still runs,
-// so a failing test never leaves a server behind. The child also gets SIGKILL
-// if this test process dies first.
-class ChildProcess {
- public:
-  ChildProcess() = default;
-  ~ChildProcess();
-  ChildProcess(const ChildProcess&) = delete;
-  ChildProcess& operator=(const ChildProcess&) = delete;
-
-  // Runs `binary` with `args` (argv[1..]); stdin is /dev/null, stdout goes to
-  // stdout_path and stderr to stderr_path (both to stdout_path when
-  // stderr_path is empty). Files are truncated.
-  absl::Status Start(const std::string& binary, const std::vector<std::string>& args,
-                     const std::string& stdout_path, const std::string& stderr_path = "");
-
-  pid_t pid() const { return pid_; }
-  // True from Start until WaitExit has seen the process end.
-  bool running() const { return pid_ > 0; }
-
-  // Sends `signal` to the child. Fails when it is not running.
-  absl::Status Kill(int signal);
-
-  // Polls until the child ends or `deadline` passes (DeadlineExceeded; the
-  // child is left running).
-  absl::StatusOr<ExitStatus> WaitExit(absl::Time deadline);
-
-  // Kill(SIGKILL) and WaitExit: for a crash in the middle of work.
-  absl::StatusOr<ExitStatus> KillHard(absl::Duration timeout = absl::Seconds(10));
-
- private:
-  pid_t pid_ = -1;
-};
-
-// Polls `done` every `interval` until it returns true (returns true) or
-// `deadline` passes (returns false). The synchronisation primitive of these
-// tests: never a bare sleep.
-bool WaitFor(const std::function<bool()>& done, absl::Time deadline,
-             absl::Duration interval = absl::Milliseconds(10));
-
-// Reads a whole file; an empty string when it cannot be read.
-std::string ReadFileOrEmpty(const std::string& path);
-// The last `max_bytes` of a file (for failure messages).
-std::string FileTail(const std::string& path, size_t max_bytes = 4000);
-// Names (not paths) of the entries of `dir`, sorted, without "." and "..".
-std::vector<std::string> ListDir(const std::string& dir);
 
 // A server binary (kv-shard, kv-replica) whose files live in one directory:
 //   <dir>/data          --data-dir
