@@ -2,6 +2,8 @@
 //
 //   kvfault run --scenario NAME|FILE.yaml [--seed S] [--out DIR] [--keep]
 //               [--bin-dir DIR] [--scenario-dir DIR]
+//   kvfault powerloss DIR --journal J [--tear=none|prefix|zero-sector] [--seed S]
+//   kvfault bitflip --file F [--offset N|random] [--seed S]
 //
 // Starts one shard group on 127.0.0.1 under a run directory, runs the
 // scenario's load and nemesis, heals, reads every key back, checks the
@@ -15,6 +17,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <optional>
 #include <random>
 #include <thread>
 
@@ -28,10 +31,12 @@
 #include "tools/kvcheck/checker.h"
 #include "tools/kvcheck/history.h"
 #include "tools/kvcheck/summary.h"
+#include "tools/kvfault/bit_flip.h"
 #include "tools/kvfault/child_process.h"
 #include "tools/kvfault/cluster.h"
 #include "tools/kvfault/history_recorder.h"
 #include "tools/kvfault/nemesis.h"
+#include "tools/kvfault/power_loss.h"
 #include "tools/kvfault/scenario.h"
 #include "tools/kvfault/workload.h"
 
@@ -49,7 +54,15 @@ constexpr char kHelp[] =
     "(docs/reliability.md, \"Running the suite\"). --seed replays the schedule, keys and\n"
     "values; --out: the run directory (default: a new one under $TMPDIR), removed when\n"
     "the run passes unless --keep. Exit: 0 pass, 1 the expectations failed, 2 usage or\n"
-    "set-up error.\n";
+    "set-up error.\n"
+    "\n"
+    "usage: kvfault powerloss DIR --journal J [--tear=none|prefix|zero-sector] [--seed S]\n"
+    "After a kill -9 of a process that ran under libkvfault_preload.so with\n"
+    "KVFAULT_PRELOAD_DIR=DIR and KVFAULT_PRELOAD_JOURNAL=J: cuts DIR back to what its\n"
+    "fsyncs made durable (docs/reliability.md, \"Power loss\").\n"
+    "\n"
+    "usage: kvfault bitflip --file F [--offset N|random] [--seed S]\n"
+    "Flips one bit of F (the node must be stopped) and prints which.\n";
 
 struct Args {
   std::string scenario;
@@ -294,6 +307,83 @@ int Run(const Args& args) {
   return kFail;
 }
 
+// "--name=value" or "--name value" at argv[*i]; advances *i past it.
+bool FlagValue(int argc, char** argv, int* i, const std::string& name, std::string* value) {
+  const std::string a = argv[*i];
+  if (absl::StartsWith(a, name + "=")) {
+    *value = a.substr(name.size() + 1);
+    return true;
+  }
+  if (a == name && *i + 1 < argc) {
+    *value = argv[++*i];
+    return true;
+  }
+  return false;
+}
+
+int PowerLossCommand(int argc, char** argv) {
+  PowerLossOptions o;
+  std::string v;
+  for (int i = 2; i < argc; ++i) {
+    if (FlagValue(argc, argv, &i, "--journal", &v)) {
+      o.journal = v;
+    } else if (FlagValue(argc, argv, &i, "--tear", &v)) {
+      absl::StatusOr<Tear> tear = ParseTear(v);
+      if (!tear.ok()) return Usage(std::string(tear.status().message()));
+      o.tear = *tear;
+    } else if (FlagValue(argc, argv, &i, "--seed", &v)) {
+      if (!absl::SimpleAtoi(v, &o.seed)) return Usage("--seed needs a number");
+    } else if (argv[i][0] != '-' && o.dir.empty()) {
+      o.dir = argv[i];
+    } else {
+      return Usage(absl::StrCat("powerloss: unknown argument ", argv[i]));
+    }
+  }
+  if (o.dir.empty() || o.journal.empty()) return Usage("powerloss needs DIR and --journal");
+  absl::StatusOr<PowerLossReport> r = PowerLoss(o);
+  if (!r.ok()) {
+    std::fprintf(stderr, "kvfault powerloss: %s\n", std::string(r.status().message()).c_str());
+    return kFail;
+  }
+  for (const std::string& a : r->actions) std::printf("  %s\n", a.c_str());
+  for (const std::string& u : r->unrestorable) std::printf("  NOT restorable: %s\n", u.c_str());
+  std::printf("powerloss %s: %s\n", o.dir.c_str(), r->Summary().c_str());
+  return r->unrestorable.empty() ? kPass : kFail;
+}
+
+int BitFlipCommand(int argc, char** argv) {
+  std::string file;
+  std::optional<int64_t> offset;
+  uint64_t seed = std::random_device()();
+  std::string v;
+  for (int i = 2; i < argc; ++i) {
+    if (FlagValue(argc, argv, &i, "--file", &v)) {
+      file = v;
+    } else if (FlagValue(argc, argv, &i, "--offset", &v)) {
+      int64_t n = 0;
+      if (v == "random") {
+        offset.reset();
+      } else if (absl::SimpleAtoi(v, &n)) {
+        offset = n;
+      } else {
+        return Usage("--offset needs a number or random");
+      }
+    } else if (FlagValue(argc, argv, &i, "--seed", &v)) {
+      if (!absl::SimpleAtoi(v, &seed)) return Usage("--seed needs a number");
+    } else {
+      return Usage(absl::StrCat("bitflip: unknown argument ", argv[i]));
+    }
+  }
+  if (file.empty()) return Usage("bitflip needs --file");
+  absl::StatusOr<BitFlip> flip = FlipBit(file, offset, seed);
+  if (!flip.ok()) {
+    std::fprintf(stderr, "kvfault bitflip: %s\n", std::string(flip.status().message()).c_str());
+    return kFail;
+  }
+  std::printf("%s (seed %llu)\n", flip->ToString().c_str(), static_cast<unsigned long long>(seed));
+  return kPass;
+}
+
 }  // namespace
 }  // namespace kvstore::fault
 
@@ -307,6 +397,8 @@ int main(int argc, char** argv) {
     std::fputs(kvstore::fault::kHelp, stdout);
     return 0;
   }
+  if (command == "powerloss") return kvstore::fault::PowerLossCommand(argc, argv);
+  if (command == "bitflip") return kvstore::fault::BitFlipCommand(argc, argv);
   if (command != "run") return Usage(absl::StrCat("unknown command ", command));
   Args args;
   for (int i = 2; i < argc; ++i) {
