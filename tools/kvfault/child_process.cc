@@ -14,6 +14,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/string_view.h"
 #include "absl/time/clock.h"
 
 namespace kvstore::fault {
@@ -40,11 +41,27 @@ std::string ExitStatus::ToString() const {
   return absl::StrCat("killed by signal ", signal, " (", strsignal(signal), ")");
 }
 
-absl::StatusOr<pid_t> Spawn(const std::vector<std::string>& argv, const std::string& log_path) {
+absl::StatusOr<pid_t> Spawn(const std::vector<std::string>& argv, const std::string& log_path,
+                            const std::vector<std::string>& env) {
   if (argv.empty()) return absl::InvalidArgumentError("empty command");
   std::vector<char*> args;
   for (const std::string& a : argv) args.push_back(const_cast<char*>(a.c_str()));
   args.push_back(nullptr);
+  // The environment is built before fork: the child may only make
+  // async-signal-safe calls, and setenv allocates.
+  std::vector<char*> envp;
+  for (char** e = environ; *e != nullptr; ++e) {
+    const absl::string_view var(*e);
+    bool replaced = false;
+    for (const std::string& x : env) {
+      const size_t eq = x.find('=');
+      replaced |=
+          var.size() > eq && var.substr(0, eq + 1) == absl::string_view(x).substr(0, eq + 1);
+    }
+    if (!replaced) envp.push_back(*e);
+  }
+  for (const std::string& x : env) envp.push_back(const_cast<char*>(x.c_str()));
+  envp.push_back(nullptr);
   const int log_fd = open(log_path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
   if (log_fd < 0) {
     return absl::InternalError(absl::StrCat("open ", log_path, ": ", strerror(errno)));
@@ -63,7 +80,7 @@ absl::StatusOr<pid_t> Spawn(const std::vector<std::string>& argv, const std::str
     if (null_fd >= 0) dup2(null_fd, 0);
     dup2(log_fd, 1);
     dup2(log_fd, 2);
-    execv(args[0], args.data());
+    execve(args[0], args.data(), envp.data());
     const char msg[] = "kvfault: exec failed\n";
     (void)!write(2, msg, sizeof(msg) - 1);
     _exit(127);

@@ -24,10 +24,13 @@ struct ExitStatus {
 };
 
 // Starts `argv` (argv[0] is the binary's path) with stdin from /dev/null and
-// stdout + stderr appended to `log_path`. Returns the pid. Call it from the
-// main thread only: the kernel sends the death signal when the *thread* that
-// forked ends, so a child started from a short-lived thread dies with it.
-absl::StatusOr<pid_t> Spawn(const std::vector<std::string>& argv, const std::string& log_path);
+// stdout + stderr appended to `log_path`, in the driver's environment plus
+// `env` ("NAME=value", replacing a variable of that name). Returns the pid.
+// Call it from the main thread only: the kernel sends the death signal when
+// the *thread* that forked ends, so a child started from a short-lived thread
+// dies with it.
+absl::StatusOr<pid_t> Spawn(const std::vector<std::string>& argv, const std::string& log_path,
+                            const std::vector<std::string>& env = {});
 
 // One non-blocking look (deadline in the past) or a poll until `deadline`.
 // NOT_FOUND when `pid` is not our child; DEADLINE_EXCEEDED while it runs.

@@ -2,6 +2,7 @@
 
 #include <signal.h>
 
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -160,11 +161,32 @@ absl::StatusOr<std::vector<std::string>> Cluster::StartNode(Node* node) {
     std::filesystem::remove(node->port_file(), ec);  // A stale one names the old port.
     ++node->starts;
     const std::vector<std::string> argv = CommandLine(*node);
-    absl::StatusOr<pid_t> pid = Spawn(argv, node->log_path());
+    std::vector<std::string> env;
+    if (node->preload) {
+      const std::string lib = options_.bin_dir + "/libkvfault_preload.so";
+      if (!std::filesystem::exists(lib)) {
+        return absl::FailedPreconditionError(absl::StrCat(
+            lib, " is missing (it is built with the tests: --target kvfault_preload)"));
+      }
+      const char* asan = std::getenv("ASAN_OPTIONS");
+      env = {absl::StrCat("LD_PRELOAD=", lib),
+             absl::StrCat("KVFAULT_PRELOAD_DIR=", node->data_dir()),
+             absl::StrCat("KVFAULT_PRELOAD_JOURNAL=", node->journal_path()),
+             // An ASan build wants its runtime first; the preload has none.
+             absl::StrCat("ASAN_OPTIONS=", asan ? asan : "", asan && *asan ? ":" : "",
+                          "verify_asan_link_order=0")};
+    }
+    absl::StatusOr<pid_t> pid = Spawn(argv, node->log_path(), env);
     if (!pid.ok()) return pid.status();
     node->pid = *pid;
     node->state = NodeState::kRunning;
     absl::StatusOr<std::string> address = AwaitBound(node, deadline);
+    std::vector<std::string> logged;
+    if (!env.empty()) {
+      logged.push_back("env");
+      logged.insert(logged.end(), env.begin(), env.end() - 1);  // ASAN_OPTIONS: not needed by hand.
+    }
+    logged.insert(logged.end(), argv.begin(), argv.end());
     if (address.ok()) {
       node->address = *address;
       {
@@ -177,7 +199,7 @@ absl::StatusOr<std::vector<std::string>> Cluster::StartNode(Node* node) {
         leader_ = node->name();
         leader_address_ = node->address;
       }
-      return argv;
+      return logged;
     }
     last = absl::Status(
         address.status().code(),
@@ -233,7 +255,46 @@ absl::Status Cluster::WipeData(Node* node) {
   std::error_code ec;
   std::filesystem::remove_all(node->data_dir(), ec);
   if (ec) return absl::InternalError(absl::StrCat("rm -rf ", node->data_dir(), ": ", ec.message()));
+  RemoveJournal(node->journal_path());
   return absl::OkStatus();
+}
+
+absl::StatusOr<PowerLossReport> Cluster::CutPower(Node* node, Tear tear, uint64_t seed,
+                                                  std::vector<std::string>* command) {
+  static const char* const kTearNames[] = {"none", "prefix", "zero-sector"};
+  *command = {absl::StrCat(options_.bin_dir, "/kvfault"),
+              "powerloss",
+              node->data_dir(),
+              "--journal",
+              node->journal_path(),
+              absl::StrCat("--tear=", kTearNames[static_cast<int>(tear)]),
+              "--seed",
+              absl::StrCat(seed)};
+  if (!node->preload) {
+    return absl::FailedPreconditionError(
+        absl::StrCat(node->name(), " does not run under the preload (scenario field preload)"));
+  }
+  if (node->state != NodeState::kDown) {
+    return absl::FailedPreconditionError(absl::StrCat(node->name(), " still runs"));
+  }
+  PowerLossOptions o;
+  o.dir = node->data_dir();
+  o.journal = node->journal_path();
+  o.tear = tear;
+  o.seed = seed;
+  absl::StatusOr<PowerLossReport> r = PowerLoss(o);
+  if (r.ok()) {
+    // The cut's details, for whoever reads the run directory.
+    std::ofstream log(absl::StrCat(node->dir(), "/powerloss.log"), std::ios::app);
+    log << ShellQuote(*command) << "\n";
+    for (const std::string& a : r->actions) log << "  " << a << "\n";
+    log << "  " << r->Summary() << "\n";
+    if (!r->unrestorable.empty()) {
+      return absl::InternalError(
+          absl::StrCat("the cut could not restore ", absl::StrJoin(r->unrestorable, ", ")));
+    }
+  }
+  return r;
 }
 
 absl::StatusOr<std::string> Cluster::Promote(Node* node, const std::vector<std::string>& followers,

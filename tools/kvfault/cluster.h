@@ -27,6 +27,7 @@
 #include "grpcpp/grpcpp.h"
 #include "kvstore/v1/admin.grpc.pb.h"
 #include "kvstore/v1/kv.grpc.pb.h"
+#include "tools/kvfault/power_loss.h"
 
 namespace kvstore::fault {
 
@@ -47,6 +48,9 @@ class Node {
   const std::string& name() const { return name_; }
   std::string data_dir() const { return dir_ + "/data"; }
   std::string port_file() const { return dir_ + "/port"; }
+  // The power-loss journal (outside the data dir) when the node runs under
+  // libkvfault_preload.so.
+  std::string journal_path() const { return dir_ + "/preload.journal"; }
   std::string log_path() const;
   const std::string& dir() const { return dir_; }
 
@@ -56,6 +60,8 @@ class Node {
   std::string binary;
   // A leader pushes to these nodes (names).
   std::vector<std::string> followers;
+  // Runs under libkvfault_preload.so, so a powerloss can cut its data dir.
+  bool preload = false;
   NodeState state = NodeState::kDown;
   pid_t pid = -1;
   int starts = 0;
@@ -92,8 +98,14 @@ class Cluster {
   absl::StatusOr<std::vector<std::string>> StartNode(Node* node);
   // kill -SIG pid; for SIGKILL also reaps the process.
   absl::Status Signal(Node* node, int sig);
-  // Removes the node's data directory (the node must be down).
+  // Removes the node's data directory (the node must be down), and its
+  // power-loss journal.
   absl::Status WipeData(Node* node);
+  // Cuts the data dir of a node that runs under the preload and is down back
+  // to what its fsyncs made durable (power_loss.h). *command: the equivalent
+  // `kvfault powerloss` command line.
+  absl::StatusOr<PowerLossReport> CutPower(Node* node, Tear tear, uint64_t seed,
+                                           std::vector<std::string>* command);
   // Runs `kvctl --addr=<node> --followers=<names> [--force] promote`; on
   // success the node is the leader. Returns the command and its output; a
   // refusal is FAILED_PRECONDITION with kvctl's output.

@@ -38,9 +38,11 @@ void Nemesis::Log(int index, const std::string& action, const std::string& node,
     std::fputs((j.dump() + "\n").c_str(), log_);
     std::fflush(log_);
   }
+  const bool show_note = !note.empty() && (action == "powerloss" || action == "kill");
   std::printf(
-      "nemesis: %s %s%s%s\n", action.c_str(), command.c_str(),
-      result.ok() ? "" : "  FAILED: ", result.ok() ? "" : std::string(result.message()).c_str());
+      "nemesis: %s %s%s%s%s%s\n", action.c_str(), command.c_str(),
+      result.ok() ? "" : "  FAILED: ", result.ok() ? "" : std::string(result.message()).c_str(),
+      show_note ? "\n  -> " : "", show_note ? note.c_str() : "");
   std::fflush(stdout);
 }
 
@@ -67,7 +69,68 @@ absl::Status Nemesis::Run(const std::vector<Step>& steps, absl::Time load_start,
   return absl::OkStatus();
 }
 
+absl::Status Nemesis::PowerLoss(int index, const Step& step) {
+  std::vector<Node*> targets;
+  if (step.node == "all") {
+    targets = cluster_->nodes();
+  } else {
+    Node* node = cluster_->Find(step.node == "leader" ? cluster_->leader() : step.node);
+    if (node == nullptr) return absl::InvalidArgumentError(absl::StrCat("no node ", step.node));
+    targets.push_back(node);
+  }
+  done_.push_back(
+      StepRecord{step.action, step.node == "all" ? "all" : targets[0]->name(), clock_->NowNs()});
+  absl::StatusOr<Tear> tear = ParseTear(step.tear);
+  if (!tear.ok()) return tear.status();
+  // Optionally wait until one of them holds bytes not yet durable: a cut
+  // between an fsync and the next write loses nothing and proves nothing.
+  std::string timing;
+  if (step.until_unsynced_s > 0) {
+    std::vector<UnsyncedWatcher> watchers;
+    for (Node* n : targets) {
+      if (n->preload && n->state != NodeState::kDown) {
+        watchers.emplace_back(n->data_dir(), n->journal_path());
+      }
+    }
+    const absl::Time start = absl::Now();
+    const absl::Time deadline = start + absl::Seconds(step.until_unsynced_s);
+    int64_t unsynced = 0;
+    while (unsynced == 0 && absl::Now() < deadline) {
+      for (UnsyncedWatcher& w : watchers) {
+        absl::StatusOr<int64_t> n = w.UnsyncedBytes();
+        if (n.ok()) unsynced += *n;
+      }
+      if (unsynced == 0) absl::SleepFor(absl::Microseconds(200));  // Polling with a deadline.
+    }
+    timing = unsynced > 0 ? absl::StrCat(unsynced, " bytes not yet durable after ",
+                                         absl::FormatDuration(absl::Now() - start))
+                          : absl::StrCat("no bytes pending within ", step.until_unsynced_s, " s");
+    done_.back().t_ns = clock_->NowNs();
+  }
+  // The power goes at once: every SIGKILL is sent before any is reaped.
+  std::vector<std::pair<Node*, pid_t>> killed;
+  for (Node* n : targets) {
+    if (n->state == NodeState::kDown || n->pid <= 0) continue;
+    kill(n->pid, SIGKILL);
+    killed.emplace_back(n, n->pid);
+  }
+  for (const auto& [n, pid] : killed) {
+    absl::Status s = cluster_->Signal(n, SIGKILL);  // Reaps it.
+    Log(index, "kill", n->name(), absl::StrCat("kill -9 ", pid), s,
+        absl::StrCat("power loss", timing.empty() ? "" : ": ", timing));
+    if (!s.ok()) return s;
+  }
+  for (Node* n : targets) {
+    std::vector<std::string> command;
+    absl::StatusOr<PowerLossReport> r = cluster_->CutPower(n, *tear, rng_(), &command);
+    Log(index, "powerloss", n->name(), ShellQuote(command), r.status(), r.ok() ? r->Summary() : "");
+    if (!r.ok()) return r.status();
+  }
+  return absl::OkStatus();
+}
+
 absl::Status Nemesis::Execute(int index, const Step& step) {
+  if (step.action == "powerloss") return PowerLoss(index, step);
   Node* node = step.node.empty()
                    ? nullptr
                    : cluster_->Find(step.node == "leader" ? cluster_->leader() : step.node);

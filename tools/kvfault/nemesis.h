@@ -48,6 +48,7 @@ class Nemesis {
 
  private:
   absl::Status Execute(int index, const Step& step);
+  absl::Status PowerLoss(int index, const Step& step);
   void Log(int index, const std::string& action, const std::string& node,
            const std::string& command, const absl::Status& result, const std::string& note);
 

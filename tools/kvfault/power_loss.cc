@@ -303,6 +303,51 @@ absl::StatusOr<PowerLossReport> PowerLoss(const PowerLossOptions& options) {
   return report;
 }
 
+absl::StatusOr<int64_t> UnsyncedWatcher::UnsyncedBytes() {
+  // Sizes first, then the journal: bytes counted here were not durable when
+  // the journal was read, later (the other order would count bytes that an
+  // fsync in between made durable).
+  std::vector<jf::Entry> entries;
+  if (!jf::ListEntries(dir_, ".", &entries)) return Errno(absl::StrCat("list ", dir_));
+  std::vector<std::pair<uint64_t, int64_t>> sizes;
+  for (const jf::Entry& e : entries) {
+    struct stat st;
+    if (e.type == 'f' && ::stat(absl::StrCat(dir_, "/", e.name).c_str(), &st) == 0) {
+      sizes.emplace_back(e.ino, st.st_size);
+    }
+  }
+  const int fd = ::open(journal_.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return Errno(absl::StrCat("open ", journal_));
+  char buf[1 << 16];
+  while (true) {
+    const ssize_t n = ::pread(fd, buf, sizeof(buf), static_cast<off_t>(offset_));
+    if (n <= 0) break;
+    offset_ += static_cast<uint64_t>(n);
+    partial_.append(buf, static_cast<size_t>(n));
+  }
+  ::close(fd);
+  size_t start = 0;
+  for (size_t nl; (nl = partial_.find('\n', start)) != std::string::npos; start = nl + 1) {
+    std::vector<absl::string_view> f =
+        absl::StrSplit(absl::string_view(partial_).substr(start, nl - start), ' ');
+    uint64_t ino = 0;
+    int64_t bytes = 0;
+    if (f.size() == 4 && (f[0] == "len" || f[0] == "trunc") && absl::SimpleAtoi(f[1], &ino) &&
+        absl::SimpleAtoi(f[2], &bytes)) {
+      auto it = durable_.find(ino);
+      durable_[ino] =
+          f[0] == "len" ? bytes : std::min(it == durable_.end() ? 0 : it->second, bytes);
+    }
+  }
+  partial_.erase(0, start);
+  int64_t unsynced = 0;
+  for (const auto& [ino, size] : sizes) {
+    auto it = durable_.find(ino);
+    unsynced += std::max<int64_t>(0, size - (it == durable_.end() ? 0 : it->second));
+  }
+  return unsynced;
+}
+
 void RemoveJournal(const std::string& journal) {
   std::error_code ec;
   std::filesystem::remove_all(jf::StashPath(journal), ec);

@@ -15,6 +15,7 @@
 #define KVSTORE_TOOLS_KVFAULT_POWER_LOSS_H_
 
 #include <cstdint>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -49,6 +50,25 @@ struct PowerLossReport {
 };
 
 absl::StatusOr<PowerLossReport> PowerLoss(const PowerLossOptions& options);
+
+// Watches a running process's directory for bytes its fsyncs have not yet
+// made durable, so a power cut can be timed to land on some (under
+// --fsync=always the window between a write and its fsync is short, and a
+// cut that lands outside it tests nothing). Reads only the journal's new
+// lines on each call. Not thread-safe.
+class UnsyncedWatcher {
+ public:
+  UnsyncedWatcher(std::string dir, std::string journal)
+      : dir_(std::move(dir)), journal_(std::move(journal)) {}
+  // Bytes of the directory's files beyond their durable length now.
+  absl::StatusOr<int64_t> UnsyncedBytes();
+
+ private:
+  std::string dir_, journal_;
+  uint64_t offset_ = 0;
+  std::string partial_;
+  std::map<uint64_t, int64_t> durable_;
+};
 
 // Removes a journal, its stash and its earlier cuts (e.g. with the data dir).
 void RemoveJournal(const std::string& journal);

@@ -3,6 +3,7 @@
 #include <set>
 
 #include "absl/strings/str_cat.h"
+#include "tools/kvfault/power_loss.h"
 #include "yaml-cpp/yaml.h"
 
 namespace kvstore::fault {
@@ -37,11 +38,11 @@ absl::StatusOr<Scenario> LoadScenario(const std::string& path) {
   s.path = path;
   try {
     const YAML::Node root = YAML::LoadFile(path);
-    if (absl::Status st = CheckKeys(
-            root,
-            {"name", "description", "replicas", "server_flags", "duration_s", "max_ops",
-             "request_timeout_ms", "workloads", "nemesis", "expect", "check_time_limit_ms"},
-            path);
+    if (absl::Status st = CheckKeys(root,
+                                    {"name", "description", "replicas", "server_flags",
+                                     "duration_s", "max_ops", "request_timeout_ms", "workloads",
+                                     "nemesis", "expect", "check_time_limit_ms", "preload"},
+                                    path);
         !st.ok()) {
       return st;
     }
@@ -49,6 +50,7 @@ absl::StatusOr<Scenario> LoadScenario(const std::string& path) {
     s.description = root["description"].as<std::string>("");
     s.replicas = root["replicas"].as<int>(2);
     s.server_flags = Strings(root["server_flags"]);
+    s.preload = Strings(root["preload"]);
     s.load.duration = absl::Milliseconds(1000 * root["duration_s"].as<double>(20));
     s.load.max_ops = root["max_ops"].as<int64_t>(20000);
     s.load.request_timeout = absl::Milliseconds(root["request_timeout_ms"].as<int64_t>(2000));
@@ -70,12 +72,13 @@ absl::StatusOr<Scenario> LoadScenario(const std::string& path) {
       s.load.workloads.push_back(spec);
     }
     if (s.load.workloads.empty()) return absl::InvalidArgumentError(path + ": no workloads");
-    static const std::set<std::string> kActions = {"kill", "pause",   "resume",      "restart",
-                                                   "wipe", "promote", "await-healed"};
+    static const std::set<std::string> kActions = {"kill", "pause",   "resume",       "restart",
+                                                   "wipe", "promote", "await-healed", "powerloss"};
     for (const auto& n : root["nemesis"]) {
-      if (absl::Status st = CheckKeys(
-              n, {"at_s", "jitter_s", "action", "node", "as", "candidates", "followers", "force"},
-              path + " nemesis step");
+      if (absl::Status st = CheckKeys(n,
+                                      {"at_s", "jitter_s", "action", "node", "as", "candidates",
+                                       "followers", "force", "tear", "until_unsynced_s"},
+                                      path + " nemesis step");
           !st.ok()) {
         return st;
       }
@@ -92,18 +95,25 @@ absl::StatusOr<Scenario> LoadScenario(const std::string& path) {
       step.candidates = Strings(n["candidates"]);
       step.followers = Strings(n["followers"]);
       step.force = n["force"].as<std::string>("never");
+      step.tear = n["tear"].as<std::string>("none");
+      step.until_unsynced_s = n["until_unsynced_s"].as<double>(0);
+      if (absl::StatusOr<Tear> tear = ParseTear(step.tear); !tear.ok()) {
+        return absl::InvalidArgumentError(absl::StrCat(path, ": ", tear.status().message()));
+      }
       s.nemesis.push_back(step);
     }
     if (const YAML::Node e = root["expect"]) {
       if (absl::Status st = CheckKeys(
-              e, {"lost", "allowed_violations", "min_acked", "replicas_equal"}, path + " expect");
+              e, {"lost", "allowed_violations", "min_acked", "replicas_equal", "max_lost_age_s"},
+              path + " expect");
           !st.ok()) {
         return st;
       }
       s.expect.lost = e["lost"].as<std::string>("zero");
-      if (s.expect.lost != "zero" && s.expect.lost != "positive") {
-        return absl::InvalidArgumentError(path + ": expect.lost is zero or positive");
+      if (s.expect.lost != "zero" && s.expect.lost != "positive" && s.expect.lost != "any") {
+        return absl::InvalidArgumentError(path + ": expect.lost is zero, positive or any");
       }
+      s.expect.max_lost_age_s = e["max_lost_age_s"].as<double>(-1);
       s.expect.allowed_violations = Strings(e["allowed_violations"]);
       s.expect.min_acked = e["min_acked"].as<int64_t>(500);
       s.expect.replicas_equal = e["replicas_equal"].as<bool>(true);

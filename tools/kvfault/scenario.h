@@ -22,6 +22,10 @@ namespace kvstore::fault {
 //            pushing to `followers` ("others" = every other running node);
 //            force "never" or "if-refused" (retry with --force after a refusal)
 //   await-healed  poll until the leader serves and its running followers caught up
+//   powerloss  kill -9 `node` ("all": every running node at once) and cut each
+//            one's data dir back to what its fsyncs made durable (`kvfault
+//            powerloss`, `tear` none | prefix | zero-sector); the nodes must
+//            run under the preload (Scenario::preload)
 struct Step {
   double at_s = 0;      // Seconds after the load starts...
   double jitter_s = 0;  // ...plus a seeded uniform draw in [0, jitter_s).
@@ -31,11 +35,19 @@ struct Step {
   std::vector<std::string> candidates;
   std::vector<std::string> followers;
   std::string force = "never";
+  std::string tear = "none";
+  // powerloss: wait up to this long for the node to hold bytes its fsyncs
+  // have not made durable yet, and cut then (0: cut at once).
+  double until_unsynced_s = 0;
 };
 
 struct Expect {
-  // "zero" (lost must be 0) or "positive" (a control: lost must be > 0).
+  // "zero" (lost must be 0), "positive" (a control: lost must be > 0) or
+  // "any" (measured and reported, e.g. under --fsync=everysec).
   std::string lost = "zero";
+  // When >= 0: every lost write was acknowledged at most this long before the
+  // power cut that lost it (--fsync=everysec: 1 s + the fsync's duration).
+  double max_lost_age_s = -1;
   // Violation kinds allowed besides lost-write (a control loses writes, which
   // also makes their keys non-linearizable).
   std::vector<std::string> allowed_violations;
@@ -48,6 +60,8 @@ struct Scenario {
   std::string description;
   int replicas = 2;
   std::vector<std::string> server_flags;
+  // Nodes that run under libkvfault_preload.so ("all" for every one).
+  std::vector<std::string> preload;
   LoadOptions load;  // Seed left to the run.
   std::vector<Step> nemesis;
   Expect expect;
