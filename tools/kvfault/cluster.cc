@@ -149,6 +149,68 @@ absl::StatusOr<std::string> Cluster::AwaitBound(Node* node, absl::Time deadline)
   }
 }
 
+absl::StatusOr<std::vector<std::string>> Cluster::Environment(const Node& node) const {
+  if (!node.preload) return std::vector<std::string>();
+  const std::string lib = options_.bin_dir + "/libkvfault_preload.so";
+  if (!std::filesystem::exists(lib)) {
+    return absl::FailedPreconditionError(
+        absl::StrCat(lib, " is missing (it is built with the tests: --target kvfault_preload)"));
+  }
+  const char* asan = std::getenv("ASAN_OPTIONS");
+  return std::vector<std::string>{
+      absl::StrCat("LD_PRELOAD=", lib), absl::StrCat("KVFAULT_PRELOAD_DIR=", node.data_dir()),
+      absl::StrCat("KVFAULT_PRELOAD_JOURNAL=", node.journal_path()),
+      // An ASan build wants its runtime first; the preload has none.
+      absl::StrCat("ASAN_OPTIONS=", asan ? asan : "", asan && *asan ? ":" : "",
+                   "verify_asan_link_order=0")};
+}
+
+absl::StatusOr<std::string> Cluster::StartRefused(Node* node, std::vector<std::string>* command) {
+  if (node->state != NodeState::kDown) {
+    return absl::FailedPreconditionError(absl::StrCat(node->name(), " is not down"));
+  }
+  std::error_code ec;
+  std::filesystem::remove(node->port_file(), ec);
+  ++node->starts;
+  *command = CommandLine(*node);
+  absl::StatusOr<std::vector<std::string>> env = Environment(*node);
+  if (!env.ok()) return env.status();
+  absl::StatusOr<pid_t> pid = Spawn(*command, node->log_path(), *env);
+  if (!pid.ok()) return pid.status();
+  node->pid = *pid;
+  node->state = NodeState::kRunning;
+  absl::StatusOr<std::string> address = AwaitBound(node, absl::Now() + options_.start_timeout);
+  if (address.ok()) {
+    (void)Signal(node, SIGKILL);
+    return absl::FailedPreconditionError(
+        absl::StrCat(node->name(), " started and served on ", *address,
+                     " although it should have refused; its log: ", node->log_path()));
+  }
+  if (node->state == NodeState::kRunning) {  // Neither served nor exited.
+    (void)Signal(node, SIGKILL);
+    return absl::DeadlineExceededError(
+        absl::StrCat(node->name(), " neither served nor exited: ", address.status().message()));
+  }
+  node->pid = -1;
+  return ReadFile(node->log_path());
+}
+
+absl::StatusOr<std::string> Cluster::Repair(Node* node, std::vector<std::string>* command) {
+  if (node->state != NodeState::kDown) {
+    return absl::FailedPreconditionError(absl::StrCat(node->name(), " is not down"));
+  }
+  *command = {absl::StrCat(options_.bin_dir, "/", node->binary),
+              absl::StrCat("--data-dir=", node->data_dir()), "--repair", "--logtostderr"};
+  absl::StatusOr<CommandResult> r =
+      RunCommand(*command, absl::StrCat(node->dir(), "/repair.log"), absl::Seconds(30));
+  if (!r.ok()) return r.status();
+  if (!r->status.exited || r->status.code != 0) {
+    return absl::InternalError(
+        absl::StrCat(ShellQuote(*command), ": ", r->status.ToString(), ": ", r->output));
+  }
+  return r->output;
+}
+
 absl::StatusOr<std::vector<std::string>> Cluster::StartNode(Node* node) {
   if (node->state != NodeState::kDown) {
     return absl::FailedPreconditionError(absl::StrCat(node->name(), " is not down"));
@@ -161,21 +223,9 @@ absl::StatusOr<std::vector<std::string>> Cluster::StartNode(Node* node) {
     std::filesystem::remove(node->port_file(), ec);  // A stale one names the old port.
     ++node->starts;
     const std::vector<std::string> argv = CommandLine(*node);
-    std::vector<std::string> env;
-    if (node->preload) {
-      const std::string lib = options_.bin_dir + "/libkvfault_preload.so";
-      if (!std::filesystem::exists(lib)) {
-        return absl::FailedPreconditionError(absl::StrCat(
-            lib, " is missing (it is built with the tests: --target kvfault_preload)"));
-      }
-      const char* asan = std::getenv("ASAN_OPTIONS");
-      env = {absl::StrCat("LD_PRELOAD=", lib),
-             absl::StrCat("KVFAULT_PRELOAD_DIR=", node->data_dir()),
-             absl::StrCat("KVFAULT_PRELOAD_JOURNAL=", node->journal_path()),
-             // An ASan build wants its runtime first; the preload has none.
-             absl::StrCat("ASAN_OPTIONS=", asan ? asan : "", asan && *asan ? ":" : "",
-                          "verify_asan_link_order=0")};
-    }
+    absl::StatusOr<std::vector<std::string>> env_or = Environment(*node);
+    if (!env_or.ok()) return env_or.status();
+    const std::vector<std::string>& env = *env_or;
     absl::StatusOr<pid_t> pid = Spawn(argv, node->log_path(), env);
     if (!pid.ok()) return pid.status();
     node->pid = *pid;

@@ -96,6 +96,13 @@ class Cluster {
   // A start that exits early (the port still held) is retried until the
   // timeout. Returns the command line it ran.
   absl::StatusOr<std::vector<std::string>> StartNode(Node* node);
+  // Starts `node` expecting it to refuse (exit before serving), e.g. on a
+  // damaged log. Returns the log of that start; FAILED_PRECONDITION if it
+  // served after all (it is then killed).
+  absl::StatusOr<std::string> StartRefused(Node* node, std::vector<std::string>* command);
+  // Runs the node's binary with --repair on its data dir (the node is down).
+  // Returns what it printed.
+  absl::StatusOr<std::string> Repair(Node* node, std::vector<std::string>* command);
   // kill -SIG pid; for SIGKILL also reaps the process.
   absl::Status Signal(Node* node, int sig);
   // Removes the node's data directory (the node must be down), and its
@@ -126,6 +133,8 @@ class Cluster {
 
  private:
   absl::StatusOr<std::string> AwaitBound(Node* node, absl::Time deadline);
+  // The variables a start of `node` adds to the environment (the preload's).
+  absl::StatusOr<std::vector<std::string>> Environment(const Node& node) const;
 
   ClusterOptions options_;
   std::vector<std::unique_ptr<Node>> nodes_;

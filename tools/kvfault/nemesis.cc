@@ -3,8 +3,14 @@
 #include <signal.h>
 
 #include <algorithm>
+#include <cctype>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/time/clock.h"
@@ -38,7 +44,7 @@ void Nemesis::Log(int index, const std::string& action, const std::string& node,
     std::fputs((j.dump() + "\n").c_str(), log_);
     std::fflush(log_);
   }
-  const bool show_note = !note.empty() && (action == "powerloss" || action == "kill");
+  const bool show_note = !note.empty() && !absl::StartsWith(note, "pid ");
   std::printf(
       "nemesis: %s %s%s%s%s%s\n", action.c_str(), command.c_str(),
       result.ok() ? "" : "  FAILED: ", result.ok() ? "" : std::string(result.message()).c_str(),
@@ -129,6 +135,99 @@ absl::Status Nemesis::PowerLoss(int index, const Step& step) {
   return absl::OkStatus();
 }
 
+absl::Status Nemesis::FlipBit(int index, const Step& step, Node* node) {
+  if (node->state != NodeState::kDown) {
+    return absl::FailedPreconditionError(absl::StrCat(node->name(), " must be down"));
+  }
+  // The newest file of its kind: names sort by their zero-padded index.
+  const std::string prefix = step.file == "wal" ? "wal-" : "snap-";
+  const std::string suffix = step.file == "wal" ? ".log" : ".snap";
+  std::string newest;
+  std::error_code ec;
+  for (const auto& e : std::filesystem::directory_iterator(node->data_dir(), ec)) {
+    const std::string name = e.path().filename().string();
+    if (absl::StartsWith(name, prefix) && absl::EndsWith(name, suffix) && name > newest) {
+      newest = name;
+    }
+  }
+  if (newest.empty()) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("no ", step.file, " file in ", node->data_dir()));
+  }
+  const std::string file = node->data_dir() + "/" + newest;
+  const int64_t size = static_cast<int64_t>(std::filesystem::file_size(file, ec));
+  const uint64_t seed = rng_();
+  absl::StatusOr<kvstore::fault::BitFlip> flip =
+      step.where == "middle"
+          ? kvstore::fault::FlipBit(file, std::nullopt, seed, size / 4,
+                                    std::max<int64_t>(size / 4 + 1, size * 3 / 4))
+          : kvstore::fault::FlipBit(file, std::nullopt, seed);
+  const std::string command =
+      flip.ok() ? ShellQuote({"kvfault", "bitflip", "--file", file, "--offset",
+                              absl::StrCat(flip->offset), "--seed", absl::StrCat(seed)})
+                : ShellQuote({"kvfault", "bitflip", "--file", file, "--seed", absl::StrCat(seed)});
+  Log(index, "bitflip", node->name(), command, flip.status(),
+      flip.ok() ? absl::StrCat(flip->ToString(), " (", size, " bytes)") : "");
+  if (!flip.ok()) return flip.status();
+  last_flip_ = *flip;
+  return absl::OkStatus();
+}
+
+absl::Status Nemesis::RestartAfterFlip(int index, const Step& step, Node* node) {
+  if (!last_flip_.has_value()) return absl::FailedPreconditionError("no bit flip before");
+  const std::string name = std::filesystem::path(last_flip_->file).filename().string();
+  if (step.after_bitflip == "detect") {
+    absl::StatusOr<std::vector<std::string>> argv = cluster_->StartNode(node);
+    absl::Status s = argv.status();
+    if (s.ok()) {
+      std::ifstream in(node->log_path());
+      std::ostringstream log;
+      log << in.rdbuf();
+      if (log.str().find(name) == std::string::npos) {
+        s = absl::DataLossError(
+            absl::StrCat(node->name(), " started on a snapshot with a flipped bit and its log (",
+                         node->log_path(), ") never names ", name, ": the damage went unnoticed"));
+      }
+    }
+    Log(index, "restart", node->name(),
+        argv.ok() ? ShellQuote(*argv) : ShellQuote(cluster_->CommandLine(*node)), s,
+        s.ok() ? absl::StrCat("its log names the damaged ", name) : "");
+    return s;
+  }
+  std::vector<std::string> command;
+  absl::StatusOr<std::string> log = cluster_->StartRefused(node, &command);
+  absl::Status s = log.status();
+  std::string note;
+  if (s.ok()) {
+    // The refusal must name the file and where its damage starts: at or
+    // before the flipped byte (the start of the record that holds it).
+    const size_t at = log->find(name);
+    std::optional<int64_t> named;
+    if (at != std::string::npos) {
+      for (size_t p = log->find("offset ", at); p != std::string::npos;
+           p = log->find("offset ", p + 1)) {
+        int64_t n = 0;
+        size_t end = p + 7;
+        while (end < log->size() && std::isdigit(static_cast<unsigned char>((*log)[end]))) ++end;
+        if (end > p + 7 && absl::SimpleAtoi(log->substr(p + 7, end - p - 7), &n)) {
+          named = n;
+          break;
+        }
+      }
+    }
+    if (!named.has_value() || *named > last_flip_->offset) {
+      s = absl::DataLossError(absl::StrCat(node->name(), " refused to start, but its log (",
+                                           node->log_path(), ") does not name ", name,
+                                           " and an offset at or before ", last_flip_->offset));
+    } else {
+      note = absl::StrCat("refused, naming ", name, " offset ", *named, " (flipped byte at ",
+                          last_flip_->offset, ")");
+    }
+  }
+  Log(index, "restart", node->name(), ShellQuote(command), s, note);
+  return s;
+}
+
 absl::Status Nemesis::Execute(int index, const Step& step) {
   if (step.action == "powerloss") return PowerLoss(index, step);
   Node* node = step.node.empty()
@@ -153,6 +252,19 @@ absl::Status Nemesis::Execute(int index, const Step& step) {
     absl::Status s = cluster_->WipeData(node);
     Log(index, step.action, node->name(), ShellQuote({"rm", "-rf", node->data_dir()}), s, "");
     return s;
+  }
+  if (step.action == "bitflip") {
+    return FlipBit(index, step, node);
+  }
+  if (step.action == "repair") {
+    std::vector<std::string> command;
+    absl::StatusOr<std::string> out = cluster_->Repair(node, &command);
+    Log(index, "repair", node->name(), ShellQuote(command), out.status(),
+        out.ok() ? std::string(absl::StripAsciiWhitespace(*out)) : "");
+    return out.status();
+  }
+  if (step.action == "restart" && !step.after_bitflip.empty()) {
+    return RestartAfterFlip(index, step, node);
   }
   if (step.action == "restart") {
     if (step.as == "replica") {

@@ -8,12 +8,14 @@
 
 #include <cstdint>
 #include <cstdio>
+#include <optional>
 #include <random>
 #include <string>
 #include <vector>
 
 #include "absl/status/status.h"
 #include "absl/time/time.h"
+#include "tools/kvfault/bit_flip.h"
 #include "tools/kvfault/cluster.h"
 #include "tools/kvfault/history_recorder.h"
 #include "tools/kvfault/scenario.h"
@@ -49,6 +51,9 @@ class Nemesis {
  private:
   absl::Status Execute(int index, const Step& step);
   absl::Status PowerLoss(int index, const Step& step);
+  absl::Status FlipBit(int index, const Step& step, Node* node);
+  // A start after a bit flip: refused or detected, as the step says.
+  absl::Status RestartAfterFlip(int index, const Step& step, Node* node);
   void Log(int index, const std::string& action, const std::string& node,
            const std::string& command, const absl::Status& result, const std::string& note);
 
@@ -57,6 +62,7 @@ class Nemesis {
   FILE* log_ = nullptr;
   std::mt19937_64 rng_;
   std::vector<StepRecord> done_;
+  std::optional<BitFlip> last_flip_;
 };
 
 }  // namespace kvstore::fault

@@ -72,13 +72,15 @@ absl::StatusOr<Scenario> LoadScenario(const std::string& path) {
       s.load.workloads.push_back(spec);
     }
     if (s.load.workloads.empty()) return absl::InvalidArgumentError(path + ": no workloads");
-    static const std::set<std::string> kActions = {"kill", "pause",   "resume",       "restart",
-                                                   "wipe", "promote", "await-healed", "powerloss"};
+    static const std::set<std::string> kActions = {
+        "kill",    "pause",        "resume",    "restart", "wipe",
+        "promote", "await-healed", "powerloss", "bitflip", "repair"};
     for (const auto& n : root["nemesis"]) {
-      if (absl::Status st = CheckKeys(n,
-                                      {"at_s", "jitter_s", "action", "node", "as", "candidates",
-                                       "followers", "force", "tear", "until_unsynced_s"},
-                                      path + " nemesis step");
+      if (absl::Status st =
+              CheckKeys(n,
+                        {"at_s", "jitter_s", "action", "node", "as", "candidates", "followers",
+                         "force", "tear", "until_unsynced_s", "file", "where", "after_bitflip"},
+                        path + " nemesis step");
           !st.ok()) {
         return st;
       }
@@ -97,6 +99,19 @@ absl::StatusOr<Scenario> LoadScenario(const std::string& path) {
       step.force = n["force"].as<std::string>("never");
       step.tear = n["tear"].as<std::string>("none");
       step.until_unsynced_s = n["until_unsynced_s"].as<double>(0);
+      step.file = n["file"].as<std::string>("");
+      step.where = n["where"].as<std::string>("middle");
+      step.after_bitflip = n["after_bitflip"].as<std::string>("");
+      if (step.action == "bitflip" && step.file != "wal" && step.file != "snapshot") {
+        return absl::InvalidArgumentError(path + ": bitflip needs file: wal or snapshot");
+      }
+      if (step.where != "middle" && step.where != "random") {
+        return absl::InvalidArgumentError(path + ": where is middle or random");
+      }
+      if (!step.after_bitflip.empty() && step.after_bitflip != "refuse" &&
+          step.after_bitflip != "detect") {
+        return absl::InvalidArgumentError(path + ": after_bitflip is refuse or detect");
+      }
       if (absl::StatusOr<Tear> tear = ParseTear(step.tear); !tear.ok()) {
         return absl::InvalidArgumentError(absl::StrCat(path, ": ", tear.status().message()));
       }

@@ -26,6 +26,14 @@ namespace kvstore::fault {
 //            one's data dir back to what its fsyncs made durable (`kvfault
 //            powerloss`, `tear` none | prefix | zero-sector); the nodes must
 //            run under the preload (Scenario::preload)
+//   bitflip  flip one bit of `file` ("wal": the newest log segment,
+//            "snapshot": the newest snapshot) of `node` (down), at a seeded
+//            offset in the middle half of it (`where: middle`) or anywhere
+//   repair   run the node's binary with --repair on its data dir (down)
+//   restart  with `after_bitflip: refuse`: the start must exit without
+//            serving and its log name the flipped file and an offset at or
+//            before the flipped byte; `detect`: it must serve and its log name
+//            the flipped file
 struct Step {
   double at_s = 0;      // Seconds after the load starts...
   double jitter_s = 0;  // ...plus a seeded uniform draw in [0, jitter_s).
@@ -39,6 +47,9 @@ struct Step {
   // powerloss: wait up to this long for the node to hold bytes its fsyncs
   // have not made durable yet, and cut then (0: cut at once).
   double until_unsynced_s = 0;
+  std::string file;              // bitflip
+  std::string where = "middle";  // bitflip
+  std::string after_bitflip;     // restart: "", "refuse" or "detect"
 };
 
 struct Expect {
