@@ -19,7 +19,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
-#include "tests/fault/preload/journal_format.h"
+#include "tools/kvfault/journal_format.h"
 
 namespace kvstore::fault {
 namespace {

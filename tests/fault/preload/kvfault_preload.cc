@@ -7,7 +7,7 @@
 // starts) it interposes the libc calls our storage makes (open, write, fsync,
 // fdatasync, ftruncate, rename, unlink; common/storage/posix_file_system.cc)
 // and their variants, lets each one run unchanged, and appends to the journal
-// (format in journal_format.h) after each successful fsync the length that
+// (format in tools/kvfault/journal_format.h) after each successful fsync the length that
 // fsync made durable, after each directory fsync the entries it made durable,
 // and, before an unlink or a rename over a file, a hard link of that file in
 // the stash so that `kvfault powerloss` can bring back what no directory fsync
@@ -39,7 +39,7 @@
 #include <atomic>
 #include <string>
 
-#include "tests/fault/preload/journal_format.h"
+#include "tools/kvfault/journal_format.h"
 
 namespace {
 

@@ -24,8 +24,8 @@
 // <rel> is relative to the root ("." for the root itself) and informational;
 // only inodes and directory lines decide. Everything in this header is plain
 // C++ with no dependency, because the preload library includes it too.
-#ifndef KVSTORE_TESTS_FAULT_PRELOAD_JOURNAL_FORMAT_H_
-#define KVSTORE_TESTS_FAULT_PRELOAD_JOURNAL_FORMAT_H_
+#ifndef KVSTORE_TOOLS_KVFAULT_JOURNAL_FORMAT_H_
+#define KVSTORE_TOOLS_KVFAULT_JOURNAL_FORMAT_H_
 
 #include <dirent.h>
 #include <sys/stat.h>
@@ -138,4 +138,4 @@ inline std::string StashPath(const std::string& journal_path) { return journal_p
 
 }  // namespace kvstore::fault::journal
 
-#endif  // KVSTORE_TESTS_FAULT_PRELOAD_JOURNAL_FORMAT_H_
+#endif  // KVSTORE_TOOLS_KVFAULT_JOURNAL_FORMAT_H_
