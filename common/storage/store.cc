@@ -454,7 +454,11 @@ void Store::LogThread() {
       PublishDurable(options_.fsync == FsyncPolicy::kAlways || records.empty() ? 0 : last, waiters,
                      /*only_unsynced_waiters=*/true);
       for (Pending& p : waiters) {
-        if (!p.needs_sync) std::exchange(p.done, nullptr)(absl::OkStatus());
+        bool ack_now = !p.needs_sync;
+#ifdef KV_FAULT_CONTROLS
+        ack_now |= options_.unsafe_ack_before_fsync;  // The control: before the fsync.
+#endif
+        if (ack_now) std::exchange(p.done, nullptr)(absl::OkStatus());
       }
     }
     const int64_t now = options_.clock->NowMicros();

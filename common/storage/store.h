@@ -77,6 +77,12 @@ struct StoreOptions {
   // Runs the everysec fsync, active expiry and snapshot triggers in a thread.
   // Tests that drive time themselves turn it off and call the methods directly.
   bool background_maintenance = true;
+#ifdef KV_FAULT_CONTROLS
+  // Fault-suite control only (-DKV_FAULT_CONTROLS=ON, docs/reliability.md):
+  // every waiter is answered once its records are handed to the OS, before
+  // the fsync, so a power cut loses acknowledged writes. Never in a release.
+  bool unsafe_ack_before_fsync = false;
+#endif
   // Called once, from the log thread, when the log cannot be written or synced.
   std::function<void(const absl::Status&)> on_fatal_error;
   // Log kept for followers beyond what snapshots need (see SetLogRetentionFloor):

@@ -54,6 +54,12 @@ DEFINE_string(port_file, "",
               "If set, write the bound HOST:PORT here once serving (for scripts and tests)");
 DEFINE_int64(shutdown_grace_ms, 10000,
              "On SIGTERM/SIGINT, how long in-flight requests may take before they are cancelled");
+#ifdef KV_FAULT_CONTROLS
+DEFINE_bool(unsafe_ack_before_fsync, false,
+            "FAULT-SUITE CONTROL, UNSAFE: acknowledge writes (and, on a replica, confirm them "
+            "to the leader) before their fsync, so a power cut loses acknowledged writes. Only "
+            "in builds configured with -DKV_FAULT_CONTROLS=ON");
+#endif
 DEFINE_bool(repair, false,
             "Repair the log in --data-dir (cut it at the first damaged record, keeping a .broken "
             "copy of what is cut), then exit");
@@ -162,6 +168,13 @@ int Run(NodeKind kind, const char* program) {
   options.snapshot_every_seconds = FLAGS_snapshot_every_seconds;
   options.snapshots_to_keep = FLAGS_snapshots_to_keep;
   options.retain_log_bytes = FLAGS_retain_log_bytes;
+#ifdef KV_FAULT_CONTROLS
+  options.unsafe_ack_before_fsync = FLAGS_unsafe_ack_before_fsync;
+  if (FLAGS_unsafe_ack_before_fsync) {
+    LOG(WARNING) << "--unsafe-ack-before-fsync: writes are acknowledged before their fsync "
+                    "(a fault-suite control; a power cut loses acknowledged writes)";
+  }
+#endif
   // Metrics (--metrics-listen): declared before what they observe, so they
   // outlive it.
   ServerMetrics metrics(MetricsFlagsFromCommandLine());
