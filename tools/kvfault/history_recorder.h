@@ -6,6 +6,7 @@
 #ifndef KVSTORE_TOOLS_KVFAULT_HISTORY_RECORDER_H_
 #define KVSTORE_TOOLS_KVFAULT_HISTORY_RECORDER_H_
 
+#include <atomic>
 #include <cstdint>
 #include <cstdio>
 #include <optional>
@@ -45,12 +46,16 @@ class HistoryRecorder {
   void Record(const Event& e);
   // Nanoseconds on the history's clock (for the nemesis log).
   int64_t NowNs() const;
+  // Acknowledged writes recorded so far (ok set/cas/delete), so the nemesis
+  // can time a power cut after an acknowledgement.
+  int64_t acked_writes() const { return acked_writes_.load(std::memory_order_acquire); }
   absl::Status Close();
 
  private:
   const int64_t start_ns_ = SteadyNs();
   static int64_t SteadyNs();
 
+  std::atomic<int64_t> acked_writes_{0};
   absl::Mutex mu_;
   FILE* file_ ABSL_GUARDED_BY(mu_) = nullptr;
   int64_t next_i_ ABSL_GUARDED_BY(mu_) = 1;

@@ -46,6 +46,7 @@ namespace {
 constexpr int kPass = 0;
 constexpr int kFail = 1;
 constexpr int kUsage = 2;
+constexpr int kSkipped = 77;  // ctest's SKIP_RETURN_CODE for the fault tests.
 
 constexpr char kHelp[] =
     "usage: kvfault run --scenario NAME|FILE.yaml [--seed S] [--out DIR] [--keep]\n"
@@ -114,20 +115,32 @@ std::vector<std::string> RecoveryTimes(const check::History& h,
 }
 
 // Age of each lost write: from its acknowledgement to the first power cut
-// after it (the cut that lost it). Returns the oldest, or -1 if none is lost
-// or no cut came after it.
+// after its invocation (the cut that lost it; the answer may reach the client
+// just after the cut's timestamp, which counts as 0). Returns the oldest, or
+// -1 if none is lost or no cut came after it.
 double OldestLostAgeS(const check::History& h, const check::DurabilityFigures& d,
                       const std::vector<StepRecord>& steps) {
   double oldest = -1;
   for (int id : d.lost_ops) {
     const check::Op& op = h.ops[id];
     for (const StepRecord& s : steps) {
-      if (s.action != "powerloss" || s.t_ns < op.complete_t_ns) continue;
-      oldest = std::max(oldest, (s.t_ns - op.complete_t_ns) / 1e9);
+      if (s.action != "powerloss" || s.t_ns < op.invoke_t_ns) continue;
+      oldest = std::max(oldest, std::max<int64_t>(0, s.t_ns - op.complete_t_ns) / 1e9);
       break;
     }
   }
   return oldest;
+}
+
+// Whether the servers in `bin_dir` were built with -DKV_FAULT_CONTROLS=ON:
+// their --help lists the control flag.
+bool ServersHaveControls(const std::string& bin_dir, const std::string& scratch) {
+  for (const char* binary : {"kv-shard", "kv-replica"}) {
+    absl::StatusOr<CommandResult> r =
+        RunCommand({absl::StrCat(bin_dir, "/", binary), "--help"}, scratch, absl::Seconds(10));
+    if (!r.ok() || r->output.find("unsafe_ack_before_fsync") == std::string::npos) return false;
+  }
+  return true;
 }
 
 int Run(const Args& args) {
@@ -135,6 +148,21 @@ int Run(const Args& args) {
   if (!absl::EndsWith(path, ".yaml")) path = absl::StrCat(args.scenario_dir, "/", path, ".yaml");
   absl::StatusOr<Scenario> scenario = LoadScenario(path);
   if (!scenario.ok()) return Usage(std::string(scenario.status().message()));
+  if (scenario->requires_controls) {
+    const std::string bin_dir = args.bin_dir.empty() ? SelfDir() : args.bin_dir;
+    char scratch[] = "/tmp/kvfault-help-XXXXXX";
+    const int fd = mkstemp(scratch);
+    if (fd >= 0) close(fd);
+    const bool have = fd >= 0 && ServersHaveControls(bin_dir, scratch);
+    if (fd >= 0) unlink(scratch);
+    if (!have) {
+      std::printf(
+          "SKIPPED %s: built without KV_FAULT_CONTROLS (configure with "
+          "-DKV_FAULT_CONTROLS=ON for --unsafe-ack-before-fsync)\n",
+          scenario->name.c_str());
+      return kSkipped;
+    }
+  }
   const uint64_t seed = args.have_seed ? args.seed : std::random_device()() % 1000000000;
   std::printf(
       "kvfault: scenario %s, seed %llu\n  %s\n  replay: kvfault run --scenario %s --seed %llu\n",

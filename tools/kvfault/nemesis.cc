@@ -88,7 +88,7 @@ absl::Status Nemesis::PowerLoss(int index, const Step& step) {
       StepRecord{step.action, step.node == "all" ? "all" : targets[0]->name(), clock_->NowNs()});
   absl::StatusOr<Tear> tear = ParseTear(step.tear);
   if (!tear.ok()) return tear.status();
-  // Optionally wait until one of them holds bytes not yet durable: a cut
+  // Optionally wait until each of them holds bytes not yet durable: a cut
   // between an fsync and the next write loses nothing and proves nothing.
   std::string timing;
   if (step.until_unsynced_s > 0) {
@@ -100,13 +100,34 @@ absl::Status Nemesis::PowerLoss(int index, const Step& step) {
     }
     const absl::Time start = absl::Now();
     const absl::Time deadline = start + absl::Seconds(step.until_unsynced_s);
-    int64_t unsynced = 0;
-    while (unsynced == 0 && absl::Now() < deadline) {
+    // Bytes pending over all the nodes, or 0 unless every one has some: a
+    // shard-wide cut should catch each node with writes in flight.
+    auto measure = [&] {
+      int64_t bytes = 0;
       for (UnsyncedWatcher& w : watchers) {
         absl::StatusOr<int64_t> n = w.UnsyncedBytes();
-        if (n.ok()) unsynced += *n;
+        if (!n.ok() || *n == 0) return int64_t{0};
+        bytes += *n;
       }
-      if (unsynced == 0) absl::SleepFor(absl::Microseconds(200));  // Polling with a deadline.
+      return bytes;
+    };
+    int64_t unsynced = 0;
+    while (absl::Now() < deadline) {
+      unsynced = measure();
+      // With a hold: once bytes are pending, wait (at most the hold) for a
+      // client to receive an acknowledgement, and cut only if bytes are still
+      // pending then. A server that acknowledges before its fsync (the
+      // control) has then most likely answered for bytes the cut drops.
+      if (unsynced > 0 && step.unsynced_hold_ms > 0) {
+        const int64_t acked = clock_->acked_writes();
+        const absl::Time hold_end = absl::Now() + absl::Milliseconds(step.unsynced_hold_ms);
+        while (clock_->acked_writes() == acked && absl::Now() < hold_end) {
+          absl::SleepFor(absl::Microseconds(50));  // Polling with a deadline.
+        }
+        unsynced = measure();
+      }
+      if (unsynced > 0) break;
+      absl::SleepFor(absl::Microseconds(200));  // Polling with a deadline.
     }
     timing = unsynced > 0 ? absl::StrCat(unsynced, " bytes not yet durable after ",
                                          absl::FormatDuration(absl::Now() - start))
@@ -292,7 +313,16 @@ absl::Status Nemesis::Execute(int index, const Step& step) {
     Node* best = nullptr;
     uint64_t best_index = 0;
     std::string positions;
-    for (const std::string& c : step.candidates) {
+    std::vector<std::string> candidates = step.candidates;
+    if (candidates.size() == 1 && candidates[0] == "followers") {
+      // Every node but the one that led: its data dir says it leads, so it
+      // cannot be promoted again (kvctl: "already leads").
+      candidates.clear();
+      for (Node* n : cluster_->nodes()) {
+        if (n->name() != cluster_->leader()) candidates.push_back(n->name());
+      }
+    }
+    for (const std::string& c : candidates) {
       Node* n = cluster_->Find(c);
       if (n == nullptr) return absl::InvalidArgumentError(absl::StrCat("no node ", c));
       if (n->state != NodeState::kRunning) continue;

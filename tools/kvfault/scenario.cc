@@ -38,11 +38,12 @@ absl::StatusOr<Scenario> LoadScenario(const std::string& path) {
   s.path = path;
   try {
     const YAML::Node root = YAML::LoadFile(path);
-    if (absl::Status st = CheckKeys(root,
-                                    {"name", "description", "replicas", "server_flags",
-                                     "duration_s", "max_ops", "request_timeout_ms", "workloads",
-                                     "nemesis", "expect", "check_time_limit_ms", "preload"},
-                                    path);
+    if (absl::Status st =
+            CheckKeys(root,
+                      {"name", "description", "replicas", "server_flags", "duration_s", "max_ops",
+                       "request_timeout_ms", "workloads", "nemesis", "expect",
+                       "check_time_limit_ms", "preload", "requires_controls"},
+                      path);
         !st.ok()) {
       return st;
     }
@@ -51,6 +52,7 @@ absl::StatusOr<Scenario> LoadScenario(const std::string& path) {
     s.replicas = root["replicas"].as<int>(2);
     s.server_flags = Strings(root["server_flags"]);
     s.preload = Strings(root["preload"]);
+    s.requires_controls = root["requires_controls"].as<bool>(false);
     s.load.duration = absl::Milliseconds(1000 * root["duration_s"].as<double>(20));
     s.load.max_ops = root["max_ops"].as<int64_t>(20000);
     s.load.request_timeout = absl::Milliseconds(root["request_timeout_ms"].as<int64_t>(2000));
@@ -76,11 +78,11 @@ absl::StatusOr<Scenario> LoadScenario(const std::string& path) {
         "kill",    "pause",        "resume",    "restart", "wipe",
         "promote", "await-healed", "powerloss", "bitflip", "repair"};
     for (const auto& n : root["nemesis"]) {
-      if (absl::Status st =
-              CheckKeys(n,
-                        {"at_s", "jitter_s", "action", "node", "as", "candidates", "followers",
-                         "force", "tear", "until_unsynced_s", "file", "where", "after_bitflip"},
-                        path + " nemesis step");
+      if (absl::Status st = CheckKeys(
+              n,
+              {"at_s", "jitter_s", "action", "node", "as", "candidates", "followers", "force",
+               "tear", "until_unsynced_s", "unsynced_hold_ms", "file", "where", "after_bitflip"},
+              path + " nemesis step");
           !st.ok()) {
         return st;
       }
@@ -99,6 +101,7 @@ absl::StatusOr<Scenario> LoadScenario(const std::string& path) {
       step.force = n["force"].as<std::string>("never");
       step.tear = n["tear"].as<std::string>("none");
       step.until_unsynced_s = n["until_unsynced_s"].as<double>(0);
+      step.unsynced_hold_ms = n["unsynced_hold_ms"].as<double>(0);
       step.file = n["file"].as<std::string>("");
       step.where = n["where"].as<std::string>("middle");
       step.after_bitflip = n["after_bitflip"].as<std::string>("");

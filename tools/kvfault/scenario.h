@@ -18,7 +18,8 @@ namespace kvstore::fault {
 //   restart  start `node` again on its address, as `as` ("" = what it was,
 //            "replica" = kv-replica on its data dir)
 //   wipe     rm -rf the data dir of `node` (down)
-//   promote  kvctl promote the most advanced of `candidates` (by last index),
+//   promote  kvctl promote the most advanced of `candidates` (by last index;
+//            "followers" = every node but the one that led),
 //            pushing to `followers` ("others" = every other running node);
 //            force "never" or "if-refused" (retry with --force after a refusal)
 //   await-healed  poll until the leader serves and its running followers caught up
@@ -47,6 +48,9 @@ struct Step {
   // powerloss: wait up to this long for the node to hold bytes its fsyncs
   // have not made durable yet, and cut then (0: cut at once).
   double until_unsynced_s = 0;
+  // ...then wait up to this long for a client to get an acknowledgement,
+  // and cut only if bytes are still pending (see nemesis.cc).
+  double unsynced_hold_ms = 0;
   std::string file;              // bitflip
   std::string where = "middle";  // bitflip
   std::string after_bitflip;     // restart: "", "refuse" or "detect"
@@ -77,6 +81,9 @@ struct Scenario {
   std::vector<Step> nemesis;
   Expect expect;
   int64_t check_time_limit_ms = 10000;  // Per key; past it the key is undecided.
+  // Needs servers built with -DKV_FAULT_CONTROLS=ON (--unsafe-ack-before-fsync);
+  // without them the run reports itself skipped.
+  bool requires_controls = false;
   std::string path;
 };
 
