@@ -251,6 +251,20 @@ absl::Status Nemesis::RestartAfterFlip(int index, const Step& step, Node* node) 
 
 absl::Status Nemesis::Execute(int index, const Step& step) {
   if (step.action == "powerloss") return PowerLoss(index, step);
+  if (step.action == "restart" && (step.node == "followers" || step.node == "down")) {
+    // Several nodes, one step each: "followers" = every node but the one
+    // that leads, "down" = every node that is down.
+    for (Node* n : cluster_->nodes()) {
+      if (step.node == "followers" ? n->name() == cluster_->leader()
+                                   : n->state != NodeState::kDown) {
+        continue;
+      }
+      Step one = step;
+      one.node = n->name();
+      if (absl::Status s = Execute(index, one); !s.ok()) return s;
+    }
+    return absl::OkStatus();
+  }
   Node* node = step.node.empty()
                    ? nullptr
                    : cluster_->Find(step.node == "leader" ? cluster_->leader() : step.node);

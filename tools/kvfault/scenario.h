@@ -16,7 +16,8 @@ namespace kvstore::fault {
 // One nemesis step. Actions:
 //   kill     kill -9 `node`                    pause / resume  kill -STOP / -CONT `node`
 //   restart  start `node` again on its address, as `as` ("" = what it was,
-//            "replica" = kv-replica on its data dir)
+//            "replica" = kv-replica on its data dir); `node: followers` = every
+//            node but the leader, `node: down` = every node that is down
 //   wipe     rm -rf the data dir of `node` (down)
 //   promote  kvctl promote the most advanced of `candidates` (by last index;
 //            "followers" = every node but the one that led),
