@@ -97,6 +97,13 @@ absl::Status LogCursor::Read(uint64_t written, size_t max_bytes, std::string* re
         if (absl::Status s = OpenSegmentFor(next_); !s.ok()) return s;
         continue;
       }
+      // The segment was removed under the cursor (a snapshot install reset
+      // the log): nothing more will be written to it, so look for next_
+      // afresh, which says NotFound when the log no longer holds it.
+      if (avail == 0 && !fs_->Exists(JoinPath(dir_, log::SegmentFileName(segment_first_)))) {
+        if (absl::Status s = OpenSegmentFor(next_); !s.ok()) return s;
+        continue;
+      }
       break;  // More is being written; the caller comes back.
     }
     const absl::string_view data = absl::string_view(buffer_).substr(buffer_pos_);
