@@ -3,6 +3,7 @@
 #include <utility>
 
 #include "common/server/grpc_status.h"
+#include "services/node/backup_stream.h"
 #include "common/storage/clock.h"
 
 #ifndef KVSTORE_VERSION
@@ -143,6 +144,38 @@ grpc::ServerUnaryReactor* AdminService::Promote(grpc::CallbackServerContext* con
     reactor->Finish(grpc::Status::OK);
   });
   return reactor;
+}
+
+namespace {
+
+// A stream refused before it starts.
+template <typename Reactor>
+class RefusedStream final : public Reactor {
+ public:
+  explicit RefusedStream(const grpc::Status& status) { this->Finish(status); }
+  void OnDone() override { delete this; }
+};
+
+}  // namespace
+
+grpc::ServerWriteReactor<v1::BackupChunk>* AdminService::Backup(
+    grpc::CallbackServerContext* context, const v1::BackupRequest* request) {
+  if (grpc::Status s = CheckAccess(access_, *context, Access::kCluster); !s.ok()) {
+    return new RefusedStream<grpc::ServerWriteReactor<v1::BackupChunk>>(s);
+  }
+  v1::StatusResponse self;
+  FillStatus(&self);
+  return StartBackupStream(store_, std::move(self), *request);
+}
+
+grpc::ServerReadReactor<v1::BackupChunk>* AdminService::Restore(
+    grpc::CallbackServerContext* context, v1::RestoreResponse* response) {
+  if (grpc::Status s = CheckAccess(access_, *context, Access::kCluster); !s.ok()) {
+    return new RefusedStream<grpc::ServerReadReactor<v1::BackupChunk>>(s);
+  }
+  v1::StatusResponse self;
+  FillStatus(&self);
+  return StartRestoreStream(store_, replication_, std::move(self), response, &restoring_);
 }
 
 }  // namespace kvstore

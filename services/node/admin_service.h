@@ -1,9 +1,11 @@
 // kvstore.v1.Admin for a shard: status and on-demand snapshots. A snapshot can
 // take seconds, so it runs on the service's own worker thread, never on a gRPC
-// reaction; requests that arrive meanwhile wait for the next one.
+// reaction; requests that arrive meanwhile wait for the next one. Backup and
+// Restore streams run on threads of their own (backup_stream.h).
 #ifndef KVSTORE_SERVICES_NODE_ADMIN_SERVICE_H_
 #define KVSTORE_SERVICES_NODE_ADMIN_SERVICE_H_
 
+#include <atomic>
 #include <deque>
 #include <functional>
 #include <string>
@@ -39,6 +41,10 @@ class AdminService final : public v1::Admin::CallbackService {
   grpc::ServerUnaryReactor* Promote(grpc::CallbackServerContext* context,
                                     const v1::PromoteRequest* request,
                                     v1::PromoteResponse* response) override;
+  grpc::ServerWriteReactor<v1::BackupChunk>* Backup(grpc::CallbackServerContext* context,
+                                                    const v1::BackupRequest* request) override;
+  grpc::ServerReadReactor<v1::BackupChunk>* Restore(grpc::CallbackServerContext* context,
+                                                    v1::RestoreResponse* response) override;
 
   // What Status answers, without the RPC (for metrics). Thread-safe.
   void FillStatus(v1::StatusResponse* response);
@@ -54,6 +60,7 @@ class AdminService final : public v1::Admin::CallbackService {
   ReplicationHooks* const replication_;
   const AccessPolicy* const access_;
   const int64_t started_micros_;
+  std::atomic<bool> restoring_{false};
 
   absl::Mutex mu_;
   std::deque<std::function<void()>> work_ ABSL_GUARDED_BY(mu_);
