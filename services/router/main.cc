@@ -274,6 +274,7 @@ int Run() {
       std::max(FLAGS_max_value_bytes * 2, FLAGS_max_response_bytes) + (4 << 20), INT32_MAX));
   auto service = std::make_unique<RouterService>(options, *table);
   RouterAdminService admin(KVSTORE_VERSION, &security->policy);
+  admin.set_cluster([&service] { return service->table(); }, service->channels());
 
   ServerOptions server_options;
   server_options.listen = FLAGS_listen;

@@ -130,6 +130,8 @@ class RouterService final : public v1::KeyValue::CallbackService, private Pipeli
   void SetTable(std::shared_ptr<RoutingTable> table);
   std::shared_ptr<RoutingTable> table() const;
   const RouterOptions& options() const { return options_; }
+  // The backend channels, shared with the router's Admin service (ClusterStatus).
+  BackendChannels* channels() { return &channels_; }
   // Requests waiting in the coalescing lanes for a call to their node to return.
   size_t coalesce_queued() const;
 
