@@ -1,6 +1,8 @@
 // kvctl: command-line client for kvstore's KeyValue and Admin services, meant
 // for people and for scripts alike: one call per run, a stable output format,
 // and exit codes that tell retryable from fatal (see kUsage below).
+#include <unistd.h>
+
 #include <algorithm>
 #include <cerrno>
 #include <chrono>
@@ -35,6 +37,7 @@
 #include "grpcpp/support/channel_arguments.h"
 #include "kvstore/v1/admin.grpc.pb.h"
 #include "kvstore/v1/kv.grpc.pb.h"
+#include "tools/kvctl/cluster_backup.h"
 
 #ifndef KVSTORE_VERSION
 #define KVSTORE_VERSION "dev"
@@ -78,6 +81,12 @@ DEFINE_string(followers, "",
 DEFINE_string(topology, "",
               "ring: the topology YAML file (as given to kv-router --topology); read offline, "
               "no server is called");
+DEFINE_bool(fresh, false,
+            "backup: each source node takes a new snapshot first, so the image is that "
+            "snapshot and a short log (default: its newest verified snapshot and the log after "
+            "it)");
+DEFINE_int64(stream_timeout_ms, 3'600'000,
+             "backup, restore: deadline of each shard's whole transfer, in milliseconds");
 DEFINE_string(tls_ca, "",
               "Connect with TLS and verify the server against this PEM CA certificate (with "
               "--tls-cert but no --tls-ca: against the system's roots); see docs/security.md");
@@ -120,7 +129,8 @@ Commands:
                           | KEY<TAB>CODE<TAB>MESSAGE
   mset KEY VALUE...     write many keys in one call (VALUE as for set); one line per key:
                           KEY<TAB>OK<TAB>VERSION | KEY<TAB>CODE<TAB>MESSAGE
-  status                role, log, snapshot and sizes of the node at --addr
+  status                role, log, snapshot and sizes of the node at --addr; on a router:
+                          every shard's leader, replicas, lag, keys, memory, last snapshot
   snapshot              take a snapshot now; returns when it is durable
   promote               make the replica at --addr its shard's leader (epoch + 1, or --epoch),
                           pushing to --followers; prints "promoted epoch=N last_index=M"
@@ -139,6 +149,15 @@ Commands:
   exists KEY...         how many of the KEYs exist (a key given twice counts twice)
   dbsize                how many keys the cluster (through a router) or the node holds: a
                           keys-only scan of the leaders, counted here
+  backup DIR            through the router at --addr: every shard's image (from a caught-up
+                          replica when there is one, else the leader) into the new directory
+                          DIR, with topology.yaml and manifest.json; progress on a terminal.
+                          Each shard is its own point in time (not one global instant)
+  backup verify DIR     check every checksum of the backup in DIR and count its keys; offline
+  restore DIR           verify DIR, then put it into the empty cluster behind the router at
+                          --addr: same shard names: each leader installs its shard's image;
+                          other shards: every key is written through the router, its expiry
+                          kept as the time it has left. Versions restart
 
 Output:
   get prints the value and a newline (--raw: the exact bytes only; --hex: hex and a newline).
@@ -151,7 +170,10 @@ Output:
   exists: {"exists"}; dbsize: {"keys"}; status, snapshot, promote: the reply as proto JSON.
   set prints "OK version=N"; del prints "deleted version=N" or "not found".
   status and snapshot print "name: value" lines, or proto JSON with --json. On a router,
-  status shows only its role, version, uptime and address.
+  status shows the router's own lines, then the cluster (Admin.ClusterStatus): one line per
+  shard and per node, and totals; --output=json prints {"router":...,"cluster":...}.
+  backup, backup verify and restore print one line per shard and a total line; with
+  --output=json the manifest (backup) or one object.
   Errors go to stderr as "kvctl: CODE: message" (CODE is a gRPC status code name).
   Use --hex for values that may hold newlines or other binary bytes. An argument that
   starts with '-' (other than "-" itself) goes after "--".
@@ -160,12 +182,15 @@ Exit codes:
   0  success
   1  key not found (get; mget: some key), or nothing deleted (del)
   2  usage error: unknown command or flag, wrong arguments, bad flag value, unreadable FILE,
+     a backup DIR without a readable manifest.json or topology.yaml (verify, restore),
      a --tls-* or --*-token-file that cannot be read or parsed,
      a --topology file that cannot be read or is not a valid topology (ring)
   3  FAILED_PRECONDITION: compare-and-set mismatch (--if_version), or a write sent to a
-     replica (the message names the leader)
+     replica (the message names the leader); backup into a directory that is not empty;
+     restore into a cluster that holds keys
   4  UNAVAILABLE or DEADLINE_EXCEEDED: retryable
-  5  any other error (UNAUTHENTICATED: a missing or wrong token or certificate)
+  5  any other error (UNAUTHENTICATED: a missing or wrong token or certificate; DATA_LOSS: a
+     damaged backup file, named in the message)
 mget and mset exit with the highest code any key produced.
 )";
 
@@ -833,22 +858,86 @@ std::string SnapshotLine(const v1::SnapshotInfo& s) {
       s.duration_seconds());
 }
 
-int Status(Client& client, const std::vector<std::string>& args) {
+ClusterBackupOptions BackupOptions(const ClientSecurity& security);
+
+std::string ProtoJson(const google::protobuf::Message& message) {
+  google::protobuf::util::JsonPrintOptions json;
+  json.always_print_primitive_fields = true;
+  std::string out;
+  if (!google::protobuf::util::MessageToJsonString(message, &out, json).ok()) return "null";
+  return out;
+}
+
+std::string ClusterText(const v1::ClusterStatusResponse& c) {
+  std::string out = absl::StrFormat(
+      "cluster:      %d shards, %d nodes (%d down), %d keys, memory %s\n", c.shards_size(),
+      c.nodes(), c.nodes_down(), c.total_keys(),
+      absl::StrFormat("%.1f MiB", static_cast<double>(c.total_memory_bytes()) / (1 << 20)));
+  for (const v1::ShardClusterStatus& s : c.shards()) {
+    absl::StrAppend(&out, absl::StrFormat(
+                              "shard %-8s leader=%s keys=%d memory_bytes=%d max_lag_entries=%d "
+                              "snapshot=%s\n",
+                              s.name(), s.leader(), s.key_count(), s.memory_bytes(),
+                              s.max_lag_entries(),
+                              s.has_last_snapshot()
+                                  ? absl::StrCat("index:", s.last_snapshot().start_index(), ",",
+                                                 absl::FormatTime("%Y-%m-%dT%H:%M:%SZ",
+                                                                  absl::FromUnixMillis(
+                                                                      s.last_snapshot()
+                                                                          .created_unix_ms()),
+                                                                  absl::UTCTimeZone()))
+                                  : std::string("none")));
+    for (const v1::ClusterNodeStatus& n : s.nodes()) {
+      if (!n.has_status()) {
+        absl::StrAppend(&out, absl::StrFormat("  %-21s DOWN     %s\n", n.address(), n.error()));
+        continue;
+      }
+      const v1::StatusResponse& st = n.status();
+      std::string line = absl::StrFormat("  %-21s %-8s epoch=%d last_index=%d keys=%d %s",
+                                         n.address(), st.role(), st.epoch(), st.last_index(),
+                                         st.key_count(),
+                                         st.ready() ? "ready"
+                                                    : absl::StrCat("not-ready(",
+                                                                   st.not_ready_reason(), ")"));
+      if (st.role() == "replica") {
+        absl::StrAppend(&line, absl::StrFormat(" lag=%d entries/%.1fs", st.lag_entries(),
+                                               st.lag_seconds()));
+      }
+      absl::StrAppend(&out, line, "\n");
+    }
+  }
+  return out;
+}
+
+int Status(Client& client, const ClientSecurity& security, const std::vector<std::string>& args) {
   if (!args.empty()) return UsageError("usage: kvctl status");
   v1::StatusResponse r;
   grpc::Status status = client.admin().Status(client.Context().get(), v1::StatusRequest(), &r);
   if (!status.ok()) return CallFailed(status);
-  if (Json()) return PrintJson(r);
   if (r.role() == "router") {
-    // A router holds no data: the storage and replication lines do not apply.
-    WriteOut(absl::StrFormat(
-        "address:      %s\n"
-        "role:         %s\n"
-        "uptime:       %.1fs\n"
-        "version:      %s\n",
-        r.address().empty() ? FLAGS_addr : r.address(), r.role(), r.uptime_seconds(), r.version()));
+    // A router holds no data: its own lines, then the cluster it routes to.
+    absl::StatusOr<v1::ClusterStatusResponse> cluster =
+        FetchClusterStatus(BackupOptions(security));
+    if (Json()) {
+      WriteOut(absl::StrCat("{\"router\":", ProtoJson(r), ",\"cluster\":",
+                            cluster.ok() ? ProtoJson(*cluster) : "null", "}\n"));
+    } else {
+      WriteOut(absl::StrFormat(
+          "address:      %s\n"
+          "role:         %s\n"
+          "uptime:       %.1fs\n"
+          "version:      %s\n",
+          r.address().empty() ? FLAGS_addr : r.address(), r.role(), r.uptime_seconds(),
+          r.version()));
+      if (cluster.ok()) WriteOut(ClusterText(*cluster));
+    }
+    if (!cluster.ok()) {
+      PrintError(cluster.status().code(), std::string(cluster.status().message()));
+      return ExitCodeFor(static_cast<int>(cluster.status().code()));
+    }
     return kExitOk;
   }
+  if (Json()) return PrintJson(r);
   std::string out = absl::StrFormat(
       "address:      %s\n"
       "role:         %s\n"
@@ -963,6 +1052,102 @@ int Ring(const std::vector<std::string>& keys) {
   return kExitOk;
 }
 
+// ---------------------------------------------------------------- backups
+
+ClusterBackupOptions BackupOptions(const ClientSecurity& security) {
+  ClusterBackupOptions options;
+  options.router = FLAGS_addr;
+  options.channel = [security](const std::string& address) {
+    grpc::ChannelArguments args;
+    args.SetMaxReceiveMessageSize(-1);
+    return CreateClientChannel(address, security, args);
+  };
+  options.call_timeout_ms = FLAGS_timeout_ms;
+  options.stream_timeout_ms = FLAGS_stream_timeout_ms;
+  options.fresh_snapshot = FLAGS_fresh;
+  options.progress = isatty(fileno(stderr)) ? stderr : nullptr;
+  return options;
+}
+
+// A failed backup, verify or restore: the message, and the exit code of its kind.
+int BackupFailed(const absl::Status& status) {
+  PrintError(status.code(), std::string(status.message()));
+  if (absl::IsInvalidArgument(status) || absl::IsNotFound(status)) return kExitUsage;
+  return ExitCodeFor(static_cast<int>(status.code()));
+}
+
+std::string Bytes(uint64_t bytes) {
+  return absl::StrFormat("%.1f MiB", static_cast<double>(bytes) / (1 << 20));
+}
+
+int BackupCommand(const ClientSecurity& security, const std::vector<std::string>& args) {
+  if (args.size() != 1) {
+    return UsageError("usage: kvctl --addr=ROUTER backup DIR | kvctl backup verify DIR");
+  }
+  absl::StatusOr<BackupManifest> manifest = BackupCluster(args[0], BackupOptions(security));
+  if (!manifest.ok()) return BackupFailed(manifest.status());
+  if (Json()) {
+    WriteOut(ManifestToJson(*manifest));
+    return kExitOk;
+  }
+  for (const ShardBackupInfo& s : manifest->shards) {
+    uint64_t bytes = 0;
+    for (const BackupFileInfo& f : s.files) bytes += f.bytes;
+    WriteOut(absl::StrFormat("%s\tkeys=%d\tindex=%d\tepoch=%d\tfrom=%s (%s)\t%s\n", s.shard,
+                             s.keys, s.last_index, s.last_epoch, s.source, s.role, Bytes(bytes)));
+  }
+  WriteOut(absl::StrFormat("backup %s: %d shards, %d keys, %s\n", args[0],
+                           manifest->shards.size(), manifest->TotalKeys(),
+                           Bytes(manifest->TotalBytes())));
+  return kExitOk;
+}
+
+int VerifyBackupCommand(const std::vector<std::string>& args) {
+  if (args.size() != 1) return UsageError("usage: kvctl backup verify DIR");
+  absl::StatusOr<std::vector<VerifiedShard>> shards =
+      VerifyBackup(args[0], isatty(fileno(stderr)) ? stderr : nullptr);
+  if (!shards.ok()) return BackupFailed(shards.status());
+  uint64_t keys = 0;
+  uint64_t bytes = 0;
+  for (const VerifiedShard& s : *shards) {
+    keys += s.keys;
+    bytes += s.bytes;
+    if (!Json()) {
+      WriteOut(absl::StrFormat("%s\tOK\tkeys=%d\tindex=%d\t%s\n", s.shard, s.keys,
+                               s.last_index, Bytes(s.bytes)));
+    }
+  }
+  if (Json()) {
+    PrintJsonObject({"\"ok\":true", absl::StrCat("\"shards\":", shards->size()),
+                     absl::StrCat("\"keys\":", keys), absl::StrCat("\"bytes\":", bytes)});
+  } else {
+    WriteOut(absl::StrFormat("verified %s: %d shards, %d keys, every checksum matches\n", args[0],
+                             shards->size(), keys));
+  }
+  return kExitOk;
+}
+
+int RestoreCommand(const ClientSecurity& security, const std::vector<std::string>& args) {
+  if (args.size() != 1) return UsageError("usage: kvctl --addr=ROUTER restore DIR");
+  absl::StatusOr<RestoreSummary> summary = RestoreCluster(args[0], BackupOptions(security));
+  if (!summary.ok()) return BackupFailed(summary.status());
+  const char* how = summary->replayed ? "replayed through the router" : "installed per shard";
+  if (Json()) {
+    PrintJsonObject({absl::StrCat("\"keys\":", summary->keys),
+                     absl::StrCat("\"expired\":", summary->expired),
+                     absl::StrCat("\"shards\":", summary->shards),
+                     absl::StrCat("\"mode\":", JsonQuote(summary->replayed ? "replay" : "install"))});
+  } else {
+    WriteOut(absl::StrFormat("restored %s: %d keys from %d shards, %s%s\n", args[0],
+                             summary->keys, summary->shards, how,
+                             summary->expired == 0
+                                 ? ""
+                                 : absl::StrCat(" (", summary->expired,
+                                                " keys had expired and were left out)")));
+  }
+  return kExitOk;
+}
+
 int Run(int argc, char** argv) {
   absl::StatusOr<ParsedArgs> parsed = ParseArgs(argc, argv);
   if (!parsed.ok()) return UsageError(std::string(parsed.status().message()));
@@ -988,29 +1173,35 @@ int Run(int argc, char** argv) {
   const std::vector<std::string> args(parsed->positional.begin() + 1, parsed->positional.end());
   const std::vector<std::string> kCommands = {"get",    "set",      "del",     "mget",  "mset",
                                               "status", "snapshot", "promote", "ring",  "scan",
-                                              "keys",   "ttl",      "exists",  "dbsize"};
+                                              "keys",   "ttl",      "exists",  "dbsize",
+                                              "backup", "restore"};
   if (std::find(kCommands.begin(), kCommands.end(), command) == kCommands.end()) {
     return UsageError(absl::StrCat("unknown command '", command, "'"));
   }
   if (command == "ring") return Ring(args);  // Offline: no channel.
+  if (command == "backup" && !args.empty() && args[0] == "verify") {
+    return VerifyBackupCommand({args.begin() + 1, args.end()});  // Offline too.
+  }
 
   absl::StatusOr<ClientSecurity> security =
       LoadClientSecurity(TlsFiles{FLAGS_tls_cert, FLAGS_tls_key, FLAGS_tls_ca},
                          FLAGS_auth_token_file, FLAGS_admin_token_file);
   if (!security.ok()) return UsageError(std::string(security.status().message()));
   Client client(FLAGS_addr, *security);
+  if (command == "status") return Status(client, *security, args);
   if (command == "get") return Get(client, *options, args);
   if (command == "set") return Set(client, *options, args);
   if (command == "del") return Del(client, *options, args);
   if (command == "mget") return MultiGet(client, *options, args);
   if (command == "mset") return MultiSet(client, *options, args);
-  if (command == "status") return Status(client, args);
   if (command == "promote") return Promote(client, args);
   if (command == "scan") return Scan(client, *options, args);
   if (command == "keys") return Keys(client, *options, args);
   if (command == "ttl") return Ttl(client, *options, args);
   if (command == "exists") return Exists(client, *options, args);
   if (command == "dbsize") return DbSize(client, *options, args);
+  if (command == "backup") return BackupCommand(*security, args);
+  if (command == "restore") return RestoreCommand(*security, args);
   return Snapshot(client, args);
 }
 
