@@ -38,9 +38,7 @@ std::unique_ptr<grpc::ClientContext> ContextWithin(int64_t timeout_ms) {
   return context;
 }
 
-std::string Mib(uint64_t bytes) {
-  return absl::StrFormat("%.1f MiB", static_cast<double>(bytes) / (1 << 20));
-}
+std::string Mib(uint64_t bytes) { return HumanBytes(bytes); }
 
 // "\r"-rewritten progress on a terminal, at most ten times a second.
 class Progress {
@@ -374,6 +372,18 @@ absl::Status ReplayShard(const Image& image, const ClusterBackupOptions& options
 }
 
 }  // namespace
+
+std::string HumanBytes(uint64_t bytes) {
+  if (bytes < 1024) return absl::StrCat(bytes, " B");
+  const char* units[] = {"KiB", "MiB", "GiB", "TiB"};
+  double value = static_cast<double>(bytes) / 1024;
+  int unit = 0;
+  while (value >= 1024 && unit < 3) {
+    value /= 1024;
+    ++unit;
+  }
+  return absl::StrFormat("%.1f %s", value, units[unit]);
+}
 
 absl::StatusOr<v1::ClusterStatusResponse> FetchClusterStatus(const ClusterBackupOptions& options) {
   auto stub = v1::Admin::NewStub(options.channel(options.router));

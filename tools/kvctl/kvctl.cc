@@ -3,10 +3,15 @@
 // and exit codes that tell retryable from fatal (see kUsage below).
 #include <unistd.h>
 
+#ifdef KVCTL_HAVE_LIBEDIT
+#include <editline/readline.h>
+#endif
+
 #include <algorithm>
 #include <cerrno>
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <functional>
 #include <limits>
@@ -119,6 +124,15 @@ constexpr char kUsage[] =
     R"(command-line client for kvstore.
 
 Usage: kvctl [flags] COMMAND [ARGS...]
+       kvctl [flags]                  a session: on a terminal, an interactive prompt (with
+                                      history in ~/.kvctl_history, or $KVCTL_HISTFILE); otherwise
+                                      one command per line from stdin, one result per line
+                                      (mass insert: lines of 'set KEY VALUE'); exit code: the
+                                      highest of its commands
+
+Every flag can also come from the environment as KVCTL_<FLAG> (KVCTL_ADDR,
+KVCTL_AUTH_TOKEN_FILE, KVCTL_TLS_CA, ...; listed with each flag below); a flag on the
+command line wins.
 
 Commands:
   get KEY               print KEY's value
@@ -204,7 +218,7 @@ std::string FlagHelp() {
     absl::StrAppend(&out, "  --", f.name);
     if (f.type != "bool") absl::StrAppend(&out, "=", f.type == "string" ? "..." : "N");
     absl::StrAppend(&out, "  (default: ", f.default_value.empty() ? "\"\"" : f.default_value,
-                    ")\n");
+                    "; env KVCTL_", absl::AsciiStrToUpper(f.name), ")\n");
     // The description, wrapped at 80 columns.
     std::string line = "     ";
     for (absl::string_view word : absl::StrSplit(f.description, ' ', absl::SkipEmpty())) {
@@ -490,10 +504,17 @@ absl::StatusOr<std::string> DecodeHex(std::string text, const std::string& what)
 
 // The value a VALUE argument stands for: "-" is stdin (at most once per run),
 // "@FILE" a file's bytes, anything else itself; then hex-decoded with --hex.
+// True when stdin carries commands (a session), so a VALUE of "-" cannot read it.
+bool g_stdin_is_commands = false;
+
 absl::StatusOr<std::string> ValueArg(const std::string& arg, bool* stdin_used) {
   absl::StatusOr<std::string> value = arg;
   std::string what = "VALUE";
   if (arg == "-") {
+    if (g_stdin_is_commands) {
+      return absl::InvalidArgumentError(
+          "VALUE '-' reads stdin, which carries the commands here; use @FILE");
+    }
     if (*stdin_used) return absl::InvalidArgumentError("only one VALUE can be '-' (stdin)");
     *stdin_used = true;
     value = ReadStream(stdin, "stdin");
@@ -871,8 +892,7 @@ std::string ProtoJson(const google::protobuf::Message& message) {
 std::string ClusterText(const v1::ClusterStatusResponse& c) {
   std::string out = absl::StrFormat(
       "cluster:      %d shards, %d nodes (%d down), %d keys, memory %s\n", c.shards_size(),
-      c.nodes(), c.nodes_down(), c.total_keys(),
-      absl::StrFormat("%.1f MiB", static_cast<double>(c.total_memory_bytes()) / (1 << 20)));
+      c.nodes(), c.nodes_down(), c.total_keys(), HumanBytes(c.total_memory_bytes()));
   for (const v1::ShardClusterStatus& s : c.shards()) {
     absl::StrAppend(&out, absl::StrFormat(
                               "shard %-8s leader=%s keys=%d memory_bytes=%d max_lag_entries=%d "
@@ -1076,9 +1096,7 @@ int BackupFailed(const absl::Status& status) {
   return ExitCodeFor(static_cast<int>(status.code()));
 }
 
-std::string Bytes(uint64_t bytes) {
-  return absl::StrFormat("%.1f MiB", static_cast<double>(bytes) / (1 << 20));
-}
+std::string Bytes(uint64_t bytes) { return HumanBytes(bytes); }
 
 int BackupCommand(const ClientSecurity& security, const std::vector<std::string>& args) {
   if (args.size() != 1) {
@@ -1148,29 +1166,22 @@ int RestoreCommand(const ClientSecurity& security, const std::vector<std::string
   return kExitOk;
 }
 
-int Run(int argc, char** argv) {
-  absl::StatusOr<ParsedArgs> parsed = ParseArgs(argc, argv);
-  if (!parsed.ok()) return UsageError(std::string(parsed.status().message()));
-  if (parsed->help) {
-    PrintUsage(stdout);
-    return kExitOk;
-  }
-  if (parsed->version) {
-    std::printf("kvctl %s\n", KVSTORE_VERSION);
-    return kExitOk;
-  }
-  if (parsed->positional.empty()) {
-    PrintUsage(stderr);
-    return kExitUsage;
-  }
+// A session's client, reused by every line that sets no flag of its own.
+struct SessionClient {
+  std::optional<ClientSecurity> security;
+  std::unique_ptr<Client> client;
+};
+
+// Runs one command (positional[0]) with the flags as they are now.
+int Execute(const std::vector<std::string>& positional, SessionClient* reuse) {
   absl::StatusOr<CallOptions> options = CheckFlags();
   if (!options.ok()) return UsageError(std::string(options.status().message()));
   absl::StatusOr<Output> output = ParseOutput();
   if (!output.ok()) return UsageError(std::string(output.status().message()));
   g_output = *output;
 
-  const std::string command = parsed->positional[0];
-  const std::vector<std::string> args(parsed->positional.begin() + 1, parsed->positional.end());
+  const std::string command = positional[0];
+  const std::vector<std::string> args(positional.begin() + 1, positional.end());
   const std::vector<std::string> kCommands = {"get",    "set",      "del",     "mget",  "mset",
                                               "status", "snapshot", "promote", "ring",  "scan",
                                               "keys",   "ttl",      "exists",  "dbsize",
@@ -1183,12 +1194,19 @@ int Run(int argc, char** argv) {
     return VerifyBackupCommand({args.begin() + 1, args.end()});  // Offline too.
   }
 
-  absl::StatusOr<ClientSecurity> security =
-      LoadClientSecurity(TlsFiles{FLAGS_tls_cert, FLAGS_tls_key, FLAGS_tls_ca},
-                         FLAGS_auth_token_file, FLAGS_admin_token_file);
-  if (!security.ok()) return UsageError(std::string(security.status().message()));
-  Client client(FLAGS_addr, *security);
-  if (command == "status") return Status(client, *security, args);
+  SessionClient local;
+  SessionClient* session = reuse != nullptr ? reuse : &local;
+  if (!session->security) {
+    absl::StatusOr<ClientSecurity> security =
+        LoadClientSecurity(TlsFiles{FLAGS_tls_cert, FLAGS_tls_key, FLAGS_tls_ca},
+                           FLAGS_auth_token_file, FLAGS_admin_token_file);
+    if (!security.ok()) return UsageError(std::string(security.status().message()));
+    session->security = *std::move(security);
+    session->client = std::make_unique<Client>(FLAGS_addr, *session->security);
+  }
+  Client& client = *session->client;
+  const ClientSecurity& security = *session->security;
+  if (command == "status") return Status(client, security, args);
   if (command == "get") return Get(client, *options, args);
   if (command == "set") return Set(client, *options, args);
   if (command == "del") return Del(client, *options, args);
@@ -1200,9 +1218,190 @@ int Run(int argc, char** argv) {
   if (command == "ttl") return Ttl(client, *options, args);
   if (command == "exists") return Exists(client, *options, args);
   if (command == "dbsize") return DbSize(client, *options, args);
-  if (command == "backup") return BackupCommand(*security, args);
-  if (command == "restore") return RestoreCommand(*security, args);
+  if (command == "backup") return BackupCommand(security, args);
+  if (command == "restore") return RestoreCommand(security, args);
   return Snapshot(client, args);
+}
+
+// ---------------------------------------------------------------- sessions
+
+// Splits a command line as a POSIX shell splits words: blanks separate,
+// '...' keeps everything, "..." keeps everything but \" \\ \$ \`, and a
+// backslash outside quotes escapes the next character.
+absl::StatusOr<std::vector<std::string>> SplitCommandLine(absl::string_view line) {
+  std::vector<std::string> words;
+  std::string word;
+  bool in_word = false;
+  for (size_t i = 0; i < line.size(); ++i) {
+    const char c = line[i];
+    if (c == ' ' || c == '\t' || c == '\r' || c == '\n') {
+      if (in_word) words.push_back(std::move(word));
+      word.clear();
+      in_word = false;
+    } else if (c == '\'') {
+      const size_t close = line.find('\'', i + 1);
+      if (close == absl::string_view::npos) return absl::InvalidArgumentError("unclosed '");
+      absl::StrAppend(&word, line.substr(i + 1, close - i - 1));
+      i = close;
+      in_word = true;
+    } else if (c == '"') {
+      size_t j = i + 1;
+      for (; j < line.size() && line[j] != '"'; ++j) {
+        if (line[j] == '\\' && j + 1 < line.size() &&
+            absl::string_view("\"\\$`").find(line[j + 1]) != absl::string_view::npos) {
+          ++j;
+        }
+        word.push_back(line[j]);
+      }
+      if (j >= line.size()) return absl::InvalidArgumentError("unclosed \"");
+      i = j;
+      in_word = true;
+    } else if (c == '\\' && i + 1 < line.size()) {
+      word.push_back(line[++i]);
+      in_word = true;
+    } else {
+      word.push_back(c);
+      in_word = true;
+    }
+  }
+  if (in_word) words.push_back(std::move(word));
+  return words;
+}
+
+bool ReadCommandLine(bool terminal, const std::string& prompt, std::string* line) {
+#ifdef KVCTL_HAVE_LIBEDIT
+  if (terminal) {
+    char* read = readline(prompt.c_str());
+    if (read == nullptr) return false;
+    line->assign(read);
+    if (!absl::StripAsciiWhitespace(*line).empty()) add_history(read);
+    std::free(read);
+    return true;
+  }
+#endif
+  if (terminal) {
+    std::fputs(prompt.c_str(), stdout);
+    std::fflush(stdout);
+  }
+  line->clear();
+  int c;
+  while ((c = std::getc(stdin)) != EOF && c != '\n') line->push_back(static_cast<char>(c));
+  return c != EOF || !line->empty();
+}
+
+std::string HistoryFile() {
+  if (const char* path = std::getenv("KVCTL_HISTFILE"); path != nullptr) return path;
+  const char* home = std::getenv("HOME");
+  return home == nullptr ? "" : absl::StrCat(home, "/.kvctl_history");
+}
+
+constexpr char kSessionHelp[] =
+    "Commands as on the command line, one per line, with flags before or after the\n"
+    "command (e.g. 'set k v --ttl_ms=1000'): a flag given on a line applies to that line\n"
+    "only. 'help' shows this, 'help all' kvctl's whole --help, 'quit' or Ctrl-D leaves.\n";
+
+// Interactive (a prompt, on a terminal) or batch (stdin is a file or a pipe:
+// one command per line, one result per line) session. Returns the highest
+// exit code of its commands in batch mode, 0 interactively.
+int RunSession(int argc, char** argv) {
+  const bool terminal = isatty(fileno(stdin)) != 0;
+  g_stdin_is_commands = true;
+  SessionClient shared;
+#ifdef KVCTL_HAVE_LIBEDIT
+  const std::string history = HistoryFile();
+  if (terminal) {
+    using_history();
+    if (!history.empty()) read_history(history.c_str());
+  }
+#endif
+  if (terminal) {
+    std::printf("kvctl %s connected to %s ('help' for help, 'quit' to leave)\n", KVSTORE_VERSION,
+                FLAGS_addr.c_str());
+  }
+  int worst = kExitOk;
+  std::string line;
+  while (ReadCommandLine(terminal, absl::StrCat("kvctl ", FLAGS_addr, "> "), &line)) {
+    absl::StatusOr<std::vector<std::string>> words = SplitCommandLine(line);
+    if (!words.ok()) {
+      worst = std::max(worst, UsageError(std::string(words.status().message())));
+      continue;
+    }
+    if (words->empty() || (*words)[0][0] == '#') continue;
+    if ((*words)[0] == "quit" || (*words)[0] == "exit") break;
+    if ((*words)[0] == "help") {
+      if (words->size() > 1) {
+        PrintUsage(stdout);
+      } else {
+        std::fputs(kSessionHelp, stdout);
+      }
+      continue;
+    }
+    // This line's flags last for this line only.
+    gflags::FlagSaver saved_flags;
+    std::vector<char*> line_argv = {argv[0]};
+    for (std::string& w : *words) line_argv.push_back(w.data());
+    absl::StatusOr<ParsedArgs> parsed =
+        ParseArgs(static_cast<int>(line_argv.size()), line_argv.data());
+    int code = kExitOk;
+    if (!parsed.ok()) {
+      code = UsageError(std::string(parsed.status().message()));
+    } else if (parsed->help) {
+      PrintUsage(stdout);
+    } else if (parsed->positional.empty()) {
+      code = UsageError("a line needs a command");
+    } else {
+      // A line with flags of its own gets its own connection.
+      const bool own_flags = parsed->positional.size() != words->size();
+      code = Execute(parsed->positional, own_flags ? nullptr : &shared);
+    }
+    std::fflush(stdout);
+    worst = std::max(worst, code);
+  }
+  if (terminal) std::printf("\n");
+#ifdef KVCTL_HAVE_LIBEDIT
+  if (terminal && !history.empty()) {
+    stifle_history(1000);
+    write_history(history.c_str());
+  }
+#endif
+  (void)argc;
+  return terminal ? kExitOk : worst;
+}
+
+// KVCTL_<FLAG> for every flag of kvctl (KVCTL_ADDR for --addr...): the
+// environment sets a flag's default; the command line overrides it.
+absl::Status ApplyEnvironment() {
+  std::vector<gflags::CommandLineFlagInfo> flags;
+  gflags::GetAllFlags(&flags);
+  for (const gflags::CommandLineFlagInfo& f : flags) {
+    if (f.filename != __FILE__) continue;
+    const std::string name = absl::StrCat("KVCTL_", absl::AsciiStrToUpper(f.name));
+    const char* value = std::getenv(name.c_str());
+    if (value == nullptr) continue;
+    if (gflags::SetCommandLineOption(f.name.c_str(), value).empty()) {
+      return absl::InvalidArgumentError(absl::StrCat("bad value '", value, "' for ", name,
+                                                     " (flag --", f.name, ", ", f.type, ")"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+int Run(int argc, char** argv) {
+  if (absl::Status env = ApplyEnvironment(); !env.ok()) {
+    return UsageError(std::string(env.message()));
+  }
+  absl::StatusOr<ParsedArgs> parsed = ParseArgs(argc, argv);
+  if (!parsed.ok()) return UsageError(std::string(parsed.status().message()));
+  if (parsed->help) {
+    PrintUsage(stdout);
+    return kExitOk;
+  }
+  if (parsed->version) {
+    std::printf("kvctl %s\n", KVSTORE_VERSION);
+    return kExitOk;
+  }
+  if (parsed->positional.empty()) return RunSession(argc, argv);
+  return Execute(parsed->positional, nullptr);
 }
 
 }  // namespace
