@@ -17,6 +17,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "common/backup/backup_image.h"
@@ -409,6 +410,61 @@ TEST_F(BackupIntegrationTest, ClusterStatusShowsEveryShardAndCountsLeadersOnly) 
   ASSERT_TRUE(s.ok()) << s.error_message();
   EXPECT_EQ(status.nodes_down(), 1u);
   EXPECT_EQ(status.total_keys(), 1000u);
+}
+
+// kvctl with no command and stdin not a terminal reads one command per line
+// (mass insert) and prints one result per line; the address comes from
+// KVCTL_ADDR, and a flag on the command line wins over the environment.
+TEST_F(BackupIntegrationTest, KvctlReadsCommandsFromStdinWithItsAddressFromTheEnvironment) {
+  Cluster* cluster = NewCluster("cluster", 2, 0);
+  ASSERT_TRUE(cluster->Start().ok()) << cluster->LogTails();
+  std::string commands = "# a comment, then 200 writes\n";
+  for (int i = 0; i < 200; ++i) absl::StrAppend(&commands, "set ", Key(i), " 'value ", i, "'\n");
+  absl::StrAppend(&commands, "get ", Key(7), "\nset short-lived x --ttl_ms=60000\nttl short-lived\n",
+                  "get missing\ndbsize\n");
+  const std::string input = tmp_.Join("commands.txt");
+  FILE* f = std::fopen(input.c_str(), "w");
+  ASSERT_NE(f, nullptr);
+  std::fputs(commands.c_str(), f);
+  std::fclose(f);
+
+  const std::string out = tmp_.Join("session.out");
+  const std::string err = tmp_.Join("session.err");
+  ::kvstore::testing::ChildProcess shell;
+  // The wrong address on the command line's environment is overridden by no
+  // flag here, so KVCTL_ADDR must be the one used.
+  ASSERT_TRUE(shell
+                  .Start("/bin/sh",
+                         {"-c", absl::StrCat("KVCTL_ADDR=", cluster->router(), " exec ", KVCTL_BIN,
+                                             " < ", input)},
+                         out, err)
+                  .ok());
+  absl::StatusOr<::kvstore::testing::ExitStatus> exited =
+      shell.WaitExit(absl::Now() + absl::Seconds(60));
+  ASSERT_TRUE(exited.ok());
+  EXPECT_EQ(exited->code, 1) << "the highest exit code of the lines: 'get missing'";
+  const std::vector<std::string> lines =
+      absl::StrSplit(ReadFileOrEmpty(out), '\n', absl::SkipEmpty());
+  // One line per command; "get missing" answers on stderr only.
+  ASSERT_EQ(lines.size(), 200u + 4u) << ReadFileOrEmpty(out) << ReadFileOrEmpty(err);
+  EXPECT_TRUE(absl::StartsWith(lines[0], "OK version="));
+  EXPECT_EQ(lines[200], "value 7");
+  EXPECT_EQ(lines[202], "60");
+  EXPECT_EQ(lines[203], "201");
+  EXPECT_THAT(ReadFileOrEmpty(err), HasSubstr("NOT_FOUND: key 'missing'"));
+
+  // The command line wins over the environment.
+  ::kvstore::testing::ChildProcess direct;
+  ASSERT_TRUE(direct
+                  .Start("/bin/sh",
+                         {"-c", absl::StrCat("KVCTL_ADDR=127.0.0.1:1 exec ", KVCTL_BIN,
+                                             " --addr=", cluster->router(), " get ", Key(3))},
+                         out, err)
+                  .ok());
+  exited = direct.WaitExit(absl::Now() + absl::Seconds(30));
+  ASSERT_TRUE(exited.ok());
+  EXPECT_EQ(exited->code, 0) << ReadFileOrEmpty(err);
+  EXPECT_EQ(ReadFileOrEmpty(out), "value 3\n");
 }
 
 }  // namespace
