@@ -3,8 +3,8 @@
 #include <utility>
 
 #include "common/server/grpc_status.h"
-#include "services/node/backup_stream.h"
 #include "common/storage/clock.h"
+#include "services/node/backup_stream.h"
 
 #ifndef KVSTORE_VERSION
 #define KVSTORE_VERSION "dev"
@@ -97,6 +97,17 @@ void AdminService::Enqueue(grpc::ServerUnaryReactor* reactor, std::function<void
     return;
   }
   work_.push_back(std::move(job));
+}
+
+grpc::ServerUnaryReactor* AdminService::ClusterStatus(grpc::CallbackServerContext* context,
+                                                      const v1::ClusterStatusRequest* /*request*/,
+                                                      v1::ClusterStatusResponse* /*response*/) {
+  if (auto* refused = RefuseUnauthenticated(access_, context, Access::kCluster)) return refused;
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  reactor->Finish(grpc::Status(grpc::StatusCode::FAILED_PRECONDITION,
+                               "ClusterStatus is answered by kv-router (this is a " + role_ +
+                                   " node); ask a router, or Status for this node"));
+  return reactor;
 }
 
 grpc::ServerUnaryReactor* AdminService::Snapshot(grpc::CallbackServerContext* context,

@@ -13,10 +13,10 @@
 
 #include "absl/base/thread_annotations.h"
 #include "absl/synchronization/mutex.h"
+#include "common/replication/replication_hooks.h"
 #include "common/security/access_policy.h"
 #include "common/storage/store.h"
 #include "kvstore/v1/admin.grpc.pb.h"
-#include "common/replication/replication_hooks.h"
 
 namespace kvstore {
 
@@ -45,6 +45,11 @@ class AdminService final : public v1::Admin::CallbackService {
                                                     const v1::BackupRequest* request) override;
   grpc::ServerReadReactor<v1::BackupChunk>* Restore(grpc::CallbackServerContext* context,
                                                     v1::RestoreResponse* response) override;
+  // A router's call: FAILED_PRECONDITION here (after the token check, like
+  // every Admin call).
+  grpc::ServerUnaryReactor* ClusterStatus(grpc::CallbackServerContext* context,
+                                          const v1::ClusterStatusRequest* request,
+                                          v1::ClusterStatusResponse* response) override;
 
   // What Status answers, without the RPC (for metrics). Thread-safe.
   void FillStatus(v1::StatusResponse* response);

@@ -90,9 +90,8 @@ class ClusterStatusGather {
         v1::ClusterNodeStatus* node = s->add_nodes();
         node->set_address(call->address);
         if (!call->status.ok()) {
-          node->set_error(call->status.error_message().empty()
-                              ? std::string("no answer")
-                              : call->status.error_message());
+          node->set_error(call->status.error_message().empty() ? std::string("no answer")
+                                                               : call->status.error_message());
           ++down;
           continue;
         }
@@ -177,24 +176,28 @@ grpc::ServerUnaryReactor* RouterAdminService::ClusterStatus(
     return Finish(context, grpc::Status(grpc::StatusCode::UNIMPLEMENTED,
                                         "this router was started without a cluster to report"));
   }
-  const auto deadline = std::min(context->deadline(),
-                                 std::chrono::system_clock::now() +
-                                     std::chrono::milliseconds(kNodeStatusTimeoutMs));
+  const auto deadline =
+      std::min(context->deadline(),
+               std::chrono::system_clock::now() + std::chrono::milliseconds(kNodeStatusTimeoutMs));
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
   (new ClusterStatusGather(tables_(), reactor, response))->Start(channels_, deadline);
   return reactor;
 }
 
+// The token is checked first, as for every Admin call: an unauthenticated
+// caller learns nothing about what this server serves.
 grpc::ServerWriteReactor<v1::BackupChunk>* RouterAdminService::Backup(
-    grpc::CallbackServerContext* /*context*/, const v1::BackupRequest* /*request*/) {
-  return new RefusedStream<grpc::ServerWriteReactor<v1::BackupChunk>>(
-      grpc::Status(grpc::StatusCode::UNIMPLEMENTED, kNoDataHere));
+    grpc::CallbackServerContext* context, const v1::BackupRequest* /*request*/) {
+  grpc::Status s = CheckAccess(access_, *context, Access::kCluster);
+  if (s.ok()) s = grpc::Status(grpc::StatusCode::UNIMPLEMENTED, kNoDataHere);
+  return new RefusedStream<grpc::ServerWriteReactor<v1::BackupChunk>>(s);
 }
 
 grpc::ServerReadReactor<v1::BackupChunk>* RouterAdminService::Restore(
-    grpc::CallbackServerContext* /*context*/, v1::RestoreResponse* /*response*/) {
-  return new RefusedStream<grpc::ServerReadReactor<v1::BackupChunk>>(
-      grpc::Status(grpc::StatusCode::UNIMPLEMENTED, kNoDataHere));
+    grpc::CallbackServerContext* context, v1::RestoreResponse* /*response*/) {
+  grpc::Status s = CheckAccess(access_, *context, Access::kCluster);
+  if (s.ok()) s = grpc::Status(grpc::StatusCode::UNIMPLEMENTED, kNoDataHere);
+  return new RefusedStream<grpc::ServerReadReactor<v1::BackupChunk>>(s);
 }
 
 }  // namespace kvstore

@@ -1371,8 +1371,8 @@ TEST_F(ShardIntegrationTest, KvctlRoundTrip) {
   expect_exit({"snapshot"}, 0, addr);
   EXPECT_FALSE(FilesLike(shard.data_dir(), "snap-", ".snap").empty());
 
-  // Usage errors.
-  expect_exit({}, 2, addr);
+  // Usage errors. (No command at all reads commands from stdin, see
+  // KvctlReadsCommandsFromStdinWithItsAddressFromTheEnvironment.)
   expect_exit({"frobnicate"}, 2, addr);
   expect_exit({"get"}, 2, addr);
   expect_exit({"set", "only-key"}, 2, addr);
