@@ -96,6 +96,18 @@ void ReplicationNode::SettleRoleAndStartLinks(const std::string& advertise) {
                             ? (!file_.leader.empty() && file_.leader == advertise_)
                             : file_.leader_id == node_id_;
   if (led_last && log_epoch == file_.epoch) self_led_epoch_ = log_epoch;
+  if (options_.coordinated) {
+    // Leadership comes only from the coordinator's leader key, never from
+    // this directory: a node that led before waits for the election too.
+    role_ = Role::kReplica;
+    if (!led_last) {
+      leader_ = file_.leader;
+      leader_id_ = file_.leader_id;
+    }
+    LOG(INFO) << "Coordinated (etcd) mode: starting as a replica at epoch "
+              << std::max(promised_epoch_, log_epoch) << "; leadership comes from the leader key";
+    return;
+  }
   if (led_last) {
     // This node led the newest epoch it knows: it leads again (a new epoch,
     // once its followers have answered).
@@ -250,14 +262,23 @@ absl::Status ReplicationNode::CheckWritable(std::string* leader) {
   if (!started_) return absl::UnavailableError("the node is starting; retry shortly");
   switch (role_) {
     case Role::kReplica:
-      *leader = leader_;
+      *leader = NamedLeaderLocked();
+      if (options_.coordinated && !coordinator_leader_.empty() && *leader == advertise_) {
+        leader->clear();
+        return absl::UnavailableError(
+            "this node won the election and is starting its epoch; retry shortly");
+      }
+      if (!leader->empty() && leader_.empty()) {
+        return absl::FailedPreconditionError(
+            absl::StrCat("this node is a replica; the leader is ", *leader));
+      }
       return absl::FailedPreconditionError(
           leader_.empty()
               ? std::string("this node is a replica and no leader has contacted it yet; send "
                             "writes to the shard's leader")
-              : absl::StrCat("this node is a replica; the leader is ", leader_));
+              : absl::StrCat("this node is a replica; the leader is ", *leader));
     case Role::kDeposed:
-      *leader = leader_;
+      *leader = NamedLeaderLocked();
       if (!deposed_reason_.empty()) return absl::FailedPreconditionError(deposed_reason_);
       return absl::FailedPreconditionError(absl::StrCat("this node is no longer the leader: epoch ",
                                                         promised_epoch_, " is led by ",
@@ -278,7 +299,25 @@ absl::Status ReplicationNode::CheckWritable(std::string* leader) {
                         : absl::StrCat(" (waiting for ", absl::StrJoin(waiting, ", "), ")"),
         "; retry shortly"));
   }
+  if (!GuardHoldsLocked()) {
+    return absl::UnavailableError(
+        "leadership lost: this node's lease in etcd ran out; the shard elects a new leader, "
+        "retry shortly");
+  }
   return absl::OkStatus();
+}
+
+std::string ReplicationNode::NamedLeaderLocked() const {
+  return options_.coordinated && !coordinator_leader_.empty() ? coordinator_leader_ : leader_;
+}
+
+absl::Status ReplicationNode::CheckAcknowledge() {
+  if (!options_.coordinated) return absl::OkStatus();
+  absl::MutexLock l(&mu_);
+  if (role_ == Role::kLeader && leading_ && GuardHoldsLocked()) return absl::OkStatus();
+  return absl::UnavailableError(
+      "leadership lost before the write was acknowledged: it may or may not survive on the "
+      "shard's new leader");
 }
 
 absl::Status ReplicationNode::CheckReadable(bool leader_read, std::string* leader) {
@@ -288,11 +327,15 @@ absl::Status ReplicationNode::CheckReadable(bool leader_read, std::string* leade
     if (!started_) return absl::UnavailableError("the node is starting; retry shortly");
     switch (role_) {
       case Role::kLeader:
+        if (leading_ && !GuardHoldsLocked()) {
+          return absl::UnavailableError(
+              "leadership lost: this node's lease in etcd ran out; retry shortly");
+        }
         if (leading_) return absl::OkStatus();
         return absl::UnavailableError(
             "the leader is confirming its followers' positions before it serves; retry shortly");
       case Role::kDeposed:
-        *leader = leader_;
+        *leader = NamedLeaderLocked();
         if (leader_read) {
           return absl::FailedPreconditionError(
               !deposed_reason_.empty()
@@ -304,10 +347,10 @@ absl::Status ReplicationNode::CheckReadable(bool leader_read, std::string* leade
             "this node stepped down as leader; its data may differ from the shard's until it "
             "rejoins as a replica");
       case Role::kReplica:
-        *leader = leader_;
+        *leader = NamedLeaderLocked();
         if (leader_read) {
           return absl::FailedPreconditionError(absl::StrCat(
-              "this node is a replica", leader_.empty() ? "" : "; the leader is ", leader_,
+              "this node is a replica", leader->empty() ? "" : "; the leader is ", *leader,
               "; a READ_MODE_LEADER read must go to the leader (READ_MODE_ANY_REPLICA reads "
               "here, possibly stale)"));
         }
@@ -366,6 +409,7 @@ void ReplicationNode::OnAck() {
 uint64_t ReplicationNode::CommitIndexLocked() const {
   const int k = options_.sync_acks;
   if (k <= 0 || !leading_ || static_cast<int>(links_.size()) < k) return 0;
+  if (!GuardHoldsLocked()) return 0;  // A lost lease publishes nothing more.
   std::vector<uint64_t> acked;
   acked.reserve(links_.size());
   for (const auto& link : links_) acked.push_back(link->acked_index());
@@ -385,6 +429,18 @@ void ReplicationNode::FireReady(
 void ReplicationNode::CollectReady(
     absl::Time now,
     std::vector<std::pair<std::function<void(const absl::Status&)>, absl::Status>>* ready) {
+  if (!GuardHoldsLocked()) {
+    // The lease ran out: StepDown is on its way; acknowledge nothing meanwhile.
+    for (Waiter& w : waiters_) {
+      ready->emplace_back(std::move(w.done),
+                          absl::UnavailableError(absl::StrCat(
+                              "leadership lost before the write (index ", w.index,
+                              ") was acknowledged: it may or may not survive on the shard's "
+                              "new leader")));
+    }
+    waiters_.clear();
+    return;
+  }
   auto it = waiters_.begin();
   while (it != waiters_.end()) {
     if (CountAcked(it->index) >= it->replicas) {
@@ -717,6 +773,13 @@ void ReplicationNode::NoteLeaderIndex(uint64_t leader_last_index) {
 
 absl::StatusOr<ReplicationHooks::PromoteResult> ReplicationNode::Promote(
     uint64_t epoch, std::vector<std::string> followers, bool force) {
+  if (options_.coordinated) {
+    if (!promote_handler_) {
+      return absl::FailedPreconditionError(
+          "this node runs in etcd mode: leadership comes from the leader key only");
+    }
+    return promote_handler_(force);
+  }
   PromoteResult result;
   {
     absl::MutexLock l(&mu_);
@@ -807,6 +870,15 @@ absl::StatusOr<ReplicationHooks::PromoteResult> ReplicationNode::Promote(
     LOG(WARNING) << note;
   }
 
+  absl::StatusOr<uint64_t> led = BeginLeading(epoch, std::move(followers), nullptr);
+  if (!led.ok()) return led.status();
+  result.epoch = *led;
+  return result;
+}
+
+absl::StatusOr<uint64_t> ReplicationNode::BeginLeading(uint64_t epoch,
+                                                       std::vector<std::string> followers,
+                                                       LeadershipGuard guard) {
   uint64_t new_epoch = 0;
   std::string self;
   {
@@ -842,9 +914,14 @@ absl::StatusOr<ReplicationHooks::PromoteResult> ReplicationNode::Promote(
   absl::Status started = store_->StartEpoch(new_epoch, self);
   {
     absl::MutexLock l(&mu_);
+    if (started.ok() && guard && !guard()) {
+      started = absl::UnavailableError(
+          absl::StrCat("leadership lost while starting epoch ", new_epoch));
+    }
     if (!started.ok()) {
       store_->Fence();
       role_ = Role::kReplica;
+      if (started.code() == absl::StatusCode::kUnavailable) self_led_epoch_ = new_epoch;
       return started;
     }
     self_led_epoch_ = new_epoch;
@@ -852,14 +929,68 @@ absl::StatusOr<ReplicationHooks::PromoteResult> ReplicationNode::Promote(
     leader_.clear();
     leading_ = true;
     ready_ = true;
+    guard_ = std::move(guard);
     followers_ = followers;
     StartLinks(followers_, new_epoch);
-    LOG(INFO) << "Promoted to leader at epoch " << new_epoch << ", last index "
-              << store_->last_index() << ", " << links_.size() << " followers";
+    LOG(INFO) << (guard_ ? "Leading" : "Promoted to leader at") << " epoch " << new_epoch
+              << ", last index " << store_->last_index() << ", " << links_.size()
+              << " followers";
   }
   PublishReadiness();
-  result.epoch = new_epoch;
-  return result;
+  return new_epoch;
+}
+
+absl::Status ReplicationNode::LeadEpoch(uint64_t epoch, std::vector<std::string> followers,
+                                        LeadershipGuard guard) {
+  if (epoch == 0 || !guard) {
+    return absl::InvalidArgumentError("LeadEpoch needs an epoch and a leadership guard");
+  }
+  absl::StatusOr<uint64_t> led = BeginLeading(epoch, std::move(followers), std::move(guard));
+  return led.status();
+}
+
+void ReplicationNode::StepDown(const std::string& reason) {
+  std::vector<std::function<void(const absl::Status&)>> waiters;
+  {
+    absl::MutexLock l(&mu_);
+    if (role_ != Role::kLeader) return;
+    LOG(WARNING) << "Stepping down from epoch " << std::max(promised_epoch_, store_->epoch())
+                 << ": " << reason << "; refusing writes, waiting for the next leader";
+    waiters = StepDownLocked();
+    role_ = Role::kReplica;
+    guard_ = nullptr;
+    leader_.clear();
+    leader_id_.clear();
+  }
+  PublishReadiness();
+  for (auto& done : waiters) {
+    done(absl::UnavailableError(absl::StrCat(
+        "leadership lost (", reason,
+        ") before the write was confirmed on replicas; it may or may not survive on the shard's "
+        "new leader")));
+  }
+}
+
+void ReplicationNode::AddFollowers(const std::vector<std::string>& followers) {
+  absl::MutexLock l(&mu_);
+  if (role_ != Role::kLeader || !leading_ || stopping_) return;
+  for (const std::string& f : followers) {
+    if (f.empty() || f == advertise_) continue;
+    if (std::find(followers_.begin(), followers_.end(), f) != followers_.end()) continue;
+    LOG(INFO) << "Pushing to a new follower " << f;
+    followers_.push_back(f);
+    StartLinks({f}, store_->epoch());
+  }
+}
+
+void ReplicationNode::SetCoordinatorLeader(const std::string& address) {
+  absl::MutexLock l(&mu_);
+  coordinator_leader_ = address;
+}
+
+void ReplicationNode::SetPromoteHandler(
+    std::function<absl::StatusOr<PromoteResult>(bool force)> handler) {
+  promote_handler_ = std::move(handler);
 }
 
 void ReplicationNode::FillStatus(v1::StatusResponse* response) {

@@ -92,6 +92,10 @@ struct NodeOptions {
   // How often the node's timer thread looks at deadlines (a FakeClock only
   // moves when told, so tests make this short).
   absl::Duration tick = absl::Milliseconds(100);
+  // Leadership is decided outside the node (etcd mode, common/failover): the
+  // node starts as a replica whatever its role and EPOCH file say, leads only
+  // through LeadEpoch, and Promote goes to the promote handler.
+  bool coordinated = false;
 };
 
 class FollowerLink;
@@ -138,7 +142,37 @@ class ReplicationNode final : public ReplicationHooks {
   absl::StatusOr<PromoteResult> Promote(uint64_t epoch, std::vector<std::string> followers,
                                         bool force) override;
 
+  // OK while an answered write may still be acknowledged: always in static
+  // mode; in coordinated mode only while this node leads and its guard holds.
+  absl::Status CheckAcknowledge() override;
+
   const std::string& node_id() const { return node_id_; }
+
+  // ---- Coordinated leadership (etcd mode, common/failover) ----
+  // Whether this node may still act as the leader it became through LeadEpoch
+  // (its lease is valid). Consulted before a write is admitted, before a
+  // waiting write is acknowledged or published, and before a leader read; it
+  // must be cheap, thread-safe, and must not call into the node.
+  using LeadershipGuard = std::function<bool()>;
+  // Leads exactly `epoch`, pushing to `followers`, without asking their
+  // positions first (the coordinator decided who is eligible). Blocks until
+  // the epoch is durable. FAILED_PRECONDITION, leading nothing, when `epoch`
+  // is not above every epoch this node has seen, when it leads already or its
+  // store is not whole; UNAVAILABLE when the guard fails before it leads.
+  absl::Status LeadEpoch(uint64_t epoch, std::vector<std::string> followers,
+                         LeadershipGuard guard);
+  // Stops leading at once (the lease is lost): fences the store, fails the
+  // writes waiting for replicas with UNAVAILABLE naming `reason`, and waits as
+  // a replica for the next leader's Hello. No-op when not leading.
+  void StepDown(const std::string& reason);
+  // A leader pushes to these followers too; the ones it has are kept.
+  void AddFollowers(const std::vector<std::string>& followers);
+  // The leader according to the coordinator ("" when none): named in the
+  // refusals of a node that does not lead, instead of the last stream's.
+  void SetCoordinatorLeader(const std::string& address);
+  // What Admin.Promote does in coordinated mode (campaign for the leader
+  // key). Call before Start.
+  void SetPromoteHandler(std::function<absl::StatusOr<PromoteResult>(bool force)> handler);
 
   // ---- Follower side (ReplicationService) ----
   // A leader says hello: OK to follow it (the stream becomes the current one,
@@ -226,6 +260,14 @@ class ReplicationNode final : public ReplicationHooks {
       std::vector<std::pair<std::function<void(const absl::Status&)>, absl::Status>>* ready)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   int CountAcked(uint64_t index) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // The guard of a coordinated leadership holds (true without one).
+  bool GuardHoldsLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return !guard_ || guard_(); }
+  // The leader named in refusals: the coordinator's when known.
+  std::string NamedLeaderLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Promote and LeadEpoch after their checks: records `epoch` (0: the next
+  // one), starts it in the log and leads it, pushing to `followers`.
+  absl::StatusOr<uint64_t> BeginLeading(uint64_t epoch, std::vector<std::string> followers,
+                                        LeadershipGuard guard) ABSL_LOCKS_EXCLUDED(mu_, stream_mu_);
   // Hands ready_ to the readiness callback if it changed since last time.
   void PublishReadiness() ABSL_LOCKS_EXCLUDED(mu_);
 
@@ -276,6 +318,9 @@ class ReplicationNode final : public ReplicationHooks {
   uint64_t ack_events_ ABSL_GUARDED_BY(mu_) = 0;
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   bool started_ ABSL_GUARDED_BY(mu_) = false;
+  LeadershipGuard guard_ ABSL_GUARDED_BY(mu_);              // Coordinated leadership only.
+  std::string coordinator_leader_ ABSL_GUARDED_BY(mu_);     // "" when unknown.
+  std::function<absl::StatusOr<PromoteResult>(bool)> promote_handler_;  // Set before Start.
   std::string advertise_ ABSL_GUARDED_BY(mu_);
   std::thread timer_;
 };

@@ -44,6 +44,12 @@ class ReplicationHooks {
   virtual void AwaitReplicas(uint64_t index, int replicas,
                              std::function<void(const absl::Status&)> done) = 0;
 
+  // OK while a write this node has admitted and logged may be acknowledged.
+  // A node whose leadership is leased (etcd mode) answers UNAVAILABLE
+  // ("leadership lost") once the lease is gone, so nothing is acknowledged
+  // after it; static mode always acknowledges.
+  virtual absl::Status CheckAcknowledge() { return absl::OkStatus(); }
+
   // Role and replication fields of Admin.Status (role, epoch, followers, lag...).
   virtual void FillStatus(v1::StatusResponse* response) = 0;
 

@@ -117,9 +117,22 @@ void KvService::AfterWrite(const WritePlan& plan, const Written& written, Done d
     replicas = std::max(replicas, replication_->DefaultSyncAcks());
     through = std::max(through, written.conflict);
   }
-  if (replicas == 0 || through == 0) return done(ToGrpcStatus(written.status));
+  if (replicas == 0 || through == 0) {
+    // A leased leader (etcd mode) acknowledges nothing once its lease is gone.
+    if (written.last != 0) {
+      if (absl::Status s = replication_->CheckAcknowledge(); !s.ok()) {
+        return done(ToGrpcStatus(s));
+      }
+    }
+    return done(ToGrpcStatus(written.status));
+  }
   replication_->AwaitReplicas(
       through, replicas, [this, plan, written, done = std::move(done)](const absl::Status& s) {
+        if (s.ok() && written.last != 0) {
+          if (absl::Status lost = replication_->CheckAcknowledge(); !lost.ok()) {
+            return done(ToGrpcStatus(lost));
+          }
+        }
         if (s.ok()) {
           // Acknowledged on this request's replica count, which may be below
           // the count the store publishes on: visible from now on.

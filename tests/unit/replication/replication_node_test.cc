@@ -510,6 +510,74 @@ TEST_F(ReplicationNodeTest, ALeaderSteppingDownFailsItsWaitingWritesAndFencesIts
   transport_->Hold("F1", false);
 }
 
+// ---------------------------------------------------------------- coordinated (etcd mode)
+
+NodeOptions Coordinated(NodeOptions o) {
+  o.coordinated = true;
+  return o;
+}
+
+TEST_F(ReplicationNodeTest, ACoordinatedNodeLeadsExactlyTheEpochItIsGiven) {
+  Open("F1", Role::kReplica, Coordinated(NodeOptionsFor({}, 1)));
+  Member& l = Open("L", Role::kLeader, Coordinated(NodeOptionsFor({}, 1)));
+  EXPECT_EQ(l.node->role(), Role::kReplica) << "etcd mode starts every node as a follower";
+  ASSERT_TRUE(l.node->LeadEpoch(1000, {"F1"}, [] { return true; }).ok());
+  EXPECT_EQ(l.node->epoch(), 1000u);
+  ASSERT_TRUE(Eventually([&] { return Leads("L"); }));
+  ASSERT_TRUE(Write(l, "k", "v").ok());
+  ASSERT_TRUE(Eventually([&] { return CaughtUp("F1"); }));
+  EXPECT_EQ(members_["F1"].node->epoch(), 1000u);
+  // An epoch not above what F1 has seen is refused, and F1 keeps following.
+  absl::Status refused = members_["F1"].node->LeadEpoch(1000, {"L"}, [] { return true; });
+  EXPECT_EQ(refused.code(), absl::StatusCode::kFailedPrecondition) << refused;
+  EXPECT_EQ(members_["F1"].node->role(), Role::kReplica);
+}
+
+TEST_F(ReplicationNodeTest, ALeaderWhoseLeaseRanOutAcknowledgesNothingMore) {
+  Open("F1", Role::kReplica, Coordinated(NodeOptionsFor({}, 1)));
+  Member& l = Open("L", Role::kLeader, Coordinated(NodeOptionsFor({}, 1)));
+  auto valid = std::make_shared<std::atomic<bool>>(true);
+  ASSERT_TRUE(l.node->LeadEpoch(7, {"F1"}, [valid] { return valid->load(); }).ok());
+  ASSERT_TRUE(Eventually([&] { return CaughtUp("F1"); }));
+  transport_->Hold("F1", true);
+  absl::StatusOr<MutationResult> r = Write(l, "k", "v");
+  ASSERT_TRUE(r.ok()) << r.status();
+  auto outcome = std::make_shared<Outcome>();
+  l.node->AwaitReplicas(r->index, 1, [outcome](const absl::Status& s) { outcome->Set(s); });
+  valid->store(false);  // valid_until passed; "lost" has not fired yet.
+  std::string leader;
+  absl::Status admitted = l.node->CheckWritable(&leader);
+  EXPECT_EQ(admitted.code(), absl::StatusCode::kUnavailable) << admitted;
+  EXPECT_THAT(std::string(admitted.message()), HasSubstr("leadership lost"));
+  EXPECT_FALSE(l.node->CheckAcknowledge().ok());
+  transport_->Hold("F1", false);  // F1's ack arrives: it must not confirm the write.
+  ASSERT_TRUE(Eventually([&] { return outcome->done(); }));
+  EXPECT_EQ(outcome->status().code(), absl::StatusCode::kUnavailable) << outcome->status();
+  l.node->StepDown("lease lost");
+  EXPECT_EQ(l.node->role(), Role::kReplica);
+  MutationResult late = Set(l.store.get(), "late", "write");
+  EXPECT_EQ(late.status.code(), absl::StatusCode::kUnavailable) << late.status;
+  l.node->SetCoordinatorLeader("F1");
+  EXPECT_THAT(std::string(l.node->CheckWritable(&leader).message()), HasSubstr("F1"));
+  EXPECT_EQ(leader, "F1");
+}
+
+TEST_F(ReplicationNodeTest, ACoordinatedNodeNeverResumesLeadershipFromItsEpochFile) {
+  Open("F1", Role::kReplica, Coordinated(NodeOptionsFor({})));
+  Member& l = Open("L", Role::kLeader, Coordinated(NodeOptionsFor({})));
+  ASSERT_TRUE(l.node->LeadEpoch(9, {"F1"}, [] { return true; }).ok());
+  ASSERT_TRUE(Eventually([&] { return Leads("L"); }));
+  Close("L");
+  Member& again = Open("L", Role::kLeader, Coordinated(NodeOptionsFor({"F1"})));
+  EXPECT_EQ(again.node->role(), Role::kReplica);
+  std::string leader;
+  EXPECT_FALSE(again.node->CheckWritable(&leader).ok());
+  // A new leadership needs a newer epoch than the one it led.
+  EXPECT_EQ(again.node->LeadEpoch(9, {"F1"}, [] { return true; }).code(),
+            absl::StatusCode::kFailedPrecondition);
+  EXPECT_TRUE(again.node->LeadEpoch(12, {"F1"}, [] { return true; }).ok());
+}
+
 // ---------------------------------------------------------------- retention
 
 TEST_F(ReplicationNodeTest, TheLogAFollowerStillNeedsIsKept) {
