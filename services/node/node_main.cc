@@ -12,6 +12,9 @@
 #include "absl/time/time.h"
 #include "common/config/flag_names.h"
 #include "common/config/flags_config.h"
+#include "common/coord/etcd_client.h"
+#include "common/coord/schema.h"
+#include "common/failover/failover_agent.h"
 #include "common/metrics/server_metrics.h"
 #include "common/replication/node.h"
 #include "common/security/credentials.h"
@@ -94,9 +97,66 @@ DEFINE_int64(start_wait_ms, 3000,
 DEFINE_string(advertise, "",
               "This node's address as clients and followers should reach it (default: the "
               "bound --listen address)");
+DEFINE_string(etcd_endpoints, "",
+              "etcd mode: HOST:PORT[,HOST:PORT...] of etcd. Leadership then comes from the "
+              "shard's leader key in etcd (automatic failover, docs/failover.md): kv-shard and "
+              "kv-replica both start as followers, and --followers is not used (the other "
+              "members come from etcd). Empty: static mode");
+DEFINE_string(etcd_prefix, "",
+              "etcd mode: the prefix of the cluster's keys (default /kvstore/<--cluster>, "
+              "/kvstore/default without --cluster)");
+DEFINE_string(lease_ttl, "3s",
+              "etcd mode: TTL of this node's lease (whole seconds, at least 2s). A leader "
+              "that cannot renew it stops acknowledging writes before it runs out");
+DEFINE_string(failover, "auto",
+              "etcd mode: auto (the most advanced eligible member campaigns when the leader "
+              "key is gone) or manual (no campaign; an operator runs kvctl promote on a node)");
+DEFINE_string(election_wait, "500ms",
+              "etcd mode: how long a member waits after the leader key is gone before it reads "
+              "the members' positions and campaigns");
 
 namespace kvstore {
 namespace {
+
+// The etcd-mode flags, checked before anything is opened.
+struct EtcdModeFlags {
+  bool enabled = false;
+  FailoverOptions failover;
+};
+
+absl::StatusOr<EtcdModeFlags> ParseEtcdModeFlags() {
+  EtcdModeFlags out;
+  out.enabled = !FLAGS_etcd_endpoints.empty();
+  absl::Duration ttl;
+  if (!absl::ParseDuration(FLAGS_lease_ttl, &ttl)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--lease-ttl: '", FLAGS_lease_ttl, "' is not a duration (e.g. 3s)"));
+  }
+  if (ttl < coord::Lease::kMinTtl) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--lease-ttl: ", FLAGS_lease_ttl, " is below the minimum of 2s (etcd 3.4 grants no "
+        "shorter lease, so a shorter one would silently last longer than this node believes)"));
+  }
+  absl::Duration wait;
+  if (!absl::ParseDuration(FLAGS_election_wait, &wait) || wait < absl::ZeroDuration()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--election-wait: '", FLAGS_election_wait, "' is not a non-negative duration"));
+  }
+  if (FLAGS_failover != "auto" && FLAGS_failover != "manual") {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--failover: '", FLAGS_failover, "' (expected auto or manual)"));
+  }
+  if (out.enabled && FLAGS_shard.empty()) {
+    return absl::InvalidArgumentError("--etcd-endpoints needs --shard (the shard this node serves)");
+  }
+  out.failover.prefix =
+      FLAGS_etcd_prefix.empty() ? coord::DefaultPrefix(FLAGS_cluster) : FLAGS_etcd_prefix;
+  out.failover.shard = FLAGS_shard;
+  out.failover.lease_ttl = ttl;
+  out.failover.automatic = FLAGS_failover == "auto";
+  out.failover.election_wait = wait;
+  return out;
+}
 
 int Run(NodeKind kind, const char* program) {
   absl::StatusOr<FsyncPolicy> fsync = ParseFsyncPolicy(FLAGS_fsync);
@@ -114,7 +174,14 @@ int Run(NodeKind kind, const char* program) {
     std::printf("%s\n", report->c_str());
     return 0;
   }
+  absl::StatusOr<EtcdModeFlags> etcd_mode = ParseEtcdModeFlags();
+  if (!etcd_mode.ok()) {
+    std::fprintf(stderr, "%s: %s\n", program,
+                 std::string(etcd_mode.status().message()).c_str());
+    return 2;
+  }
   NodeOptions node_options;
+  node_options.coordinated = etcd_mode->enabled;
   node_options.advertise = FLAGS_advertise;
   node_options.cluster = FLAGS_cluster;
   node_options.shard = FLAGS_shard;
@@ -132,7 +199,7 @@ int Run(NodeKind kind, const char* program) {
       std::fprintf(stderr, "%s: --sync-acks must be at least 1 with --ack=sync\n", program);
       return 2;
     }
-    if (kind == NodeKind::kShard &&
+    if (kind == NodeKind::kShard && !etcd_mode->enabled &&
         FLAGS_sync_acks > static_cast<int>(node_options.followers.size())) {
       std::fprintf(stderr,
                    "%s: --ack=sync --sync-acks=%d needs at least that many --followers (%zu "
@@ -183,13 +250,34 @@ int Run(NodeKind kind, const char* program) {
   options.on_fatal_error = [](const absl::Status& s) {
     LOG(FATAL) << "Cannot write the log, stopping so that restart recovers: " << s;
   };
+  // etcd mode: the coordination client, checked before the store is opened.
+  std::unique_ptr<coord::EtcdClient> etcd;
+  if (etcd_mode->enabled) {
+    coord::EtcdClientOptions etcd_options;
+    etcd_options.endpoints = FLAGS_etcd_endpoints;
+    absl::StatusOr<std::unique_ptr<coord::EtcdClient>> client =
+        coord::EtcdClient::Create(etcd_options);
+    if (!client.ok()) {
+      std::fprintf(stderr, "%s: --etcd-endpoints: %s\n", program,
+                   std::string(client.status().message()).c_str());
+      return 2;
+    }
+    etcd = *std::move(client);
+    if (!node_options.followers.empty()) {
+      LOG(WARNING) << "etcd mode: --followers is ignored; the followers are the shard's members "
+                      "in etcd";
+      node_options.followers.clear();
+    }
+  }
   absl::StatusOr<std::unique_ptr<Store>> store = Store::Open(options);
   if (!store.ok()) {
     LOG(ERROR) << "Cannot open the store in " << FLAGS_data_dir << ": " << store.status();
     return 1;
   }
+  // In etcd mode every node starts following: leadership comes from the key.
   absl::StatusOr<std::unique_ptr<ReplicationNode>> node = ReplicationNode::Create(
-      store->get(), node_options, kind == NodeKind::kShard ? Role::kLeader : Role::kReplica);
+      store->get(), node_options,
+      kind == NodeKind::kShard && !etcd_mode->enabled ? Role::kLeader : Role::kReplica);
   if (!node.ok()) {
     LOG(ERROR) << "Cannot start replication in " << FLAGS_data_dir << ": " << node.status();
     return 1;
@@ -237,7 +325,22 @@ int Run(NodeKind kind, const char* program) {
   (*node)->SetReadinessCallback([s = server->get()](bool ready) {
     s->SetServiceServing(v1::KeyValue::service_full_name(), ready);
   });
+  std::unique_ptr<FailoverAgent> agent;
+  if (etcd_mode->enabled) {
+    FailoverOptions failover = etcd_mode->failover;
+    failover.advertise = FLAGS_advertise.empty() ? (*server)->address() : FLAGS_advertise;
+    absl::StatusOr<std::unique_ptr<FailoverAgent>> created =
+        FailoverAgent::Create(etcd.get(), node->get(), failover);
+    if (!created.ok()) {
+      LOG(ERROR) << created.status();
+      return 2;
+    }
+    agent = *std::move(created);
+    (*node)->SetPromoteHandler(
+        [a = agent.get()](bool force) { return a->CampaignNow(force); });
+  }
   (*node)->Start((*server)->address());
+  if (agent) agent->Start();
   LOG(INFO) << program << " serving on " << (*server)->address() << " as "
             << RoleName((*node)->role()) << " (epoch " << (*node)->epoch() << "), data in "
             << FLAGS_data_dir << ", fsync " << FLAGS_fsync << ", ack " << FLAGS_ack
@@ -248,6 +351,8 @@ int Run(NodeKind kind, const char* program) {
   const int signal = (*server)->WaitForTerminationSignal();
   LOG(INFO) << "Signal " << signal << ": finishing in-flight requests, then syncing the log";
   metrics.Stop();  // Its collector reads the services and the store.
+  // A leader resigns first, so the others elect without waiting out the lease.
+  if (agent) agent->Stop();
   // Stop the links first: a leader stream held open would keep the server's
   // shutdown waiting; then drain the clients' requests.
   (*node)->Stop();

@@ -1,0 +1,349 @@
+#include "common/failover/failover_agent.h"
+
+#include <algorithm>
+#include <utility>
+#include <vector>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "common/coord/eligibility.h"
+#include "common/failover/member_report.h"
+#include "glog/logging.h"
+
+namespace kvstore {
+namespace {
+
+constexpr char kMembers[] = "members/";
+
+int64_t Nanos(absl::Duration d) { return absl::ToInt64Nanoseconds(d); }
+
+coord::RangeOptions MembersRange() {
+  coord::RangeOptions options;
+  options.prefix = true;
+  return options;
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<FailoverAgent>> FailoverAgent::Create(coord::EtcdClient* client,
+                                                                     ReplicationNode* node,
+                                                                     FailoverOptions options) {
+  if (options.shard.empty()) {
+    return absl::InvalidArgumentError("etcd mode needs the node's shard (--shard)");
+  }
+  if (options.advertise.empty()) {
+    return absl::InvalidArgumentError("etcd mode needs the node's address");
+  }
+  if (options.lease_ttl < coord::Lease::kMinTtl) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--lease-ttl ", absl::FormatDuration(options.lease_ttl), " is below the minimum of ",
+        absl::FormatDuration(coord::Lease::kMinTtl), " (etcd 3.4 grants no shorter lease)"));
+  }
+  options.prefix = coord::NormalizePrefix(options.prefix);
+  return std::unique_ptr<FailoverAgent>(new FailoverAgent(client, node, std::move(options)));
+}
+
+FailoverAgent::FailoverAgent(coord::EtcdClient* client, ReplicationNode* node,
+                             FailoverOptions options)
+    : client_(client), node_(node), options_(std::move(options)) {
+  id_ = node_->node_id();
+  member_key_ = coord::MemberKey(options_.prefix, options_.shard, id_);
+  coord::TopologyViewOptions view;
+  view.prefix = coord::ShardPrefix(options_.prefix, options_.shard);
+  view.on_snapshot = [this](std::shared_ptr<const coord::TopologySnapshot>) { Wake(); };
+  view_ = std::make_unique<coord::TopologyView>(client_, std::move(view));
+}
+
+FailoverAgent::~FailoverAgent() { Stop(); }
+
+void FailoverAgent::Start() {
+  LOG(INFO) << "Failover agent for shard " << options_.shard << " as " << id_ << " ("
+            << options_.advertise << "), "
+            << (options_.automatic ? "automatic" : "manual") << " failover, lease TTL "
+            << absl::FormatDuration(options_.lease_ttl) << ", election wait "
+            << absl::FormatDuration(options_.election_wait) << ", keys under " << options_.prefix;
+  view_->Start();
+  thread_ = std::thread([this] { Run(); });
+}
+
+void FailoverAgent::Stop() {
+  {
+    absl::MutexLock w(&wake_mu_);
+    if (stopping_ && !thread_.joinable()) return;
+    stopping_ = true;
+  }
+  if (thread_.joinable()) thread_.join();
+  view_->Stop();
+  absl::MutexLock l(&mu_);
+  if (leadership_) {
+    node_->StepDown("shutting down");
+    EndLeadership("shutting down", /*resign=*/true);
+  }
+  if (lease_) {
+    // Deletes the member key with it: the others need not wait out the TTL.
+    if (absl::Status s = lease_->Revoke(); !s.ok()) LOG(WARNING) << "Revoking the lease: " << s;
+    lease_.reset();
+  }
+}
+
+void FailoverAgent::Wake() {
+  absl::MutexLock w(&wake_mu_);
+  wake_ = true;
+}
+
+void FailoverAgent::OnLeaseLost(const absl::Status& why) {
+  // At once, on the lease's thread: the guard already refuses writes since
+  // valid_until passed; this fences the store and fails the waiting writes.
+  LOG(WARNING) << "Lease lost: " << why;
+  node_->StepDown(absl::StrCat("lease lost: ", why.message()));
+  Wake();
+}
+
+void FailoverAgent::Run() {
+  for (;;) {
+    {
+      absl::MutexLock l(&mu_);
+      Step();
+    }
+    absl::MutexLock w(&wake_mu_);
+    const auto woken = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(wake_mu_) {
+      return wake_ || stopping_;
+    };
+    wake_mu_.AwaitWithTimeout(absl::Condition(&woken), options_.tick);
+    if (stopping_) return;
+    wake_ = false;
+  }
+}
+
+bool FailoverAgent::EnsureClusterRecord() {
+  if (leader_key_) return true;
+  absl::StatusOr<coord::RangeResult> range = client_->Range(coord::ClusterKey(options_.prefix));
+  if (!range.ok()) return false;
+  if (range->kvs.empty()) {
+    if (!cluster_missing_logged_) {
+      LOG(WARNING) << coord::ClusterKey(options_.prefix)
+                   << " is missing: no election until the cluster is initialised (kvctl "
+                      "--etcd=... cluster init --config FILE)";
+      cluster_missing_logged_ = true;
+    }
+    return false;
+  }
+  absl::StatusOr<coord::ClusterRecord> record = coord::ParseClusterValue(range->kvs[0].value());
+  if (!record.ok()) {
+    LOG(ERROR) << record.status();
+    return false;
+  }
+  leader_key_ = std::make_unique<coord::LeaderKey>(
+      client_, coord::ShardLeaderKey(options_.prefix, options_.shard), record->epoch_base);
+  return true;
+}
+
+bool FailoverAgent::EnsureLease() {
+  if (lease_ && !lease_->lost()) return true;
+  if (leadership_) {
+    node_->StepDown("lease lost");
+    // etcd deletes the key with the lease; a resign call could only wait.
+    EndLeadership("lease lost", /*resign=*/false);
+  }
+  lease_.reset();
+  published_.reset();
+  if (Now() < next_lease_attempt_) return false;
+  coord::LeaseOptions lease_options;
+  lease_options.ttl = options_.lease_ttl;
+  lease_options.margin = options_.lease_margin;
+  lease_options.clock = options_.clock;
+  lease_options.on_lost = [this](const absl::Status& why) { OnLeaseLost(why); };
+  absl::StatusOr<std::unique_ptr<coord::Lease>> granted =
+      coord::Lease::Grant(client_, std::move(lease_options));
+  if (!granted.ok()) {
+    LOG(WARNING) << "Cannot take a lease in etcd (" << client_->CurrentEndpoint()
+                 << "): " << granted.status() << "; retrying";
+    next_lease_attempt_ = Now() + Nanos(absl::Seconds(1));
+    return false;
+  }
+  lease_ = std::shared_ptr<coord::Lease>(std::move(*granted));
+  LOG(INFO) << "Lease " << lease_->id() << " granted, TTL " << absl::FormatDuration(lease_->ttl());
+  return true;
+}
+
+void FailoverAgent::PublishMember(bool now) {
+  if (!lease_) return;
+  const coord::MemberRecord record = ReportMember(node_, id_, options_.advertise);
+  if (published_ && *published_ == record) return;
+  if (!now && Now() - published_at_ < Nanos(options_.refresh)) return;
+  published_at_ = Now();
+  absl::StatusOr<int64_t> put =
+      client_->Put(member_key_, coord::MemberValue(record), lease_->id());
+  if (!put.ok()) {
+    LOG(WARNING) << "Cannot write " << member_key_ << ": " << put.status();
+    return;
+  }
+  published_ = record;
+}
+
+void FailoverAgent::Step() {
+  if (!EnsureLease()) return;
+  PublishMember(/*now=*/false);
+  const std::shared_ptr<const coord::TopologySnapshot> snapshot = view_->Current();
+  if (!snapshot) return;
+  std::optional<coord::LeaderValueRecord> holder;
+  std::vector<std::string> others;  // The other members' addresses.
+  for (const auto& [key, value] : *snapshot->entries) {
+    if (key == "leader") {
+      absl::StatusOr<coord::LeaderValueRecord> parsed = coord::ParseLeaderJson(value);
+      if (parsed.ok()) holder = *parsed;
+    } else if (absl::StartsWith(key, kMembers)) {
+      const std::string id = key.substr(sizeof(kMembers) - 1);
+      absl::StatusOr<coord::MemberRecord> member = coord::ParseMemberValue(id, value);
+      if (member.ok() && id != id_) others.push_back(member->addr);
+    }
+  }
+  node_->SetCoordinatorLeader(holder ? holder->addr : "");
+
+  if (leadership_) {
+    if (node_->role() != Role::kLeader) {
+      EndLeadership("the node stopped leading (a follower knows a newer epoch)", true);
+      return;
+    }
+    // The view may not show our own key yet: only a snapshot at least as new
+    // as the key's creation can tell that it is gone.
+    if (snapshot->revision >= leadership_->create_revision && (!holder || holder->id != id_)) {
+      node_->StepDown("the leader key is gone");
+      EndLeadership("the leader key is gone", true);
+      return;
+    }
+    node_->AddFollowers(others);
+    return;
+  }
+  if (holder) {
+    absent_since_ = 0;
+    last_refusal_.clear();
+    return;
+  }
+  if (!options_.automatic) return;
+  const int64_t now = Now();
+  if (absent_since_ == 0) {
+    // Every member publishes its final position before anyone decides.
+    absent_since_ = now;
+    next_attempt_ = now + Nanos(options_.election_wait);
+    LOG(INFO) << "Shard " << options_.shard << " has no leader: electing in "
+              << absl::FormatDuration(options_.election_wait);
+    PublishMember(/*now=*/true);
+    return;
+  }
+  if (now < next_attempt_) return;
+  next_attempt_ = now + Nanos(options_.election_wait);
+  absl::StatusOr<ReplicationHooks::PromoteResult> result = Campaign(/*force=*/false);
+  if (!result.ok() && result.status().message() != last_refusal_) {
+    last_refusal_ = std::string(result.status().message());
+    LOG(INFO) << "Not leading shard " << options_.shard << ": " << result.status().message();
+  }
+}
+
+absl::StatusOr<ReplicationHooks::PromoteResult> FailoverAgent::CampaignNow(bool force) {
+  absl::MutexLock l(&mu_);
+  return Campaign(force);
+}
+
+absl::StatusOr<ReplicationHooks::PromoteResult> FailoverAgent::Campaign(bool force) {
+  if (leadership_) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("this node already leads shard ", options_.shard, " at epoch ",
+                     leadership_->epoch));
+  }
+  if (!EnsureClusterRecord()) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("no election: ", coord::ClusterKey(options_.prefix),
+                     " is missing or unreadable (kvctl cluster init)"));
+  }
+  if (!lease_ || !lease_->Valid()) {
+    return absl::UnavailableError("this node holds no valid lease in etcd");
+  }
+  absl::StatusOr<coord::RangeResult> range = client_->Range(
+      coord::MembersPrefix(options_.prefix, options_.shard), MembersRange());
+  if (!range.ok()) return range.status();
+  const std::string members_prefix = coord::MembersPrefix(options_.prefix, options_.shard);
+  std::vector<coord::MemberRecord> members;
+  std::vector<std::string> followers;
+  for (const mvccpb::KeyValue& kv : range->kvs) {
+    const std::string id = kv.key().substr(members_prefix.size());
+    if (id == id_) continue;  // Our own record is taken fresh below.
+    absl::StatusOr<coord::MemberRecord> member = coord::ParseMemberValue(id, kv.value());
+    if (!member.ok()) {
+      LOG(WARNING) << member.status();
+      continue;
+    }
+    followers.push_back(member->addr);
+    members.push_back(*std::move(member));
+  }
+  members.push_back(ReportMember(node_, id_, options_.advertise));
+  const coord::Election election = coord::ChooseCandidate(members);
+  std::string warning;
+  if (election.candidate != id_) {
+    std::string mine;
+    for (const coord::MemberVerdict& v : election.verdicts) {
+      if (v.id == id_) mine = v.eligible ? "eligible, but a smaller id is too" : v.reason;
+    }
+    const std::string why =
+        election.candidate.empty()
+            ? absl::StrCat("nobody may lead: ", election.why_none)
+            : absl::StrCat(election.candidate, " is the member to lead; this node: ", mine);
+    if (!force) return absl::FailedPreconditionError(why);
+    warning = absl::StrCat("campaigned with --force although ", why,
+                           "; writes only the more advanced members hold may be lost");
+    LOG(WARNING) << warning;
+  }
+
+  absl::StatusOr<coord::CampaignResult> result =
+      leader_key_->Campaign(lease_->id(), id_, options_.advertise);
+  if (!result.ok()) return result.status();
+  if (!result->won) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "shard ", options_.shard, " is led by ",
+        result->holder ? absl::StrCat(result->holder->id, " at ", result->holder->addr, " (epoch ",
+                                      result->holder->epoch, ")")
+                       : std::string("another member")));
+  }
+  const coord::Leadership& won = result->leadership;
+  node_->SetCoordinatorLeader(options_.advertise);  // Refusals say "starting" meanwhile.
+  std::weak_ptr<coord::Lease> lease = lease_;
+  absl::Status led = node_->LeadEpoch(static_cast<uint64_t>(won.epoch), followers, [lease] {
+    std::shared_ptr<coord::Lease> held = lease.lock();
+    return held != nullptr && held->Valid();
+  });
+  if (!led.ok()) {
+    LOG(ERROR) << "Won the leader key of shard " << options_.shard << " at epoch " << won.epoch
+               << " but cannot lead it: " << led << "; resigning";
+    node_->SetCoordinatorLeader("");
+    if (absl::Status s = leader_key_->Resign(won); !s.ok()) LOG(WARNING) << "Resign: " << s;
+    next_attempt_ = Now() + 4 * Nanos(options_.election_wait);
+    return led;
+  }
+  leadership_ = won;
+  LOG(INFO) << "Elected leader of shard " << options_.shard << " at epoch " << won.epoch
+            << (absent_since_ != 0
+                    ? absl::StrCat(", ", (Now() - absent_since_) / 1000000,
+                                   " ms after the key was seen gone")
+                    : std::string())
+            << "; followers [" << absl::StrJoin(followers, ",") << "]";
+  ReplicationHooks::PromoteResult promoted;
+  promoted.epoch = static_cast<uint64_t>(won.epoch);
+  promoted.warning = warning;
+  return promoted;
+}
+
+void FailoverAgent::EndLeadership(const std::string& why, bool resign) {
+  if (!leadership_) return;
+  LOG(WARNING) << "Leadership of shard " << options_.shard << " at epoch " << leadership_->epoch
+               << " ended: " << why;
+  if (resign && leader_key_) {
+    // Guarded: never deletes a key someone else created since.
+    if (absl::Status s = leader_key_->Resign(*leadership_); !s.ok()) {
+      LOG(WARNING) << "Resigning the leader key: " << s;
+    }
+  }
+  leadership_.reset();
+}
+
+}  // namespace kvstore

@@ -1,0 +1,134 @@
+// FailoverAgent: the leadership loop of one kv-shard or kv-replica in etcd
+// mode (docs/failover.md). Every member of a shard runs the same loop:
+//
+//   - It keeps a lease (coord::Lease) and, on it, its member key
+//     <P>/shards/<s>/members/<id> {addr, state, last_epoch, durable_index},
+//     rewritten when it changes, at most every `refresh`.
+//   - It watches <P>/shards/<s>/ (coord::TopologyView). While nobody holds the
+//     leader key it waits `election_wait`, reads the live members, and
+//     campaigns only if coord::ChooseCandidate names it (never in manual
+//     mode: there an operator's `kvctl promote` campaigns).
+//   - Having won, it makes the node lead exactly epoch_base + the key's create
+//     revision (ReplicationNode::LeadEpoch) pushing to the other members, and
+//     adds members that appear later as followers. The node's leadership guard
+//     is the lease's validity, so a leader stops admitting and acknowledging
+//     writes the moment valid_until passes; the lease's "lost" then steps the
+//     node down (fenced, waiting writes failed with UNAVAILABLE). A leader
+//     whose key is gone, or whose node stopped leading, resigns the key.
+//   - Not leading, it tells the node who holds the key, so refusals name the
+//     leader; the new leader's Hello does the rest (handshake rules).
+//
+// Threads: one loop thread, woken by the view, the lease and a short timer.
+// The lease's on_lost steps the node down on the lease's own thread, without
+// waiting for the loop. Campaign (Admin.Promote) runs on the caller's thread.
+// All public methods are thread-safe.
+#ifndef KVSTORE_COMMON_FAILOVER_FAILOVER_AGENT_H_
+#define KVSTORE_COMMON_FAILOVER_FAILOVER_AGENT_H_
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <thread>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "common/coord/etcd_client.h"
+#include "common/coord/leader_key.h"
+#include "common/coord/lease.h"
+#include "common/coord/monotonic_clock.h"
+#include "common/coord/schema.h"
+#include "common/coord/topology_view.h"
+#include "common/replication/node.h"
+
+namespace kvstore {
+
+struct FailoverOptions {
+  std::string prefix;     // --etcd-prefix.
+  std::string shard;      // Required.
+  std::string advertise;  // This node's client address, as members and routers reach it.
+  absl::Duration lease_ttl = absl::Seconds(3);
+  absl::Duration lease_margin = absl::Milliseconds(500);
+  bool automatic = true;  // --failover=auto; false: manual.
+  absl::Duration election_wait = absl::Milliseconds(500);
+  // Least time between two writes of the member key.
+  absl::Duration refresh = absl::Milliseconds(250);
+  // How often the loop looks again without being woken.
+  absl::Duration tick = absl::Milliseconds(100);
+  coord::MonotonicClock clock = coord::SteadyNanos;
+};
+
+class FailoverAgent {
+ public:
+  // `client` and `node` must outlive the agent. INVALID_ARGUMENT for a
+  // missing shard or address, or a lease TTL below coord::Lease::kMinTtl.
+  static absl::StatusOr<std::unique_ptr<FailoverAgent>> Create(coord::EtcdClient* client,
+                                                               ReplicationNode* node,
+                                                               FailoverOptions options);
+  // Stop().
+  ~FailoverAgent();
+  FailoverAgent(const FailoverAgent&) = delete;
+  FailoverAgent& operator=(const FailoverAgent&) = delete;
+
+  // Starts the loop (after the node's Start: it needs the node's address).
+  void Start();
+  // Ends the loop; a leader steps down and resigns its key, and the lease is
+  // revoked (its member key goes with it), so the others elect at once.
+  void Stop();
+
+  // Admin.Promote in etcd mode: campaign now. Unless `force`, only when this
+  // node is the one the eligibility rule names. FAILED_PRECONDITION saying
+  // why not, or naming the current holder.
+  absl::StatusOr<ReplicationHooks::PromoteResult> CampaignNow(bool force);
+
+ private:
+  FailoverAgent(coord::EtcdClient* client, ReplicationNode* node, FailoverOptions options);
+
+  void Run();
+  // One look at everything; the loop calls it under mu_.
+  void Step() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  bool EnsureClusterRecord() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  bool EnsureLease() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void PublishMember(bool now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Campaigns (if eligible, or forced) and leads on a win.
+  absl::StatusOr<ReplicationHooks::PromoteResult> Campaign(bool force)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Gives up a leadership the node no longer exercises.
+  void EndLeadership(const std::string& why, bool resign) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void OnLeaseLost(const absl::Status& why);
+  void Wake();
+  int64_t Now() const { return options_.clock(); }
+
+  coord::EtcdClient* const client_;
+  ReplicationNode* const node_;
+  const FailoverOptions options_;
+  std::string id_;
+  std::string member_key_;
+
+  // Agent state: the loop thread and CampaignNow.
+  absl::Mutex mu_ ABSL_ACQUIRED_BEFORE(wake_mu_);
+  std::unique_ptr<coord::LeaderKey> leader_key_ ABSL_GUARDED_BY(mu_);  // Once the cluster record is read.
+  std::shared_ptr<coord::Lease> lease_ ABSL_GUARDED_BY(mu_);
+  std::optional<coord::Leadership> leadership_ ABSL_GUARDED_BY(mu_);
+  std::optional<coord::MemberRecord> published_ ABSL_GUARDED_BY(mu_);
+  int64_t published_at_ ABSL_GUARDED_BY(mu_) = 0;
+  int64_t absent_since_ ABSL_GUARDED_BY(mu_) = 0;  // 0: a leader is known.
+  int64_t next_attempt_ ABSL_GUARDED_BY(mu_) = 0;
+  int64_t next_lease_attempt_ ABSL_GUARDED_BY(mu_) = 0;
+  std::string last_refusal_ ABSL_GUARDED_BY(mu_);  // Logged once per change.
+  bool cluster_missing_logged_ ABSL_GUARDED_BY(mu_) = false;
+
+  absl::Mutex wake_mu_;
+  bool wake_ ABSL_GUARDED_BY(wake_mu_) = false;
+  bool stopping_ ABSL_GUARDED_BY(wake_mu_) = false;
+
+  std::unique_ptr<coord::TopologyView> view_;
+  std::thread thread_;
+};
+
+}  // namespace kvstore
+
+#endif  // KVSTORE_COMMON_FAILOVER_FAILOVER_AGENT_H_
