@@ -17,6 +17,7 @@
 #include "absl/strings/str_join.h"
 #include "common/config/flag_names.h"
 #include "common/config/flags_config.h"
+#include "common/coord/etcd_client.h"
 #include "common/metrics/server_metrics.h"
 #include "common/security/credentials.h"
 #include "common/security/server_flags.h"
@@ -24,6 +25,7 @@
 #include "common/topology/topology.h"
 #include "gflags/gflags.h"
 #include "glog/logging.h"
+#include "services/router/etcd_topology.h"
 #include "services/router/router_admin_service.h"
 #include "services/router/router_service.h"
 #include "services/router/routing_table.h"
@@ -33,6 +35,14 @@ DEFINE_string(listen, "127.0.0.1:50051",
 DEFINE_string(topology, "",
               "YAML file naming the shards and their leaders and replicas (required; see "
               "deploy/local/topology.yaml). SIGHUP reloads it, and so does a change of the file");
+DEFINE_string(etcd_endpoints, "",
+              "etcd mode: HOST:PORT[,HOST:PORT...] of etcd. The topology (shards, leaders, "
+              "replicas, vnodes) then comes from the cluster's keys in etcd and follows every "
+              "leadership change without a restart; --topology is not used");
+DEFINE_string(etcd_prefix, "/kvstore/default",
+              "etcd mode: the prefix of the cluster's keys (as the nodes' --etcd-prefix)");
+DEFINE_int64(etcd_start_timeout_ms, 30000,
+             "etcd mode: how long to wait at start for a topology from etcd");
 DEFINE_int64(watch_topology_ms, 1000,
              "How often to check --topology for changes and reload it (0 = only on SIGHUP)");
 DEFINE_string(port_file, "",
@@ -200,18 +210,39 @@ class TopologyReloader {
 };
 
 int Run() {
-  if (FLAGS_topology.empty()) {
-    std::fprintf(stderr, "kv-router: --topology=FILE is required\n");
+  const bool etcd_mode = !FLAGS_etcd_endpoints.empty();
+  if (FLAGS_topology.empty() && !etcd_mode) {
+    std::fprintf(stderr, "kv-router: --topology=FILE (or --etcd-endpoints) is required\n");
     return 2;
   }
-  absl::StatusOr<Topology> topology = LoadTopologyFile(FLAGS_topology);
+  std::unique_ptr<coord::EtcdClient> etcd;
+  std::unique_ptr<EtcdTopologySource> etcd_topology;
+  absl::StatusOr<Topology> topology;
+  if (etcd_mode) {
+    coord::EtcdClientOptions etcd_options;
+    etcd_options.endpoints = FLAGS_etcd_endpoints;
+    absl::StatusOr<std::unique_ptr<coord::EtcdClient>> client =
+        coord::EtcdClient::Create(etcd_options);
+    if (!client.ok()) {
+      std::fprintf(stderr, "kv-router: --etcd-endpoints: %s\n",
+                   std::string(client.status().message()).c_str());
+      return 2;
+    }
+    etcd = *std::move(client);
+    etcd_topology = std::make_unique<EtcdTopologySource>(etcd.get(), FLAGS_etcd_prefix);
+    topology = etcd_topology->Start(absl::Milliseconds(FLAGS_etcd_start_timeout_ms));
+  } else {
+    topology = LoadTopologyFile(FLAGS_topology);
+  }
   if (!topology.ok()) {
     std::fprintf(stderr, "kv-router: %s\n", std::string(topology.status().message()).c_str());
     return 2;
   }
+  const std::string source =
+      etcd_mode ? absl::StrCat("etcd ", FLAGS_etcd_prefix) : FLAGS_topology;
   absl::StatusOr<std::shared_ptr<RoutingTable>> table = RoutingTable::Create(*std::move(topology));
   if (!table.ok()) {
-    std::fprintf(stderr, "kv-router: %s: %s\n", FLAGS_topology.c_str(),
+    std::fprintf(stderr, "kv-router: %s: %s\n", source.c_str(),
                  std::string(table.status().message()).c_str());
     return 2;
   }
@@ -299,14 +330,27 @@ int Run() {
   }
   admin.set_address((*server)->address());
   service->StartProbing();
-  LOG(INFO) << "kv-router serving on " << (*server)->address() << ", topology " << FLAGS_topology
-            << ": " << Describe(**table) << "; security: " << security->summary;
+  LOG(INFO) << "kv-router serving on " << (*server)->address() << ", topology " << source << ": "
+            << Describe(**table) << "; security: " << security->summary;
+  if (etcd_topology) {
+    etcd_topology->Follow([s = service.get()](const Topology& changed) {
+      absl::StatusOr<std::shared_ptr<RoutingTable>> next = RoutingTable::Create(changed);
+      if (!next.ok()) {
+        LOG(ERROR) << "etcd: keeping the current topology: " << next.status();
+        return;
+      }
+      s->SetTable(*next);
+      LOG(INFO) << "etcd: topology changed: " << Describe(**next);
+    });
+  }
 
   {
-    TopologyReloader reloader(service.get());
+    std::unique_ptr<TopologyReloader> reloader;
+    if (!etcd_mode) reloader = std::make_unique<TopologyReloader>(service.get());
     const int signal = (*server)->WaitForTerminationSignal();
     LOG(INFO) << "Signal " << signal << ": finishing in-flight requests";
   }
+  if (etcd_topology) etcd_topology->Stop();
   metrics.Stop();
   (*server)->Shutdown();
   LOG(INFO) << "kv-router stopped cleanly";

@@ -1,0 +1,150 @@
+#include "services/router/etcd_topology.h"
+
+#include <algorithm>
+#include <utility>
+#include <vector>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "common/coord/schema.h"
+#include "glog/logging.h"
+
+namespace kvstore {
+namespace {
+
+constexpr absl::string_view kShards = "shards/";
+
+struct ShardKeys {
+  std::optional<coord::LeaderValueRecord> leader;
+  std::map<std::string, std::string> members;  // id -> address
+};
+
+}  // namespace
+
+absl::StatusOr<Topology> TopologyFromEtcd(const std::map<std::string, std::string>& entries,
+                                          const Topology* previous) {
+  auto cluster = entries.find("cluster");
+  if (cluster == entries.end()) {
+    return absl::FailedPreconditionError(
+        "the cluster is not initialised in etcd (kvctl cluster init)");
+  }
+  absl::StatusOr<coord::ClusterRecord> record = coord::ParseClusterValue(cluster->second);
+  if (!record.ok()) return record.status();
+  std::map<std::string, ShardKeys> shards;
+  for (const auto& [key, value] : entries) {
+    if (!absl::StartsWith(key, kShards)) continue;
+    const absl::string_view rest = absl::string_view(key).substr(kShards.size());
+    const size_t slash = rest.find('/');
+    if (slash == absl::string_view::npos || slash == 0) continue;
+    ShardKeys& shard = shards[std::string(rest.substr(0, slash))];
+    const absl::string_view what = rest.substr(slash + 1);
+    if (what == "leader") {
+      absl::StatusOr<coord::LeaderValueRecord> leader = coord::ParseLeaderJson(value);
+      if (leader.ok()) shard.leader = *leader;
+    } else if (absl::StartsWith(what, "members/")) {
+      const std::string id(what.substr(8));
+      absl::StatusOr<coord::MemberRecord> member = coord::ParseMemberValue(id, value);
+      if (member.ok() && !member->addr.empty()) shard.members[id] = member->addr;
+    }
+  }
+  if (shards.empty()) return absl::FailedPreconditionError("no shard in etcd");
+  Topology topology;
+  if (record->vnodes > 0) topology.vnodes = record->vnodes;
+  for (const auto& [name, keys] : shards) {
+    ShardTopology shard;
+    shard.name = name;
+    if (keys.leader && !keys.leader->addr.empty()) {
+      shard.leader = keys.leader->addr;
+    } else if (previous != nullptr) {
+      for (const ShardTopology& p : previous->shards) {
+        if (p.name == name) shard.leader = p.leader;
+      }
+    }
+    for (const auto& [id, addr] : keys.members) {
+      if (shard.leader.empty()) shard.leader = addr;
+      if (addr != shard.leader &&
+          std::find(shard.replicas.begin(), shard.replicas.end(), addr) == shard.replicas.end()) {
+        shard.replicas.push_back(addr);
+      }
+    }
+    if (shard.leader.empty()) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("shard ", name, " has neither a leader nor a member in etcd yet"));
+    }
+    topology.shards.push_back(std::move(shard));
+  }
+  return topology;
+}
+
+bool SameTopology(const Topology& a, const Topology& b) {
+  if (a.vnodes != b.vnodes || a.shards.size() != b.shards.size()) return false;
+  for (size_t i = 0; i < a.shards.size(); ++i) {
+    if (a.shards[i].name != b.shards[i].name || a.shards[i].leader != b.shards[i].leader ||
+        a.shards[i].replicas != b.shards[i].replicas) {
+      return false;
+    }
+  }
+  return true;
+}
+
+EtcdTopologySource::EtcdTopologySource(coord::EtcdClient* client, const std::string& prefix) {
+  coord::TopologyViewOptions options;
+  options.prefix = coord::NormalizePrefix(prefix) + "/";
+  options.on_snapshot = [this](std::shared_ptr<const coord::TopologySnapshot> snapshot) {
+    OnSnapshot(*snapshot);
+  };
+  view_ = std::make_unique<coord::TopologyView>(client, std::move(options));
+}
+
+EtcdTopologySource::~EtcdTopologySource() { Stop(); }
+
+void EtcdTopologySource::Stop() { view_->Stop(); }
+
+void EtcdTopologySource::OnSnapshot(const coord::TopologySnapshot& snapshot) {
+  std::function<void(const Topology&)> on_change;
+  Topology changed;
+  {
+    absl::MutexLock l(&mu_);
+    absl::StatusOr<Topology> topology =
+        TopologyFromEtcd(*snapshot.entries, current_ ? &*current_ : nullptr);
+    if (!topology.ok()) {
+      if (last_error_ != topology.status().message()) {
+        last_error_ = std::string(topology.status().message());
+        LOG(WARNING) << "etcd revision " << snapshot.revision
+                     << ": keeping the current topology: " << last_error_;
+      }
+      return;
+    }
+    last_error_.clear();
+    if (current_ && SameTopology(*current_, *topology)) return;
+    current_ = *topology;
+    changed = *std::move(topology);
+    on_change = on_change_;
+  }
+  if (on_change) on_change(changed);
+}
+
+absl::StatusOr<Topology> EtcdTopologySource::Start(absl::Duration timeout) {
+  view_->Start();
+  absl::MutexLock l(&mu_);
+  const auto ready = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return current_.has_value(); };
+  if (!mu_.AwaitWithTimeout(absl::Condition(&ready), timeout)) {
+    return absl::UnavailableError(absl::StrCat(
+        "no topology from etcd within ", absl::FormatDuration(timeout),
+        last_error_.empty() ? std::string(" (etcd unreachable?)") : absl::StrCat(": ", last_error_)));
+  }
+  handed_ = current_;
+  return *current_;
+}
+
+void EtcdTopologySource::Follow(std::function<void(const Topology&)> on_change) {
+  std::optional<Topology> missed;
+  {
+    absl::MutexLock l(&mu_);
+    on_change_ = on_change;
+    if (current_ && (!handed_ || !SameTopology(*current_, *handed_))) missed = current_;
+  }
+  if (missed) on_change(*missed);
+}
+
+}  // namespace kvstore

@@ -1,0 +1,73 @@
+// kv-router in etcd mode (--etcd-endpoints): the topology comes from the
+// cluster's keys in etcd instead of a file, and follows every change without
+// a restart. The keys are mapped onto the same Topology the file gives, so
+// the RoutingTable, probes and leader hints work as in static mode:
+//
+//   vnodes    <P>/cluster's vnodes
+//   shards    every shard with a spec, leader or member key under <P>/shards/
+//   leader    the address in the shard's leader key; while nobody holds it,
+//             the leader of the previous topology (writes then fail over
+//             there, or on the probes' evidence, until a new leader is known)
+//   replicas  the addresses of the shard's other members
+//
+// While etcd is unreachable the view keeps its last snapshot, so the router
+// keeps routing by the last topology it built.
+#ifndef KVSTORE_SERVICES_ROUTER_ETCD_TOPOLOGY_H_
+#define KVSTORE_SERVICES_ROUTER_ETCD_TOPOLOGY_H_
+
+#include <functional>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "common/coord/etcd_client.h"
+#include "common/coord/topology_view.h"
+#include "common/topology/topology.h"
+
+namespace kvstore {
+
+// The topology in `entries` (keys relative to the prefix, as a
+// coord::TopologySnapshot holds them). `previous` supplies the leader of a
+// shard whose leader key is absent. FAILED_PRECONDITION when the cluster is
+// not initialised or a shard has no address at all yet.
+absl::StatusOr<Topology> TopologyFromEtcd(const std::map<std::string, std::string>& entries,
+                                          const Topology* previous);
+
+bool SameTopology(const Topology& a, const Topology& b);
+
+// Keeps a Topology built from a live view of `prefix`, and hands each change
+// to a callback. Thread-safe.
+class EtcdTopologySource {
+ public:
+  // `client` must outlive the source.
+  EtcdTopologySource(coord::EtcdClient* client, const std::string& prefix);
+  ~EtcdTopologySource();
+  EtcdTopologySource(const EtcdTopologySource&) = delete;
+  EtcdTopologySource& operator=(const EtcdTopologySource&) = delete;
+
+  // Starts watching and waits up to `timeout` for a first topology.
+  absl::StatusOr<Topology> Start(absl::Duration timeout);
+  // Each later change goes to `on_change`, on the view's thread (and one
+  // made since Start at once, on this thread).
+  void Follow(std::function<void(const Topology&)> on_change);
+  void Stop();
+
+ private:
+  void OnSnapshot(const coord::TopologySnapshot& snapshot);
+
+  std::unique_ptr<coord::TopologyView> view_;
+  absl::Mutex mu_;
+  std::optional<Topology> current_ ABSL_GUARDED_BY(mu_);
+  std::optional<Topology> handed_ ABSL_GUARDED_BY(mu_);  // Returned by Start.
+  std::string last_error_ ABSL_GUARDED_BY(mu_);
+  std::function<void(const Topology&)> on_change_ ABSL_GUARDED_BY(mu_);
+};
+
+}  // namespace kvstore
+
+#endif  // KVSTORE_SERVICES_ROUTER_ETCD_TOPOLOGY_H_
