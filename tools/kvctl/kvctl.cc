@@ -32,6 +32,7 @@
 #include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
+#include "common/coord/etcd_client.h"
 #include "common/ring/hash_ring.h"
 #include "common/security/credentials.h"
 #include "common/topology/topology.h"
@@ -43,6 +44,7 @@
 #include "kvstore/v1/admin.grpc.pb.h"
 #include "kvstore/v1/kv.grpc.pb.h"
 #include "tools/kvctl/cluster_backup.h"
+#include "tools/kvctl/cluster_commands.h"
 
 #ifndef KVSTORE_VERSION
 #define KVSTORE_VERSION "dev"
@@ -106,6 +108,12 @@ DEFINE_string(auth_token_file, "",
 DEFINE_string(admin_token_file, "",
               "status, snapshot, promote: send the token in this file, for servers started with "
               "--admin-token-file");
+DEFINE_string(etcd, "", "cluster: HOST:PORT[,HOST:PORT...] of the cluster's etcd");
+DEFINE_string(etcd_prefix, "/kvstore/default",
+              "cluster: the prefix of the cluster's keys in etcd (as the servers' --etcd-prefix)");
+DEFINE_string(config, "",
+              "cluster init: the topology file (as kv-router's --topology) naming the shards, "
+              "vnodes and the nodes asked for their epochs");
 
 namespace kvstore {
 namespace {
@@ -172,6 +180,14 @@ Commands:
                           --addr: same shard names: each leader installs its shard's image;
                           other shards: every key is written through the router, its expiry
                           kept as the time it has left. Versions restart
+  cluster init          etcd mode (--etcd=HOST:PORT, --etcd-prefix): write the cluster's keys
+                          once from --config=FILE (a topology file): cluster {format,
+                          epoch_base, vnodes} and each shard's spec. epoch_base is above every
+                          epoch the file's nodes report, and at least 1048576. Refused
+                          (exit 3) when the cluster exists
+  cluster status        etcd mode: per shard the leader, its epoch and lease time left, each
+                          member's state, position and eligibility, and who would be elected
+                          (or why nobody can be); --json for one JSON object
 
 Output:
   get prints the value and a newline (--raw: the exact bytes only; --hex: hex and a newline).
@@ -1072,6 +1088,46 @@ int Ring(const std::vector<std::string>& keys) {
   return kExitOk;
 }
 
+// etcd mode: cluster init | cluster status.
+int Cluster(const std::vector<std::string>& args) {
+  if (args.size() != 1 || (args[0] != "init" && args[0] != "status")) {
+    return UsageError("usage: kvctl --etcd=HOST:PORT cluster init --config=FILE | cluster status");
+  }
+  if (FLAGS_etcd.empty()) return UsageError("cluster: --etcd=HOST:PORT is required");
+  coord::EtcdClientOptions options;
+  options.endpoints = FLAGS_etcd;
+  options.call_timeout = absl::Milliseconds(FLAGS_timeout_ms);
+  absl::StatusOr<std::unique_ptr<coord::EtcdClient>> etcd = coord::EtcdClient::Create(options);
+  if (!etcd.ok()) return UsageError(absl::StrCat("--etcd: ", etcd.status().message()));
+  absl::StatusOr<std::string> out;
+  if (args[0] == "init") {
+    if (FLAGS_config.empty()) return UsageError("cluster init: --config=FILE is required");
+    // For asking the file's nodes their epochs.
+    absl::StatusOr<ClientSecurity> security =
+        LoadClientSecurity(TlsFiles{FLAGS_tls_cert, FLAGS_tls_key, FLAGS_tls_ca},
+                           FLAGS_auth_token_file, FLAGS_admin_token_file);
+    if (!security.ok()) return UsageError(std::string(security.status().message()));
+    absl::StatusOr<Topology> topology = LoadTopologyFile(FLAGS_config);
+    if (!topology.ok()) return UsageError(std::string(topology.status().message()));
+    const EpochProbe epoch_of = [&](const std::string& address) -> absl::StatusOr<uint64_t> {
+      Client node(address, *security);
+      v1::StatusResponse r;
+      grpc::Status status = node.admin().Status(node.Context().get(), v1::StatusRequest(), &r);
+      if (!status.ok()) return absl::UnavailableError(status.error_message());
+      return r.epoch();
+    };
+    out = ClusterInit(etcd->get(), FLAGS_etcd_prefix, *topology, epoch_of, Json());
+  } else {
+    out = ClusterStatus(etcd->get(), FLAGS_etcd_prefix, Json());
+  }
+  if (!out.ok()) {
+    PrintError(out.status().code(), std::string(out.status().message()));
+    return ExitCodeFor(static_cast<int>(out.status().code()));
+  }
+  WriteOut(*out);
+  return kExitOk;
+}
+
 // ---------------------------------------------------------------- backups
 
 ClusterBackupOptions BackupOptions(const ClientSecurity& security) {
@@ -1185,11 +1241,12 @@ int Execute(const std::vector<std::string>& positional, SessionClient* reuse) {
   const std::vector<std::string> kCommands = {"get",    "set",      "del",     "mget",  "mset",
                                               "status", "snapshot", "promote", "ring",  "scan",
                                               "keys",   "ttl",      "exists",  "dbsize",
-                                              "backup", "restore"};
+                                              "backup", "restore", "cluster"};
   if (std::find(kCommands.begin(), kCommands.end(), command) == kCommands.end()) {
     return UsageError(absl::StrCat("unknown command '", command, "'"));
   }
-  if (command == "ring") return Ring(args);  // Offline: no channel.
+  if (command == "ring") return Ring(args);        // Offline: no channel.
+  if (command == "cluster") return Cluster(args);  // etcd, not --addr.
   if (command == "backup" && !args.empty() && args[0] == "verify") {
     return VerifyBackupCommand({args.begin() + 1, args.end()});  // Offline too.
   }
