@@ -1,0 +1,433 @@
+// Automatic failover through etcd (docs/failover.md) with real processes on
+// 127.0.0.1: a one-member etcd (tests/support/etcd_process.h), one shard of
+// three nodes in etcd mode (kv-shard n1, kv-replica n2 and n3;
+// --ack=sync --sync-acks=1 --fsync=always --lease-ttl=2s) and a kv-router
+// that follows the topology in etcd.
+//
+//   KillingTheLeaderElectsTheMostAdvancedReplicaAndLosesNoAcknowledgedWrite:
+//     a write load through the router records every acknowledged write
+//     (writers.h-style oracle: a key holds its last acknowledged value, or the
+//     value of a write whose answer was an error after it); kill -9 of the
+//     leader; the time from the kill to the first acknowledged write sent
+//     after it is printed; every key reads back as the oracle allows; the old
+//     leader, restarted, rejoins as a follower of the new one. Rounds:
+//     $KV_FAILOVER_ROUNDS (default 1; each round kills the current leader).
+//   APausedLeaderIsReplacedAndAcknowledgesNothingAfterItResumes: SIGSTOP of
+//     the leader for 2 x TTL; a new leader is elected; after SIGCONT the
+//     writes that waited on the old leader fail, and it answers writes with
+//     FAILED_PRECONDITION / UNAVAILABLE naming the new leader, then follows it.
+#include <signal.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cstdlib>
+#include <map>
+#include <memory>
+#include <optional>
+#include <set>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
+#include "common/coord/etcd_client.h"
+#include "common/coord/schema.h"
+#include "gtest/gtest.h"
+#include "tests/support/etcd_process.h"
+#include "tests/support/process.h"
+#include "tests/support/router_process.h"
+
+namespace kvstore {
+namespace {
+
+using ::kvstore::testing::EtcdProcess;
+using ::kvstore::testing::KvClient;
+using ::kvstore::testing::RouterProcess;
+using ::kvstore::testing::ServerProcess;
+using ::kvstore::testing::TempDir;
+using ::kvstore::testing::WaitFor;
+
+constexpr char kPrefix[] = "/kvstore/failover-test";
+constexpr char kShard[] = "s0";
+constexpr absl::Duration kTtl = absl::Seconds(2);
+
+struct Leader {
+  std::string id;
+  std::string addr;
+  int64_t epoch = 0;
+};
+
+// Every write of the load and what its answer allows a later read to see.
+class Oracle {
+ public:
+  void Sent(const std::string& key) {
+    absl::MutexLock l(&mu_);
+    keys_[key];  // Known from now on.
+  }
+  void Acked(const std::string& key, const std::string& value, absl::Time sent, absl::Time at) {
+    absl::MutexLock l(&mu_);
+    KeyState& k = keys_[key];
+    k.acked = value;
+    k.pending.clear();  // Writes of one key are sequential: older outcomes are settled.
+    acks_.push_back({sent, at});
+  }
+  void Failed(const std::string& key, const std::string& value) {
+    absl::MutexLock l(&mu_);
+    keys_[key].pending.insert(value);
+    ++failures_;
+  }
+  // The first acknowledgement of a write sent at or after `t`.
+  std::optional<absl::Time> FirstAckSentAfter(absl::Time t) const {
+    absl::MutexLock l(&mu_);
+    std::optional<absl::Time> first;
+    for (const auto& [sent, at] : acks_) {
+      if (sent >= t && (!first || at < *first)) first = at;
+    }
+    return first;
+  }
+  size_t acks() const {
+    absl::MutexLock l(&mu_);
+    return acks_.size();
+  }
+  size_t failures() const {
+    absl::MutexLock l(&mu_);
+    return failures_;
+  }
+
+  struct KeyState {
+    std::optional<std::string> acked;
+    std::set<std::string> pending;  // Answered with an error after the last ack.
+  };
+  std::map<std::string, KeyState> Keys() const {
+    absl::MutexLock l(&mu_);
+    return keys_;
+  }
+
+ private:
+  mutable absl::Mutex mu_;
+  std::map<std::string, KeyState> keys_ ABSL_GUARDED_BY(mu_);
+  std::vector<std::pair<absl::Time, absl::Time>> acks_ ABSL_GUARDED_BY(mu_);
+  size_t failures_ ABSL_GUARDED_BY(mu_) = 0;
+};
+
+// Writers through the router, each over its own keys, one write in flight
+// each. A failed write is retried with the next value after a short pause
+// (a rate limit for the 2-core machine, not a synchronisation).
+class WriteLoad {
+ public:
+  WriteLoad(const std::string& router, Oracle* oracle, int writers = 3, int keys = 20)
+      : oracle_(oracle) {
+    for (int w = 0; w < writers; ++w) {
+      threads_.emplace_back([this, router, w, keys] {
+        KvClient client(router, absl::Seconds(1));
+        for (uint64_t seq = 0; !stop_.load(); ++seq) {
+          const std::string key = absl::StrCat("w", w, "-k", seq % keys);
+          const std::string value = absl::StrCat("w", w, "-s", seq);
+          oracle_->Sent(key);
+          const absl::Time sent = absl::Now();
+          v1::SetResponse response;
+          grpc::Status s = client.Set(key, value, &response);
+          if (s.ok()) {
+            oracle_->Acked(key, value, sent, absl::Now());
+          } else {
+            oracle_->Failed(key, value);
+            absl::SleepFor(absl::Milliseconds(10));
+          }
+        }
+      });
+    }
+  }
+  ~WriteLoad() { Stop(); }
+  void Stop() {
+    stop_.store(true);
+    for (std::thread& t : threads_) {
+      if (t.joinable()) t.join();
+    }
+  }
+
+ private:
+  Oracle* const oracle_;
+  std::atomic<bool> stop_{false};
+  std::vector<std::thread> threads_;
+};
+
+class FailoverTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    ASSERT_TRUE(etcd_.Start().ok()) << etcd_.LogTail();
+    coord::EtcdClientOptions options;
+    options.endpoints = etcd_.endpoint();
+    absl::StatusOr<std::unique_ptr<coord::EtcdClient>> client = coord::EtcdClient::Create(options);
+    ASSERT_TRUE(client.ok()) << client.status();
+    etcd_client_ = *std::move(client);
+  }
+
+  std::vector<std::string> NodeFlags(const std::string& id) const {
+    return {"--shard=s0",
+            absl::StrCat("--node-id=", id),
+            absl::StrCat("--etcd-endpoints=", etcd_.endpoint()),
+            absl::StrCat("--etcd-prefix=", kPrefix),
+            "--lease-ttl=2s",
+            "--ack=sync",
+            "--sync-acks=1",
+            "--fsync=always",
+            "--sync-timeout-ms=2000"};
+  }
+
+  // Three nodes, the cluster record, an elected leader, a router.
+  void StartCluster() {
+    for (int i = 0; i < 3; ++i) {
+      const std::string id = absl::StrCat("n", i + 1);
+      nodes_.push_back(std::make_unique<ServerProcess>(
+          dir_.Join(id), i == 0 ? KV_SHARD_BIN : KV_REPLICA_BIN, id));
+      ASSERT_TRUE(nodes_.back()->Start(NodeFlags(id)).ok()) << nodes_.back()->LogTail();
+    }
+    Topology topology;
+    topology.vnodes = 64;
+    topology.shards.push_back({kShard, nodes_[0]->address(),
+                               {nodes_[1]->address(), nodes_[2]->address()}});
+    const std::string topology_file = dir_.Join("topology.yaml");
+    ASSERT_TRUE(testing::WriteTopologyFile(topology_file, topology).ok());
+    const testing::KvctlResult init = testing::RunKvctl(
+        "", {absl::StrCat("--etcd=", etcd_.endpoint()), absl::StrCat("--etcd-prefix=", kPrefix),
+             absl::StrCat("--config=", topology_file), "cluster", "init"});
+    ASSERT_EQ(init.exit_code, 0) << init.ToString();
+    const testing::KvctlResult again = testing::RunKvctl(
+        "", {absl::StrCat("--etcd=", etcd_.endpoint()), absl::StrCat("--etcd-prefix=", kPrefix),
+             absl::StrCat("--config=", topology_file), "cluster", "init"});
+    EXPECT_EQ(again.exit_code, 3) << "a second init must be refused: " << again.ToString();
+    std::optional<Leader> leader = AwaitLeaderOtherThan("", absl::Seconds(15));
+    ASSERT_TRUE(leader.has_value()) << Logs();
+    ASSERT_TRUE(router_.Start("", {absl::StrCat("--etcd-endpoints=", etcd_.endpoint()),
+                                   absl::StrCat("--etcd-prefix=", kPrefix),
+                                   "--forward-timeout-ms=1000"})
+                    .ok())
+        << router_.LogTail();
+  }
+
+  std::optional<Leader> CurrentLeader() {
+    absl::StatusOr<coord::RangeResult> range =
+        etcd_client_->Range(coord::ShardLeaderKey(kPrefix, kShard));
+    if (!range.ok() || range->kvs.empty()) return std::nullopt;
+    absl::StatusOr<coord::LeaderValueRecord> value = coord::ParseLeaderJson(range->kvs[0].value());
+    if (!value.ok() || value->epoch == 0) return std::nullopt;
+    return Leader{value->id, value->addr, value->epoch};
+  }
+
+  // A leader (confirmed epoch in its key, taking writes) whose id is not
+  // `other`.
+  std::optional<Leader> AwaitLeaderOtherThan(const std::string& other, absl::Duration timeout) {
+    std::optional<Leader> found;
+    WaitFor(
+        [&] {
+          found = CurrentLeader();
+          if (!found || found->id == other) return false;
+          absl::StatusOr<v1::StatusResponse> status =
+              testing::FetchStatus(found->addr, absl::Seconds(1));
+          return status.ok() && status->role() == "leader" && status->ready();
+        },
+        absl::Now() + timeout, absl::Milliseconds(20));
+    if (found && found->id == other) return std::nullopt;
+    return found;
+  }
+
+  ServerProcess* NodeById(const std::string& id) {
+    for (auto& n : nodes_) {
+      if (absl::EndsWith(n->dir(), "/" + id)) return n.get();
+    }
+    return nullptr;
+  }
+
+  // Every key of the oracle read through the router: its last acknowledged
+  // value, or a value whose write was answered with an error after it.
+  void ExpectEveryAcknowledgedWriteReadsBack(const Oracle& oracle) {
+    KvClient client(router_.address(), absl::Seconds(5));
+    size_t checked = 0;
+    size_t acked_keys = 0;
+    for (const auto& [key, state] : oracle.Keys()) {
+      v1::GetResponse response;
+      grpc::Status s;
+      WaitFor([&] { return (s = client.Get(key, &response)).ok(); },
+              absl::Now() + absl::Seconds(10), absl::Milliseconds(20));
+      ASSERT_TRUE(s.ok()) << key << ": " << s.error_message();
+      ++checked;
+      if (state.acked) ++acked_keys;
+      const bool allowed =
+          (response.found() && state.acked && response.value() == *state.acked) ||
+          (response.found() && state.pending.count(response.value()) > 0) ||
+          (!response.found() && !state.acked);
+      EXPECT_TRUE(allowed) << key << " reads "
+                           << (response.found() ? response.value() : std::string("<absent>"))
+                           << " but its last acknowledged value is "
+                           << state.acked.value_or("<none>") << " (errors after it: "
+                           << absl::StrJoin(state.pending, ",") << ")";
+    }
+    std::printf("checked %zu keys (%zu with an acknowledged write): every acknowledged write "
+                "reads back\n",
+                checked, acked_keys);
+  }
+
+  std::string Logs() {
+    std::string out;
+    for (auto& n : nodes_) absl::StrAppend(&out, "--- ", n->log_path(), ":\n", n->LogTail(2500));
+    absl::StrAppend(&out, "--- router:\n", router_.LogTail(1500));
+    return out;
+  }
+
+  TempDir dir_;
+  EtcdProcess etcd_;
+  std::unique_ptr<coord::EtcdClient> etcd_client_;
+  std::vector<std::unique_ptr<ServerProcess>> nodes_;
+  RouterProcess router_{dir_.Join("router")};
+};
+
+int Rounds() {
+  int rounds = 1;
+  const char* env = std::getenv("KV_FAILOVER_ROUNDS");
+  if (env != nullptr && absl::SimpleAtoi(env, &rounds) && rounds >= 1) return rounds;
+  return 1;
+}
+
+TEST_F(FailoverTest, KillingTheLeaderElectsTheMostAdvancedReplicaAndLosesNoAcknowledgedWrite) {
+  ASSERT_NO_FATAL_FAILURE(StartCluster());
+  Oracle oracle;
+  WriteLoad load(router_.address(), &oracle);
+  std::vector<double> times;
+  for (int round = 0; round < Rounds(); ++round) {
+    std::optional<Leader> old = CurrentLeader();
+    ASSERT_TRUE(old.has_value());
+    ServerProcess* victim = NodeById(old->id);
+    ASSERT_NE(victim, nullptr) << old->id;
+    // Some writes acknowledged before the kill.
+    const size_t before = oracle.acks();
+    ASSERT_TRUE(WaitFor([&] { return oracle.acks() >= before + 50; },
+                        absl::Now() + absl::Seconds(10)))
+        << "no write load before the kill\n" << Logs();
+
+    const absl::Time killed = absl::Now();
+    ASSERT_TRUE(victim->KillHard().ok());
+    std::optional<Leader> next = AwaitLeaderOtherThan(old->id, absl::Seconds(15));
+    ASSERT_TRUE(next.has_value()) << "no new leader\n" << Logs();
+    EXPECT_GT(next->epoch, old->epoch);
+    ASSERT_TRUE(WaitFor([&] { return oracle.FirstAckSentAfter(killed).has_value(); },
+                        absl::Now() + absl::Seconds(15)))
+        << "no write acknowledged after the kill\n" << Logs();
+    const double seconds = absl::ToDoubleSeconds(*oracle.FirstAckSentAfter(killed) - killed);
+    times.push_back(seconds);
+    std::printf("round %d: killed leader %s (epoch %lld); %s leads epoch %lld; kill -> first "
+                "acknowledged write: %.3f s\n",
+                round + 1, old->id.c_str(), static_cast<long long>(old->epoch), next->id.c_str(),
+                static_cast<long long>(next->epoch), seconds);
+
+    // The old leader, restarted (on a new port), follows the new one.
+    ASSERT_TRUE(victim->Restart().ok()) << victim->LogTail();
+    ASSERT_TRUE(WaitFor(
+        [&] {
+          absl::StatusOr<v1::StatusResponse> s = testing::FetchStatus(victim->address());
+          return s.ok() && s->role() == "replica" && s->ready() && s->leader() == next->addr;
+        },
+        absl::Now() + absl::Seconds(15)))
+        << "the restarted old leader did not rejoin as a follower\n" << Logs();
+  }
+  load.Stop();
+  std::sort(times.begin(), times.end());
+  std::printf("kill -> first acknowledged write over %zu rounds: min %.3f s, median %.3f s, max "
+              "%.3f s; %zu writes acknowledged, %zu failed\n",
+              times.size(), times.front(), times[times.size() / 2], times.back(), oracle.acks(),
+              oracle.failures());
+  ExpectEveryAcknowledgedWriteReadsBack(oracle);
+}
+
+TEST_F(FailoverTest, APausedLeaderIsReplacedAndAcknowledgesNothingAfterItResumes) {
+  ASSERT_NO_FATAL_FAILURE(StartCluster());
+  std::optional<Leader> old = CurrentLeader();
+  ASSERT_TRUE(old.has_value());
+  ServerProcess* paused = NodeById(old->id);
+  ASSERT_NE(paused, nullptr);
+  {
+    KvClient direct(old->addr, absl::Seconds(5));
+    v1::SetResponse response;
+    grpc::Status s = direct.Set("before", "pause", &response);
+    ASSERT_TRUE(s.ok()) << s.error_message();
+  }
+
+  const absl::Time stopped = absl::Now();
+  ASSERT_TRUE(paused->process().Kill(SIGSTOP).ok());
+  // Writes sent to the paused leader wait in its socket.
+  std::atomic<int> late_acks{0};
+  std::atomic<int> late_answers{0};
+  std::vector<std::thread> in_flight;
+  for (int i = 0; i < 4; ++i) {
+    in_flight.emplace_back([&, i] {
+      KvClient direct(old->addr, absl::Seconds(20));
+      v1::SetResponse response;
+      grpc::Status s = direct.Set(absl::StrCat("during-pause-", i), "x", &response);
+      if (s.ok()) ++late_acks;
+      ++late_answers;
+    });
+  }
+  std::optional<Leader> next = AwaitLeaderOtherThan(old->id, absl::Seconds(15));
+  const bool elected = next.has_value();
+  // Paused for at least 2 x TTL.
+  WaitFor([&] { return absl::Now() - stopped >= 2 * kTtl; }, absl::Now() + 3 * kTtl);
+  ASSERT_TRUE(paused->process().Kill(SIGCONT).ok());
+  for (std::thread& t : in_flight) t.join();
+  ASSERT_TRUE(elected) << "no new leader while the old one was paused\n" << Logs();
+  EXPECT_GT(next->epoch, old->epoch);
+  EXPECT_EQ(late_acks.load(), 0)
+      << "the resumed old leader acknowledged writes that waited on it during the pause";
+
+  // Every write sent to it directly now is refused, and soon names the new leader.
+  KvClient direct(old->addr, absl::Seconds(2));
+  int refusals = 0;
+  int acknowledged = 0;
+  std::string last;
+  const bool names_new_leader = WaitFor(
+      [&] {
+        v1::SetResponse response;
+        grpc::Status s = direct.Set(absl::StrCat("after-resume-", refusals), "x", &response);
+        if (s.ok()) {
+          ++acknowledged;
+          return false;
+        }
+        ++refusals;
+        last = absl::StrCat(s.error_code(), ": ", s.error_message());
+        const bool right_code = s.error_code() == grpc::StatusCode::FAILED_PRECONDITION ||
+                                s.error_code() == grpc::StatusCode::UNAVAILABLE;
+        return right_code && absl::StrContains(s.error_message(), next->addr);
+      },
+      absl::Now() + absl::Seconds(10), absl::Milliseconds(20));
+  EXPECT_EQ(acknowledged, 0) << "the old leader acknowledged a write after it resumed";
+  EXPECT_TRUE(names_new_leader) << "last answer: " << last << "\n" << Logs();
+  std::printf("paused leader %s (epoch %lld) replaced by %s (epoch %lld); after SIGCONT: %d "
+              "in-flight writes all failed, %d direct writes refused, last: %s\n",
+              old->id.c_str(), static_cast<long long>(old->epoch), next->id.c_str(),
+              static_cast<long long>(next->epoch), late_answers.load(), refusals, last.c_str());
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        absl::StatusOr<v1::StatusResponse> s = testing::FetchStatus(old->addr);
+        return s.ok() && s->role() == "replica" && s->leader() == next->addr;
+      },
+      absl::Now() + absl::Seconds(10)))
+      << "the resumed old leader does not follow the new one\n" << Logs();
+  // The shard takes writes through the router, and kept the one from before.
+  KvClient client(router_.address(), absl::Seconds(2));
+  grpc::Status s;
+  v1::SetResponse set;
+  ASSERT_TRUE(WaitFor([&] { return (s = client.Set("after", "failover", &set)).ok(); },
+                      absl::Now() + absl::Seconds(10), absl::Milliseconds(20)))
+      << s.error_message();
+  v1::GetResponse get;
+  ASSERT_TRUE(client.Get("before", &get).ok());
+  EXPECT_TRUE(get.found());
+  EXPECT_EQ(get.value(), "pause");
+}
+
+}  // namespace
+}  // namespace kvstore
