@@ -25,7 +25,7 @@ class FakeFileSystem::Writable final : public WritableFile {
   absl::Status Sync() override {
     absl::MutexLock l(&fs_->mu_);
     if (absl::Status s = FlushLocked(); !s.ok()) return s;
-    if (fs_->hold_syncs_) {
+    if (fs_->hold_syncs_ && absl::StrContains(path_, fs_->hold_syncs_of_)) {
       ++fs_->syncs_waiting_;
       fs_->mu_.Await(absl::Condition(
           +[](bool* hold) { return !*hold; }, &fs_->hold_syncs_));
@@ -274,9 +274,10 @@ void FakeFileSystem::SetContents(const std::string& path, std::string data) {
   durable_[path] = it->second;
 }
 
-void FakeFileSystem::HoldSyncs(bool hold) {
+void FakeFileSystem::HoldSyncs(bool hold, std::string path_part) {
   absl::MutexLock l(&mu_);
   hold_syncs_ = hold;
+  hold_syncs_of_ = std::move(path_part);
 }
 
 int FakeFileSystem::syncs_waiting() const {

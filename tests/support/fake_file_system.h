@@ -60,8 +60,10 @@ class FakeFileSystem final : public FileSystem {
   void ClearFailures();
   int injected_failures() const;
   // While held, every file Sync() waits (before making anything durable) until
-  // HoldSyncs(false). syncs_waiting() counts the calls waiting now.
-  void HoldSyncs(bool hold);
+  // HoldSyncs(false); with `path_part`, only the Syncs of files whose path
+  // contains it (e.g. "wal-": the log, not the EPOCH file). syncs_waiting()
+  // counts the calls waiting now.
+  void HoldSyncs(bool hold, std::string path_part = "");
   int syncs_waiting() const;
 
   // Direct access for tests that damage files on purpose. SetContents makes the
@@ -91,6 +93,7 @@ class FakeFileSystem final : public FileSystem {
   std::map<Op, int> calls_ ABSL_GUARDED_BY(mu_);
   int injected_ ABSL_GUARDED_BY(mu_) = 0;
   bool hold_syncs_ ABSL_GUARDED_BY(mu_) = false;
+  std::string hold_syncs_of_ ABSL_GUARDED_BY(mu_);
   int syncs_waiting_ ABSL_GUARDED_BY(mu_) = 0;
 };
 

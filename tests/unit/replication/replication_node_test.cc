@@ -6,17 +6,23 @@
 // only when a test advances it; other threads are waited for by polling a
 // condition with a deadline, never by sleeping a fixed time.
 #include <atomic>
+#include <deque>
 #include <functional>
 #include <memory>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
 #include "absl/time/clock.h"
+#include "common/replication/follower_session.h"
 #include "common/replication/node.h"
+#include "common/storage/log_format.h"
+#include "common/storage/op.h"
 #include "common/storage/store.h"
+#include "common/storage/version.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "tests/support/fake_clock.h"
@@ -57,6 +63,88 @@ class Outcome {
   bool done_ ABSL_GUARDED_BY(mu_) = false;
   absl::Status status_ ABSL_GUARDED_BY(mu_);
 };
+
+// A follower-side stream driven by the test: it hands the session the leader
+// messages the test queues, and records what the session writes back.
+class ScriptedStream final : public FollowerStream {
+ public:
+  void Send(v1::LeaderMessage m) {
+    absl::MutexLock l(&mu_);
+    incoming_.push_back(std::move(m));
+  }
+  bool Read(v1::LeaderMessage* m) override {
+    absl::MutexLock l(&mu_);
+    const auto ready = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+      return closed_ || !incoming_.empty();
+    };
+    mu_.Await(absl::Condition(&ready));
+    if (closed_) return false;
+    *m = std::move(incoming_.front());
+    incoming_.pop_front();
+    return true;
+  }
+  bool Write(const v1::FollowerMessage& m) override {
+    absl::MutexLock l(&mu_);
+    if (closed_) return false;
+    written_.push_back(m);
+    return true;
+  }
+  void Cancel() override {
+    absl::MutexLock l(&mu_);
+    closed_ = true;
+  }
+  // Highest durable index acked on this stream (0: none).
+  uint64_t acked() const {
+    absl::MutexLock l(&mu_);
+    uint64_t best = 0;
+    for (const v1::FollowerMessage& m : written_) {
+      if (m.has_ack()) best = std::max(best, m.ack().durable_index());
+    }
+    return best;
+  }
+  bool answered_position() const {
+    absl::MutexLock l(&mu_);
+    for (const v1::FollowerMessage& m : written_) {
+      if (m.has_position()) return true;
+    }
+    return false;
+  }
+
+ private:
+  mutable absl::Mutex mu_;
+  bool closed_ ABSL_GUARDED_BY(mu_) = false;
+  std::deque<v1::LeaderMessage> incoming_ ABSL_GUARDED_BY(mu_);
+  std::vector<v1::FollowerMessage> written_ ABSL_GUARDED_BY(mu_);
+};
+
+v1::LeaderMessage HelloFrom(const std::string& leader, uint64_t epoch) {
+  v1::LeaderMessage m;
+  m.mutable_hello()->set_epoch(epoch);
+  m.mutable_hello()->set_leader(leader);
+  m.mutable_hello()->set_leader_id(leader + "-id");
+  return m;
+}
+
+// Log records first..last of `epoch` as a leader frames them: puts of k<index>.
+v1::LeaderMessage EntriesOf(uint64_t first, uint64_t last, uint64_t epoch) {
+  v1::LeaderMessage m;
+  std::string records;
+  std::string payload;
+  for (uint64_t i = first; i <= last; ++i) {
+    const std::string key = absl::StrCat("k", i);
+    OpView op;
+    op.version = MakeVersion(epoch, i);
+    op.key = key;
+    op.value = "v";
+    payload.clear();
+    EncodeOp(op, &payload);
+    log::AppendRecord(i, epoch, log::RecordType::kOp, payload, &records);
+  }
+  m.mutable_entries()->set_records(records);
+  m.mutable_entries()->set_last_index(last);
+  m.mutable_entries()->set_leader_last_index(last);
+  return m;
+}
 
 // One node: its store and its ReplicationNode, on the shared fake file system.
 struct Member {
@@ -417,6 +505,41 @@ TEST_F(ReplicationNodeTest, UnderSyncAcksALeaderReadSeesAWriteOnlyOnceItsFollowe
   ASSERT_TRUE(outcome->status().ok()) << outcome->status();
   EXPECT_TRUE(seen_when_acknowledged->load()) << "acknowledged before it was visible";
   EXPECT_TRUE(leader.store->Get("k", &value, &version));
+}
+
+// An ack says "this follower holds it durably" to the stream's leader. Once a
+// newer leader's stream replaced the old one (this node may then truncate or
+// replace its log for the new leader), the old stream's ack thread must say
+// nothing more, even about records that become durable only now.
+TEST_F(ReplicationNodeTest, AReplacedStreamIsNeverAckedAgain) {
+  Member& f = Open("F1", Role::kReplica, NodeOptionsFor({}));
+  ScriptedStream old_stream;
+  ScriptedStream new_stream;
+  std::thread old_session([&] { (void)RunFollowerSession(f.node.get(), &old_stream); });
+  std::thread new_session;
+  // The old leader's entries arrive but cannot be made durable yet (the log's
+  // fsyncs wait; the EPOCH file's, which accepting a leader needs, do not).
+  f1_fs_.HoldSyncs(true, "wal-");
+  old_stream.Send(HelloFrom("A", 5));
+  old_stream.Send(EntriesOf(1, 3, 5));
+  ASSERT_TRUE(Eventually([&] { return f.store->last_index() == 3 && f1_fs_.syncs_waiting() > 0; }));
+  // A leader of a newer epoch takes over the follower.
+  new_stream.Send(HelloFrom("B", 6));
+  new_session = std::thread([&] { (void)RunFollowerSession(f.node.get(), &new_stream); });
+  ASSERT_TRUE(Eventually([&] { return new_stream.answered_position(); }));
+  // Now they become durable: the new stream acks them (its leader counts only
+  // what the position said); the old stream must not.
+  f1_fs_.HoldSyncs(false);
+  ASSERT_TRUE(Eventually([&] { return new_stream.acked() >= 3; }));
+  // An ack thread that ignored the replacement writes its ack at the same
+  // moment; give it a bounded chance to show up before closing the stream.
+  const bool old_acked = ::kvstore::testing::PollUntil([&] { return old_stream.acked() >= 3; },
+                                                       absl::Milliseconds(300));
+  old_stream.Cancel();
+  new_stream.Cancel();
+  old_session.join();
+  new_session.join();
+  EXPECT_FALSE(old_acked) << "the replaced stream acked index " << old_stream.acked();
 }
 
 // ---------------------------------------------------------------- epochs, step-down
