@@ -28,6 +28,10 @@ absl::Status ReadDuringInstall() {
   return absl::UnavailableError("a snapshot install ran during the read; retry");
 }
 
+// A read saw one whole state only if no install was under way when it began
+// (an even generation) and none began before it ended (the same one).
+bool ReadWasWhole(uint64_t before, uint64_t after) { return before % 2 == 0 && before == after; }
+
 }  // namespace
 
 absl::StatusOr<WritePlan> PlanWrite(const v1::WriteAck& ack, ReplicationHooks* replication) {
@@ -221,7 +225,7 @@ void KvService::ServeGet(const v1::GetRequest* request, v1::GetResponse* respons
     response->set_version(version);
     response->set_expires_at_ms(static_cast<uint64_t>(expires));
   }
-  if (store_->install_generation() != installs) {
+  if (!ReadWasWhole(installs, store_->install_generation())) {
     response->Clear();
     return done(ToGrpcStatus(ReadDuringInstall()));
   }
@@ -301,7 +305,7 @@ void KvService::ServeMultiGet(const v1::MultiGetRequest* request, v1::MultiGetRe
       return done(ToGrpcStatus(ResponseTooLarge(limits_)));
     }
   }
-  if (store_->install_generation() != installs) {
+  if (!ReadWasWhole(installs, store_->install_generation())) {
     response->Clear();
     return done(ToGrpcStatus(ReadDuringInstall()));
   }
@@ -359,7 +363,7 @@ absl::Status KvService::ServeScan(const v1::ScanRequest* request, v1::ScanRespon
   const uint64_t installs = store_->install_generation();
   KvMap::ScanPage page =
       store_->Scan(KvMap::ScanPosition{cursor->hash, std::move(cursor->after_key)}, options);
-  if (store_->install_generation() != installs) return ReadDuringInstall();
+  if (!ReadWasWhole(installs, store_->install_generation())) return ReadDuringInstall();
   response->mutable_entries()->Reserve(static_cast<int>(page.entries.size()));
   for (KvMap::ScannedEntry& e : page.entries) {
     v1::ScanEntry* out = response->add_entries();

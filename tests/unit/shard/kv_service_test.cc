@@ -4,10 +4,13 @@
 
 #include <grpcpp/test/default_reactor_test_peer.h>
 
+#include <atomic>
 #include <functional>
 #include <map>
 #include <memory>
 #include <string>
+#include <thread>
+#include <vector>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
@@ -483,6 +486,54 @@ TEST_F(KvServiceTest, ScanOnANodeNotReadyIsUnavailableLikeGet) {
   v1::GetResponse got;
   EXPECT_EQ(Call(&KvService::Get, get, &got).error_code(), grpc::StatusCode::UNAVAILABLE);
   service_.reset();
+}
+
+// A snapshot install replaces the whole map (a replica resyncing, a restore):
+// a read that overlaps it may see neither the old state nor the new. It must
+// answer UNAVAILABLE then, never found=false for a key both states hold.
+TEST_F(KvServiceTest, AReadOverlappingASnapshotInstallIsUnavailableNeverAbsent) {
+  v1::SetResponse set;
+  ASSERT_TRUE(Set("stay", "v", &set).ok());
+  std::vector<Mutation> batch(20000);
+  for (size_t i = 0; i < batch.size(); ++i) {
+    batch[i].key = absl::StrCat("filler-", i);
+    batch[i].value = "x";
+  }
+  absl::Notification written;
+  store_->Write(std::move(batch), Durability::kDefault,
+                [&](std::vector<MutationResult>) { written.Notify(); });
+  written.WaitForNotification();
+  absl::StatusOr<SnapshotMeta> snapshot = store_->TakeSnapshot();
+  ASSERT_TRUE(snapshot.ok()) << snapshot.status();
+  const std::string image = fs_.Contents(snapshot->path);
+
+  std::atomic<bool> installing{true};
+  std::thread installer([&] {
+    for (int i = 0; i < 10; ++i) {
+      const std::string incoming = "/data/incoming.snap";
+      fs_.SetContents(incoming, image);
+      absl::StatusOr<SnapshotMeta> installed = store_->InstallSnapshot(incoming);
+      EXPECT_TRUE(installed.ok()) << installed.status();
+    }
+    installing = false;
+  });
+  int found = 0, unavailable = 0, absent = 0;
+  while (installing) {
+    v1::GetRequest get;
+    get.set_key("stay");
+    v1::GetResponse got;
+    const grpc::Status s = Call(&KvService::Get, get, &got);
+    if (s.error_code() == grpc::StatusCode::UNAVAILABLE) {
+      ++unavailable;
+    } else if (s.ok() && got.found()) {
+      ++found;
+    } else if (s.ok()) {
+      ++absent;
+    }
+  }
+  installer.join();
+  EXPECT_EQ(absent, 0) << "found=false for a key every state holds (" << found << " found, "
+                       << unavailable << " unavailable)";
 }
 
 }  // namespace
