@@ -137,6 +137,7 @@ bool Mutex::AwaitWithDeadline(const Condition& cond, absl::Time deadline) {
 
 void Mutex::LockWhen(const Condition& cond) {
   Guarded g{this, &cond};
+  Release(this);  // Publishes g to whoever evaluates it.
   static auto real = KV_REAL(void (*)(Mutex*, const Condition&),
                              "_ZN4absl7debian35Mutex8LockWhenERKNS0_9ConditionE");
   real(this, absl::Condition(&EvalGuarded, &g));
@@ -145,6 +146,7 @@ void Mutex::LockWhen(const Condition& cond) {
 
 void Mutex::ReaderLockWhen(const Condition& cond) {
   Guarded g{this, &cond};
+  Release(this);  // Publishes g to whoever evaluates it.
   static auto real = KV_REAL(void (*)(Mutex*, const Condition&),
                              "_ZN4absl7debian35Mutex14ReaderLockWhenERKNS0_9ConditionE");
   real(this, absl::Condition(&EvalGuarded, &g));
@@ -153,6 +155,7 @@ void Mutex::ReaderLockWhen(const Condition& cond) {
 
 bool Mutex::LockWhenWithTimeout(const Condition& cond, absl::Duration timeout) {
   Guarded g{this, &cond};
+  Release(this);  // Publishes g to whoever evaluates it.
   static auto real =
       KV_REAL(bool (*)(Mutex*, const Condition&, absl::Duration),
               "_ZN4absl7debian35Mutex19LockWhenWithTimeoutERKNS0_9ConditionENS0_8DurationE");
@@ -163,6 +166,7 @@ bool Mutex::LockWhenWithTimeout(const Condition& cond, absl::Duration timeout) {
 
 bool Mutex::LockWhenWithDeadline(const Condition& cond, absl::Time deadline) {
   Guarded g{this, &cond};
+  Release(this);  // Publishes g to whoever evaluates it.
   static auto real =
       KV_REAL(bool (*)(Mutex*, const Condition&, absl::Time),
               "_ZN4absl7debian35Mutex20LockWhenWithDeadlineERKNS0_9ConditionENS0_4TimeE");
@@ -204,6 +208,9 @@ bool CondVar::WaitWithDeadline(Mutex* mu, absl::Time deadline) {
 // release goes on the object and on its flag, which follows the mutex.
 void Notification::Notify() {
   static auto real = KV_REAL(void (*)(Notification*), "_ZN4absl7debian312Notification6NotifyEv");
+  // Its unlock (inside the library) evaluates the waiters' conditions: acquire
+  // what they published first (the mutex is the object's first member).
+  Acquire(this);
   Release(this);
   Release(reinterpret_cast<const char*>(this) + sizeof(Mutex));
   real(this);
