@@ -2,14 +2,26 @@
 
 Called by tools/kvcluster (which installs dependencies and builds first). Reads
 a cluster config (deploy/local/cluster.yaml): the router's address, a topology
-file naming each shard's leader and replicas, the data directory and the flags
-every storage node gets. Processes start in dependency order (replicas, then
-leaders with --followers, then the router), each in its own session so that a
-Ctrl-C reaches only this script, which then stops them in reverse order:
-router first (no new requests), then leaders, then replicas.
+file naming each shard's nodes, the data directory, the flags every storage
+node gets, and how the cluster is coordinated:
 
-State of a running cluster (pids, addresses, logs) is kept in
-<data_dir>/kvcluster.json, so `status` and `down` work from another terminal.
+  etcd mode (the default): kvcluster starts a one-member etcd (Debian's
+    etcd-server, data in <data_dir>/etcd, free loopback ports) unless the
+    config names one, starts every node with --etcd-endpoints, writes the
+    cluster's keys (`kvctl cluster init`), waits until every shard has elected a
+    leader, then starts the router following etcd. A killed leader is replaced
+    by the most advanced replica within a few seconds (docs/failover.md).
+  static mode (coordination.mode: static): the topology's leaders lead, with
+    --followers; failover is a person running `kvctl promote`.
+
+Each process runs in its own session so that a Ctrl-C reaches only this
+script, which then stops them in reverse order: router, storage nodes, etcd.
+A process that dies is reported, not restarted, unless --restart is given
+(then it is started again with a backoff of 1 s doubling to 30 s).
+
+State of a running cluster (pids, addresses, logs, the etcd endpoint) is kept
+in <data_dir>/kvcluster.json, so `status` and `down` work from another
+terminal and a script can find a pid to kill.
 """
 
 import argparse
@@ -20,15 +32,19 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
 
 import yaml
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Where the binaries are: build/bin, or $KVCLUSTER_BIN (tests use their build's).
 BIN = os.environ.get("KVCLUSTER_BIN") or os.path.join(ROOT, "build", "bin")
+ETCD_BIN = os.environ.get("KVCLUSTER_ETCD") or "/usr/bin/etcd"
 DEFAULT_CONFIG = os.path.join("deploy", "local", "cluster.yaml")
 START_TIMEOUT_S = 30
 STOP_TIMEOUT_S = 30
+RESTART_BACKOFF_S = (1.0, 30.0)  # First delay, cap; doubles after each quick death.
+RESTART_STABLE_S = 30.0          # Up this long: the next death starts at the first delay.
 
 
 class ConfigError(Exception):
@@ -38,6 +54,26 @@ class ConfigError(Exception):
 def fail(message, code=1):
     print(f"kvcluster: {message}", file=sys.stderr)
     sys.exit(code)
+
+
+def load_coordination(path, raw):
+    """coordination: {mode: etcd|static, lease_ttl: 2s, endpoints: HOST:PORT[,...]}."""
+    raw = raw if raw is not None else {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: coordination must be a map (mode: etcd|static, ...)")
+    unknown = set(raw) - {"mode", "lease_ttl", "endpoints", "prefix"}
+    if unknown:
+        raise ConfigError(f"{path}: unknown keys under coordination: {sorted(unknown)}")
+    mode = str(raw.get("mode", "etcd"))
+    if mode not in ("etcd", "static"):
+        raise ConfigError(f"{path}: coordination.mode is {mode!r}; expected etcd or static")
+    return {
+        "mode": mode,
+        "lease_ttl": str(raw.get("lease_ttl", "2s")),
+        # Empty: kvcluster starts (and stops) a one-member etcd of its own.
+        "endpoints": str(raw.get("endpoints") or ""),
+        "prefix": str(raw.get("prefix") or ""),
+    }
 
 
 def load_config(path, data_dir_override):
@@ -50,7 +86,7 @@ def load_config(path, data_dir_override):
         raise ConfigError(f"{path} is not valid YAML: {e}")
     if not isinstance(config, dict):
         raise ConfigError(f"{path}: expected a map at the top level")
-    unknown = set(config) - {"router", "topology", "data_dir", "node_flags"}
+    unknown = set(config) - {"router", "topology", "data_dir", "node_flags", "coordination"}
     if unknown:
         raise ConfigError(f"{path}: unknown keys {sorted(unknown)}")
     router = config.get("router") or {}
@@ -77,11 +113,30 @@ def load_config(path, data_dir_override):
         "shards": shards,
         "data_dir": os.path.abspath(data_dir),
         "node_flags": node_flags,
+        "coordination": load_coordination(path, config.get("coordination")),
     }
 
 
 def nodes_of(config):
-    """Every process to start, in start order: replicas, leaders, router."""
+    """Every kvstore process to start, in start order (etcd comes before all).
+
+    Static mode: replicas, leaders (with --followers), router. etcd mode: the
+    shard's nodes n1 (the topology's leader entry), n2, ... and the router; who
+    leads is etcd's business, so the names say nothing about roles.
+    """
+    router = {"name": "router", "kind": "router", "address": config["router"]}
+    if config["coordination"]["mode"] == "etcd":
+        nodes = []
+        for shard in config["shards"]:
+            name = shard["name"]
+            addresses = [str(shard["leader"])] + [str(a) for a in (shard.get("replicas") or [])]
+            for i, address in enumerate(addresses):
+                node_id = f"n{i + 1}"
+                nodes.append({"name": f"{name}/{node_id}", "kind": "node", "node_id": node_id,
+                              "binary": "kv-shard" if i == 0 else "kv-replica",
+                              "address": address, "shard": name,
+                              "data_dir": os.path.join(config["data_dir"], name, node_id)})
+        return nodes + [router]
     replicas, leaders = [], []
     for shard in config["shards"]:
         name = shard["name"]
@@ -94,15 +149,57 @@ def nodes_of(config):
                         "shard": name,
                         "data_dir": os.path.join(config["data_dir"], name, "leader"),
                         "followers": followers})
-    router = {"name": "router", "kind": "router", "address": config["router"]}
     return replicas + leaders + [router]
 
 
-def command_for(node, config):
-    flags = [f"--{k}={v}" for k, v in config["node_flags"].items()]
+def etcd_node(config):
+    """The one-member etcd kvcluster runs, on the ports it used last time if
+    they are free (etcd keeps its peer URL in its data), else on new ones."""
+    data = os.path.join(config["data_dir"], "etcd")
+    ports_file = os.path.join(data, "kvcluster-ports.json")
+    ports = None
+    try:
+        with open(ports_file) as f:
+            saved = json.load(f)
+        if all(port_free(f"127.0.0.1:{saved[k]}") for k in ("client", "peer")):
+            ports = saved
+    except (OSError, ValueError, KeyError):
+        pass
+    if ports is None:
+        ports = {"client": free_port(), "peer": free_port()}
+        while ports["peer"] == ports["client"]:
+            ports["peer"] = free_port()
+        os.makedirs(data, exist_ok=True)
+        with open(ports_file, "w") as f:
+            json.dump(ports, f)
+    client = f"http://127.0.0.1:{ports['client']}"
+    peer = f"http://127.0.0.1:{ports['peer']}"
+    return {"name": "etcd", "kind": "etcd", "address": f"127.0.0.1:{ports['client']}",
+            "data_dir": data,
+            "command": [ETCD_BIN, "--name=kvcluster", f"--data-dir={os.path.join(data, 'member-data')}",
+                        f"--listen-client-urls={client}", f"--advertise-client-urls={client}",
+                        f"--listen-peer-urls={peer}", f"--initial-advertise-peer-urls={peer}",
+                        f"--initial-cluster=kvcluster={peer}", "--initial-cluster-state=new",
+                        "--logger=zap", "--log-outputs=stderr", "--log-level=warn"]}
+
+
+def command_for(node, config, etcd_endpoints=""):
+    if node["kind"] == "etcd":
+        return node["command"]
+    coordination = config["coordination"]
+    prefix = [f"--etcd-prefix={coordination['prefix']}"] if coordination["prefix"] else []
     if node["kind"] == "router":
-        return [os.path.join(BIN, "kv-router"), f"--listen={node['address']}",
-                f"--topology={config['topology']}"]
+        cmd = [os.path.join(BIN, "kv-router"), f"--listen={node['address']}"]
+        if etcd_endpoints:
+            return cmd + [f"--etcd-endpoints={etcd_endpoints}"] + prefix
+        return cmd + [f"--topology={config['topology']}"]
+    flags = [f"--{k}={v}" for k, v in config["node_flags"].items()]
+    if node["kind"] == "node":
+        # etcd mode: every node the same; leadership comes from the shard's leader key.
+        return [os.path.join(BIN, node["binary"]), f"--listen={node['address']}",
+                f"--data-dir={node['data_dir']}", f"--shard={node['shard']}",
+                f"--node-id={node['node_id']}", f"--etcd-endpoints={etcd_endpoints}",
+                f"--lease-ttl={coordination['lease_ttl']}"] + prefix + flags
     binary = "kv-shard" if node["kind"] == "leader" else "kv-replica"
     # --shard: a replica refuses a leader of another shard (docs/replication.md).
     cmd = [os.path.join(BIN, binary), f"--listen={node['address']}",
@@ -110,6 +207,12 @@ def command_for(node, config):
     if node["kind"] == "leader" and node["followers"]:
         cmd.append("--followers=" + ",".join(node["followers"]))
     return cmd
+
+
+def free_port():
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def port_free(address):
@@ -132,7 +235,21 @@ def kvctl(address, *args, timeout_ms=1000):
                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
+def kvctl_etcd(endpoints, prefix, *args, timeout_ms=2000):
+    flags = [f"--etcd={endpoints}", f"--timeout_ms={timeout_ms}"]
+    if prefix:
+        flags.append(f"--etcd_prefix={prefix}")
+    return subprocess.run([os.path.join(BIN, "kvctl"), *flags, *args],
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
 def healthy(node):
+    if node["kind"] == "etcd":
+        try:
+            with urllib.request.urlopen(f"http://{node['address']}/health", timeout=1) as r:
+                return json.load(r).get("health") == "true"
+        except (OSError, ValueError):
+            return False
     if node["kind"] == "router":
         # A read of a key nobody has: answered (found or not) once the router and
         # the shard that owns the key are up.
@@ -150,8 +267,16 @@ def alive(pid):
     # A zombie child counts as gone.
     try:
         done, _ = os.waitpid(pid, os.WNOHANG)
-        return done == 0
+        if done != 0:
+            return False
     except ChildProcessError:
+        pass
+    # Not our child (a detached supervisor, `down`): a zombie another parent has
+    # not reaped yet is gone too.
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
         return True
 
 
@@ -175,9 +300,20 @@ def read_state(data_dir):
         return None
 
 
+def write_state(data_dir, state):
+    """Atomically, so a script never reads half a file."""
+    state["pids"] = {n["name"]: n["pid"] for n in state["nodes"]}
+    tmp = state_path(data_dir) + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(state, f, indent=1)
+    os.replace(tmp, state_path(data_dir))
+
+
 def stop(nodes, quiet=False):
-    """SIGTERM in reverse start order, one tier at a time, waiting for each."""
-    tiers = [[n for n in nodes if n["kind"] == k] for k in ("router", "leader", "replica")]
+    """SIGTERM in reverse start order, one tier at a time, waiting for each:
+    router, leaders, replicas (etcd mode: all nodes together), etcd."""
+    tiers = [[n for n in nodes if n["kind"] == k]
+             for k in ("router", "leader", "replica", "node", "etcd")]
     for tier in tiers:
         running = [n for n in tier if n.get("pid") and alive(n["pid"])]
         for n in running:
@@ -201,6 +337,174 @@ def stop(nodes, quiet=False):
         print("kvcluster: stopped")
 
 
+def spawn(node, config, etcd_endpoints):
+    with open(node["log"], "ab") as log:
+        proc = subprocess.Popen(command_for(node, config, etcd_endpoints), stdout=log, stderr=log,
+                                stdin=subprocess.DEVNULL, cwd=ROOT, start_new_session=True)
+    node["pid"] = proc.pid
+    node["started_at"] = time.time()
+
+
+class StartError(Exception):
+    pass
+
+
+def wait_until(what, predicate, stopping, timeout_s=START_TIMEOUT_S):
+    deadline = time.monotonic() + timeout_s
+    while True:
+        if stopping["signal"]:
+            raise StartError(None)
+        result = predicate()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise StartError(f"{what} after {timeout_s} s")
+        time.sleep(0.1)
+
+
+def wait_healthy(nodes, stopping, logs):
+    pending = [n for n in nodes if "healthy" not in n]
+
+    def check():
+        for n in list(pending):
+            if not alive(n["pid"]):
+                raise StartError(f"{n['name']} exited during start-up; its log "
+                                 f"({n['log']}):\n{log_tail(n['log'])}")
+            if healthy(n):
+                n["healthy"] = True
+                pending.remove(n)
+        return not pending
+
+    try:
+        wait_until("not healthy", check, stopping)
+    except StartError as e:
+        if e.args[0] and e.args[0].startswith("not healthy"):
+            names = ", ".join(n["name"] for n in pending)
+            raise StartError(f"not healthy after {START_TIMEOUT_S} s: {names}; logs in {logs}")
+        raise
+
+
+def shards_with_leaders(etcd_endpoints, config):
+    """The cluster status (parsed) once every shard of the topology has a leader."""
+    r = kvctl_etcd(etcd_endpoints, config["coordination"]["prefix"], "--output=json",
+                   "cluster", "status")
+    if r.returncode != 0:
+        return None
+    status = json.loads(r.stdout)
+    led = {s["name"] for s in status.get("shards", []) if s.get("leader")}
+    return status if all(s["name"] in led for s in config["shards"]) else None
+
+
+def init_cluster(etcd_endpoints, config):
+    """kvctl cluster init from the topology file, once: a cluster already
+    initialised (a restart on the same data dir) keeps its keys and epochs."""
+    r = kvctl_etcd(etcd_endpoints, config["coordination"]["prefix"], "cluster", "init",
+                   f"--config={config['topology']}", timeout_ms=5000)
+    if r.returncode == 0:
+        return "initialised"
+    if r.returncode == 3:
+        return "already initialised"
+    raise StartError(f"kvctl cluster init failed (exit {r.returncode}): {r.stderr.strip()}")
+
+
+def start_all(config, args, stopping):
+    """Starts every process in order; returns the state to keep. On failure
+    everything started is stopped and StartError raised."""
+    data_dir = config["data_dir"]
+    logs = os.path.join(data_dir, "logs")
+    os.makedirs(logs, exist_ok=True)
+    coordination = config["coordination"]
+    etcd_mode = coordination["mode"] == "etcd"
+    started = []
+    etcd_endpoints = ""
+    try:
+        if etcd_mode and not coordination["endpoints"]:
+            etcd = etcd_node(config)
+            etcd["log"] = os.path.join(logs, "etcd.log")
+            progress("kvcluster: starting etcd on " + etcd["address"])
+            spawn(etcd, config, "")
+            started.append(etcd)
+            wait_healthy([etcd], stopping, logs)
+            etcd_endpoints = etcd["address"]
+        elif etcd_mode:
+            etcd_endpoints = coordination["endpoints"]
+        nodes = nodes_of(config)
+        storage = [n for n in nodes if n["kind"] != "router"]
+        for i, node in enumerate(storage):
+            node["log"] = os.path.join(logs, node["name"].replace("/", "-") + ".log")
+            progress(f"kvcluster: starting {i + 1}/{len(storage)}: {node['name']} on "
+                     f"{node['address']}")
+            spawn(node, config, etcd_endpoints)
+            started.append(node)
+        wait_healthy(storage, stopping, logs)
+        if etcd_mode:
+            progress(f"kvcluster: kvctl cluster init: {init_cluster(etcd_endpoints, config)}; "
+                     "waiting for every shard to elect a leader")
+            wait_until("no leader elected in every shard",
+                       lambda: shards_with_leaders(etcd_endpoints, config), stopping)
+        router = nodes[-1]
+        router["log"] = os.path.join(logs, "router.log")
+        progress(f"kvcluster: starting the router on {router['address']}")
+        spawn(router, config, etcd_endpoints)
+        started.append(router)
+        wait_healthy([router], stopping, logs)
+    except StartError as e:
+        if sys.stderr.isatty():
+            print(file=sys.stderr)
+        if e.args[0]:
+            print(f"kvcluster: {e.args[0]}", file=sys.stderr)
+        stop(started, quiet=True)
+        raise
+    if sys.stderr.isatty():
+        print(file=sys.stderr)
+    return {"config": os.path.abspath(args.config), "mode": coordination["mode"],
+            "etcd": etcd_endpoints, "etcd_prefix": coordination["prefix"],
+            "restart": bool(args.restart), "nodes": started}
+
+
+def progress(line):
+    if sys.stderr.isatty():
+        print(f"\r{line}\x1b[K", end="", file=sys.stderr, flush=True)
+    else:
+        print(line, file=sys.stderr, flush=True)
+
+
+def supervise(config, state, stopping):
+    """Until a signal: reports each process that exits and, with --restart,
+    starts it again after a backoff; the state file follows every new pid."""
+    data_dir = config["data_dir"]
+    reported = {}  # name -> when it may start again (None: not restarted)
+    backoff = {}
+    while not stopping["signal"]:
+        now = time.time()
+        for n in state["nodes"]:
+            name = n["name"]
+            if name not in reported:
+                if alive(n["pid"]):
+                    continue
+                if not state["restart"]:
+                    reported[name] = None
+                    print(f"kvcluster: {name} (pid {n['pid']}) exited; not restarted (no "
+                          f"--restart); the rest keep running. Its log: {n['log']}",
+                          file=sys.stderr, flush=True)
+                    continue
+                lived = now - n.get("started_at", now)
+                delay = RESTART_BACKOFF_S[0] if lived >= RESTART_STABLE_S else min(
+                    backoff.get(name, RESTART_BACKOFF_S[0] / 2) * 2, RESTART_BACKOFF_S[1])
+                backoff[name] = delay
+                reported[name] = now + delay
+                print(f"kvcluster: {name} (pid {n['pid']}) exited after {lived:.1f} s; "
+                      f"restarting it in {delay:.0f} s. Its log: {n['log']}",
+                      file=sys.stderr, flush=True)
+            elif reported[name] is not None and now >= reported[name]:
+                spawn(n, config, state["etcd"])
+                del reported[name]
+                write_state(data_dir, state)
+                print(f"kvcluster: {name} restarted (pid {n['pid']})", file=sys.stderr,
+                      flush=True)
+        time.sleep(0.2)
+
+
 def up(args):
     try:
         config = load_config(args.config, args.data_dir)
@@ -214,8 +518,11 @@ def up(args):
     taken = [n for n in nodes if not port_free(n["address"])]
     if taken:
         fail("addresses in use: " + ", ".join(f"{n['address']} ({n['name']})" for n in taken))
-    logs = os.path.join(data_dir, "logs")
-    os.makedirs(logs, exist_ok=True)
+    if config["coordination"]["mode"] == "etcd" and not config["coordination"]["endpoints"] \
+            and not os.access(ETCD_BIN, os.X_OK):
+        fail(f"etcd mode needs {ETCD_BIN} (Debian's etcd-server; tools/install-deps installs "
+             "it), or coordination.mode: static in the config")
+    os.makedirs(data_dir, exist_ok=True)
 
     stopping = {"signal": None}
 
@@ -225,79 +532,56 @@ def up(args):
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
 
-    started = []
-    for i, node in enumerate(nodes):
-        node["log"] = os.path.join(logs, node["name"].replace("/", "-") + ".log")
-        with open(node["log"], "ab") as log:
-            proc = subprocess.Popen(command_for(node, config), stdout=log, stderr=log,
-                                    stdin=subprocess.DEVNULL, cwd=ROOT, start_new_session=True)
-        node["pid"] = proc.pid
-        started.append(node)
-        progress = f"kvcluster: starting {i + 1}/{len(nodes)}: {node['name']} on {node['address']}"
-        if sys.stderr.isatty():
-            print(f"\r{progress}\x1b[K", end="", file=sys.stderr, flush=True)
-        else:
-            print(progress, file=sys.stderr, flush=True)
-        # Storage nodes are waited for before the router starts.
-        if node["kind"] == "router" or i + 1 == len(nodes) or nodes[i + 1]["kind"] == "router":
-            pending = [n for n in started if "healthy" not in n]
-            deadline = time.monotonic() + START_TIMEOUT_S
-            while pending:
-                if stopping["signal"]:
-                    print(file=sys.stderr)
-                    stop(started)
-                    sys.exit(130)
-                for n in list(pending):
-                    if not alive(n["pid"]):
-                        print(file=sys.stderr)
-                        print(f"kvcluster: {n['name']} exited during start-up; its log "
-                              f"({n['log']}):\n{log_tail(n['log'])}", file=sys.stderr)
-                        stop(started, quiet=True)
-                        sys.exit(1)
-                    if healthy(n):
-                        n["healthy"] = True
-                        pending.remove(n)
-                if pending and time.monotonic() > deadline:
-                    print(file=sys.stderr)
-                    names = ", ".join(n["name"] for n in pending)
-                    print(f"kvcluster: not healthy after {START_TIMEOUT_S} s: {names}; logs in "
-                          f"{logs}", file=sys.stderr)
-                    stop(started, quiet=True)
-                    sys.exit(1)
-                if pending:
-                    time.sleep(0.1)
-    if sys.stderr.isatty():
-        print(file=sys.stderr)
-    with open(state_path(data_dir), "w") as f:
-        json.dump({"config": os.path.abspath(args.config), "nodes": started}, f, indent=1)
+    try:
+        state = start_all(config, args, stopping)
+    except StartError as e:
+        sys.exit(130 if e.args[0] is None else 1)
+    write_state(data_dir, state)
 
     router = config["router"]
+    etcd = state["etcd"]
+    storage = [n for n in state["nodes"] if n["kind"] not in ("router", "etcd")]
+    mode = (f"etcd mode (automatic failover; etcd on {etcd})" if etcd
+            else "static mode (failover: kvctl promote)")
     print(f"kvstore is up: kv-router on {router}, {len(config['shards'])} shards "
-          f"({len(nodes) - 1} storage nodes); data and logs in {data_dir}")
-    for n in started:
+          f"({len(storage)} storage nodes), {mode}; data and logs in {data_dir}")
+    for n in state["nodes"]:
         print(f"  {n['name']:<20} {n['address']:<18} pid {n['pid']}")
+    etcd_hint = (f"  build/bin/kvctl --etcd={etcd} cluster status   # leaders, epochs, members\n"
+                 if etcd else "")
     print(f"""
 Try, in another terminal:
   build/bin/kvctl --addr={router} set greeting hello
   build/bin/kvctl --addr={router} get greeting
   build/bin/kvctl --addr={router} --read_mode=any get greeting
-  tools/kvcluster status
-  grpcurl -plaintext -d '{{"key":"Z3JlZXRpbmc="}}' {router} kvstore.v1.KeyValue/Get""")
+  tools/kvcluster status [--json]
+{etcd_hint}  grpcurl -plaintext -d '{{"key":"Z3JlZXRpbmc="}}' {router} kvstore.v1.KeyValue/Get""")
     if args.detach:
-        print("Detached. Stop it with: tools/kvcluster down")
-        return 0
-    print("Press Ctrl-C to stop.", flush=True)
-    reported = set()
-    while not stopping["signal"]:
-        for n in started:
-            if n["name"] not in reported and not alive(n["pid"]):
-                reported.add(n["name"])
-                print(f"kvcluster: {n['name']} (pid {n['pid']}) exited; the rest keep running. "
-                      f"Its log: {n['log']}", file=sys.stderr, flush=True)
-        time.sleep(0.2)
-    print(f"kvcluster: signal {stopping['signal']}: stopping the router, then the leaders, "
-          "then the replicas", flush=True)
-    stop(started)
+        if args.restart:
+            # A supervisor in the background keeps restarting what dies.
+            pid = os.fork()
+            if pid != 0:
+                print(f"Detached, supervised by pid {pid} (--restart). Stop it with: "
+                      "tools/kvcluster down")
+                return 0
+            os.setsid()
+            log = os.open(os.path.join(data_dir, "logs", "kvcluster-supervisor.log"),
+                          os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+            devnull = os.open(os.devnull, os.O_RDONLY)
+            os.dup2(devnull, 0)
+            os.dup2(log, 1)
+            os.dup2(log, 2)
+            state["supervisor"] = os.getpid()
+            write_state(data_dir, state)
+        else:
+            print("Detached. Stop it with: tools/kvcluster down")
+            return 0
+    else:
+        print("Press Ctrl-C to stop.", flush=True)
+    supervise(config, state, stopping)
+    print(f"kvcluster: signal {stopping['signal']}: stopping the router, then the storage "
+          "nodes, then etcd", flush=True)
+    stop(state["nodes"])
     try:
         os.remove(state_path(data_dir))
     except OSError:
@@ -316,43 +600,82 @@ def state_or_fail(args):
     return state
 
 
+def process_status(n):
+    """One process as `status --json` shows it."""
+    out = {"name": n["name"], "kind": n["kind"], "shard": n.get("shard"), "role": None,
+           "address": n["address"], "pid": n["pid"], "alive": alive(n["pid"]),
+           "epoch": None, "last_index": None, "log": n.get("log")}
+    if not out["alive"]:
+        out["role"] = "exited"
+        return out, None
+    if n["kind"] in ("router", "etcd"):
+        ok = healthy(n)
+        out["role"] = n["kind"]
+        out["serving"] = ok
+        return out, None if ok else "NOT ANSWERING"
+    r = kvctl(n["address"], "status", "--json")
+    if r.returncode != 0:
+        out["serving"] = False
+        return out, f"NOT ANSWERING: {r.stderr.strip()}"
+    s = json.loads(r.stdout)
+    out.update({"serving": True, "role": s.get("role"), "epoch": int(s.get("epoch", 0)),
+                "last_index": int(s.get("lastIndex", 0)), "keys": int(s.get("keyCount", 0))})
+    if s.get("role") == "replica":
+        out["lag_entries"] = int(s.get("lagEntries", 0))
+        out["lag_seconds"] = float(s.get("lagSeconds", 0))
+    out["followers"] = [{"address": f["address"], "state": f["state"],
+                         "lag_entries": int(f.get("lagEntries", 0))}
+                        for f in s.get("followers", [])]
+    return out, None
+
+
 def status(args):
     state = state_or_fail(args)
-    code = 0
-    print(f"{'node':<20} {'address':<18} {'pid':>7}  state")
-    for n in state["nodes"]:
-        if not alive(n["pid"]):
-            print(f"{n['name']:<20} {n['address']:<18} {n['pid']:>7}  exited (log: {n['log']})")
-            code = 1
-            continue
-        if n["kind"] == "router":
-            ok = healthy(n)
-            print(f"{n['name']:<20} {n['address']:<18} {n['pid']:>7}  "
-                  f"{'serving' if ok else 'NOT ANSWERING'}")
-            code = code if ok else 1
-            continue
-        r = kvctl(n["address"], "status", "--json")
-        if r.returncode != 0:
-            print(f"{n['name']:<20} {n['address']:<18} {n['pid']:>7}  NOT ANSWERING: "
-                  f"{r.stderr.strip()}")
-            code = 1
-            continue
-        s = json.loads(r.stdout)
-        line = (f"{s.get('role', '?')} epoch={s.get('epoch', 0)} "
-                f"last_index={s.get('lastIndex', 0)} keys={s.get('keyCount', 0)}")
-        if s.get("role") == "replica":
-            line += f" lag={s.get('lagEntries', 0)} ({s.get('lagSeconds', 0):.1f} s)"
-        for f in s.get("followers", []):
-            line += f"\n{'':<48}follower {f['address']}: {f['state']}, lag {f.get('lagEntries', 0)}"
-        print(f"{n['name']:<20} {n['address']:<18} {n['pid']:>7}  {line}")
+    rows = [process_status(n) for n in state["nodes"]]
+    code = 0 if all(p["alive"] and problem is None for p, problem in rows) else 1
+    if args.json:
+        print(json.dumps({"mode": state.get("mode", "static"), "etcd": state.get("etcd", ""),
+                          "processes": [p for p, _ in rows]}, indent=1))
+        return code
+    if state.get("etcd"):
+        print(f"etcd mode: kvctl --etcd={state['etcd']} cluster status shows the election")
+    print(f"{'process':<20} {'address':<18} {'pid':>7}  state")
+    for p, problem in rows:
+        head = f"{p['name']:<20} {p['address']:<18} {p['pid']:>7}  "
+        if not p["alive"]:
+            print(f"{head}exited (log: {p['log']})")
+        elif problem:
+            print(f"{head}{problem}")
+        elif p["kind"] in ("router", "etcd"):
+            print(f"{head}serving")
+        else:
+            line = f"{p['role']} epoch={p['epoch']} last_index={p['last_index']} keys={p['keys']}"
+            if p["role"] == "replica":
+                line += f" lag={p['lag_entries']} ({p['lag_seconds']:.1f} s)"
+            for f in p["followers"]:
+                line += (f"\n{'':<48}follower {f['address']}: {f['state']}, "
+                         f"lag {f['lag_entries']}")
+            print(head + line)
     return code
 
 
 def down(args):
+    try:
+        config = load_config(args.config, args.data_dir)
+    except ConfigError as e:
+        fail(str(e), 2)
     state = state_or_fail(args)
+    supervisor = state.get("supervisor")
+    if supervisor and alive(supervisor):
+        # It stops everything, with the pids of what it restarted.
+        os.kill(supervisor, signal.SIGTERM)
+        deadline = time.monotonic() + STOP_TIMEOUT_S * 5
+        while alive(supervisor) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        state = read_state(config["data_dir"]) or state
     stop(state["nodes"])
     try:
-        os.remove(state_path(load_config(args.config, args.data_dir)["data_dir"]))
+        os.remove(state_path(config["data_dir"]))
     except OSError:
         pass
     return 0
@@ -367,6 +690,12 @@ def main():
     parser.add_argument("--data-dir", help="override the config's data_dir")
     parser.add_argument("--detach", action="store_true",
                         help="up: return once the cluster is healthy (stop it with down)")
+    parser.add_argument("--restart", action="store_true",
+                        help="up: start a process that dies again, after a backoff of 1 s "
+                             "doubling to 30 s (with --detach, a background supervisor does)")
+    parser.add_argument("--json", action="store_true",
+                        help="status: every process as JSON (name, shard, role, address, pid, "
+                             "epoch, last_index)")
     args = parser.parse_args()
     cwd = os.environ.get("KVCLUSTER_CWD", os.getcwd())
     if args.config != DEFAULT_CONFIG:

@@ -1,6 +1,6 @@
 """A client in another language: Python, with stubs generated from our .proto
 files by grpc_python_plugin, against a local cluster started by
-tools/kvcluster.py (router, three shards, a replica each) on free ports.
+tools/kvcluster.py (router, three shards of two nodes, etcd mode) on free ports.
 
 Run by ctest (tests/CMakeLists.txt) with Debian's /usr/bin/python3:
   cluster_test.py --stubs=DIR --root=REPO --bin=BUILD/bin
@@ -169,12 +169,18 @@ class ClusterTest(unittest.TestCase):
         self.assertEqual(status.returncode, 0, status.stdout)
         for address in self.nodes:
             self.assertIn(address, status.stdout)
+        # etcd mode (the config names no coordination): each shard elected one
+        # of its two nodes, which pushes to the other.
         for i in range(3):
-            leader = self.nodes[1 + 2 * i]
-            with grpc.insecure_channel(leader) as channel:
-                st = admin_pb2_grpc.AdminStub(channel).Status(admin_pb2.StatusRequest(), timeout=5)
-            self.assertEqual(st.role, "leader")
-            self.assertEqual(len(st.followers), 1)
+            roles = []
+            for address in self.nodes[1 + 2 * i:3 + 2 * i]:
+                with grpc.insecure_channel(address) as channel:
+                    st = admin_pb2_grpc.AdminStub(channel).Status(admin_pb2.StatusRequest(),
+                                                                   timeout=5)
+                roles.append(st.role)
+                if st.role == "leader":
+                    self.assertEqual(len(st.followers), 1)
+            self.assertEqual(sorted(roles), ["leader", "replica"], f"shard-{i}")
 
 
 if __name__ == "__main__":
