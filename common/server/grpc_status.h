@@ -3,17 +3,43 @@
 #ifndef KVSTORE_COMMON_SERVER_GRPC_STATUS_H_
 #define KVSTORE_COMMON_SERVER_GRPC_STATUS_H_
 
+#include <map>
+#include <optional>
+#include <string>
+
 #include "absl/status/status.h"
 #include "grpcpp/support/status.h"
 
 namespace kvstore {
 
-// Same code, same message. Payloads are dropped (gRPC's details field is not
-// filled). An OK status becomes grpc::Status::OK.
+// Same code, same message. An ErrorInfo attached by WithErrorInfo becomes the
+// call's error details: a google.rpc.Status holding it, which gRPC sends in
+// the "grpc-status-details-bin" trailer. Other payloads are dropped. An OK
+// status becomes grpc::Status::OK.
 grpc::Status ToGrpcStatus(const absl::Status& status);
 
-// Same code, same message; error_details are dropped. OK becomes absl::OkStatus().
+// Same code, same message, and the ErrorInfo of the details if there is one.
+// OK becomes absl::OkStatus().
 absl::Status FromGrpcStatus(const grpc::Status& status);
+
+// google.rpc.ErrorInfo, the machine-readable half of an error. Reasons we send:
+//   NOT_LEADER  a write (or leader read) refused by a node that does not lead
+//               its shard; nothing was applied, so it may be sent again.
+//               metadata: "leader" (host:port, absent when unknown) and
+//               "epoch" (the newest epoch the refusing node knows).
+inline constexpr char kErrorDomain[] = "kvstore.io";
+inline constexpr char kReasonNotLeader[] = "NOT_LEADER";
+
+struct ErrorInfo {
+  std::string reason;
+  std::map<std::string, std::string> metadata;
+};
+
+// `status` (not OK) carrying `info` in domain kErrorDomain.
+absl::Status WithErrorInfo(absl::Status status, const ErrorInfo& info);
+// The ErrorInfo attached to a status, if any.
+std::optional<ErrorInfo> ErrorInfoOf(const absl::Status& status);
+std::optional<ErrorInfo> ErrorInfoOf(const grpc::Status& status);
 
 }  // namespace kvstore
 

@@ -86,13 +86,28 @@ absl::Status KvService::Admit(grpc::CallbackServerContext* unary, const v1::Writ
     std::string leader;
     if (absl::Status s = replication_->CheckWritable(&leader); !s.ok()) {
       if (!leader.empty() && unary != nullptr) unary->AddTrailingMetadata("kv-leader", leader);
-      return s;
+      if (!absl::IsFailedPrecondition(s)) return s;
+      return NotLeader(std::move(s), leader);
     }
   }
   absl::StatusOr<WritePlan> planned = PlanWrite(ack, replication_);
   if (!planned.ok()) return planned.status();
   *plan = *planned;
   return absl::OkStatus();
+}
+
+// FAILED_PRECONDITION from CheckWritable: this node does not lead. The
+// ErrorInfo says so for machines (the kv-leader trailer stays for older
+// routers): the write was not applied, the leader is there, at that epoch.
+absl::Status KvService::NotLeader(absl::Status refusal, const std::string& leader) const {
+  ErrorInfo info{kReasonNotLeader, {}};
+  if (!leader.empty()) info.metadata["leader"] = leader;
+  // A refusal is rare and cheap next to the retry it saves; the node's epoch
+  // is the newest it has followed or led.
+  v1::StatusResponse status;
+  replication_->FillStatus(&status);
+  info.metadata["epoch"] = std::to_string(status.epoch());
+  return WithErrorInfo(std::move(refusal), info);
 }
 
 absl::Status KvService::AdmitRead(v1::ReadMode mode) const {

@@ -93,6 +93,8 @@ class KvService final : public v1::KeyValue::CallbackService, private PipelineBa
   // A read may be answered here now (ReplicationHooks::CheckReadable); a lone
   // shard answers every read.
   absl::Status AdmitRead(v1::ReadMode mode) const;
+  // A not-leader refusal of Admit, with its ErrorInfo (NOT_LEADER).
+  absl::Status NotLeader(absl::Status refusal, const std::string& leader) const;
 
   // Calls `done` once the replicas the write needs (if any) confirm `index`.
   // What Store::Write reported for a request, in one place for AfterWrite.

@@ -129,10 +129,28 @@ class ShardCall {
         return "";
       case RetryRule::kHintedLeader: {
         if (status.error_code() != grpc::StatusCode::FAILED_PRECONDITION) return "";
-        const auto& trailers = contexts_[attempts_ - 1]->GetServerTrailingMetadata();
-        auto it = trailers.find(kLeaderHintKey);
-        if (it == trailers.end()) return "";  // A CAS mismatch, or a refusal with no leader.
-        std::string hint(it->second.data(), it->second.size());
+        // NOT_LEADER (ErrorInfo) names the leader in its metadata; older
+        // nodes only in the kv-leader trailer.
+        const std::optional<ErrorInfo> info = ErrorInfoOf(status);
+        const bool not_leader = info && info->reason == kReasonNotLeader;
+        std::string hint;
+        if (not_leader) {
+          auto leader = info->metadata.find("leader");
+          if (leader != info->metadata.end()) hint = leader->second;
+        }
+        if (hint.empty()) {
+          const auto& trailers = contexts_[attempts_ - 1]->GetServerTrailingMetadata();
+          auto it = trailers.find(kLeaderHintKey);
+          if (it != trailers.end()) hint.assign(it->second.data(), it->second.size());
+        }
+        if (hint.empty()) {
+          // A CAS mismatch, or a refusal naming no leader. A NOT_LEADER write
+          // was not applied: if the router's own view (etcd's leader key, the
+          // probes) has moved on since the write was sent, it goes there.
+          if (!not_leader) return "";
+          std::string current = table_->Leader(shard_);
+          return current != address_ && !health_->Get(current).deposed() ? current : "";
+        }
         if (hint == address_ || !CheckHostPort(hint).ok()) return "";
         // Never write to a node known to be deposed (the hint is stale).
         if (health_->Get(hint).deposed()) return "";

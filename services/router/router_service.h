@@ -6,10 +6,13 @@
 // Routing rules:
 //  - Writes (Set, Delete, MultiSet) go to the shard's leader and are never
 //    retried on failure: the write may have been applied. One exception: a
-//    FAILED_PRECONDITION whose trailing metadata names the leader
-//    ("kv-leader: HOST:PORT") means the node refused the write without
+//    FAILED_PRECONDITION with NOT_LEADER in its error details
+//    (google.rpc.ErrorInfo, metadata "leader"), or from older nodes trailing
+//    metadata "kv-leader: HOST:PORT", means the node refused the write without
 //    applying it, so it is sent once more, there, and that address is used as
-//    the shard's leader until the next topology reload.
+//    the shard's leader until the next topology reload. A NOT_LEADER naming
+//    no leader goes once to the table's leader if that changed meanwhile
+//    (in etcd mode the watch of the leader keys moves it).
 //    A hint naming a node the probes found deposed is not followed.
 //  - Leaders are also discovered: every backend is probed with Admin.Status
 //    (backend_prober.h), and a node of the shard that reports leading a newer

@@ -24,6 +24,7 @@
 #include "gmock/gmock.h"
 #include "grpcpp/grpcpp.h"
 #include "grpcpp/test/default_reactor_test_peer.h"
+#include "common/server/grpc_status.h"
 #include "gtest/gtest.h"
 #include "services/router/router_admin_service.h"
 
@@ -567,6 +568,20 @@ TEST_P(RouterForwardingTest, RefusedWriteGoesOnceToTheHintedLeaderWhichIsRemembe
   ASSERT_TRUE(Set(keys[2], "c").ok());
   EXPECT_EQ(leaders_[2]->calls("Set"), 2);
   EXPECT_EQ(new_leader.calls("Set"), 3);
+}
+
+// A node's NOT_LEADER (google.rpc.ErrorInfo in the error details) names the
+// leader without the kv-leader trailer: the write, not applied, goes there once.
+TEST_P(RouterForwardingTest, NotLeaderErrorInfoIsFollowedLikeTheTrailer) {
+  FakeShard new_leader;
+  const std::string key = KeysOf(1, 1)[0];
+  leaders_[1]->FailWith(ToGrpcStatus(WithErrorInfo(
+      absl::FailedPreconditionError("not the leader"),
+      {kReasonNotLeader, {{"leader", new_leader.address()}, {"epoch", "1048600"}}})));
+  ASSERT_TRUE(Set(key, "a").ok());
+  EXPECT_EQ(leaders_[1]->calls("Set"), 1);
+  EXPECT_EQ(new_leader.calls("Set"), 1);
+  EXPECT_EQ(service_->table()->Leader(1), new_leader.address());
 }
 
 TEST_P(RouterForwardingTest, AHintIsFollowedOnlyOnce) {

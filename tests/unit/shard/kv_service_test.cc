@@ -8,6 +8,7 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -17,6 +18,7 @@
 #include "absl/synchronization/notification.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "common/server/grpc_status.h"
 #include "tests/support/fake_clock.h"
 #include "tests/support/fake_file_system.h"
 
@@ -534,6 +536,72 @@ TEST_F(KvServiceTest, AReadOverlappingASnapshotInstallIsUnavailableNeverAbsent) 
   installer.join();
   EXPECT_EQ(absent, 0) << "found=false for a key every state holds (" << found << " found, "
                        << unavailable << " unavailable)";
+}
+
+
+// A replica (or deposed leader) that knows who leads, at which epoch.
+class FollowerHooks : public FixedHooks {
+ public:
+  FollowerHooks(std::string leader, uint64_t epoch)
+      : FixedHooks(0, 0), leader_(std::move(leader)), epoch_(epoch) {}
+  absl::Status CheckWritable(std::string* leader) override {
+    *leader = leader_;
+    return absl::FailedPreconditionError("this node is a replica; the leader is " + leader_);
+  }
+  void FillStatus(v1::StatusResponse* response) override { response->set_epoch(epoch_); }
+
+ private:
+  const std::string leader_;
+  const uint64_t epoch_;
+};
+
+// A router (or any client) can tell "not the leader, nothing applied, go
+// there" from other FAILED_PRECONDITIONs (a CAS mismatch) without parsing
+// the message: google.rpc.ErrorInfo NOT_LEADER in the error details.
+TEST_F(KvServiceTest, WriteToANonLeaderCarriesNotLeaderWithLeaderAndEpoch) {
+  FollowerHooks hooks("127.0.0.1:7001", 1048600);
+  service_ = std::make_unique<KvService>(store_.get(), limits_, &hooks);
+  v1::SetResponse set;
+  const grpc::Status status = Set("k", "v", &set);
+  ASSERT_EQ(status.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+  const std::optional<ErrorInfo> info = ErrorInfoOf(status);
+  ASSERT_TRUE(info.has_value()) << "no ErrorInfo in the details";
+  EXPECT_EQ(info->reason, kReasonNotLeader);
+  EXPECT_EQ(info->metadata.at("leader"), "127.0.0.1:7001");
+  EXPECT_EQ(info->metadata.at("epoch"), "1048600");
+  // Not applied.
+  v1::GetRequest get;
+  get.set_key("k");
+  v1::GetResponse got;
+  ASSERT_TRUE(Call(&KvService::Get, get, &got).ok());
+  EXPECT_FALSE(got.found());
+  service_.reset();
+}
+
+TEST_F(KvServiceTest, CasMismatchCarriesNoNotLeader) {
+  v1::SetResponse first;
+  ASSERT_TRUE(Set("k", "v", &first).ok());
+  v1::SetRequest cas;
+  cas.set_key("k");
+  cas.set_value("w");
+  cas.set_if_version(first.version() + 1);
+  v1::SetResponse out;
+  const grpc::Status status = Call(&KvService::Set, cas, &out);
+  ASSERT_EQ(status.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+  EXPECT_FALSE(ErrorInfoOf(status).has_value());
+}
+
+TEST(GrpcStatusTest, ErrorInfoSurvivesTheRoundTripThroughGrpcStatus) {
+  const absl::Status refused = WithErrorInfo(absl::FailedPreconditionError("not leading"),
+                                             {kReasonNotLeader, {{"leader", "h:1"}}});
+  const grpc::Status wire = ToGrpcStatus(refused);
+  EXPECT_EQ(wire.error_message(), "not leading");
+  EXPECT_FALSE(wire.error_details().empty());
+  const absl::Status back = FromGrpcStatus(wire);
+  EXPECT_EQ(back, refused);
+  ASSERT_TRUE(ErrorInfoOf(back).has_value());
+  EXPECT_EQ(ErrorInfoOf(back)->metadata.at("leader"), "h:1");
+  EXPECT_TRUE(ToGrpcStatus(absl::FailedPreconditionError("x")).error_details().empty());
 }
 
 }  // namespace
