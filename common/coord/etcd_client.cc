@@ -72,11 +72,13 @@ absl::StatusOr<std::unique_ptr<EtcdClient>> EtcdClient::Create(const EtcdClientO
   if (options.call_timeout <= absl::ZeroDuration()) {
     return absl::InvalidArgumentError("etcd call timeout must be positive");
   }
-  return std::unique_ptr<EtcdClient>(new EtcdClient(std::move(endpoints), options.call_timeout));
+  return std::unique_ptr<EtcdClient>(new EtcdClient(std::move(endpoints), options));
 }
 
-EtcdClient::EtcdClient(std::vector<std::string> endpoints, absl::Duration call_timeout)
-    : endpoints_(std::move(endpoints)), call_timeout_(call_timeout) {
+EtcdClient::EtcdClient(std::vector<std::string> endpoints, const EtcdClientOptions& options)
+    : endpoints_(std::move(endpoints)),
+      call_timeout_(options.call_timeout),
+      on_call_(options.on_call) {
   for (const std::string& endpoint : endpoints_) channels_.push_back(NewChannel(endpoint));
 }
 
@@ -102,7 +104,8 @@ void EtcdClient::ReportUnavailable(const std::shared_ptr<grpc::Channel>& channel
 
 template <typename Call>
 absl::Status EtcdClient::Invoke(absl::string_view method, Call call) {
-  const absl::Time deadline = absl::Now() + call_timeout_;
+  const absl::Time started = absl::Now();
+  const absl::Time deadline = started + call_timeout_;
   absl::Duration pause = absl::Milliseconds(25);
   grpc::Status status;
   std::string endpoint;
@@ -127,6 +130,9 @@ absl::Status EtcdClient::Invoke(absl::string_view method, Call call) {
       absl::SleepFor(pause);
       pause = std::min(pause * 2, absl::Milliseconds(400));
     }
+  }
+  if (on_call_) {
+    on_call_(method, absl::Now() - started, static_cast<absl::StatusCode>(status.error_code()));
   }
   if (status.ok()) return absl::OkStatus();
   return absl::Status(static_cast<absl::StatusCode>(status.error_code()),

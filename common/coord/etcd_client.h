@@ -28,6 +28,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -50,6 +51,10 @@ struct EtcdClientOptions {
   std::string endpoints;
   // Deadline of a unary call, all its attempts together.
   absl::Duration call_timeout = absl::Seconds(2);
+  // Told of every unary call once it ends (all attempts together), for
+  // metrics; may be empty. Runs on the caller's thread: keep it cheap.
+  std::function<void(absl::string_view method, absl::Duration took, absl::StatusCode code)>
+      on_call;
 };
 
 struct RangeOptions {
@@ -110,7 +115,7 @@ class EtcdClient {
   absl::Duration call_timeout() const { return call_timeout_; }
 
  private:
-  EtcdClient(std::vector<std::string> endpoints, absl::Duration call_timeout);
+  EtcdClient(std::vector<std::string> endpoints, const EtcdClientOptions& options);
 
   // Runs `call(channel, context)` against the current endpoint with a fresh
   // context, moving on and retrying on UNAVAILABLE until the deadline.
@@ -119,6 +124,7 @@ class EtcdClient {
 
   const std::vector<std::string> endpoints_;
   const absl::Duration call_timeout_;
+  const decltype(EtcdClientOptions::on_call) on_call_;
   std::vector<std::shared_ptr<grpc::Channel>> channels_;  // One per endpoint; fixed.
 
   mutable absl::Mutex mu_;

@@ -96,6 +96,10 @@ void FailoverAgent::OnLeaseLost(const absl::Status& why) {
   // At once, on the lease's thread: the guard already refuses writes since
   // valid_until passed; this fences the store and fails the waiting writes.
   LOG(WARNING) << "Lease lost: " << why;
+  if (options_.metrics != nullptr) {
+    options_.metrics->SetLeaseValidUntil(0);
+    if (node_->role() == Role::kLeader) options_.metrics->SelfFenced();
+  }
   node_->StepDown(absl::StrCat("lease lost: ", why.message()));
   Wake();
 }
@@ -184,6 +188,7 @@ void FailoverAgent::PublishMember(bool now) {
 
 void FailoverAgent::Step() {
   if (!EnsureLease()) return;
+  if (options_.metrics != nullptr) options_.metrics->SetLeaseValidUntil(lease_->valid_until());
   PublishMember(/*now=*/false);
   const std::shared_ptr<const coord::TopologySnapshot> snapshot = view_->Current();
   if (!snapshot) return;
@@ -321,6 +326,12 @@ absl::StatusOr<ReplicationHooks::PromoteResult> FailoverAgent::Campaign(bool for
     return led;
   }
   leadership_ = won;
+  if (options_.metrics != nullptr) {
+    const bool automatic = absent_since_ != 0 && !force;
+    options_.metrics->Elected(automatic ? "leader_gone" : force ? "promote_forced" : "promote",
+                              automatic ? absl::Nanoseconds(Now() - absent_since_)
+                                        : absl::ZeroDuration());
+  }
   LOG(INFO) << "Elected leader of shard " << options_.shard << " at epoch " << won.epoch
             << (absent_since_ != 0
                     ? absl::StrCat(", ", (Now() - absent_since_) / 1000000,

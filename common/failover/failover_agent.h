@@ -42,6 +42,7 @@
 #include "common/coord/monotonic_clock.h"
 #include "common/coord/schema.h"
 #include "common/coord/topology_view.h"
+#include "common/metrics/coord_metrics.h"
 #include "common/replication/node.h"
 
 namespace kvstore {
@@ -59,6 +60,9 @@ struct FailoverOptions {
   // How often the loop looks again without being woken.
   absl::Duration tick = absl::Milliseconds(100);
   coord::MonotonicClock clock = coord::SteadyNanos;
+  // Elections won, self-fences, the lease's time left; may be null. Must
+  // outlive the agent.
+  CoordMetrics* metrics = nullptr;
 };
 
 class FailoverAgent {

@@ -15,6 +15,7 @@
 #include "common/coord/etcd_client.h"
 #include "common/coord/schema.h"
 #include "common/failover/failover_agent.h"
+#include "common/metrics/coord_metrics.h"
 #include "common/metrics/server_metrics.h"
 #include "common/replication/node.h"
 #include "common/security/credentials.h"
@@ -244,6 +245,8 @@ int Run(NodeKind kind, const char* program) {
 #endif
   // Metrics (--metrics-listen): declared before what they observe, so they
   // outlive it.
+  // etcd mode's (the agent's clock); before the metrics, which read it.
+  CoordMetrics coord_metrics(coord::SteadyNanos);
   ServerMetrics metrics(MetricsFlagsFromCommandLine());
   metrics.Instrument(&options);
   // Never acknowledge after a failed log write: crash, and let recovery decide.
@@ -255,6 +258,10 @@ int Run(NodeKind kind, const char* program) {
   if (etcd_mode->enabled) {
     coord::EtcdClientOptions etcd_options;
     etcd_options.endpoints = FLAGS_etcd_endpoints;
+    etcd_options.on_call = [&coord_metrics](absl::string_view method, absl::Duration took,
+                                            absl::StatusCode code) {
+      coord_metrics.EtcdCall(method, took, code);
+    };
     absl::StatusOr<std::unique_ptr<coord::EtcdClient>> client =
         coord::EtcdClient::Create(etcd_options);
     if (!client.ok()) {
@@ -318,6 +325,9 @@ int Run(NodeKind kind, const char* program) {
     admin->FillStatus(&status);
     WriteNodeStatusMetrics(status, absl::Now(), out);
   });
+  if (etcd_mode->enabled) {
+    metrics.AddCollector([&coord_metrics](ExpositionWriter* out) { coord_metrics.Write(out); });
+  }
   if (absl::Status s = metrics.Serve(); !s.ok()) {
     LOG(ERROR) << s;
     return 1;
@@ -328,6 +338,7 @@ int Run(NodeKind kind, const char* program) {
   std::unique_ptr<FailoverAgent> agent;
   if (etcd_mode->enabled) {
     FailoverOptions failover = etcd_mode->failover;
+    failover.metrics = &coord_metrics;
     failover.advertise = FLAGS_advertise.empty() ? (*server)->address() : FLAGS_advertise;
     absl::StatusOr<std::unique_ptr<FailoverAgent>> created =
         FailoverAgent::Create(etcd.get(), node->get(), failover);

@@ -101,6 +101,7 @@ EtcdTopologySource::~EtcdTopologySource() { Stop(); }
 void EtcdTopologySource::Stop() { view_->Stop(); }
 
 void EtcdTopologySource::OnSnapshot(const coord::TopologySnapshot& snapshot) {
+  revision_.store(snapshot.revision, std::memory_order_relaxed);
   std::function<void(const Topology&)> on_change;
   Topology changed;
   {

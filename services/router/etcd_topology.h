@@ -15,6 +15,8 @@
 #ifndef KVSTORE_SERVICES_ROUTER_ETCD_TOPOLOGY_H_
 #define KVSTORE_SERVICES_ROUTER_ETCD_TOPOLOGY_H_
 
+#include <atomic>
+#include <cstdint>
 #include <functional>
 #include <map>
 #include <memory>
@@ -56,11 +58,15 @@ class EtcdTopologySource {
   // made since Start at once, on this thread).
   void Follow(std::function<void(const Topology&)> on_change);
   void Stop();
+  // The etcd revision the last snapshot of the view is complete up to (0
+  // before the first): the routing table reflects every change through it.
+  int64_t revision() const { return revision_.load(std::memory_order_relaxed); }
 
  private:
   void OnSnapshot(const coord::TopologySnapshot& snapshot);
 
   std::unique_ptr<coord::TopologyView> view_;
+  std::atomic<int64_t> revision_{0};
   absl::Mutex mu_;
   std::optional<Topology> current_ ABSL_GUARDED_BY(mu_);
   std::optional<Topology> handed_ ABSL_GUARDED_BY(mu_);  // Returned by Start.

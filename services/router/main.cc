@@ -18,6 +18,8 @@
 #include "common/config/flag_names.h"
 #include "common/config/flags_config.h"
 #include "common/coord/etcd_client.h"
+#include "common/coord/monotonic_clock.h"
+#include "common/metrics/coord_metrics.h"
 #include "common/metrics/server_metrics.h"
 #include "common/security/credentials.h"
 #include "common/security/server_flags.h"
@@ -215,12 +217,17 @@ int Run() {
     std::fprintf(stderr, "kv-router: --topology=FILE (or --etcd-endpoints) is required\n");
     return 2;
   }
+  CoordMetrics coord_metrics(coord::SteadyNanos);  // Outlives the client and the metrics.
   std::unique_ptr<coord::EtcdClient> etcd;
   std::unique_ptr<EtcdTopologySource> etcd_topology;
   absl::StatusOr<Topology> topology;
   if (etcd_mode) {
     coord::EtcdClientOptions etcd_options;
     etcd_options.endpoints = FLAGS_etcd_endpoints;
+    etcd_options.on_call = [&coord_metrics](absl::string_view method, absl::Duration took,
+                                            absl::StatusCode code) {
+      coord_metrics.EtcdCall(method, took, code);
+    };
     absl::StatusOr<std::unique_ptr<coord::EtcdClient>> client =
         coord::EtcdClient::Create(etcd_options);
     if (!client.ok()) {
@@ -324,6 +331,12 @@ int Run() {
     backend_errors.Write(kRouterBackendErrors, kRouterBackendErrorsHelp, out);
     WriteRouterStatusMetrics(*service, out);
   });
+  if (etcd_topology) {
+    metrics.AddCollector([&coord_metrics, source = etcd_topology.get()](ExpositionWriter* out) {
+      coord_metrics.SetTopologyRevision(source->revision());
+      coord_metrics.Write(out);
+    });
+  }
   if (absl::Status s = metrics.Serve(); !s.ok()) {
     LOG(ERROR) << s;
     return 1;

@@ -1,0 +1,78 @@
+#include "common/metrics/coord_metrics.h"
+
+#include <algorithm>
+#include <string>
+#include <utility>
+
+namespace kvstore {
+
+CoordMetrics::CoordMetrics(std::function<int64_t()> now_nanos)
+    : now_nanos_(std::move(now_nanos)),
+      etcd_call_seconds_(LatencyBuckets()),
+      etcd_calls_({"method", "code"}),
+      election_seconds_(LatencyBuckets()),
+      elections_({"reason"}) {}
+
+void CoordMetrics::EtcdCall(absl::string_view method, absl::Duration took,
+                            absl::StatusCode code) {
+  etcd_call_seconds_.ObserveDuration(took);
+  etcd_calls_.Add({std::string(method), absl::StatusCodeToString(code)});
+}
+
+void CoordMetrics::Elected(absl::string_view reason, absl::Duration election) {
+  node_ = true;
+  elections_.Add({std::string(reason)});
+  if (election > absl::ZeroDuration()) election_seconds_.ObserveDuration(election);
+}
+
+void CoordMetrics::SelfFenced() {
+  node_ = true;
+  self_fences_.fetch_add(1, std::memory_order_relaxed);
+}
+
+void CoordMetrics::SetLeaseValidUntil(int64_t valid_until_nanos) {
+  node_ = true;
+  lease_valid_until_.store(valid_until_nanos, std::memory_order_relaxed);
+}
+
+void CoordMetrics::SetTopologyRevision(int64_t revision) {
+  topology_revision_.store(revision, std::memory_order_relaxed);
+}
+
+void CoordMetrics::Write(ExpositionWriter* out) const {
+  out->Family("kvstore_etcd_call_seconds",
+              "Duration of a call to etcd, all its attempts (endpoints) together.",
+              MetricType::kHistogram);
+  out->Histogram("kvstore_etcd_call_seconds", {}, etcd_call_seconds_.Read());
+  etcd_calls_.Write("kvstore_etcd_calls_total", "Calls to etcd by method and result code.", out);
+  if (node_.load(std::memory_order_relaxed)) {
+    const int64_t until = lease_valid_until_.load(std::memory_order_relaxed);
+    const double left = until == 0 ? 0.0 : std::max<double>(0.0, (until - now_nanos_()) / 1e9);
+    out->Family("kvstore_failover_lease_seconds_left",
+                "Time left before this node's lease in etcd may expire, as the node counts it "
+                "(TTL minus margin after the last answered keepalive); 0 without a lease.",
+                MetricType::kGauge);
+    out->Sample("kvstore_failover_lease_seconds_left", {}, left);
+    elections_.Write("kvstore_failover_elections_total",
+                     "Times this node took its shard's leadership, by reason (leader_gone: "
+                     "automatic failover; promote, promote_forced: kvctl promote).",
+                     out);
+    out->Family("kvstore_failover_election_seconds",
+                "From seeing the shard's leader key gone to leading (automatic elections won).",
+                MetricType::kHistogram);
+    out->Histogram("kvstore_failover_election_seconds", {}, election_seconds_.Read());
+    out->Family("kvstore_failover_self_fences_total",
+                "Times this node stopped leading because its lease was lost.",
+                MetricType::kCounter);
+    out->Sample("kvstore_failover_self_fences_total", {},
+                self_fences_.load(std::memory_order_relaxed));
+  }
+  const int64_t revision = topology_revision_.load(std::memory_order_relaxed);
+  if (revision >= 0) {
+    out->Family("kvstore_router_topology_revision",
+                "The etcd revision of the topology the router routes by.", MetricType::kGauge);
+    out->Sample("kvstore_router_topology_revision", {}, revision);
+  }
+}
+
+}  // namespace kvstore
