@@ -1,6 +1,7 @@
 #include "common/replication/node.h"
 
 #include <algorithm>
+#include <optional>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -77,6 +78,7 @@ absl::StatusOr<std::unique_ptr<ReplicationNode>> ReplicationNode::Create(Store* 
     return floor;
   });
   node->timer_ = std::thread([n = node.get()] { n->TimerThread(); });
+  node->isr_thread_ = std::thread([n = node.get()] { n->InSyncThread(); });
   return node;
 }
 
@@ -195,6 +197,7 @@ void ReplicationNode::Stop() {
   }
   store_->SetLogRetentionFloor(nullptr);
   if (timer_.joinable()) timer_.join();
+  if (isr_thread_.joinable()) isr_thread_.join();
   {
     absl::MutexLock l(&mu_);  // The timer may have left some behind.
     for (auto& link : retired_links_) links.push_back(std::move(link));
@@ -227,6 +230,7 @@ std::vector<std::function<void(const absl::Status&)>> ReplicationNode::StepDownL
   store_->Fence();  // First: no write admitted before this takes an index after it.
   leading_ = false;
   ready_ = false;
+  isr_.reset();  // A recording in flight finds no set to report to.
   RetireLinks();
   std::vector<std::function<void(const absl::Status&)>> pending;
   for (Waiter& w : waiters_) pending.push_back(std::move(w.done));
@@ -263,6 +267,11 @@ absl::Status ReplicationNode::CheckWritable(std::string* leader) {
   switch (role_) {
     case Role::kReplica:
       *leader = NamedLeaderLocked();
+      if (options_.coordinated && !coordination_problem_.empty()) {
+        return absl::UnavailableError(absl::StrCat(
+            coordination_problem_, "; no leader can be elected or confirmed until it is back, "
+            "retry shortly"));
+      }
       if (options_.coordinated && !coordinator_leader_.empty() && *leader == advertise_) {
         leader->clear();
         return absl::UnavailableError(
@@ -300,9 +309,16 @@ absl::Status ReplicationNode::CheckWritable(std::string* leader) {
         "; retry shortly"));
   }
   if (!GuardHoldsLocked()) {
-    return absl::UnavailableError(
-        "leadership lost: this node's lease in etcd ran out; the shard elects a new leader, "
-        "retry shortly");
+    return absl::UnavailableError(absl::StrCat(
+        "leadership lost: this node's lease in etcd ran out",
+        coordination_problem_.empty() ? "" : absl::StrCat(" (", coordination_problem_, ")"),
+        "; the shard elects a new leader, retry shortly"));
+  }
+  if (isr_ && !isr_->Enough(options_.sync_acks)) {
+    return absl::UnavailableError(absl::StrCat(
+        "not enough in-sync replicas: ", isr_->wanted().size(), " of the ", links_.size(),
+        " followers are in sync, --sync-acks needs ", options_.sync_acks,
+        "; nothing was written, retry once a follower caught up"));
   }
   return absl::OkStatus();
 }
@@ -386,7 +402,12 @@ void ReplicationNode::AwaitReplicas(uint64_t index, int replicas,
       now_status = absl::UnavailableError(absl::StrCat(
           "this node stopped leading before the write (index ", index,
           ") was confirmed on replicas; it may or may not survive on the shard's new leader"));
-    } else if (CountAcked(index) < replicas) {
+    } else if (isr_ && !isr_->Enough(options_.sync_acks)) {
+      now_status = absl::UnavailableError(absl::StrCat(
+          "not enough in-sync replicas: the write is on the leader (index ", index,
+          ") but fewer than ", options_.sync_acks,
+          " followers are in sync; it may or may not survive"));
+    } else if (isr_ || CountAcked(index) < replicas) {
       waiters_.push_back(Waiter{index, replicas, Now() + options_.sync_timeout, std::move(done)});
       return;
     }
@@ -400,16 +421,78 @@ void ReplicationNode::OnAck() {
   {
     absl::MutexLock l(&mu_);
     ++ack_events_;
+    ObserveInSyncLocked();
     CollectReady(Now(), &ready);
     commit = CommitIndexLocked();
   }
   FireReady(commit, &ready);
 }
 
-uint64_t ReplicationNode::CommitIndexLocked() const {
+InSyncSet::AckedIndexes ReplicationNode::AckedIndexesLocked() const {
+  InSyncSet::AckedIndexes acked;
+  for (const auto& link : links_) acked[link->address()] = link->acked_index();
+  return acked;
+}
+
+void ReplicationNode::ObserveInSyncLocked() {
+  if (!isr_ || !leading_) return;
+  if (isr_->Observe(AckedIndexesLocked(), store_->last_index(), Now())) {
+    LOG(INFO) << "In-sync set wanted: [" << absl::StrJoin(isr_->wanted(), ",") << "] (recorded ["
+              << absl::StrJoin(isr_->recorded(), ",") << "])";
+  }
+}
+
+void ReplicationNode::InSyncThread() {
+  for (;;) {
+    std::optional<InSyncSet::Proposal> proposal;
+    uint64_t epoch = 0;
+    std::function<absl::Status(uint64_t, const std::vector<std::string>&)> record;
+    {
+      absl::MutexLock l(&mu_);
+      const auto work = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+        return stopping_ || (isr_ && leading_ && isr_->HasProposal());
+      };
+      mu_.Await(absl::Condition(&work));
+      if (stopping_) return;
+      proposal = isr_->TakeProposal();
+      epoch = isr_epoch_;
+      record = isr_record_;
+    }
+    // Outside the lock: an etcd call. Until it succeeds the proposal and the
+    // previous recorded set both count for acks (InSyncSet::CommitIndex).
+    const absl::Status s = record(epoch, proposal->followers);
+    if (!s.ok()) {
+      LOG(WARNING) << "Cannot record the in-sync set [" << absl::StrJoin(proposal->followers, ",")
+                   << "] of epoch " << epoch << ": " << s << "; acks wait, retrying";
+    }
+    std::vector<std::pair<std::function<void(const absl::Status&)>, absl::Status>> ready;
+    uint64_t commit = 0;
+    {
+      absl::MutexLock l(&mu_);
+      if (isr_ && isr_epoch_ == epoch) {
+        isr_->Recorded(proposal->generation, s.ok());
+        if (s.ok()) {
+          LOG(INFO) << "In-sync set of epoch " << epoch << " recorded: ["
+                    << absl::StrJoin(proposal->followers, ",") << "]";
+        }
+      }
+      CollectReady(Now(), &ready);
+      commit = CommitIndexLocked();
+      if (!s.ok()) {
+        // A short pause before the retry (the etcd client has its own deadline).
+        mu_.AwaitWithTimeout(absl::Condition(&stopping_), absl::Milliseconds(100));
+      }
+    }
+    FireReady(commit, &ready);
+  }
+}
+
+uint64_t ReplicationNode::CommitIndexLocked() {
   const int k = options_.sync_acks;
-  if (k <= 0 || !leading_ || static_cast<int>(links_.size()) < k) return 0;
+  if (k <= 0 || !leading_) return 0;
   if (!GuardHoldsLocked()) return 0;  // A lost lease publishes nothing more.
+  if (isr_) return isr_->CommitIndex(AckedIndexesLocked(), k);
+  if (static_cast<int>(links_.size()) < k) return 0;
   std::vector<uint64_t> acked;
   acked.reserve(links_.size());
   for (const auto& link : links_) acked.push_back(link->acked_index());
@@ -441,10 +524,21 @@ void ReplicationNode::CollectReady(
     waiters_.clear();
     return;
   }
+  // With an in-sync set, a write is acknowledged once every follower of every
+  // set etcd may hold has it (and the per-request count, if larger).
+  const uint64_t isr_commit = isr_ ? CommitIndexLocked() : 0;
+  const bool isr_enough = !isr_ || isr_->Enough(options_.sync_acks);
   auto it = waiters_.begin();
   while (it != waiters_.end()) {
-    if (CountAcked(it->index) >= it->replicas) {
+    if ((!isr_ || isr_commit >= it->index) && CountAcked(it->index) >= it->replicas) {
       ready->emplace_back(std::move(it->done), absl::OkStatus());
+    } else if (!isr_enough) {
+      ready->emplace_back(
+          std::move(it->done),
+          absl::UnavailableError(absl::StrCat(
+              "not enough in-sync replicas: the write is on the leader (index ", it->index,
+              ") but fewer than ", options_.sync_acks,
+              " followers are in sync now; it may or may not survive")));
     } else if (now >= it->deadline) {
       ready->emplace_back(
           std::move(it->done),
@@ -479,6 +573,7 @@ void ReplicationNode::TimerThread() {
       mu_.AwaitWithTimeout(absl::Condition(&wake), std::max(wait, absl::ZeroDuration()));
       if (stopping_) return;
       begin_wanted_ = false;
+      ObserveInSyncLocked();
       CollectReady(Now(), &ready);
       commit = CommitIndexLocked();
       retired.swap(retired_links_);
@@ -665,6 +760,11 @@ absl::Status ReplicationNode::AcceptLeader(const v1::Hello& hello, uint64_t* gen
     const uint64_t epoch = hello.epoch();
     const uint64_t known = std::max(promised_epoch_, store_->epoch());
     *reason = "stale_epoch";
+    if (epoch <= fenced_through_) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "epoch ", epoch, " has ended: its leader key in etcd is gone (every epoch through ",
+          fenced_through_, " is over)"));
+    }
     if (epoch < known) {
       return absl::FailedPreconditionError(
           absl::StrCat("epoch ", epoch, " is stale: this node has seen epoch ", known,
@@ -878,7 +978,8 @@ absl::StatusOr<ReplicationHooks::PromoteResult> ReplicationNode::Promote(
 
 absl::StatusOr<uint64_t> ReplicationNode::BeginLeading(uint64_t epoch,
                                                        std::vector<std::string> followers,
-                                                       LeadershipGuard guard) {
+                                                       LeadershipGuard guard,
+                                                       InSyncRecording in_sync) {
   uint64_t new_epoch = 0;
   std::string self;
   {
@@ -931,6 +1032,16 @@ absl::StatusOr<uint64_t> ReplicationNode::BeginLeading(uint64_t epoch,
     ready_ = true;
     guard_ = std::move(guard);
     followers_ = followers;
+    if (in_sync.record && options_.sync_acks > 0) {
+      // Nothing is acknowledged before this leadership's set is recorded:
+      // until then etcd names the previous leadership's set.
+      isr_ = std::make_unique<InSyncSet>(options_.isr_timeout, in_sync.initial,
+                                         store_->last_index(), Now());
+      isr_epoch_ = new_epoch;
+      isr_record_ = std::move(in_sync.record);
+      LOG(INFO) << "In-sync set of epoch " << new_epoch << " starts as ["
+                << absl::StrJoin(in_sync.initial, ",") << "]";
+    }
     StartLinks(followers_, new_epoch);
     LOG(INFO) << (guard_ ? "Leading" : "Promoted to leader at") << " epoch " << new_epoch
               << ", last index " << store_->last_index() << ", " << links_.size()
@@ -941,12 +1052,40 @@ absl::StatusOr<uint64_t> ReplicationNode::BeginLeading(uint64_t epoch,
 }
 
 absl::Status ReplicationNode::LeadEpoch(uint64_t epoch, std::vector<std::string> followers,
-                                        LeadershipGuard guard) {
+                                        LeadershipGuard guard, InSyncRecording in_sync) {
   if (epoch == 0 || !guard) {
     return absl::InvalidArgumentError("LeadEpoch needs an epoch and a leadership guard");
   }
-  absl::StatusOr<uint64_t> led = BeginLeading(epoch, std::move(followers), std::move(guard));
+  absl::StatusOr<uint64_t> led =
+      BeginLeading(epoch, std::move(followers), std::move(guard), std::move(in_sync));
   return led.status();
+}
+
+void ReplicationNode::FenceEpochsThrough(uint64_t epoch) {
+  absl::MutexLock streams(&stream_mu_);  // No append of the fenced stream after this.
+  absl::MutexLock l(&mu_);
+  if (epoch <= fenced_through_) return;
+  fenced_through_ = epoch;
+  if (role_ != Role::kReplica) return;
+  const uint64_t following = std::max(promised_epoch_, store_->epoch());
+  if (following <= epoch && !leader_.empty()) {
+    LOG(WARNING) << "The leader key of epoch " << following << " (" << leader_
+                 << ") is gone: refusing its stream from now on";
+    ++stream_generation_;  // Ends the current stream: nothing more is applied from it.
+  }
+}
+
+void ReplicationNode::SetCoordinationProblem(const std::string& problem) {
+  absl::MutexLock l(&mu_);
+  coordination_problem_ = problem;
+}
+
+bool ReplicationNode::InSyncFollowers(std::vector<std::string>* followers) const {
+  absl::MutexLock l(&mu_);
+  followers->clear();
+  if (!isr_) return false;
+  followers->assign(isr_->recorded().begin(), isr_->recorded().end());
+  return true;
 }
 
 void ReplicationNode::StepDown(const std::string& reason) {

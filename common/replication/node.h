@@ -44,6 +44,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "common/replication/epoch_file.h"
+#include "common/replication/in_sync_set.h"
 #include "common/replication/replication_hooks.h"
 #include "common/replication/transport.h"
 #include "common/storage/clock.h"
@@ -96,6 +97,20 @@ struct NodeOptions {
   // node starts as a replica whatever its role and EPOCH file say, leads only
   // through LeadEpoch, and Promote goes to the promote handler.
   bool coordinated = false;
+  // A member of the in-sync set (LeadEpoch with a recorder) that is silent or
+  // behind for this long leaves it (in_sync_set.h).
+  absl::Duration isr_timeout = absl::Seconds(1);
+};
+
+// The in-sync set of a coordinated leadership under sync acks (etcd mode).
+struct InSyncRecording {
+  // Records the leader's in-sync followers (addresses) outside the node, in
+  // etcd, blocking (bounded by its own deadline). OK only when they are
+  // recorded exactly; any error means the outcome is unknown. Called from one
+  // node thread, never with the node's locks held.
+  std::function<absl::Status(uint64_t epoch, const std::vector<std::string>& followers)> record;
+  // The followers in sync when the leadership begins (the previous set's).
+  std::vector<std::string> initial;
 };
 
 class FollowerLink;
@@ -159,8 +174,20 @@ class ReplicationNode final : public ReplicationHooks {
   // the epoch is durable. FAILED_PRECONDITION, leading nothing, when `epoch`
   // is not above every epoch this node has seen, when it leads already or its
   // store is not whole; UNAVAILABLE when the guard fails before it leads.
+  // With `in_sync.record` under sync acks, a write is acknowledged only once
+  // every follower of the in-sync set holds it, and a follower leaves that set
+  // only once the set without it is recorded (in_sync_set.h); writes are
+  // refused with UNAVAILABLE while fewer than sync_acks followers are in it.
   absl::Status LeadEpoch(uint64_t epoch, std::vector<std::string> followers,
-                         LeadershipGuard guard);
+                         LeadershipGuard guard, InSyncRecording in_sync = {});
+  // The leader key of every epoch up to `epoch` is gone: refuse the streams
+  // and Hellos of those epochs from now on (the current one is ended).
+  void FenceEpochsThrough(uint64_t epoch);
+  // Why the coordinator cannot work ("" when it can): named in the refusals
+  // of a node that does not lead (an etcd outage).
+  void SetCoordinationProblem(const std::string& problem);
+  // The in-sync followers as last recorded, and whether the set is in use.
+  bool InSyncFollowers(std::vector<std::string>* followers) const;
   // Stops leading at once (the lease is lost): fences the store, fails the
   // writes waiting for replicas with UNAVAILABLE naming `reason`, and waits as
   // a replica for the next leader's Hello. No-op when not leading.
@@ -248,7 +275,7 @@ class ReplicationNode final : public ReplicationHooks {
   void TimerThread();
   // Highest index the in-sync followers (sync_acks of them) hold durably
   // while leading under sync acks; 0 otherwise.
-  uint64_t CommitIndexLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  uint64_t CommitIndexLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Advances the store's commit index, then calls the collected waiters.
   // Call without mu_.
   void FireReady(
@@ -260,6 +287,12 @@ class ReplicationNode final : public ReplicationHooks {
       std::vector<std::pair<std::function<void(const absl::Status&)>, absl::Status>>* ready)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   int CountAcked(uint64_t index) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Each link's durable index, by follower address.
+  InSyncSet::AckedIndexes AckedIndexesLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Applies the in-sync rules now (no-op without an in-sync set).
+  void ObserveInSyncLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Records the in-sync set's proposals, one at a time.
+  void InSyncThread();
   // The guard of a coordinated leadership holds (true without one).
   bool GuardHoldsLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return !guard_ || guard_(); }
   // The leader named in refusals: the coordinator's when known.
@@ -267,7 +300,8 @@ class ReplicationNode final : public ReplicationHooks {
   // Promote and LeadEpoch after their checks: records `epoch` (0: the next
   // one), starts it in the log and leads it, pushing to `followers`.
   absl::StatusOr<uint64_t> BeginLeading(uint64_t epoch, std::vector<std::string> followers,
-                                        LeadershipGuard guard) ABSL_LOCKS_EXCLUDED(mu_, stream_mu_);
+                                        LeadershipGuard guard, InSyncRecording in_sync = {})
+      ABSL_LOCKS_EXCLUDED(mu_, stream_mu_);
   // Hands ready_ to the readiness callback if it changed since last time.
   void PublishReadiness() ABSL_LOCKS_EXCLUDED(mu_);
 
@@ -320,6 +354,14 @@ class ReplicationNode final : public ReplicationHooks {
   bool started_ ABSL_GUARDED_BY(mu_) = false;
   LeadershipGuard guard_ ABSL_GUARDED_BY(mu_);              // Coordinated leadership only.
   std::string coordinator_leader_ ABSL_GUARDED_BY(mu_);     // "" when unknown.
+  std::string coordination_problem_ ABSL_GUARDED_BY(mu_);   // "" when none.
+  uint64_t fenced_through_ ABSL_GUARDED_BY(mu_) = 0;        // FenceEpochsThrough.
+  // The in-sync set of the current leadership (etcd mode, sync acks).
+  std::unique_ptr<InSyncSet> isr_ ABSL_GUARDED_BY(mu_);
+  uint64_t isr_epoch_ ABSL_GUARDED_BY(mu_) = 0;
+  std::function<absl::Status(uint64_t, const std::vector<std::string>&)> isr_record_
+      ABSL_GUARDED_BY(mu_);
+  std::thread isr_thread_;
   std::function<absl::StatusOr<PromoteResult>(bool)> promote_handler_;  // Set before Start.
   std::string advertise_ ABSL_GUARDED_BY(mu_);
   std::thread timer_;
