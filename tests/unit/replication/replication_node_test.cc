@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
 #include "absl/time/clock.h"
@@ -699,6 +700,157 @@ TEST_F(ReplicationNodeTest, ACoordinatedNodeNeverResumesLeadershipFromItsEpochFi
   EXPECT_EQ(again.node->LeadEpoch(9, {"F1"}, [] { return true; }).code(),
             absl::StatusCode::kFailedPrecondition);
   EXPECT_TRUE(again.node->LeadEpoch(12, {"F1"}, [] { return true; }).ok());
+}
+
+// ---------------------------------------------------------------- the in-sync set (etcd mode, sync acks)
+
+// Stands in for etcd: records each in-sync set written, in order with the
+// acks, and can hold a write (the etcd call blocks) until released.
+class FakeIsrStore {
+ public:
+  InSyncRecording Recording(std::vector<std::string> initial) {
+    InSyncRecording r;
+    r.initial = std::move(initial);
+    r.record = [this](uint64_t, const std::vector<std::string>& followers) {
+      absl::MutexLock l(&mu_);
+      ++entered_;
+      mu_.Await(absl::Condition(
+          +[](bool* held) { return !*held; }, &held_));
+      events_.push_back(absl::StrCat("isr=", absl::StrJoin(followers, ",")));
+      return absl::OkStatus();
+    };
+    return r;
+  }
+  void Hold(bool held) {
+    absl::MutexLock l(&mu_);
+    held_ = held;
+  }
+  int entered() const {
+    absl::MutexLock l(&mu_);
+    return entered_;
+  }
+  void Note(const std::string& event) {
+    absl::MutexLock l(&mu_);
+    events_.push_back(event);
+  }
+  std::vector<std::string> events() const {
+    absl::MutexLock l(&mu_);
+    return events_;
+  }
+
+ private:
+  mutable absl::Mutex mu_;
+  bool held_ ABSL_GUARDED_BY(mu_) = false;
+  int entered_ ABSL_GUARDED_BY(mu_) = 0;
+  std::vector<std::string> events_ ABSL_GUARDED_BY(mu_);
+};
+
+NodeOptions WithIsr(NodeOptions o) {
+  o.coordinated = true;
+  o.isr_timeout = absl::Seconds(1);
+  return o;
+}
+
+TEST_F(ReplicationNodeTest, AFollowerLeavesTheRecordedInSyncSetBeforeAWriteIsAcknowledgedWithoutIt) {
+  Open("F1", Role::kReplica, WithIsr(NodeOptionsFor({}, 1)));
+  Open("F2", Role::kReplica, WithIsr(NodeOptionsFor({}, 1)));
+  Member& l = Open("L", Role::kLeader, WithIsr(NodeOptionsFor({}, 1)));
+  FakeIsrStore etcd;
+  ASSERT_TRUE(l.node
+                  ->LeadEpoch(100, {"F1", "F2"}, [] { return true; },
+                              etcd.Recording({"F1", "F2"}))
+                  .ok());
+  ASSERT_TRUE(Eventually([&] { return etcd.events().size() == 1; }));
+  EXPECT_EQ(etcd.events()[0], "isr=F1,F2");
+  ASSERT_TRUE(Eventually([&] { return CaughtUp("F1") && CaughtUp("F2"); }));
+
+  transport_->Hold("F2", true);  // F2 stops acknowledging (SIGSTOP).
+  absl::StatusOr<MutationResult> r = Write(l, "k", "v");
+  ASSERT_TRUE(r.ok()) << r.status();
+  auto outcome = std::make_shared<Outcome>();
+  l.node->AwaitReplicas(r->index, 1, [outcome, &etcd](const absl::Status& s) {
+    etcd.Note(absl::StrCat("ack ", s.ToString()));
+    outcome->Set(s);
+  });
+  ASSERT_TRUE(Eventually([&] { return CaughtUp("F1"); }));
+  EXPECT_FALSE(outcome->done()) << "acknowledged while F2, in the set, lacks the write";
+
+  etcd.Hold(true);
+  clock_.AdvanceMillis(1200);  // F2 is behind for the timeout: it leaves.
+  ASSERT_TRUE(Eventually([&] { return etcd.entered() == 2; }));
+  EXPECT_FALSE(outcome->done()) << "acknowledged before the set without F2 was recorded";
+  etcd.Hold(false);
+  ASSERT_TRUE(Eventually([&] { return outcome->done(); }));
+  EXPECT_TRUE(outcome->status().ok()) << outcome->status();
+  std::vector<std::string> events = etcd.events();
+  ASSERT_EQ(events.size(), 3u);
+  EXPECT_EQ(events[1], "isr=F1");
+  EXPECT_EQ(events[2], "ack OK");
+  std::vector<std::string> in_sync;
+  EXPECT_TRUE(l.node->InSyncFollowers(&in_sync));
+  EXPECT_THAT(in_sync, ::testing::ElementsAre("F1"));
+
+  // F2 comes back, catches up, and rejoins (recorded again).
+  transport_->Hold("F2", false);
+  ASSERT_TRUE(Eventually([&] {
+    clock_.AdvanceMillis(100);
+    std::vector<std::string> now;
+    return l.node->InSyncFollowers(&now) && now.size() == 2;
+  }));
+  EXPECT_EQ(etcd.events().back(), "isr=F1,F2");
+}
+
+TEST_F(ReplicationNodeTest, WritesAreRefusedWhileFewerThanSyncAcksFollowersAreInSync) {
+  Open("F1", Role::kReplica, WithIsr(NodeOptionsFor({}, 2)));
+  Open("F2", Role::kReplica, WithIsr(NodeOptionsFor({}, 2)));
+  Member& l = Open("L", Role::kLeader, WithIsr(NodeOptionsFor({}, 2)));
+  FakeIsrStore etcd;
+  ASSERT_TRUE(l.node
+                  ->LeadEpoch(100, {"F1", "F2"}, [] { return true; },
+                              etcd.Recording({"F1", "F2"}))
+                  .ok());
+  ASSERT_TRUE(Eventually([&] { return CaughtUp("F1") && CaughtUp("F2"); }));
+  transport_->Hold("F2", true);
+  absl::StatusOr<MutationResult> r = Write(l, "k", "v");
+  ASSERT_TRUE(r.ok()) << r.status();
+  auto outcome = std::make_shared<Outcome>();
+  l.node->AwaitReplicas(r->index, 2, [outcome](const absl::Status& s) { outcome->Set(s); });
+  // F2 is behind for the timeout (the clock moves in steps the timer sees).
+  ASSERT_TRUE(Eventually([&] {
+    clock_.AdvanceMillis(100);
+    return outcome->done();
+  }));
+  EXPECT_EQ(outcome->status().code(), absl::StatusCode::kUnavailable) << outcome->status();
+  EXPECT_THAT(std::string(outcome->status().message()), HasSubstr("not enough in-sync replicas"));
+  std::string leader;
+  absl::Status refused = l.node->CheckWritable(&leader);
+  EXPECT_EQ(refused.code(), absl::StatusCode::kUnavailable) << refused;
+  EXPECT_THAT(std::string(refused.message()), HasSubstr("not enough in-sync replicas"));
+  transport_->Hold("F2", false);
+}
+
+TEST_F(ReplicationNodeTest, AFollowerRefusesAnEpochWhoseLeaderKeyIsGone) {
+  Member& f = Open("F1", Role::kReplica, Coordinated(NodeOptionsFor({})));
+  Member& l = Open("L", Role::kLeader, Coordinated(NodeOptionsFor({})));
+  ASSERT_TRUE(l.node->LeadEpoch(100, {"F1"}, [] { return true; }).ok());
+  ASSERT_TRUE(Write(l, "before", "v").ok());
+  ASSERT_TRUE(Eventually([&] { return CaughtUp("F1"); }));
+  const uint64_t held = f.store->last_index();
+
+  f.node->FenceEpochsThrough(105);  // etcd shows no leader key at epoch_base + rev = 105.
+  ASSERT_TRUE(Write(l, "after", "v").ok());
+  ASSERT_TRUE(Eventually([&] {
+    const v1::StatusResponse s = StatusOf("L");
+    return s.followers_size() == 1 && s.followers(0).state() == "refused";
+  })) << Describe("L");
+  EXPECT_EQ(f.store->last_index(), held) << "applied an entry of an epoch whose key is gone";
+
+  // A later leadership (a key created after that revision) is followed.
+  Close("L");
+  Member& next = Open("L2", Role::kLeader, Coordinated(NodeOptionsFor({})));
+  ASSERT_TRUE(next.node->LeadEpoch(106, {"F1"}, [] { return true; }).ok());
+  ASSERT_TRUE(Eventually([&] { return CaughtUp("F1", "L2"); }));
+  EXPECT_EQ(f.node->epoch(), 106u);
 }
 
 // ---------------------------------------------------------------- retention
