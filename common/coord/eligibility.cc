@@ -3,6 +3,7 @@
 #include <tuple>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 
 namespace kvstore::coord {
 namespace {
@@ -19,23 +20,34 @@ std::string Describe(const MemberRecord& m) {
 
 }  // namespace
 
-Election ChooseCandidate(const std::vector<MemberRecord>& members) {
+Election ChooseCandidate(const std::vector<MemberRecord>& members, const IsrRecord* isr) {
   Election election;
   if (members.empty()) {
     election.why_none = "no live member";
     return election;
   }
+  // Who counts for the position rule: with an in-sync set, its live members
+  // only (the others may lack acknowledged writes, and may hold unacknowledged
+  // ones, which are no reason to block an election).
+  const auto counts = [isr](const MemberRecord& m) { return isr == nullptr || isr->Contains(m.id); };
   bool someone_holds_data = false;
-  const MemberRecord* top = &members[0];
+  const MemberRecord* top = nullptr;
   for (const MemberRecord& m : members) {
     someone_holds_data = someone_holds_data || !Empty(m);
-    if (Position(m) > Position(*top)) top = &m;
+    if (counts(m) && (top == nullptr || Position(m) > Position(*top))) top = &m;
   }
   for (const MemberRecord& m : members) {
     MemberVerdict verdict;
     verdict.id = m.id;
-    if (!Whole(m)) {
+    if (isr != nullptr && !isr->Contains(m.id)) {
+      verdict.reason = absl::StrCat("not in the in-sync set of epoch ", isr->epoch, " [",
+                                    absl::StrJoin(isr->members, ","),
+                                    "]: it may lack acknowledged writes");
+    } else if (!Whole(m)) {
       verdict.reason = "its store is not whole (" + m.state + ")";
+    } else if (Empty(m) && isr != nullptr) {
+      verdict.reason = "it holds no data (its data directory was emptied), so not the "
+                       "acknowledged writes of the in-sync set";
     } else if (Empty(m) && someone_holds_data) {
       verdict.reason = "it holds no data while other members do";
     } else if (Position(m) < Position(*top)) {
@@ -47,9 +59,18 @@ Election ChooseCandidate(const std::vector<MemberRecord>& members) {
     election.verdicts.push_back(std::move(verdict));
   }
   if (election.candidate.empty()) {
-    election.why_none = absl::StrCat("the most advanced member, ", Describe(*top),
-                                     ", cannot lead: its store is not whole; nobody else may "
-                                     "lead without losing what it holds");
+    if (top == nullptr) {
+      election.why_none = absl::StrCat(
+          "no live member of the in-sync set of epoch ", isr->epoch, " [",
+          absl::StrJoin(isr->members, ","),
+          "]: only they hold every acknowledged write; bring one back, or kvctl promote --force "
+          "a member and accept losing what only they hold");
+    } else {
+      election.why_none = absl::StrCat(
+          "the most advanced ", isr != nullptr ? "in-sync " : "", "member, ", Describe(*top),
+          ", cannot lead (its store is not whole or holds no data); nobody else may lead "
+          "without losing what it should hold");
+    }
   }
   return election;
 }

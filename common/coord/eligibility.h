@@ -10,6 +10,15 @@
 //      the election rather than letting a less advanced one lose its writes.
 //   3. Among the members at that position, the smallest id runs.
 // So at most one member is chosen for a given set of records.
+//
+// With the in-sync set of the last sync-mode leadership (`isr`, the record
+// <P>/shards/<s>/isr), the election is among its members only:
+//   - a member not in the set never runs (it may lack acknowledged writes);
+//   - an "empty" member never runs, even in the set (its data directory was
+//     emptied: it holds none of the writes the set promises);
+//   - rule 2 compares the live members of the set only.
+// Nobody in the set alive and able to run: nobody is chosen, and why_none
+// says so.
 #ifndef KVSTORE_COMMON_COORD_ELIGIBILITY_H_
 #define KVSTORE_COMMON_COORD_ELIGIBILITY_H_
 
@@ -32,7 +41,9 @@ struct Election {
   std::vector<MemberVerdict> verdicts;  // One per member, in the order given.
 };
 
-Election ChooseCandidate(const std::vector<MemberRecord>& members);
+// `isr`: nullptr when no in-sync set applies (async mode, or none recorded).
+Election ChooseCandidate(const std::vector<MemberRecord>& members,
+                         const IsrRecord* isr = nullptr);
 
 }  // namespace kvstore::coord
 

@@ -47,6 +47,39 @@ std::string MemberKey(absl::string_view prefix, absl::string_view shard, absl::s
   return absl::StrCat(MembersPrefix(prefix, shard), id);
 }
 
+std::string IsrKey(absl::string_view prefix, absl::string_view shard) {
+  return absl::StrCat(ShardPrefix(prefix, shard), "isr");
+}
+
+bool IsrRecord::Contains(absl::string_view id) const {
+  for (const std::string& m : members) {
+    if (m == id) return true;
+  }
+  return false;
+}
+
+std::string IsrValue(const IsrRecord& record) {
+  nlohmann::json value = {{"epoch", record.epoch}, {"members", record.members}};
+  return value.dump();
+}
+
+absl::StatusOr<IsrRecord> ParseIsrValue(absl::string_view value) {
+  const nlohmann::json object = ParseObject(value);
+  bool ok = object.is_object() && IsUnsigned(object, "epoch") && object.contains("members") &&
+            object["members"].is_array();
+  if (ok) {
+    for (const auto& m : object["members"]) ok = ok && m.is_string();
+  }
+  if (!ok) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("in-sync set \"", value, "\" is not {epoch, members: [id...]}"));
+  }
+  IsrRecord record;
+  record.epoch = object["epoch"].get<int64_t>();
+  for (const auto& m : object["members"]) record.members.push_back(m.get<std::string>());
+  return record;
+}
+
 std::string ClusterValue(const ClusterRecord& record) {
   nlohmann::json value = {
       {"format", record.format}, {"epoch_base", record.epoch_base}, {"vnodes", record.vnodes}};

@@ -6,11 +6,13 @@
 //   <P>/shards/<s>/spec             {format}
 //   <P>/shards/<s>/leader           {id, addr, epoch}        (LeaderKey, leader_key.h)
 //   <P>/shards/<s>/members/<id>     {addr, state, last_epoch, durable_index}
+//   <P>/shards/<s>/isr              {epoch, members}          (the leader, guarded)
 #ifndef KVSTORE_COMMON_COORD_SCHEMA_H_
 #define KVSTORE_COMMON_COORD_SCHEMA_H_
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
@@ -36,6 +38,7 @@ std::string ShardSpecKey(absl::string_view prefix, absl::string_view shard);
 std::string ShardLeaderKey(absl::string_view prefix, absl::string_view shard);
 std::string MembersPrefix(absl::string_view prefix, absl::string_view shard);
 std::string MemberKey(absl::string_view prefix, absl::string_view shard, absl::string_view id);
+std::string IsrKey(absl::string_view prefix, absl::string_view shard);
 
 struct ClusterRecord {
   int format = 1;
@@ -64,6 +67,17 @@ struct MemberRecord {
 // The id is the key's last part, not part of the value.
 std::string MemberValue(const MemberRecord& record);
 absl::StatusOr<MemberRecord> ParseMemberValue(absl::string_view id, absl::string_view value);
+
+// The in-sync set of a sync-mode leadership: the leader of `epoch` and the
+// followers that hold every write it acknowledged (docs/failover.md). Ids,
+// sorted, the leader first.
+struct IsrRecord {
+  int64_t epoch = 0;
+  std::vector<std::string> members;
+  bool Contains(absl::string_view id) const;
+};
+std::string IsrValue(const IsrRecord& record);
+absl::StatusOr<IsrRecord> ParseIsrValue(absl::string_view value);
 
 // The leader key's value as a plain record (what a watch or a reader that
 // does not need revisions sees). epoch is 0 until the winner confirmed it.

@@ -60,6 +60,40 @@ TEST(EligibilityTest, EachVerdictSaysWhyNot) {
   EXPECT_NE(e.verdicts[2].reason.find("no data"), std::string::npos) << e.verdicts[2].reason;
 }
 
+TEST(EligibilityTest, WithAnInSyncSetOnlyItsLiveMembersThatHoldDataMayRun) {
+  IsrRecord isr;
+  isr.epoch = 9;
+  isr.members = {"l", "a", "b"};
+  struct IsrCase {
+    const char* name;
+    std::vector<MemberRecord> members;
+    std::string candidate;
+  };
+  const std::vector<IsrCase> cases = {
+      {"the most advanced in-sync member wins",
+       {M("a", "replica", 9, 10), M("b", "replica", 9, 12)}, "b"},
+      {"a member outside the set never runs, even ahead",
+       {M("a", "replica", 9, 10), M("c", "replica", 9, 40)}, "a"},
+      {"an emptied member of the set never runs",
+       {M("a", "replica", 9, 10), M("b", "empty", 0, 0)}, "a"},
+      {"an emptied member alone: nobody", {M("b", "empty", 0, 0)}, ""},
+      {"only members outside the set alive: nobody",
+       {M("c", "replica", 9, 10), M("d", "replica", 9, 9)}, ""},
+      {"an installing in-sync member ahead blocks",
+       {M("a", "installing", 9, 20), M("b", "replica", 9, 10)}, ""},
+  };
+  for (const IsrCase& c : cases) {
+    const Election e = ChooseCandidate(c.members, &isr);
+    EXPECT_EQ(e.candidate, c.candidate) << c.name;
+    if (c.candidate.empty()) EXPECT_FALSE(e.why_none.empty()) << c.name;
+  }
+  const Election none = ChooseCandidate({M("c", "replica", 9, 10), M("b", "empty", 0, 0)}, &isr);
+  EXPECT_NE(none.verdicts[0].reason.find("not in the in-sync set"), std::string::npos)
+      << none.verdicts[0].reason;
+  EXPECT_NE(none.verdicts[1].reason.find("holds no data"), std::string::npos)
+      << none.verdicts[1].reason;
+}
+
 TEST(SchemaTest, ValuesReadBackAndKeysNest) {
   MemberRecord m = M("n1", "replica", 7, 42);
   absl::StatusOr<MemberRecord> back = ParseMemberValue("n1", MemberValue(m));
@@ -75,6 +109,15 @@ TEST(SchemaTest, ValuesReadBackAndKeysNest) {
   EXPECT_EQ(MemberKey("/kvstore/x/", "s1", "n1"), "/kvstore/x/shards/s1/members/n1");
   EXPECT_EQ(ShardLeaderKey("/kvstore/x", "s1"), "/kvstore/x/shards/s1/leader");
   EXPECT_EQ(DefaultPrefix(""), "/kvstore/default");
+  EXPECT_EQ(IsrKey("/kvstore/x", "s1"), "/kvstore/x/shards/s1/isr");
+  IsrRecord isr;
+  isr.epoch = 1048600;
+  isr.members = {"n1", "n2"};
+  absl::StatusOr<IsrRecord> isr_back = ParseIsrValue(IsrValue(isr));
+  ASSERT_TRUE(isr_back.ok()) << isr_back.status();
+  EXPECT_EQ(isr_back->epoch, isr.epoch);
+  EXPECT_EQ(isr_back->members, isr.members);
+  EXPECT_FALSE(ParseIsrValue(R"({"epoch":1,"members":[1]})").ok());
 }
 
 }  // namespace
