@@ -8,6 +8,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "common/coord/eligibility.h"
+#include "common/coord/txn.h"
 #include "common/failover/member_report.h"
 #include "glog/logging.h"
 
@@ -49,6 +50,7 @@ FailoverAgent::FailoverAgent(coord::EtcdClient* client, ReplicationNode* node,
     : client_(client), node_(node), options_(std::move(options)) {
   id_ = node_->node_id();
   member_key_ = coord::MemberKey(options_.prefix, options_.shard, id_);
+  isr_key_ = coord::IsrKey(options_.prefix, options_.shard);
   coord::TopologyViewOptions view;
   view.prefix = coord::ShardPrefix(options_.prefix, options_.shard);
   view.on_snapshot = [this](std::shared_ptr<const coord::TopologySnapshot>) { Wake(); };
@@ -100,6 +102,11 @@ void FailoverAgent::OnLeaseLost(const absl::Status& why) {
     options_.metrics->SetLeaseValidUntil(0);
     if (node_->role() == Role::kLeader) options_.metrics->SelfFenced();
   }
+  if (why.code() == absl::StatusCode::kUnavailable) {
+    node_->SetCoordinationProblem(absl::StrCat(
+        "coordination outage: etcd (", client_->CurrentEndpoint(),
+        ") did not answer this node's lease keepalives"));
+  }
   node_->StepDown(absl::StrCat("lease lost: ", why.message()));
   Wake();
 }
@@ -150,6 +157,7 @@ bool FailoverAgent::EnsureLease() {
     // etcd deletes the key with the lease; a resign call could only wait.
     EndLeadership("lease lost", /*resign=*/false);
   }
+  const int64_t old_lease = lease_ ? lease_->id() : 0;
   lease_.reset();
   published_.reset();
   if (Now() < next_lease_attempt_) return false;
@@ -163,10 +171,22 @@ bool FailoverAgent::EnsureLease() {
   if (!granted.ok()) {
     LOG(WARNING) << "Cannot take a lease in etcd (" << client_->CurrentEndpoint()
                  << "): " << granted.status() << "; retrying";
+    node_->SetCoordinationProblem(absl::StrCat("coordination outage: etcd (",
+                                               client_->CurrentEndpoint(),
+                                               ") is unreachable: ", granted.status().message()));
     next_lease_attempt_ = Now() + Nanos(absl::Seconds(1));
     return false;
   }
   lease_ = std::shared_ptr<coord::Lease>(std::move(*granted));
+  node_->SetCoordinationProblem("");
+  if (old_lease != 0) {
+    // The lost lease may still hold keys (etcd renews every lease when it
+    // restarts): revoking it frees a leader key this node no longer uses, so
+    // the election need not wait for its TTL.
+    if (absl::Status s = client_->LeaseRevoke(old_lease); !s.ok() && !absl::IsNotFound(s)) {
+      LOG(INFO) << "Revoking the lost lease " << old_lease << ": " << s;
+    }
+  }
   LOG(INFO) << "Lease " << lease_->id() << " granted, TTL " << absl::FormatDuration(lease_->ttl());
   return true;
 }
@@ -202,9 +222,23 @@ void FailoverAgent::Step() {
       const std::string id = key.substr(sizeof(kMembers) - 1);
       absl::StatusOr<coord::MemberRecord> member = coord::ParseMemberValue(id, value);
       if (member.ok() && id != id_) others.push_back(member->addr);
+      if (member.ok()) {
+        absl::MutexLock ids(&ids_mu_);
+        id_of_addr_[member->addr] = id;
+      }
     }
   }
   node_->SetCoordinatorLeader(holder ? holder->addr : "");
+  if (leader_key_) {
+    // No leader key at this revision: every leadership created up to it is
+    // over, and its leader's stream is refused from now on. A holder with a
+    // confirmed epoch ends every epoch before it.
+    if (!holder) {
+      node_->FenceEpochsThrough(static_cast<uint64_t>(leader_key_->EpochOf(snapshot->revision)));
+    } else if (holder->epoch > 0) {
+      node_->FenceEpochsThrough(static_cast<uint64_t>(holder->epoch - 1));
+    }
+  }
 
   if (leadership_) {
     if (node_->role() != Role::kLeader) {
@@ -283,7 +317,11 @@ absl::StatusOr<ReplicationHooks::PromoteResult> FailoverAgent::Campaign(bool for
     members.push_back(*std::move(member));
   }
   members.push_back(ReportMember(node_, id_, options_.advertise));
-  const coord::Election election = coord::ChooseCandidate(members);
+  int64_t isr_revision = 0;
+  absl::StatusOr<std::optional<coord::IsrRecord>> isr = ReadIsr(&isr_revision);
+  if (!isr.ok()) return isr.status();
+  const coord::Election election =
+      coord::ChooseCandidate(members, isr->has_value() ? &**isr : nullptr);
   std::string warning;
   if (election.candidate != id_) {
     std::string mine;
@@ -313,10 +351,36 @@ absl::StatusOr<ReplicationHooks::PromoteResult> FailoverAgent::Campaign(bool for
   const coord::Leadership& won = result->leadership;
   node_->SetCoordinatorLeader(options_.advertise);  // Refusals say "starting" meanwhile.
   std::weak_ptr<coord::Lease> lease = lease_;
-  absl::Status led = node_->LeadEpoch(static_cast<uint64_t>(won.epoch), followers, [lease] {
-    std::shared_ptr<coord::Lease> held = lease.lock();
-    return held != nullptr && held->Valid();
-  });
+  InSyncRecording in_sync;
+  if (node_->DefaultSyncAcks() > 0) {
+    // The new set starts as the previous one's followers that are live
+    // members (they hold every acknowledged write); nothing is acknowledged
+    // before it is recorded.
+    absl::MutexLock ids(&ids_mu_);
+    isr_mod_revision_ = isr_revision;
+    for (const coord::MemberRecord& m : members) {
+      id_of_addr_[m.addr] = m.id;
+      if (m.id != id_ && isr->has_value() && (*isr)->Contains(m.id)) {
+        in_sync.initial.push_back(m.addr);
+      }
+    }
+    in_sync.record = [this, key = leader_key_.get(), won](
+                         uint64_t epoch, const std::vector<std::string>& in_sync_followers) {
+      return RecordInSync(key, won, epoch, in_sync_followers);
+    };
+  } else if (isr->has_value()) {
+    // Async mode: no set is kept, so none may restrict later elections.
+    absl::StatusOr<etcdserverpb::TxnResponse> removed =
+        leader_key_->GuardedTxn(won, {}, {coord::DeleteOp(isr_key_)});
+    if (!removed.ok()) LOG(WARNING) << "Removing " << isr_key_ << ": " << removed.status();
+  }
+  absl::Status led = node_->LeadEpoch(
+      static_cast<uint64_t>(won.epoch), followers,
+      [lease] {
+        std::shared_ptr<coord::Lease> held = lease.lock();
+        return held != nullptr && held->Valid();
+      },
+      std::move(in_sync));
   if (!led.ok()) {
     LOG(ERROR) << "Won the leader key of shard " << options_.shard << " at epoch " << won.epoch
                << " but cannot lead it: " << led << "; resigning";
@@ -342,6 +406,60 @@ absl::StatusOr<ReplicationHooks::PromoteResult> FailoverAgent::Campaign(bool for
   promoted.epoch = static_cast<uint64_t>(won.epoch);
   promoted.warning = warning;
   return promoted;
+}
+
+absl::StatusOr<std::optional<coord::IsrRecord>> FailoverAgent::ReadIsr(int64_t* mod_revision) {
+  *mod_revision = 0;
+  absl::StatusOr<coord::RangeResult> range = client_->Range(isr_key_);
+  if (!range.ok()) return range.status();
+  if (range->kvs.empty()) return std::optional<coord::IsrRecord>();
+  *mod_revision = range->kvs[0].mod_revision();
+  absl::StatusOr<coord::IsrRecord> record = coord::ParseIsrValue(range->kvs[0].value());
+  if (!record.ok()) {
+    // Unreadable: trust no one rather than everyone.
+    LOG(ERROR) << isr_key_ << ": " << record.status();
+    return std::optional<coord::IsrRecord>(coord::IsrRecord{});
+  }
+  return std::optional<coord::IsrRecord>(*std::move(record));
+}
+
+absl::Status FailoverAgent::RecordInSync(coord::LeaderKey* key,
+                                         const coord::Leadership& leadership, uint64_t epoch,
+                                         const std::vector<std::string>& followers) {
+  coord::IsrRecord record;
+  record.epoch = static_cast<int64_t>(epoch);
+  record.members.push_back(id_);
+  int64_t expected = 0;
+  {
+    absl::MutexLock ids(&ids_mu_);
+    for (const std::string& addr : followers) {
+      auto it = id_of_addr_.find(addr);
+      if (it == id_of_addr_.end()) {
+        return absl::FailedPreconditionError(absl::StrCat("no member id known for ", addr));
+      }
+      record.members.push_back(it->second);
+    }
+    expected = isr_mod_revision_;
+  }
+  std::sort(record.members.begin() + 1, record.members.end());
+  // Guarded by the leader key, and by the isr key's revision: a write of ours
+  // whose answer was lost cannot land after a later one.
+  absl::StatusOr<etcdserverpb::TxnResponse> txn = key->GuardedTxn(
+      leadership, {coord::ModRevisionIs(isr_key_, expected)},
+      {coord::PutOp(isr_key_, coord::IsrValue(record))});
+  if (txn.ok() && txn->succeeded()) {
+    absl::MutexLock ids(&ids_mu_);
+    isr_mod_revision_ = txn->header().revision();
+    return absl::OkStatus();
+  }
+  // Unknown or refused: learn the key's revision before the next attempt.
+  int64_t now_revision = 0;
+  if (ReadIsr(&now_revision).ok()) {
+    absl::MutexLock ids(&ids_mu_);
+    isr_mod_revision_ = now_revision;
+  }
+  if (!txn.ok()) return txn.status();
+  return absl::AbortedError(absl::StrCat(isr_key_, " changed since revision ", expected));
 }
 
 void FailoverAgent::EndLeadership(const std::string& why, bool resign) {

@@ -16,7 +16,15 @@
 //     node down (fenced, waiting writes failed with UNAVAILABLE). A leader
 //     whose key is gone, or whose node stopped leading, resigns the key.
 //   - Not leading, it tells the node who holds the key, so refusals name the
-//     leader; the new leader's Hello does the rest (handshake rules).
+//     leader; the new leader's Hello does the rest (handshake rules). When
+//     the view shows no leader key at revision R, every epoch up to
+//     epoch_base + R is over: the node refuses their streams from then on.
+//   - Sync mode: the leader keeps <P>/shards/<s>/isr {epoch, members} (the
+//     node's in-sync set, ids, itself first), written by a Txn guarded by its
+//     leader key and by the isr key's last mod revision; the election runs
+//     among the live members of that set (coord::ChooseCandidate). An
+//     async-mode leader deletes the key.
+//   - etcd unreachable (no lease): the node names the outage in its refusals.
 //
 // Threads: one loop thread, woken by the view, the lease and a short timer.
 // The lease's on_lost steps the node down on the lease's own thread, without
@@ -26,10 +34,12 @@
 #define KVSTORE_COMMON_FAILOVER_FAILOVER_AGENT_H_
 
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/status/status.h"
@@ -103,6 +113,12 @@ class FailoverAgent {
   // Gives up a leadership the node no longer exercises.
   void EndLeadership(const std::string& why, bool resign) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void OnLeaseLost(const absl::Status& why);
+  // The node's in-sync recorder: writes the set of `leadership` (follower
+  // addresses mapped to ids). Runs on the node's thread, never under mu_.
+  absl::Status RecordInSync(coord::LeaderKey* key, const coord::Leadership& leadership,
+                            uint64_t epoch, const std::vector<std::string>& followers);
+  // The current isr record and its mod revision (0 when absent).
+  absl::StatusOr<std::optional<coord::IsrRecord>> ReadIsr(int64_t* mod_revision);
   void Wake();
   int64_t Now() const { return options_.clock(); }
 
@@ -124,6 +140,13 @@ class FailoverAgent {
   int64_t next_lease_attempt_ ABSL_GUARDED_BY(mu_) = 0;
   std::string last_refusal_ ABSL_GUARDED_BY(mu_);  // Logged once per change.
   bool cluster_missing_logged_ ABSL_GUARDED_BY(mu_) = false;
+
+  // Member ids by address (from every view seen), and the isr key's mod
+  // revision as this leader last wrote or read it: the recorder's state.
+  absl::Mutex ids_mu_;
+  std::map<std::string, std::string> id_of_addr_ ABSL_GUARDED_BY(ids_mu_);
+  int64_t isr_mod_revision_ ABSL_GUARDED_BY(ids_mu_) = 0;
+  std::string isr_key_;
 
   absl::Mutex wake_mu_;
   bool wake_ ABSL_GUARDED_BY(wake_mu_) = false;

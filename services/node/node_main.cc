@@ -115,6 +115,9 @@ DEFINE_string(failover, "auto",
 DEFINE_string(election_wait, "500ms",
               "etcd mode: how long a member waits after the leader key is gone before it reads "
               "the members' positions and campaigns");
+DEFINE_string(isr_timeout, "1s",
+              "etcd mode, --ack=sync: a follower silent or behind for this long leaves the "
+              "in-sync set (recorded in etcd before any write is acknowledged without it)");
 
 namespace kvstore {
 namespace {
@@ -219,6 +222,12 @@ int Run(NodeKind kind, const char* program) {
     return 2;
   }
   node_options.sync_timeout = absl::Milliseconds(FLAGS_sync_timeout_ms);
+  if (!absl::ParseDuration(FLAGS_isr_timeout, &node_options.isr_timeout) ||
+      node_options.isr_timeout <= absl::ZeroDuration()) {
+    std::fprintf(stderr, "%s: --isr-timeout: '%s' is not a positive duration (e.g. 1s)\n",
+                 program, FLAGS_isr_timeout.c_str());
+    return 2;
+  }
   // TLS and tokens (docs/security.md); checked before anything is opened.
   absl::StatusOr<ServerSecurity> security = LoadServerSecurity(SecurityFlagsFromCommandLine());
   if (!security.ok()) {

@@ -20,6 +20,7 @@ namespace {
 struct ShardView {
   std::optional<mvccpb::KeyValue> leader;
   std::vector<coord::MemberRecord> members;
+  std::optional<coord::IsrRecord> isr;
   bool has_spec = false;
 };
 
@@ -115,6 +116,9 @@ absl::StatusOr<std::string> ClusterStatus(coord::EtcdClient* etcd, const std::st
     const std::string what = rest.substr(slash + 1);
     if (what == "leader") {
       shard.leader = kv;
+    } else if (what == "isr") {
+      absl::StatusOr<coord::IsrRecord> isr = coord::ParseIsrValue(kv.value());
+      if (isr.ok()) shard.isr = *isr;
     } else if (what == "spec") {
       shard.has_spec = true;
     } else if (absl::StartsWith(what, "members/")) {
@@ -156,7 +160,15 @@ absl::StatusOr<std::string> ClusterStatus(coord::EtcdClient* etcd, const std::st
       s["leader"] = nullptr;
       absl::StrAppend(&text, absl::StrFormat("shard %s: NO LEADER\n", name));
     }
-    const coord::Election election = coord::ChooseCandidate(shard.members);
+    if (shard.isr) {
+      s["isr"] = {{"epoch", shard.isr->epoch}, {"members", shard.isr->members}};
+      absl::StrAppend(&text, absl::StrFormat("  in-sync set (epoch %d): [%s]\n", shard.isr->epoch,
+                                             absl::StrJoin(shard.isr->members, ",")));
+    } else {
+      s["isr"] = nullptr;
+    }
+    const coord::Election election =
+        coord::ChooseCandidate(shard.members, shard.isr ? &*shard.isr : nullptr);
     nlohmann::json members = nlohmann::json::array();
     for (size_t i = 0; i < shard.members.size(); ++i) {
       const coord::MemberRecord& m = shard.members[i];
