@@ -310,9 +310,11 @@ absl::Status ReplicationNode::CheckWritable(std::string* leader) {
   }
   if (!GuardHoldsLocked()) {
     return absl::UnavailableError(absl::StrCat(
-        "leadership lost: this node's lease in etcd ran out",
-        coordination_problem_.empty() ? "" : absl::StrCat(" (", coordination_problem_, ")"),
-        "; the shard elects a new leader, retry shortly"));
+        "leadership lost: etcd did not renew this node's lease in time (",
+        coordination_problem_.empty()
+            ? std::string("a coordination outage, or this node is cut off from etcd")
+            : coordination_problem_,
+        "); the shard elects a new leader once etcd answers, retry shortly"));
   }
   if (isr_ && !isr_->Enough(options_.sync_acks)) {
     return absl::UnavailableError(absl::StrCat(
