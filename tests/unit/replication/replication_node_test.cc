@@ -702,47 +702,55 @@ TEST_F(ReplicationNodeTest, ACoordinatedNodeNeverResumesLeadershipFromItsEpochFi
   EXPECT_TRUE(again.node->LeadEpoch(12, {"F1"}, [] { return true; }).ok());
 }
 
-// ---------------------------------------------------------------- the in-sync set (etcd mode, sync acks)
+// ---------------------------------------------------------------- the in-sync set (etcd mode, sync
+// acks)
 
 // Stands in for etcd: records each in-sync set written, in order with the
 // acks, and can hold a write (the etcd call blocks) until released.
+// Records what a leader writes as its in-sync set, as etcd would. The node
+// keeps the recording function after the test body returns (its thread may
+// still call it while the fixture stops the nodes), so the state it writes to
+// is shared with that function rather than owned by this object.
 class FakeIsrStore {
  public:
   InSyncRecording Recording(std::vector<std::string> initial) {
     InSyncRecording r;
     r.initial = std::move(initial);
-    r.record = [this](uint64_t, const std::vector<std::string>& followers) {
-      absl::MutexLock l(&mu_);
-      ++entered_;
-      mu_.Await(absl::Condition(
-          +[](bool* held) { return !*held; }, &held_));
-      events_.push_back(absl::StrCat("isr=", absl::StrJoin(followers, ",")));
+    r.record = [state = state_](uint64_t, const std::vector<std::string>& followers) {
+      absl::MutexLock l(&state->mu);
+      ++state->entered;
+      state->mu.Await(absl::Condition(
+          +[](bool* held) { return !*held; }, &state->held));
+      state->events.push_back(absl::StrCat("isr=", absl::StrJoin(followers, ",")));
       return absl::OkStatus();
     };
     return r;
   }
   void Hold(bool held) {
-    absl::MutexLock l(&mu_);
-    held_ = held;
+    absl::MutexLock l(&state_->mu);
+    state_->held = held;
   }
   int entered() const {
-    absl::MutexLock l(&mu_);
-    return entered_;
+    absl::MutexLock l(&state_->mu);
+    return state_->entered;
   }
-  void Note(const std::string& event) {
-    absl::MutexLock l(&mu_);
-    events_.push_back(event);
+  void Note(const std::string& event) const {
+    absl::MutexLock l(&state_->mu);
+    state_->events.push_back(event);
   }
   std::vector<std::string> events() const {
-    absl::MutexLock l(&mu_);
-    return events_;
+    absl::MutexLock l(&state_->mu);
+    return state_->events;
   }
 
  private:
-  mutable absl::Mutex mu_;
-  bool held_ ABSL_GUARDED_BY(mu_) = false;
-  int entered_ ABSL_GUARDED_BY(mu_) = 0;
-  std::vector<std::string> events_ ABSL_GUARDED_BY(mu_);
+  struct State {
+    absl::Mutex mu;
+    bool held ABSL_GUARDED_BY(mu) = false;
+    int entered ABSL_GUARDED_BY(mu) = 0;
+    std::vector<std::string> events ABSL_GUARDED_BY(mu);
+  };
+  std::shared_ptr<State> state_ = std::make_shared<State>();
 };
 
 NodeOptions WithIsr(NodeOptions o) {
@@ -751,14 +759,15 @@ NodeOptions WithIsr(NodeOptions o) {
   return o;
 }
 
-TEST_F(ReplicationNodeTest, AFollowerLeavesTheRecordedInSyncSetBeforeAWriteIsAcknowledgedWithoutIt) {
+TEST_F(ReplicationNodeTest,
+       AFollowerLeavesTheRecordedInSyncSetBeforeAWriteIsAcknowledgedWithoutIt) {
   Open("F1", Role::kReplica, WithIsr(NodeOptionsFor({}, 1)));
   Open("F2", Role::kReplica, WithIsr(NodeOptionsFor({}, 1)));
   Member& l = Open("L", Role::kLeader, WithIsr(NodeOptionsFor({}, 1)));
   FakeIsrStore etcd;
   ASSERT_TRUE(l.node
-                  ->LeadEpoch(100, {"F1", "F2"}, [] { return true; },
-                              etcd.Recording({"F1", "F2"}))
+                  ->LeadEpoch(
+                      100, {"F1", "F2"}, [] { return true; }, etcd.Recording({"F1", "F2"}))
                   .ok());
   ASSERT_TRUE(Eventually([&] { return etcd.events().size() == 1; }));
   EXPECT_EQ(etcd.events()[0], "isr=F1,F2");
@@ -768,7 +777,7 @@ TEST_F(ReplicationNodeTest, AFollowerLeavesTheRecordedInSyncSetBeforeAWriteIsAck
   absl::StatusOr<MutationResult> r = Write(l, "k", "v");
   ASSERT_TRUE(r.ok()) << r.status();
   auto outcome = std::make_shared<Outcome>();
-  l.node->AwaitReplicas(r->index, 1, [outcome, &etcd](const absl::Status& s) {
+  l.node->AwaitReplicas(r->index, 1, [outcome, etcd](const absl::Status& s) {
     etcd.Note(absl::StrCat("ack ", s.ToString()));
     outcome->Set(s);
   });
@@ -776,8 +785,12 @@ TEST_F(ReplicationNodeTest, AFollowerLeavesTheRecordedInSyncSetBeforeAWriteIsAck
   EXPECT_FALSE(outcome->done()) << "acknowledged while F2, in the set, lacks the write";
 
   etcd.Hold(true);
-  clock_.AdvanceMillis(1200);  // F2 is behind for the timeout: it leaves.
-  ASSERT_TRUE(Eventually([&] { return etcd.entered() == 2; }));
+  // F2 is behind for the timeout: it leaves. The clock moves in steps the
+  // timer sees (it notes when F2 fell behind on one of its ticks).
+  ASSERT_TRUE(Eventually([&] {
+    clock_.AdvanceMillis(100);
+    return etcd.entered() == 2;
+  }));
   EXPECT_FALSE(outcome->done()) << "acknowledged before the set without F2 was recorded";
   etcd.Hold(false);
   ASSERT_TRUE(Eventually([&] { return outcome->done(); }));
@@ -806,8 +819,8 @@ TEST_F(ReplicationNodeTest, WritesAreRefusedWhileFewerThanSyncAcksFollowersAreIn
   Member& l = Open("L", Role::kLeader, WithIsr(NodeOptionsFor({}, 2)));
   FakeIsrStore etcd;
   ASSERT_TRUE(l.node
-                  ->LeadEpoch(100, {"F1", "F2"}, [] { return true; },
-                              etcd.Recording({"F1", "F2"}))
+                  ->LeadEpoch(
+                      100, {"F1", "F2"}, [] { return true; }, etcd.Recording({"F1", "F2"}))
                   .ok());
   ASSERT_TRUE(Eventually([&] { return CaughtUp("F1") && CaughtUp("F2"); }));
   transport_->Hold("F2", true);
