@@ -31,7 +31,7 @@
 //    caller's call); without one, forward_timeout_ms applies.
 //  - Under load, single Gets and Sets bound for the same node may travel
 //    together as one MultiGet/MultiSet (RouterOptions::coalesce_in_flight;
-//    the rules and what a coalesced request keeps are in router_service.cc).
+//    the rules and what a coalesced request keeps are in coalescing_lanes.h).
 //  - Requests are validated as kv-shard validates them, before anything is
 //    sent, so a rejected batch writes nothing on any shard.
 //  - Scan walks the shards one after another, in the order of their names
@@ -69,8 +69,11 @@
 #include "services/router/backend_health.h"
 #include "services/router/backend_prober.h"
 #include "services/router/routing_table.h"
+#include "services/router/shard_call.h"  // kLeaderHintKey
 
 namespace kvstore {
+
+class CoalescingLanes;
 
 struct RouterOptions {
   // Checked before forwarding; should match the shards' limits.
@@ -89,7 +92,7 @@ struct RouterOptions {
   const AccessPolicy* access = nullptr;
   // TLS and tokens of the calls to the backends (default: plaintext, none).
   ClientSecurity backend_security;
-  // Coalescing (router_service.cc): per node and kind of request, how many
+  // Coalescing (coalescing_lanes.h): per node and kind of request, how many
   // forwarded Get (Set) calls may be out before further ones wait and go
   // together as one MultiGet (MultiSet); 0 sends every request on its own.
   int coalesce_in_flight = 0;
@@ -102,10 +105,6 @@ struct RouterOptions {
   // Runs on gRPC threads: must not block.
   std::function<void(const std::string& backend, grpc::StatusCode code)> on_backend_error;
 };
-
-// The trailing-metadata key a node that refuses a write sets to the leader's
-// HOST:PORT.
-inline constexpr char kLeaderHintKey[] = "kv-leader";
 
 // Thread-safe. Must outlive every RPC it serves (GrpcServer::Shutdown waits).
 class RouterService final : public v1::KeyValue::CallbackService, private PipelineBackend {
@@ -220,8 +219,8 @@ class RouterService final : public v1::KeyValue::CallbackService, private Pipeli
   HealthBook health_;
   mutable absl::Mutex mu_;
   std::shared_ptr<RoutingTable> table_ ABSL_GUARDED_BY(mu_);
-  class Lanes;  // Coalescing; null when options_.coalesce_in_flight is 0.
-  std::unique_ptr<Lanes> lanes_;
+  // Coalescing (coalescing_lanes.h); null when options_.coalesce_in_flight is 0.
+  std::unique_ptr<CoalescingLanes> lanes_;
   // Last: stopped first, while everything it uses is still there.
   std::unique_ptr<BackendProber> prober_;
 };
