@@ -247,7 +247,8 @@ void Store::Write(std::vector<Mutation> batch, Durability durability, WriteCallb
       for (size_t i = 0; i < batch.size(); ++i) {
         Mutation& m = batch[i];
         uint64_t seen = 0;
-        const uint64_t current = CurrentVersionLocked(m.key, now, &seen);
+        KeyInFlight* key_in_flight = nullptr;
+        const uint64_t current = CurrentVersionLocked(m.key, now, &seen, &key_in_flight);
         if (m.if_version.has_value() && *m.if_version != current) {
           results[i].status = absl::FailedPreconditionError(
               absl::StrCat("version mismatch: expected ", *m.if_version, ", current version is ",
@@ -278,14 +279,19 @@ void Store::Write(std::vector<Mutation> batch, Durability durability, WriteCallb
         if (queued_records_.empty()) queued_first_index_ = index;
         log::AppendRecord(index, epoch_, log::RecordType::kOp, payload, &queued_records_);
         // In flight until published (see store.h): conditions see it, reads not yet.
-        KeyInFlight& key_state = in_flight_keys_[m.key];
+        // One lookup of the key: CurrentVersionLocked's entry, if it found one.
+        KeyInFlight& key_state =
+            key_in_flight != nullptr ? *key_in_flight : in_flight_keys_[m.key];
         key_state.version = op.version;
         key_state.expire_unix_ms = op.expire_unix_ms;
         key_state.is_delete = op.type == OpType::kDelete;
         key_state.index = index;
         ++key_state.count;
-        InFlightOp& in_flight =
-            in_flight_.emplace_hint(in_flight_.end(), index, InFlightOp())->second;
+        // in_flight_ stays in index order: indexes only grow while it holds
+        // anything (a snapshot install empties it before it lowers them).
+        CHECK(in_flight_.empty() || in_flight_.back().index < index) << index;
+        InFlightOp& in_flight = in_flight_.emplace_back();
+        in_flight.index = index;
         in_flight.version = op.version;
         in_flight.expire_unix_ms = op.expire_unix_ms;
         in_flight.is_delete = key_state.is_delete;
@@ -531,7 +537,7 @@ absl::StatusOr<SnapshotMeta> Store::TakeSnapshot() {
     // A write in flight is not in the map yet: the log replay after the
     // snapshot must start at or before it.
     start_index =
-        in_flight_.empty() ? last_index_ : std::min(last_index_, in_flight_.begin()->first - 1);
+        in_flight_.empty() ? last_index_ : std::min(last_index_, in_flight_.front().index - 1);
     epoch = epoch_;
     writes_since_snapshot_ = 0;
   }
@@ -756,22 +762,23 @@ void Store::WhenDurable(uint64_t index, std::function<void(const absl::Status&)>
 }
 
 uint64_t Store::CurrentVersionLocked(absl::string_view key, int64_t now_unix_ms,
-                                     uint64_t* conflict) {
+                                     uint64_t* conflict, KeyInFlight** in_flight) {
   auto it = in_flight_keys_.find(key);
   if (it == in_flight_keys_.end()) {
     *conflict = 0;
+    *in_flight = nullptr;
     return map_.Version(key, now_unix_ms);
   }
   const KeyInFlight& k = it->second;
   *conflict = k.index;
+  *in_flight = &it->second;
   if (k.is_delete || (k.expire_unix_ms != 0 && k.expire_unix_ms <= now_unix_ms)) return 0;
   return k.version;
 }
 
-void Store::PublishOneLocked(std::map<uint64_t, InFlightOp>::iterator it) {
-  InFlightOp& op = it->second;
+void Store::PublishOneLocked(InFlightOp& op) {
   auto k = in_flight_keys_.find(op.key);
-  CHECK(k != in_flight_keys_.end()) << "in-flight write " << it->first << " has no key entry";
+  CHECK(k != in_flight_keys_.end()) << "in-flight write " << op.index << " has no key entry";
   if (op.version > k->second.published_version) {
     if (op.is_delete) {
       map_.Erase(op.key);
@@ -781,18 +788,29 @@ void Store::PublishOneLocked(std::map<uint64_t, InFlightOp>::iterator it) {
     k->second.published_version = op.version;
   }
   if (--k->second.count == 0) in_flight_keys_.erase(k);
-  in_flight_.erase(it);
+  op.published = true;
+}
+
+void Store::PopPublishedLocked() {
+  while (!in_flight_.empty() && in_flight_.front().published) in_flight_.pop_front();
 }
 
 void Store::PublishThroughLocked(uint64_t through) {
-  while (!in_flight_.empty() && in_flight_.begin()->first <= through) {
-    PublishOneLocked(in_flight_.begin());
+  while (!in_flight_.empty() && in_flight_.front().index <= through) {
+    PublishOneLocked(in_flight_.front());  // The front is never published already.
+    in_flight_.pop_front();
+    PopPublishedLocked();
   }
 }
 
 void Store::PublishRangeLocked(uint64_t first, uint64_t last) {
-  auto it = in_flight_.lower_bound(first);
-  while (it != in_flight_.end() && it->first <= last) PublishOneLocked(it++);
+  auto it = std::lower_bound(
+      in_flight_.begin(), in_flight_.end(), first,
+      [](const InFlightOp& op, uint64_t index) { return op.index < index; });
+  for (; it != in_flight_.end() && it->index <= last; ++it) {
+    if (!it->published) PublishOneLocked(*it);
+  }
+  PopPublishedLocked();
 }
 
 void Store::PublishDurable(uint64_t index, const std::deque<Pending>& answered,

@@ -284,11 +284,15 @@ class Store {
   };
   // A write in the log (or queued for it) that reads do not see yet.
   struct InFlightOp {
+    uint64_t index = 0;
     std::string key;
-    std::string value;
+    std::string value;  // Moved from the Mutation; the map copies it once, when published.
     uint64_t version = 0;
     int64_t expire_unix_ms = 0;
     bool is_delete = false;
+    // Published ahead of older writes (an explicit range): it stays, as a
+    // tombstone, until every older one has left the front.
+    bool published = false;
   };
   // Per key with writes in flight: the newest of them (what conditions see),
   // and the newest one published meanwhile (an older one published later must
@@ -316,15 +320,19 @@ class Store {
   bool QueueUntilDurableLocked(uint64_t index, std::function<void(const absl::Status&)>* done)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Version a condition sees for `key`: the newest write in flight, else the
-  // map's. *conflict = that write's index (0 when the map answered).
-  uint64_t CurrentVersionLocked(absl::string_view key, int64_t now_unix_ms, uint64_t* conflict)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // map's. *conflict = that write's index (0 when the map answered);
+  // *in_flight = the key's entry in in_flight_keys_ (null when it has none),
+  // valid until in_flight_keys_ next changes.
+  uint64_t CurrentVersionLocked(absl::string_view key, int64_t now_unix_ms, uint64_t* conflict,
+                                KeyInFlight** in_flight) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Publish in-flight writes: every one through `through`, in index order; or
   // those at first..last.
   void PublishThroughLocked(uint64_t through) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void PublishRangeLocked(uint64_t first, uint64_t last) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  void PublishOneLocked(std::map<uint64_t, InFlightOp>::iterator it)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Applies one unpublished write to the map and marks it published (it
+  // leaves in_flight_ when it reaches the front: PopPublishedLocked).
+  void PublishOneLocked(InFlightOp& op) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void PopPublishedLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // After everything through `index` became durable here (written, or fsynced
   // under "always"; 0 = nothing new): publishes what the gate allows, then the
   // explicit ranges of the waiters about to be answered (only those that need
@@ -350,8 +358,10 @@ class Store {
   // EpochAtLocked.
   std::map<uint64_t, uint64_t> epoch_starts_ ABSL_GUARDED_BY(mu_);
   bool fenced_ ABSL_GUARDED_BY(mu_) = false;
-  // Writes not yet published, by index, and their keys (see the top).
-  std::map<uint64_t, InFlightOp> in_flight_ ABSL_GUARDED_BY(mu_);
+  // Writes not yet published, in index order (appended as Write assigns
+  // indexes, under mu_), and their keys (see the top). The front is never a
+  // published one; a write published out of order waits as a tombstone.
+  std::deque<InFlightOp> in_flight_ ABSL_GUARDED_BY(mu_);
   absl::flat_hash_map<std::string, KeyInFlight> in_flight_keys_ ABSL_GUARDED_BY(mu_);
   // Highest index durable here as the policy counts it (published up to the gate).
   uint64_t locally_durable_ ABSL_GUARDED_BY(mu_) = 0;
