@@ -330,6 +330,11 @@ void Store::Write(std::vector<Mutation> batch, Durability durability, WriteCallb
         }
         waiters_.push_back(std::move(pending));
         done = nullptr;  // Moved into the waiter.
+        // The first group is taken now, under this lock, rather than in
+        // FlushInline under another: every unlock of mu_ evaluates the log
+        // thread's wait condition, so a lock costs about as much as the rest
+        // of a small write.
+        if (flush_here) flush_here = TakeInlineGroupLocked(&inline_group_);
       }
     }
   }
@@ -352,28 +357,37 @@ bool Store::HasLogWork() {
 // it takes what others queued meanwhile too (a group), for a few rounds at
 // most, then leaves the rest to the log thread, as it does when a waiter
 // needs an fsync or the store is closing.
+bool Store::TakeInlineGroupLocked(InlineGroup* group) {
+  bool sync_wanted = false;
+  for (const Pending& p : waiters_) sync_wanted |= p.needs_sync;
+  if (sync_wanted || closing_ || !fatal_.ok() || (queued_records_.empty() && waiters_.empty())) {
+    flushing_ = false;  // The log thread wakes if anything is left.
+    return false;
+  }
+  group->records.clear();
+  group->records.swap(queued_records_);
+  group->first = queued_first_index_;
+  group->last = last_index_;
+  group->waiters.swap(waiters_);
+  return true;
+}
+
 void Store::FlushInline() {
   constexpr int kMaxRounds = 2;
-  std::string records;
-  std::deque<Pending> waiters;
+  InlineGroup& group = inline_group_;  // Ours while we hold flushing_.
+  std::string& records = group.records;
+  std::deque<Pending>& waiters = group.waiters;
   for (int round = 0;; ++round) {
-    uint64_t first = 0;
-    uint64_t last = 0;
-    {
+    if (round > 0) {
       absl::MutexLock l(&mu_);
-      bool sync_wanted = false;
-      for (const Pending& p : waiters_) sync_wanted |= p.needs_sync;
-      if (round == kMaxRounds || sync_wanted || closing_ || !fatal_.ok() ||
-          (queued_records_.empty() && waiters_.empty())) {
+      if (round == kMaxRounds) {
         flushing_ = false;  // The log thread wakes if anything is left.
         return;
       }
-      records.clear();
-      records.swap(queued_records_);
-      first = queued_first_index_;
-      last = last_index_;
-      waiters.swap(waiters_);
+      if (!TakeInlineGroupLocked(&group)) return;
     }
+    const uint64_t first = group.first;
+    const uint64_t last = group.last;
     absl::Status s;
     if (!records.empty()) {
       {

@@ -309,8 +309,20 @@ class Store {
   explicit Store(StoreOptions options);
   [[nodiscard]] absl::Status Recover();
   void LogThread();
-  // Moves queued records to the log on the calling thread (see store.cc).
-  // Called by a writer that set flushing_.
+  // A group of queued records and their waiters, taken by a writer that
+  // flushes inline.
+  struct InlineGroup {
+    std::string records;
+    uint64_t first = 0;  // Indexes of the records (when there are any).
+    uint64_t last = 0;
+    std::deque<Pending> waiters;
+  };
+  // With flushing_ set by the caller: moves what is queued to `group` and
+  // returns true, or clears flushing_ and returns false when the log thread
+  // must take it (a waiter needs an fsync, closing, broken, nothing queued).
+  bool TakeInlineGroupLocked(InlineGroup* group) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Moves inline_group_, then what is queued meanwhile, to the log on the
+  // calling thread (see store.cc). Called by a writer that took the group.
   void FlushInline();
   absl::StatusOr<SnapshotMeta> InstallSnapshotLocked(const std::string& path, absl::Status* broken);
   void MaintenanceThread();
@@ -380,6 +392,10 @@ class Store {
   // thread or a writer in FlushInline), from taking them until their waiters
   // are answered: one at a time, so the log gets them in index order.
   bool flushing_ ABSL_GUARDED_BY(mu_) = false;
+  // Used only by the writer that holds flushing_ for FlushInline (set and
+  // cleared under mu_, so one at a time); a member so that its buffers are
+  // reused from one group to the next.
+  InlineGroup inline_group_;
   uint64_t writes_since_snapshot_ ABSL_GUARDED_BY(mu_) = 0;
   std::optional<SnapshotMeta> last_snapshot_ ABSL_GUARDED_BY(mu_);
   double last_snapshot_seconds_ ABSL_GUARDED_BY(mu_) = 0;
