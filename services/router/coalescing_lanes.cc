@@ -4,6 +4,7 @@
 #include <chrono>
 #include <deque>
 #include <iterator>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -335,17 +336,16 @@ class CoalescingLanes::Impl {
   Impl(const Backends& backends, const LaneLimits& limits) : backends_(backends), limits_(limits) {}
 
   Lane<GetKind>* ForGet(const std::string& node, v1::ReadMode mode) {
-    return Find(&gets_, absl::StrCat(node, "/", static_cast<int>(mode)));
+    return Find(&gets_, node, static_cast<int>(mode));
   }
   Lane<SetKind>* ForSet(const std::string& node, const v1::WriteAck& ack) {
-    return Find(&sets_, absl::StrCat(node, "/", static_cast<int>(ack.mode()), "/", ack.replicas()));
+    return Find(&sets_, node, static_cast<int>(ack.mode()), ack.replicas());
   }
   Lane<MultiGetKind>* ForMultiGet(const std::string& node, v1::ReadMode mode) {
-    return Find(&multi_gets_, absl::StrCat(node, "/", static_cast<int>(mode)));
+    return Find(&multi_gets_, node, static_cast<int>(mode));
   }
   Lane<MultiSetKind>* ForMultiSet(const std::string& node, const v1::WriteAck& ack) {
-    return Find(&multi_sets_,
-                absl::StrCat(node, "/", static_cast<int>(ack.mode()), "/", ack.replicas()));
+    return Find(&multi_sets_, node, static_cast<int>(ack.mode()), ack.replicas());
   }
 
   size_t queued() {
@@ -359,11 +359,24 @@ class CoalescingLanes::Impl {
   }
 
  private:
+  // The lane of "node/mode" (reads) or "node/mode/replicas" (writes). Every
+  // request looks its lane up: the key is built in a buffer of the calling
+  // thread and an existing lane is found under a shared lock, so finding one
+  // allocates nothing and readers do not queue behind each other.
   template <typename Kind>
   Lane<Kind>* Find(absl::flat_hash_map<std::string, std::unique_ptr<Lane<Kind>>>* lanes,
-                   std::string key) {
+                   const std::string& node, int mode, std::optional<uint32_t> replicas = {}) {
+    thread_local std::string key;
+    key.clear();
+    absl::StrAppend(&key, node, "/", mode);
+    if (replicas.has_value()) absl::StrAppend(&key, "/", *replicas);
+    {
+      absl::ReaderMutexLock lock(&mu_);
+      auto it = lanes->find(key);
+      if (it != lanes->end()) return it->second.get();
+    }
     absl::MutexLock lock(&mu_);
-    std::unique_ptr<Lane<Kind>>& lane = (*lanes)[std::move(key)];
+    std::unique_ptr<Lane<Kind>>& lane = (*lanes)[key];
     if (lane == nullptr) {
       lane = std::make_unique<Lane<Kind>>(backends_, limits_);
     }
