@@ -98,7 +98,8 @@ absl::StatusOr<BackupManifest> ParseManifest(absl::string_view json, const std::
       manifest.shards.push_back(std::move(shard));
     }
   } catch (const std::exception& e) {
-    return absl::InvalidArgumentError(absl::StrCat(source, " is not a backup manifest: ", e.what()));
+    return absl::InvalidArgumentError(
+        absl::StrCat(source, " is not a backup manifest: ", e.what()));
   }
   return manifest;
 }

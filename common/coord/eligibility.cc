@@ -29,7 +29,9 @@ Election ChooseCandidate(const std::vector<MemberRecord>& members, const IsrReco
   // Who counts for the position rule: with an in-sync set, its live members
   // only (the others may lack acknowledged writes, and may hold unacknowledged
   // ones, which are no reason to block an election).
-  const auto counts = [isr](const MemberRecord& m) { return isr == nullptr || isr->Contains(m.id); };
+  const auto counts = [isr](const MemberRecord& m) {
+    return isr == nullptr || isr->Contains(m.id);
+  };
   bool someone_holds_data = false;
   const MemberRecord* top = nullptr;
   for (const MemberRecord& m : members) {
@@ -40,14 +42,15 @@ Election ChooseCandidate(const std::vector<MemberRecord>& members, const IsrReco
     MemberVerdict verdict;
     verdict.id = m.id;
     if (isr != nullptr && !isr->Contains(m.id)) {
-      verdict.reason = absl::StrCat("not in the in-sync set of epoch ", isr->epoch, " [",
-                                    absl::StrJoin(isr->members, ","),
-                                    "]: it may lack acknowledged writes");
+      verdict.reason =
+          absl::StrCat("not in the in-sync set of epoch ", isr->epoch, " [",
+                       absl::StrJoin(isr->members, ","), "]: it may lack acknowledged writes");
     } else if (!Whole(m)) {
       verdict.reason = "its store is not whole (" + m.state + ")";
     } else if (Empty(m) && isr != nullptr) {
-      verdict.reason = "it holds no data (its data directory was emptied), so not the "
-                       "acknowledged writes of the in-sync set";
+      verdict.reason =
+          "it holds no data (its data directory was emptied), so not the "
+          "acknowledged writes of the in-sync set";
     } else if (Empty(m) && someone_holds_data) {
       verdict.reason = "it holds no data while other members do";
     } else if (Position(m) < Position(*top)) {

@@ -36,14 +36,13 @@ struct MemberVerdict {
 };
 
 struct Election {
-  std::string candidate;  // The member that should campaign; "" when none.
-  std::string why_none;   // When candidate is empty.
+  std::string candidate;                // The member that should campaign; "" when none.
+  std::string why_none;                 // When candidate is empty.
   std::vector<MemberVerdict> verdicts;  // One per member, in the order given.
 };
 
 // `isr`: nullptr when no in-sync set applies (async mode, or none recorded).
-Election ChooseCandidate(const std::vector<MemberRecord>& members,
-                         const IsrRecord* isr = nullptr);
+Election ChooseCandidate(const std::vector<MemberRecord>& members, const IsrRecord* isr = nullptr);
 
 }  // namespace kvstore::coord
 

@@ -53,8 +53,7 @@ struct EtcdClientOptions {
   absl::Duration call_timeout = absl::Seconds(2);
   // Told of every unary call once it ends (all attempts together), for
   // metrics; may be empty. Runs on the caller's thread: keep it cheap.
-  std::function<void(absl::string_view method, absl::Duration took, absl::StatusCode code)>
-      on_call;
+  std::function<void(absl::string_view method, absl::Duration took, absl::StatusCode code)> on_call;
 };
 
 struct RangeOptions {

@@ -61,10 +61,10 @@ FailoverAgent::~FailoverAgent() { Stop(); }
 
 void FailoverAgent::Start() {
   LOG(INFO) << "Failover agent for shard " << options_.shard << " as " << id_ << " ("
-            << options_.advertise << "), "
-            << (options_.automatic ? "automatic" : "manual") << " failover, lease TTL "
-            << absl::FormatDuration(options_.lease_ttl) << ", election wait "
-            << absl::FormatDuration(options_.election_wait) << ", keys under " << options_.prefix;
+            << options_.advertise << "), " << (options_.automatic ? "automatic" : "manual")
+            << " failover, lease TTL " << absl::FormatDuration(options_.lease_ttl)
+            << ", election wait " << absl::FormatDuration(options_.election_wait) << ", keys under "
+            << options_.prefix;
   view_->Start();
   thread_ = std::thread([this] { Run(); });
 }
@@ -103,9 +103,9 @@ void FailoverAgent::OnLeaseLost(const absl::Status& why) {
     if (node_->role() == Role::kLeader) options_.metrics->SelfFenced();
   }
   if (why.code() == absl::StatusCode::kUnavailable) {
-    node_->SetCoordinationProblem(absl::StrCat(
-        "coordination outage: etcd (", client_->CurrentEndpoint(),
-        ") did not answer this node's lease keepalives"));
+    node_->SetCoordinationProblem(absl::StrCat("coordination outage: etcd (",
+                                               client_->CurrentEndpoint(),
+                                               ") did not answer this node's lease keepalives"));
   }
   node_->StepDown(absl::StrCat("lease lost: ", why.message()));
   Wake();
@@ -118,9 +118,8 @@ void FailoverAgent::Run() {
       Step();
     }
     absl::MutexLock w(&wake_mu_);
-    const auto woken = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(wake_mu_) {
-      return wake_ || stopping_;
-    };
+    const auto woken = [this]()
+                           ABSL_EXCLUSIVE_LOCKS_REQUIRED(wake_mu_) { return wake_ || stopping_; };
     wake_mu_.AwaitWithTimeout(absl::Condition(&woken), options_.tick);
     if (stopping_) return;
     wake_ = false;
@@ -197,8 +196,7 @@ void FailoverAgent::PublishMember(bool now) {
   if (published_ && *published_ == record) return;
   if (!now && Now() - published_at_ < Nanos(options_.refresh)) return;
   published_at_ = Now();
-  absl::StatusOr<int64_t> put =
-      client_->Put(member_key_, coord::MemberValue(record), lease_->id());
+  absl::StatusOr<int64_t> put = client_->Put(member_key_, coord::MemberValue(record), lease_->id());
   if (!put.ok()) {
     LOG(WARNING) << "Cannot write " << member_key_ << ": " << put.status();
     return;
@@ -287,9 +285,8 @@ absl::StatusOr<ReplicationHooks::PromoteResult> FailoverAgent::CampaignNow(bool 
 
 absl::StatusOr<ReplicationHooks::PromoteResult> FailoverAgent::Campaign(bool force) {
   if (leadership_) {
-    return absl::FailedPreconditionError(
-        absl::StrCat("this node already leads shard ", options_.shard, " at epoch ",
-                     leadership_->epoch));
+    return absl::FailedPreconditionError(absl::StrCat(
+        "this node already leads shard ", options_.shard, " at epoch ", leadership_->epoch));
   }
   if (!EnsureClusterRecord()) {
     return absl::FailedPreconditionError(
@@ -299,8 +296,8 @@ absl::StatusOr<ReplicationHooks::PromoteResult> FailoverAgent::Campaign(bool for
   if (!lease_ || !lease_->Valid()) {
     return absl::UnavailableError("this node holds no valid lease in etcd");
   }
-  absl::StatusOr<coord::RangeResult> range = client_->Range(
-      coord::MembersPrefix(options_.prefix, options_.shard), MembersRange());
+  absl::StatusOr<coord::RangeResult> range =
+      client_->Range(coord::MembersPrefix(options_.prefix, options_.shard), MembersRange());
   if (!range.ok()) return range.status();
   const std::string members_prefix = coord::MembersPrefix(options_.prefix, options_.shard);
   std::vector<coord::MemberRecord> members;
@@ -342,11 +339,11 @@ absl::StatusOr<ReplicationHooks::PromoteResult> FailoverAgent::Campaign(bool for
       leader_key_->Campaign(lease_->id(), id_, options_.advertise);
   if (!result.ok()) return result.status();
   if (!result->won) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        "shard ", options_.shard, " is led by ",
-        result->holder ? absl::StrCat(result->holder->id, " at ", result->holder->addr, " (epoch ",
-                                      result->holder->epoch, ")")
-                       : std::string("another member")));
+    return absl::FailedPreconditionError(
+        absl::StrCat("shard ", options_.shard, " is led by ",
+                     result->holder ? absl::StrCat(result->holder->id, " at ", result->holder->addr,
+                                                   " (epoch ", result->holder->epoch, ")")
+                                    : std::string("another member")));
   }
   const coord::Leadership& won = result->leadership;
   node_->SetCoordinatorLeader(options_.advertise);  // Refusals say "starting" meanwhile.
@@ -392,15 +389,16 @@ absl::StatusOr<ReplicationHooks::PromoteResult> FailoverAgent::Campaign(bool for
   leadership_ = won;
   if (options_.metrics != nullptr) {
     const bool automatic = absent_since_ != 0 && !force;
-    options_.metrics->Elected(automatic ? "leader_gone" : force ? "promote_forced" : "promote",
-                              automatic ? absl::Nanoseconds(Now() - absent_since_)
-                                        : absl::ZeroDuration());
+    options_.metrics->Elected(
+        automatic ? "leader_gone"
+        : force   ? "promote_forced"
+                  : "promote",
+        automatic ? absl::Nanoseconds(Now() - absent_since_) : absl::ZeroDuration());
   }
   LOG(INFO) << "Elected leader of shard " << options_.shard << " at epoch " << won.epoch
-            << (absent_since_ != 0
-                    ? absl::StrCat(", ", (Now() - absent_since_) / 1000000,
-                                   " ms after the key was seen gone")
-                    : std::string())
+            << (absent_since_ != 0 ? absl::StrCat(", ", (Now() - absent_since_) / 1000000,
+                                                  " ms after the key was seen gone")
+                                   : std::string())
             << "; followers [" << absl::StrJoin(followers, ",") << "]";
   ReplicationHooks::PromoteResult promoted;
   promoted.epoch = static_cast<uint64_t>(won.epoch);
@@ -423,8 +421,8 @@ absl::StatusOr<std::optional<coord::IsrRecord>> FailoverAgent::ReadIsr(int64_t* 
   return std::optional<coord::IsrRecord>(*std::move(record));
 }
 
-absl::Status FailoverAgent::RecordInSync(coord::LeaderKey* key,
-                                         const coord::Leadership& leadership, uint64_t epoch,
+absl::Status FailoverAgent::RecordInSync(coord::LeaderKey* key, const coord::Leadership& leadership,
+                                         uint64_t epoch,
                                          const std::vector<std::string>& followers) {
   coord::IsrRecord record;
   record.epoch = static_cast<int64_t>(epoch);
@@ -444,9 +442,9 @@ absl::Status FailoverAgent::RecordInSync(coord::LeaderKey* key,
   std::sort(record.members.begin() + 1, record.members.end());
   // Guarded by the leader key, and by the isr key's revision: a write of ours
   // whose answer was lost cannot land after a later one.
-  absl::StatusOr<etcdserverpb::TxnResponse> txn = key->GuardedTxn(
-      leadership, {coord::ModRevisionIs(isr_key_, expected)},
-      {coord::PutOp(isr_key_, coord::IsrValue(record))});
+  absl::StatusOr<etcdserverpb::TxnResponse> txn =
+      key->GuardedTxn(leadership, {coord::ModRevisionIs(isr_key_, expected)},
+                      {coord::PutOp(isr_key_, coord::IsrValue(record))});
   if (txn.ok() && txn->succeeded()) {
     absl::MutexLock ids(&ids_mu_);
     isr_mod_revision_ = txn->header().revision();
