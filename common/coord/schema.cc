@@ -1,5 +1,9 @@
 #include "common/coord/schema.h"
 
+#include <algorithm>
+#include <set>
+#include <type_traits>
+
 #include "absl/strings/str_cat.h"
 #include "nlohmann/json.hpp"
 
@@ -141,6 +145,199 @@ absl::StatusOr<LeaderValueRecord> ParseLeaderJson(absl::string_view value) {
   record.addr = object["addr"].get<std::string>();
   if (IsUnsigned(object, "epoch")) record.epoch = object["epoch"].get<int64_t>();
   return record;
+}
+
+std::string RingKey(absl::string_view prefix) {
+  return absl::StrCat(NormalizePrefix(prefix), "/ring");
+}
+
+std::string RingValue(RingRecord record) {
+  std::sort(record.shards.begin(), record.shards.end());
+  nlohmann::json value = {{"format", record.format},
+                          {"version", record.version},
+                          {"vnodes", record.vnodes},
+                          {"shards", record.shards}};
+  return value.dump();
+}
+
+absl::StatusOr<RingRecord> ParseRingValue(absl::string_view value) {
+  const nlohmann::json object = ParseObject(value);
+  bool ok = object.is_object() && IsUnsigned(object, "format") && IsUnsigned(object, "version") &&
+            IsUnsigned(object, "vnodes") && object.contains("shards") &&
+            object["shards"].is_array() && !object["shards"].empty();
+  if (ok) {
+    for (const auto& s : object["shards"])
+      ok = ok && s.is_string() && !s.get<std::string>().empty();
+  }
+  if (!ok) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "ring record \"", value, "\" is not {format, version, vnodes, shards: [name...]}"));
+  }
+  RingRecord record;
+  record.format = object["format"].get<int>();
+  record.version = object["version"].get<int64_t>();
+  record.vnodes = object["vnodes"].get<int>();
+  std::set<std::string> seen;
+  for (const auto& s : object["shards"]) {
+    record.shards.push_back(s.get<std::string>());
+    if (!seen.insert(record.shards.back()).second) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("ring record lists shard ", record.shards.back(), " twice"));
+    }
+  }
+  if (record.format != 1) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("ring record format ", record.format, " is not supported (1 is)"));
+  }
+  std::sort(record.shards.begin(), record.shards.end());
+  return record;
+}
+
+std::string MigrationsPrefix(absl::string_view prefix) {
+  return absl::StrCat(NormalizePrefix(prefix), "/migrations/");
+}
+std::string ActiveMigrationKey(absl::string_view prefix) {
+  return absl::StrCat(MigrationsPrefix(prefix), "active");
+}
+std::string MigrationKey(absl::string_view prefix, absl::string_view id) {
+  return absl::StrCat(MigrationsPrefix(prefix), id);
+}
+std::string MigrationSourcesPrefix(absl::string_view prefix, absl::string_view id) {
+  return absl::StrCat(MigrationKey(prefix, id), "/sources/");
+}
+std::string MigrationSourceKey(absl::string_view prefix, absl::string_view id,
+                               absl::string_view source) {
+  return absl::StrCat(MigrationSourcesPrefix(prefix, id), source);
+}
+
+std::string ActiveMigrationValue(absl::string_view id) {
+  nlohmann::json value = {{"id", std::string(id)}};
+  return value.dump();
+}
+
+absl::StatusOr<std::string> ParseActiveMigrationValue(absl::string_view value) {
+  const nlohmann::json object = ParseObject(value);
+  if (!object.is_object() || !object.contains("id") || !object["id"].is_string()) {
+    return absl::InvalidArgumentError(absl::StrCat("active migration \"", value, "\" is not {id}"));
+  }
+  return object["id"].get<std::string>();
+}
+
+namespace {
+
+nlohmann::json RingJson(const RingRecord& ring) { return nlohmann::json::parse(RingValue(ring)); }
+
+template <typename T>
+bool Take(const nlohmann::json& object, const char* field, T* out) {
+  if (!object.contains(field)) return true;  // Optional: keep the default.
+  const nlohmann::json& v = object[field];
+  if constexpr (std::is_same_v<T, std::string>) {
+    if (!v.is_string()) return false;
+  } else if constexpr (std::is_same_v<T, bool>) {
+    if (!v.is_boolean()) return false;
+  } else if constexpr (std::is_floating_point_v<T>) {
+    if (!v.is_number()) return false;
+  } else {
+    if (!v.is_number_integer()) return false;
+    if (std::is_unsigned_v<T> && v < 0) return false;
+  }
+  *out = v.get<T>();
+  return true;
+}
+
+}  // namespace
+
+std::string MigrationValue(const MigrationRecord& r) {
+  nlohmann::json value = {{"id", r.id},
+                          {"kind", r.kind},
+                          {"shard", r.shard},
+                          {"from_version", r.from_version},
+                          {"to", RingJson(r.to)},
+                          {"phase", r.phase},
+                          {"throttle_bytes_per_second", r.throttle_bytes_per_second},
+                          {"paused", r.paused},
+                          {"cancel_requested", r.cancel_requested},
+                          {"cutover_max_pause_ms", r.cutover_max_pause_ms},
+                          {"handoff_lag", r.handoff_lag},
+                          {"copy_from", r.copy_from},
+                          {"created_unix_ms", r.created_unix_ms},
+                          {"finished_unix_ms", r.finished_unix_ms},
+                          {"error", r.error}};
+  return value.dump();
+}
+
+absl::StatusOr<MigrationRecord> ParseMigrationValue(absl::string_view value) {
+  const nlohmann::json object = ParseObject(value);
+  MigrationRecord r;
+  bool ok = object.is_object() && object.contains("id") && object.contains("kind") &&
+            object.contains("shard") && object.contains("phase") && object.contains("to");
+  ok = ok && Take(object, "id", &r.id) && Take(object, "kind", &r.kind) &&
+       Take(object, "shard", &r.shard) && Take(object, "from_version", &r.from_version) &&
+       Take(object, "phase", &r.phase) &&
+       Take(object, "throttle_bytes_per_second", &r.throttle_bytes_per_second) &&
+       Take(object, "paused", &r.paused) && Take(object, "cancel_requested", &r.cancel_requested) &&
+       Take(object, "cutover_max_pause_ms", &r.cutover_max_pause_ms) &&
+       Take(object, "handoff_lag", &r.handoff_lag) && Take(object, "copy_from", &r.copy_from) &&
+       Take(object, "created_unix_ms", &r.created_unix_ms) &&
+       Take(object, "finished_unix_ms", &r.finished_unix_ms) && Take(object, "error", &r.error);
+  if (ok) {
+    absl::StatusOr<RingRecord> to = ParseRingValue(object["to"].dump());
+    if (!to.ok()) return to.status();
+    r.to = *std::move(to);
+  }
+  if (!ok || r.id.empty() || (r.kind != "add" && r.kind != "remove")) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "migration record \"", value, "\" is not {id, kind: add|remove, shard, phase, to, ...}"));
+  }
+  return r;
+}
+
+std::string SourceProgressValue(const SourceProgress& p) {
+  nlohmann::json value = {{"destination", p.destination},
+                          {"phase", p.phase},
+                          {"start_index", p.start_index},
+                          {"cursor", p.cursor},
+                          {"applied_index", p.applied_index},
+                          {"source_index", p.source_index},
+                          {"fence_index", p.fence_index},
+                          {"keys_copied", p.keys_copied},
+                          {"bytes_copied", p.bytes_copied},
+                          {"keys_estimate", p.keys_estimate},
+                          {"bytes_estimate", p.bytes_estimate},
+                          {"keys_cleaned", p.keys_cleaned},
+                          {"rate_bytes_per_second", p.rate_bytes_per_second},
+                          {"last_cutover_pause_ms", p.last_cutover_pause_ms},
+                          {"retries", p.retries},
+                          {"restarts", p.restarts},
+                          {"error", p.error},
+                          {"updated_unix_ms", p.updated_unix_ms}};
+  return value.dump();
+}
+
+absl::StatusOr<SourceProgress> ParseSourceProgressValue(absl::string_view source,
+                                                        absl::string_view value) {
+  const nlohmann::json object = ParseObject(value);
+  SourceProgress p;
+  p.source = std::string(source);
+  const bool ok =
+      object.is_object() && Take(object, "destination", &p.destination) &&
+      Take(object, "phase", &p.phase) && Take(object, "start_index", &p.start_index) &&
+      Take(object, "cursor", &p.cursor) && Take(object, "applied_index", &p.applied_index) &&
+      Take(object, "source_index", &p.source_index) &&
+      Take(object, "fence_index", &p.fence_index) && Take(object, "keys_copied", &p.keys_copied) &&
+      Take(object, "bytes_copied", &p.bytes_copied) &&
+      Take(object, "keys_estimate", &p.keys_estimate) &&
+      Take(object, "bytes_estimate", &p.bytes_estimate) &&
+      Take(object, "keys_cleaned", &p.keys_cleaned) &&
+      Take(object, "rate_bytes_per_second", &p.rate_bytes_per_second) &&
+      Take(object, "last_cutover_pause_ms", &p.last_cutover_pause_ms) &&
+      Take(object, "retries", &p.retries) && Take(object, "restarts", &p.restarts) &&
+      Take(object, "error", &p.error) && Take(object, "updated_unix_ms", &p.updated_unix_ms);
+  if (!ok) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("progress of source ", source, ": \"", value, "\" is not a SourceProgress"));
+  }
+  return p;
 }
 
 }  // namespace kvstore::coord

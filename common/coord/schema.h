@@ -7,6 +7,10 @@
 //   <P>/shards/<s>/leader           {id, addr, epoch}        (LeaderKey, leader_key.h)
 //   <P>/shards/<s>/members/<id>     {addr, state, last_epoch, durable_index}
 //   <P>/shards/<s>/isr              {epoch, members}          (the leader, guarded)
+//   <P>/ring                        {format, version, vnodes, shards}
+//   <P>/migrations/active           {id}    (create-if-absent: one at a time)
+//   <P>/migrations/<id>             MigrationRecord           (kvctl creates; the driver advances)
+//   <P>/migrations/<id>/sources/<s> SourceProgress            (the driver)
 #ifndef KVSTORE_COMMON_COORD_SCHEMA_H_
 #define KVSTORE_COMMON_COORD_SCHEMA_H_
 
@@ -87,6 +91,85 @@ struct LeaderValueRecord {
   int64_t epoch = 0;
 };
 absl::StatusOr<LeaderValueRecord> ParseLeaderJson(absl::string_view value);
+
+// The ring every router routes by and every shard checks ownership by
+// (docs/ring.md, docs/resharding.md). The tokens of each shard are its name
+// and "#" and 0 .. vnodes-1, hashed (common/ring/hash_ring.h); `shards` is
+// sorted. `version` grows by one with each cutover.
+struct RingRecord {
+  int format = 1;
+  int64_t version = 0;
+  int vnodes = 0;
+  std::vector<std::string> shards;
+};
+std::string RingKey(absl::string_view prefix);
+// Sorts the shard names.
+std::string RingValue(RingRecord record);
+// INVALID_ARGUMENT when it is not what RingValue writes (or lists a name twice).
+absl::StatusOr<RingRecord> ParseRingValue(absl::string_view value);
+
+// One resharding (docs/resharding.md). kvctl creates it (phase "copy") with
+// `<P>/migrations/active` in one Txn; the driver (the leader of `shard`)
+// advances the phase; kvctl may set `throttle_bytes_per_second`, `paused` and
+// `cancel_requested`.
+struct MigrationRecord {
+  std::string id;
+  std::string kind;   // "add" or "remove"
+  std::string shard;  // The shard added or removed.
+  // The ring it starts from and the one it publishes at cutover
+  // (to.version == from_version + 1).
+  int64_t from_version = 0;
+  RingRecord to;
+  // copy -> catchup -> cutover -> switched -> cleanup -> done; or, from any
+  // phase before switched, -> cancelled. "catchup" is entered again when a
+  // cutover does not commit within cutover_max_pause_ms.
+  std::string phase;
+  int64_t throttle_bytes_per_second = 32 << 20;
+  bool paused = false;
+  bool cancel_requested = false;
+  int64_t cutover_max_pause_ms = 1000;
+  int64_t handoff_lag = 1000;        // Entries behind the source at which cutover starts.
+  std::string copy_from = "leader";  // "leader" or "replica"
+  int64_t created_unix_ms = 0;
+  int64_t finished_unix_ms = 0;
+  std::string error;  // The last error the driver met (empty when none).
+};
+std::string MigrationsPrefix(absl::string_view prefix);    // "<P>/migrations/"
+std::string ActiveMigrationKey(absl::string_view prefix);  // "<P>/migrations/active"
+std::string MigrationKey(absl::string_view prefix, absl::string_view id);
+std::string MigrationSourcesPrefix(absl::string_view prefix, absl::string_view id);
+std::string MigrationSourceKey(absl::string_view prefix, absl::string_view id,
+                               absl::string_view source);
+std::string ActiveMigrationValue(absl::string_view id);
+absl::StatusOr<std::string> ParseActiveMigrationValue(absl::string_view value);
+std::string MigrationValue(const MigrationRecord& record);
+absl::StatusOr<MigrationRecord> ParseMigrationValue(absl::string_view value);
+
+// What the driver reports of one source shard of a migration.
+struct SourceProgress {
+  std::string source;          // The key's last part, not part of the value.
+  std::string destination;     // The shard that receives its ranges.
+  std::string phase;           // copy, catchup, fenced, switched, cleanup, done
+  uint64_t start_index = 0;    // I0: the source log index the copy started after.
+  std::string cursor;          // Copy position (opaque, base64 of the scan cursor).
+  uint64_t applied_index = 0;  // Source log index applied on the destination.
+  uint64_t source_index = 0;   // Source's committed index when last asked.
+  uint64_t fence_index = 0;
+  uint64_t keys_copied = 0;
+  uint64_t bytes_copied = 0;
+  uint64_t keys_estimate = 0;
+  uint64_t bytes_estimate = 0;
+  uint64_t keys_cleaned = 0;
+  double rate_bytes_per_second = 0;
+  int64_t last_cutover_pause_ms = 0;
+  int64_t retries = 0;   // Cutovers that did not commit in time.
+  int64_t restarts = 0;  // Copies restarted from the beginning, and why in `error`.
+  std::string error;
+  int64_t updated_unix_ms = 0;
+};
+std::string SourceProgressValue(const SourceProgress& progress);
+absl::StatusOr<SourceProgress> ParseSourceProgressValue(absl::string_view source,
+                                                        absl::string_view value);
 
 }  // namespace kvstore::coord
 

@@ -68,6 +68,8 @@ class HashRing {
   const std::vector<std::string>& shards() const { return shards_; }
   int vnodes() const { return vnodes_; }
   size_t token_count() const { return token_hashes_.size(); }
+  // The token positions in ring order (ascending; equal hashes adjacent).
+  const std::vector<uint64_t>& token_hashes() const { return token_hashes_; }
 
   // For each shard (same order as shards()), the fraction of the 2^64 ring
   // positions it owns, computed exactly from the tokens; the fractions sum to 1.
