@@ -1,6 +1,7 @@
 #include "common/storage/store.h"
 
 #include <algorithm>
+#include <limits>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -257,7 +258,26 @@ void Store::Write(std::vector<Mutation> batch, Durability durability, WriteCallb
           conflict = std::max(conflict, seen);
           continue;
         }
-        if (m.kind == Mutation::Kind::kDelete && current == 0) {  // Nothing to delete.
+        const bool import =
+            m.kind == Mutation::Kind::kImport || m.kind == Mutation::Kind::kImportDelete;
+        if (import) {
+          // Against the version held whether or not it has expired: an older
+          // copy must not come back in place of a newer one that expired.
+          const uint64_t held =
+              key_in_flight != nullptr && !key_in_flight->is_delete
+                  ? key_in_flight->version
+                  : (key_in_flight != nullptr
+                         ? 0
+                         : map_.Version(m.key, std::numeric_limits<int64_t>::min()));
+          const bool expired =
+              m.kind == Mutation::Kind::kImport && m.expire_unix_ms != 0 && m.expire_unix_ms <= now;
+          if (m.version <= held || expired ||
+              (m.kind == Mutation::Kind::kImportDelete && held == 0) || m.version == 0) {
+            results[i].conflict_index = seen;
+            conflict = std::max(conflict, seen);
+            continue;
+          }
+        } else if (m.kind == Mutation::Kind::kDelete && current == 0) {  // Nothing to delete.
           results[i].conflict_index = seen;
           conflict = std::max(conflict, seen);
           continue;
@@ -265,12 +285,16 @@ void Store::Write(std::vector<Mutation> batch, Durability durability, WriteCallb
         const uint64_t index = ++last_index_;
         if (first_written == 0) first_written = index;
         OpView op;
-        op.version = MakeVersion(epoch_, index);
+        op.version = import ? m.version : MakeVersion(epoch_, index);
         op.key = m.key;
         if (m.kind == Mutation::Kind::kSet) {
           op.type = OpType::kPut;
           op.value = m.value;
           op.expire_unix_ms = ExpiryFor(m.ttl_ms, now);
+        } else if (m.kind == Mutation::Kind::kImport) {
+          op.type = OpType::kPut;
+          op.value = m.value;
+          op.expire_unix_ms = m.expire_unix_ms;
         } else {
           op.type = OpType::kDelete;
         }
@@ -280,8 +304,7 @@ void Store::Write(std::vector<Mutation> batch, Durability durability, WriteCallb
         log::AppendRecord(index, epoch_, log::RecordType::kOp, payload, &queued_records_);
         // In flight until published (see store.h): conditions see it, reads not yet.
         // One lookup of the key: CurrentVersionLocked's entry, if it found one.
-        KeyInFlight& key_state =
-            key_in_flight != nullptr ? *key_in_flight : in_flight_keys_[m.key];
+        KeyInFlight& key_state = key_in_flight != nullptr ? *key_in_flight : in_flight_keys_[m.key];
         key_state.version = op.version;
         key_state.expire_unix_ms = op.expire_unix_ms;
         key_state.is_delete = op.type == OpType::kDelete;
@@ -590,6 +613,15 @@ absl::StatusOr<SnapshotMeta> Store::TakeSnapshot() {
     if (needed > 0 && needed - 1 < through && wal_->bytes() <= options_.retain_log_bytes) {
       through = needed - 1;
     }
+    uint64_t migration_floor = 0;
+    {
+      absl::MutexLock l(&mu_);
+      migration_floor = migration_floor_;
+    }
+    if (migration_floor > 0 && migration_floor - 1 < through &&
+        wal_->bytes() <= options_.migration_retain_log_bytes) {
+      through = migration_floor - 1;
+    }
     absl::MutexLock w(&wal_mu_);
     if (absl::Status s = wal_->RemoveSegmentsThrough(through); !s.ok()) {
       LOG(WARNING) << "Removing log segments covered by snapshots: " << s;
@@ -700,6 +732,16 @@ void Store::SetLogRetentionFloor(std::function<uint64_t()> floor) {
   retention_floor_ = std::move(floor);
 }
 
+void Store::SetMigrationRetentionFloor(uint64_t index) {
+  absl::MutexLock l(&mu_);
+  migration_floor_ = index;
+}
+
+uint64_t Store::published_through() const {
+  absl::MutexLock l(&mu_);
+  return in_flight_.empty() ? last_index_ : in_flight_.front().index - 1;
+}
+
 absl::StatusOr<SnapshotMeta> Store::NewestSnapshot() {
   absl::StatusOr<std::vector<SnapshotMeta>> snapshots = ListSnapshots(options_.fs, options_.dir);
   if (!snapshots.ok()) return snapshots.status();
@@ -775,8 +817,8 @@ void Store::WhenDurable(uint64_t index, std::function<void(const absl::Status&)>
   done(now);
 }
 
-uint64_t Store::CurrentVersionLocked(absl::string_view key, int64_t now_unix_ms,
-                                     uint64_t* conflict, KeyInFlight** in_flight) {
+uint64_t Store::CurrentVersionLocked(absl::string_view key, int64_t now_unix_ms, uint64_t* conflict,
+                                     KeyInFlight** in_flight) {
   auto it = in_flight_keys_.find(key);
   if (it == in_flight_keys_.end()) {
     *conflict = 0;
@@ -818,9 +860,8 @@ void Store::PublishThroughLocked(uint64_t through) {
 }
 
 void Store::PublishRangeLocked(uint64_t first, uint64_t last) {
-  auto it = std::lower_bound(
-      in_flight_.begin(), in_flight_.end(), first,
-      [](const InFlightOp& op, uint64_t index) { return op.index < index; });
+  auto it = std::lower_bound(in_flight_.begin(), in_flight_.end(), first,
+                             [](const InFlightOp& op, uint64_t index) { return op.index < index; });
   for (; it != in_flight_.end() && it->index <= last; ++it) {
     if (!it->published) PublishOneLocked(*it);
   }

@@ -89,6 +89,8 @@ struct StoreOptions {
   // past this many bytes of log, segments go anyway and a follower that still
   // needed them gets a full resync.
   uint64_t retain_log_bytes = 1ull << 30;
+  // Log kept for a resharding source (SetMigrationRetentionFloor).
+  uint64_t migration_retain_log_bytes = 4ull << 30;
   // Observers for metrics, if set: each fsync of the log (on the log thread)
   // and each snapshot taken, with how long it took. Must not block.
   std::function<void(absl::Duration)> on_fsync;
@@ -97,12 +99,21 @@ struct StoreOptions {
 
 // One mutation of a batch.
 struct Mutation {
-  enum class Kind { kSet, kDelete };
+  // kImport and kImportDelete carry a key moved from another shard
+  // (docs/resharding.md): they keep that shard's `version` and absolute
+  // `expire_unix_ms`, and are written only when `version` is above the
+  // version this store holds for the key (expired or not), so replaying a
+  // copy or a catch-up twice, or out of order, never moves a key backwards. An
+  // import that has already expired, or an import delete of an absent key,
+  // writes nothing. Neither takes `ttl_ms` or `if_version`.
+  enum class Kind { kSet, kDelete, kImport, kImportDelete };
   Kind kind = Kind::kSet;
   std::string key;
   std::string value;
   uint64_t ttl_ms = 0;                 // 0 = never expires.
   std::optional<uint64_t> if_version;  // Compare-and-set: 0 = only if absent.
+  uint64_t version = 0;                // kImport, kImportDelete only.
+  int64_t expire_unix_ms = 0;          // kImport only; 0 = never expires.
 };
 
 struct MutationResult {
@@ -240,6 +251,13 @@ class Store {
   // The lowest log index some follower still needs (0: none). Snapshots then
   // keep log segments from there on, within retain_log_bytes.
   void SetLogRetentionFloor(std::function<uint64_t()> floor);
+  // A second floor, for a resharding source (docs/resharding.md): the log
+  // from `index` on is kept while it is at most
+  // StoreOptions::migration_retain_log_bytes. 0 clears it.
+  void SetMigrationRetentionFloor(uint64_t index);
+  // Every write at or below this index is published (readable and part of any
+  // scan that starts now); the writes above it are still in flight.
+  uint64_t published_through() const;
 
   // Newest snapshot on disk that reads back whole (every checksum verified;
   // damaged ones are logged and skipped), taking a new one if none does.
@@ -382,6 +400,7 @@ class Store {
   // Counts snapshot installs' starts and ends: odd while the map is replaced.
   std::atomic<uint64_t> installs_{0};
   std::function<uint64_t()> retention_floor_ ABSL_GUARDED_BY(mu_);
+  uint64_t migration_floor_ ABSL_GUARDED_BY(mu_) = 0;
   std::string queued_records_ ABSL_GUARDED_BY(mu_);  // Framed, not yet in the log.
   uint64_t queued_first_index_ ABSL_GUARDED_BY(mu_) = 0;
   std::deque<Pending> waiters_ ABSL_GUARDED_BY(mu_);

@@ -721,5 +721,104 @@ TEST_F(StoreTest, WritesAfterCloseAreRefusedAsUnavailable) {
   EXPECT_EQ(Set("k", "v").status.code(), absl::StatusCode::kUnavailable);
 }
 
+// ---- Imports: keys moved from another shard (docs/resharding.md).
+
+class StoreImportTest : public StoreTest {
+ protected:
+  MutationResult Import(const std::string& key, const std::string& value, uint64_t version,
+                        int64_t expire_unix_ms = 0) {
+    Mutation m;
+    m.kind = Mutation::Kind::kImport;
+    m.key = key;
+    m.value = value;
+    m.version = version;
+    m.expire_unix_ms = expire_unix_ms;
+    return Write({m})[0];
+  }
+  MutationResult ImportDelete(const std::string& key, uint64_t version) {
+    Mutation m;
+    m.kind = Mutation::Kind::kImportDelete;
+    m.key = key;
+    m.version = version;
+    return Write({m})[0];
+  }
+  // A version another shard issued, from an epoch far above this store's.
+  static uint64_t Foreign(uint64_t index) { return MakeVersion(1000, index); }
+};
+
+TEST_F(StoreImportTest, AnImportKeepsTheSourceVersionAndSurvivesARestart) {
+  Open();
+  const MutationResult r = Import("k", "moved", Foreign(7));
+  ASSERT_TRUE(r.status.ok()) << r.status;
+  EXPECT_TRUE(r.applied);
+  EXPECT_EQ(r.version, Foreign(7));
+  uint64_t version = 0;
+  EXPECT_EQ(Get("k", &version), "moved");
+  EXPECT_EQ(version, Foreign(7));
+  CrashAndReopen(/*power_cut=*/true);
+  EXPECT_EQ(Get("k", &version), "moved");
+  EXPECT_EQ(version, Foreign(7));
+}
+
+TEST_F(StoreImportTest, AnOlderOrEqualImportNeverReplacesANewerVersion) {
+  Open();
+  ASSERT_TRUE(Import("k", "new", Foreign(9)).applied);
+  const MutationResult older = Import("k", "old", Foreign(8));
+  EXPECT_TRUE(older.status.ok());
+  EXPECT_FALSE(older.applied);
+  EXPECT_FALSE(Import("k", "same", Foreign(9)).applied);
+  uint64_t version = 0;
+  EXPECT_EQ(Get("k", &version), "new");
+  EXPECT_EQ(version, Foreign(9));
+  EXPECT_TRUE(Import("k", "newer", Foreign(10)).applied);
+  EXPECT_EQ(Get("k"), "newer");
+}
+
+TEST_F(StoreImportTest, AnOlderImportDoesNotComeBackInPlaceOfANewerOneThatExpired) {
+  Open();
+  const int64_t soon = clock_.NowUnixMillis() + 1000;
+  ASSERT_TRUE(Import("k", "new-with-ttl", Foreign(9), soon).applied);
+  clock_.AdvanceMillis(2000);
+  EXPECT_EQ(Get("k"), std::nullopt);
+  EXPECT_FALSE(Import("k", "old-forever", Foreign(8)).applied);
+  EXPECT_EQ(Get("k"), std::nullopt);
+}
+
+TEST_F(StoreImportTest, AnAlreadyExpiredImportWritesNothing) {
+  Open();
+  const uint64_t before = store_->last_index();
+  const MutationResult r = Import("k", "gone", Foreign(3), clock_.NowUnixMillis() - 1);
+  EXPECT_TRUE(r.status.ok());
+  EXPECT_FALSE(r.applied);
+  EXPECT_EQ(store_->last_index(), before);
+  EXPECT_EQ(Get("k"), std::nullopt);
+}
+
+TEST_F(StoreImportTest, AnImportDeleteRemovesOnlyAnOlderVersion) {
+  Open();
+  ASSERT_TRUE(Import("k", "v", Foreign(5)).applied);
+  EXPECT_FALSE(ImportDelete("k", Foreign(4)).applied);
+  EXPECT_EQ(Get("k"), "v");
+  EXPECT_TRUE(ImportDelete("k", Foreign(6)).applied);
+  EXPECT_EQ(Get("k"), std::nullopt);
+  EXPECT_FALSE(ImportDelete("absent", Foreign(7)).applied);
+}
+
+TEST_F(StoreImportTest, AWriteAfterAnImportGetsAHigherVersionOnceTheEpochIsAbove) {
+  Open();
+  ASSERT_TRUE(store_->StartEpoch(1001, "target").ok());
+  ASSERT_TRUE(Import("k", "moved", Foreign(50)).applied);
+  const MutationResult w = Set("k", "written here", 0, Foreign(50));
+  ASSERT_TRUE(w.status.ok()) << w.status;
+  EXPECT_GT(w.version, Foreign(50));
+}
+
+TEST_F(StoreImportTest, PublishedThroughCoversEveryDurableWrite) {
+  Open(FsyncPolicy::kAlways);
+  Set("a", "1");
+  Set("b", "2");
+  EXPECT_EQ(store_->published_through(), store_->last_index());
+}
+
 }  // namespace
 }  // namespace kvstore
