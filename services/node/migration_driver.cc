@@ -1,0 +1,799 @@
+#include "services/node/migration_driver.h"
+
+#include <algorithm>
+#include <utility>
+
+#include "absl/strings/escaping.h"
+#include "absl/strings/str_cat.h"
+#include "absl/synchronization/notification.h"
+#include "common/coord/txn.h"
+#include "common/server/grpc_status.h"
+#include "glog/logging.h"
+#include "grpcpp/client_context.h"
+#include "services/node/migration_source.h"
+#include "services/node/moved_keys.h"
+
+namespace kvstore {
+namespace {
+
+int64_t NowUnixMillis() { return absl::ToUnixMillis(absl::Now()); }
+
+bool IsOver(const std::string& phase) {
+  return phase == "done" || phase == "cancelled" || phase == "failed";
+}
+
+}  // namespace
+
+// One source shard of the migration, as this driver sees it.
+struct MigrationDriver::Source {
+  std::string name;
+  RangeSet ranges;
+  coord::SourceProgress progress;
+  // Set by ResolveSource.
+  std::string leader_address;
+  int64_t leader_mod_revision = 0;
+  std::unique_ptr<v1::Migration::Stub> stub;
+  // Cutover only.
+  uint64_t fence_index = 0;
+  uint64_t epoch = 0;
+  // Rate of the last second, for the status.
+  uint64_t bytes_at_last_flush = 0;
+};
+
+// The migration being driven.
+struct MigrationDriver::Run {
+  std::string id;
+  coord::MigrationRecord record;
+  int64_t record_revision = 0;
+  absl::Time record_read;
+  coord::RingRecord ring;  // As read at the start.
+  int64_t ring_revision = 0;
+  std::shared_ptr<const HashRing> before;
+  std::shared_ptr<const HashRing> after;
+  std::vector<Source> sources;
+  // Token bucket (bytes); refilled at the record's throttle.
+  double tokens = 0;
+  absl::Time refilled;
+  absl::Time flushed;
+};
+
+MigrationDriver::MigrationDriver(coord::EtcdClient* etcd, Store* store,
+                                 ReplicationHooks* replication, MigrationDriverOptions options)
+    : etcd_(etcd), store_(store), replication_(replication), options_(std::move(options)) {}
+
+MigrationDriver::~MigrationDriver() { Stop(); }
+
+void MigrationDriver::Start() {
+  thread_ = std::thread([this] { Loop(); });
+}
+
+void MigrationDriver::Stop() {
+  {
+    absl::MutexLock l(&mu_);
+    stopping_ = true;
+  }
+  if (thread_.joinable()) thread_.join();
+}
+
+bool MigrationDriver::stopping() {
+  absl::MutexLock l(&mu_);
+  return stopping_;
+}
+
+bool MigrationDriver::WaitFor(absl::Duration d) {
+  absl::MutexLock l(&mu_);
+  const auto stop = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return stopping_; };
+  mu_.AwaitWithTimeout(absl::Condition(&stop), d);
+  return !stopping_;
+}
+
+bool MigrationDriver::Leading() {
+  if (replication_ == nullptr) return true;
+  std::string leader;
+  return replication_->CheckWritable(&leader).ok();
+}
+
+void MigrationDriver::Loop() {
+  std::string last_error;
+  while (WaitFor(options_.poll)) {
+    if (!Leading()) continue;
+    absl::StatusOr<coord::RangeResult> active =
+        etcd_->Range(coord::ActiveMigrationKey(options_.prefix));
+    if (!active.ok() || active->kvs.empty()) continue;
+    absl::StatusOr<std::string> id = coord::ParseActiveMigrationValue(active->kvs[0].value());
+    if (!id.ok()) continue;
+    absl::Status s = Drive(*id);
+    if (s.ok()) {
+      last_error.clear();
+      continue;
+    }
+    if (std::string(s.message()) != last_error) {
+      last_error = std::string(s.message());
+      LOG(WARNING) << "Migration " << *id << ": " << s;
+    }
+    WaitFor(absl::Seconds(1));
+  }
+}
+
+absl::Status MigrationDriver::LoadRecord(Run& run) {
+  absl::StatusOr<coord::RangeResult> got =
+      etcd_->Range(coord::MigrationKey(options_.prefix, run.id));
+  if (!got.ok()) return got.status();
+  if (got->kvs.empty()) {
+    return absl::NotFoundError(absl::StrCat("migration ", run.id, " has no record in etcd"));
+  }
+  absl::StatusOr<coord::MigrationRecord> record = coord::ParseMigrationValue(got->kvs[0].value());
+  if (!record.ok()) return record.status();
+  run.record = *std::move(record);
+  run.record_revision = got->kvs[0].mod_revision();
+  run.record_read = absl::Now();
+  return absl::OkStatus();
+}
+
+absl::Status MigrationDriver::SetPhase(Run& run, const std::string& phase) {
+  // Guarded by the record's revision: kvctl may have changed the throttle or
+  // asked to cancel meanwhile; re-read and apply the phase on top.
+  for (int attempt = 0; attempt < 10; ++attempt) {
+    coord::MigrationRecord next = run.record;
+    next.phase = phase;
+    if (IsOver(phase)) next.finished_unix_ms = NowUnixMillis();
+    etcdserverpb::TxnRequest txn;
+    const std::string key = coord::MigrationKey(options_.prefix, run.id);
+    *txn.add_compare() = coord::ModRevisionIs(key, run.record_revision);
+    *txn.add_success() = coord::PutOp(key, coord::MigrationValue(next));
+    absl::StatusOr<etcdserverpb::TxnResponse> r = etcd_->Txn(txn);
+    if (!r.ok()) return r.status();
+    if (r->succeeded()) {
+      run.record = next;
+      run.record_revision = r->header().revision();
+      return absl::OkStatus();
+    }
+    if (absl::Status s = LoadRecord(run); !s.ok()) return s;
+  }
+  return absl::AbortedError("the migration record keeps changing under the driver");
+}
+
+absl::Status MigrationDriver::ResolveSource(Source& source) {
+  absl::StatusOr<coord::RangeResult> got =
+      etcd_->Range(coord::ShardLeaderKey(options_.prefix, source.name));
+  if (!got.ok()) return got.status();
+  if (got->kvs.empty()) {
+    return absl::UnavailableError(absl::StrCat("source shard ", source.name, " has no leader"));
+  }
+  absl::StatusOr<coord::LeaderValueRecord> leader = coord::ParseLeaderJson(got->kvs[0].value());
+  if (!leader.ok()) return leader.status();
+  if (leader->addr != source.leader_address || source.stub == nullptr) {
+    source.leader_address = leader->addr;
+    source.stub = v1::Migration::NewStub(options_.channel(leader->addr));
+  }
+  source.leader_mod_revision = got->kvs[0].mod_revision();
+  return absl::OkStatus();
+}
+
+absl::Status MigrationDriver::Import(const google::protobuf::RepeatedPtrField<v1::MovedKey>& keys,
+                                     uint64_t* applied) {
+  *applied = 0;
+  if (keys.empty()) return absl::OkStatus();
+  std::vector<Mutation> batch;
+  batch.reserve(keys.size());
+  for (const v1::MovedKey& k : keys) {
+    Mutation m;
+    m.kind = k.deleted() ? Mutation::Kind::kImportDelete : Mutation::Kind::kImport;
+    m.key = k.key();
+    m.value = k.value();
+    m.version = k.version();
+    m.expire_unix_ms = k.expire_unix_ms();
+    batch.push_back(std::move(m));
+  }
+  absl::Notification written;
+  absl::Status status;
+  uint64_t last = 0;
+  store_->Write(std::move(batch), Durability::kDefault, [&](std::vector<MutationResult> results) {
+    for (const MutationResult& r : results) {
+      if (!r.status.ok() && status.ok()) status = r.status;
+      if (r.applied) {
+        ++*applied;
+        last = std::max(last, r.index);
+      }
+    }
+    written.Notify();
+  });
+  written.WaitForNotification();
+  if (!status.ok()) return status;
+  // Committed as the shard's own writes are: on the in-sync followers under
+  // sync acks, so a failover of this shard keeps every import checkpointed.
+  if (last == 0 || replication_ == nullptr) return absl::OkStatus();
+  const int acks = replication_->DefaultSyncAcks();
+  if (acks > 0) {
+    absl::Notification replicated;
+    replication_->AwaitReplicas(last, acks, [&](const absl::Status& s) {
+      status = s;
+      replicated.Notify();
+    });
+    replicated.WaitForNotification();
+    if (!status.ok()) return status;
+  }
+  return replication_->CheckAcknowledge();
+}
+
+bool MigrationDriver::Throttle(Run& run, uint64_t bytes) {
+  const double rate =
+      static_cast<double>(std::max<int64_t>(run.record.throttle_bytes_per_second, 1));
+  const absl::Time now = absl::Now();
+  // At most a quarter second of burst.
+  run.tokens = std::min(rate / 4, run.tokens + rate * absl::ToDoubleSeconds(now - run.refilled));
+  run.refilled = now;
+  run.tokens -= static_cast<double>(bytes);
+  if (run.tokens >= 0) return !stopping();
+  return WaitFor(absl::Seconds(-run.tokens / rate));
+}
+
+absl::Status MigrationDriver::FlushProgress(Run& run, bool force) {
+  const absl::Time now = absl::Now();
+  if (!force && now - run.flushed < absl::Seconds(1)) return absl::OkStatus();
+  const double seconds = std::max(1e-3, absl::ToDoubleSeconds(now - run.flushed));
+  run.flushed = now;
+  for (Source& s : run.sources) {
+    s.progress.rate_bytes_per_second =
+        static_cast<double>(s.progress.bytes_copied - s.bytes_at_last_flush) / seconds;
+    s.bytes_at_last_flush = s.progress.bytes_copied;
+    s.progress.updated_unix_ms = NowUnixMillis();
+    s.progress.destination_epoch = store_->epoch();
+    absl::StatusOr<int64_t> put =
+        etcd_->Put(coord::MigrationSourceKey(options_.prefix, run.id, s.name),
+                   coord::SourceProgressValue(s.progress));
+    if (!put.ok()) return put.status();
+  }
+  return absl::OkStatus();
+}
+
+absl::Status MigrationDriver::Drive(const std::string& id) {
+  Run run;
+  run.id = id;
+  run.refilled = run.flushed = absl::Now();
+  if (absl::Status s = LoadRecord(run); !s.ok()) return s;
+  if (run.record.kind != "add" || run.record.shard != options_.shard) {
+    // Removing a shard is driven by its neighbours: not yet implemented.
+    return absl::OkStatus();
+  }
+  // The ring now, and the rings the migration goes between.
+  absl::StatusOr<coord::RangeResult> ring_read = etcd_->Range(coord::RingKey(options_.prefix));
+  if (!ring_read.ok()) return ring_read.status();
+  if (ring_read->kvs.empty()) return absl::FailedPreconditionError("no ring in etcd");
+  absl::StatusOr<coord::RingRecord> ring = coord::ParseRingValue(ring_read->kvs[0].value());
+  if (!ring.ok()) return ring.status();
+  run.ring = *ring;
+  run.ring_revision = ring_read->kvs[0].mod_revision();
+  absl::StatusOr<HashRing> after = HashRing::Build(run.record.to.shards, run.record.to.vnodes);
+  if (!after.ok()) return after.status();
+  run.after = std::make_shared<const HashRing>(*std::move(after));
+
+  if (run.record.phase == "cancelled") return Finish(run, "cancelled");
+  if (IsOver(run.record.phase)) return Finish(run, run.record.phase);
+  const bool switched = run.ring.version >= run.record.to.version;
+  if (!switched && run.ring.version != run.record.from_version) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("the ring is at version ", run.ring.version, " but migration ", id,
+                     " starts from ", run.record.from_version, ": cancel it and plan again"));
+  }
+
+  // The moves into this shard, between the ring the migration starts from
+  // and the one it publishes.
+  std::vector<std::string> from_shards = run.record.to.shards;
+  from_shards.erase(std::remove(from_shards.begin(), from_shards.end(), options_.shard),
+                    from_shards.end());
+  absl::StatusOr<HashRing> before = HashRing::Build(from_shards, run.record.to.vnodes);
+  if (!before.ok()) return before.status();
+  run.before = std::make_shared<const HashRing>(*std::move(before));
+  coord::RangeOptions prefix_read;
+  prefix_read.prefix = true;
+  absl::StatusOr<coord::RangeResult> progress =
+      etcd_->Range(coord::MigrationSourcesPrefix(options_.prefix, id), prefix_read);
+  if (!progress.ok()) return progress.status();
+  for (RingMove& move : DiffRings(*run.before, *run.after)) {
+    if (move.to != options_.shard) continue;
+    Source source;
+    source.name = move.from;
+    source.ranges = std::move(move.ranges);
+    source.progress.source = move.from;
+    source.progress.destination = options_.shard;
+    source.progress.phase = "copy";
+    for (const mvccpb::KeyValue& kv : progress->kvs) {
+      if (kv.key() != coord::MigrationSourceKey(options_.prefix, id, move.from)) continue;
+      absl::StatusOr<coord::SourceProgress> p =
+          coord::ParseSourceProgressValue(move.from, kv.value());
+      if (p.ok()) source.progress = *std::move(p);
+    }
+    source.bytes_at_last_flush = source.progress.bytes_copied;
+    // A checkpoint another leader wrote covers imports this node holds only
+    // if they were committed on the in-sync followers.
+    if (!switched && source.progress.destination_epoch != 0 &&
+        source.progress.destination_epoch != store_->epoch() && replication_ != nullptr &&
+        replication_->DefaultSyncAcks() == 0 && replication_->FollowerCount() > 0) {
+      source.progress.error =
+          absl::StrCat("copy restarted: this shard's leader changed (epoch ",
+                       source.progress.destination_epoch, " -> ", store_->epoch(),
+                       ") and its acks are asynchronous, so the imports the "
+                       "checkpoint covers may be lost");
+      source.progress.phase = "copy";
+      source.progress.start_index = 0;
+      source.progress.cursor.clear();
+      ++source.progress.restarts;
+    }
+    run.sources.push_back(std::move(source));
+  }
+  LOG(INFO) << "Migration " << id << " (add " << run.record.shard << "): phase " << run.record.phase
+            << ", " << run.sources.size() << " sources, ring version " << run.ring.version << " -> "
+            << run.record.to.version;
+
+  if (!switched) {
+    if (run.record.phase == "cutover") {
+      // A cutover this driver (or an earlier leader) started and did not
+      // finish: go back to catch-up in etcd first, then let the sources go.
+      if (absl::Status s = AbortCutover(run, "the driver restarted during a cutover"); !s.ok()) {
+        return s;
+      }
+    }
+    if (absl::Status s = CopyAndCatchUp(run); !s.ok()) return s;
+    if (IsOver(run.record.phase)) return absl::OkStatus();
+  } else {
+    options_.install_ring(run.after, run.record.to.version);
+  }
+  if (!Leading()) return absl::OkStatus();
+  if (absl::Status s = CleanupSources(run); !s.ok()) return s;
+  return Finish(run, "done");
+}
+
+absl::Status MigrationDriver::CopyAndCatchUp(Run& run) {
+  while (!stopping()) {
+    if (!Leading()) return absl::OkStatus();
+    if (absl::Now() - run.record_read > absl::Milliseconds(500)) {
+      if (absl::Status s = LoadRecord(run); !s.ok()) return s;
+    }
+    if (run.record.cancel_requested) return Cancel(run);
+    if (run.record.paused) {
+      if (absl::Status s = FlushProgress(run, false); !s.ok()) return s;
+      WaitFor(options_.poll);
+      continue;
+    }
+    bool progressed = false;
+    bool close = true;
+    bool copying = false;
+    for (Source& source : run.sources) {
+      bool p = false;
+      absl::Status s = Step(run, source, &p);
+      if (!s.ok()) {
+        source.progress.error = std::string(s.message());
+        source.stub.reset();  // Ask etcd for the leader again.
+        close = false;
+        continue;
+      }
+      progressed = progressed || p;
+      if (source.progress.phase != "catchup") {
+        close = false;
+        copying = true;
+      } else if (source.progress.source_index >
+                 source.progress.applied_index + static_cast<uint64_t>(run.record.handoff_lag)) {
+        close = false;
+      }
+    }
+    if (absl::Status s = FlushProgress(run, false); !s.ok()) return s;
+    if (!copying && run.record.phase == "copy") {
+      if (absl::Status s = SetPhase(run, "catchup"); !s.ok()) return s;
+    }
+    if (close) {
+      absl::StatusOr<bool> done = Cutover(run);
+      if (!done.ok()) return done.status();
+      if (*done) return absl::OkStatus();
+      continue;
+    }
+    if (!progressed) WaitFor(absl::Milliseconds(20));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status MigrationDriver::Step(Run& run, Source& source, bool* progressed) {
+  if (source.stub == nullptr) {
+    if (absl::Status s = ResolveSource(source); !s.ok()) return s;
+  }
+  const size_t max_bytes = static_cast<size_t>(
+      std::clamp<int64_t>(run.record.throttle_bytes_per_second / 8, 64 << 10, 1 << 20));
+  grpc::ClientContext context;
+  context.set_deadline(absl::ToChronoTime(absl::Now() + options_.rpc_timeout));
+  coord::SourceProgress& p = source.progress;
+  if (p.start_index == 0) {
+    v1::MigrationBeginRequest request;
+    request.set_migration_id(run.id);
+    request.set_shard(source.name);
+    RangesToProto(source.ranges, request.mutable_ranges());
+    v1::MigrationBeginResponse response;
+    absl::Status s = FromGrpcStatus(source.stub->Begin(&context, request, &response));
+    if (!s.ok()) return s;
+    p.phase = "copy";
+    p.start_index = std::max<uint64_t>(response.start_index(), 1);
+    p.applied_index = p.start_index;
+    p.cursor.clear();
+    p.keys_estimate = response.keys_estimate();
+    p.bytes_estimate = response.bytes_estimate();
+    *progressed = true;
+    return FlushProgress(run, true);
+  }
+  if (p.phase == "copy") {
+    v1::MigrationCopyRequest request;
+    request.set_migration_id(run.id);
+    request.set_shard(source.name);
+    RangesToProto(source.ranges, request.mutable_ranges());
+    std::string cursor;
+    if (!absl::Base64Unescape(p.cursor, &cursor)) cursor.clear();
+    request.set_cursor(cursor);
+    request.set_max_bytes(max_bytes);
+    v1::MigrationCopyResponse response;
+    absl::Status s = FromGrpcStatus(source.stub->Copy(&context, request, &response));
+    if (!s.ok()) return s;
+    if (MovedKeysChecksum(response.keys()) != response.checksum()) {
+      return absl::DataLossError(
+          absl::StrCat("a copy batch from ", source.name, " fails its checksum; asking again"));
+    }
+    uint64_t applied = 0;
+    if (absl::Status i = Import(response.keys(), &applied); !i.ok()) return i;
+    uint64_t bytes = 0;
+    for (const v1::MovedKey& k : response.keys()) bytes += k.key().size() + k.value().size();
+    p.keys_copied += response.keys_size();
+    p.bytes_copied += bytes;
+    p.cursor = absl::Base64Escape(response.next_cursor());
+    if (response.done()) {
+      p.phase = "catchup";
+      p.cursor.clear();
+      LOG(INFO) << "Migration " << run.id << ": copy from " << source.name << " done ("
+                << p.keys_copied << " keys, " << p.bytes_copied << " bytes); catching up from "
+                << p.applied_index + 1;
+    }
+    p.error.clear();
+    *progressed = true;
+    if (!Throttle(run, bytes)) return absl::CancelledError("stopping");
+    return absl::OkStatus();
+  }
+  // Catch-up.
+  v1::MigrationCatchUpRequest request;
+  request.set_migration_id(run.id);
+  request.set_shard(source.name);
+  RangesToProto(source.ranges, request.mutable_ranges());
+  request.set_from_index(p.applied_index + 1);
+  request.set_max_bytes(max_bytes);
+  v1::MigrationCatchUpResponse response;
+  absl::Status s = FromGrpcStatus(source.stub->CatchUp(&context, request, &response));
+  if (!s.ok()) {
+    std::optional<ErrorInfo> info = ErrorInfoOf(s);
+    if (info.has_value() && info->reason == kMigrationLogGone) {
+      LOG(WARNING) << "Migration " << run.id << ": " << s.message();
+      p.error = absl::StrCat("copy restarted: ", s.message());
+      p.phase = "copy";
+      p.start_index = 0;
+      p.cursor.clear();
+      ++p.restarts;
+      *progressed = true;
+      return FlushProgress(run, true);
+    }
+    return s;
+  }
+  if (MovedKeysChecksum(response.keys()) != response.checksum()) {
+    return absl::DataLossError(
+        absl::StrCat("a catch-up batch from ", source.name, " fails its checksum; asking again"));
+  }
+  uint64_t applied = 0;
+  if (absl::Status i = Import(response.keys(), &applied); !i.ok()) return i;
+  uint64_t bytes = 0;
+  for (const v1::MovedKey& k : response.keys()) bytes += k.key().size() + k.value().size();
+  p.source_index = response.committed_index();
+  if (response.next_index() > p.applied_index + 1) {
+    p.applied_index = response.next_index() - 1;
+    *progressed = true;
+  }
+  p.bytes_copied += bytes;
+  p.error.clear();
+  if (!Throttle(run, bytes)) return absl::CancelledError("stopping");
+  return absl::OkStatus();
+}
+
+absl::StatusOr<bool> MigrationDriver::Cutover(Run& run) {
+  const absl::Time started = absl::Now();
+  const absl::Duration budget =
+      absl::Milliseconds(std::max<int64_t>(run.record.cutover_max_pause_ms, 1));
+  if (absl::Status s = SetPhase(run, "cutover"); !s.ok()) return s;
+  // Fence every source: from here their moving ranges take no write.
+  uint64_t max_source_epoch = 0;
+  for (Source& source : run.sources) {
+    source.stub.reset();
+    if (absl::Status s = ResolveSource(source); !s.ok()) {
+      if (absl::Status a = AbortCutover(run, std::string(s.message())); !a.ok()) return a;
+      return false;
+    }
+    grpc::ClientContext context;
+    context.set_deadline(absl::ToChronoTime(started + budget));
+    v1::MigrationFenceRequest request;
+    request.set_migration_id(run.id);
+    request.set_shard(source.name);
+    RangesToProto(source.ranges, request.mutable_ranges());
+    request.set_to_ring_version(run.record.to.version);
+    v1::MigrationFenceResponse response;
+    absl::Status s = FromGrpcStatus(source.stub->Fence(&context, request, &response));
+    if (!s.ok()) {
+      if (absl::Status a =
+              AbortCutover(run, absl::StrCat("fence of ", source.name, ": ", s.message()));
+          !a.ok()) {
+        return a;
+      }
+      return false;
+    }
+    source.fence_index = response.fence_index();
+    source.epoch = response.epoch();
+    max_source_epoch = std::max(max_source_epoch, source.epoch);
+  }
+  // Apply every source's log through its fence index.
+  for (;;) {
+    bool all = true;
+    for (Source& source : run.sources) {
+      if (source.progress.applied_index >= source.fence_index) continue;
+      all = false;
+      bool progressed = false;
+      if (absl::Status s = Step(run, source, &progressed); !s.ok()) {
+        if (absl::Status a = AbortCutover(run, std::string(s.message())); !a.ok()) return a;
+        return false;
+      }
+    }
+    if (all) break;
+    if (absl::Now() - started > budget) {
+      if (absl::Status a = AbortCutover(run,
+                                        "the sources' logs were not applied through their "
+                                        "fences within --cutover-max-pause");
+          !a.ok()) {
+        return a;
+      }
+      return false;
+    }
+  }
+  // Versions this shard issues from now on must be above every imported one.
+  if (store_->epoch() <= max_source_epoch) {
+    if (absl::Status a = AbortCutover(
+            run, absl::StrCat("this shard's leader epoch ", store_->epoch(),
+                              " is not above a source's epoch ", max_source_epoch,
+                              ": its versions could fall below imported ones; restart this "
+                              "shard's leader so that it takes a newer epoch"));
+        !a.ok()) {
+      return a;
+    }
+    return false;
+  }
+  // One Txn: the ring the plan started from, every source's leader as
+  // fenced, and this shard's leader key, all unchanged.
+  absl::StatusOr<coord::RangeResult> mine =
+      etcd_->Range(coord::ShardLeaderKey(options_.prefix, options_.shard));
+  if (!mine.ok() || mine->kvs.empty()) {
+    if (absl::Status a = AbortCutover(run, "this shard's leader key could not be read"); !a.ok()) {
+      return a;
+    }
+    return false;
+  }
+  coord::MigrationRecord next = run.record;
+  next.phase = "switched";
+  next.error.clear();
+  coord::RingRecord to = run.record.to;
+  etcdserverpb::TxnRequest txn;
+  const std::string record_key = coord::MigrationKey(options_.prefix, run.id);
+  *txn.add_compare() = coord::ModRevisionIs(coord::RingKey(options_.prefix), run.ring_revision);
+  *txn.add_compare() = coord::ModRevisionIs(record_key, run.record_revision);
+  *txn.add_compare() = coord::ModRevisionIs(coord::ShardLeaderKey(options_.prefix, options_.shard),
+                                            mine->kvs[0].mod_revision());
+  for (const Source& source : run.sources) {
+    *txn.add_compare() = coord::ModRevisionIs(coord::ShardLeaderKey(options_.prefix, source.name),
+                                              source.leader_mod_revision);
+  }
+  *txn.add_success() = coord::PutOp(coord::RingKey(options_.prefix), coord::RingValue(to));
+  *txn.add_success() = coord::PutOp(record_key, coord::MigrationValue(next));
+  if (!Leading() || absl::Now() - started > budget) {
+    if (absl::Status a = AbortCutover(run,
+                                      "the cutover did not commit within "
+                                      "--cutover-max-pause");
+        !a.ok()) {
+      return a;
+    }
+    return false;
+  }
+  absl::StatusOr<etcdserverpb::TxnResponse> r = etcd_->Txn(txn);
+  if (!r.ok() || !r->succeeded()) {
+    const std::string why =
+        r.ok() ? "the ring, the migration or a shard's leader changed during the cutover"
+               : std::string(r.status().message());
+    // The Txn may have committed although the answer was lost: read back.
+    absl::StatusOr<coord::RangeResult> now = etcd_->Range(coord::RingKey(options_.prefix));
+    if (now.ok() && !now->kvs.empty()) {
+      absl::StatusOr<coord::RingRecord> ring = coord::ParseRingValue(now->kvs[0].value());
+      if (ring.ok() && ring->version >= to.version) {
+        // It did: the record changed with it.
+        if (absl::Status s = LoadRecord(run); !s.ok()) return s;
+      } else {
+        if (absl::Status a = AbortCutover(run, why); !a.ok()) return a;
+        return false;
+      }
+    } else {
+      return now.ok() ? absl::UnavailableError(why) : now.status();
+    }
+  } else {
+    run.record = next;
+    run.record_revision = r->header().revision();
+  }
+  options_.install_ring(run.after, to.version);
+  const int64_t pause_ms = absl::ToInt64Milliseconds(absl::Now() - started);
+  for (Source& source : run.sources) {
+    source.progress.phase = "switched";
+    source.progress.fence_index = source.fence_index;
+    source.progress.last_cutover_pause_ms = pause_ms;
+  }
+  LOG(INFO) << "Migration " << run.id << ": cutover to ring version " << to.version
+            << " committed; writes to the moved ranges paused " << pause_ms << " ms";
+  if (absl::Status s = FlushProgress(run, true); !s.ok()) return s;
+  return true;
+}
+
+absl::Status MigrationDriver::AbortCutover(Run& run, const std::string& why) {
+  LOG(WARNING) << "Migration " << run.id << ": cutover abandoned, back to catch-up: " << why;
+  for (Source& source : run.sources) {
+    ++source.progress.retries;
+    source.progress.error = absl::StrCat("cutover retried: ", why);
+  }
+  run.record.error = why;
+  // Recorded in etcd first; only then may the sources take writes again, so
+  // that a source never resumes on its own while the ring could still switch.
+  if (absl::Status s = SetPhase(run, "catchup"); !s.ok()) return s;
+  ReleaseSources(run, /*finished=*/false);
+  return FlushProgress(run, true);
+}
+
+void MigrationDriver::ReleaseSources(Run& run, bool finished) {
+  for (Source& source : run.sources) {
+    if (source.stub == nullptr && !ResolveSource(source).ok()) continue;
+    grpc::ClientContext context;
+    context.set_deadline(absl::ToChronoTime(absl::Now() + options_.rpc_timeout));
+    v1::MigrationReleaseRequest request;
+    request.set_migration_id(run.id);
+    request.set_shard(source.name);
+    request.set_finished(finished);
+    v1::MigrationReleaseResponse response;
+    const grpc::Status s = source.stub->Release(&context, request, &response);
+    if (!s.ok()) {
+      // A leader that cannot be reached now holds nothing for long: a new
+      // leader starts without the hold, and this one sees the ring or the
+      // next Release.
+      LOG(WARNING) << "Migration " << run.id << ": release of " << source.name << ": "
+                   << s.error_message();
+      source.stub.reset();
+    }
+  }
+}
+
+absl::Status MigrationDriver::CleanupSources(Run& run) {
+  if (run.record.phase != "cleanup") {
+    if (absl::Status s = SetPhase(run, "cleanup"); !s.ok()) return s;
+  }
+  for (Source& source : run.sources) {
+    if (source.progress.phase == "done") continue;
+    source.progress.phase = "cleanup";
+    std::string cursor;
+    bool done = false;
+    while (!done) {
+      if (stopping() || !Leading()) return absl::OkStatus();
+      if (source.stub == nullptr) {
+        if (absl::Status s = ResolveSource(source); !s.ok()) {
+          WaitFor(options_.poll);
+          continue;
+        }
+      }
+      grpc::ClientContext context;
+      context.set_deadline(absl::ToChronoTime(absl::Now() + options_.rpc_timeout));
+      v1::MigrationCleanupRequest request;
+      request.set_migration_id(run.id);
+      request.set_shard(source.name);
+      request.set_ring_version(run.record.to.version);
+      request.set_cursor(cursor);
+      v1::MigrationCleanupResponse response;
+      absl::Status s = FromGrpcStatus(source.stub->Cleanup(&context, request, &response));
+      if (!s.ok()) {
+        // Not on the new ring yet, or failing over: ask again.
+        source.progress.error = std::string(s.message());
+        source.stub.reset();
+        WaitFor(options_.poll);
+        continue;
+      }
+      source.progress.keys_cleaned += response.deleted();
+      cursor = response.next_cursor();
+      done = response.done();
+      if (absl::Status f = FlushProgress(run, false); !f.ok()) return f;
+      // A delete costs about a small key's bytes in the source's log.
+      if (!Throttle(run, response.deleted() * 64)) return absl::OkStatus();
+    }
+    source.progress.phase = "done";
+    source.progress.error.clear();
+    LOG(INFO) << "Migration " << run.id << ": " << source.name << " removed "
+              << source.progress.keys_cleaned << " keys it no longer owns";
+  }
+  return FlushProgress(run, true);
+}
+
+absl::Status MigrationDriver::Cancel(Run& run) {
+  LOG(INFO) << "Migration " << run.id << ": cancelled; releasing the sources and removing "
+            << "the imported keys";
+  if (absl::Status s = SetPhase(run, "cancelled"); !s.ok()) return s;
+  return Finish(run, "cancelled");
+}
+
+absl::Status MigrationDriver::Finish(Run& run, const std::string& phase) {
+  if (phase == "cancelled") {
+    ReleaseSources(run, /*finished=*/true);
+    // The keys imported for a migration that will not happen: this shard
+    // does not own them under the ring that stays.
+    absl::StatusOr<coord::RangeResult> ring = etcd_->Range(coord::RingKey(options_.prefix));
+    if (!ring.ok()) return ring.status();
+    if (ring->kvs.empty()) return absl::FailedPreconditionError("no ring in etcd");
+    absl::StatusOr<coord::RingRecord> record = coord::ParseRingValue(ring->kvs[0].value());
+    if (!record.ok()) return record.status();
+    if (std::find(record->shards.begin(), record->shards.end(), options_.shard) ==
+        record->shards.end()) {
+      // This shard owns nothing yet: everything it holds came from the migration.
+      if (absl::Status s = PurgeNotOwned(nullptr); !s.ok()) return s;
+    } else {
+      absl::StatusOr<HashRing> current = HashRing::Build(record->shards, record->vnodes);
+      if (!current.ok()) return current.status();
+      if (absl::Status s = PurgeNotOwned(&*current); !s.ok()) return s;
+    }
+  } else if (run.record.phase != phase) {
+    if (absl::Status s = SetPhase(run, phase); !s.ok()) return s;
+  }
+  // The migration is over: the next one may start.
+  etcdserverpb::TxnRequest txn;
+  const std::string active = coord::ActiveMigrationKey(options_.prefix);
+  *txn.add_compare() = coord::ValueIs(active, coord::ActiveMigrationValue(run.id));
+  *txn.add_success() = coord::DeleteOp(active);
+  absl::StatusOr<etcdserverpb::TxnResponse> r = etcd_->Txn(txn);
+  if (!r.ok()) return r.status();
+  LOG(INFO) << "Migration " << run.id << ": " << phase;
+  return absl::OkStatus();
+}
+
+absl::Status MigrationDriver::PurgeNotOwned(const HashRing* ring) {
+  KvMap::ScanPosition position;
+  for (;;) {
+    if (stopping() || !Leading()) return absl::UnavailableError("stopped while removing keys");
+    KvMap::ScanOptions options;
+    options.limit = 1000;
+    options.keys_only = true;
+    KvMap::ScanPage page = store_->Scan(position, options);
+    std::vector<Mutation> deletes;
+    for (KvMap::ScannedEntry& e : page.entries) {
+      if (ring != nullptr && ring->Owner(e.key) == options_.shard) continue;
+      Mutation m;
+      m.kind = Mutation::Kind::kDelete;
+      m.key = std::move(e.key);
+      m.if_version = e.version;
+      deletes.push_back(std::move(m));
+    }
+    if (!deletes.empty()) {
+      absl::Notification written;
+      absl::Status status;
+      store_->Write(
+          std::move(deletes), Durability::kDefault, [&](std::vector<MutationResult> results) {
+            for (const MutationResult& r : results) {
+              if (!r.status.ok() && !absl::IsFailedPrecondition(r.status) && status.ok()) {
+                status = r.status;
+              }
+            }
+            written.Notify();
+          });
+      written.WaitForNotification();
+      if (!status.ok()) return status;
+    }
+    if (!page.next.has_value()) return absl::OkStatus();
+    position = *std::move(page.next);
+  }
+}
+
+}  // namespace kvstore
