@@ -27,7 +27,8 @@ Digest Sha256(absl::string_view data) {
 constexpr char kPublicRefusal[] =
     "this server requires a bearer token (authorization: Bearer <token>)";
 constexpr char kClusterRefusal[] =
-    "Admin and Replication require a client certificate signed by the cluster CA or the admin "
+    "Admin, Replication and Migration require a client certificate signed by the cluster CA or the "
+    "admin "
     "token (authorization: Bearer <token>)";
 
 }  // namespace

@@ -4,7 +4,7 @@
 //   kPublic  (kvstore.v1.KeyValue): open, unless the server has a public token
 //            (--auth-token-file); then the call must carry
 //            "authorization: Bearer <token>".
-//   kCluster (kvstore.v1.Admin, kvstore.v1.Replication): open only while the
+//   kCluster (kvstore.v1.Admin, Replication, Migration): open only while the
 //            server has no security configured at all. Otherwise the caller
 //            needs a client certificate verified against --tls-ca (mutual
 //            TLS), or "authorization: Bearer <admin token>"
@@ -33,7 +33,7 @@ namespace kvstore {
 
 enum class Access {
   kPublic,   // kvstore.v1.KeyValue.
-  kCluster,  // kvstore.v1.Admin and kvstore.v1.Replication.
+  kCluster,  // kvstore.v1.Admin, kvstore.v1.Replication and kvstore.v1.Migration.
 };
 
 // The metadata key and scheme clients send tokens with.

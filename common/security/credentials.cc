@@ -150,7 +150,8 @@ class TokenInterceptorFactory : public grpc::experimental::ClientInterceptorFact
     const char* method = info->method();
     const bool cluster =
         method != nullptr && (absl::StartsWith(method, "/kvstore.v1.Admin/") ||
-                              absl::StartsWith(method, "/kvstore.v1.Replication/"));
+                              absl::StartsWith(method, "/kvstore.v1.Replication/") ||
+                              absl::StartsWith(method, "/kvstore.v1.Migration/"));
     const std::string& value = cluster ? admin_value_ : public_value_;
     if (value.empty()) return nullptr;  // Nothing to add for this call.
     return new TokenInterceptor(&value);

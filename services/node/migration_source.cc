@@ -27,11 +27,13 @@ size_t MaxBytes(uint32_t asked) {
 
 MigrationSourceService::MigrationSourceService(std::string shard, Store* store,
                                                ReplicationHooks* replication,
-                                               MigrationSourceHooks hooks)
+                                               MigrationSourceHooks hooks,
+                                               const AccessPolicy* access)
     : shard_(std::move(shard)),
       store_(store),
       replication_(replication),
-      hooks_(std::move(hooks)) {}
+      hooks_(std::move(hooks)),
+      access_(access) {}
 
 absl::Status MigrationSourceService::CheckSource(absl::string_view shard) {
   if (shard != shard_) {
@@ -262,6 +264,10 @@ grpc::ServerUnaryReactor* MigrationSourceService::Begin(grpc::CallbackServerCont
                                                         const v1::MigrationBeginRequest* request,
                                                         v1::MigrationBeginResponse* response) {
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  if (grpc::Status s = CheckAccess(access_, *context, Access::kCluster); !s.ok()) {
+    reactor->Finish(s);
+    return reactor;
+  }
   reactor->Finish(ToGrpcStatus(ServeBegin(*request, response)));
   return reactor;
 }
@@ -270,6 +276,10 @@ grpc::ServerUnaryReactor* MigrationSourceService::Copy(grpc::CallbackServerConte
                                                        const v1::MigrationCopyRequest* request,
                                                        v1::MigrationCopyResponse* response) {
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  if (grpc::Status s = CheckAccess(access_, *context, Access::kCluster); !s.ok()) {
+    reactor->Finish(s);
+    return reactor;
+  }
   reactor->Finish(ToGrpcStatus(ServeCopy(*request, response)));
   return reactor;
 }
@@ -278,6 +288,10 @@ grpc::ServerUnaryReactor* MigrationSourceService::CatchUp(
     grpc::CallbackServerContext* context, const v1::MigrationCatchUpRequest* request,
     v1::MigrationCatchUpResponse* response) {
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  if (grpc::Status s = CheckAccess(access_, *context, Access::kCluster); !s.ok()) {
+    reactor->Finish(s);
+    return reactor;
+  }
   reactor->Finish(ToGrpcStatus(ServeCatchUp(*request, response)));
   return reactor;
 }
@@ -286,6 +300,10 @@ grpc::ServerUnaryReactor* MigrationSourceService::Fence(grpc::CallbackServerCont
                                                         const v1::MigrationFenceRequest* request,
                                                         v1::MigrationFenceResponse* response) {
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  if (grpc::Status s = CheckAccess(access_, *context, Access::kCluster); !s.ok()) {
+    reactor->Finish(s);
+    return reactor;
+  }
   reactor->Finish(ToGrpcStatus(ServeFence(*request, response)));
   return reactor;
 }
@@ -294,6 +312,10 @@ grpc::ServerUnaryReactor* MigrationSourceService::Release(
     grpc::CallbackServerContext* context, const v1::MigrationReleaseRequest* request,
     v1::MigrationReleaseResponse*) {
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  if (grpc::Status denied = CheckAccess(access_, *context, Access::kCluster); !denied.ok()) {
+    reactor->Finish(denied);
+    return reactor;
+  }
   absl::Status s;
   if (request->shard() != shard_) {
     s = absl::FailedPreconditionError(
@@ -312,6 +334,10 @@ grpc::ServerUnaryReactor* MigrationSourceService::Cleanup(
     grpc::CallbackServerContext* context, const v1::MigrationCleanupRequest* request,
     v1::MigrationCleanupResponse* response) {
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  if (grpc::Status s = CheckAccess(access_, *context, Access::kCluster); !s.ok()) {
+    reactor->Finish(s);
+    return reactor;
+  }
   ServeCleanup(*request, response, [reactor](absl::Status s) { reactor->Finish(ToGrpcStatus(s)); });
   return reactor;
 }

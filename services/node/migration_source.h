@@ -17,6 +17,7 @@
 #include "absl/synchronization/mutex.h"
 #include "common/replication/replication_hooks.h"
 #include "common/ring/ring_diff.h"
+#include "common/security/access_policy.h"
 #include "common/storage/log_cursor.h"
 #include "common/storage/store.h"
 #include "kvstore/v1/migration.grpc.pb.h"
@@ -44,10 +45,11 @@ struct MigrationSourceHooks {
 
 class MigrationSourceService final : public v1::Migration::CallbackService {
  public:
-  // `store` and `replication` (null on a lone shard: then this node is the
-  // leader) must outlive the service.
+  // `store`, `replication` (null on a lone shard: then this node is the
+  // leader) and `access` (null: every call allowed; else cluster access, as
+  // Admin and Replication) must outlive the service.
   MigrationSourceService(std::string shard, Store* store, ReplicationHooks* replication,
-                         MigrationSourceHooks hooks);
+                         MigrationSourceHooks hooks, const AccessPolicy* access = nullptr);
 
   grpc::ServerUnaryReactor* Begin(grpc::CallbackServerContext* context,
                                   const v1::MigrationBeginRequest* request,
@@ -89,6 +91,7 @@ class MigrationSourceService final : public v1::Migration::CallbackService {
   Store* const store_;
   ReplicationHooks* const replication_;
   const MigrationSourceHooks hooks_;
+  const AccessPolicy* const access_;
 
   absl::Mutex mu_;
   // One log cursor per catch-up (migration id and first range), reused while
