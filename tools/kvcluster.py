@@ -19,6 +19,11 @@ script, which then stops them in reverse order: router, storage nodes, etcd.
 A process that dies is reported, not restarted, unless --restart is given
 (then it is started again with a backoff of 1 s doubling to 30 s).
 
+`add-shard NAME` (etcd mode) starts a new shard group beside a running cluster
+and moves its share of the keys to it (`kvctl reshard add-shard`,
+docs/resharding.md); the group is remembered in <data_dir>/kvcluster-shards.json
+so later `up`s start it too.
+
 State of a running cluster (pids, addresses, logs, the etcd endpoint) is kept
 in <data_dir>/kvcluster.json, so `status` and `down` work from another
 terminal and a script can find a pid to kill.
@@ -104,6 +109,9 @@ def load_config(path, data_dir_override):
     if not shards:
         raise ConfigError(f"{topology_path}: no shards")
     data_dir = data_dir_override or config.get("data_dir") or "./data"
+    # Shard groups added with `add-shard` live on after a restart.
+    shards = shards + [s for s in read_added_shards(os.path.abspath(data_dir))
+                       if s["name"] not in {t["name"] for t in shards}]
     node_flags = config.get("node_flags") or {}
     if not isinstance(node_flags, dict):
         raise ConfigError(f"{path}: node_flags must be a map of flag: value")
@@ -286,6 +294,28 @@ def log_tail(path, lines=15):
             return "".join(f.readlines()[-lines:])
     except OSError:
         return ""
+
+
+def added_shards_path(data_dir):
+    return os.path.join(data_dir, "kvcluster-shards.json")
+
+
+def read_added_shards(data_dir):
+    """Shard groups `add-shard` started: [{name, leader, replicas}], as in a
+    topology file. Kept in the data directory, so `up` starts them again."""
+    try:
+        with open(added_shards_path(data_dir)) as f:
+            shards = json.load(f)
+        return shards if isinstance(shards, list) else []
+    except (OSError, ValueError):
+        return []
+
+
+def write_added_shards(data_dir, shards):
+    tmp = added_shards_path(data_dir) + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(shards, f, indent=1)
+    os.replace(tmp, added_shards_path(data_dir))
 
 
 def state_path(data_dir):
@@ -477,6 +507,14 @@ def supervise(config, state, stopping):
     backoff = {}
     while not stopping["signal"]:
         now = time.time()
+        # `add-shard` from another terminal appends its processes to the state
+        # file: supervise (and, at the end, stop) them too.
+        on_disk = read_state(data_dir)
+        if on_disk:
+            known = {n["name"] for n in state["nodes"]}
+            added = [n for n in on_disk.get("nodes", []) if n["name"] not in known]
+            if added:
+                state["nodes"] = state["nodes"][:-1] + added + state["nodes"][-1:]
         for n in state["nodes"]:
             name = n["name"]
             if name not in reported:
@@ -681,10 +719,102 @@ def down(args):
     return 0
 
 
+SHARD_NAME_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
+
+
+def add_shard(args):
+    """Starts a new shard group (a kv-shard and as many kv-replicas as the
+    first shard has) in the running etcd-mode cluster, waits for its leader,
+    and moves its share of the keys to it (`kvctl reshard add-shard`),
+    showing the progress until the migration is over."""
+    name = args.name
+    if not name or len(name) > 64 or set(name) - SHARD_NAME_CHARS:
+        fail(f"shard name {name!r}: 1-64 characters of [A-Za-z0-9._-]", 2)
+    try:
+        config = load_config(args.config, args.data_dir)
+    except ConfigError as e:
+        fail(str(e), 2)
+    state = state_or_fail(args)
+    if not state.get("etcd"):
+        fail("add-shard needs a cluster in etcd mode (coordination.mode: etcd): the ring and "
+             "the migration live in etcd", 2)
+    if name in {s["name"] for s in config["shards"]}:
+        fail(f"shard {name} is already part of this cluster", 2)
+    data_dir = config["data_dir"]
+    logs = os.path.join(data_dir, "logs")
+    replicas = len(config["shards"][0].get("replicas") or [])
+    addresses = []
+    while len(addresses) < replicas + 1:
+        address = f"127.0.0.1:{free_port()}"
+        if address not in addresses and address not in {n["address"] for n in state["nodes"]}:
+            addresses.append(address)
+    shard = {"name": name, "leader": addresses[0], "replicas": addresses[1:]}
+    nodes = [n for n in nodes_of({**config, "shards": [shard]}) if n["kind"] != "router"]
+    stopping = {"signal": None}
+
+    def on_signal(signum, _frame):
+        stopping["signal"] = signum
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    try:
+        for i, node in enumerate(nodes):
+            node["log"] = os.path.join(logs, node["name"].replace("/", "-") + ".log")
+            progress(f"kvcluster: starting {i + 1}/{len(nodes)}: {node['name']} on "
+                     f"{node['address']}")
+            spawn(node, config, state["etcd"])
+        wait_healthy(nodes, stopping, logs)
+        progress(f"kvcluster: waiting for shard {name} to elect a leader")
+        wait_until(f"no leader elected in shard {name}",
+                   lambda: shards_with_leaders(state["etcd"], {**config, "shards": [shard]}),
+                   stopping)
+    except StartError as e:
+        if sys.stderr.isatty():
+            print(file=sys.stderr)
+        if e.args[0]:
+            print(f"kvcluster: {e.args[0]}", file=sys.stderr)
+        stop(nodes, quiet=True)
+        return 130 if e.args[0] is None else 1
+    if sys.stderr.isatty():
+        print(file=sys.stderr)
+    # From here the group is part of the cluster: `status`, `down` and the next
+    # `up` know it.
+    write_added_shards(data_dir, read_added_shards(data_dir) + [shard])
+    state = read_state(data_dir) or state
+    state["nodes"] = state["nodes"] + nodes
+    write_state(data_dir, state)
+    for n in nodes:
+        print(f"  {n['name']:<20} {n['address']:<18} pid {n['pid']}")
+    prefix = state.get("etcd_prefix", "")
+    flags = [f"--etcd={state['etcd']}", "--timeout_ms=5000"]
+    if prefix:
+        flags.append(f"--etcd_prefix={prefix}")
+    kvctl_bin = os.path.join(BIN, "kvctl")
+    add = [kvctl_bin, *flags, "reshard", "add-shard", name, "--yes"]
+    if args.throttle:
+        add.append(f"--throttle={args.throttle}")
+    r = subprocess.run(add)
+    if r.returncode != 0:
+        print(f"kvcluster: shard {name} is running but owns no keys yet: kvctl reshard "
+              f"add-shard failed (exit {r.returncode}); run it again with: {' '.join(add)}",
+              file=sys.stderr)
+        return r.returncode
+    # The migration runs inside the shards; this only watches it.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        return subprocess.run([kvctl_bin, *flags, "reshard", "status", "--watch"]).returncode
+    except KeyboardInterrupt:
+        print("\nkvcluster: stopped watching; the migration goes on (kvctl reshard status)")
+        return 0
+
+
 def main():
     parser = argparse.ArgumentParser(prog="tools/kvcluster",
                                      description="Run a kvstore cluster on this machine.")
-    parser.add_argument("command", choices=["up", "status", "down"])
+    parser.add_argument("command", choices=["up", "status", "down", "add-shard"])
+    parser.add_argument("name", nargs="?", help="add-shard: the new shard's name")
+    parser.add_argument("--throttle",
+                        help="add-shard: copy rate, e.g. 32MiB/s (kvctl reshard's default)")
     parser.add_argument("--config", default=DEFAULT_CONFIG,
                         help=f"cluster config (default {DEFAULT_CONFIG})")
     parser.add_argument("--data-dir", help="override the config's data_dir")
@@ -703,7 +833,9 @@ def main():
     if args.data_dir:
         args.data_dir = os.path.join(cwd, args.data_dir)
     os.chdir(ROOT)
-    return {"up": up, "status": status, "down": down}[args.command](args)
+    if args.command == "add-shard" and not args.name:
+        fail("usage: tools/kvcluster add-shard NAME [--throttle=RATE]", 2)
+    return {"up": up, "status": status, "down": down, "add-shard": add_shard}[args.command](args)
 
 
 if __name__ == "__main__":
