@@ -298,6 +298,7 @@ std::string SourceProgressValue(const SourceProgress& p) {
                           {"start_index", p.start_index},
                           {"cursor", p.cursor},
                           {"applied_index", p.applied_index},
+                          {"applied_epoch", p.applied_epoch},
                           {"destination_epoch", p.destination_epoch},
                           {"source_index", p.source_index},
                           {"fence_index", p.fence_index},
@@ -324,6 +325,7 @@ absl::StatusOr<SourceProgress> ParseSourceProgressValue(absl::string_view source
       object.is_object() && Take(object, "destination", &p.destination) &&
       Take(object, "phase", &p.phase) && Take(object, "start_index", &p.start_index) &&
       Take(object, "cursor", &p.cursor) && Take(object, "applied_index", &p.applied_index) &&
+      Take(object, "applied_epoch", &p.applied_epoch) &&
       Take(object, "destination_epoch", &p.destination_epoch) &&
       Take(object, "source_index", &p.source_index) &&
       Take(object, "fence_index", &p.fence_index) && Take(object, "keys_copied", &p.keys_copied) &&

@@ -153,11 +153,12 @@ struct SourceProgress {
   uint64_t start_index = 0;    // I0: the source log index the copy started after.
   std::string cursor;          // Copy position (opaque, base64 of the scan cursor).
   uint64_t applied_index = 0;  // Source log index applied on the destination.
+  uint64_t applied_epoch = 0;  // Epoch of the source's record at applied_index.
   // The destination leader's epoch when it wrote this: a leader of another
   // epoch trusts the checkpoint only if the imports it covers were committed
   // on the in-sync followers (sync acks).
   uint64_t destination_epoch = 0;
-  uint64_t source_index = 0;   // Source's committed index when last asked.
+  uint64_t source_index = 0;  // Source's committed index when last asked.
   uint64_t fence_index = 0;
   uint64_t keys_copied = 0;
   uint64_t bytes_copied = 0;

@@ -297,7 +297,6 @@ absl::Status MigrationDriver::Drive(const std::string& id) {
     source.ranges = std::move(move.ranges);
     source.progress.source = move.from;
     source.progress.destination = options_.shard;
-    source.progress.phase = "copy";
     for (const mvccpb::KeyValue& kv : progress->kvs) {
       if (kv.key() != coord::MigrationSourceKey(options_.prefix, id, move.from)) continue;
       absl::StatusOr<coord::SourceProgress> p =
@@ -315,8 +314,7 @@ absl::Status MigrationDriver::Drive(const std::string& id) {
                        source.progress.destination_epoch, " -> ", store_->epoch(),
                        ") and its acks are asynchronous, so the imports the "
                        "checkpoint covers may be lost");
-      source.progress.phase = "copy";
-      source.progress.start_index = 0;
+      source.progress.phase.clear();
       source.progress.cursor.clear();
       ++source.progress.restarts;
     }
@@ -401,7 +399,7 @@ absl::Status MigrationDriver::Step(Run& run, Source& source, bool* progressed) {
   grpc::ClientContext context;
   context.set_deadline(absl::ToChronoTime(absl::Now() + options_.rpc_timeout));
   coord::SourceProgress& p = source.progress;
-  if (p.start_index == 0) {
+  if (p.phase.empty()) {
     v1::MigrationBeginRequest request;
     request.set_migration_id(run.id);
     request.set_shard(source.name);
@@ -410,8 +408,9 @@ absl::Status MigrationDriver::Step(Run& run, Source& source, bool* progressed) {
     absl::Status s = FromGrpcStatus(source.stub->Begin(&context, request, &response));
     if (!s.ok()) return s;
     p.phase = "copy";
-    p.start_index = std::max<uint64_t>(response.start_index(), 1);
+    p.start_index = response.start_index();
     p.applied_index = p.start_index;
+    p.applied_epoch = response.start_epoch();
     p.cursor.clear();
     p.keys_estimate = response.keys_estimate();
     p.bytes_estimate = response.bytes_estimate();
@@ -459,6 +458,7 @@ absl::Status MigrationDriver::Step(Run& run, Source& source, bool* progressed) {
   request.set_shard(source.name);
   RangesToProto(source.ranges, request.mutable_ranges());
   request.set_from_index(p.applied_index + 1);
+  request.set_after_epoch(p.applied_epoch);
   request.set_max_bytes(max_bytes);
   v1::MigrationCatchUpResponse response;
   absl::Status s = FromGrpcStatus(source.stub->CatchUp(&context, request, &response));
@@ -467,8 +467,7 @@ absl::Status MigrationDriver::Step(Run& run, Source& source, bool* progressed) {
     if (info.has_value() && info->reason == kMigrationLogGone) {
       LOG(WARNING) << "Migration " << run.id << ": " << s.message();
       p.error = absl::StrCat("copy restarted: ", s.message());
-      p.phase = "copy";
-      p.start_index = 0;
+      p.phase.clear();
       p.cursor.clear();
       ++p.restarts;
       *progressed = true;
@@ -487,6 +486,7 @@ absl::Status MigrationDriver::Step(Run& run, Source& source, bool* progressed) {
   p.source_index = response.committed_index();
   if (response.next_index() > p.applied_index + 1) {
     p.applied_index = response.next_index() - 1;
+    p.applied_epoch = response.last_epoch();
     *progressed = true;
   }
   p.bytes_copied += bytes;

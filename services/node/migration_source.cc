@@ -59,7 +59,17 @@ absl::Status MigrationSourceService::ServeBegin(const v1::MigrationBeginRequest&
   // Everything at or below start_index is published, so every Copy from now
   // on sees it; CatchUp brings what comes after.
   const uint64_t start = store_->published_through();
-  store_->SetMigrationRetentionFloor(start + 1);
+  store_->SetMigrationRetentionFloor(std::max<uint64_t>(start, 1));
+  uint64_t start_epoch = 0;
+  if (start > 0) {
+    absl::StatusOr<uint64_t> epoch = LogCursor::EpochAt(store_->fs(), store_->dir(), start);
+    if (!epoch.ok()) {
+      return absl::UnavailableError(absl::StrCat("the log no longer holds index ", start, " (",
+                                                 epoch.status().message(), "); ask again"));
+    }
+    start_epoch = *epoch;
+  }
+  response->set_start_epoch(start_epoch);
   const StoreStatus status = store_->GetStatus();
   const double owned = hooks_.owned_fraction ? hooks_.owned_fraction() : 0;
   const double share = owned > 0 ? std::min(1.0, ranges.Fraction() / owned) : ranges.Fraction();
@@ -125,20 +135,55 @@ absl::Status MigrationSourceService::ServeCatchUp(const v1::MigrationCatchUpRequ
   const uint64_t committed = std::min(store_->published_through(), store_->written_index());
   response->set_committed_index(committed);
   response->set_next_index(request.from_index());
+  response->set_last_epoch(request.after_epoch());
   // Keep what the caller still needs, also after a failover to this node.
-  store_->SetMigrationRetentionFloor(request.from_index());
+  store_->SetMigrationRetentionFloor(std::max<uint64_t>(request.from_index() - 1, 1));
+  const auto log_gone = [&](absl::string_view why) {
+    return WithErrorInfo(absl::FailedPreconditionError(absl::StrCat(
+                             "shard ", shard_, " cannot continue the catch-up from index ",
+                             request.from_index(), ": ", why, "; the copy must start again")),
+                         ErrorInfo{kMigrationLogGone, {}});
+  };
+  const std::string cursor_key = absl::StrCat(
+      request.migration_id(), "/", ranges.empty() ? uint64_t{0} : ranges.ranges().front().first);
+  absl::MutexLock l(&mu_);
+  CatchUpCursor& entry = cursors_[cursor_key];
+  const uint64_t epoch = store_->epoch();
+  if (entry.cursor == nullptr || entry.epoch != epoch ||
+      entry.cursor->next_index() != request.from_index()) {
+    // A new reader, or another leadership of this node: the record the
+    // caller applied last must be the one this log holds there.
+    entry.cursor.reset();
+    if (request.from_index() > 1) {
+      absl::StatusOr<uint64_t> at =
+          LogCursor::EpochAt(store_->fs(), store_->dir(), request.from_index() - 1);
+      if (absl::IsNotFound(at.status())) {
+        if (request.from_index() - 1 > store_->last_index()) {
+          return log_gone(absl::StrCat("its log ends at ", store_->last_index(),
+                                       " (a failover lost the tail the caller applied)"));
+        }
+        return log_gone("its log no longer holds that index (removed after a snapshot)");
+      }
+      if (!at.ok()) return at.status();
+      if (*at != request.after_epoch()) {
+        return log_gone(absl::StrCat("its record at ", request.from_index() - 1, " is of epoch ",
+                                     *at, ", not ", request.after_epoch(),
+                                     " (its log diverged in a failover)"));
+      }
+    }
+    if (request.from_index() > committed) {
+      response->set_checksum(MovedKeysChecksum(response->keys()));
+      return absl::OkStatus();
+    }
+    entry.epoch = epoch;
+    entry.cursor = std::make_unique<LogCursor>(store_->fs(), store_->dir());
+    entry.cursor->Seek(request.from_index());
+  }
   if (request.from_index() > committed) {
     response->set_checksum(MovedKeysChecksum(response->keys()));
     return absl::OkStatus();
   }
-  const std::string cursor_key = absl::StrCat(
-      request.migration_id(), "/", ranges.empty() ? uint64_t{0} : ranges.ranges().front().first);
-  absl::MutexLock l(&mu_);
-  std::unique_ptr<LogCursor>& cursor = cursors_[cursor_key];
-  if (cursor == nullptr || cursor->next_index() != request.from_index()) {
-    cursor = std::make_unique<LogCursor>(store_->fs(), store_->dir());
-    cursor->Seek(request.from_index());
-  }
+  std::unique_ptr<LogCursor>& cursor = entry.cursor;
   std::string records;
   uint64_t first = 0;
   uint64_t last = 0;
@@ -146,12 +191,7 @@ absl::Status MigrationSourceService::ServeCatchUp(const v1::MigrationCatchUpRequ
       cursor->Read(committed, MaxBytes(request.max_bytes()), &records, &first, &last);
   if (absl::IsNotFound(read)) {
     cursor.reset();
-    return WithErrorInfo(
-        absl::FailedPreconditionError(
-            absl::StrCat("shard ", shard_, " no longer holds log index ", request.from_index(),
-                         " (removed after a snapshot, or this leader's log starts later): the copy "
-                         "must start again")),
-        ErrorInfo{kMigrationLogGone, {}});
+    return log_gone("its log no longer holds that index (removed after a snapshot)");
   }
   if (!read.ok()) {
     cursor.reset();
@@ -168,6 +208,7 @@ absl::Status MigrationSourceService::ServeCatchUp(const v1::MigrationCatchUpRequ
     }
     const absl::string_view payload = rest.substr(log::kRecordHeaderSize, header.payload_len);
     rest.remove_prefix(log::kRecordHeaderSize + header.payload_len);
+    response->set_last_epoch(header.epoch);
     if (header.type != log::RecordType::kOp) continue;
     OpView op;
     if (!DecodeOp(payload, &op)) {

@@ -97,7 +97,12 @@ class MigrationSourceService final : public v1::Migration::CallbackService {
   // One log cursor per catch-up (migration id and first range), reused while
   // the caller asks from where the last answer ended: re-seeking from a
   // segment's start on every call would read the segment again each time.
-  std::map<std::string, std::unique_ptr<LogCursor>> cursors_ ABSL_GUARDED_BY(mu_);
+  // A cursor is valid for one leadership (epoch) of this node.
+  struct CatchUpCursor {
+    uint64_t epoch = 0;
+    std::unique_ptr<LogCursor> cursor;
+  };
+  std::map<std::string, CatchUpCursor> cursors_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace kvstore

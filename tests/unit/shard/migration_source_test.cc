@@ -5,6 +5,7 @@
 
 #include <map>
 #include <memory>
+#include <optional>
 #include <set>
 #include <string>
 #include <vector>
@@ -158,12 +159,14 @@ TEST_F(MigrationSourceTest, CatchUpReturnsTheMovingRangesWritesAfterTheStartInOr
 
   std::vector<v1::MovedKey> seen;
   uint64_t from = started.start_index() + 1;
+  uint64_t after_epoch = started.start_epoch();
   for (int calls = 0; calls < 1000; ++calls) {
     v1::MigrationCatchUpRequest request;
     request.set_migration_id("m1");
     request.set_shard("s0");
     RangesToProto(moving_, request.mutable_ranges());
     request.set_from_index(from);
+    request.set_after_epoch(after_epoch);
     request.set_max_bytes(500);
     v1::MigrationCatchUpResponse response;
     absl::Status s = service_->ServeCatchUp(request, &response);
@@ -172,6 +175,7 @@ TEST_F(MigrationSourceTest, CatchUpReturnsTheMovingRangesWritesAfterTheStartInOr
     for (const v1::MovedKey& k : response.keys()) seen.push_back(k);
     if (response.next_index() == from) break;  // Nothing more.
     from = response.next_index();
+    after_epoch = response.last_epoch();
   }
   size_t moving = 0;
   for (const std::string& k : keys) moving += moving_.ContainsKey(k) ? 1 : 0;
@@ -188,26 +192,30 @@ TEST_F(MigrationSourceTest, CatchUpReturnsTheMovingRangesWritesAfterTheStartInOr
 TEST_F(MigrationSourceTest, CatchUpFromAnIndexTheLogNoLongerHoldsSaysLogGone) {
   const std::vector<std::string> keys = OwnedKeys(50);
   for (const std::string& k : keys) Put(k, "v");
-  v1::MigrationCatchUpRequest request;
-  request.set_migration_id("m1");
-  request.set_shard("s0");
-  RangesToProto(moving_, request.mutable_ranges());
-  request.set_from_index(store_->last_index() + 1000);  // Beyond: nothing yet, not an error.
-  v1::MigrationCatchUpResponse response;
-  EXPECT_TRUE(service_->ServeCatchUp(request, &response).ok());
-  EXPECT_EQ(response.keys_size(), 0);
   // Everything covered by a snapshot and pruned: index 1 is gone.
   ASSERT_TRUE(store_->TakeSnapshot().ok());
   for (int i = 0; i < 3; ++i) {
     for (const std::string& k : keys) Put(k, std::string(2000, 'x'));
     ASSERT_TRUE(store_->TakeSnapshot().ok());
   }
+  v1::MigrationCatchUpRequest request;
+  request.set_migration_id("m1");
+  request.set_shard("s0");
+  RangesToProto(moving_, request.mutable_ranges());
   request.set_from_index(1);
+  v1::MigrationCatchUpResponse response;
   absl::Status s = service_->ServeCatchUp(request, &response);
   EXPECT_TRUE(absl::IsFailedPrecondition(s)) << s;
   std::optional<ErrorInfo> info = ErrorInfoOf(s);
   ASSERT_TRUE(info.has_value());
   EXPECT_EQ(info->reason, kMigrationLogGone);
+  request.set_from_index(20);
+  request.set_after_epoch(store_->last_epoch());
+  EXPECT_TRUE(absl::IsFailedPrecondition(service_->ServeCatchUp(request, &response)));
+  // From the end of the log: nothing yet, not an error.
+  request.set_from_index(store_->last_index() + 1);
+  EXPECT_TRUE(service_->ServeCatchUp(request, &response).ok());
+  EXPECT_EQ(response.keys_size(), 0);
 }
 
 TEST_F(MigrationSourceTest, BeginKeepsTheLogACatchUpNeedsAcrossSnapshots) {
@@ -228,10 +236,45 @@ TEST_F(MigrationSourceTest, BeginKeepsTheLogACatchUpNeedsAcrossSnapshots) {
   request.set_shard("s0");
   RangesToProto(moving_, request.mutable_ranges());
   request.set_from_index(started.start_index() + 1);
+  request.set_after_epoch(started.start_epoch());
   v1::MigrationCatchUpResponse response;
   absl::Status s = service_->ServeCatchUp(request, &response);
   EXPECT_TRUE(s.ok()) << s;
   EXPECT_GT(response.keys_size(), 0);
+}
+
+TEST_F(MigrationSourceTest, CatchUpAfterARecordOfAnotherEpochSaysLogGone) {
+  const std::vector<std::string> keys = OwnedKeys(20);
+  for (const std::string& k : keys) Put(k, "v");
+  v1::MigrationBeginRequest begin;
+  begin.set_migration_id("m1");
+  begin.set_shard("s0");
+  RangesToProto(moving_, begin.mutable_ranges());
+  v1::MigrationBeginResponse started;
+  ASSERT_TRUE(service_->ServeBegin(begin, &started).ok());
+  ASSERT_GT(started.start_epoch(), 0u);
+  v1::MigrationCatchUpRequest request;
+  request.set_migration_id("m1");
+  request.set_shard("s0");
+  RangesToProto(moving_, request.mutable_ranges());
+  request.set_from_index(started.start_index() + 1);
+  request.set_after_epoch(started.start_epoch());
+  v1::MigrationCatchUpResponse response;
+  EXPECT_TRUE(service_->ServeCatchUp(request, &response).ok());
+  // What a caller that applied a record this log does not hold would send
+  // (its source failed over and lost that record).
+  request.set_migration_id("m2");
+  request.set_after_epoch(started.start_epoch() + 7);
+  absl::Status s = service_->ServeCatchUp(request, &response);
+  EXPECT_TRUE(absl::IsFailedPrecondition(s)) << s;
+  std::optional<ErrorInfo> info = ErrorInfoOf(s);
+  ASSERT_TRUE(info.has_value());
+  EXPECT_EQ(info->reason, kMigrationLogGone);
+  // Past the end of this log: the same.
+  request.set_from_index(store_->last_index() + 5);
+  request.set_after_epoch(started.start_epoch());
+  s = service_->ServeCatchUp(request, &response);
+  EXPECT_TRUE(absl::IsFailedPrecondition(s)) << s;
 }
 
 TEST_F(MigrationSourceTest, FenceHoldsTheRangesAndReturnsTheLastAdmittedIndex) {
