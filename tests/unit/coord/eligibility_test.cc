@@ -30,16 +30,21 @@ TEST(EligibilityTest, TheMostAdvancedWholeMemberAndOnlyItIsChosen) {
   const std::vector<Case> cases = {
       {"highest index wins", {M("a", "replica", 5, 10), M("b", "replica", 5, 12)}, "b"},
       {"a later epoch beats a longer log",
-       {M("a", "replica", 6, 3), M("b", "deposed", 5, 99)}, "a"},
+       {M("a", "replica", 6, 3), M("b", "deposed", 5, 99)},
+       "a"},
       {"ties go to the smallest id", {M("c", "replica", 5, 10), M("b", "replica", 5, 10)}, "b"},
       {"an installing member never runs",
-       {M("a", "installing", 5, 10), M("b", "replica", 5, 10)}, "b"},
+       {M("a", "installing", 5, 10), M("b", "replica", 5, 10)},
+       "b"},
       {"a more advanced member that cannot run blocks the election",
-       {M("a", "installing", 5, 20), M("b", "replica", 5, 10)}, ""},
+       {M("a", "installing", 5, 20), M("b", "replica", 5, 10)},
+       ""},
       {"an empty member never runs while others hold data",
-       {M("a", "empty", 0, 0), M("b", "replica", 5, 10)}, "b"},
+       {M("a", "empty", 0, 0), M("b", "replica", 5, 10)},
+       "b"},
       {"a new shard: every member empty, the smallest id runs",
-       {M("b", "empty", 0, 0), M("a", "empty", 0, 0)}, "a"},
+       {M("b", "empty", 0, 0), M("a", "empty", 0, 0)},
+       "a"},
       {"nobody alive", {}, ""},
   };
   for (const Case& c : cases) {
@@ -71,16 +76,21 @@ TEST(EligibilityTest, WithAnInSyncSetOnlyItsLiveMembersThatHoldDataMayRun) {
   };
   const std::vector<IsrCase> cases = {
       {"the most advanced in-sync member wins",
-       {M("a", "replica", 9, 10), M("b", "replica", 9, 12)}, "b"},
+       {M("a", "replica", 9, 10), M("b", "replica", 9, 12)},
+       "b"},
       {"a member outside the set never runs, even ahead",
-       {M("a", "replica", 9, 10), M("c", "replica", 9, 40)}, "a"},
+       {M("a", "replica", 9, 10), M("c", "replica", 9, 40)},
+       "a"},
       {"an emptied member of the set never runs",
-       {M("a", "replica", 9, 10), M("b", "empty", 0, 0)}, "a"},
+       {M("a", "replica", 9, 10), M("b", "empty", 0, 0)},
+       "a"},
       {"an emptied member alone: nobody", {M("b", "empty", 0, 0)}, ""},
       {"only members outside the set alive: nobody",
-       {M("c", "replica", 9, 10), M("d", "replica", 9, 9)}, ""},
+       {M("c", "replica", 9, 10), M("d", "replica", 9, 9)},
+       ""},
       {"an installing in-sync member ahead blocks",
-       {M("a", "installing", 9, 20), M("b", "replica", 9, 10)}, ""},
+       {M("a", "installing", 9, 20), M("b", "replica", 9, 10)},
+       ""},
   };
   for (const IsrCase& c : cases) {
     const Election e = ChooseCandidate(c.members, &isr);
@@ -118,6 +128,224 @@ TEST(SchemaTest, ValuesReadBackAndKeysNest) {
   EXPECT_EQ(isr_back->epoch, isr.epoch);
   EXPECT_EQ(isr_back->members, isr.members);
   EXPECT_FALSE(ParseIsrValue(R"({"epoch":1,"members":[1]})").ok());
+}
+
+// ---------------------------------------------------------------- resharding records
+
+TEST(SchemaTest, RingRecordReadsBackWithItsShardsSorted) {
+  RingRecord ring;
+  ring.version = 7;
+  ring.vnodes = 1024;
+  ring.shards = {"shard-2", "shard-0", "shard-10"};
+  const std::string value = RingValue(ring);
+  EXPECT_EQ(value, R"({"format":1,"shards":["shard-0","shard-10","shard-2"],"version":7,)"
+                   R"("vnodes":1024})");
+  absl::StatusOr<RingRecord> back = ParseRingValue(value);
+  ASSERT_TRUE(back.ok()) << back.status();
+  EXPECT_EQ(back->format, 1);
+  EXPECT_EQ(back->version, 7);
+  EXPECT_EQ(back->vnodes, 1024);
+  EXPECT_EQ(back->shards, (std::vector<std::string>{"shard-0", "shard-10", "shard-2"}));
+  // A hand-written value in another order is sorted too.
+  absl::StatusOr<RingRecord> unsorted =
+      ParseRingValue(R"({"format":1,"version":1,"vnodes":8,"shards":["b","a"]})");
+  ASSERT_TRUE(unsorted.ok()) << unsorted.status();
+  EXPECT_EQ(unsorted->shards, (std::vector<std::string>{"a", "b"}));
+  EXPECT_EQ(RingKey("/kvstore/x/"), "/kvstore/x/ring");
+}
+
+TEST(SchemaTest, RingRecordRejectsWhatRingValueNeverWrites) {
+  const char* bad[] = {
+      "",
+      "not json",
+      "[]",
+      R"({"version":1,"vnodes":8,"shards":["a"]})",              // no format
+      R"({"format":1,"vnodes":8,"shards":["a"]})",               // no version
+      R"({"format":1,"version":1,"shards":["a"]})",              // no vnodes
+      R"({"format":1,"version":1,"vnodes":8})",                  // no shards
+      R"({"format":1,"version":1,"vnodes":8,"shards":[]})",      // no shard at all
+      R"({"format":1,"version":1,"vnodes":8,"shards":"a"})",     // not a list
+      R"({"format":1,"version":1,"vnodes":8,"shards":[1]})",     // not a name
+      R"({"format":1,"version":1,"vnodes":8,"shards":[""]})",    // empty name
+      R"({"format":1,"version":-1,"vnodes":8,"shards":["a"]})",  // negative version
+      R"({"format":1,"version":"1","vnodes":8,"shards":["a"]})",
+      R"({"format":1,"version":1.5,"vnodes":8,"shards":["a"]})",
+      R"({"format":2,"version":1,"vnodes":8,"shards":["a"]})",  // a later format
+  };
+  for (const char* value : bad) {
+    EXPECT_FALSE(ParseRingValue(value).ok()) << value;
+  }
+  absl::StatusOr<RingRecord> twice =
+      ParseRingValue(R"({"format":1,"version":1,"vnodes":8,"shards":["a","b","a"]})");
+  ASSERT_FALSE(twice.ok());
+  EXPECT_NE(twice.status().message().find("shard a twice"), std::string::npos) << twice.status();
+}
+
+MigrationRecord AMigration() {
+  MigrationRecord r;
+  r.id = "m20261203T110548Z-3fa9c1";
+  r.kind = "add";
+  r.shard = "shard-3";
+  r.from_version = 4;
+  r.to.version = 5;
+  r.to.vnodes = 1024;
+  r.to.shards = {"shard-3", "shard-0", "shard-1", "shard-2"};
+  r.phase = "catchup";
+  r.throttle_bytes_per_second = 4 << 20;
+  r.paused = true;
+  r.cancel_requested = true;
+  r.cutover_max_pause_ms = 1500;
+  r.handoff_lag = 250;
+  r.copy_from = "replica";
+  r.created_unix_ms = 1796295948000;
+  r.finished_unix_ms = 1796296000000;
+  r.error = "source shard-1: stream reset";
+  return r;
+}
+
+TEST(SchemaTest, MigrationRecordReadsBackEveryField) {
+  const MigrationRecord r = AMigration();
+  absl::StatusOr<MigrationRecord> back = ParseMigrationValue(MigrationValue(r));
+  ASSERT_TRUE(back.ok()) << back.status();
+  EXPECT_EQ(back->id, r.id);
+  EXPECT_EQ(back->kind, r.kind);
+  EXPECT_EQ(back->shard, r.shard);
+  EXPECT_EQ(back->from_version, r.from_version);
+  EXPECT_EQ(back->to.version, r.to.version);
+  EXPECT_EQ(back->to.vnodes, r.to.vnodes);
+  EXPECT_EQ(back->to.shards,
+            (std::vector<std::string>{"shard-0", "shard-1", "shard-2", "shard-3"}));
+  EXPECT_EQ(back->phase, r.phase);
+  EXPECT_EQ(back->throttle_bytes_per_second, r.throttle_bytes_per_second);
+  EXPECT_EQ(back->paused, r.paused);
+  EXPECT_EQ(back->cancel_requested, r.cancel_requested);
+  EXPECT_EQ(back->cutover_max_pause_ms, r.cutover_max_pause_ms);
+  EXPECT_EQ(back->handoff_lag, r.handoff_lag);
+  EXPECT_EQ(back->copy_from, r.copy_from);
+  EXPECT_EQ(back->created_unix_ms, r.created_unix_ms);
+  EXPECT_EQ(back->finished_unix_ms, r.finished_unix_ms);
+  EXPECT_EQ(back->error, r.error);
+
+  // The fields a driver or an older kvctl may leave out keep their defaults.
+  absl::StatusOr<MigrationRecord> minimal =
+      ParseMigrationValue(R"({"id":"m1","kind":"remove","shard":"s1","phase":"copy",)"
+                          R"("to":{"format":1,"version":2,"vnodes":8,"shards":["s0"]}})");
+  ASSERT_TRUE(minimal.ok()) << minimal.status();
+  EXPECT_EQ(minimal->throttle_bytes_per_second, 32 << 20);
+  EXPECT_FALSE(minimal->paused);
+  EXPECT_EQ(minimal->cutover_max_pause_ms, 1000);
+  EXPECT_EQ(minimal->handoff_lag, 1000);
+  EXPECT_EQ(minimal->copy_from, "leader");
+
+  EXPECT_EQ(MigrationKey("/kvstore/x/", "m1"), "/kvstore/x/migrations/m1");
+  EXPECT_EQ(ActiveMigrationKey("/kvstore/x"), "/kvstore/x/migrations/active");
+  EXPECT_EQ(MigrationSourceKey("/kvstore/x", "m1", "shard-0"),
+            "/kvstore/x/migrations/m1/sources/shard-0");
+  EXPECT_EQ(MigrationSourcesPrefix("/kvstore/x", "m1"), "/kvstore/x/migrations/m1/sources/");
+}
+
+TEST(SchemaTest, MigrationRecordRejectsMissingOrMistypedFields) {
+  const std::string to = R"("to":{"format":1,"version":2,"vnodes":8,"shards":["s0"]})";
+  const std::string good = R"({"id":"m1","kind":"add","shard":"s1","phase":"copy",)" + to + "}";
+  ASSERT_TRUE(ParseMigrationValue(good).ok());
+  const std::vector<std::string> bad = {
+      "",
+      "[]",
+      R"({"kind":"add","shard":"s1","phase":"copy",)" + to + "}",          // no id
+      R"({"id":"","kind":"add","shard":"s1","phase":"copy",)" + to + "}",  // empty id
+      R"({"id":"m1","shard":"s1","phase":"copy",)" + to + "}",             // no kind
+      R"({"id":"m1","kind":"move","shard":"s1","phase":"copy",)" + to + "}",
+      R"({"id":"m1","kind":"add","phase":"copy",)" + to + "}",    // no shard
+      R"({"id":"m1","kind":"add","shard":"s1",)" + to + "}",      // no phase
+      R"({"id":"m1","kind":"add","shard":"s1","phase":"copy"})",  // no ring
+      R"({"id":"m1","kind":"add","shard":"s1","phase":"copy","to":{"format":1}})",
+      R"({"id":"m1","kind":"add","shard":"s1","phase":"copy","to":"s0"})",
+      R"({"id":7,"kind":"add","shard":"s1","phase":"copy",)" + to + "}",
+      R"({"id":"m1","kind":"add","shard":"s1","phase":"copy","paused":1,)" + to + "}",
+      R"({"id":"m1","kind":"add","shard":"s1","phase":"copy","throttle_bytes_per_second":"4MiB",)" +
+          to + "}",
+      R"({"id":"m1","kind":"add","shard":"s1","phase":"copy","handoff_lag":1.5,)" + to + "}",
+  };
+  for (const std::string& value : bad) {
+    EXPECT_FALSE(ParseMigrationValue(value).ok()) << value;
+  }
+}
+
+TEST(SchemaTest, ActiveMigrationNamesOneId) {
+  absl::StatusOr<std::string> id = ParseActiveMigrationValue(ActiveMigrationValue("m1"));
+  ASSERT_TRUE(id.ok()) << id.status();
+  EXPECT_EQ(*id, "m1");
+  EXPECT_FALSE(ParseActiveMigrationValue("").ok());
+  EXPECT_FALSE(ParseActiveMigrationValue(R"({"id":1})").ok());
+  EXPECT_FALSE(ParseActiveMigrationValue(R"({"name":"m1"})").ok());
+}
+
+TEST(SchemaTest, SourceProgressReadsBackEveryField) {
+  SourceProgress p;
+  p.source = "shard-0";
+  p.destination = "shard-3";
+  p.phase = "catchup";
+  p.start_index = 100;
+  p.cursor = "AAECAw==";
+  p.applied_index = 150;
+  p.source_index = 180;
+  p.fence_index = 0;
+  p.keys_copied = 81234;
+  p.bytes_copied = uint64_t{9} << 30;  // Beyond 32 bits.
+  p.keys_estimate = 81000;
+  p.bytes_estimate = uint64_t{10} << 30;
+  p.keys_cleaned = 3;
+  p.rate_bytes_per_second = 8.5 * (1 << 20);
+  p.last_cutover_pause_ms = 420;
+  p.retries = 1;
+  p.restarts = 2;
+  p.error = "restarted: the source's log no longer holds index 101";
+  p.updated_unix_ms = 1796295948123;
+  absl::StatusOr<SourceProgress> back = ParseSourceProgressValue("shard-0", SourceProgressValue(p));
+  ASSERT_TRUE(back.ok()) << back.status();
+  EXPECT_EQ(back->source, "shard-0");  // From the key, not the value.
+  EXPECT_EQ(back->destination, p.destination);
+  EXPECT_EQ(back->phase, p.phase);
+  EXPECT_EQ(back->start_index, p.start_index);
+  EXPECT_EQ(back->cursor, p.cursor);
+  EXPECT_EQ(back->applied_index, p.applied_index);
+  EXPECT_EQ(back->source_index, p.source_index);
+  EXPECT_EQ(back->fence_index, p.fence_index);
+  EXPECT_EQ(back->keys_copied, p.keys_copied);
+  EXPECT_EQ(back->bytes_copied, p.bytes_copied);
+  EXPECT_EQ(back->keys_estimate, p.keys_estimate);
+  EXPECT_EQ(back->bytes_estimate, p.bytes_estimate);
+  EXPECT_EQ(back->keys_cleaned, p.keys_cleaned);
+  EXPECT_EQ(back->rate_bytes_per_second, p.rate_bytes_per_second);
+  EXPECT_EQ(back->last_cutover_pause_ms, p.last_cutover_pause_ms);
+  EXPECT_EQ(back->retries, p.retries);
+  EXPECT_EQ(back->restarts, p.restarts);
+  EXPECT_EQ(back->error, p.error);
+  EXPECT_EQ(back->updated_unix_ms, p.updated_unix_ms);
+  // Every field is optional: a driver's first report may hold only a few.
+  absl::StatusOr<SourceProgress> empty = ParseSourceProgressValue("shard-1", "{}");
+  ASSERT_TRUE(empty.ok()) << empty.status();
+  EXPECT_EQ(empty->keys_copied, 0u);
+}
+
+TEST(SchemaTest, SourceProgressRejectsMistypedFields) {
+  const char* bad[] = {
+      "",
+      "[]",
+      R"({"keys_copied":-1})",  // Counts are unsigned.
+      R"({"bytes_copied":"1"})",
+      R"({"phase":3})",
+      R"({"rate_bytes_per_second":"fast"})",
+      R"({"retries":0.5})",
+      R"({"error":null})",
+  };
+  for (const char* value : bad) {
+    absl::StatusOr<SourceProgress> p = ParseSourceProgressValue("shard-0", value);
+    EXPECT_FALSE(p.ok()) << value;
+    if (!p.ok()) {
+      EXPECT_NE(p.status().message().find("shard-0"), std::string::npos) << p.status();
+    }
+  }
 }
 
 }  // namespace
