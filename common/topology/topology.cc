@@ -144,17 +144,8 @@ class Parser {
   }
 
   absl::Status CheckName(const std::string& name, const YAML::Mark& mark) const {
-    if (name.empty()) return Error(mark, "a shard name is empty");
-    if (name.size() > kMaxShardNameBytes) {
-      return Error(mark, absl::StrCat("shard name '", name, "' is longer than ", kMaxShardNameBytes,
-                                      " bytes"));
-    }
-    for (char c : name) {
-      if (!absl::ascii_isalnum(static_cast<unsigned char>(c)) && c != '-' && c != '_' && c != '.') {
-        return Error(mark, absl::StrCat("shard name '", name,
-                                        "' may only hold letters, digits, '-', '_' and '.'"));
-      }
-    }
+    if (absl::Status s = CheckShardName(name); !s.ok())
+      return Error(mark, std::string(s.message()));
     return absl::OkStatus();
   }
 
@@ -187,6 +178,21 @@ std::vector<std::string> Topology::ShardNames() const {
   names.reserve(shards.size());
   for (const ShardTopology& s : shards) names.push_back(s.name);
   return names;
+}
+
+absl::Status CheckShardName(absl::string_view name) {
+  if (name.empty()) return absl::InvalidArgumentError("a shard name is empty");
+  if (name.size() > kMaxShardNameBytes) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("shard name '", name, "' is longer than ", kMaxShardNameBytes, " bytes"));
+  }
+  for (char c : name) {
+    if (!absl::ascii_isalnum(static_cast<unsigned char>(c)) && c != '-' && c != '_' && c != '.') {
+      return absl::InvalidArgumentError(
+          absl::StrCat("shard name '", name, "' may only hold letters, digits, '-', '_' and '.'"));
+    }
+  }
+  return absl::OkStatus();
 }
 
 absl::Status CheckHostPort(absl::string_view address) {

@@ -48,6 +48,12 @@ absl::StatusOr<Topology> ParseTopology(absl::string_view yaml, const std::string
 // InvalidArgument naming it.
 absl::StatusOr<Topology> LoadTopologyFile(const std::string& path);
 
+// OK when `name` may name a shard: 1-64 bytes of [A-Za-z0-9._-], so it never
+// holds the '#' of a ring token (docs/ring.md) or the '/' of an etcd key.
+// INVALID_ARGUMENT saying why not. Topology files and `kvctl reshard` check
+// names by this one rule.
+absl::Status CheckShardName(absl::string_view name);
+
 // OK when `address` is HOST:PORT with a non-empty host (a name, an IPv4
 // address, or an IPv6 address in brackets) and a decimal port in 1..65535.
 absl::Status CheckHostPort(absl::string_view address);

@@ -167,5 +167,18 @@ TEST(TopologyTest, CheckHostPortAcceptsNamesIpv4AndBracketedIpv6) {
   EXPECT_FALSE(CheckHostPort("[::1:80").ok());
 }
 
+TEST(TopologyTest, CheckShardNameIsTheRuleOfTheFile) {
+  EXPECT_TRUE(CheckShardName("shard-3").ok());
+  EXPECT_TRUE(CheckShardName("S_1.a").ok());
+  EXPECT_TRUE(CheckShardName(std::string(64, 'x')).ok());
+  EXPECT_FALSE(CheckShardName(std::string(65, 'x')).ok());
+  EXPECT_FALSE(CheckShardName("").ok());
+  EXPECT_FALSE(CheckShardName("a#1").ok());  // Would read as a ring token.
+  EXPECT_FALSE(CheckShardName("a/b").ok());  // Would nest in etcd's keys.
+  EXPECT_FALSE(CheckShardName("a b").ok());
+  EXPECT_EQ(CheckShardName("a#1").message(),
+            "shard name 'a#1' may only hold letters, digits, '-', '_' and '.'");
+}
+
 }  // namespace
 }  // namespace kvstore
