@@ -9,6 +9,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/strip.h"
 #include "common/coord/eligibility.h"
 #include "common/coord/schema.h"
 #include "common/coord/txn.h"
@@ -24,6 +25,74 @@ struct ShardView {
   bool has_spec = false;
 };
 
+// The kv of the Range at `index` of a Txn's answer, when it found the key.
+std::optional<mvccpb::KeyValue> RangeAnswer(const etcdserverpb::TxnResponse& response, int index) {
+  if (index >= response.responses_size() || !response.responses(index).has_response_range() ||
+      response.responses(index).response_range().kvs_size() != 1) {
+    return std::nullopt;
+  }
+  return response.responses(index).response_range().kvs(0);
+}
+
+nlohmann::json RingJson(const coord::RingRecord& ring) {
+  return {{"version", ring.version}, {"vnodes", ring.vnodes}, {"shards", ring.shards}};
+}
+
+// A cluster initialised before `cluster init` wrote the ring: writes ring
+// version 1 with the shards that have a spec and the cluster record's vnodes
+// (what the routers route by), if the topology file says the same, guarded by
+// the cluster record it read.
+absl::StatusOr<std::string> AddMissingRing(coord::EtcdClient* etcd, const std::string& prefix,
+                                           const Topology& topology,
+                                           const mvccpb::KeyValue& cluster_kv, bool json) {
+  absl::StatusOr<coord::ClusterRecord> cluster = coord::ParseClusterValue(cluster_kv.value());
+  if (!cluster.ok()) return cluster.status();
+  const std::string shards_prefix = coord::ShardsPrefix(prefix);
+  coord::RangeOptions all;
+  all.prefix = true;
+  absl::StatusOr<coord::RangeResult> range = etcd->Range(shards_prefix, all);
+  if (!range.ok()) return range.status();
+  coord::RingRecord ring;
+  ring.version = 1;
+  ring.vnodes = cluster->vnodes;
+  for (const mvccpb::KeyValue& kv : range->kvs) {
+    absl::string_view rest = absl::string_view(kv.key()).substr(shards_prefix.size());
+    if (absl::ConsumeSuffix(&rest, "/spec") && !absl::StrContains(rest, '/')) {
+      ring.shards.emplace_back(rest);
+    }
+  }
+  std::sort(ring.shards.begin(), ring.shards.end());
+  std::vector<std::string> file_names = topology.ShardNames();
+  std::sort(file_names.begin(), file_names.end());
+  const std::string cluster_key = coord::ClusterKey(prefix);
+  if (file_names != ring.shards || topology.vnodes != ring.vnodes) {
+    return absl::FailedPreconditionError(absl::StrFormat(
+        "%s exists already and %s does not, but the cluster in etcd (shards %s, vnodes %d) is "
+        "not the one in the file (shards %s, vnodes %d); nothing was written",
+        cluster_key, coord::RingKey(prefix), absl::StrJoin(ring.shards, ","), ring.vnodes,
+        absl::StrJoin(file_names, ","), topology.vnodes));
+  }
+  etcdserverpb::TxnRequest txn;
+  *txn.add_compare() = coord::ModRevisionIs(cluster_key, cluster_kv.mod_revision());
+  *txn.add_compare() = coord::CreateRevisionIs(coord::RingKey(prefix), 0);
+  *txn.add_success() = coord::PutOp(coord::RingKey(prefix), coord::RingValue(ring));
+  absl::StatusOr<etcdserverpb::TxnResponse> response = etcd->Txn(txn);
+  if (!response.ok()) return response.status();
+  if (!response->succeeded()) {
+    return absl::AbortedError(absl::StrCat(cluster_key, " or ", coord::RingKey(prefix),
+                                           " changed meanwhile; nothing was written, try again"));
+  }
+  if (json) {
+    nlohmann::json out = {{"prefix", coord::NormalizePrefix(prefix)},
+                          {"already_initialised", true},
+                          {"ring", RingJson(ring)},
+                          {"revision", response->header().revision()}};
+    return out.dump() + "\n";
+  }
+  return absl::StrFormat(
+      "%s was initialised already; wrote the ring it lacked: version 1, vnodes %d, shards %s\n",
+      coord::NormalizePrefix(prefix), ring.vnodes, absl::StrJoin(ring.shards, ","));
+}
 }  // namespace
 
 absl::StatusOr<std::string> ClusterInit(coord::EtcdClient* etcd, const std::string& prefix,
@@ -49,28 +118,46 @@ absl::StatusOr<std::string> ClusterInit(coord::EtcdClient* etcd, const std::stri
   record.epoch_base = std::max<int64_t>(coord::kDefaultEpochBase, static_cast<int64_t>(highest) + 1);
   record.vnodes = topology.vnodes;
 
+  std::vector<std::string> names = topology.ShardNames();
+  coord::RingRecord ring;
+  ring.version = 1;
+  ring.vnodes = topology.vnodes;
+  ring.shards = names;
+
+  // The cluster record, the ring version 1 and the specs appear together or
+  // not at all: a router or shard never sees a cluster without its ring.
   const std::string cluster_key = coord::ClusterKey(prefix);
+  const std::string ring_key = coord::RingKey(prefix);
   etcdserverpb::TxnRequest txn;
   *txn.add_compare() = coord::CreateRevisionIs(cluster_key, 0);
+  *txn.add_compare() = coord::CreateRevisionIs(ring_key, 0);
   *txn.add_success() = coord::PutOp(cluster_key, coord::ClusterValue(record));
+  *txn.add_success() = coord::PutOp(ring_key, coord::RingValue(ring));
   for (const ShardTopology& shard : topology.shards) {
     *txn.add_success() =
         coord::PutOp(coord::ShardSpecKey(prefix, shard.name), R"({"format":1})");
   }
   *txn.add_failure() = coord::RangeOp(cluster_key);
+  *txn.add_failure() = coord::RangeOp(ring_key);
   absl::StatusOr<etcdserverpb::TxnResponse> response = etcd->Txn(txn);
   if (!response.ok()) return response.status();
   if (!response->succeeded()) {
-    std::string existing;
-    if (response->responses_size() == 1 && response->responses(0).has_response_range() &&
-        response->responses(0).response_range().kvs_size() == 1) {
-      existing = response->responses(0).response_range().kvs(0).value();
+    const std::optional<mvccpb::KeyValue> existing_cluster = RangeAnswer(*response, 0);
+    const std::optional<mvccpb::KeyValue> existing_ring = RangeAnswer(*response, 1);
+    if (existing_cluster && !existing_ring) {
+      // Initialised before the ring was kept in etcd: add it, as the routers
+      // route now.
+      return AddMissingRing(etcd, prefix, topology, *existing_cluster, json);
+    }
+    if (existing_cluster) {
+      return absl::FailedPreconditionError(
+          absl::StrCat(cluster_key, " exists already (", existing_cluster->value(),
+                       "): the cluster is initialised; nothing was written"));
     }
     return absl::FailedPreconditionError(absl::StrCat(
-        cluster_key, " exists already (", existing,
-        "): the cluster is initialised; nothing was written"));
+        ring_key, " exists already (", existing_ring ? existing_ring->value() : std::string("?"),
+        ") but ", cluster_key, " does not; nothing was written"));
   }
-  std::vector<std::string> names = topology.ShardNames();
   if (json) {
     nlohmann::json out = {{"prefix", coord::NormalizePrefix(prefix)},
                           {"epoch_base", record.epoch_base},
@@ -79,12 +166,13 @@ absl::StatusOr<std::string> ClusterInit(coord::EtcdClient* etcd, const std::stri
                           {"nodes_asked", asked},
                           {"nodes_unreachable", unreachable},
                           {"highest_epoch_found", highest},
+                          {"ring", RingJson(ring)},
                           {"revision", response->header().revision()}};
     return out.dump() + "\n";
   }
   return absl::StrFormat(
-      "initialised %s: epoch_base=%d vnodes=%d shards=%s (asked %d of %d nodes for their epoch, "
-      "highest %d%s)\n",
+      "initialised %s: epoch_base=%d vnodes=%d shards=%s ring_version=1 (asked %d of %d nodes for "
+      "their epoch, highest %d%s)\n",
       coord::NormalizePrefix(prefix), record.epoch_base, record.vnodes, absl::StrJoin(names, ","),
       asked.size(), asked.size() + unreachable.size(), highest,
       unreachable.empty() ? std::string()
@@ -99,6 +187,9 @@ absl::StatusOr<std::string> ClusterStatus(coord::EtcdClient* etcd, const std::st
   absl::StatusOr<coord::RangeResult> range = etcd->Range(root, all);
   if (!range.ok()) return range.status();
   std::optional<coord::ClusterRecord> cluster;
+  std::optional<absl::StatusOr<coord::RingRecord>> ring;
+  std::optional<std::string> active_id;
+  std::map<std::string, std::string> migrations;  // id -> record value
   std::map<std::string, ShardView> shards;
   for (const mvccpb::KeyValue& kv : range->kvs) {
     const std::string key = kv.key().substr(root.size());
@@ -106,6 +197,20 @@ absl::StatusOr<std::string> ClusterStatus(coord::EtcdClient* etcd, const std::st
       absl::StatusOr<coord::ClusterRecord> parsed = coord::ParseClusterValue(kv.value());
       if (!parsed.ok()) return parsed.status();
       cluster = *parsed;
+      continue;
+    }
+    if (key == "ring") {
+      ring = coord::ParseRingValue(kv.value());
+      continue;
+    }
+    if (key == "migrations/active") {
+      absl::StatusOr<std::string> id = coord::ParseActiveMigrationValue(kv.value());
+      active_id = id.ok() ? *id : std::string("?");
+      continue;
+    }
+    if (absl::StartsWith(key, "migrations/")) {
+      const std::string id = key.substr(11);
+      if (id.find('/') == std::string::npos) migrations[id] = kv.value();
       continue;
     }
     if (!absl::StartsWith(key, "shards/")) continue;
@@ -139,6 +244,46 @@ absl::StatusOr<std::string> ClusterStatus(coord::EtcdClient* etcd, const std::st
   std::string text = absl::StrFormat("cluster %s: epoch_base=%d vnodes=%d revision=%d\n",
                                      coord::NormalizePrefix(prefix), cluster->epoch_base,
                                      cluster->vnodes, range->revision);
+  if (!ring) {
+    out_json["ring"] = nullptr;
+    absl::StrAppend(&text,
+                    "ring: none in etcd (kvctl cluster init --config=FILE adds it to a cluster "
+                    "initialised without one)\n");
+  } else if (!ring->ok()) {
+    out_json["ring"] = {{"error", std::string(ring->status().message())}};
+    absl::StrAppend(&text, "ring: unreadable: ", ring->status().message(), "\n");
+  } else {
+    out_json["ring"] = RingJson(**ring);
+    absl::StrAppend(&text,
+                    absl::StrFormat("ring: version %d, vnodes %d, shards %s\n", (*ring)->version,
+                                    (*ring)->vnodes, absl::StrJoin((*ring)->shards, ",")));
+  }
+  out_json["migration"] = nullptr;
+  if (active_id) {
+    nlohmann::json m = {{"id", *active_id}};
+    std::string line = absl::StrCat("migration: ", *active_id);
+    auto it = migrations.find(*active_id);
+    absl::StatusOr<coord::MigrationRecord> record =
+        it == migrations.end() ? absl::NotFoundError("its record is missing")
+                               : coord::ParseMigrationValue(it->second);
+    if (record.ok()) {
+      m["kind"] = record->kind;
+      m["shard"] = record->shard;
+      m["phase"] = record->phase;
+      m["paused"] = record->paused;
+      m["cancel_requested"] = record->cancel_requested;
+      absl::StrAppend(
+          &line, absl::StrFormat(" %s-shard %s, ring version %d -> %d, phase %s%s%s", record->kind,
+                                 record->shard, record->from_version, record->to.version,
+                                 record->phase, record->paused ? " (paused)" : "",
+                                 record->cancel_requested ? " (cancel requested)" : ""));
+    } else {
+      m["error"] = std::string(record.status().message());
+      absl::StrAppend(&line, " (", record.status().message(), ")");
+    }
+    out_json["migration"] = m;
+    absl::StrAppend(&text, line, "; kvctl reshard status for more\n");
+  }
   for (const auto& [name, shard] : shards) {
     nlohmann::json s = {{"name", name}};
     std::string leader_id;

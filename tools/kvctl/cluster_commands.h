@@ -18,18 +18,22 @@ namespace kvstore {
 // The epoch a node reports (Admin.Status), or why it could not be asked.
 using EpochProbe = std::function<absl::StatusOr<uint64_t>(const std::string& address)>;
 
-// Writes <P>/cluster {format, epoch_base, vnodes} and <P>/shards/<s>/spec for
-// every shard of `topology`, in one Txn that fails if <P>/cluster exists
+// Writes <P>/cluster {format, epoch_base, vnodes}, <P>/ring version 1 (the
+// shards and vnodes of `topology`) and <P>/shards/<s>/spec for every shard of
+// `topology`, in one Txn that fails if <P>/cluster or <P>/ring exists
 // (FAILED_PRECONDITION naming it). epoch_base is above every epoch the nodes
 // of `topology` report and at least coord::kDefaultEpochBase, so moving from
-// static mode never lowers an epoch.
+// static mode never lowers an epoch. A cluster initialised before the ring
+// was kept in etcd gets only its ring (version 1: the shards with a spec and
+// the cluster's vnodes), if the file names the same shards and vnodes.
 absl::StatusOr<std::string> ClusterInit(coord::EtcdClient* etcd, const std::string& prefix,
                                         const Topology& topology, const EpochProbe& epoch_of,
                                         bool json);
 
-// Per shard: the leader (id, address, epoch, lease time left), each member's
-// state and position and whether it is eligible, and who would be elected
-// (or why nobody can be).
+// The ring (version, vnodes, shards) and the active migration (id, kind,
+// shard, phase), if any; then per shard: the leader (id, address, epoch, lease
+// time left), each member's state and position and whether it is eligible,
+// and who would be elected (or why nobody can be).
 absl::StatusOr<std::string> ClusterStatus(coord::EtcdClient* etcd, const std::string& prefix,
                                           bool json);
 

@@ -182,12 +182,15 @@ Commands:
                           kept as the time it has left. Versions restart
   cluster init          etcd mode (--etcd=HOST:PORT, --etcd-prefix): write the cluster's keys
                           once from --config=FILE (a topology file): cluster {format,
-                          epoch_base, vnodes} and each shard's spec. epoch_base is above every
-                          epoch the file's nodes report, and at least 1048576. Refused
-                          (exit 3) when the cluster exists
-  cluster status        etcd mode: per shard the leader, its epoch and lease time left, each
-                          member's state, position and eligibility, and who would be elected
-                          (or why nobody can be); --json for one JSON object
+                          epoch_base, vnodes}, the ring (version 1: the file's shards and
+                          vnodes) and each shard's spec. epoch_base is above every epoch the
+                          file's nodes report, and at least 1048576. Refused (exit 3) when the
+                          cluster exists; a cluster initialised before the ring was kept in
+                          etcd gets its ring (if the file names its shards and vnodes)
+  cluster status        etcd mode: the ring's version and shards, the active migration (id,
+                          phase) if any, then per shard the leader, its epoch and lease time
+                          left, each member's state, position and eligibility, and who would
+                          be elected (or why nobody can be); --json for one JSON object
 
 Output:
   get prints the value and a newline (--raw: the exact bytes only; --hex: hex and a newline).
