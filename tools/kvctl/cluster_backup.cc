@@ -19,6 +19,7 @@
 #include "grpcpp/client_context.h"
 #include "kvstore/v1/admin.grpc.pb.h"
 #include "kvstore/v1/kv.grpc.pb.h"
+#include "tools/kvctl/units.h"
 
 #ifndef KVSTORE_VERSION
 #define KVSTORE_VERSION "dev"
@@ -372,18 +373,6 @@ absl::Status ReplayShard(const Image& image, const ClusterBackupOptions& options
 }
 
 }  // namespace
-
-std::string HumanBytes(uint64_t bytes) {
-  if (bytes < 1024) return absl::StrCat(bytes, " B");
-  const char* units[] = {"KiB", "MiB", "GiB", "TiB"};
-  double value = static_cast<double>(bytes) / 1024;
-  int unit = 0;
-  while (value >= 1024 && unit < 3) {
-    value /= 1024;
-    ++unit;
-  }
-  return absl::StrFormat("%.1f %s", value, units[unit]);
-}
 
 absl::StatusOr<v1::ClusterStatusResponse> FetchClusterStatus(const ClusterBackupOptions& options) {
   auto stub = v1::Admin::NewStub(options.channel(options.router));

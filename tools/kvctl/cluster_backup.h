@@ -36,9 +36,6 @@ struct ClusterBackupOptions {
   size_t replay_batch = 256;
 };
 
-// "512 B", "12.3 KiB", "4.0 MiB", "1.2 GiB".
-std::string HumanBytes(uint64_t bytes);
-
 // Every shard's nodes as the router sees them now.
 absl::StatusOr<v1::ClusterStatusResponse> FetchClusterStatus(const ClusterBackupOptions& options);
 

@@ -45,6 +45,8 @@
 #include "kvstore/v1/kv.grpc.pb.h"
 #include "tools/kvctl/cluster_backup.h"
 #include "tools/kvctl/cluster_commands.h"
+#include "tools/kvctl/reshard_commands.h"
+#include "tools/kvctl/units.h"
 
 #ifndef KVSTORE_VERSION
 #define KVSTORE_VERSION "dev"
@@ -81,7 +83,9 @@ DEFINE_string(read_mode, "leader",
 DEFINE_uint64(epoch, 0, "promote: the new epoch (0 = the node's epoch + 1)");
 DEFINE_bool(force, false,
             "promote: promote even when a follower holds entries this node lacks, or cannot "
-            "be asked for its position (those entries are lost; the answer says how many)");
+            "be asked for its position (those entries are lost; the answer says how many). "
+            "reshard add-shard, remove-shard: go ahead with a plan that moves more than 27% of "
+            "the ring");
 DEFINE_string(followers, "",
               "promote: comma-separated HOST:PORT the new leader pushes to (default: its own "
               "--followers flag)");
@@ -108,12 +112,16 @@ DEFINE_string(auth_token_file, "",
 DEFINE_string(admin_token_file, "",
               "status, snapshot, promote: send the token in this file, for servers started with "
               "--admin-token-file");
-DEFINE_string(etcd, "", "cluster: HOST:PORT[,HOST:PORT...] of the cluster's etcd");
+DEFINE_string(etcd, "", "cluster, reshard: HOST:PORT[,HOST:PORT...] of the cluster's etcd");
 DEFINE_string(etcd_prefix, "/kvstore/default",
-              "cluster: the prefix of the cluster's keys in etcd (as the servers' --etcd-prefix)");
+              "cluster, reshard: the prefix of the cluster's keys in etcd (as the servers' "
+              "--etcd-prefix)");
 DEFINE_string(config, "",
               "cluster init: the topology file (as kv-router's --topology) naming the shards, "
               "vnodes and the nodes asked for their epochs");
+DEFINE_bool(plan, false,
+            "reshard add-shard, remove-shard: print the plan (what moves where, estimated keys "
+            "and bytes) and change nothing");
 
 namespace kvstore {
 namespace {
@@ -191,6 +199,14 @@ Commands:
                           phase) if any, then per shard the leader, its epoch and lease time
                           left, each member's state, position and eligibility, and who would
                           be elected (or why nobody can be); --json for one JSON object
+  reshard add-shard NAME --plan [--force]
+                        etcd mode: what adding shard NAME to the ring would move
+                          (docs/resharding.md): per source shard the destination, ranges,
+                          fraction of the ring, estimated keys and bytes (from each source
+                          leader's status, "unknown" when it does not answer within 2s), and
+                          the total; refused (exit 3) above 27% unless --force
+  reshard remove-shard NAME --plan [--force]
+                        the same for removing NAME: its ranges go to its ring neighbours
 
 Output:
   get prints the value and a newline (--raw: the exact bytes only; --hex: hex and a newline).
@@ -207,6 +223,8 @@ Output:
   shard and per node, and totals; --output=json prints {"router":...,"cluster":...}.
   backup, backup verify and restore print one line per shard and a total line; with
   --output=json the manifest (backup) or one object.
+  reshard add-shard and remove-shard print the plan as a table; with --output=json one
+  object: the rings, each move with its ranges, and the total.
   Errors go to stderr as "kvctl: CODE: message" (CODE is a gRPC status code name).
   Use --hex for values that may hold newlines or other binary bytes. An argument that
   starts with '-' (other than "-" itself) goes after "--".
@@ -220,7 +238,9 @@ Exit codes:
      a --topology file that cannot be read or is not a valid topology (ring)
   3  FAILED_PRECONDITION: compare-and-set mismatch (--if_version), or a write sent to a
      replica (the message names the leader); backup into a directory that is not empty;
-     restore into a cluster that holds keys
+     restore into a cluster that holds keys; cluster init of an initialised cluster;
+     reshard refused (the message says why: a plan over 27%, no ring, NAME in the ring
+     or not)
   4  UNAVAILABLE or DEADLINE_EXCEEDED: retryable
   5  any other error (UNAUTHENTICATED: a missing or wrong token or certificate; DATA_LOSS: a
      damaged backup file, named in the message)
@@ -1091,16 +1111,20 @@ int Ring(const std::vector<std::string>& keys) {
   return kExitOk;
 }
 
+absl::StatusOr<std::unique_ptr<coord::EtcdClient>> ConnectEtcd() {
+  coord::EtcdClientOptions options;
+  options.endpoints = FLAGS_etcd;
+  options.call_timeout = absl::Milliseconds(FLAGS_timeout_ms);
+  return coord::EtcdClient::Create(options);
+}
+
 // etcd mode: cluster init | cluster status.
 int Cluster(const std::vector<std::string>& args) {
   if (args.size() != 1 || (args[0] != "init" && args[0] != "status")) {
     return UsageError("usage: kvctl --etcd=HOST:PORT cluster init --config=FILE | cluster status");
   }
   if (FLAGS_etcd.empty()) return UsageError("cluster: --etcd=HOST:PORT is required");
-  coord::EtcdClientOptions options;
-  options.endpoints = FLAGS_etcd;
-  options.call_timeout = absl::Milliseconds(FLAGS_timeout_ms);
-  absl::StatusOr<std::unique_ptr<coord::EtcdClient>> etcd = coord::EtcdClient::Create(options);
+  absl::StatusOr<std::unique_ptr<coord::EtcdClient>> etcd = ConnectEtcd();
   if (!etcd.ok()) return UsageError(absl::StrCat("--etcd: ", etcd.status().message()));
   absl::StatusOr<std::string> out;
   if (args[0] == "init") {
@@ -1129,6 +1153,60 @@ int Cluster(const std::vector<std::string>& args) {
   }
   WriteOut(*out);
   return kExitOk;
+}
+
+// ---------------------------------------------------------------- resharding
+
+// etcd mode: reshard add-shard | remove-shard (tools/kvctl/reshard_commands.h).
+int Reshard(const std::vector<std::string>& args) {
+  if (FLAGS_etcd.empty()) return UsageError("reshard: --etcd=HOST:PORT is required");
+  absl::StatusOr<std::unique_ptr<coord::EtcdClient>> etcd = ConnectEtcd();
+  if (!etcd.ok()) return UsageError(absl::StrCat("--etcd: ", etcd.status().message()));
+  // For asking the source shards' leaders their size.
+  absl::StatusOr<ClientSecurity> security =
+      LoadClientSecurity(TlsFiles{FLAGS_tls_cert, FLAGS_tls_key, FLAGS_tls_ca},
+                         FLAGS_auth_token_file, FLAGS_admin_token_file);
+  if (!security.ok()) return UsageError(std::string(security.status().message()));
+
+  reshard::ReshardFlags flags;
+  flags.plan = FLAGS_plan;
+  flags.force = FLAGS_force;
+  flags.json = Json();
+
+  reshard::ReshardIo io;
+  io.etcd = etcd->get();
+  io.prefix = FLAGS_etcd_prefix;
+  io.etcd_flags = absl::StrCat("--etcd=", FLAGS_etcd);
+  if (coord::NormalizePrefix(FLAGS_etcd_prefix) != "/kvstore/default") {
+    absl::StrAppend(&io.etcd_flags, " --etcd-prefix=", coord::NormalizePrefix(FLAGS_etcd_prefix));
+  }
+  io.write = [](const std::string& text) {
+    WriteOut(text);
+    std::fflush(stdout);
+  };
+  io.source_size = [&security](const std::string& address,
+                               absl::Duration timeout) -> absl::StatusOr<reshard::SourceSize> {
+    Client node(address, *security);
+    grpc::ClientContext context;
+    context.set_deadline(std::chrono::system_clock::now() + absl::ToChronoMilliseconds(timeout));
+    v1::StatusResponse r;
+    grpc::Status status = node.admin().Status(&context, v1::StatusRequest(), &r);
+    if (!status.ok()) {
+      return absl::Status(static_cast<absl::StatusCode>(status.error_code()),
+                          status.error_message());
+    }
+    return reshard::SourceSize{r.key_count(), r.memory_bytes()};
+  };
+
+  const absl::Status status = reshard::RunReshard(args, flags, io);
+  if (status.ok()) return kExitOk;
+  PrintError(status.code(), std::string(status.message()));
+  switch (status.code()) {
+    case absl::StatusCode::kInvalidArgument:
+      return kExitUsage;
+    default:
+      return ExitCodeFor(static_cast<int>(status.code()));
+  }
 }
 
 // ---------------------------------------------------------------- backups
@@ -1241,15 +1319,15 @@ int Execute(const std::vector<std::string>& positional, SessionClient* reuse) {
 
   const std::string command = positional[0];
   const std::vector<std::string> args(positional.begin() + 1, positional.end());
-  const std::vector<std::string> kCommands = {"get",    "set",      "del",     "mget",  "mset",
-                                              "status", "snapshot", "promote", "ring",  "scan",
-                                              "keys",   "ttl",      "exists",  "dbsize",
-                                              "backup", "restore", "cluster"};
+  const std::vector<std::string> kCommands = {
+      "get",  "set",  "del", "mget",   "mset",   "status", "snapshot", "promote", "ring",
+      "scan", "keys", "ttl", "exists", "dbsize", "backup", "restore",  "cluster", "reshard"};
   if (std::find(kCommands.begin(), kCommands.end(), command) == kCommands.end()) {
     return UsageError(absl::StrCat("unknown command '", command, "'"));
   }
   if (command == "ring") return Ring(args);        // Offline: no channel.
   if (command == "cluster") return Cluster(args);  // etcd, not --addr.
+  if (command == "reshard") return Reshard(args);  // etcd too.
   if (command == "backup" && !args.empty() && args[0] == "verify") {
     return VerifyBackupCommand({args.begin() + 1, args.end()});  // Offline too.
   }

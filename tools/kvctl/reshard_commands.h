@@ -1,0 +1,57 @@
+// `kvctl reshard`: the operator's side of online resharding
+// (docs/resharding.md, "Operator guide"). kvctl only reads and writes records
+// in etcd; the driver in kv-shard moves the data and advances the phases.
+//
+//   add-shard NAME --plan | remove-shard NAME --plan
+//                                         the plan (reshard_plan.h)
+//
+// Errors, which kvctl turns into exit codes: INVALID_ARGUMENT (usage, a bad
+// name), FAILED_PRECONDITION (refused: see the message), UNIMPLEMENTED
+// (without --plan), UNAVAILABLE / DEADLINE_EXCEEDED (etcd).
+#ifndef KVSTORE_TOOLS_KVCTL_RESHARD_COMMANDS_H_
+#define KVSTORE_TOOLS_KVCTL_RESHARD_COMMANDS_H_
+
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "common/coord/etcd_client.h"
+#include "tools/kvctl/reshard_plan.h"
+
+namespace kvstore::reshard {
+
+// The flags of `kvctl reshard`, as given (checked here, by the commands that
+// use them).
+struct ReshardFlags {
+  bool plan = false;   // add/remove: print the plan only.
+  bool force = false;  // add/remove: allow a plan over kMaxMovedFraction.
+  bool json = false;
+};
+
+// What the commands need from kvctl.
+struct ReshardIo {
+  coord::EtcdClient* etcd = nullptr;
+  std::string prefix;
+  // How to name this etcd in the hints printed: "--etcd=HOST:PORT ...".
+  std::string etcd_flags;
+  // Standard output.
+  std::function<void(const std::string&)> write;
+  // The size of the shard whose leader listens at `address` (Admin.Status),
+  // answered within `timeout`.
+  std::function<absl::StatusOr<SourceSize>(const std::string& address, absl::Duration timeout)>
+      source_size;
+};
+
+// How long a source's leader has to say its size for the plan's estimates.
+inline constexpr absl::Duration kSourceSizeTimeout = absl::Seconds(2);
+
+// Runs `kvctl reshard ARGS...` (`args` after "reshard").
+absl::Status RunReshard(const std::vector<std::string>& args, const ReshardFlags& flags,
+                        const ReshardIo& io);
+
+}  // namespace kvstore::reshard
+
+#endif  // KVSTORE_TOOLS_KVCTL_RESHARD_COMMANDS_H_
