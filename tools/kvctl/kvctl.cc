@@ -17,6 +17,7 @@
 #include <limits>
 #include <memory>
 #include <optional>
+#include <random>
 #include <string>
 #include <vector>
 
@@ -122,6 +123,21 @@ DEFINE_string(config, "",
 DEFINE_bool(plan, false,
             "reshard add-shard, remove-shard: print the plan (what moves where, estimated keys "
             "and bytes) and change nothing");
+DEFINE_bool(yes, false,
+            "reshard add-shard, remove-shard: start without asking (required when stdin is not "
+            "a terminal)");
+DEFINE_string(throttle, "32MiB/s",
+              "reshard add-shard, remove-shard: copy at most this many bytes per second from "
+              "each source (RATE: 33554432, 512KiB/s, 32MiB/s, 1GiB/s; B, KiB, MiB, GiB)");
+DEFINE_string(copy_from, "leader",
+              "reshard add-shard, remove-shard: copy from each source's leader, or from a "
+              "caught-up replica of it (replica)");
+DEFINE_string(cutover_max_pause, "1s",
+              "reshard add-shard, remove-shard: the longest the moving ranges are held at "
+              "cutover; a cutover not committed within it goes back to catch-up");
+DEFINE_int64(handoff_lag, 1000,
+             "reshard add-shard, remove-shard: start the cutover once the new owner is fewer "
+             "than this many log entries behind the source");
 
 namespace kvstore {
 namespace {
@@ -199,13 +215,18 @@ Commands:
                           phase) if any, then per shard the leader, its epoch and lease time
                           left, each member's state, position and eligibility, and who would
                           be elected (or why nobody can be); --json for one JSON object
-  reshard add-shard NAME --plan [--force]
-                        etcd mode: what adding shard NAME to the ring would move
-                          (docs/resharding.md): per source shard the destination, ranges,
-                          fraction of the ring, estimated keys and bytes (from each source
-                          leader's status, "unknown" when it does not answer within 2s), and
-                          the total; refused (exit 3) above 27% unless --force
-  reshard remove-shard NAME --plan [--force]
+  reshard add-shard NAME [--plan] [--yes] [--force] [--throttle=RATE] [--copy-from=leader|replica]
+          [--cutover-max-pause=1s] [--handoff-lag=N]
+                        etcd mode: move the ring positions a new shard NAME takes to it, online
+                          (docs/resharding.md). Prints the plan: per source shard the
+                          destination, ranges, fraction of the ring, estimated keys and bytes
+                          (from each source leader's status, "unknown" when it does not answer
+                          within 2s), and the total; refused (exit 3) above 27% unless --force.
+                          --plan stops there. Otherwise NAME's group must be running with a
+                          leader; asks for confirmation (--yes: don't), then records the
+                          migration in etcd for the driver in kv-shard and prints its ID.
+                          One migration at a time (exit 3 while one is active)
+  reshard remove-shard NAME [...]
                         the same for removing NAME: its ranges go to its ring neighbours
 
 Output:
@@ -223,15 +244,16 @@ Output:
   shard and per node, and totals; --output=json prints {"router":...,"cluster":...}.
   backup, backup verify and restore print one line per shard and a total line; with
   --output=json the manifest (backup) or one object.
-  reshard add-shard and remove-shard print the plan as a table; with --output=json one
-  object: the rings, each move with its ranges, and the total.
+  reshard add-shard and remove-shard print the plan as a table (then the migration's ID);
+  with --output=json one object: the rings, each move with its ranges, the total and
+  "started" (and "id").
   Errors go to stderr as "kvctl: CODE: message" (CODE is a gRPC status code name).
   Use --hex for values that may hold newlines or other binary bytes. An argument that
   starts with '-' (other than "-" itself) goes after "--".
 
 Exit codes:
   0  success
-  1  key not found (get; mget: some key), or nothing deleted (del)
+  1  key not found (get; mget: some key), or nothing deleted (del); reshard: not confirmed
   2  usage error: unknown command or flag, wrong arguments, bad flag value, unreadable FILE,
      a backup DIR without a readable manifest.json or topology.yaml (verify, restore),
      a --tls-* or --*-token-file that cannot be read or parsed,
@@ -239,8 +261,8 @@ Exit codes:
   3  FAILED_PRECONDITION: compare-and-set mismatch (--if_version), or a write sent to a
      replica (the message names the leader); backup into a directory that is not empty;
      restore into a cluster that holds keys; cluster init of an initialised cluster;
-     reshard refused (the message says why: a plan over 27%, no ring, NAME in the ring
-     or not)
+     reshard refused (the message says why: a plan over 27%, a migration active, no ring,
+     NAME in the ring or not, no leader for the new shard)
   4  UNAVAILABLE or DEADLINE_EXCEEDED: retryable
   5  any other error (UNAUTHENTICATED: a missing or wrong token or certificate; DATA_LOSS: a
      damaged backup file, named in the message)
@@ -1157,6 +1179,19 @@ int Cluster(const std::vector<std::string>& args) {
 
 // ---------------------------------------------------------------- resharding
 
+// A yes/no answer from the terminal; nullopt when stdin is not one (or
+// carries a session's commands).
+std::optional<bool> AskOnTerminal(const std::string& question) {
+  if (g_stdin_is_commands || !isatty(fileno(stdin))) return std::nullopt;
+  std::fputs(question.c_str(), stderr);
+  std::fflush(stderr);
+  std::string answer;
+  int c;
+  while ((c = std::getc(stdin)) != EOF && c != '\n') answer.push_back(static_cast<char>(c));
+  answer = absl::AsciiStrToLower(absl::StripAsciiWhitespace(answer));
+  return answer == "y" || answer == "yes";
+}
+
 // etcd mode: reshard add-shard | remove-shard (tools/kvctl/reshard_commands.h).
 int Reshard(const std::vector<std::string>& args) {
   if (FLAGS_etcd.empty()) return UsageError("reshard: --etcd=HOST:PORT is required");
@@ -1171,7 +1206,12 @@ int Reshard(const std::vector<std::string>& args) {
   reshard::ReshardFlags flags;
   flags.plan = FLAGS_plan;
   flags.force = FLAGS_force;
+  flags.yes = FLAGS_yes;
   flags.json = Json();
+  flags.throttle = FLAGS_throttle;
+  flags.copy_from = FLAGS_copy_from;
+  flags.cutover_max_pause = FLAGS_cutover_max_pause;
+  flags.handoff_lag = FLAGS_handoff_lag;
 
   reshard::ReshardIo io;
   io.etcd = etcd->get();
@@ -1197,11 +1237,15 @@ int Reshard(const std::vector<std::string>& args) {
     }
     return reshard::SourceSize{r.key_count(), r.memory_bytes()};
   };
+  io.confirm = AskOnTerminal;
+  io.random = [] { return static_cast<uint32_t>(std::random_device()()); };
 
   const absl::Status status = reshard::RunReshard(args, flags, io);
   if (status.ok()) return kExitOk;
   PrintError(status.code(), std::string(status.message()));
   switch (status.code()) {
+    case absl::StatusCode::kAborted:
+      return kExitNotFound;
     case absl::StatusCode::kInvalidArgument:
       return kExitUsage;
     default:

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <optional>
+#include <random>
 #include <string>
 #include <thread>
 #include <utility>
@@ -12,14 +13,18 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "common/coord/schema.h"
+#include "common/coord/txn.h"
 #include "common/topology/topology.h"
 #include "nlohmann/json.hpp"
+#include "tools/kvctl/units.h"
 
 namespace kvstore::reshard {
 namespace {
 
 constexpr char kUsage[] =
-    "usage: kvctl --etcd=HOST:PORT reshard add-shard|remove-shard NAME --plan [--force]";
+    "usage: kvctl --etcd=HOST:PORT reshard add-shard|remove-shard NAME [--plan] [--force] [--yes] "
+    "[--throttle=RATE] [--copy-from=leader|replica] [--cutover-max-pause=DURATION] "
+    "[--handoff-lag=N]";
 
 absl::Status Usage(absl::string_view why) {
   return absl::InvalidArgumentError(absl::StrCat(why, "\n", kUsage));
@@ -55,6 +60,60 @@ absl::StatusOr<RingRead> ReadRing(const ReshardIo& io) {
         absl::StrCat(key, " cannot be read: ", ring.status().message()));
   }
   return RingRead{*std::move(ring), (*kv)->mod_revision()};
+}
+
+// The id <P>/migrations/active names; nullopt when none is active.
+absl::StatusOr<std::optional<std::string>> ActiveId(const ReshardIo& io) {
+  absl::StatusOr<std::optional<mvccpb::KeyValue>> kv =
+      ReadKey(io, coord::ActiveMigrationKey(io.prefix));
+  if (!kv.ok()) return kv.status();
+  if (!kv->has_value()) return std::optional<std::string>();
+  absl::StatusOr<std::string> id = coord::ParseActiveMigrationValue((*kv)->value());
+  if (!id.ok()) return id.status();
+  return std::optional<std::string>(*id);
+}
+
+struct RecordRead {
+  coord::MigrationRecord record;
+  int64_t mod_revision = 0;
+};
+
+absl::Status CheckId(absl::string_view id) {
+  if (id.empty() || id == "active" || absl::StrContains(id, '/')) {
+    return absl::InvalidArgumentError(absl::StrCat("'", id, "' is not a migration id"));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<RecordRead> ReadRecord(const ReshardIo& io, const std::string& id) {
+  if (absl::Status s = CheckId(id); !s.ok()) return s;
+  absl::StatusOr<std::optional<mvccpb::KeyValue>> kv =
+      ReadKey(io, coord::MigrationKey(io.prefix, id));
+  if (!kv.ok()) return kv.status();
+  if (!kv->has_value()) {
+    return absl::NotFoundError(absl::StrCat("no migration ", id, " under ",
+                                            coord::NormalizePrefix(io.prefix), " ('kvctl ",
+                                            io.etcd_flags, " reshard status' shows the newest)"));
+  }
+  absl::StatusOr<coord::MigrationRecord> record = coord::ParseMigrationValue((*kv)->value());
+  if (!record.ok()) return record.status();
+  return RecordRead{*std::move(record), (*kv)->mod_revision()};
+}
+
+// What the active migration is doing, for a refusal: "m... (add-shard s3,
+// phase copy)".
+std::string Describe(const ReshardIo& io, const std::string& id) {
+  absl::StatusOr<RecordRead> read = ReadRecord(io, id);
+  if (!read.ok()) return id;
+  return absl::StrFormat("%s (%s-shard %s, phase %s)", id, read->record.kind, read->record.shard,
+                         read->record.phase);
+}
+
+absl::Status RefuseActive(const ReshardIo& io, const std::string& id) {
+  return absl::FailedPreconditionError(
+      absl::StrCat("migration ", Describe(io, id),
+                   " is active, and one migration runs at a time: follow it with 'kvctl ",
+                   io.etcd_flags, " reshard status --watch'"));
 }
 
 // Each source's size from its leader, asked in parallel; a reason instead
@@ -106,39 +165,180 @@ std::vector<MoveEstimate> Estimate(const ReshardIo& io, const ReshardPlan& plan)
   return estimates;
 }
 
+struct Settings {
+  int64_t throttle = 0;
+  std::string copy_from;
+  int64_t cutover_max_pause_ms = 0;
+  int64_t handoff_lag = 0;
+};
+
+absl::StatusOr<Settings> CheckSettings(const ReshardFlags& flags) {
+  Settings s;
+  absl::StatusOr<int64_t> throttle = ParseByteRate(flags.throttle);
+  if (!throttle.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat("--throttle: ", throttle.status().message()));
+  }
+  s.throttle = *throttle;
+  if (flags.copy_from != "leader" && flags.copy_from != "replica") {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--copy-from is leader or replica, not '", flags.copy_from, "'"));
+  }
+  s.copy_from = flags.copy_from;
+  absl::Duration pause;
+  if (!absl::ParseDuration(flags.cutover_max_pause, &pause) || pause < absl::Milliseconds(1) ||
+      pause == absl::InfiniteDuration()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--cutover-max-pause is a duration of at least 1ms (1s, 500ms), not '",
+                     flags.cutover_max_pause, "'"));
+  }
+  s.cutover_max_pause_ms = absl::ToInt64Milliseconds(pause);
+  if (flags.handoff_lag < 0) {
+    return absl::InvalidArgumentError("--handoff-lag is a number of log entries, at least 0");
+  }
+  s.handoff_lag = flags.handoff_lag;
+  return s;
+}
+
 absl::Status AddOrRemove(ReshardKind kind, const std::vector<std::string>& args,
                          const ReshardFlags& flags, const ReshardIo& io) {
   if (args.size() != 1) {
     return Usage(absl::StrCat(KindName(kind), "-shard takes one shard NAME"));
   }
   const std::string& name = args[0];
-  if (!flags.plan) {
-    return absl::UnimplementedError(
-        "starting a migration is not wired yet: only --plan prints what would move");
-  }
+  absl::StatusOr<Settings> settings = CheckSettings(flags);
+  if (!settings.ok()) return settings.status();
   if (absl::Status s = CheckShardName(name); !s.ok()) return s;
   absl::StatusOr<RingRead> ring = ReadRing(io);
   if (!ring.ok()) return ring.status();
   absl::StatusOr<ReshardPlan> plan = PlanReshard(ring->ring, kind, name);
   if (!plan.ok()) return plan.status();
 
+  if (!flags.plan) {
+    absl::StatusOr<std::optional<std::string>> active = ActiveId(io);
+    if (!active.ok()) return active.status();
+    if (active->has_value()) return RefuseActive(io, **active);
+    if (kind == ReshardKind::kAdd) {
+      // The new shard's leader drives the migration: its group must be up.
+      const std::string key = coord::ShardLeaderKey(io.prefix, name);
+      absl::StatusOr<std::optional<mvccpb::KeyValue>> leader = ReadKey(io, key);
+      if (!leader.ok()) return leader.status();
+      if (!leader->has_value()) {
+        return absl::FailedPreconditionError(absl::StrCat(
+            "shard ", name, " has no leader (", key,
+            " is missing): start the new shard group first (its nodes in etcd mode with --shard=",
+            name, "), wait until 'kvctl ", io.etcd_flags,
+            " cluster status' shows its leader, then run this again; nothing was started"));
+      }
+    }
+  }
+
   const std::vector<MoveEstimate> estimates = Estimate(io, *plan);
   const double total = plan->TotalFraction();
   const bool over = total > kMaxMovedFraction;
-  if (flags.json) {
-    io.write(PlanJson(*plan, estimates).dump() + "\n");
-  } else {
-    io.write(PlanText(*plan, estimates));
-  }
+  nlohmann::json json = PlanJson(*plan, estimates);
+  json["started"] = false;
+  const auto print_json = [&] {
+    if (flags.json) io.write(json.dump() + "\n");
+  };
+  if (!flags.json) io.write(PlanText(*plan, estimates));
   if (over && !flags.force) {
+    print_json();
     return absl::FailedPreconditionError(absl::StrFormat(
-        "refused: this plan moves %.2f%% of the ring, more than the limit of %.0f%%; --force "
+        "refused: this plan moves %.2f%% of the ring, more than the limit of %.0f%%%s; --force "
         "goes ahead anyway",
-        total * 100, kMaxMovedFraction * 100));
+        total * 100, kMaxMovedFraction * 100, flags.plan ? "" : "; nothing was started"));
   }
   if (over && !flags.json) {
     io.write(
         absl::StrFormat("warning: over the %.0f%% limit (--force)\n", kMaxMovedFraction * 100));
+  }
+  if (flags.plan) {
+    print_json();
+    return absl::OkStatus();
+  }
+
+  if (!flags.yes) {
+    const std::optional<bool> yes = io.confirm(
+        absl::StrFormat("start migration: %s shard %s, moving %.2f%% of the ring? [y/N] ",
+                        KindName(kind), name, total * 100));
+    if (!yes.has_value()) {
+      print_json();
+      return absl::InvalidArgumentError(
+          "not on a terminal, so not asking: pass --yes to start the migration; nothing was "
+          "started");
+    }
+    if (!*yes) {
+      print_json();
+      return absl::AbortedError("not confirmed; nothing was started");
+    }
+  }
+
+  coord::MigrationRecord record;
+  record.id = NewMigrationId(io.now(), io.random ? io.random() : std::random_device()());
+  record.kind = KindName(kind);
+  record.shard = name;
+  record.from_version = plan->from.version;
+  record.to = plan->to;
+  record.phase = "copy";
+  record.throttle_bytes_per_second = settings->throttle;
+  record.copy_from = settings->copy_from;
+  record.cutover_max_pause_ms = settings->cutover_max_pause_ms;
+  record.handoff_lag = settings->handoff_lag;
+  record.created_unix_ms = absl::ToUnixMillis(io.now());
+
+  // One migration at a time, and only from the ring the plan was made from.
+  const std::string active_key = coord::ActiveMigrationKey(io.prefix);
+  const std::string ring_key = coord::RingKey(io.prefix);
+  etcdserverpb::TxnRequest txn;
+  *txn.add_compare() = coord::CreateRevisionIs(active_key, 0);
+  *txn.add_compare() = coord::ModRevisionIs(ring_key, ring->mod_revision);
+  *txn.add_success() = coord::PutOp(active_key, coord::ActiveMigrationValue(record.id));
+  *txn.add_success() =
+      coord::PutOp(coord::MigrationKey(io.prefix, record.id), coord::MigrationValue(record));
+  *txn.add_failure() = coord::RangeOp(active_key);
+  *txn.add_failure() = coord::RangeOp(ring_key);
+  absl::StatusOr<etcdserverpb::TxnResponse> response = io.etcd->Txn(txn);
+  if (!response.ok()) {
+    print_json();
+    return absl::Status(response.status().code(),
+                        absl::StrCat(response.status().message(), "; migration ", record.id,
+                                     " may or may not have been started: see 'kvctl ",
+                                     io.etcd_flags, " reshard status'"));
+  }
+  // The client retries a call whose answer was lost: a retry that finds our
+  // own id active means the first attempt was applied.
+  bool started = response->succeeded();
+  std::optional<std::string> active_now;
+  if (!started && response->responses_size() == 2 &&
+      response->responses(0).response_range().kvs_size() > 0) {
+    const std::string& value = response->responses(0).response_range().kvs(0).value();
+    absl::StatusOr<std::string> id = coord::ParseActiveMigrationValue(value);
+    active_now = id.ok() ? *id : value;
+    started = *active_now == record.id;
+  }
+  if (!started) {
+    print_json();
+    if (active_now) return RefuseActive(io, *active_now);
+    absl::StatusOr<coord::RingRecord> ring_now = absl::NotFoundError("deleted");
+    if (response->responses_size() == 2 && response->responses(1).response_range().kvs_size() > 0) {
+      ring_now = coord::ParseRingValue(response->responses(1).response_range().kvs(0).value());
+    }
+    return absl::FailedPreconditionError(
+        absl::StrCat("the ring changed since it was read (version ", ring->ring.version, ", now ",
+                     ring_now.ok() ? absl::StrCat("version ", ring_now->version)
+                                   : std::string(ring_now.status().message()),
+                     "); nothing was started: run the command again to plan from the new ring"));
+  }
+  if (flags.json) {
+    json["started"] = true;
+    json["id"] = record.id;
+    print_json();
+  } else {
+    io.write(absl::StrFormat(
+        "started migration %s: %s shard %s, ring version %d -> %d\nfollow it with: kvctl %s "
+        "reshard status %s --watch\n",
+        record.id, record.kind, name, record.from_version, record.to.version, io.etcd_flags,
+        record.id));
   }
   return absl::OkStatus();
 }

@@ -2,21 +2,26 @@
 // (docs/resharding.md, "Operator guide"). kvctl only reads and writes records
 // in etcd; the driver in kv-shard moves the data and advances the phases.
 //
-//   add-shard NAME --plan | remove-shard NAME --plan
-//                                         the plan (reshard_plan.h)
+//   add-shard NAME | remove-shard NAME   plan (reshard_plan.h); without
+//       --plan, create <P>/migrations/active and <P>/migrations/<id> in one
+//       Txn guarded by the ring's mod revision
 //
-// Errors, which kvctl turns into exit codes: INVALID_ARGUMENT (usage, a bad
-// name), FAILED_PRECONDITION (refused: see the message), UNIMPLEMENTED
-// (without --plan), UNAVAILABLE / DEADLINE_EXCEEDED (etcd).
+// Errors, which kvctl turns into exit codes: INVALID_ARGUMENT (usage, bad
+// flag values, no terminal to confirm on), FAILED_PRECONDITION (refused: see
+// the message), ABORTED (not confirmed), UNAVAILABLE / DEADLINE_EXCEEDED
+// (etcd).
 #ifndef KVSTORE_TOOLS_KVCTL_RESHARD_COMMANDS_H_
 #define KVSTORE_TOOLS_KVCTL_RESHARD_COMMANDS_H_
 
+#include <cstdint>
 #include <functional>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "common/coord/etcd_client.h"
 #include "tools/kvctl/reshard_plan.h"
@@ -28,7 +33,12 @@ namespace kvstore::reshard {
 struct ReshardFlags {
   bool plan = false;   // add/remove: print the plan only.
   bool force = false;  // add/remove: allow a plan over kMaxMovedFraction.
+  bool yes = false;    // add/remove: do not ask.
   bool json = false;
+  std::string throttle = "32MiB/s";
+  std::string copy_from = "leader";
+  std::string cutover_max_pause = "1s";
+  int64_t handoff_lag = 1000;
 };
 
 // What the commands need from kvctl.
@@ -43,6 +53,12 @@ struct ReshardIo {
   // answered within `timeout`.
   std::function<absl::StatusOr<SourceSize>(const std::string& address, absl::Duration timeout)>
       source_size;
+  // Asks the operator a yes/no question; nullopt when there is no terminal
+  // to ask on.
+  std::function<std::optional<bool>(const std::string& question)> confirm;
+  std::function<absl::Time()> now = [] { return absl::Now(); };
+  // A random number for migration ids.
+  std::function<uint32_t()> random;
 };
 
 // How long a source's leader has to say its size for the plan's estimates.
