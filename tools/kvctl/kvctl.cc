@@ -1,6 +1,7 @@
 // kvctl: command-line client for kvstore's KeyValue and Admin services, meant
 // for people and for scripts alike: one call per run, a stable output format,
 // and exit codes that tell retryable from fatal (see kUsage below).
+#include <signal.h>
 #include <unistd.h>
 
 #ifdef KVCTL_HAVE_LIBEDIT
@@ -10,6 +11,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <chrono>
+#include <csignal>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -126,6 +128,9 @@ DEFINE_bool(plan, false,
 DEFINE_bool(yes, false,
             "reshard add-shard, remove-shard: start without asking (required when stdin is not "
             "a terminal)");
+DEFINE_bool(watch, false,
+            "reshard status: redraw every second (off a terminal: print each change) until the "
+            "migration is done (exit 0) or cancelled (exit 1); Ctrl-C stops watching");
 DEFINE_string(throttle, "32MiB/s",
               "reshard add-shard, remove-shard: copy at most this many bytes per second from "
               "each source (RATE: 33554432, 512KiB/s, 32MiB/s, 1GiB/s; B, KiB, MiB, GiB)");
@@ -151,6 +156,7 @@ constexpr int kExitUsage = 2;
 constexpr int kExitPrecondition = 3;
 constexpr int kExitRetryable = 4;
 constexpr int kExitError = 5;
+constexpr int kExitInterrupted = 130;  // As a shell reports SIGINT.
 
 constexpr char kUsage[] =
     R"(command-line client for kvstore.
@@ -228,6 +234,12 @@ Commands:
                           One migration at a time (exit 3 while one is active)
   reshard remove-shard NAME [...]
                         the same for removing NAME: its ranges go to its ring neighbours
+  reshard status [ID] [--watch]
+                        the active migration (or ID, or the newest): kind, phase, throttle,
+                          age, error; per source the destination, phase, keys and bytes copied
+                          of the estimate, rate, ETA, catch-up lag, fence index, last cutover
+                          pause, retries, restarts (a progress bar on a terminal); --json for
+                          one JSON object; --watch redraws every second until it ends
 
 Output:
   get prints the value and a newline (--raw: the exact bytes only; --hex: hex and a newline).
@@ -246,14 +258,16 @@ Output:
   --output=json the manifest (backup) or one object.
   reshard add-shard and remove-shard print the plan as a table (then the migration's ID);
   with --output=json one object: the rings, each move with its ranges, the total and
-  "started" (and "id").
+  "started" (and "id"). reshard status prints lines, or one object (with --watch: one per
+  change).
   Errors go to stderr as "kvctl: CODE: message" (CODE is a gRPC status code name).
   Use --hex for values that may hold newlines or other binary bytes. An argument that
   starts with '-' (other than "-" itself) goes after "--".
 
 Exit codes:
   0  success
-  1  key not found (get; mget: some key), or nothing deleted (del); reshard: not confirmed
+  1  key not found (get; mget: some key), or nothing deleted (del); reshard: no such
+     migration, not confirmed, or (status --watch) the migration ended cancelled or failed
   2  usage error: unknown command or flag, wrong arguments, bad flag value, unreadable FILE,
      a backup DIR without a readable manifest.json or topology.yaml (verify, restore),
      a --tls-* or --*-token-file that cannot be read or parsed,
@@ -266,6 +280,7 @@ Exit codes:
   4  UNAVAILABLE or DEADLINE_EXCEEDED: retryable
   5  any other error (UNAUTHENTICATED: a missing or wrong token or certificate; DATA_LOSS: a
      damaged backup file, named in the message)
+  130  reshard status --watch stopped by Ctrl-C (the migration goes on)
 mget and mset exit with the highest code any key produced.
 )";
 
@@ -1179,6 +1194,9 @@ int Cluster(const std::vector<std::string>& args) {
 
 // ---------------------------------------------------------------- resharding
 
+volatile std::sig_atomic_t g_interrupted = 0;
+void OnInterrupt(int) { g_interrupted = 1; }
+
 // A yes/no answer from the terminal; nullopt when stdin is not one (or
 // carries a session's commands).
 std::optional<bool> AskOnTerminal(const std::string& question) {
@@ -1192,7 +1210,8 @@ std::optional<bool> AskOnTerminal(const std::string& question) {
   return answer == "y" || answer == "yes";
 }
 
-// etcd mode: reshard add-shard | remove-shard (tools/kvctl/reshard_commands.h).
+// etcd mode: reshard add-shard | remove-shard | status
+// (tools/kvctl/reshard_commands.h).
 int Reshard(const std::vector<std::string>& args) {
   if (FLAGS_etcd.empty()) return UsageError("reshard: --etcd=HOST:PORT is required");
   absl::StatusOr<std::unique_ptr<coord::EtcdClient>> etcd = ConnectEtcd();
@@ -1207,6 +1226,7 @@ int Reshard(const std::vector<std::string>& args) {
   flags.plan = FLAGS_plan;
   flags.force = FLAGS_force;
   flags.yes = FLAGS_yes;
+  flags.watch = FLAGS_watch;
   flags.json = Json();
   flags.throttle = FLAGS_throttle;
   flags.copy_from = FLAGS_copy_from;
@@ -1238,16 +1258,31 @@ int Reshard(const std::vector<std::string>& args) {
     return reshard::SourceSize{r.key_count(), r.memory_bytes()};
   };
   io.confirm = AskOnTerminal;
+  io.terminal = isatty(fileno(stdout)) != 0;
+  io.interrupted = [] { return g_interrupted != 0; };
   io.random = [] { return static_cast<uint32_t>(std::random_device()()); };
 
+  // Ctrl-C ends a --watch cleanly (and only that: elsewhere it kills as usual).
+  struct sigaction previous;
+  if (FLAGS_watch) {
+    g_interrupted = 0;
+    struct sigaction on_interrupt = {};
+    on_interrupt.sa_handler = OnInterrupt;
+    sigemptyset(&on_interrupt.sa_mask);
+    sigaction(SIGINT, &on_interrupt, &previous);
+  }
   const absl::Status status = reshard::RunReshard(args, flags, io);
+  if (FLAGS_watch) sigaction(SIGINT, &previous, nullptr);
   if (status.ok()) return kExitOk;
   PrintError(status.code(), std::string(status.message()));
   switch (status.code()) {
+    case absl::StatusCode::kNotFound:
     case absl::StatusCode::kAborted:
       return kExitNotFound;
     case absl::StatusCode::kInvalidArgument:
       return kExitUsage;
+    case absl::StatusCode::kCancelled:
+      return kExitInterrupted;
     default:
       return ExitCodeFor(static_cast<int>(status.code()));
   }

@@ -16,6 +16,7 @@
 #include "common/coord/txn.h"
 #include "common/topology/topology.h"
 #include "nlohmann/json.hpp"
+#include "tools/kvctl/reshard_status.h"
 #include "tools/kvctl/units.h"
 
 namespace kvstore::reshard {
@@ -24,7 +25,7 @@ namespace {
 constexpr char kUsage[] =
     "usage: kvctl --etcd=HOST:PORT reshard add-shard|remove-shard NAME [--plan] [--force] [--yes] "
     "[--throttle=RATE] [--copy-from=leader|replica] [--cutover-max-pause=DURATION] "
-    "[--handoff-lag=N]";
+    "[--handoff-lag=N] | reshard status [ID] [--watch]";
 
 absl::Status Usage(absl::string_view why) {
   return absl::InvalidArgumentError(absl::StrCat(why, "\n", kUsage));
@@ -343,6 +344,112 @@ absl::Status AddOrRemove(ReshardKind kind, const std::vector<std::string>& args,
   return absl::OkStatus();
 }
 
+// ---------------------------------------------------------------- status
+
+absl::StatusOr<MigrationView> LoadView(const ReshardIo& io, const std::string& id) {
+  absl::StatusOr<RecordRead> read = ReadRecord(io, id);
+  if (!read.ok()) return read.status();
+  MigrationView view;
+  view.record = std::move(read->record);
+  absl::StatusOr<std::optional<std::string>> active = ActiveId(io);
+  if (!active.ok()) return active.status();
+  view.active = active->has_value() && **active == id;
+  const std::string sources_prefix = coord::MigrationSourcesPrefix(io.prefix, id);
+  coord::RangeOptions all;
+  all.prefix = true;
+  absl::StatusOr<coord::RangeResult> range = io.etcd->Range(sources_prefix, all);
+  if (!range.ok()) return range.status();
+  for (const mvccpb::KeyValue& kv : range->kvs) {
+    const std::string source = kv.key().substr(sources_prefix.size());
+    absl::StatusOr<coord::SourceProgress> p = coord::ParseSourceProgressValue(source, kv.value());
+    if (p.ok()) {
+      view.sources.push_back(*std::move(p));
+    } else {
+      view.unreadable.emplace_back(p.status().message());
+    }
+  }
+  return view;
+}
+
+// The active migration, else the newest recorded.
+absl::StatusOr<std::string> DefaultId(const ReshardIo& io) {
+  absl::StatusOr<std::optional<std::string>> active = ActiveId(io);
+  if (!active.ok()) return active.status();
+  if (active->has_value()) return **active;
+  const std::string prefix = coord::MigrationsPrefix(io.prefix);
+  coord::RangeOptions all;
+  all.prefix = true;
+  absl::StatusOr<coord::RangeResult> range = io.etcd->Range(prefix, all);
+  if (!range.ok()) return range.status();
+  std::optional<std::pair<int64_t, std::string>> newest;
+  for (const mvccpb::KeyValue& kv : range->kvs) {
+    const std::string id = kv.key().substr(prefix.size());
+    if (id == "active" || absl::StrContains(id, '/')) continue;
+    absl::StatusOr<coord::MigrationRecord> record = coord::ParseMigrationValue(kv.value());
+    const std::pair<int64_t, std::string> order(record.ok() ? record->created_unix_ms : 0, id);
+    if (!newest || order > *newest) newest = order;
+  }
+  if (!newest) {
+    return absl::NotFoundError(absl::StrCat("no migration has been recorded under ",
+                                            coord::NormalizePrefix(io.prefix),
+                                            " ('kvctl reshard add-shard NAME' starts one)"));
+  }
+  return newest->second;
+}
+
+absl::Status Status(const std::vector<std::string>& args, const ReshardFlags& flags,
+                    const ReshardIo& io) {
+  if (args.size() > 1) return Usage("status takes at most one migration ID");
+  std::string id;
+  if (args.size() == 1) {
+    id = args[0];
+  } else {
+    absl::StatusOr<std::string> found = DefaultId(io);
+    if (!found.ok()) return found.status();
+    id = *found;
+  }
+  std::string last_shown;
+  while (true) {
+    absl::StatusOr<MigrationView> view = LoadView(io, id);
+    if (!view.ok()) return view.status();
+    const absl::Time now = io.now();
+    const bool finished = IsFinished(view->record.phase);
+    if (!flags.watch) {
+      io.write(flags.json ? StatusJson(*view, now).dump() + "\n"
+                          : StatusText(*view, now, io.terminal));
+      return absl::OkStatus();
+    }
+    // What changed since the last round: everything but the age.
+    nlohmann::json json = StatusJson(*view, now);
+    nlohmann::json timeless = json;
+    timeless.erase("age_seconds");
+    const std::string key = timeless.dump();
+    if (io.terminal && !flags.json) {
+      // Home, clear the screen, draw: the age ticks too.
+      io.write(absl::StrCat("\033[H\033[2J", StatusText(*view, now, true),
+                            finished ? "" : "(Ctrl-C stops watching; the migration goes on)\n"));
+    } else if (key != last_shown) {
+      // A log: each change once (JSON: one object per line).
+      io.write(flags.json ? json.dump() + "\n" : StatusText(*view, now, false) + "\n");
+    }
+    last_shown = key;
+    if (finished) {
+      if (IsCancelledOrFailed(view->record.phase)) {
+        return absl::AbortedError(absl::StrCat(
+            "migration ", id, " ended ", view->record.phase,
+            view->record.error.empty() ? std::string() : absl::StrCat(": ", view->record.error)));
+      }
+      return absl::OkStatus();
+    }
+    // A second, in steps short enough for Ctrl-C to feel immediate.
+    for (int i = 0; i < 10; ++i) {
+      if (io.interrupted()) return absl::CancelledError("interrupted; the migration goes on");
+      io.sleep(absl::Milliseconds(100));
+    }
+    if (io.interrupted()) return absl::CancelledError("interrupted; the migration goes on");
+  }
+}
+
 }  // namespace
 
 absl::Status RunReshard(const std::vector<std::string>& args, const ReshardFlags& flags,
@@ -352,6 +459,7 @@ absl::Status RunReshard(const std::vector<std::string>& args, const ReshardFlags
   const std::vector<std::string> rest(args.begin() + 1, args.end());
   if (command == "add-shard") return AddOrRemove(ReshardKind::kAdd, rest, flags, io);
   if (command == "remove-shard") return AddOrRemove(ReshardKind::kRemove, rest, flags, io);
+  if (command == "status") return Status(rest, flags, io);
   return Usage(absl::StrCat("unknown reshard command '", command, "'"));
 }
 

@@ -5,11 +5,14 @@
 //   add-shard NAME | remove-shard NAME   plan (reshard_plan.h); without
 //       --plan, create <P>/migrations/active and <P>/migrations/<id> in one
 //       Txn guarded by the ring's mod revision
+//   status [ID] [--watch]                 the migration and its sources'
+//       progress (reshard_status.h)
 //
 // Errors, which kvctl turns into exit codes: INVALID_ARGUMENT (usage, bad
-// flag values, no terminal to confirm on), FAILED_PRECONDITION (refused: see
-// the message), ABORTED (not confirmed), UNAVAILABLE / DEADLINE_EXCEEDED
-// (etcd).
+// flag values, no terminal to confirm on), NOT_FOUND (no migration),
+// FAILED_PRECONDITION (refused: see the message), ABORTED (not confirmed; a
+// watched migration ended cancelled or failed), CANCELLED (Ctrl-C during
+// --watch), UNAVAILABLE / DEADLINE_EXCEEDED (etcd).
 #ifndef KVSTORE_TOOLS_KVCTL_RESHARD_COMMANDS_H_
 #define KVSTORE_TOOLS_KVCTL_RESHARD_COMMANDS_H_
 
@@ -34,6 +37,7 @@ struct ReshardFlags {
   bool plan = false;   // add/remove: print the plan only.
   bool force = false;  // add/remove: allow a plan over kMaxMovedFraction.
   bool yes = false;    // add/remove: do not ask.
+  bool watch = false;  // status: redraw every second until the migration ends.
   bool json = false;
   std::string throttle = "32MiB/s";
   std::string copy_from = "leader";
@@ -56,7 +60,12 @@ struct ReshardIo {
   // Asks the operator a yes/no question; nullopt when there is no terminal
   // to ask on.
   std::function<std::optional<bool>(const std::string& question)> confirm;
+  // Standard output is a terminal: progress bars, and --watch redraws.
+  bool terminal = false;
+  // True once the operator pressed Ctrl-C (ends --watch).
+  std::function<bool()> interrupted = [] { return false; };
   std::function<absl::Time()> now = [] { return absl::Now(); };
+  std::function<void(absl::Duration)> sleep = [](absl::Duration d) { absl::SleepFor(d); };
   // A random number for migration ids.
   std::function<uint32_t()> random;
 };
