@@ -133,7 +133,8 @@ DEFINE_bool(watch, false,
             "migration is done (exit 0) or cancelled (exit 1); Ctrl-C stops watching");
 DEFINE_string(throttle, "32MiB/s",
               "reshard add-shard, remove-shard: copy at most this many bytes per second from "
-              "each source (RATE: 33554432, 512KiB/s, 32MiB/s, 1GiB/s; B, KiB, MiB, GiB)");
+              "each source (RATE: 33554432, 512KiB/s, 32MiB/s, 1GiB/s; B, KiB, MiB, GiB); "
+              "change it while running with 'reshard throttle ID RATE'");
 DEFINE_string(copy_from, "leader",
               "reshard add-shard, remove-shard: copy from each source's leader, or from a "
               "caught-up replica of it (replica)");
@@ -240,6 +241,10 @@ Commands:
                           of the estimate, rate, ETA, catch-up lag, fence index, last cutover
                           pause, retries, restarts (a progress bar on a terminal); --json for
                           one JSON object; --watch redraws every second until it ends
+  reshard throttle ID RATE | pause ID | resume ID | cancel ID
+                        change the running migration ID: its copy rate (RATE as --throttle),
+                          pause or resume its copy, or cancel it (refused, exit 3, once the new
+                          ring is published: phase switched, cleanup or done)
 
 Output:
   get prints the value and a newline (--raw: the exact bytes only; --hex: hex and a newline).
@@ -259,7 +264,8 @@ Output:
   reshard add-shard and remove-shard print the plan as a table (then the migration's ID);
   with --output=json one object: the rings, each move with its ranges, the total and
   "started" (and "id"). reshard status prints lines, or one object (with --watch: one per
-  change).
+  change); throttle, pause, resume and cancel print what changed, or the record with
+  "changed".
   Errors go to stderr as "kvctl: CODE: message" (CODE is a gRPC status code name).
   Use --hex for values that may hold newlines or other binary bytes. An argument that
   starts with '-' (other than "-" itself) goes after "--".
@@ -276,7 +282,7 @@ Exit codes:
      replica (the message names the leader); backup into a directory that is not empty;
      restore into a cluster that holds keys; cluster init of an initialised cluster;
      reshard refused (the message says why: a plan over 27%, a migration active, no ring,
-     NAME in the ring or not, no leader for the new shard)
+     NAME in the ring or not, no leader for the new shard, cancel after the switch)
   4  UNAVAILABLE or DEADLINE_EXCEEDED: retryable
   5  any other error (UNAUTHENTICATED: a missing or wrong token or certificate; DATA_LOSS: a
      damaged backup file, named in the message)
@@ -1210,8 +1216,8 @@ std::optional<bool> AskOnTerminal(const std::string& question) {
   return answer == "y" || answer == "yes";
 }
 
-// etcd mode: reshard add-shard | remove-shard | status
-// (tools/kvctl/reshard_commands.h).
+// etcd mode: reshard add-shard | remove-shard | status | throttle | pause |
+// resume | cancel (tools/kvctl/reshard_commands.h).
 int Reshard(const std::vector<std::string>& args) {
   if (FLAGS_etcd.empty()) return UsageError("reshard: --etcd=HOST:PORT is required");
   absl::StatusOr<std::unique_ptr<coord::EtcdClient>> etcd = ConnectEtcd();

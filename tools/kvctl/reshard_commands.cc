@@ -25,7 +25,8 @@ namespace {
 constexpr char kUsage[] =
     "usage: kvctl --etcd=HOST:PORT reshard add-shard|remove-shard NAME [--plan] [--force] [--yes] "
     "[--throttle=RATE] [--copy-from=leader|replica] [--cutover-max-pause=DURATION] "
-    "[--handoff-lag=N] | reshard status [ID] [--watch]";
+    "[--handoff-lag=N] | reshard status [ID] [--watch] | reshard throttle ID RATE | "
+    "reshard pause|resume|cancel ID";
 
 absl::Status Usage(absl::string_view why) {
   return absl::InvalidArgumentError(absl::StrCat(why, "\n", kUsage));
@@ -450,6 +451,111 @@ absl::Status Status(const std::vector<std::string>& args, const ReshardFlags& fl
   }
 }
 
+// ---------------------------------------------------------------- changes
+
+// Reads the record, lets `change` edit it (it returns false when there is
+// nothing to change, or an error to refuse), and writes it back with a Txn
+// guarded by the mod revision read; a concurrent write (the driver's) makes
+// it read and try again.
+absl::StatusOr<std::pair<coord::MigrationRecord, bool>> UpdateRecord(
+    const ReshardIo& io, const std::string& id,
+    const std::function<absl::StatusOr<bool>(coord::MigrationRecord*)>& change) {
+  for (int attempt = 0; attempt < kUpdateAttempts; ++attempt) {
+    absl::StatusOr<RecordRead> read = ReadRecord(io, id);
+    if (!read.ok()) return read.status();
+    absl::StatusOr<bool> changed = change(&read->record);
+    if (!changed.ok()) return changed.status();
+    if (!*changed) return std::make_pair(read->record, false);
+    const std::string key = coord::MigrationKey(io.prefix, id);
+    etcdserverpb::TxnRequest txn;
+    *txn.add_compare() = coord::ModRevisionIs(key, read->mod_revision);
+    *txn.add_success() = coord::PutOp(key, coord::MigrationValue(read->record));
+    absl::StatusOr<etcdserverpb::TxnResponse> response = io.etcd->Txn(txn);
+    if (!response.ok()) return response.status();
+    if (response->succeeded()) return std::make_pair(read->record, true);
+  }
+  return absl::UnavailableError(absl::StrCat("the record of migration ", id, " changed ",
+                                             kUpdateAttempts,
+                                             " times while kvctl wrote it; try again"));
+}
+
+absl::Status RefuseFinished(const coord::MigrationRecord& r, absl::string_view verb) {
+  if (!IsFinished(r.phase)) return absl::OkStatus();
+  return absl::FailedPreconditionError(
+      absl::StrCat("migration ", r.id, " has ended (phase ", r.phase, "): nothing to ", verb));
+}
+
+absl::Status Change(const std::string& verb, const std::vector<std::string>& args,
+                    const ReshardFlags& flags, const ReshardIo& io) {
+  const size_t want = verb == "throttle" ? 2 : 1;
+  if (args.size() != want) {
+    return Usage(verb == "throttle" ? "throttle takes a migration ID and a RATE (32MiB/s)"
+                                    : absl::StrCat(verb, " takes one migration ID"));
+  }
+  const std::string& id = args[0];
+  if (absl::Status s = CheckId(id); !s.ok()) return s;
+  std::string what;  // What changed, for people.
+  std::function<absl::StatusOr<bool>(coord::MigrationRecord*)> change;
+  if (verb == "throttle") {
+    absl::StatusOr<int64_t> rate = ParseByteRate(args[1]);
+    if (!rate.ok()) return rate.status();
+    change = [&, rate = *rate](coord::MigrationRecord* r) -> absl::StatusOr<bool> {
+      if (absl::Status s = RefuseFinished(*r, "throttle"); !s.ok()) return s;
+      what = absl::StrCat("throttle ", HumanRate(static_cast<double>(r->throttle_bytes_per_second)),
+                          " -> ", HumanRate(static_cast<double>(rate)));
+      if (r->throttle_bytes_per_second == rate) return false;
+      r->throttle_bytes_per_second = rate;
+      return true;
+    };
+  } else if (verb == "pause" || verb == "resume") {
+    const bool pause = verb == "pause";
+    change = [&, pause](coord::MigrationRecord* r) -> absl::StatusOr<bool> {
+      if (absl::Status s = RefuseFinished(*r, verb); !s.ok()) return s;
+      what = pause ? "paused: the driver stops copying within a second, at a cursor it resumes from"
+                   : "resumed";
+      if (r->paused == pause) return false;
+      r->paused = pause;
+      return true;
+    };
+  } else {  // cancel
+    change = [&](coord::MigrationRecord* r) -> absl::StatusOr<bool> {
+      if (HasSwitched(r->phase)) {
+        const std::string reverse = r->kind == "add" ? "remove-shard" : "add-shard";
+        return absl::FailedPreconditionError(absl::StrFormat(
+            "migration %s cannot be cancelled: it has published ring version %d already (phase "
+            "%s), so the keys are served by their new owners. Cancel works until the switch; to "
+            "move them back, run 'kvctl reshard %s %s' once this migration is done",
+            r->id, r->to.version, r->phase, reverse, r->shard));
+      }
+      if (r->phase == "cancelled") {
+        what = "cancelled already";
+        return false;
+      }
+      if (IsFinished(r->phase)) {
+        return absl::FailedPreconditionError(
+            absl::StrCat("migration ", r->id, " has ended (phase ", r->phase, ")"));
+      }
+      what =
+          "cancel requested: the driver stops and puts everything back as before (the ring stays "
+          "at version " +
+          absl::StrCat(r->from_version) + ")";
+      if (r->cancel_requested) return false;
+      r->cancel_requested = true;
+      return true;
+    };
+  }
+  absl::StatusOr<std::pair<coord::MigrationRecord, bool>> done = UpdateRecord(io, id, change);
+  if (!done.ok()) return done.status();
+  if (flags.json) {
+    nlohmann::json out = nlohmann::json::parse(coord::MigrationValue(done->first));
+    out["changed"] = done->second;
+    io.write(out.dump() + "\n");
+  } else {
+    io.write(absl::StrCat("migration ", id, ": ", what, done->second ? "" : " (unchanged)", "\n"));
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 absl::Status RunReshard(const std::vector<std::string>& args, const ReshardFlags& flags,
@@ -460,6 +566,9 @@ absl::Status RunReshard(const std::vector<std::string>& args, const ReshardFlags
   if (command == "add-shard") return AddOrRemove(ReshardKind::kAdd, rest, flags, io);
   if (command == "remove-shard") return AddOrRemove(ReshardKind::kRemove, rest, flags, io);
   if (command == "status") return Status(rest, flags, io);
+  if (command == "throttle" || command == "pause" || command == "resume" || command == "cancel") {
+    return Change(command, rest, flags, io);
+  }
   return Usage(absl::StrCat("unknown reshard command '", command, "'"));
 }
 

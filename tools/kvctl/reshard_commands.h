@@ -7,9 +7,12 @@
 //       Txn guarded by the ring's mod revision
 //   status [ID] [--watch]                 the migration and its sources'
 //       progress (reshard_status.h)
+//   throttle ID RATE | pause ID | resume ID | cancel ID
+//                                         change the record, guarded by its
+//                                         mod revision
 //
 // Errors, which kvctl turns into exit codes: INVALID_ARGUMENT (usage, bad
-// flag values, no terminal to confirm on), NOT_FOUND (no migration),
+// flag values, no terminal to confirm on), NOT_FOUND (no such migration),
 // FAILED_PRECONDITION (refused: see the message), ABORTED (not confirmed; a
 // watched migration ended cancelled or failed), CANCELLED (Ctrl-C during
 // --watch), UNAVAILABLE / DEADLINE_EXCEEDED (etcd).
@@ -72,6 +75,8 @@ struct ReshardIo {
 
 // How long a source's leader has to say its size for the plan's estimates.
 inline constexpr absl::Duration kSourceSizeTimeout = absl::Seconds(2);
+// Attempts of a guarded update that keeps meeting a concurrent write.
+inline constexpr int kUpdateAttempts = 5;
 
 // Runs `kvctl reshard ARGS...` (`args` after "reshard").
 absl::Status RunReshard(const std::vector<std::string>& args, const ReshardFlags& flags,
