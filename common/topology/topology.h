@@ -13,6 +13,7 @@
 #ifndef KVSTORE_COMMON_TOPOLOGY_TOPOLOGY_H_
 #define KVSTORE_COMMON_TOPOLOGY_TOPOLOGY_H_
 
+#include <cstdint>
 #include <string>
 #include <vector>
 
@@ -32,6 +33,9 @@ struct ShardTopology {
 struct Topology {
   int vnodes = HashRing::kDefaultVirtualNodes;  // Tokens per shard.
   std::vector<ShardTopology> shards;
+  // The version of the ring in etcd (<P>/ring) these shards and vnodes come
+  // from; 0 for a topology file, or a cluster in etcd without a ring key.
+  int64_t ring_version = 0;
 
   // Names of the shards, in file order (what HashRing::Build takes).
   std::vector<std::string> ShardNames() const;

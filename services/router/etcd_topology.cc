@@ -13,6 +13,7 @@ namespace kvstore {
 namespace {
 
 constexpr absl::string_view kShards = "shards/";
+constexpr absl::string_view kRing = "ring";
 
 struct ShardKeys {
   std::optional<coord::LeaderValueRecord> leader;
@@ -30,13 +31,26 @@ absl::StatusOr<Topology> TopologyFromEtcd(const std::map<std::string, std::strin
   }
   absl::StatusOr<coord::ClusterRecord> record = coord::ParseClusterValue(cluster->second);
   if (!record.ok()) return record.status();
+  std::optional<coord::RingRecord> ring;
+  if (auto it = entries.find(std::string(kRing)); it != entries.end()) {
+    absl::StatusOr<coord::RingRecord> parsed = coord::ParseRingValue(it->second);
+    if (!parsed.ok()) return parsed.status();
+    ring = *std::move(parsed);
+  }
   std::map<std::string, ShardKeys> shards;
+  if (ring) {
+    // Only the ring's shards own keys: a shard group that registered
+    // without being given ranges yet is not routed to.
+    for (const std::string& name : ring->shards) shards.try_emplace(name);
+  }
   for (const auto& [key, value] : entries) {
     if (!absl::StartsWith(key, kShards)) continue;
     const absl::string_view rest = absl::string_view(key).substr(kShards.size());
     const size_t slash = rest.find('/');
     if (slash == absl::string_view::npos || slash == 0) continue;
-    ShardKeys& shard = shards[std::string(rest.substr(0, slash))];
+    const std::string name(rest.substr(0, slash));
+    if (ring && shards.find(name) == shards.end()) continue;
+    ShardKeys& shard = shards[name];
     const absl::string_view what = rest.substr(slash + 1);
     if (what == "leader") {
       absl::StatusOr<coord::LeaderValueRecord> leader = coord::ParseLeaderJson(value);
@@ -50,6 +64,10 @@ absl::StatusOr<Topology> TopologyFromEtcd(const std::map<std::string, std::strin
   if (shards.empty()) return absl::FailedPreconditionError("no shard in etcd");
   Topology topology;
   if (record->vnodes > 0) topology.vnodes = record->vnodes;
+  if (ring) {
+    if (ring->vnodes > 0) topology.vnodes = ring->vnodes;
+    topology.ring_version = ring->version;
+  }
   for (const auto& [name, keys] : shards) {
     ShardTopology shard;
     shard.name = name;
@@ -77,7 +95,10 @@ absl::StatusOr<Topology> TopologyFromEtcd(const std::map<std::string, std::strin
 }
 
 bool SameTopology(const Topology& a, const Topology& b) {
-  if (a.vnodes != b.vnodes || a.shards.size() != b.shards.size()) return false;
+  if (a.vnodes != b.vnodes || a.ring_version != b.ring_version ||
+      a.shards.size() != b.shards.size()) {
+    return false;
+  }
   for (size_t i = 0; i < a.shards.size(); ++i) {
     if (a.shards[i].name != b.shards[i].name || a.shards[i].leader != b.shards[i].leader ||
         a.shards[i].replicas != b.shards[i].replicas) {
@@ -117,6 +138,13 @@ void EtcdTopologySource::OnSnapshot(const coord::TopologySnapshot& snapshot) {
       return;
     }
     last_error_.clear();
+    if (snapshot.entries->count(std::string(kRing)) == 0 && !warned_no_ring_) {
+      warned_no_ring_ = true;
+      LOG(WARNING) << "etcd revision " << snapshot.revision
+                   << ": no ring key (the cluster was initialised by an older kvctl): routing by "
+                      "every shard registered in etcd, so a shard group that registers changes "
+                      "the owners of keys it holds no data for";
+    }
     if (current_ && SameTopology(*current_, *topology)) return;
     current_ = *topology;
     changed = *std::move(topology);
@@ -130,9 +158,10 @@ absl::StatusOr<Topology> EtcdTopologySource::Start(absl::Duration timeout) {
   absl::MutexLock l(&mu_);
   const auto ready = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return current_.has_value(); };
   if (!mu_.AwaitWithTimeout(absl::Condition(&ready), timeout)) {
-    return absl::UnavailableError(absl::StrCat(
-        "no topology from etcd within ", absl::FormatDuration(timeout),
-        last_error_.empty() ? std::string(" (etcd unreachable?)") : absl::StrCat(": ", last_error_)));
+    return absl::UnavailableError(
+        absl::StrCat("no topology from etcd within ", absl::FormatDuration(timeout),
+                     last_error_.empty() ? std::string(" (etcd unreachable?)")
+                                         : absl::StrCat(": ", last_error_)));
   }
   handed_ = current_;
   return *current_;

@@ -3,8 +3,14 @@
 // a restart. The keys are mapped onto the same Topology the file gives, so
 // the RoutingTable, probes and leader hints work as in static mode:
 //
-//   vnodes    <P>/cluster's vnodes
-//   shards    every shard with a spec, leader or member key under <P>/shards/
+//   ring      <P>/ring {version, vnodes, shards}: the shards that own keys
+//             and the vnodes; the version is Topology::ring_version. A shard
+//             group registered under <P>/shards/ but not in the ring (a new
+//             one, before a migration gives it ranges) owns nothing and is
+//             not routed to.
+//   fallback  without a ring key (a cluster initialised by an older kvctl),
+//             every shard with a spec, leader or member key under <P>/shards/,
+//             and <P>/cluster's vnodes, as before; logged once
 //   leader    the address in the shard's leader key; while nobody holds it,
 //             the leader of the previous topology (writes then fail over
 //             there, or on the probes' evidence, until a new leader is known)
@@ -36,7 +42,8 @@ namespace kvstore {
 // The topology in `entries` (keys relative to the prefix, as a
 // coord::TopologySnapshot holds them). `previous` supplies the leader of a
 // shard whose leader key is absent. FAILED_PRECONDITION when the cluster is
-// not initialised or a shard has no address at all yet.
+// not initialised or a shard of the ring has no address at all yet;
+// INVALID_ARGUMENT when the ring key is malformed.
 absl::StatusOr<Topology> TopologyFromEtcd(const std::map<std::string, std::string>& entries,
                                           const Topology* previous);
 
@@ -71,6 +78,7 @@ class EtcdTopologySource {
   std::optional<Topology> current_ ABSL_GUARDED_BY(mu_);
   std::optional<Topology> handed_ ABSL_GUARDED_BY(mu_);  // Returned by Start.
   std::string last_error_ ABSL_GUARDED_BY(mu_);
+  bool warned_no_ring_ ABSL_GUARDED_BY(mu_) = false;
   std::function<void(const Topology&)> on_change_ ABSL_GUARDED_BY(mu_);
 };
 

@@ -87,6 +87,7 @@ namespace {
 // "3 shards, vnodes 1024; shard-0 leader ... replicas [...] owns 33.4%; ...".
 std::string Describe(const RoutingTable& table) {
   std::string out = absl::StrCat(table.shard_count(), " shards, vnodes ", table.ring().vnodes());
+  if (table.ring_version() > 0) absl::StrAppend(&out, ", ring version ", table.ring_version());
   const std::vector<double> ownership = table.ring().Ownership();
   for (int i = 0; i < table.shard_count(); ++i) {
     const ShardTopology& shard = table.topology().shards[i];
@@ -245,8 +246,7 @@ int Run() {
     std::fprintf(stderr, "kv-router: %s\n", std::string(topology.status().message()).c_str());
     return 2;
   }
-  const std::string source =
-      etcd_mode ? absl::StrCat("etcd ", FLAGS_etcd_prefix) : FLAGS_topology;
+  const std::string source = etcd_mode ? absl::StrCat("etcd ", FLAGS_etcd_prefix) : FLAGS_topology;
   absl::StatusOr<std::shared_ptr<RoutingTable>> table = RoutingTable::Create(*std::move(topology));
   if (!table.ok()) {
     std::fprintf(stderr, "kv-router: %s: %s\n", source.c_str(),

@@ -37,6 +37,9 @@ class RoutingTable {
 
   const HashRing& ring() const { return ring_; }
   const Topology& topology() const { return topology_; }
+  // The version of the ring in etcd this table routes by (0: a topology
+  // file, or no ring key in etcd).
+  int64_t ring_version() const { return topology_.ring_version; }
   int shard_count() const { return static_cast<int>(topology_.shards.size()); }
   const std::string& shard_name(int shard) const { return topology_.shards[shard].name; }
 
