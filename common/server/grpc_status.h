@@ -23,12 +23,24 @@ grpc::Status ToGrpcStatus(const absl::Status& status);
 absl::Status FromGrpcStatus(const grpc::Status& status);
 
 // google.rpc.ErrorInfo, the machine-readable half of an error. Reasons we send:
-//   NOT_LEADER  a write (or leader read) refused by a node that does not lead
-//               its shard; nothing was applied, so it may be sent again.
-//               metadata: "leader" (host:port, absent when unknown) and
-//               "epoch" (the newest epoch the refusing node knows).
+//   NOT_LEADER    a write (or leader read) refused by a node that does not lead
+//                 its shard; nothing was applied, so it may be sent again.
+//                 metadata: "leader" (host:port, absent when unknown) and
+//                 "epoch" (the newest epoch the refusing node knows).
+//   WRONG_SHARD   (FAILED_PRECONDITION) the key belongs to another shard under
+//                 the ring the refusing node knows; nothing was done, so it may
+//                 be sent to the owner. metadata: "ring_version" and "owner"
+//                 (the owning shard's name).
+//   RANGE_MOVING  (UNAVAILABLE) the key's range is held while it moves to
+//                 another shard (a resharding cutover); nothing was done: retry
+//                 once the ring moves past "ring_version" (metadata), or soon.
 inline constexpr char kErrorDomain[] = "kvstore.io";
 inline constexpr char kReasonNotLeader[] = "NOT_LEADER";
+inline constexpr char kReasonWrongShard[] = "WRONG_SHARD";
+inline constexpr char kReasonRangeMoving[] = "RANGE_MOVING";
+// The metadata keys of WRONG_SHARD and RANGE_MOVING.
+inline constexpr char kMetadataRingVersion[] = "ring_version";
+inline constexpr char kMetadataOwner[] = "owner";
 
 struct ErrorInfo {
   std::string reason;
