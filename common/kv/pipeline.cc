@@ -8,6 +8,7 @@
 
 #include "absl/base/thread_annotations.h"
 #include "absl/synchronization/mutex.h"
+#include "common/server/grpc_status.h"
 
 namespace kvstore {
 namespace {
@@ -214,6 +215,10 @@ class PipelineReactor final
       owned->response.clear_response();
       owned->response.mutable_status()->set_code(status.error_code());
       owned->response.mutable_status()->set_message(status.error_message());
+      // A unary call would carry it as ErrorInfo (WRONG_SHARD, RANGE_MOVING).
+      if (std::optional<ErrorInfo> info = ErrorInfoOf(status)) {
+        owned->response.mutable_status()->set_reason(info->reason);
+      }
     }
     const v1::PipelineResponses* write = nullptr;
     bool pump = false;

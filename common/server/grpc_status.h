@@ -34,6 +34,8 @@ absl::Status FromGrpcStatus(const grpc::Status& status);
 //   RANGE_MOVING  (UNAVAILABLE) the key's range is held while it moves to
 //                 another shard (a resharding cutover); nothing was done: retry
 //                 once the ring moves past "ring_version" (metadata), or soon.
+// In MultiGet and MultiSet answers (and Pipeline answers) a key's reason is
+// its KeyError's `reason` (kv.proto), without the metadata.
 inline constexpr char kErrorDomain[] = "kvstore.io";
 inline constexpr char kReasonNotLeader[] = "NOT_LEADER";
 inline constexpr char kReasonWrongShard[] = "WRONG_SHARD";

@@ -16,9 +16,12 @@ PipelineBackend::Done FinishReactor(grpc::ServerUnaryReactor* reactor) {
   return [reactor](const grpc::Status& status) { reactor->Finish(status); };
 }
 
+// The key's error, with the reason of its ErrorInfo (WRONG_SHARD,
+// RANGE_MOVING) when it has one.
 v1::KeyError* SetKeyError(const absl::Status& status, v1::KeyError* error) {
   error->set_code(static_cast<int32_t>(status.code()));
   error->set_message(std::string(status.message()));
+  if (std::optional<ErrorInfo> info = ErrorInfoOf(status)) error->set_reason(info->reason);
   return error;
 }
 
@@ -232,6 +235,7 @@ grpc::ServerBidiReactor<v1::PipelineRequests, v1::PipelineResponses>* KvService:
 void KvService::ServeGet(const v1::GetRequest* request, v1::GetResponse* response, Done done) {
   if (absl::Status s = CheckGet(*request, limits_); !s.ok()) return done(ToGrpcStatus(s));
   if (absl::Status s = AdmitRead(request->read_mode()); !s.ok()) return done(ToGrpcStatus(s));
+  if (absl::Status s = CheckOwner(request->key()); !s.ok()) return done(ToGrpcStatus(s));
   const uint64_t installs = store_->install_generation();
   uint64_t version = 0;
   int64_t expires = 0;
@@ -252,6 +256,11 @@ void KvService::ServeSet(grpc::CallbackServerContext* unary, const v1::SetReques
   if (absl::Status s = CheckSet(*request, limits_); !s.ok()) return done(ToGrpcStatus(s));
   WritePlan plan;
   if (absl::Status s = Admit(unary, request->ack(), &plan); !s.ok()) {
+    return done(ToGrpcStatus(s));
+  }
+  std::optional<OwnershipGate::Admission> admission = AdmitWrite();
+  if (absl::Status s = CheckOwner(request->key()); !s.ok()) {
+    admission.reset();
     return done(ToGrpcStatus(s));
   }
   std::vector<Mutation> batch(1);
@@ -276,6 +285,11 @@ void KvService::ServeDelete(grpc::CallbackServerContext* unary, const v1::Delete
   if (absl::Status s = CheckDelete(*request, limits_); !s.ok()) return done(ToGrpcStatus(s));
   WritePlan plan;
   if (absl::Status s = Admit(unary, request->ack(), &plan); !s.ok()) {
+    return done(ToGrpcStatus(s));
+  }
+  std::optional<OwnershipGate::Admission> admission = AdmitWrite();
+  if (absl::Status s = CheckOwner(request->key()); !s.ok()) {
+    admission.reset();
     return done(ToGrpcStatus(s));
   }
   std::vector<Mutation> batch(1);
@@ -307,7 +321,10 @@ void KvService::ServeMultiGet(const v1::MultiGetRequest* request, v1::MultiGetRe
     v1::GetResult* result = response->add_results();
     uint64_t version = 0;
     int64_t expires = 0;
-    if (store_->Get(key, result->mutable_value(), &version, &expires)) {
+    if (absl::Status s = CheckOwner(key); !s.ok()) {
+      // Another shard's key (or one being moved): its own error, never found=false.
+      SetKeyError(s, result->mutable_error());
+    } else if (store_->Get(key, result->mutable_value(), &version, &expires)) {
       result->set_found(true);
       result->set_version(version);
       result->set_expires_at_ms(static_cast<uint64_t>(expires));
@@ -335,30 +352,51 @@ void KvService::ServeMultiSet(grpc::CallbackServerContext* unary,
   if (absl::Status s = Admit(unary, request->ack(), &plan); !s.ok()) {
     return done(ToGrpcStatus(s));
   }
-  std::vector<Mutation> batch(request->items_size());
+  // Refused items get their own error and are not written; the others go
+  // to the store as one batch, in order.
+  std::optional<OwnershipGate::Admission> admission = AdmitWrite();
+  std::vector<absl::Status> refused;  // Per item; empty when none is refused.
+  std::vector<Mutation> batch;
+  batch.reserve(request->items_size());
   for (int i = 0; i < request->items_size(); ++i) {
     const v1::SetItem& item = request->items(i);
-    batch[i].kind = Mutation::Kind::kSet;
-    batch[i].key = item.key();
-    batch[i].value = item.value();
-    batch[i].ttl_ms = item.ttl_ms();
-    if (item.has_if_version()) batch[i].if_version = item.if_version();
+    if (absl::Status s = CheckOwner(item.key()); !s.ok()) {
+      if (refused.empty()) refused.resize(request->items_size());
+      refused[i] = std::move(s);
+      continue;
+    }
+    Mutation& m = batch.emplace_back();
+    m.kind = Mutation::Kind::kSet;
+    m.key = item.key();
+    m.value = item.value();
+    m.ttl_ms = item.ttl_ms();
+    if (item.has_if_version()) m.if_version = item.if_version();
   }
-  store_->Write(
-      std::move(batch), plan.durability,
-      [this, response, plan, done = std::move(done)](std::vector<MutationResult> results) mutable {
-        Written written;
-        for (const MutationResult& r : results) {
-          v1::SetResult* out = response->add_results();
-          written.Add(r);
-          if (r.status.ok()) {
-            out->set_version(r.version);
-          } else {
-            SetKeyError(r.status, out->mutable_error());
-          }
-        }
-        AfterWrite(plan, written, std::move(done));
-      });
+  auto answer = [this, request, response, plan, refused = std::move(refused),
+                 done = std::move(done)](std::vector<MutationResult> results) mutable {
+    Written written;
+    size_t next = 0;  // Into results: the items that were written.
+    for (int i = 0; i < request->items_size(); ++i) {
+      v1::SetResult* out = response->add_results();
+      if (!refused.empty() && !refused[i].ok()) {
+        SetKeyError(refused[i], out->mutable_error());
+        continue;
+      }
+      const MutationResult& r = results[next++];
+      written.Add(r);
+      if (r.status.ok()) {
+        out->set_version(r.version);
+      } else {
+        SetKeyError(r.status, out->mutable_error());
+      }
+    }
+    AfterWrite(plan, written, std::move(done));
+  };
+  if (batch.empty()) {
+    admission.reset();
+    return answer({});
+  }
+  store_->Write(std::move(batch), plan.durability, std::move(answer));
 }
 
 absl::Status KvService::ServeScan(const v1::ScanRequest* request, v1::ScanResponse* response) {
@@ -381,6 +419,9 @@ absl::Status KvService::ServeScan(const v1::ScanRequest* request, v1::ScanRespon
   if (!ReadWasWhole(installs, store_->install_generation())) return ReadDuringInstall();
   response->mutable_entries()->Reserve(static_cast<int>(page.entries.size()));
   for (KvMap::ScannedEntry& e : page.entries) {
+    // Keys another shard owns (copied here, or left by a move) are not this
+    // shard's to show; the cursor still moves past them.
+    if (ownership_ != nullptr && !ownership_->Owns(e.key)) continue;
     v1::ScanEntry* out = response->add_entries();
     out->set_key(std::move(e.key));
     out->set_value(std::move(e.value));

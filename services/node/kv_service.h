@@ -1,8 +1,18 @@
 // kvstore.v1.KeyValue served from a local Store (the shard leader's side).
 // Reads answer at once; writes return their reactor and are finished by the
 // store's log thread once durable, so no gRPC thread waits on an fsync.
+//
+// Ownership (etcd mode, with an OwnershipGate): every key of every request,
+// on leaders and replicas alike, is checked against the ring. A refused
+// single-key request fails with the gate's WRONG_SHARD or RANGE_MOVING; in a
+// MultiGet or MultiSet each refused key gets its own KeyError (with `reason`)
+// and is neither read nor written, while the others are served. Scan leaves
+// out the keys this shard does not own. A write holds the gate's Admission
+// from its Check until Store::Write has it (ownership_gate.h).
 #ifndef KVSTORE_SERVICES_NODE_KV_SERVICE_H_
 #define KVSTORE_SERVICES_NODE_KV_SERVICE_H_
+
+#include <optional>
 
 #include "common/kv/pipeline.h"
 #include "common/kv/request_limits.h"
@@ -10,6 +20,7 @@
 #include "common/security/access_policy.h"
 #include "common/storage/store.h"
 #include "kvstore/v1/kv.grpc.pb.h"
+#include "services/node/ownership_gate.h"
 
 namespace kvstore {
 
@@ -22,11 +33,16 @@ struct WritePlan {
 
 class KvService final : public v1::KeyValue::CallbackService, private PipelineBackend {
  public:
-  // `store`, `replication` (null for a lone shard) and `access` (null: every
-  // call allowed) must outlive the service.
+  // `store`, `replication` (null for a lone shard), `access` (null: every
+  // call allowed) and `ownership` (null: static mode, every key is this
+  // shard's) must outlive the service.
   KvService(Store* store, RequestLimits limits, ReplicationHooks* replication = nullptr,
-            const AccessPolicy* access = nullptr)
-      : store_(store), limits_(limits), replication_(replication), access_(access) {}
+            const AccessPolicy* access = nullptr, const OwnershipGate* ownership = nullptr)
+      : store_(store),
+        limits_(limits),
+        replication_(replication),
+        access_(access),
+        ownership_(ownership) {}
 
   grpc::ServerUnaryReactor* Get(grpc::CallbackServerContext* context, const v1::GetRequest* request,
                                 v1::GetResponse* response) override;
@@ -95,6 +111,16 @@ class KvService final : public v1::KeyValue::CallbackService, private PipelineBa
   absl::Status AdmitRead(v1::ReadMode mode) const;
   // A not-leader refusal of Admit, with its ErrorInfo (NOT_LEADER).
   absl::Status NotLeader(absl::Status refusal, const std::string& leader) const;
+  // OK when this shard serves `key` now (always, without a gate).
+  absl::Status CheckOwner(absl::string_view key) const {
+    return ownership_ == nullptr ? absl::OkStatus() : ownership_->Check(key);
+  }
+  // The gate's admission for a write, from its checks until Store::Write
+  // has it; none without a gate.
+  std::optional<OwnershipGate::Admission> AdmitWrite() const {
+    if (ownership_ == nullptr) return std::nullopt;
+    return ownership_->Admit();
+  }
 
   // Calls `done` once the replicas the write needs (if any) confirm `index`.
   // What Store::Write reported for a request, in one place for AfterWrite.
@@ -114,6 +140,7 @@ class KvService final : public v1::KeyValue::CallbackService, private PipelineBa
   const RequestLimits limits_;
   ReplicationHooks* const replication_;
   const AccessPolicy* const access_;
+  const OwnershipGate* const ownership_;
 };
 
 // The plan a WriteAck asks for. ACK_MODE_REPLICAS with `replicas` above the

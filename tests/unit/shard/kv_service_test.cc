@@ -2,13 +2,16 @@
 // error codes the API promises, and that a rejected request writes nothing.
 #include "services/node/kv_service.h"
 
+#include <grpcpp/grpcpp.h>
 #include <grpcpp/test/default_reactor_test_peer.h>
 
 #include <atomic>
+#include <chrono>
 #include <functional>
 #include <map>
 #include <memory>
 #include <optional>
+#include <set>
 #include <string>
 #include <thread>
 #include <vector>
@@ -16,9 +19,9 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/notification.h"
+#include "common/server/grpc_status.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
-#include "common/server/grpc_status.h"
 #include "tests/support/fake_clock.h"
 #include "tests/support/fake_file_system.h"
 
@@ -538,7 +541,6 @@ TEST_F(KvServiceTest, AReadOverlappingASnapshotInstallIsUnavailableNeverAbsent) 
                        << unavailable << " unavailable)";
 }
 
-
 // A replica (or deposed leader) that knows who leads, at which epoch.
 class FollowerHooks : public FixedHooks {
  public:
@@ -589,6 +591,247 @@ TEST_F(KvServiceTest, CasMismatchCarriesNoNotLeader) {
   const grpc::Status status = Call(&KvService::Set, cas, &out);
   ASSERT_EQ(status.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
   EXPECT_FALSE(ErrorInfoOf(status).has_value());
+}
+
+// ---- Ownership (etcd mode): every key checked against the ring by the gate.
+
+class KvServiceOwnershipTest : public KvServiceTest {
+ protected:
+  void SetUp() override {
+    KvServiceTest::SetUp();
+    absl::StatusOr<HashRing> ring = HashRing::Build({"s0", "s1"}, 64);
+    ASSERT_TRUE(ring.ok()) << ring.status();
+    ring_ = std::make_shared<const HashRing>(*std::move(ring));
+    for (int i = 0; mine_.size() < 6 || theirs_.size() < 6; ++i) {
+      const std::string key = absl::StrCat("key-", i);
+      (ring_->Owner(key) == "s0" ? mine_ : theirs_).push_back(key);
+    }
+    // Data written before the ring is known (or left behind by a move): a
+    // shard may hold keys it does not own.
+    v1::SetResponse set;
+    for (const std::string& key : mine_) ASSERT_TRUE(Set(key, "v-" + key, &set).ok());
+    for (const std::string& key : theirs_) ASSERT_TRUE(Set(key, "v-" + key, &set).ok());
+    UseGate();
+    gate_.SetRing(ring_, 2);
+  }
+  void TearDown() override { service_.reset(); }
+
+  void UseGate(ReplicationHooks* hooks = nullptr) {
+    service_ = std::make_unique<KvService>(store_.get(), limits_, hooks, nullptr, &gate_);
+  }
+
+  // The key's value in the store, bypassing the service.
+  std::string Stored(const std::string& key) {
+    std::string value;
+    uint64_t version = 0;
+    return store_->Get(key, &value, &version) ? value : "(absent)";
+  }
+
+  static void ExpectWrongShard(const grpc::Status& status, const std::string& what) {
+    EXPECT_EQ(status.error_code(), grpc::StatusCode::FAILED_PRECONDITION) << what;
+    const std::optional<ErrorInfo> info = ErrorInfoOf(status);
+    ASSERT_TRUE(info.has_value()) << what << ": no ErrorInfo";
+    EXPECT_EQ(info->reason, kReasonWrongShard) << what;
+    EXPECT_EQ(info->metadata.at(kMetadataOwner), "s1") << what;
+    EXPECT_EQ(info->metadata.at(kMetadataRingVersion), "2") << what;
+  }
+
+  OwnershipGate gate_{"s0"};
+  std::shared_ptr<const HashRing> ring_;
+  std::vector<std::string> mine_;    // Keys s0 owns.
+  std::vector<std::string> theirs_;  // Keys s1 owns.
+};
+
+TEST_F(KvServiceOwnershipTest, AnotherShardsKeyIsWrongShardForEverySingleKeyCallAndNothingChanges) {
+  const uint64_t last_index = store_->last_index();
+  v1::GetRequest get;
+  get.set_key(theirs_[0]);
+  v1::GetResponse got;
+  ExpectWrongShard(Call(&KvService::Get, get, &got), "Get");
+  EXPECT_FALSE(got.found());
+
+  v1::SetResponse set;
+  ExpectWrongShard(Set(theirs_[0], "new", &set), "Set");
+  v1::DeleteRequest del;
+  del.set_key(theirs_[1]);
+  v1::DeleteResponse deleted;
+  ExpectWrongShard(Call(&KvService::Delete, del, &deleted), "Delete");
+  EXPECT_EQ(store_->last_index(), last_index) << "a refused write reached the log";
+  EXPECT_EQ(Stored(theirs_[0]), "v-" + theirs_[0]);
+  EXPECT_EQ(Stored(theirs_[1]), "v-" + theirs_[1]);
+
+  // This shard's keys are served as ever.
+  get.set_key(mine_[0]);
+  ASSERT_TRUE(Call(&KvService::Get, get, &got).ok());
+  EXPECT_EQ(got.value(), "v-" + mine_[0]);
+  ASSERT_TRUE(Set(mine_[0], "new", &set).ok());
+  EXPECT_EQ(Stored(mine_[0]), "new");
+}
+
+TEST_F(KvServiceOwnershipTest, BatchesGiveEachRefusedKeyItsOwnErrorAndServeTheOthers) {
+  v1::MultiGetRequest get;
+  get.add_keys(mine_[0]);
+  get.add_keys(theirs_[0]);
+  get.add_keys("absent-but-mine-or-not");
+  get.add_keys(mine_[1]);
+  v1::MultiGetResponse got;
+  ASSERT_TRUE(Call(&KvService::MultiGet, get, &got).ok());
+  ASSERT_EQ(got.results_size(), 4);
+  EXPECT_EQ(got.results(0).value(), "v-" + mine_[0]);
+  EXPECT_EQ(got.results(0).error().code(), 0);
+  EXPECT_FALSE(got.results(1).found());
+  EXPECT_EQ(got.results(1).error().code(), grpc::StatusCode::FAILED_PRECONDITION);
+  EXPECT_EQ(got.results(1).error().reason(), kReasonWrongShard);
+  EXPECT_THAT(got.results(1).error().message(), HasSubstr("shard s1"));
+  // A missing key is found=false only on its owner.
+  const bool third_is_mine = ring_->Owner(get.keys(2)) == "s0";
+  EXPECT_EQ(got.results(2).error().code() == 0, third_is_mine);
+  EXPECT_EQ(got.results(3).value(), "v-" + mine_[1]);
+
+  v1::MultiSetRequest set;
+  for (const std::string& key : {mine_[2], theirs_[1], mine_[3], theirs_[2]}) {
+    v1::SetItem* item = set.add_items();
+    item->set_key(key);
+    item->set_value("batch");
+  }
+  v1::MultiSetResponse written;
+  ASSERT_TRUE(Call(&KvService::MultiSet, set, &written).ok());
+  ASSERT_EQ(written.results_size(), 4);
+  for (int i : {0, 2}) {
+    EXPECT_EQ(written.results(i).error().code(), 0) << i;
+    EXPECT_GT(written.results(i).version(), 0u) << i;
+    EXPECT_EQ(Stored(set.items(i).key()), "batch") << i;
+  }
+  for (int i : {1, 3}) {
+    EXPECT_EQ(written.results(i).error().code(), grpc::StatusCode::FAILED_PRECONDITION) << i;
+    EXPECT_EQ(written.results(i).error().reason(), kReasonWrongShard) << i;
+    EXPECT_EQ(written.results(i).version(), 0u) << i;
+    EXPECT_EQ(Stored(set.items(i).key()), "v-" + set.items(i).key()) << i;
+  }
+}
+
+TEST_F(KvServiceOwnershipTest, AMultiSetOfOnlyRefusedKeysWritesNothing) {
+  const uint64_t last_index = store_->last_index();
+  v1::MultiSetRequest set;
+  for (const std::string& key : theirs_) {
+    v1::SetItem* item = set.add_items();
+    item->set_key(key);
+    item->set_value("x");
+  }
+  v1::MultiSetResponse written;
+  ASSERT_TRUE(Call(&KvService::MultiSet, set, &written).ok());
+  ASSERT_EQ(written.results_size(), static_cast<int>(theirs_.size()));
+  for (const v1::SetResult& r : written.results()) EXPECT_EQ(r.error().reason(), kReasonWrongShard);
+  EXPECT_EQ(store_->last_index(), last_index);
+}
+
+TEST_F(KvServiceOwnershipTest, AHeldRangeIsRangeMovingForReadsAndWritesAlike) {
+  const uint64_t position = HashRing::KeyHash(mine_[0]);
+  gate_.SetHeld(RangeSet({{position, position}}), 3);
+  v1::GetRequest get;
+  get.set_key(mine_[0]);
+  v1::GetResponse got;
+  const grpc::Status read = Call(&KvService::Get, get, &got);
+  EXPECT_EQ(read.error_code(), grpc::StatusCode::UNAVAILABLE);
+  EXPECT_EQ(ErrorInfoOf(read).value_or(ErrorInfo{}).reason, kReasonRangeMoving);
+  v1::SetResponse set;
+  EXPECT_EQ(ErrorInfoOf(Set(mine_[0], "x", &set)).value_or(ErrorInfo{}).reason, kReasonRangeMoving);
+  EXPECT_EQ(Stored(mine_[0]), "v-" + mine_[0]);
+
+  v1::MultiGetRequest batch;
+  batch.add_keys(mine_[0]);
+  batch.add_keys(mine_[1]);
+  v1::MultiGetResponse results;
+  ASSERT_TRUE(Call(&KvService::MultiGet, batch, &results).ok());
+  EXPECT_EQ(results.results(0).error().code(), grpc::StatusCode::UNAVAILABLE);
+  EXPECT_EQ(results.results(0).error().reason(), kReasonRangeMoving);
+  EXPECT_EQ(results.results(1).value(), "v-" + mine_[1]);
+
+  gate_.SetHeld(RangeSet(), 0);
+  ASSERT_TRUE(Call(&KvService::Get, get, &got).ok());
+  EXPECT_TRUE(got.found());
+}
+
+// A stale read of a moved key must not say found=false: replicas check too.
+TEST_F(KvServiceOwnershipTest, ReplicasCheckOwnershipOfTheirReads) {
+  FollowerHooks hooks("127.0.0.1:7001", 7);
+  UseGate(&hooks);
+  v1::GetRequest get;
+  get.set_key(theirs_[0]);
+  get.set_read_mode(v1::READ_MODE_ANY_REPLICA);
+  v1::GetResponse got;
+  ExpectWrongShard(Call(&KvService::Get, get, &got), "replica Get");
+  get.set_key(mine_[0]);
+  ASSERT_TRUE(Call(&KvService::Get, get, &got).ok());
+  EXPECT_TRUE(got.found());
+  // A write on a replica is still NOT_LEADER first: the leader decides ownership.
+  v1::SetResponse set;
+  EXPECT_EQ(ErrorInfoOf(Set(theirs_[0], "x", &set)).value_or(ErrorInfo{}).reason, kReasonNotLeader);
+}
+
+TEST_F(KvServiceOwnershipTest, ScanLeavesOutTheKeysOfOtherShards) {
+  auto call = [&](const v1::ScanRequest& r, v1::ScanResponse* out) {
+    return Call(&KvService::Scan, r, out);
+  };
+  v1::ScanRequest request;
+  request.set_limit(3);
+  int pages = 0;
+  std::map<std::string, v1::ScanEntry> seen = ScanToEnd(call, request, &pages);
+  std::set<std::string> keys;
+  for (const auto& [key, entry] : seen) keys.insert(key);
+  EXPECT_EQ(keys, std::set<std::string>(mine_.begin(), mine_.end()));
+}
+
+TEST_F(KvServiceOwnershipTest, WithoutARingTheGateAllowsEveryKey) {
+  OwnershipGate disabled("s0");
+  service_ = std::make_unique<KvService>(store_.get(), limits_, nullptr, nullptr, &disabled);
+  v1::GetRequest get;
+  get.set_key(theirs_[0]);
+  v1::GetResponse got;
+  ASSERT_TRUE(Call(&KvService::Get, get, &got).ok());
+  EXPECT_TRUE(got.found());
+  service_.reset();
+}
+
+// Pipeline requests go through the same checks, and their answers carry the
+// reason a unary call would carry in its ErrorInfo.
+TEST_F(KvServiceOwnershipTest, PipelineRequestsAreCheckedAndAnswerWithTheReason) {
+  grpc::ServerBuilder builder;
+  builder.RegisterService(service_.get());
+  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
+  ASSERT_NE(server, nullptr);
+  auto stub = v1::KeyValue::NewStub(server->InProcessChannel(grpc::ChannelArguments()));
+  grpc::ClientContext context;
+  context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
+  auto stream = stub->Pipeline(&context);
+  v1::PipelineRequests message;
+  v1::PipelineRequest* r = message.add_requests();
+  r->set_id(1);
+  r->mutable_get()->set_key(theirs_[0]);
+  r = message.add_requests();
+  r->set_id(2);
+  r->mutable_set()->set_key(theirs_[1]);
+  r->mutable_set()->set_value("x");
+  r = message.add_requests();
+  r->set_id(3);
+  r->mutable_get()->set_key(mine_[0]);
+  ASSERT_TRUE(stream->Write(message));
+  ASSERT_TRUE(stream->WritesDone());
+  std::map<uint64_t, v1::PipelineResponse> answers;
+  v1::PipelineResponses in;
+  while (stream->Read(&in)) {
+    for (const v1::PipelineResponse& a : in.responses()) answers[a.id()] = a;
+  }
+  ASSERT_TRUE(stream->Finish().ok());
+  ASSERT_EQ(answers.size(), 3u);
+  for (uint64_t id : {1, 2}) {
+    EXPECT_EQ(answers[id].status().code(), grpc::StatusCode::FAILED_PRECONDITION) << id;
+    EXPECT_EQ(answers[id].status().reason(), kReasonWrongShard) << id;
+  }
+  EXPECT_EQ(answers[3].status().code(), 0);
+  EXPECT_EQ(answers[3].get().value(), "v-" + mine_[0]);
+  EXPECT_EQ(Stored(theirs_[1]), "v-" + theirs_[1]);
+  server->Shutdown();
 }
 
 TEST(GrpcStatusTest, ErrorInfoSurvivesTheRoundTripThroughGrpcStatus) {
