@@ -28,6 +28,8 @@
 #include "kvstore/v1/kv.grpc.pb.h"
 #include "services/node/admin_service.h"
 #include "services/node/kv_service.h"
+#include "services/node/ownership_gate.h"
+#include "services/node/ring_feed.h"
 #include "services/replication/grpc_transport.h"
 #include "services/replication/replication_service.h"
 
@@ -138,20 +140,22 @@ absl::StatusOr<EtcdModeFlags> ParseEtcdModeFlags() {
   }
   if (ttl < coord::Lease::kMinTtl) {
     return absl::InvalidArgumentError(absl::StrCat(
-        "--lease-ttl: ", FLAGS_lease_ttl, " is below the minimum of 2s (etcd 3.4 grants no "
+        "--lease-ttl: ", FLAGS_lease_ttl,
+        " is below the minimum of 2s (etcd 3.4 grants no "
         "shorter lease, so a shorter one would silently last longer than this node believes)"));
   }
   absl::Duration wait;
   if (!absl::ParseDuration(FLAGS_election_wait, &wait) || wait < absl::ZeroDuration()) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "--election-wait: '", FLAGS_election_wait, "' is not a non-negative duration"));
+    return absl::InvalidArgumentError(absl::StrCat("--election-wait: '", FLAGS_election_wait,
+                                                   "' is not a non-negative duration"));
   }
   if (FLAGS_failover != "auto" && FLAGS_failover != "manual") {
     return absl::InvalidArgumentError(
         absl::StrCat("--failover: '", FLAGS_failover, "' (expected auto or manual)"));
   }
   if (out.enabled && FLAGS_shard.empty()) {
-    return absl::InvalidArgumentError("--etcd-endpoints needs --shard (the shard this node serves)");
+    return absl::InvalidArgumentError(
+        "--etcd-endpoints needs --shard (the shard this node serves)");
   }
   out.failover.prefix =
       FLAGS_etcd_prefix.empty() ? coord::DefaultPrefix(FLAGS_cluster) : FLAGS_etcd_prefix;
@@ -180,8 +184,7 @@ int Run(NodeKind kind, const char* program) {
   }
   absl::StatusOr<EtcdModeFlags> etcd_mode = ParseEtcdModeFlags();
   if (!etcd_mode.ok()) {
-    std::fprintf(stderr, "%s: %s\n", program,
-                 std::string(etcd_mode.status().message()).c_str());
+    std::fprintf(stderr, "%s: %s\n", program, std::string(etcd_mode.status().message()).c_str());
     return 2;
   }
   NodeOptions node_options;
@@ -224,8 +227,8 @@ int Run(NodeKind kind, const char* program) {
   node_options.sync_timeout = absl::Milliseconds(FLAGS_sync_timeout_ms);
   if (!absl::ParseDuration(FLAGS_isr_timeout, &node_options.isr_timeout) ||
       node_options.isr_timeout <= absl::ZeroDuration()) {
-    std::fprintf(stderr, "%s: --isr-timeout: '%s' is not a positive duration (e.g. 1s)\n",
-                 program, FLAGS_isr_timeout.c_str());
+    std::fprintf(stderr, "%s: --isr-timeout: '%s' is not a positive duration (e.g. 1s)\n", program,
+                 FLAGS_isr_timeout.c_str());
     return 2;
   }
   // TLS and tokens (docs/security.md); checked before anything is opened.
@@ -299,11 +302,18 @@ int Run(NodeKind kind, const char* program) {
     return 1;
   }
 
+  // etcd mode: which keys this shard serves, by the ring in etcd (fed below
+  // by a RingFeed). The resharding migration service holds ranges through
+  // it too (OwnershipGate::HoldAndRun), so it outlives every service.
+  std::unique_ptr<OwnershipGate> ownership;
+  if (etcd_mode->enabled) ownership = std::make_unique<OwnershipGate>(FLAGS_shard);
+
   RequestLimits limits;
   limits.max_value_bytes = FLAGS_max_value_bytes;
   limits.max_batch_items = FLAGS_max_batch_items;
   limits.max_response_bytes = FLAGS_max_response_bytes;
-  auto kv = std::make_unique<KvService>(store->get(), limits, node->get(), &security->policy);
+  auto kv = std::make_unique<KvService>(store->get(), limits, node->get(), &security->policy,
+                                        ownership.get());
   auto admin = std::make_unique<AdminService>(store->get(), "", FLAGS_data_dir, node->get(),
                                               &security->policy);
   auto replication = std::make_unique<ReplicationService>(node->get(), &security->policy);
@@ -344,8 +354,18 @@ int Run(NodeKind kind, const char* program) {
   (*node)->SetReadinessCallback([s = server->get()](bool ready) {
     s->SetServiceServing(v1::KeyValue::service_full_name(), ready);
   });
+  std::unique_ptr<RingFeed> ring_feed;
   std::unique_ptr<FailoverAgent> agent;
   if (etcd_mode->enabled) {
+    // The ring first, so that the node knows what it owns before it can be
+    // elected; a node that cannot reach etcd goes on (nothing is written
+    // without etcd) and learns the ring when etcd answers.
+    ring_feed = std::make_unique<RingFeed>(etcd.get(), etcd_mode->failover.prefix, ownership.get());
+    ring_feed->Start();
+    if (!ring_feed->AwaitFirstRead(absl::Seconds(5))) {
+      LOG(WARNING) << "etcd did not answer the read of the ring within 5 s; shard " << FLAGS_shard
+                   << " checks no ownership until it does";
+    }
     FailoverOptions failover = etcd_mode->failover;
     failover.metrics = &coord_metrics;
     failover.advertise = FLAGS_advertise.empty() ? (*server)->address() : FLAGS_advertise;
@@ -356,8 +376,7 @@ int Run(NodeKind kind, const char* program) {
       return 2;
     }
     agent = *std::move(created);
-    (*node)->SetPromoteHandler(
-        [a = agent.get()](bool force) { return a->CampaignNow(force); });
+    (*node)->SetPromoteHandler([a = agent.get()](bool force) { return a->CampaignNow(force); });
   }
   (*node)->Start((*server)->address());
   if (agent) agent->Start();
@@ -373,6 +392,7 @@ int Run(NodeKind kind, const char* program) {
   metrics.Stop();  // Its collector reads the services and the store.
   // A leader resigns first, so the others elect without waiting out the lease.
   if (agent) agent->Stop();
+  if (ring_feed) ring_feed->Stop();
   // Stop the links first: a leader stream held open would keep the server's
   // shutdown waiting; then drain the clients' requests.
   (*node)->Stop();

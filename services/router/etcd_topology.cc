@@ -65,7 +65,12 @@ absl::StatusOr<Topology> TopologyFromEtcd(const std::map<std::string, std::strin
   Topology topology;
   if (record->vnodes > 0) topology.vnodes = record->vnodes;
   if (ring) {
-    if (ring->vnodes > 0) topology.vnodes = ring->vnodes;
+    // As the shards build it (services/node/ring_feed.h): no default.
+    if (ring->vnodes < 1) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("ring version ", ring->version, " has no vnodes"));
+    }
+    topology.vnodes = ring->vnodes;
     topology.ring_version = ring->version;
   }
   for (const auto& [name, keys] : shards) {
