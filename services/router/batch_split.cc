@@ -1,8 +1,10 @@
 #include "services/router/batch_split.h"
 
+#include <optional>
 #include <unordered_map>
 
 #include "absl/strings/str_cat.h"
+#include "common/server/grpc_status.h"
 
 namespace kvstore {
 namespace {
@@ -10,6 +12,7 @@ namespace {
 void SetError(const std::string& shard_label, const absl::Status& status, v1::KeyError* error) {
   error->set_code(static_cast<int32_t>(status.code()));
   error->set_message(absl::StrCat(shard_label, ": ", status.message()));
+  if (std::optional<ErrorInfo> info = ErrorInfoOf(status)) error->set_reason(info->reason);
 }
 
 template <typename Response>

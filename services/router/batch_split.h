@@ -42,8 +42,8 @@ void GatherResults(const ShardSlice& slice, const std::string& shard_label,
                    v1::MultiSetResponse* from, v1::MultiSetResponse* into);
 
 // Gives every item of `slice` the error `status` (not OK), its message
-// prefixed with `shard_label` ("shard shard-1 at 127.0.0.1:50062"), and
-// clears anything else in those results.
+// prefixed with `shard_label` ("shard shard-1 at 127.0.0.1:50062") and the
+// reason of its ErrorInfo if any, and clears anything else in those results.
 void FailSlice(const ShardSlice& slice, const std::string& shard_label, const absl::Status& status,
                v1::MultiGetResponse* into);
 void FailSlice(const ShardSlice& slice, const std::string& shard_label, const absl::Status& status,

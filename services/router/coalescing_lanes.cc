@@ -13,13 +13,21 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
+#include "common/server/grpc_status.h"
 
 namespace kvstore {
 namespace {
 
-// The status a per-key error of a batch answer stands for (OK when unset).
+// The status a per-key error of a batch answer stands for (OK when unset),
+// with its reason (WRONG_SHARD, RANGE_MOVING) as the ErrorInfo a unary call
+// would have carried, so the request's owner can follow the refusal.
 grpc::Status KeyErrorStatus(const v1::KeyError& error) {
-  return grpc::Status(static_cast<grpc::StatusCode>(error.code()), error.message());
+  if (error.reason().empty()) {
+    return grpc::Status(static_cast<grpc::StatusCode>(error.code()), error.message());
+  }
+  return ToGrpcStatus(
+      WithErrorInfo(absl::Status(static_cast<absl::StatusCode>(error.code()), error.message()),
+                    {error.reason(), {}}));
 }
 
 // Moves `n` results from `from`, starting at `offset`, to the end of `to`.

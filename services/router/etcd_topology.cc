@@ -6,6 +6,7 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/strip.h"
 #include "common/coord/schema.h"
 #include "glog/logging.h"
 
@@ -113,39 +114,99 @@ bool SameTopology(const Topology& a, const Topology& b) {
   return true;
 }
 
-EtcdTopologySource::EtcdTopologySource(coord::EtcdClient* client, const std::string& prefix) {
+EtcdTopologySource::EtcdTopologySource(coord::EtcdClient* client, const std::string& prefix)
+    : client_(client), prefix_(coord::NormalizePrefix(prefix) + "/") {
   coord::TopologyViewOptions options;
-  options.prefix = coord::NormalizePrefix(prefix) + "/";
+  options.prefix = prefix_;
   options.on_snapshot = [this](std::shared_ptr<const coord::TopologySnapshot> snapshot) {
     OnSnapshot(*snapshot);
   };
   view_ = std::make_unique<coord::TopologyView>(client, std::move(options));
+  refresher_ = std::thread([this] { RefreshLoop(); });
 }
 
 EtcdTopologySource::~EtcdTopologySource() { Stop(); }
 
-void EtcdTopologySource::Stop() { view_->Stop(); }
+void EtcdTopologySource::Stop() {
+  view_->Stop();
+  std::vector<std::function<void()>> left;
+  {
+    absl::MutexLock l(&mu_);
+    stopping_ = true;
+    left.swap(refresh_waiting_);
+  }
+  if (refresher_.joinable()) refresher_.join();
+  for (auto& done : left) done();
+}
+
+void EtcdTopologySource::Refresh(std::function<void()> done) {
+  {
+    absl::MutexLock l(&mu_);
+    if (!stopping_) {
+      refresh_waiting_.push_back(std::move(done));
+      return;
+    }
+  }
+  done();
+}
+
+void EtcdTopologySource::RefreshLoop() {
+  for (;;) {
+    std::vector<std::function<void()>> batch;
+    {
+      absl::MutexLock l(&mu_);
+      const auto asked = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+        return stopping_ || !refresh_waiting_.empty();
+      };
+      mu_.Await(absl::Condition(&asked));
+      if (stopping_) return;
+      batch.swap(refresh_waiting_);
+    }
+    coord::RangeOptions range;
+    range.prefix = true;
+    absl::StatusOr<coord::RangeResult> read = client_->Range(prefix_, range);
+    if (read.ok()) {
+      std::map<std::string, std::string> entries;
+      for (const mvccpb::KeyValue& kv : read->kvs) {
+        absl::string_view key = kv.key();
+        if (absl::ConsumePrefix(&key, prefix_)) entries.emplace(std::string(key), kv.value());
+      }
+      Apply(entries, read->revision);
+    } else {
+      LOG_EVERY_N(WARNING, 20) << "fresh read of " << prefix_ << ": " << read.status();
+    }
+    for (auto& done : batch) done();
+  }
+}
 
 void EtcdTopologySource::OnSnapshot(const coord::TopologySnapshot& snapshot) {
-  revision_.store(snapshot.revision, std::memory_order_relaxed);
+  Apply(*snapshot.entries, snapshot.revision);
+}
+
+void EtcdTopologySource::Apply(const std::map<std::string, std::string>& entries,
+                               int64_t revision) {
+  absl::MutexLock apply(&apply_mu_);
   std::function<void(const Topology&)> on_change;
   Topology changed;
   {
     absl::MutexLock l(&mu_);
-    absl::StatusOr<Topology> topology =
-        TopologyFromEtcd(*snapshot.entries, current_ ? &*current_ : nullptr);
+    // The watch may lag a fresh read: an older state is not applied over it.
+    if (revision <= applied_revision_) return;
+    applied_revision_ = revision;
+    revision_.store(revision, std::memory_order_relaxed);
+    absl::StatusOr<Topology> topology = TopologyFromEtcd(entries, current_ ? &*current_ : nullptr);
     if (!topology.ok()) {
       if (last_error_ != topology.status().message()) {
         last_error_ = std::string(topology.status().message());
-        LOG(WARNING) << "etcd revision " << snapshot.revision
+        LOG(WARNING) << "etcd revision " << revision
                      << ": keeping the current topology: " << last_error_;
       }
       return;
     }
     last_error_.clear();
-    if (snapshot.entries->count(std::string(kRing)) == 0 && !warned_no_ring_) {
+    if (entries.count(std::string(kRing)) == 0 && !warned_no_ring_) {
       warned_no_ring_ = true;
-      LOG(WARNING) << "etcd revision " << snapshot.revision
+      LOG(WARNING) << "etcd revision " << revision
                    << ": no ring key (the cluster was initialised by an older kvctl): routing by "
                       "every shard registered in etcd, so a shard group that registers changes "
                       "the owners of keys it holds no data for";
@@ -173,6 +234,7 @@ absl::StatusOr<Topology> EtcdTopologySource::Start(absl::Duration timeout) {
 }
 
 void EtcdTopologySource::Follow(std::function<void(const Topology&)> on_change) {
+  absl::MutexLock apply(&apply_mu_);
   std::optional<Topology> missed;
   {
     absl::MutexLock l(&mu_);

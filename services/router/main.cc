@@ -307,6 +307,12 @@ int Run() {
   options.coalesce_in_flight = FLAGS_coalesce_in_flight;
   options.coalesce_max_items = FLAGS_coalesce_max_items;
   options.pipeline_max_in_flight = FLAGS_pipeline_max_in_flight;
+  if (etcd_topology) {
+    // After a WRONG_SHARD from a shard that knows a newer ring: read it now.
+    options.refresh_ring = [source = etcd_topology.get()](std::function<void()> done) {
+      source->Refresh(std::move(done));
+    };
+  }
   // Room for the largest value and for the largest answer, and then some.
   options.max_message_bytes = static_cast<int>(std::min<uint64_t>(
       std::max(FLAGS_max_value_bytes * 2, FLAGS_max_response_bytes) + (4 << 20), INT32_MAX));

@@ -27,6 +27,14 @@
 //    back in the caller's order. A shard that fails gives each of its keys a
 //    KeyError (code and message, naming the shard and address); the call
 //    itself succeeds. A MultiSet is atomic per shard at most, never across.
+//  - Ownership refusals (etcd mode, ownership_retry.h): a key a shard refuses
+//    as another shard's (WRONG_SHARD) or as being moved (RANGE_MOVING), for a
+//    single-key call, a Pipeline request or a key of a MultiGet/MultiSet, was
+//    not served, so it is sent again once per kind of refusal: WRONG_SHARD to
+//    its owner under the router's table after a fresh read of the ring from
+//    etcd (RouterOptions::refresh_ring) when the shard knows a newer ring;
+//    RANGE_MOVING after the ring version moves past the refusal's, or 2 s,
+//    or the deadline. The rest of a batch is not held up by it beyond that.
 //  - Forwarded calls carry the caller's deadline (and are cancelled with the
 //    caller's call); without one, forward_timeout_ms applies.
 //  - Under load, single Gets and Sets bound for the same node may travel
@@ -60,6 +68,7 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
 #include "common/kv/pipeline.h"
 #include "common/kv/request_limits.h"
 #include "common/security/access_policy.h"
@@ -68,6 +77,7 @@
 #include "services/router/backend_channels.h"
 #include "services/router/backend_health.h"
 #include "services/router/backend_prober.h"
+#include "services/router/ownership_retry.h"
 #include "services/router/routing_table.h"
 #include "services/router/shard_call.h"  // kLeaderHintKey
 
@@ -104,6 +114,16 @@ struct RouterOptions {
   // call (each attempt) that fails, e.g. to count errors per backend (metrics).
   // Runs on gRPC threads: must not block.
   std::function<void(const std::string& backend, grpc::StatusCode code)> on_backend_error;
+  // etcd mode: starts a fresh (linearizable) read of the ring in etcd, begun
+  // after this call, and calls `done` once its result has been applied
+  // (SetTable, when anything changed) or the read failed. Must not block;
+  // `done` may run on any thread, never after the service is destroyed.
+  // Null (static mode): a WRONG_SHARD is retried by the current table.
+  std::function<void(std::function<void()> done)> refresh_ring;
+  // The longest a request refused with RANGE_MOVING (or WRONG_SHARD, for the
+  // fresh read) waits for the ring to change before its retry; the request's
+  // own deadline may end it sooner.
+  absl::Duration ownership_wait = kOwnershipWaitBound;
 };
 
 // Thread-safe. Must outlive every RPC it serves (GrpcServer::Shutdown waits).
@@ -136,6 +156,9 @@ class RouterService final : public v1::KeyValue::CallbackService, private Pipeli
   BackendChannels* channels() { return &channels_; }
   // Requests waiting in the coalescing lanes for a call to their node to return.
   size_t coalesce_queued() const;
+  // Requests (or keys of batches) refused as not their shard's now, waiting
+  // for the ring to change before they are sent again.
+  size_t ownership_waiting() const { return ring_waiters_->waiting(); }
 
   grpc::ServerUnaryReactor* Get(grpc::CallbackServerContext* context, const v1::GetRequest* request,
                                 v1::GetResponse* response) override;
@@ -207,6 +230,36 @@ class RouterService final : public v1::KeyValue::CallbackService, private Pipeli
   void PipelineMultiSet(Deadline deadline, const v1::MultiSetRequest* request,
                         v1::MultiSetResponse* response, Done done) override;
 
+  // Single-key requests routed by `table`, following an ownership refusal
+  // while `retries` allows (FollowRefusal).
+  void SendGet(const Route& route, std::shared_ptr<RoutingTable> table,
+               const v1::GetRequest* request, v1::GetResponse* response, RouteDone done,
+               OwnershipRetries retries);
+  void SendSet(const Route& route, std::shared_ptr<RoutingTable> table,
+               const v1::SetRequest* request, v1::SetResponse* response, RouteDone done,
+               OwnershipRetries retries);
+  void SendDelete(const Route& route, std::shared_ptr<RoutingTable> table,
+                  const v1::DeleteRequest* request, v1::DeleteResponse* response, RouteDone done,
+                  OwnershipRetries retries);
+  // Waits as `refusal` of a request routed by ring version `sent_version`
+  // asks (ownership_retry.h), bounded by `deadline` and ownership_wait,
+  // then calls `then` with the table to route by now (null when the router
+  // is being destroyed). `then` may run at once, on this thread.
+  void AwaitRing(const OwnershipRefusal& refusal, int64_t sent_version,
+                 std::chrono::system_clock::time_point deadline,
+                 std::function<void(std::shared_ptr<RoutingTable>)> then);
+  // For a single key sent to `shard` of `sent_with`: when `refusal` is one
+  // `retries` allows, waits (AwaitRing) and then calls `resend` with the
+  // table and the retries left, or `give_up` when the key's owner there is
+  // still the refusing shard (WRONG_SHARD) or the router is going; true.
+  // Else false, and neither is called.
+  bool FollowRefusal(const OwnershipRefusal& refusal,
+                     const std::shared_ptr<RoutingTable>& sent_with, int shard,
+                     const std::string& key, std::chrono::system_clock::time_point deadline,
+                     OwnershipRetries retries,
+                     std::function<void(std::shared_ptr<RoutingTable>, OwnershipRetries)> resend,
+                     std::function<void()> give_up);
+
   // Where writes and READ_MODE_LEADER reads of `shard` go; UNAVAILABLE when
   // the probes found that node deposed.
   absl::StatusOr<std::string> LeaderTarget(const RoutingTable& table, int shard) const;
@@ -221,6 +274,8 @@ class RouterService final : public v1::KeyValue::CallbackService, private Pipeli
   std::shared_ptr<RoutingTable> table_ ABSL_GUARDED_BY(mu_);
   // Coalescing (coalescing_lanes.h); null when options_.coalesce_in_flight is 0.
   std::unique_ptr<CoalescingLanes> lanes_;
+  // Requests waiting for the ring to change (AwaitRing); told of each table.
+  std::unique_ptr<RingWaiters> ring_waiters_;
   // Last: stopped first, while everything it uses is still there.
   std::unique_ptr<BackendProber> prober_;
 };

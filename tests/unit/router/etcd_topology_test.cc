@@ -138,8 +138,7 @@ TEST(RouterEtcdTopologyTest, AMalformedRingIsRefusedRatherThanIgnored) {
   EXPECT_THAT(topology.status().message(), HasSubstr("ring"));
   // No vnodes: the shards would build no ring from it, so neither does the router.
   PutRing(&entries, 2, 0, {"s0", "s1"});
-  EXPECT_EQ(TopologyFromEtcd(entries, nullptr).status().code(),
-            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(TopologyFromEtcd(entries, nullptr).status().code(), absl::StatusCode::kInvalidArgument);
 }
 
 TEST(RouterEtcdTopologyTest, ANewRingVersionIsAChangeOfTopology) {

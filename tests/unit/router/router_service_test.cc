@@ -21,10 +21,10 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
+#include "common/server/grpc_status.h"
 #include "gmock/gmock.h"
 #include "grpcpp/grpcpp.h"
 #include "grpcpp/test/default_reactor_test_peer.h"
-#include "common/server/grpc_status.h"
 #include "gtest/gtest.h"
 #include "services/router/router_admin_service.h"
 
@@ -105,8 +105,13 @@ class KvCalls {
     }
     v1::PipelineResponse answer = answers.responses(0);
     if (answer.status().code() != 0) {
-      return grpc::Status(static_cast<grpc::StatusCode>(answer.status().code()),
+      // The reason a unary call carries in its ErrorInfo, as the answer has it.
+      absl::Status failed(static_cast<absl::StatusCode>(answer.status().code()),
                           answer.status().message());
+      if (!answer.status().reason().empty()) {
+        failed = WithErrorInfo(std::move(failed), {answer.status().reason(), {}});
+      }
+      return ToGrpcStatus(failed);
     }
     take(&answer);
     return grpc::Status::OK;
@@ -205,6 +210,20 @@ class FakeShard final : public v1::KeyValue::CallbackService {
     fail_ = std::move(status);
     hint_ = std::move(hint);
   }
+  // Each of `keys` is refused with `status` (an ownership refusal: ErrorInfo
+  // WRONG_SHARD or RANGE_MOVING), as a node's gate would: a single-key call
+  // fails with it, a batch gives the key a KeyError with its reason. An
+  // empty set stops refusing.
+  void Refuse(std::set<std::string> keys, grpc::Status status = grpc::Status::OK) {
+    absl::MutexLock lock(&mu_);
+    refused_ = std::move(keys);
+    refusal_ = std::move(status);
+  }
+  // Writes a key straight into this fake's map (data a migration copied).
+  void Put(const std::string& key, const std::string& value) {
+    absl::MutexLock lock(&mu_);
+    data_[key] = {value, ++version_};
+  }
   // A MultiGet answers one result fewer than asked.
   void AnswerShort() {
     absl::MutexLock lock(&mu_);
@@ -237,6 +256,7 @@ class FakeShard final : public v1::KeyValue::CallbackService {
                                 v1::GetResponse* response) override {
     absl::MutexLock lock(&mu_);
     if (grpc::ServerUnaryReactor* r = Begin("Get", context)) return r;
+    if (refused_.count(request->key()) > 0) return Answer(context, refusal_);
     if (holding_) {
       held_.push_back(context->DefaultReactor());
       return held_.back();
@@ -253,6 +273,7 @@ class FakeShard final : public v1::KeyValue::CallbackService {
                                 v1::SetResponse* response) override {
     absl::MutexLock lock(&mu_);
     if (grpc::ServerUnaryReactor* r = Begin("Set", context)) return r;
+    if (refused_.count(request->key()) > 0) return Answer(context, refusal_);
     if (holding_) {
       held_.push_back(context->DefaultReactor());
       return held_.back();
@@ -266,6 +287,7 @@ class FakeShard final : public v1::KeyValue::CallbackService {
                                    v1::DeleteResponse* response) override {
     absl::MutexLock lock(&mu_);
     if (grpc::ServerUnaryReactor* r = Begin("Delete", context)) return r;
+    if (refused_.count(request->key()) > 0) return Answer(context, refusal_);
     if (data_.erase(request->key()) > 0) {
       response->set_deleted(true);
       response->set_version(++version_);
@@ -283,6 +305,10 @@ class FakeShard final : public v1::KeyValue::CallbackService {
     }
     for (int i = 0; i < request->keys_size() - (answer_short_ ? 1 : 0); ++i) {
       v1::GetResult* result = response->add_results();
+      if (refused_.count(request->keys(i)) > 0) {
+        RefuseKey(result->mutable_error());
+        continue;
+      }
       auto it = data_.find(request->keys(i));
       if (it != data_.end()) {
         result->set_found(true);
@@ -303,6 +329,10 @@ class FakeShard final : public v1::KeyValue::CallbackService {
     }
     for (const v1::SetItem& item : request->items()) {
       v1::SetResult* result = response->add_results();
+      if (refused_.count(item.key()) > 0) {
+        RefuseKey(result->mutable_error());
+        continue;
+      }
       // Items with if_version=0 on a present key fail, as a CAS would.
       if (item.has_if_version() && item.if_version() == 0 && data_.count(item.key()) > 0) {
         result->mutable_error()->set_code(grpc::StatusCode::FAILED_PRECONDITION);
@@ -325,6 +355,11 @@ class FakeShard final : public v1::KeyValue::CallbackService {
     if (!hint_.empty()) context->AddTrailingMetadata(kLeaderHintKey, hint_);
     return Answer(context, fail_);
   }
+  void RefuseKey(v1::KeyError* error) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    error->set_code(refusal_.error_code());
+    error->set_message(refusal_.error_message());
+    error->set_reason(ErrorInfoOf(refusal_).value_or(ErrorInfo{}).reason);
+  }
   grpc::ServerUnaryReactor* Answer(grpc::CallbackServerContext* context,
                                    const grpc::Status& status) {
     grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
@@ -343,6 +378,8 @@ class FakeShard final : public v1::KeyValue::CallbackService {
   grpc::Status fail_ ABSL_GUARDED_BY(mu_);
   std::string hint_ ABSL_GUARDED_BY(mu_);
   bool answer_short_ ABSL_GUARDED_BY(mu_) = false;
+  std::set<std::string> refused_ ABSL_GUARDED_BY(mu_);
+  grpc::Status refusal_ ABSL_GUARDED_BY(mu_);
   bool holding_ ABSL_GUARDED_BY(mu_) = false;
   std::vector<grpc::ServerUnaryReactor*> held_ ABSL_GUARDED_BY(mu_);
   absl::Duration last_time_left_ ABSL_GUARDED_BY(mu_);
@@ -363,6 +400,57 @@ class RouterServiceTest : public ::testing::Test {
   }
   void TearDown() override {
     if (router_server_) router_server_->Shutdown(std::chrono::system_clock::now());
+    std::vector<std::thread> refreshes;
+    {
+      absl::MutexLock lock(&refresh_mu_);
+      refreshes.swap(refresh_threads_);
+    }
+    for (std::thread& t : refreshes) t.join();
+  }
+
+  // Stands for the etcd topology source (RouterOptions::refresh_ring): each
+  // fresh read runs on a thread of its own, is counted, and installs the
+  // table OnRefresh gave, if any.
+  RouterOptions WithRingSource(RouterOptions options) {
+    options.refresh_ring = [this](std::function<void()> done) {
+      absl::MutexLock lock(&refresh_mu_);
+      ++refreshes_;
+      refresh_threads_.emplace_back([this, table = on_refresh_, done = std::move(done)] {
+        if (table != nullptr) service_->SetTable(table);
+        done();
+      });
+    };
+    return options;
+  }
+  void OnRefresh(std::shared_ptr<RoutingTable> table) {
+    absl::MutexLock lock(&refresh_mu_);
+    on_refresh_ = std::move(table);
+  }
+  int refreshes() {
+    absl::MutexLock lock(&refresh_mu_);
+    return refreshes_;
+  }
+  // The three shards at ring version `version`, and with `newcomer_` as
+  // shard-3 when `with_newcomer` (a shard group a migration gave ranges).
+  std::shared_ptr<RoutingTable> RingTable(int64_t version, bool with_newcomer) {
+    Topology t = MakeTopology();
+    t.ring_version = version;
+    if (with_newcomer) {
+      if (newcomer_ == nullptr) newcomer_ = std::make_unique<FakeShard>();
+      t.shards.push_back({"shard-3", newcomer_->address(), {}});
+    }
+    return MakeTable(std::move(t));
+  }
+  // A key `shard` owns at ring version 1 and shard-3 at version 2 (moving),
+  // or at both (not moving).
+  std::string KeyOf(int shard, bool moving, const std::string& prefix = "key-") {
+    std::shared_ptr<RoutingTable> v1 = RingTable(1, false);
+    std::shared_ptr<RoutingTable> v2 = RingTable(2, true);
+    for (int i = 0;; ++i) {
+      std::string key = absl::StrCat(prefix, i);
+      if (v1->ShardOf(key) != shard) continue;
+      if ((v2->shard_name(v2->ShardOf(key)) == "shard-3") == moving) return key;
+    }
   }
 
   Topology MakeTopology() {
@@ -470,6 +558,11 @@ class RouterServiceTest : public ::testing::Test {
   std::unique_ptr<v1::KeyValue::Stub> stub_;
   std::unique_ptr<KvCalls> kv_;
   std::unique_ptr<v1::Admin::Stub> admin_stub_;
+  std::unique_ptr<FakeShard> newcomer_;  // shard-3 of RingTable(_, true).
+  absl::Mutex refresh_mu_;
+  int refreshes_ ABSL_GUARDED_BY(refresh_mu_) = 0;
+  std::shared_ptr<RoutingTable> on_refresh_ ABSL_GUARDED_BY(refresh_mu_);
+  std::vector<std::thread> refresh_threads_ ABSL_GUARDED_BY(refresh_mu_);
 };
 
 // Every forwarding rule holds alike whether requests go alone (coalescing 0)
@@ -575,9 +668,9 @@ TEST_P(RouterForwardingTest, RefusedWriteGoesOnceToTheHintedLeaderWhichIsRemembe
 TEST_P(RouterForwardingTest, NotLeaderErrorInfoIsFollowedLikeTheTrailer) {
   FakeShard new_leader;
   const std::string key = KeysOf(1, 1)[0];
-  leaders_[1]->FailWith(ToGrpcStatus(WithErrorInfo(
-      absl::FailedPreconditionError("not the leader"),
-      {kReasonNotLeader, {{"leader", new_leader.address()}, {"epoch", "1048600"}}})));
+  leaders_[1]->FailWith(ToGrpcStatus(
+      WithErrorInfo(absl::FailedPreconditionError("not the leader"),
+                    {kReasonNotLeader, {{"leader", new_leader.address()}, {"epoch", "1048600"}}})));
   ASSERT_TRUE(Set(key, "a").ok());
   EXPECT_EQ(leaders_[1]->calls("Set"), 1);
   EXPECT_EQ(new_leader.calls("Set"), 1);
@@ -1106,6 +1199,212 @@ bool Eventually(const std::function<bool()>& done) {
   return true;
 }
 
+// ---- Ownership refusals (etcd mode): a shard refuses a key that is not its
+// own now (WRONG_SHARD) or is being moved (RANGE_MOVING); nothing was done,
+// so the router sends it again, once per kind, as ownership_retry.h says.
+
+grpc::Status WrongShard(int64_t ring_version, const std::string& owner) {
+  return ToGrpcStatus(WithErrorInfo(
+      absl::FailedPreconditionError(absl::StrCat("wrong shard: the key belongs to ", owner)),
+      {kReasonWrongShard,
+       {{kMetadataRingVersion, std::to_string(ring_version)}, {kMetadataOwner, owner}}}));
+}
+
+grpc::Status RangeMoving(int64_t ring_version) {
+  return ToGrpcStatus(
+      WithErrorInfo(absl::UnavailableError("range moving: the key's range is being moved; retry"),
+                    {kReasonRangeMoving, {{kMetadataRingVersion, std::to_string(ring_version)}}}));
+}
+
+std::string ReasonOf(const grpc::Status& status) {
+  return ErrorInfoOf(status).value_or(ErrorInfo{}).reason;
+}
+
+// Unary and coalescing, unary calls and Pipeline streams alike. The router
+// routes by ring version 1 (shard-0..2) and has a ring source whose fresh
+// read finds what OnRefresh says.
+class RouterOwnershipTest : public RouterForwardingTest {
+ protected:
+  void SetUp() override {
+    RouterForwardingTest::SetUp();
+    RestartRouter(WithRingSource(RouterOptions()));
+    service_->SetTable(RingTable(1, false));
+  }
+};
+
+INSTANTIATE_TEST_SUITE_P(Modes, RouterOwnershipTest,
+                         ::testing::Combine(::testing::Values(0, 2), ::testing::Bool()),
+                         [](const ::testing::TestParamInfo<std::tuple<int, bool>>& info) {
+                           return absl::StrCat(
+                               std::get<0>(info.param) == 0 ? "Unary" : "Coalescing",
+                               std::get<1>(info.param) ? "Pipeline" : "");
+                         });
+
+TEST_P(RouterOwnershipTest, AWrongShardFromAShardWithANewerRingGoesToTheOwnerAfterAFreshRead) {
+  const std::string key = KeyOf(1, /*moving=*/true);
+  leaders_[1]->Refuse({key}, WrongShard(2, "shard-3"));
+  OnRefresh(RingTable(2, true));
+  ASSERT_TRUE(Set(key, "v").ok());
+  EXPECT_EQ(leaders_[1]->calls("Set"), 1);
+  EXPECT_EQ(newcomer_->keys(), std::set<std::string>{key});
+  EXPECT_EQ(refreshes(), 1);
+  EXPECT_EQ(service_->table()->ring_version(), 2);
+  // From now on straight to the owner.
+  v1::GetResponse got;
+  ASSERT_TRUE(Get(key, &got).ok());
+  EXPECT_EQ(got.value(), "v");
+  EXPECT_EQ(leaders_[1]->calls("Get"), 0);
+}
+
+TEST_P(RouterOwnershipTest, AWrongShardFromAShardNotAheadOfTheRouterIsReturnedWithItsDetails) {
+  const std::string key = KeyOf(1, /*moving=*/false);
+  leaders_[1]->Refuse({key}, WrongShard(1, "shard-0"));
+  const grpc::Status s = Set(key, "v");
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+  EXPECT_EQ(ReasonOf(s), kReasonWrongShard);
+  // The router's own table (version 1) names the same shard: no read of the
+  // ring, no second attempt.
+  EXPECT_EQ(refreshes(), 0);
+  EXPECT_EQ(leaders_[1]->calls("Set"), 1);
+}
+
+TEST_P(RouterOwnershipTest, AWrongShardThatAFreshReadDoesNotExplainIsSentNoFurther) {
+  const std::string key = KeyOf(1, /*moving=*/false);
+  leaders_[1]->Refuse({key}, WrongShard(5, "shard-3"));  // etcd has no such ring yet.
+  v1::GetResponse got;
+  const grpc::Status s = Get(key, &got);
+  EXPECT_EQ(ReasonOf(s), kReasonWrongShard);
+  EXPECT_EQ(refreshes(), 1);
+  EXPECT_EQ(leaders_[1]->calls("Get"), 1);
+  EXPECT_FALSE(got.found());
+}
+
+TEST_P(RouterOwnershipTest, ARangeMovingRequestWaitsForTheNextRingThenGoesToTheNewOwner) {
+  const std::string key = KeyOf(1, /*moving=*/true);
+  leaders_[1]->Refuse({key}, RangeMoving(1));
+  grpc::Status status;
+  std::thread client([&] { status = Set(key, "during the cutover"); });
+  ASSERT_TRUE(Eventually([&] { return service_->ownership_waiting() == 1; }));
+  EXPECT_EQ(newcomer_ == nullptr ? 0 : newcomer_->total_calls(), 0);
+  service_->SetTable(RingTable(2, true));  // The cutover's ring, by the watch.
+  client.join();
+  ASSERT_TRUE(status.ok()) << status.error_message();
+  EXPECT_EQ(newcomer_->keys(), std::set<std::string>{key});
+  EXPECT_EQ(leaders_[1]->calls("Set"), 1);
+  EXPECT_EQ(refreshes(), 0);
+}
+
+TEST_P(RouterOwnershipTest, ARangeMovingRequestIsSentOnceMoreAfterTheWaitIfTheRingStaysTheSame) {
+  RouterOptions options = WithRingSource(RouterOptions());
+  options.ownership_wait = absl::Milliseconds(300);
+  RestartRouter(options);
+  service_->SetTable(RingTable(1, false));
+  const std::string key = KeyOf(2, /*moving=*/false);
+  leaders_[2]->Refuse({key}, RangeMoving(1));
+  const absl::Time start = absl::Now();
+  const grpc::Status s = Set(key, "v");
+  EXPECT_GE(absl::Now() - start, absl::Milliseconds(300) - kWireRounding);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::UNAVAILABLE);
+  EXPECT_EQ(ReasonOf(s), kReasonRangeMoving);
+  EXPECT_EQ(leaders_[2]->calls("Set"), 2);
+}
+
+TEST_P(RouterOwnershipTest, RefusedKeysOfAMultiGetAreReadFromTheirNewOwnerAndTheOthersKept) {
+  const std::string stays0 = KeyOf(0, false), moves = KeyOf(1, true), stays1 = KeyOf(1, false);
+  leaders_[0]->Put(stays0, "a");
+  leaders_[1]->Put(stays1, "b");
+  OnRefresh(RingTable(2, true));
+  newcomer_->Put(moves, "copied");
+  leaders_[1]->Refuse({moves}, WrongShard(2, "shard-3"));
+  v1::MultiGetRequest request;
+  for (const std::string& key : {stays0, moves, stays1}) request.add_keys(key);
+  v1::MultiGetResponse response;
+  ASSERT_TRUE(kv_->MultiGet(Context().get(), request, &response).ok());
+  ASSERT_EQ(response.results_size(), 3);
+  EXPECT_EQ(response.results(0).value(), "a");
+  EXPECT_EQ(response.results(1).value(), "copied");
+  EXPECT_EQ(response.results(1).error().code(), 0);
+  EXPECT_EQ(response.results(2).value(), "b");
+  EXPECT_EQ(refreshes(), 1);
+  EXPECT_EQ(newcomer_->calls("MultiGet") + newcomer_->calls("Get"), 1);
+}
+
+TEST_P(RouterOwnershipTest, RefusedItemsOfAMultiSetAreWrittenOnTheirNewOwnerOnly) {
+  const std::string stays0 = KeyOf(0, false), moves = KeyOf(1, true), stays1 = KeyOf(1, false);
+  OnRefresh(RingTable(2, true));
+  leaders_[1]->Refuse({moves}, WrongShard(2, "shard-3"));
+  v1::MultiSetRequest request;
+  for (const std::string& key : {stays0, moves, stays1}) {
+    v1::SetItem* item = request.add_items();
+    item->set_key(key);
+    item->set_value("v");
+  }
+  v1::MultiSetResponse response;
+  ASSERT_TRUE(kv_->MultiSet(Context().get(), request, &response).ok());
+  ASSERT_EQ(response.results_size(), 3);
+  for (int i = 0; i < 3; ++i) {
+    EXPECT_EQ(response.results(i).error().code(), 0) << i;
+    EXPECT_GT(response.results(i).version(), 0u) << i;
+  }
+  EXPECT_EQ(leaders_[0]->keys(), std::set<std::string>{stays0});
+  EXPECT_EQ(leaders_[1]->keys(), std::set<std::string>{stays1});
+  EXPECT_EQ(newcomer_->keys(), std::set<std::string>{moves});
+}
+
+TEST_P(RouterOwnershipTest, ABatchKeyStillOwnedByTheRefusingShardKeepsItsRefusal) {
+  const std::string a = KeyOf(1, false, "a-"), b = KeyOf(1, false, "b-");
+  leaders_[1]->Put(a, "a");
+  leaders_[1]->Refuse({b}, WrongShard(2, "shard-0"));
+  v1::MultiGetRequest request;
+  request.add_keys(a);
+  request.add_keys(b);
+  v1::MultiGetResponse response;
+  ASSERT_TRUE(kv_->MultiGet(Context().get(), request, &response).ok());
+  ASSERT_EQ(response.results_size(), 2);
+  EXPECT_EQ(response.results(0).value(), "a");
+  // Never found=false for a key that is not the shard's: the refusal stays.
+  EXPECT_FALSE(response.results(1).found());
+  EXPECT_EQ(response.results(1).error().code(), grpc::StatusCode::FAILED_PRECONDITION);
+  EXPECT_EQ(response.results(1).error().reason(), kReasonWrongShard);
+  EXPECT_EQ(refreshes(), 1);
+  EXPECT_EQ(leaders_[1]->calls("MultiGet") + leaders_[1]->calls("Get"), 1);
+}
+
+TEST_P(RouterOwnershipTest, RangeMovingKeysOfABatchWaitForTheRingAndTheOthersAreNotResent) {
+  const std::string stays = KeyOf(0, false), moves = KeyOf(2, true);
+  leaders_[2]->Refuse({moves}, RangeMoving(1));
+  v1::MultiSetRequest request;
+  for (const std::string& key : {stays, moves}) {
+    v1::SetItem* item = request.add_items();
+    item->set_key(key);
+    item->set_value("v");
+  }
+  v1::MultiSetResponse response;
+  grpc::Status status;
+  std::thread client([&] { status = kv_->MultiSet(Context().get(), request, &response); });
+  ASSERT_TRUE(Eventually([&] { return service_->ownership_waiting() == 1; }));
+  service_->SetTable(RingTable(2, true));
+  client.join();
+  ASSERT_TRUE(status.ok()) << status.error_message();
+  ASSERT_EQ(response.results_size(), 2);
+  EXPECT_EQ(response.results(0).error().code(), 0);
+  EXPECT_EQ(response.results(1).error().code(), 0);
+  EXPECT_EQ(newcomer_->keys(), std::set<std::string>{moves});
+  EXPECT_EQ(leaders_[0]->calls("MultiSet") + leaders_[0]->calls("Set"), 1);
+}
+
+// Static mode has no ring source: a WRONG_SHARD is tried on the current
+// table only (the same shard here), never waited on.
+TEST_P(RouterForwardingTest, WithoutARingSourceAWrongShardIsReturnedAsItIs) {
+  const std::string key = KeysOf(1, 1)[0];
+  leaders_[1]->Refuse({key}, WrongShard(7, "shard-9"));
+  v1::GetResponse got;
+  const grpc::Status s = Get(key, &got);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+  EXPECT_EQ(ReasonOf(s), kReasonWrongShard);
+  EXPECT_EQ(leaders_[1]->calls("Get"), 1);
+}
+
 // An asynchronous call through the router's stub; Wait() returns its status.
 template <typename Response>
 struct AsyncCall {
@@ -1297,6 +1596,34 @@ TEST_F(RouterCoalescingTest, CoalescedSetsKeepTheirOwnVersionsAndCasErrors) {
   EXPECT_NE(cas_ok->response.version(), plain->response.version());
   EXPECT_EQ(leaders_[2]->calls("MultiSet"), 1);
   EXPECT_EQ(leaders_[2]->keys().count(keys[3]), 1u);
+}
+
+// Coalesced, single Sets travel as one MultiSet: a per-key refusal in its
+// answer is the request's own, and is followed like a unary one.
+TEST_F(RouterCoalescingTest, ACoalescedSetRefusedAsAnotherShardsGoesToItsNewOwner) {
+  RouterOptions options = WithRingSource(RouterOptions());
+  options.coalesce_in_flight = 1;
+  RestartRouter(options);
+  service_->SetTable(RingTable(1, false));
+  OnRefresh(RingTable(2, true));
+  const std::string first = KeyOf(1, false, "a-"), stays = KeyOf(1, false, "b-"),
+                    moves = KeyOf(1, true, "c-");
+  leaders_[1]->Refuse({moves}, WrongShard(2, "shard-3"));
+  leaders_[1]->Hold();
+  auto held = StartSet(first, "first");
+  ASSERT_TRUE(Eventually([&] { return leaders_[1]->held() == 1; }));
+  auto stay = StartSet(stays, "x");
+  auto move = StartSet(moves, "y");
+  ASSERT_TRUE(Eventually([&] { return service_->coalesce_queued() == 2; }));
+  leaders_[1]->Release();
+  EXPECT_TRUE(held->Wait().ok());
+  EXPECT_TRUE(stay->Wait().ok());
+  const grpc::Status moved = move->Wait();
+  ASSERT_TRUE(moved.ok()) << moved.error_message();
+  EXPECT_EQ(leaders_[1]->calls("MultiSet"), 1);
+  EXPECT_EQ(leaders_[1]->keys(), std::set<std::string>{stays});
+  EXPECT_EQ(newcomer_->keys(), std::set<std::string>{moves});
+  EXPECT_EQ(refreshes(), 1);
 }
 
 TEST_F(RouterCoalescingTest, ACoalescedBatchRefusedNamingTheLeaderGoesThereOnce) {
