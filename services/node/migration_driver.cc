@@ -230,7 +230,7 @@ bool MigrationDriver::Throttle(Run& run, uint64_t bytes) {
 
 absl::Status MigrationDriver::FlushProgress(Run& run, bool force) {
   const absl::Time now = absl::Now();
-  if (!force && now - run.flushed < absl::Seconds(1)) return absl::OkStatus();
+  if (!force && now - run.flushed < absl::Milliseconds(500)) return absl::OkStatus();
   const double seconds = std::max(1e-3, absl::ToDoubleSeconds(now - run.flushed));
   run.flushed = now;
   for (Source& s : run.sources) {

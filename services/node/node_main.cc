@@ -28,6 +28,8 @@
 #include "kvstore/v1/kv.grpc.pb.h"
 #include "services/node/admin_service.h"
 #include "services/node/kv_service.h"
+#include "services/node/migration_driver.h"
+#include "services/node/migration_source.h"
 #include "services/node/ownership_gate.h"
 #include "services/node/ring_feed.h"
 #include "services/replication/grpc_transport.h"
@@ -317,10 +319,32 @@ int Run(NodeKind kind, const char* program) {
   auto admin = std::make_unique<AdminService>(store->get(), "", FLAGS_data_dir, node->get(),
                                               &security->policy);
   auto replication = std::make_unique<ReplicationService>(node->get(), &security->policy);
+  // Resharding's source side (docs/resharding.md): served on every node; only
+  // the leader of this shard answers, and only in etcd mode can it hold ranges.
+  MigrationSourceHooks migration_hooks;
+  if (ownership) {
+    OwnershipGate* gate = ownership.get();
+    migration_hooks.hold_and_run = [gate](RangeSet ranges, int64_t until,
+                                          const std::function<void()>& fn) {
+      gate->HoldAndRun(std::move(ranges), until, fn);
+    };
+    migration_hooks.release = [gate] { gate->SetHeld(RangeSet(), 0); };
+    migration_hooks.ring_version = [gate] { return gate->ring_version(); };
+    migration_hooks.owns = [gate](absl::string_view key) { return gate->Owns(key); };
+    migration_hooks.owned_fraction = [gate] {
+      std::shared_ptr<const HashRing> ring = gate->ring();
+      if (ring == nullptr) return 0.0;
+      const auto& shards = ring->shards();
+      const auto it = std::find(shards.begin(), shards.end(), gate->shard());
+      return it == shards.end() ? 0.0 : ring->Ownership()[it - shards.begin()];
+    };
+  }
+  auto migration = std::make_unique<MigrationSourceService>(
+      FLAGS_shard, store->get(), node->get(), std::move(migration_hooks), &security->policy);
 
   ServerOptions server_options;
   server_options.listen = FLAGS_listen;
-  server_options.services = {kv.get(), admin.get(), replication.get()};
+  server_options.services = {kv.get(), admin.get(), replication.get(), migration.get()};
   server_options.shutdown_grace_ms = FLAGS_shutdown_grace_ms;
   server_options.port_file = FLAGS_port_file;
   server_options.credentials = security->server_credentials;
@@ -356,6 +380,7 @@ int Run(NodeKind kind, const char* program) {
   });
   std::unique_ptr<RingFeed> ring_feed;
   std::unique_ptr<FailoverAgent> agent;
+  std::unique_ptr<MigrationDriver> driver;
   if (etcd_mode->enabled) {
     // The ring first, so that the node knows what it owns before it can be
     // elected; a node that cannot reach etcd goes on (nothing is written
@@ -377,9 +402,26 @@ int Run(NodeKind kind, const char* program) {
     }
     agent = *std::move(created);
     (*node)->SetPromoteHandler([a = agent.get()](bool force) { return a->CampaignNow(force); });
+    // Resharding's destination side: acts while this node leads a shard that
+    // a migration adds.
+    MigrationDriverOptions driver_options;
+    driver_options.prefix = etcd_mode->failover.prefix;
+    driver_options.shard = FLAGS_shard;
+    driver_options.channel = [client = security->client](const std::string& address) {
+      grpc::ChannelArguments args;
+      args.SetMaxReceiveMessageSize(64 << 20);
+      return CreateClientChannel(address, client, args);
+    };
+    driver_options.install_ring = [gate = ownership.get()](std::shared_ptr<const HashRing> ring,
+                                                           int64_t version) {
+      gate->SetRing(std::move(ring), version);
+    };
+    driver = std::make_unique<MigrationDriver>(etcd.get(), store->get(), node->get(),
+                                               std::move(driver_options));
   }
   (*node)->Start((*server)->address());
   if (agent) agent->Start();
+  if (driver) driver->Start();
   LOG(INFO) << program << " serving on " << (*server)->address() << " as "
             << RoleName((*node)->role()) << " (epoch " << (*node)->epoch() << "), data in "
             << FLAGS_data_dir << ", fsync " << FLAGS_fsync << ", ack " << FLAGS_ack
@@ -391,6 +433,7 @@ int Run(NodeKind kind, const char* program) {
   LOG(INFO) << "Signal " << signal << ": finishing in-flight requests, then syncing the log";
   metrics.Stop();  // Its collector reads the services and the store.
   // A leader resigns first, so the others elect without waiting out the lease.
+  if (driver) driver->Stop();
   if (agent) agent->Stop();
   if (ring_feed) ring_feed->Stop();
   // Stop the links first: a leader stream held open would keep the server's

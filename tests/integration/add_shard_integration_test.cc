@@ -1,0 +1,419 @@
+// Online resharding (docs/resharding.md) with real processes on 127.0.0.1: a
+// one-member etcd, shards s0..s2 in etcd mode (kv-shard + kv-replica each,
+// --ack=sync --sync-acks=1), a kv-router following the ring in etcd, then a
+// new shard group s3 and `kvctl reshard add-shard s3 --yes`.
+//
+//   AddingAShardUnderLoadMovesAQuarterAndLosesNothing: $KV_RESHARD_KEYS keys
+//     (default 20,000) preloaded; while writers (one write in flight each,
+//     half of them to new keys, half overwriting a few) and compare-and-set
+//     counters run through the router,
+//     the migration copies, catches up and cuts over. Invariants, each
+//     counted: every acknowledged write reads back with its last value; no
+//     acknowledged version of a key is at or below an earlier one; each
+//     counter equals its acknowledged increments; s3 holds at most 27 % of
+//     the keys; the shards together hold each key once (key counts add up).
+//     The status must show progress, and the longest write latency across
+//     the cutover is printed.
+#include <algorithm>
+#include <atomic>
+#include <cstdlib>
+#include <map>
+#include <memory>
+#include <optional>
+#include <set>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
+#include "common/coord/etcd_client.h"
+#include "common/coord/schema.h"
+#include "gtest/gtest.h"
+#include "tests/support/etcd_process.h"
+#include "tests/support/process.h"
+#include "tests/support/router_process.h"
+
+namespace kvstore {
+namespace {
+
+using ::kvstore::testing::EtcdProcess;
+using ::kvstore::testing::KvClient;
+using ::kvstore::testing::RouterProcess;
+using ::kvstore::testing::ServerProcess;
+using ::kvstore::testing::TempDir;
+using ::kvstore::testing::WaitFor;
+
+constexpr char kPrefix[] = "/kvstore/reshard-test";
+
+int Keys() {
+  int keys = 20000;
+  const char* env = std::getenv("KV_RESHARD_KEYS");
+  if (env != nullptr && absl::SimpleAtoi(env, &keys) && keys >= 100) return keys;
+  return keys;
+}
+
+// What the writers saw acknowledged, per key, and any version that went down.
+class Ledger {
+ public:
+  void Acked(const std::string& key, const std::string& value, uint64_t version,
+             absl::Duration took) {
+    absl::MutexLock l(&mu_);
+    Entry& e = keys_[key];
+    if (version <= e.version) {
+      ++versions_down_;
+      ADD_FAILURE() << key << ": acknowledged version " << version << " after " << e.version;
+    }
+    e.version = version;
+    e.value = value;
+    e.pending.clear();
+    ++acks_;
+    longest_ = std::max(longest_, took);
+  }
+  void Failed(const std::string& key, const std::string& value) {
+    absl::MutexLock l(&mu_);
+    keys_[key].pending.push_back(value);
+    ++failures_;
+  }
+  struct Entry {
+    std::string value;
+    uint64_t version = 0;
+    std::vector<std::string> pending;
+  };
+  std::map<std::string, Entry> Snapshot() const {
+    absl::MutexLock l(&mu_);
+    return keys_;
+  }
+  size_t acks() const {
+    absl::MutexLock l(&mu_);
+    return acks_;
+  }
+  size_t failures() const {
+    absl::MutexLock l(&mu_);
+    return failures_;
+  }
+  absl::Duration longest() const {
+    absl::MutexLock l(&mu_);
+    return longest_;
+  }
+
+ private:
+  mutable absl::Mutex mu_;
+  std::map<std::string, Entry> keys_ ABSL_GUARDED_BY(mu_);
+  size_t acks_ ABSL_GUARDED_BY(mu_) = 0;
+  size_t failures_ ABSL_GUARDED_BY(mu_) = 0;
+  size_t versions_down_ ABSL_GUARDED_BY(mu_) = 0;
+  absl::Duration longest_ ABSL_GUARDED_BY(mu_);
+};
+
+class ReshardTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    ASSERT_TRUE(etcd_.Start().ok()) << etcd_.LogTail();
+    coord::EtcdClientOptions options;
+    options.endpoints = etcd_.endpoint();
+    absl::StatusOr<std::unique_ptr<coord::EtcdClient>> client = coord::EtcdClient::Create(options);
+    ASSERT_TRUE(client.ok()) << client.status();
+    etcd_client_ = *std::move(client);
+  }
+
+  std::vector<std::string> NodeFlags(const std::string& shard, const std::string& id) const {
+    return {absl::StrCat("--shard=", shard),
+            absl::StrCat("--node-id=", id),
+            absl::StrCat("--etcd-endpoints=", etcd_.endpoint()),
+            absl::StrCat("--etcd-prefix=", kPrefix),
+            "--lease-ttl=2s",
+            "--ack=sync",
+            "--sync-acks=1",
+            "--fsync=everysec",
+            "--sync-timeout-ms=2000"};
+  }
+
+  // A leader and one replica of `shard`.
+  void StartShardGroup(const std::string& shard) {
+    for (int i = 0; i < 2; ++i) {
+      const std::string id = absl::StrCat(shard, "-n", i + 1);
+      nodes_.push_back(std::make_unique<ServerProcess>(dir_.Join(id),
+                                                       i == 0 ? KV_SHARD_BIN : KV_REPLICA_BIN, id));
+      ASSERT_TRUE(nodes_.back()->Start(NodeFlags(shard, id)).ok()) << nodes_.back()->LogTail();
+    }
+  }
+
+  std::optional<std::string> LeaderOf(const std::string& shard) {
+    absl::StatusOr<coord::RangeResult> range =
+        etcd_client_->Range(coord::ShardLeaderKey(kPrefix, shard));
+    if (!range.ok() || range->kvs.empty()) return std::nullopt;
+    absl::StatusOr<coord::LeaderValueRecord> value = coord::ParseLeaderJson(range->kvs[0].value());
+    if (!value.ok() || value->epoch == 0) return std::nullopt;
+    absl::StatusOr<v1::StatusResponse> status = testing::FetchStatus(value->addr, absl::Seconds(1));
+    if (!status.ok() || status->role() != "leader" || !status->ready()) return std::nullopt;
+    return value->addr;
+  }
+
+  void AwaitLeader(const std::string& shard) {
+    ASSERT_TRUE(WaitFor([&] { return LeaderOf(shard).has_value(); },
+                        absl::Now() + absl::Seconds(20), absl::Milliseconds(50)))
+        << "no leader for " << shard << "\n"
+        << Logs();
+  }
+
+  void StartCluster() {
+    for (const char* shard : {"s0", "s1", "s2"}) {
+      ASSERT_NO_FATAL_FAILURE(StartShardGroup(shard));
+    }
+    Topology topology;
+    for (int s = 0; s < 3; ++s) {
+      topology.shards.push_back(
+          {absl::StrCat("s", s), nodes_[2 * s]->address(), {nodes_[2 * s + 1]->address()}});
+    }
+    const std::string topology_file = dir_.Join("topology.yaml");
+    ASSERT_TRUE(testing::WriteTopologyFile(topology_file, topology).ok());
+    const testing::KvctlResult init =
+        Kvctl({absl::StrCat("--config=", topology_file), "cluster", "init"});
+    ASSERT_EQ(init.exit_code, 0) << init.ToString();
+    for (const char* shard : {"s0", "s1", "s2"}) ASSERT_NO_FATAL_FAILURE(AwaitLeader(shard));
+    ASSERT_TRUE(
+        router_
+            .Start("", {absl::StrCat("--etcd-endpoints=", etcd_.endpoint()),
+                        absl::StrCat("--etcd-prefix=", kPrefix), "--forward-timeout-ms=2000"})
+            .ok())
+        << router_.LogTail();
+  }
+
+  testing::KvctlResult Kvctl(std::vector<std::string> args,
+                             absl::Duration timeout = absl::Seconds(20)) {
+    args.insert(args.begin(), {absl::StrCat("--etcd=", etcd_.endpoint()),
+                               absl::StrCat("--etcd-prefix=", kPrefix)});
+    return testing::RunKvctl("", args, timeout);
+  }
+
+  void Preload(int keys) {
+    KvClient client(router_.address(), absl::Seconds(10));
+    for (int first = 0; first < keys; first += 500) {
+      v1::MultiSetRequest request;
+      for (int i = first; i < std::min(keys, first + 500); ++i) {
+        v1::SetItem* item = request.add_items();
+        item->set_key(absl::StrCat("pre-", i));
+        item->set_value(absl::StrCat("value-", i, "-", std::string(80, 'x')));
+      }
+      v1::MultiSetResponse response;
+      grpc::Status s = client.MultiSet(request, &response);
+      ASSERT_TRUE(s.ok()) << s.error_message();
+      for (const v1::SetResult& r : response.results()) {
+        ASSERT_EQ(r.error().code(), 0) << r.error().message();
+      }
+    }
+  }
+
+  std::optional<coord::MigrationRecord> ActiveOrLast(const std::string& id) {
+    absl::StatusOr<coord::RangeResult> range =
+        etcd_client_->Range(coord::MigrationKey(kPrefix, id));
+    if (!range.ok() || range->kvs.empty()) return std::nullopt;
+    absl::StatusOr<coord::MigrationRecord> record =
+        coord::ParseMigrationValue(range->kvs[0].value());
+    if (!record.ok()) return std::nullopt;
+    return *record;
+  }
+
+  std::string ActiveId() {
+    absl::StatusOr<coord::RangeResult> range =
+        etcd_client_->Range(coord::ActiveMigrationKey(kPrefix));
+    if (!range.ok() || range->kvs.empty()) return "";
+    absl::StatusOr<std::string> id = coord::ParseActiveMigrationValue(range->kvs[0].value());
+    return id.ok() ? *id : "";
+  }
+
+  uint64_t KeysCopied(const std::string& id) {
+    coord::RangeOptions options;
+    options.prefix = true;
+    absl::StatusOr<coord::RangeResult> range =
+        etcd_client_->Range(coord::MigrationSourcesPrefix(kPrefix, id), options);
+    uint64_t copied = 0;
+    if (!range.ok()) return 0;
+    for (const mvccpb::KeyValue& kv : range->kvs) {
+      absl::StatusOr<coord::SourceProgress> p = coord::ParseSourceProgressValue("", kv.value());
+      if (p.ok()) copied += p->keys_copied;
+    }
+    return copied;
+  }
+
+  uint64_t KeyCount(const std::string& address) {
+    absl::StatusOr<v1::StatusResponse> status = testing::FetchStatus(address, absl::Seconds(2));
+    return status.ok() ? status->key_count() : 0;
+  }
+
+  std::string Logs() {
+    std::string out;
+    for (auto& n : nodes_) absl::StrAppend(&out, "--- ", n->log_path(), ":\n", n->LogTail(2000));
+    absl::StrAppend(&out, "--- router:\n", router_.LogTail(1500));
+    return out;
+  }
+
+  TempDir dir_;
+  EtcdProcess etcd_;
+  std::unique_ptr<coord::EtcdClient> etcd_client_;
+  std::vector<std::unique_ptr<ServerProcess>> nodes_;
+  RouterProcess router_{dir_.Join("router")};
+};
+
+TEST_F(ReshardTest, AddingAShardUnderLoadMovesAQuarterAndLosesNothing) {
+  ASSERT_NO_FATAL_FAILURE(StartCluster());
+  const int keys = Keys();
+  ASSERT_NO_FATAL_FAILURE(Preload(keys));
+  ASSERT_NO_FATAL_FAILURE(StartShardGroup("s3"));
+  ASSERT_NO_FATAL_FAILURE(AwaitLeader("s3"));
+
+  // The load: writers over their own keys, and compare-and-set counters.
+  Ledger ledger;
+  std::atomic<bool> stop{false};
+  std::atomic<int64_t> increments[4] = {0, 0, 0, 0};
+  std::vector<std::thread> threads;
+  for (int w = 0; w < 2; ++w) {
+    threads.emplace_back([&, w] {
+      KvClient client(router_.address(), absl::Seconds(5));
+      for (uint64_t seq = 0; !stop.load(); ++seq) {
+        // Half the writes make a key of their own (a write the move loses
+        // is then a missing key, not one hidden by a later write), half
+        // overwrite one of 50 keys (versions must keep going up).
+        const std::string key =
+            seq % 2 == 0 ? absl::StrCat("w", w, "-u", seq) : absl::StrCat("w", w, "-k", seq % 100);
+        const std::string value = absl::StrCat("w", w, "-s", seq);
+        const absl::Time sent = absl::Now();
+        v1::SetResponse response;
+        grpc::Status s = client.Set(key, value, &response);
+        if (s.ok()) {
+          ledger.Acked(key, value, response.version(), absl::Now() - sent);
+        } else {
+          ledger.Failed(key, value);
+          absl::SleepFor(absl::Milliseconds(5));  // Rate limit on 2 cores, not a sync.
+        }
+      }
+    });
+  }
+  threads.emplace_back([&] {
+    KvClient client(router_.address(), absl::Seconds(5));
+    for (uint64_t seq = 0; !stop.load(); ++seq) {
+      const int c = static_cast<int>(seq % 4);
+      const std::string key = absl::StrCat("counter-", c);
+      v1::GetResponse got;
+      if (!client.Get(key, &got).ok()) continue;
+      int64_t n = 0;
+      if (got.found() && !absl::SimpleAtoi(got.value(), &n)) {
+        ADD_FAILURE() << key << " holds " << got.value();
+        return;
+      }
+      v1::SetRequest set;
+      set.set_key(key);
+      set.set_value(absl::StrCat(n + 1));
+      set.set_if_version(got.found() ? got.version() : 0);
+      v1::SetResponse response;
+      grpc::Status s = client.Set(set, &response);
+      if (s.ok()) ++increments[c];
+    }
+  });
+  ASSERT_TRUE(WaitFor([&] { return ledger.acks() >= 200; }, absl::Now() + absl::Seconds(20)))
+      << Logs();
+
+  const testing::KvctlResult remove = Kvctl({"reshard", "remove-shard", "s2", "--yes"});
+  EXPECT_EQ(remove.exit_code, 3) << "removing a shard is not carried out yet: "
+                                 << remove.ToString();
+  const testing::KvctlResult plan = Kvctl({"reshard", "add-shard", "s3", "--plan"});
+  EXPECT_EQ(plan.exit_code, 0) << plan.ToString();
+  std::printf("%s", plan.out.c_str());
+  const testing::KvctlResult add =
+      Kvctl({"reshard", "add-shard", "s3", "--yes", "--throttle=128KiB/s"});
+  ASSERT_EQ(add.exit_code, 0) << add.ToString();
+  const std::string id = ActiveId();
+  ASSERT_FALSE(id.empty()) << add.ToString();
+
+  // The progress the driver reports while it copies: keys copied so far,
+  // summed over the sources, each time it is looked at.
+  std::set<std::string> phases;
+  std::set<uint64_t> copied_seen;
+  const bool done = WaitFor(
+      [&] {
+        std::optional<coord::MigrationRecord> record = ActiveOrLast(id);
+        if (record) phases.insert(record->phase);
+        if (record && record->phase == "copy") copied_seen.insert(KeysCopied(id));
+        return record && record->phase == "done";
+      },
+      absl::Now() + absl::Seconds(180), absl::Milliseconds(100));
+  const testing::KvctlResult status = Kvctl({"reshard", "status", id});
+  std::printf("%s", status.out.c_str());
+  ASSERT_TRUE(done) << status.ToString() << "\n" << Logs();
+  EXPECT_TRUE(ActiveId().empty()) << "the migration is over but still active";
+  EXPECT_GE(copied_seen.size(), 3u) << "the copy's progress did not advance while it was watched";
+  for (const char* phase : {"copy", "done"}) {
+    EXPECT_TRUE(phases.count(phase) > 0) << "never saw phase " << phase;
+  }
+  // A little more load on the new ring, then stop.
+  const size_t after = ledger.acks();
+  EXPECT_TRUE(
+      WaitFor([&] { return ledger.acks() >= after + 100; }, absl::Now() + absl::Seconds(20)))
+      << "no write acknowledged after the migration\n"
+      << Logs();
+  stop.store(true);
+  for (std::thread& t : threads) t.join();
+
+  // Every acknowledged write reads back (through the router, on the new ring).
+  KvClient client(router_.address(), absl::Seconds(5));
+  size_t checked = 0;
+  for (const auto& [key, entry] : ledger.Snapshot()) {
+    if (entry.version == 0) continue;
+    v1::GetResponse response;
+    grpc::Status s = client.Get(key, &response);
+    ASSERT_TRUE(s.ok()) << key << ": " << s.error_message();
+    const bool allowed = response.found() && (response.value() == entry.value ||
+                                              std::find(entry.pending.begin(), entry.pending.end(),
+                                                        response.value()) != entry.pending.end());
+    EXPECT_TRUE(allowed) << key << " reads " << (response.found() ? response.value() : "<absent>")
+                         << ", last acknowledged " << entry.value;
+    if (response.value() == entry.value) EXPECT_EQ(response.version(), entry.version) << key;
+    ++checked;
+  }
+  for (int i = 0; i < keys; ++i) {
+    v1::GetResponse response;
+    const std::string key = absl::StrCat("pre-", i);
+    grpc::Status s = client.Get(key, &response);
+    ASSERT_TRUE(s.ok()) << key << ": " << s.error_message();
+    ASSERT_TRUE(response.found()) << key << " is missing after the migration";
+    ASSERT_EQ(response.value(), absl::StrCat("value-", i, "-", std::string(80, 'x')));
+    ++checked;
+  }
+  int64_t counted = 0;
+  for (int c = 0; c < 4; ++c) {
+    v1::GetResponse response;
+    ASSERT_TRUE(client.Get(absl::StrCat("counter-", c), &response).ok());
+    int64_t n = 0;
+    if (response.found()) ASSERT_TRUE(absl::SimpleAtoi(response.value(), &n));
+    EXPECT_EQ(n, increments[c].load()) << "counter-" << c;
+    counted += n;
+  }
+
+  // Each key on exactly one shard, and s3 holds its share.
+  uint64_t total = 0;
+  uint64_t on_s3 = 0;
+  for (const char* shard : {"s0", "s1", "s2", "s3"}) {
+    std::optional<std::string> leader = LeaderOf(shard);
+    ASSERT_TRUE(leader.has_value()) << shard;
+    const uint64_t n = KeyCount(*leader);
+    total += n;
+    if (std::string(shard) == "s3") on_s3 = n;
+  }
+  const uint64_t expected = keys + ledger.Snapshot().size() + 4;
+  EXPECT_EQ(total, expected) << "keys held by the shards together";
+  EXPECT_LE(on_s3, expected * 27 / 100);
+  EXPECT_GE(on_s3, expected * 15 / 100);
+  std::printf(
+      "moved %llu of %llu keys (%.1f %%) to s3; checked %zu keys, %lld counter increments; %zu "
+      "writes acknowledged, %zu failed; longest acknowledged write %.0f ms\n",
+      static_cast<unsigned long long>(on_s3), static_cast<unsigned long long>(total),
+      100.0 * on_s3 / std::max<uint64_t>(total, 1), checked, static_cast<long long>(counted),
+      ledger.acks(), ledger.failures(), absl::ToDoubleMilliseconds(ledger.longest()));
+}
+
+}  // namespace
+}  // namespace kvstore
