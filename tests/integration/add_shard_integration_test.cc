@@ -49,6 +49,13 @@ using ::kvstore::testing::WaitFor;
 
 constexpr char kPrefix[] = "/kvstore/reshard-test";
 
+// --throttle of the migration ($KV_RESHARD_THROTTLE, default 128KiB/s: slow
+// enough that the copy overlaps the load for several seconds in CI).
+std::string Throttle() {
+  const char* env = std::getenv("KV_RESHARD_THROTTLE");
+  return env != nullptr && *env != '\0' ? env : "128KiB/s";
+}
+
 int Keys() {
   int keys = 20000;
   const char* env = std::getenv("KV_RESHARD_KEYS");
@@ -59,9 +66,26 @@ int Keys() {
 // What the writers saw acknowledged, per key, and any version that went down.
 class Ledger {
  public:
+  // Latencies are kept per period (0 before the migration, 1 during, 2 after).
+  void SetPeriod(int period) {
+    absl::MutexLock l(&mu_);
+    period_ = period;
+  }
+  double Percentile(int period, double q) const {
+    absl::MutexLock l(&mu_);
+    std::vector<double> v = latencies_ms_[period];
+    if (v.empty()) return 0;
+    std::sort(v.begin(), v.end());
+    return v[std::min(v.size() - 1, static_cast<size_t>(q * v.size()))];
+  }
+  size_t Count(int period) const {
+    absl::MutexLock l(&mu_);
+    return latencies_ms_[period].size();
+  }
   void Acked(const std::string& key, const std::string& value, uint64_t version,
              absl::Duration took) {
     absl::MutexLock l(&mu_);
+    latencies_ms_[period_].push_back(absl::ToDoubleMilliseconds(took));
     Entry& e = keys_[key];
     if (version <= e.version) {
       ++versions_down_;
@@ -107,6 +131,8 @@ class Ledger {
   size_t failures_ ABSL_GUARDED_BY(mu_) = 0;
   size_t versions_down_ ABSL_GUARDED_BY(mu_) = 0;
   absl::Duration longest_ ABSL_GUARDED_BY(mu_);
+  int period_ ABSL_GUARDED_BY(mu_) = 0;
+  std::vector<double> latencies_ms_[3] ABSL_GUARDED_BY(mu_);
 };
 
 class ReshardTest : public ::testing::Test {
@@ -314,7 +340,7 @@ TEST_F(ReshardTest, AddingAShardUnderLoadMovesAQuarterAndLosesNothing) {
       if (s.ok()) ++increments[c];
     }
   });
-  ASSERT_TRUE(WaitFor([&] { return ledger.acks() >= 200; }, absl::Now() + absl::Seconds(20)))
+  ASSERT_TRUE(WaitFor([&] { return ledger.acks() >= 1000; }, absl::Now() + absl::Seconds(20)))
       << Logs();
 
   const testing::KvctlResult remove = Kvctl({"reshard", "remove-shard", "s2", "--yes"});
@@ -323,8 +349,10 @@ TEST_F(ReshardTest, AddingAShardUnderLoadMovesAQuarterAndLosesNothing) {
   const testing::KvctlResult plan = Kvctl({"reshard", "add-shard", "s3", "--plan"});
   EXPECT_EQ(plan.exit_code, 0) << plan.ToString();
   std::printf("%s", plan.out.c_str());
+  ledger.SetPeriod(1);
+  const absl::Time started = absl::Now();
   const testing::KvctlResult add =
-      Kvctl({"reshard", "add-shard", "s3", "--yes", "--throttle=128KiB/s"});
+      Kvctl({"reshard", "add-shard", "s3", "--yes", absl::StrCat("--throttle=", Throttle())});
   ASSERT_EQ(add.exit_code, 0) << add.ToString();
   const std::string id = ActiveId();
   ASSERT_FALSE(id.empty()) << add.ToString();
@@ -344,6 +372,8 @@ TEST_F(ReshardTest, AddingAShardUnderLoadMovesAQuarterAndLosesNothing) {
   const testing::KvctlResult status = Kvctl({"reshard", "status", id});
   std::printf("%s", status.out.c_str());
   ASSERT_TRUE(done) << status.ToString() << "\n" << Logs();
+  const absl::Duration took = absl::Now() - started;
+  ledger.SetPeriod(2);
   EXPECT_TRUE(ActiveId().empty()) << "the migration is over but still active";
   EXPECT_GE(copied_seen.size(), 3u) << "the copy's progress did not advance while it was watched";
   for (const char* phase : {"copy", "done"}) {
@@ -352,7 +382,7 @@ TEST_F(ReshardTest, AddingAShardUnderLoadMovesAQuarterAndLosesNothing) {
   // A little more load on the new ring, then stop.
   const size_t after = ledger.acks();
   EXPECT_TRUE(
-      WaitFor([&] { return ledger.acks() >= after + 100; }, absl::Now() + absl::Seconds(20)))
+      WaitFor([&] { return ledger.acks() >= after + 1000; }, absl::Now() + absl::Seconds(20)))
       << "no write acknowledged after the migration\n"
       << Logs();
   stop.store(true);
@@ -407,6 +437,13 @@ TEST_F(ReshardTest, AddingAShardUnderLoadMovesAQuarterAndLosesNothing) {
   EXPECT_EQ(total, expected) << "keys held by the shards together";
   EXPECT_LE(on_s3, expected * 27 / 100);
   EXPECT_GE(on_s3, expected * 15 / 100);
+  std::printf(
+      "migration of %d preloaded keys at --throttle=%s took %.1f s; write p50/p99 (ms) before "
+      "%.1f/%.1f (%zu), during %.1f/%.1f (%zu), after %.1f/%.1f (%zu)\n",
+      keys, Throttle().c_str(), absl::ToDoubleSeconds(took), ledger.Percentile(0, 0.5),
+      ledger.Percentile(0, 0.99), ledger.Count(0), ledger.Percentile(1, 0.5),
+      ledger.Percentile(1, 0.99), ledger.Count(1), ledger.Percentile(2, 0.5),
+      ledger.Percentile(2, 0.99), ledger.Count(2));
   std::printf(
       "moved %llu of %llu keys (%.1f %%) to s3; checked %zu keys, %lld counter increments; %zu "
       "writes acknowledged, %zu failed; longest acknowledged write %.0f ms\n",
