@@ -104,6 +104,8 @@ void MigrationDriver::Loop() {
     if (!id.ok()) continue;
     absl::Status s = Drive(*id);
     if (s.ok()) {
+      // Over, or no longer this node's to drive.
+      PublishMetrics(Run());
       last_error.clear();
       continue;
     }
@@ -146,6 +148,7 @@ absl::Status MigrationDriver::SetPhase(Run& run, const std::string& phase) {
     if (r->succeeded()) {
       run.record = next;
       run.record_revision = r->header().revision();
+      PublishMetrics(run);
       return absl::OkStatus();
     }
     if (absl::Status s = LoadRecord(run); !s.ok()) return s;
@@ -229,6 +232,7 @@ bool MigrationDriver::Throttle(Run& run, uint64_t bytes) {
 }
 
 absl::Status MigrationDriver::FlushProgress(Run& run, bool force) {
+  PublishMetrics(run);
   const absl::Time now = absl::Now();
   if (!force && now - run.flushed < absl::Milliseconds(500)) return absl::OkStatus();
   const double seconds = std::max(1e-3, absl::ToDoubleSeconds(now - run.flushed));
@@ -794,6 +798,38 @@ absl::Status MigrationDriver::PurgeNotOwned(const HashRing* ring) {
     if (!page.next.has_value()) return absl::OkStatus();
     position = *std::move(page.next);
   }
+}
+
+MigrationMetrics MigrationDriver::metrics() const {
+  absl::MutexLock l(&metrics_mu_);
+  return metrics_;
+}
+
+void MigrationDriver::PublishMetrics(const Run& run) {
+  MigrationMetrics m;
+  m.id = run.id;
+  m.phase = run.record.phase;
+  for (const Source& source : run.sources) {
+    const coord::SourceProgress& p = source.progress;
+    MigrationSourceMetrics s;
+    s.source = source.name;
+    s.keys_copied = p.keys_copied;
+    s.bytes_copied = p.bytes_copied;
+    // As kvctl reshard status counts it: unknown until the catch-up asked.
+    if (p.source_index != 0 && !(p.phase == "copy" && p.applied_index == 0)) {
+      s.catchup_lag_entries =
+          p.source_index > p.applied_index ? p.source_index - p.applied_index : 0;
+    }
+    s.retries = p.retries;
+    s.restarts = p.restarts;
+    if (p.last_cutover_pause_ms > 0) {
+      m.last_cutover_pause_seconds =
+          std::max(m.last_cutover_pause_seconds.value_or(0), p.last_cutover_pause_ms / 1000.0);
+    }
+    m.sources.push_back(std::move(s));
+  }
+  absl::MutexLock l(&metrics_mu_);
+  metrics_ = std::move(m);
 }
 
 }  // namespace kvstore

@@ -25,6 +25,7 @@
 #include "absl/time/time.h"
 #include "common/coord/etcd_client.h"
 #include "common/coord/schema.h"
+#include "common/metrics/migration_metrics.h"
 #include "common/replication/replication_hooks.h"
 #include "common/ring/hash_ring.h"
 #include "common/ring/ring_diff.h"
@@ -61,6 +62,10 @@ class MigrationDriver {
   // stays where its last checkpoint says. Idempotent.
   void Stop();
 
+  // What the driver reports of the migration it drives now, as of its last
+  // progress update (empty `id`: none). Any thread.
+  MigrationMetrics metrics() const;
+
  private:
   struct Source;
   struct Run;
@@ -96,6 +101,8 @@ class MigrationDriver {
   // Waits `d` or until Stop; false when stopping.
   bool WaitFor(absl::Duration d);
   bool stopping();
+  // Copies the run's phase and per-source progress into `metrics_`.
+  void PublishMetrics(const Run& run);
 
   coord::EtcdClient* const etcd_;
   Store* const store_;
@@ -105,6 +112,9 @@ class MigrationDriver {
   absl::Mutex mu_;
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   std::thread thread_;
+
+  mutable absl::Mutex metrics_mu_;
+  MigrationMetrics metrics_ ABSL_GUARDED_BY(metrics_mu_);
 };
 
 }  // namespace kvstore

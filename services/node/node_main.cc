@@ -16,6 +16,7 @@
 #include "common/coord/schema.h"
 #include "common/failover/failover_agent.h"
 #include "common/metrics/coord_metrics.h"
+#include "common/metrics/migration_metrics.h"
 #include "common/metrics/server_metrics.h"
 #include "common/replication/node.h"
 #include "common/security/credentials.h"
@@ -418,6 +419,10 @@ int Run(NodeKind kind, const char* program) {
     };
     driver = std::make_unique<MigrationDriver>(etcd.get(), store->get(), node->get(),
                                                std::move(driver_options));
+    // Added after Serve (the registry allows it); stopped with the others
+    // before the driver goes.
+    metrics.AddCollector(
+        [d = driver.get()](ExpositionWriter* out) { WriteMigrationMetrics(d->metrics(), out); });
   }
   (*node)->Start((*server)->address());
   if (agent) agent->Start();
