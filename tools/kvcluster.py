@@ -826,7 +826,8 @@ def main():
     parser.add_argument("--json", action="store_true",
                         help="status: every process as JSON (name, shard, role, address, pid, "
                              "epoch, last_index)")
-    args = parser.parse_args()
+    # Intermixed: `add-shard --throttle=R NAME` as well as `add-shard NAME --throttle=R`.
+    args = parser.parse_intermixed_args()
     cwd = os.environ.get("KVCLUSTER_CWD", os.getcwd())
     if args.config != DEFAULT_CONFIG:
         args.config = os.path.join(cwd, args.config)
