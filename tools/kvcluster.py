@@ -32,6 +32,7 @@ terminal and a script can find a pid to kill.
 import argparse
 import json
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -221,6 +222,23 @@ def free_port():
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def stable_port(taken=()):
+    """A free loopback port below the kernel's ephemeral range, for an address
+    a later `up` must bind again: a port inside that range may by then be the
+    local end of any outgoing connection (the nodes', kvctl's, other programs')."""
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            low = int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 32768
+    first = max(1024, low - 16384)
+    for _ in range(1000):
+        port = random.randrange(first, low)
+        if port not in taken and port_free(f"127.0.0.1:{port}"):
+            return port
+    return free_port()
 
 
 def port_free(address):
@@ -743,11 +761,14 @@ def add_shard(args):
     data_dir = config["data_dir"]
     logs = os.path.join(data_dir, "logs")
     replicas = len(config["shards"][0].get("replicas") or [])
+    taken = {int(n["address"].rpartition(":")[2]) for n in state["nodes"]}
+    taken |= {int(str(a).rpartition(":")[2]) for s in config["shards"]
+              for a in [s["leader"]] + list(s.get("replicas") or [])}
     addresses = []
     while len(addresses) < replicas + 1:
-        address = f"127.0.0.1:{free_port()}"
-        if address not in addresses and address not in {n["address"] for n in state["nodes"]}:
-            addresses.append(address)
+        port = stable_port(taken)
+        taken.add(port)
+        addresses.append(f"127.0.0.1:{port}")
     shard = {"name": name, "leader": addresses[0], "replicas": addresses[1:]}
     nodes = [n for n in nodes_of({**config, "shards": [shard]}) if n["kind"] != "router"]
     stopping = {"signal": None}
