@@ -22,7 +22,8 @@ A process that dies is reported, not restarted, unless --restart is given
 `add-shard NAME` (etcd mode) starts a new shard group beside a running cluster
 and moves its share of the keys to it (`kvctl reshard add-shard`,
 docs/resharding.md); the group is remembered in <data_dir>/kvcluster-shards.json
-so later `up`s start it too.
+so later `up`s start it too. If the kvctl step fails, the group keeps running
+and `add-shard NAME` again runs only that step.
 
 State of a running cluster (pids, addresses, logs, the etcd endpoint) is kept
 in <data_dir>/kvcluster.json, so `status` and `down` work from another
@@ -756,10 +757,23 @@ def add_shard(args):
     if not state.get("etcd"):
         fail("add-shard needs a cluster in etcd mode (coordination.mode: etcd): the ring and "
              "the migration live in etcd", 2)
-    if name in {s["name"] for s in config["shards"]}:
-        fail(f"shard {name} is already part of this cluster", 2)
     data_dir = config["data_dir"]
     logs = os.path.join(data_dir, "logs")
+    if name in {s["name"] for s in read_added_shards(data_dir)}:
+        # Started by an earlier add-shard whose kvctl step failed (a bad
+        # --throttle, a migration already active): run only that step again.
+        # kvctl refuses if the shard is in the ring already.
+        group = [n for n in state["nodes"] if n.get("shard") == name]
+        exited = [n["name"] for n in group if not alive(n["pid"])]
+        if not group or exited:
+            fail(f"shard group {name} was added before but is not running "
+                 f"({', '.join(exited) or 'no process'}); 'tools/kvcluster down' and 'up' "
+                 "start it again", 1)
+        print(f"kvcluster: shard group {name} is running already (an earlier add-shard); "
+              "moving its keys to it")
+        return move_keys(args, state, name)
+    if name in {s["name"] for s in config["shards"]}:
+        fail(f"shard {name} is already part of this cluster", 2)
     replicas = len(config["shards"][0].get("replicas") or [])
     taken = {int(n["address"].rpartition(":")[2]) for n in state["nodes"]}
     taken |= {int(str(a).rpartition(":")[2]) for s in config["shards"]
@@ -802,10 +816,18 @@ def add_shard(args):
     # `up` know it.
     write_added_shards(data_dir, read_added_shards(data_dir) + [shard])
     state = read_state(data_dir) or state
-    state["nodes"] = state["nodes"] + nodes
+    # Before the router, as `up` orders them (and a supervisor merges them).
+    routers = [n for n in state["nodes"] if n["kind"] == "router"]
+    state["nodes"] = [n for n in state["nodes"] if n["kind"] != "router"] + nodes + routers
     write_state(data_dir, state)
     for n in nodes:
         print(f"  {n['name']:<20} {n['address']:<18} pid {n['pid']}")
+    return move_keys(args, state, name)
+
+
+def move_keys(args, state, name):
+    """kvctl reshard add-shard NAME, then its status until the migration ends."""
+    sys.stdout.flush()  # What was printed comes before kvctl's output, in a pipe too.
     prefix = state.get("etcd_prefix", "")
     flags = [f"--etcd={state['etcd']}", "--timeout_ms=5000"]
     if prefix:
@@ -816,12 +838,18 @@ def add_shard(args):
         add.append(f"--throttle={args.throttle}")
     r = subprocess.run(add)
     if r.returncode != 0:
-        print(f"kvcluster: shard {name} is running but owns no keys yet: kvctl reshard "
-              f"add-shard failed (exit {r.returncode}); run it again with: {' '.join(add)}",
-              file=sys.stderr)
+        print(f"kvcluster: kvctl reshard add-shard failed (exit {r.returncode}); shard group "
+              f"{name} keeps running. Once the cause is fixed, 'tools/kvcluster add-shard "
+              f"{name}' runs only this step again", file=sys.stderr)
         return r.returncode
-    # The migration runs inside the shards; this only watches it.
-    signal.signal(signal.SIGINT, signal.default_int_handler)
+
+    # The migration runs inside the shards; this only watches it. Ctrl-C or
+    # SIGTERM stops the watch (subprocess.run kills kvctl), not the migration.
+    def interrupt(_signum, _frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, interrupt)
+    signal.signal(signal.SIGTERM, interrupt)
     try:
         return subprocess.run([kvctl_bin, *flags, "reshard", "status", "--watch"]).returncode
     except KeyboardInterrupt:
