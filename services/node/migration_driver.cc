@@ -38,6 +38,10 @@ struct MigrationDriver::Source {
   uint64_t epoch = 0;
   // Rate of the last second, for the status.
   uint64_t bytes_at_last_flush = 0;
+  // A CatchUp has answered in this run, so source_index says how far behind
+  // this source is (a cutover right after the copy would apply everything
+  // written during the copy while the ranges are held).
+  bool lag_known = false;
 };
 
 // The migration being driven.
@@ -363,7 +367,7 @@ absl::Status MigrationDriver::CopyAndCatchUp(Run& run) {
     bool copying = false;
     for (Source& source : run.sources) {
       bool p = false;
-      absl::Status s = Step(run, source, &p);
+      absl::Status s = Step(run, source, /*throttled=*/true, &p);
       if (!s.ok()) {
         source.progress.error = std::string(s.message());
         source.stub.reset();  // Ask etcd for the leader again.
@@ -374,8 +378,9 @@ absl::Status MigrationDriver::CopyAndCatchUp(Run& run) {
       if (source.progress.phase != "catchup") {
         close = false;
         copying = true;
-      } else if (source.progress.source_index >
-                 source.progress.applied_index + static_cast<uint64_t>(run.record.handoff_lag)) {
+      } else if (!source.lag_known ||
+                 source.progress.source_index > source.progress.applied_index +
+                                                    static_cast<uint64_t>(run.record.handoff_lag)) {
         close = false;
       }
     }
@@ -394,7 +399,7 @@ absl::Status MigrationDriver::CopyAndCatchUp(Run& run) {
   return absl::OkStatus();
 }
 
-absl::Status MigrationDriver::Step(Run& run, Source& source, bool* progressed) {
+absl::Status MigrationDriver::Step(Run& run, Source& source, bool throttled, bool* progressed) {
   if (source.stub == nullptr) {
     if (absl::Status s = ResolveSource(source); !s.ok()) return s;
   }
@@ -488,6 +493,7 @@ absl::Status MigrationDriver::Step(Run& run, Source& source, bool* progressed) {
   uint64_t bytes = 0;
   for (const v1::MovedKey& k : response.keys()) bytes += k.key().size() + k.value().size();
   p.source_index = response.committed_index();
+  source.lag_known = true;
   if (response.next_index() > p.applied_index + 1) {
     p.applied_index = response.next_index() - 1;
     p.applied_epoch = response.last_epoch();
@@ -495,7 +501,7 @@ absl::Status MigrationDriver::Step(Run& run, Source& source, bool* progressed) {
   }
   p.bytes_copied += bytes;
   p.error.clear();
-  if (!Throttle(run, bytes)) return absl::CancelledError("stopping");
+  if (throttled && !Throttle(run, bytes)) return absl::CancelledError("stopping");
   return absl::OkStatus();
 }
 
@@ -540,7 +546,7 @@ absl::StatusOr<bool> MigrationDriver::Cutover(Run& run) {
       if (source.progress.applied_index >= source.fence_index) continue;
       all = false;
       bool progressed = false;
-      if (absl::Status s = Step(run, source, &progressed); !s.ok()) {
+      if (absl::Status s = Step(run, source, /*throttled=*/false, &progressed); !s.ok()) {
         if (absl::Status a = AbortCutover(run, std::string(s.message())); !a.ok()) return a;
         return false;
       }

@@ -77,7 +77,10 @@ class MigrationDriver {
   absl::Status LoadRecord(Run& run);
   absl::Status SetPhase(Run& run, const std::string& phase);
   absl::Status CopyAndCatchUp(Run& run);
-  absl::Status Step(Run& run, Source& source, bool* progressed);
+  // One call to `source` (Begin, a Copy page or a CatchUp page) and its
+  // imports. `throttled`: wait for the token bucket afterwards (not while the
+  // sources are fenced: there the pause, not the rate, matters).
+  absl::Status Step(Run& run, Source& source, bool throttled, bool* progressed);
   // True when the cutover committed; false when it went back to catch-up.
   absl::StatusOr<bool> Cutover(Run& run);
   absl::Status AbortCutover(Run& run, const std::string& why);

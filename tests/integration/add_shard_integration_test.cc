@@ -255,6 +255,17 @@ class ReshardTest : public ::testing::Test {
     return id.ok() ? *id : "";
   }
 
+  // A read through the router, retried while it fails (on this loaded
+  // machine a leader may lose its lease and fail over meanwhile; a read is
+  // then UNAVAILABLE for a few seconds, which is not what this test is about).
+  static grpc::Status ReadBack(KvClient& client, const std::string& key,
+                               v1::GetResponse* response) {
+    grpc::Status s;
+    WaitFor([&] { return (s = client.Get(key, response)).ok(); }, absl::Now() + absl::Seconds(15),
+            absl::Milliseconds(50));
+    return s;
+  }
+
   uint64_t KeysCopied(const std::string& id) {
     coord::RangeOptions options;
     options.prefix = true;
@@ -397,7 +408,7 @@ TEST_F(ReshardTest, AddingAShardUnderLoadMovesAQuarterAndLosesNothing) {
   for (const auto& [key, entry] : ledger.Snapshot()) {
     if (entry.version == 0) continue;
     v1::GetResponse response;
-    grpc::Status s = client.Get(key, &response);
+    grpc::Status s = ReadBack(client, key, &response);
     ASSERT_TRUE(s.ok()) << key << ": " << s.error_message();
     const bool allowed = response.found() && (response.value() == entry.value ||
                                               std::find(entry.pending.begin(), entry.pending.end(),
@@ -410,7 +421,7 @@ TEST_F(ReshardTest, AddingAShardUnderLoadMovesAQuarterAndLosesNothing) {
   for (int i = 0; i < keys; ++i) {
     v1::GetResponse response;
     const std::string key = absl::StrCat("pre-", i);
-    grpc::Status s = client.Get(key, &response);
+    grpc::Status s = ReadBack(client, key, &response);
     ASSERT_TRUE(s.ok()) << key << ": " << s.error_message();
     ASSERT_TRUE(response.found()) << key << " is missing after the migration";
     ASSERT_EQ(response.value(), absl::StrCat("value-", i, "-", std::string(80, 'x')));
@@ -419,7 +430,7 @@ TEST_F(ReshardTest, AddingAShardUnderLoadMovesAQuarterAndLosesNothing) {
   int64_t counted = 0;
   for (int c = 0; c < 4; ++c) {
     v1::GetResponse response;
-    ASSERT_TRUE(client.Get(absl::StrCat("counter-", c), &response).ok());
+    ASSERT_TRUE(ReadBack(client, absl::StrCat("counter-", c), &response).ok());
     int64_t n = 0;
     if (response.found()) ASSERT_TRUE(absl::SimpleAtoi(response.value(), &n));
     EXPECT_EQ(n, increments[c].load()) << "counter-" << c;
@@ -445,7 +456,7 @@ TEST_F(ReshardTest, AddingAShardUnderLoadMovesAQuarterAndLosesNothing) {
       continue;
     }
     v1::GetResponse response;
-    ASSERT_TRUE(client.Get(key, &response).ok()) << key;
+    ASSERT_TRUE(ReadBack(client, key, &response).ok()) << key;
     if (response.found()) ++expected;
   }
   EXPECT_EQ(total, expected) << "keys held by the shards together";
