@@ -18,6 +18,12 @@ namespace {
 
 int64_t NowUnixMillis() { return absl::ToUnixMillis(absl::Now()); }
 
+// How stale the migration record may be while copying: a pause or a cancel
+// takes effect within about this long.
+constexpr absl::Duration kRecordRefresh = absl::Milliseconds(250);
+// The longest the throttle waits before looking at the record again.
+constexpr absl::Duration kThrottleSlice = absl::Milliseconds(50);
+
 bool IsOver(const std::string& phase) {
   return phase == "done" || phase == "cancelled" || phase == "failed";
 }
@@ -59,6 +65,9 @@ struct MigrationDriver::Run {
   double tokens = 0;
   absl::Time refilled;
   absl::Time flushed;
+  // A re-read of the record that failed in Halted: it ends the round, and
+  // the copy loop returns it (etcd is then unreachable: no second wait).
+  absl::Status record_error;
 };
 
 MigrationDriver::MigrationDriver(coord::EtcdClient* etcd, Store* store,
@@ -232,7 +241,28 @@ bool MigrationDriver::Throttle(Run& run, uint64_t bytes) {
   run.refilled = now;
   run.tokens -= static_cast<double>(bytes);
   if (run.tokens >= 0) return !stopping();
-  return WaitFor(absl::Seconds(-run.tokens / rate));
+  // The debt is waited off in slices, so that a pause or a cancel asked
+  // meanwhile ends the wait (one wait of a batch over the throttle lasts a
+  // second at 64 KiB/s). Only while copying and catching up: a cutover runs
+  // on the record it read (its Txn is guarded by that read's revision).
+  const absl::Time until = now + absl::Seconds(-run.tokens / rate);
+  const bool watch = run.record.phase == "copy" || run.record.phase == "catchup";
+  for (absl::Time t = absl::Now(); t < until; t = absl::Now()) {
+    if (!WaitFor(std::min(kThrottleSlice, until - t))) return false;
+    if (watch && Halted(run)) return true;
+  }
+  return !stopping();
+}
+
+bool MigrationDriver::Halted(Run& run) {
+  if (!run.record_error.ok()) return true;
+  if (absl::Now() - run.record_read > kRecordRefresh) {
+    if (absl::Status s = LoadRecord(run); !s.ok()) {
+      run.record_error = s;
+      return true;
+    }
+  }
+  return run.record.paused || run.record.cancel_requested;
 }
 
 absl::Status MigrationDriver::FlushProgress(Run& run, bool force) {
@@ -351,21 +381,36 @@ absl::Status MigrationDriver::Drive(const std::string& id) {
 }
 
 absl::Status MigrationDriver::CopyAndCatchUp(Run& run) {
+  bool was_paused = false;
   while (!stopping()) {
     if (!Leading()) return absl::OkStatus();
-    if (absl::Now() - run.record_read > absl::Milliseconds(500)) {
+    if (!run.record_error.ok()) return std::exchange(run.record_error, absl::OkStatus());
+    if (absl::Now() - run.record_read > kRecordRefresh) {
       if (absl::Status s = LoadRecord(run); !s.ok()) return s;
     }
     if (run.record.cancel_requested) return Cancel(run);
     if (run.record.paused) {
-      if (absl::Status s = FlushProgress(run, false); !s.ok()) return s;
+      // At once when the pause begins, so that the status shows where the
+      // copy stopped.
+      if (absl::Status s = FlushProgress(run, !was_paused); !s.ok()) return s;
+      if (!was_paused) LOG(INFO) << "Migration " << run.id << ": paused";
+      was_paused = true;
       WaitFor(options_.poll);
       continue;
     }
+    if (was_paused) LOG(INFO) << "Migration " << run.id << ": resumed";
+    was_paused = false;
     bool progressed = false;
     bool close = true;
     bool copying = false;
+    bool halted = false;
     for (Source& source : run.sources) {
+      // A pause or a cancel stops the round here, at the cursors reached,
+      // not after the next batch (and throttle wait) of every source.
+      if (Halted(run)) {
+        halted = true;
+        break;
+      }
       bool p = false;
       absl::Status s = Step(run, source, /*throttled=*/true, &p);
       if (!s.ok()) {
@@ -384,6 +429,8 @@ absl::Status MigrationDriver::CopyAndCatchUp(Run& run) {
         close = false;
       }
     }
+    // (A failed re-read in the last source's throttle wait halts it too.)
+    if (halted || !run.record_error.ok()) continue;
     if (absl::Status s = FlushProgress(run, false); !s.ok()) return s;
     if (!copying && run.record.phase == "copy") {
       if (absl::Status s = SetPhase(run, "catchup"); !s.ok()) return s;

@@ -98,8 +98,13 @@ class MigrationDriver {
   // Writes the keys as imports and waits until they are committed here.
   absl::Status Import(const google::protobuf::RepeatedPtrField<v1::MovedKey>& keys,
                       uint64_t* applied);
-  // Waits while the token bucket is in debt; false when stopping.
+  // Waits while the token bucket is in debt; false when stopping. While
+  // copying or catching up, a pause or a cancel ends the wait early.
   bool Throttle(Run& run, uint64_t bytes);
+  // True when the operator asked to pause or cancel, by a record at most
+  // kRecordRefresh old (re-read from etcd when older), or when that re-read
+  // failed (kept in the run for the copy loop to return).
+  bool Halted(Run& run);
   bool Leading();
   // Waits `d` or until Stop; false when stopping.
   bool WaitFor(absl::Duration d);
