@@ -4,7 +4,9 @@
 // --sync-acks=1, --lease-ttl=2s), a kv-router following the ring in etcd, a
 // new shard group s3, and `kvctl reshard add-shard s3 --yes` at a low
 // --throttle so that each phase lasts long enough to act in. Each test
-// states its invariant and prints what it counted.
+// states its invariant and prints what it counted. Every look at the
+// migration also checks that its phase agrees with its sources' (never past
+// "copy" while a source still copies).
 //
 //   KillingTheNewShardsLeaderDuringTheCopyResumesFromTheCheckpoint: kill -9
 //     of s3's leader while the copy runs; s3's replica takes over (the killed
@@ -15,9 +17,16 @@
 //   KillingASourceLeaderDuringTheCatchUpLosesNothing: s2's moving keys are
 //     small and the other sources' large, so s2 is in catch-up while the
 //     others still copy; kill -9 of s2's leader then; same invariants.
+//   KillingASourceLeaderDuringItsCopyResumesTheCopyFromTheCursor: s0's
+//     moving keys are large, the others' small; kill -9 of s0's leader while
+//     it copies and the others catch up; s0's copy goes on from its cursor on
+//     the new leader (bytes copied <= 1.2 x its moved data), and the
+//     migration stays in phase "copy" meanwhile; same invariants.
 //   KillingEtcdDuringTheMigrationResumesWhenItIsBack: kill -9 of etcd during
 //     the copy, restarted on the same data and port once the driver has
-//     failed on it; the migration finishes; same invariants.
+//     failed on it; the migration finishes by itself within 30 s; same
+//     invariants. (Leaders whose lease ran out meanwhile are elected again:
+//     see KillingASourceLeader... for a source that ends above s3's epoch.)
 //   CancelBeforeTheSwitchLeavesEverythingAsBefore: `reshard cancel` during
 //     the copy: phase "cancelled", ring version unchanged, s3 holds 0 keys,
 //     every key reads back; a new add-shard then starts and finishes.
@@ -50,6 +59,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
@@ -464,14 +474,40 @@ class ReshardFaultTest : public ::testing::Test {
     ASSERT_NO_FATAL_FAILURE(AwaitLeader(kNewShard));
   }
 
+  // The migration's record. Read with the sources' progress at one etcd
+  // revision, to check each time that they agree: the migration is past
+  // "copy" only when no source is still copying (one whose copy started
+  // again, restarts > 0, aside). A disagreement is a failure, reported once.
   std::optional<coord::MigrationRecord> Record(const std::string& id) {
-    absl::StatusOr<coord::RangeResult> range =
-        etcd_client_->Range(coord::MigrationKey(kPrefix, id));
-    if (!range.ok() || range->kvs.empty()) return std::nullopt;
-    absl::StatusOr<coord::MigrationRecord> record =
-        coord::ParseMigrationValue(range->kvs[0].value());
-    if (!record.ok()) return std::nullopt;
-    return *record;
+    coord::RangeOptions options;
+    options.prefix = true;
+    const std::string key = coord::MigrationKey(kPrefix, id);
+    const std::string sources = coord::MigrationSourcesPrefix(kPrefix, id);
+    absl::StatusOr<coord::RangeResult> range = etcd_client_->Range(key, options);
+    if (!range.ok()) return std::nullopt;
+    std::optional<coord::MigrationRecord> record;
+    std::vector<std::string> copying;
+    for (const mvccpb::KeyValue& kv : range->kvs) {
+      if (kv.key() == key) {
+        absl::StatusOr<coord::MigrationRecord> r = coord::ParseMigrationValue(kv.value());
+        if (r.ok()) record = *std::move(r);
+      } else if (absl::StartsWith(kv.key(), sources)) {
+        absl::StatusOr<coord::SourceProgress> p =
+            coord::ParseSourceProgressValue(kv.key().substr(sources.size()), kv.value());
+        if (p.ok() && p->phase == "copy" && p->restarts == 0) copying.push_back(p->source);
+      }
+    }
+    if (!record.has_value()) return std::nullopt;
+    ++phase_checks_;
+    if (record->phase != "copy" && record->phase != "cancelled" && !copying.empty() &&
+        !phase_disagreement_) {
+      phase_disagreement_ = true;
+      ADD_FAILURE() << "migration " << id << " is in phase " << record->phase << " while "
+                    << absl::StrJoin(copying, ", ") << " still copies (" << phase_checks_
+                    << "th look)\n"
+                    << StatusText(id);
+    }
+    return record;
   }
 
   std::string ActiveId() {
@@ -543,6 +579,28 @@ class ReshardFaultTest : public ::testing::Test {
     if (over) {
       WaitFor([&] { return ActiveId() != id; }, absl::Now() + absl::Seconds(20),
               absl::Milliseconds(50));
+    }
+    return phase;
+  }
+
+  // After a fault that elected a new leader somewhere: the migration must
+  // finish by itself within 30 s. If it does not because a source now leads
+  // an epoch above s3's leader (the cutover's epoch check refuses: s3 could
+  // issue versions below imported ones), that is a failure, and then the
+  // remedy the driver's error names is applied (s3's leader is replaced:
+  // kill -9, its replica takes a newer epoch) so that the test still checks
+  // that nothing was lost. Returns the last phase.
+  std::string AwaitDoneAfterFault(const std::string& id, const std::string& fault) {
+    std::string phase = AwaitOver(id, absl::Seconds(30));
+    if (phase == "done") return phase;
+    const std::optional<coord::MigrationRecord> record = Record(id);
+    ADD_FAILURE() << "the migration did not finish within 30 s of " << fault << "\n"
+                  << StatusText(id);
+    if (record.has_value() && absl::StrContains(record->error, "is not above a source's epoch")) {
+      std::printf(
+          "the cutover is refused for the epochs; replacing s3's leader as the error says\n");
+      if (KillLeaderOf(kNewShard).empty()) return phase;
+      phase = AwaitOver(id, absl::Seconds(40));
     }
     return phase;
   }
@@ -710,6 +768,8 @@ class ReshardFaultTest : public ::testing::Test {
   std::vector<std::unique_ptr<ServerProcess>> nodes_;
   RouterProcess router_{dir_.Join("router")};
   std::map<std::string, std::string> preloaded_;
+  size_t phase_checks_ = 0;  // Looks at the record and the sources together.
+  bool phase_disagreement_ = false;
   int64_t ring_version_ = 0;
   std::unique_ptr<HashRing> before_;
   std::unique_ptr<HashRing> after_;
@@ -747,7 +807,7 @@ TEST_F(ReshardFaultTest, KillingTheNewShardsLeaderDuringTheCopyResumesFromTheChe
       static_cast<unsigned long long>(held_at_takeover),
       static_cast<unsigned long long>(checkpoint.keys_copied));
 
-  const std::string phase = AwaitOver(id);
+  const std::string phase = AwaitDoneAfterFault(id, "s3's failover");
   std::printf("%s", StatusText(id).c_str());
   ASSERT_EQ(phase, "done") << StatusText(id);
   const size_t after = load.ledger().acks();
@@ -827,22 +887,7 @@ TEST_F(ReshardFaultTest, KillingASourceLeaderDuringTheCatchUpLosesNothing) {
       << StatusText(id);
 
   // With s2 led again, the migration finishes by itself.
-  std::string phase = AwaitOver(id, absl::Seconds(30));
-  if (phase != "done") {
-    const std::optional<coord::MigrationRecord> record = Record(id);
-    ADD_FAILURE() << "the migration did not finish within 30 s of s2's failover\n"
-                  << StatusText(id);
-    // Known (see the cutover's epoch check): s2's new leader leads an epoch
-    // above s3's leader, so s3 may not issue versions after the switch and
-    // the cutover is refused until s3 leads a newer epoch. The remedy the
-    // error names, so that the invariants below are still checked: s3's
-    // leader is replaced (kill -9; its replica takes a new epoch).
-    if (record.has_value() && absl::StrContains(record->error, "epoch")) {
-      std::printf("applying the remedy the error names: replacing s3's leader\n");
-      ASSERT_FALSE(KillLeaderOf(kNewShard).empty());
-      phase = AwaitOver(id, absl::Seconds(40));
-    }
-  }
+  const std::string phase = AwaitDoneAfterFault(id, "s2's failover");
   std::printf("%s", StatusText(id).c_str());
   ASSERT_EQ(phase, "done") << StatusText(id);
   const size_t after = load.ledger().acks();
@@ -864,6 +909,72 @@ TEST_F(ReshardFaultTest, KillingASourceLeaderDuringTheCatchUpLosesNothing) {
       s2.error.empty() ? "" : ": ", s2.error.c_str());
 }
 
+TEST_F(ReshardFaultTest, KillingASourceLeaderDuringItsCopyResumesTheCopyFromTheCursor) {
+  ASSERT_NO_FATAL_FAILURE(StartCluster());
+  // s0's moving keys are large and the others' small: s1 and s2 are in
+  // catch-up while s0 still copies.
+  constexpr char kVictim[] = "s0";
+  uint64_t victim_moved_bytes = 0;
+  ASSERT_NO_FATAL_FAILURE(Preload(12000, [&](int i, const std::string& key) {
+    const bool big = MovesFrom(key) == kVictim;
+    std::string value = Padded(absl::StrCat("value-", i, "-"), big ? 1024 : 60);
+    if (big) victim_moved_bytes += key.size() + value.size();
+    return value;
+  }));
+  ASSERT_NO_FATAL_FAILURE(StartNewShardGroup());
+  WriteLoad load(router_.address());
+  load.Start();
+  ASSERT_TRUE(
+      WaitFor([&] { return load.ledger().acks() >= 200; }, absl::Now() + absl::Seconds(20)));
+
+  const std::string id = AddShard({"--throttle=256KiB/s"});
+  ASSERT_FALSE(id.empty());
+  coord::SourceProgress at_kill;
+  const bool copying = WaitFor(
+      [&] {
+        std::map<std::string, coord::SourceProgress> progress = Progress(id);
+        if (progress.size() != 3) return false;
+        at_kill = progress[kVictim];
+        return at_kill.phase == "copy" && at_kill.keys_copied > 0 &&
+               progress["s1"].phase == "catchup" && progress["s2"].phase == "catchup";
+      },
+      absl::Now() + absl::Seconds(30), absl::Milliseconds(20));
+  ASSERT_TRUE(copying) << "s0 was never copying while the others caught up\n" << StatusText(id);
+  const std::string old_leader = CurrentLeader(kVictim);
+  const std::string new_leader = KillLeaderOf(kVictim);
+  ASSERT_FALSE(new_leader.empty());
+  std::printf("killed s0's leader %s during its copy (%llu keys, %llu bytes copied); %s leads\n",
+              old_leader.c_str(), static_cast<unsigned long long>(at_kill.keys_copied),
+              static_cast<unsigned long long>(at_kill.bytes_copied), new_leader.c_str());
+
+  const std::string phase = AwaitDoneAfterFault(id, "s0's failover");
+  std::printf("%s", StatusText(id).c_str());
+  ASSERT_EQ(phase, "done") << StatusText(id);
+  const size_t after = load.ledger().acks();
+  EXPECT_TRUE(
+      WaitFor([&] { return load.ledger().acks() >= after + 100; }, absl::Now() + absl::Seconds(20)))
+      << "no write acknowledged after the migration";
+  load.Stop();
+
+  const Checked c = CheckEverything(&load);
+  ExpectShareOnNewShard(c);
+  const coord::SourceProgress s0 = Progress(id).at(kVictim);
+  std::printf(
+      "checked: %s; %zu writes acknowledged, %zu failed; %zu looks at the phases; "
+      "s0 copied %llu bytes in all for %llu bytes of its preloaded keys moved (%.3f x), "
+      "restarts %lld%s%s\n",
+      c.ToString().c_str(), load.ledger().acks(), load.ledger().failures(), phase_checks_,
+      static_cast<unsigned long long>(s0.bytes_copied),
+      static_cast<unsigned long long>(victim_moved_bytes),
+      static_cast<double>(s0.bytes_copied) / std::max<uint64_t>(victim_moved_bytes, 1),
+      static_cast<long long>(s0.restarts), s0.error.empty() ? "" : ": ", s0.error.c_str());
+  if (s0.restarts == 0) {
+    // Its catch-up and the writers' keys add a little to the preloaded bytes.
+    EXPECT_LE(s0.bytes_copied, victim_moved_bytes * 12 / 10)
+        << "s0's copy was not resumed from its cursor, and no restart is reported";
+  }
+}
+
 TEST_F(ReshardFaultTest, KillingEtcdDuringTheMigrationResumesWhenItIsBack) {
   ASSERT_NO_FATAL_FAILURE(StartCluster());
   ASSERT_NO_FATAL_FAILURE(Preload(20000, SmallValue));
@@ -882,28 +993,37 @@ TEST_F(ReshardFaultTest, KillingEtcdDuringTheMigrationResumesWhenItIsBack) {
 
   const absl::Time killed = absl::Now();
   ASSERT_TRUE(etcd_.process().KillHard().ok());
-  // Down until the driver has failed on it (its next checkpoint or read of
-  // the record), as the warning it logs for the migration shows.
+  // Down until the driver has stopped on it: it failed on etcd (its next
+  // checkpoint or read of the record), as the warning it logs for the
+  // migration shows, or its node stopped leading (its lease ran out first:
+  // then every leader's has, and each shard elects again once etcd is back).
   const std::string warning = absl::StrCat("] Migration ", id, ": ");
-  const auto driver_failed = [&] {
+  std::string how;
+  const auto driver_stopped = [&] {
     for (absl::string_view line :
          absl::StrSplit(testing::ReadFileOrEmpty(driver->log_path()), '\n')) {
-      if (absl::StartsWith(line, "W") && absl::StrContains(line, warning)) return true;
+      if (absl::StartsWith(line, "W") && absl::StrContains(line, warning)) {
+        how = "the driver failed on etcd";
+        return true;
+      }
     }
-    return false;
+    absl::StatusOr<v1::StatusResponse> status =
+        testing::FetchStatus(driver->address(), absl::Milliseconds(500));
+    if (status.ok() && status->role() == "leader" && status->ready()) return false;
+    how = "s3's leader lost its lease and stepped down";
+    return true;
   };
-  const bool noticed =
-      WaitFor(driver_failed, absl::Now() + absl::Seconds(20), absl::Milliseconds(50));
+  const bool stopped =
+      WaitFor(driver_stopped, absl::Now() + absl::Seconds(20), absl::Milliseconds(50));
   const absl::Duration down = absl::Now() - killed;
   const absl::Status restarted = etcd_.Restart();
   ASSERT_TRUE(restarted.ok()) << restarted;
-  ASSERT_TRUE(noticed) << "the driver did not notice that etcd was gone";
-  std::printf(
-      "killed etcd during the copy (%llu keys copied); down %.1f s, until the driver "
-      "failed on it\n",
-      static_cast<unsigned long long>(before.keys_copied), absl::ToDoubleSeconds(down));
+  ASSERT_TRUE(stopped) << "the driver went on without etcd for 20 s";
+  std::printf("killed etcd during the copy (%llu keys copied); down %.1f s, until %s\n",
+              static_cast<unsigned long long>(before.keys_copied), absl::ToDoubleSeconds(down),
+              how.c_str());
 
-  const std::string phase = AwaitOver(id);
+  const std::string phase = AwaitDoneAfterFault(id, "etcd's restart");
   std::printf("%s", StatusText(id).c_str());
   ASSERT_EQ(phase, "done") << StatusText(id);
   const size_t after = load.ledger().acks();
