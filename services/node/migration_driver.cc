@@ -413,6 +413,9 @@ absl::Status MigrationDriver::CopyAndCatchUp(Run& run) {
       }
       bool p = false;
       absl::Status s = Step(run, source, /*throttled=*/true, &p);
+      // Whether or not its step worked: a source that fails (its leader is
+      // failing over) has not finished its copy either.
+      if (source.progress.phase != "catchup") copying = true;
       if (!s.ok()) {
         source.progress.error = std::string(s.message());
         source.stub.reset();  // Ask etcd for the leader again.
@@ -422,7 +425,6 @@ absl::Status MigrationDriver::CopyAndCatchUp(Run& run) {
       progressed = progressed || p;
       if (source.progress.phase != "catchup") {
         close = false;
-        copying = true;
       } else if (!source.lag_known ||
                  source.progress.source_index > source.progress.applied_index +
                                                     static_cast<uint64_t>(run.record.handoff_lag)) {
@@ -433,6 +435,9 @@ absl::Status MigrationDriver::CopyAndCatchUp(Run& run) {
     if (halted || !run.record_error.ok()) continue;
     if (absl::Status s = FlushProgress(run, false); !s.ok()) return s;
     if (!copying && run.record.phase == "copy") {
+      // The sources' records first: nobody is to see the migration in
+      // catch-up while a source's record still says it copies.
+      if (absl::Status s = FlushProgress(run, true); !s.ok()) return s;
       if (absl::Status s = SetPhase(run, "catchup"); !s.ok()) return s;
     }
     if (close) {
