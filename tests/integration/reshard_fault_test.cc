@@ -16,17 +16,17 @@
 //     unless a restart of the copy is reported.
 //   KillingASourceLeaderDuringTheCatchUpLosesNothing: s2's moving keys are
 //     small and the other sources' large, so s2 is in catch-up while the
-//     others still copy; kill -9 of s2's leader then; same invariants.
+//     others still copy; kill -9 of s2's leader then; s2's catch-up goes on
+//     from its new leader; same invariants.
 //   KillingASourceLeaderDuringItsCopyResumesTheCopyFromTheCursor: s0's
 //     moving keys are large, the others' small; kill -9 of s0's leader while
 //     it copies and the others catch up; s0's copy goes on from its cursor on
 //     the new leader (bytes copied <= 1.2 x its moved data), and the
 //     migration stays in phase "copy" meanwhile; same invariants.
 //   KillingEtcdDuringTheMigrationResumesWhenItIsBack: kill -9 of etcd during
-//     the copy, restarted on the same data and port once the driver has
-//     failed on it; the migration finishes by itself within 30 s; same
-//     invariants. (Leaders whose lease ran out meanwhile are elected again:
-//     see KillingASourceLeader... for a source that ends above s3's epoch.)
+//     the copy, restarted on the same data and port once the driver failed
+//     on it or s3's leader lost its lease; same invariants. (Leaders whose
+//     lease ran out are elected again once etcd is back, in any order.)
 //   CancelBeforeTheSwitchLeavesEverythingAsBefore: `reshard cancel` during
 //     the copy: phase "cancelled", ring version unchanged, s3 holds 0 keys,
 //     every key reads back; a new add-shard then starts and finishes.
@@ -39,6 +39,14 @@
 //   KeysWithATtlKeepTheirExpiry: keys with a long TTL keep value, version
 //     and expires_at_ms through the move; keys whose TTL ran out during the
 //     migration (before or after they were copied) never read back.
+//
+// After each fault the migration must finish by itself within 30 s. Known
+// to fail that (December 2026): once a source's leader is elected after s3's
+// leader, it leads a higher epoch, the cutover's epoch check refuses (s3
+// could issue versions below imported ones) and the driver retries the
+// cutover, fencing the sources each time, until s3's leader is replaced.
+// The source-kill tests always, the etcd test when a source is re-elected
+// after s3. They then apply that remedy and check the invariants anyway.
 //
 // Reproduce one: ctest -R 'ReshardFaultTest.<name>' --output-on-failure
 // (from build/); the test's directory with every log is kept when it fails.
