@@ -460,6 +460,19 @@ absl::Status FailoverAgent::RecordInSync(coord::LeaderKey* key, const coord::Lea
   return absl::AbortedError(absl::StrCat(isr_key_, " changed since revision ", expected));
 }
 
+absl::Status FailoverAgent::Reelect(const std::string& why) {
+  {
+    absl::MutexLock l(&mu_);
+    if (!leadership_) {
+      return absl::FailedPreconditionError("this node does not lead its shard: nothing to renew");
+    }
+    node_->StepDown(why);
+    EndLeadership(why, /*resign=*/true);
+  }
+  Wake();
+  return absl::OkStatus();
+}
+
 void FailoverAgent::EndLeadership(const std::string& why, bool resign) {
   if (!leadership_) return;
   LOG(WARNING) << "Leadership of shard " << options_.shard << " at epoch " << leadership_->epoch

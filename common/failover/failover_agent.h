@@ -98,6 +98,13 @@ class FailoverAgent {
   // why not, or naming the current holder.
   absl::StatusOr<ReplicationHooks::PromoteResult> CampaignNow(bool force);
 
+  // Ends this node's leadership (it steps down and resigns its key) so that
+  // the shard elects again and the winner, this node or another, leads a
+  // newer epoch: what a resharding destination needs when a source's epoch
+  // has overtaken its own (docs/resharding.md). FAILED_PRECONDITION when
+  // this node does not lead.
+  absl::Status Reelect(const std::string& why);
+
  private:
   FailoverAgent(coord::EtcdClient* client, ReplicationNode* node, FailoverOptions options);
 
@@ -130,7 +137,8 @@ class FailoverAgent {
 
   // Agent state: the loop thread and CampaignNow.
   absl::Mutex mu_ ABSL_ACQUIRED_BEFORE(wake_mu_);
-  std::unique_ptr<coord::LeaderKey> leader_key_ ABSL_GUARDED_BY(mu_);  // Once the cluster record is read.
+  std::unique_ptr<coord::LeaderKey> leader_key_
+      ABSL_GUARDED_BY(mu_);  // Once the cluster record is read.
   std::shared_ptr<coord::Lease> lease_ ABSL_GUARDED_BY(mu_);
   std::optional<coord::Leadership> leadership_ ABSL_GUARDED_BY(mu_);
   std::optional<coord::MemberRecord> published_ ABSL_GUARDED_BY(mu_);

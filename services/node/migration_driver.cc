@@ -39,6 +39,8 @@ struct MigrationDriver::Source {
   std::string leader_address;
   int64_t leader_mod_revision = 0;
   std::unique_ptr<v1::Migration::Stub> stub;
+  // The epoch in the leader key (0 until the leader confirmed it).
+  uint64_t leader_epoch = 0;
   // Cutover only.
   uint64_t fence_index = 0;
   uint64_t epoch = 0;
@@ -183,6 +185,7 @@ absl::Status MigrationDriver::ResolveSource(Source& source) {
     source.stub = v1::Migration::NewStub(options_.channel(leader->addr));
   }
   source.leader_mod_revision = got->kvs[0].mod_revision();
+  source.leader_epoch = static_cast<uint64_t>(std::max<int64_t>(leader->epoch, 0));
   return absl::OkStatus();
 }
 
@@ -444,6 +447,9 @@ absl::Status MigrationDriver::CopyAndCatchUp(Run& run) {
       absl::StatusOr<bool> done = Cutover(run);
       if (!done.ok()) return done.status();
       if (*done) return absl::OkStatus();
+      // Not now: the sources held their ranges for up to a pause; give
+      // their writers a second before fencing them again.
+      WaitFor(absl::Seconds(1));
       continue;
     }
     if (!progressed) WaitFor(absl::Milliseconds(20));
@@ -561,6 +567,27 @@ absl::StatusOr<bool> MigrationDriver::Cutover(Run& run) {
   const absl::Time started = absl::Now();
   const absl::Duration budget =
       absl::Milliseconds(std::max<int64_t>(run.record.cutover_max_pause_ms, 1));
+  // Versions this shard issues after the switch must be above every
+  // imported one, so its epoch must be above every source's. When a source
+  // failed over after this leader was elected it is not: fence nothing, and
+  // take a newer epoch by a new election (this node or its replica wins it,
+  // with a leader key created after every source's). The new leader resumes
+  // from the checkpoints.
+  for (Source& source : run.sources) {
+    if (absl::Status s = ResolveSource(source); !s.ok()) return false;
+    if (source.leader_epoch >= store_->epoch()) {
+      const std::string why = absl::StrCat(
+          "this shard's leader epoch ", store_->epoch(), " is not above the epoch ",
+          source.leader_epoch, " of source ", source.name,
+          "'s leader: electing a new leader of this shard for a newer epoch before the cutover");
+      LOG(WARNING) << "Migration " << run.id << ": " << why;
+      source.progress.error = why;
+      if (absl::Status f = FlushProgress(run, true); !f.ok()) return f;
+      if (!options_.renew_epoch) return absl::FailedPreconditionError(why);
+      if (absl::Status r = options_.renew_epoch(why); !r.ok()) return r;
+      return false;
+    }
+  }
   if (absl::Status s = SetPhase(run, "cutover"); !s.ok()) return s;
   // Fence every source: from here their moving ranges take no write.
   uint64_t max_source_epoch = 0;

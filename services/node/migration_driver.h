@@ -43,6 +43,10 @@ struct MigrationDriverOptions {
   // Installs a ring in this node's ownership check (at once after a cutover
   // commits, before the watch brings it).
   std::function<void(std::shared_ptr<const HashRing> ring, int64_t version)> install_ring;
+  // Ends this node's leadership so that the shard elects again and takes a
+  // newer epoch (FailoverAgent::Reelect); called when a source's epoch is
+  // not below this leader's.
+  std::function<absl::Status(const std::string& why)> renew_epoch;
   absl::Duration poll = absl::Milliseconds(250);
   absl::Duration rpc_timeout = absl::Seconds(5);
 };

@@ -417,6 +417,9 @@ int Run(NodeKind kind, const char* program) {
                                                            int64_t version) {
       gate->SetRing(std::move(ring), version);
     };
+    driver_options.renew_epoch = [a = agent.get()](const std::string& why) {
+      return a->Reelect(why);
+    };
     driver = std::make_unique<MigrationDriver>(etcd.get(), store->get(), node->get(),
                                                std::move(driver_options));
     // Added after Serve (the registry allows it); stopped with the others

@@ -40,13 +40,13 @@
 //     and expires_at_ms through the move; keys whose TTL ran out during the
 //     migration (before or after they were copied) never read back.
 //
-// After each fault the migration must finish by itself within 30 s. Known
-// to fail that (December 2026): once a source's leader is elected after s3's
-// leader, it leads a higher epoch, the cutover's epoch check refuses (s3
-// could issue versions below imported ones) and the driver retries the
-// cutover, fencing the sources each time, until s3's leader is replaced.
-// The source-kill tests always, the etcd test when a source is re-elected
-// after s3. They then apply that remedy and check the invariants anyway.
+// After each fault the migration must finish by itself within 30 s. When a
+// source's leader is elected after s3's leader, it leads a higher epoch and
+// s3 could issue versions below imported ones: the driver then has s3 elect
+// again (a newer epoch) before it fences anything. Until that was built
+// (December 2026) the driver retried the cutover forever, fencing the
+// sources each time; if a migration does not finish, the test says so and
+// replaces s3's leader itself to check the invariants anyway.
 //
 // Reproduce one: ctest -R 'ReshardFaultTest.<name>' --output-on-failure
 // (from build/); the test's directory with every log is kept when it fails.
