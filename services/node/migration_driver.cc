@@ -629,6 +629,19 @@ absl::StatusOr<bool> MigrationDriver::Cutover(Run& run) {
         if (absl::Status a = AbortCutover(run, std::string(s.message())); !a.ok()) return a;
         return false;
       }
+      if (source.progress.phase != "catchup") {
+        // Its log no longer holds what the catch-up needs (LOG_GONE): the
+        // copy starts again, and nothing may switch before it is done. (A
+        // Begin here would move applied_index past the fence with nothing
+        // copied.)
+        if (absl::Status a =
+                AbortCutover(run, absl::StrCat("source ", source.name,
+                                               " must be copied again: ", source.progress.error));
+            !a.ok()) {
+          return a;
+        }
+        return false;
+      }
     }
     if (all) break;
     if (absl::Now() - started > budget) {
