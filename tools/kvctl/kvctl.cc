@@ -132,12 +132,13 @@ DEFINE_bool(watch, false,
             "reshard status: redraw every second (off a terminal: print each change) until the "
             "migration is done (exit 0) or cancelled (exit 1); Ctrl-C stops watching");
 DEFINE_string(throttle, "32MiB/s",
-              "reshard add-shard, remove-shard: copy at most this many bytes per second from "
-              "each source (RATE: 33554432, 512KiB/s, 32MiB/s, 1GiB/s; B, KiB, MiB, GiB); "
+              "reshard add-shard, remove-shard: copy at most this many bytes per second, all "
+              "sources together (RATE: 33554432, 512KiB/s, 32MiB/s, 1GiB/s; B, KiB, MiB, GiB); "
               "change it while running with 'reshard throttle ID RATE'");
 DEFINE_string(copy_from, "leader",
               "reshard add-shard, remove-shard: copy from each source's leader, or from a "
-              "caught-up replica of it (replica)");
+              "caught-up replica of it (replica: recorded, but this version copies from the "
+              "leader)");
 DEFINE_string(cutover_max_pause, "1s",
               "reshard add-shard, remove-shard: the longest the moving ranges are held at "
               "cutover; a cutover not committed within it goes back to catch-up");
@@ -233,8 +234,9 @@ Commands:
                           leader; asks for confirmation (--yes: don't), then records the
                           migration in etcd for the driver in kv-shard and prints its ID.
                           One migration at a time (exit 3 while one is active)
-  reshard remove-shard NAME [...]
-                        the same for removing NAME: its ranges go to its ring neighbours
+  reshard remove-shard NAME --plan
+                        what removing NAME would move to its ring neighbours; carrying it out
+                          is not implemented yet (refused without --plan, exit 3)
   reshard status [ID] [--watch]
                         the active migration (or ID, or the newest): kind, phase, throttle,
                           age, error; per source the destination, phase, keys and bytes copied
