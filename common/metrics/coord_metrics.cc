@@ -13,8 +13,7 @@ CoordMetrics::CoordMetrics(std::function<int64_t()> now_nanos)
       election_seconds_(LatencyBuckets()),
       elections_({"reason"}) {}
 
-void CoordMetrics::EtcdCall(absl::string_view method, absl::Duration took,
-                            absl::StatusCode code) {
+void CoordMetrics::EtcdCall(absl::string_view method, absl::Duration took, absl::StatusCode code) {
   etcd_call_seconds_.ObserveDuration(took);
   etcd_calls_.Add({std::string(method), absl::StatusCodeToString(code)});
 }

@@ -49,7 +49,7 @@ class CoordMetrics {
   Histogram etcd_call_seconds_;
   CounterVec etcd_calls_;  // {method, code}
   Histogram election_seconds_;
-  CounterVec elections_;   // {reason}
+  CounterVec elections_;  // {reason}
   std::atomic<uint64_t> self_fences_{0};
   std::atomic<int64_t> lease_valid_until_{0};
   std::atomic<int64_t> topology_revision_{-1};  // -1: not a router.

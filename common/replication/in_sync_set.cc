@@ -38,8 +38,7 @@ bool InSyncSet::Observe(const AckedIndexes& acked, uint64_t leader_last, absl::T
   const uint64_t required = LeaderIndexAsOf(cutoff);
   // Joining takes more than not being removed (no flapping at the edge): all
   // that may have been acknowledged, and what the leader had half a timeout ago.
-  const uint64_t to_join =
-      std::max({floor_, commit_, LeaderIndexAsOf(now - timeout_ / 2)});
+  const uint64_t to_join = std::max({floor_, commit_, LeaderIndexAsOf(now - timeout_ / 2)});
   bool changed = false;
   for (auto it = wanted_.begin(); it != wanted_.end();) {
     if (AckedOf(acked, *it) < required) {

@@ -268,9 +268,10 @@ absl::Status ReplicationNode::CheckWritable(std::string* leader) {
     case Role::kReplica:
       *leader = NamedLeaderLocked();
       if (options_.coordinated && !coordination_problem_.empty()) {
-        return absl::UnavailableError(absl::StrCat(
-            coordination_problem_, "; no leader can be elected or confirmed until it is back, "
-            "retry shortly"));
+        return absl::UnavailableError(
+            absl::StrCat(coordination_problem_,
+                         "; no leader can be elected or confirmed until it is back, "
+                         "retry shortly"));
       }
       if (options_.coordinated && !coordinator_leader_.empty() && *leader == advertise_) {
         leader->clear();
@@ -309,18 +310,18 @@ absl::Status ReplicationNode::CheckWritable(std::string* leader) {
         "; retry shortly"));
   }
   if (!GuardHoldsLocked()) {
-    return absl::UnavailableError(absl::StrCat(
-        "leadership lost: etcd did not renew this node's lease in time (",
-        coordination_problem_.empty()
-            ? std::string("a coordination outage, or this node is cut off from etcd")
-            : coordination_problem_,
-        "); the shard elects a new leader once etcd answers, retry shortly"));
+    return absl::UnavailableError(
+        absl::StrCat("leadership lost: etcd did not renew this node's lease in time (",
+                     coordination_problem_.empty()
+                         ? std::string("a coordination outage, or this node is cut off from etcd")
+                         : coordination_problem_,
+                     "); the shard elects a new leader once etcd answers, retry shortly"));
   }
   if (isr_ && !isr_->Enough(options_.sync_acks)) {
-    return absl::UnavailableError(absl::StrCat(
-        "not enough in-sync replicas: ", isr_->wanted().size(), " of the ", links_.size(),
-        " followers are in sync, --sync-acks needs ", options_.sync_acks,
-        "; nothing was written, retry once a follower caught up"));
+    return absl::UnavailableError(
+        absl::StrCat("not enough in-sync replicas: ", isr_->wanted().size(), " of the ",
+                     links_.size(), " followers are in sync, --sync-acks needs ",
+                     options_.sync_acks, "; nothing was written, retry once a follower caught up"));
   }
   return absl::OkStatus();
 }
@@ -405,10 +406,10 @@ void ReplicationNode::AwaitReplicas(uint64_t index, int replicas,
           "this node stopped leading before the write (index ", index,
           ") was confirmed on replicas; it may or may not survive on the shard's new leader"));
     } else if (isr_ && !isr_->Enough(options_.sync_acks)) {
-      now_status = absl::UnavailableError(absl::StrCat(
-          "not enough in-sync replicas: the write is on the leader (index ", index,
-          ") but fewer than ", options_.sync_acks,
-          " followers are in sync; it may or may not survive"));
+      now_status = absl::UnavailableError(
+          absl::StrCat("not enough in-sync replicas: the write is on the leader (index ", index,
+                       ") but fewer than ", options_.sync_acks,
+                       " followers are in sync; it may or may not survive"));
     } else if (isr_ || CountAcked(index) < replicas) {
       waiters_.push_back(Waiter{index, replicas, Now() + options_.sync_timeout, std::move(done)});
       return;
@@ -535,12 +536,11 @@ void ReplicationNode::CollectReady(
     if ((!isr_ || isr_commit >= it->index) && CountAcked(it->index) >= it->replicas) {
       ready->emplace_back(std::move(it->done), absl::OkStatus());
     } else if (!isr_enough) {
-      ready->emplace_back(
-          std::move(it->done),
-          absl::UnavailableError(absl::StrCat(
-              "not enough in-sync replicas: the write is on the leader (index ", it->index,
-              ") but fewer than ", options_.sync_acks,
-              " followers are in sync now; it may or may not survive")));
+      ready->emplace_back(std::move(it->done),
+                          absl::UnavailableError(absl::StrCat(
+                              "not enough in-sync replicas: the write is on the leader (index ",
+                              it->index, ") but fewer than ", options_.sync_acks,
+                              " followers are in sync now; it may or may not survive")));
     } else if (now >= it->deadline) {
       ready->emplace_back(
           std::move(it->done),
@@ -1018,8 +1018,8 @@ absl::StatusOr<uint64_t> ReplicationNode::BeginLeading(uint64_t epoch,
   {
     absl::MutexLock l(&mu_);
     if (started.ok() && guard && !guard()) {
-      started = absl::UnavailableError(
-          absl::StrCat("leadership lost while starting epoch ", new_epoch));
+      started =
+          absl::UnavailableError(absl::StrCat("leadership lost while starting epoch ", new_epoch));
     }
     if (!started.ok()) {
       store_->Fence();
@@ -1046,8 +1046,7 @@ absl::StatusOr<uint64_t> ReplicationNode::BeginLeading(uint64_t epoch,
     }
     StartLinks(followers_, new_epoch);
     LOG(INFO) << (guard_ ? "Leading" : "Promoted to leader at") << " epoch " << new_epoch
-              << ", last index " << store_->last_index() << ", " << links_.size()
-              << " followers";
+              << ", last index " << store_->last_index() << ", " << links_.size() << " followers";
   }
   PublishReadiness();
   return new_epoch;

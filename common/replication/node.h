@@ -178,8 +178,8 @@ class ReplicationNode final : public ReplicationHooks {
   // every follower of the in-sync set holds it, and a follower leaves that set
   // only once the set without it is recorded (in_sync_set.h); writes are
   // refused with UNAVAILABLE while fewer than sync_acks followers are in it.
-  absl::Status LeadEpoch(uint64_t epoch, std::vector<std::string> followers,
-                         LeadershipGuard guard, InSyncRecording in_sync = {});
+  absl::Status LeadEpoch(uint64_t epoch, std::vector<std::string> followers, LeadershipGuard guard,
+                         InSyncRecording in_sync = {});
   // The leader key of every epoch up to `epoch` is gone: refuse the streams
   // and Hellos of those epochs from now on (the current one is ended).
   void FenceEpochsThrough(uint64_t epoch);
@@ -352,10 +352,10 @@ class ReplicationNode final : public ReplicationHooks {
   uint64_t ack_events_ ABSL_GUARDED_BY(mu_) = 0;
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   bool started_ ABSL_GUARDED_BY(mu_) = false;
-  LeadershipGuard guard_ ABSL_GUARDED_BY(mu_);              // Coordinated leadership only.
-  std::string coordinator_leader_ ABSL_GUARDED_BY(mu_);     // "" when unknown.
-  std::string coordination_problem_ ABSL_GUARDED_BY(mu_);   // "" when none.
-  uint64_t fenced_through_ ABSL_GUARDED_BY(mu_) = 0;        // FenceEpochsThrough.
+  LeadershipGuard guard_ ABSL_GUARDED_BY(mu_);             // Coordinated leadership only.
+  std::string coordinator_leader_ ABSL_GUARDED_BY(mu_);    // "" when unknown.
+  std::string coordination_problem_ ABSL_GUARDED_BY(mu_);  // "" when none.
+  uint64_t fenced_through_ ABSL_GUARDED_BY(mu_) = 0;       // FenceEpochsThrough.
   // The in-sync set of the current leadership (etcd mode, sync acks).
   std::unique_ptr<InSyncSet> isr_ ABSL_GUARDED_BY(mu_);
   uint64_t isr_epoch_ ABSL_GUARDED_BY(mu_) = 0;
