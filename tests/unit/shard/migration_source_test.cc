@@ -78,6 +78,24 @@ class MigrationSourceTest : public ::testing::Test {
     done.WaitForNotification();
   }
 
+  // Begin of migration "m1" of the moving ranges, which must succeed.
+  void Begin(v1::MigrationBeginResponse* started) {
+    v1::MigrationBeginRequest begin;
+    begin.set_migration_id("m1");
+    begin.set_shard("s0");
+    RangesToProto(moving_, begin.mutable_ranges());
+    ASSERT_TRUE(service_->ServeBegin(begin, started).ok());
+  }
+
+  // A CatchUp of migration "m1" of the moving ranges; the caller sets the position.
+  v1::MigrationCatchUpRequest CatchUpRequest() const {
+    v1::MigrationCatchUpRequest request;
+    request.set_migration_id("m1");
+    request.set_shard("s0");
+    RangesToProto(moving_, request.mutable_ranges());
+    return request;
+  }
+
   // Keys of s0 (under the old ring), `n` of them, and which of them move.
   std::vector<std::string> OwnedKeys(int n) {
     std::vector<std::string> keys;
@@ -146,12 +164,8 @@ TEST_F(MigrationSourceTest, CopyHandsOutExactlyTheKeysInTheMovingRanges) {
 TEST_F(MigrationSourceTest, CatchUpReturnsTheMovingRangesWritesAfterTheStartInOrder) {
   const std::vector<std::string> keys = OwnedKeys(300);
   for (const std::string& k : keys) Put(k, "old");
-  v1::MigrationBeginRequest begin;
-  begin.set_migration_id("m1");
-  begin.set_shard("s0");
-  RangesToProto(moving_, begin.mutable_ranges());
   v1::MigrationBeginResponse started;
-  ASSERT_TRUE(service_->ServeBegin(begin, &started).ok());
+  ASSERT_NO_FATAL_FAILURE(Begin(&started));
   EXPECT_EQ(started.start_index(), store_->last_index());
   // After the start: a put and a delete of each key.
   for (const std::string& k : keys) Put(k, "new");
@@ -161,10 +175,7 @@ TEST_F(MigrationSourceTest, CatchUpReturnsTheMovingRangesWritesAfterTheStartInOr
   uint64_t from = started.start_index() + 1;
   uint64_t after_epoch = started.start_epoch();
   for (int calls = 0; calls < 1000; ++calls) {
-    v1::MigrationCatchUpRequest request;
-    request.set_migration_id("m1");
-    request.set_shard("s0");
-    RangesToProto(moving_, request.mutable_ranges());
+    v1::MigrationCatchUpRequest request = CatchUpRequest();
     request.set_from_index(from);
     request.set_after_epoch(after_epoch);
     request.set_max_bytes(500);
@@ -198,10 +209,7 @@ TEST_F(MigrationSourceTest, CatchUpFromAnIndexTheLogNoLongerHoldsSaysLogGone) {
     for (const std::string& k : keys) Put(k, std::string(2000, 'x'));
     ASSERT_TRUE(store_->TakeSnapshot().ok());
   }
-  v1::MigrationCatchUpRequest request;
-  request.set_migration_id("m1");
-  request.set_shard("s0");
-  RangesToProto(moving_, request.mutable_ranges());
+  v1::MigrationCatchUpRequest request = CatchUpRequest();
   request.set_from_index(1);
   v1::MigrationCatchUpResponse response;
   absl::Status s = service_->ServeCatchUp(request, &response);
@@ -221,20 +229,13 @@ TEST_F(MigrationSourceTest, CatchUpFromAnIndexTheLogNoLongerHoldsSaysLogGone) {
 TEST_F(MigrationSourceTest, BeginKeepsTheLogACatchUpNeedsAcrossSnapshots) {
   const std::vector<std::string> keys = OwnedKeys(50);
   for (const std::string& k : keys) Put(k, "v");
-  v1::MigrationBeginRequest begin;
-  begin.set_migration_id("m1");
-  begin.set_shard("s0");
-  RangesToProto(moving_, begin.mutable_ranges());
   v1::MigrationBeginResponse started;
-  ASSERT_TRUE(service_->ServeBegin(begin, &started).ok());
+  ASSERT_NO_FATAL_FAILURE(Begin(&started));
   for (int i = 0; i < 3; ++i) {
     for (const std::string& k : keys) Put(k, std::string(2000, 'x'));
     ASSERT_TRUE(store_->TakeSnapshot().ok());
   }
-  v1::MigrationCatchUpRequest request;
-  request.set_migration_id("m1");
-  request.set_shard("s0");
-  RangesToProto(moving_, request.mutable_ranges());
+  v1::MigrationCatchUpRequest request = CatchUpRequest();
   request.set_from_index(started.start_index() + 1);
   request.set_after_epoch(started.start_epoch());
   v1::MigrationCatchUpResponse response;
@@ -246,17 +247,10 @@ TEST_F(MigrationSourceTest, BeginKeepsTheLogACatchUpNeedsAcrossSnapshots) {
 TEST_F(MigrationSourceTest, CatchUpAfterARecordOfAnotherEpochSaysLogGone) {
   const std::vector<std::string> keys = OwnedKeys(20);
   for (const std::string& k : keys) Put(k, "v");
-  v1::MigrationBeginRequest begin;
-  begin.set_migration_id("m1");
-  begin.set_shard("s0");
-  RangesToProto(moving_, begin.mutable_ranges());
   v1::MigrationBeginResponse started;
-  ASSERT_TRUE(service_->ServeBegin(begin, &started).ok());
+  ASSERT_NO_FATAL_FAILURE(Begin(&started));
   ASSERT_GT(started.start_epoch(), 0u);
-  v1::MigrationCatchUpRequest request;
-  request.set_migration_id("m1");
-  request.set_shard("s0");
-  RangesToProto(moving_, request.mutable_ranges());
+  v1::MigrationCatchUpRequest request = CatchUpRequest();
   request.set_from_index(started.start_index() + 1);
   request.set_after_epoch(started.start_epoch());
   v1::MigrationCatchUpResponse response;
