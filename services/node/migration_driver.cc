@@ -589,14 +589,11 @@ absl::StatusOr<bool> MigrationDriver::Cutover(Run& run) {
     }
   }
   if (absl::Status s = SetPhase(run, "cutover"); !s.ok()) return s;
-  // Fence every source: from here their moving ranges take no write.
+  // Fence every source: from here their moving ranges take no write. Each
+  // source's leader (address, key revision for the Txn) is as the epoch
+  // check above just read it: a change since makes the Txn fail.
   uint64_t max_source_epoch = 0;
   for (Source& source : run.sources) {
-    source.stub.reset();
-    if (absl::Status s = ResolveSource(source); !s.ok()) {
-      if (absl::Status a = AbortCutover(run, std::string(s.message())); !a.ok()) return a;
-      return false;
-    }
     grpc::ClientContext context;
     context.set_deadline(absl::ToChronoTime(started + budget));
     v1::MigrationFenceRequest request;
