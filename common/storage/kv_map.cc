@@ -17,32 +17,55 @@
 namespace kvstore {
 namespace {
 
-// One heap block per key: this header, then the key bytes, then the value bytes.
-// Two std::string members would spend 64 bytes on string headers before any data,
-// and a second allocation for anything longer than the small-string buffer.
+// One heap block per key: this header, then the expiry only if the key has
+// one, then the key bytes, then the value bytes. Two std::string members would
+// spend 64 bytes on string headers before any data, and a second allocation for
+// anything longer than the small-string buffer; an expiry field in every entry
+// would spend 8 bytes on each key without a TTL, most of them (docs/performance.md).
 struct Entry {
-  uint64_t version;
-  int64_t expire_unix_ms;  // 0 = never.
-  uint32_t key_len;
-  uint32_t value_len;
+  static constexpr uint32_t kHasExpiry = uint32_t{1} << 31;
 
-  char* bytes() { return reinterpret_cast<char*>(this + 1); }
-  const char* bytes() const { return reinterpret_cast<const char*>(this + 1); }
+  uint64_t version;
+  uint32_t key_len;
+  uint32_t value_len_and_flags;  // Value length; kHasExpiry: an expiry follows the header.
+
+  bool has_expiry() const { return (value_len_and_flags & kHasExpiry) != 0; }
+  uint32_t value_len() const { return value_len_and_flags & ~kHasExpiry; }
+  int64_t expire_unix_ms() const {  // 0 = never.
+    if (!has_expiry()) return 0;
+    int64_t ms;
+    std::memcpy(&ms, this + 1, sizeof(ms));
+    return ms;
+  }
+  // Only on an entry that has an expiry (the block has no room otherwise).
+  void set_expire_unix_ms(int64_t ms) {
+    DCHECK(has_expiry() && ms != 0);
+    std::memcpy(this + 1, &ms, sizeof(ms));
+  }
+  char* bytes() { return reinterpret_cast<char*>(this + 1) + (has_expiry() ? 8 : 0); }
+  const char* bytes() const {
+    return reinterpret_cast<const char*>(this + 1) + (has_expiry() ? 8 : 0);
+  }
   absl::string_view key() const { return {bytes(), key_len}; }
-  absl::string_view value() const { return {bytes() + key_len, value_len}; }
+  absl::string_view value() const { return {bytes() + key_len, value_len()}; }
   bool ExpiredAt(int64_t now_unix_ms) const {
-    return expire_unix_ms != 0 && expire_unix_ms <= now_unix_ms;
+    if (!has_expiry()) return false;
+    return expire_unix_ms() <= now_unix_ms;
   }
 };
-static_assert(sizeof(Entry) == 24, "Entry header should stay packed");
+static_assert(sizeof(Entry) == 16, "Entry header should stay packed");
 
-size_t EntrySize(size_t key_len, size_t value_len) { return sizeof(Entry) + key_len + value_len; }
+size_t EntrySize(size_t key_len, size_t value_len, bool has_expiry) {
+  return sizeof(Entry) + (has_expiry ? 8 : 0) + key_len + value_len;
+}
 
 // What glibc's malloc takes for an n-byte request: an 8-byte size word, rounded up
 // to 16, at least 32. Other allocators differ a little; this is an estimate.
 uint64_t MallocBytes(size_t n) { return std::max<uint64_t>(32, (n + 8 + 15) & ~uint64_t{15}); }
 
-uint64_t EntryBytes(const Entry* e) { return MallocBytes(EntrySize(e->key_len, e->value_len)); }
+uint64_t EntryBytes(const Entry* e) {
+  return MallocBytes(EntrySize(e->key_len, e->value_len(), e->has_expiry()));
+}
 
 void CopyBytes(char* to, absl::string_view from) {
   if (!from.empty()) std::memcpy(to, from.data(), from.size());  // data() may be null.
@@ -51,10 +74,15 @@ void CopyBytes(char* to, absl::string_view from) {
 Entry* NewEntry(absl::string_view key, absl::string_view value, uint64_t version,
                 int64_t expire_unix_ms) {
   CHECK_LE(key.size(), std::numeric_limits<uint32_t>::max());
-  CHECK_LE(value.size(), std::numeric_limits<uint32_t>::max());
-  void* block = ::operator new(EntrySize(key.size(), value.size()));
-  Entry* e = new (block) Entry{version, expire_unix_ms, static_cast<uint32_t>(key.size()),
-                               static_cast<uint32_t>(value.size())};
+  // The top bit of the length word is the expiry flag: values stay below 2 GiB
+  // (the request limit is far lower).
+  CHECK_LT(value.size(), size_t{Entry::kHasExpiry});
+  const bool has_expiry = expire_unix_ms != 0;
+  void* block = ::operator new(EntrySize(key.size(), value.size(), has_expiry));
+  Entry* e = new (block)
+      Entry{version, static_cast<uint32_t>(key.size()),
+            static_cast<uint32_t>(value.size()) | (has_expiry ? Entry::kHasExpiry : uint32_t{0})};
+  if (has_expiry) e->set_expire_unix_ms(expire_unix_ms);
   CopyBytes(e->bytes(), key);
   CopyBytes(e->bytes() + key.size(), value);
   return e;
@@ -129,13 +157,13 @@ struct alignas(64) KvMap::Stripe {
   // Accounts for an entry just placed in `entries`.
   void Track(Entry* e) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
     entry_bytes += EntryBytes(e);
-    if (e->expire_unix_ms != 0) expiry.insert({e->expire_unix_ms, e});
+    if (e->has_expiry()) expiry.insert({e->expire_unix_ms(), e});
   }
 
   // Forgets an entry that is leaving `entries`, before it is freed.
   void Untrack(Entry* e) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
     entry_bytes -= EntryBytes(e);
-    if (e->expire_unix_ms != 0) CHECK_EQ(expiry.erase({e->expire_unix_ms, e}), 1u);
+    if (e->has_expiry()) CHECK_EQ(expiry.erase({e->expire_unix_ms(), e}), 1u);
   }
 
   void FreeAll() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
@@ -183,7 +211,7 @@ bool KvMap::Get(absl::string_view key, int64_t now_unix_ms, std::string* value, 
   const Entry* e = *it;
   if (value != nullptr) value->assign(e->value().data(), e->value().size());
   if (version != nullptr) *version = e->version;
-  if (expire_unix_ms != nullptr) *expire_unix_ms = e->expire_unix_ms;
+  if (expire_unix_ms != nullptr) *expire_unix_ms = e->expire_unix_ms();
   return true;
 }
 
@@ -209,12 +237,12 @@ void KvMap::Put(absl::string_view key, absl::string_view value, uint64_t version
     return;
   }
   Entry* old = *it;
-  if (old->value_len == value.size()) {
-    // Same block size: rewrite in place and skip the allocator. Readers hold the
-    // stripe's read lock, so none sees the value half-written.
-    if (old->expire_unix_ms != expire_unix_ms) {
+  if (old->value_len() == value.size() && old->has_expiry() == (expire_unix_ms != 0)) {
+    // Same block layout: rewrite in place and skip the allocator. Readers hold
+    // the stripe's read lock, so none sees the value half-written.
+    if (old->expire_unix_ms() != expire_unix_ms) {
       s.Untrack(old);
-      old->expire_unix_ms = expire_unix_ms;
+      old->set_expire_unix_ms(expire_unix_ms);
       s.Track(old);
     }
     old->version = version;
@@ -272,7 +300,7 @@ void KvMap::ForEach(int64_t now_unix_ms, const std::function<void(const Item&)>&
     absl::ReaderMutexLock lock(&s.mu);
     for (const Entry* e : s.entries) {
       if (e->ExpiredAt(now_unix_ms)) continue;
-      fn(Item{e->key(), e->value(), e->version, e->expire_unix_ms});
+      fn(Item{e->key(), e->value(), e->version, e->expire_unix_ms()});
     }
   }
 }
@@ -333,7 +361,7 @@ KvMap::ScanPage KvMap::Scan(const ScanPosition& from, int64_t now_unix_ms,
       size_t taken = 0;
       for (; taken < candidates.size() && taken < room; ++taken) {
         const Entry* e = candidates[taken].entry;
-        const size_t value_bytes = options.keys_only ? 0 : e->value_len;
+        const size_t value_bytes = options.keys_only ? 0 : e->value_len();
         const size_t bytes = ScanEntryBytes(e->key_len, value_bytes);
         if (!page.entries.empty() && page_bytes + bytes > options.max_bytes) break;
         page_bytes += bytes;
@@ -341,7 +369,7 @@ KvMap::ScanPage KvMap::Scan(const ScanPosition& from, int64_t now_unix_ms,
         out.key.assign(e->key().data(), e->key().size());
         if (!options.keys_only) out.value.assign(e->value().data(), e->value().size());
         out.version = e->version;
-        out.expire_unix_ms = e->expire_unix_ms;
+        out.expire_unix_ms = e->expire_unix_ms();
       }
       if (taken < candidates.size()) {
         // The page is full inside this stripe: the next one starts right after
