@@ -1,5 +1,6 @@
 #include "common/coord/eligibility.h"
 
+#include <algorithm>
 #include <tuple>
 
 #include "absl/strings/str_cat.h"
@@ -20,7 +21,20 @@ std::string Describe(const MemberRecord& m) {
 
 }  // namespace
 
-Election ChooseCandidate(const std::vector<MemberRecord>& members, const IsrRecord* isr) {
+uint64_t LagBehind(const MemberRecord& member, const PositionRecord& last_leader) {
+  if (member.last_epoch > static_cast<uint64_t>(std::max<int64_t>(last_leader.epoch, 0))) return 0;
+  return last_leader.index > member.durable_index ? last_leader.index - member.durable_index : 0;
+}
+
+Election ChooseCandidate(const std::vector<MemberRecord>& members, const IsrRecord* isr,
+                         const PositionRecord* last_leader) {
+  // The lag rule applies in async mode only: an in-sync set already says who
+  // holds every acknowledged write.
+  const PositionRecord* lag_rule =
+      isr == nullptr && last_leader != nullptr && last_leader->max_lag > 0 ? last_leader : nullptr;
+  const auto too_far = [lag_rule](const MemberRecord& m) {
+    return lag_rule != nullptr && LagBehind(m, *lag_rule) > lag_rule->max_lag;
+  };
   Election election;
   if (members.empty()) {
     election.why_none = "no live member";
@@ -55,6 +69,11 @@ Election ChooseCandidate(const std::vector<MemberRecord>& members, const IsrReco
       verdict.reason = "it holds no data while other members do";
     } else if (Position(m) < Position(*top)) {
       verdict.reason = absl::StrCat("behind ", Describe(*top));
+    } else if (too_far(m)) {
+      verdict.reason = absl::StrCat(LagBehind(m, *lag_rule),
+                                    " entries behind the last leader's position (epoch ",
+                                    lag_rule->epoch, ", index ", lag_rule->index,
+                                    "), more than --max-lag-on-failover=", lag_rule->max_lag);
     } else {
       verdict.eligible = true;
       if (election.candidate.empty() || m.id < election.candidate) election.candidate = m.id;
@@ -68,6 +87,13 @@ Election ChooseCandidate(const std::vector<MemberRecord>& members, const IsrReco
           absl::StrJoin(isr->members, ","),
           "]: only they hold every acknowledged write; bring one back, or kvctl promote --force "
           "a member and accept losing what only they hold");
+    } else if (too_far(*top)) {
+      election.why_none = absl::StrCat(
+          "the most advanced member, ", Describe(*top), ", is ", LagBehind(*top, *lag_rule),
+          " entries behind the last leader's position (epoch ", lag_rule->epoch, ", index ",
+          lag_rule->index, "), more than --max-lag-on-failover=", lag_rule->max_lag,
+          ": a failover would lose those acknowledged writes; bring the leader back, or "
+          "kvctl promote --force a member and accept the loss");
     } else {
       election.why_none = absl::StrCat(
           "the most advanced ", isr != nullptr ? "in-sync " : "", "member, ", Describe(*top),

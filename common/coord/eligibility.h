@@ -19,6 +19,12 @@
 //   - rule 2 compares the live members of the set only.
 // Nobody in the set alive and able to run: nobody is chosen, and why_none
 // says so.
+//
+// Without an in-sync set (async mode), `last_leader` (the position the last
+// leader recorded, <P>/shards/<s>/position) with a non-zero max_lag adds one
+// rule: a member more than max_lag entries behind the recorded index (and not
+// of a newer epoch than it) never runs, since every acknowledged write it
+// lacks would be lost (Patroni's maximum_lag_on_failover).
 #ifndef KVSTORE_COMMON_COORD_ELIGIBILITY_H_
 #define KVSTORE_COMMON_COORD_ELIGIBILITY_H_
 
@@ -42,7 +48,14 @@ struct Election {
 };
 
 // `isr`: nullptr when no in-sync set applies (async mode, or none recorded).
-Election ChooseCandidate(const std::vector<MemberRecord>& members, const IsrRecord* isr = nullptr);
+// `last_leader`: nullptr when none is recorded (or with an in-sync set, where
+// it is ignored).
+Election ChooseCandidate(const std::vector<MemberRecord>& members, const IsrRecord* isr = nullptr,
+                         const PositionRecord* last_leader = nullptr);
+
+// How many entries `member` is behind `last_leader` (0 when it is not, or
+// when it holds a newer epoch than the one recorded).
+uint64_t LagBehind(const MemberRecord& member, const PositionRecord& last_leader);
 
 }  // namespace kvstore::coord
 

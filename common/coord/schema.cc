@@ -84,6 +84,33 @@ absl::StatusOr<IsrRecord> ParseIsrValue(absl::string_view value) {
   return record;
 }
 
+std::string PositionKey(absl::string_view prefix, absl::string_view shard) {
+  return absl::StrCat(ShardPrefix(prefix, shard), "position");
+}
+
+std::string PositionValue(const PositionRecord& record) {
+  nlohmann::json value = {{"epoch", record.epoch},
+                          {"index", record.index},
+                          {"max_lag", record.max_lag},
+                          {"unix_ms", record.unix_ms}};
+  return value.dump();
+}
+
+absl::StatusOr<PositionRecord> ParsePositionValue(absl::string_view value) {
+  const nlohmann::json object = ParseObject(value);
+  if (!object.is_object() || !IsUnsigned(object, "epoch") || !IsUnsigned(object, "index") ||
+      !IsUnsigned(object, "max_lag") || !IsUnsigned(object, "unix_ms")) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("leader position \"", value, "\" is not {epoch, index, max_lag, unix_ms}"));
+  }
+  PositionRecord record;
+  record.epoch = object["epoch"].get<int64_t>();
+  record.index = object["index"].get<uint64_t>();
+  record.max_lag = object["max_lag"].get<uint64_t>();
+  record.unix_ms = object["unix_ms"].get<int64_t>();
+  return record;
+}
+
 std::string ClusterValue(const ClusterRecord& record) {
   nlohmann::json value = {
       {"format", record.format}, {"epoch_base", record.epoch_base}, {"vnodes", record.vnodes}};

@@ -7,6 +7,7 @@
 //   <P>/shards/<s>/leader           {id, addr, epoch}        (LeaderKey, leader_key.h)
 //   <P>/shards/<s>/members/<id>     {addr, state, last_epoch, durable_index}
 //   <P>/shards/<s>/isr              {epoch, members}          (the leader, guarded)
+//   <P>/shards/<s>/position         {epoch, index, max_lag, unix_ms} (the leader, guarded; async)
 //   <P>/ring                        {format, version, vnodes, shards}
 //   <P>/migrations/active           {id}    (create-if-absent: one at a time)
 //   <P>/migrations/<id>             MigrationRecord           (kvctl creates; the driver advances)
@@ -82,6 +83,25 @@ struct IsrRecord {
 };
 std::string IsrValue(const IsrRecord& record);
 absl::StatusOr<IsrRecord> ParseIsrValue(absl::string_view value);
+
+// Where the last leader of a shard had got to (async mode): written by the
+// leader, guarded by its leader key, at most every member refresh, and NOT on
+// a lease, so it outlives the leader. An election refuses a member more than
+// `max_lag` entries behind `index` (the leader's --max-lag-on-failover; 0 =
+// no limit): losing that many acknowledged writes needs an operator's
+// `kvctl promote --force`.
+struct PositionRecord {
+  int64_t epoch = 0;
+  uint64_t index = 0;  // The leader's durable index.
+  uint64_t max_lag = 0;
+  int64_t unix_ms = 0;
+  bool operator==(const PositionRecord& o) const {
+    return epoch == o.epoch && index == o.index && max_lag == o.max_lag;
+  }
+};
+std::string PositionKey(absl::string_view prefix, absl::string_view shard);
+std::string PositionValue(const PositionRecord& record);
+absl::StatusOr<PositionRecord> ParsePositionValue(absl::string_view value);
 
 // The leader key's value as a plain record (what a watch or a reader that
 // does not need revisions sees). epoch is 0 until the winner confirmed it.

@@ -204,6 +204,42 @@ void FailoverAgent::PublishMember(bool now) {
   published_ = record;
 }
 
+void FailoverAgent::PublishPosition() {
+  if (!leadership_ || node_->DefaultSyncAcks() > 0) return;
+  const coord::MemberRecord me = ReportMember(node_, id_, options_.advertise);
+  coord::PositionRecord record;
+  record.epoch = leadership_->epoch;
+  record.index = me.durable_index;
+  record.max_lag = options_.max_lag_on_failover;
+  if (position_published_ && *position_published_ == record) return;
+  if (Now() - position_published_at_ < Nanos(options_.refresh)) return;
+  position_published_at_ = Now();
+  record.unix_ms = absl::ToUnixMillis(absl::Now());
+  absl::StatusOr<etcdserverpb::TxnResponse> put =
+      leader_key_->GuardedTxn(*leadership_, {},
+                              {coord::PutOp(coord::PositionKey(options_.prefix, options_.shard),
+                                            coord::PositionValue(record))});
+  if (!put.ok()) {
+    LOG(WARNING) << "Cannot record this leader's position: " << put.status();
+    return;
+  }
+  if (put->succeeded()) position_published_ = record;
+}
+
+absl::StatusOr<std::optional<coord::PositionRecord>> FailoverAgent::ReadPosition() {
+  absl::StatusOr<coord::RangeResult> range =
+      client_->Range(coord::PositionKey(options_.prefix, options_.shard));
+  if (!range.ok()) return range.status();
+  if (range->kvs.empty()) return std::optional<coord::PositionRecord>();
+  absl::StatusOr<coord::PositionRecord> record = coord::ParsePositionValue(range->kvs[0].value());
+  if (!record.ok()) {
+    // Unreadable: no limit rather than no election.
+    LOG(ERROR) << coord::PositionKey(options_.prefix, options_.shard) << ": " << record.status();
+    return std::optional<coord::PositionRecord>();
+  }
+  return std::optional<coord::PositionRecord>(*record);
+}
+
 void FailoverAgent::Step() {
   if (!EnsureLease()) return;
   if (options_.metrics != nullptr) options_.metrics->SetLeaseValidUntil(lease_->valid_until());
@@ -251,6 +287,7 @@ void FailoverAgent::Step() {
       return;
     }
     node_->AddFollowers(others);
+    PublishPosition();
     return;
   }
   if (holder) {
@@ -317,8 +354,14 @@ absl::StatusOr<ReplicationHooks::PromoteResult> FailoverAgent::Campaign(bool for
   int64_t isr_revision = 0;
   absl::StatusOr<std::optional<coord::IsrRecord>> isr = ReadIsr(&isr_revision);
   if (!isr.ok()) return isr.status();
-  const coord::Election election =
-      coord::ChooseCandidate(members, isr->has_value() ? &**isr : nullptr);
+  std::optional<coord::PositionRecord> last_leader;
+  if (!isr->has_value()) {
+    absl::StatusOr<std::optional<coord::PositionRecord>> position = ReadPosition();
+    if (!position.ok()) return position.status();
+    last_leader = *position;
+  }
+  const coord::Election election = coord::ChooseCandidate(
+      members, isr->has_value() ? &**isr : nullptr, last_leader ? &*last_leader : nullptr);
   std::string warning;
   if (election.candidate != id_) {
     std::string mine;

@@ -24,6 +24,9 @@
 //     leader key and by the isr key's last mod revision; the election runs
 //     among the live members of that set (coord::ChooseCandidate). An
 //     async-mode leader deletes the key.
+//   - Async mode: the leader records how far it got, with its
+//     --max-lag-on-failover, in <P>/shards/<s>/position (guarded, on no
+//     lease); an election refuses members further behind than that.
 //   - etcd unreachable (no lease): the node names the outage in its refusals.
 //
 // Threads: one loop thread, woken by the view, the lease and a short timer.
@@ -67,6 +70,11 @@ struct FailoverOptions {
   absl::Duration election_wait = absl::Milliseconds(500);
   // Least time between two writes of the member key.
   absl::Duration refresh = absl::Milliseconds(250);
+  // --max-lag-on-failover (async mode): this node, while it leads, records
+  // its position with this limit in <P>/shards/<s>/position, and an election
+  // then refuses every member more than this many entries behind it
+  // (coord::ChooseCandidate). 0: no limit.
+  uint64_t max_lag_on_failover = 0;
   // How often the loop looks again without being woken.
   absl::Duration tick = absl::Milliseconds(100);
   coord::MonotonicClock clock = coord::SteadyNanos;
@@ -114,6 +122,11 @@ class FailoverAgent {
   bool EnsureClusterRecord() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   bool EnsureLease() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void PublishMember(bool now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // While leading in async mode: <P>/shards/<s>/position, guarded by the
+  // leader key, at most every `refresh` and only when it changed.
+  void PublishPosition() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // The position the last async leader recorded; nullopt when none.
+  absl::StatusOr<std::optional<coord::PositionRecord>> ReadPosition();
   // Campaigns (if eligible, or forced) and leads on a win.
   absl::StatusOr<ReplicationHooks::PromoteResult> Campaign(bool force)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -143,6 +156,8 @@ class FailoverAgent {
   std::optional<coord::Leadership> leadership_ ABSL_GUARDED_BY(mu_);
   std::optional<coord::MemberRecord> published_ ABSL_GUARDED_BY(mu_);
   int64_t published_at_ ABSL_GUARDED_BY(mu_) = 0;
+  std::optional<coord::PositionRecord> position_published_ ABSL_GUARDED_BY(mu_);
+  int64_t position_published_at_ ABSL_GUARDED_BY(mu_) = 0;
   int64_t absent_since_ ABSL_GUARDED_BY(mu_) = 0;  // 0: a leader is known.
   int64_t next_attempt_ ABSL_GUARDED_BY(mu_) = 0;
   int64_t next_lease_attempt_ ABSL_GUARDED_BY(mu_) = 0;

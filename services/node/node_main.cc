@@ -120,6 +120,11 @@ DEFINE_string(failover, "auto",
 DEFINE_string(election_wait, "500ms",
               "etcd mode: how long a member waits after the leader key is gone before it reads "
               "the members' positions and campaigns");
+DEFINE_uint64(max_lag_on_failover, 0,
+              "etcd mode, --ack=async: while this node leads, an election after it refuses "
+              "every member more than this many log entries behind the position it last "
+              "recorded in etcd (those acknowledged writes would be lost; kvctl promote "
+              "--force still can). 0: no limit, the most advanced member always runs");
 DEFINE_string(isr_timeout, "1s",
               "etcd mode, --ack=sync: a follower silent or behind for this long leaves the "
               "in-sync set (recorded in etcd before any write is acknowledged without it)");
@@ -166,6 +171,7 @@ absl::StatusOr<EtcdModeFlags> ParseEtcdModeFlags() {
   out.failover.lease_ttl = ttl;
   out.failover.automatic = FLAGS_failover == "auto";
   out.failover.election_wait = wait;
+  out.failover.max_lag_on_failover = FLAGS_max_lag_on_failover;
   return out;
 }
 

@@ -169,16 +169,19 @@ class FailoverTest : public ::testing::Test {
   }
 
   std::vector<std::string> NodeFlags(const std::string& id) const {
-    return {"--shard=s0",
-            absl::StrCat("--node-id=", id),
-            absl::StrCat("--etcd-endpoints=", etcd_.endpoint()),
-            absl::StrCat("--etcd-prefix=", kPrefix),
-            "--lease-ttl=2s",
-            "--ack=sync",
-            "--sync-acks=1",
-            "--fsync=always",
-            "--sync-timeout-ms=2000"};
+    std::vector<std::string> flags = {"--shard=s0",
+                                      absl::StrCat("--node-id=", id),
+                                      absl::StrCat("--etcd-endpoints=", etcd_.endpoint()),
+                                      absl::StrCat("--etcd-prefix=", kPrefix),
+                                      "--lease-ttl=2s",
+                                      "--fsync=always"};
+    flags.insert(flags.end(), ack_flags_.begin(), ack_flags_.end());
+    return flags;
   }
+
+  // The acknowledgement flags of every node (a test may change them before
+  // StartCluster).
+  std::vector<std::string> ack_flags_ = {"--ack=sync", "--sync-acks=1", "--sync-timeout-ms=2000"};
 
   // Three nodes, the cluster record, an elected leader, a router.
   void StartCluster() {
@@ -286,6 +289,101 @@ class FailoverTest : public ::testing::Test {
   std::vector<std::unique_ptr<ServerProcess>> nodes_;
   RouterProcess router_{dir_.Join("router")};
 };
+
+// --max-lag-on-failover (docs/failover.md §5): in async mode the leader records
+// its position in etcd, and no member further behind it than the limit is
+// elected, since the acknowledged writes it lacks would be lost.
+TEST_F(FailoverTest, InAsyncModeNoMemberTooFarBehindTheLastLeaderIsElected) {
+  ack_flags_ = {"--ack=async", "--max-lag-on-failover=50"};
+  ASSERT_NO_FATAL_FAILURE(StartCluster());
+  std::optional<Leader> old = CurrentLeader();
+  ASSERT_TRUE(old.has_value());
+  ServerProcess* leader = NodeById(old->id);
+  ASSERT_NE(leader, nullptr);
+  std::vector<ServerProcess*> replicas;
+  for (auto& n : nodes_) {
+    if (n.get() != leader) replicas.push_back(n.get());
+  }
+  // The replicas stop applying; the leader acknowledges 200 writes alone.
+  for (ServerProcess* r : replicas) ASSERT_TRUE(r->process().Kill(SIGSTOP).ok());
+  KvClient direct(old->addr, absl::Seconds(5));
+  constexpr int kWrites = 200;
+  for (int i = 0; i < kWrites; ++i) {
+    v1::SetResponse response;
+    grpc::Status s = direct.Set(absl::StrCat("lag-", i), absl::StrCat("v", i), &response);
+    ASSERT_TRUE(s.ok()) << i << ": " << s.error_message();
+  }
+  absl::StatusOr<v1::StatusResponse> status = testing::FetchStatus(old->addr);
+  ASSERT_TRUE(status.ok()) << status.status();
+  const uint64_t leader_index = status->last_index();
+  // Its position, with the limit, is in etcd before it dies.
+  std::optional<coord::PositionRecord> position;
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        absl::StatusOr<coord::RangeResult> r =
+            etcd_client_->Range(coord::PositionKey(kPrefix, kShard));
+        if (!r.ok() || r->kvs.empty()) return false;
+        absl::StatusOr<coord::PositionRecord> p = coord::ParsePositionValue(r->kvs[0].value());
+        if (!p.ok()) return false;
+        position = *p;
+        return p->index >= leader_index;
+      },
+      absl::Now() + absl::Seconds(10)))
+      << "the leader did not record its position " << leader_index << "\n"
+      << Logs();
+  EXPECT_EQ(position->max_lag, 50u);
+  EXPECT_EQ(position->epoch, old->epoch);
+  ASSERT_TRUE(leader->KillHard().ok());
+  for (ServerProcess* r : replicas) ASSERT_TRUE(r->process().Kill(SIGCONT).ok());
+
+  // Both replicas are over 50 entries behind: cluster status says why nobody
+  // may lead, and nobody does.
+  testing::KvctlResult cluster_status;
+  const bool explained = WaitFor(
+      [&] {
+        cluster_status =
+            testing::RunKvctl("", {absl::StrCat("--etcd=", etcd_.endpoint()),
+                                   absl::StrCat("--etcd-prefix=", kPrefix), "cluster", "status"});
+        return absl::StrContains(cluster_status.out, "more than --max-lag-on-failover=50") &&
+               absl::StrContains(cluster_status.out, "NO LEADER");
+      },
+      absl::Now() + absl::Seconds(15), absl::Milliseconds(200));
+  EXPECT_TRUE(explained) << cluster_status.ToString() << "\n" << Logs();
+  // Several election rounds (--election-wait 500ms) pass without a leader.
+  const absl::Time watch_until = absl::Now() + absl::Seconds(3);
+  bool someone_led = false;
+  WaitFor(
+      [&] {
+        someone_led = someone_led || CurrentLeader().has_value();
+        return someone_led;
+      },
+      watch_until, absl::Milliseconds(50));
+  EXPECT_FALSE(someone_led) << "a replica over --max-lag-on-failover behind was elected\n"
+                            << Logs();
+  for (ServerProcess* r : replicas) {
+    EXPECT_TRUE(absl::StrContains(r->LogTail(20000), "--max-lag-on-failover=50"))
+        << r->log_path() << " does not say why it did not campaign";
+  }
+
+  // The old leader comes back with every write it acknowledged and is
+  // elected again; nothing was lost.
+  ASSERT_TRUE(leader->RestartOnSameAddress().ok()) << leader->LogTail();
+  std::optional<Leader> back = AwaitLeaderOtherThan("", absl::Seconds(20));
+  ASSERT_TRUE(back.has_value()) << Logs();
+  EXPECT_EQ(back->id, old->id);
+  EXPECT_GT(back->epoch, old->epoch);
+  KvClient client(back->addr, absl::Seconds(5));
+  for (int i = 0; i < kWrites; ++i) {
+    v1::GetResponse response;
+    grpc::Status s = client.Get(absl::StrCat("lag-", i), &response);
+    ASSERT_TRUE(s.ok()) << s.error_message();
+    EXPECT_TRUE(response.found() && response.value() == absl::StrCat("v", i)) << "lag-" << i;
+  }
+  std::printf(
+      "async leader at index %llu killed with both replicas over 50 entries behind: "
+      "nobody elected; the old leader came back at epoch %lld with all %d writes\n",
+      static_cast<unsigned long long>(leader_index), static_cast<long long>(back->epoch), kWrites);
+}
 
 int Rounds() {
   int rounds = 1;

@@ -22,6 +22,7 @@ struct ShardView {
   std::optional<mvccpb::KeyValue> leader;
   std::vector<coord::MemberRecord> members;
   std::optional<coord::IsrRecord> isr;
+  std::optional<coord::PositionRecord> position;  // The last async leader's.
   bool has_spec = false;
 };
 
@@ -224,6 +225,9 @@ absl::StatusOr<std::string> ClusterStatus(coord::EtcdClient* etcd, const std::st
     } else if (what == "isr") {
       absl::StatusOr<coord::IsrRecord> isr = coord::ParseIsrValue(kv.value());
       if (isr.ok()) shard.isr = *isr;
+    } else if (what == "position") {
+      absl::StatusOr<coord::PositionRecord> position = coord::ParsePositionValue(kv.value());
+      if (position.ok()) shard.position = *position;
     } else if (what == "spec") {
       shard.has_spec = true;
     } else if (absl::StartsWith(what, "members/")) {
@@ -312,8 +316,23 @@ absl::StatusOr<std::string> ClusterStatus(coord::EtcdClient* etcd, const std::st
     } else {
       s["isr"] = nullptr;
     }
+    if (shard.position && !shard.isr) {
+      s["last_leader_position"] = {{"epoch", shard.position->epoch},
+                                   {"index", shard.position->index},
+                                   {"max_lag_on_failover", shard.position->max_lag},
+                                   {"unix_ms", shard.position->unix_ms}};
+      if (shard.position->max_lag > 0) {
+        absl::StrAppend(&text, absl::StrFormat("  last leader position: epoch %d, index %d "
+                                               "(--max-lag-on-failover=%d)\n",
+                                               shard.position->epoch, shard.position->index,
+                                               shard.position->max_lag));
+      }
+    } else {
+      s["last_leader_position"] = nullptr;
+    }
     const coord::Election election =
-        coord::ChooseCandidate(shard.members, shard.isr ? &*shard.isr : nullptr);
+        coord::ChooseCandidate(shard.members, shard.isr ? &*shard.isr : nullptr,
+                               shard.position ? &*shard.position : nullptr);
     nlohmann::json members = nlohmann::json::array();
     for (size_t i = 0; i < shard.members.size(); ++i) {
       const coord::MemberRecord& m = shard.members[i];

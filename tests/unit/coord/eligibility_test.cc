@@ -104,6 +104,55 @@ TEST(EligibilityTest, WithAnInSyncSetOnlyItsLiveMembersThatHoldDataMayRun) {
       << none.verdicts[1].reason;
 }
 
+TEST(EligibilityTest, InAsyncModeAMemberTooFarBehindTheLastLeaderNeverRuns) {
+  PositionRecord last;
+  last.epoch = 9;
+  last.index = 1000;
+  last.max_lag = 100;
+  struct LagCase {
+    const char* name;
+    std::vector<MemberRecord> members;
+    uint64_t max_lag;
+    std::string candidate;
+  };
+  const std::vector<LagCase> cases = {
+      {"within the lag: the most advanced runs",
+       {M("a", "replica", 9, 950), M("b", "replica", 9, 900)},
+       100,
+       "a"},
+      {"exactly max_lag behind still runs", {M("a", "replica", 9, 900)}, 100, "a"},
+      {"one entry more than max_lag: nobody", {M("a", "replica", 9, 899)}, 100, ""},
+      {"the most advanced too far blocks the others too",
+       {M("a", "replica", 9, 800), M("b", "replica", 8, 990)},
+       100,
+       ""},
+      {"a member of a newer epoch than recorded is not behind it",
+       {M("a", "replica", 10, 5)},
+       100,
+       "a"},
+      {"max_lag 0: no limit", {M("a", "replica", 9, 1)}, 0, "a"},
+  };
+  for (const LagCase& c : cases) {
+    last.max_lag = c.max_lag;
+    const Election e = ChooseCandidate(c.members, nullptr, &last);
+    EXPECT_EQ(e.candidate, c.candidate) << c.name;
+    if (c.candidate.empty()) {
+      EXPECT_NE(e.why_none.find("--max-lag-on-failover=100"), std::string::npos)
+          << c.name << ": " << e.why_none;
+    }
+  }
+  last.max_lag = 100;
+  const Election e = ChooseCandidate({M("a", "replica", 9, 850)}, nullptr, &last);
+  ASSERT_EQ(e.verdicts.size(), 1u);
+  EXPECT_NE(e.verdicts[0].reason.find("150 entries behind"), std::string::npos)
+      << e.verdicts[0].reason;
+  // With an in-sync set the set decides: the recorded position is ignored.
+  IsrRecord isr;
+  isr.epoch = 9;
+  isr.members = {"a"};
+  EXPECT_EQ(ChooseCandidate({M("a", "replica", 9, 850)}, &isr, &last).candidate, "a");
+}
+
 TEST(SchemaTest, ValuesReadBackAndKeysNest) {
   MemberRecord m = M("n1", "replica", 7, 42);
   absl::StatusOr<MemberRecord> back = ParseMemberValue("n1", MemberValue(m));
@@ -128,6 +177,17 @@ TEST(SchemaTest, ValuesReadBackAndKeysNest) {
   EXPECT_EQ(isr_back->epoch, isr.epoch);
   EXPECT_EQ(isr_back->members, isr.members);
   EXPECT_FALSE(ParseIsrValue(R"({"epoch":1,"members":[1]})").ok());
+  EXPECT_EQ(PositionKey("/kvstore/x", "s1"), "/kvstore/x/shards/s1/position");
+  PositionRecord position;
+  position.epoch = 1048600;
+  position.index = 123456;
+  position.max_lag = 1000;
+  position.unix_ms = 1700000000000;
+  absl::StatusOr<PositionRecord> position_back = ParsePositionValue(PositionValue(position));
+  ASSERT_TRUE(position_back.ok()) << position_back.status();
+  EXPECT_EQ(*position_back, position);
+  EXPECT_EQ(position_back->unix_ms, position.unix_ms);
+  EXPECT_FALSE(ParsePositionValue(R"({"epoch":1,"index":-1,"max_lag":0,"unix_ms":0})").ok());
 }
 
 // ---------------------------------------------------------------- resharding records
