@@ -65,6 +65,75 @@ app.kubernetes.io/component: router
 {{- end -}}
 
 {{/*
+etcd mode (values etcd.mode deploy or external): "true", else empty.
+*/}}
+{{- define "kvstore.etcdEnabled" -}}
+{{- if has .Values.etcd.mode (list "deploy" "external") -}}true{{- end -}}
+{{- end -}}
+
+{{/* The etcd StatefulSet (mode deploy) and its client Service. */}}
+{{- define "kvstore.etcdName" -}}
+{{- printf "%s-etcd" (include "kvstore.fullname" . | trunc 40 | trimSuffix "-") -}}
+{{- end -}}
+
+{{/* The etcd members' governing (headless) Service: their peer names. */}}
+{{- define "kvstore.etcdHeadlessName" -}}
+{{- printf "%s-headless" (include "kvstore.etcdName" .) -}}
+{{- end -}}
+
+{{- define "kvstore.etcdSelectorLabels" -}}
+{{ include "kvstore.selectorLabels" . }}
+app.kubernetes.io/component: etcd
+{{- end -}}
+
+{{- define "kvstore.etcdImage" -}}
+{{- $i := .Values.etcd.deploy.image -}}
+{{- printf "%s:%s" $i.repository (default .Chart.AppVersion $i.tag) -}}
+{{- end -}}
+
+{{/* Stable DNS name of etcd member N: (dict "root" $ "ordinal" N). */}}
+{{- define "kvstore.etcdMemberHost" -}}
+{{- printf "%s-%d.%s.%s.svc.%s" (include "kvstore.etcdName" .root) (int64 .ordinal) (include "kvstore.etcdHeadlessName" .root) .root.Release.Namespace .root.Values.clusterDomain -}}
+{{- end -}}
+
+{{/*
+--etcd-endpoints of the nodes, routers and kvctl: every member's stable name
+(mode deploy; the client fails over from one to the next), or etcd.endpoints.
+*/}}
+{{- define "kvstore.etcdEndpoints" -}}
+{{- $root := . -}}
+{{- if eq .Values.etcd.mode "deploy" -}}
+{{- $members := list -}}
+{{- range $ordinal := until (int .Values.etcd.deploy.replicas) -}}
+{{- $members = append $members (printf "%s:%d" (include "kvstore.etcdMemberHost" (dict "root" $root "ordinal" $ordinal)) (int64 $root.Values.etcd.deploy.clientPort)) -}}
+{{- end -}}
+{{- join "," $members -}}
+{{- else -}}
+{{- join "," .Values.etcd.endpoints -}}
+{{- end -}}
+{{- end -}}
+
+{{/* --etcd-prefix: etcd.prefix, default /kvstore/<release>. */}}
+{{- define "kvstore.etcdPrefix" -}}
+{{- default (printf "/kvstore/%s" .Release.Name) .Values.etcd.prefix -}}
+{{- end -}}
+
+{{/*
+etcd-mode flags as YAML list items (nothing in static mode): (dict "root" $
+"node" bool); the nodes also get the lease TTL and the failover mode.
+*/}}
+{{- define "kvstore.etcdFlags" -}}
+{{- if include "kvstore.etcdEnabled" .root }}
+- {{ printf "--etcd-endpoints=%s" (include "kvstore.etcdEndpoints" .root) | quote }}
+- {{ printf "--etcd-prefix=%s" (include "kvstore.etcdPrefix" .root) | quote }}
+{{- if .node }}
+- {{ printf "--lease-ttl=%s" .root.Values.etcd.leaseTtl | quote }}
+- {{ printf "--failover=%s" .root.Values.etcd.failover | quote }}
+{{- end }}
+{{- end -}}
+{{- end -}}
+
+{{/*
 Shard helpers take (dict "root" $ "index" N).
 */}}
 
@@ -167,16 +236,24 @@ bad configuration is an error at install time and not a crash loop.
 {{- if gt (int64 .Values.router.shutdownGraceMs) (mul (int64 .Values.router.terminationGracePeriodSeconds) 1000) -}}
 {{- fail "router.shutdownGraceMs must not exceed router.terminationGracePeriodSeconds" -}}
 {{- end -}}
+{{- $etcdFlags := ternary (list "etcd-endpoints" "etcd-prefix" "lease-ttl" "failover") (list "etcd-endpoints") (eq .Values.etcd.mode "none" | not) -}}
 {{- range $flag, $_ := $s.extraFlags -}}
 {{- if has (replace "_" "-" $flag) (concat (list "listen" "advertise" "data-dir" "followers" "config") (include "kvstore.managedFlags" $ | fromYamlArray)) -}}
 {{- fail (printf "shards.extraFlags may not set %q: the chart sets it" $flag) -}}
+{{- end -}}
+{{- if has (replace "_" "-" $flag) $etcdFlags -}}
+{{- fail (printf "shards.extraFlags may not set %q: the chart sets it from etcd.* (etcd.mode external with etcd.endpoints for an etcd of your own)" $flag) -}}
 {{- end -}}
 {{- end -}}
 {{- range $flag, $_ := .Values.router.extraFlags -}}
 {{- if has (replace "_" "-" $flag) (concat (list "listen" "topology" "config") (include "kvstore.managedFlags" $ | fromYamlArray)) -}}
 {{- fail (printf "router.extraFlags may not set %q: the chart sets it" $flag) -}}
 {{- end -}}
+{{- if has (replace "_" "-" $flag) $etcdFlags -}}
+{{- fail (printf "router.extraFlags may not set %q: the chart sets it from etcd.* (etcd.mode external with etcd.endpoints for an etcd of your own)" $flag) -}}
 {{- end -}}
+{{- end -}}
+{{- include "kvstore.validateEtcdValues" . -}}
 {{- if and .Values.router.autoscaling.enabled (gt (int64 .Values.router.autoscaling.minReplicas) (int64 .Values.router.autoscaling.maxReplicas)) -}}
 {{- fail "router.autoscaling.minReplicas must not exceed maxReplicas" -}}
 {{- end -}}
@@ -189,6 +266,43 @@ bad configuration is an error at install time and not a crash loop.
 {{- end -}}
 {{- if and $auth.adminTokenSecretName (eq $auth.adminTokenSecretName $auth.tokenSecretName) (eq $auth.adminTokenKey $auth.tokenKey) -}}
 {{- fail "auth.adminTokenSecretName/adminTokenKey must name another token than tokenSecretName/tokenKey: the servers refuse the same token for both" -}}
+{{- end -}}
+{{- end -}}
+
+{{/* The etcd.* values (part of kvstore.validateValues). */}}
+{{- define "kvstore.validateEtcdValues" -}}
+{{- $e := .Values.etcd -}}
+{{- if not (has $e.mode (list "none" "deploy" "external")) -}}
+{{- fail (printf "etcd.mode must be none, deploy or external (got %v)" $e.mode) -}}
+{{- end -}}
+{{- if eq $e.mode "external" -}}
+{{- if not $e.endpoints -}}
+{{- fail "etcd.mode external needs etcd.endpoints: HOST:PORT of your etcd members" -}}
+{{- end -}}
+{{- range $e.endpoints -}}
+{{- if not (regexMatch "^[A-Za-z0-9._-]+:[0-9]+$" (toString .)) -}}
+{{- fail (printf "etcd.endpoints: %q is not HOST:PORT (no scheme: the servers speak plaintext to etcd and refuse https://)" (toString .)) -}}
+{{- end -}}
+{{- end -}}
+{{- else if $e.endpoints -}}
+{{- fail (printf "etcd.endpoints is only for etcd.mode external (etcd.mode is %v)" $e.mode) -}}
+{{- end -}}
+{{- if eq $e.mode "deploy" -}}
+{{- if lt (int64 $e.deploy.replicas) 1 -}}
+{{- fail "etcd.deploy.replicas must be at least 1" -}}
+{{- end -}}
+{{- end -}}
+{{- if and $e.prefix (not (hasPrefix "/" (toString $e.prefix))) -}}
+{{- fail (printf "etcd.prefix %q must start with /" (toString $e.prefix)) -}}
+{{- end -}}
+{{- if not (regexMatch "^[0-9]+s$" (toString $e.leaseTtl)) -}}
+{{- fail (printf "etcd.leaseTtl must be whole seconds such as 3s (got %v)" $e.leaseTtl) -}}
+{{- end -}}
+{{- if lt (int64 (trimSuffix "s" (toString $e.leaseTtl))) 2 -}}
+{{- fail (printf "etcd.leaseTtl %v is below 2s: etcd 3.4 grants no shorter lease, and the nodes refuse it" $e.leaseTtl) -}}
+{{- end -}}
+{{- if not (has $e.failover (list "auto" "manual")) -}}
+{{- fail (printf "etcd.failover must be auto or manual (got %v)" $e.failover) -}}
 {{- end -}}
 {{- end -}}
 
@@ -396,6 +510,12 @@ chart's flags after its own:
 
 Every pod gets the other pods of its group as --followers: a replica uses them
 once promoted (also after a restart), so `kvctl promote` needs no list.
+
+In etcd mode (etcd.mode deploy or external) none of this decides anything:
+leadership comes only from the shard's leader key in etcd, every node starts as
+a follower and the other members come from etcd (docs/failover.md, section 7).
+Every pod runs kv-replica (which behaves as kv-shard there), without
+--followers, whatever its EPOCH file says.
 */}}
 {{- define "kvstore.nodeScript" -}}
 set -eu
@@ -419,6 +539,10 @@ if [ "${is_member}" != yes ]; then
   exit 2
 fi
 mkdir -p "${KV_DATA_DIR}"
+{{- if include "kvstore.etcdEnabled" . }}
+echo "kvstore-node: ${POD_NAME} starts kv-replica: etcd mode, leadership comes from etcd" >&2
+exec kv-replica "--listen=${KV_LISTEN}" "--advertise=${self}" "--data-dir=${KV_DATA_DIR}" "$@"
+{{- else }}
 binary=kv-replica
 reason="ordinal ${ordinal} is not the leader ordinal ${KV_LEADER_ORDINAL}"
 if [ -f "${KV_DATA_DIR}/EPOCH" ]; then
@@ -437,4 +561,23 @@ elif [ "${ordinal}" = "${KV_LEADER_ORDINAL}" ]; then
 fi
 echo "kvstore-node: ${POD_NAME} starts ${binary}: ${reason}" >&2
 exec "${binary}" "--listen=${KV_LISTEN}" "--advertise=${self}" "--data-dir=${KV_DATA_DIR}" "--followers=${followers}" "$@"
+{{- end }}
+{{- end -}}
+
+{{/*
+The cluster-init Job's entry point (/bin/sh; the Job's args are kvctl's
+flags): `kvctl cluster init`, succeeding also when the cluster was initialised
+before (kvctl: exit 3 and this message), and only then.
+*/}}
+{{- define "kvstore.clusterInitScript" -}}
+set -u
+already="the cluster is initialised; nothing was written"
+code=0
+out=$(kvctl "$@" cluster init 2>&1) || code=$?
+printf '%s\n' "${out}"
+if [ "${code}" -eq 3 ] && printf '%s\n' "${out}" | grep -qF "${already}"; then
+  echo "kvstore-cluster-init: initialised before: nothing to do" >&2
+  exit 0
+fi
+exit "${code}"
 {{- end -}}
