@@ -17,17 +17,31 @@
 //     security contexts, PodDisruptionBudgets and the HPA fit together;
 //     metrics, TLS and token flags appear exactly when values enable them and
 //     name files of the right Secret keys, mounted read-only;
+//     In etcd mode (etcd.mode deploy or external): every node and router gets
+//     the same --etcd-endpoints and --etcd-prefix (the etcd members' stable
+//     names, or etcd.endpoints), the nodes --lease-ttl and --failover; every
+//     ordinal starts kv-replica without --followers whatever its EPOCH says;
+//     no leaders ConfigMap, and the routers read no topology file. With
+//     deploy, the etcd StatefulSet's --initial-cluster lists exactly
+//     etcd.deploy.replicas members by names its headless Service resolves,
+//     each member advertises its own, its data is on its claim, a client
+//     Service and a PodDisruptionBudget exist. The cluster-init Job is a
+//     post-install/post-upgrade hook with kvctl's TLS and admin-token files,
+//     and its script, run with a stub kvctl, succeeds on exactly kvctl's
+//     "initialised already" answer. In static mode none of this is rendered;
 //  4. with --flags-dir, every flag a container passes is a flag of the binary
-//     it runs (each shard node may run kv-shard or kv-replica, so both), so
-//     that a renamed or removed flag fails here and not in a crash loop.
+//     it runs (each shard node may run kv-shard or kv-replica, so both; the
+//     Job kvctl), so that a renamed or removed flag fails here and not in a
+//     crash loop; with --etcd-flags, the etcd member's flags are etcd's.
 //
 // Usage: node check.js --modules DIR --case-dir DIR [--kvctl PATH]
-//                      [--flags-dir DIR] [--expect-invalid TEXT]
+//                      [--flags-dir DIR] [--etcd-flags FILE] [--expect-invalid TEXT]
 // where the case dir holds manifests.yaml, values.json and release.json
 // ({name, namespace}), and the flags dir holds <binary>.flags (kv-shard,
-// kv-replica, kv-router): the binary's flag names, one a line, as its --help
-// lists them. Exit 0 when everything holds (or, with --expect-invalid, when
-// validation fails with a message containing TEXT).
+// kv-replica, kv-router, kvctl): the binary's flag names, one a line, as its
+// --help lists them (FILE: etcd's, as `etcd --help` lists them). Exit 0 when
+// everything holds (or, with --expect-invalid, when validation fails with a
+// message containing TEXT).
 'use strict';
 
 const childProcess = require('child_process');
@@ -47,7 +61,7 @@ function parseArgs(argv) {
 }
 
 function usage() {
-  console.error('usage: check.js --modules DIR --case-dir DIR [--kvctl PATH] [--flags-dir DIR] [--expect-invalid TEXT]');
+  console.error('usage: check.js --modules DIR --case-dir DIR [--kvctl PATH] [--flags-dir DIR] [--etcd-flags FILE] [--expect-invalid TEXT]');
   process.exit(2);
 }
 
@@ -248,6 +262,7 @@ expectedProblem(false);
 const byKind = (kind) => objects.filter((o) => o.obj.kind === kind);
 const labelsMatch = (selector, labels) =>
   Object.entries(selector || {}).every(([k, v]) => (labels || {})[k] === v);
+const componentOf = (obj) => (obj.metadata.labels || {})['app.kubernetes.io/component'];
 const workloads = [...byKind('Deployment'), ...byKind('StatefulSet')];
 const podTemplates = workloads.map((w) => ({ w, labels: w.obj.spec.template.metadata.labels || {} }));
 
@@ -276,9 +291,13 @@ const memberAddress = (group, ordinal) =>
 
 // Metrics, TLS and tokens of one server container: each flag set exactly when
 // values ask for it; file flags name a read-only mount of the right Secret key.
-function checkServerExtras(c, podSpec, argv, cw) {
+// With admin: kvctl's flags for Admin calls instead (the hook Job): no metrics,
+// TLS files and the admin token, not the public one.
+function checkServerExtras(c, podSpec, argv, cw, admin = false) {
   const metricsPort = (c.ports || []).find((p) => p.name === 'metrics');
-  if (V.metrics.enabled) {
+  if (admin) {
+    check(flagValue(argv, 'metrics-listen') === undefined && !metricsPort, cw, 'kvctl gets no --metrics-listen and no metrics port');
+  } else if (V.metrics.enabled) {
     check(flagValue(argv, 'metrics-listen') === `${V.listenHost}:${int(V.metrics.port)}`, cw,
       `metrics.enabled: --metrics-listen is ${flagValue(argv, 'metrics-listen')}, expected ${V.listenHost}:${int(V.metrics.port)}`);
     check(metricsPort && metricsPort.containerPort === int(V.metrics.port), cw, 'metrics.enabled: no container port "metrics" on metrics.port');
@@ -291,7 +310,7 @@ function checkServerExtras(c, podSpec, argv, cw) {
     want['tls-key'] = [V.tls.secretName, 'tls.key'];
     want['tls-ca'] = [V.tls.secretName, 'ca.crt'];
   }
-  if (V.auth.tokenSecretName) want['auth-token-file'] = [V.auth.tokenSecretName, V.auth.tokenKey];
+  if (V.auth.tokenSecretName && !admin) want['auth-token-file'] = [V.auth.tokenSecretName, V.auth.tokenKey];
   if (V.auth.adminTokenSecretName) want['admin-token-file'] = [V.auth.adminTokenSecretName, V.auth.adminTokenKey];
   let secrets = 0;
   for (const flag of ['tls-cert', 'tls-key', 'tls-ca', 'auth-token-file', 'admin-token-file']) {
@@ -320,10 +339,11 @@ function checkServerExtras(c, podSpec, argv, cw) {
 // binary does not know makes it exit at start-up.
 const binaryFlags = {};
 if (args['flags-dir']) {
-  for (const binary of ['kv-shard', 'kv-replica', 'kv-router']) {
+  for (const binary of ['kv-shard', 'kv-replica', 'kv-router', 'kvctl']) {
     const text = fs.readFileSync(path.join(args['flags-dir'], `${binary}.flags`), 'utf8');
     binaryFlags[binary] = new Set(text.split('\n').filter((l) => l !== ''));
-    check(binaryFlags[binary].has('listen'), `${binary} --help`, 'lists no --listen: the flag list was not read correctly');
+    const known = binary === 'kvctl' ? 'etcd_prefix' : 'listen';
+    check(binaryFlags[binary].has(known), `${binary} --help`, `lists no --${known}: the flag list was not read correctly`);
   }
 }
 function checkFlagsKnown(argv, binaries, where) {
@@ -338,8 +358,9 @@ function checkFlagsKnown(argv, binaries, where) {
   }
 }
 
-// Every pod: security, probes, resources.
-for (const { w } of podTemplates) {
+// Every pod: security, probes, resources (the hook Job's too).
+const jobs = byKind('Job');
+for (const { w } of [...podTemplates, ...jobs.map((j) => ({ w: j }))]) {
   const spec = w.obj.spec.template.spec;
   const psc = spec.securityContext || {};
   check(psc.runAsNonRoot === true, w.where, 'pod securityContext.runAsNonRoot must be true');
@@ -352,6 +373,9 @@ for (const { w } of podTemplates) {
     check(((sc.capabilities || {}).drop || []).includes('ALL'), cw, 'capabilities must drop ALL');
     check(c.resources && c.resources.requests && c.resources.requests.cpu && c.resources.requests.memory,
       cw, 'resources.requests.cpu and .memory are required');
+    check((c.volumeMounts || []).some((m) => m.mountPath === '/tmp'), cw, '/tmp must be a writable volume');
+    // etcd members and the Job are checked below.
+    if (['etcd', 'cluster-init'].includes(componentOf(w.obj))) continue;
     const grpcPort = (c.ports || []).find((p) => p.name === 'grpc');
     if (!check(grpcPort, cw, 'no container port named grpc')) continue;
     for (const probe of ['startupProbe', 'readinessProbe', 'livenessProbe']) {
@@ -374,7 +398,6 @@ for (const { w } of podTemplates) {
       }
     }
     checkServerExtras(c, spec, [...(c.command || []), ...(c.args || [])], cw);
-    check((c.volumeMounts || []).some((m) => m.mountPath === '/tmp'), cw, '/tmp must be a writable volume');
     const ann = w.obj.spec.template.metadata.annotations || {};
     if (V.metrics.enabled) {
       check(ann['prometheus.io/scrape'] === 'true' && ann['prometheus.io/port'] === String(int(V.metrics.port)) &&
@@ -435,9 +458,218 @@ if (check(topologyConfigMaps.length === 1, 'ConfigMaps', `expected one ConfigMap
   }
 }
 
+
+// ---- etcd mode ---------------------------------------------------------------
+
+const etcdMode = ['deploy', 'external'].includes(V.etcd.mode);
+const etcdPrefix = V.etcd.prefix || `/kvstore/${release.name}`;
+let etcdEndpoints = etcdMode && V.etcd.mode === 'external' ? (V.etcd.endpoints || []).join(',') : undefined;
+const etcdSeen = new Set(); // "endpoints prefix" of every node, router and the Job.
+
+const etcdFlagNames = args['etcd-flags']
+  ? new Set(fs.readFileSync(args['etcd-flags'], 'utf8').split('\n').filter((l) => l !== ''))
+  : null;
+if (etcdFlagNames) check(etcdFlagNames.has('initial-cluster'), 'etcd --help', 'lists no --initial-cluster: the flag list was not read correctly');
+
+// The etcd StatefulSet (mode deploy): its members, their names, their data.
+const etcdStatefulSets = byKind('StatefulSet').filter((o) => componentOf(o.obj) === 'etcd');
+const etcdObjects = objects.filter((o) => componentOf(o.obj) === 'etcd');
+if (V.etcd.mode !== 'deploy') {
+  check(etcdObjects.length === 0, 'etcd', `etcd.mode is ${V.etcd.mode}, but etcd objects are rendered: ${etcdObjects.map((o) => o.obj.metadata.name)}`);
+} else if (check(etcdStatefulSets.length === 1, 'StatefulSets', `etcd.mode deploy: expected one etcd StatefulSet, found ${etcdStatefulSets.length}`)) {
+  const { where, obj } = etcdStatefulSets[0];
+  const D = V.etcd.deploy;
+  const sts = obj.metadata.name;
+  const replicas = int(D.replicas);
+  const spec = obj.spec.template.spec;
+  const c = spec.containers[0];
+  const cw = `${where} container ${c.name}`;
+  check(obj.spec.replicas === replicas, where, `replicas is ${obj.spec.replicas}, etcd.deploy.replicas is ${replicas}`);
+  check(obj.spec.podManagementPolicy === 'Parallel', where,
+    'podManagementPolicy must be Parallel: a new etcd cluster needs a quorum of members started together');
+  check(`${sts}-${replicas - 1}`.length <= 63 && DNS1123_LABEL.test(`${sts}-${replicas - 1}`), where, `pod name ${sts}-${replicas - 1} is not a DNS label`);
+  const port = (n) => ((c.ports || []).find((p) => p.name === n) || {}).containerPort;
+  const clientPort = port('client');
+  const peerPort = port('peer');
+  check(clientPort === int(D.clientPort) && peerPort === int(D.peerPort), cw,
+    `container ports client ${clientPort} / peer ${peerPort}, values say ${D.clientPort} / ${D.peerPort}`);
+  const headless = byKind('Service').find((o) => o.obj.metadata.name === obj.spec.serviceName);
+  if (check(headless, where, `serviceName ${obj.spec.serviceName} is not a rendered Service`)) {
+    check(headless.obj.spec.clusterIP === 'None' && headless.obj.spec.publishNotReadyAddresses === true, headless.where,
+      'the members\' Service must be headless and publish not-ready addresses (members resolve each other before they are ready)');
+    check(labelsMatch(headless.obj.spec.selector, obj.spec.template.metadata.labels), headless.where, `does not select the pods of ${sts}`);
+    check(['client', 'peer'].every((n) => headless.obj.spec.ports.some((p) => p.name === n)), headless.where, 'needs the ports client and peer');
+  }
+  const clientSvc = byKind('Service').find((o) => o.obj.spec.clusterIP !== 'None' && labelsMatch(o.obj.spec.selector, obj.spec.template.metadata.labels));
+  check(clientSvc && clientSvc.obj.spec.ports.some((p) => p.port === int(D.clientPort)), where, 'no client Service on etcd.deploy.clientPort');
+  const pdb = byKind('PodDisruptionBudget').find((o) => labelsMatch(o.obj.spec.selector.matchLabels, obj.spec.template.metadata.labels));
+  check(Boolean(pdb) === Boolean(D.podDisruptionBudget.enabled) && (!pdb || pdb.obj.spec.maxUnavailable === D.podDisruptionBudget.maxUnavailable),
+    where, `etcd PodDisruptionBudget ${pdb ? `maxUnavailable ${pdb.obj.spec.maxUnavailable}` : 'absent'}, values say ${D.podDisruptionBudget.enabled ? D.podDisruptionBudget.maxUnavailable : 'none'}`);
+  if (!D.affinity || Object.keys(D.affinity).length === 0) {
+    check(D.podAntiAffinity === 'none' || (spec.affinity && spec.affinity.podAntiAffinity), where,
+      `etcd.deploy.podAntiAffinity is ${D.podAntiAffinity} but the pods have no anti-affinity`);
+  }
+  check((c.env || []).some((e) => e.name === 'POD_NAME' && e.valueFrom && e.valueFrom.fieldRef && e.valueFrom.fieldRef.fieldPath === 'metadata.name'),
+    cw, 'POD_NAME must come from metadata.name ($(POD_NAME) in the flags)');
+  const argv = [...(c.command || []), ...(c.args || [])];
+  check(argv[0] === 'etcd', cw, `runs ${argv[0]}, expected etcd`);
+  const flags = argv.slice(1);
+  check(flags.every((f) => /^--[a-z0-9-]+=[^\s]*$/.test(f)), cw, `malformed flags: ${flags}`);
+  if (etcdFlagNames) {
+    for (const f of flags) {
+      const name = f.slice(2).split('=')[0];
+      check(etcdFlagNames.has(name), cw, `--${name} is not a flag of etcd (see etcd --help)`);
+    }
+  }
+  // The static bootstrap: exactly the StatefulSet's pods, by the names the
+  // headless Service gives them.
+  const host = (i) => `${sts}-${i}.${obj.spec.serviceName}.${release.namespace}.svc.${V.clusterDomain}`;
+  const initial = new Map((flagValue(flags, 'initial-cluster') || '').split(',').filter((m) => m !== '').map((m) => m.split('=')));
+  const wantNames = [...Array(replicas).keys()].map((i) => `${sts}-${i}`);
+  check(sameSet([...initial.keys()], wantNames), cw,
+    `--initial-cluster names ${[...initial.keys()].join(',') || '(none)'}, expected exactly ${wantNames.join(',')}`);
+  check(flagValue(flags, 'initial-cluster-state') === 'new', cw, '--initial-cluster-state must be new');
+  const claims = (obj.spec.volumeClaimTemplates || []).map((t) => t.metadata.name);
+  const dataDir = flagValue(flags, 'data-dir') || '';
+  check((c.volumeMounts || []).some((m) => claims.includes(m.name) && dataDir.startsWith(`${m.mountPath}/`)), cw,
+    `--data-dir ${dataDir} is not inside a volumeClaimTemplate's mount`);
+  for (let i = 0; i < replicas; i++) {
+    const expand = (v) => (v || '').replace(/\$\(POD_NAME\)/g, `${sts}-${i}`);
+    const ow = `${cw} member ${i}`;
+    check(expand(flagValue(flags, 'name')) === `${sts}-${i}`, ow, `--name is ${expand(flagValue(flags, 'name'))}`);
+    check(initial.get(`${sts}-${i}`) === `http://${host(i)}:${peerPort}`, ow,
+      `--initial-cluster gives ${initial.get(`${sts}-${i}`)}, expected http://${host(i)}:${peerPort}`);
+    check(expand(flagValue(flags, 'initial-advertise-peer-urls')) === initial.get(`${sts}-${i}`), ow,
+      `--initial-advertise-peer-urls is ${expand(flagValue(flags, 'initial-advertise-peer-urls'))}, not its --initial-cluster entry`);
+    check(expand(flagValue(flags, 'advertise-client-urls')) === `http://${host(i)}:${clientPort}`, ow,
+      `--advertise-client-urls is ${expand(flagValue(flags, 'advertise-client-urls'))}`);
+  }
+  check(flagValue(flags, 'listen-client-urls') === `http://${V.listenHost}:${clientPort}` &&
+    flagValue(flags, 'listen-peer-urls') === `http://${V.listenHost}:${peerPort}`, cw, 'listen URLs differ from listenHost and the ports');
+  const rp = c.readinessProbe && c.readinessProbe.httpGet;
+  check(rp && rp.path === '/health' && (rp.port === 'client' || rp.port === clientPort), cw, 'readinessProbe must GET /health on the client port');
+  for (const probe of ['startupProbe', 'livenessProbe']) {
+    check(c[probe] && !(c[probe].httpGet && c[probe].httpGet.path === '/health'), cw,
+      `${probe} must not ask /health (unhealthy without quorum: every member would be restarted)`);
+  }
+  etcdEndpoints = [...Array(replicas).keys()].map((i) => `${host(i)}:${clientPort}`).join(',');
+}
+
+// --etcd-endpoints/--etcd-prefix (and the nodes' lease and failover flags) of
+// a node or router container.
+function checkEtcdFlags(argv, node, where) {
+  if (!etcdMode) {
+    check(flagValue(argv, 'etcd-endpoints') === undefined, where, 'etcd.mode is none: no --etcd-endpoints');
+    return;
+  }
+  const endpoints = flagValue(argv, 'etcd-endpoints');
+  const prefix = flagValue(argv, 'etcd-prefix');
+  etcdSeen.add(`${endpoints} ${prefix}`);
+  check(endpoints !== undefined && endpoints === etcdEndpoints, where, `--etcd-endpoints is ${endpoints}, expected ${etcdEndpoints}`);
+  check(prefix === etcdPrefix, where, `--etcd-prefix is ${prefix}, expected ${etcdPrefix}`);
+  if (node) {
+    check(flagValue(argv, 'lease-ttl') === V.etcd.leaseTtl, where, `--lease-ttl is ${flagValue(argv, 'lease-ttl')}, etcd.leaseTtl is ${V.etcd.leaseTtl}`);
+    check(flagValue(argv, 'failover') === V.etcd.failover, where, `--failover is ${flagValue(argv, 'failover')}, etcd.failover is ${V.etcd.failover}`);
+  }
+}
+
+// The leaders ConfigMap decides roles in static mode only.
+const leadersConfigMaps = byKind('ConfigMap').filter((o) => componentOf(o.obj) === 'leaders');
+check(leadersConfigMaps.length === (etcdMode ? 0 : 1), 'ConfigMaps',
+  `${leadersConfigMaps.length} leaders ConfigMap(s); expected ${etcdMode ? 'none in etcd mode' : 'one'}`);
+
+// The cluster-init hook Job.
+const initJobs = jobs.filter((o) => componentOf(o.obj) === 'cluster-init');
+check(jobs.length === initJobs.length, 'Jobs', 'a Job other than cluster-init is rendered');
+if (!etcdMode) {
+  check(initJobs.length === 0, 'Jobs', 'etcd.mode is none but a cluster-init Job is rendered');
+} else if (check(initJobs.length === 1, 'Jobs', `etcd mode: expected one cluster-init Job, found ${initJobs.length}`)) {
+  const { where, obj } = initJobs[0];
+  const ann = obj.metadata.annotations || {};
+  const list = (v) => (v || '').split(',').map((x) => x.trim());
+  check(['post-install', 'post-upgrade'].every((h) => list(ann['helm.sh/hook']).includes(h)), where,
+    `helm.sh/hook is ${ann['helm.sh/hook']}, expected post-install,post-upgrade`);
+  check(list(ann['helm.sh/hook-delete-policy']).includes('before-hook-creation'), where,
+    'helm.sh/hook-delete-policy must include before-hook-creation (else the next upgrade finds the old Job)');
+  check(obj.spec.backoffLimit === int(V.etcd.clusterInit.backoffLimit) && obj.spec.activeDeadlineSeconds === int(V.etcd.clusterInit.activeDeadlineSeconds),
+    where, 'backoffLimit/activeDeadlineSeconds differ from etcd.clusterInit');
+  const spec = obj.spec.template.spec;
+  check(spec.restartPolicy === 'Never', where, 'restartPolicy must be Never (the Job retries in a new pod)');
+  const c = spec.containers[0];
+  const cw = `${where} container ${c.name}`;
+  const argv = c.args || [];
+  checkEtcdFlagsOfKvctl(argv, cw);
+  const config = flagValue(argv, 'config');
+  const mount = (c.volumeMounts || []).find((m) => config === `${m.mountPath}/topology.yaml`);
+  const vol = mount && (spec.volumes || []).find((v) => v.name === mount.name);
+  check(vol && vol.configMap && topologyConfigMaps.length === 1 && vol.configMap.name === topologyConfigMaps[0].obj.metadata.name,
+    cw, `--config=${config} is not topology.yaml of the topology ConfigMap`);
+  checkServerExtras(c, spec, argv, cw, true);
+  if (V.auth.tokenSecretName) {
+    check(!(spec.volumes || []).some((v) => v.secret && v.secret.secretName === V.auth.tokenSecretName &&
+      (v.secret.items || []).some((i) => i.key === V.auth.tokenKey)), cw, 'the Job mounts the public token, which kvctl cluster init does not use');
+  }
+  if (binaryFlags.kvctl) {
+    for (const a of argv) {
+      const m = /^--([A-Za-z0-9_-]+)(=|$)/.exec(a);
+      if (check(m, cw, `argument ${JSON.stringify(a)} is not a --flag`)) {
+        check(binaryFlags.kvctl.has(m[1].replace(/-/g, '_')), cw, `--${m[1]} is not a flag of kvctl (see kvctl --help)`);
+      }
+    }
+  }
+  checkClusterInitScript(c, cw);
+}
+
+function checkEtcdFlagsOfKvctl(argv, where) {
+  const endpoints = flagValue(argv, 'etcd');
+  const prefix = flagValue(argv, 'etcd-prefix');
+  etcdSeen.add(`${endpoints} ${prefix}`);
+  check(endpoints === etcdEndpoints && prefix === etcdPrefix, where,
+    `kvctl gets --etcd=${endpoints} --etcd-prefix=${prefix}, expected ${etcdEndpoints} and ${etcdPrefix}`);
+}
+
+// The Job's script, run with a stub kvctl: success, and kvctl's answer for an
+// initialised cluster, succeed; every other failure keeps its exit code.
+function checkClusterInitScript(c, cw) {
+  if (!check(c.command && c.command[0] === '/bin/sh' && c.command[1] === '-c', cw, 'expected a /bin/sh -c entry point')) return;
+  const script = c.command[2];
+  const m = /^already="([^"]+)"$/m.exec(script);
+  if (!check(m, cw, 'the script has no already="..." message')) return;
+  const already = m[1];
+  // The message must be kvctl's own (tools/kvctl/cluster_commands.cc).
+  const source = path.join(__dirname, '..', '..', '..', 'tools', 'kvctl', 'cluster_commands.cc');
+  if (fs.existsSync(source)) {
+    check(fs.readFileSync(source, 'utf8').includes(already), cw, `kvctl's cluster init no longer says "${already}" (tools/kvctl/cluster_commands.cc)`);
+  }
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'kvstore-check-init-'));
+  fs.writeFileSync(path.join(dir, 'kvctl'),
+    '#!/bin/sh\nprintf \'%s\\n\' "$@" > "$STUB_ARGS"\nprintf \'%s\\n\' "$STUB_MESSAGE" >&2\nexit "$STUB_CODE"\n');
+  fs.chmodSync(path.join(dir, 'kvctl'), 0o755);
+  const run = (code, message) => {
+    const r = childProcess.spawnSync('/bin/sh', [...c.command.slice(1), ...(c.args || [])], {
+      env: { PATH: `${dir}:/usr/bin:/bin`, STUB_ARGS: path.join(dir, 'args'), STUB_CODE: String(code), STUB_MESSAGE: message },
+      encoding: 'utf8',
+      timeout: 10000,
+    });
+    const got = fs.existsSync(path.join(dir, 'args')) ? fs.readFileSync(path.join(dir, 'args'), 'utf8').split('\n').filter((l) => l) : [];
+    return { status: r.status, got };
+  };
+  const ok = run(0, 'initialised /kvstore/x: epoch_base=1048576');
+  check(ok.status === 0, cw, `kvctl succeeding: the script exits ${ok.status}`);
+  check(ok.got.slice(-2).join(' ') === 'cluster init' && (c.args || []).every((a) => ok.got.includes(a)), cw,
+    `kvctl was run with ${ok.got.join(' ')}, expected the Job's args and "cluster init"`);
+  const again = run(3, `kvctl: FAILED_PRECONDITION: /kvstore/x/cluster exists already ({"format":1}): ${already}`);
+  check(again.status === 0, cw, `an initialised cluster (kvctl exit 3, "${already}"): the script exits ${again.status}, expected 0`);
+  const ringOnly = run(3, 'kvctl: FAILED_PRECONDITION: /kvstore/x/ring exists already ({}) but /kvstore/x/cluster does not; nothing was written');
+  check(ringOnly.status === 3, cw, `another refusal (exit 3): the script exits ${ringOnly.status}, expected 3`);
+  const down = run(4, 'kvctl: UNAVAILABLE: etcd Range: failed to connect');
+  check(down.status === 4, cw, `etcd unreachable (exit 4): the script exits ${down.status}, expected 4 (the Job retries)`);
+  fs.rmSync(dir, { recursive: true, force: true });
+}
+
 // Shard groups.
-const statefulSets = byKind('StatefulSet');
-check(statefulSets.length === shardCount, 'StatefulSets', `${statefulSets.length} StatefulSets, values say ${shardCount} shards`);
+const statefulSets = byKind('StatefulSet').filter((o) => componentOf(o.obj) === 'shard');
+check(statefulSets.length === shardCount, 'StatefulSets', `${statefulSets.length} shard StatefulSets, values say ${shardCount} shards`);
 const allAddresses = new Set();
 const stubDir = fs.mkdtempSync(path.join(os.tmpdir(), 'kvstore-check-'));
 for (const binary of ['kv-shard', 'kv-replica']) {
@@ -515,8 +747,12 @@ for (let i = 0; i < shardCount; i++) {
     }
   }
   const expectedLeader = leaderOrdinal(name);
-  check(env.KV_LEADER_ORDINAL === String(expectedLeader), cw,
-    `the leaders ConfigMap gives ordinal ${env.KV_LEADER_ORDINAL} for ${name}, values say ${expectedLeader}`);
+  if (etcdMode) {
+    check(env.KV_LEADER_ORDINAL === undefined, cw, 'etcd mode: the leaders ConfigMap must not decide roles (KV_LEADER_ORDINAL is set)');
+  } else {
+    check(env.KV_LEADER_ORDINAL === String(expectedLeader), cw,
+      `the leaders ConfigMap gives ordinal ${env.KV_LEADER_ORDINAL} for ${name}, values say ${expectedLeader}`);
+  }
   const dataRoot = fs.mkdtempSync(path.join(stubDir, 'data-'));
   const podEnv = (ordinal, dataDir) => ({
     ...env,
@@ -528,11 +764,15 @@ for (let i = 0; i < shardCount; i++) {
     const ow = `${cw} ordinal ${o}`;
     const r = runEntryPoint(container, podEnv(o), ow);
     if (!check(r.status === 0, ow, `the entry point failed (exit ${r.status}): ${r.stderr}`)) continue;
-    const wantBinary = o === expectedLeader ? 'kv-shard' : 'kv-replica';
+    // etcd mode: every node starts as a follower; etcd elects the leader.
+    const wantBinary = !etcdMode && o === expectedLeader ? 'kv-shard' : 'kv-replica';
     check(r.binary === wantBinary, ow, `starts ${r.binary}, expected ${wantBinary} (leader ordinal ${expectedLeader})`);
     check(flagValue(r.argv, 'advertise') === members[o], ow, `--advertise is ${flagValue(r.argv, 'advertise')}, expected ${members[o]}`);
     const followers = (flagValue(r.argv, 'followers') || '').split(',').filter((f) => f !== '');
-    check(sameSet(followers, members.filter((_, k) => k !== o)), ow,
+    checkEtcdFlags(r.argv, true, ow);
+    if (etcdMode) {
+      check(!r.argv.some((a) => a.startsWith('--followers=')), ow, 'etcd mode: --followers is passed (the members come from etcd)');
+    } else check(sameSet(followers, members.filter((_, k) => k !== o)), ow,
       `--followers is ${followers.join(',') || '(none)'}, expected exactly the other ordinals ${members.filter((_, k) => k !== o).join(',') || '(none)'}`);
     check(flagValue(r.argv, 'listen') === `${V.listenHost}:${port}`, ow, `--listen is ${flagValue(r.argv, 'listen')}`);
     check(flagValue(r.argv, 'data-dir') === path.join(dataRoot, String(o)), ow, `--data-dir is ${flagValue(r.argv, 'data-dir')}`);
@@ -541,7 +781,9 @@ for (let i = 0; i < shardCount; i++) {
   }
   // EPOCH decides over the ordinal: a promoted node leads again, a node that
   // followed another leader stays a replica.
-  const epochCase = (ordinal, content, wantBinary, what) => {
+  // etcd mode: EPOCH decides nothing, every case starts kv-replica.
+  const epochCase = (ordinal, content, staticBinary, what) => {
+    const wantBinary = etcdMode ? 'kv-replica' : staticBinary;
     const dir = fs.mkdtempSync(path.join(stubDir, 'epoch-'));
     fs.writeFileSync(path.join(dir, 'EPOCH'), content);
     const r = runEntryPoint(container, podEnv(ordinal, dir), `${cw} ordinal ${ordinal}`);
@@ -585,7 +827,14 @@ if (check(routers.length === 1, 'Deployments', `expected one router Deployment, 
   check(argv[0] === 'kv-router', cw, `runs ${argv[0]}, expected kv-router`);
   const topologyPath = flagValue(argv, 'topology');
   const mount = (c.volumeMounts || []).find((m) => topologyPath && topologyPath === `${m.mountPath}/topology.yaml`);
-  if (check(mount, cw, `--topology=${topologyPath} is not topology.yaml in a mounted volume`)) {
+  checkEtcdFlags(argv, false, cw);
+  if (etcdMode) {
+    // The router follows etcd; a topology file would be ignored, so none is given.
+    check(!argv.some((a) => a.startsWith('--topology=') || a.startsWith('--watch-topology-ms=')), cw,
+      'etcd mode: the router must get neither --topology nor --watch-topology-ms');
+    check(!(spec.volumes || []).some((v) => v.configMap && topologyConfigMaps.some((t) => t.obj.metadata.name === v.configMap.name)),
+      cw, 'etcd mode: the router must not mount the topology ConfigMap');
+  } else if (check(mount, cw, `--topology=${topologyPath} is not topology.yaml in a mounted volume`)) {
     check(!mount.subPath, cw, 'the topology must be mounted as a directory (a subPath mount never sees ConfigMap updates)');
     const vol = (spec.volumes || []).find((v) => v.name === mount.name);
     check(vol && vol.configMap && topologyConfigMaps.length === 1 && vol.configMap.name === topologyConfigMaps[0].obj.metadata.name,
@@ -613,6 +862,11 @@ if (check(routers.length === 1, 'Deployments', `expected one router Deployment, 
   const svc = byKind('Service').find((o) => labelsMatch(o.obj.spec.selector, obj.spec.template.metadata.labels));
   check(svc && svc.obj.spec.ports[0].port === int(V.router.service.port) && svc.obj.spec.type === V.router.service.type,
     where, 'the router Service is missing, or its port or type differs from values');
+}
+
+// etcd mode: nodes, routers and the Job agree on one etcd and one prefix.
+if (etcdMode) {
+  check(etcdSeen.size === 1, 'etcd mode', `the containers name ${etcdSeen.size} different etcd endpoints/prefixes: ${[...etcdSeen].join(' | ')}`);
 }
 
 // The real topology parser, when the binaries are built: kvctl reads the file
