@@ -17,13 +17,14 @@
 //     security contexts, PodDisruptionBudgets and the HPA fit together;
 //     metrics, TLS and token flags appear exactly when values enable them and
 //     name files of the right Secret keys, mounted read-only;
-//     In etcd mode (etcd.mode deploy or external): every node and router gets
-//     the same --etcd-endpoints and --etcd-prefix (the etcd members' stable
-//     names, or etcd.endpoints), the nodes --lease-ttl and --failover; every
-//     ordinal starts kv-replica without --followers whatever its EPOCH says;
-//     no leaders ConfigMap, and the routers read no topology file. With
-//     deploy, the etcd StatefulSet's --initial-cluster lists exactly
-//     etcd.deploy.replicas members by names its headless Service resolves,
+//     In etcd mode (coordination.etcd.deploy=true, or .endpoints): every node
+//     and router gets the same --etcd-endpoints and --etcd-prefix (the etcd
+//     members' stable names, or coordination.etcd.endpoints), the nodes
+//     --lease-ttl and --failover; every ordinal starts kv-replica without
+//     --followers whatever its EPOCH says; no leaders ConfigMap, and the
+//     routers read no topology file. With deploy, the etcd StatefulSet's
+//     --initial-cluster lists exactly coordination.etcd.members.replicas
+//     members by names its headless Service resolves,
 //     each member advertises its own, its data is on its claim, a client
 //     Service and a PodDisruptionBudget exist. The cluster-init Job is a
 //     post-install/post-upgrade hook with kvctl's TLS and admin-token files,
@@ -461,9 +462,13 @@ if (check(topologyConfigMaps.length === 1, 'ConfigMaps', `expected one ConfigMap
 
 // ---- etcd mode ---------------------------------------------------------------
 
-const etcdMode = ['deploy', 'external'].includes(V.etcd.mode);
-const etcdPrefix = V.etcd.prefix || `/kvstore/${release.name}`;
-let etcdEndpoints = etcdMode && V.etcd.mode === 'external' ? (V.etcd.endpoints || []).join(',') : undefined;
+// coordination.etcd: deploy (the chart's own etcd), endpoints (an external
+// one) or neither (static mode); the chart refuses both.
+const E = V.coordination.etcd;
+const etcdKind = E.deploy === true ? 'deploy' : (E.endpoints || []).length > 0 ? 'external' : 'none';
+const etcdMode = etcdKind !== 'none';
+const etcdPrefix = E.prefix || `/kvstore/${release.name}`;
+let etcdEndpoints = etcdKind === 'external' ? E.endpoints.join(',') : undefined;
 const etcdSeen = new Set(); // "endpoints prefix" of every node, router and the Job.
 
 const etcdFlagNames = args['etcd-flags']
@@ -471,20 +476,20 @@ const etcdFlagNames = args['etcd-flags']
   : null;
 if (etcdFlagNames) check(etcdFlagNames.has('initial-cluster'), 'etcd --help', 'lists no --initial-cluster: the flag list was not read correctly');
 
-// The etcd StatefulSet (mode deploy): its members, their names, their data.
+// The etcd StatefulSet (coordination.etcd.deploy): its members, their names, their data.
 const etcdStatefulSets = byKind('StatefulSet').filter((o) => componentOf(o.obj) === 'etcd');
 const etcdObjects = objects.filter((o) => componentOf(o.obj) === 'etcd');
-if (V.etcd.mode !== 'deploy') {
-  check(etcdObjects.length === 0, 'etcd', `etcd.mode is ${V.etcd.mode}, but etcd objects are rendered: ${etcdObjects.map((o) => o.obj.metadata.name)}`);
-} else if (check(etcdStatefulSets.length === 1, 'StatefulSets', `etcd.mode deploy: expected one etcd StatefulSet, found ${etcdStatefulSets.length}`)) {
+if (etcdKind !== 'deploy') {
+  check(etcdObjects.length === 0, 'etcd', `coordination.etcd.deploy is not true, but etcd objects are rendered: ${etcdObjects.map((o) => o.obj.metadata.name)}`);
+} else if (check(etcdStatefulSets.length === 1, 'StatefulSets', `coordination.etcd.deploy: expected one etcd StatefulSet, found ${etcdStatefulSets.length}`)) {
   const { where, obj } = etcdStatefulSets[0];
-  const D = V.etcd.deploy;
+  const D = E.members;
   const sts = obj.metadata.name;
   const replicas = int(D.replicas);
   const spec = obj.spec.template.spec;
   const c = spec.containers[0];
   const cw = `${where} container ${c.name}`;
-  check(obj.spec.replicas === replicas, where, `replicas is ${obj.spec.replicas}, etcd.deploy.replicas is ${replicas}`);
+  check(obj.spec.replicas === replicas, where, `replicas is ${obj.spec.replicas}, coordination.etcd.members.replicas is ${replicas}`);
   check(obj.spec.podManagementPolicy === 'Parallel', where,
     'podManagementPolicy must be Parallel: a new etcd cluster needs a quorum of members started together');
   check(`${sts}-${replicas - 1}`.length <= 63 && DNS1123_LABEL.test(`${sts}-${replicas - 1}`), where, `pod name ${sts}-${replicas - 1} is not a DNS label`);
@@ -501,13 +506,13 @@ if (V.etcd.mode !== 'deploy') {
     check(['client', 'peer'].every((n) => headless.obj.spec.ports.some((p) => p.name === n)), headless.where, 'needs the ports client and peer');
   }
   const clientSvc = byKind('Service').find((o) => o.obj.spec.clusterIP !== 'None' && labelsMatch(o.obj.spec.selector, obj.spec.template.metadata.labels));
-  check(clientSvc && clientSvc.obj.spec.ports.some((p) => p.port === int(D.clientPort)), where, 'no client Service on etcd.deploy.clientPort');
+  check(clientSvc && clientSvc.obj.spec.ports.some((p) => p.port === int(D.clientPort)), where, 'no client Service on coordination.etcd.members.clientPort');
   const pdb = byKind('PodDisruptionBudget').find((o) => labelsMatch(o.obj.spec.selector.matchLabels, obj.spec.template.metadata.labels));
   check(Boolean(pdb) === Boolean(D.podDisruptionBudget.enabled) && (!pdb || pdb.obj.spec.maxUnavailable === D.podDisruptionBudget.maxUnavailable),
     where, `etcd PodDisruptionBudget ${pdb ? `maxUnavailable ${pdb.obj.spec.maxUnavailable}` : 'absent'}, values say ${D.podDisruptionBudget.enabled ? D.podDisruptionBudget.maxUnavailable : 'none'}`);
   if (!D.affinity || Object.keys(D.affinity).length === 0) {
     check(D.podAntiAffinity === 'none' || (spec.affinity && spec.affinity.podAntiAffinity), where,
-      `etcd.deploy.podAntiAffinity is ${D.podAntiAffinity} but the pods have no anti-affinity`);
+      `coordination.etcd.members.podAntiAffinity is ${D.podAntiAffinity} but the pods have no anti-affinity`);
   }
   check((c.env || []).some((e) => e.name === 'POD_NAME' && e.valueFrom && e.valueFrom.fieldRef && e.valueFrom.fieldRef.fieldPath === 'metadata.name'),
     cw, 'POD_NAME must come from metadata.name ($(POD_NAME) in the flags)');
@@ -559,7 +564,7 @@ if (V.etcd.mode !== 'deploy') {
 // a node or router container.
 function checkEtcdFlags(argv, node, where) {
   if (!etcdMode) {
-    check(flagValue(argv, 'etcd-endpoints') === undefined, where, 'etcd.mode is none: no --etcd-endpoints');
+    check(flagValue(argv, 'etcd-endpoints') === undefined, where, 'static mode (no coordination.etcd): no --etcd-endpoints');
     return;
   }
   const endpoints = flagValue(argv, 'etcd-endpoints');
@@ -568,8 +573,8 @@ function checkEtcdFlags(argv, node, where) {
   check(endpoints !== undefined && endpoints === etcdEndpoints, where, `--etcd-endpoints is ${endpoints}, expected ${etcdEndpoints}`);
   check(prefix === etcdPrefix, where, `--etcd-prefix is ${prefix}, expected ${etcdPrefix}`);
   if (node) {
-    check(flagValue(argv, 'lease-ttl') === V.etcd.leaseTtl, where, `--lease-ttl is ${flagValue(argv, 'lease-ttl')}, etcd.leaseTtl is ${V.etcd.leaseTtl}`);
-    check(flagValue(argv, 'failover') === V.etcd.failover, where, `--failover is ${flagValue(argv, 'failover')}, etcd.failover is ${V.etcd.failover}`);
+    check(flagValue(argv, 'lease-ttl') === E.leaseTtl, where, `--lease-ttl is ${flagValue(argv, 'lease-ttl')}, coordination.etcd.leaseTtl is ${E.leaseTtl}`);
+    check(flagValue(argv, 'failover') === E.failover, where, `--failover is ${flagValue(argv, 'failover')}, coordination.etcd.failover is ${E.failover}`);
   }
 }
 
@@ -582,7 +587,7 @@ check(leadersConfigMaps.length === (etcdMode ? 0 : 1), 'ConfigMaps',
 const initJobs = jobs.filter((o) => componentOf(o.obj) === 'cluster-init');
 check(jobs.length === initJobs.length, 'Jobs', 'a Job other than cluster-init is rendered');
 if (!etcdMode) {
-  check(initJobs.length === 0, 'Jobs', 'etcd.mode is none but a cluster-init Job is rendered');
+  check(initJobs.length === 0, 'Jobs', 'static mode (no coordination.etcd) but a cluster-init Job is rendered');
 } else if (check(initJobs.length === 1, 'Jobs', `etcd mode: expected one cluster-init Job, found ${initJobs.length}`)) {
   const { where, obj } = initJobs[0];
   const ann = obj.metadata.annotations || {};
@@ -591,8 +596,8 @@ if (!etcdMode) {
     `helm.sh/hook is ${ann['helm.sh/hook']}, expected post-install,post-upgrade`);
   check(list(ann['helm.sh/hook-delete-policy']).includes('before-hook-creation'), where,
     'helm.sh/hook-delete-policy must include before-hook-creation (else the next upgrade finds the old Job)');
-  check(obj.spec.backoffLimit === int(V.etcd.clusterInit.backoffLimit) && obj.spec.activeDeadlineSeconds === int(V.etcd.clusterInit.activeDeadlineSeconds),
-    where, 'backoffLimit/activeDeadlineSeconds differ from etcd.clusterInit');
+  check(obj.spec.backoffLimit === int(E.clusterInit.backoffLimit) && obj.spec.activeDeadlineSeconds === int(E.clusterInit.activeDeadlineSeconds),
+    where, 'backoffLimit/activeDeadlineSeconds differ from coordination.etcd.clusterInit');
   const spec = obj.spec.template.spec;
   check(spec.restartPolicy === 'Never', where, 'restartPolicy must be Never (the Job retries in a new pod)');
   const c = spec.containers[0];

@@ -65,13 +65,21 @@ app.kubernetes.io/component: router
 {{- end -}}
 
 {{/*
-etcd mode (values etcd.mode deploy or external): "true", else empty.
+How the cluster coordinates (coordination.etcd): "deploy" (the chart's own
+etcd, coordination.etcd.deploy=true), "external" (coordination.etcd.endpoints)
+or empty (static mode). kvstore.validateEtcdValues refuses both at once.
 */}}
-{{- define "kvstore.etcdEnabled" -}}
-{{- if has .Values.etcd.mode (list "deploy" "external") -}}true{{- end -}}
+{{- define "kvstore.etcdMode" -}}
+{{- $e := .Values.coordination.etcd -}}
+{{- if and (kindIs "bool" $e.deploy) $e.deploy -}}deploy{{- else if $e.endpoints -}}external{{- end -}}
 {{- end -}}
 
-{{/* The etcd StatefulSet (mode deploy) and its client Service. */}}
+{{/* etcd mode (the chart's own etcd or an external one): "true", else empty. */}}
+{{- define "kvstore.etcdEnabled" -}}
+{{- if include "kvstore.etcdMode" . -}}true{{- end -}}
+{{- end -}}
+
+{{/* The etcd StatefulSet (coordination.etcd.deploy) and its client Service. */}}
 {{- define "kvstore.etcdName" -}}
 {{- printf "%s-etcd" (include "kvstore.fullname" . | trunc 40 | trimSuffix "-") -}}
 {{- end -}}
@@ -87,7 +95,7 @@ app.kubernetes.io/component: etcd
 {{- end -}}
 
 {{- define "kvstore.etcdImage" -}}
-{{- $i := .Values.etcd.deploy.image -}}
+{{- $i := .Values.coordination.etcd.members.image -}}
 {{- printf "%s:%s" $i.repository (default .Chart.AppVersion $i.tag) -}}
 {{- end -}}
 
@@ -98,24 +106,26 @@ app.kubernetes.io/component: etcd
 
 {{/*
 --etcd-endpoints of the nodes, routers and kvctl: every member's stable name
-(mode deploy; the client fails over from one to the next), or etcd.endpoints.
+(coordination.etcd.deploy; the client fails over from one to the next), or
+coordination.etcd.endpoints.
 */}}
 {{- define "kvstore.etcdEndpoints" -}}
 {{- $root := . -}}
-{{- if eq .Values.etcd.mode "deploy" -}}
+{{- $e := .Values.coordination.etcd -}}
+{{- if eq (include "kvstore.etcdMode" .) "deploy" -}}
 {{- $members := list -}}
-{{- range $ordinal := until (int .Values.etcd.deploy.replicas) -}}
-{{- $members = append $members (printf "%s:%d" (include "kvstore.etcdMemberHost" (dict "root" $root "ordinal" $ordinal)) (int64 $root.Values.etcd.deploy.clientPort)) -}}
+{{- range $ordinal := until (int $e.members.replicas) -}}
+{{- $members = append $members (printf "%s:%d" (include "kvstore.etcdMemberHost" (dict "root" $root "ordinal" $ordinal)) (int64 $e.members.clientPort)) -}}
 {{- end -}}
 {{- join "," $members -}}
 {{- else -}}
-{{- join "," .Values.etcd.endpoints -}}
+{{- join "," $e.endpoints -}}
 {{- end -}}
 {{- end -}}
 
-{{/* --etcd-prefix: etcd.prefix, default /kvstore/<release>. */}}
+{{/* --etcd-prefix: coordination.etcd.prefix, default /kvstore/<release>. */}}
 {{- define "kvstore.etcdPrefix" -}}
-{{- default (printf "/kvstore/%s" .Release.Name) .Values.etcd.prefix -}}
+{{- default (printf "/kvstore/%s" .Release.Name) .Values.coordination.etcd.prefix -}}
 {{- end -}}
 
 {{/*
@@ -127,8 +137,8 @@ etcd-mode flags as YAML list items (nothing in static mode): (dict "root" $
 - {{ printf "--etcd-endpoints=%s" (include "kvstore.etcdEndpoints" .root) | quote }}
 - {{ printf "--etcd-prefix=%s" (include "kvstore.etcdPrefix" .root) | quote }}
 {{- if .node }}
-- {{ printf "--lease-ttl=%s" .root.Values.etcd.leaseTtl | quote }}
-- {{ printf "--failover=%s" .root.Values.etcd.failover | quote }}
+- {{ printf "--lease-ttl=%s" .root.Values.coordination.etcd.leaseTtl | quote }}
+- {{ printf "--failover=%s" .root.Values.coordination.etcd.failover | quote }}
 {{- end }}
 {{- end -}}
 {{- end -}}
@@ -188,6 +198,7 @@ Fails the rendering on values the binaries would refuse at start-up, so that a
 bad configuration is an error at install time and not a crash loop.
 */}}
 {{- define "kvstore.validateValues" -}}
+{{- include "kvstore.validateEtcdValues" . -}}
 {{- $s := .Values.shards -}}
 {{- if lt (int64 $s.count) 1 -}}
 {{- fail "shards.count must be at least 1" -}}
@@ -236,13 +247,13 @@ bad configuration is an error at install time and not a crash loop.
 {{- if gt (int64 .Values.router.shutdownGraceMs) (mul (int64 .Values.router.terminationGracePeriodSeconds) 1000) -}}
 {{- fail "router.shutdownGraceMs must not exceed router.terminationGracePeriodSeconds" -}}
 {{- end -}}
-{{- $etcdFlags := ternary (list "etcd-endpoints" "etcd-prefix" "lease-ttl" "failover") (list "etcd-endpoints") (eq .Values.etcd.mode "none" | not) -}}
+{{- $etcdFlags := ternary (list "etcd-endpoints" "etcd-prefix" "lease-ttl" "failover") (list "etcd-endpoints") (include "kvstore.etcdEnabled" . | empty | not) -}}
 {{- range $flag, $_ := $s.extraFlags -}}
 {{- if has (replace "_" "-" $flag) (concat (list "listen" "advertise" "data-dir" "followers" "config") (include "kvstore.managedFlags" $ | fromYamlArray)) -}}
 {{- fail (printf "shards.extraFlags may not set %q: the chart sets it" $flag) -}}
 {{- end -}}
 {{- if has (replace "_" "-" $flag) $etcdFlags -}}
-{{- fail (printf "shards.extraFlags may not set %q: the chart sets it from etcd.* (etcd.mode external with etcd.endpoints for an etcd of your own)" $flag) -}}
+{{- fail (printf "shards.extraFlags may not set %q: the chart sets it from coordination.etcd.* (coordination.etcd.endpoints for an etcd of your own)" $flag) -}}
 {{- end -}}
 {{- end -}}
 {{- range $flag, $_ := .Values.router.extraFlags -}}
@@ -250,10 +261,9 @@ bad configuration is an error at install time and not a crash loop.
 {{- fail (printf "router.extraFlags may not set %q: the chart sets it" $flag) -}}
 {{- end -}}
 {{- if has (replace "_" "-" $flag) $etcdFlags -}}
-{{- fail (printf "router.extraFlags may not set %q: the chart sets it from etcd.* (etcd.mode external with etcd.endpoints for an etcd of your own)" $flag) -}}
+{{- fail (printf "router.extraFlags may not set %q: the chart sets it from coordination.etcd.* (coordination.etcd.endpoints for an etcd of your own)" $flag) -}}
 {{- end -}}
 {{- end -}}
-{{- include "kvstore.validateEtcdValues" . -}}
 {{- if and .Values.router.autoscaling.enabled (gt (int64 .Values.router.autoscaling.minReplicas) (int64 .Values.router.autoscaling.maxReplicas)) -}}
 {{- fail "router.autoscaling.minReplicas must not exceed maxReplicas" -}}
 {{- end -}}
@@ -269,40 +279,45 @@ bad configuration is an error at install time and not a crash loop.
 {{- end -}}
 {{- end -}}
 
-{{/* The etcd.* values (part of kvstore.validateValues). */}}
+{{/*
+The coordination.etcd.* values (part of kvstore.validateValues; first, so that
+a leftover etcd: block is named before anything else fails on it).
+*/}}
 {{- define "kvstore.validateEtcdValues" -}}
-{{- $e := .Values.etcd -}}
-{{- if not (has $e.mode (list "none" "deploy" "external")) -}}
-{{- fail (printf "etcd.mode must be none, deploy or external (got %v)" $e.mode) -}}
+{{- if hasKey .Values "etcd" -}}
+{{- fail "the top-level etcd: values block is gone: use coordination.etcd (coordination.etcd.deploy=true for the chart's own etcd, its settings under coordination.etcd.members; coordination.etcd.endpoints for an etcd of your own; prefix, leaseTtl, failover and clusterInit moved as they were)" -}}
 {{- end -}}
-{{- if eq $e.mode "external" -}}
-{{- if not $e.endpoints -}}
-{{- fail "etcd.mode external needs etcd.endpoints: HOST:PORT of your etcd members" -}}
+{{- $e := .Values.coordination.etcd -}}
+{{- if not (kindIs "bool" $e.deploy) -}}
+{{- fail (printf "coordination.etcd.deploy must be a boolean, true or false (got the %s %q: unquoted in a values file; --set, not --set-string)" (kindOf $e.deploy) (toString $e.deploy)) -}}
+{{- end -}}
+{{- if not (kindIs "slice" $e.endpoints) -}}
+{{- fail (printf "coordination.etcd.endpoints must be a list of HOST:PORT (got %v; with --set write {a:2379,b:2379})" $e.endpoints) -}}
+{{- end -}}
+{{- if and $e.deploy $e.endpoints -}}
+{{- fail "coordination.etcd.deploy=true and coordination.etcd.endpoints are both set: choose one, the chart's own etcd (deploy) or yours (endpoints)" -}}
 {{- end -}}
 {{- range $e.endpoints -}}
 {{- if not (regexMatch "^[A-Za-z0-9._-]+:[0-9]+$" (toString .)) -}}
-{{- fail (printf "etcd.endpoints: %q is not HOST:PORT (no scheme: the servers speak plaintext to etcd and refuse https://)" (toString .)) -}}
+{{- fail (printf "coordination.etcd.endpoints: %q is not HOST:PORT (no scheme: the servers speak plaintext to etcd and refuse https://)" (toString .)) -}}
 {{- end -}}
 {{- end -}}
-{{- else if $e.endpoints -}}
-{{- fail (printf "etcd.endpoints is only for etcd.mode external (etcd.mode is %v)" $e.mode) -}}
-{{- end -}}
-{{- if eq $e.mode "deploy" -}}
-{{- if lt (int64 $e.deploy.replicas) 1 -}}
-{{- fail "etcd.deploy.replicas must be at least 1" -}}
+{{- if $e.deploy -}}
+{{- if lt (int64 $e.members.replicas) 1 -}}
+{{- fail "coordination.etcd.members.replicas must be at least 1" -}}
 {{- end -}}
 {{- end -}}
 {{- if and $e.prefix (not (hasPrefix "/" (toString $e.prefix))) -}}
-{{- fail (printf "etcd.prefix %q must start with /" (toString $e.prefix)) -}}
+{{- fail (printf "coordination.etcd.prefix %q must start with /" (toString $e.prefix)) -}}
 {{- end -}}
 {{- if not (regexMatch "^[0-9]+s$" (toString $e.leaseTtl)) -}}
-{{- fail (printf "etcd.leaseTtl must be whole seconds such as 3s (got %v)" $e.leaseTtl) -}}
+{{- fail (printf "coordination.etcd.leaseTtl must be whole seconds such as 3s (got %v)" $e.leaseTtl) -}}
 {{- end -}}
 {{- if lt (int64 (trimSuffix "s" (toString $e.leaseTtl))) 2 -}}
-{{- fail (printf "etcd.leaseTtl %v is below 2s: etcd 3.4 grants no shorter lease, and the nodes refuse it" $e.leaseTtl) -}}
+{{- fail (printf "coordination.etcd.leaseTtl %v is below 2s: etcd 3.4 grants no shorter lease, and the nodes refuse it" $e.leaseTtl) -}}
 {{- end -}}
 {{- if not (has $e.failover (list "auto" "manual")) -}}
-{{- fail (printf "etcd.failover must be auto or manual (got %v)" $e.failover) -}}
+{{- fail (printf "coordination.etcd.failover must be auto or manual (got %v)" $e.failover) -}}
 {{- end -}}
 {{- end -}}
 
@@ -511,7 +526,7 @@ chart's flags after its own:
 Every pod gets the other pods of its group as --followers: a replica uses them
 once promoted (also after a restart), so `kvctl promote` needs no list.
 
-In etcd mode (etcd.mode deploy or external) none of this decides anything:
+In etcd mode (coordination.etcd.deploy or .endpoints) none of this decides anything:
 leadership comes only from the shard's leader key in etcd, every node starts as
 a follower and the other members come from etcd (docs/failover.md, section 7).
 Every pod runs kv-replica (which behaves as kv-shard there), without
