@@ -184,7 +184,35 @@ std::string RingValue(RingRecord record) {
                           {"version", record.version},
                           {"vnodes", record.vnodes},
                           {"shards", record.shards}};
+  if (!record.draining.empty()) {
+    std::sort(record.draining.handed_to.begin(), record.draining.handed_to.end());
+    value["draining"] = {{"shard", record.draining.shard},
+                         {"handed_to", record.draining.handed_to}};
+  }
   return value.dump();
+}
+
+absl::StatusOr<HashRing> BuildRing(const RingRecord& record) {
+  return HashRing::Build(record.shards, record.vnodes, record.draining);
+}
+
+RingRecord RemoveStageRing(const RingRecord& from, absl::string_view shard,
+                           absl::string_view destination, bool last) {
+  RingRecord next = from;
+  next.version = from.version + 1;
+  if (last) {
+    next.shards.erase(std::remove(next.shards.begin(), next.shards.end(), shard),
+                      next.shards.end());
+    next.draining = RingDrain();
+    return next;
+  }
+  next.draining.shard = std::string(shard);
+  std::vector<std::string>& handed = next.draining.handed_to;
+  if (std::find(handed.begin(), handed.end(), destination) == handed.end()) {
+    handed.push_back(std::string(destination));
+  }
+  std::sort(handed.begin(), handed.end());
+  return next;
 }
 
 absl::StatusOr<RingRecord> ParseRingValue(absl::string_view value) {
@@ -217,6 +245,36 @@ absl::StatusOr<RingRecord> ParseRingValue(absl::string_view value) {
         absl::StrCat("ring record format ", record.format, " is not supported (1 is)"));
   }
   std::sort(record.shards.begin(), record.shards.end());
+  if (object.contains("draining")) {
+    const nlohmann::json& d = object["draining"];
+    bool drain_ok = d.is_object() && d.contains("shard") && d["shard"].is_string() &&
+                    d.contains("handed_to") && d["handed_to"].is_array();
+    if (drain_ok) {
+      for (const auto& h : d["handed_to"]) drain_ok = drain_ok && h.is_string();
+    }
+    if (!drain_ok) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "ring record \"", value, "\": draining is not {shard, handed_to: [name...]}"));
+    }
+    record.draining.shard = d["shard"].get<std::string>();
+    for (const auto& h : d["handed_to"]) {
+      record.draining.handed_to.push_back(h.get<std::string>());
+    }
+    std::sort(record.draining.handed_to.begin(), record.draining.handed_to.end());
+    if (!record.draining.empty() && !seen.count(record.draining.shard)) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "ring record drains shard ", record.draining.shard, ", which it does not list"));
+    }
+    for (size_t i = 0; i < record.draining.handed_to.size(); ++i) {
+      const std::string& h = record.draining.handed_to[i];
+      if (record.draining.empty() || !seen.count(h) || h == record.draining.shard ||
+          (i > 0 && h == record.draining.handed_to[i - 1])) {
+        return absl::InvalidArgumentError(absl::StrCat("ring record hands shard ",
+                                                       record.draining.shard, " to ", h,
+                                                       ": not another shard it lists, or twice"));
+      }
+    }
+  }
   return record;
 }
 
@@ -235,6 +293,22 @@ std::string MigrationSourcesPrefix(absl::string_view prefix, absl::string_view i
 std::string MigrationSourceKey(absl::string_view prefix, absl::string_view id,
                                absl::string_view source) {
   return absl::StrCat(MigrationSourcesPrefix(prefix, id), source);
+}
+
+std::string MigrationProgressKey(absl::string_view prefix, const MigrationRecord& record,
+                                 absl::string_view source) {
+  if (record.kind != "remove" || record.stage < 0 ||
+      static_cast<size_t>(record.stage) >= record.stages.size()) {
+    return MigrationSourceKey(prefix, record.id, source);
+  }
+  return absl::StrCat(MigrationSourceKey(prefix, record.id, source), "/to/",
+                      record.stages[record.stage]);
+}
+
+std::string ProgressKeySource(absl::string_view key_after_sources_prefix) {
+  const size_t to = key_after_sources_prefix.find("/to/");
+  return std::string(to == absl::string_view::npos ? key_after_sources_prefix
+                                                   : key_after_sources_prefix.substr(0, to));
 }
 
 std::string ActiveMigrationValue(absl::string_view id) {
@@ -290,6 +364,11 @@ std::string MigrationValue(const MigrationRecord& r) {
                           {"created_unix_ms", r.created_unix_ms},
                           {"finished_unix_ms", r.finished_unix_ms},
                           {"error", r.error}};
+  if (r.from.has_value()) value["from"] = RingJson(*r.from);
+  if (r.kind == "remove") {
+    value["stages"] = r.stages;
+    value["stage"] = r.stage;
+  }
   return value.dump();
 }
 
@@ -311,6 +390,19 @@ absl::StatusOr<MigrationRecord> ParseMigrationValue(absl::string_view value) {
     absl::StatusOr<RingRecord> to = ParseRingValue(object["to"].dump());
     if (!to.ok()) return to.status();
     r.to = *std::move(to);
+  }
+  if (ok && object.contains("from")) {
+    absl::StatusOr<RingRecord> from = ParseRingValue(object["from"].dump());
+    if (!from.ok()) return from.status();
+    r.from = *std::move(from);
+  }
+  ok = ok && Take(object, "stage", &r.stage);
+  if (ok && object.contains("stages")) {
+    ok = object["stages"].is_array();
+    for (const auto& s : object["stages"]) {
+      ok = ok && s.is_string();
+      if (ok) r.stages.push_back(s.get<std::string>());
+    }
   }
   if (!ok || r.id.empty() || (r.kind != "add" && r.kind != "remove")) {
     return absl::InvalidArgumentError(absl::StrCat(

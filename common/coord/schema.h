@@ -8,19 +8,23 @@
 //   <P>/shards/<s>/members/<id>     {addr, state, last_epoch, durable_index}
 //   <P>/shards/<s>/isr              {epoch, members}          (the leader, guarded)
 //   <P>/shards/<s>/position         {epoch, index, max_lag, unix_ms} (the leader, guarded; async)
-//   <P>/ring                        {format, version, vnodes, shards}
+//   <P>/ring                        {format, version, vnodes, shards[, draining]}
 //   <P>/migrations/active           {id}    (create-if-absent: one at a time)
 //   <P>/migrations/<id>             MigrationRecord           (kvctl creates; the driver advances)
-//   <P>/migrations/<id>/sources/<s> SourceProgress            (the driver)
+//   <P>/migrations/<id>/sources/<s> SourceProgress            (the driver; add)
+//   <P>/migrations/<id>/sources/<s>/to/<d>  SourceProgress    (the driver; remove,
+//                                   one per stage)
 #ifndef KVSTORE_COMMON_COORD_SCHEMA_H_
 #define KVSTORE_COMMON_COORD_SCHEMA_H_
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "common/ring/hash_ring.h"
 
 namespace kvstore::coord {
 
@@ -115,18 +119,32 @@ absl::StatusOr<LeaderValueRecord> ParseLeaderJson(absl::string_view value);
 // The ring every router routes by and every shard checks ownership by
 // (docs/ring.md, docs/resharding.md). The tokens of each shard are its name
 // and "#" and 0 .. vnodes-1, hashed (common/ring/hash_ring.h); `shards` is
-// sorted. `version` grows by one with each cutover.
+// sorted. `version` grows by one with each cutover. `draining` names the
+// shard a removal is moving out and the shards it has handed its ranges to
+// (HashRing's drain rule, docs/ring.md); its JSON field
+// {"draining": {"shard", "handed_to"}} is absent when no shard drains.
 struct RingRecord {
   int format = 1;
   int64_t version = 0;
   int vnodes = 0;
   std::vector<std::string> shards;
+  RingDrain draining;
 };
 std::string RingKey(absl::string_view prefix);
-// Sorts the shard names.
+// Sorts the shard names (and handed_to).
 std::string RingValue(RingRecord record);
-// INVALID_ARGUMENT when it is not what RingValue writes (or lists a name twice).
+// INVALID_ARGUMENT when it is not what RingValue writes (or lists a name
+// twice, or drains a shard not in it, or hands to one not in it).
 absl::StatusOr<RingRecord> ParseRingValue(absl::string_view value);
+// The ring every node, router and tool computes owners by: the record's
+// shards, vnodes and drain. The one way from a RingRecord to a HashRing.
+absl::StatusOr<HashRing> BuildRing(const RingRecord& record);
+// The ring stage `destination` of removing `shard` publishes after `from`:
+// one version later, `shard` draining into from's handed_to plus
+// `destination`; or, for the last stage, the ring without `shard` (which
+// owns the same: see HashRing).
+RingRecord RemoveStageRing(const RingRecord& from, absl::string_view shard,
+                           absl::string_view destination, bool last);
 
 // One resharding (docs/resharding.md). kvctl creates it (phase "copy") with
 // `<P>/migrations/active` in one Txn; the driver (the leader of `shard`)
@@ -136,10 +154,18 @@ struct MigrationRecord {
   std::string id;
   std::string kind;   // "add" or "remove"
   std::string shard;  // The shard added or removed.
-  // The ring it starts from and the one it publishes at cutover
-  // (to.version == from_version + 1).
+  // The ring it (a remove: its current stage) starts from and the one it
+  // publishes at cutover (to.version == from_version + 1). `from` is absent
+  // in an add record written before removals existed: its ring is then `to`
+  // without `shard`.
   int64_t from_version = 0;
+  std::optional<RingRecord> from;
   RingRecord to;
+  // A remove moves `shard`'s ranges to one destination per stage, in this
+  // order; `stage` is the index of the one in progress, driven by the leader
+  // of stages[stage]. Empty for an add.
+  std::vector<std::string> stages;
+  int stage = 0;
   // copy -> catchup -> cutover -> switched -> cleanup -> done; or, from any
   // phase before switched, -> cancelled. "catchup" is entered again when a
   // cutover does not commit within cutover_max_pause_ms.
@@ -160,6 +186,14 @@ std::string MigrationKey(absl::string_view prefix, absl::string_view id);
 std::string MigrationSourcesPrefix(absl::string_view prefix, absl::string_view id);
 std::string MigrationSourceKey(absl::string_view prefix, absl::string_view id,
                                absl::string_view source);
+// Where the driver keeps the progress of `source` in `record`'s current
+// step: MigrationSourceKey for an add; for a remove one key per stage,
+// "<P>/migrations/<id>/sources/<source>/to/<stages[stage]>".
+std::string MigrationProgressKey(absl::string_view prefix, const MigrationRecord& record,
+                                 absl::string_view source);
+// The source named by a key under MigrationSourcesPrefix: the part before
+// any "/to/<destination>".
+std::string ProgressKeySource(absl::string_view key_after_sources_prefix);
 std::string ActiveMigrationValue(absl::string_view id);
 absl::StatusOr<std::string> ParseActiveMigrationValue(absl::string_view value);
 std::string MigrationValue(const MigrationRecord& record);

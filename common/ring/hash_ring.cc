@@ -17,6 +17,11 @@ uint64_t HashRing::TokenHash(absl::string_view shard, int i) {
 }
 
 absl::StatusOr<HashRing> HashRing::Build(std::vector<std::string> shards, int vnodes) {
+  return Build(std::move(shards), vnodes, RingDrain());
+}
+
+absl::StatusOr<HashRing> HashRing::Build(std::vector<std::string> shards, int vnodes,
+                                         const RingDrain& drain) {
   if (shards.empty()) return absl::InvalidArgumentError("a ring needs at least one shard");
   if (vnodes < 1 || vnodes > kMaxVirtualNodes) {
     return absl::InvalidArgumentError(
@@ -27,6 +32,29 @@ absl::StatusOr<HashRing> HashRing::Build(std::vector<std::string> shards, int vn
     if (name.empty()) return absl::InvalidArgumentError("a shard name is empty");
     if (!seen.insert(name).second) {
       return absl::InvalidArgumentError(absl::StrCat("shard name '", name, "' appears twice"));
+    }
+  }
+
+  // The drain, as indexes into `shards`.
+  int64_t drained = -1;
+  std::vector<bool> handed(shards.size(), false);
+  if (!drain.empty()) {
+    const auto index_of = [&shards](const std::string& name) -> int64_t {
+      auto it = std::find(shards.begin(), shards.end(), name);
+      return it == shards.end() ? -1 : it - shards.begin();
+    };
+    drained = index_of(drain.shard);
+    if (drained < 0) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("the drained shard '", drain.shard, "' is not in the ring"));
+    }
+    for (const std::string& name : drain.handed_to) {
+      const int64_t i = index_of(name);
+      if (i < 0 || i == drained) {
+        return absl::InvalidArgumentError(absl::StrCat("shard '", name, "' that '", drain.shard,
+                                                       "' is handed to is not another shard"));
+      }
+      handed[i] = true;
     }
   }
 
@@ -52,7 +80,26 @@ absl::StatusOr<HashRing> HashRing::Build(std::vector<std::string> shards, int vn
     hashes[i] = tokens[i].hash;
     owners[i] = tokens[i].owner;
   }
-  return HashRing(std::move(shards), vnodes, std::move(hashes), std::move(owners));
+  if (drained >= 0 && shards.size() > 1) {
+    // Walk the ring backwards from a token that is not the drained shard's,
+    // twice round, carrying the shard of the nearest such token after each
+    // position: that is the successor of each drained token.
+    const size_t n = tokens.size();
+    size_t start = 0;
+    while (tokens[start].owner == drained) ++start;  // Exists: another shard has tokens.
+    uint32_t successor = tokens[start].owner;
+    for (size_t step = 1; step <= n; ++step) {
+      const size_t k = (start + n - step) % n;
+      if (tokens[k].owner != drained) {
+        successor = tokens[k].owner;
+      } else if (handed[successor]) {
+        owners[k] = successor;
+      }
+    }
+  }
+  RingDrain kept = drain;
+  std::sort(kept.handed_to.begin(), kept.handed_to.end());
+  return HashRing(std::move(shards), vnodes, std::move(kept), std::move(hashes), std::move(owners));
 }
 
 int HashRing::OwnerOfPosition(uint64_t position) const {

@@ -17,6 +17,15 @@
 //                  >= the key position; if there is none, the shard of the
 //                  first token (the ring wraps around).
 // Equal hashes are thus a tie won by the bytewise-smaller shard name.
+//
+// A ring may drain one shard D (a shard being removed, docs/resharding.md):
+// D keeps its tokens, but a token T of D whose successor is in `handed_to`
+// belongs to that successor instead, where the successor is the shard of the
+// first token after T in ring order (wrapping) that is not D's. So
+//   owner(key)   = the shard S of the token found as above; if S is D and the
+//                  successor of that token is in handed_to, the successor.
+// With handed_to = every other shard, owners are exactly those of the ring
+// without D; with handed_to empty, those of the ring without the drain.
 #ifndef KVSTORE_COMMON_RING_HASH_RING_H_
 #define KVSTORE_COMMON_RING_HASH_RING_H_
 
@@ -28,6 +37,16 @@
 #include "absl/strings/string_view.h"
 
 namespace kvstore {
+
+// The shard a ring drains and the shards it has handed its ranges to so far
+// (see the header comment). An empty `shard` means no drain.
+struct RingDrain {
+  std::string shard;
+  std::vector<std::string> handed_to;  // Sorted, distinct, never `shard`.
+  bool empty() const { return shard.empty(); }
+  bool operator==(const RingDrain& o) const { return shard == o.shard && handed_to == o.handed_to; }
+  bool operator!=(const RingDrain& o) const { return !(*this == o); }
+};
 
 class HashRing {
  public:
@@ -44,6 +63,11 @@ class HashRing {
   // `vnodes` tokens each (1 to kMaxVirtualNodes). InvalidArgument otherwise.
   static absl::StatusOr<HashRing> Build(std::vector<std::string> shards,
                                         int vnodes = kDefaultVirtualNodes);
+  // The same ring draining `drain.shard` (a shard of `shards`) into
+  // `drain.handed_to` (other shards of `shards`); an empty drain is Build's
+  // ring. InvalidArgument when a name is not in `shards`.
+  static absl::StatusOr<HashRing> Build(std::vector<std::string> shards, int vnodes,
+                                        const RingDrain& drain);
 
   // Immutable once built: safe to use from any number of threads. Movable;
   // not copyable (share it through a pointer).
@@ -67,6 +91,7 @@ class HashRing {
   // The shard names, in the order given to Build.
   const std::vector<std::string>& shards() const { return shards_; }
   int vnodes() const { return vnodes_; }
+  const RingDrain& drain() const { return drain_; }
   size_t token_count() const { return token_hashes_.size(); }
   // The token positions in ring order (ascending; equal hashes adjacent).
   const std::vector<uint64_t>& token_hashes() const { return token_hashes_; }
@@ -76,19 +101,22 @@ class HashRing {
   std::vector<double> Ownership() const;
 
  private:
-  HashRing(std::vector<std::string> shards, int vnodes, std::vector<uint64_t> token_hashes,
-           std::vector<uint32_t> token_owners)
+  HashRing(std::vector<std::string> shards, int vnodes, RingDrain drain,
+           std::vector<uint64_t> token_hashes, std::vector<uint32_t> token_owners)
       : shards_(std::move(shards)),
         vnodes_(vnodes),
+        drain_(std::move(drain)),
         token_hashes_(std::move(token_hashes)),
         token_owners_(std::move(token_owners)) {}
 
   std::vector<std::string> shards_;
   int vnodes_;
+  RingDrain drain_;
   // Tokens in ring order, as two parallel arrays so the binary search touches
   // only the hashes.
   std::vector<uint64_t> token_hashes_;
-  std::vector<uint32_t> token_owners_;  // Index into shards_.
+  // Index into shards_: the token's owner, after the drain.
+  std::vector<uint32_t> token_owners_;
 };
 
 }  // namespace kvstore

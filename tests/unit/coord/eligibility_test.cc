@@ -241,6 +241,91 @@ TEST(SchemaTest, RingRecordRejectsWhatRingValueNeverWrites) {
   EXPECT_NE(twice.status().message().find("shard a twice"), std::string::npos) << twice.status();
 }
 
+TEST(SchemaTest, RingRecordWithADrainReadsBackAndWithoutOnePrintsAsBefore) {
+  RingRecord ring;
+  ring.version = 3;
+  ring.vnodes = 8;
+  ring.shards = {"s2", "s0", "s1", "s3"};
+  EXPECT_EQ(RingValue(ring).find("draining"), std::string::npos);
+  ring.draining = RingDrain{"s1", {"s3", "s0"}};
+  const std::string value = RingValue(ring);
+  EXPECT_EQ(value, R"({"draining":{"handed_to":["s0","s3"],"shard":"s1"},"format":1,)"
+                   R"("shards":["s0","s1","s2","s3"],"version":3,"vnodes":8})");
+  absl::StatusOr<RingRecord> back = ParseRingValue(value);
+  ASSERT_TRUE(back.ok()) << back.status();
+  EXPECT_EQ(back->draining, (RingDrain{"s1", {"s0", "s3"}}));
+  absl::StatusOr<HashRing> built = BuildRing(*back);
+  ASSERT_TRUE(built.ok()) << built.status();
+  EXPECT_EQ(built->drain(), back->draining);
+
+  const char* bad[] = {
+      R"({"format":1,"version":1,"vnodes":8,"shards":["a","b"],"draining":"a"})",
+      R"({"format":1,"version":1,"vnodes":8,"shards":["a","b"],"draining":{"shard":"a"}})",
+      R"({"format":1,"version":1,"vnodes":8,"shards":["a","b"],)"
+      R"("draining":{"shard":"c","handed_to":[]}})",
+      R"({"format":1,"version":1,"vnodes":8,"shards":["a","b"],)"
+      R"("draining":{"shard":"a","handed_to":["a"]}})",
+      R"({"format":1,"version":1,"vnodes":8,"shards":["a","b"],)"
+      R"("draining":{"shard":"a","handed_to":["c"]}})",
+      R"({"format":1,"version":1,"vnodes":8,"shards":["a","b","c"],)"
+      R"("draining":{"shard":"a","handed_to":["b","b"]}})",
+  };
+  for (const char* v : bad) EXPECT_FALSE(ParseRingValue(v).ok()) << v;
+}
+
+TEST(SchemaTest, RemoveStageRingsDrainOneMoreShardEachAndTheLastDropsTheShard) {
+  RingRecord ring;
+  ring.version = 5;
+  ring.vnodes = 8;
+  ring.shards = {"s0", "s1", "s2", "s3"};
+  const RingRecord first = RemoveStageRing(ring, "s1", "s2", /*last=*/false);
+  EXPECT_EQ(first.version, 6);
+  EXPECT_EQ(first.shards, ring.shards);
+  EXPECT_EQ(first.draining, (RingDrain{"s1", {"s2"}}));
+  const RingRecord second = RemoveStageRing(first, "s1", "s0", /*last=*/false);
+  EXPECT_EQ(second.version, 7);
+  EXPECT_EQ(second.draining, (RingDrain{"s1", {"s0", "s2"}}));
+  const RingRecord last = RemoveStageRing(second, "s1", "s3", /*last=*/true);
+  EXPECT_EQ(last.version, 8);
+  EXPECT_EQ(last.shards, (std::vector<std::string>{"s0", "s2", "s3"}));
+  EXPECT_TRUE(last.draining.empty());
+}
+
+TEST(SchemaTest, RemoveMigrationRecordReadsBackItsStagesAndOldAddRecordsHaveNoFrom) {
+  MigrationRecord r;
+  r.id = "m1";
+  r.kind = "remove";
+  r.shard = "s1";
+  r.phase = "copy";
+  r.from_version = 6;
+  r.from = RingRecord{1, 6, 8, {"s0", "s1", "s2"}, RingDrain{"s1", {"s0"}}};
+  r.to = RingRecord{1, 7, 8, {"s0", "s2"}, RingDrain()};
+  r.stages = {"s0", "s2"};
+  r.stage = 1;
+  absl::StatusOr<MigrationRecord> back = ParseMigrationValue(MigrationValue(r));
+  ASSERT_TRUE(back.ok()) << back.status();
+  ASSERT_TRUE(back->from.has_value());
+  EXPECT_EQ(back->from->version, 6);
+  EXPECT_EQ(back->from->draining, (RingDrain{"s1", {"s0"}}));
+  EXPECT_EQ(back->stages, r.stages);
+  EXPECT_EQ(back->stage, 1);
+  EXPECT_EQ(MigrationProgressKey("/kvstore/x", *back, "s1"),
+            "/kvstore/x/migrations/m1/sources/s1/to/s2");
+  EXPECT_EQ(ProgressKeySource("s1/to/s2"), "s1");
+  EXPECT_EQ(ProgressKeySource("shard-0"), "shard-0");
+
+  // An add record as written before removals: no from, stages or stage.
+  absl::StatusOr<MigrationRecord> old =
+      ParseMigrationValue(R"({"id":"m2","kind":"add","shard":"s3","phase":"copy",)"
+                          R"("from_version":4,)"
+                          R"("to":{"format":1,"version":5,"vnodes":8,"shards":["s0","s3"]}})");
+  ASSERT_TRUE(old.ok()) << old.status();
+  EXPECT_FALSE(old->from.has_value());
+  EXPECT_TRUE(old->stages.empty());
+  EXPECT_EQ(MigrationProgressKey("/kvstore/x", *old, "s0"), "/kvstore/x/migrations/m2/sources/s0");
+  EXPECT_EQ(MigrationValue(*old).find("stages"), std::string::npos);
+}
+
 MigrationRecord AMigration() {
   MigrationRecord r;
   r.id = "m20261203T110548Z-3fa9c1";
