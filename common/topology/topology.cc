@@ -180,6 +180,10 @@ std::vector<std::string> Topology::ShardNames() const {
   return names;
 }
 
+absl::StatusOr<HashRing> Topology::BuildRing() const {
+  return HashRing::Build(ShardNames(), vnodes, drain);
+}
+
 absl::Status CheckShardName(absl::string_view name) {
   if (name.empty()) return absl::InvalidArgumentError("a shard name is empty");
   if (name.size() > kMaxShardNameBytes) {

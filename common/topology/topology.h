@@ -36,9 +36,14 @@ struct Topology {
   // The version of the ring in etcd (<P>/ring) these shards and vnodes come
   // from; 0 for a topology file, or a cluster in etcd without a ring key.
   int64_t ring_version = 0;
+  // The shard that ring drains, and to whom (common/ring/hash_ring.h); empty
+  // for a topology file and a ring with no removal under way.
+  RingDrain drain;
 
   // Names of the shards, in file order (what HashRing::Build takes).
   std::vector<std::string> ShardNames() const;
+  // The ring these shards route by: names, vnodes and drain.
+  absl::StatusOr<HashRing> BuildRing() const;
 };
 
 // Parses a topology from YAML text. `source` names it in errors (a file

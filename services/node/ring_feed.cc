@@ -13,7 +13,7 @@ namespace kvstore {
 absl::StatusOr<VersionedRing> RingFromValue(absl::string_view value) {
   absl::StatusOr<coord::RingRecord> record = coord::ParseRingValue(value);
   if (!record.ok()) return record.status();
-  absl::StatusOr<HashRing> ring = HashRing::Build(record->shards, record->vnodes);
+  absl::StatusOr<HashRing> ring = coord::BuildRing(*record);
   if (!ring.ok()) {
     return absl::InvalidArgumentError(
         absl::StrCat("ring version ", record->version, ": ", ring.status().message()));

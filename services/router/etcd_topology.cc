@@ -73,6 +73,7 @@ absl::StatusOr<Topology> TopologyFromEtcd(const std::map<std::string, std::strin
     }
     topology.vnodes = ring->vnodes;
     topology.ring_version = ring->version;
+    topology.drain = ring->draining;
   }
   for (const auto& [name, keys] : shards) {
     ShardTopology shard;
@@ -101,7 +102,7 @@ absl::StatusOr<Topology> TopologyFromEtcd(const std::map<std::string, std::strin
 }
 
 bool SameTopology(const Topology& a, const Topology& b) {
-  if (a.vnodes != b.vnodes || a.ring_version != b.ring_version ||
+  if (a.vnodes != b.vnodes || a.ring_version != b.ring_version || a.drain != b.drain ||
       a.shards.size() != b.shards.size()) {
     return false;
   }

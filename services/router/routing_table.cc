@@ -13,7 +13,7 @@ void AddOnce(std::vector<std::string>* nodes, const std::string& address) {
 }  // namespace
 
 absl::StatusOr<std::shared_ptr<RoutingTable>> RoutingTable::Create(Topology topology) {
-  absl::StatusOr<HashRing> ring = HashRing::Build(topology.ShardNames(), topology.vnodes);
+  absl::StatusOr<HashRing> ring = topology.BuildRing();
   if (!ring.ok()) return ring.status();
   return std::shared_ptr<RoutingTable>(new RoutingTable(std::move(topology), *std::move(ring)));
 }
