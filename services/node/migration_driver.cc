@@ -281,7 +281,7 @@ absl::Status MigrationDriver::FlushProgress(Run& run, bool force) {
     s.progress.updated_unix_ms = NowUnixMillis();
     s.progress.destination_epoch = store_->epoch();
     absl::StatusOr<int64_t> put =
-        etcd_->Put(coord::MigrationSourceKey(options_.prefix, run.id, s.name),
+        etcd_->Put(coord::MigrationProgressKey(options_.prefix, run.record, s.name),
                    coord::SourceProgressValue(s.progress));
     if (!put.ok()) return put.status();
   }
@@ -293,11 +293,18 @@ absl::Status MigrationDriver::Drive(const std::string& id) {
   run.id = id;
   run.refilled = run.flushed = absl::Now();
   if (absl::Status s = LoadRecord(run); !s.ok()) return s;
-  if (run.record.kind != "add" || run.record.shard != options_.shard) {
-    // Removing a shard is driven by its neighbours: not yet implemented.
-    return absl::OkStatus();
+  // An add is driven by the shard it adds; each stage of a remove by that
+  // stage's destination.
+  const bool remove = run.record.kind == "remove";
+  if (remove &&
+      (run.record.stage < 0 || static_cast<size_t>(run.record.stage) >= run.record.stages.size())) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("remove migration ", id, " has no stage ", run.record.stage, ": cancel it"));
   }
-  // The ring now, and the rings the migration goes between.
+  const std::string& driver = remove ? run.record.stages[run.record.stage] : run.record.shard;
+  if (driver != options_.shard) return absl::OkStatus();
+  // The ring now, and the rings the migration (a remove: its stage) goes
+  // between.
   absl::StatusOr<coord::RangeResult> ring_read = etcd_->Range(coord::RingKey(options_.prefix));
   if (!ring_read.ok()) return ring_read.status();
   if (ring_read->kvs.empty()) return absl::FailedPreconditionError("no ring in etcd");
@@ -305,7 +312,7 @@ absl::Status MigrationDriver::Drive(const std::string& id) {
   if (!ring.ok()) return ring.status();
   run.ring = *ring;
   run.ring_revision = ring_read->kvs[0].mod_revision();
-  absl::StatusOr<HashRing> after = HashRing::Build(run.record.to.shards, run.record.to.vnodes);
+  absl::StatusOr<HashRing> after = coord::BuildRing(run.record.to);
   if (!after.ok()) return after.status();
   run.after = std::make_shared<const HashRing>(*std::move(after));
 
@@ -319,11 +326,18 @@ absl::Status MigrationDriver::Drive(const std::string& id) {
   }
 
   // The moves into this shard, between the ring the migration starts from
-  // and the one it publishes.
-  std::vector<std::string> from_shards = run.record.to.shards;
-  from_shards.erase(std::remove(from_shards.begin(), from_shards.end(), options_.shard),
-                    from_shards.end());
-  absl::StatusOr<HashRing> before = HashRing::Build(from_shards, run.record.to.vnodes);
+  // and the one it publishes. An add record written before `from` existed:
+  // the ring it publishes without this shard.
+  coord::RingRecord from_ring;
+  if (run.record.from.has_value()) {
+    from_ring = *run.record.from;
+  } else {
+    from_ring = run.record.to;
+    from_ring.shards.erase(
+        std::remove(from_ring.shards.begin(), from_ring.shards.end(), options_.shard),
+        from_ring.shards.end());
+  }
+  absl::StatusOr<HashRing> before = coord::BuildRing(from_ring);
   if (!before.ok()) return before.status();
   run.before = std::make_shared<const HashRing>(*std::move(before));
   coord::RangeOptions prefix_read;
@@ -339,7 +353,9 @@ absl::Status MigrationDriver::Drive(const std::string& id) {
     source.progress.source = move.from;
     source.progress.destination = options_.shard;
     for (const mvccpb::KeyValue& kv : progress->kvs) {
-      if (kv.key() != coord::MigrationSourceKey(options_.prefix, id, move.from)) continue;
+      if (kv.key() != coord::MigrationProgressKey(options_.prefix, run.record, move.from)) {
+        continue;
+      }
       absl::StatusOr<coord::SourceProgress> p =
           coord::ParseSourceProgressValue(move.from, kv.value());
       if (p.ok()) source.progress = *std::move(p);
@@ -361,9 +377,12 @@ absl::Status MigrationDriver::Drive(const std::string& id) {
     }
     run.sources.push_back(std::move(source));
   }
-  LOG(INFO) << "Migration " << id << " (add " << run.record.shard << "): phase " << run.record.phase
-            << ", " << run.sources.size() << " sources, ring version " << run.ring.version << " -> "
-            << run.record.to.version;
+  LOG(INFO) << "Migration " << id << " (" << run.record.kind << " " << run.record.shard
+            << (remove
+                    ? absl::StrCat(", stage ", run.record.stage + 1, "/", run.record.stages.size())
+                    : std::string())
+            << "): phase " << run.record.phase << ", " << run.sources.size()
+            << " sources, ring version " << run.ring.version << " -> " << run.record.to.version;
 
   if (!switched) {
     if (run.record.phase == "cutover") {
@@ -380,7 +399,45 @@ absl::Status MigrationDriver::Drive(const std::string& id) {
   }
   if (!Leading()) return absl::OkStatus();
   if (absl::Status s = CleanupSources(run); !s.ok()) return s;
+  if (stopping() || !Leading()) return absl::OkStatus();
+  if (remove && static_cast<size_t>(run.record.stage) + 1 < run.record.stages.size()) {
+    return NextStage(run);
+  }
   return Finish(run, "done");
+}
+
+absl::Status MigrationDriver::NextStage(Run& run) {
+  // Guarded by the record's revision, as SetPhase: kvctl may have changed
+  // the throttle or paused meanwhile, and that carries over.
+  for (int attempt = 0; attempt < 10; ++attempt) {
+    coord::MigrationRecord next = run.record;
+    const size_t stage = static_cast<size_t>(run.record.stage) + 1;
+    next.stage = static_cast<int>(stage);
+    next.from = run.record.to;
+    next.from_version = run.record.to.version;
+    next.to = coord::RemoveStageRing(run.record.to, run.record.shard, run.record.stages[stage],
+                                     /*last=*/stage + 1 == run.record.stages.size());
+    next.phase = "copy";
+    next.error.clear();
+    next.cancel_requested = false;
+    etcdserverpb::TxnRequest txn;
+    const std::string key = coord::MigrationKey(options_.prefix, run.id);
+    *txn.add_compare() = coord::ModRevisionIs(key, run.record_revision);
+    *txn.add_success() = coord::PutOp(key, coord::MigrationValue(next));
+    absl::StatusOr<etcdserverpb::TxnResponse> r = etcd_->Txn(txn);
+    if (!r.ok()) return r.status();
+    if (r->succeeded()) {
+      LOG(INFO) << "Migration " << run.id << ": stage " << stage << "/" << run.record.stages.size()
+                << " done; stage " << stage + 1 << " moves " << run.record.shard << "'s ranges to "
+                << next.stages[stage] << " (ring version " << next.to.version << ")";
+      run.record = next;
+      run.record_revision = r->header().revision();
+      return absl::OkStatus();
+    }
+    if (absl::Status s = LoadRecord(run); !s.ok()) return s;
+    if (run.record.stage != static_cast<int>(stage) - 1) return absl::OkStatus();  // Advanced.
+  }
+  return absl::AbortedError("the migration record keeps changing under the driver");
 }
 
 absl::Status MigrationDriver::CopyAndCatchUp(Run& run) {
@@ -840,7 +897,7 @@ absl::Status MigrationDriver::Finish(Run& run, const std::string& phase) {
       // This shard owns nothing yet: everything it holds came from the migration.
       if (absl::Status s = PurgeNotOwned(nullptr); !s.ok()) return s;
     } else {
-      absl::StatusOr<HashRing> current = HashRing::Build(record->shards, record->vnodes);
+      absl::StatusOr<HashRing> current = coord::BuildRing(*record);
       if (!current.ok()) return current.status();
       if (absl::Status s = PurgeNotOwned(&*current); !s.ok()) return s;
     }

@@ -1,11 +1,11 @@
 // The destination side of resharding (docs/resharding.md): on the leader of
-// the shard a migration adds, pulls the moving ranges from each source shard
-// (copy, then catch-up from the source's log), writes them as imports that
-// keep their versions, and when every source is close, fences the sources and
-// publishes the next ring in one etcd Txn; then has the sources delete what
-// they no longer own. State lives in etcd (the migration record and one
-// progress key per source), so a new leader, or this one restarted, resumes
-// from the last checkpoint rather than from the start.
+// the shard a migration adds (or, removing a shard, of the destination of
+// the stage in progress: one source, one destination per stage), pulls the moving ranges from each
+// source shard (copy, then catch-up from the source's log), writes them as imports that keep their
+// versions, and when every source is close, fences the sources and publishes the next ring in one
+// etcd Txn; then has the sources delete what they no longer own. State lives in etcd (the migration
+// record and one progress key per source), so a new leader, or this one restarted, resumes from the
+// last checkpoint rather than from the start.
 //
 // Thread-safe. Runs on its own thread between Start and Stop; does nothing
 // while this node does not lead its shard or no migration names it.
@@ -90,6 +90,10 @@ class MigrationDriver {
   absl::Status AbortCutover(Run& run, const std::string& why);
   absl::Status CleanupSources(Run& run);
   absl::Status Cancel(Run& run);
+  // A remove whose stage finished its cleanup: the record moves to the next
+  // stage (phase copy, from = this stage's ring), for that stage's
+  // destination to drive.
+  absl::Status NextStage(Run& run);
   absl::Status Finish(Run& run, const std::string& phase);
   // Deletes the keys this node holds but does not own under `ring` (null:
   // a ring without this shard, so every key).
