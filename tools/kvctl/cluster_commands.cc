@@ -36,7 +36,21 @@ std::optional<mvccpb::KeyValue> RangeAnswer(const etcdserverpb::TxnResponse& res
 }
 
 nlohmann::json RingJson(const coord::RingRecord& ring) {
-  return {{"version", ring.version}, {"vnodes", ring.vnodes}, {"shards", ring.shards}};
+  nlohmann::json out = {
+      {"version", ring.version}, {"vnodes", ring.vnodes}, {"shards", ring.shards}};
+  if (!ring.draining.empty()) {
+    out["draining"] = {{"shard", ring.draining.shard}, {"handed_to", ring.draining.handed_to}};
+  }
+  return out;
+}
+
+// ", draining s1 (handed to s0,s2)" or nothing.
+std::string DrainText(const coord::RingRecord& ring) {
+  if (ring.draining.empty()) return "";
+  return absl::StrCat(", draining ", ring.draining.shard, " (handed to ",
+                      ring.draining.handed_to.empty() ? std::string("none yet")
+                                                      : absl::StrJoin(ring.draining.handed_to, ","),
+                      ")");
 }
 
 // A cluster initialised before `cluster init` wrote the ring: writes ring
@@ -259,8 +273,9 @@ absl::StatusOr<std::string> ClusterStatus(coord::EtcdClient* etcd, const std::st
   } else {
     out_json["ring"] = RingJson(**ring);
     absl::StrAppend(&text,
-                    absl::StrFormat("ring: version %d, vnodes %d, shards %s\n", (*ring)->version,
-                                    (*ring)->vnodes, absl::StrJoin((*ring)->shards, ",")));
+                    absl::StrFormat("ring: version %d, vnodes %d, shards %s%s\n", (*ring)->version,
+                                    (*ring)->vnodes, absl::StrJoin((*ring)->shards, ","),
+                                    DrainText(**ring)));
   }
   out_json["migration"] = nullptr;
   if (active_id) {
@@ -363,6 +378,60 @@ absl::StatusOr<std::string> ClusterStatus(coord::EtcdClient* etcd, const std::st
   }
   if (json) return out_json.dump() + "\n";
   return text;
+}
+
+absl::StatusOr<std::string> ClusterForgetShard(coord::EtcdClient* etcd, const std::string& prefix,
+                                               const std::string& shard, bool json) {
+  if (absl::Status s = CheckShardName(shard); !s.ok()) return s;
+  const std::string ring_key = coord::RingKey(prefix);
+  const std::string active_key = coord::ActiveMigrationKey(prefix);
+  const std::string shard_prefix = coord::ShardPrefix(prefix, shard);
+  for (int attempt = 0; attempt < 5; ++attempt) {
+    absl::StatusOr<coord::RangeResult> ring = etcd->Range(ring_key);
+    if (!ring.ok()) return ring.status();
+    if (ring->kvs.empty()) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          ring_key, " is missing: without a ring kvctl cannot tell that ", shard, " owns nothing"));
+    }
+    absl::StatusOr<coord::RingRecord> record = coord::ParseRingValue(ring->kvs[0].value());
+    if (!record.ok()) return record.status();
+    if (std::find(record->shards.begin(), record->shards.end(), shard) != record->shards.end()) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "shard ", shard, " is in the ring (version ", record->version,
+          "): it owns keys; remove it first with 'kvctl reshard remove-shard ", shard, "'"));
+    }
+    coord::RangeOptions all;
+    all.prefix = true;
+    absl::StatusOr<coord::RangeResult> keys = etcd->Range(shard_prefix, all);
+    if (!keys.ok()) return keys.status();
+    if (keys->kvs.empty()) {
+      return absl::NotFoundError(absl::StrCat("shard ", shard, " has no key under ", shard_prefix));
+    }
+    etcdserverpb::TxnRequest txn;
+    *txn.add_compare() = coord::ModRevisionIs(ring_key, ring->kvs[0].mod_revision());
+    *txn.add_compare() = coord::CreateRevisionIs(active_key, 0);
+    *txn.add_success() = coord::DeleteOp(shard_prefix, /*prefix=*/true);
+    *txn.add_failure() = coord::RangeOp(active_key);
+    absl::StatusOr<etcdserverpb::TxnResponse> r = etcd->Txn(txn);
+    if (!r.ok()) return r.status();
+    if (r->succeeded()) {
+      const int64_t deleted =
+          r->responses_size() > 0 ? r->responses(0).response_delete_range().deleted() : 0;
+      if (json) {
+        return nlohmann::json({{"shard", shard}, {"deleted", deleted}}).dump() + "\n";
+      }
+      return absl::StrFormat("forgot shard %s: deleted %d keys under %s\n", shard, deleted,
+                             shard_prefix);
+    }
+    if (std::optional<mvccpb::KeyValue> active = RangeAnswer(*r, 0); active.has_value()) {
+      absl::StatusOr<std::string> id = coord::ParseActiveMigrationValue(active->value());
+      return absl::FailedPreconditionError(
+          absl::StrCat("migration ", id.ok() ? *id : active->value(),
+                       " is active: forget a shard once no migration runs"));
+    }
+    // The ring changed meanwhile: look again.
+  }
+  return absl::UnavailableError("the ring kept changing while kvctl read it; try again");
 }
 
 }  // namespace kvstore

@@ -1,5 +1,6 @@
 // kvctl's etcd-mode commands (docs/failover.md): `cluster init` writes the
-// cluster's keys once, `cluster status` reads them back per shard. Each
+// cluster's keys once, `cluster status` reads them back per shard,
+// `cluster forget-shard` deletes a removed shard's keys. Each
 // returns the text to print, or the error to report; kvctl.cc maps errors to
 // its exit codes.
 #ifndef KVSTORE_TOOLS_KVCTL_CLUSTER_COMMANDS_H_
@@ -36,6 +37,15 @@ absl::StatusOr<std::string> ClusterInit(coord::EtcdClient* etcd, const std::stri
 // and who would be elected (or why nobody can be).
 absl::StatusOr<std::string> ClusterStatus(coord::EtcdClient* etcd, const std::string& prefix,
                                           bool json);
+
+// Deletes every key of shard `shard` (<P>/shards/<shard>/: spec, leader,
+// members, in-sync set) once it is retired: in one Txn guarded by the ring
+// (which must not list it) and by <P>/migrations/active (which must not
+// exist). FAILED_PRECONDITION while the ring lists it or a migration is
+// active; NOT_FOUND when it has no key. Stop the group's processes first, or
+// they register again.
+absl::StatusOr<std::string> ClusterForgetShard(coord::EtcdClient* etcd, const std::string& prefix,
+                                               const std::string& shard, bool json);
 
 }  // namespace kvstore
 

@@ -223,6 +223,10 @@ Commands:
                           phase) if any, then per shard the leader, its epoch and lease time
                           left, each member's state, position and eligibility, and who would
                           be elected (or why nobody can be); --json for one JSON object
+  cluster forget-shard NAME
+                        etcd mode: delete the keys of a removed shard group (<P>/shards/NAME/)
+                          after its processes are stopped; refused (exit 3) while the ring
+                          lists NAME or a migration is active
   reshard add-shard NAME [--plan] [--yes] [--force] [--throttle=RATE] [--copy-from=leader|replica]
           [--cutover-max-pause=1s] [--handoff-lag=N]
                         etcd mode: move the ring positions a new shard NAME takes to it, online
@@ -234,9 +238,14 @@ Commands:
                           leader; asks for confirmation (--yes: don't), then records the
                           migration in etcd for the driver in kv-shard and prints its ID.
                           One migration at a time (exit 3 while one is active)
-  reshard remove-shard NAME --plan
-                        what removing NAME would move to its ring neighbours; carrying it out
-                          is not implemented yet (refused without --plan, exit 3)
+  reshard remove-shard NAME [--plan] [--yes] [--force] [--throttle=RATE] [--copy-from=...]
+          [--cutover-max-pause=1s] [--handoff-lag=N]
+                        etcd mode: move every range of NAME to its ring neighbours, online, then
+                          drop NAME from the ring. One stage per destination (sorted by name),
+                          each a copy, catch-up and cutover driven by that destination's
+                          leader; the plan lists the stages. Refused for the last shard, a
+                          shard not in the ring, or a destination without a leader. A ring
+                          that already drains NAME (a cancelled removal) continues from there
   reshard status [ID] [--watch]
                         the active migration (or ID, or the newest): kind, phase, throttle,
                           age, error; per source the destination, phase, keys and bytes copied
@@ -1129,7 +1138,7 @@ int Ring(const std::vector<std::string>& keys) {
   if (FLAGS_topology.empty()) return UsageError("usage: kvctl --topology=FILE ring [KEY...]");
   absl::StatusOr<Topology> topology = LoadTopologyFile(FLAGS_topology);
   if (!topology.ok()) return UsageError(std::string(topology.status().message()));
-  absl::StatusOr<HashRing> ring = HashRing::Build(topology->ShardNames(), topology->vnodes);
+  absl::StatusOr<HashRing> ring = topology->BuildRing();
   if (!ring.ok()) {
     return UsageError(absl::StrCat(FLAGS_topology, ": ", ring.status().message()));
   }
@@ -1163,10 +1172,13 @@ absl::StatusOr<std::unique_ptr<coord::EtcdClient>> ConnectEtcd() {
   return coord::EtcdClient::Create(options);
 }
 
-// etcd mode: cluster init | cluster status.
+// etcd mode: cluster init | cluster status | cluster forget-shard NAME.
 int Cluster(const std::vector<std::string>& args) {
-  if (args.size() != 1 || (args[0] != "init" && args[0] != "status")) {
-    return UsageError("usage: kvctl --etcd=HOST:PORT cluster init --config=FILE | cluster status");
+  const bool forget = args.size() == 2 && args[0] == "forget-shard";
+  if (!forget && (args.size() != 1 || (args[0] != "init" && args[0] != "status"))) {
+    return UsageError(
+        "usage: kvctl --etcd=HOST:PORT cluster init --config=FILE | cluster status | cluster "
+        "forget-shard NAME");
   }
   if (FLAGS_etcd.empty()) return UsageError("cluster: --etcd=HOST:PORT is required");
   absl::StatusOr<std::unique_ptr<coord::EtcdClient>> etcd = ConnectEtcd();
@@ -1189,6 +1201,8 @@ int Cluster(const std::vector<std::string>& args) {
       return r.epoch();
     };
     out = ClusterInit(etcd->get(), FLAGS_etcd_prefix, *topology, epoch_of, Json());
+  } else if (forget) {
+    out = ClusterForgetShard(etcd->get(), FLAGS_etcd_prefix, args[1], Json());
   } else {
     out = ClusterStatus(etcd->get(), FLAGS_etcd_prefix, Json());
   }

@@ -220,12 +220,19 @@ absl::Status AddOrRemove(ReshardKind kind, const std::vector<std::string>& args,
     if (!active.ok()) return active.status();
     if (active->has_value()) return RefuseActive(io, **active);
     if (kind == ReshardKind::kRemove) {
-      // No driver moves a removed shard's ranges to its neighbours yet
-      // (docs/resharding.md, "Not yet"): a record nobody drives would sit
-      // active and block every later migration.
-      return absl::FailedPreconditionError(absl::StrCat(
-          "removing a shard is planned (--plan) but not carried out yet: no process moves ", name,
-          "'s ranges to its neighbours in this version; nothing was started"));
+      // Each stage is driven by its destination's leader: all must be up.
+      for (const std::string& destination : plan->stages) {
+        const std::string key = coord::ShardLeaderKey(io.prefix, destination);
+        absl::StatusOr<std::optional<mvccpb::KeyValue>> leader = ReadKey(io, key);
+        if (!leader.ok()) return leader.status();
+        if (!leader->has_value()) {
+          return absl::FailedPreconditionError(absl::StrCat(
+              "shard ", destination, ", which receives ranges of ", name, ", has no leader (", key,
+              " is missing): its leader drives that stage; wait until 'kvctl ", io.etcd_flags,
+              " cluster status' shows one, then run this again; nothing was "
+              "started"));
+        }
+      }
     }
     if (kind == ReshardKind::kAdd) {
       // The new shard's leader drives the migration: its group must be up.
@@ -288,7 +295,13 @@ absl::Status AddOrRemove(ReshardKind kind, const std::vector<std::string>& args,
   record.kind = KindName(kind);
   record.shard = name;
   record.from_version = plan->from.version;
+  record.from = plan->from;
   record.to = plan->to;
+  if (kind == ReshardKind::kRemove) {
+    record.stages = plan->stages;
+    record.stage = 0;
+    record.to = plan->stage_rings[0];
+  }
   record.phase = "copy";
   record.throttle_bytes_per_second = settings->throttle;
   record.copy_from = settings->copy_from;
@@ -345,10 +358,12 @@ absl::Status AddOrRemove(ReshardKind kind, const std::vector<std::string>& args,
     print_json();
   } else {
     io.write(absl::StrFormat(
-        "started migration %s: %s shard %s, ring version %d -> %d\nfollow it with: kvctl %s "
+        "started migration %s: %s shard %s, ring version %d -> %d%s\nfollow it with: kvctl %s "
         "reshard status %s --watch\n",
-        record.id, record.kind, name, record.from_version, record.to.version, io.etcd_flags,
-        record.id));
+        record.id, record.kind, name, record.from_version, plan->to.version,
+        record.stages.empty() ? std::string()
+                              : absl::StrFormat(" in %d stages", record.stages.size()),
+        io.etcd_flags, record.id));
   }
   return absl::OkStatus();
 }
@@ -369,7 +384,7 @@ absl::StatusOr<MigrationView> LoadView(const ReshardIo& io, const std::string& i
   absl::StatusOr<coord::RangeResult> range = io.etcd->Range(sources_prefix, all);
   if (!range.ok()) return range.status();
   for (const mvccpb::KeyValue& kv : range->kvs) {
-    const std::string source = kv.key().substr(sources_prefix.size());
+    const std::string source = coord::ProgressKeySource(kv.key().substr(sources_prefix.size()));
     absl::StatusOr<coord::SourceProgress> p = coord::ParseSourceProgressValue(source, kv.value());
     if (p.ok()) {
       view.sources.push_back(*std::move(p));
@@ -529,6 +544,12 @@ absl::Status Change(const std::string& verb, const std::vector<std::string>& arg
     change = [&](coord::MigrationRecord* r) -> absl::StatusOr<bool> {
       if (HasSwitched(r->phase)) {
         const std::string reverse = r->kind == "add" ? "remove-shard" : "add-shard";
+        if (r->kind == "remove") {
+          return absl::FailedPreconditionError(absl::StrFormat(
+              "migration %s cannot be cancelled now: stage %d/%d has published ring version %d "
+              "(phase %s); ask again once the next stage copies",
+              r->id, r->stage + 1, r->stages.size(), r->to.version, r->phase));
+        }
         return absl::FailedPreconditionError(absl::StrFormat(
             "migration %s cannot be cancelled: it has published ring version %d already (phase "
             "%s), so the keys are served by their new owners. Cancel works until the switch; to "
@@ -543,10 +564,23 @@ absl::Status Change(const std::string& verb, const std::vector<std::string>& arg
         return absl::FailedPreconditionError(
             absl::StrCat("migration ", r->id, " has ended (phase ", r->phase, ")"));
       }
-      what =
-          "cancel requested: the driver stops and puts everything back as before (the ring stays "
-          "at version " +
-          absl::StrCat(r->from_version) + ")";
+      if (r->kind == "remove" && !r->stages.empty()) {
+        what = absl::StrFormat(
+            "cancel requested: stage %d/%d (%s -> %s) stops and its destination drops what it "
+            "copied; the ring stays at version %d%s; 'kvctl reshard remove-shard %s' continues "
+            "from there",
+            r->stage + 1, r->stages.size(), r->shard, r->stages[r->stage], r->from_version,
+            r->stage > 0
+                ? absl::StrCat(", where ", r->shard, " has handed ranges to ",
+                               absl::StrJoin(r->stages.begin(), r->stages.begin() + r->stage, ","))
+                : std::string(),
+            r->shard);
+      } else {
+        what =
+            "cancel requested: the driver stops and puts everything back as before (the ring "
+            "stays at version " +
+            absl::StrCat(r->from_version) + ")";
+      }
       if (r->cancel_requested) return false;
       r->cancel_requested = true;
       return true;

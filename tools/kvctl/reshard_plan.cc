@@ -16,8 +16,15 @@ namespace kvstore::reshard {
 namespace {
 
 std::string RingLine(const coord::RingRecord& ring) {
-  return absl::StrFormat("version %d (vnodes %d, shards %s)", ring.version, ring.vnodes,
-                         absl::StrJoin(ring.shards, ","));
+  std::string drain;
+  if (!ring.draining.empty()) {
+    drain =
+        absl::StrCat(", draining ", ring.draining.shard, " to ",
+                     ring.draining.handed_to.empty() ? std::string("none yet")
+                                                     : absl::StrJoin(ring.draining.handed_to, ","));
+  }
+  return absl::StrFormat("version %d (vnodes %d, shards %s%s)", ring.version, ring.vnodes,
+                         absl::StrJoin(ring.shards, ","), drain);
 }
 
 std::string Percent(double fraction) { return absl::StrFormat("%.2f%%", fraction * 100); }
@@ -31,7 +38,12 @@ std::string Size(const std::optional<uint64_t>& n) {
 }
 
 nlohmann::json RingJson(const coord::RingRecord& ring) {
-  return {{"version", ring.version}, {"vnodes", ring.vnodes}, {"shards", ring.shards}};
+  nlohmann::json out = {
+      {"version", ring.version}, {"vnodes", ring.vnodes}, {"shards", ring.shards}};
+  if (!ring.draining.empty()) {
+    out["draining"] = {{"shard", ring.draining.shard}, {"handed_to", ring.draining.handed_to}};
+  }
+  return out;
 }
 
 nlohmann::json Optional(const std::optional<uint64_t>& n) {
@@ -78,6 +90,12 @@ absl::StatusOr<ReshardPlan> PlanReshard(const coord::RingRecord& ring, ReshardKi
   const bool present =
       std::find(ring.shards.begin(), ring.shards.end(), shard) != ring.shards.end();
   std::vector<std::string> shards = ring.shards;
+  if (!ring.draining.empty() && (kind == ReshardKind::kAdd || ring.draining.shard != shard)) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "the ring drains shard ", ring.draining.shard,
+        " (a removal that was cancelled part way): ", RingLine(ring),
+        "; finish it first with 'kvctl reshard remove-shard ", ring.draining.shard, "'"));
+  }
   if (kind == ReshardKind::kAdd) {
     if (present) {
       return absl::FailedPreconditionError(
@@ -95,7 +113,7 @@ absl::StatusOr<ReshardPlan> PlanReshard(const coord::RingRecord& ring, ReshardKi
     }
     shards.erase(std::find(shards.begin(), shards.end(), shard));
   }
-  absl::StatusOr<HashRing> before = HashRing::Build(ring.shards, ring.vnodes);
+  absl::StatusOr<HashRing> before = coord::BuildRing(ring);
   if (!before.ok()) {
     return absl::FailedPreconditionError(
         absl::StrCat("the ring in etcd cannot be built: ", before.status().message()));
@@ -126,6 +144,23 @@ absl::StatusOr<ReshardPlan> PlanReshard(const coord::RingRecord& ring, ReshardKi
     move.source_share = share[move.from];
     move.ranges = std::move(m.ranges);
     plan.moves.push_back(std::move(move));
+  }
+  if (kind == ReshardKind::kRemove) {
+    // One stage per destination (DiffRings orders them by name); shards
+    // already handed to take nothing more and are not among them.
+    for (const PlannedMove& m : plan.moves) plan.stages.push_back(m.to);
+    if (plan.stages.empty()) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "shard ", shard,
+          " owns no part of the ring, so no stage would move anything: ", RingLine(ring)));
+    }
+    coord::RingRecord stage_ring = ring;
+    for (size_t i = 0; i < plan.stages.size(); ++i) {
+      stage_ring = coord::RemoveStageRing(stage_ring, shard, plan.stages[i],
+                                          /*last=*/i + 1 == plan.stages.size());
+      plan.stage_rings.push_back(stage_ring);
+    }
+    plan.to = plan.stage_rings.back();
   }
   return plan;
 }
@@ -175,6 +210,11 @@ std::string PlanText(const ReshardPlan& plan, const std::vector<MoveEstimate>& e
   const MoveEstimate total = Total(estimates);
   absl::StrAppend(&out, row("total", "", absl::StrCat(plan.TotalRanges()),
                             Percent(plan.TotalFraction()), Count(total.keys), Size(total.bytes)));
+  for (size_t i = 0; i < plan.stages.size(); ++i) {
+    absl::StrAppend(
+        &out, absl::StrFormat("stage %d/%d: %s -> %s, then ring %s\n", i + 1, plan.stages.size(),
+                              plan.shard, plan.stages[i], RingLine(plan.stage_rings[i])));
+  }
   // One note per source, not per move.
   notes.erase(std::unique(notes.begin(), notes.end()), notes.end());
   for (const std::string& note : notes) absl::StrAppend(&out, note);
@@ -202,7 +242,15 @@ nlohmann::json PlanJson(const ReshardPlan& plan, const std::vector<MoveEstimate>
     moves.push_back(move);
   }
   const MoveEstimate total = Total(estimates);
+  nlohmann::json stages = nlohmann::json::array();
+  for (size_t i = 0; i < plan.stages.size(); ++i) {
+    stages.push_back({{"stage", i + 1},
+                      {"from", plan.shard},
+                      {"to", plan.stages[i]},
+                      {"ring", RingJson(plan.stage_rings[i])}});
+  }
   return {{"kind", KindName(plan.kind)},
+          {"stages", stages},
           {"shard", plan.shard},
           {"from", RingJson(plan.from)},
           {"to", RingJson(plan.to)},

@@ -41,8 +41,15 @@ struct ReshardPlan {
   ReshardKind kind = ReshardKind::kAdd;
   std::string shard;  // Added or removed.
   coord::RingRecord from;
-  coord::RingRecord to;            // from.version + 1, the same vnodes.
+  // An add: from.version + 1, the same vnodes. A remove: the ring its last
+  // stage publishes (without the shard).
+  coord::RingRecord to;
   std::vector<PlannedMove> moves;  // Ordered by (from, to).
+  // A remove: one stage per destination, in this order (sorted by name),
+  // each publishing stage_rings[i] (coord::RemoveStageRing); the last of
+  // them is `to`. Empty for an add.
+  std::vector<std::string> stages;
+  std::vector<coord::RingRecord> stage_rings;
 
   double TotalFraction() const;
   size_t TotalRanges() const;
@@ -51,7 +58,9 @@ struct ReshardPlan {
 // The plan that adds `shard` to `ring` or removes it. INVALID_ARGUMENT for a
 // name a topology file would refuse (CheckShardName); FAILED_PRECONDITION
 // when adding a shard the ring has, removing one it has not, removing its
-// last shard, or when the ring cannot be built (its vnodes).
+// last shard, when the ring drains another shard (or, for an add, any), or
+// when the ring cannot be built (its vnodes). A ring that already drains
+// `shard` (a removal cancelled part way) plans only the stages left.
 absl::StatusOr<ReshardPlan> PlanReshard(const coord::RingRecord& ring, ReshardKind kind,
                                         absl::string_view shard);
 

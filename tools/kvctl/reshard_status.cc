@@ -49,6 +49,24 @@ std::string Dash(const std::optional<uint64_t>& n, absl::string_view unit = "") 
   return n ? absl::StrCat(*n, unit) : std::string("-");
 }
 
+// 1-based stage of a remove's progress row (its destination's place in the
+// stages); 0 for an add or a destination not among them.
+size_t StageOf(const coord::MigrationRecord& r, const coord::SourceProgress& p) {
+  if (r.kind != "remove") return 0;
+  auto it = std::find(r.stages.begin(), r.stages.end(), p.destination);
+  return it == r.stages.end() ? 0 : static_cast<size_t>(it - r.stages.begin()) + 1;
+}
+
+// The rows in stage order (a remove), else as read.
+std::vector<coord::SourceProgress> Ordered(const MigrationView& view) {
+  std::vector<coord::SourceProgress> rows = view.sources;
+  std::stable_sort(rows.begin(), rows.end(),
+                   [&](const coord::SourceProgress& a, const coord::SourceProgress& b) {
+                     return StageOf(view.record, a) < StageOf(view.record, b);
+                   });
+  return rows;
+}
+
 }  // namespace
 
 bool IsFinished(absl::string_view phase) { return phase == "done" || IsCancelledOrFailed(phase); }
@@ -102,6 +120,11 @@ std::string StatusText(const MigrationView& view, absl::Time now, bool terminal)
     absl::StrAppend(&out, absl::StrFormat("  started %s, age %s\n", UtcTime(r.created_unix_ms),
                                           Seconds(now - absl::FromUnixMillis(r.created_unix_ms))));
   }
+  if (r.kind == "remove" && !r.stages.empty()) {
+    absl::StrAppend(&out, absl::StrFormat("  stage %d/%d: %s -> %s (stages: %s)\n", r.stage + 1,
+                                          r.stages.size(), r.shard, r.stages[r.stage],
+                                          absl::StrJoin(r.stages, ", ")));
+  }
   if (r.paused && !IsFinished(r.phase)) {
     absl::StrAppend(&out, "  PAUSED: nothing is copied until 'kvctl reshard resume ", r.id, "'\n");
   }
@@ -115,7 +138,7 @@ std::string StatusText(const MigrationView& view, absl::Time now, bool terminal)
   }
   uint64_t keys = 0, keys_estimate = 0, bytes = 0, bytes_estimate = 0;
   double rate = 0;
-  for (const coord::SourceProgress& p : view.sources) {
+  for (const coord::SourceProgress& p : Ordered(view)) {
     keys += p.keys_copied;
     keys_estimate += p.keys_estimate;
     bytes += p.bytes_copied;
@@ -125,6 +148,9 @@ std::string StatusText(const MigrationView& view, absl::Time now, bool terminal)
     const std::optional<absl::Duration> eta = CopyEta(p);
     std::string line = absl::StrFormat("source %s -> %s: %s", p.source, p.destination,
                                        p.phase.empty() ? "?" : p.phase);
+    if (const size_t stage = StageOf(r, p); stage > 0) {
+      line = absl::StrFormat("stage %d/%d: %s", stage, r.stages.size(), line);
+    }
     if (percent) {
       absl::StrAppend(&line, absl::StrFormat("  %5.1f%%", *percent));
       if (terminal) absl::StrAppend(&line, "  ", Bar(*percent));
@@ -185,9 +211,14 @@ nlohmann::json StatusJson(const MigrationView& view, absl::Time now) {
   out["age_seconds"] =
       absl::ToDoubleSeconds(end - absl::FromUnixMillis(view.record.created_unix_ms));
   nlohmann::json sources = nlohmann::json::array();
-  for (const coord::SourceProgress& p : view.sources) {
+  uint64_t keys = 0, bytes = 0, cleaned = 0;
+  for (const coord::SourceProgress& p : Ordered(view)) {
     nlohmann::json s = nlohmann::json::parse(coord::SourceProgressValue(p));
     s["source"] = p.source;
+    keys += p.keys_copied;
+    bytes += p.bytes_copied;
+    cleaned += p.keys_cleaned;
+    if (const size_t stage = StageOf(view.record, p); stage > 0) s["stage"] = stage;
     const std::optional<double> percent = CopiedPercent(p);
     const std::optional<absl::Duration> eta = CopyEta(p);
     const std::optional<uint64_t> lag = CatchupLag(p);
@@ -197,6 +228,7 @@ nlohmann::json StatusJson(const MigrationView& view, absl::Time now) {
     sources.push_back(s);
   }
   out["sources"] = sources;
+  out["totals"] = {{"keys_copied", keys}, {"bytes_copied", bytes}, {"keys_cleaned", cleaned}};
   out["unreadable_sources"] = view.unreadable;
   return out;
 }

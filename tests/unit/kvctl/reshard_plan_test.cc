@@ -66,7 +66,8 @@ TEST(ReshardPlanTest, AddingAShardMovesOnlyOntoItAndBumpsTheVersion) {
 TEST(ReshardPlanTest, RemovingAShardGivesItsWholeShareToTheOthers) {
   const ReshardPlan plan = MustPlan(Ring({"shard-0", "shard-1", "shard-2", "shard-3"}, 2),
                                     ReshardKind::kRemove, "shard-1");
-  EXPECT_EQ(plan.to.version, 3);
+  // One stage, and one ring version, per destination.
+  EXPECT_EQ(plan.to.version, 2 + static_cast<int64_t>(plan.stages.size()));
   EXPECT_EQ(plan.to.shards, (std::vector<std::string>{"shard-0", "shard-2", "shard-3"}));
   ASSERT_FALSE(plan.moves.empty());
   for (const PlannedMove& m : plan.moves) {
@@ -74,6 +75,51 @@ TEST(ReshardPlanTest, RemovingAShardGivesItsWholeShareToTheOthers) {
     EXPECT_NE(m.to, "shard-1");
   }
   EXPECT_NEAR(plan.TotalFraction(), plan.moves[0].source_share, 1e-12);
+}
+
+TEST(ReshardPlanTest, RemovingAShardPlansOneStagePerDestinationEachMovingOnlyToIt) {
+  const coord::RingRecord ring = Ring({"shard-0", "shard-1", "shard-2", "shard-3"}, 2);
+  const ReshardPlan plan = MustPlan(ring, ReshardKind::kRemove, "shard-1");
+  ASSERT_EQ(plan.stages, (std::vector<std::string>{"shard-0", "shard-2", "shard-3"}));
+  ASSERT_EQ(plan.stage_rings.size(), 3u);
+  EXPECT_EQ(plan.stage_rings[0].draining, (RingDrain{"shard-1", {"shard-0"}}));
+  EXPECT_EQ(plan.stage_rings[1].draining, (RingDrain{"shard-1", {"shard-0", "shard-2"}}));
+  EXPECT_TRUE(plan.stage_rings[2].draining.empty());
+  EXPECT_EQ(plan.stage_rings[2].shards,
+            (std::vector<std::string>{"shard-0", "shard-2", "shard-3"}));
+  coord::RingRecord from = ring;
+  for (size_t i = 0; i < plan.stages.size(); ++i) {
+    const coord::RingRecord& to = plan.stage_rings[i];
+    EXPECT_EQ(to.version, from.version + 1);
+    absl::StatusOr<HashRing> a = coord::BuildRing(from);
+    absl::StatusOr<HashRing> b = coord::BuildRing(to);
+    ASSERT_TRUE(a.ok() && b.ok());
+    const std::vector<RingMove> moves = DiffRings(*a, *b);
+    ASSERT_EQ(moves.size(), 1u) << "stage " << i + 1;
+    EXPECT_EQ(moves[0].from, "shard-1");
+    EXPECT_EQ(moves[0].to, plan.stages[i]);
+    from = to;
+  }
+  const std::string text = PlanText(plan, std::vector<MoveEstimate>(plan.moves.size()));
+  EXPECT_THAT(text, HasSubstr("stage 2/3: shard-1 -> shard-2, then ring version 4 (vnodes 1024, "
+                              "shards shard-0,shard-1,shard-2,shard-3, draining shard-1 to "
+                              "shard-0,shard-2)"));
+  EXPECT_EQ(PlanJson(plan, std::vector<MoveEstimate>(plan.moves.size()))["stages"].size(), 3u);
+
+  // Cancelled after stage 1 switched: planning again plans what is left.
+  const ReshardPlan again = MustPlan(plan.stage_rings[0], ReshardKind::kRemove, "shard-1");
+  EXPECT_EQ(again.stages, (std::vector<std::string>{"shard-2", "shard-3"}));
+  EXPECT_EQ(again.to.version, plan.to.version);
+  EXPECT_EQ(again.to.shards, plan.to.shards);
+}
+
+TEST(ReshardPlanTest, RefusesAnotherChangeWhileTheRingDrainsAShard) {
+  coord::RingRecord ring = Ring({"shard-0", "shard-1", "shard-2"}, 3);
+  ring.draining = RingDrain{"shard-1", {"shard-0"}};
+  EXPECT_EQ(PlanReshard(ring, ReshardKind::kAdd, "shard-3").status().code(),
+            absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(PlanReshard(ring, ReshardKind::kRemove, "shard-2").status().code(),
+            absl::StatusCode::kFailedPrecondition);
 }
 
 TEST(ReshardPlanTest, RefusesWhatCannotBeDone) {

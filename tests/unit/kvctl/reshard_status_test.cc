@@ -141,6 +141,49 @@ TEST(ReshardStatusTest, TextShowsEverySourcesProgressAndABarOnlyOnATerminal) {
   EXPECT_THAT(StatusText(view, now, false), HasSubstr("no source has reported progress yet"));
 }
 
+TEST(ReshardStatusTest, ARemovalShowsOneRowPerStageInStageOrderAndTotals) {
+  MigrationView view;
+  view.active = true;
+  coord::MigrationRecord& r = view.record;
+  r.id = "m1";
+  r.kind = "remove";
+  r.shard = "s1";
+  r.from_version = 3;
+  r.to.version = 4;
+  r.stages = {"s0", "s2", "s3"};
+  r.stage = 1;
+  r.phase = "copy";
+  r.created_unix_ms = absl::ToUnixMillis(kCreated);
+  coord::SourceProgress second;
+  second.source = "s1";
+  second.destination = "s2";
+  second.phase = "copy";
+  second.keys_copied = 100;
+  second.bytes_copied = 1000;
+  coord::SourceProgress first = second;
+  first.destination = "s0";
+  first.phase = "done";
+  first.keys_copied = 300;
+  first.bytes_copied = 3000;
+  first.keys_cleaned = 300;
+  view.sources = {second, first};  // As etcd lists them: not stage order.
+  const std::string text = StatusText(view, kCreated, false);
+  EXPECT_THAT(text, HasSubstr("stage 2/3: s1 -> s2 (stages: s0, s2, s3)"));
+  const size_t row1 = text.find("stage 1/3: source s1 -> s0: done");
+  const size_t row2 = text.find("stage 2/3: source s1 -> s2: copy");
+  ASSERT_NE(row1, std::string::npos) << text;
+  ASSERT_NE(row2, std::string::npos) << text;
+  EXPECT_LT(row1, row2);
+  EXPECT_THAT(text, HasSubstr("keys 400 of ?"));  // The total row.
+  const nlohmann::json json = StatusJson(view, kCreated);
+  EXPECT_EQ(json["stage"], 1);
+  EXPECT_EQ(json["stages"].size(), 3u);
+  EXPECT_EQ(json["sources"][0]["stage"], 1);
+  EXPECT_EQ(json["sources"][1]["stage"], 2);
+  EXPECT_EQ(json["totals"]["keys_copied"], 400);
+  EXPECT_EQ(json["totals"]["keys_cleaned"], 300);
+}
+
 TEST(ReshardStatusTest, AFinishedMigrationSaysHowLongItTook) {
   MigrationView view = AView();
   view.active = false;
