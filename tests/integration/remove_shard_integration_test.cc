@@ -17,6 +17,9 @@
 //   KillingStageTwosDestinationLeaderDuringItsCopyResumes: kill -9 of the
 //     leader of stage 2's destination while it copies; its replica takes
 //     over as the driver and the removal finishes with every key in place.
+//   CancellingStageTwoKeepsStageOneAndRemoveShardAgainFinishes: cancel while
+//     stage 2 copies: the ring stays draining s1 into s0, every key reads
+//     back, and remove-shard s1 again runs only stage 2.
 #include <algorithm>
 #include <atomic>
 #include <cstdlib>
@@ -583,6 +586,60 @@ TEST_F(RemoveShardTest, KillingStageTwosDestinationLeaderDuringItsCopyResumes) {
   const testing::KvctlResult status = Kvctl({"reshard", "status", id});
   std::printf("%s", status.out.c_str());
   ASSERT_TRUE(done) << status.ToString() << "\n" << Logs();
+  ASSERT_NO_FATAL_FAILURE(CheckRemoved(keys, ttl_expiry, keys + ttl_expiry.size()));
+}
+
+TEST_F(RemoveShardTest, CancellingStageTwoKeepsStageOneAndRemoveShardAgainFinishes) {
+  ASSERT_NO_FATAL_FAILURE(StartCluster());
+  const int keys = Keys();
+  ASSERT_NO_FATAL_FAILURE(Preload(keys));
+  const std::map<std::string, uint64_t> ttl_expiry = PreloadTtlKeys();
+  const std::string id = StartRemoval({"--throttle=64KiB/s"});
+  ASSERT_FALSE(id.empty());
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        std::optional<coord::MigrationRecord> r = Record(id);
+        return r && r->stage == 1 && r->phase == "copy";
+      },
+      absl::Now() + absl::Seconds(180), absl::Milliseconds(50)))
+      << Kvctl({"reshard", "status", id}).out << Logs();
+  const testing::KvctlResult cancel = Kvctl({"reshard", "cancel", id});
+  ASSERT_EQ(cancel.exit_code, 0) << cancel.ToString();
+  EXPECT_NE(cancel.out.find("stage 2/2 (s1 -> s2) stops"), std::string::npos) << cancel.out;
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        std::optional<coord::MigrationRecord> r = Record(id);
+        return r && r->phase == "cancelled" && ActiveId().empty();
+      },
+      absl::Now() + absl::Seconds(60), absl::Milliseconds(50)))
+      << Kvctl({"reshard", "status", id}).out << Logs();
+  // Stage 1 stays switched: s1 drains into s0; nothing is lost.
+  const coord::RingRecord ring = RingNow();
+  EXPECT_EQ(ring.shards, (std::vector<std::string>{"s0", "s1", "s2"}));
+  EXPECT_EQ(ring.draining, (RingDrain{"s1", {"s0"}}));
+  {
+    KvClient client(router_.address(), absl::Seconds(5));
+    for (int i = 0; i < keys; i += 7) {
+      v1::GetResponse response;
+      const std::string key = absl::StrCat("pre-", i);
+      ASSERT_TRUE(ReadBack(client, key, &response).ok()) << key;
+      ASSERT_TRUE(response.found()) << key << " is missing after the cancel";
+    }
+  }
+  // Running it again plans only stage 2, and finishes.
+  const testing::KvctlResult plan = Kvctl({"reshard", "remove-shard", "s1", "--plan", "--force"});
+  EXPECT_EQ(plan.exit_code, 0) << plan.ToString();
+  EXPECT_NE(plan.out.find("stage 1/1: s1 -> s2"), std::string::npos) << plan.out;
+  const std::string again = StartRemoval({});
+  ASSERT_FALSE(again.empty());
+  ASSERT_NE(again, id);
+  const bool done = WaitFor(
+      [&] {
+        std::optional<coord::MigrationRecord> r = Record(again);
+        return r && r->phase == "done";
+      },
+      absl::Now() + absl::Seconds(180), absl::Milliseconds(100));
+  ASSERT_TRUE(done) << Kvctl({"reshard", "status", again}).out << Logs();
   ASSERT_NO_FATAL_FAILURE(CheckRemoved(keys, ttl_expiry, keys + ttl_expiry.size()));
 }
 

@@ -361,8 +361,9 @@ absl::Status AddOrRemove(ReshardKind kind, const std::vector<std::string>& args,
         "started migration %s: %s shard %s, ring version %d -> %d%s\nfollow it with: kvctl %s "
         "reshard status %s --watch\n",
         record.id, record.kind, name, record.from_version, plan->to.version,
-        record.stages.empty() ? std::string()
-                              : absl::StrFormat(" in %d stages", record.stages.size()),
+        record.stages.empty()       ? std::string()
+        : record.stages.size() == 1 ? std::string(" in 1 stage")
+                                    : absl::StrFormat(" in %d stages", record.stages.size()),
         io.etcd_flags, record.id));
   }
   return absl::OkStatus();
