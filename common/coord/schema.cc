@@ -463,4 +463,37 @@ absl::StatusOr<SourceProgress> ParseSourceProgressValue(absl::string_view source
   return p;
 }
 
+std::string RoutersPrefix(absl::string_view prefix) {
+  return absl::StrCat(NormalizePrefix(prefix), "/routers/");
+}
+std::string RouterKey(absl::string_view prefix, absl::string_view id) {
+  return absl::StrCat(RoutersPrefix(prefix), id);
+}
+
+std::string RouterValue(const RouterRecord& record) {
+  nlohmann::json value = {{"addr", record.addr},
+                          {"ring_version", record.ring_version},
+                          {"topology_revision", record.topology_revision},
+                          {"started_unix_ms", record.started_unix_ms}};
+  return value.dump();
+}
+
+absl::StatusOr<RouterRecord> ParseRouterValue(absl::string_view id, absl::string_view value) {
+  const nlohmann::json object = ParseObject(value);
+  if (!object.is_object() || !object.contains("addr") || !object["addr"].is_string() ||
+      !IsUnsigned(object, "ring_version") || !IsUnsigned(object, "topology_revision") ||
+      !IsUnsigned(object, "started_unix_ms")) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("router ", id, ": \"", value,
+                     "\" is not {addr, ring_version, topology_revision, started_unix_ms}"));
+  }
+  RouterRecord record;
+  record.id = std::string(id);
+  record.addr = object["addr"].get<std::string>();
+  record.ring_version = object["ring_version"].get<int64_t>();
+  record.topology_revision = object["topology_revision"].get<int64_t>();
+  record.started_unix_ms = object["started_unix_ms"].get<int64_t>();
+  return record;
+}
+
 }  // namespace kvstore::coord

@@ -14,6 +14,7 @@
 //   <P>/migrations/<id>/sources/<s> SourceProgress            (the driver; add)
 //   <P>/migrations/<id>/sources/<s>/to/<d>  SourceProgress    (the driver; remove,
 //                                   one per stage)
+//   <P>/routers/<id>                RouterRecord  (each router, on its own lease)
 #ifndef KVSTORE_COMMON_COORD_SCHEMA_H_
 #define KVSTORE_COMMON_COORD_SCHEMA_H_
 
@@ -229,6 +230,27 @@ struct SourceProgress {
 std::string SourceProgressValue(const SourceProgress& progress);
 absl::StatusOr<SourceProgress> ParseSourceProgressValue(absl::string_view source,
                                                         absl::string_view value);
+
+// What a router in etcd mode says of itself, on its own lease (so the key
+// goes when the router does): the ring and topology it routes by now. The
+// cleanup of a migration waits until every registered router reports the
+// migration's ring version (docs/resharding.md).
+struct RouterRecord {
+  std::string id;  // The key's last part, not part of the value.
+  std::string addr;
+  int64_t ring_version = 0;       // Of the routing table in use (0: no ring key).
+  int64_t topology_revision = 0;  // The etcd revision that table reflects.
+  int64_t started_unix_ms = 0;
+  bool operator==(const RouterRecord& o) const {
+    return id == o.id && addr == o.addr && ring_version == o.ring_version &&
+           topology_revision == o.topology_revision && started_unix_ms == o.started_unix_ms;
+  }
+};
+std::string RoutersPrefix(absl::string_view prefix);  // "<P>/routers/"
+std::string RouterKey(absl::string_view prefix, absl::string_view id);
+std::string RouterValue(const RouterRecord& record);
+// INVALID_ARGUMENT when it is not what RouterValue writes.
+absl::StatusOr<RouterRecord> ParseRouterValue(absl::string_view id, absl::string_view value);
 
 }  // namespace kvstore::coord
 
