@@ -18,6 +18,7 @@
 #include "common/config/flag_names.h"
 #include "common/config/flags_config.h"
 #include "common/coord/etcd_client.h"
+#include "common/coord/lease.h"
 #include "common/coord/monotonic_clock.h"
 #include "common/metrics/coord_metrics.h"
 #include "common/metrics/server_metrics.h"
@@ -29,6 +30,7 @@
 #include "glog/logging.h"
 #include "services/router/etcd_topology.h"
 #include "services/router/router_admin_service.h"
+#include "services/router/router_registration.h"
 #include "services/router/router_service.h"
 #include "services/router/routing_table.h"
 
@@ -43,6 +45,14 @@ DEFINE_string(etcd_endpoints, "",
               "leadership change without a restart; --topology is not used");
 DEFINE_string(etcd_prefix, "/kvstore/default",
               "etcd mode: the prefix of the cluster's keys (as the nodes' --etcd-prefix)");
+DEFINE_string(router_id, "",
+              "etcd mode: this router's id, under which it registers as <prefix>/routers/<id> "
+              "with the ring version it routes by (default: its HOST:PORT, the machine's host "
+              "name for a wildcard listen address)");
+DEFINE_string(lease_ttl, "3s",
+              "etcd mode: TTL of the lease the router's registration is kept on (whole "
+              "seconds, at least 2s, as the nodes' --lease-ttl): a router that stops for longer "
+              "drops out of <prefix>/routers/ and a migration's cleanup no longer waits for it");
 DEFINE_int64(etcd_start_timeout_ms, 30000,
              "etcd mode: how long to wait at start for a topology from etcd");
 DEFINE_int64(watch_topology_ms, 1000,
@@ -253,6 +263,14 @@ int Run() {
                  std::string(table.status().message()).c_str());
     return 2;
   }
+  absl::Duration lease_ttl;
+  if (!absl::ParseDuration(FLAGS_lease_ttl, &lease_ttl) || lease_ttl < coord::Lease::kMinTtl) {
+    std::fprintf(stderr,
+                 "kv-router: --lease-ttl: '%s' is not a duration of at least 2s (etcd 3.4 grants "
+                 "no shorter lease)\n",
+                 FLAGS_lease_ttl.c_str());
+    return 2;
+  }
   if (FLAGS_forward_timeout_ms <= 0) {
     std::fprintf(stderr, "kv-router: --forward-timeout-ms must be positive\n");
     return 2;
@@ -351,14 +369,29 @@ int Run() {
   service->StartProbing();
   LOG(INFO) << "kv-router serving on " << (*server)->address() << ", topology " << source << ": "
             << Describe(**table) << "; security: " << security->summary;
+  // etcd mode: registered under <P>/routers/, with the ring it routes by.
+  std::unique_ptr<RouterRegistration> registration;
   if (etcd_topology) {
-    etcd_topology->Follow([s = service.get()](const Topology& changed) {
+    RouterRegistrationOptions registration_options;
+    registration_options.prefix = FLAGS_etcd_prefix;
+    registration_options.addr = (*server)->address();
+    registration_options.id =
+        FLAGS_router_id.empty() ? DefaultRouterId((*server)->address()) : FLAGS_router_id;
+    registration_options.lease_ttl = lease_ttl;
+    registration =
+        std::make_unique<RouterRegistration>(etcd.get(), std::move(registration_options));
+    registration->Start(service->table()->ring_version(), etcd_topology->revision());
+    etcd_topology->Follow([s = service.get(), source = etcd_topology.get(),
+                           r = registration.get()](const Topology& changed) {
       absl::StatusOr<std::shared_ptr<RoutingTable>> next = RoutingTable::Create(changed);
       if (!next.ok()) {
         LOG(ERROR) << "etcd: keeping the current topology: " << next.status();
         return;
       }
       s->SetTable(*next);
+      // After the table is in use: the record never claims a ring before
+      // the router routes by it.
+      r->Update((*next)->ring_version(), source->revision());
       LOG(INFO) << "etcd: topology changed: " << Describe(**next);
     });
   }
@@ -369,6 +402,7 @@ int Run() {
     const int signal = (*server)->WaitForTerminationSignal();
     LOG(INFO) << "Signal " << signal << ": finishing in-flight requests";
   }
+  if (registration) registration->Stop();
   if (etcd_topology) etcd_topology->Stop();
   metrics.Stop();
   (*server)->Shutdown();
