@@ -206,8 +206,13 @@ absl::StatusOr<std::string> ClusterStatus(coord::EtcdClient* etcd, const std::st
   std::optional<std::string> active_id;
   std::map<std::string, std::string> migrations;  // id -> record value
   std::map<std::string, ShardView> shards;
+  std::vector<absl::StatusOr<coord::RouterRecord>> routers;  // In id order.
   for (const mvccpb::KeyValue& kv : range->kvs) {
     const std::string key = kv.key().substr(root.size());
+    if (absl::StartsWith(key, "routers/")) {
+      routers.push_back(coord::ParseRouterValue(key.substr(8), kv.value()));
+      continue;
+    }
     if (key == "cluster") {
       absl::StatusOr<coord::ClusterRecord> parsed = coord::ParseClusterValue(kv.value());
       if (!parsed.ok()) return parsed.status();
@@ -302,6 +307,32 @@ absl::StatusOr<std::string> ClusterStatus(coord::EtcdClient* etcd, const std::st
     }
     out_json["migration"] = m;
     absl::StrAppend(&text, line, "; kvctl reshard status for more\n");
+  }
+  // The routers registered in etcd (docs/router.md); one behind the ring
+  // holds a migration's cleanup (docs/resharding.md).
+  const int64_t ring_version = ring && ring->ok() ? (*ring)->version : 0;
+  out_json["routers"] = nlohmann::json::array();
+  if (routers.empty()) absl::StrAppend(&text, "routers: none registered\n");
+  for (const absl::StatusOr<coord::RouterRecord>& router : routers) {
+    if (!router.ok()) {
+      out_json["routers"].push_back({{"error", std::string(router.status().message())}});
+      absl::StrAppend(&text, "router: unreadable: ", router.status().message(), "\n");
+      continue;
+    }
+    const bool behind = router->ring_version < ring_version;
+    out_json["routers"].push_back({{"id", router->id},
+                                   {"addr", router->addr},
+                                   {"ring_version", router->ring_version},
+                                   {"topology_revision", router->topology_revision},
+                                   {"started_unix_ms", router->started_unix_ms},
+                                   {"behind", behind}});
+    absl::StrAppend(
+        &text,
+        absl::StrFormat(
+            "router %s at %s: ring version %d, topology revision %d%s\n", router->id, router->addr,
+            router->ring_version, router->topology_revision,
+            behind ? absl::StrFormat(" BEHIND (the ring in etcd is version %d)", ring_version)
+                   : std::string()));
   }
   for (const auto& [name, shard] : shards) {
     nlohmann::json s = {{"name", name}};

@@ -220,7 +220,9 @@ Commands:
                           cluster exists; a cluster initialised before the ring was kept in
                           etcd gets its ring (if the file names its shards and vnodes)
   cluster status        etcd mode: the ring's version and shards, the active migration (id,
-                          phase) if any, then per shard the leader, its epoch and lease time
+                          phase) if any, the routers registered in etcd with the ring version
+                          and topology revision each routes by (BEHIND when below the ring in
+                          etcd), then per shard the leader, its epoch and lease time
                           left, each member's state, position and eligibility, and who would
                           be elected (or why nobody can be); --json for one JSON object
   cluster forget-shard NAME
