@@ -5,6 +5,7 @@
 
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "absl/synchronization/notification.h"
 #include "common/coord/txn.h"
 #include "common/server/grpc_status.h"
@@ -827,13 +828,68 @@ void MigrationDriver::ReleaseSources(Run& run, bool finished) {
   }
 }
 
+bool MigrationDriver::AwaitRouters(Run& run) {
+  const int64_t needed = run.record.to.version;
+  const std::string prefix = coord::RoutersPrefix(options_.prefix);
+  std::string reported;
+  for (;;) {
+    if (stopping() || !Leading()) return false;
+    coord::RangeOptions all;
+    all.prefix = true;
+    absl::StatusOr<coord::RangeResult> routers = etcd_->Range(prefix, all);
+    std::vector<std::string> behind;
+    if (!routers.ok()) {
+      behind.push_back(absl::StrCat("the routers' records (", routers.status().message(), ")"));
+    } else {
+      for (const mvccpb::KeyValue& kv : routers->kvs) {
+        const std::string id = kv.key().substr(prefix.size());
+        absl::StatusOr<coord::RouterRecord> router = coord::ParseRouterValue(id, kv.value());
+        if (!router.ok()) {
+          // Held, not skipped: a router that cannot be read might route by
+          // the old ring.
+          behind.push_back(absl::StrCat("router ", id, " (unreadable record)"));
+        } else if (router->ring_version < needed) {
+          behind.push_back(absl::StrCat("router ", id, " at ring version ", router->ring_version,
+                                        " (needs ", needed, ")"));
+        }
+      }
+    }
+    if (behind.empty()) {
+      if (!reported.empty()) {
+        LOG(INFO) << "Migration " << run.id << ": every registered router routes by ring version "
+                  << needed << " or later; removing the moved keys from the sources";
+      }
+      return true;
+    }
+    const std::string why = absl::StrCat("waiting for ", absl::StrJoin(behind, ", "),
+                                         " before removing the moved keys");
+    if (why != reported) {
+      LOG(INFO) << "Migration " << run.id << ": " << why;
+      reported = why;
+      for (Source& source : run.sources) {
+        if (source.progress.phase != "done") source.progress.error = why;
+      }
+      if (absl::Status f = FlushProgress(run, true); !f.ok()) {
+        LOG(WARNING) << "Migration " << run.id << ": " << f;
+        reported.clear();  // Say it again once etcd answers.
+      }
+    }
+    WaitFor(options_.poll);
+  }
+}
+
 absl::Status MigrationDriver::CleanupSources(Run& run) {
   if (run.record.phase != "cleanup") {
     if (absl::Status s = SetPhase(run, "cleanup"); !s.ok()) return s;
   }
+  // The rule: the keys go only once no router can send a request
+  // for them to their old owner (one that still did would be answered
+  // WRONG_SHARD and retry, but a replica read there would miss the key).
+  if (!AwaitRouters(run)) return absl::OkStatus();
   for (Source& source : run.sources) {
     if (source.progress.phase == "done") continue;
     source.progress.phase = "cleanup";
+    source.progress.error.clear();
     std::string cursor;
     bool done = false;
     while (!done) {

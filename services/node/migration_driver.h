@@ -89,6 +89,11 @@ class MigrationDriver {
   absl::StatusOr<bool> Cutover(Run& run);
   absl::Status AbortCutover(Run& run, const std::string& why);
   absl::Status CleanupSources(Run& run);
+  // Waits until every router registered under <P>/routers/ reports the
+  // migration's ring version or a later one (a router whose lease ran out
+  // has no key and does not count), saying in each source's progress which
+  // routers it waits for. False when stopping or no longer leading.
+  bool AwaitRouters(Run& run);
   absl::Status Cancel(Run& run);
   // A remove whose stage finished its cleanup: the record moves to the next
   // stage (phase copy, from = this stage's ring), for that stage's
