@@ -12,6 +12,7 @@
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "common/backup/backup_image.h"
+#include "common/config/units.h"
 #include "common/storage/file_system.h"
 #include "common/storage/log_format.h"
 #include "common/storage/snapshot.h"
@@ -19,7 +20,6 @@
 #include "grpcpp/client_context.h"
 #include "kvstore/v1/admin.grpc.pb.h"
 #include "kvstore/v1/kv.grpc.pb.h"
-#include "tools/kvctl/units.h"
 
 #ifndef KVSTORE_VERSION
 #define KVSTORE_VERSION "dev"

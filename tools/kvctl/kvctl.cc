@@ -35,6 +35,7 @@
 #include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
+#include "common/config/units.h"
 #include "common/coord/etcd_client.h"
 #include "common/ring/hash_ring.h"
 #include "common/security/credentials.h"
@@ -49,7 +50,6 @@
 #include "tools/kvctl/cluster_backup.h"
 #include "tools/kvctl/cluster_commands.h"
 #include "tools/kvctl/reshard_commands.h"
-#include "tools/kvctl/units.h"
 
 #ifndef KVSTORE_VERSION
 #define KVSTORE_VERSION "dev"

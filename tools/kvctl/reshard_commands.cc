@@ -12,12 +12,12 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
+#include "common/config/units.h"
 #include "common/coord/schema.h"
 #include "common/coord/txn.h"
 #include "common/topology/topology.h"
 #include "nlohmann/json.hpp"
 #include "tools/kvctl/reshard_status.h"
-#include "tools/kvctl/units.h"
 
 namespace kvstore::reshard {
 namespace {

@@ -8,9 +8,9 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
+#include "common/config/units.h"
 #include "common/ring/hash_ring.h"
 #include "common/topology/topology.h"
-#include "tools/kvctl/units.h"
 
 namespace kvstore::reshard {
 namespace {

@@ -6,7 +6,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
-#include "tools/kvctl/units.h"
+#include "common/config/units.h"
 
 namespace kvstore::reshard {
 namespace {

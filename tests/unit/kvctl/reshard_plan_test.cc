@@ -12,10 +12,10 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
 #include "absl/time/time.h"
+#include "common/config/units.h"
 #include "common/ring/hash_ring.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
-#include "tools/kvctl/units.h"
 
 namespace kvstore::reshard {
 namespace {

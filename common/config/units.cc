@@ -1,5 +1,6 @@
-#include "tools/kvctl/units.h"
+#include "common/config/units.h"
 
+#include <algorithm>
 #include <cmath>
 
 #include "absl/strings/ascii.h"
@@ -28,15 +29,22 @@ std::string HumanRate(double bytes_per_second) {
   return absl::StrCat(HumanBytes(static_cast<uint64_t>(std::llround(bytes_per_second))), "/s");
 }
 
-absl::StatusOr<int64_t> ParseByteRate(absl::string_view text) {
+namespace {
+
+// The number of bytes in `text` (a number with an optional unit), or why not.
+absl::StatusOr<int64_t> ParseBytes(absl::string_view text, bool rate) {
   const auto invalid = [&](absl::string_view why) {
     return absl::InvalidArgumentError(
-        absl::StrCat("rate '", text, "' ", why,
-                     ": give bytes per second as a number (33554432) or with a unit B, KiB, MiB "
-                     "or GiB, optionally followed by /s (32MiB/s, 1.5GiB/s, 512KiB/s)"));
+        rate ? absl::StrCat("rate '", text, "' ", why,
+                            ": give bytes per second as a number (33554432) or with a unit B, "
+                            "KiB, MiB or GiB, optionally followed by /s (32MiB/s, 1.5GiB/s, "
+                            "512KiB/s)")
+             : absl::StrCat("size '", text, "' ", why,
+                            ": give bytes as a number (4294967296) or with a unit B, KiB, MiB "
+                            "or GiB (4GiB, 512MiB, 1.5KiB)"));
   };
   absl::string_view rest = absl::StripAsciiWhitespace(text);
-  if (rest.size() > 2 && absl::EndsWithIgnoreCase(rest, "/s")) rest.remove_suffix(2);
+  if (rate && rest.size() > 2 && absl::EndsWithIgnoreCase(rest, "/s")) rest.remove_suffix(2);
   struct Unit {
     const char* name;
     double bytes;
@@ -53,19 +61,24 @@ absl::StatusOr<int64_t> ParseByteRate(absl::string_view text) {
     }
   }
   rest = absl::StripTrailingAsciiWhitespace(rest);
+  const char* what = rate ? "is not a rate" : "is not a size";
   if (rest.empty() || !std::all_of(rest.begin(), rest.end(), [](char c) {
         return absl::ascii_isdigit(static_cast<unsigned char>(c)) || c == '.';
       })) {
-    return invalid("is not a rate");
+    return invalid(what);
   }
   double number = 0;
-  if (!absl::SimpleAtod(rest, &number) || !std::isfinite(number)) {
-    return invalid("is not a rate");
-  }
+  if (!absl::SimpleAtod(rest, &number) || !std::isfinite(number)) return invalid(what);
   const double bytes = std::floor(number * multiplier);
-  if (bytes < 1) return invalid("is below 1 byte per second");
+  if (bytes < 1) return invalid(rate ? "is below 1 byte per second" : "is below 1 byte");
   if (bytes >= 9.2e18) return invalid("is too large");
   return static_cast<int64_t>(bytes);
 }
+
+}  // namespace
+
+absl::StatusOr<int64_t> ParseByteRate(absl::string_view text) { return ParseBytes(text, true); }
+
+absl::StatusOr<int64_t> ParseByteSize(absl::string_view text) { return ParseBytes(text, false); }
 
 }  // namespace kvstore

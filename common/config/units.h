@@ -1,7 +1,8 @@
-// Sizes and rates as kvctl prints them, and the byte rates its flags take
-// (--throttle, `kvctl reshard throttle ID RATE`). Pure: no I/O.
-#ifndef KVSTORE_TOOLS_KVCTL_UNITS_H_
-#define KVSTORE_TOOLS_KVCTL_UNITS_H_
+// Sizes and rates as the tools print them, and the one parser of the byte
+// sizes and rates flags take (kvctl --throttle, `kvctl reshard throttle ID
+// RATE`, the nodes' --migration-retention-bytes). Pure: no I/O.
+#ifndef KVSTORE_COMMON_CONFIG_UNITS_H_
+#define KVSTORE_COMMON_CONFIG_UNITS_H_
 
 #include <cstdint>
 #include <string>
@@ -23,6 +24,11 @@ std::string HumanRate(double bytes_per_second);
 // least 1 byte per second, or does not fit an int64.
 absl::StatusOr<int64_t> ParseByteRate(absl::string_view text);
 
+// A size in bytes, in the same forms without "/s": "4294967296", "4GiB",
+// "512 MiB", "1.5KiB". INVALID_ARGUMENT naming the forms when it is none of
+// them, is below 1 byte, or does not fit an int64.
+absl::StatusOr<int64_t> ParseByteSize(absl::string_view text);
+
 }  // namespace kvstore
 
-#endif  // KVSTORE_TOOLS_KVCTL_UNITS_H_
+#endif  // KVSTORE_COMMON_CONFIG_UNITS_H_
