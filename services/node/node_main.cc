@@ -12,6 +12,7 @@
 #include "absl/time/time.h"
 #include "common/config/flag_names.h"
 #include "common/config/flags_config.h"
+#include "common/config/units.h"
 #include "common/coord/etcd_client.h"
 #include "common/coord/schema.h"
 #include "common/failover/failover_agent.h"
@@ -86,6 +87,10 @@ DEFINE_int64(sync_timeout_ms, 5000,
 DEFINE_uint64(retain_log_bytes, 1ull << 30,
               "Log kept for followers that are behind, beyond what snapshots need; a follower "
               "that needs more gets a full resync (snapshot)");
+DEFINE_string(migration_retention_bytes, "4GiB",
+              "A resharding source keeps its log from where a migration's copy started for at "
+              "most this much (bytes, or a number with B, KiB, MiB or GiB: 512MiB); a catch-up "
+              "that needs more is answered LOG_GONE and that source's copy starts again");
 DEFINE_string(cluster, "",
               "Name of the cluster this node belongs to; a replica refuses a leader of another "
               "cluster (empty: not checked)");
@@ -257,6 +262,13 @@ int Run(NodeKind kind, const char* program) {
   options.snapshot_every_seconds = FLAGS_snapshot_every_seconds;
   options.snapshots_to_keep = FLAGS_snapshots_to_keep;
   options.retain_log_bytes = FLAGS_retain_log_bytes;
+  absl::StatusOr<int64_t> migration_retention = ParseByteSize(FLAGS_migration_retention_bytes);
+  if (!migration_retention.ok()) {
+    std::fprintf(stderr, "%s: --migration-retention-bytes: %s\n", program,
+                 std::string(migration_retention.status().message()).c_str());
+    return 2;
+  }
+  options.migration_retain_log_bytes = static_cast<uint64_t>(*migration_retention);
 #ifdef KV_FAULT_CONTROLS
   options.unsafe_ack_before_fsync = FLAGS_unsafe_ack_before_fsync;
   if (FLAGS_unsafe_ack_before_fsync) {
