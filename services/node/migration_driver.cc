@@ -1,6 +1,7 @@
 #include "services/node/migration_driver.h"
 
 #include <algorithm>
+#include <optional>
 #include <utility>
 
 #include "absl/strings/escaping.h"
@@ -42,6 +43,12 @@ struct MigrationDriver::Source {
   std::unique_ptr<v1::Migration::Stub> stub;
   // The epoch in the leader key (0 until the leader confirmed it).
   uint64_t leader_epoch = 0;
+  // --copy-from=replica: the replica copy pages go to (none: ask etcd for
+  // one before the next page), and whether a page's fallback to the leader
+  // was logged.
+  std::string replica_address;
+  std::unique_ptr<v1::Migration::Stub> replica_stub;
+  bool fallback_logged = false;
   // Cutover only.
   uint64_t fence_index = 0;
   uint64_t epoch = 0;
@@ -187,6 +194,35 @@ absl::Status MigrationDriver::ResolveSource(Source& source) {
   }
   source.leader_mod_revision = got->kvs[0].mod_revision();
   source.leader_epoch = static_cast<uint64_t>(std::max<int64_t>(leader->epoch, 0));
+  return absl::OkStatus();
+}
+
+absl::Status MigrationDriver::ResolveReplica(Source& source) {
+  coord::RangeOptions all;
+  all.prefix = true;
+  const std::string prefix = coord::MembersPrefix(options_.prefix, source.name);
+  absl::StatusOr<coord::RangeResult> got = etcd_->Range(prefix, all);
+  if (!got.ok()) return got.status();
+  // The most advanced replica. Its record in etcd is a hint (rewritten at
+  // most every 250 ms): the replica itself refuses a page when it has not
+  // applied min_index, and that page then comes from the leader.
+  std::optional<coord::MemberRecord> best;
+  for (const mvccpb::KeyValue& kv : got->kvs) {
+    absl::StatusOr<coord::MemberRecord> m =
+        coord::ParseMemberValue(kv.key().substr(prefix.size()), kv.value());
+    if (!m.ok() || m->state != "replica" || m->addr.empty() || m->addr == source.leader_address) {
+      continue;
+    }
+    if (!best || m->durable_index > best->durable_index) best = *m;
+  }
+  if (!best) {
+    return absl::UnavailableError(
+        absl::StrCat("shard ", source.name, " has no replica in etcd to copy from"));
+  }
+  if (best->addr != source.replica_address || source.replica_stub == nullptr) {
+    source.replica_address = best->addr;
+    source.replica_stub = v1::Migration::NewStub(options_.channel(best->addr));
+  }
   return absl::OkStatus();
 }
 
@@ -552,8 +588,37 @@ absl::Status MigrationDriver::Step(Run& run, Source& source, bool throttled, boo
     request.set_cursor(cursor);
     request.set_max_bytes(max_bytes);
     v1::MigrationCopyResponse response;
-    absl::Status s = FromGrpcStatus(source.stub->Copy(&context, request, &response));
-    if (!s.ok()) return s;
+    bool served = false;
+    if (run.record.copy_from == "replica") {
+      // Begin and everything after the copy stay on the leader; only the
+      // pages come from a replica that holds I0 (0 would mean "leader only").
+      request.set_min_index(std::max<uint64_t>(p.start_index, 1));
+      absl::Status r = source.replica_stub != nullptr ? absl::OkStatus() : ResolveReplica(source);
+      if (r.ok()) {
+        grpc::ClientContext replica_context;
+        replica_context.set_deadline(absl::ToChronoTime(absl::Now() + options_.rpc_timeout));
+        r = FromGrpcStatus(source.replica_stub->Copy(&replica_context, request, &response));
+        if (r.ok()) {
+          served = true;
+        } else {
+          source.replica_stub.reset();  // Another replica, or this one, next page.
+        }
+      }
+      if (!served) {
+        if (!source.fallback_logged) {
+          source.fallback_logged = true;
+          LOG(WARNING) << "Migration " << run.id << ": copy of " << source.name
+                       << " from a replica failed (" << r.message()
+                       << "); pages that a replica cannot serve are copied from the leader"
+                       << " (logged once)";
+        }
+        response.Clear();
+      }
+    }
+    if (!served) {
+      absl::Status s = FromGrpcStatus(source.stub->Copy(&context, request, &response));
+      if (!s.ok()) return s;
+    }
     if (MovedKeysChecksum(response.keys()) != response.checksum()) {
       return absl::DataLossError(
           absl::StrCat("a copy batch from ", source.name, " fails its checksum; asking again"));

@@ -108,6 +108,10 @@ class MigrationDriver {
 
   // The source's leader and a stub to it; refreshed after a failed call.
   absl::Status ResolveSource(Source& source);
+  // --copy-from=replica: the most advanced replica of the source (not its
+  // leader) by its member record in etcd, and a stub to it; UNAVAILABLE when
+  // the shard has none.
+  absl::Status ResolveReplica(Source& source);
   // Writes the keys as imports and waits until they are committed here.
   absl::Status Import(const google::protobuf::RepeatedPtrField<v1::MovedKey>& keys,
                       uint64_t* applied);

@@ -51,6 +51,27 @@ absl::Status MigrationSourceService::CheckSource(absl::string_view shard) {
   return absl::OkStatus();
 }
 
+absl::Status MigrationSourceService::CheckCopySource(absl::string_view shard, uint64_t min_index) {
+  absl::Status leader = CheckSource(shard);
+  if (leader.ok() || min_index == 0 || shard != shard_ || replication_ == nullptr) return leader;
+  // A replica: its store must be whole and caught up with its leader, and
+  // hold everything through the copy's start, so that the copy and the
+  // catch-up from the leader's log (from min_index + 1) leave nothing out.
+  std::string leader_address;
+  if (absl::Status s = replication_->CheckReadable(/*leader_read=*/false, &leader_address);
+      !s.ok()) {
+    return absl::UnavailableError(
+        absl::StrCat("this replica of ", shard_, " cannot serve a copy now: ", s.message()));
+  }
+  const uint64_t applied = store_->published_through();
+  if (applied < min_index) {
+    return absl::FailedPreconditionError(absl::StrCat("this replica of ", shard_, " has applied ",
+                                                      applied, ", below the copy's start index ",
+                                                      min_index));
+  }
+  return absl::OkStatus();
+}
+
 absl::Status MigrationSourceService::ServeBegin(const v1::MigrationBeginRequest& request,
                                                 v1::MigrationBeginResponse* response) {
   if (absl::Status s = CheckSource(request.shard()); !s.ok()) return s;
@@ -85,7 +106,7 @@ absl::Status MigrationSourceService::ServeBegin(const v1::MigrationBeginRequest&
 
 absl::Status MigrationSourceService::ServeCopy(const v1::MigrationCopyRequest& request,
                                                v1::MigrationCopyResponse* response) {
-  if (absl::Status s = CheckSource(request.shard()); !s.ok()) return s;
+  if (absl::Status s = CheckCopySource(request.shard(), request.min_index()); !s.ok()) return s;
   const RangeSet ranges = RangesFromProto(request.ranges());
   absl::StatusOr<NodeScanCursor> cursor = DecodeNodeCursor(request.cursor());
   if (!cursor.ok()) return cursor.status();
@@ -122,6 +143,7 @@ absl::Status MigrationSourceService::ServeCopy(const v1::MigrationCopyRequest& r
   }
   response->set_scanned(scanned);
   response->set_checksum(MovedKeysChecksum(response->keys()));
+  copy_pages_served_.fetch_add(1, std::memory_order_relaxed);
   return absl::OkStatus();
 }
 

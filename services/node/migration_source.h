@@ -2,12 +2,16 @@
 // docs/resharding.md): what a shard's leader answers to the leader of the
 // shard that receives some of its ranges. Every call is a stateless pull, so
 // the caller can restart, and this node can fail over, between any two calls.
-// Only the leader of `shard` answers (FAILED_PRECONDITION elsewhere).
+// Only the leader of `shard` answers (FAILED_PRECONDITION elsewhere), except
+// a Copy that names a min_index: a caught-up replica of `shard` that has
+// applied at least that index serves it too (--copy-from=replica).
 //
 // Thread-safe; callbacks never block a gRPC thread on disk or on replicas.
 #ifndef KVSTORE_SERVICES_NODE_MIGRATION_SOURCE_H_
 #define KVSTORE_SERVICES_NODE_MIGRATION_SOURCE_H_
 
+#include <atomic>
+#include <cstdint>
 #include <functional>
 #include <map>
 #include <memory>
@@ -83,15 +87,23 @@ class MigrationSourceService final : public v1::Migration::CallbackService {
   void ServeCleanup(const v1::MigrationCleanupRequest& request,
                     v1::MigrationCleanupResponse* response, std::function<void(absl::Status)> done);
 
+  // Copy pages this node answered (as leader or as replica), for
+  // kvstore_migration_copy_pages_served_total. Any thread.
+  uint64_t copy_pages_served() const { return copy_pages_served_.load(std::memory_order_relaxed); }
+
  private:
   // OK on the leader of `shard`.
   absl::Status CheckSource(absl::string_view shard);
+  // OK on the leader of `shard`, or on a caught-up replica of it that has
+  // applied `min_index` (> 0).
+  absl::Status CheckCopySource(absl::string_view shard, uint64_t min_index);
 
   const std::string shard_;
   Store* const store_;
   ReplicationHooks* const replication_;
   const MigrationSourceHooks hooks_;
   const AccessPolicy* const access_;
+  std::atomic<uint64_t> copy_pages_served_{0};
 
   absl::Mutex mu_;
   // One log cursor per catch-up (migration id and first range), reused while

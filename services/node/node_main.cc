@@ -390,6 +390,16 @@ int Run(NodeKind kind, const char* program) {
   if (etcd_mode->enabled) {
     metrics.AddCollector([&coord_metrics](ExpositionWriter* out) { coord_metrics.Write(out); });
   }
+  // Resharding's source side, on every node (a replica serves copy pages
+  // under --copy-from=replica).
+  metrics.AddCollector([m = migration.get()](ExpositionWriter* out) {
+    constexpr char kPages[] = "kvstore_migration_copy_pages_served_total";
+    out->Family(kPages,
+                "Copy pages of a resharding migration this node answered as a source (its "
+                "leader, or a replica under --copy-from=replica)",
+                MetricType::kCounter);
+    out->Sample(kPages, {}, m->copy_pages_served());
+  });
   if (absl::Status s = metrics.Serve(); !s.ok()) {
     LOG(ERROR) << s;
     return 1;

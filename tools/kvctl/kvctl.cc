@@ -137,8 +137,8 @@ DEFINE_string(throttle, "32MiB/s",
               "change it while running with 'reshard throttle ID RATE'");
 DEFINE_string(copy_from, "leader",
               "reshard add-shard, remove-shard: copy from each source's leader, or from a "
-              "caught-up replica of it (replica: recorded, but this version copies from the "
-              "leader)");
+              "caught-up replica of it (replica: the copy pages only; a page no replica can "
+              "serve comes from the leader, and everything after the copy is the leader's)");
 DEFINE_string(cutover_max_pause, "1s",
               "reshard add-shard, remove-shard: the longest the moving ranges are held at "
               "cutover; a cutover not committed within it goes back to catch-up");
