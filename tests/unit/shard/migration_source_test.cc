@@ -327,6 +327,77 @@ TEST_F(MigrationSourceTest, CleanupWaitsForTheNewRingThenDeletesOnlyWhatMoved) {
   EXPECT_EQ(deleted, moving);
 }
 
+// A replica of s0 as ReplicationHooks: it takes no write, and answers reads
+// only when `readable`.
+class FakeReplica : public ReplicationHooks {
+ public:
+  absl::Status CheckWritable(std::string* leader) override {
+    *leader = "127.0.0.1:1";
+    return absl::FailedPreconditionError("not the leader");
+  }
+  absl::Status CheckReadable(bool leader_read, std::string* leader) override {
+    if (leader_read) return CheckWritable(leader);
+    return readable ? absl::OkStatus() : absl::UnavailableError("catching up with its leader");
+  }
+  int DefaultSyncAcks() override { return 0; }
+  int FollowerCount() override { return 0; }
+  void AwaitReplicas(uint64_t, int, std::function<void(const absl::Status&)> done) override {
+    done(absl::OkStatus());
+  }
+  void FillStatus(v1::StatusResponse*) override {}
+  absl::StatusOr<PromoteResult> Promote(uint64_t, std::vector<std::string>, bool) override {
+    return absl::UnimplementedError("fake");
+  }
+  bool readable = true;
+};
+
+TEST_F(MigrationSourceTest, AReplicaServesCopyPagesOnlyWhenItHoldsTheCopysStart) {
+  for (const std::string& key : OwnedKeys(50)) Put(key, "v");
+  const uint64_t applied = store_->published_through();
+  FakeReplica replica;
+  MigrationSourceService on_replica("s0", store_.get(), &replica, MigrationSourceHooks());
+  const auto copy = [&](const std::string& shard, uint64_t min_index,
+                        v1::MigrationCopyResponse* response) {
+    v1::MigrationCopyRequest request;
+    request.set_migration_id("m1");
+    request.set_shard(shard);
+    RangesToProto(moving_, request.mutable_ranges());
+    request.set_min_index(min_index);
+    return on_replica.ServeCopy(request, response);
+  };
+  v1::MigrationCopyResponse response;
+  // Without min_index a copy is the leader's, as before.
+  EXPECT_TRUE(absl::IsFailedPrecondition(copy("s0", 0, &response)));
+  // Behind the copy's start: the caller asks the leader instead.
+  absl::Status behind = copy("s0", applied + 1, &response);
+  EXPECT_TRUE(absl::IsFailedPrecondition(behind)) << behind;
+  // Not caught up with its leader.
+  replica.readable = false;
+  EXPECT_TRUE(absl::IsUnavailable(copy("s0", applied, &response)));
+  replica.readable = true;
+  // Another shard's copy.
+  EXPECT_TRUE(absl::IsFailedPrecondition(copy("s1", applied, &response)));
+  EXPECT_EQ(on_replica.copy_pages_served(), 0u);
+
+  absl::Status served = copy("s0", applied, &response);
+  ASSERT_TRUE(served.ok()) << served;
+  EXPECT_TRUE(response.done());
+  EXPECT_GT(response.keys_size(), 0);
+  EXPECT_EQ(response.checksum(), MovedKeysChecksum(response.keys()));
+  EXPECT_EQ(on_replica.copy_pages_served(), 1u);
+  // Everything else stays on the leader.
+  v1::MigrationBeginRequest begin;
+  begin.set_migration_id("m1");
+  begin.set_shard("s0");
+  RangesToProto(moving_, begin.mutable_ranges());
+  v1::MigrationBeginResponse started;
+  EXPECT_TRUE(absl::IsFailedPrecondition(on_replica.ServeBegin(begin, &started)));
+  v1::MigrationCatchUpRequest catch_up = CatchUpRequest();
+  catch_up.set_from_index(applied);
+  v1::MigrationCatchUpResponse caught;
+  EXPECT_TRUE(absl::IsFailedPrecondition(on_replica.ServeCatchUp(catch_up, &caught)));
+}
+
 TEST_F(MigrationSourceTest, ANodeOfAnotherShardRefuses) {
   v1::MigrationCopyRequest request;
   request.set_migration_id("m1");
