@@ -923,6 +923,10 @@ bool MigrationDriver::AwaitRouters(Run& run) {
       if (!reported.empty()) {
         LOG(INFO) << "Migration " << run.id << ": every registered router routes by ring version "
                   << needed << " or later; removing the moved keys from the sources";
+        // Not left on the sources whose cleanup comes later.
+        for (Source& source : run.sources) {
+          if (source.progress.error == reported) source.progress.error.clear();
+        }
       }
       return true;
     }
