@@ -228,6 +228,14 @@ int Run() {
     std::fprintf(stderr, "kv-router: --topology=FILE (or --etcd-endpoints) is required\n");
     return 2;
   }
+  absl::Duration lease_ttl;
+  if (!absl::ParseDuration(FLAGS_lease_ttl, &lease_ttl) || lease_ttl < coord::Lease::kMinTtl) {
+    std::fprintf(stderr,
+                 "kv-router: --lease-ttl: '%s' is not a duration of at least 2s (etcd 3.4 grants "
+                 "no shorter lease)\n",
+                 FLAGS_lease_ttl.c_str());
+    return 2;
+  }
   CoordMetrics coord_metrics(coord::SteadyNanos);  // Outlives the client and the metrics.
   std::unique_ptr<coord::EtcdClient> etcd;
   std::unique_ptr<EtcdTopologySource> etcd_topology;
@@ -261,14 +269,6 @@ int Run() {
   if (!table.ok()) {
     std::fprintf(stderr, "kv-router: %s: %s\n", source.c_str(),
                  std::string(table.status().message()).c_str());
-    return 2;
-  }
-  absl::Duration lease_ttl;
-  if (!absl::ParseDuration(FLAGS_lease_ttl, &lease_ttl) || lease_ttl < coord::Lease::kMinTtl) {
-    std::fprintf(stderr,
-                 "kv-router: --lease-ttl: '%s' is not a duration of at least 2s (etcd 3.4 grants "
-                 "no shorter lease)\n",
-                 FLAGS_lease_ttl.c_str());
     return 2;
   }
   if (FLAGS_forward_timeout_ms <= 0) {
