@@ -19,6 +19,32 @@ std::string Describe(const MemberRecord& m) {
                       ")");
 }
 
+// The handoff's target replaces the rules' choice when it may (see the header).
+void ApplyHandoff(const std::vector<MemberRecord>& members, const HandoffRecord& handoff,
+                  int64_t now_unix_ms, Election* election) {
+  if (now_unix_ms > handoff.deadline_unix_ms) {
+    election->handoff_ignored =
+        absl::StrCat("the handoff to ", handoff.to, " is past its deadline");
+    return;
+  }
+  for (size_t i = 0; i < members.size(); ++i) {
+    if (members[i].id != handoff.to) continue;
+    const MemberVerdict& verdict = election->verdicts[i];
+    if (verdict.eligible || (handoff.force && Whole(members[i]))) {
+      election->candidate = handoff.to;
+      election->why_none.clear();
+      election->by_handoff = true;
+      return;
+    }
+    election->handoff_ignored = absl::StrCat(
+        "the handoff's target ", handoff.to, " may not lead: ",
+        Whole(members[i]) ? verdict.reason : "its store is not whole (" + members[i].state + ")");
+    return;
+  }
+  election->handoff_ignored =
+      absl::StrCat("the handoff's target ", handoff.to, " is not a live member");
+}
+
 }  // namespace
 
 uint64_t LagBehind(const MemberRecord& member, const PositionRecord& last_leader) {
@@ -27,7 +53,8 @@ uint64_t LagBehind(const MemberRecord& member, const PositionRecord& last_leader
 }
 
 Election ChooseCandidate(const std::vector<MemberRecord>& members, const IsrRecord* isr,
-                         const PositionRecord* last_leader) {
+                         const PositionRecord* last_leader, const HandoffRecord* handoff,
+                         int64_t now_unix_ms) {
   // The lag rule applies in async mode only: an in-sync set already says who
   // holds every acknowledged write.
   const PositionRecord* lag_rule =
@@ -80,6 +107,7 @@ Election ChooseCandidate(const std::vector<MemberRecord>& members, const IsrReco
     }
     election.verdicts.push_back(std::move(verdict));
   }
+  if (handoff != nullptr) ApplyHandoff(members, *handoff, now_unix_ms, &election);
   if (election.candidate.empty()) {
     if (top == nullptr) {
       election.why_none = absl::StrCat(

@@ -25,6 +25,13 @@
 // rule: a member more than max_lag entries behind the recorded index (and not
 // of a newer epoch than it) never runs, since every acknowledged write it
 // lacks would be lost (Patroni's maximum_lag_on_failover).
+//
+// A pending graceful transfer (`handoff`, <P>/shards/<s>/handoff, not past its
+// deadline at `now_unix_ms`) names the member that runs instead of the
+// smallest id: its `to`, when that member is live and eligible by the rules
+// above, or, with the handoff's `force`, whenever it is live and its store
+// is whole. Otherwise the handoff is ignored (`handoff_ignored` says why) and
+// the rules above decide.
 #ifndef KVSTORE_COMMON_COORD_ELIGIBILITY_H_
 #define KVSTORE_COMMON_COORD_ELIGIBILITY_H_
 
@@ -45,13 +52,18 @@ struct Election {
   std::string candidate;                // The member that should campaign; "" when none.
   std::string why_none;                 // When candidate is empty.
   std::vector<MemberVerdict> verdicts;  // One per member, in the order given.
+  bool by_handoff = false;              // The candidate is the handoff's target.
+  std::string handoff_ignored;          // Why a given handoff did not decide ("" if it did).
 };
 
 // `isr`: nullptr when no in-sync set applies (async mode, or none recorded).
 // `last_leader`: nullptr when none is recorded (or with an in-sync set, where
 // it is ignored).
+// `handoff`: nullptr when none is pending; `now_unix_ms` is compared with its
+// deadline.
 Election ChooseCandidate(const std::vector<MemberRecord>& members, const IsrRecord* isr = nullptr,
-                         const PositionRecord* last_leader = nullptr);
+                         const PositionRecord* last_leader = nullptr,
+                         const HandoffRecord* handoff = nullptr, int64_t now_unix_ms = 0);
 
 // How many entries `member` is behind `last_leader` (0 when it is not, or
 // when it holds a newer epoch than the one recorded).

@@ -111,6 +111,82 @@ absl::StatusOr<PositionRecord> ParsePositionValue(absl::string_view value) {
   return record;
 }
 
+std::string HandoffKey(absl::string_view prefix, absl::string_view shard) {
+  return absl::StrCat(ShardPrefix(prefix, shard), "handoff");
+}
+
+std::string HandoffValue(const HandoffRecord& record) {
+  nlohmann::json value = {{"id", record.id},
+                          {"from", record.from},
+                          {"to", record.to},
+                          {"leader_create_revision", record.leader_create_revision},
+                          {"deadline_unix_ms", record.deadline_unix_ms},
+                          {"force", record.force}};
+  return value.dump();
+}
+
+absl::StatusOr<HandoffRecord> ParseHandoffValue(absl::string_view value) {
+  const nlohmann::json object = ParseObject(value);
+  if (!object.is_object() || !object.contains("id") || !object["id"].is_string() ||
+      !object.contains("from") || !object["from"].is_string() || !object.contains("to") ||
+      !object["to"].is_string() || !IsUnsigned(object, "leader_create_revision") ||
+      !IsUnsigned(object, "deadline_unix_ms") || !object.contains("force") ||
+      !object["force"].is_boolean()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("handoff \"", value,
+                     "\" is not {id, from, to, leader_create_revision, deadline_unix_ms, force}"));
+  }
+  HandoffRecord record;
+  record.id = object["id"].get<std::string>();
+  record.from = object["from"].get<std::string>();
+  record.to = object["to"].get<std::string>();
+  record.leader_create_revision = object["leader_create_revision"].get<int64_t>();
+  record.deadline_unix_ms = object["deadline_unix_ms"].get<int64_t>();
+  record.force = object["force"].get<bool>();
+  return record;
+}
+
+std::string LastHandoffKey(absl::string_view prefix, absl::string_view shard) {
+  return absl::StrCat(ShardPrefix(prefix, shard), "last_handoff");
+}
+
+std::string HandoffOutcomeValue(const HandoffOutcome& outcome) {
+  nlohmann::json value = {{"id", outcome.id},
+                          {"from", outcome.from},
+                          {"to", outcome.to},
+                          {"result", outcome.result},
+                          {"pause_ms", outcome.pause_ms},
+                          {"leader_index", outcome.leader_index},
+                          {"lacked", outcome.lacked},
+                          {"epoch", outcome.epoch}};
+  return value.dump();
+}
+
+absl::StatusOr<HandoffOutcome> ParseHandoffOutcomeValue(absl::string_view value) {
+  const nlohmann::json object = ParseObject(value);
+  const auto is_string = [&object](const char* name) {
+    return object.contains(name) && object[name].is_string();
+  };
+  if (!object.is_object() || !is_string("id") || !is_string("from") || !is_string("to") ||
+      !is_string("result") || !IsUnsigned(object, "pause_ms") ||
+      !IsUnsigned(object, "leader_index") || !IsUnsigned(object, "lacked") ||
+      !IsUnsigned(object, "epoch")) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("handoff outcome \"", value,
+                     "\" is not {id, from, to, result, pause_ms, leader_index, lacked, epoch}"));
+  }
+  HandoffOutcome outcome;
+  outcome.id = object["id"].get<std::string>();
+  outcome.from = object["from"].get<std::string>();
+  outcome.to = object["to"].get<std::string>();
+  outcome.result = object["result"].get<std::string>();
+  outcome.pause_ms = object["pause_ms"].get<int64_t>();
+  outcome.leader_index = object["leader_index"].get<uint64_t>();
+  outcome.lacked = object["lacked"].get<uint64_t>();
+  outcome.epoch = object["epoch"].get<int64_t>();
+  return outcome;
+}
+
 std::string ClusterValue(const ClusterRecord& record) {
   nlohmann::json value = {
       {"format", record.format}, {"epoch_base", record.epoch_base}, {"vnodes", record.vnodes}};

@@ -8,6 +8,8 @@
 //   <P>/shards/<s>/members/<id>     {addr, state, last_epoch, durable_index}
 //   <P>/shards/<s>/isr              {epoch, members}          (the leader, guarded)
 //   <P>/shards/<s>/position         {epoch, index, max_lag, unix_ms} (the leader, guarded; async)
+//   <P>/shards/<s>/handoff          HandoffRecord (kvctl promote, guarded by the leader key)
+//   <P>/shards/<s>/last_handoff     HandoffOutcome (the old leader, guarded)
 //   <P>/ring                        {format, version, vnodes, shards[, draining]}
 //   <P>/migrations/active           {id}    (create-if-absent: one at a time)
 //   <P>/migrations/<id>             MigrationRecord           (kvctl creates; the driver advances)
@@ -107,6 +109,57 @@ struct PositionRecord {
 std::string PositionKey(absl::string_view prefix, absl::string_view shard);
 std::string PositionValue(const PositionRecord& record);
 absl::StatusOr<PositionRecord> ParsePositionValue(absl::string_view value);
+
+// A graceful leadership transfer asked for by `kvctl promote SHARD [--to ID]`
+// (docs/failover.md §8a): the leader `from`, whose leadership's leader key
+// has create revision `leader_create_revision`, pauses writes until `to`
+// holds its whole log, then resigns; the election prefers `to`
+// (coord::ChooseCandidate) until `deadline_unix_ms`. Not on a lease: the new
+// leader deletes it once elected, and any leader deletes one past its
+// deadline or meant for another leadership. `id` is chosen by kvctl and
+// names the request in the outcome.
+struct HandoffRecord {
+  std::string id;
+  std::string from;
+  std::string to;
+  int64_t leader_create_revision = 0;
+  int64_t deadline_unix_ms = 0;
+  bool force = false;  // Hand off even to a member that is behind or ineligible.
+  bool operator==(const HandoffRecord& o) const {
+    return id == o.id && from == o.from && to == o.to &&
+           leader_create_revision == o.leader_create_revision &&
+           deadline_unix_ms == o.deadline_unix_ms && force == o.force;
+  }
+  bool operator!=(const HandoffRecord& o) const { return !(*this == o); }
+};
+std::string HandoffKey(absl::string_view prefix, absl::string_view shard);
+std::string HandoffValue(const HandoffRecord& record);
+absl::StatusOr<HandoffRecord> ParseHandoffValue(absl::string_view value);
+
+// What the old leader did with handoff `id`: result "transferred" (it resigned
+// after `to` reached `leader_index`, or with force `lacked` entries short of
+// it) or "not_caught_up" (writes resumed, nothing changed), and how long its
+// writes were paused.
+struct HandoffOutcome {
+  std::string id;
+  std::string from;
+  std::string to;
+  std::string result;
+  int64_t pause_ms = 0;
+  uint64_t leader_index = 0;  // The old leader's last index while paused.
+  uint64_t lacked = 0;        // Entries `to` lacked when the leader resigned or gave up.
+  int64_t epoch = 0;          // The old leader's epoch.
+  bool operator==(const HandoffOutcome& o) const {
+    return id == o.id && from == o.from && to == o.to && result == o.result &&
+           pause_ms == o.pause_ms && leader_index == o.leader_index && lacked == o.lacked &&
+           epoch == o.epoch;
+  }
+};
+inline constexpr char kHandoffTransferred[] = "transferred";
+inline constexpr char kHandoffNotCaughtUp[] = "not_caught_up";
+std::string LastHandoffKey(absl::string_view prefix, absl::string_view shard);
+std::string HandoffOutcomeValue(const HandoffOutcome& outcome);
+absl::StatusOr<HandoffOutcome> ParseHandoffOutcomeValue(absl::string_view value);
 
 // The leader key's value as a plain record (what a watch or a reader that
 // does not need revisions sees). epoch is 0 until the winner confirmed it.

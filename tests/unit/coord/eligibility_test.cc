@@ -153,6 +153,129 @@ TEST(EligibilityTest, InAsyncModeAMemberTooFarBehindTheLastLeaderNeverRuns) {
   EXPECT_EQ(ChooseCandidate({M("a", "replica", 9, 850)}, &isr, &last).candidate, "a");
 }
 
+// A graceful transfer's request (<P>/shards/<s>/handoff) names who runs
+// instead of the smallest id, when it may.
+TEST(EligibilityTest, AHandoffNamesTheCandidateOnlyWhenItMayLead) {
+  constexpr int64_t kNow = 1'000'000;
+  const auto H = [](std::string to, int64_t deadline, bool force = false) {
+    HandoffRecord h;
+    h.id = "r1";
+    h.from = "a";
+    h.to = std::move(to);
+    h.leader_create_revision = 7;
+    h.deadline_unix_ms = deadline;
+    h.force = force;
+    return h;
+  };
+  IsrRecord isr;
+  isr.epoch = 5;
+  isr.members = {"a", "b", "c"};
+  struct HandoffCase {
+    const char* name;
+    std::vector<MemberRecord> members;
+    HandoffRecord handoff;
+    const IsrRecord* isr;
+    std::string candidate;
+    bool by_handoff;
+  };
+  const std::vector<HandoffCase> cases = {
+      {"to a member at the top wins over a smaller id",
+       {M("a", "replica", 5, 10), M("c", "replica", 5, 10), M("b", "replica", 5, 10)},
+       H("c", kNow + 1),
+       nullptr,
+       "c",
+       true},
+      {"to a member at the top of the in-sync set wins",
+       {M("a", "replica", 5, 10), M("c", "replica", 5, 10)},
+       H("c", kNow),
+       &isr,
+       "c",
+       true},
+      {"to a member behind is ignored without force",
+       {M("a", "replica", 5, 10), M("c", "replica", 5, 9)},
+       H("c", kNow + 1),
+       nullptr,
+       "a",
+       false},
+      {"to a member behind wins with force",
+       {M("a", "replica", 5, 10), M("c", "replica", 5, 9)},
+       H("c", kNow + 1, /*force=*/true),
+       nullptr,
+       "c",
+       true},
+      {"to an installing member is ignored even with force",
+       {M("a", "replica", 5, 10), M("c", "installing", 5, 10)},
+       H("c", kNow + 1, /*force=*/true),
+       nullptr,
+       "a",
+       false},
+      {"past its deadline it is ignored",
+       {M("a", "replica", 5, 10), M("c", "replica", 5, 10)},
+       H("c", kNow - 1),
+       nullptr,
+       "a",
+       false},
+      {"to a member that is not live it is ignored",
+       {M("a", "replica", 5, 10), M("b", "replica", 5, 10)},
+       H("c", kNow + 1),
+       nullptr,
+       "a",
+       false},
+  };
+  for (const HandoffCase& c : cases) {
+    const Election e = ChooseCandidate(c.members, c.isr, nullptr, &c.handoff, kNow);
+    EXPECT_EQ(e.candidate, c.candidate) << c.name;
+    EXPECT_EQ(e.by_handoff, c.by_handoff) << c.name;
+    EXPECT_EQ(e.handoff_ignored.empty(), c.by_handoff) << c.name << ": " << e.handoff_ignored;
+  }
+  // A member outside the in-sync set is ignored without force.
+  IsrRecord without_c;
+  without_c.epoch = 5;
+  without_c.members = {"a", "b"};
+  const Election outside = ChooseCandidate({M("a", "replica", 5, 10), M("c", "replica", 5, 10)},
+                                           &without_c, nullptr, &cases[0].handoff, kNow);
+  EXPECT_EQ(outside.candidate, "a");
+  EXPECT_NE(outside.handoff_ignored.find("not in the in-sync set"), std::string::npos)
+      << outside.handoff_ignored;
+}
+
+TEST(SchemaTest, HandoffRequestAndOutcomeReadBack) {
+  EXPECT_EQ(HandoffKey("/kvstore/x/", "s1"), "/kvstore/x/shards/s1/handoff");
+  EXPECT_EQ(LastHandoffKey("/kvstore/x", "s1"), "/kvstore/x/shards/s1/last_handoff");
+  HandoffRecord h;
+  h.id = "n1-n2-1700000000000";
+  h.from = "n1";
+  h.to = "n2";
+  h.leader_create_revision = 42;
+  h.deadline_unix_ms = 1700000005000;
+  h.force = true;
+  absl::StatusOr<HandoffRecord> back = ParseHandoffValue(HandoffValue(h));
+  ASSERT_TRUE(back.ok()) << back.status();
+  EXPECT_EQ(*back, h);
+  EXPECT_FALSE(ParseHandoffValue(R"({"id":"x","from":"n1","to":"n2"})").ok());
+  EXPECT_FALSE(ParseHandoffValue(R"({"id":"x","from":"n1","to":"n2","leader_create_revision":-1,)"
+                                 R"("deadline_unix_ms":1,"force":false})")
+                   .ok());
+  EXPECT_FALSE(ParseHandoffValue(R"({"id":"x","from":"n1","to":2,"leader_create_revision":1,)"
+                                 R"("deadline_unix_ms":1,"force":false})")
+                   .ok());
+  EXPECT_FALSE(ParseHandoffValue("not json").ok());
+
+  HandoffOutcome o;
+  o.id = h.id;
+  o.from = "n1";
+  o.to = "n2";
+  o.result = kHandoffTransferred;
+  o.pause_ms = 123;
+  o.leader_index = 4567;
+  o.lacked = 3;
+  o.epoch = 1048600;
+  absl::StatusOr<HandoffOutcome> outcome = ParseHandoffOutcomeValue(HandoffOutcomeValue(o));
+  ASSERT_TRUE(outcome.ok()) << outcome.status();
+  EXPECT_EQ(*outcome, o);
+  EXPECT_FALSE(ParseHandoffOutcomeValue(R"({"id":"x","result":"transferred"})").ok());
+}
+
 TEST(SchemaTest, ValuesReadBackAndKeysNest) {
   MemberRecord m = M("n1", "replica", 7, 42);
   absl::StatusOr<MemberRecord> back = ParseMemberValue("n1", MemberValue(m));
