@@ -229,6 +229,7 @@ void ReplicationNode::RetireLinks() {
 std::vector<std::function<void(const absl::Status&)>> ReplicationNode::StepDownLocked() {
   store_->Fence();  // First: no write admitted before this takes an index after it.
   leading_ = false;
+  transfer_to_.clear();
   ready_ = false;
   isr_.reset();  // A recording in flight finds no set to report to.
   RetireLinks();
@@ -308,6 +309,11 @@ absl::Status ReplicationNode::CheckWritable(std::string* leader) {
         waiting.empty() ? std::string()
                         : absl::StrCat(" (waiting for ", absl::StrJoin(waiting, ", "), ")"),
         "; retry shortly"));
+  }
+  if (!transfer_to_.empty()) {
+    return absl::UnavailableError(absl::StrCat(
+        "leadership transfer to ", transfer_to_,
+        " in progress: writes are paused (at most 2s); nothing was written, retry shortly"));
   }
   if (!GuardHoldsLocked()) {
     return absl::UnavailableError(
@@ -1109,6 +1115,43 @@ void ReplicationNode::StepDown(const std::string& reason) {
         ") before the write was confirmed on replicas; it may or may not survive on the shard's "
         "new leader")));
   }
+}
+
+absl::StatusOr<uint64_t> ReplicationNode::PauseWritesForTransfer(const std::string& to) {
+  absl::MutexLock l(&mu_);
+  if (role_ != Role::kLeader || !leading_) {
+    return absl::FailedPreconditionError("this node does not lead: nothing to hand over");
+  }
+  transfer_to_ = to.empty() ? std::string("another member") : to;
+  // Under mu_, as StepDownLocked: a write that passed CheckWritable before
+  // the pause either took its index already or is refused by the store.
+  store_->Fence();
+  return store_->last_index();
+}
+
+void ReplicationNode::ResumeWrites() {
+  absl::MutexLock l(&mu_);
+  if (transfer_to_.empty()) return;
+  transfer_to_.clear();
+  if (role_ == Role::kLeader && leading_) store_->Unfence();
+}
+
+uint64_t ReplicationNode::AwaitFollowerDurable(const std::string& address, uint64_t index,
+                                               absl::Duration timeout) {
+  absl::MutexLock l(&mu_);
+  const auto acked = [this, &address]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) -> uint64_t {
+    if (role_ != Role::kLeader) return 0;
+    for (const auto& link : links_) {
+      if (link->address() == address) return link->acked_index();
+    }
+    return 0;
+  };
+  // OnAck takes mu_, so the condition is looked at again after each ack.
+  const auto done = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    return role_ != Role::kLeader || stopping_ || acked() >= index;
+  };
+  mu_.AwaitWithTimeout(absl::Condition(&done), timeout);
+  return acked();
 }
 
 void ReplicationNode::AddFollowers(const std::vector<std::string>& followers) {

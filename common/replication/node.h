@@ -192,6 +192,20 @@ class ReplicationNode final : public ReplicationHooks {
   // writes waiting for replicas with UNAVAILABLE naming `reason`, and waits as
   // a replica for the next leader's Hello. No-op when not leading.
   void StepDown(const std::string& reason);
+  // ---- Graceful leadership transfer (etcd mode, docs/failover.md §8a) ----
+  // Pauses writes: from now on CheckWritable refuses them with UNAVAILABLE
+  // ("leadership transfer to `to` in progress", naming no leader), and the
+  // store is fenced, so a write admitted before the pause either has its
+  // index already or is refused unapplied. Returns the store's last index,
+  // final while the pause lasts. FAILED_PRECONDITION when not leading.
+  absl::StatusOr<uint64_t> PauseWritesForTransfer(const std::string& to);
+  // Ends a pause that did not end in StepDown: writes are admitted again if
+  // this node still leads. No-op without a pause.
+  void ResumeWrites();
+  // Waits until the follower at `address` holds `index` durably (its acks on
+  // the current stream), at most `timeout`; returns its durable index then
+  // (0 when this node has no link to it or stopped leading).
+  uint64_t AwaitFollowerDurable(const std::string& address, uint64_t index, absl::Duration timeout);
   // A leader pushes to these followers too; the ones it has are kept.
   void AddFollowers(const std::vector<std::string>& followers);
   // The leader according to the coordinator ("" when none): named in the
@@ -351,6 +365,8 @@ class ReplicationNode final : public ReplicationHooks {
   std::vector<Waiter> waiters_ ABSL_GUARDED_BY(mu_);
   uint64_t ack_events_ ABSL_GUARDED_BY(mu_) = 0;
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+  // The member a paused leader hands over to ("" when writes are not paused).
+  std::string transfer_to_ ABSL_GUARDED_BY(mu_);
   bool started_ ABSL_GUARDED_BY(mu_) = false;
   LeadershipGuard guard_ ABSL_GUARDED_BY(mu_);             // Coordinated leadership only.
   std::string coordinator_leader_ ABSL_GUARDED_BY(mu_);    // "" when unknown.

@@ -713,6 +713,11 @@ void Store::Fence() {
   fenced_ = true;
 }
 
+void Store::Unfence() {
+  absl::MutexLock l(&mu_);
+  fenced_ = false;
+}
+
 uint64_t Store::written_index() const {
   absl::MutexLock l(&written_mu_);
   return written_index_;

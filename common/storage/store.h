@@ -232,6 +232,10 @@ class Store {
   // store before it tells anyone its position, so no write admitted before the
   // step-down can take an index after it. A store opens unfenced.
   void Fence();
+  // Opens a store fenced by Fence again without a new epoch: only for a
+  // leader that fenced it to pause writes (a leadership transfer that did not
+  // happen) and still leads the epoch it wrote last.
+  void Unfence();
   const std::string& dir() const { return options_.dir; }
   FileSystem* fs() const { return options_.fs; }
 

@@ -686,6 +686,51 @@ TEST_F(ReplicationNodeTest, ALeaderWhoseLeaseRanOutAcknowledgesNothingMore) {
   EXPECT_EQ(leader, "F1");
 }
 
+// A graceful transfer (docs/failover.md §8a): paused writes are refused
+// unapplied and name no leader, the last index stays put while paused, the
+// target's durable index is awaited, and a resume admits writes again.
+TEST_F(ReplicationNodeTest, APausedLeaderRefusesWritesUnappliedUntilItResumes) {
+  Open("F1", Role::kReplica, Coordinated(NodeOptionsFor({})));
+  Member& l = Open("L", Role::kLeader, Coordinated(NodeOptionsFor({})));
+  ASSERT_TRUE(l.node->LeadEpoch(7, {"F1"}, [] { return true; }).ok());
+  ASSERT_TRUE(Write(l, "k", "v").ok());
+  transport_->Hold("F1", true);  // F1's acks wait.
+  ASSERT_TRUE(Write(l, "k2", "v").ok());
+
+  absl::StatusOr<uint64_t> last = l.node->PauseWritesForTransfer("n2");
+  ASSERT_TRUE(last.ok()) << last.status();
+  EXPECT_EQ(*last, l.store->last_index());
+  std::string leader;
+  absl::Status refused = l.node->CheckWritable(&leader);
+  EXPECT_EQ(refused.code(), absl::StatusCode::kUnavailable) << refused;
+  EXPECT_THAT(std::string(refused.message()), HasSubstr("leadership transfer to n2"));
+  EXPECT_TRUE(leader.empty()) << leader;
+  // A write admitted before the pause but not yet written is refused by the
+  // store: the index the target must reach does not move.
+  MutationResult late = Set(l.store.get(), "late", "write");
+  EXPECT_EQ(late.status.code(), absl::StatusCode::kUnavailable) << late.status;
+  EXPECT_EQ(l.store->last_index(), *last);
+  // F1 does not hold the last entry while its acks are held back.
+  EXPECT_LT(l.node->AwaitFollowerDurable("F1", *last, absl::Milliseconds(50)), *last);
+  transport_->Hold("F1", false);
+  EXPECT_EQ(l.node->AwaitFollowerDurable("F1", *last, absl::Seconds(10)), *last);
+  EXPECT_EQ(l.node->AwaitFollowerDurable("nobody", *last, absl::Milliseconds(1)), 0u);
+
+  l.node->ResumeWrites();
+  absl::StatusOr<MutationResult> after = Write(l, "k3", "v");
+  ASSERT_TRUE(after.ok()) << after.status();
+  EXPECT_EQ(after->index, *last + 1);
+  // Paused, then stepped down: refusals as any replica's, never the pause's.
+  ASSERT_TRUE(l.node->PauseWritesForTransfer("n2").ok());
+  l.node->StepDown("leadership handed to n2");
+  l.node->ResumeWrites();  // No-op: it does not lead.
+  EXPECT_EQ(Set(l.store.get(), "late2", "write").status.code(), absl::StatusCode::kUnavailable);
+  EXPECT_THAT(std::string(l.node->CheckWritable(&leader).message()),
+              ::testing::Not(HasSubstr("transfer")));
+  EXPECT_EQ(l.node->PauseWritesForTransfer("n2").status().code(),
+            absl::StatusCode::kFailedPrecondition);
+}
+
 TEST_F(ReplicationNodeTest, ACoordinatedNodeNeverResumesLeadershipFromItsEpochFile) {
   Open("F1", Role::kReplica, Coordinated(NodeOptionsFor({})));
   Member& l = Open("L", Role::kLeader, Coordinated(NodeOptionsFor({})));
