@@ -16,6 +16,7 @@ namespace kvstore {
 namespace {
 
 constexpr char kMembers[] = "members/";
+constexpr char kHandoff[] = "handoff";
 
 int64_t Nanos(absl::Duration d) { return absl::ToInt64Nanoseconds(d); }
 
@@ -248,14 +249,26 @@ void FailoverAgent::Step() {
   if (!snapshot) return;
   std::optional<coord::LeaderValueRecord> holder;
   std::vector<std::string> others;  // The other members' addresses.
+  std::map<std::string, std::string> addr_of_id;
+  std::optional<coord::HandoffRecord> handoff;
+  std::string handoff_value;
   for (const auto& [key, value] : *snapshot->entries) {
     if (key == "leader") {
       absl::StatusOr<coord::LeaderValueRecord> parsed = coord::ParseLeaderJson(value);
       if (parsed.ok()) holder = *parsed;
+    } else if (key == kHandoff) {
+      absl::StatusOr<coord::HandoffRecord> parsed = coord::ParseHandoffValue(value);
+      if (parsed.ok()) {
+        handoff = *parsed;
+        handoff_value = value;
+      } else {
+        LOG_EVERY_N(WARNING, 100) << parsed.status();
+      }
     } else if (absl::StartsWith(key, kMembers)) {
       const std::string id = key.substr(sizeof(kMembers) - 1);
       absl::StatusOr<coord::MemberRecord> member = coord::ParseMemberValue(id, value);
       if (member.ok() && id != id_) others.push_back(member->addr);
+      if (member.ok()) addr_of_id[id] = member->addr;
       if (member.ok()) {
         absl::MutexLock ids(&ids_mu_);
         id_of_addr_[member->addr] = id;
@@ -287,6 +300,11 @@ void FailoverAgent::Step() {
       return;
     }
     node_->AddFollowers(others);
+    if (handoff) {
+      auto to = addr_of_id.find(handoff->to);
+      HandOver(*handoff, handoff_value, to == addr_of_id.end() ? std::string() : to->second);
+      if (!leadership_) return;
+    }
     PublishPosition();
     return;
   }
@@ -295,8 +313,23 @@ void FailoverAgent::Step() {
     last_refusal_.clear();
     return;
   }
-  if (!options_.automatic) return;
   const int64_t now = Now();
+  if (handoff && handoff->to == id_ && handoff->id != campaigned_for_handoff_ &&
+      absl::ToUnixMillis(absl::Now()) <= handoff->deadline_unix_ms) {
+    // The leader handed over to this node: campaign at once, without
+    // --election-wait (the others defer to the handoff's target meanwhile).
+    // Also in manual mode: an operator asked for it.
+    campaigned_for_handoff_ = handoff->id;
+    if (absent_since_ == 0) absent_since_ = now;
+    next_attempt_ = now + Nanos(options_.election_wait);
+    absl::StatusOr<ReplicationHooks::PromoteResult> result = Campaign(/*force=*/false);
+    if (!result.ok()) {
+      LOG(WARNING) << "Shard " << options_.shard
+                   << " was handed to this node but it did not win: " << result.status().message();
+    }
+    return;
+  }
+  if (!options_.automatic) return;
   if (absent_since_ == 0) {
     // Every member publishes its final position before anyone decides.
     absent_since_ = now;
@@ -360,13 +393,24 @@ absl::StatusOr<ReplicationHooks::PromoteResult> FailoverAgent::Campaign(bool for
     if (!position.ok()) return position.status();
     last_leader = *position;
   }
+  absl::StatusOr<std::optional<coord::HandoffRecord>> handoff = ReadHandoff();
+  if (!handoff.ok()) return handoff.status();
   const coord::Election election = coord::ChooseCandidate(
-      members, isr->has_value() ? &**isr : nullptr, last_leader ? &*last_leader : nullptr);
+      members, isr->has_value() ? &**isr : nullptr, last_leader ? &*last_leader : nullptr,
+      handoff->has_value() ? &**handoff : nullptr, absl::ToUnixMillis(absl::Now()));
+  if (!election.handoff_ignored.empty() && election.handoff_ignored != last_refusal_) {
+    LOG(INFO) << "Handoff ignored by this election: " << election.handoff_ignored;
+  }
   std::string warning;
   if (election.candidate != id_) {
     std::string mine;
     for (const coord::MemberVerdict& v : election.verdicts) {
-      if (v.id == id_) mine = v.eligible ? "eligible, but a smaller id is too" : v.reason;
+      if (v.id == id_) {
+        mine = !v.eligible ? v.reason
+               : election.by_handoff
+                   ? "eligible, but a leadership transfer names " + election.candidate
+                   : "eligible, but a smaller id is too";
+      }
     }
     const std::string why =
         election.candidate.empty()
@@ -430,12 +474,23 @@ absl::StatusOr<ReplicationHooks::PromoteResult> FailoverAgent::Campaign(bool for
     return led;
   }
   leadership_ = won;
+  if (handoff->has_value()) {
+    // Done with (or, if it named another member, overtaken by this election).
+    absl::StatusOr<etcdserverpb::TxnResponse> removed = leader_key_->GuardedTxn(
+        won, {}, {coord::DeleteOp(coord::HandoffKey(options_.prefix, options_.shard))});
+    if (!removed.ok()) LOG(WARNING) << "Removing the handoff request: " << removed.status();
+    if (election.by_handoff) {
+      LOG(INFO) << "Leadership of shard " << options_.shard << " handed over from "
+                << (*handoff)->from << " (request " << (*handoff)->id << ")";
+    }
+  }
   if (options_.metrics != nullptr) {
     const bool automatic = absent_since_ != 0 && !force;
     options_.metrics->Elected(
-        automatic ? "leader_gone"
-        : force   ? "promote_forced"
-                  : "promote",
+        election.by_handoff ? "handoff"
+        : automatic         ? "leader_gone"
+        : force             ? "promote_forced"
+                            : "promote",
         automatic ? absl::Nanoseconds(Now() - absent_since_) : absl::ZeroDuration());
   }
   LOG(INFO) << "Elected leader of shard " << options_.shard << " at epoch " << won.epoch
@@ -447,6 +502,113 @@ absl::StatusOr<ReplicationHooks::PromoteResult> FailoverAgent::Campaign(bool for
   promoted.epoch = static_cast<uint64_t>(won.epoch);
   promoted.warning = warning;
   return promoted;
+}
+
+absl::StatusOr<std::optional<coord::HandoffRecord>> FailoverAgent::ReadHandoff() {
+  absl::StatusOr<coord::RangeResult> range =
+      client_->Range(coord::HandoffKey(options_.prefix, options_.shard));
+  if (!range.ok()) return range.status();
+  if (range->kvs.empty()) return std::optional<coord::HandoffRecord>();
+  absl::StatusOr<coord::HandoffRecord> record = coord::ParseHandoffValue(range->kvs[0].value());
+  if (!record.ok()) {
+    // Unreadable: the rules decide, as without one.
+    LOG(ERROR) << coord::HandoffKey(options_.prefix, options_.shard) << ": " << record.status();
+    return std::optional<coord::HandoffRecord>();
+  }
+  return std::optional<coord::HandoffRecord>(*std::move(record));
+}
+
+void FailoverAgent::HandOver(const coord::HandoffRecord& handoff, const std::string& value,
+                             const std::string& to_addr) {
+  if (handoff.id == handled_handoff_) return;
+  handled_handoff_ = handoff.id;
+  const std::string handoff_key = coord::HandoffKey(options_.prefix, options_.shard);
+  coord::HandoffOutcome outcome;
+  outcome.id = handoff.id;
+  outcome.from = handoff.from;
+  outcome.to = handoff.to;
+  outcome.epoch = leadership_->epoch;
+  // Deletes the request (only the one we read), recording `outcome` when it
+  // has a result.
+  const auto close_request = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    std::vector<etcdserverpb::RequestOp> ops = {coord::DeleteOp(handoff_key)};
+    if (!outcome.result.empty()) {
+      ops.push_back(coord::PutOp(coord::LastHandoffKey(options_.prefix, options_.shard),
+                                 coord::HandoffOutcomeValue(outcome)));
+    }
+    absl::StatusOr<etcdserverpb::TxnResponse> txn =
+        leader_key_->GuardedTxn(*leadership_, {coord::ValueIs(handoff_key, value)}, ops);
+    if (!txn.ok())
+      LOG(WARNING) << "Closing the handoff request " << handoff.id << ": " << txn.status();
+  };
+  if (handoff.from != id_ || handoff.leader_create_revision != leadership_->create_revision) {
+    LOG(WARNING) << "Deleting a handoff request " << handoff.id << " from " << handoff.from
+                 << " (leadership created at revision " << handoff.leader_create_revision
+                 << "): this node leads at revision " << leadership_->create_revision;
+    return close_request();
+  }
+  if (absl::ToUnixMillis(absl::Now()) > handoff.deadline_unix_ms) {
+    LOG(WARNING) << "Deleting the handoff request " << handoff.id << " to " << handoff.to
+                 << ": past its deadline";
+    return close_request();
+  }
+  const int64_t started = Now();
+  absl::StatusOr<uint64_t> last = node_->PauseWritesForTransfer(handoff.to);
+  if (!last.ok()) {
+    LOG(WARNING) << "Cannot hand over to " << handoff.to << ": " << last.status();
+    return close_request();
+  }
+  LOG(INFO) << "Handing shard " << options_.shard << " over to " << handoff.to << " ("
+            << (to_addr.empty() ? std::string("not a live member") : to_addr)
+            << "): writes paused at index " << *last << ", waiting at most "
+            << absl::FormatDuration(kMaxTransferPause) << " for it to hold them";
+  const uint64_t held =
+      to_addr.empty() ? 0 : node_->AwaitFollowerDurable(to_addr, *last, kMaxTransferPause);
+  outcome.leader_index = *last;
+  outcome.lacked = held >= *last ? 0 : *last - held;
+  const bool caught_up = held >= *last;
+  if (!to_addr.empty() && (caught_up || handoff.force)) {
+    const std::string why = absl::StrCat("leadership handed to ", handoff.to);
+    node_->StepDown(why);
+    node_->SetCoordinatorLeader("");  // Not ourselves: refusals name no leader until one wins.
+    outcome.result = coord::kHandoffTransferred;
+    outcome.pause_ms = (Now() - started) / 1000000;
+    // The outcome and the resignation in one guarded Txn; the request stays
+    // for the election and its winner deletes it.
+    absl::StatusOr<etcdserverpb::TxnResponse> txn = leader_key_->GuardedTxn(
+        *leadership_, {},
+        {coord::PutOp(coord::LastHandoffKey(options_.prefix, options_.shard),
+                      coord::HandoffOutcomeValue(outcome)),
+         coord::DeleteOp(coord::ShardLeaderKey(options_.prefix, options_.shard))});
+    const bool resigned = txn.ok() && txn->succeeded();
+    if (!txn.ok()) LOG(WARNING) << "Resigning for the handoff: " << txn.status();
+    LOG(INFO) << "Handed shard " << options_.shard << " over to " << handoff.to
+              << (caught_up ? std::string(" (it holds every entry)")
+                            : absl::StrCat(" with --force: it lacked ", outcome.lacked,
+                                           " entries, which may be lost"))
+              << "; writes paused " << outcome.pause_ms << " ms";
+    if (options_.metrics != nullptr) {
+      options_.metrics->Handoff(caught_up ? "transferred" : "forced",
+                                absl::Milliseconds(outcome.pause_ms));
+    }
+    // Not resigned (etcd did not answer): Resign tries once more.
+    EndLeadership(why, /*resign=*/!resigned);
+    Wake();
+    return;
+  }
+  node_->ResumeWrites();
+  outcome.result = coord::kHandoffNotCaughtUp;
+  outcome.pause_ms = (Now() - started) / 1000000;
+  LOG(WARNING) << "Not handing shard " << options_.shard << " over to " << handoff.to << ": "
+               << (to_addr.empty() ? std::string("it is not a live member")
+                                   : absl::StrCat("it did not catch up within ",
+                                                  absl::FormatDuration(kMaxTransferPause),
+                                                  " (it lacked ", outcome.lacked, " entries)"))
+               << "; writes resumed after " << outcome.pause_ms << " ms";
+  if (options_.metrics != nullptr) {
+    options_.metrics->Handoff("not_caught_up", absl::Milliseconds(outcome.pause_ms));
+  }
+  close_request();
 }
 
 absl::StatusOr<std::optional<coord::IsrRecord>> FailoverAgent::ReadIsr(int64_t* mod_revision) {

@@ -27,6 +27,13 @@
 //   - Async mode: the leader records how far it got, with its
 //     --max-lag-on-failover, in <P>/shards/<s>/position (guarded, on no
 //     lease); an election refuses members further behind than that.
+//   - Graceful transfer (<P>/shards/<s>/handoff, written by kvctl promote):
+//     the leader it names pauses writes, waits at most kMaxTransferPause for
+//     the target to hold its whole log, then steps down and resigns (or, not
+//     caught up, resumes writes and deletes the request), recording what it
+//     did in <P>/shards/<s>/last_handoff. The target campaigns at once when
+//     the key is gone, the others defer to it (coord::ChooseCandidate), and
+//     the winner deletes the handoff key.
 //   - etcd unreachable (no lease): the node names the outage in its refusals.
 //
 // Threads: one loop thread, woken by the view, the lease and a short timer.
@@ -106,6 +113,9 @@ class FailoverAgent {
   // why not, or naming the current holder.
   absl::StatusOr<ReplicationHooks::PromoteResult> CampaignNow(bool force);
 
+  // The longest a leader pauses writes for a graceful transfer.
+  static constexpr absl::Duration kMaxTransferPause = absl::Seconds(2);
+
   // Ends this node's leadership (it steps down and resigns its key) so that
   // the shard elects again and the winner, this node or another, leads a
   // newer epoch: what a resharding destination needs when a source's epoch
@@ -130,6 +140,13 @@ class FailoverAgent {
   // Campaigns (if eligible, or forced) and leads on a win.
   absl::StatusOr<ReplicationHooks::PromoteResult> Campaign(bool force)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // While leading: acts on the handoff key (`value` as read): hands over to
+  // `to_addr` (the target's address, "" when it is no live member), or
+  // deletes a request that is stale, past its deadline, or not for us.
+  void HandOver(const coord::HandoffRecord& handoff, const std::string& value,
+                const std::string& to_addr) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // The pending handoff request, if any (a linearizable read).
+  absl::StatusOr<std::optional<coord::HandoffRecord>> ReadHandoff();
   // Gives up a leadership the node no longer exercises.
   void EndLeadership(const std::string& why, bool resign) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void OnLeaseLost(const absl::Status& why);
@@ -163,6 +180,8 @@ class FailoverAgent {
   int64_t next_lease_attempt_ ABSL_GUARDED_BY(mu_) = 0;
   std::string last_refusal_ ABSL_GUARDED_BY(mu_);  // Logged once per change.
   bool cluster_missing_logged_ ABSL_GUARDED_BY(mu_) = false;
+  std::string handled_handoff_ ABSL_GUARDED_BY(mu_);         // The id last acted on.
+  std::string campaigned_for_handoff_ ABSL_GUARDED_BY(mu_);  // Campaigned at once for it.
 
   // Member ids by address (from every view seen), and the isr key's mod
   // revision as this leader last wrote or read it: the recorder's state.

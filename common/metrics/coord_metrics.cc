@@ -11,7 +11,9 @@ CoordMetrics::CoordMetrics(std::function<int64_t()> now_nanos)
       etcd_call_seconds_(LatencyBuckets()),
       etcd_calls_({"method", "code"}),
       election_seconds_(LatencyBuckets()),
-      elections_({"reason"}) {}
+      elections_({"reason"}),
+      handoff_pause_seconds_(LatencyBuckets()),
+      handoffs_({"result"}) {}
 
 void CoordMetrics::EtcdCall(absl::string_view method, absl::Duration took, absl::StatusCode code) {
   etcd_call_seconds_.ObserveDuration(took);
@@ -22,6 +24,12 @@ void CoordMetrics::Elected(absl::string_view reason, absl::Duration election) {
   node_ = true;
   elections_.Add({std::string(reason)});
   if (election > absl::ZeroDuration()) election_seconds_.ObserveDuration(election);
+}
+
+void CoordMetrics::Handoff(absl::string_view result, absl::Duration pause) {
+  node_ = true;
+  handoffs_.Add({std::string(result)});
+  handoff_pause_seconds_.ObserveDuration(pause);
 }
 
 void CoordMetrics::SelfFenced() {
@@ -60,6 +68,14 @@ void CoordMetrics::Write(ExpositionWriter* out) const {
                 "From seeing the shard's leader key gone to leading (automatic elections won).",
                 MetricType::kHistogram);
     out->Histogram("kvstore_failover_election_seconds", {}, election_seconds_.Read());
+    handoffs_.Write("kvstore_failover_handoffs_total",
+                    "Graceful transfers (kvctl promote --to) this node acted on as the leader, by "
+                    "result (transferred, forced, not_caught_up).",
+                    out);
+    out->Family("kvstore_failover_handoff_pause_seconds",
+                "How long this leader paused writes for a graceful transfer.",
+                MetricType::kHistogram);
+    out->Histogram("kvstore_failover_handoff_pause_seconds", {}, handoff_pause_seconds_.Read());
     out->Family("kvstore_failover_self_fences_total",
                 "Times this node stopped leading because its lease was lost.",
                 MetricType::kCounter);

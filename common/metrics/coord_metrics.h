@@ -33,6 +33,11 @@ class CoordMetrics {
   // (kvctl promote); `election`: from seeing the key gone to leading (0 for a
   // promote).
   void Elected(absl::string_view reason, absl::Duration election);
+  // A leader acted on a graceful transfer request; `result`: "transferred",
+  // "forced" (handed over to a member that lacked entries) or
+  // "not_caught_up" (writes resumed, nothing changed); `pause`: how long its
+  // writes were paused.
+  void Handoff(absl::string_view result, absl::Duration pause);
   // A leader fenced itself: its lease was lost (etcd unreachable or the
   // lease expired) while it led.
   void SelfFenced();
@@ -50,6 +55,8 @@ class CoordMetrics {
   CounterVec etcd_calls_;  // {method, code}
   Histogram election_seconds_;
   CounterVec elections_;  // {reason}
+  Histogram handoff_pause_seconds_;
+  CounterVec handoffs_;  // {result}
   std::atomic<uint64_t> self_fences_{0};
   std::atomic<int64_t> lease_valid_until_{0};
   std::atomic<int64_t> topology_revision_{-1};  // -1: not a router.
