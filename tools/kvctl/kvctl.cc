@@ -49,6 +49,7 @@
 #include "kvstore/v1/kv.grpc.pb.h"
 #include "tools/kvctl/cluster_backup.h"
 #include "tools/kvctl/cluster_commands.h"
+#include "tools/kvctl/promote_transfer.h"
 #include "tools/kvctl/reshard_commands.h"
 
 #ifndef KVSTORE_VERSION
@@ -87,8 +88,16 @@ DEFINE_uint64(epoch, 0, "promote: the new epoch (0 = the node's epoch + 1)");
 DEFINE_bool(force, false,
             "promote: promote even when a follower holds entries this node lacks, or cannot "
             "be asked for its position (those entries are lost; the answer says how many). "
+            "promote SHARD: hand over to a member that is behind or not eligible (what it "
+            "lacks may be lost; the answer says how many entries). "
             "reshard add-shard, remove-shard: go ahead with a plan that moves more than 27% of "
             "the ring");
+DEFINE_string(to, "",
+              "promote SHARD (etcd mode): the member id to hand the leadership to (default: the "
+              "most advanced eligible member other than the leader)");
+DEFINE_int64(transfer_timeout_ms, 5000,
+             "promote SHARD (etcd mode): how long the transfer request stands and kvctl waits "
+             "for the target to lead, in milliseconds");
 DEFINE_string(followers, "",
               "promote: comma-separated HOST:PORT the new leader pushes to (default: its own "
               "--followers flag)");
@@ -115,9 +124,11 @@ DEFINE_string(auth_token_file, "",
 DEFINE_string(admin_token_file, "",
               "status, snapshot, promote: send the token in this file, for servers started with "
               "--admin-token-file");
-DEFINE_string(etcd, "", "cluster, reshard: HOST:PORT[,HOST:PORT...] of the cluster's etcd");
+DEFINE_string(etcd, "",
+              "cluster, reshard, promote SHARD: HOST:PORT[,HOST:PORT...] of the cluster's etcd");
 DEFINE_string(etcd_prefix, "/kvstore/default",
-              "cluster, reshard: the prefix of the cluster's keys in etcd (as the servers' "
+              "cluster, reshard, promote SHARD: the prefix of the cluster's keys in etcd (as "
+              "the servers' "
               "--etcd-prefix)");
 DEFINE_string(config, "",
               "cluster init: the topology file (as kv-router's --topology) naming the shards, "
@@ -187,7 +198,20 @@ Commands:
                           every shard's leader, replicas, lag, keys, memory, last snapshot
   snapshot              take a snapshot now; returns when it is durable
   promote               make the replica at --addr its shard's leader (epoch + 1, or --epoch),
-                          pushing to --followers; prints "promoted epoch=N last_index=M"
+                          pushing to --followers; prints "promoted epoch=N last_index=M".
+                          In etcd mode (a node started with --etcd-endpoints) it makes that node
+                          campaign while the shard has no leader
+  promote SHARD         etcd mode (--etcd=HOST:PORT): graceful transfer of SHARD's leadership
+                          to --to=ID (default: the most advanced eligible member). The leader
+                          pauses writes (at most 2s) until ID holds its whole log, resigns, and
+                          ID wins; prints "transferred shard S from A to B at epoch E; writes
+                          paused N ms". Refused (exit 3, nothing changed) with no leader, a
+                          target that is no live member, the leader, not whole, outside the
+                          in-sync set, or a transfer already pending; exit 4 when ID did not
+                          catch up within 2s (writes resumed on the leader, nothing changed) or
+                          nothing was decided within --transfer-timeout-ms. --force hands over
+                          to a member that is behind or not eligible and says how many entries
+                          it lacked (they may be lost)
   ring [KEY...]         offline, from --topology=FILE: the hash ring's shards, vnodes and each
                           shard's share of the hash space; then one line per KEY:
                           KEY<TAB>SHARD<TAB>0xHASH (the key's XXH64 position, docs/ring.md)
@@ -1112,7 +1136,9 @@ int Snapshot(Client& client, const std::vector<std::string>& args) {
 
 int Promote(Client& client, const std::vector<std::string>& args) {
   if (!args.empty()) {
-    return UsageError("usage: kvctl [--epoch=N] [--followers=A,B] [--force] promote");
+    return UsageError(
+        "usage: kvctl [--epoch=N] [--followers=A,B] [--force] promote (etcd mode: kvctl "
+        "--etcd=HOST:PORT promote SHARD [--to=ID] [--force])");
   }
   v1::PromoteRequest request;
   request.set_epoch(FLAGS_epoch);
@@ -1208,6 +1234,33 @@ int Cluster(const std::vector<std::string>& args) {
   } else {
     out = ClusterStatus(etcd->get(), FLAGS_etcd_prefix, Json());
   }
+  if (!out.ok()) {
+    PrintError(out.status().code(), std::string(out.status().message()));
+    return ExitCodeFor(static_cast<int>(out.status().code()));
+  }
+  WriteOut(*out);
+  return kExitOk;
+}
+
+// etcd mode: promote SHARD [--to ID] [--force], a graceful transfer.
+int PromoteShard(const std::vector<std::string>& args) {
+  if (args.size() != 1) {
+    return UsageError("usage: kvctl --etcd=HOST:PORT promote SHARD [--to=ID] [--force]");
+  }
+  if (FLAGS_transfer_timeout_ms <= 0) {
+    return UsageError("promote: --transfer-timeout-ms must be above 0");
+  }
+  absl::StatusOr<std::unique_ptr<coord::EtcdClient>> etcd = ConnectEtcd();
+  if (!etcd.ok()) return UsageError(absl::StrCat("--etcd: ", etcd.status().message()));
+  TransferRequest request;
+  request.prefix = FLAGS_etcd_prefix;
+  request.shard = args[0];
+  request.to = FLAGS_to;
+  request.force = FLAGS_force;
+  request.timeout = absl::Milliseconds(FLAGS_transfer_timeout_ms);
+  absl::StatusOr<std::string> out = PromoteTransfer(
+      etcd->get(), request,
+      [](const std::string& line) { std::fprintf(stderr, "%s\n", line.c_str()); });
   if (!out.ok()) {
     PrintError(out.status().code(), std::string(out.status().message()));
     return ExitCodeFor(static_cast<int>(out.status().code()));
@@ -1430,6 +1483,7 @@ int Execute(const std::vector<std::string>& positional, SessionClient* reuse) {
   }
   if (command == "ring") return Ring(args);        // Offline: no channel.
   if (command == "cluster") return Cluster(args);  // etcd, not --addr.
+  if (command == "promote" && !FLAGS_etcd.empty()) return PromoteShard(args);  // etcd too.
   if (command == "reshard") return Reshard(args);  // etcd too.
   if (command == "backup" && !args.empty() && args[0] == "verify") {
     return VerifyBackupCommand({args.begin() + 1, args.end()});  // Offline too.
