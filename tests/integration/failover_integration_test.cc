@@ -16,6 +16,16 @@
 //     the leader for 2 x TTL; a new leader is elected; after SIGCONT the
 //     writes that waited on the old leader fail, and it answers writes with
 //     FAILED_PRECONDITION / UNAVAILABLE naming the new leader, then follows it.
+//   AGracefulTransfer...: `kvctl --etcd=E promote s0 --to=ID` under the write
+//     load (sync acks, and async acks where only the leader's catch-up wait
+//     keeps acknowledged writes): ID leads a newer epoch within 5 s, the
+//     longest stretch without an acknowledged write and the longest write are
+//     printed and bounded by 2 s + 500 ms, every acknowledged write reads
+//     back, the old leader follows ID. Rounds: $KV_TRANSFER_ROUNDS (default 1;
+//     each round moves the leadership on to the next member).
+//   ATransferToATargetThatCannotCatchUpChangesNothing: the target SIGSTOPped
+//     first; kvctl exits 4 saying it did not catch up, the old leader takes
+//     writes again within 2 s + 500 ms, nothing else changed or was lost.
 #include <signal.h>
 
 #include <algorithm>
@@ -32,6 +42,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
@@ -94,6 +105,11 @@ class Oracle {
   size_t acks() const {
     absl::MutexLock l(&mu_);
     return acks_.size();
+  }
+  // (sent, acknowledged) of every acknowledged write, in the order answered.
+  std::vector<std::pair<absl::Time, absl::Time>> AckTimes() const {
+    absl::MutexLock l(&mu_);
+    return acks_;
   }
   size_t failures() const {
     absl::MutexLock l(&mu_);
@@ -276,6 +292,9 @@ class FailoverTest : public ::testing::Test {
                 checked, acked_keys);
   }
 
+  // Graceful transfers round after round under a write load (below).
+  void TransferRoundsUnderLoad();
+
   std::string Logs() {
     std::string out;
     for (auto& n : nodes_) absl::StrAppend(&out, "--- ", n->log_path(), ":\n", n->LogTail(2500));
@@ -439,6 +458,215 @@ TEST_F(FailoverTest, KillingTheLeaderElectsTheMostAdvancedReplicaAndLosesNoAckno
               "%.3f s; %zu writes acknowledged, %zu failed\n",
               times.size(), times.front(), times[times.size() / 2], times.back(), oracle.acks(),
               oracle.failures());
+  ExpectEveryAcknowledgedWriteReadsBack(oracle);
+}
+
+int TransferRounds() {
+  int rounds = 1;
+  const char* env = std::getenv("KV_TRANSFER_ROUNDS");
+  if (env != nullptr && absl::SimpleAtoi(env, &rounds) && rounds >= 1) return rounds;
+  return 1;
+}
+
+// What the write load saw in [from, to]: the longest stretch without an
+// acknowledged write (from the last acknowledgement before `from`), and the
+// longest acknowledged write sent in it.
+struct LoadPause {
+  absl::Duration without_ack;
+  absl::Duration longest_write;
+};
+LoadPause PauseSeen(const Oracle& oracle, absl::Time from, absl::Time to) {
+  std::vector<absl::Time> acked;
+  LoadPause pause{absl::ZeroDuration(), absl::ZeroDuration()};
+  absl::Time last_before = absl::InfinitePast();
+  for (const auto& [sent, at] : oracle.AckTimes()) {
+    if (at < from) last_before = std::max(last_before, at);
+    if (at >= from && at <= to) acked.push_back(at);
+    if (sent >= from && at <= to) pause.longest_write = std::max(pause.longest_write, at - sent);
+  }
+  std::sort(acked.begin(), acked.end());
+  absl::Time previous = last_before == absl::InfinitePast() ? from : last_before;
+  for (absl::Time at : acked) {
+    pause.without_ack = std::max(pause.without_ack, at - previous);
+    previous = at;
+  }
+  pause.without_ack = std::max(pause.without_ack, to - previous);
+  return pause;
+}
+
+double Ms(absl::Duration d) { return absl::ToDoubleMilliseconds(d); }
+
+std::string MinMedianMax(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return absl::StrFormat("min %.0f ms, median %.0f ms, max %.0f ms", v.front(), v[v.size() / 2],
+                         v.back());
+}
+
+// The graceful transfer (docs/failover.md §8a) round after round under the
+// write load; the bound is the 2 s pause plus 500 ms.
+void FailoverTest::TransferRoundsUnderLoad() {
+  Oracle oracle;
+  WriteLoad load(router_.address(), &oracle);
+  std::vector<double> reported;
+  std::vector<double> without_ack;
+  std::vector<double> longest_write;
+  for (int round = 0; round < TransferRounds(); ++round) {
+    std::optional<Leader> old = CurrentLeader();
+    ASSERT_TRUE(old.has_value());
+    // The next member after the leader, n1 -> n2 -> n3 -> n1.
+    const std::string to = absl::StrCat("n", old->id == "n1" ? 2 : old->id == "n2" ? 3 : 1);
+    const size_t before = oracle.acks();
+    ASSERT_TRUE(
+        WaitFor([&] { return oracle.acks() >= before + 50; }, absl::Now() + absl::Seconds(10)))
+        << "no write load before the transfer\n"
+        << Logs();
+
+    const absl::Time asked = absl::Now();
+    const testing::KvctlResult promote = testing::RunKvctl(
+        "", {absl::StrCat("--etcd=", etcd_.endpoint()), absl::StrCat("--etcd-prefix=", kPrefix),
+             absl::StrCat("--to=", to), "promote", kShard});
+    const absl::Time answered = absl::Now();
+    ASSERT_EQ(promote.exit_code, 0) << promote.ToString() << "\n" << Logs();
+    EXPECT_TRUE(absl::StrContains(
+        promote.out, absl::StrCat("transferred shard s0 from ", old->id, " to ", to, " at epoch ")))
+        << promote.out;
+    std::optional<Leader> next = CurrentLeader();
+    ASSERT_TRUE(next.has_value());
+    EXPECT_EQ(next->id, to);
+    EXPECT_GT(next->epoch, old->epoch);
+    EXPECT_LE(answered - asked, absl::Seconds(5)) << promote.ToString();
+    int paused_ms = -1;
+    const size_t at = promote.out.find("writes paused ");
+    ASSERT_NE(at, std::string::npos) << promote.out;
+    ASSERT_TRUE(absl::SimpleAtoi(promote.out.substr(at + 14, promote.out.find(" ms", at) - at - 14),
+                                 &paused_ms))
+        << promote.out;
+    // The load goes on through the new leader.
+    ASSERT_TRUE(WaitFor([&] { return oracle.FirstAckSentAfter(answered).has_value(); },
+                        absl::Now() + absl::Seconds(10)))
+        << "no write acknowledged after the transfer\n"
+        << Logs();
+    const absl::Time resumed = *oracle.FirstAckSentAfter(answered);
+    const LoadPause seen = PauseSeen(oracle, asked, resumed);
+    reported.push_back(paused_ms);
+    without_ack.push_back(Ms(seen.without_ack));
+    longest_write.push_back(Ms(seen.longest_write));
+    std::printf(
+        "round %d: %s (epoch %lld) -> %s (epoch %lld) in %.0f ms; leader reports writes "
+        "paused %d ms; load: longest stretch without an acknowledged write %.0f ms, "
+        "longest write %.0f ms\n",
+        round + 1, old->id.c_str(), static_cast<long long>(old->epoch), to.c_str(),
+        static_cast<long long>(next->epoch), Ms(answered - asked), paused_ms, Ms(seen.without_ack),
+        Ms(seen.longest_write));
+    EXPECT_LE(paused_ms, 2000);
+    EXPECT_LE(seen.without_ack, absl::Milliseconds(2500)) << Logs();
+    EXPECT_LE(seen.longest_write, absl::Milliseconds(2500)) << Logs();
+    // The old leader follows the new one.
+    ASSERT_TRUE(WaitFor(
+        [&] {
+          absl::StatusOr<v1::StatusResponse> s = testing::FetchStatus(old->addr);
+          return s.ok() && s->role() == "replica" && s->leader() == next->addr;
+        },
+        absl::Now() + absl::Seconds(10)))
+        << "the old leader does not follow the new one\n"
+        << Logs();
+    // The request is gone once the new leader won.
+    ASSERT_TRUE(WaitFor(
+        [&] {
+          absl::StatusOr<coord::RangeResult> r =
+              etcd_client_->Range(coord::HandoffKey(kPrefix, kShard));
+          return r.ok() && r->kvs.empty();
+        },
+        absl::Now() + absl::Seconds(5)));
+  }
+  load.Stop();
+  std::printf(
+      "graceful transfer over %zu rounds: leader-reported pause %s; load's longest "
+      "stretch without an acknowledged write %s; longest write %s; %zu writes "
+      "acknowledged, %zu failed\n",
+      reported.size(), MinMedianMax(reported).c_str(), MinMedianMax(without_ack).c_str(),
+      MinMedianMax(longest_write).c_str(), oracle.acks(), oracle.failures());
+  ExpectEveryAcknowledgedWriteReadsBack(oracle);
+}
+
+TEST_F(FailoverTest, AGracefulTransferMovesTheLeadershipWithABoundedWritePause) {
+  ASSERT_NO_FATAL_FAILURE(StartCluster());
+  ASSERT_NO_FATAL_FAILURE(TransferRoundsUnderLoad());
+}
+
+// Async acks: a write is acknowledged by the leader alone, so only the
+// catch-up wait before the resignation keeps it.
+TEST_F(FailoverTest, AGracefulTransferInAsyncModeLosesNoAcknowledgedWrite) {
+  ack_flags_ = {"--ack=async"};
+  ASSERT_NO_FATAL_FAILURE(StartCluster());
+  ASSERT_NO_FATAL_FAILURE(TransferRoundsUnderLoad());
+}
+
+TEST_F(FailoverTest, ATransferToATargetThatCannotCatchUpChangesNothing) {
+  // Async acks: the leader goes on acknowledging while the target is
+  // stopped, so the target surely lacks entries (under sync acks the leader
+  // would drop it from the in-sync set and kvctl refuse it up front).
+  ack_flags_ = {"--ack=async"};
+  ASSERT_NO_FATAL_FAILURE(StartCluster());
+  std::optional<Leader> old = CurrentLeader();
+  ASSERT_TRUE(old.has_value());
+  const std::string to = old->id == "n1" ? "n2" : "n1";
+  ServerProcess* target = NodeById(to);
+  ASSERT_NE(target, nullptr);
+  Oracle oracle;
+  WriteLoad load(router_.address(), &oracle);
+  ASSERT_TRUE(WaitFor([&] { return oracle.acks() >= 50; }, absl::Now() + absl::Seconds(10)))
+      << Logs();
+  ASSERT_TRUE(target->process().Kill(SIGSTOP).ok());
+  const size_t stopped_at = oracle.acks();
+  ASSERT_TRUE(
+      WaitFor([&] { return oracle.acks() >= stopped_at + 50; }, absl::Now() + absl::Seconds(10)))
+      << "the leader stopped acknowledging without the target\n"
+      << Logs();
+
+  const absl::Time asked = absl::Now();
+  const testing::KvctlResult promote = testing::RunKvctl(
+      "", {absl::StrCat("--etcd=", etcd_.endpoint()), absl::StrCat("--etcd-prefix=", kPrefix),
+           absl::StrCat("--to=", to), "promote", kShard});
+  const absl::Time answered = absl::Now();
+  EXPECT_EQ(promote.exit_code, 4) << promote.ToString();
+  EXPECT_TRUE(
+      absl::StrContains(promote.err, absl::StrCat("target ", to, " did not catch up within 2s")))
+      << promote.ToString();
+  EXPECT_TRUE(absl::StrContains(promote.err, "nothing changed")) << promote.ToString();
+  // Nothing changed: the same leadership, no request left.
+  std::optional<Leader> now = CurrentLeader();
+  ASSERT_TRUE(now.has_value());
+  EXPECT_EQ(now->id, old->id);
+  EXPECT_EQ(now->epoch, old->epoch);
+  absl::StatusOr<coord::RangeResult> handoff =
+      etcd_client_->Range(coord::HandoffKey(kPrefix, kShard));
+  ASSERT_TRUE(handoff.ok());
+  EXPECT_TRUE(handoff->kvs.empty());
+  // Writes resumed on the old leader after at most the 2 s pause.
+  ASSERT_TRUE(WaitFor([&] { return oracle.FirstAckSentAfter(answered).has_value(); },
+                      absl::Now() + absl::Seconds(10)))
+      << Logs();
+  const LoadPause seen = PauseSeen(oracle, asked, *oracle.FirstAckSentAfter(answered));
+  std::printf(
+      "transfer to a stopped %s refused after %.0f ms (%s); load: longest stretch "
+      "without an acknowledged write %.0f ms, longest write %.0f ms\n",
+      to.c_str(), Ms(answered - asked), promote.err.c_str(), Ms(seen.without_ack),
+      Ms(seen.longest_write));
+  EXPECT_GE(seen.without_ack, absl::Milliseconds(1500)) << "writes were not paused";
+  EXPECT_LE(seen.without_ack, absl::Milliseconds(2500));
+  EXPECT_LE(seen.longest_write, absl::Milliseconds(2500));
+
+  ASSERT_TRUE(target->process().Kill(SIGCONT).ok());
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        absl::StatusOr<v1::StatusResponse> s = testing::FetchStatus(target->address());
+        return s.ok() && s->role() == "replica" && s->leader() == old->addr;
+      },
+      absl::Now() + absl::Seconds(10)))
+      << Logs();
+  load.Stop();
+  EXPECT_EQ(CurrentLeader()->epoch, old->epoch);
   ExpectEveryAcknowledgedWriteReadsBack(oracle);
 }
 
