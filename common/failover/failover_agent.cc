@@ -329,6 +329,18 @@ void FailoverAgent::Step() {
     }
     return;
   }
+  if (handoff && handoff->to != id_ &&
+      absl::ToUnixMillis(absl::Now()) <= handoff->deadline_unix_ms) {
+    // A transfer names another member: it campaigns at once, and the rest
+    // (the old leader included) wait for it until the request's deadline,
+    // whatever their possibly older view of its position says.
+    const std::string why = absl::StrCat("a leadership transfer to ", handoff->to, " is pending");
+    if (why != last_refusal_) {
+      last_refusal_ = why;
+      LOG(INFO) << "Not campaigning for shard " << options_.shard << ": " << why;
+    }
+    return;
+  }
   if (!options_.automatic) return;
   if (absent_since_ == 0) {
     // Every member publishes its final position before anyone decides.
@@ -689,6 +701,9 @@ void FailoverAgent::EndLeadership(const std::string& why, bool resign) {
     }
   }
   leadership_.reset();
+  // The next election starts when this node sees the key gone, and waits
+  // --election-wait like every member's.
+  absent_since_ = 0;
 }
 
 }  // namespace kvstore
