@@ -17,8 +17,9 @@
 //     writes that waited on the old leader fail, and it answers writes with
 //     FAILED_PRECONDITION / UNAVAILABLE naming the new leader, then follows it.
 //   AGracefulTransfer...: `kvctl --etcd=E promote s0 --to=ID` under the write
-//     load (sync acks, and async acks where only the leader's catch-up wait
-//     keeps acknowledged writes): ID leads a newer epoch within 5 s, the
+//     load (sync acks; and async acks with the target stopped until the
+//     request is in etcd, where only the leader's catch-up wait keeps the
+//     acknowledged writes it lacks; one writer writes each key once): ID leads a newer epoch within 5 s, the
 //     longest stretch without an acknowledged write and the longest write are
 //     printed and bounded by 2 s + 500 ms, every acknowledged write reads
 //     back, the old leader follows ID. Rounds: $KV_TRANSFER_ROUNDS (default 1;
@@ -135,16 +136,20 @@ class Oracle {
 // Writers through the router, each over its own keys, one write in flight
 // each. A failed write is retried with the next value after a short pause
 // (a rate limit for the 2-core machine, not a synchronisation).
+// `keys` = 0: every write has a key of its own, never written again, so a
+// lost acknowledged write shows however late the check runs. `name` prefixes
+// the keys and values.
 class WriteLoad {
  public:
-  WriteLoad(const std::string& router, Oracle* oracle, int writers = 3, int keys = 20)
+  WriteLoad(const std::string& router, Oracle* oracle, int writers = 3, int keys = 20,
+            const std::string& name = "w")
       : oracle_(oracle) {
     for (int w = 0; w < writers; ++w) {
-      threads_.emplace_back([this, router, w, keys] {
+      threads_.emplace_back([this, router, w, keys, name] {
         KvClient client(router, absl::Seconds(1));
         for (uint64_t seq = 0; !stop_.load(); ++seq) {
-          const std::string key = absl::StrCat("w", w, "-k", seq % keys);
-          const std::string value = absl::StrCat("w", w, "-s", seq);
+          const std::string key = absl::StrCat(name, w, "-k", keys == 0 ? seq : seq % keys);
+          const std::string value = absl::StrCat(name, w, "-s", seq);
           oracle_->Sent(key);
           const absl::Time sent = absl::Now();
           v1::SetResponse response;
@@ -293,7 +298,9 @@ class FailoverTest : public ::testing::Test {
   }
 
   // Graceful transfers round after round under a write load (below).
-  void TransferRoundsUnderLoad();
+  // `lagging_target`: the target is SIGSTOPped before the request and
+  // resumed once it is in etcd.
+  void TransferRoundsUnderLoad(bool lagging_target);
 
   std::string Logs() {
     std::string out;
@@ -504,9 +511,10 @@ std::string MinMedianMax(std::vector<double> v) {
 
 // The graceful transfer (docs/failover.md §8a) round after round under the
 // write load; the bound is the 2 s pause plus 500 ms.
-void FailoverTest::TransferRoundsUnderLoad() {
+void FailoverTest::TransferRoundsUnderLoad(bool lagging_target) {
   Oracle oracle;
   WriteLoad load(router_.address(), &oracle);
+  WriteLoad unique(router_.address(), &oracle, /*writers=*/1, /*keys=*/0, "u");
   std::vector<double> reported;
   std::vector<double> without_ack;
   std::vector<double> longest_write;
@@ -521,10 +529,37 @@ void FailoverTest::TransferRoundsUnderLoad() {
         << "no write load before the transfer\n"
         << Logs();
 
+    ServerProcess* target = NodeById(to);
+    ASSERT_NE(target, nullptr);
+    if (lagging_target) {
+      // The target stops applying while the leader acknowledges alone, so
+      // at the pause it lacks acknowledged writes the leader must wait for.
+      ASSERT_TRUE(target->process().Kill(SIGSTOP).ok());
+      const size_t stopped_at = oracle.acks();
+      const bool lags = WaitFor([&] { return oracle.acks() >= stopped_at + 30; },
+                                absl::Now() + absl::Seconds(10));
+      if (!lags) ASSERT_TRUE(target->process().Kill(SIGCONT).ok());
+      ASSERT_TRUE(lags) << "no write acknowledged without the target\n" << Logs();
+    }
     const absl::Time asked = absl::Now();
-    const testing::KvctlResult promote = testing::RunKvctl(
-        "", {absl::StrCat("--etcd=", etcd_.endpoint()), absl::StrCat("--etcd-prefix=", kPrefix),
-             absl::StrCat("--to=", to), "promote", kShard});
+    testing::KvctlResult promote;
+    std::thread kvctl([&] {
+      promote = testing::RunKvctl(
+          "", {absl::StrCat("--etcd=", etcd_.endpoint()), absl::StrCat("--etcd-prefix=", kPrefix),
+               absl::StrCat("--to=", to), "promote", kShard});
+    });
+    if (lagging_target) {
+      // Resumed once the leader paused for it (the request is in etcd).
+      WaitFor(
+          [&] {
+            absl::StatusOr<coord::RangeResult> r =
+                etcd_client_->Range(coord::HandoffKey(kPrefix, kShard));
+            return r.ok() && !r->kvs.empty();
+          },
+          absl::Now() + absl::Seconds(5), absl::Milliseconds(5));
+      EXPECT_TRUE(target->process().Kill(SIGCONT).ok());
+    }
+    kvctl.join();
     const absl::Time answered = absl::Now();
     ASSERT_EQ(promote.exit_code, 0) << promote.ToString() << "\n" << Logs();
     EXPECT_TRUE(absl::StrContains(
@@ -580,6 +615,7 @@ void FailoverTest::TransferRoundsUnderLoad() {
         absl::Now() + absl::Seconds(5)));
   }
   load.Stop();
+  unique.Stop();
   std::printf(
       "graceful transfer over %zu rounds: leader-reported pause %s; load's longest "
       "stretch without an acknowledged write %s; longest write %s; %zu writes "
@@ -591,15 +627,17 @@ void FailoverTest::TransferRoundsUnderLoad() {
 
 TEST_F(FailoverTest, AGracefulTransferMovesTheLeadershipWithABoundedWritePause) {
   ASSERT_NO_FATAL_FAILURE(StartCluster());
-  ASSERT_NO_FATAL_FAILURE(TransferRoundsUnderLoad());
+  ASSERT_NO_FATAL_FAILURE(TransferRoundsUnderLoad(/*lagging_target=*/false));
 }
 
 // Async acks: a write is acknowledged by the leader alone, so only the
-// catch-up wait before the resignation keeps it.
-TEST_F(FailoverTest, AGracefulTransferInAsyncModeLosesNoAcknowledgedWrite) {
+// catch-up wait before the resignation keeps it. The target is stopped
+// until the leader has paused, so it always lacks acknowledged writes then
+// (keys written once: a lost one shows in the final check).
+TEST_F(FailoverTest, AGracefulTransferToALaggingTargetInAsyncModeLosesNoAcknowledgedWrite) {
   ack_flags_ = {"--ack=async"};
   ASSERT_NO_FATAL_FAILURE(StartCluster());
-  ASSERT_NO_FATAL_FAILURE(TransferRoundsUnderLoad());
+  ASSERT_NO_FATAL_FAILURE(TransferRoundsUnderLoad(/*lagging_target=*/true));
 }
 
 TEST_F(FailoverTest, ATransferToATargetThatCannotCatchUpChangesNothing) {
