@@ -532,6 +532,19 @@ void FailoverTest::TransferRoundsUnderLoad(bool lagging_target) {
     ServerProcess* target = NodeById(to);
     ASSERT_NE(target, nullptr);
     if (lagging_target) {
+      // Its member record shows data first (it is published at most every
+      // 250 ms, and kvctl refuses an "empty" target without --force).
+      ASSERT_TRUE(WaitFor(
+          [&] {
+            absl::StatusOr<coord::RangeResult> r =
+                etcd_client_->Range(coord::MemberKey(kPrefix, kShard, to));
+            if (!r.ok() || r->kvs.empty()) return false;
+            absl::StatusOr<coord::MemberRecord> m =
+                coord::ParseMemberValue(to, r->kvs[0].value());
+            return m.ok() && m->state == "replica" && m->durable_index > 0;
+          },
+          absl::Now() + absl::Seconds(10)))
+          << Logs();
       // The target stops applying while the leader acknowledges alone, so
       // at the pause it lacks acknowledged writes the leader must wait for.
       ASSERT_TRUE(target->process().Kill(SIGSTOP).ok());
