@@ -314,11 +314,13 @@ void FailoverAgent::Step() {
     return;
   }
   const int64_t now = Now();
-  if (handoff && handoff->to == id_ && handoff->id != campaigned_for_handoff_ &&
+  if (handoff && handoff->to == id_ &&
       absl::ToUnixMillis(absl::Now()) <= handoff->deadline_unix_ms) {
     // The leader handed over to this node: campaign at once, without
-    // --election-wait (the others defer to the handoff's target meanwhile).
-    // Also in manual mode: an operator asked for it.
+    // --election-wait (the others defer to the handoff's target meanwhile),
+    // then again every --election-wait while the request stands. Also in
+    // manual mode: an operator asked for it.
+    if (handoff->id == campaigned_for_handoff_ && now < next_attempt_) return;
     campaigned_for_handoff_ = handoff->id;
     if (absent_since_ == 0) absent_since_ = now;
     next_attempt_ = now + Nanos(options_.election_wait);
