@@ -24,6 +24,9 @@
 //     printed and bounded by 2 s + 500 ms, every acknowledged write reads
 //     back, the old leader follows ID. Rounds: $KV_TRANSFER_ROUNDS (default 1;
 //     each round moves the leadership on to the next member).
+//   PromoteRefusesImpossibleTargets...: exit 3 for the leader, an unknown
+//     member, a shard without leader; --force to a stopped target hands over
+//     after the 2 s pause and says how many entries it lacked.
 //   ATransferToATargetThatCannotCatchUpChangesNothing: the target SIGSTOPped
 //     first; kvctl exits 4 saying it did not catch up, the old leader takes
 //     writes again within 2 s + 500 ms, nothing else changed or was lost.
@@ -719,6 +722,76 @@ TEST_F(FailoverTest, ATransferToATargetThatCannotCatchUpChangesNothing) {
   load.Stop();
   EXPECT_EQ(CurrentLeader()->epoch, old->epoch);
   ExpectEveryAcknowledgedWriteReadsBack(oracle);
+}
+
+// kvctl refuses up front what cannot work, and --force hands over to a
+// target that lacks entries, saying how many (async acks: they may be lost).
+TEST_F(FailoverTest, PromoteRefusesImpossibleTargetsAndForceSaysWhatTheTargetLacked) {
+  ack_flags_ = {"--ack=async"};
+  ASSERT_NO_FATAL_FAILURE(StartCluster());
+  std::optional<Leader> old = CurrentLeader();
+  ASSERT_TRUE(old.has_value());
+  const std::vector<std::string> etcd_flags = {absl::StrCat("--etcd=", etcd_.endpoint()),
+                                               absl::StrCat("--etcd-prefix=", kPrefix)};
+  const auto promote = [&](std::vector<std::string> more) {
+    std::vector<std::string> args = etcd_flags;
+    args.insert(args.end(), more.begin(), more.end());
+    return testing::RunKvctl("", args);
+  };
+  testing::KvctlResult refused = promote({absl::StrCat("--to=", old->id), "promote", kShard});
+  EXPECT_EQ(refused.exit_code, 3) << refused.ToString();
+  EXPECT_TRUE(absl::StrContains(refused.err, "leads shard s0 already")) << refused.ToString();
+  refused = promote({"--to=n9", "promote", kShard});
+  EXPECT_EQ(refused.exit_code, 3) << refused.ToString();
+  EXPECT_TRUE(absl::StrContains(refused.err, "n9 is not a live member of shard s0"))
+      << refused.ToString();
+  refused = promote({"promote", "no-such-shard"});
+  EXPECT_EQ(refused.exit_code, 3) << refused.ToString();
+  EXPECT_TRUE(absl::StrContains(refused.err, "has no leader")) << refused.ToString();
+  EXPECT_EQ(CurrentLeader()->epoch, old->epoch) << "a refused request changed the leadership";
+
+  // The target stops; the leader acknowledges writes it will never have.
+  const std::string to = old->id == "n1" ? "n2" : "n1";
+  ServerProcess* target = NodeById(to);
+  ASSERT_NE(target, nullptr);
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        absl::StatusOr<coord::RangeResult> r =
+            etcd_client_->Range(coord::MemberKey(kPrefix, kShard, to));
+        if (!r.ok() || r->kvs.empty()) return false;
+        absl::StatusOr<coord::MemberRecord> m = coord::ParseMemberValue(to, r->kvs[0].value());
+        return m.ok() && m->state == "replica";
+      },
+      absl::Now() + absl::Seconds(10)));
+  ASSERT_TRUE(target->process().Kill(SIGSTOP).ok());
+  KvClient direct(old->addr, absl::Seconds(5));
+  for (int i = 0; i < 20; ++i) {
+    v1::SetResponse response;
+    grpc::Status s = direct.Set(absl::StrCat("forced-", i), "x", &response);
+    ASSERT_TRUE(s.ok()) << s.error_message();
+  }
+  testing::KvctlResult forced;
+  std::thread kvctl([&] {
+    forced = promote({absl::StrCat("--to=", to), "--force", "promote", kShard});
+  });
+  // The leader waits its 2 s, then resigns anyway; the target resumes and wins.
+  const bool resigned = WaitFor([&] { return !CurrentLeader().has_value(); },
+                                absl::Now() + absl::Seconds(5), absl::Milliseconds(10));
+  EXPECT_TRUE(target->process().Kill(SIGCONT).ok());
+  kvctl.join();
+  ASSERT_TRUE(resigned) << "the leader did not resign for a forced transfer\n" << Logs();
+  EXPECT_EQ(forced.exit_code, 0) << forced.ToString() << "\n" << Logs();
+  EXPECT_TRUE(absl::StrContains(forced.out, absl::StrCat("transferred shard s0 from ", old->id,
+                                                         " to ", to)))
+      << forced.ToString();
+  EXPECT_TRUE(absl::StrContains(forced.out, "entries, which may be lost (--force)"))
+      << forced.ToString();
+  std::optional<Leader> next = CurrentLeader();
+  ASSERT_TRUE(next.has_value());
+  EXPECT_EQ(next->id, to);
+  EXPECT_GT(next->epoch, old->epoch);
+  std::printf("refusals: exit 3 each; forced transfer to a stopped %s: %s", to.c_str(),
+              forced.out.c_str());
 }
 
 TEST_F(FailoverTest, APausedLeaderIsReplacedAndAcknowledgesNothingAfterItResumes) {
