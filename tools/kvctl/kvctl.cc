@@ -209,9 +209,9 @@ Commands:
                           target that is no live member, the leader, not whole, outside the
                           in-sync set, or a transfer already pending; exit 4 when ID did not
                           catch up within 2s (writes resumed on the leader, nothing changed) or
-                          nothing was decided within --transfer-timeout-ms. --force hands over
-                          to a member that is behind or not eligible and says how many entries
-                          it lacked (they may be lost)
+                          nothing was decided within --transfer-timeout-ms; exit 5 when another
+                          member won. --force hands over to a member that is behind or not
+                          eligible and says how many entries it lacked (they may be lost)
   ring [KEY...]         offline, from --topology=FILE: the hash ring's shards, vnodes and each
                           shard's share of the hash space; then one line per KEY:
                           KEY<TAB>SHARD<TAB>0xHASH (the key's XXH64 position, docs/ring.md)
