@@ -9,6 +9,7 @@
 #include "common/storage/log_format.h"
 #include "common/storage/op.h"
 #include "glog/logging.h"
+#include "services/node/migration_failpoints.h"
 #include "services/node/moved_keys.h"
 
 namespace kvstore {
@@ -264,6 +265,7 @@ absl::Status MigrationSourceService::ServeFence(const v1::MigrationFenceRequest&
   const RangeSet ranges = RangesFromProto(request.ranges());
   uint64_t fence = 0;
   hooks_.hold_and_run(ranges, request.to_ring_version(), [&] { fence = store_->last_index(); });
+  KV_MIGRATION_FAILPOINT(failpoints::kSourceFenced);
   response->set_fence_index(fence);
   response->set_epoch(store_->epoch());
   LOG(INFO) << "Migration " << request.migration_id() << ": holding " << ranges.ranges().size()
@@ -310,6 +312,7 @@ void MigrationSourceService::ServeCleanup(const v1::MigrationCleanupRequest& req
   store_->Write(
       std::move(deletes), Durability::kDefault,
       [response, done = std::move(done)](std::vector<MutationResult> results) {
+        KV_MIGRATION_FAILPOINT(failpoints::kSourceCleanupPage);
         uint64_t deleted = 0;
         absl::Status first_error;
         for (const MutationResult& r : results) {

@@ -2,6 +2,8 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <cstdlib>
+#include <iterator>
 #include <memory>
 #include <string>
 #include <vector>
@@ -31,11 +33,17 @@
 #include "services/node/admin_service.h"
 #include "services/node/kv_service.h"
 #include "services/node/migration_driver.h"
+#include "services/node/migration_failpoints.h"
 #include "services/node/migration_source.h"
 #include "services/node/ownership_gate.h"
 #include "services/node/ring_feed.h"
 #include "services/replication/grpc_transport.h"
 #include "services/replication/replication_service.h"
+
+#ifdef FIU_ENABLE
+#include <fiu-control.h>
+#include <fiu.h>
+#endif
 
 #ifndef KVSTORE_VERSION
 #define KVSTORE_VERSION "dev"
@@ -69,6 +77,12 @@ DEFINE_bool(unsafe_ack_before_fsync, false,
             "FAULT-SUITE CONTROL, UNSAFE: acknowledge writes (and, on a replica, confirm them "
             "to the leader) before their fsync, so a power cut loses acknowledged writes. Only "
             "in builds configured with -DKV_FAULT_CONTROLS=ON");
+DEFINE_string(failpoints, "",
+              "FAULT-SUITE CONTROL: comma-separated failpoints to enable at start (names in "
+              "services/node/migration_failpoints.h; an enabled one kills the process with "
+              "SIGKILL when reached). Also switchable in a live process with "
+              "`fiu-ctrl -c 'enable name=NAME' PID`. Only in builds configured with "
+              "-DKV_FAULT_CONTROLS=ON");
 #endif
 DEFINE_bool(repair, false,
             "Repair the log in --data-dir (cut it at the first damaged record, keeping a .broken "
@@ -136,6 +150,33 @@ DEFINE_string(isr_timeout, "1s",
 
 namespace kvstore {
 namespace {
+
+#ifdef KV_FAULT_CONTROLS
+// libfiu: the failpoints of --failpoints enabled, and the remote control
+// fiu-ctrl speaks to (${TMPDIR:-/tmp}/fiu-ctrl-PID.in) opened. An unknown
+// name is refused, so that a typo cannot make a crash test pass vacuously.
+absl::Status SetUpFailpoints() {
+  if (fiu_init(0) != 0) return absl::InternalError("fiu_init failed");
+  const char* tmp = std::getenv("TMPDIR");
+  const std::string fifo = absl::StrCat(tmp != nullptr && *tmp != '\0' ? tmp : "/tmp", "/fiu-ctrl");
+  if (fiu_rc_fifo(fifo.c_str()) != 0) {
+    return absl::InternalError(absl::StrCat("cannot open the fiu-ctrl fifo ", fifo, "-PID.in"));
+  }
+  for (absl::string_view name : absl::StrSplit(FLAGS_failpoints, ',', absl::SkipEmpty())) {
+    if (std::find(std::begin(failpoints::kAll), std::end(failpoints::kAll), name) ==
+        std::end(failpoints::kAll)) {
+      return absl::InvalidArgumentError(absl::StrCat("--failpoints: unknown failpoint '", name,
+                                                     "' (see migration_failpoints.h)"));
+    }
+    const std::string n(name);
+    if (fiu_enable(n.c_str(), 1, nullptr, 0) != 0) {
+      return absl::InternalError(absl::StrCat("--failpoints: cannot enable ", n));
+    }
+    LOG(WARNING) << "--failpoints: " << n << " is enabled: this process kills itself there";
+  }
+  return absl::OkStatus();
+}
+#endif
 
 // The etcd-mode flags, checked before anything is opened.
 struct EtcdModeFlags {
@@ -270,6 +311,10 @@ int Run(NodeKind kind, const char* program) {
   }
   options.migration_retain_log_bytes = static_cast<uint64_t>(*migration_retention);
 #ifdef KV_FAULT_CONTROLS
+  if (absl::Status s = SetUpFailpoints(); !s.ok()) {
+    std::fprintf(stderr, "%s: %s\n", program, std::string(s.message()).c_str());
+    return 2;
+  }
   options.unsafe_ack_before_fsync = FLAGS_unsafe_ack_before_fsync;
   if (FLAGS_unsafe_ack_before_fsync) {
     LOG(WARNING) << "--unsafe-ack-before-fsync: writes are acknowledged before their fsync "
