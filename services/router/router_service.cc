@@ -45,6 +45,22 @@ grpc::Status ForCaller(const grpc::Status& status, const std::string& label) {
   return status;
 }
 
+// A refusal the router followed but could not act on because it could not
+// learn the newer ring the shard named (its fresh read of etcd failed or did
+// not arrive in time, e.g. cut off from etcd): UNAVAILABLE, retryable, since
+// nothing was done and the key lives elsewhere; ForCaller otherwise. The
+// shard's ErrorInfo is kept.
+grpc::Status GivenUp(const grpc::Status& status, const std::string& label, bool ring_unknown) {
+  if (!ring_unknown) return ForCaller(status, label);
+  return grpc::Status(grpc::StatusCode::UNAVAILABLE,
+                      absl::StrCat(label,
+                                   ": this router could not read the newer ring the shard "
+                                   "follows (etcd unreachable?), so it cannot route the key; "
+                                   "retry: ",
+                                   status.error_message()),
+                      status.error_details());
+}
+
 // `status` with its message prefixed by "shard NAME: ".
 absl::Status InShard(const RoutingTable& table, int shard, const absl::Status& status) {
   return absl::Status(status.code(),
@@ -379,15 +395,22 @@ bool RouterService::FollowRefusal(
     const std::string& key, std::chrono::system_clock::time_point deadline,
     OwnershipRetries retries,
     std::function<void(std::shared_ptr<RoutingTable>, OwnershipRetries)> resend,
-    std::function<void()> give_up) {
+    std::function<void(bool ring_unknown)> give_up) {
   if (!refusal || !retries.Allows(refusal.kind)) return false;
+  // The ring version the refusing shard follows (as AwaitRing assumes it);
+  // a router with a ring source that still has not got it could not read it.
+  const int64_t known =
+      refusal.ring_version >= 0 ? refusal.ring_version : sent_with->ring_version() + 1;
+  const bool can_refresh = static_cast<bool>(options_.refresh_ring);
   AwaitRing(refusal, sent_with->ring_version(), deadline,
             [refusal, from = sent_with->shard_name(shard), key, left = retries.After(refusal.kind),
-             resend = std::move(resend),
+             known, can_refresh, resend = std::move(resend),
              give_up = std::move(give_up)](std::shared_ptr<RoutingTable> table) {
               if (table == nullptr || (refusal.kind == OwnershipRefusal::Kind::kWrongShard &&
                                        table->shard_name(table->ShardOf(key)) == from)) {
-                return give_up();
+                return give_up(table != nullptr && can_refresh &&
+                               refusal.kind == OwnershipRefusal::Kind::kWrongShard &&
+                               table->ring_version() < known);
               }
               resend(std::move(table), left);
             });
@@ -493,7 +516,9 @@ void RouterService::SendGet(const Route& route, std::shared_ptr<RoutingTable> ta
               response->Clear();
               SendGet(route, std::move(next), request, response, done, left);
             },
-            [done, status, label] { done(ForCaller(status, label)); })) {
+            [done, status, label](bool ring_unknown) {
+              done(GivenUp(status, label, ring_unknown));
+            })) {
       return;
     }
     done(ForCaller(status, label));
@@ -535,7 +560,9 @@ void RouterService::SendSet(const Route& route, std::shared_ptr<RoutingTable> ta
               response->Clear();
               SendSet(route, std::move(next), request, response, done, left);
             },
-            [done, status, label] { done(ForCaller(status, label)); })) {
+            [done, status, label](bool ring_unknown) {
+              done(GivenUp(status, label, ring_unknown));
+            })) {
       return;
     }
     done(ForCaller(status, label));
@@ -581,7 +608,9 @@ void RouterService::SendDelete(const Route& route, std::shared_ptr<RoutingTable>
               response->Clear();
               SendDelete(route, std::move(next), request, response, done, left);
             },
-            [done, status, label] { done(ForCaller(status, label)); })) {
+            [done, status, label](bool ring_unknown) {
+              done(GivenUp(status, label, ring_unknown));
+            })) {
       return;
     }
     done(ForCaller(status, label));

@@ -252,13 +252,14 @@ class RouterService final : public v1::KeyValue::CallbackService, private Pipeli
   // `retries` allows, waits (AwaitRing) and then calls `resend` with the
   // table and the retries left, or `give_up` when the key's owner there is
   // still the refusing shard (WRONG_SHARD) or the router is going; true.
-  // Else false, and neither is called.
+  // Else false, and neither is called. `give_up`'s argument: the shard named
+  // a newer ring than the router could read (WRONG_SHARD, ring source set).
   bool FollowRefusal(const OwnershipRefusal& refusal,
                      const std::shared_ptr<RoutingTable>& sent_with, int shard,
                      const std::string& key, std::chrono::system_clock::time_point deadline,
                      OwnershipRetries retries,
                      std::function<void(std::shared_ptr<RoutingTable>, OwnershipRetries)> resend,
-                     std::function<void()> give_up);
+                     std::function<void(bool ring_unknown)> give_up);
 
   // Where writes and READ_MODE_LEADER reads of `shard` go; UNAVAILABLE when
   // the probes found that node deposed.
