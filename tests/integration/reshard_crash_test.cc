@@ -26,9 +26,11 @@
 //     on a new port, the writer behind it follows; etcd on its data dir
 //     and port once the driver has failed on it).
 //   Kvctl: `kvctl reshard status --watch` killed during the copy, and the
-//     start command itself killed as soon as its record is in etcd (if it
-//     was killed before, nothing was started and running it again must
-//     work). Nothing of the migration runs in kvctl.
+//     start command itself killed as soon as its record is in etcd, between
+//     its one Txn and its exit (the output says when it had already ended:
+//     1 run in 4 here). A kill before the Txn leaves nothing to resume; the
+//     test then runs the command again, as an operator would. Nothing of
+//     the migration runs in kvctl.
 // Left out, because they are equivalent to a case above or already in
 // reshard_fault_test.cc (the reasoning is in docs/resharding.md):
 //   SourceLeader at Catchup (KillingASourceLeaderDuringTheCatchUp...), and
