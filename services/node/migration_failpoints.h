@@ -9,8 +9,8 @@
 //
 // They are enabled in kv-shard / kv-replica by --failpoints=NAME[,NAME...]
 // at start, or in a live process with
-//   fiu-ctrl -c 'enable name=NAME' PID
-// (the node listens on /tmp/fiu-ctrl-PID.in, fault builds only).
+//   fiu-ctrl -f DATA_DIR/fiu-ctrl -c 'enable name=NAME' PID
+// (the node listens on DATA_DIR/fiu-ctrl-PID.in, fault builds only).
 #ifndef KVSTORE_SERVICES_NODE_MIGRATION_FAILPOINTS_H_
 #define KVSTORE_SERVICES_NODE_MIGRATION_FAILPOINTS_H_
 

@@ -2,7 +2,6 @@
 
 #include <algorithm>
 #include <cstdio>
-#include <cstdlib>
 #include <iterator>
 #include <memory>
 #include <string>
@@ -77,12 +76,13 @@ DEFINE_bool(unsafe_ack_before_fsync, false,
             "FAULT-SUITE CONTROL, UNSAFE: acknowledge writes (and, on a replica, confirm them "
             "to the leader) before their fsync, so a power cut loses acknowledged writes. Only "
             "in builds configured with -DKV_FAULT_CONTROLS=ON");
-DEFINE_string(failpoints, "",
-              "FAULT-SUITE CONTROL: comma-separated failpoints to enable at start (names in "
-              "services/node/migration_failpoints.h; an enabled one kills the process with "
-              "SIGKILL when reached). Also switchable in a live process with "
-              "`fiu-ctrl -c 'enable name=NAME' PID`. Only in builds configured with "
-              "-DKV_FAULT_CONTROLS=ON");
+DEFINE_string(
+    failpoints, "",
+    "FAULT-SUITE CONTROL: comma-separated failpoints to enable at start (names in "
+    "services/node/migration_failpoints.h; an enabled one kills the process with "
+    "SIGKILL when reached). Also switchable in a live process with "
+    "`fiu-ctrl -f DATA_DIR/fiu-ctrl -c 'enable name=NAME' PID`. Only in builds configured with "
+    "-DKV_FAULT_CONTROLS=ON");
 #endif
 DEFINE_bool(repair, false,
             "Repair the log in --data-dir (cut it at the first damaged record, keeping a .broken "
@@ -153,12 +153,13 @@ namespace {
 
 #ifdef KV_FAULT_CONTROLS
 // libfiu: the failpoints of --failpoints enabled, and the remote control
-// fiu-ctrl speaks to (${TMPDIR:-/tmp}/fiu-ctrl-PID.in) opened. An unknown
-// name is refused, so that a typo cannot make a crash test pass vacuously.
+// fiu-ctrl speaks to opened: <data-dir>/fiu-ctrl-PID.{in,out}, in the data
+// directory rather than /tmp so that a process killed by a failpoint (or
+// kill -9) leaves nothing behind outside it. An unknown name is refused, so
+// that a typo cannot make a crash test pass vacuously.
 absl::Status SetUpFailpoints() {
   if (fiu_init(0) != 0) return absl::InternalError("fiu_init failed");
-  const char* tmp = std::getenv("TMPDIR");
-  const std::string fifo = absl::StrCat(tmp != nullptr && *tmp != '\0' ? tmp : "/tmp", "/fiu-ctrl");
+  const std::string fifo = absl::StrCat(FLAGS_data_dir, "/fiu-ctrl");
   if (fiu_rc_fifo(fifo.c_str()) != 0) {
     return absl::InternalError(absl::StrCat("cannot open the fiu-ctrl fifo ", fifo, "-PID.in"));
   }
@@ -311,10 +312,6 @@ int Run(NodeKind kind, const char* program) {
   }
   options.migration_retain_log_bytes = static_cast<uint64_t>(*migration_retention);
 #ifdef KV_FAULT_CONTROLS
-  if (absl::Status s = SetUpFailpoints(); !s.ok()) {
-    std::fprintf(stderr, "%s: %s\n", program, std::string(s.message()).c_str());
-    return 2;
-  }
   options.unsafe_ack_before_fsync = FLAGS_unsafe_ack_before_fsync;
   if (FLAGS_unsafe_ack_before_fsync) {
     LOG(WARNING) << "--unsafe-ack-before-fsync: writes are acknowledged before their fsync "
@@ -359,6 +356,13 @@ int Run(NodeKind kind, const char* program) {
     LOG(ERROR) << "Cannot open the store in " << FLAGS_data_dir << ": " << store.status();
     return 1;
   }
+#ifdef KV_FAULT_CONTROLS
+  // After the store: its directory exists. Before any migration runs.
+  if (absl::Status s = SetUpFailpoints(); !s.ok()) {
+    std::fprintf(stderr, "%s: %s\n", program, std::string(s.message()).c_str());
+    return 2;
+  }
+#endif
   // In etcd mode every node starts following: leadership comes from the key.
   absl::StatusOr<std::unique_ptr<ReplicationNode>> node = ReplicationNode::Create(
       store->get(), node_options,

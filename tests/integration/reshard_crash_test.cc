@@ -602,11 +602,14 @@ class ReshardCrashTest : public ::testing::TestWithParam<CrashCase> {
     return status->key_count();
   }
 
-  // Runs fiu-ctrl to enable `failpoint` in the process `pid`.
-  void EnableFailpoint(pid_t pid, const std::string& failpoint) {
+  // Runs fiu-ctrl to enable `failpoint` in `node` (its remote control is in
+  // its data directory).
+  void EnableFailpoint(ServerProcess& node, const std::string& failpoint) {
+    const pid_t pid = node.process().pid();
     testing::ChildProcess fiu;
     ASSERT_TRUE(fiu.Start("/usr/bin/fiu-ctrl",
-                          {"-c", absl::StrCat("enable name=", failpoint), absl::StrCat(pid)},
+                          {"-f", absl::StrCat(node.data_dir(), "/fiu-ctrl"), "-c",
+                           absl::StrCat("enable name=", failpoint), absl::StrCat(pid)},
                           dir_.Join(absl::StrCat("fiu-ctrl-", pid, ".log")))
                     .ok());
     absl::StatusOr<testing::ExitStatus> exit = fiu.WaitExit(absl::Now() + absl::Seconds(10));
@@ -748,7 +751,7 @@ class ReshardCrashTest : public ::testing::TestWithParam<CrashCase> {
                         const std::function<std::string()>& start) {
     ServerProcess* victim = NodeAt(CurrentLeader(shard));
     ASSERT_NE(victim, nullptr);
-    ASSERT_NO_FATAL_FAILURE(EnableFailpoint(victim->process().pid(), failpoint));
+    ASSERT_NO_FATAL_FAILURE(EnableFailpoint(*victim, failpoint));
     id_ = start();
     ASSERT_FALSE(id_.empty());
     absl::StatusOr<testing::ExitStatus> exit =
