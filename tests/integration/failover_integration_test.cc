@@ -671,6 +671,18 @@ TEST_F(FailoverTest, ATransferToATargetThatCannotCatchUpChangesNothing) {
   WriteLoad load(router_.address(), &oracle);
   ASSERT_TRUE(WaitFor([&] { return oracle.acks() >= 50; }, absl::Now() + absl::Seconds(10)))
       << Logs();
+  // Its member record shows data first (published at most every 250 ms; an
+  // "empty" target is refused up front, which is not what this test is for).
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        absl::StatusOr<coord::RangeResult> r =
+            etcd_client_->Range(coord::MemberKey(kPrefix, kShard, to));
+        if (!r.ok() || r->kvs.empty()) return false;
+        absl::StatusOr<coord::MemberRecord> m = coord::ParseMemberValue(to, r->kvs[0].value());
+        return m.ok() && m->state == "replica" && m->durable_index > 0;
+      },
+      absl::Now() + absl::Seconds(10)))
+      << Logs();
   ASSERT_TRUE(target->process().Kill(SIGSTOP).ok());
   const size_t stopped_at = oracle.acks();
   ASSERT_TRUE(
