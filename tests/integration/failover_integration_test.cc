@@ -57,6 +57,7 @@
 #include "tests/support/etcd_process.h"
 #include "tests/support/process.h"
 #include "tests/support/router_process.h"
+#include "tests/support/tcp_relay.h"
 
 namespace kvstore {
 namespace {
@@ -192,10 +193,17 @@ class FailoverTest : public ::testing::Test {
     etcd_client_ = *std::move(client);
   }
 
+  // Where node `id` ("n1".."n3") reaches etcd: through its own relay when a
+  // test made them (to cut one node off from etcd alone), else directly.
+  std::string EtcdEndpointOf(const std::string& id) const {
+    const size_t i = static_cast<size_t>(id.back() - '1');
+    return i < relays_.size() ? relays_[i]->address() : etcd_.endpoint();
+  }
+
   std::vector<std::string> NodeFlags(const std::string& id) const {
     std::vector<std::string> flags = {"--shard=s0",
                                       absl::StrCat("--node-id=", id),
-                                      absl::StrCat("--etcd-endpoints=", etcd_.endpoint()),
+                                      absl::StrCat("--etcd-endpoints=", EtcdEndpointOf(id)),
                                       absl::StrCat("--etcd-prefix=", kPrefix),
                                       "--lease-ttl=2s",
                                       "--fsync=always"};
@@ -317,6 +325,7 @@ class FailoverTest : public ::testing::Test {
   std::unique_ptr<coord::EtcdClient> etcd_client_;
   std::vector<std::unique_ptr<ServerProcess>> nodes_;
   RouterProcess router_{dir_.Join("router")};
+  std::vector<std::unique_ptr<testing::TcpRelay>> relays_;  // One per node, when made.
 };
 
 // --max-lag-on-failover (docs/failover.md §5): in async mode the leader records
@@ -412,6 +421,120 @@ TEST_F(FailoverTest, InAsyncModeNoMemberTooFarBehindTheLastLeaderIsElected) {
       "async leader at index %llu killed with both replicas over 50 entries behind: "
       "nobody elected; the old leader came back at epoch %lld with all %d writes\n",
       static_cast<unsigned long long>(leader_index), static_cast<long long>(back->epoch), kWrites);
+}
+
+// A leader cut off from etcd alone (its own connection to etcd cut; its
+// followers and clients still reach it) fences itself: it acknowledges
+// nothing after its lease's valid_until, which comes before etcd expires the
+// lease and hands the key on, so before a new leader can acknowledge
+// anything (docs/failover.md §2, §8 "Fencing").
+TEST_F(FailoverTest, ALeaderCutOffFromEtcdAloneStopsAcknowledgingBeforeANewLeaderStarts) {
+  for (int i = 0; i < 3; ++i) {
+    relays_.push_back(std::make_unique<testing::TcpRelay>(etcd_.endpoint()));
+    ASSERT_TRUE(relays_.back()->Start().ok());
+  }
+  ASSERT_NO_FATAL_FAILURE(StartCluster());
+  std::optional<Leader> old = CurrentLeader();
+  ASSERT_TRUE(old.has_value());
+  testing::TcpRelay* relay = relays_[static_cast<size_t>(old->id.back() - '1')].get();
+
+  // Writes straight to the old leader, one at a time, each ack's return
+  // time kept: an ack happened before its call returned.
+  Oracle oracle;
+  std::atomic<bool> stop{false};
+  absl::Mutex mu;
+  absl::Time last_old_return = absl::InfinitePast();
+  std::string last_refusal;
+  std::thread direct([&] {
+    KvClient client(old->addr, absl::Seconds(1));
+    for (uint64_t seq = 0; !stop.load(); ++seq) {
+      const std::string key = absl::StrCat("cut-", seq % 50);
+      const std::string value = absl::StrCat("v", seq);
+      oracle.Sent(key);
+      const absl::Time sent = absl::Now();
+      v1::SetResponse response;
+      const grpc::Status s = client.Set(key, value, &response);
+      const absl::Time returned = absl::Now();
+      if (s.ok()) {
+        oracle.Acked(key, value, sent, returned);
+        absl::MutexLock l(&mu);
+        last_old_return = returned;
+      } else {
+        oracle.Failed(key, value);
+        {
+          absl::MutexLock l(&mu);
+          last_refusal = absl::StrCat(s.error_code(), ": ", s.error_message());
+        }
+        absl::SleepFor(absl::Milliseconds(5));  // A rate limit, not a synchronisation.
+      }
+    }
+  });
+  ASSERT_TRUE(WaitFor([&] { return oracle.acks() >= 20; }, absl::Now() + absl::Seconds(10)))
+      << Logs();
+
+  const absl::Time cut = absl::Now();
+  relay->Cut();
+  std::optional<Leader> next = AwaitLeaderOtherThan(old->id, absl::Seconds(20));
+  ASSERT_TRUE(next.has_value()) << "no new leader after the old one lost etcd\n" << Logs();
+  // The new leader's first acknowledged write: it was acknowledged after it
+  // was sent.
+  KvClient client(next->addr, absl::Seconds(2));
+  absl::Time first_new_send = absl::InfiniteFuture();
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        const absl::Time sent = absl::Now();
+        v1::SetResponse response;
+        if (!client.Set("after-cut", "new", &response).ok()) return false;
+        first_new_send = sent;
+        return true;
+      },
+      absl::Now() + absl::Seconds(10), absl::Milliseconds(10)))
+      << Logs();
+  // Writes to the old leader go on a little longer: none may succeed now.
+  const size_t acks_at_new = oracle.acks();
+  WaitFor([&] { return oracle.failures() >= 20; }, absl::Now() + absl::Seconds(5));
+  stop = true;
+  direct.join();
+  absl::Time last_old;
+  std::string refusal;
+  {
+    absl::MutexLock l(&mu);
+    last_old = last_old_return;
+    refusal = last_refusal;
+  }
+  EXPECT_LT(last_old, first_new_send)
+      << "the old leader acknowledged a write after the new leader could have";
+  EXPECT_EQ(oracle.acks(), acks_at_new) << "the old leader acknowledged writes after a new one led";
+  // Its lease is valid until TTL - 500 ms (the margin) after the last
+  // keepalive it sent before the cut; 300 ms more for an answer decided
+  // before then to come back on a loaded machine. etcd expires the key only
+  // at TTL after that keepalive arrived, so a leader that went on would show
+  // here before a new leader existed.
+  EXPECT_LE(last_old - cut, kTtl - absl::Milliseconds(500) + absl::Milliseconds(300))
+      << "the old leader acknowledged writes after its lease's valid_until";
+  EXPECT_TRUE(absl::StrContains(refusal, "leadership lost") ||
+              absl::StrContains(refusal, "coordination outage") ||
+              absl::StrContains(refusal, next->addr))
+      << refusal;
+  std::printf("leader %s cut off from etcd at t=0: last write it acknowledged returned at "
+              "%lld ms, the new leader %s (epoch %lld) took its first write sent at %lld ms; "
+              "the old leader's refusal: %s\n",
+              old->id.c_str(), static_cast<long long>(absl::ToInt64Milliseconds(last_old - cut)),
+              next->id.c_str(), static_cast<long long>(next->epoch),
+              static_cast<long long>(absl::ToInt64Milliseconds(first_new_send - cut)),
+              refusal.c_str());
+
+  // Back in touch, it follows the new leader, and nothing acknowledged is lost.
+  relay->Restore();
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        absl::StatusOr<v1::StatusResponse> s = testing::FetchStatus(old->addr);
+        return s.ok() && s->role() == "replica" && s->leader() == next->addr;
+      },
+      absl::Now() + absl::Seconds(15)))
+      << "the old leader does not follow the new one\n"
+      << Logs();
+  ExpectEveryAcknowledgedWriteReadsBack(oracle);
 }
 
 int Rounds() {
