@@ -233,14 +233,14 @@ class FailoverTest : public ::testing::Test {
   void StartCluster() {
     for (int i = 0; i < 3; ++i) {
       const std::string id = absl::StrCat("n", i + 1);
-      nodes_.push_back(std::make_unique<ServerProcess>(
-          dir_.Join(id), i == 0 ? KV_SHARD_BIN : KV_REPLICA_BIN, id));
+      nodes_.push_back(std::make_unique<ServerProcess>(dir_.Join(id),
+                                                       i == 0 ? KV_SHARD_BIN : KV_REPLICA_BIN, id));
       ASSERT_TRUE(nodes_.back()->Start(NodeFlags(id)).ok()) << nodes_.back()->LogTail();
     }
     Topology topology;
     topology.vnodes = 64;
-    topology.shards.push_back({kShard, nodes_[0]->address(),
-                               {nodes_[1]->address(), nodes_[2]->address()}});
+    topology.shards.push_back(
+        {kShard, nodes_[0]->address(), {nodes_[1]->address(), nodes_[2]->address()}});
     const std::string topology_file = dir_.Join("topology.yaml");
     ASSERT_TRUE(testing::WriteTopologyFile(topology_file, topology).ok());
     const testing::KvctlResult init = testing::RunKvctl(
@@ -253,10 +253,11 @@ class FailoverTest : public ::testing::Test {
     EXPECT_EQ(again.exit_code, 3) << "a second init must be refused: " << again.ToString();
     std::optional<Leader> leader = AwaitLeaderOtherThan("", absl::Seconds(15));
     ASSERT_TRUE(leader.has_value()) << Logs();
-    ASSERT_TRUE(router_.Start("", {absl::StrCat("--etcd-endpoints=", etcd_.endpoint()),
-                                   absl::StrCat("--etcd-prefix=", kPrefix),
-                                   "--forward-timeout-ms=1000"})
-                    .ok())
+    ASSERT_TRUE(
+        router_
+            .Start("", {absl::StrCat("--etcd-endpoints=", etcd_.endpoint()),
+                        absl::StrCat("--etcd-prefix=", kPrefix), "--forward-timeout-ms=1000"})
+            .ok())
         << router_.LogTail();
   }
 
@@ -307,19 +308,19 @@ class FailoverTest : public ::testing::Test {
       ASSERT_TRUE(s.ok()) << key << ": " << s.error_message();
       ++checked;
       if (state.acked) ++acked_keys;
-      const bool allowed =
-          (response.found() && state.acked && response.value() == *state.acked) ||
-          (response.found() && state.pending.count(response.value()) > 0) ||
-          (!response.found() && !state.acked);
+      const bool allowed = (response.found() && state.acked && response.value() == *state.acked) ||
+                           (response.found() && state.pending.count(response.value()) > 0) ||
+                           (!response.found() && !state.acked);
       EXPECT_TRUE(allowed) << key << " reads "
                            << (response.found() ? response.value() : std::string("<absent>"))
                            << " but its last acknowledged value is "
-                           << state.acked.value_or("<none>") << " (errors after it: "
-                           << absl::StrJoin(state.pending, ",") << ")";
+                           << state.acked.value_or("<none>")
+                           << " (errors after it: " << absl::StrJoin(state.pending, ",") << ")";
     }
-    std::printf("checked %zu keys (%zu with an acknowledged write): every acknowledged write "
-                "reads back\n",
-                checked, acked_keys);
+    std::printf(
+        "checked %zu keys (%zu with an acknowledged write): every acknowledged write "
+        "reads back\n",
+        checked, acked_keys);
   }
 
   // Graceful transfers round after round under a write load (below).
@@ -530,13 +531,13 @@ TEST_F(FailoverTest, ALeaderCutOffFromEtcdAloneStopsAcknowledgingBeforeANewLeade
               absl::StrContains(refusal, "coordination outage") ||
               absl::StrContains(refusal, next->addr))
       << refusal;
-  std::printf("leader %s cut off from etcd at t=0: last write it acknowledged returned at "
-              "%lld ms, the new leader %s (epoch %lld) took its first write sent at %lld ms; "
-              "the old leader's refusal: %s\n",
-              old->id.c_str(), static_cast<long long>(absl::ToInt64Milliseconds(last_old - cut)),
-              next->id.c_str(), static_cast<long long>(next->epoch),
-              static_cast<long long>(absl::ToInt64Milliseconds(first_new_send - cut)),
-              refusal.c_str());
+  std::printf(
+      "leader %s cut off from etcd at t=0: last write it acknowledged returned at "
+      "%lld ms, the new leader %s (epoch %lld) took its first write sent at %lld ms; "
+      "the old leader's refusal: %s\n",
+      old->id.c_str(), static_cast<long long>(absl::ToInt64Milliseconds(last_old - cut)),
+      next->id.c_str(), static_cast<long long>(next->epoch),
+      static_cast<long long>(absl::ToInt64Milliseconds(first_new_send - cut)), refusal.c_str());
 
   // Back in touch, it follows the new leader, and nothing acknowledged is lost.
   relay->Restore();
@@ -570,9 +571,10 @@ TEST_F(FailoverTest, KillingTheLeaderElectsTheMostAdvancedReplicaAndLosesNoAckno
     ASSERT_NE(victim, nullptr) << old->id;
     // Some writes acknowledged before the kill.
     const size_t before = oracle.acks();
-    ASSERT_TRUE(WaitFor([&] { return oracle.acks() >= before + 50; },
-                        absl::Now() + absl::Seconds(10)))
-        << "no write load before the kill\n" << Logs();
+    ASSERT_TRUE(
+        WaitFor([&] { return oracle.acks() >= before + 50; }, absl::Now() + absl::Seconds(10)))
+        << "no write load before the kill\n"
+        << Logs();
 
     const absl::Time killed = absl::Now();
     ASSERT_TRUE(victim->KillHard().ok());
@@ -581,13 +583,15 @@ TEST_F(FailoverTest, KillingTheLeaderElectsTheMostAdvancedReplicaAndLosesNoAckno
     EXPECT_GT(next->epoch, old->epoch);
     ASSERT_TRUE(WaitFor([&] { return oracle.FirstAckSentAfter(killed).has_value(); },
                         absl::Now() + absl::Seconds(15)))
-        << "no write acknowledged after the kill\n" << Logs();
+        << "no write acknowledged after the kill\n"
+        << Logs();
     const double seconds = absl::ToDoubleSeconds(*oracle.FirstAckSentAfter(killed) - killed);
     times.push_back(seconds);
-    std::printf("round %d: killed leader %s (epoch %lld); %s leads epoch %lld; kill -> first "
-                "acknowledged write: %.3f s\n",
-                round + 1, old->id.c_str(), static_cast<long long>(old->epoch), next->id.c_str(),
-                static_cast<long long>(next->epoch), seconds);
+    std::printf(
+        "round %d: killed leader %s (epoch %lld); %s leads epoch %lld; kill -> first "
+        "acknowledged write: %.3f s\n",
+        round + 1, old->id.c_str(), static_cast<long long>(old->epoch), next->id.c_str(),
+        static_cast<long long>(next->epoch), seconds);
 
     // The old leader, restarted (on a new port), follows the new one.
     ASSERT_TRUE(victim->Restart().ok()) << victim->LogTail();
@@ -597,14 +601,16 @@ TEST_F(FailoverTest, KillingTheLeaderElectsTheMostAdvancedReplicaAndLosesNoAckno
           return s.ok() && s->role() == "replica" && s->ready() && s->leader() == next->addr;
         },
         absl::Now() + absl::Seconds(15)))
-        << "the restarted old leader did not rejoin as a follower\n" << Logs();
+        << "the restarted old leader did not rejoin as a follower\n"
+        << Logs();
   }
   load.Stop();
   std::sort(times.begin(), times.end());
-  std::printf("kill -> first acknowledged write over %zu rounds: min %.3f s, median %.3f s, max "
-              "%.3f s; %zu writes acknowledged, %zu failed\n",
-              times.size(), times.front(), times[times.size() / 2], times.back(), oracle.acks(),
-              oracle.failures());
+  std::printf(
+      "kill -> first acknowledged write over %zu rounds: min %.3f s, median %.3f s, max "
+      "%.3f s; %zu writes acknowledged, %zu failed\n",
+      times.size(), times.front(), times[times.size() / 2], times.back(), oracle.acks(),
+      oracle.failures());
   ExpectEveryAcknowledgedWriteReadsBack(oracle);
 }
 
@@ -679,8 +685,7 @@ void FailoverTest::TransferRoundsUnderLoad(bool lagging_target) {
             absl::StatusOr<coord::RangeResult> r =
                 etcd_client_->Range(coord::MemberKey(kPrefix, kShard, to));
             if (!r.ok() || r->kvs.empty()) return false;
-            absl::StatusOr<coord::MemberRecord> m =
-                coord::ParseMemberValue(to, r->kvs[0].value());
+            absl::StatusOr<coord::MemberRecord> m = coord::ParseMemberValue(to, r->kvs[0].value());
             return m.ok() && m->state == "replica" && m->durable_index > 0;
           },
           absl::Now() + absl::Seconds(10)))
@@ -930,8 +935,8 @@ TEST_F(FailoverTest, PromoteRefusesImpossibleTargetsAndForceSaysWhatTheTargetLac
   kvctl.join();
   ASSERT_TRUE(resigned) << "the leader did not resign for a forced transfer\n" << Logs();
   EXPECT_EQ(forced.exit_code, 0) << forced.ToString() << "\n" << Logs();
-  EXPECT_TRUE(absl::StrContains(forced.out, absl::StrCat("transferred shard s0 from ", old->id,
-                                                         " to ", to)))
+  EXPECT_TRUE(absl::StrContains(forced.out,
+                                absl::StrCat("transferred shard s0 from ", old->id, " to ", to)))
       << forced.ToString();
   EXPECT_TRUE(absl::StrContains(forced.out, "entries, which may be lost (--force)"))
       << forced.ToString();
@@ -1004,17 +1009,19 @@ TEST_F(FailoverTest, APausedLeaderIsReplacedAndAcknowledgesNothingAfterItResumes
       absl::Now() + absl::Seconds(10), absl::Milliseconds(20));
   EXPECT_EQ(acknowledged, 0) << "the old leader acknowledged a write after it resumed";
   EXPECT_TRUE(names_new_leader) << "last answer: " << last << "\n" << Logs();
-  std::printf("paused leader %s (epoch %lld) replaced by %s (epoch %lld); after SIGCONT: %d "
-              "in-flight writes all failed, %d direct writes refused, last: %s\n",
-              old->id.c_str(), static_cast<long long>(old->epoch), next->id.c_str(),
-              static_cast<long long>(next->epoch), late_answers.load(), refusals, last.c_str());
+  std::printf(
+      "paused leader %s (epoch %lld) replaced by %s (epoch %lld); after SIGCONT: %d "
+      "in-flight writes all failed, %d direct writes refused, last: %s\n",
+      old->id.c_str(), static_cast<long long>(old->epoch), next->id.c_str(),
+      static_cast<long long>(next->epoch), late_answers.load(), refusals, last.c_str());
   ASSERT_TRUE(WaitFor(
       [&] {
         absl::StatusOr<v1::StatusResponse> s = testing::FetchStatus(old->addr);
         return s.ok() && s->role() == "replica" && s->leader() == next->addr;
       },
       absl::Now() + absl::Seconds(10)))
-      << "the resumed old leader does not follow the new one\n" << Logs();
+      << "the resumed old leader does not follow the new one\n"
+      << Logs();
   // The shard takes writes through the router, and kept the one from before.
   KvClient client(router_.address(), absl::Seconds(2));
   grpc::Status s;

@@ -82,11 +82,11 @@ std::string BackupSource(const v1::ShardClusterStatus& shard) {
 }
 
 std::string TopologyYaml(const v1::ClusterStatusResponse& cluster) {
-  std::string out = absl::StrCat("# The cluster's topology when it was backed up.\nvnodes: ",
-                                 cluster.vnodes(), "\nshards:\n");
+  std::string out = absl::StrCat(
+      "# The cluster's topology when it was backed up.\nvnodes: ", cluster.vnodes(), "\nshards:\n");
   for (const v1::ShardClusterStatus& s : cluster.shards()) {
-    absl::StrAppend(&out, "  - name: ", s.name(), "\n    leader: ", s.leader(),
-                    "\n    replicas: [", absl::StrJoin(s.replicas(), ", "), "]\n");
+    absl::StrAppend(&out, "  - name: ", s.name(), "\n    leader: ", s.leader(), "\n    replicas: [",
+                    absl::StrJoin(s.replicas(), ", "), "]\n");
   }
   return out;
 }
@@ -106,10 +106,9 @@ absl::Status WriteFileAtomically(FileSystem* fs, const std::string& dir, const s
 
 // Receives one node's image into `shard_dir`.
 absl::StatusOr<ShardBackupInfo> BackupShard(const v1::ShardClusterStatus& shard,
-                                            const std::string& source,
-                                            const std::string& shard_dir,
-                                            const ClusterBackupOptions& options,
-                                            Progress* progress, const std::string& label) {
+                                            const std::string& source, const std::string& shard_dir,
+                                            const ClusterBackupOptions& options, Progress* progress,
+                                            const std::string& label) {
   FileSystem* fs = PosixFileSystem();
   auto stub = v1::Admin::NewStub(options.channel(source));
   auto context = ContextWithin(options.stream_timeout_ms);
@@ -174,8 +173,8 @@ absl::StatusOr<ShardBackupInfo> BackupShard(const v1::ShardClusterStatus& shard,
     } else if (message.has_file_end()) {
       if (current == nullptr || message.file_end().file() != current->name ||
           message.file_end().bytes() != current->bytes) {
-        failed = absl::DataLossError(absl::StrCat("backup file ", message.file_end().file(),
-                                                  " is incomplete"));
+        failed = absl::DataLossError(
+            absl::StrCat("backup file ", message.file_end().file(), " is incomplete"));
         break;
       }
       if (failed = file->Sync(); !failed.ok()) break;
@@ -232,8 +231,8 @@ void ImagePaths(const std::string& dir, const ShardBackupInfo& shard, std::strin
 absl::StatusOr<BackupManifest> ReadManifest(const std::string& dir) {
   const std::string path = JoinPath(dir, kManifestFileName);
   if (!PosixFileSystem()->Exists(path)) {
-    return absl::NotFoundError(absl::StrCat(
-        path, " is missing: not a backup directory, or a backup that did not finish"));
+    return absl::NotFoundError(
+        absl::StrCat(path, " is missing: not a backup directory, or a backup that did not finish"));
   }
   absl::StatusOr<std::string> text = PosixFileSystem()->ReadFile(path);
   if (!text.ok()) return text.status();
@@ -340,9 +339,9 @@ absl::Status ReplayShard(const Image& image, const ClusterBackupOptions& options
     for (int i = 0; i < response.results_size(); ++i) {
       const v1::SetResult& r = response.results(i);
       if (r.has_error() && r.error().code() != 0) {
-        return absl::Status(static_cast<absl::StatusCode>(r.error().code()),
-                            absl::StrCat("replaying key '", request.items(i).key(),
-                                         "': ", r.error().message()));
+        return absl::Status(
+            static_cast<absl::StatusCode>(r.error().code()),
+            absl::StrCat("replaying key '", request.items(i).key(), "': ", r.error().message()));
       }
     }
     summary->keys += request.items_size();
@@ -378,8 +377,7 @@ absl::StatusOr<v1::ClusterStatusResponse> FetchClusterStatus(const ClusterBackup
   auto stub = v1::Admin::NewStub(options.channel(options.router));
   auto context = ContextWithin(options.call_timeout_ms);
   v1::ClusterStatusResponse response;
-  grpc::Status status =
-      stub->ClusterStatus(context.get(), v1::ClusterStatusRequest(), &response);
+  grpc::Status status = stub->ClusterStatus(context.get(), v1::ClusterStatusRequest(), &response);
   if (!status.ok()) {
     return FromGrpc(status, absl::StrCat("cluster status from ", options.router,
                                          " (--addr must name a kv-router)"));
@@ -411,8 +409,8 @@ absl::StatusOr<BackupManifest> BackupCluster(const std::string& dir,
   for (int i = 0; i < shards; ++i) {
     const v1::ShardClusterStatus& shard = cluster->shards(i);
     if (!PlainName(shard.name())) {
-      return absl::InvalidArgumentError(absl::StrCat("shard name '", shard.name(),
-                                                     "' cannot name a directory"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("shard name '", shard.name(), "' cannot name a directory"));
     }
     const std::string shard_dir = JoinPath(dir, shard.name());
     if (absl::Status s = fs->CreateDirs(shard_dir); !s.ok()) return s;
@@ -430,12 +428,12 @@ absl::StatusOr<BackupManifest> BackupCluster(const std::string& dir,
     if (!info.ok()) return info.status();
     uint64_t bytes = 0;
     for (const BackupFileInfo& f : info->files) bytes += f.bytes;
-    progress.Done(absl::StrCat(label, " ", shard.name(), " from ", source, " (", info->role,
-                               "): ", info->keys, " keys, index ", info->last_index, ", ",
-                               Mib(bytes)));
+    progress.Done(absl::StrCat(label, " ", shard.name(), " from ", source, " (", info->role, "): ",
+                               info->keys, " keys, index ", info->last_index, ", ", Mib(bytes)));
     manifest.shards.push_back(*std::move(info));
   }
-  if (absl::Status s = WriteFileAtomically(fs, dir, kBackupTopologyFileName, TopologyYaml(*cluster));
+  if (absl::Status s =
+          WriteFileAtomically(fs, dir, kBackupTopologyFileName, TopologyYaml(*cluster));
       !s.ok()) {
     return s;
   }
@@ -513,9 +511,8 @@ absl::StatusOr<RestoreSummary> RestoreCluster(const std::string& dir,
     }
   }
   if (cluster->total_keys() != 0) {
-    return absl::FailedPreconditionError(
-        absl::StrCat("the cluster holds ", cluster->total_keys(),
-                     " keys: restore goes into an empty cluster"));
+    return absl::FailedPreconditionError(absl::StrCat("the cluster holds ", cluster->total_keys(),
+                                                      " keys: restore goes into an empty cluster"));
   }
 
   RestoreSummary summary;
@@ -548,8 +545,8 @@ absl::StatusOr<RestoreSummary> RestoreCluster(const std::string& dir,
     ImagePaths(dir, shard, &snapshot, &log);
     absl::StatusOr<Image> image = ReadImage(PosixFileSystem(), snapshot, log);
     if (!image.ok()) return image.status();
-    const std::string label = absl::StrCat("[", i + 1, "/", manifest->shards.size(), "] ",
-                                           shard.shard);
+    const std::string label =
+        absl::StrCat("[", i + 1, "/", manifest->shards.size(), "] ", shard.shard);
     if (absl::Status s = ReplayShard(*image, options, router.get(), &summary, &progress, label);
         !s.ok()) {
       return s;

@@ -130,7 +130,8 @@ absl::StatusOr<std::string> ClusterInit(coord::EtcdClient* etcd, const std::stri
     }
   }
   coord::ClusterRecord record;
-  record.epoch_base = std::max<int64_t>(coord::kDefaultEpochBase, static_cast<int64_t>(highest) + 1);
+  record.epoch_base =
+      std::max<int64_t>(coord::kDefaultEpochBase, static_cast<int64_t>(highest) + 1);
   record.vnodes = topology.vnodes;
 
   std::vector<std::string> names = topology.ShardNames();
@@ -149,8 +150,7 @@ absl::StatusOr<std::string> ClusterInit(coord::EtcdClient* etcd, const std::stri
   *txn.add_success() = coord::PutOp(cluster_key, coord::ClusterValue(record));
   *txn.add_success() = coord::PutOp(ring_key, coord::RingValue(ring));
   for (const ShardTopology& shard : topology.shards) {
-    *txn.add_success() =
-        coord::PutOp(coord::ShardSpecKey(prefix, shard.name), R"({"format":1})");
+    *txn.add_success() = coord::PutOp(coord::ShardSpecKey(prefix, shard.name), R"({"format":1})");
   }
   *txn.add_failure() = coord::RangeOp(cluster_key);
   *txn.add_failure() = coord::RangeOp(ring_key);
@@ -256,8 +256,8 @@ absl::StatusOr<std::string> ClusterStatus(coord::EtcdClient* etcd, const std::st
     }
   }
   if (!cluster) {
-    return absl::NotFoundError(absl::StrCat(coord::ClusterKey(prefix),
-                                            " is missing: run kvctl cluster init first"));
+    return absl::NotFoundError(
+        absl::StrCat(coord::ClusterKey(prefix), " is missing: run kvctl cluster init first"));
   }
   nlohmann::json out_json = {{"prefix", coord::NormalizePrefix(prefix)},
                              {"revision", range->revision},
@@ -277,10 +277,9 @@ absl::StatusOr<std::string> ClusterStatus(coord::EtcdClient* etcd, const std::st
     absl::StrAppend(&text, "ring: unreadable: ", ring->status().message(), "\n");
   } else {
     out_json["ring"] = RingJson(**ring);
-    absl::StrAppend(&text,
-                    absl::StrFormat("ring: version %d, vnodes %d, shards %s%s\n", (*ring)->version,
-                                    (*ring)->vnodes, absl::StrJoin((*ring)->shards, ","),
-                                    DrainText(**ring)));
+    absl::StrAppend(&text, absl::StrFormat("ring: version %d, vnodes %d, shards %s%s\n",
+                                           (*ring)->version, (*ring)->vnodes,
+                                           absl::StrJoin((*ring)->shards, ","), DrainText(**ring)));
   }
   out_json["migration"] = nullptr;
   if (active_id) {
@@ -338,7 +337,8 @@ absl::StatusOr<std::string> ClusterStatus(coord::EtcdClient* etcd, const std::st
     nlohmann::json s = {{"name", name}};
     std::string leader_id;
     if (shard.leader) {
-      absl::StatusOr<coord::LeaderValueRecord> leader = coord::ParseLeaderJson(shard.leader->value());
+      absl::StatusOr<coord::LeaderValueRecord> leader =
+          coord::ParseLeaderJson(shard.leader->value());
       const int64_t epoch = cluster->epoch_base + shard.leader->create_revision();
       int64_t ttl_left = -1;
       if (shard.leader->lease() != 0) {
@@ -347,10 +347,11 @@ absl::StatusOr<std::string> ClusterStatus(coord::EtcdClient* etcd, const std::st
       }
       leader_id = leader.ok() ? leader->id : "?";
       const std::string addr = leader.ok() ? leader->addr : "?";
-      s["leader"] = {{"id", leader_id}, {"addr", addr}, {"epoch", epoch},
-                     {"lease_seconds_left", ttl_left}};
-      absl::StrAppend(&text, absl::StrFormat("shard %s: leader %s at %s, epoch %d, lease %ds left\n",
-                                             name, leader_id, addr, epoch, ttl_left));
+      s["leader"] = {
+          {"id", leader_id}, {"addr", addr}, {"epoch", epoch}, {"lease_seconds_left", ttl_left}};
+      absl::StrAppend(&text,
+                      absl::StrFormat("shard %s: leader %s at %s, epoch %d, lease %ds left\n", name,
+                                      leader_id, addr, epoch, ttl_left));
     } else {
       s["leader"] = nullptr;
       absl::StrAppend(&text, absl::StrFormat("shard %s: NO LEADER\n", name));
@@ -390,10 +391,11 @@ absl::StatusOr<std::string> ClusterStatus(coord::EtcdClient* etcd, const std::st
                          {"durable_index", m.durable_index},
                          {"eligible", v.eligible},
                          {"reason", v.reason}});
-      absl::StrAppend(&text, absl::StrFormat("  member %s %s %s last_epoch=%d durable_index=%d %s\n",
-                                             m.id, m.addr, m.state, m.last_epoch, m.durable_index,
-                                             v.eligible ? std::string("eligible")
-                                                        : absl::StrCat("not eligible: ", v.reason)));
+      absl::StrAppend(&text,
+                      absl::StrFormat("  member %s %s %s last_epoch=%d durable_index=%d %s\n", m.id,
+                                      m.addr, m.state, m.last_epoch, m.durable_index,
+                                      v.eligible ? std::string("eligible")
+                                                 : absl::StrCat("not eligible: ", v.reason)));
     }
     s["members"] = members;
     s["candidate"] = election.candidate;

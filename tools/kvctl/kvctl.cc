@@ -1013,34 +1013,31 @@ std::string ClusterText(const v1::ClusterStatusResponse& c) {
       "cluster:      %d shards, %d nodes (%d down), %d keys, memory %s\n", c.shards_size(),
       c.nodes(), c.nodes_down(), c.total_keys(), HumanBytes(c.total_memory_bytes()));
   for (const v1::ShardClusterStatus& s : c.shards()) {
-    absl::StrAppend(&out, absl::StrFormat(
-                              "shard %-8s leader=%s keys=%d memory_bytes=%d max_lag_entries=%d "
-                              "snapshot=%s\n",
-                              s.name(), s.leader(), s.key_count(), s.memory_bytes(),
-                              s.max_lag_entries(),
-                              s.has_last_snapshot()
-                                  ? absl::StrCat("index:", s.last_snapshot().start_index(), ",",
-                                                 absl::FormatTime("%Y-%m-%dT%H:%M:%SZ",
-                                                                  absl::FromUnixMillis(
-                                                                      s.last_snapshot()
-                                                                          .created_unix_ms()),
-                                                                  absl::UTCTimeZone()))
-                                  : std::string("none")));
+    absl::StrAppend(
+        &out, absl::StrFormat(
+                  "shard %-8s leader=%s keys=%d memory_bytes=%d max_lag_entries=%d "
+                  "snapshot=%s\n",
+                  s.name(), s.leader(), s.key_count(), s.memory_bytes(), s.max_lag_entries(),
+                  s.has_last_snapshot()
+                      ? absl::StrCat("index:", s.last_snapshot().start_index(), ",",
+                                     absl::FormatTime(
+                                         "%Y-%m-%dT%H:%M:%SZ",
+                                         absl::FromUnixMillis(s.last_snapshot().created_unix_ms()),
+                                         absl::UTCTimeZone()))
+                      : std::string("none")));
     for (const v1::ClusterNodeStatus& n : s.nodes()) {
       if (!n.has_status()) {
         absl::StrAppend(&out, absl::StrFormat("  %-21s DOWN     %s\n", n.address(), n.error()));
         continue;
       }
       const v1::StatusResponse& st = n.status();
-      std::string line = absl::StrFormat("  %-21s %-8s epoch=%d last_index=%d keys=%d %s",
-                                         n.address(), st.role(), st.epoch(), st.last_index(),
-                                         st.key_count(),
-                                         st.ready() ? "ready"
-                                                    : absl::StrCat("not-ready(",
-                                                                   st.not_ready_reason(), ")"));
+      std::string line = absl::StrFormat(
+          "  %-21s %-8s epoch=%d last_index=%d keys=%d %s", n.address(), st.role(), st.epoch(),
+          st.last_index(), st.key_count(),
+          st.ready() ? "ready" : absl::StrCat("not-ready(", st.not_ready_reason(), ")"));
       if (st.role() == "replica") {
-        absl::StrAppend(&line, absl::StrFormat(" lag=%d entries/%.1fs", st.lag_entries(),
-                                               st.lag_seconds()));
+        absl::StrAppend(
+            &line, absl::StrFormat(" lag=%d entries/%.1fs", st.lag_entries(), st.lag_seconds()));
       }
       absl::StrAppend(&out, line, "\n");
     }
@@ -1055,19 +1052,18 @@ int Status(Client& client, const ClientSecurity& security, const std::vector<std
   if (!status.ok()) return CallFailed(status);
   if (r.role() == "router") {
     // A router holds no data: its own lines, then the cluster it routes to.
-    absl::StatusOr<v1::ClusterStatusResponse> cluster =
-        FetchClusterStatus(BackupOptions(security));
+    absl::StatusOr<v1::ClusterStatusResponse> cluster = FetchClusterStatus(BackupOptions(security));
     if (Json()) {
-      WriteOut(absl::StrCat("{\"router\":", ProtoJson(r), ",\"cluster\":",
-                            cluster.ok() ? ProtoJson(*cluster) : "null", "}\n"));
+      WriteOut(absl::StrCat("{\"router\":", ProtoJson(r),
+                            ",\"cluster\":", cluster.ok() ? ProtoJson(*cluster) : "null", "}\n"));
     } else {
-      WriteOut(absl::StrFormat(
-          "address:      %s\n"
-          "role:         %s\n"
-          "uptime:       %.1fs\n"
-          "version:      %s\n",
-          r.address().empty() ? FLAGS_addr : r.address(), r.role(), r.uptime_seconds(),
-          r.version()));
+      WriteOut(
+          absl::StrFormat("address:      %s\n"
+                          "role:         %s\n"
+                          "uptime:       %.1fs\n"
+                          "version:      %s\n",
+                          r.address().empty() ? FLAGS_addr : r.address(), r.role(),
+                          r.uptime_seconds(), r.version()));
       if (cluster.ok()) WriteOut(ClusterText(*cluster));
     }
     if (!cluster.ok()) {
@@ -1096,10 +1092,9 @@ int Status(Client& client, const ClientSecurity& security, const std::vector<std
                   "\n");
   if (!r.ack().empty()) absl::StrAppend(&out, "ack:          ", r.ack(), "\n");
   if (!r.role().empty()) {
-    absl::StrAppend(&out, "ready:        ",
-                    r.ready() ? std::string("yes")
-                              : absl::StrCat("no (", r.not_ready_reason(), ")"),
-                    "\n");
+    absl::StrAppend(
+        &out, "ready:        ",
+        r.ready() ? std::string("yes") : absl::StrCat("no (", r.not_ready_reason(), ")"), "\n");
     if (!r.shard().empty()) absl::StrAppend(&out, "shard:        ", r.shard(), "\n");
     if (!r.node_id().empty()) absl::StrAppend(&out, "node_id:      ", r.node_id(), "\n");
   }
@@ -1151,11 +1146,11 @@ int Promote(Client& client, const std::vector<std::string>& args) {
   if (!status.ok()) return CallFailed(status);
   if (Json()) return PrintJson(r);
   if (!r.warning().empty()) {
-    std::fprintf(stderr, "kvctl: warning: %s%s\n", r.warning().c_str(),
-                 r.entries_may_be_lost() == 0
-                     ? ""
-                     : absl::StrCat(" (up to ", r.entries_may_be_lost(), " entries may be lost)")
-                           .c_str());
+    std::fprintf(
+        stderr, "kvctl: warning: %s%s\n", r.warning().c_str(),
+        r.entries_may_be_lost() == 0
+            ? ""
+            : absl::StrCat(" (up to ", r.entries_may_be_lost(), " entries may be lost)").c_str());
   }
   WriteOut(absl::StrFormat("promoted epoch=%d last_index=%d\n", r.epoch(), r.last_index()));
   return kExitOk;
@@ -1258,9 +1253,9 @@ int PromoteShard(const std::vector<std::string>& args) {
   request.to = FLAGS_to;
   request.force = FLAGS_force;
   request.timeout = absl::Milliseconds(FLAGS_transfer_timeout_ms);
-  absl::StatusOr<std::string> out = PromoteTransfer(
-      etcd->get(), request,
-      [](const std::string& line) { std::fprintf(stderr, "%s\n", line.c_str()); });
+  absl::StatusOr<std::string> out =
+      PromoteTransfer(etcd->get(), request,
+                      [](const std::string& line) { std::fprintf(stderr, "%s\n", line.c_str()); });
   if (!out.ok()) {
     PrintError(out.status().code(), std::string(out.status().message()));
     return ExitCodeFor(static_cast<int>(out.status().code()));
@@ -1404,12 +1399,11 @@ int BackupCommand(const ClientSecurity& security, const std::vector<std::string>
   for (const ShardBackupInfo& s : manifest->shards) {
     uint64_t bytes = 0;
     for (const BackupFileInfo& f : s.files) bytes += f.bytes;
-    WriteOut(absl::StrFormat("%s\tkeys=%d\tindex=%d\tepoch=%d\tfrom=%s (%s)\t%s\n", s.shard,
-                             s.keys, s.last_index, s.last_epoch, s.source, s.role, Bytes(bytes)));
+    WriteOut(absl::StrFormat("%s\tkeys=%d\tindex=%d\tepoch=%d\tfrom=%s (%s)\t%s\n", s.shard, s.keys,
+                             s.last_index, s.last_epoch, s.source, s.role, Bytes(bytes)));
   }
-  WriteOut(absl::StrFormat("backup %s: %d shards, %d keys, %s\n", args[0],
-                           manifest->shards.size(), manifest->TotalKeys(),
-                           Bytes(manifest->TotalBytes())));
+  WriteOut(absl::StrFormat("backup %s: %d shards, %d keys, %s\n", args[0], manifest->shards.size(),
+                           manifest->TotalKeys(), Bytes(manifest->TotalBytes())));
   return kExitOk;
 }
 
@@ -1424,8 +1418,8 @@ int VerifyBackupCommand(const std::vector<std::string>& args) {
     keys += s.keys;
     bytes += s.bytes;
     if (!Json()) {
-      WriteOut(absl::StrFormat("%s\tOK\tkeys=%d\tindex=%d\t%s\n", s.shard, s.keys,
-                               s.last_index, Bytes(s.bytes)));
+      WriteOut(absl::StrFormat("%s\tOK\tkeys=%d\tindex=%d\t%s\n", s.shard, s.keys, s.last_index,
+                               Bytes(s.bytes)));
     }
   }
   if (Json()) {
@@ -1444,17 +1438,16 @@ int RestoreCommand(const ClientSecurity& security, const std::vector<std::string
   if (!summary.ok()) return BackupFailed(summary.status());
   const char* how = summary->replayed ? "replayed through the router" : "installed per shard";
   if (Json()) {
-    PrintJsonObject({absl::StrCat("\"keys\":", summary->keys),
-                     absl::StrCat("\"expired\":", summary->expired),
-                     absl::StrCat("\"shards\":", summary->shards),
-                     absl::StrCat("\"mode\":", JsonQuote(summary->replayed ? "replay" : "install"))});
+    PrintJsonObject(
+        {absl::StrCat("\"keys\":", summary->keys), absl::StrCat("\"expired\":", summary->expired),
+         absl::StrCat("\"shards\":", summary->shards),
+         absl::StrCat("\"mode\":", JsonQuote(summary->replayed ? "replay" : "install"))});
   } else {
-    WriteOut(absl::StrFormat("restored %s: %d keys from %d shards, %s%s\n", args[0],
-                             summary->keys, summary->shards, how,
-                             summary->expired == 0
-                                 ? ""
-                                 : absl::StrCat(" (", summary->expired,
-                                                " keys had expired and were left out)")));
+    WriteOut(absl::StrFormat(
+        "restored %s: %d keys from %d shards, %s%s\n", args[0], summary->keys, summary->shards, how,
+        summary->expired == 0
+            ? ""
+            : absl::StrCat(" (", summary->expired, " keys had expired and were left out)")));
   }
   return kExitOk;
 }
@@ -1484,7 +1477,7 @@ int Execute(const std::vector<std::string>& positional, SessionClient* reuse) {
   if (command == "ring") return Ring(args);        // Offline: no channel.
   if (command == "cluster") return Cluster(args);  // etcd, not --addr.
   if (command == "promote" && !FLAGS_etcd.empty()) return PromoteShard(args);  // etcd too.
-  if (command == "reshard") return Reshard(args);  // etcd too.
+  if (command == "reshard") return Reshard(args);                              // etcd too.
   if (command == "backup" && !args.empty() && args[0] == "verify") {
     return VerifyBackupCommand({args.begin() + 1, args.end()});  // Offline too.
   }
