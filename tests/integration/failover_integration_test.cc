@@ -696,7 +696,9 @@ void FailoverTest::TransferRoundsUnderLoad(bool lagging_target) {
       const size_t stopped_at = oracle.acks();
       const bool lags = WaitFor([&] { return oracle.acks() >= stopped_at + 30; },
                                 absl::Now() + absl::Seconds(10));
-      if (!lags) ASSERT_TRUE(target->process().Kill(SIGCONT).ok());
+      if (!lags) {
+        ASSERT_TRUE(target->process().Kill(SIGCONT).ok());
+      }
       ASSERT_TRUE(lags) << "no write acknowledged without the target\n" << Logs();
     }
     const absl::Time asked = absl::Now();
