@@ -48,18 +48,17 @@
 #include "common/ring/hash_ring.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
-#include "tests/support/etcd_process.h"
+#include "tests/support/etcd_cluster.h"
 #include "tests/support/process.h"
+#include "tests/support/router_load.h"
 #include "tests/support/router_process.h"
 #include "tests/support/tcp_relay.h"
 
 namespace kvstore {
 namespace {
 
-using ::kvstore::testing::EtcdProcess;
 using ::kvstore::testing::KvClient;
 using ::kvstore::testing::RouterProcess;
-using ::kvstore::testing::ServerProcess;
 using ::kvstore::testing::TempDir;
 using ::kvstore::testing::WaitFor;
 
@@ -81,81 +80,6 @@ int Keys() {
   if (env != nullptr && absl::SimpleAtoi(env, &keys) && keys >= 100) return keys;
   return keys;
 }
-
-// What the writers saw acknowledged, per key, and any version that went down.
-class Ledger {
- public:
-  // Latencies are kept per period (0 before the migration, 1 during, 2 after).
-  void SetPeriod(int period) {
-    absl::MutexLock l(&mu_);
-    period_ = period;
-  }
-  double Percentile(int period, double q) const {
-    absl::MutexLock l(&mu_);
-    std::vector<double> v = latencies_ms_[period];
-    if (v.empty()) return 0;
-    std::sort(v.begin(), v.end());
-    return v[std::min(v.size() - 1, static_cast<size_t>(q * v.size()))];
-  }
-  size_t Count(int period) const {
-    absl::MutexLock l(&mu_);
-    return latencies_ms_[period].size();
-  }
-  void Acked(const std::string& key, const std::string& value, uint64_t version,
-             absl::Duration took) {
-    absl::MutexLock l(&mu_);
-    latencies_ms_[period_].push_back(absl::ToDoubleMilliseconds(took));
-    Entry& e = keys_[key];
-    if (version <= e.version) {
-      ++versions_down_;
-      ADD_FAILURE() << key << ": acknowledged version " << version << " after " << e.version;
-    }
-    e.version = version;
-    e.value = value;
-    e.pending.clear();
-    ++acks_;
-    longest_ = std::max(longest_, took);
-  }
-  void Failed(const std::string& key, const std::string& value, const grpc::Status& status) {
-    absl::MutexLock l(&mu_);
-    keys_[key].pending.push_back(value);
-    if (++failures_ <= 5) {
-      std::printf("write of %s failed: %d %s\n", key.c_str(), status.error_code(),
-                  status.error_message().c_str());
-    }
-  }
-  struct Entry {
-    std::string value;
-    uint64_t version = 0;
-    std::vector<std::string> pending;
-  };
-  std::map<std::string, Entry> Snapshot() const {
-    absl::MutexLock l(&mu_);
-    return keys_;
-  }
-  size_t acks() const {
-    absl::MutexLock l(&mu_);
-    return acks_;
-  }
-  size_t failures() const {
-    absl::MutexLock l(&mu_);
-    return failures_;
-  }
-  absl::Duration longest() const {
-    absl::MutexLock l(&mu_);
-    return longest_;
-  }
-
- private:
-  mutable absl::Mutex mu_;
-  std::map<std::string, Entry> keys_ ABSL_GUARDED_BY(mu_);
-  size_t acks_ ABSL_GUARDED_BY(mu_) = 0;
-  size_t failures_ ABSL_GUARDED_BY(mu_) = 0;
-  size_t versions_down_ ABSL_GUARDED_BY(mu_) = 0;
-  absl::Duration longest_ ABSL_GUARDED_BY(mu_);
-  int period_ ABSL_GUARDED_BY(mu_) = 0;
-  std::vector<double> latencies_ms_[3] ABSL_GUARDED_BY(mu_);
-};
 
 // What `kvctl reshard status --json` showed over successive looks during the
 // copy: how often the keys copied (summed over the sources) went up, and how
@@ -204,90 +128,37 @@ struct StatusWatch {
 
 class ReshardTest : public ::testing::Test {
  protected:
-  void SetUp() override {
-    ASSERT_TRUE(etcd_.Start().ok()) << etcd_.LogTail();
-    coord::EtcdClientOptions options;
-    options.endpoints = etcd_.endpoint();
-    absl::StatusOr<std::unique_ptr<coord::EtcdClient>> client = coord::EtcdClient::Create(options);
-    ASSERT_TRUE(client.ok()) << client.status();
-    etcd_client_ = *std::move(client);
-  }
+  void SetUp() override { ASSERT_TRUE(cluster_.Start().ok()) << cluster_.etcd().LogTail(); }
 
-  std::vector<std::string> NodeFlags(const std::string& shard, const std::string& id) const {
-    return {absl::StrCat("--shard=", shard),
-            absl::StrCat("--node-id=", id),
-            absl::StrCat("--etcd-endpoints=", etcd_.endpoint()),
-            absl::StrCat("--etcd-prefix=", kPrefix),
-            "--lease-ttl=2s",
-            "--ack=sync",
-            "--sync-acks=1",
-            "--fsync=everysec",
-            "--sync-timeout-ms=2000"};
-  }
-
-  // A leader and one replica of `shard`.
   void StartShardGroup(const std::string& shard) {
-    for (int i = 0; i < 2; ++i) {
-      const std::string id = absl::StrCat(shard, "-n", i + 1);
-      nodes_.push_back(std::make_unique<ServerProcess>(dir_.Join(id),
-                                                       i == 0 ? KV_SHARD_BIN : KV_REPLICA_BIN, id));
-      ASSERT_TRUE(nodes_.back()->Start(NodeFlags(shard, id)).ok()) << nodes_.back()->LogTail();
-    }
-  }
-
-  std::optional<std::string> LeaderOf(const std::string& shard) {
-    absl::StatusOr<coord::RangeResult> range =
-        etcd_client_->Range(coord::ShardLeaderKey(kPrefix, shard));
-    if (!range.ok() || range->kvs.empty()) return std::nullopt;
-    absl::StatusOr<coord::LeaderValueRecord> value = coord::ParseLeaderJson(range->kvs[0].value());
-    if (!value.ok() || value->epoch == 0) return std::nullopt;
-    absl::StatusOr<v1::StatusResponse> status = testing::FetchStatus(value->addr, absl::Seconds(1));
-    if (!status.ok() || status->role() != "leader" || !status->ready()) return std::nullopt;
-    return value->addr;
+    const absl::Status s = cluster_.StartShardGroup(shard);
+    ASSERT_TRUE(s.ok()) << s;
   }
 
   void AwaitLeader(const std::string& shard) {
-    ASSERT_TRUE(WaitFor([&] { return LeaderOf(shard).has_value(); },
-                        absl::Now() + absl::Seconds(20), absl::Milliseconds(50)))
-        << "no leader for " << shard << "\n"
-        << Logs();
+    const absl::StatusOr<std::string> leader = cluster_.AwaitLeader(shard);
+    ASSERT_TRUE(leader.ok()) << leader.status() << "\n" << Logs();
   }
 
   void StartCluster(bool relay = false) {
     for (const char* shard : {"s0", "s1", "s2"}) {
       ASSERT_NO_FATAL_FAILURE(StartShardGroup(shard));
     }
-    Topology topology;
-    for (int s = 0; s < 3; ++s) {
-      topology.shards.push_back(
-          {absl::StrCat("s", s), nodes_[2 * s]->address(), {nodes_[2 * s + 1]->address()}});
-    }
-    const std::string topology_file = dir_.Join("topology.yaml");
-    ASSERT_TRUE(testing::WriteTopologyFile(topology_file, topology).ok());
-    const testing::KvctlResult init =
-        Kvctl({absl::StrCat("--config=", topology_file), "cluster", "init"});
-    ASSERT_EQ(init.exit_code, 0) << init.ToString();
-    for (const char* shard : {"s0", "s1", "s2"}) ASSERT_NO_FATAL_FAILURE(AwaitLeader(shard));
+    const absl::Status init = cluster_.Init({"s0", "s1", "s2"});
+    ASSERT_TRUE(init.ok()) << init << "\n" << Logs();
     // Two routers side by side; with `relay`, the second reaches etcd only
     // through a TcpRelay the test can cut.
-    std::string second_etcd = etcd_.endpoint();
+    std::vector<std::string> second = cluster_.RouterFlags();
     if (relay) {
-      relay_ = std::make_unique<testing::TcpRelay>(etcd_.endpoint());
+      relay_ = std::make_unique<testing::TcpRelay>(cluster_.endpoint());
       ASSERT_TRUE(relay_->Start().ok());
-      second_etcd = relay_->address();
+      second[0] = absl::StrCat("--etcd-endpoints=", relay_->address());
     }
     for (int i = 0; i < 2; ++i) {
-      ASSERT_TRUE(
-          routers_[i]
-              ->Start("",
-                      {absl::StrCat("--etcd-endpoints=", i == 0 ? etcd_.endpoint() : second_etcd),
-                       absl::StrCat("--etcd-prefix=", kPrefix), "--forward-timeout-ms=2000"})
-              .ok())
+      ASSERT_TRUE(routers_[i]->Start("", i == 0 ? cluster_.RouterFlags() : second).ok())
           << routers_[i]->LogTail();
     }
-    absl::StatusOr<coord::RangeResult> range = etcd_client_->Range(coord::RingKey(kPrefix));
-    ASSERT_TRUE(range.ok() && !range->kvs.empty()) << "no ring in etcd";
-    absl::StatusOr<coord::RingRecord> record = coord::ParseRingValue(range->kvs[0].value());
+    absl::StatusOr<coord::RingRecord> record = cluster_.Ring();
     ASSERT_TRUE(record.ok()) << record.status();
     std::vector<std::string> shards = record->shards;
     shards.push_back("s3");
@@ -298,46 +169,20 @@ class ReshardTest : public ::testing::Test {
 
   testing::KvctlResult Kvctl(std::vector<std::string> args,
                              absl::Duration timeout = absl::Seconds(20)) {
-    args.insert(args.begin(), {absl::StrCat("--etcd=", etcd_.endpoint()),
-                               absl::StrCat("--etcd-prefix=", kPrefix)});
-    return testing::RunKvctl("", args, timeout);
+    return cluster_.Kvctl(std::move(args), timeout);
   }
 
   void Preload(int keys) {
-    KvClient client(routers_[0]->address(), absl::Seconds(10));
-    for (int first = 0; first < keys; first += 500) {
-      v1::MultiSetRequest request;
-      for (int i = first; i < std::min(keys, first + 500); ++i) {
-        v1::SetItem* item = request.add_items();
-        item->set_key(absl::StrCat("pre-", i));
-        item->set_value(absl::StrCat("value-", i, "-", std::string(80, 'x')));
-      }
-      v1::MultiSetResponse response;
-      grpc::Status s = client.MultiSet(request, &response);
-      ASSERT_TRUE(s.ok()) << s.error_message();
-      for (const v1::SetResult& r : response.results()) {
-        ASSERT_EQ(r.error().code(), 0) << r.error().message();
-      }
-    }
+    absl::StatusOr<std::map<std::string, std::string>> written =
+        testing::Preload(routers_[0]->address(), keys, testing::PaddedValue);
+    ASSERT_TRUE(written.ok()) << written.status();
+    preloaded_ = *std::move(written);
   }
 
   std::optional<coord::MigrationRecord> ActiveOrLast(const std::string& id) {
-    absl::StatusOr<coord::RangeResult> range =
-        etcd_client_->Range(coord::MigrationKey(kPrefix, id));
-    if (!range.ok() || range->kvs.empty()) return std::nullopt;
-    absl::StatusOr<coord::MigrationRecord> record =
-        coord::ParseMigrationValue(range->kvs[0].value());
-    if (!record.ok()) return std::nullopt;
-    return *record;
+    return cluster_.Migration(id);
   }
-
-  std::string ActiveId() {
-    absl::StatusOr<coord::RangeResult> range =
-        etcd_client_->Range(coord::ActiveMigrationKey(kPrefix));
-    if (!range.ok() || range->kvs.empty()) return "";
-    absl::StatusOr<std::string> id = coord::ParseActiveMigrationValue(range->kvs[0].value());
-    return id.ok() ? *id : "";
-  }
+  std::string ActiveId() { return cluster_.ActiveMigrationId(); }
 
   // A read through the router, retried while it fails (on this loaded
   // machine a leader may lose its lease and fail over meanwhile; a read is
@@ -351,40 +196,23 @@ class ReshardTest : public ::testing::Test {
   }
 
   uint64_t KeysCopied(const std::string& id) {
-    coord::RangeOptions options;
-    options.prefix = true;
-    absl::StatusOr<coord::RangeResult> range =
-        etcd_client_->Range(coord::MigrationSourcesPrefix(kPrefix, id), options);
-    uint64_t copied = 0;
-    if (!range.ok()) return 0;
-    for (const mvccpb::KeyValue& kv : range->kvs) {
-      absl::StatusOr<coord::SourceProgress> p = coord::ParseSourceProgressValue("", kv.value());
-      if (p.ok()) copied += p->keys_copied;
-    }
-    return copied;
-  }
-
-  uint64_t KeyCount(const std::string& address) {
-    absl::StatusOr<v1::StatusResponse> status = testing::FetchStatus(address, absl::Seconds(2));
-    return status.ok() ? status->key_count() : 0;
+    return testing::Sum(cluster_.Progress(id)).keys_copied;
   }
 
   std::string Logs() {
-    std::string out;
-    for (auto& n : nodes_) absl::StrAppend(&out, "--- ", n->log_path(), ":\n", n->LogTail(2000));
+    std::string out = cluster_.Logs(2000);
     for (auto& r : routers_) absl::StrAppend(&out, "--- router:\n", r->LogTail(1500));
     return out;
   }
 
   TempDir dir_;
-  EtcdProcess etcd_;
-  std::unique_ptr<coord::EtcdClient> etcd_client_;
-  std::vector<std::unique_ptr<ServerProcess>> nodes_;
+  testing::EtcdCluster cluster_{dir_.path(), kPrefix};
   std::unique_ptr<RouterProcess> routers_[2] = {
       std::make_unique<RouterProcess>(dir_.Join("router-0")),
       std::make_unique<RouterProcess>(dir_.Join("router-1"))};
   std::unique_ptr<testing::TcpRelay> relay_;  // Between the second router and etcd, if asked.
   std::unique_ptr<HashRing> after_;           // The ring once s3 is added.
+  std::map<std::string, std::string> preloaded_;
 };
 
 TEST_F(ReshardTest, AddingAShardUnderLoadMovesAQuarterAndLosesNothing) {
@@ -394,54 +222,13 @@ TEST_F(ReshardTest, AddingAShardUnderLoadMovesAQuarterAndLosesNothing) {
   ASSERT_NO_FATAL_FAILURE(StartShardGroup("s3"));
   ASSERT_NO_FATAL_FAILURE(AwaitLeader("s3"));
 
-  // The load: writers over their own keys, and compare-and-set counters.
-  Ledger ledger;
-  std::atomic<bool> stop{false};
-  std::atomic<int64_t> increments[4] = {0, 0, 0, 0};
-  std::vector<std::thread> threads;
-  for (int w = 0; w < 2; ++w) {
-    threads.emplace_back([&, w] {
-      KvClient client(routers_[w]->address(), absl::Seconds(5));
-      for (uint64_t seq = 0; !stop.load(); ++seq) {
-        // Half the writes make a key of their own (a write the move loses
-        // is then a missing key, not one hidden by a later write), half
-        // overwrite one of 50 keys (versions must keep going up).
-        const std::string key =
-            seq % 2 == 0 ? absl::StrCat("w", w, "-u", seq) : absl::StrCat("w", w, "-k", seq % 100);
-        const std::string value = absl::StrCat("w", w, "-s", seq);
-        const absl::Time sent = absl::Now();
-        v1::SetResponse response;
-        grpc::Status s = client.Set(key, value, &response);
-        if (s.ok()) {
-          ledger.Acked(key, value, response.version(), absl::Now() - sent);
-        } else {
-          ledger.Failed(key, value, s);
-          absl::SleepFor(absl::Milliseconds(5));  // Rate limit on 2 cores, not a sync.
-        }
-      }
-    });
-  }
-  threads.emplace_back([&] {
-    KvClient client(routers_[0]->address(), absl::Seconds(5));
-    for (uint64_t seq = 0; !stop.load(); ++seq) {
-      const int c = static_cast<int>(seq % 4);
-      const std::string key = absl::StrCat("counter-", c);
-      v1::GetResponse got;
-      if (!client.Get(key, &got).ok()) continue;
-      int64_t n = 0;
-      if (got.found() && !absl::SimpleAtoi(got.value(), &n)) {
-        ADD_FAILURE() << key << " holds " << got.value();
-        return;
-      }
-      v1::SetRequest set;
-      set.set_key(key);
-      set.set_value(absl::StrCat(n + 1));
-      set.set_if_version(got.found() ? got.version() : 0);
-      v1::SetResponse response;
-      grpc::Status s = client.Set(set, &response);
-      if (s.ok()) ++increments[c];
-    }
-  });
+  // The load: a writer through each router (one write in flight each, as
+  // fast as it goes: its latencies are the figure), and compare-and-set
+  // counters.
+  testing::RouterWriteLoad load([this](int w) { return routers_[w]->address(); },
+                                absl::ZeroDuration());
+  testing::WriteLedger& ledger = load.ledger();
+  load.Start();
   ASSERT_TRUE(WaitFor([&] { return ledger.acks() >= 1000; }, absl::Now() + absl::Seconds(20)))
       << Logs();
 
@@ -498,85 +285,28 @@ TEST_F(ReshardTest, AddingAShardUnderLoadMovesAQuarterAndLosesNothing) {
       WaitFor([&] { return ledger.acks() >= after + 1000; }, absl::Now() + absl::Seconds(20)))
       << "no write acknowledged after the migration\n"
       << Logs();
-  stop.store(true);
-  for (std::thread& t : threads) t.join();
+  load.Stop();
 
-  // Every acknowledged write reads back (through the router, on the new ring).
-  KvClient client(routers_[0]->address(), absl::Seconds(5));
-  size_t checked = 0;
-  for (const auto& [key, entry] : ledger.Snapshot()) {
-    if (entry.version == 0) continue;
-    v1::GetResponse response;
-    grpc::Status s = ReadBack(client, key, &response);
-    ASSERT_TRUE(s.ok()) << key << ": " << s.error_message();
-    const bool allowed = response.found() && (response.value() == entry.value ||
-                                              std::find(entry.pending.begin(), entry.pending.end(),
-                                                        response.value()) != entry.pending.end());
-    EXPECT_TRUE(allowed) << key << " reads " << (response.found() ? response.value() : "<absent>")
-                         << ", last acknowledged " << entry.value;
-    if (response.value() == entry.value) EXPECT_EQ(response.version(), entry.version) << key;
-    ++checked;
-  }
-  // The preloaded keys, 500 a MultiGet (a key that fails there is read
-  // again alone, retried as ReadBack does).
-  for (int first = 0; first < keys; first += 500) {
-    v1::MultiGetRequest request;
-    for (int i = first; i < std::min(keys, first + 500); ++i) {
-      request.add_keys(absl::StrCat("pre-", i));
-    }
-    v1::MultiGetResponse batch;
-    const grpc::Status bs = client.MultiGet(request, &batch);
-    for (int i = first; i < std::min(keys, first + 500); ++i) {
-      const std::string key = absl::StrCat("pre-", i);
-      v1::GetResponse response;
-      const int at = i - first;
-      if (bs.ok() && at < batch.results_size() && batch.results(at).error().code() == 0) {
-        response.set_found(batch.results(at).found());
-        response.set_value(batch.results(at).value());
-      } else {
-        grpc::Status s = ReadBack(client, key, &response);
-        ASSERT_TRUE(s.ok()) << key << ": " << s.error_message();
-      }
-      ASSERT_TRUE(response.found()) << key << " is missing after the migration";
-      ASSERT_EQ(response.value(), absl::StrCat("value-", i, "-", std::string(80, 'x')));
-      ++checked;
-    }
-  }
-  int64_t counted = 0;
-  for (int c = 0; c < 4; ++c) {
-    v1::GetResponse response;
-    ASSERT_TRUE(ReadBack(client, absl::StrCat("counter-", c), &response).ok());
-    int64_t n = 0;
-    if (response.found()) ASSERT_TRUE(absl::SimpleAtoi(response.value(), &n));
-    EXPECT_EQ(n, increments[c].load()) << "counter-" << c;
-    counted += n;
-  }
+  // Every acknowledged write and preloaded key reads back (through the
+  // router, on the new ring), and each counter is within its bounds.
+  const testing::ReadBackCounts c =
+      testing::CheckReadBack(routers_[0]->address(), preloaded_, &load);
+  const size_t checked = c.preloaded + c.acknowledged;
 
   // Each key on exactly one shard, and s3 holds its share.
   uint64_t total = 0;
   uint64_t on_s3 = 0;
   for (const char* shard : {"s0", "s1", "s2", "s3"}) {
-    std::optional<std::string> leader = LeaderOf(shard);
+    std::optional<std::string> leader = cluster_.LeaderOf(shard);
     ASSERT_TRUE(leader.has_value()) << shard;
-    const uint64_t n = KeyCount(*leader);
+    const uint64_t n = testing::EtcdCluster::KeyCount(*leader).value_or(0);
     total += n;
     if (std::string(shard) == "s3") on_s3 = n;
   }
-  // Every key with an acknowledged write, and those whose only writes failed
-  // but were applied (a failed write may or may not be).
-  uint64_t expected = keys + 4;
-  for (const auto& [key, entry] : ledger.Snapshot()) {
-    if (entry.version != 0) {
-      ++expected;
-      continue;
-    }
-    v1::GetResponse response;
-    ASSERT_TRUE(ReadBack(client, key, &response).ok()) << key;
-    if (response.found()) ++expected;
-  }
-  EXPECT_EQ(total, expected) << "keys held by the shards together";
-  EXPECT_LE(on_s3, expected * 27 / 100);
-  EXPECT_GE(on_s3, expected * 15 / 100);
+  EXPECT_EQ(total, c.keys) << "keys held by the shards together, against the keys the router finds";
+  EXPECT_LE(on_s3, c.keys * 27 / 100);
+  EXPECT_GE(on_s3, c.keys * 15 / 100);
+  const int64_t counted = c.increments;
   std::printf(
       "migration of %d preloaded keys at --throttle=%s took %.1f s; write p50/p99 (ms) before "
       "%.1f/%.1f (%zu), during %.1f/%.1f (%zu), after %.1f/%.1f (%zu)\n",
@@ -604,15 +334,12 @@ TEST_F(ReshardTest, AStaleRouterIsCorrectedByWrongShardOrAnswersUnavailable) {
     if (after_->Owner(key) == "s3") moved.push_back(key);
   }
   ASSERT_FALSE(moved.empty());
-  const auto value_of = [](const std::string& key) {
-    return absl::StrCat("value-", key.substr(4), "-", std::string(80, 'x'));
-  };
   KvClient stale(routers_[1]->address(), absl::Seconds(5));
   // Through the second router before anything moves: it works.
   for (size_t i = 0; i < 20; ++i) {
     v1::GetResponse got;
     ASSERT_TRUE(stale.Get(moved[i], &got).ok());
-    ASSERT_EQ(got.value(), value_of(moved[i]));
+    ASSERT_EQ(got.value(), preloaded_.at(moved[i]));
   }
 
   const testing::KvctlResult add =
@@ -649,7 +376,7 @@ TEST_F(ReshardTest, AStaleRouterIsCorrectedByWrongShardOrAnswersUnavailable) {
     const grpc::Status s = stale.Get(moved[i], &got);
     if (s.ok()) {
       EXPECT_TRUE(got.found()) << moved[i] << " missing through the stale router";
-      EXPECT_EQ(got.value(), value_of(moved[i])) << moved[i];
+      EXPECT_EQ(got.value(), preloaded_.at(moved[i])) << moved[i];
       ++right;
     } else {
       EXPECT_EQ(s.error_code(), grpc::StatusCode::UNAVAILABLE)
@@ -697,7 +424,7 @@ TEST_F(ReshardTest, AStaleRouterIsCorrectedByWrongShardOrAnswersUnavailable) {
                         absl::Now() + absl::Seconds(20), absl::Milliseconds(50)))
         << moved[i] << ": " << s.error_message();
     if (i >= 5) {
-      EXPECT_EQ(got.value(), value_of(moved[i])) << moved[i];
+      EXPECT_EQ(got.value(), preloaded_.at(moved[i])) << moved[i];
     }
     ++settled;
   }

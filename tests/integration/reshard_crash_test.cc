@@ -81,14 +81,14 @@
 #include "common/ring/hash_ring.h"
 #include "gtest/gtest.h"
 #include "services/node/migration_failpoints.h"
-#include "tests/support/etcd_process.h"
+#include "tests/support/etcd_cluster.h"
 #include "tests/support/process.h"
+#include "tests/support/router_load.h"
 #include "tests/support/router_process.h"
 
 namespace kvstore {
 namespace {
 
-using ::kvstore::testing::EtcdProcess;
 using ::kvstore::testing::KvClient;
 using ::kvstore::testing::RouterProcess;
 using ::kvstore::testing::ServerProcess;
@@ -187,163 +187,11 @@ void PrintTo(const CrashCase& c, std::ostream* os) {
   *os << VictimName(c.victim) << " at " << PhaseName(c.phase);
 }
 
-std::string Padded(const std::string& head, size_t size) {
-  std::string value = head;
-  if (value.size() < size) value.append(size - value.size(), 'x');
-  return value;
-}
-
-// What the writers saw acknowledged, per key: the last acknowledged value
-// and version, and the values of writes that failed after it (each may or
-// may not have been applied). A version at or below an earlier acknowledged
-// one of the same key is a failure at once.
-class Ledger {
- public:
-  struct Entry {
-    std::string value;
-    uint64_t version = 0;  // 0: no write of this key was acknowledged.
-    std::vector<std::string> pending;
-  };
-
-  void Acked(const std::string& key, const std::string& value, uint64_t version) {
-    absl::MutexLock l(&mu_);
-    Entry& e = keys_[key];
-    if (version <= e.version) {
-      ADD_FAILURE() << key << ": acknowledged version " << version << " after " << e.version;
-    }
-    e.version = version;
-    e.value = value;
-    e.pending.clear();
-    ++acks_;
-  }
-  void Failed(const std::string& key, const std::string& value) {
-    absl::MutexLock l(&mu_);
-    keys_[key].pending.push_back(value);
-    ++failures_;
-  }
-  std::map<std::string, Entry> Snapshot() const {
-    absl::MutexLock l(&mu_);
-    return keys_;
-  }
-  size_t acks() const {
-    absl::MutexLock l(&mu_);
-    return acks_;
-  }
-  size_t failures() const {
-    absl::MutexLock l(&mu_);
-    return failures_;
-  }
-
- private:
-  mutable absl::Mutex mu_;
-  std::map<std::string, Entry> keys_ ABSL_GUARDED_BY(mu_);
-  size_t acks_ ABSL_GUARDED_BY(mu_) = 0;
-  size_t failures_ ABSL_GUARDED_BY(mu_) = 0;
-};
-
-// The load: writer w through router w (whose address may change when that
-// router is restarted: each write asks), and compare-and-set counters
-// through router 0. A counter's increment whose answer was an error (other
-// than a refusal, which wrote nothing) may or may not have been applied.
-class WriteLoad {
- public:
-  static constexpr int kCounters = 4;
-
-  explicit WriteLoad(std::function<std::string(int)> router) : router_(std::move(router)) {}
-  ~WriteLoad() { Stop(); }
-  WriteLoad(const WriteLoad&) = delete;
-  WriteLoad& operator=(const WriteLoad&) = delete;
-
-  void Start() {
-    for (int w = 0; w < 2; ++w) threads_.emplace_back([this, w] { Write(w); });
-    threads_.emplace_back([this] { Count(); });
-  }
-  void Stop() {
-    stop_.store(true);
-    for (std::thread& t : threads_) t.join();
-    threads_.clear();
-  }
-
-  const Ledger& ledger() const { return ledger_; }
-  int64_t acked_increments(int c) const { return acked_[c].load(); }
-  int64_t unknown_increments(int c) const { return unknown_[c].load(); }
-  static std::string CounterKey(int c) { return absl::StrCat("counter-", c); }
-
- private:
-  void Write(int w) {
-    std::string address = router_(w);
-    auto client = std::make_unique<KvClient>(address, absl::Seconds(5));
-    for (uint64_t seq = 0; !stop_.load(); ++seq) {
-      if (const std::string now = router_(w); now != address) {
-        address = now;
-        client = std::make_unique<KvClient>(address, absl::Seconds(5));
-      }
-      const std::string key =
-          seq % 2 == 0 ? absl::StrCat("w", w, "-u", seq) : absl::StrCat("w", w, "-k", seq % 100);
-      const std::string value = absl::StrCat("w", w, "-s", seq);
-      v1::SetResponse response;
-      if (client->Set(key, value, &response).ok()) {
-        ledger_.Acked(key, value, response.version());
-      } else {
-        ledger_.Failed(key, value);
-      }
-      absl::SleepFor(absl::Milliseconds(3));  // A rate limit on 2 cores, not a sync.
-    }
-  }
-
-  void Count() {
-    KvClient client(router_(0), absl::Seconds(5));
-    for (uint64_t seq = 0; !stop_.load(); ++seq) {
-      const int c = static_cast<int>(seq % kCounters);
-      v1::GetResponse got;
-      if (!client.Get(CounterKey(c), &got).ok()) {
-        absl::SleepFor(absl::Milliseconds(5));  // Rate limit while a shard is down.
-        continue;
-      }
-      int64_t n = 0;
-      if (got.found() && !absl::SimpleAtoi(got.value(), &n)) {
-        ADD_FAILURE() << CounterKey(c) << " holds " << got.value();
-        return;
-      }
-      v1::SetRequest set;
-      set.set_key(CounterKey(c));
-      set.set_value(absl::StrCat(n + 1));
-      set.set_if_version(got.found() ? got.version() : 0);
-      v1::SetResponse response;
-      const grpc::Status s = client.Set(set, &response);
-      if (s.ok()) {
-        ++acked_[c];
-      } else if (s.error_code() != grpc::StatusCode::FAILED_PRECONDITION) {
-        ++unknown_[c];
-      }
-      absl::SleepFor(absl::Milliseconds(3));  // Rate limit, as above.
-    }
-  }
-
-  const std::function<std::string(int)> router_;
-  Ledger ledger_;
-  std::atomic<bool> stop_{false};
-  std::atomic<int64_t> acked_[kCounters] = {};
-  std::atomic<int64_t> unknown_[kCounters] = {};
-  std::vector<std::thread> threads_;
-};
-
-// Sums over the sources of a migration, as the driver last reported them.
-struct Totals {
-  uint64_t keys_copied = 0;
-  uint64_t bytes_copied = 0;
-  int64_t restarts = 0;
-  int64_t retries = 0;
-  std::string errors;  // "source: error; " for each source with one.
-};
+using Totals = testing::MigrationTotals;
+using testing::RouterWriteLoad;
 
 // What the final check counted.
-struct Checked {
-  size_t preloaded = 0;
-  size_t acknowledged = 0;
-  size_t unsettled = 0;
-  int64_t increments = 0;
-  size_t keys = 0;  // Distinct keys the router finds.
+struct Checked : testing::ReadBackCounts {
   uint64_t held = 0;
   uint64_t on_new_shard = 0;
   uint64_t moved_bytes = 0;  // Key and value bytes of the keys the new ring gives s3.
@@ -356,76 +204,27 @@ struct Checked {
 
 class ReshardCrashTest : public ::testing::TestWithParam<CrashCase> {
  protected:
-  void SetUp() override {
-    ASSERT_TRUE(etcd_.Start().ok()) << etcd_.LogTail();
-    coord::EtcdClientOptions options;
-    options.endpoints = etcd_.endpoint();
-    absl::StatusOr<std::unique_ptr<coord::EtcdClient>> client = coord::EtcdClient::Create(options);
-    ASSERT_TRUE(client.ok()) << client.status();
-    etcd_client_ = *std::move(client);
-  }
+  void SetUp() override { ASSERT_TRUE(cluster_.Start().ok()) << cluster_.etcd().LogTail(); }
 
   void TearDown() override {
     if (HasFailure()) std::printf("logs:\n%s\n", Logs().c_str());
   }
 
-  std::vector<std::string> NodeFlags(const std::string& shard, const std::string& id) const {
-    return {absl::StrCat("--shard=", shard),
-            absl::StrCat("--node-id=", id),
-            absl::StrCat("--etcd-endpoints=", etcd_.endpoint()),
-            absl::StrCat("--etcd-prefix=", kPrefix),
-            "--lease-ttl=2s",
-            "--ack=sync",
-            "--sync-acks=1",
-            "--fsync=everysec",
-            "--sync-timeout-ms=2000"};
-  }
-
   void StartShardGroup(const std::string& shard) {
-    for (int i = 0; i < 2; ++i) {
-      const std::string id = absl::StrCat(shard, "-n", i + 1);
-      nodes_.push_back(std::make_unique<ServerProcess>(dir_.Join(id),
-                                                       i == 0 ? KV_SHARD_BIN : KV_REPLICA_BIN, id));
-      ASSERT_TRUE(nodes_.back()->Start(NodeFlags(shard, id)).ok()) << nodes_.back()->LogTail();
-    }
+    const absl::Status s = cluster_.StartShardGroup(shard);
+    ASSERT_TRUE(s.ok()) << s;
   }
 
-  ServerProcess* NodeAt(const std::string& address) {
-    for (auto& n : nodes_) {
-      if (n->running() && n->address() == address) return n.get();
-    }
-    return nullptr;
-  }
-
-  std::optional<std::string> LeaderOf(const std::string& shard) {
-    absl::StatusOr<coord::RangeResult> range =
-        etcd_client_->Range(coord::ShardLeaderKey(kPrefix, shard));
-    if (!range.ok() || range->kvs.empty()) return std::nullopt;
-    absl::StatusOr<coord::LeaderValueRecord> value = coord::ParseLeaderJson(range->kvs[0].value());
-    if (!value.ok() || value->epoch == 0) return std::nullopt;
-    absl::StatusOr<v1::StatusResponse> status = testing::FetchStatus(value->addr, absl::Seconds(1));
-    if (!status.ok() || status->role() != "leader" || !status->ready()) return std::nullopt;
-    return value->addr;
-  }
+  ServerProcess* NodeAt(const std::string& address) { return cluster_.NodeAt(address); }
 
   // `shard`'s leader, waiting up to 20 s for one; "" (and a failure) if none.
   std::string CurrentLeader(const std::string& shard) {
-    std::optional<std::string> leader;
-    if (!WaitFor(
-            [&] {
-              leader = LeaderOf(shard);
-              return leader.has_value();
-            },
-            absl::Now() + absl::Seconds(20), absl::Milliseconds(50))) {
-      ADD_FAILURE() << "no leader for " << shard;
+    absl::StatusOr<std::string> leader = cluster_.AwaitLeader(shard);
+    if (!leader.ok()) {
+      ADD_FAILURE() << leader.status();
       return "";
     }
     return *leader;
-  }
-
-  std::vector<std::string> RouterFlags() const {
-    return {absl::StrCat("--etcd-endpoints=", etcd_.endpoint()),
-            absl::StrCat("--etcd-prefix=", kPrefix), "--forward-timeout-ms=2000"};
   }
 
   std::string RouterAddress(int i) {
@@ -434,28 +233,17 @@ class ReshardCrashTest : public ::testing::TestWithParam<CrashCase> {
   }
 
   void StartRouter(int i) {
-    ASSERT_TRUE(routers_[i]->Start("", RouterFlags()).ok()) << routers_[i]->LogTail();
+    ASSERT_TRUE(routers_[i]->Start("", cluster_.RouterFlags()).ok()) << routers_[i]->LogTail();
     absl::MutexLock l(&routers_mu_);
     router_addresses_[i] = routers_[i]->address();
   }
 
   void StartCluster() {
     for (int s = 0; s < 3; ++s) ASSERT_NO_FATAL_FAILURE(StartShardGroup(kShards[s]));
-    Topology topology;
-    for (int s = 0; s < 3; ++s) {
-      topology.shards.push_back(
-          {kShards[s], nodes_[2 * s]->address(), {nodes_[2 * s + 1]->address()}});
-    }
-    const std::string topology_file = dir_.Join("topology.yaml");
-    ASSERT_TRUE(testing::WriteTopologyFile(topology_file, topology).ok());
-    const testing::KvctlResult init =
-        Kvctl({absl::StrCat("--config=", topology_file), "cluster", "init"});
-    ASSERT_EQ(init.exit_code, 0) << init.ToString();
-    for (int s = 0; s < 3; ++s) ASSERT_FALSE(CurrentLeader(kShards[s]).empty());
+    const absl::Status init = cluster_.Init({kShards[0], kShards[1], kShards[2]});
+    ASSERT_TRUE(init.ok()) << init;
     for (int i = 0; i < 2; ++i) ASSERT_NO_FATAL_FAILURE(StartRouter(i));
-    absl::StatusOr<coord::RangeResult> range = etcd_client_->Range(coord::RingKey(kPrefix));
-    ASSERT_TRUE(range.ok() && !range->kvs.empty()) << "no ring in etcd";
-    absl::StatusOr<coord::RingRecord> record = coord::ParseRingValue(range->kvs[0].value());
+    absl::StatusOr<coord::RingRecord> record = cluster_.Ring();
     ASSERT_TRUE(record.ok()) << record.status();
     ring_version_ = record->version;
     std::vector<std::string> shards = record->shards;
@@ -466,101 +254,36 @@ class ReshardCrashTest : public ::testing::TestWithParam<CrashCase> {
   }
 
   int64_t RingVersion() {
-    absl::StatusOr<coord::RangeResult> range = etcd_client_->Range(coord::RingKey(kPrefix));
-    if (!range.ok() || range->kvs.empty()) return -1;
-    absl::StatusOr<coord::RingRecord> record = coord::ParseRingValue(range->kvs[0].value());
+    absl::StatusOr<coord::RingRecord> record = cluster_.Ring();
     return record.ok() ? record->version : -1;
   }
 
   std::vector<std::string> KvctlArgs(std::vector<std::string> args) const {
-    args.insert(args.begin(), {absl::StrCat("--etcd=", etcd_.endpoint()),
+    args.insert(args.begin(), {absl::StrCat("--etcd=", cluster_.endpoint()),
                                absl::StrCat("--etcd-prefix=", kPrefix)});
     return args;
   }
 
   testing::KvctlResult Kvctl(std::vector<std::string> args,
                              absl::Duration timeout = absl::Seconds(20)) {
-    return testing::RunKvctl("", KvctlArgs(std::move(args)), timeout);
+    return cluster_.Kvctl(std::move(args), timeout);
   }
 
   void Preload(int count) {
-    KvClient client(RouterAddress(0), absl::Seconds(20));
-    for (int first = 0; first < count; first += 500) {
-      v1::MultiSetRequest request;
-      for (int i = first; i < std::min(count, first + 500); ++i) {
-        v1::SetItem* item = request.add_items();
-        item->set_key(absl::StrCat("pre-", i));
-        item->set_value(Padded(absl::StrCat("value-", i, "-"), 90));
-      }
-      // Retried while it fails: on this shared machine etcd may stall for a
-      // moment and a leader lose its lease (UNAVAILABLE), which is not what
-      // these tests are about. The same values again are harmless.
-      v1::MultiSetResponse response;
-      grpc::Status s;
-      std::string failed;
-      const bool written = WaitFor(
-          [&] {
-            response.Clear();
-            s = client.MultiSet(request, &response);
-            if (!s.ok()) return false;
-            for (const v1::SetResult& r : response.results()) {
-              if (r.error().code() != 0) {
-                failed = r.error().message();
-                return false;
-              }
-            }
-            return response.results_size() == request.items_size();
-          },
-          absl::Now() + absl::Seconds(30), absl::Milliseconds(200));
-      ASSERT_TRUE(written) << s.error_message() << " " << failed;
-      for (int i = 0; i < request.items_size(); ++i) {
-        preloaded_[request.items(i).key()] = request.items(i).value();
-      }
-    }
+    absl::StatusOr<std::map<std::string, std::string>> written =
+        testing::Preload(RouterAddress(0), count, testing::PaddedValue);
+    ASSERT_TRUE(written.ok()) << written.status();
+    preloaded_.insert(written->begin(), written->end());
   }
 
-  std::string ActiveId() {
-    absl::StatusOr<coord::RangeResult> range =
-        etcd_client_->Range(coord::ActiveMigrationKey(kPrefix));
-    if (!range.ok() || range->kvs.empty()) return "";
-    absl::StatusOr<std::string> id = coord::ParseActiveMigrationValue(range->kvs[0].value());
-    return id.ok() ? *id : "";
-  }
-
-  std::optional<coord::MigrationRecord> Record(const std::string& id) {
-    absl::StatusOr<coord::RangeResult> range =
-        etcd_client_->Range(coord::MigrationKey(kPrefix, id));
-    if (!range.ok() || range->kvs.empty()) return std::nullopt;
-    absl::StatusOr<coord::MigrationRecord> record =
-        coord::ParseMigrationValue(range->kvs[0].value());
-    if (!record.ok()) return std::nullopt;
-    return *std::move(record);
-  }
+  std::string ActiveId() { return cluster_.ActiveMigrationId(); }
 
   std::string PhaseOf(const std::string& id) {
-    std::optional<coord::MigrationRecord> r = Record(id);
+    std::optional<coord::MigrationRecord> r = cluster_.Migration(id);
     return r.has_value() ? r->phase : "";
   }
 
-  Totals Sum(const std::string& id) {
-    Totals t;
-    coord::RangeOptions options;
-    options.prefix = true;
-    const std::string prefix = coord::MigrationSourcesPrefix(kPrefix, id);
-    absl::StatusOr<coord::RangeResult> range = etcd_client_->Range(prefix, options);
-    if (!range.ok()) return t;
-    for (const mvccpb::KeyValue& kv : range->kvs) {
-      const std::string source = kv.key().substr(prefix.size());
-      absl::StatusOr<coord::SourceProgress> p = coord::ParseSourceProgressValue(source, kv.value());
-      if (!p.ok()) continue;
-      t.keys_copied += p->keys_copied;
-      t.bytes_copied += p->bytes_copied;
-      t.restarts += p->restarts;
-      t.retries += p->retries;
-      if (!p->error.empty()) absl::StrAppend(&t.errors, source, ": ", p->error, "; ");
-    }
-    return t;
-  }
+  Totals Sum(const std::string& id) { return testing::Sum(cluster_.Progress(id)); }
 
   // Until the migration is over and no longer active; its last phase.
   std::string AwaitOver(const std::string& id, absl::Duration timeout) {
@@ -596,131 +319,17 @@ class ReshardCrashTest : public ::testing::TestWithParam<CrashCase> {
     return now == phase;
   }
 
-  std::optional<uint64_t> KeyCount(const std::string& address) {
-    absl::StatusOr<v1::StatusResponse> status = testing::FetchStatus(address, absl::Seconds(2));
-    if (!status.ok()) return std::nullopt;
-    return status->key_count();
-  }
-
-  // Runs fiu-ctrl to enable `failpoint` in `node` (its remote control is in
-  // its data directory).
-  void EnableFailpoint(ServerProcess& node, const std::string& failpoint) {
-    const pid_t pid = node.process().pid();
-    testing::ChildProcess fiu;
-    ASSERT_TRUE(fiu.Start("/usr/bin/fiu-ctrl",
-                          {"-f", absl::StrCat(node.data_dir(), "/fiu-ctrl"), "-c",
-                           absl::StrCat("enable name=", failpoint), absl::StrCat(pid)},
-                          dir_.Join(absl::StrCat("fiu-ctrl-", pid, ".log")))
-                    .ok());
-    absl::StatusOr<testing::ExitStatus> exit = fiu.WaitExit(absl::Now() + absl::Seconds(10));
-    ASSERT_TRUE(exit.ok() && exit->Clean())
-        << "fiu-ctrl: " << (exit.ok() ? exit->ToString() : exit.status().ToString()) << " "
-        << testing::ReadFileOrEmpty(dir_.Join(absl::StrCat("fiu-ctrl-", pid, ".log")));
-  }
-
-  // Reads `keys` through router 0 (MultiGet, 500 a call; a failed key is
-  // read again alone until a deadline). Results in the order of `keys`.
-  std::vector<v1::GetResult> ReadThroughRouter(const std::vector<std::string>& keys) {
-    KvClient client(RouterAddress(0), absl::Seconds(10));
-    std::vector<v1::GetResult> out(keys.size());
-    for (size_t first = 0; first < keys.size(); first += 500) {
-      v1::MultiGetRequest request;
-      for (size_t i = first; i < std::min(keys.size(), first + 500); ++i) request.add_keys(keys[i]);
-      v1::MultiGetResponse response;
-      const grpc::Status s = client.MultiGet(request, &response);
-      for (size_t i = first; i < std::min(keys.size(), first + 500); ++i) {
-        const int at = static_cast<int>(i - first);
-        if (s.ok() && at < response.results_size() && response.results(at).error().code() == 0) {
-          out[i] = response.results(at);
-          continue;
-        }
-        grpc::Status last;
-        const bool read = WaitFor(
-            [&] {
-              v1::GetResponse got;
-              last = client.Get(keys[i], &got);
-              if (!last.ok()) return false;
-              out[i].set_found(got.found());
-              out[i].set_value(got.value());
-              out[i].set_version(got.version());
-              return true;
-            },
-            absl::Now() + absl::Seconds(10), absl::Milliseconds(100));
-        if (!read) {
-          ADD_FAILURE() << keys[i] << " cannot be read: " << last.error_message();
-          out[i].mutable_error()->set_code(last.error_code());
-        }
-      }
-    }
-    return out;
-  }
-
   // The invariants (see the top of the file), once the load has stopped.
-  Checked CheckEverything(const WriteLoad& load) {
+  Checked CheckEverything(const RouterWriteLoad& load) {
     Checked c;
-    std::vector<std::string> keys;
-    std::vector<const std::string*> expected;
-    for (const auto& [key, value] : preloaded_) {
-      keys.push_back(key);
-      expected.push_back(&value);
-    }
-    const std::map<std::string, Ledger::Entry> ledger = load.ledger().Snapshot();
-    for (const auto& [key, entry] : ledger) {
-      keys.push_back(key);
-      expected.push_back(nullptr);
-    }
-    for (int i = 0; i < WriteLoad::kCounters; ++i) {
-      keys.push_back(WriteLoad::CounterKey(i));
-      expected.push_back(nullptr);
-    }
-    const std::vector<v1::GetResult> got = ReadThroughRouter(keys);
-    for (size_t i = 0; i < keys.size(); ++i) {
-      const std::string& key = keys[i];
-      const v1::GetResult& r = got[i];
-      if (r.error().code() != 0) continue;
-      if (r.found()) {
-        ++c.keys;
-        if (after_->Owner(key) == kNewShard) c.moved_bytes += key.size() + r.value().size();
-      }
-      if (expected[i] != nullptr) {
-        EXPECT_TRUE(r.found()) << key << " (preloaded) is missing";
-        EXPECT_EQ(r.value(), *expected[i]) << key << " (preloaded) changed";
-        if (r.found() && r.value() == *expected[i]) ++c.preloaded;
-        continue;
-      }
-      if (absl::StartsWith(key, "counter-")) {
-        const int n = key.back() - '0';
-        int64_t value = 0;
-        if (r.found()) {
-          EXPECT_TRUE(absl::SimpleAtoi(r.value(), &value)) << key;
-        }
-        EXPECT_GE(value, load.acked_increments(n)) << key << " lost acknowledged increments";
-        EXPECT_LE(value, load.acked_increments(n) + load.unknown_increments(n))
-            << key << " counts increments nobody made";
-        c.increments += value;
-        continue;
-      }
-      const Ledger::Entry& e = ledger.at(key);
-      const bool pending =
-          std::find(e.pending.begin(), e.pending.end(), r.value()) != e.pending.end();
-      if (e.version == 0) {
-        EXPECT_TRUE(!r.found() || pending) << key << " holds " << r.value() << ", never written";
-        ++c.unsettled;
-        continue;
-      }
-      EXPECT_TRUE(r.found() && (r.value() == e.value || pending))
-          << key << " reads " << (r.found() ? r.value() : "<absent>") << ", last acknowledged "
-          << e.value << " (version " << e.version << ")";
-      if (r.found() && r.value() == e.value) {
-        EXPECT_EQ(r.version(), e.version) << key;
-      } else if (r.found() && pending) {
-        EXPECT_GT(r.version(), e.version) << key << ": a later write has a lower version";
-      }
-      ++c.acknowledged;
-    }
+    static_cast<testing::ReadBackCounts&>(c) = testing::CheckReadBack(
+        RouterAddress(0), preloaded_, &load,
+        [&](const std::string& key) { return after_->Owner(key) == kNewShard; });
+    c.moved_bytes = c.found_bytes;
     for (const std::string& shard : kShards) {
       const std::string leader = CurrentLeader(shard);
-      std::optional<uint64_t> n = leader.empty() ? std::nullopt : KeyCount(leader);
+      std::optional<uint64_t> n =
+          leader.empty() ? std::nullopt : testing::EtcdCluster::KeyCount(leader);
       EXPECT_TRUE(n.has_value()) << "no key count from " << shard << "'s leader";
       c.held += n.value_or(0);
       if (shard == kNewShard) c.on_new_shard = n.value_or(0);
@@ -733,17 +342,12 @@ class ReshardCrashTest : public ::testing::TestWithParam<CrashCase> {
   }
 
   std::string Logs() {
-    std::string out;
-    for (auto& n : nodes_) absl::StrAppend(&out, "--- ", n->log_path(), ":\n", n->LogTail(2500));
+    std::string out = cluster_.Logs();
     for (auto& r : routers_) absl::StrAppend(&out, "--- router:\n", r->LogTail(1500));
-    absl::StrAppend(&out, "--- etcd:\n", etcd_.LogTail(1500));
     return out;
   }
 
-  std::string StatusText(const std::string& id) {
-    const testing::KvctlResult status = Kvctl({"reshard", "status", id});
-    return status.out + status.err;
-  }
+  std::string StatusText(const std::string& id) { return cluster_.MigrationStatusText(id); }
 
   // The faults. Each returns once the killed process runs again (or its
   // replacement leads), with a line saying what happened.
@@ -751,7 +355,8 @@ class ReshardCrashTest : public ::testing::TestWithParam<CrashCase> {
                         const std::function<std::string()>& start) {
     ServerProcess* victim = NodeAt(CurrentLeader(shard));
     ASSERT_NE(victim, nullptr);
-    ASSERT_NO_FATAL_FAILURE(EnableFailpoint(*victim, failpoint));
+    const absl::Status enabled = cluster_.EnableFailpoint(*victim, failpoint);
+    ASSERT_TRUE(enabled.ok()) << enabled;
     id_ = start();
     ASSERT_FALSE(id_.empty());
     absl::StatusOr<testing::ExitStatus> exit =
@@ -767,7 +372,7 @@ class ReshardCrashTest : public ::testing::TestWithParam<CrashCase> {
       EXPECT_TRUE(at == "cutover" || at == "catchup") << at;
       EXPECT_TRUE(WaitFor(
           [&] {
-            for (auto& n : nodes_) {
+            for (const auto& n : cluster_.nodes()) {
               if (absl::StrContains(testing::ReadFileOrEmpty(n->log_path()),
                                     absl::StrCat("back to catch-up: fence of ", kSource))) {
                 return true;
@@ -795,7 +400,7 @@ class ReshardCrashTest : public ::testing::TestWithParam<CrashCase> {
       const std::string prefix = coord::MigrationSourcesPrefix(kPrefix, id_);
       ASSERT_TRUE(WaitFor(
           [&] {
-            absl::StatusOr<coord::RangeResult> r = etcd_client_->Range(prefix + kSource);
+            absl::StatusOr<coord::RangeResult> r = cluster_.client().Range(prefix + kSource);
             if (!r.ok() || r->kvs.empty()) return false;
             absl::StatusOr<coord::SourceProgress> p =
                 coord::ParseSourceProgressValue(kSource, r->kvs[0].value());
@@ -841,7 +446,7 @@ class ReshardCrashTest : public ::testing::TestWithParam<CrashCase> {
         << StatusText(id_);
     ServerProcess* driver = NodeAt(CurrentLeader(kNewShard));
     ASSERT_NE(driver, nullptr);
-    ASSERT_TRUE(etcd_.process().KillHard().ok());
+    ASSERT_TRUE(cluster_.etcd().process().KillHard().ok());
     const absl::Time killed = absl::Now();
     // Down until the driver has noticed: it logged a warning for the
     // migration, or its node stopped leading (its lease ran out).
@@ -857,7 +462,7 @@ class ReshardCrashTest : public ::testing::TestWithParam<CrashCase> {
           return !(status.ok() && status->role() == "leader" && status->ready());
         },
         absl::Now() + absl::Seconds(20), absl::Milliseconds(50));
-    const absl::Status restarted = etcd_.Restart();
+    const absl::Status restarted = cluster_.etcd().Restart();
     ASSERT_TRUE(restarted.ok()) << restarted;
     EXPECT_TRUE(noticed) << "the driver went on without etcd for 20 s";
     std::printf("killed etcd in phase %s; down %.1f s\n", RecordPhase(phase).c_str(),
@@ -923,9 +528,7 @@ class ReshardCrashTest : public ::testing::TestWithParam<CrashCase> {
   }
 
   TempDir dir_;
-  EtcdProcess etcd_;
-  std::unique_ptr<coord::EtcdClient> etcd_client_;
-  std::vector<std::unique_ptr<ServerProcess>> nodes_;
+  testing::EtcdCluster cluster_{dir_.path(), kPrefix};
   std::unique_ptr<RouterProcess> routers_[2] = {
       std::make_unique<RouterProcess>(dir_.Join("router-0")),
       std::make_unique<RouterProcess>(dir_.Join("router-1"))};
@@ -943,7 +546,7 @@ TEST_P(ReshardCrashTest, Kill) {
   ASSERT_NO_FATAL_FAILURE(Preload(20000));
   ASSERT_NO_FATAL_FAILURE(StartShardGroup(kNewShard));
   ASSERT_FALSE(CurrentLeader(kNewShard).empty());
-  WriteLoad load([this](int w) { return RouterAddress(w); });
+  RouterWriteLoad load([this](int w) { return RouterAddress(w); });
   load.Start();
   ASSERT_TRUE(
       WaitFor([&] { return load.ledger().acks() >= 200; }, absl::Now() + absl::Seconds(20)));

@@ -78,14 +78,14 @@
 #include "common/coord/schema.h"
 #include "common/ring/hash_ring.h"
 #include "gtest/gtest.h"
-#include "tests/support/etcd_process.h"
+#include "tests/support/etcd_cluster.h"
 #include "tests/support/process.h"
+#include "tests/support/router_load.h"
 #include "tests/support/router_process.h"
 
 namespace kvstore {
 namespace {
 
-using ::kvstore::testing::EtcdProcess;
 using ::kvstore::testing::KvClient;
 using ::kvstore::testing::RouterProcess;
 using ::kvstore::testing::ServerProcess;
@@ -103,174 +103,13 @@ std::string Padded(const std::string& head, size_t size) {
   return value;
 }
 
-// What the writers saw acknowledged, per key: the last acknowledged value
-// and version, and the values of writes that failed after it (each may or
-// may not have been applied). A version at or below an earlier acknowledged
-// one of the same key is a failure at once.
-class Ledger {
- public:
-  struct Entry {
-    std::string value;
-    uint64_t version = 0;  // 0: no write of this key was acknowledged.
-    std::vector<std::string> pending;
-  };
-
-  void Acked(const std::string& key, const std::string& value, uint64_t version) {
-    absl::MutexLock l(&mu_);
-    Entry& e = keys_[key];
-    if (version <= e.version) {
-      ++versions_down_;
-      ADD_FAILURE() << key << ": acknowledged version " << version << " after " << e.version;
-    }
-    e.version = version;
-    e.value = value;
-    e.pending.clear();
-    ++acks_;
-  }
-  void Failed(const std::string& key, const std::string& value) {
-    absl::MutexLock l(&mu_);
-    keys_[key].pending.push_back(value);
-    ++failures_;
-  }
-  std::map<std::string, Entry> Snapshot() const {
-    absl::MutexLock l(&mu_);
-    return keys_;
-  }
-  size_t acks() const {
-    absl::MutexLock l(&mu_);
-    return acks_;
-  }
-  size_t failures() const {
-    absl::MutexLock l(&mu_);
-    return failures_;
-  }
-
- private:
-  mutable absl::Mutex mu_;
-  std::map<std::string, Entry> keys_ ABSL_GUARDED_BY(mu_);
-  size_t acks_ ABSL_GUARDED_BY(mu_) = 0;
-  size_t failures_ ABSL_GUARDED_BY(mu_) = 0;
-  size_t versions_down_ ABSL_GUARDED_BY(mu_) = 0;
-};
-
-// The load of the happy-path test, through the router: two writers (one
-// write in flight each; half of the writes make a key of their own, half
-// overwrite one of 50 keys) and compare-and-set counters. A counter's
-// increment whose answer was an error (other than a refusal, which wrote
-// nothing) may or may not have been applied: it is counted as unknown.
-class WriteLoad {
- public:
-  static constexpr int kCounters = 4;
-
-  explicit WriteLoad(std::string router) : router_(std::move(router)) {}
-  ~WriteLoad() { Stop(); }
-  WriteLoad(const WriteLoad&) = delete;
-  WriteLoad& operator=(const WriteLoad&) = delete;
-
-  void Start() {
-    for (int w = 0; w < 2; ++w) threads_.emplace_back([this, w] { Write(w); });
-    threads_.emplace_back([this] { Count(); });
-  }
-  void Stop() {
-    stop_.store(true);
-    for (std::thread& t : threads_) t.join();
-    threads_.clear();
-  }
-
-  const Ledger& ledger() const { return ledger_; }
-  int64_t acked_increments(int c) const { return acked_[c].load(); }
-  int64_t unknown_increments(int c) const { return unknown_[c].load(); }
-  static std::string CounterKey(int c) { return absl::StrCat("counter-", c); }
-
- private:
-  void Write(int w) {
-    KvClient client(router_, absl::Seconds(5));
-    for (uint64_t seq = 0; !stop_.load(); ++seq) {
-      const std::string key =
-          seq % 2 == 0 ? absl::StrCat("w", w, "-u", seq) : absl::StrCat("w", w, "-k", seq % 100);
-      const std::string value = absl::StrCat("w", w, "-s", seq);
-      v1::SetResponse response;
-      if (client.Set(key, value, &response).ok()) {
-        ledger_.Acked(key, value, response.version());
-      } else {
-        ledger_.Failed(key, value);
-      }
-      // A rate limit (about 300 writes/s per writer at most), so that the
-      // load leaves the 2 cores some room for the migration; not a sync.
-      absl::SleepFor(absl::Milliseconds(3));
-    }
-  }
-
-  void Count() {
-    KvClient client(router_, absl::Seconds(5));
-    for (uint64_t seq = 0; !stop_.load(); ++seq) {
-      const int c = static_cast<int>(seq % kCounters);
-      v1::GetResponse got;
-      if (!client.Get(CounterKey(c), &got).ok()) {
-        absl::SleepFor(absl::Milliseconds(5));  // Rate limit while a shard is down.
-        continue;
-      }
-      int64_t n = 0;
-      if (got.found() && !absl::SimpleAtoi(got.value(), &n)) {
-        ADD_FAILURE() << CounterKey(c) << " holds " << got.value();
-        return;
-      }
-      v1::SetRequest set;
-      set.set_key(CounterKey(c));
-      set.set_value(absl::StrCat(n + 1));
-      set.set_if_version(got.found() ? got.version() : 0);
-      v1::SetResponse response;
-      const grpc::Status s = client.Set(set, &response);
-      if (s.ok()) {
-        ++acked_[c];
-      } else if (s.error_code() != grpc::StatusCode::FAILED_PRECONDITION) {
-        ++unknown_[c];
-      }
-      absl::SleepFor(absl::Milliseconds(3));  // Rate limit, as above.
-    }
-  }
-
-  const std::string router_;
-  Ledger ledger_;
-  std::atomic<bool> stop_{false};
-  std::atomic<int64_t> acked_[kCounters] = {};
-  std::atomic<int64_t> unknown_[kCounters] = {};
-  std::vector<std::thread> threads_;
-};
-
-// Sums over the sources of a migration, as the driver last reported them.
-struct Totals {
-  uint64_t keys_copied = 0;
-  uint64_t bytes_copied = 0;
-  int64_t restarts = 0;
-  int64_t retries = 0;
-  std::set<std::string> phases;  // Of the sources.
-  size_t sources = 0;
-  std::string errors;  // "source: error; " for each source with one.
-};
-
-Totals Sum(const std::map<std::string, coord::SourceProgress>& progress) {
-  Totals t;
-  for (const auto& [name, p] : progress) {
-    t.keys_copied += p.keys_copied;
-    t.bytes_copied += p.bytes_copied;
-    t.restarts += p.restarts;
-    t.retries += p.retries;
-    t.phases.insert(p.phase);
-    ++t.sources;
-    if (!p.error.empty()) absl::StrAppend(&t.errors, name, ": ", p.error, "; ");
-  }
-  return t;
-}
+using Totals = testing::MigrationTotals;
+using testing::RouterWriteLoad;
+using testing::Sum;
 
 // What the final check counted.
-struct Checked {
-  size_t preloaded = 0;     // Preloaded keys read back with their value.
-  size_t acknowledged = 0;  // Keys with an acknowledged write read back as allowed.
-  size_t unsettled = 0;     // Keys whose only writes failed (present or not).
-  int64_t increments = 0;   // Counter increments found.
-  size_t keys = 0;          // Distinct keys the router finds.
-  uint64_t held = 0;        // Keys the shards' leaders hold together.
+struct Checked : testing::ReadBackCounts {
+  uint64_t held = 0;  // Keys the shards' leaders hold together.
   uint64_t on_new_shard = 0;
   uint64_t moved_bytes = 0;  // Key and value bytes of the keys the new ring gives s3.
   std::string ToString() const {
@@ -282,73 +121,26 @@ struct Checked {
 
 class ReshardFaultTest : public ::testing::Test {
  protected:
-  void SetUp() override {
-    ASSERT_TRUE(etcd_.Start().ok()) << etcd_.LogTail();
-    coord::EtcdClientOptions options;
-    options.endpoints = etcd_.endpoint();
-    absl::StatusOr<std::unique_ptr<coord::EtcdClient>> client = coord::EtcdClient::Create(options);
-    ASSERT_TRUE(client.ok()) << client.status();
-    etcd_client_ = *std::move(client);
-  }
+  void SetUp() override { ASSERT_TRUE(cluster_.Start().ok()) << cluster_.etcd().LogTail(); }
 
   void TearDown() override {
     if (HasFailure()) std::printf("logs:\n%s\n", Logs().c_str());
   }
 
-  std::vector<std::string> NodeFlags(const std::string& shard, const std::string& id) const {
-    return {absl::StrCat("--shard=", shard),
-            absl::StrCat("--node-id=", id),
-            absl::StrCat("--etcd-endpoints=", etcd_.endpoint()),
-            absl::StrCat("--etcd-prefix=", kPrefix),
-            "--lease-ttl=2s",
-            "--ack=sync",
-            "--sync-acks=1",
-            "--fsync=everysec",
-            "--sync-timeout-ms=2000"};
-  }
-
-  // A leader and one replica of `shard`.
   void StartShardGroup(const std::string& shard) {
-    for (int i = 0; i < 2; ++i) {
-      const std::string id = absl::StrCat(shard, "-n", i + 1);
-      nodes_.push_back(std::make_unique<ServerProcess>(dir_.Join(id),
-                                                       i == 0 ? KV_SHARD_BIN : KV_REPLICA_BIN, id));
-      ASSERT_TRUE(nodes_.back()->Start(NodeFlags(shard, id)).ok()) << nodes_.back()->LogTail();
-    }
+    const absl::Status s = cluster_.StartShardGroup(shard);
+    ASSERT_TRUE(s.ok()) << s;
   }
 
-  // The running node serving at `address`; nullptr when none does.
-  ServerProcess* NodeAt(const std::string& address) {
-    for (auto& n : nodes_) {
-      if (n->running() && n->address() == address) return n.get();
-    }
-    return nullptr;
-  }
-
-  // The address in `shard`'s leader key, if that node answers as a ready leader.
-  std::optional<std::string> LeaderOf(const std::string& shard) {
-    absl::StatusOr<coord::RangeResult> range =
-        etcd_client_->Range(coord::ShardLeaderKey(kPrefix, shard));
-    if (!range.ok() || range->kvs.empty()) return std::nullopt;
-    absl::StatusOr<coord::LeaderValueRecord> value = coord::ParseLeaderJson(range->kvs[0].value());
-    if (!value.ok() || value->epoch == 0) return std::nullopt;
-    absl::StatusOr<v1::StatusResponse> status = testing::FetchStatus(value->addr, absl::Seconds(1));
-    if (!status.ok() || status->role() != "leader" || !status->ready()) return std::nullopt;
-    return value->addr;
-  }
-
+  ServerProcess* NodeAt(const std::string& address) { return cluster_.NodeAt(address); }
+  std::optional<std::string> LeaderOf(const std::string& shard) { return cluster_.LeaderOf(shard); }
   void AwaitLeader(const std::string& shard) { ASSERT_FALSE(CurrentLeader(shard).empty()); }
 
   // `shard`'s leader, waiting up to 20 s for one; "" (and a failure) if none.
   std::string CurrentLeader(const std::string& shard) {
-    std::optional<std::string> leader;
-    if (!WaitFor(
-            [&] {
-              leader = LeaderOf(shard);
-              return leader.has_value();
-            },
-            absl::Now() + absl::Seconds(20), absl::Milliseconds(50))) {
-      ADD_FAILURE() << "no leader for " << shard;
+    absl::StatusOr<std::string> leader = cluster_.AwaitLeader(shard);
+    if (!leader.ok()) {
+      ADD_FAILURE() << leader.status();
       return "";
     }
     return *leader;
@@ -358,57 +150,25 @@ class ReshardFaultTest : public ::testing::Test {
   // and starts the killed node again (it follows the new leader, so that
   // sync acks have a follower again). Returns the new leader's address.
   std::string KillLeaderOf(const std::string& shard) {
-    const std::string old = CurrentLeader(shard);
-    if (old.empty()) return "";
-    ServerProcess* victim = NodeAt(old);
-    if (victim == nullptr) {
-      ADD_FAILURE() << "no node of ours serves " << old;
+    absl::StatusOr<std::string> next = cluster_.KillLeaderAndRestart(shard);
+    if (!next.ok()) {
+      ADD_FAILURE() << next.status();
       return "";
     }
-    EXPECT_TRUE(victim->KillHard().ok());
-    std::optional<std::string> next;
-    const bool elected = WaitFor(
-        [&] {
-          next = LeaderOf(shard);
-          return next.has_value() && *next != old;
-        },
-        absl::Now() + absl::Seconds(15), absl::Milliseconds(50));
-    if (!elected) {
-      ADD_FAILURE() << "no new leader of " << shard << " after the kill of " << old;
-      return "";
-    }
-    const absl::Status restarted = victim->Restart();
-    EXPECT_TRUE(restarted.ok()) << restarted;
     return *next;
   }
 
   void StartCluster() {
     for (int s = 0; s < 3; ++s) ASSERT_NO_FATAL_FAILURE(StartShardGroup(kShards[s]));
-    Topology topology;
-    for (int s = 0; s < 3; ++s) {
-      topology.shards.push_back(
-          {kShards[s], nodes_[2 * s]->address(), {nodes_[2 * s + 1]->address()}});
-    }
-    const std::string topology_file = dir_.Join("topology.yaml");
-    ASSERT_TRUE(testing::WriteTopologyFile(topology_file, topology).ok());
-    const testing::KvctlResult init =
-        Kvctl({absl::StrCat("--config=", topology_file), "cluster", "init"});
-    ASSERT_EQ(init.exit_code, 0) << init.ToString();
-    for (int s = 0; s < 3; ++s) ASSERT_NO_FATAL_FAILURE(AwaitLeader(kShards[s]));
-    ASSERT_TRUE(
-        router_
-            .Start("", {absl::StrCat("--etcd-endpoints=", etcd_.endpoint()),
-                        absl::StrCat("--etcd-prefix=", kPrefix), "--forward-timeout-ms=2000"})
-            .ok())
-        << router_.LogTail();
+    const absl::Status init = cluster_.Init({kShards[0], kShards[1], kShards[2]});
+    ASSERT_TRUE(init.ok()) << init;
+    ASSERT_TRUE(router_.Start("", cluster_.RouterFlags()).ok()) << router_.LogTail();
     ASSERT_NO_FATAL_FAILURE(ReadRings());
   }
 
   // The ring in etcd now, and the one adding s3 publishes.
   void ReadRings() {
-    absl::StatusOr<coord::RangeResult> range = etcd_client_->Range(coord::RingKey(kPrefix));
-    ASSERT_TRUE(range.ok() && !range->kvs.empty()) << "no ring in etcd";
-    absl::StatusOr<coord::RingRecord> record = coord::ParseRingValue(range->kvs[0].value());
+    absl::StatusOr<coord::RingRecord> record = cluster_.Ring();
     ASSERT_TRUE(record.ok()) << record.status();
     ring_version_ = record->version;
     absl::StatusOr<HashRing> before = HashRing::Build(record->shards, record->vnodes);
@@ -422,9 +182,7 @@ class ReshardFaultTest : public ::testing::Test {
   }
 
   int64_t RingVersion() {
-    absl::StatusOr<coord::RangeResult> range = etcd_client_->Range(coord::RingKey(kPrefix));
-    if (!range.ok() || range->kvs.empty()) return -1;
-    absl::StatusOr<coord::RingRecord> record = coord::ParseRingValue(range->kvs[0].value());
+    absl::StatusOr<coord::RingRecord> record = cluster_.Ring();
     return record.ok() ? record->version : -1;
   }
 
@@ -436,9 +194,7 @@ class ReshardFaultTest : public ::testing::Test {
 
   testing::KvctlResult Kvctl(std::vector<std::string> args,
                              absl::Duration timeout = absl::Seconds(20)) {
-    args.insert(args.begin(), {absl::StrCat("--etcd=", etcd_.endpoint()),
-                               absl::StrCat("--etcd-prefix=", kPrefix)});
-    return testing::RunKvctl("", args, timeout);
+    return cluster_.Kvctl(std::move(args), timeout);
   }
 
   // Writes `count` keys "pre-<i>" through the router, with value(i, key);
@@ -446,29 +202,14 @@ class ReshardFaultTest : public ::testing::Test {
   // counted in the moved data.
   void Preload(int count, const std::function<std::string(int, const std::string&)>& value,
                uint64_t ttl_ms = 0, const std::string& prefix = "pre-") {
-    KvClient client(router_.address(), absl::Seconds(20));
-    for (int first = 0; first < count; first += 500) {
-      v1::MultiSetRequest request;
-      for (int i = first; i < std::min(count, first + 500); ++i) {
-        const std::string key = absl::StrCat(prefix, i);
-        v1::SetItem* item = request.add_items();
-        item->set_key(key);
-        item->set_value(value(i, key));
-        item->set_ttl_ms(ttl_ms);
-      }
-      v1::MultiSetResponse response;
-      const grpc::Status s = client.MultiSet(request, &response);
-      ASSERT_TRUE(s.ok()) << s.error_message();
-      ASSERT_EQ(response.results_size(), request.items_size());
-      for (int i = 0; i < response.results_size(); ++i) {
-        ASSERT_EQ(response.results(i).error().code(), 0) << response.results(i).error().message();
-        if (ttl_ms == 0) preloaded_[request.items(i).key()] = request.items(i).value();
-      }
-    }
+    absl::StatusOr<std::map<std::string, std::string>> written =
+        testing::Preload(router_.address(), count, value, ttl_ms, prefix);
+    ASSERT_TRUE(written.ok()) << written.status();
+    if (ttl_ms == 0) preloaded_.insert(written->begin(), written->end());
   }
 
-  // Starts s3's group and `kvctl reshard add-shard s3 --yes` with `flags`;
-  // returns the migration's id ("" after a failure).
+  // Starts `kvctl reshard add-shard s3 --yes` with `flags`; returns the
+  // migration's id ("" after a failure).
   std::string AddShard(const std::vector<std::string>& flags) {
     std::vector<std::string> args = {"reshard", "add-shard", kNewShard, "--yes"};
     args.insert(args.end(), flags.begin(), flags.end());
@@ -493,7 +234,7 @@ class ReshardFaultTest : public ::testing::Test {
     options.prefix = true;
     const std::string key = coord::MigrationKey(kPrefix, id);
     const std::string sources = coord::MigrationSourcesPrefix(kPrefix, id);
-    absl::StatusOr<coord::RangeResult> range = etcd_client_->Range(key, options);
+    absl::StatusOr<coord::RangeResult> range = cluster_.client().Range(key, options);
     if (!range.ok()) return std::nullopt;
     std::optional<coord::MigrationRecord> record;
     std::vector<std::string> copying;
@@ -520,29 +261,9 @@ class ReshardFaultTest : public ::testing::Test {
     return record;
   }
 
-  std::string ActiveId() {
-    absl::StatusOr<coord::RangeResult> range =
-        etcd_client_->Range(coord::ActiveMigrationKey(kPrefix));
-    if (!range.ok() || range->kvs.empty()) return "";
-    absl::StatusOr<std::string> id = coord::ParseActiveMigrationValue(range->kvs[0].value());
-    return id.ok() ? *id : "";
-  }
-
-  // Each source's progress as the driver last wrote it (empty when etcd
-  // does not answer).
+  std::string ActiveId() { return cluster_.ActiveMigrationId(); }
   std::map<std::string, coord::SourceProgress> Progress(const std::string& id) {
-    std::map<std::string, coord::SourceProgress> out;
-    coord::RangeOptions options;
-    options.prefix = true;
-    const std::string prefix = coord::MigrationSourcesPrefix(kPrefix, id);
-    absl::StatusOr<coord::RangeResult> range = etcd_client_->Range(prefix, options);
-    if (!range.ok()) return out;
-    for (const mvccpb::KeyValue& kv : range->kvs) {
-      const std::string source = kv.key().substr(prefix.size());
-      absl::StatusOr<coord::SourceProgress> p = coord::ParseSourceProgressValue(source, kv.value());
-      if (p.ok()) out[source] = *std::move(p);
-    }
-    return out;
+    return cluster_.Progress(id);
   }
 
   // Polls the record until `done` holds; false at the deadline.
@@ -615,129 +336,26 @@ class ReshardFaultTest : public ::testing::Test {
     return phase;
   }
 
-  std::optional<uint64_t> KeyCount(const std::string& address) {
-    absl::StatusOr<v1::StatusResponse> status = testing::FetchStatus(address, absl::Seconds(2));
-    if (!status.ok()) return std::nullopt;
-    return status->key_count();
+  static std::optional<uint64_t> KeyCount(const std::string& address) {
+    return testing::EtcdCluster::KeyCount(address);
   }
 
-  // Reads `keys` through the router (MultiGet, 500 a call); a key whose read
-  // fails is read again alone (a shard may be failing over) until the
-  // deadline. Results in the order of `keys`.
   std::vector<v1::GetResult> ReadThroughRouter(const std::vector<std::string>& keys) {
-    KvClient client(router_.address(), absl::Seconds(10));
-    std::vector<v1::GetResult> out(keys.size());
-    for (size_t first = 0; first < keys.size(); first += 500) {
-      v1::MultiGetRequest request;
-      for (size_t i = first; i < std::min(keys.size(), first + 500); ++i) request.add_keys(keys[i]);
-      v1::MultiGetResponse response;
-      const grpc::Status s = client.MultiGet(request, &response);
-      for (size_t i = first; i < std::min(keys.size(), first + 500); ++i) {
-        if (s.ok() && static_cast<int>(i - first) < response.results_size() &&
-            response.results(static_cast<int>(i - first)).error().code() == 0) {
-          out[i] = response.results(static_cast<int>(i - first));
-          continue;
-        }
-        grpc::Status last;
-        const bool read = WaitFor(
-            [&] {
-              v1::GetResponse got;
-              last = client.Get(keys[i], &got);
-              if (!last.ok()) return false;
-              out[i].set_found(got.found());
-              out[i].set_value(got.value());
-              out[i].set_version(got.version());
-              out[i].set_expires_at_ms(got.expires_at_ms());
-              return true;
-            },
-            absl::Now() + absl::Seconds(10), absl::Milliseconds(100));
-        if (!read) {
-          ADD_FAILURE() << keys[i] << " cannot be read: " << last.error_message();
-          out[i].mutable_error()->set_code(last.error_code());
-        }
-      }
-    }
-    return out;
+    return testing::ReadThroughRouter(router_.address(), keys);
   }
 
-  // The invariants of the happy-path test, once the load has stopped:
-  //  - every preloaded key reads back with its value;
-  //  - every key with an acknowledged write reads back with the last
-  //    acknowledged value and its version, or with the value of a write
-  //    that failed after it (whose version is then above the acknowledged
-  //    one: no version went down);
-  //  - a key whose writes all failed is absent or holds one of their values;
-  //  - each counter lies between its acknowledged increments and those plus
-  //    the increments whose outcome is unknown;
-  //  - the shards' leaders together hold exactly the keys the router finds
-  //    (each key on one shard, none left behind on a source).
-  //  Without `count_keys`, the last is left out (keys that expired are
-  //  counted by the shards until they are purged).
-  Checked CheckEverything(const WriteLoad* load, bool count_keys = true) {
+  // The invariants of the happy-path test, once the load has stopped: those
+  // of testing::CheckReadBack (every acknowledged write and preloaded key
+  // reads back, counters within their bounds), and the shards' leaders
+  // together hold exactly the keys the router finds (each key on one shard,
+  // none left behind on a source). Without `count_keys`, the last is left
+  // out (keys that expired are counted by the shards until they are purged).
+  Checked CheckEverything(const RouterWriteLoad* load, bool count_keys = true) {
     Checked c;
-    std::vector<std::string> keys;
-    std::vector<const std::string*> expected;  // Preloaded value, or null.
-    for (const auto& [key, value] : preloaded_) {
-      keys.push_back(key);
-      expected.push_back(&value);
-    }
-    std::map<std::string, Ledger::Entry> ledger;
-    if (load != nullptr) {
-      ledger = load->ledger().Snapshot();
-      for (const auto& [key, entry] : ledger) {
-        keys.push_back(key);
-        expected.push_back(nullptr);
-      }
-      for (int i = 0; i < WriteLoad::kCounters; ++i) {
-        keys.push_back(WriteLoad::CounterKey(i));
-        expected.push_back(nullptr);
-      }
-    }
-    const std::vector<v1::GetResult> got = ReadThroughRouter(keys);
-    for (size_t i = 0; i < keys.size(); ++i) {
-      const std::string& key = keys[i];
-      const v1::GetResult& r = got[i];
-      if (r.error().code() != 0) continue;  // Reported by ReadThroughRouter.
-      if (r.found()) {
-        ++c.keys;
-        if (after_->Owner(key) == kNewShard) c.moved_bytes += key.size() + r.value().size();
-      }
-      if (expected[i] != nullptr) {
-        EXPECT_TRUE(r.found()) << key << " (preloaded) is missing";
-        EXPECT_EQ(r.value(), *expected[i]) << key << " (preloaded) changed";
-        if (r.found() && r.value() == *expected[i]) ++c.preloaded;
-        continue;
-      }
-      if (absl::StartsWith(key, "counter-")) {
-        const int n = key.back() - '0';
-        int64_t value = 0;
-        if (r.found()) {
-          EXPECT_TRUE(absl::SimpleAtoi(r.value(), &value)) << key;
-        }
-        EXPECT_GE(value, load->acked_increments(n)) << key << " lost acknowledged increments";
-        EXPECT_LE(value, load->acked_increments(n) + load->unknown_increments(n))
-            << key << " counts increments nobody made";
-        c.increments += value;
-        continue;
-      }
-      const Ledger::Entry& e = ledger.at(key);
-      const bool pending =
-          std::find(e.pending.begin(), e.pending.end(), r.value()) != e.pending.end();
-      if (e.version == 0) {
-        EXPECT_TRUE(!r.found() || pending) << key << " holds " << r.value() << ", never written";
-        ++c.unsettled;
-        continue;
-      }
-      EXPECT_TRUE(r.found() && (r.value() == e.value || pending))
-          << key << " reads " << (r.found() ? r.value() : "<absent>") << ", last acknowledged "
-          << e.value << " (version " << e.version << ")";
-      if (r.found() && r.value() == e.value) {
-        EXPECT_EQ(r.version(), e.version) << key;
-      } else if (r.found() && pending) {
-        EXPECT_GT(r.version(), e.version) << key << ": a later write has a lower version";
-      }
-      ++c.acknowledged;
-    }
+    static_cast<testing::ReadBackCounts&>(c) = testing::CheckReadBack(
+        router_.address(), preloaded_, load,
+        [&](const std::string& key) { return after_->Owner(key) == kNewShard; });
+    c.moved_bytes = c.found_bytes;
     for (const std::string& shard : kShards) {
       std::optional<std::string> leader = LeaderOf(shard);
       std::optional<uint64_t> n = leader.has_value() ? KeyCount(*leader) : std::nullopt;
@@ -759,27 +377,18 @@ class ReshardFaultTest : public ::testing::Test {
   }
 
   std::string Logs() {
-    std::string out;
-    for (auto& n : nodes_) absl::StrAppend(&out, "--- ", n->log_path(), ":\n", n->LogTail(2500));
-    absl::StrAppend(&out, "--- router:\n", router_.LogTail(1500));
-    absl::StrAppend(&out, "--- etcd:\n", etcd_.LogTail(1500));
-    return out;
+    return absl::StrCat(cluster_.Logs(), "--- router:\n", router_.LogTail(1500));
   }
 
   // `kvctl reshard status ID`, for the output of a test.
-  std::string StatusText(const std::string& id) {
-    const testing::KvctlResult status = Kvctl({"reshard", "status", id});
-    return status.out + status.err;
-  }
+  std::string StatusText(const std::string& id) { return cluster_.MigrationStatusText(id); }
 
   // The body of the throttle tests (defined below them).
   void ExpectThrottleObeyed(const std::string& throttle, int64_t bytes_per_second, int keys,
                             size_t value_size);
 
   TempDir dir_;
-  EtcdProcess etcd_;
-  std::unique_ptr<coord::EtcdClient> etcd_client_;
-  std::vector<std::unique_ptr<ServerProcess>> nodes_;
+  testing::EtcdCluster cluster_{dir_.path(), kPrefix};
   RouterProcess router_{dir_.Join("router")};
   std::map<std::string, std::string> preloaded_;
   size_t phase_checks_ = 0;  // Looks at the record and the sources together.
@@ -797,7 +406,7 @@ TEST_F(ReshardFaultTest, KillingTheNewShardsLeaderDuringTheCopyResumesFromTheChe
   ASSERT_NO_FATAL_FAILURE(StartCluster());
   ASSERT_NO_FATAL_FAILURE(Preload(20000, SmallValue));
   ASSERT_NO_FATAL_FAILURE(StartNewShardGroup());
-  WriteLoad load(router_.address());
+  RouterWriteLoad load([&](int) { return router_.address(); });
   load.Start();
   ASSERT_TRUE(
       WaitFor([&] { return load.ledger().acks() >= 200; }, absl::Now() + absl::Seconds(20)));
@@ -861,7 +470,7 @@ TEST_F(ReshardFaultTest, KillingASourceLeaderDuringTheCatchUpLosesNothing) {
     return Padded(absl::StrCat("value-", i, "-"), from.empty() || from == kVictim ? 60 : 1024);
   }));
   ASSERT_NO_FATAL_FAILURE(StartNewShardGroup());
-  WriteLoad load(router_.address());
+  RouterWriteLoad load([&](int) { return router_.address(); });
   load.Start();
   ASSERT_TRUE(
       WaitFor([&] { return load.ledger().acks() >= 200; }, absl::Now() + absl::Seconds(20)));
@@ -936,7 +545,7 @@ TEST_F(ReshardFaultTest, KillingASourceLeaderDuringItsCopyResumesTheCopyFromTheC
     return value;
   }));
   ASSERT_NO_FATAL_FAILURE(StartNewShardGroup());
-  WriteLoad load(router_.address());
+  RouterWriteLoad load([&](int) { return router_.address(); });
   load.Start();
   ASSERT_TRUE(
       WaitFor([&] { return load.ledger().acks() >= 200; }, absl::Now() + absl::Seconds(20)));
@@ -993,7 +602,7 @@ TEST_F(ReshardFaultTest, KillingEtcdDuringTheMigrationResumesWhenItIsBack) {
   ASSERT_NO_FATAL_FAILURE(StartCluster());
   ASSERT_NO_FATAL_FAILURE(Preload(20000, SmallValue));
   ASSERT_NO_FATAL_FAILURE(StartNewShardGroup());
-  WriteLoad load(router_.address());
+  RouterWriteLoad load([&](int) { return router_.address(); });
   load.Start();
   ASSERT_TRUE(
       WaitFor([&] { return load.ledger().acks() >= 200; }, absl::Now() + absl::Seconds(20)));
@@ -1006,7 +615,7 @@ TEST_F(ReshardFaultTest, KillingEtcdDuringTheMigrationResumesWhenItIsBack) {
   ASSERT_NE(driver, nullptr);
 
   const absl::Time killed = absl::Now();
-  ASSERT_TRUE(etcd_.process().KillHard().ok());
+  ASSERT_TRUE(cluster_.etcd().process().KillHard().ok());
   // Down until the driver has stopped on it: it failed on etcd (its next
   // checkpoint or read of the record), as the warning it logs for the
   // migration shows, or its node stopped leading (its lease ran out first:
@@ -1030,7 +639,7 @@ TEST_F(ReshardFaultTest, KillingEtcdDuringTheMigrationResumesWhenItIsBack) {
   const bool stopped =
       WaitFor(driver_stopped, absl::Now() + absl::Seconds(20), absl::Milliseconds(50));
   const absl::Duration down = absl::Now() - killed;
-  const absl::Status restarted = etcd_.Restart();
+  const absl::Status restarted = cluster_.etcd().Restart();
   ASSERT_TRUE(restarted.ok()) << restarted;
   ASSERT_TRUE(stopped) << "the driver went on without etcd for 20 s";
   std::printf("killed etcd during the copy (%llu keys copied); down %.1f s, until %s\n",
@@ -1061,7 +670,7 @@ TEST_F(ReshardFaultTest, CancelBeforeTheSwitchLeavesEverythingAsBefore) {
   ASSERT_NO_FATAL_FAILURE(StartCluster());
   ASSERT_NO_FATAL_FAILURE(Preload(10000, SmallValue));
   ASSERT_NO_FATAL_FAILURE(StartNewShardGroup());
-  WriteLoad load(router_.address());
+  RouterWriteLoad load([&](int) { return router_.address(); });
   load.Start();
   ASSERT_TRUE(
       WaitFor([&] { return load.ledger().acks() >= 200; }, absl::Now() + absl::Seconds(20)));

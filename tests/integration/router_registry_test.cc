@@ -49,14 +49,13 @@
 #include "gtest/gtest.h"
 #include "httplib.h"
 #include "nlohmann/json.hpp"
-#include "tests/support/etcd_process.h"
+#include "tests/support/etcd_cluster.h"
 #include "tests/support/process.h"
 #include "tests/support/router_process.h"
 
 namespace kvstore {
 namespace {
 
-using ::kvstore::testing::EtcdProcess;
 using ::kvstore::testing::KvClient;
 using ::kvstore::testing::RouterProcess;
 using ::kvstore::testing::ServerProcess;
@@ -68,43 +67,22 @@ const std::vector<std::string> kSources = {"s0", "s1", "s2"};
 
 class RouterRegistryTest : public ::testing::Test {
  protected:
-  void SetUp() override {
-    ASSERT_TRUE(etcd_.Start().ok()) << etcd_.LogTail();
-    coord::EtcdClientOptions options;
-    options.endpoints = etcd_.endpoint();
-    absl::StatusOr<std::unique_ptr<coord::EtcdClient>> client = coord::EtcdClient::Create(options);
-    ASSERT_TRUE(client.ok()) << client.status();
-    etcd_client_ = *std::move(client);
-  }
+  void SetUp() override { ASSERT_TRUE(cluster_.Start().ok()) << cluster_.etcd().LogTail(); }
 
   void TearDown() override {
     if (HasFailure()) std::printf("logs:\n%s\n", Logs().c_str());
   }
 
-  // One kv-shard of `shard` and `replicas` kv-replicas, with `extra` flags.
+  // One kv-shard of `shard` and `replicas` kv-replicas (with metrics), with
+  // `extra` flags.
   void StartGroup(const std::string& shard, int replicas,
                   const std::vector<std::string>& extra = {}) {
-    for (int i = 0; i <= replicas; ++i) {
-      const std::string id = absl::StrCat(shard, "-n", i + 1);
-      std::vector<std::string> flags = {
-          absl::StrCat("--shard=", shard),
-          absl::StrCat("--node-id=", id),
-          absl::StrCat("--etcd-endpoints=", etcd_.endpoint()),
-          absl::StrCat("--etcd-prefix=", kPrefix),
-          "--lease-ttl=2s",
-          "--fsync=everysec",
-          "--metrics-listen=127.0.0.1:0",
-          absl::StrCat("--metrics-port-file=", dir_.Join(id), ".metrics-port")};
-      if (replicas > 0) {
-        flags.insert(flags.end(), {"--ack=sync", "--sync-acks=1", "--sync-timeout-ms=2000"});
-      }
-      flags.insert(flags.end(), extra.begin(), extra.end());
-      auto node = std::make_unique<ServerProcess>(dir_.Join(id),
-                                                  i == 0 ? KV_SHARD_BIN : KV_REPLICA_BIN, id);
-      ASSERT_TRUE(node->Start(flags).ok()) << node->LogTail();
-      groups_[shard].push_back(node.get());
-      nodes_.push_back(std::move(node));
-    }
+    testing::ShardGroupOptions options;
+    options.replicas = replicas;
+    options.metrics = true;
+    options.extra_flags = extra;
+    const absl::Status s = cluster_.StartShardGroup(shard, options);
+    ASSERT_TRUE(s.ok()) << s;
   }
 
   // s0..s2 with `replicas` each, the cluster and its ring in etcd.
@@ -112,22 +90,8 @@ class RouterRegistryTest : public ::testing::Test {
     for (const std::string& shard : kSources) {
       ASSERT_NO_FATAL_FAILURE(StartGroup(shard, replicas, extra));
     }
-    Topology topology;
-    for (const std::string& shard : kSources) {
-      ShardTopology t;
-      t.name = shard;
-      t.leader = groups_[shard][0]->address();
-      for (size_t i = 1; i < groups_[shard].size(); ++i) {
-        t.replicas.push_back(groups_[shard][i]->address());
-      }
-      topology.shards.push_back(t);
-    }
-    const std::string topology_file = dir_.Join("topology.yaml");
-    ASSERT_TRUE(testing::WriteTopologyFile(topology_file, topology).ok());
-    const testing::KvctlResult init =
-        Kvctl({absl::StrCat("--config=", topology_file), "cluster", "init"});
-    ASSERT_EQ(init.exit_code, 0) << init.ToString();
-    for (const std::string& shard : kSources) ASSERT_NO_FATAL_FAILURE(AwaitLeader(shard));
+    const absl::Status init = cluster_.Init(kSources);
+    ASSERT_TRUE(init.ok()) << init;
   }
 
   void StartNewGroup(int replicas) {
@@ -138,36 +102,23 @@ class RouterRegistryTest : public ::testing::Test {
   // Starts `router` in etcd mode; `id` empty leaves --router-id out.
   void StartRouter(RouterProcess& router, const std::string& id,
                    const std::vector<std::string>& extra = {}) {
-    std::vector<std::string> flags = {absl::StrCat("--etcd-endpoints=", etcd_.endpoint()),
-                                      absl::StrCat("--etcd-prefix=", kPrefix),
-                                      "--forward-timeout-ms=2000", "--lease-ttl=2s"};
+    std::vector<std::string> flags = cluster_.RouterFlags();
+    flags.push_back("--lease-ttl=2s");
     if (!id.empty()) flags.push_back(absl::StrCat("--router-id=", id));
     flags.insert(flags.end(), extra.begin(), extra.end());
     ASSERT_TRUE(router.Start("", flags).ok()) << router.LogTail();
   }
 
-  std::optional<std::string> LeaderOf(const std::string& shard) {
-    absl::StatusOr<coord::RangeResult> range =
-        etcd_client_->Range(coord::ShardLeaderKey(kPrefix, shard));
-    if (!range.ok() || range->kvs.empty()) return std::nullopt;
-    absl::StatusOr<coord::LeaderValueRecord> value = coord::ParseLeaderJson(range->kvs[0].value());
-    if (!value.ok() || value->epoch == 0) return std::nullopt;
-    absl::StatusOr<v1::StatusResponse> status = testing::FetchStatus(value->addr, absl::Seconds(1));
-    if (!status.ok() || status->role() != "leader" || !status->ready()) return std::nullopt;
-    return value->addr;
-  }
+  std::optional<std::string> LeaderOf(const std::string& shard) { return cluster_.LeaderOf(shard); }
 
   void AwaitLeader(const std::string& shard) {
-    ASSERT_TRUE(WaitFor([&] { return LeaderOf(shard).has_value(); },
-                        absl::Now() + absl::Seconds(20), absl::Milliseconds(50)))
-        << "no leader for " << shard;
+    const absl::StatusOr<std::string> leader = cluster_.AwaitLeader(shard);
+    ASSERT_TRUE(leader.ok()) << leader.status();
   }
 
   testing::KvctlResult Kvctl(std::vector<std::string> args,
                              absl::Duration timeout = absl::Seconds(20)) {
-    args.insert(args.begin(), {absl::StrCat("--etcd=", etcd_.endpoint()),
-                               absl::StrCat("--etcd-prefix=", kPrefix)});
-    return testing::RunKvctl("", args, timeout);
+    return cluster_.Kvctl(std::move(args), timeout);
   }
 
   // Writes `count` keys "<prefix><i>" of about `value_bytes` through `router`
@@ -217,41 +168,16 @@ class RouterRegistryTest : public ::testing::Test {
     args.insert(args.end(), flags.begin(), flags.end());
     const testing::KvctlResult add = Kvctl(args);
     EXPECT_EQ(add.exit_code, 0) << add.ToString();
-    absl::StatusOr<coord::RangeResult> range =
-        etcd_client_->Range(coord::ActiveMigrationKey(kPrefix));
-    if (!range.ok() || range->kvs.empty()) return "";
-    absl::StatusOr<std::string> id = coord::ParseActiveMigrationValue(range->kvs[0].value());
-    return id.ok() ? *id : "";
-  }
-
-  std::optional<coord::MigrationRecord> Record(const std::string& id) {
-    absl::StatusOr<coord::RangeResult> range =
-        etcd_client_->Range(coord::MigrationKey(kPrefix, id));
-    if (!range.ok() || range->kvs.empty()) return std::nullopt;
-    absl::StatusOr<coord::MigrationRecord> record =
-        coord::ParseMigrationValue(range->kvs[0].value());
-    if (!record.ok()) return std::nullopt;
-    return *record;
+    return cluster_.ActiveMigrationId();
   }
 
   std::string Phase(const std::string& id) {
-    std::optional<coord::MigrationRecord> record = Record(id);
+    std::optional<coord::MigrationRecord> record = cluster_.Migration(id);
     return record ? record->phase : "";
   }
 
   std::map<std::string, coord::SourceProgress> Progress(const std::string& id) {
-    coord::RangeOptions options;
-    options.prefix = true;
-    const std::string prefix = coord::MigrationSourcesPrefix(kPrefix, id);
-    std::map<std::string, coord::SourceProgress> out;
-    absl::StatusOr<coord::RangeResult> range = etcd_client_->Range(prefix, options);
-    if (!range.ok()) return out;
-    for (const mvccpb::KeyValue& kv : range->kvs) {
-      const std::string source = kv.key().substr(prefix.size());
-      absl::StatusOr<coord::SourceProgress> p = coord::ParseSourceProgressValue(source, kv.value());
-      if (p.ok()) out[source] = *p;
-    }
-    return out;
+    return cluster_.Progress(id);
   }
 
   std::map<std::string, coord::RouterRecord> Routers() {
@@ -259,7 +185,7 @@ class RouterRegistryTest : public ::testing::Test {
     options.prefix = true;
     const std::string prefix = coord::RoutersPrefix(kPrefix);
     std::map<std::string, coord::RouterRecord> out;
-    absl::StatusOr<coord::RangeResult> range = etcd_client_->Range(prefix, options);
+    absl::StatusOr<coord::RangeResult> range = cluster_.client().Range(prefix, options);
     if (!range.ok()) return out;
     for (const mvccpb::KeyValue& kv : range->kvs) {
       const std::string id = kv.key().substr(prefix.size());
@@ -279,7 +205,7 @@ class RouterRegistryTest : public ::testing::Test {
   // kvstore_migration_copy_pages_served_total of `node`; -1 when its
   // /metrics cannot be read.
   int64_t CopyPagesServed(ServerProcess* node) {
-    const std::string file = node->dir() + ".metrics-port";
+    const std::string file = testing::EtcdCluster::MetricsPortFile(*node);
     const std::string address(absl::StripSuffix(testing::ReadFileOrEmpty(file), "\n"));
     const size_t colon = address.rfind(':');
     int port = 0;
@@ -302,9 +228,7 @@ class RouterRegistryTest : public ::testing::Test {
 
   uint64_t KeyCount(const std::string& shard) {
     std::optional<std::string> leader = LeaderOf(shard);
-    if (!leader) return 0;
-    absl::StatusOr<v1::StatusResponse> status = testing::FetchStatus(*leader, absl::Seconds(2));
-    return status.ok() ? status->key_count() : 0;
+    return leader ? testing::EtcdCluster::KeyCount(*leader).value_or(0) : 0;
   }
   uint64_t SourceKeys() {
     uint64_t n = 0;
@@ -320,18 +244,14 @@ class RouterRegistryTest : public ::testing::Test {
   }
 
   std::string Logs() {
-    std::string out;
-    for (auto& n : nodes_) absl::StrAppend(&out, "--- ", n->log_path(), ":\n", n->LogTail(1500));
+    std::string out = cluster_.Logs(1500);
     absl::StrAppend(&out, "--- router r1:\n", r1_.LogTail(1500));
     absl::StrAppend(&out, "--- router r2:\n", r2_.LogTail(1500));
     return out;
   }
 
   TempDir dir_;
-  EtcdProcess etcd_;
-  std::unique_ptr<coord::EtcdClient> etcd_client_;
-  std::vector<std::unique_ptr<ServerProcess>> nodes_;
-  std::map<std::string, std::vector<ServerProcess*>> groups_;  // Leader first.
+  testing::EtcdCluster cluster_{dir_.path(), kPrefix};
   std::map<std::string, std::string> written_;
   RouterProcess r1_{dir_.Join("r1")};
   RouterProcess r2_{dir_.Join("r2")};
@@ -351,16 +271,16 @@ TEST_F(RouterRegistryTest, CleanupWaitsUntilEveryRegisteredRouterRoutesByTheNewR
   coord::LeaseOptions lease_options;
   lease_options.ttl = absl::Seconds(2);
   absl::StatusOr<std::unique_ptr<coord::Lease>> lease =
-      coord::Lease::Grant(etcd_client_.get(), lease_options);
+      coord::Lease::Grant(&cluster_.client(), lease_options);
   ASSERT_TRUE(lease.ok()) << lease.status();
   coord::RouterRecord x;
   x.id = "x";
   x.addr = "127.0.0.1:1";
   x.ring_version = 1;
   x.started_unix_ms = absl::ToUnixMillis(absl::Now());
-  ASSERT_TRUE(
-      etcd_client_->Put(coord::RouterKey(kPrefix, "x"), coord::RouterValue(x), (*lease)->id())
-          .ok());
+  ASSERT_TRUE(cluster_.client()
+                  .Put(coord::RouterKey(kPrefix, "x"), coord::RouterValue(x), (*lease)->id())
+                  .ok());
 
   ASSERT_NO_FATAL_FAILURE(Write(r1_.address(), kKeys, "pre-", 100));
   ASSERT_EQ(SourceKeys(), static_cast<uint64_t>(kKeys));
@@ -420,9 +340,9 @@ TEST_F(RouterRegistryTest, CleanupWaitsUntilEveryRegisteredRouterRoutesByTheNewR
 
   // x routes by the new ring now: the cleanup goes on.
   x.ring_version = 2;
-  ASSERT_TRUE(
-      etcd_client_->Put(coord::RouterKey(kPrefix, "x"), coord::RouterValue(x), (*lease)->id())
-          .ok());
+  ASSERT_TRUE(cluster_.client()
+                  .Put(coord::RouterKey(kPrefix, "x"), coord::RouterValue(x), (*lease)->id())
+                  .ok());
   ASSERT_NO_FATAL_FAILURE(AwaitPhase(id, "done", absl::Seconds(60)));
   uint64_t cleaned = 0;
   for (const auto& [source, p] : Progress(id)) cleaned += p.keys_cleaned;
@@ -540,7 +460,7 @@ TEST_F(RouterRegistryTest, CopyFromReplicaIsServedByTheReplicas) {
         << shard << "'s leader changed during the migration: which node should serve is moot";
     int64_t by_leader = -1;
     int64_t by_replicas = 0;
-    for (ServerProcess* node : groups_[shard]) {
+    for (ServerProcess* node : cluster_.Group(shard)) {
       const int64_t served = CopyPagesServed(node);
       ASSERT_GE(served, 0) << node->address() << " has no copy page counter";
       if (node->address() == leaders[shard]) {
