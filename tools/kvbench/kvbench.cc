@@ -25,6 +25,7 @@
 #include "absl/strings/str_split.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "common/config/tool_flags.h"
 #include "gflags/gflags.h"
 #include "tools/kvbench/etcd_target.h"
 #include "tools/kvbench/kvstore_target.h"
@@ -102,92 +103,15 @@ Exit codes: 0 the run finished (errors during it are counted, not fatal);
 1 the target is unreachable at start or the preload failed; 2 bad flags.
 )";
 
-std::string FlagHelp() {
-  std::vector<gflags::CommandLineFlagInfo> flags;
-  gflags::GetAllFlags(&flags);
-  std::string out = "Flags (dashes or underscores; --name=value or --name value):\n";
-  for (const gflags::CommandLineFlagInfo& f : flags) {
-    if (f.filename != __FILE__) continue;
-    absl::StrAppend(&out, "  --", f.name);
-    if (f.type != "bool") absl::StrAppend(&out, "=", f.type == "string" ? "..." : "N");
-    absl::StrAppend(&out, "  (default: ", f.default_value.empty() ? "\"\"" : f.default_value,
-                    ")\n");
-    std::string line = "     ";
-    for (absl::string_view word : absl::StrSplit(f.description, ' ', absl::SkipEmpty())) {
-      if (line.size() + 1 + word.size() > 80 && line.size() > 5) {
-        absl::StrAppend(&out, line, "\n");
-        line = "     ";
-      }
-      absl::StrAppend(&line, " ", word);
-    }
-    absl::StrAppend(&out, line, "\n");
-  }
-  return out;
+// Only kvbench's own flags are known (not gflags' or glog's).
+const ToolFlagRules& FlagRules() {
+  static const ToolFlagRules* rules = new ToolFlagRules{{__FILE__}, /*positional=*/false};
+  return *rules;
 }
 
 int UsageError(const std::string& message) {
   std::fprintf(stderr, "kvbench: %s\nRun 'kvbench --help' for usage.\n", message.c_str());
   return kExitUsage;
-}
-
-// gflags' own parser exits with status 1 on a bad flag, which must be 2 here;
-// so argv is parsed here and gflags only holds and converts the values.
-struct ParsedArgs {
-  bool help = false;
-  bool version = false;
-  std::set<std::string> given;  // flag names set on the command line
-};
-
-absl::StatusOr<ParsedArgs> ParseArgs(int argc, char** argv) {
-  ParsedArgs parsed;
-  for (int i = 1; i < argc; ++i) {
-    const std::string arg = argv[i];
-    if (arg.size() < 2 || arg[0] != '-') {
-      return absl::InvalidArgumentError(absl::StrCat("unexpected argument '", arg, "'"));
-    }
-    std::string name = arg.substr(arg[1] == '-' ? 2 : 1);
-    std::optional<std::string> value;
-    if (const size_t eq = name.find('='); eq != std::string::npos) {
-      value = name.substr(eq + 1);
-      name.resize(eq);
-    }
-    std::replace(name.begin(), name.end(), '-', '_');
-    if (name == "help" || name == "h" || name == "helpfull" || name == "helpshort") {
-      parsed.help = true;
-      continue;
-    }
-    if (name == "version") {
-      parsed.version = true;
-      continue;
-    }
-    gflags::CommandLineFlagInfo info;
-    bool known = gflags::GetCommandLineFlagInfo(name.c_str(), &info) && info.filename == __FILE__;
-    if (!known && !value && absl::StartsWith(name, "no")) {  // --nojson
-      const std::string positive = name.substr(2);
-      if (gflags::GetCommandLineFlagInfo(positive.c_str(), &info) && info.filename == __FILE__ &&
-          info.type == "bool") {
-        name = positive;
-        value = "false";
-        known = true;
-      }
-    }
-    if (!known) return absl::InvalidArgumentError(absl::StrCat("unknown flag '", arg, "'"));
-    if (!value) {
-      if (info.type == "bool") {
-        value = "true";
-      } else if (i + 1 < argc) {
-        value = argv[++i];
-      } else {
-        return absl::InvalidArgumentError(absl::StrCat("flag --", name, " needs a value"));
-      }
-    }
-    if (gflags::SetCommandLineOption(name.c_str(), value->c_str()).empty()) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("bad value '", *value, "' for --", name, " (", info.type, ")"));
-    }
-    parsed.given.insert(name);
-  }
-  return parsed;
 }
 
 enum class TargetKind { kKvStore, kRedis, kEtcd };
@@ -236,7 +160,7 @@ absl::Status ParseTarget(const std::string& target, Settings* settings) {
   return absl::OkStatus();
 }
 
-absl::StatusOr<Settings> CheckFlags(const ParsedArgs& args) {
+absl::StatusOr<Settings> CheckFlags(const ToolArgs& args) {
   Settings s;
   BenchConfig& c = s.config;
   if (absl::Status st = ParseTarget(FLAGS_target, &s); !st.ok()) return st;
@@ -511,10 +435,10 @@ int Main(int argc, char** argv) {
   // of kvbench's CPU at 64 in flight (as in the servers, common/server).
   absl::SetMutexDeadlockDetectionMode(absl::OnDeadlockCycle::kIgnore);
   gflags::SetUsageMessage("closed-loop load generator for kvstore");
-  absl::StatusOr<ParsedArgs> args = ParseArgs(argc, argv);
+  absl::StatusOr<ToolArgs> args = ParseToolFlags(argc, argv, FlagRules());
   if (!args.ok()) return UsageError(std::string(args.status().message()));
   if (args->help) {
-    std::printf("kvbench %s: %s\n%s", KVSTORE_VERSION, kUsage, FlagHelp().c_str());
+    std::printf("kvbench %s: %s\n%s", KVSTORE_VERSION, kUsage, ToolFlagHelp(FlagRules()).c_str());
     return kExitOk;
   }
   if (args->version) {

@@ -35,6 +35,7 @@
 #include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
+#include "common/config/tool_flags.h"
 #include "common/config/units.h"
 #include "common/coord/etcd_client.h"
 #include "common/ring/hash_ring.h"
@@ -327,33 +328,15 @@ Exit codes:
 mget and mset exit with the highest code any key produced.
 )";
 
-// Flags as documented in --help: ours only, not gflags' own.
-std::string FlagHelp() {
-  std::vector<gflags::CommandLineFlagInfo> flags;
-  gflags::GetAllFlags(&flags);
-  std::string out = "Flags (dashes or underscores; --name=value or --name value):\n";
-  for (const gflags::CommandLineFlagInfo& f : flags) {
-    if (f.filename != __FILE__) continue;
-    absl::StrAppend(&out, "  --", f.name);
-    if (f.type != "bool") absl::StrAppend(&out, "=", f.type == "string" ? "..." : "N");
-    absl::StrAppend(&out, "  (default: ", f.default_value.empty() ? "\"\"" : f.default_value,
-                    "; env KVCTL_", absl::AsciiStrToUpper(f.name), ")\n");
-    // The description, wrapped at 80 columns.
-    std::string line = "     ";
-    for (absl::string_view word : absl::StrSplit(f.description, ' ', absl::SkipEmpty())) {
-      if (line.size() + 1 + word.size() > 80 && line.size() > 5) {
-        absl::StrAppend(&out, line, "\n");
-        line = "     ";
-      }
-      absl::StrAppend(&line, " ", word);
-    }
-    absl::StrAppend(&out, line, "\n");
-  }
-  return out;
+// Only kvctl's own flags are known (not gflags' or glog's).
+const ToolFlagRules& FlagRules() {
+  static const ToolFlagRules* rules = new ToolFlagRules{{__FILE__}, /*positional=*/true};
+  return *rules;
 }
 
 void PrintUsage(FILE* out) {
-  std::fprintf(out, "kvctl %s: %s\n%s", KVSTORE_VERSION, kUsage, FlagHelp().c_str());
+  std::fprintf(out, "kvctl %s: %s\n%s", KVSTORE_VERSION, kUsage,
+               ToolFlagHelp(FlagRules(), "KVCTL_").c_str());
 }
 
 // "kvctl: CODE: message" on stderr.
@@ -477,72 +460,6 @@ std::string JsonError(int code, const std::string& message) {
 }
 
 // ---------------------------------------------------------------- flags
-
-// gflags' own parser exits with status 1 on an unknown flag or a bad value,
-// which would read as "not found"; so argv is parsed here and gflags only
-// holds and converts the values. Returns the positional arguments.
-struct ParsedArgs {
-  std::vector<std::string> positional;
-  bool help = false;
-  bool version = false;
-};
-
-absl::StatusOr<ParsedArgs> ParseArgs(int argc, char** argv) {
-  ParsedArgs parsed;
-  bool flags_done = false;
-  for (int i = 1; i < argc; ++i) {
-    const std::string arg = argv[i];
-    if (flags_done || arg == "-" || arg.empty() || arg[0] != '-') {
-      parsed.positional.push_back(arg);
-      continue;
-    }
-    if (arg == "--") {
-      flags_done = true;
-      continue;
-    }
-    std::string name = arg.substr(arg[1] == '-' ? 2 : 1);
-    std::optional<std::string> value;
-    if (const size_t eq = name.find('='); eq != std::string::npos) {
-      value = name.substr(eq + 1);
-      name.resize(eq);
-    }
-    std::replace(name.begin(), name.end(), '-', '_');
-    if (name == "help" || name == "h" || name == "helpfull" || name == "helpshort") {
-      parsed.help = true;
-      continue;
-    }
-    if (name == "version") {
-      parsed.version = true;
-      continue;
-    }
-    gflags::CommandLineFlagInfo info;
-    bool known = gflags::GetCommandLineFlagInfo(name.c_str(), &info) && info.filename == __FILE__;
-    if (!known && !value && absl::StartsWith(name, "no")) {  // --noraw
-      const std::string positive = name.substr(2);
-      if (gflags::GetCommandLineFlagInfo(positive.c_str(), &info) && info.filename == __FILE__ &&
-          info.type == "bool") {
-        name = positive;
-        value = "false";
-        known = true;
-      }
-    }
-    if (!known) return absl::InvalidArgumentError(absl::StrCat("unknown flag '", arg, "'"));
-    if (!value) {
-      if (info.type == "bool") {
-        value = "true";
-      } else if (i + 1 < argc) {
-        value = argv[++i];
-      } else {
-        return absl::InvalidArgumentError(absl::StrCat("flag --", name, " needs a value"));
-      }
-    }
-    if (gflags::SetCommandLineOption(name.c_str(), value->c_str()).empty()) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("bad value '", *value, "' for --", name, " (", info.type, ")"));
-    }
-  }
-  return parsed;
-}
 
 // Call options, checked before any call is made.
 struct CallOptions {
@@ -1628,8 +1545,8 @@ int RunSession(int argc, char** argv) {
     gflags::FlagSaver saved_flags;
     std::vector<char*> line_argv = {argv[0]};
     for (std::string& w : *words) line_argv.push_back(w.data());
-    absl::StatusOr<ParsedArgs> parsed =
-        ParseArgs(static_cast<int>(line_argv.size()), line_argv.data());
+    absl::StatusOr<ToolArgs> parsed =
+        ParseToolFlags(static_cast<int>(line_argv.size()), line_argv.data(), FlagRules());
     int code = kExitOk;
     if (!parsed.ok()) {
       code = UsageError(std::string(parsed.status().message()));
@@ -1656,29 +1573,13 @@ int RunSession(int argc, char** argv) {
   return terminal ? kExitOk : worst;
 }
 
-// KVCTL_<FLAG> for every flag of kvctl (KVCTL_ADDR for --addr...): the
-// environment sets a flag's default; the command line overrides it.
-absl::Status ApplyEnvironment() {
-  std::vector<gflags::CommandLineFlagInfo> flags;
-  gflags::GetAllFlags(&flags);
-  for (const gflags::CommandLineFlagInfo& f : flags) {
-    if (f.filename != __FILE__) continue;
-    const std::string name = absl::StrCat("KVCTL_", absl::AsciiStrToUpper(f.name));
-    const char* value = std::getenv(name.c_str());
-    if (value == nullptr) continue;
-    if (gflags::SetCommandLineOption(f.name.c_str(), value).empty()) {
-      return absl::InvalidArgumentError(absl::StrCat("bad value '", value, "' for ", name,
-                                                     " (flag --", f.name, ", ", f.type, ")"));
-    }
-  }
-  return absl::OkStatus();
-}
-
 int Run(int argc, char** argv) {
-  if (absl::Status env = ApplyEnvironment(); !env.ok()) {
+  // KVCTL_<FLAG> for every flag (KVCTL_ADDR for --addr): the environment
+  // sets a flag's default; the command line overrides it.
+  if (absl::Status env = ApplyToolEnvironment("KVCTL_", FlagRules()); !env.ok()) {
     return UsageError(std::string(env.message()));
   }
-  absl::StatusOr<ParsedArgs> parsed = ParseArgs(argc, argv);
+  absl::StatusOr<ToolArgs> parsed = ParseToolFlags(argc, argv, FlagRules());
   if (!parsed.ok()) return UsageError(std::string(parsed.status().message()));
   if (parsed->help) {
     PrintUsage(stdout);
