@@ -1,0 +1,106 @@
+#!/usr/bin/python3
+"""Turns the output of kvfault runs into the figures table of docs/reliability.md.
+
+usage: tools/kvfault/figures_table.py [LOG...]
+  LOG: ctest's build/Testing/Temporary/LastTest.log after `ctest -L fault`,
+  or saved `kvfault run` output; standard input when none is given.
+
+Every run prints a "figures (seed S, ...)" block and a PASS/FAIL line; each
+becomes one Markdown row: the scenario, its seed, the operations by outcome,
+acknowledged / lost / recovered / phantom writes, double applies and every
+violation kvcheck reported (a stale leader read is "not-linearizable"), the
+linearizability verdict, whether the
+replicas ended equal, the recovery time after each fault (p50 / max of
+"first ok write after"), and the command that replays the run.
+"""
+import re
+import statistics
+import sys
+
+FIGURES = re.compile(r"^figures \(seed (\d+), ([\d.]+)s of load")
+OPS = re.compile(r"^\s+ops (\d+) \(ok (\d+), fail (\d+), info (\d+)\)")
+DURABILITY = re.compile(r"^\s+acked (\d+)\s+lost (\d+)\s+recovered (\d+)\s+phantom (\d+)")
+LINEARIZABLE = re.compile(r"^\s+linearizable: (\d+) keys, (\d+) invalid, (\d+) unknown")
+REPLICAS = re.compile(r"^\s+replicas equal: (.*)$")
+RECOVERY = re.compile(r"first ok write after ([\d.]+)s")
+VIOLATIONS = re.compile(r"^\s+violations: (.*)$")
+VERDICT = re.compile(r"^(PASS|FAIL) (\S+) \(seed (\d+)\)")
+
+
+def count_kind(violations, *names):
+    """How many violations of the given kinds a "violations:" line lists."""
+    total = 0
+    for name in names:
+        for m in re.finditer(re.escape(name) + r"\D{0,3}(\d+)", violations):
+            total += int(m.group(1))
+    return total
+
+
+def rows(lines):
+    run = None
+    for line in lines:
+        line = line.rstrip("\n")
+        m = FIGURES.match(line)
+        if m:
+            run = {"seed": m.group(1), "load_s": m.group(2), "recovery": [], "violations": "none"}
+            continue
+        if run is None:
+            continue
+        for pattern, keys in ((OPS, ("ops", "ok", "fail", "info")),
+                              (DURABILITY, ("acked", "lost", "recovered", "phantom")),
+                              (LINEARIZABLE, ("keys", "invalid", "unknown")),
+                              (REPLICAS, ("replicas",)),
+                              (VIOLATIONS, ("violations",))):
+            m = pattern.match(line)
+            if m:
+                run.update(zip(keys, m.groups()))
+        for m in RECOVERY.finditer(line):
+            run["recovery"].append(float(m.group(1)))
+        m = VERDICT.match(line)
+        if m:
+            run["verdict"], run["scenario"] = m.group(1), m.group(2)
+            yield run
+            run = None
+
+
+def markdown(run):
+    v = run.get("violations", "none")
+    double = 0 if v == "none" else count_kind(v, "double-apply")
+    rec = run["recovery"]
+    recovery = f"{statistics.median(rec):.2f} / {max(rec):.2f} s" if rec else "n/a"
+    lin = f"{run.get('keys', '?')} / {run.get('invalid', '?')} / {run.get('unknown', '?')}"
+    lost = run.get("lost", "?")
+    if lost not in ("0", "?"):
+        lost = f"**{lost}**"
+    command = f"`kvfault run --scenario {run['scenario']} --seed {run['seed']}`"
+    return (f"| `{run['scenario']}` | {run['verdict']} | {run['seed']} | "
+            f"{run.get('ops', '?')} ({run.get('ok', '?')}/{run.get('fail', '?')}/"
+            f"{run.get('info', '?')}) | {run.get('acked', '?')} | {lost} | "
+            f"{run.get('recovered', '?')} | {run.get('phantom', '?')} | {double} | {v} | {lin} | "
+            f"{run.get('replicas', '?')} | {recovery} | {command} |")
+
+
+def main(argv):
+    lines = []
+    if len(argv) > 1:
+        for path in argv[1:]:
+            with open(path, encoding="utf-8", errors="replace") as f:
+                lines.extend(f.readlines())
+    else:
+        lines = sys.stdin.readlines()
+    print("| scenario | result | seed | ops (ok/fail/info) | acked | lost | recovered | phantom | "
+          "double applies | violations (stale reads are not-linearizable) | lin. keys / invalid / unknown | replicas equal | "
+          "recovery p50 / max | replay |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    n = 0
+    for run in rows(lines):
+        print(markdown(run))
+        n += 1
+    if n == 0:
+        print("figures_table: no kvfault run found in the input", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
