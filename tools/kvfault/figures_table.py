@@ -27,6 +27,12 @@ VIOLATIONS = re.compile(r"^\s+violations: (.*)$")
 VERDICT = re.compile(r"^(PASS|FAIL) (\S+) \(seed (\d+)\)")
 
 
+HEADER = ("| scenario | result | seed | ops (ok/fail/info) | acked | lost | recovered | phantom | "
+          "double applies | violations (stale reads are not-linearizable) | "
+          "lin. keys / invalid / unknown | replicas equal | recovery p50 / max | replay |\n"
+          "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+
+
 def count_kind(violations, *names):
     """How many violations of the given kinds a "violations:" line lists."""
     total = 0
@@ -88,10 +94,7 @@ def main(argv):
                 lines.extend(f.readlines())
     else:
         lines = sys.stdin.readlines()
-    print("| scenario | result | seed | ops (ok/fail/info) | acked | lost | recovered | phantom | "
-          "double applies | violations (stale reads are not-linearizable) | lin. keys / invalid / unknown | replicas equal | "
-          "recovery p50 / max | replay |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    print(HEADER)
     n = 0
     for run in rows(lines):
         print(markdown(run))
