@@ -153,12 +153,12 @@ class ScanIntegrationTest : public ::testing::Test {
   std::unique_ptr<KvClient> client_;
 };
 
-// 20,000 keys across 3 shards, scanned through the router in pages of 500
-// while a writer inserts and deletes other keys; the scan waits for the
-// writer to finish a round after each of its first pages, so the writes
-// certainly fall inside the scan.
+// 100,000 keys across 3 shards (the figure issue 17 asks for), scanned
+// through the router in pages of 500 while a writer inserts and deletes
+// other keys; the scan waits for the writer to finish a round after each of
+// its first pages, so the writes certainly fall inside the scan.
 TEST_F(ScanIntegrationTest, EveryKeyIsReturnedWhileOtherKeysAreWrittenAndDeleted) {
-  constexpr int kKeys = 20'000;
+  constexpr int kKeys = 100'000;
   SetRange(client_.get(), "stable:", 0, kKeys);
 
   std::atomic<bool> stop{false};
