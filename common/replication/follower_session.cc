@@ -1,13 +1,12 @@
 #include "common/replication/follower_session.h"
 
-#include <xxhash.h>
-
 #include <memory>
 #include <string>
 #include <thread>
 
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
+#include "common/replication/snapshot_receiver.h"
 #include "glog/logging.h"
 
 namespace kvstore {
@@ -105,9 +104,7 @@ absl::Status RunFollowerSession(ReplicationNode* node_, FollowerStream* stream) 
     }
   });
 
-  std::unique_ptr<WritableFile> incoming;
-  const std::string incoming_path = JoinPath(store->dir(), kIncomingSnapshot);
-  uint64_t incoming_bytes = 0;
+  SnapshotReceiver incoming(store->fs(), JoinPath(store->dir(), kIncomingSnapshot));
   absl::Status failed;
   while (failed.ok() && stream->Read(&message)) {
     // Checked and applied under stream_mu so that a stream replaced meanwhile
@@ -149,38 +146,16 @@ absl::Status RunFollowerSession(ReplicationNode* node_, FollowerStream* stream) 
         const v1::SnapshotBegin& begin = message.snapshot_begin();
         LOG(INFO) << "Receiving a snapshot from " << hello.leader() << ": " << begin.bytes()
                   << " bytes, indexes " << begin.start_index() << ".." << begin.end_index();
-        absl::StatusOr<std::unique_ptr<WritableFile>> file = store->fs()->CreateFile(incoming_path);
-        if (!file.ok()) {
-          failed = file.status();
-          break;
-        }
-        incoming = *std::move(file);
-        incoming_bytes = 0;
+        failed = incoming.Begin(begin);
         break;
       }
-      case v1::LeaderMessage::kSnapshotChunk: {
-        const v1::SnapshotChunk& chunk = message.snapshot_chunk();
-        if (incoming == nullptr || chunk.offset() != incoming_bytes ||
-            XXH3_64bits(chunk.data().data(), chunk.data().size()) != chunk.checksum()) {
-          failed = absl::DataLossError(absl::StrCat("snapshot chunk at offset ", chunk.offset(),
-                                                    " is out of order or fails "
-                                                    "its checksum"));
-          break;
-        }
-        failed = incoming->Append(chunk.data());
-        incoming_bytes += chunk.data().size();
+      case v1::LeaderMessage::kSnapshotChunk:
+        failed = incoming.Chunk(message.snapshot_chunk());
         break;
-      }
       case v1::LeaderMessage::kSnapshotEnd: {
-        if (incoming == nullptr) {
-          failed = absl::InvalidArgumentError("snapshot end without a snapshot");
-          break;
-        }
-        failed = incoming->Sync();
-        if (absl::Status s = incoming->Close(); failed.ok()) failed = s;
-        incoming.reset();
+        failed = incoming.End();
         if (!failed.ok()) break;
-        absl::StatusOr<SnapshotMeta> meta = store->InstallSnapshot(incoming_path);
+        absl::StatusOr<SnapshotMeta> meta = store->InstallSnapshot(incoming.path());
         if (!meta.ok()) {
           failed = meta.status();
           break;
@@ -201,11 +176,6 @@ absl::Status RunFollowerSession(ReplicationNode* node_, FollowerStream* stream) 
   }
   stream->Cancel();  // Unblocks a Write in the ack thread.
   acker.join();
-  if (incoming != nullptr) {
-    if (absl::Status s = incoming->Close(); !s.ok()) {
-      LOG(WARNING) << "Closing the partly received snapshot " << incoming_path << ": " << s;
-    }
-  }
   if (!failed.ok() && !absl::IsAborted(failed)) {
     LOG(WARNING) << "Replication stream from " << hello.leader() << " ended: " << failed;
   }
