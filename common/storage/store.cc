@@ -932,6 +932,15 @@ void Store::AppendReplicated(absl::string_view records,
       uint64_t expected = last_index_ + 1;
       uint64_t resent_through = 0;
       while ((rs = reader.Next(&record)) == log::ReadStatus::kRecord) {
+        if (record.header.epoch == 0) {
+          // No leader writes epoch 0 (a store starts at 1), and EpochAtLocked
+          // reads 0 as "unknown": a record of epoch 0 in this log would let a
+          // diverged resend of its index be skipped as if it matched.
+          refused = absl::InvalidArgumentError(
+              absl::StrCat("replicated record ", record.header.index,
+                           " has epoch 0, which no leader writes (epochs start at 1)"));
+          break;
+        }
         if (record.header.index < expected && fresh.empty()) {
           // A resend of a record this log holds: only if it is the same record.
           // The same index with another epoch means this log diverged from the

@@ -273,8 +273,8 @@ class Store {
   // first..last contiguous and checked) and appends them to this log unchanged.
   // Records at or below last_index() are skipped (a resend after a reconnect).
   // `done` runs once they are in the log and, under fsync=always, fsynced; it
-  // gets an error (and nothing is applied) when the records are malformed or
-  // leave a gap.
+  // gets an error (and nothing is applied) when the records are malformed,
+  // leave a gap, or carry epoch 0 (which no leader writes).
   void AppendReplicated(absl::string_view records, std::function<void(const absl::Status&)> done);
 
   // Calls `done` once everything through `index` (<= last_index()) is as

@@ -2,10 +2,10 @@
 // leader pushes (Store::AppendReplicated, what RunFollowerSession calls for
 // each Entries message; common/storage/store.h). No gRPC, no streams.
 //
-// The input first gives the follower a log of its own (a valid batch), then
-// up to kMaxPushes pushes, each either raw bytes or a batch framed by our
-// writer from fuzzed indexes, epochs and ops, optionally with one byte
-// changed. A model of the log (index -> epoch, payload) and of the keys says
+// The input first gives the follower a log of its own (a valid batch: epochs
+// from 1), then up to kMaxPushes pushes, each either raw bytes or a batch
+// framed by our writer from fuzzed indexes, epochs (0 included) and ops,
+// optionally with one byte changed. A model of the log (index -> epoch, payload) and of the keys says
 // what must hold after each push:
 //  - refused: nothing changed (last index, keys);
 //  - FAILED_PRECONDITION only for a resent index whose epoch differs from the
@@ -115,13 +115,15 @@ class Follower {
   std::unique_ptr<Store> store_;
 };
 
-// Frames `count` records from `first` with fuzzed epochs and ops.
-std::string BuildBatch(InputReader& in, uint64_t first, int count, uint64_t* epoch) {
+// Frames `count` records from `first` with fuzzed epochs (never below
+// `min_epoch`) and ops.
+std::string BuildBatch(InputReader& in, uint64_t first, int count, uint64_t min_epoch,
+                       uint64_t* epoch) {
   std::string out;
   for (int i = 0; i < count; ++i) {
     const uint8_t shape = in.U8();
     if (shape & 0x80) *epoch += 1 + (shape & 0x3);
-    if ((shape & 0x70) == 0x70 && *epoch > 0) --*epoch;  // Now and then an older one.
+    if ((shape & 0x70) == 0x70 && *epoch > min_epoch) --*epoch;  // Now and then an older one.
     if (shape & 0x08) {
       log::AppendRecord(first + i, *epoch, log::RecordType::kEpoch, in.ShortBytes(), &out);
       continue;
@@ -181,7 +183,7 @@ void Run(InputReader& in) {
   // The follower's own log: a valid batch from index 1.
   const int own = in.U8() % 4;
   if (own > 0) {
-    const std::string batch = BuildBatch(in, 1, own, &epoch);
+    const std::string batch = BuildBatch(in, 1, own, /*min_epoch=*/1, &epoch);
     const absl::Status s = follower.Push(batch);
     CHECK(s.ok()) << "a valid first batch was refused: " << s;
     bool clean = false;
@@ -202,7 +204,8 @@ void Run(InputReader& in) {
       const int64_t delta = static_cast<int64_t>(in.U8() % 7) - 4;  // -4..+2 from last + 1.
       const uint64_t first = std::max<int64_t>(0, static_cast<int64_t>(last) + 1 + delta);
       uint64_t batch_epoch = (kind & 2) ? epoch : 1 + in.U8() % 8;
-      batch = BuildBatch(in, first, 1 + in.U8() % 4, &batch_epoch);
+      // Pushes may carry epoch 0, which no leader writes.
+      batch = BuildBatch(in, first, 1 + in.U8() % 4, /*min_epoch=*/0, &batch_epoch);
       if (kind & 2) epoch = batch_epoch;
       if ((kind & 4) && !batch.empty()) {
         const size_t at = in.U16() % batch.size();

@@ -14,6 +14,7 @@
 #include "absl/time/clock.h"
 #include "common/storage/log_cursor.h"
 #include "common/storage/log_format.h"
+#include "common/storage/op.h"
 #include "common/storage/store.h"
 #include "common/storage/version.h"
 #include "gmock/gmock.h"
@@ -366,7 +367,6 @@ TEST_F(ReplicationStoreTest, EpochRecordStartsAnEpochThatSurvivesRestart) {
   EXPECT_EQ(LogCursor::EpochAt(&fs_, kLeaderDir, before + 1).value(), 3u);
 }
 
-
 // A version names one write: after a power cut lost a log tail, a new epoch
 // must not hand the lost writes' versions to different writes, or a client's
 // compare-and-set holding an old version would match a value it never saw.
@@ -432,6 +432,30 @@ TEST_F(ReplicationStoreTest, ResentRecordWithADifferentEpochIsRefusedNotSkipped)
   std::string value;
   uint64_t version = 0;
   EXPECT_FALSE(follower_->Get("x", &value, &version));
+}
+
+// No leader writes epoch 0 (a store starts at epoch 1), and a follower that
+// took a record of epoch 0 could no longer tell a diverged resend of that
+// index from a true one: the epoch it holds there reads as "unknown" and the
+// resend was skipped. Found by fuzz_replication_batch
+// (tests/fuzz/corpus/fuzz_replication_batch/crash-epoch-zero-resend).
+TEST_F(ReplicationStoreTest, RecordOfEpochZeroIsRefusedAndADivergedResendIsNotSkipped) {
+  std::string op;
+  EncodeOp(OpView{OpType::kPut, 1, 0, "k", "zero"}, &op);
+  std::string zero;
+  log::AppendRecord(1, 0, log::RecordType::kOp, op, &zero);
+  const absl::Status refused = Append(follower_.get(), zero);
+  EXPECT_TRUE(absl::IsInvalidArgument(refused)) << refused;
+  EXPECT_THAT(std::string(refused.message()), HasSubstr("epoch 0"));
+  EXPECT_EQ(follower_->last_index(), 0u);  // Nothing applied.
+  EXPECT_EQ(follower_->GetStatus().key_count, 0u);
+
+  // The same index from epoch 1 is then simply the follower's first record.
+  std::string one;
+  log::AppendRecord(1, 1, log::RecordType::kOp, op, &one);
+  ASSERT_TRUE(Append(follower_.get(), one).ok());
+  EXPECT_EQ(follower_->last_index(), 1u);
+  EXPECT_EQ(follower_->last_epoch(), 1u);
 }
 
 // An ack says the follower holds the records durably. A resend of records
