@@ -178,7 +178,8 @@ void ChunksMode(InputReader& in) {
   bool tampered = false;
   while (offset < original.size()) {
     const uint8_t action = in.U8();
-    const size_t size = 1 + in.U8() % 64;
+    // At most about 256 chunks, however large the snapshot.
+    const size_t size = (1 + original.size() / 256) * (1 + in.U8() % 64);
     v1::SnapshotChunk chunk;
     chunk.set_offset(offset);
     chunk.set_data(original.substr(offset, size));
