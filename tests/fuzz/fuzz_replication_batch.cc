@@ -5,8 +5,8 @@
 // The input first gives the follower a log of its own (a valid batch: epochs
 // from 1), then up to kMaxPushes pushes, each either raw bytes or a batch
 // framed by our writer from fuzzed indexes, epochs (0 included) and ops,
-// optionally with one byte changed. A model of the log (index -> epoch, payload) and of the keys says
-// what must hold after each push:
+// optionally with one byte changed. A model of the log (index -> epoch,
+// payload) and of the keys says what must hold after each push:
 //  - refused: nothing changed (last index, keys);
 //  - FAILED_PRECONDITION only for a resent index whose epoch differs from the
 //    one this log holds (a divergence), never otherwise;
