@@ -7,6 +7,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "common/replication/snapshot_receiver.h"
+#include "common/storage/storage_failpoints.h"
 #include "glog/logging.h"
 
 namespace kvstore {
@@ -98,6 +99,7 @@ absl::Status RunFollowerSession(ReplicationNode* node_, FollowerStream* stream) 
       // it (this node may then truncate or replace its log), it says nothing.
       if (!node_->IsCurrentStream(generation)) return;
       v1::FollowerMessage ack;
+      KV_FAILPOINT_CRASH(storage_failpoints::kFollowerBeforeAck);
       ack.mutable_ack()->set_durable_index(durable);
       ack.mutable_ack()->set_applied_index(store->last_index());
       if (!stream->Write(ack)) return;
@@ -134,6 +136,7 @@ absl::Status RunFollowerSession(ReplicationNode* node_, FollowerStream* stream) 
             if (acks->error.ok()) acks->error = s;
             return;
           }
+          KV_FAILPOINT_CRASH(storage_failpoints::kFollowerAfterApply);
           acks->durable = std::max(acks->durable, last);
           ++acks->changes;
         });
@@ -155,6 +158,7 @@ absl::Status RunFollowerSession(ReplicationNode* node_, FollowerStream* stream) 
       case v1::LeaderMessage::kSnapshotEnd: {
         failed = incoming.End();
         if (!failed.ok()) break;
+        KV_FAILPOINT_CRASH(storage_failpoints::kInstallAfterReceive);
         absl::StatusOr<SnapshotMeta> meta = store->InstallSnapshot(incoming.path());
         if (!meta.ok()) {
           failed = meta.status();

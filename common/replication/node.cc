@@ -8,6 +8,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/string_view.h"
 #include "common/replication/follower_link.h"
+#include "common/storage/storage_failpoints.h"
 #include "glog/logging.h"
 
 namespace kvstore {
@@ -1014,6 +1015,7 @@ absl::StatusOr<uint64_t> ReplicationNode::BeginLeading(uint64_t epoch,
     if (absl::Status s = PersistEpoch(new_epoch, advertise_, node_id_, followers); !s.ok()) {
       return s;
     }
+    KV_FAILPOINT_CRASH(storage_failpoints::kPromoteAfterEpoch);
     ++stream_generation_;    // Ends the stream from the old leader.
     role_ = Role::kDeposed;  // Takes no writes until the epoch record is durable.
     leader_ = "";

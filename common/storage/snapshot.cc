@@ -14,6 +14,7 @@
 #include "absl/strings/strip.h"
 #include "common/storage/coding.h"
 #include "common/storage/log_format.h"
+#include "common/storage/storage_failpoints.h"
 #include "glog/logging.h"
 
 namespace kvstore {
@@ -342,7 +343,9 @@ absl::Status SnapshotWriter::FlushBlock() {
   if (len == 0) return absl::OkStatus();  // A zero length would read as the trailer.
   EncodeFixed32(static_cast<uint32_t>(len), block_.data());
   EncodeFixed32(Checksum(block_.data() + kBlockHeaderBytes, len), block_.data() + 4);
-  absl::Status s = file_->Append(block_);
+  absl::Status s =
+      storage_failpoints::InjectedIoError(storage_failpoints::kSnapshotWrite, "write", tmp_path_);
+  if (s.ok()) s = file_->Append(block_);
   block_.resize(kBlockHeaderBytes);
   if (!s.ok()) failed_ = Annotate(s, "writing", tmp_path_);
   return failed_;
@@ -360,25 +363,37 @@ absl::StatusOr<SnapshotMeta> SnapshotWriter::Commit(uint64_t end_index) {
 }
 
 absl::Status SnapshotWriter::Install(uint64_t end_index) {
+  namespace fp = storage_failpoints;
   if (absl::Status s = FlushBlock(); !s.ok()) return s;
   char trailer[kTrailerBytes] = {};
   EncodeFixed64(meta_.entries, trailer + 4);
   EncodeFixed64(end_index, trailer + 12);
   EncodeFixed32(Checksum(trailer + 4, kTrailerCheckedBytes), trailer + 4 + kTrailerCheckedBytes);
+  if (absl::Status s = fp::InjectedIoError(fp::kSnapshotWrite, "write", tmp_path_); !s.ok()) {
+    return s;
+  }
   if (absl::Status s = file_->Append(absl::string_view(trailer, kTrailerBytes)); !s.ok()) {
     return Annotate(s, "writing", tmp_path_);
   }
   meta_.end_index = end_index;
   meta_.bytes = file_->Size();
+  if (absl::Status s = file_->Flush(); !s.ok()) return Annotate(s, "writing", tmp_path_);
+  KV_FAILPOINT_CRASH(fp::kSnapshotAfterTmpWrite);
+  if (absl::Status s = fp::InjectedIoError(fp::kSnapshotFsync, "fdatasync", tmp_path_); !s.ok()) {
+    return s;
+  }
   if (absl::Status s = file_->Sync(); !s.ok()) return Annotate(s, "syncing", tmp_path_);
+  KV_FAILPOINT_CRASH(fp::kSnapshotAfterFsync);
   if (absl::Status s = file_->Close(); !s.ok()) return Annotate(s, "closing", tmp_path_);
   if (absl::Status s = fs_->Rename(tmp_path_, final_path_); !s.ok()) {
     return Annotate(s, absl::StrCat("renaming to ", final_path_), tmp_path_);
   }
   renamed_ = true;
+  KV_FAILPOINT_CRASH(fp::kSnapshotAfterRename);
   // Until the directory is synced a power cut may undo the rename; the file
   // itself is complete and synced, so either outcome is a valid directory.
   if (absl::Status s = fs_->SyncDir(dir_); !s.ok()) return Annotate(s, "syncing directory", dir_);
+  KV_FAILPOINT_CRASH(fp::kSnapshotAfterDirFsync);
   return absl::OkStatus();
 }
 

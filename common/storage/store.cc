@@ -10,6 +10,7 @@
 #include "common/storage/log_format.h"
 #include "common/storage/log_reader.h"
 #include "common/storage/op.h"
+#include "common/storage/storage_failpoints.h"
 #include "common/storage/version.h"
 #include "glog/logging.h"
 
@@ -1071,6 +1072,7 @@ absl::StatusOr<SnapshotMeta> Store::InstallSnapshotLocked(const std::string& pat
   // Crash-safe order: the log first (an old snapshot with an empty log recovers
   // honestly to that snapshot's start), then the old snapshots, then the new one.
   absl::Status s = wal_->Reset(meta->start_index + 1);
+  if (s.ok()) KV_FAILPOINT_CRASH(storage_failpoints::kInstallAfterLogReset);
   absl::StatusOr<std::vector<SnapshotMeta>> old = ListSnapshots(options_.fs, options_.dir);
   if (s.ok() && !old.ok()) s = old.status();
   if (s.ok()) {
@@ -1081,6 +1083,7 @@ absl::StatusOr<SnapshotMeta> Store::InstallSnapshotLocked(const std::string& pat
   }
   const std::string final_path = JoinPath(options_.dir, SnapshotFileName(meta->start_index));
   if (s.ok()) s = options_.fs->Rename(path, final_path);
+  if (s.ok()) KV_FAILPOINT_CRASH(storage_failpoints::kInstallAfterRename);
   if (s.ok()) s = options_.fs->SyncDir(options_.dir);
   if (!s.ok()) {
     *broken = s;  // Half-installed: only a restart (recovery) can sort it out.

@@ -7,6 +7,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "common/storage/log_reader.h"
+#include "common/storage/storage_failpoints.h"
 #include "glog/logging.h"
 
 namespace kvstore {
@@ -329,7 +330,11 @@ absl::Status Wal::FailWrites(absl::Status s) {
 }
 
 absl::Status Wal::StartSegment(uint64_t first_index) {
+  namespace fp = storage_failpoints;
   const std::string path = JoinPath(dir_, log::SegmentFileName(first_index));
+  if (absl::Status s = fp::InjectedIoError(fp::kWalSegmentCreate, "open", path); !s.ok()) {
+    return FailWrites(s);
+  }
   absl::StatusOr<std::unique_ptr<WritableFile>> file = fs_->CreateFile(path);
   if (!file.ok()) return FailWrites(Annotate(file.status(), "creating", path));
   std::string header;
@@ -340,6 +345,7 @@ absl::Status Wal::StartSegment(uint64_t first_index) {
   active_ = *std::move(file);
   segments_.push_back({first_index, path, header.size()});
   dir_dirty_ = true;
+  KV_FAILPOINT_CRASH(storage_failpoints::kWalAfterSegmentCreate);
   return absl::OkStatus();
 }
 
@@ -377,7 +383,7 @@ absl::Status Wal::Append(absl::string_view records, uint64_t first, uint64_t las
     // last is ever empty. Synced before it is left: recovery reads any segment
     // but the last strictly, so it must not end in a write the OS never made.
     const std::string& path = segments_.back().path;
-    if (absl::Status s = active_->Sync(); !s.ok()) return FailWrites(Annotate(s, "syncing", path));
+    if (absl::Status s = SyncActive(); !s.ok()) return FailWrites(Annotate(s, "syncing", path));
     if (absl::Status s = active_->Close(); !s.ok()) {
       return FailWrites(Annotate(s, "closing", path));
     }
@@ -385,6 +391,11 @@ absl::Status Wal::Append(absl::string_view records, uint64_t first, uint64_t las
     if (absl::Status s = StartSegment(first); !s.ok()) return s;
   }
   Segment& tail = segments_.back();
+  if (absl::Status s =
+          storage_failpoints::InjectedIoError(storage_failpoints::kWalWrite, "write", tail.path);
+      !s.ok()) {
+    return FailWrites(s);
+  }
   if (absl::Status s = active_->Append(records); !s.ok()) {
     return FailWrites(Annotate(s, "appending to", tail.path));
   }
@@ -395,13 +406,14 @@ absl::Status Wal::Append(absl::string_view records, uint64_t first, uint64_t las
   next_index_ = 0;
   last_index_.store(last, std::memory_order_release);
   PublishPositions();
+  KV_FAILPOINT_CRASH(storage_failpoints::kWalAfterWrite);
   return absl::OkStatus();
 }
 
 absl::Status Wal::Sync() {
   if (!sticky_error_.ok()) return sticky_error_;
   if (active_ != nullptr) {
-    if (absl::Status s = active_->Sync(); !s.ok()) {
+    if (absl::Status s = SyncActive(); !s.ok()) {
       return FailWrites(Annotate(s, "syncing", segments_.back().path));
     }
   }
@@ -429,6 +441,7 @@ absl::Status Wal::RemoveSegmentsThrough(uint64_t index) {
     segments_.erase(segments_.begin());
     dir_dirty_ = true;
     PublishPositions();
+    KV_FAILPOINT_CRASH(storage_failpoints::kWalAfterSegmentDelete);
   }
   return absl::OkStatus();
 }
@@ -460,6 +473,18 @@ absl::Status Wal::Reset(uint64_t next_index) {
   durable_index_.store(0, std::memory_order_release);
   PublishPositions();
   LOG(INFO) << "Reset log " << dir_ << "; it continues at index " << next_index;
+  return absl::OkStatus();
+}
+
+absl::Status Wal::SyncActive() {
+  namespace fp = storage_failpoints;
+  KV_FAILPOINT_CRASH(fp::kWalBeforeFsync);
+  if (absl::Status s = fp::InjectedIoError(fp::kWalFsync, "fdatasync", segments_.back().path);
+      !s.ok()) {
+    return s;
+  }
+  if (absl::Status s = active_->Sync(); !s.ok()) return s;
+  KV_FAILPOINT_CRASH(fp::kWalAfterFsync);
   return absl::OkStatus();
 }
 

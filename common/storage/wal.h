@@ -100,6 +100,8 @@ class Wal {
   [[nodiscard]] absl::Status StartSegment(uint64_t first_index);
   // Records `s` as the log's sticky error (see sticky_error_) and returns it.
   [[nodiscard]] absl::Status FailWrites(absl::Status s);
+  // Syncs the active segment (the log's fsync failpoints sit around it).
+  [[nodiscard]] absl::Status SyncActive();
   void PublishPositions();
 
   FileSystem* const fs_;

@@ -24,6 +24,7 @@
 #include "common/security/credentials.h"
 #include "common/security/server_flags.h"
 #include "common/server/server.h"
+#include "common/storage/storage_failpoints.h"
 #include "common/storage/store.h"
 #include "common/storage/wal.h"
 #include "gflags/gflags.h"
@@ -79,8 +80,9 @@ DEFINE_bool(unsafe_ack_before_fsync, false,
 DEFINE_string(
     failpoints, "",
     "FAULT-SUITE CONTROL: comma-separated failpoints to enable at start (names in "
-    "services/node/migration_failpoints.h; an enabled one kills the process with "
-    "SIGKILL when reached). Also switchable in a live process with "
+    "services/node/migration_failpoints.h and common/storage/storage_failpoints.h; an enabled "
+    "one kills the process with SIGKILL when reached, or makes that I/O step fail with EIO). "
+    "Also switchable in a live process with "
     "`fiu-ctrl -f DATA_DIR/fiu-ctrl -c 'enable name=NAME' PID`. Only in builds configured with "
     "-DKV_FAULT_CONTROLS=ON");
 #endif
@@ -164,16 +166,21 @@ absl::Status SetUpFailpoints() {
     return absl::InternalError(absl::StrCat("cannot open the fiu-ctrl fifo ", fifo, "-PID.in"));
   }
   for (absl::string_view name : absl::StrSplit(FLAGS_failpoints, ',', absl::SkipEmpty())) {
-    if (std::find(std::begin(failpoints::kAll), std::end(failpoints::kAll), name) ==
-        std::end(failpoints::kAll)) {
-      return absl::InvalidArgumentError(absl::StrCat("--failpoints: unknown failpoint '", name,
-                                                     "' (see migration_failpoints.h)"));
+    const bool storage =
+        std::find(std::begin(storage_failpoints::kAll), std::end(storage_failpoints::kAll), name) !=
+        std::end(storage_failpoints::kAll);
+    if (!storage && std::find(std::begin(failpoints::kAll), std::end(failpoints::kAll), name) ==
+                        std::end(failpoints::kAll)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("--failpoints: unknown failpoint '", name,
+                       "' (see migration_failpoints.h, common/storage/storage_failpoints.h)"));
     }
     const std::string n(name);
     if (fiu_enable(n.c_str(), 1, nullptr, 0) != 0) {
       return absl::InternalError(absl::StrCat("--failpoints: cannot enable ", n));
     }
-    LOG(WARNING) << "--failpoints: " << n << " is enabled: this process kills itself there";
+    LOG(WARNING) << "--failpoints: " << n
+                 << " is enabled: this process kills itself there, or fails that step with EIO";
   }
   return absl::OkStatus();
 }
