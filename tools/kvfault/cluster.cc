@@ -126,6 +126,7 @@ std::vector<std::string> Cluster::CommandLine(const Node& node) const {
     argv.push_back(absl::StrCat("--followers=", absl::StrJoin(addresses, ",")));
   }
   argv.insert(argv.end(), options_.server_flags.begin(), options_.server_flags.end());
+  argv.insert(argv.end(), node.next_start_flags.begin(), node.next_start_flags.end());
   return argv;
 }
 
@@ -150,7 +151,10 @@ absl::StatusOr<std::string> Cluster::AwaitBound(Node* node, absl::Time deadline)
 }
 
 absl::StatusOr<std::vector<std::string>> Cluster::Environment(const Node& node) const {
-  if (!node.preload) return std::vector<std::string>();
+  if (!node.preload) return node.extra_env;
+  if (!node.extra_env.empty()) {
+    return absl::FailedPreconditionError("a node runs under the preload or libfaketime, not both");
+  }
   const std::string lib = options_.bin_dir + "/libkvfault_preload.so";
   if (!std::filesystem::exists(lib)) {
     return absl::FailedPreconditionError(
@@ -238,6 +242,7 @@ absl::StatusOr<std::vector<std::string>> Cluster::StartNode(Node* node) {
     }
     logged.insert(logged.end(), argv.begin(), argv.end());
     if (address.ok()) {
+      node->next_start_flags.clear();
       node->address = *address;
       {
         // The cached channel may sit in a reconnect backoff from the outage.

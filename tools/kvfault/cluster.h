@@ -62,6 +62,10 @@ class Node {
   std::vector<std::string> followers;
   // Runs under libkvfault_preload.so, so a powerloss can cut its data dir.
   bool preload = false;
+  // Added to its environment at each start (libfaketime's variables).
+  std::vector<std::string> extra_env;
+  // Added to its command line at the next start only (a restart's flags).
+  std::vector<std::string> next_start_flags;
   NodeState state = NodeState::kDown;
   pid_t pid = -1;
   int starts = 0;

@@ -4,6 +4,7 @@
 //               [--bin-dir DIR] [--scenario-dir DIR]
 //   kvfault powerloss DIR --journal J [--tear=none|prefix|zero-sector] [--seed S]
 //   kvfault bitflip --file F [--offset N|random] [--seed S]
+//   kvfault cleanup
 //
 // Starts one shard group on 127.0.0.1 under a run directory, runs the
 // scenario's load and nemesis, heals, reads every key back, checks the
@@ -36,6 +37,7 @@
 #include "tools/kvfault/cluster.h"
 #include "tools/kvfault/history_recorder.h"
 #include "tools/kvfault/nemesis.h"
+#include "tools/kvfault/nemesis_disk.h"
 #include "tools/kvfault/power_loss.h"
 #include "tools/kvfault/scenario.h"
 #include "tools/kvfault/workload.h"
@@ -63,7 +65,10 @@ constexpr char kHelp[] =
     "fsyncs made durable (docs/reliability.md, \"Power loss\").\n"
     "\n"
     "usage: kvfault bitflip --file F [--offset N|random] [--seed S]\n"
-    "Flips one bit of F (the node must be stopped) and prints which.\n";
+    "Flips one bit of F (the node must be stopped) and prints which.\n"
+    "\n"
+    "usage: kvfault cleanup\n"
+    "Unmounts the tmpfs data dirs (<dir>/kvfault-*/nodes/*/data) a killed run left.\n";
 
 struct Args {
   std::string scenario;
@@ -96,7 +101,7 @@ std::vector<std::string> RecoveryTimes(const check::History& h,
   std::vector<std::string> out;
   for (const StepRecord& s : steps) {
     if (s.action != "kill" && s.action != "pause" && s.action != "promote" &&
-        s.action != "powerloss") {
+        s.action != "powerloss" && s.action != "failpoint" && s.action != "fill-disk") {
       continue;
     }
     int64_t first_ok = -1;
@@ -192,11 +197,23 @@ int Run(const Args& args) {
     co.bin_dir = args.bin_dir.empty() ? SelfDir() : args.bin_dir;
     co.replicas = scenario->replicas;
     co.server_flags = scenario->server_flags;
+    // Declared before the cluster, so its mounts go after the processes.
+    struct Unmount {
+      std::vector<std::string> mounts;
+      ~Unmount() { ReleaseDiskFaults(mounts); }
+    } unmount;
     Cluster cluster(co);
     for (const std::string& name : scenario->preload) {
       for (Node* n : cluster.nodes()) {
         if (name == "all" || name == n->name()) n->preload = true;
       }
+    }
+    if (absl::Status s = PrepareDiskFaults(*scenario, &cluster, &unmount.mounts); !s.ok()) {
+      if (absl::IsFailedPrecondition(s)) {
+        std::printf("SKIPPED %s: %s\n", scenario->name.c_str(), std::string(s.message()).c_str());
+        return kSkipped;
+      }
+      return Usage(std::string(s.message()));
     }
     HistoryRecorder history;
     if (absl::Status s = history.Open(run_dir + "/history.jsonl"); !s.ok()) {
@@ -461,6 +478,7 @@ int main(int argc, char** argv) {
   }
   if (command == "powerloss") return kvstore::fault::PowerLossCommand(argc, argv);
   if (command == "bitflip") return kvstore::fault::BitFlipCommand(argc, argv);
+  if (command == "cleanup") return kvstore::fault::CleanupCommand();
   if (command != "run") return Usage(absl::StrCat("unknown command ", command));
   Args args;
   for (int i = 2; i < argc; ++i) {

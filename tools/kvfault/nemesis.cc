@@ -251,6 +251,12 @@ absl::Status Nemesis::RestartAfterFlip(int index, const Step& step, Node* node) 
 
 absl::Status Nemesis::Execute(int index, const Step& step) {
   if (step.action == "powerloss") return PowerLoss(index, step);
+  if (IsDiskAction(step.action)) {
+    Node* node = step.node.empty() || step.node == "all" || step.node == "followers"
+                     ? nullptr
+                     : cluster_->Find(step.node == "leader" ? cluster_->leader() : step.node);
+    return ExecuteDisk(index, step, node);
+  }
   if (step.action == "restart" && (step.node == "followers" || step.node == "down")) {
     // Several nodes, one step each: "followers" = every node but the one
     // that leads, "down" = every node that is down.
@@ -309,6 +315,7 @@ absl::Status Nemesis::Execute(int index, const Step& step) {
       return absl::InvalidArgumentError(
           absl::StrCat("restart as '", step.as, "' (replica or nothing)"));
     }
+    node->next_start_flags = step.flags;
     absl::StatusOr<std::vector<std::string>> argv = cluster_->StartNode(node);
     Log(index, step.action, node->name(),
         argv.ok() ? ShellQuote(*argv) : ShellQuote(cluster_->CommandLine(*node)), argv.status(),

@@ -54,6 +54,8 @@ class Nemesis {
   absl::Status FlipBit(int index, const Step& step, Node* node);
   // A start after a bit flip: refused or detected, as the step says.
   absl::Status RestartAfterFlip(int index, const Step& step, Node* node);
+  // The disk, clock and I/O-error actions (nemesis_disk.h).
+  absl::Status ExecuteDisk(int index, const Step& step, Node* node);
   void Log(int index, const std::string& action, const std::string& node,
            const std::string& command, const absl::Status& result, const std::string& note);
 
@@ -63,6 +65,7 @@ class Nemesis {
   std::mt19937_64 rng_;
   std::vector<StepRecord> done_;
   std::optional<BitFlip> last_flip_;
+  int64_t held_index_ = -1;  // record-index, for watch-index.
 };
 
 }  // namespace kvstore::fault

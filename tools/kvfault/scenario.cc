@@ -33,6 +33,13 @@ absl::Status CheckKeys(const YAML::Node& n, const std::set<std::string>& allowed
 
 }  // namespace
 
+bool IsDiskAction(const std::string& action) {
+  static const std::set<std::string> kDisk = {"failpoint",    "await-exit",  "fill-disk",
+                                              "grow-disk",    "clock",       "bitflip-live",
+                                              "record-index", "watch-index", "truncate-log"};
+  return kDisk.count(action) > 0;
+}
+
 absl::StatusOr<Scenario> LoadScenario(const std::string& path) {
   Scenario s;
   s.path = path;
@@ -42,7 +49,7 @@ absl::StatusOr<Scenario> LoadScenario(const std::string& path) {
             CheckKeys(root,
                       {"name", "description", "replicas", "server_flags", "duration_s", "max_ops",
                        "request_timeout_ms", "workloads", "nemesis", "expect",
-                       "check_time_limit_ms", "preload", "requires_controls"},
+                       "check_time_limit_ms", "preload", "requires_controls", "tmpfs", "faketime"},
                       path);
         !st.ok()) {
       return st;
@@ -53,6 +60,14 @@ absl::StatusOr<Scenario> LoadScenario(const std::string& path) {
     s.server_flags = Strings(root["server_flags"]);
     s.preload = Strings(root["preload"]);
     s.requires_controls = root["requires_controls"].as<bool>(false);
+    if (const YAML::Node t = root["tmpfs"]) {
+      if (absl::Status st = CheckKeys(t, {"nodes", "size_mib"}, path + " tmpfs"); !st.ok()) {
+        return st;
+      }
+      s.tmpfs_nodes = Strings(t["nodes"]);
+      s.tmpfs_size_mib = t["size_mib"].as<int64_t>(64);
+    }
+    s.faketime = Strings(root["faketime"]);
     s.load.duration = absl::Milliseconds(1000 * root["duration_s"].as<double>(20));
     s.load.max_ops = root["max_ops"].as<int64_t>(20000);
     s.load.request_timeout = absl::Milliseconds(root["request_timeout_ms"].as<int64_t>(2000));
@@ -77,12 +92,33 @@ absl::StatusOr<Scenario> LoadScenario(const std::string& path) {
     static const std::set<std::string> kActions = {
         "kill",    "pause",        "resume",    "restart", "wipe",
         "promote", "await-healed", "powerloss", "bitflip", "repair"};
+    const auto known = [&](const std::string& a) { return kActions.count(a) || IsDiskAction(a); };
     for (const auto& n : root["nemesis"]) {
-      if (absl::Status st = CheckKeys(
-              n,
-              {"at_s", "jitter_s", "action", "node", "as", "candidates", "followers", "force",
-               "tear", "until_unsynced_s", "unsynced_hold_ms", "file", "where", "after_bitflip"},
-              path + " nemesis step");
+      if (absl::Status st = CheckKeys(n,
+                                      {"at_s",
+                                       "jitter_s",
+                                       "action",
+                                       "node",
+                                       "as",
+                                       "candidates",
+                                       "followers",
+                                       "force",
+                                       "tear",
+                                       "until_unsynced_s",
+                                       "unsynced_hold_ms",
+                                       "file",
+                                       "where",
+                                       "after_bitflip",
+                                       "failpoint",
+                                       "failnum",
+                                       "exit_within_s",
+                                       "clock",
+                                       "size_mib",
+                                       "wait_s",
+                                       "bytes",
+                                       "expect_log",
+                                       "flags"},
+                                      path + " nemesis step");
           !st.ok()) {
         return st;
       }
@@ -90,7 +126,7 @@ absl::StatusOr<Scenario> LoadScenario(const std::string& path) {
       step.at_s = n["at_s"].as<double>(0);
       step.jitter_s = n["jitter_s"].as<double>(0);
       step.action = n["action"].as<std::string>();
-      if (!kActions.count(step.action)) {
+      if (!known(step.action)) {
         return absl::InvalidArgumentError(
             absl::StrCat(path, ": unknown action '", step.action, "'"));
       }
@@ -105,6 +141,21 @@ absl::StatusOr<Scenario> LoadScenario(const std::string& path) {
       step.file = n["file"].as<std::string>("");
       step.where = n["where"].as<std::string>("middle");
       step.after_bitflip = n["after_bitflip"].as<std::string>("");
+      step.failpoint = n["failpoint"].as<std::string>("");
+      step.failnum = n["failnum"].as<int>(1);
+      step.exit_within_s = n["exit_within_s"].as<double>(0);
+      step.clock = n["clock"].as<std::string>("");
+      step.size_mib = n["size_mib"].as<int64_t>(0);
+      step.wait_s = n["wait_s"].as<double>(10);
+      step.bytes = n["bytes"].as<int64_t>(0);
+      step.expect_log = n["expect_log"].as<std::string>("");
+      step.flags = Strings(n["flags"]);
+      if (step.action == "failpoint" && step.failpoint.empty()) {
+        return absl::InvalidArgumentError(path + ": failpoint needs failpoint: NAME");
+      }
+      if (step.action == "clock" && step.clock.empty()) {
+        return absl::InvalidArgumentError(path + ": clock needs clock: +N or -N (seconds)");
+      }
       if (step.action == "bitflip" && step.file != "wal" && step.file != "snapshot") {
         return absl::InvalidArgumentError(path + ": bitflip needs file: wal or snapshot");
       }

@@ -32,6 +32,7 @@ namespace kvstore::fault {
 //            "snapshot": the newest snapshot) of `node` (down), at a seeded
 //            offset in the middle half of it (`where: middle`) or anywhere
 //   repair   run the node's binary with --repair on its data dir (down)
+//   restart  with `flags`: added to that start's command line only
 //   restart  with `after_bitflip: refuse`: the start must exit without
 //            serving and its log name the flipped file and an offset at or
 //            before the flipped byte; `detect`: it must serve and its log name
@@ -55,7 +56,20 @@ struct Step {
   std::string file;              // bitflip
   std::string where = "middle";  // bitflip
   std::string after_bitflip;     // restart: "", "refuse" or "detect"
+  // The disk, clock and I/O-error actions (nemesis_disk.h):
+  std::string failpoint;           // failpoint: its name (storage_failpoints.h)
+  int failnum = 1;                 // failpoint: libfiu's failnum (the errno; 1 = EIO)
+  double exit_within_s = 0;        // failpoint, fill-disk: the node must die this soon
+  std::string clock;               // clock: the faketime offset, e.g. "+300"
+  int64_t size_mib = 0;            // grow-disk: the tmpfs's new size
+  double wait_s = 10;              // bitflip-live, watch-index
+  int64_t bytes = 0;               // truncate-log
+  std::string expect_log;          // watch-index: text the leader's log must show
+  std::vector<std::string> flags;  // restart: extra flags for that start only
 };
+
+// Whether `action` is one of nemesis_disk.h's.
+bool IsDiskAction(const std::string& action);
 
 struct Expect {
   // "zero" (lost must be 0), "positive" (a control: lost must be > 0) or
@@ -85,6 +99,11 @@ struct Scenario {
   // Needs servers built with -DKV_FAULT_CONTROLS=ON (--unsafe-ack-before-fsync);
   // without them the run reports itself skipped.
   bool requires_controls = false;
+  // Nodes whose data dir is a tmpfs of tmpfs_size_mib ("all" for every one;
+  // needs root), and nodes run under libfaketime (nemesis_disk.h).
+  std::vector<std::string> tmpfs_nodes;
+  int64_t tmpfs_size_mib = 64;
+  std::vector<std::string> faketime;
   std::string path;
 };
 
