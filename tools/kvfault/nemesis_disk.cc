@@ -113,6 +113,16 @@ absl::Status PrepareDiskFaults(const Scenario& scenario, Cluster* cluster,
 
 void ReleaseDiskFaults(const std::vector<std::string>& mounts) {
   for (const std::string& m : mounts) {
+    // The data goes with the mount: keep a copy beside it (without the fill
+    // file) for a failed run's post-mortem; a passed run's directory is removed.
+    std::error_code ec;
+    const std::string kept = m + ".tmpfs-copy";
+    std::filesystem::create_directories(kept, ec);
+    for (const auto& e : std::filesystem::directory_iterator(m, ec)) {
+      if (e.path().filename() == kFillFile || !e.is_regular_file()) continue;
+      std::filesystem::copy_file(e.path(), std::filesystem::path(kept) / e.path().filename(),
+                                 std::filesystem::copy_options::overwrite_existing, ec);
+    }
     if (::umount2(m.c_str(), MNT_DETACH) != 0) {
       std::printf("kvfault: umount %s: %s\n", m.c_str(), std::strerror(errno));
     }
