@@ -19,7 +19,7 @@
 //     so it may also go up); the longest write
 //     latency across the cutover is printed.
 //   AStaleRouterIsCorrectedByWrongShardOrAnswersUnavailable: the second
-//     router reaches etcd through a TcpRelay, cut during the copy (before
+//     router reaches etcd through a TcpProxy, cut during the copy (before
 //     the cutover), so its watch never delivers the new ring. After the
 //     switch, every moved key read or written through it either succeeds
 //     with the right value (WRONG_SHARD from the source, a fresh read of the
@@ -52,7 +52,7 @@
 #include "tests/support/process.h"
 #include "tests/support/router_load.h"
 #include "tests/support/router_process.h"
-#include "tests/support/tcp_relay.h"
+#include "tools/kvfault/tcp_proxy.h"
 
 namespace kvstore {
 namespace {
@@ -147,10 +147,10 @@ class ReshardTest : public ::testing::Test {
     const absl::Status init = cluster_.Init({"s0", "s1", "s2"});
     ASSERT_TRUE(init.ok()) << init << "\n" << Logs();
     // Two routers side by side; with `relay`, the second reaches etcd only
-    // through a TcpRelay the test can cut.
+    // through a TcpProxy the test can cut.
     std::vector<std::string> second = cluster_.RouterFlags();
     if (relay) {
-      relay_ = std::make_unique<testing::TcpRelay>(cluster_.endpoint());
+      relay_ = std::make_unique<fault::TcpProxy>(cluster_.endpoint());
       ASSERT_TRUE(relay_->Start().ok());
       second[0] = absl::StrCat("--etcd-endpoints=", relay_->address());
     }
@@ -210,8 +210,8 @@ class ReshardTest : public ::testing::Test {
   std::unique_ptr<RouterProcess> routers_[2] = {
       std::make_unique<RouterProcess>(dir_.Join("router-0")),
       std::make_unique<RouterProcess>(dir_.Join("router-1"))};
-  std::unique_ptr<testing::TcpRelay> relay_;  // Between the second router and etcd, if asked.
-  std::unique_ptr<HashRing> after_;           // The ring once s3 is added.
+  std::unique_ptr<fault::TcpProxy> relay_;  // Between the second router and etcd, if asked.
+  std::unique_ptr<HashRing> after_;         // The ring once s3 is added.
   std::map<std::string, std::string> preloaded_;
 };
 

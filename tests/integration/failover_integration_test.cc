@@ -58,7 +58,7 @@
 #include "tests/support/etcd_process.h"
 #include "tests/support/process.h"
 #include "tests/support/router_process.h"
-#include "tests/support/tcp_relay.h"
+#include "tools/kvfault/tcp_proxy.h"
 
 namespace kvstore {
 namespace {
@@ -340,7 +340,7 @@ class FailoverTest : public ::testing::Test {
   std::unique_ptr<coord::EtcdClient> etcd_client_;
   std::vector<std::unique_ptr<ServerProcess>> nodes_;
   RouterProcess router_{dir_.Join("router")};
-  std::vector<std::unique_ptr<testing::TcpRelay>> relays_;  // One per node, when made.
+  std::vector<std::unique_ptr<fault::TcpProxy>> relays_;  // One per node, when made.
 };
 
 // --max-lag-on-failover (docs/failover.md §5): in async mode the leader records
@@ -445,13 +445,13 @@ TEST_F(FailoverTest, InAsyncModeNoMemberTooFarBehindTheLastLeaderIsElected) {
 // anything (docs/failover.md §2, §8 "Fencing").
 TEST_F(FailoverTest, ALeaderCutOffFromEtcdAloneStopsAcknowledgingBeforeANewLeaderStarts) {
   for (int i = 0; i < 3; ++i) {
-    relays_.push_back(std::make_unique<testing::TcpRelay>(etcd_.endpoint()));
+    relays_.push_back(std::make_unique<fault::TcpProxy>(etcd_.endpoint()));
     ASSERT_TRUE(relays_.back()->Start().ok());
   }
   ASSERT_NO_FATAL_FAILURE(StartCluster());
   std::optional<Leader> old = CurrentLeader();
   ASSERT_TRUE(old.has_value());
-  testing::TcpRelay* relay = relays_[static_cast<size_t>(old->id.back() - '1')].get();
+  fault::TcpProxy* relay = relays_[static_cast<size_t>(old->id.back() - '1')].get();
 
   // Writes straight to the old leader, one at a time, each ack's return
   // time kept: an ack happened before its call returned.
