@@ -120,7 +120,7 @@ std::vector<std::string> Cluster::CommandLine(const Node& node) const {
     std::vector<std::string> addresses;
     for (const std::string& f : node.followers) {
       for (const auto& n : nodes_) {
-        if (n->name() == f) addresses.push_back(n->address);
+        if (n->name() == f) addresses.push_back(PeerAddress(node.name(), *n));
       }
     }
     argv.push_back(absl::StrCat("--followers=", absl::StrJoin(addresses, ",")));
@@ -128,6 +128,32 @@ std::vector<std::string> Cluster::CommandLine(const Node& node) const {
   argv.insert(argv.end(), options_.server_flags.begin(), options_.server_flags.end());
   argv.insert(argv.end(), node.next_start_flags.begin(), node.next_start_flags.end());
   return argv;
+}
+
+std::string Cluster::PeerAddress(const std::string& from, const Node& to) const {
+  if (options_.network == nullptr) return to.address;
+  absl::StatusOr<std::string> route = options_.network->Route(from, to.name(), to.address);
+  if (!route.ok()) {
+    route_error_ = route.status();
+    return to.address;
+  }
+  return *route;
+}
+
+absl::StatusOr<std::string> Cluster::ClientAddress(const Node& node) {
+  if (options_.network == nullptr) return node.address;
+  return options_.network->Route("client", node.name(), node.address);
+}
+
+void Cluster::SetLeader(const Node& node) {
+  absl::StatusOr<std::string> address = ClientAddress(node);
+  if (!address.ok()) {
+    route_error_ = address.status();
+    address = node.address;
+  }
+  absl::MutexLock l(&mu_);
+  leader_ = node.name();
+  leader_address_ = *address;
 }
 
 absl::StatusOr<std::string> Cluster::AwaitBound(Node* node, absl::Time deadline) {
@@ -249,11 +275,8 @@ absl::StatusOr<std::vector<std::string>> Cluster::StartNode(Node* node) {
         absl::MutexLock l(&channels_mu_);
         channels_.erase(node->address);
       }
-      if (node->binary == "kv-shard") {
-        absl::MutexLock l(&mu_);
-        leader_ = node->name();
-        leader_address_ = node->address;
-      }
+      if (node->binary == "kv-shard") SetLeader(*node);
+      if (!route_error_.ok()) return route_error_;
       return logged;
     }
     last = absl::Status(
@@ -360,8 +383,9 @@ absl::StatusOr<std::string> Cluster::Promote(Node* node, const std::vector<std::
     if (n == nullptr || n->address.empty()) {
       return absl::InvalidArgumentError(absl::StrCat("promote: unknown follower ", f));
     }
-    addresses.push_back(n->address);
+    addresses.push_back(PeerAddress(node->name(), *n));
   }
+  if (!route_error_.ok()) return route_error_;
   std::vector<std::string> argv = {absl::StrCat(options_.bin_dir, "/kvctl"),
                                    absl::StrCat("--addr=", node->address)};
   if (!addresses.empty())
@@ -384,11 +408,7 @@ absl::StatusOr<std::string> Cluster::Promote(Node* node, const std::vector<std::
       n->followers.clear();
     }
   }
-  {
-    absl::MutexLock l(&mu_);
-    leader_ = node->name();
-    leader_address_ = node->address;
-  }
+  SetLeader(*node);
   return r->output;
 }
 
@@ -421,8 +441,9 @@ absl::Status Cluster::AwaitHealed(absl::Time deadline) {
         Node* node = Find(f);
         if (node->state != NodeState::kRunning) continue;  // Retired by the scenario.
         const v1::FollowerStatus* fs = nullptr;
+        const std::string address = PeerAddress(leader->name(), *node);
         for (const auto& x : ls->followers()) {
-          if (x.address() == node->address) fs = &x;
+          if (x.address() == address) fs = &x;
         }
         if (fs == nullptr || fs->state() != "streaming" || fs->acked_index() < ls->last_index()) {
           why = absl::StrCat("follower ", f, " at ", fs ? fs->acked_index() : 0, " (",

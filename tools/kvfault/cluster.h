@@ -27,6 +27,7 @@
 #include "grpcpp/grpcpp.h"
 #include "kvstore/v1/admin.grpc.pb.h"
 #include "kvstore/v1/kv.grpc.pb.h"
+#include "tools/kvfault/network.h"
 #include "tools/kvfault/power_loss.h"
 
 namespace kvstore::fault {
@@ -38,6 +39,9 @@ struct ClusterOptions {
   // Flags for every server (e.g. --fsync=always, --ack=sync, --sync-acks=2).
   std::vector<std::string> server_flags;
   absl::Duration start_timeout = absl::Seconds(15);
+  // When set, every replication link and the clients' link to each node go
+  // through its proxies (network.h); not owned, outlives the cluster.
+  Network* network = nullptr;
 };
 
 enum class NodeState { kDown, kRunning, kPaused };
@@ -90,7 +94,8 @@ class Cluster {
   Node* Find(const std::string& name);
   std::vector<Node*> nodes();
   std::string leader() const;  // Name of the node that leads now.
-  // "127.0.0.1:PORT" of the leader; thread-safe.
+  // "127.0.0.1:PORT" the clients use to reach the leader (its client link's
+  // proxy when there is a network); thread-safe.
   std::string leader_address() const;
 
   // The command line a start of `node` runs now.
@@ -130,6 +135,9 @@ class Cluster {
   // lag 0. The error says who is behind.
   absl::Status AwaitHealed(absl::Time deadline);
 
+  // The run's proxies, or null when its links are direct.
+  Network* network() const { return options_.network; }
+
   // A channel per address, reused.
   std::shared_ptr<grpc::Channel> Channel(const std::string& address);
 
@@ -139,8 +147,16 @@ class Cluster {
   absl::StatusOr<std::string> AwaitBound(Node* node, absl::Time deadline);
   // The variables a start of `node` adds to the environment (the preload's).
   absl::StatusOr<std::vector<std::string>> Environment(const Node& node) const;
+  // The address `from` pushes its log to `to` at: `to`'s own, or the proxy
+  // of the link between them. A proxy that cannot be made is remembered in
+  // route_error_ and the direct address returned.
+  std::string PeerAddress(const std::string& from, const Node& to) const;
+  // The address the clients reach `node` at.
+  absl::StatusOr<std::string> ClientAddress(const Node& node);
+  void SetLeader(const Node& node);
 
   ClusterOptions options_;
+  mutable absl::Status route_error_;
   std::vector<std::unique_ptr<Node>> nodes_;
   mutable absl::Mutex mu_;
   std::string leader_ ABSL_GUARDED_BY(mu_);

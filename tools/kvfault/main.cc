@@ -1,7 +1,7 @@
 // kvfault: the fault-injection driver (issue 15, docs/reliability.md).
 //
 //   kvfault run --scenario NAME|FILE.yaml [--seed S] [--out DIR] [--keep]
-//               [--bin-dir DIR] [--scenario-dir DIR]
+//               [--bin-dir DIR] [--scenario-dir DIR] [--server-flag F]...
 //   kvfault powerloss DIR --journal J [--tear=none|prefix|zero-sector] [--seed S]
 //   kvfault bitflip --file F [--offset N|random] [--seed S]
 //   kvfault cleanup
@@ -38,6 +38,8 @@
 #include "tools/kvfault/history_recorder.h"
 #include "tools/kvfault/nemesis.h"
 #include "tools/kvfault/nemesis_disk.h"
+#include "tools/kvfault/nemesis_network.h"
+#include "tools/kvfault/network.h"
 #include "tools/kvfault/power_loss.h"
 #include "tools/kvfault/scenario.h"
 #include "tools/kvfault/workload.h"
@@ -52,11 +54,13 @@ constexpr int kSkipped = 77;  // ctest's SKIP_RETURN_CODE for the fault tests.
 
 constexpr char kHelp[] =
     "usage: kvfault run --scenario NAME|FILE.yaml [--seed S] [--out DIR] [--keep]\n"
-    "                   [--bin-dir DIR] [--scenario-dir DIR]\n"
+    "                   [--bin-dir DIR] [--scenario-dir DIR] [--server-flag F]...\n"
     "Runs a fault scenario against real binaries on 127.0.0.1 and checks the history\n"
     "(docs/reliability.md, \"Running the suite\"). --seed replays the schedule, keys and\n"
     "values; --out: the run directory (default: a new one under $TMPDIR), removed when\n"
-    "the run passes unless --keep. Exit: 0 pass, 1 the expectations failed, 2 usage or\n"
+    "the run passes unless --keep. --server-flag appends F to every server's flags\n"
+    "(after the scenario's, so it overrides them: --server-flag --ack=async). Exit: 0 pass, 1 the "
+    "expectations failed, 2 usage or\n"
     "set-up error.\n"
     "\n"
     "usage: kvfault powerloss DIR --journal J [--tear=none|prefix|zero-sector] [--seed S]\n"
@@ -78,6 +82,7 @@ struct Args {
   uint64_t seed = 0;
   bool have_seed = false;
   bool keep = false;
+  std::vector<std::string> server_flags;  // Appended to the scenario's.
 };
 
 int Usage(const std::string& why) {
@@ -153,6 +158,8 @@ int Run(const Args& args) {
   if (!absl::EndsWith(path, ".yaml")) path = absl::StrCat(args.scenario_dir, "/", path, ".yaml");
   absl::StatusOr<Scenario> scenario = LoadScenario(path);
   if (!scenario.ok()) return Usage(std::string(scenario.status().message()));
+  scenario->server_flags.insert(scenario->server_flags.end(), args.server_flags.begin(),
+                                args.server_flags.end());
   if (scenario->requires_controls) {
     const std::string bin_dir = args.bin_dir.empty() ? SelfDir() : args.bin_dir;
     char scratch[] = "/tmp/kvfault-help-XXXXXX";
@@ -173,6 +180,7 @@ int Run(const Args& args) {
       "kvfault: scenario %s, seed %llu\n  %s\n  replay: kvfault run --scenario %s --seed %llu\n",
       scenario->name.c_str(), static_cast<unsigned long long>(seed), scenario->description.c_str(),
       scenario->name.c_str(), static_cast<unsigned long long>(seed));
+  for (const std::string& f : args.server_flags) std::printf("  --server-flag %s\n", f.c_str());
   std::fflush(stdout);
 
   std::string run_dir = args.out;
@@ -202,6 +210,10 @@ int Run(const Args& args) {
       std::vector<std::string> mounts;
       ~Unmount() { ReleaseDiskFaults(mounts); }
     } unmount;
+    // The proxies outlive the cluster: its processes die first.
+    std::unique_ptr<Network> network;
+    if (scenario->proxies) network = std::make_unique<Network>(seed);
+    co.network = network.get();
     Cluster cluster(co);
     for (const std::string& name : scenario->preload) {
       for (Node* n : cluster.nodes()) {
@@ -245,6 +257,8 @@ int Run(const Args& args) {
 
     // Heal, read everything back, compare the replicas.
     int64_t replica_diffs = -1;
+    int64_t full_resyncs = -1;
+    std::string full_resync_detail;
     std::vector<std::string> diff_examples;
     if (failures.empty()) {
       if (absl::Status s = nemesis.Heal(absl::Now() + absl::Seconds(15)); !s.ok()) {
@@ -269,6 +283,14 @@ int Run(const Args& args) {
         replica_diffs = *d;
       } else {
         failures.push_back(absl::StrCat("replica comparison: ", d.status().message()));
+      }
+      if (scenario->proxies || scenario->expect.min_full_resyncs > 0) {
+        absl::StatusOr<int64_t> n = FullResyncs(&cluster, &full_resync_detail);
+        if (n.ok()) {
+          full_resyncs = *n;
+        } else {
+          failures.push_back(absl::StrCat("full resyncs: ", n.status().message()));
+        }
       }
     }
     if (absl::Status s = history.Close(); !s.ok()) failures.push_back(std::string(s.message()));
@@ -324,6 +346,27 @@ int Run(const Args& args) {
       for (const std::string& r : RecoveryTimes(*h, nemesis.done())) {
         std::printf("  %s\n", r.c_str());
       }
+      const IsolationFigures isolation = ComputeIsolation(*h, d, nemesis.isolation(), load_ns);
+      if (isolation.windows > 0) {
+        std::printf(
+            "  leader isolated: %lld window(s), %.1fs; writes acknowledged inside: %lld, of them "
+            "lost %lld%s\n",
+            static_cast<long long>(isolation.windows), isolation.seconds,
+            static_cast<long long>(isolation.acked), static_cast<long long>(isolation.lost),
+            isolation.acked > 0 ? absl::StrFormat(" (lost-ack rate %.1f %%)",
+                                                  100.0 * isolation.lost / isolation.acked)
+                                      .c_str()
+                                : "");
+      }
+      if (full_resyncs >= 0) {
+        std::printf("  full resyncs: %lld (%s)\n", static_cast<long long>(full_resyncs),
+                    full_resync_detail.c_str());
+      }
+      if (network != nullptr) {
+        for (const std::string& link : network->links()) {
+          std::printf("  link %s: %s\n", link.c_str(), network->Describe(link).c_str());
+        }
+      }
       const double lost_age_s = OldestLostAgeS(*h, d, nemesis.done());
       if (lost_age_s >= 0) {
         std::printf("  oldest lost write: acknowledged %.3fs before the power cut\n", lost_age_s);
@@ -353,6 +396,23 @@ int Run(const Args& args) {
                              std::count(scenario->expect.allowed_violations.begin(),
                                         scenario->expect.allowed_violations.end(), kind) > 0;
         if (!allowed) failures.push_back(absl::StrCat(n, " violation(s) of kind ", kind));
+      }
+      if (scenario->expect.acked_while_isolated == "zero" && isolation.acked > 0) {
+        std::vector<std::string> ids;
+        for (int id : isolation.acked_ops) ids.push_back(absl::StrCat(h->ops[id].invoke_i));
+        failures.push_back(
+            absl::StrCat(isolation.acked,
+                         " write(s) acknowledged while the leader was cut off from every "
+                         "follower (invoke i=",
+                         absl::StrJoin(ids, ", "), ")"));
+      }
+      if (isolation.windows == 0 && scenario->expect.acked_while_isolated == "zero") {
+        failures.push_back("the leader was never isolated: the run proved nothing");
+      }
+      if (scenario->expect.min_full_resyncs > 0 &&
+          full_resyncs < scenario->expect.min_full_resyncs) {
+        failures.push_back(absl::StrCat(full_resyncs, " full resync(s), expected at least ",
+                                        scenario->expect.min_full_resyncs));
       }
       if (scenario->expect.replicas_equal && replica_diffs != 0) {
         failures.push_back("the replicas differ from the leader");
@@ -502,6 +562,9 @@ int main(int argc, char** argv) {
       if (!value(&args.scenario_dir)) return Usage("--scenario-dir needs a directory");
     } else if (a == "--keep") {
       args.keep = true;
+    } else if (a == "--server-flag") {
+      if (!value(&v)) return Usage("--server-flag needs a flag");
+      args.server_flags.push_back(v);
     } else {
       return Usage(absl::StrCat("unknown argument ", a));
     }

@@ -67,7 +67,9 @@ absl::Status Nemesis::Run(const std::vector<Step>& steps, absl::Time load_start,
       if (cancelled->load()) return absl::CancelledError("the run was stopped");
       absl::SleepFor(std::min(absl::Milliseconds(20), at[i] - absl::Now()));
     }
-    if (absl::Status s = Execute(static_cast<int>(i), steps[i]); !s.ok()) {
+    absl::Status s = Execute(static_cast<int>(i), steps[i]);
+    UpdateIsolation();
+    if (!s.ok()) {
       return absl::Status(s.code(), absl::StrCat("nemesis step ", i, " (", steps[i].action, " ",
                                                  steps[i].node, "): ", s.message()));
     }
@@ -297,6 +299,8 @@ absl::Status Nemesis::Execute(int index, const Step& step) {
   if (step.action == "bitflip") {
     return FlipBit(index, step, node);
   }
+  if (step.action == "net") return Net(index, step);
+  if (step.action == "probe-write") return ProbeWrite(index, step, node);
   if (step.action == "repair") {
     std::vector<std::string> command;
     absl::StatusOr<std::string> out = cluster_->Repair(node, &command);
@@ -383,6 +387,7 @@ absl::Status Nemesis::Execute(int index, const Step& step) {
 }
 
 absl::Status Nemesis::Heal(absl::Time deadline) {
+  if (absl::Status s = HealNetwork(); !s.ok()) return s;
   for (Node* n : cluster_->nodes()) {
     if (n->state != NodeState::kPaused) continue;
     const std::string command = absl::StrCat("kill -CONT ", n->pid);

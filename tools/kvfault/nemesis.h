@@ -18,6 +18,7 @@
 #include "tools/kvfault/bit_flip.h"
 #include "tools/kvfault/cluster.h"
 #include "tools/kvfault/history_recorder.h"
+#include "tools/kvfault/nemesis_network.h"
 #include "tools/kvfault/scenario.h"
 
 namespace kvstore::fault {
@@ -47,6 +48,8 @@ class Nemesis {
   absl::Status Heal(absl::Time deadline);
 
   const std::vector<StepRecord>& done() const { return done_; }
+  // Windows in which the leader was cut off from every follower.
+  const std::vector<IsolationWindow>& isolation() const { return isolation_; }
 
  private:
   absl::Status Execute(int index, const Step& step);
@@ -56,6 +59,12 @@ class Nemesis {
   absl::Status RestartAfterFlip(int index, const Step& step, Node* node);
   // The disk, clock and I/O-error actions (nemesis_disk.h).
   absl::Status ExecuteDisk(int index, const Step& step, Node* node);
+  // Network faults (nemesis_network.cc).
+  absl::Status Net(int index, const Step& step);
+  absl::Status ProbeWrite(int index, const Step& step, Node* node);
+  absl::Status HealNetwork();
+  // Opens or closes an isolation window after a step.
+  void UpdateIsolation();
   void Log(int index, const std::string& action, const std::string& node,
            const std::string& command, const absl::Status& result, const std::string& note);
 
@@ -66,6 +75,7 @@ class Nemesis {
   std::vector<StepRecord> done_;
   std::optional<BitFlip> last_flip_;
   int64_t held_index_ = -1;  // record-index, for watch-index.
+  std::vector<IsolationWindow> isolation_;
 };
 
 }  // namespace kvstore::fault

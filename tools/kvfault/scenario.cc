@@ -3,6 +3,7 @@
 #include <set>
 
 #include "absl/strings/str_cat.h"
+#include "tools/kvfault/nemesis_network.h"
 #include "tools/kvfault/power_loss.h"
 #include "yaml-cpp/yaml.h"
 
@@ -49,7 +50,8 @@ absl::StatusOr<Scenario> LoadScenario(const std::string& path) {
             CheckKeys(root,
                       {"name", "description", "replicas", "server_flags", "duration_s", "max_ops",
                        "request_timeout_ms", "workloads", "nemesis", "expect",
-                       "check_time_limit_ms", "preload", "requires_controls", "tmpfs", "faketime"},
+                       "check_time_limit_ms", "preload", "requires_controls", "tmpfs", "faketime",
+                       "network"},
                       path);
         !st.ok()) {
       return st;
@@ -68,6 +70,11 @@ absl::StatusOr<Scenario> LoadScenario(const std::string& path) {
       s.tmpfs_size_mib = t["size_mib"].as<int64_t>(64);
     }
     s.faketime = Strings(root["faketime"]);
+    const std::string network = root["network"].as<std::string>("direct");
+    if (network != "direct" && network != "proxy") {
+      return absl::InvalidArgumentError(path + ": network is direct or proxy");
+    }
+    s.proxies = network == "proxy";
     s.load.duration = absl::Milliseconds(1000 * root["duration_s"].as<double>(20));
     s.load.max_ops = root["max_ops"].as<int64_t>(20000);
     s.load.request_timeout = absl::Milliseconds(root["request_timeout_ms"].as<int64_t>(2000));
@@ -90,8 +97,8 @@ absl::StatusOr<Scenario> LoadScenario(const std::string& path) {
     }
     if (s.load.workloads.empty()) return absl::InvalidArgumentError(path + ": no workloads");
     static const std::set<std::string> kActions = {
-        "kill",    "pause",        "resume",    "restart", "wipe",
-        "promote", "await-healed", "powerloss", "bitflip", "repair"};
+        "kill",         "pause",     "resume",  "restart", "wipe", "promote",
+        "await-healed", "powerloss", "bitflip", "repair",  "net",  "probe-write"};
     const auto known = [&](const std::string& a) { return kActions.count(a) || IsDiskAction(a); };
     for (const auto& n : root["nemesis"]) {
       if (absl::Status st = CheckKeys(n,
@@ -117,7 +124,13 @@ absl::StatusOr<Scenario> LoadScenario(const std::string& path) {
                                        "wait_s",
                                        "bytes",
                                        "expect_log",
-                                       "flags"},
+                                       "flags",
+                                       "link",
+                                       "mode",
+                                       "delay_ms",
+                                       "jitter_ms",
+                                       "rate_kbps",
+                                       "expect"},
                                       path + " nemesis step");
           !st.ok()) {
         return st;
@@ -156,6 +169,22 @@ absl::StatusOr<Scenario> LoadScenario(const std::string& path) {
       if (step.action == "clock" && step.clock.empty()) {
         return absl::InvalidArgumentError(path + ": clock needs clock: +N or -N (seconds)");
       }
+      step.link = n["link"].as<std::string>("");
+      step.mode = n["mode"].as<std::string>("");
+      step.delay_ms = n["delay_ms"].as<double>(0);
+      step.jitter_ms = n["jitter_ms"].as<double>(0);
+      step.rate_kbps = n["rate_kbps"].as<double>(0);
+      step.expect = n["expect"].as<std::string>("");
+      if (step.action == "net") {
+        if (absl::Status st = CheckNetStep(step); !st.ok()) {
+          return absl::InvalidArgumentError(absl::StrCat(path, ": ", st.message()));
+        }
+        s.proxies = true;
+      }
+      if (step.action == "probe-write" && step.expect != "refused-naming-leader") {
+        return absl::InvalidArgumentError(path +
+                                          ": probe-write needs expect: refused-naming-leader");
+      }
       if (step.action == "bitflip" && step.file != "wal" && step.file != "snapshot") {
         return absl::InvalidArgumentError(path + ": bitflip needs file: wal or snapshot");
       }
@@ -172,9 +201,11 @@ absl::StatusOr<Scenario> LoadScenario(const std::string& path) {
       s.nemesis.push_back(step);
     }
     if (const YAML::Node e = root["expect"]) {
-      if (absl::Status st = CheckKeys(
-              e, {"lost", "allowed_violations", "min_acked", "replicas_equal", "max_lost_age_s"},
-              path + " expect");
+      if (absl::Status st =
+              CheckKeys(e,
+                        {"lost", "allowed_violations", "min_acked", "replicas_equal",
+                         "max_lost_age_s", "acked_while_isolated", "min_full_resyncs"},
+                        path + " expect");
           !st.ok()) {
         return st;
       }
@@ -186,6 +217,11 @@ absl::StatusOr<Scenario> LoadScenario(const std::string& path) {
       s.expect.allowed_violations = Strings(e["allowed_violations"]);
       s.expect.min_acked = e["min_acked"].as<int64_t>(500);
       s.expect.replicas_equal = e["replicas_equal"].as<bool>(true);
+      s.expect.acked_while_isolated = e["acked_while_isolated"].as<std::string>("any");
+      if (s.expect.acked_while_isolated != "zero" && s.expect.acked_while_isolated != "any") {
+        return absl::InvalidArgumentError(path + ": expect.acked_while_isolated is zero or any");
+      }
+      s.expect.min_full_resyncs = e["min_full_resyncs"].as<int64_t>(0);
     }
   } catch (const YAML::Exception& e) {
     return absl::InvalidArgumentError(absl::StrCat(path, ": ", e.what()));

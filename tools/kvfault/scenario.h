@@ -33,6 +33,15 @@ namespace kvstore::fault {
 //            offset in the middle half of it (`where: middle`) or anywhere
 //   repair   run the node's binary with --repair on its data dir (down)
 //   restart  with `flags`: added to that start's command line only
+//   net      put a fault on links (network.h; the run then has proxies):
+//            `link` "A->B", A and B a node name, `leader`, `followers`
+//            (every node but the leader), `*` (every node), A also
+//            `client`; "A<->B" both ways. `mode` blackhole | delay (delay_ms
+//            ± jitter_ms) | rate (rate_kbps, kilobits/s) | refuse | reset
+//            (close the open connections, one-shot) | heal (no fault)
+//   probe-write  a Set straight to `node` (not through a proxy), which
+//            must be refused with FAILED_PRECONDITION naming the leader's
+//            address (`expect: refused-naming-leader`)
 //   restart  with `after_bitflip: refuse`: the start must exit without
 //            serving and its log name the flipped file and an offset at or
 //            before the flipped byte; `detect`: it must serve and its log name
@@ -66,6 +75,12 @@ struct Step {
   int64_t bytes = 0;               // truncate-log
   std::string expect_log;          // watch-index: text the leader's log must show
   std::vector<std::string> flags;  // restart: extra flags for that start only
+  std::string link;              // net
+  std::string mode;              // net
+  double delay_ms = 0;           // net delay
+  double jitter_ms = 0;          // net delay
+  double rate_kbps = 0;          // net rate
+  std::string expect;            // probe-write
 };
 
 // Whether `action` is one of nemesis_disk.h's.
@@ -83,6 +98,11 @@ struct Expect {
   std::vector<std::string> allowed_violations;
   int64_t min_acked = 500;  // Fewer acked writes: the run proved nothing.
   bool replicas_equal = true;
+  // Writes acknowledged while a blackhole isolated the leader from every
+  // follower (network_figures.h): "zero" (sync acks) or "any" (reported).
+  std::string acked_while_isolated = "any";
+  // Full resyncs (snapshots sent) the leader must report after the heal.
+  int64_t min_full_resyncs = 0;
 };
 
 struct Scenario {
@@ -104,6 +124,9 @@ struct Scenario {
   std::vector<std::string> tmpfs_nodes;
   int64_t tmpfs_size_mib = 64;
   std::vector<std::string> faketime;
+  // Links through TCP proxies (network.h): on when a step is `net`, or
+  // when `network: proxy` asks for it.
+  bool proxies = false;
   std::string path;
 };
 
