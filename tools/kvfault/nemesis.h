@@ -18,7 +18,7 @@
 #include "tools/kvfault/bit_flip.h"
 #include "tools/kvfault/cluster.h"
 #include "tools/kvfault/history_recorder.h"
-#include "tools/kvfault/nemesis_network.h"
+#include "tools/kvfault/net_faults.h"
 #include "tools/kvfault/scenario.h"
 
 namespace kvstore::fault {

@@ -42,8 +42,7 @@ class Network {
   absl::StatusOr<std::string> Route(const std::string& from, const std::string& to,
                                     const std::string& to_address);
 
-  // Sets the faults of `link` (made or not). Returns what the proxy did, for
-  // the nemesis log.
+  // Sets the faults of `link` (made or not).
   void Set(const std::string& link, const LinkFaults& faults);
   // Resets the open connections of `link`; returns how many (0 if unmade).
   int Reset(const std::string& link);

@@ -3,7 +3,6 @@
 #include <set>
 
 #include "absl/strings/str_cat.h"
-#include "tools/kvfault/nemesis_network.h"
 #include "tools/kvfault/power_loss.h"
 #include "yaml-cpp/yaml.h"
 
@@ -169,14 +168,14 @@ absl::StatusOr<Scenario> LoadScenario(const std::string& path) {
       if (step.action == "clock" && step.clock.empty()) {
         return absl::InvalidArgumentError(path + ": clock needs clock: +N or -N (seconds)");
       }
-      step.link = n["link"].as<std::string>("");
-      step.mode = n["mode"].as<std::string>("");
-      step.delay_ms = n["delay_ms"].as<double>(0);
-      step.jitter_ms = n["jitter_ms"].as<double>(0);
-      step.rate_kbps = n["rate_kbps"].as<double>(0);
+      step.net.link = n["link"].as<std::string>("");
+      step.net.mode = n["mode"].as<std::string>("");
+      step.net.delay_ms = n["delay_ms"].as<double>(0);
+      step.net.jitter_ms = n["jitter_ms"].as<double>(0);
+      step.net.rate_kbps = n["rate_kbps"].as<double>(0);
       step.expect = n["expect"].as<std::string>("");
       if (step.action == "net") {
-        if (absl::Status st = CheckNetStep(step); !st.ok()) {
+        if (absl::Status st = CheckNetStep(step.net); !st.ok()) {
           return absl::InvalidArgumentError(absl::StrCat(path, ": ", st.message()));
         }
         s.proxies = true;

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "tools/kvfault/net_faults.h"
 #include "tools/kvfault/workload.h"
 
 namespace kvstore::fault {
@@ -75,11 +76,7 @@ struct Step {
   int64_t bytes = 0;               // truncate-log
   std::string expect_log;          // watch-index: text the leader's log must show
   std::vector<std::string> flags;  // restart: extra flags for that start only
-  std::string link;              // net
-  std::string mode;              // net
-  double delay_ms = 0;           // net delay
-  double jitter_ms = 0;          // net delay
-  double rate_kbps = 0;          // net rate
+  NetStep net;                   // net: link, mode, delay_ms, jitter_ms, rate_kbps
   std::string expect;            // probe-write
 };
 
