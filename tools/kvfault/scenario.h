@@ -96,7 +96,7 @@ struct Expect {
   int64_t min_acked = 500;  // Fewer acked writes: the run proved nothing.
   bool replicas_equal = true;
   // Writes acknowledged while a blackhole isolated the leader from every
-  // follower (network_figures.h): "zero" (sync acks) or "any" (reported).
+  // follower (net_faults.h): "zero" (sync acks) or "any" (reported).
   std::string acked_while_isolated = "any";
   // Full resyncs (snapshots sent) the leader must report after the heal.
   int64_t min_full_resyncs = 0;
