@@ -56,6 +56,7 @@ FailoverAgent::FailoverAgent(coord::EtcdClient* client, ReplicationNode* node,
   view.prefix = coord::ShardPrefix(options_.prefix, options_.shard);
   view.on_snapshot = [this](std::shared_ptr<const coord::TopologySnapshot>) { Wake(); };
   view_ = std::make_unique<coord::TopologyView>(client_, std::move(view));
+  node_->SetRouterFenceHandler([this](uint64_t epoch) { OnRouterFence(epoch); });
 }
 
 FailoverAgent::~FailoverAgent() { Stop(); }
@@ -101,7 +102,7 @@ void FailoverAgent::OnLeaseLost(const absl::Status& why) {
   LOG(WARNING) << "Lease lost: " << why;
   if (options_.metrics != nullptr) {
     options_.metrics->SetLeaseValidUntil(0);
-    if (node_->role() == Role::kLeader) options_.metrics->SelfFenced();
+    if (node_->role() == Role::kLeader) options_.metrics->SelfFenced("lease_lost");
   }
   if (why.code() == absl::StatusCode::kUnavailable) {
     node_->SetCoordinationProblem(absl::StrCat("coordination outage: etcd (",
@@ -110,6 +111,44 @@ void FailoverAgent::OnLeaseLost(const absl::Status& why) {
   }
   node_->StepDown(absl::StrCat("lease lost: ", why.message()));
   Wake();
+}
+
+void FailoverAgent::OnRouterFence(uint64_t epoch) {
+  if (options_.metrics != nullptr) options_.metrics->SelfFenced("router_epoch");
+  uint64_t seen = router_fence_.load();
+  while (seen < epoch && !router_fence_.compare_exchange_weak(seen, epoch)) {
+  }
+  Wake();
+}
+
+void FailoverAgent::CheckRouterFence() {
+  const uint64_t named = router_fence_.load();
+  if (named == 0) return;
+  if (!leadership_ || node_->router_fenced_epoch() == 0) {
+    router_fence_.store(0);  // Stepped down meanwhile, or already resumed.
+    return;
+  }
+  absl::StatusOr<std::optional<coord::LeaderRecord>> holder = leader_key_->Holder();
+  if (!holder.ok()) {
+    // Stays fenced; tried again next tick while the lease lasts.
+    LOG_EVERY_N(WARNING, 10) << "A router named epoch " << named
+                             << "; cannot read the leader key to check it: " << holder.status();
+    return;
+  }
+  router_fence_.store(0);
+  if (holder->has_value() && (*holder)->create_revision == leadership_->create_revision) {
+    LOG(WARNING) << "A router named epoch " << named << " for shard " << options_.shard
+                 << ", but etcd still names this node (epoch " << leadership_->epoch
+                 << "): a confused router; resuming leadership";
+    node_->ResumeAfterRouterFence(static_cast<uint64_t>(leadership_->epoch));
+    return;
+  }
+  const std::string why = absl::StrCat(
+      "a router named epoch ", named, " and the leader key is ",
+      holder->has_value() ? absl::StrCat((*holder)->id, "'s at epoch ", (*holder)->epoch)
+                          : std::string("gone"));
+  node_->StepDown(why);
+  EndLeadership(why, /*resign=*/true);
 }
 
 void FailoverAgent::Run() {
@@ -288,6 +327,8 @@ void FailoverAgent::Step() {
   }
 
   if (leadership_) {
+    CheckRouterFence();
+    if (!leadership_) return;
     if (node_->role() != Role::kLeader) {
       EndLeadership("the node stopped leading (a follower knows a newer epoch)", true);
       return;

@@ -34,6 +34,14 @@
 //     did in <P>/shards/<s>/last_handoff. The target campaigns at once when
 //     the key is gone, the others defer to it (coord::ChooseCandidate), and
 //     the winner deletes the handoff key.
+//   - Router epochs: a router that names a newer epoch than the one this node
+//     leads fences it at once (ReplicationNode::CheckRouterEpoch: nothing more
+//     is admitted or acknowledged). The loop then reads the leader key
+//     (linearizable): no longer ours → the node steps down and the key is
+//     resigned (guarded) as when it is seen gone; still ours (a confused
+//     router) → the node resumes leading and a warning is logged. A read that
+//     fails is retried each tick while the lease lasts; the lease's loss
+//     steps the node down as usual.
 //   - etcd unreachable (no lease): the node names the outage in its refusals.
 //
 // Threads: one loop thread, woken by the view, the lease and a short timer.
@@ -43,6 +51,7 @@
 #ifndef KVSTORE_COMMON_FAILOVER_FAILOVER_AGENT_H_
 #define KVSTORE_COMMON_FAILOVER_FAILOVER_AGENT_H_
 
+#include <atomic>
 #include <cstdint>
 #include <map>
 #include <memory>
@@ -150,6 +159,12 @@ class FailoverAgent {
   // Gives up a leadership the node no longer exercises.
   void EndLeadership(const std::string& why, bool resign) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void OnLeaseLost(const absl::Status& why);
+  // The node's router-fence handler (any thread, must not block): counts the
+  // fence and wakes the loop, which calls CheckRouterFence.
+  void OnRouterFence(uint64_t epoch);
+  // While leading and fenced by a router's epoch: reads the leader key and
+  // steps down, or resumes the node's leadership (see the top).
+  void CheckRouterFence() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // The node's in-sync recorder: writes the set of `leadership` (follower
   // addresses mapped to ids). Runs on the node's thread, never under mu_.
   absl::Status RecordInSync(coord::LeaderKey* key, const coord::Leadership& leadership,
@@ -189,6 +204,10 @@ class FailoverAgent {
   std::map<std::string, std::string> id_of_addr_ ABSL_GUARDED_BY(ids_mu_);
   int64_t isr_mod_revision_ ABSL_GUARDED_BY(ids_mu_) = 0;
   std::string isr_key_;
+
+  // The newest epoch a router named to fence this node, until the loop looked
+  // at the leader key (0: none pending).
+  std::atomic<uint64_t> router_fence_{0};
 
   absl::Mutex wake_mu_;
   bool wake_ ABSL_GUARDED_BY(wake_mu_) = false;

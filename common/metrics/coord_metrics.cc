@@ -32,9 +32,10 @@ void CoordMetrics::Handoff(absl::string_view result, absl::Duration pause) {
   handoff_pause_seconds_.ObserveDuration(pause);
 }
 
-void CoordMetrics::SelfFenced() {
+void CoordMetrics::SelfFenced(absl::string_view reason) {
   node_ = true;
-  self_fences_.fetch_add(1, std::memory_order_relaxed);
+  (reason == "router_epoch" ? self_fences_router_ : self_fences_lease_)
+      .fetch_add(1, std::memory_order_relaxed);
 }
 
 void CoordMetrics::SetLeaseValidUntil(int64_t valid_until_nanos) {
@@ -77,10 +78,13 @@ void CoordMetrics::Write(ExpositionWriter* out) const {
                 MetricType::kHistogram);
     out->Histogram("kvstore_failover_handoff_pause_seconds", {}, handoff_pause_seconds_.Read());
     out->Family("kvstore_failover_self_fences_total",
-                "Times this node stopped leading because its lease was lost.",
+                "Times this node fenced itself as leader, by reason (lease_lost: its lease was "
+                "lost; router_epoch: a router named a newer epoch).",
                 MetricType::kCounter);
-    out->Sample("kvstore_failover_self_fences_total", {},
-                self_fences_.load(std::memory_order_relaxed));
+    out->Sample("kvstore_failover_self_fences_total", {{"reason", "lease_lost"}},
+                self_fences_lease_.load(std::memory_order_relaxed));
+    out->Sample("kvstore_failover_self_fences_total", {{"reason", "router_epoch"}},
+                self_fences_router_.load(std::memory_order_relaxed));
   }
   const int64_t revision = topology_revision_.load(std::memory_order_relaxed);
   if (revision >= 0) {

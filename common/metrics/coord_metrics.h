@@ -38,9 +38,10 @@ class CoordMetrics {
   // "not_caught_up" (writes resumed, nothing changed); `pause`: how long its
   // writes were paused.
   void Handoff(absl::string_view result, absl::Duration pause);
-  // A leader fenced itself: its lease was lost (etcd unreachable or the
-  // lease expired) while it led.
-  void SelfFenced();
+  // A leader fenced itself; `reason`: "lease_lost" (etcd unreachable or the
+  // lease expired while it led) or "router_epoch" (a router named a newer
+  // epoch than the one it leads).
+  void SelfFenced(absl::string_view reason);
   // The node's lease lasts until `valid_until_nanos` (0: it holds none).
   void SetLeaseValidUntil(int64_t valid_until_nanos);
 
@@ -57,7 +58,8 @@ class CoordMetrics {
   CounterVec elections_;  // {reason}
   Histogram handoff_pause_seconds_;
   CounterVec handoffs_;  // {result}
-  std::atomic<uint64_t> self_fences_{0};
+  std::atomic<uint64_t> self_fences_lease_{0};
+  std::atomic<uint64_t> self_fences_router_{0};
   std::atomic<int64_t> lease_valid_until_{0};
   std::atomic<int64_t> topology_revision_{-1};  // -1: not a router.
   std::atomic<bool> node_{false};               // Set by the node's hooks.

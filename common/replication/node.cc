@@ -230,6 +230,7 @@ void ReplicationNode::RetireLinks() {
 std::vector<std::function<void(const absl::Status&)>> ReplicationNode::StepDownLocked() {
   store_->Fence();  // First: no write admitted before this takes an index after it.
   leading_ = false;
+  router_fenced_epoch_ = 0;
   transfer_to_.clear();
   ready_ = false;
   isr_.reset();  // A recording in flight finds no set to report to.
@@ -316,6 +317,13 @@ absl::Status ReplicationNode::CheckWritable(std::string* leader) {
         "leadership transfer to ", transfer_to_,
         " in progress: writes are paused (at most 2s); nothing was written, retry shortly"));
   }
+  if (router_fenced_epoch_ != 0) {
+    return absl::UnavailableError(absl::StrCat(
+        "a router named epoch ", router_fenced_epoch_, ", newer than this leader's ",
+        std::max(promised_epoch_, store_->epoch()),
+        ": this node is checking in etcd whether a newer leader exists; nothing was written, "
+        "retry shortly"));
+  }
   if (!GuardHoldsLocked()) {
     return absl::UnavailableError(
         absl::StrCat("leadership lost: etcd did not renew this node's lease in time (",
@@ -331,6 +339,88 @@ absl::Status ReplicationNode::CheckWritable(std::string* leader) {
                      options_.sync_acks, "; nothing was written, retry once a follower caught up"));
   }
   return absl::OkStatus();
+}
+
+absl::Status ReplicationNode::CheckRouterEpoch(uint64_t epoch, std::string* leader) {
+  leader->clear();
+  if (epoch == 0) return absl::OkStatus();
+  std::function<void(uint64_t)> tell_coordinator;
+  std::vector<std::function<void(const absl::Status&)>> waiters;
+  bool deposed = false;
+  uint64_t known = 0;
+  {
+    absl::MutexLock l(&mu_);
+    known = std::max(promised_epoch_, store_->epoch());
+    // Not newer: the router is behind (or right); CheckWritable decides.
+    if (epoch <= known) return absl::OkStatus();
+    // This node won the leader key and is recording the epoch: it refuses
+    // with "starting its epoch" (CheckWritable), which a client retries. Not
+    // a node cut off from etcd: its view may name itself long after it
+    // stopped leading.
+    if (role_ != Role::kLeader && options_.coordinated && coordinator_leader_ == advertise_ &&
+        coordination_problem_.empty()) {
+      return absl::OkStatus();
+    }
+    if (role_ == Role::kLeader && started_) {
+      if (options_.coordinated) {
+        // The guard fails from now on, as when the lease runs out: nothing
+        // more is admitted, acknowledged or published until the coordinator
+        // has looked at the leader key.
+        if (router_fenced_epoch_ == 0) {
+          LOG(WARNING) << "A router named epoch " << epoch << ", newer than this leader's " << known
+                       << ": fencing until etcd says whether a newer leader exists";
+          tell_coordinator = router_fence_handler_;
+        }
+        router_fenced_epoch_ = std::max(router_fenced_epoch_, epoch);
+      } else {
+        // Static mode: nobody can confirm or deny it, so step down. The epoch
+        // is not recorded: a confused router may have named it.
+        LOG(ERROR) << "A router named epoch " << epoch << ", newer than this leader's " << known
+                   << ": a newer leader exists; stepping down (deposed until a newer leader's "
+                      "Hello, a promote or a restart)";
+        waiters = StepDownLocked();
+        role_ = Role::kDeposed;
+        deposed_reason_ = absl::StrCat(
+            "this node stepped down: a router named epoch ", epoch, ", newer than its own ", known,
+            ", so a newer leader exists; if none does (kvctl status of every node of the "
+            "shard), restart this node or promote it (kvctl --addr=NODE promote)");
+        deposed = true;
+      }
+    }
+  }
+  if (deposed) {
+    PublishReadiness();
+    for (auto& done : waiters) {
+      done(absl::UnavailableError(
+          absl::StrCat("this node stepped down (a router named epoch ", epoch,
+                       ") before the write was confirmed on replicas; it may or may not survive")));
+    }
+  }
+  if (tell_coordinator) tell_coordinator(epoch);
+  // Names no leader: the one this node would name is older than the router's.
+  return absl::FailedPreconditionError(absl::StrCat(
+      "the router sent this write for epoch ", epoch, ", newer than any this node knows (", known,
+      "): a newer leader exists and this node does not lead; nothing was written"));
+}
+
+void ReplicationNode::SetRouterFenceHandler(std::function<void(uint64_t epoch)> handler) {
+  router_fence_handler_ = std::move(handler);
+}
+
+void ReplicationNode::ResumeAfterRouterFence(uint64_t epoch) {
+  absl::MutexLock l(&mu_);
+  if (router_fenced_epoch_ == 0 || role_ != Role::kLeader ||
+      std::max(promised_epoch_, store_->epoch()) != epoch) {
+    return;
+  }
+  LOG(WARNING) << "Resuming leadership of epoch " << epoch << ": etcd still names this node, so "
+               << "the router that named epoch " << router_fenced_epoch_ << " was wrong";
+  router_fenced_epoch_ = 0;
+}
+
+uint64_t ReplicationNode::router_fenced_epoch() const {
+  absl::MutexLock l(&mu_);
+  return router_fenced_epoch_;
 }
 
 std::string ReplicationNode::NamedLeaderLocked() const {
@@ -1041,6 +1131,7 @@ absl::StatusOr<uint64_t> ReplicationNode::BeginLeading(uint64_t epoch,
     leading_ = true;
     ready_ = true;
     guard_ = std::move(guard);
+    router_fenced_epoch_ = 0;
     followers_ = followers;
     if (in_sync.record && options_.sync_acks > 0) {
       // Nothing is acknowledged before this leadership's set is recorded:

@@ -28,6 +28,16 @@
 // epoch by a follower of another leader (two promotions raced), it stops
 // leading too. Every step-down fences the store before anything else, so no
 // write admitted before it takes an index after it.
+//
+// Router epochs: a write whose router names an epoch newer than every epoch
+// this node knows means a newer leader exists (CheckRouterEpoch). A leader
+// fences itself at once: in static mode it steps down (deposed until a newer
+// leader's Hello, a promote or a restart; the epoch is not recorded, since a
+// confused router may have named it); in coordinated mode its guard fails
+// (nothing more is admitted, acknowledged or published, as when a lease runs
+// out) until the coordinator, told through the router-fence handler, either
+// steps it down or finds it still holds its leadership and resumes it
+// (ResumeAfterRouterFence).
 #ifndef KVSTORE_COMMON_REPLICATION_NODE_H_
 #define KVSTORE_COMMON_REPLICATION_NODE_H_
 
@@ -160,6 +170,10 @@ class ReplicationNode final : public ReplicationHooks {
   // OK while an answered write may still be acknowledged: always in static
   // mode; in coordinated mode only while this node leads and its guard holds.
   absl::Status CheckAcknowledge() override;
+  // See ReplicationHooks. A leader named a newer epoch fences itself (see the
+  // top of this file) before the refusal is returned; in coordinated mode the
+  // router-fence handler is called once per fence, outside the node's locks.
+  absl::Status CheckRouterEpoch(uint64_t epoch, std::string* leader) override;
 
   const std::string& node_id() const { return node_id_; }
 
@@ -211,6 +225,17 @@ class ReplicationNode final : public ReplicationHooks {
   // The leader according to the coordinator ("" when none): named in the
   // refusals of a node that does not lead, instead of the last stream's.
   void SetCoordinatorLeader(const std::string& address);
+  // Coordinated mode: called (on the refused write's thread; it must not
+  // block) when a router's newer epoch fenced this leader, with that epoch.
+  // The coordinator then checks its leadership and calls StepDown or
+  // ResumeAfterRouterFence. Call before Start.
+  void SetRouterFenceHandler(std::function<void(uint64_t epoch)> handler);
+  // The coordinator confirmed that this node still leads `epoch` (a
+  // linearizable read of its leader key): the router fence ends and writes
+  // are admitted again. No-op unless it leads `epoch` and is fenced.
+  void ResumeAfterRouterFence(uint64_t epoch);
+  // The epoch a router named that fenced this leader (0: not fenced).
+  uint64_t router_fenced_epoch() const;
   // What Admin.Promote does in coordinated mode (campaign for the leader
   // key). Call before Start.
   void SetPromoteHandler(std::function<absl::StatusOr<PromoteResult>(bool force)> handler);
@@ -307,8 +332,11 @@ class ReplicationNode final : public ReplicationHooks {
   void ObserveInSyncLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Records the in-sync set's proposals, one at a time.
   void InSyncThread();
-  // The guard of a coordinated leadership holds (true without one).
-  bool GuardHoldsLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return !guard_ || guard_(); }
+  // The guard of a coordinated leadership holds (true without one), and no
+  // router's newer epoch fenced it.
+  bool GuardHoldsLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    return router_fenced_epoch_ == 0 && (!guard_ || guard_());
+  }
   // The leader named in refusals: the coordinator's when known.
   std::string NamedLeaderLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Promote and LeadEpoch after their checks: records `epoch` (0: the next
@@ -372,6 +400,10 @@ class ReplicationNode final : public ReplicationHooks {
   std::string coordinator_leader_ ABSL_GUARDED_BY(mu_);    // "" when unknown.
   std::string coordination_problem_ ABSL_GUARDED_BY(mu_);  // "" when none.
   uint64_t fenced_through_ ABSL_GUARDED_BY(mu_) = 0;       // FenceEpochsThrough.
+  // A router named this epoch, newer than the one this node leads: its guard
+  // fails until StepDown or ResumeAfterRouterFence (coordinated mode).
+  uint64_t router_fenced_epoch_ ABSL_GUARDED_BY(mu_) = 0;
+  std::function<void(uint64_t)> router_fence_handler_;  // Set before Start.
   // The in-sync set of the current leadership (etcd mode, sync acks).
   std::unique_ptr<InSyncSet> isr_ ABSL_GUARDED_BY(mu_);
   uint64_t isr_epoch_ ABSL_GUARDED_BY(mu_) = 0;

@@ -33,6 +33,18 @@ class ReplicationHooks {
   // node or a leader still confirming its followers' positions.
   virtual absl::Status CheckReadable(bool leader_read, std::string* leader) = 0;
 
+  // A write forwarded by a router that believes the shard's leader leads
+  // `epoch` (its kv-leader-epoch metadata; 0 = unknown: OK). OK when `epoch`
+  // is not newer than every epoch this node knows (a lower one: the router is
+  // behind, the write is served as usual). Otherwise a newer leader exists:
+  // FAILED_PRECONDITION (NOT_LEADER, nothing applied, *leader ""), and a
+  // leader fences itself (ReplicationNode::CheckRouterEpoch). Checked before
+  // CheckWritable.
+  virtual absl::Status CheckRouterEpoch(uint64_t /*epoch*/, std::string* leader) {
+    leader->clear();
+    return absl::OkStatus();
+  }
+
   // Followers a write waits for when its request does not say (0 = async).
   virtual int DefaultSyncAcks() = 0;
   // Followers configured on this leader.

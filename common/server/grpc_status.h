@@ -3,12 +3,16 @@
 #ifndef KVSTORE_COMMON_SERVER_GRPC_STATUS_H_
 #define KVSTORE_COMMON_SERVER_GRPC_STATUS_H_
 
+#include <cstdint>
 #include <map>
 #include <optional>
 #include <string>
 
 #include "absl/status/status.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/string_view.h"
 #include "grpcpp/support/status.h"
+#include "grpcpp/support/string_ref.h"
 
 namespace kvstore {
 
@@ -43,6 +47,23 @@ inline constexpr char kReasonRangeMoving[] = "RANGE_MOVING";
 // The metadata keys of WRONG_SHARD and RANGE_MOVING.
 inline constexpr char kMetadataRingVersion[] = "ring_version";
 inline constexpr char kMetadataOwner[] = "owner";
+
+// Request metadata a router puts on every write it forwards: the epoch of the
+// shard's leader it believes in, in decimal (docs/failover.md, "Router
+// epochs"). Absent or 0: unknown. A node that knows no epoch that new learns
+// that a newer leader exists (ReplicationHooks::CheckRouterEpoch).
+inline constexpr char kLeaderEpochKey[] = "kv-leader-epoch";
+
+// The epoch kLeaderEpochKey names in `metadata` (a call's client metadata);
+// 0 when absent or not a number.
+template <typename Multimap>
+uint64_t LeaderEpochIn(const Multimap& metadata) {
+  auto it = metadata.find(kLeaderEpochKey);
+  if (it == metadata.end()) return 0;
+  uint64_t epoch = 0;
+  if (!absl::SimpleAtoi(absl::string_view(it->second.data(), it->second.size()), &epoch)) return 0;
+  return epoch;
+}
 
 struct ErrorInfo {
   std::string reason;

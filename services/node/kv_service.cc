@@ -87,6 +87,13 @@ absl::Status KvService::Admit(grpc::CallbackServerContext* unary, const v1::Writ
                               WritePlan* plan) {
   if (replication_ != nullptr) {
     std::string leader;
+    // A router's epoch newer than this node knows: a newer leader exists
+    // (a leader fences itself); refused unapplied, as NOT_LEADER.
+    const uint64_t router_epoch =
+        unary != nullptr ? LeaderEpochIn(unary->client_metadata()) : uint64_t{0};
+    if (absl::Status s = replication_->CheckRouterEpoch(router_epoch, &leader); !s.ok()) {
+      return NotLeader(std::move(s), leader);
+    }
     if (absl::Status s = replication_->CheckWritable(&leader); !s.ok()) {
       if (!leader.empty() && unary != nullptr) unary->AddTrailingMetadata("kv-leader", leader);
       if (!absl::IsFailedPrecondition(s)) return s;

@@ -104,7 +104,9 @@ class KvService final : public v1::KeyValue::CallbackService, private PipelineBa
   }
 
   // OK when this node takes the write (and fills *plan). A refusal that names
-  // the leader also puts it in `unary`'s trailers (when not null).
+  // the leader also puts it in `unary`'s trailers (when not null). A unary
+  // call's kv-leader-epoch (a router's) newer than every epoch this node
+  // knows is refused first, as NOT_LEADER (ReplicationHooks::CheckRouterEpoch).
   absl::Status Admit(grpc::CallbackServerContext* unary, const v1::WriteAck& ack, WritePlan* plan);
   // A read may be answered here now (ReplicationHooks::CheckReadable); a lone
   // shard answers every read.

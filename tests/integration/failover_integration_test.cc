@@ -31,6 +31,12 @@
 //   ATransferToATargetThatCannotCatchUpChangesNothing: the target SIGSTOPped
 //     first; kvctl exits 4 saying it did not catch up, the old leader takes
 //     writes again within 2 s + 500 ms, nothing else changed or was lost.
+//   AnOldLeaderToldANewerEpochByARouterRefusesNotLeaderAndAcknowledgesNothing:
+//     the leader SIGSTOPped past its TTL under a router's load; a new leader
+//     wins; the old one resumes with its etcd path cut (so only its lease
+//     could fence it besides the router's epoch); a write naming the new
+//     epoch in kv-leader-epoch, as a router sends it, is refused NOT_LEADER
+//     unapplied, and nothing it is sent afterwards is acknowledged.
 #include <signal.h>
 
 #include <algorithm>
@@ -54,6 +60,7 @@
 #include "absl/time/time.h"
 #include "common/coord/etcd_client.h"
 #include "common/coord/schema.h"
+#include "common/server/grpc_status.h"
 #include "gtest/gtest.h"
 #include "tests/support/etcd_process.h"
 #include "tests/support/process.h"
@@ -1035,6 +1042,105 @@ TEST_F(FailoverTest, APausedLeaderIsReplacedAndAcknowledgesNothingAfterItResumes
   ASSERT_TRUE(client.Get("before", &get).ok());
   EXPECT_TRUE(get.found());
   EXPECT_EQ(get.value(), "pause");
+}
+
+// Router epochs (docs/failover.md, "Router epochs"): a router sends the
+// leader epoch it believes in with each write; a node leading (or having
+// led) an older epoch refuses it as NOT_LEADER and acknowledges nothing more.
+// The old leader's etcd path is cut before it resumes, so neither its watch
+// of the leader key nor a fresh lease can tell it about the new leader.
+TEST_F(FailoverTest, AnOldLeaderToldANewerEpochByARouterRefusesNotLeaderAndAcknowledgesNothing) {
+  for (int i = 0; i < 3; ++i) {
+    relays_.push_back(std::make_unique<fault::TcpProxy>(etcd_.endpoint()));
+    ASSERT_TRUE(relays_.back()->Start().ok());
+  }
+  ASSERT_NO_FATAL_FAILURE(StartCluster());
+  std::optional<Leader> old = CurrentLeader();
+  ASSERT_TRUE(old.has_value());
+  ServerProcess* paused = NodeById(old->id);
+  ASSERT_NE(paused, nullptr);
+  fault::TcpProxy* relay = relays_[static_cast<size_t>(old->id.back() - '1')].get();
+  Oracle oracle;
+  WriteLoad load(router_.address(), &oracle);
+  ASSERT_TRUE(WaitFor([&] { return oracle.acks() >= 20; }, absl::Now() + absl::Seconds(10)))
+      << Logs();
+
+  ASSERT_TRUE(paused->process().Kill(SIGSTOP).ok());
+  std::optional<Leader> next = AwaitLeaderOtherThan(old->id, absl::Seconds(20));
+  ASSERT_TRUE(next.has_value()) << "no new leader while the old one was paused\n" << Logs();
+  ASSERT_GT(next->epoch, old->epoch);
+  // The router follows the new leader: its writes are acknowledged again.
+  const absl::Time elected = absl::Now();
+  ASSERT_TRUE(WaitFor([&] { return oracle.FirstAckSentAfter(elected).has_value(); },
+                      absl::Now() + absl::Seconds(10)))
+      << Logs();
+  relay->Cut();
+  ASSERT_TRUE(paused->process().Kill(SIGCONT).ok());
+
+  // As the router sends it: the epoch it believes in, in the metadata.
+  KvClient direct(old->addr, absl::Seconds(2));
+  const auto set_naming = [&](const std::string& key, int64_t epoch) {
+    std::unique_ptr<grpc::ClientContext> context = direct.NewContext();
+    if (epoch != 0) context->AddMetadata(kLeaderEpochKey, std::to_string(epoch));
+    v1::SetRequest request;
+    request.set_key(key);
+    request.set_value("from-a-router");
+    v1::SetResponse response;
+    return direct.kv()->Set(context.get(), request, &response);
+  };
+  const grpc::Status refused = set_naming("named-new-epoch", next->epoch);
+  ASSERT_EQ(refused.error_code(), grpc::StatusCode::FAILED_PRECONDITION)
+      << refused.error_code() << ": " << refused.error_message() << "\n"
+      << Logs();
+  const std::optional<ErrorInfo> info = ErrorInfoOf(refused);
+  ASSERT_TRUE(info.has_value()) << refused.error_message();
+  EXPECT_EQ(info->reason, kReasonNotLeader);
+  EXPECT_TRUE(absl::StrContains(refused.error_message(), absl::StrCat("epoch ", next->epoch)))
+      << refused.error_message();
+
+  // From then on nothing it is sent is acknowledged, with or without an
+  // epoch, for 2 s (its etcd path still cut).
+  int answered = 0;
+  int acknowledged = 0;
+  std::string last;
+  const absl::Time until = absl::Now() + absl::Seconds(2);
+  for (int i = 0; absl::Now() < until; ++i) {
+    const grpc::Status s =
+        set_naming(absl::StrCat("after-refusal-", i), i % 2 == 0 ? next->epoch : int64_t{0});
+    ++answered;
+    if (s.ok()) ++acknowledged;
+    last = absl::StrCat(s.error_code(), ": ", s.error_message());
+    absl::SleepFor(absl::Milliseconds(20));  // A rate limit, not a synchronisation.
+  }
+  EXPECT_EQ(acknowledged, 0) << "the old leader acknowledged writes after a router told it of "
+                                "a newer epoch; last: "
+                             << last;
+  const bool fenced_by_router = absl::StrContains(paused->LogTail(200000), "A router named epoch");
+  std::printf(
+      "old leader %s (epoch %lld) resumed cut off from etcd; a write naming epoch %lld (%s) "
+      "was refused: %s; then %d writes, %d acknowledged (last: %s); %s\n",
+      old->id.c_str(), static_cast<long long>(old->epoch), static_cast<long long>(next->epoch),
+      next->id.c_str(), refused.error_message().c_str(), answered, acknowledged, last.c_str(),
+      fenced_by_router ? "it fenced itself on the router's epoch"
+                       : "its lease had already stepped it down");
+
+  // Back in touch: it follows the new leader; the refused write was not
+  // applied anywhere, and every acknowledged write reads back.
+  relay->Restore();
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        absl::StatusOr<v1::StatusResponse> st = testing::FetchStatus(old->addr);
+        return st.ok() && st->role() == "replica" && st->leader() == next->addr;
+      },
+      absl::Now() + absl::Seconds(15)))
+      << "the old leader does not follow the new one\n"
+      << Logs();
+  load.Stop();
+  KvClient client(router_.address(), absl::Seconds(5));
+  v1::GetResponse got;
+  ASSERT_TRUE(client.Get("named-new-epoch", &got).ok());
+  EXPECT_FALSE(got.found()) << "a refused write was applied";
+  ExpectEveryAcknowledgedWriteReadsBack(oracle);
 }
 
 }  // namespace

@@ -37,13 +37,19 @@ TEST(CoordMetricsTest, ElectionsSelfFencesAndLeaseTimeLeft) {
   m.SetLeaseValidUntil(now + 1'500'000'000);
   m.Elected("leader_gone", absl::Milliseconds(2600));
   m.Elected("promote", absl::ZeroDuration());
-  m.SelfFenced();
+  m.SelfFenced("lease_lost");
+  m.SelfFenced("router_epoch");
+  m.SelfFenced("router_epoch");
   std::string text = Scrape(m);
   EXPECT_TRUE(absl::StrContains(text, "kvstore_failover_lease_seconds_left 1.5"));
-  EXPECT_TRUE(absl::StrContains(text, "kvstore_failover_elections_total{reason=\"leader_gone\"} 1"));
+  EXPECT_TRUE(
+      absl::StrContains(text, "kvstore_failover_elections_total{reason=\"leader_gone\"} 1"));
   EXPECT_TRUE(absl::StrContains(text, "kvstore_failover_elections_total{reason=\"promote\"} 1"));
   EXPECT_TRUE(absl::StrContains(text, "kvstore_failover_election_seconds_count 1"));
-  EXPECT_TRUE(absl::StrContains(text, "kvstore_failover_self_fences_total 1"));
+  EXPECT_TRUE(
+      absl::StrContains(text, "kvstore_failover_self_fences_total{reason=\"lease_lost\"} 1"));
+  EXPECT_TRUE(
+      absl::StrContains(text, "kvstore_failover_self_fences_total{reason=\"router_epoch\"} 2"));
   // Past valid_until, or without a lease: 0, never negative.
   now += 5'000'000'000;
   EXPECT_TRUE(absl::StrContains(Scrape(m), "kvstore_failover_lease_seconds_left 0"));

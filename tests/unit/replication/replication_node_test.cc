@@ -731,6 +731,88 @@ TEST_F(ReplicationNodeTest, APausedLeaderRefusesWritesUnappliedUntilItResumes) {
             absl::StatusCode::kFailedPrecondition);
 }
 
+// Router epochs (docs/failover.md, "Router epochs"): a write whose router
+// names a newer epoch than the leader's fences the leader at once (nothing
+// admitted or acknowledged any more), and the coordinator is told; a lower or
+// equal epoch is served. Confirmed by the coordinator, the leadership resumes.
+TEST_F(ReplicationNodeTest, ARouterNamingANewerEpochFencesACoordinatedLeaderUntilEtcdAnswers) {
+  Open("F1", Role::kReplica, Coordinated(NodeOptionsFor({}, 1)));
+  Member& l = Open("L", Role::kLeader, Coordinated(NodeOptionsFor({}, 1)));
+  auto told = std::make_shared<std::vector<uint64_t>>();
+  l.node->SetRouterFenceHandler([told](uint64_t epoch) { told->push_back(epoch); });
+  ASSERT_TRUE(l.node->LeadEpoch(7, {"F1"}, [] { return true; }).ok());
+  ASSERT_TRUE(Eventually([&] { return Leads("L") && CaughtUp("F1"); }));
+  std::string leader;
+  EXPECT_TRUE(l.node->CheckRouterEpoch(0, &leader).ok()) << "0: unknown";
+  EXPECT_TRUE(l.node->CheckRouterEpoch(6, &leader).ok()) << "a router behind is served";
+  EXPECT_TRUE(l.node->CheckRouterEpoch(7, &leader).ok());
+  EXPECT_TRUE(told->empty());
+
+  transport_->Hold("F1", true);
+  absl::StatusOr<MutationResult> r = Write(l, "k", "v");
+  ASSERT_TRUE(r.ok()) << r.status();
+  auto outcome = std::make_shared<Outcome>();
+  l.node->AwaitReplicas(r->index, 1, [outcome](const absl::Status& s) { outcome->Set(s); });
+  absl::Status refused = l.node->CheckRouterEpoch(9, &leader);
+  EXPECT_EQ(refused.code(), absl::StatusCode::kFailedPrecondition) << refused;
+  EXPECT_THAT(std::string(refused.message()), HasSubstr("epoch 9"));
+  EXPECT_TRUE(leader.empty()) << "names no leader: " << leader;
+  EXPECT_EQ(*told, std::vector<uint64_t>{9});
+  EXPECT_EQ(l.node->router_fenced_epoch(), 9u);
+  // Fenced: nothing admitted, nothing acknowledged, not even a write whose
+  // follower acks now.
+  absl::Status admitted = l.node->CheckWritable(&leader);
+  EXPECT_EQ(admitted.code(), absl::StatusCode::kUnavailable) << admitted;
+  EXPECT_THAT(std::string(admitted.message()), HasSubstr("a router named epoch 9"));
+  EXPECT_FALSE(l.node->CheckAcknowledge().ok());
+  transport_->Hold("F1", false);
+  ASSERT_TRUE(Eventually([&] { return outcome->done(); }));
+  EXPECT_EQ(outcome->status().code(), absl::StatusCode::kUnavailable) << outcome->status();
+  // Refused again while fenced; the coordinator is told once per fence.
+  EXPECT_FALSE(l.node->CheckRouterEpoch(10, &leader).ok());
+  EXPECT_EQ(told->size(), 1u);
+  EXPECT_EQ(l.node->router_fenced_epoch(), 10u);
+
+  // etcd still names L (a confused router): it leads again, same epoch.
+  l.node->ResumeAfterRouterFence(6);  // Not its epoch: nothing changes.
+  EXPECT_FALSE(l.node->CheckWritable(&leader).ok());
+  l.node->ResumeAfterRouterFence(7);
+  EXPECT_EQ(l.node->router_fenced_epoch(), 0u);
+  ASSERT_TRUE(Write(l, "k2", "v").ok());
+  EXPECT_EQ(l.node->epoch(), 7u);
+
+  // Fenced again, and this time etcd names another leader: StepDown.
+  EXPECT_FALSE(l.node->CheckRouterEpoch(12, &leader).ok());
+  EXPECT_EQ(told->size(), 2u);
+  l.node->StepDown("a router named epoch 12 and the leader key is gone");
+  EXPECT_EQ(l.node->role(), Role::kReplica);
+  EXPECT_EQ(l.node->router_fenced_epoch(), 0u);
+  EXPECT_EQ(Set(l.store.get(), "late", "write").status.code(), absl::StatusCode::kUnavailable);
+  // A replica that knows no epoch that new refuses as not the leader too,
+  // and tells no one (it leads nothing).
+  EXPECT_EQ(l.node->CheckRouterEpoch(12, &leader).code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(told->size(), 2u);
+}
+
+// Static mode: nobody can confirm or deny the router, so the leader steps
+// down (deposed, its waiting writes failed), without recording the epoch.
+TEST_F(ReplicationNodeTest, ARouterNamingANewerEpochDeposesAStaticLeaderWithoutRecordingIt) {
+  StartGroup(1);
+  Member& l = members_["L"];
+  const uint64_t mine = l.node->epoch();
+  std::string leader;
+  EXPECT_TRUE(l.node->CheckRouterEpoch(mine, &leader).ok());
+  ASSERT_TRUE(Write(l, "k", "v").ok());
+  absl::Status refused = l.node->CheckRouterEpoch(mine + 5, &leader);
+  EXPECT_EQ(refused.code(), absl::StatusCode::kFailedPrecondition) << refused;
+  EXPECT_EQ(l.node->role(), Role::kDeposed);
+  absl::Status admitted = l.node->CheckWritable(&leader);
+  EXPECT_EQ(admitted.code(), absl::StatusCode::kFailedPrecondition) << admitted;
+  EXPECT_THAT(std::string(admitted.message()), HasSubstr("promote"));
+  EXPECT_EQ(Set(l.store.get(), "late", "write").status.code(), absl::StatusCode::kUnavailable);
+  EXPECT_EQ(l.node->epoch(), mine) << "a router's epoch is not recorded";
+}
+
 TEST_F(ReplicationNodeTest, ACoordinatedNodeNeverResumesLeadershipFromItsEpochFile) {
   Open("F1", Role::kReplica, Coordinated(NodeOptionsFor({})));
   Member& l = Open("L", Role::kLeader, Coordinated(NodeOptionsFor({})));

@@ -580,6 +580,85 @@ TEST_F(KvServiceTest, WriteToANonLeaderCarriesNotLeaderWithLeaderAndEpoch) {
   service_.reset();
 }
 
+// A leader at epoch 10, as ReplicationNode::CheckRouterEpoch answers it:
+// a router's epoch above 10 is refused.
+class LeaderAtEpochHooks : public FixedHooks {
+ public:
+  LeaderAtEpochHooks() : FixedHooks(0, 0) {}
+  absl::Status CheckRouterEpoch(uint64_t epoch, std::string* leader) override {
+    leader->clear();
+    named_.push_back(epoch);
+    if (epoch <= 10) return absl::OkStatus();
+    return absl::FailedPreconditionError("a newer leader exists");
+  }
+  void FillStatus(v1::StatusResponse* response) override { response->set_epoch(10); }
+  std::vector<uint64_t> named_;
+};
+
+// The admission rule of a router's epoch (kv-leader-epoch metadata): newer
+// than the node knows is NOT_LEADER naming no leader, nothing applied, for
+// every kind of write; absent, lower or equal is served.
+TEST_F(KvServiceTest, AWriteNamingANewerLeaderEpochIsRefusedAsNotLeaderUnapplied) {
+  LeaderAtEpochHooks hooks;
+  service_ = std::make_unique<KvService>(store_.get(), limits_, &hooks);
+  grpc::ServerBuilder builder;
+  builder.RegisterService(service_.get());
+  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
+  ASSERT_NE(server, nullptr);
+  auto stub = v1::KeyValue::NewStub(server->InProcessChannel(grpc::ChannelArguments()));
+  const auto with_epoch = [](grpc::ClientContext* context, const std::string& epoch) {
+    context->set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
+    if (!epoch.empty()) context->AddMetadata(kLeaderEpochKey, epoch);
+  };
+  const auto set = [&](const std::string& key, const std::string& epoch) {
+    grpc::ClientContext context;
+    with_epoch(&context, epoch);
+    v1::SetRequest request;
+    request.set_key(key);
+    request.set_value("v");
+    v1::SetResponse response;
+    return stub->Set(&context, request, &response);
+  };
+  for (const char* epoch : {"", "0", "9", "10", "junk"}) {
+    EXPECT_TRUE(set(std::string("served-") + epoch, epoch).ok()) << "epoch '" << epoch << "'";
+  }
+  const grpc::Status refused = set("refused", "11");
+  ASSERT_EQ(refused.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+  const std::optional<ErrorInfo> info = ErrorInfoOf(refused);
+  ASSERT_TRUE(info.has_value());
+  EXPECT_EQ(info->reason, kReasonNotLeader);
+  EXPECT_EQ(info->metadata.count("leader"), 0u);
+  EXPECT_EQ(info->metadata.at("epoch"), "10");
+  {
+    grpc::ClientContext context;
+    with_epoch(&context, "11");
+    v1::DeleteRequest request;
+    request.set_key("served-9");
+    v1::DeleteResponse response;
+    EXPECT_EQ(stub->Delete(&context, request, &response).error_code(),
+              grpc::StatusCode::FAILED_PRECONDITION);
+  }
+  {
+    grpc::ClientContext context;
+    with_epoch(&context, "11");
+    v1::MultiSetRequest request;
+    v1::SetItem* item = request.add_items();
+    item->set_key("refused-too");
+    item->set_value("v");
+    v1::MultiSetResponse response;
+    EXPECT_EQ(stub->MultiSet(&context, request, &response).error_code(),
+              grpc::StatusCode::FAILED_PRECONDITION);
+  }
+  std::string value;
+  uint64_t version = 0;
+  EXPECT_FALSE(store_->Get("refused", &value, &version));
+  EXPECT_FALSE(store_->Get("refused-too", &value, &version));
+  EXPECT_TRUE(store_->Get("served-9", &value, &version)) << "the Delete was applied";
+  EXPECT_THAT(hooks.named_, ::testing::Contains(11u));
+  server->Shutdown();
+  service_.reset();
+}
+
 TEST_F(KvServiceTest, CasMismatchCarriesNoNotLeader) {
   v1::SetResponse first;
   ASSERT_TRUE(Set("k", "v", &first).ok());
