@@ -28,6 +28,9 @@ struct ShardTopology {
   std::string name;
   std::string leader;                 // HOST:PORT
   std::vector<std::string> replicas;  // HOST:PORT each; may be empty
+  // The epoch `leader` leads, as etcd's leader key says (0: unknown, and
+  // always for a topology file). Routers send it with each write.
+  uint64_t leader_epoch = 0;
 };
 
 struct Topology {

@@ -188,8 +188,8 @@ class Lane {
   void SendOne(Item item) {
     auto owned = std::make_shared<Item>(std::move(item));
     auto* call = new ShardCall<Request, Response>(
-        backends_.channels, backends_.health, owned->table, owned->shard, Kind::kRule, owned->nodes,
-        owned->parent, owned->deadline, owned->request, owned->response,
+        backends_, owned->table, owned->shard, Kind::kRule, owned->nodes, owned->parent,
+        owned->deadline, owned->request, owned->response,
         [this, owned](const grpc::Status& status, const std::string& label) {
           if (status.ok()) Learn(Kind::LargestValue(*owned->response));
           Next();
@@ -222,7 +222,7 @@ class Lane {
     }
     const Item& first = batch->items[0];
     auto* call = new ShardCall<typename Kind::BatchRequest, typename Kind::BatchResponse>(
-        backends_.channels, backends_.health, first.table, first.shard, Kind::kRule, first.nodes,
+        backends_, first.table, first.shard, Kind::kRule, first.nodes,
         /*parent=*/nullptr, deadline, &batch->request, &batch->response,
         [this, batch](const grpc::Status& status, const std::string& label) {
           size_t keys = 0;

@@ -80,9 +80,12 @@ absl::StatusOr<Topology> TopologyFromEtcd(const std::map<std::string, std::strin
     shard.name = name;
     if (keys.leader && !keys.leader->addr.empty()) {
       shard.leader = keys.leader->addr;
+      shard.leader_epoch = keys.leader->epoch > 0 ? static_cast<uint64_t>(keys.leader->epoch) : 0;
     } else if (previous != nullptr) {
       for (const ShardTopology& p : previous->shards) {
-        if (p.name == name) shard.leader = p.leader;
+        if (p.name != name) continue;
+        shard.leader = p.leader;
+        shard.leader_epoch = p.leader_epoch;
       }
     }
     for (const auto& [id, addr] : keys.members) {
@@ -108,6 +111,7 @@ bool SameTopology(const Topology& a, const Topology& b) {
   }
   for (size_t i = 0; i < a.shards.size(); ++i) {
     if (a.shards[i].name != b.shards[i].name || a.shards[i].leader != b.shards[i].leader ||
+        a.shards[i].leader_epoch != b.shards[i].leader_epoch ||
         a.shards[i].replicas != b.shards[i].replicas) {
       return false;
     }

@@ -11,7 +11,9 @@
 //   fallback  without a ring key (a cluster initialised by an older kvctl),
 //             every shard with a spec, leader or member key under <P>/shards/,
 //             and <P>/cluster's vnodes, as before; logged once
-//   leader    the address in the shard's leader key; while nobody holds it,
+//   leader    the address in the shard's leader key, and the epoch its value
+//             names (ShardTopology::leader_epoch, sent with writes); while
+//             nobody holds it,
 //             the leader of the previous topology (writes then fail over
 //             there, or on the probes' evidence, until a new leader is known)
 //   replicas  the addresses of the shard's other members

@@ -307,6 +307,9 @@ RouterService::RouterService(RouterOptions options, std::shared_ptr<RoutingTable
     : options_(std::move(options)),
       channels_(options_.max_message_bytes, options_.backend_security),
       ring_waiters_(std::make_unique<RingWaiters>()) {
+  backends_.channels = &channels_;
+  backends_.health = &health_;
+  backends_.default_timeout_ms = options_.forward_timeout_ms;
   channels_.set_error_observer(options_.on_backend_error);
   SetTable(std::move(table));
   ProbeOptions probe;
@@ -324,8 +327,7 @@ RouterService::RouterService(RouterOptions options, std::shared_ptr<RoutingTable
     limits.max_answer_bytes = std::min(static_cast<size_t>(options_.max_message_bytes),
                                        options_.limits.max_response_bytes) /
                               2;
-    lanes_ = std::make_unique<CoalescingLanes>(
-        Backends{&channels_, &health_, options_.forward_timeout_ms}, limits);
+    lanes_ = std::make_unique<CoalescingLanes>(backends_, limits);
   }
 }
 
@@ -529,9 +531,8 @@ void RouterService::SendGet(const Route& route, std::shared_ptr<RoutingTable> ta
                        request, response, std::move(finish)});
     return;
   }
-  Forward(Backends{&channels_, &health_, options_.forward_timeout_ms}, std::move(table), shard,
-          RetryRule::kNextNodeIfUnavailable, std::move(nodes), route.parent, route.deadline,
-          request, response, std::move(finish));
+  Forward(backends_, std::move(table), shard, RetryRule::kNextNodeIfUnavailable, std::move(nodes),
+          route.parent, route.deadline, request, response, std::move(finish));
 }
 
 void RouterService::RouteSet(const Route& route, const v1::SetRequest* request,
@@ -578,9 +579,8 @@ void RouterService::SendSet(const Route& route, std::shared_ptr<RoutingTable> ta
                                        std::move(finish)});
     return;
   }
-  Forward(Backends{&channels_, &health_, options_.forward_timeout_ms}, std::move(table), shard,
-          RetryRule::kHintedLeader, {*std::move(leader)}, route.parent, route.deadline, request,
-          response, std::move(finish));
+  Forward(backends_, std::move(table), shard, RetryRule::kHintedLeader, {*std::move(leader)},
+          route.parent, route.deadline, request, response, std::move(finish));
 }
 
 void RouterService::RouteDelete(const Route& route, const v1::DeleteRequest* request,
@@ -615,9 +615,8 @@ void RouterService::SendDelete(const Route& route, std::shared_ptr<RoutingTable>
     }
     done(ForCaller(status, label));
   };
-  Forward(Backends{&channels_, &health_, options_.forward_timeout_ms}, std::move(table), shard,
-          RetryRule::kHintedLeader, {*std::move(leader)}, route.parent, route.deadline, request,
-          response, std::move(finish));
+  Forward(backends_, std::move(table), shard, RetryRule::kHintedLeader, {*std::move(leader)},
+          route.parent, route.deadline, request, response, std::move(finish));
 }
 
 void RouterService::RouteMultiGet(const Route& route, const v1::MultiGetRequest* request,
@@ -655,9 +654,8 @@ void RouterService::RouteMultiGet(const Route& route, const v1::MultiGetRequest*
                      &s->response, std::move(slice_done)});
           return;
         }
-        Forward(Backends{&channels_, &health_, options_.forward_timeout_ms}, s->table, shard,
-                RetryRule::kNextNodeIfUnavailable, std::move(nodes), route.parent, route.deadline,
-                s->request, &s->response, std::move(slice_done));
+        Forward(backends_, s->table, shard, RetryRule::kNextNodeIfUnavailable, std::move(nodes),
+                route.parent, route.deadline, s->request, &s->response, std::move(slice_done));
       },
       [this, deadline = route.deadline](const OwnershipRefusal& refusal, int64_t sent_version,
                                         std::function<void(std::shared_ptr<RoutingTable>)> then) {
@@ -699,9 +697,8 @@ void RouterService::RouteMultiSet(const Route& route, const v1::MultiSetRequest*
                                                      std::move(slice_done)});
           return;
         }
-        Forward(Backends{&channels_, &health_, options_.forward_timeout_ms}, s->table, shard,
-                RetryRule::kHintedLeader, {*std::move(leader)}, route.parent, route.deadline,
-                s->request, &s->response, std::move(slice_done));
+        Forward(backends_, s->table, shard, RetryRule::kHintedLeader, {*std::move(leader)},
+                route.parent, route.deadline, s->request, &s->response, std::move(slice_done));
       },
       [this, deadline = route.deadline](const OwnershipRefusal& refusal, int64_t sent_version,
                                         std::function<void(std::shared_ptr<RoutingTable>)> then) {
@@ -715,9 +712,8 @@ void RouterService::ForwardScan(std::shared_ptr<RoutingTable> table, int shard,
                                 std::chrono::system_clock::time_point deadline,
                                 const v1::ScanRequest* request, v1::ScanResponse* response,
                                 std::function<void(const grpc::Status&, const std::string&)> done) {
-  Forward(Backends{&channels_, &health_, options_.forward_timeout_ms}, std::move(table), shard,
-          RetryRule::kNextNodeIfUnavailable, std::move(nodes), parent, deadline, request, response,
-          std::move(done));
+  Forward(backends_, std::move(table), shard, RetryRule::kNextNodeIfUnavailable, std::move(nodes),
+          parent, deadline, request, response, std::move(done));
 }
 
 // ---- Pipeline ---------------------------------------------------------------

@@ -14,6 +14,11 @@
 //    no leader goes once to the table's leader if that changed meanwhile
 //    (in etcd mode the watch of the leader keys moves it).
 //    A hint naming a node the probes found deposed is not followed.
+//  - Every forwarded write carries the epoch of the leader the router
+//    believes in (request metadata kv-leader-epoch, kLeaderEpochKey; from
+//    etcd's leader key, then the probes; none when unknown). A node that
+//    knows no epoch that new refuses it NOT_LEADER and, if it leads, fences
+//    itself (docs/failover.md §8b).
 //  - Leaders are also discovered: every backend is probed with Admin.Status
 //    (backend_prober.h), and a node of the shard that reports leading a newer
 //    epoch than the leader in use takes its writes (backend_health.h,
@@ -271,6 +276,8 @@ class RouterService final : public v1::KeyValue::CallbackService, private Pipeli
   const RouterOptions options_;
   BackendChannels channels_;
   HealthBook health_;
+  // What every forwarded call uses (set once in the constructor).
+  Backends backends_;
   mutable absl::Mutex mu_;
   std::shared_ptr<RoutingTable> table_ ABSL_GUARDED_BY(mu_);
   // Coalescing (coalescing_lanes.h); null when options_.coalesce_in_flight is 0.

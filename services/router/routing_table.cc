@@ -22,6 +22,8 @@ RoutingTable::RoutingTable(Topology topology, HashRing ring)
     : topology_(std::move(topology)), ring_(std::move(ring)) {
   for (size_t i = 0; i < topology_.shards.size(); ++i) {
     state_.push_back(std::make_unique<ShardState>());
+    absl::MutexLock lock(&state_.back()->mu);
+    state_.back()->leader_epoch = topology_.shards[i].leader_epoch;
   }
 }
 
@@ -48,6 +50,12 @@ uint64_t RoutingTable::LeaderEpoch(int shard) const {
   const ShardState& state = *state_[shard];
   absl::MutexLock lock(&state.mu);
   return state.leader_epoch;
+}
+
+uint64_t RoutingTable::WriteEpoch(int shard, const std::string& address) const {
+  const ShardState& state = *state_[shard];
+  absl::MutexLock lock(&state.mu);
+  return LeaderLocked(state, shard) == address ? state.leader_epoch : 0;
 }
 
 std::optional<RoutingTable::LeaderChange> RoutingTable::ApplyProbes(int shard,

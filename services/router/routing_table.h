@@ -54,8 +54,12 @@ class RoutingTable {
   // leader (so the caller logs the change once).
   bool SetLeader(int shard, const std::string& address);
   // The highest epoch the current leader of `shard` has been seen leading at
-  // (by ApplyProbes); 0 when never.
+  // (etcd's leader key when the topology came from it, then ApplyProbes); 0
+  // when never.
   uint64_t LeaderEpoch(int shard) const;
+  // The epoch a write sent to `address` for `shard` names (kv-leader-epoch):
+  // LeaderEpoch when `address` is the current leader, else 0 (unknown).
+  uint64_t WriteEpoch(int shard, const std::string& address) const;
 
   // A change of leader decided by ApplyProbes.
   struct LeaderChange {

@@ -56,22 +56,31 @@ enum class RetryRule {
 // that answered last ("shard shard-1 at 127.0.0.1:50062"), for messages.
 using ShardDone = std::function<void(const grpc::Status& status, const std::string& label)>;
 
+// What a forwarded call needs of the router.
+struct Backends {
+  BackendChannels* channels = nullptr;
+  const HealthBook* health = nullptr;
+  int64_t default_timeout_ms = 0;
+};
+
 // One request forwarded to one shard: at most two attempts. Owns itself:
-// deleted right after calling `done`.
+// deleted right after calling `done`. A write (kHintedLeader) carries the
+// epoch the router believes its target leads (kLeaderEpochKey, when known).
 template <typename Request, typename Response>
 class ShardCall {
  public:
-  // `request` and `response` must stay valid until `done` is called.
+  // `backends`, `request` and `response` must stay valid until `done` is
+  // called.
   // `parent` is the caller's RPC, whose cancellation the call follows; null
   // for a coalesced call made on behalf of several callers. A retry shares
   // the same `deadline`.
-  ShardCall(BackendChannels* channels, const HealthBook* health,
-            std::shared_ptr<RoutingTable> table, int shard, RetryRule rule,
-            std::vector<std::string> nodes, grpc::CallbackServerContext* parent,
+  ShardCall(const Backends& backends, std::shared_ptr<RoutingTable> table, int shard,
+            RetryRule rule, std::vector<std::string> nodes, grpc::CallbackServerContext* parent,
             std::chrono::system_clock::time_point deadline, const Request* request,
             Response* response, ShardDone done)
-      : channels_(channels),
-        health_(health),
+      : channels_(backends.channels),
+        health_(backends.health),
+        backends_(&backends),
         table_(std::move(table)),
         shard_(shard),
         rule_(rule),
@@ -82,16 +91,22 @@ class ShardCall {
         response_(response),
         done_(std::move(done)) {}
 
-  void Start() { Attempt(nodes_[0]); }
+  void Start() { Attempt(nodes_[0], WriteEpoch(*table_, shard_, nodes_[0])); }
 
  private:
-  void Attempt(std::string address) {
+  // The epoch a write to `address` names (0: unknown, or not a write).
+  uint64_t WriteEpoch(const RoutingTable& table, int shard, const std::string& address) const {
+    return rule_ == RetryRule::kHintedLeader ? table.WriteEpoch(shard, address) : 0;
+  }
+
+  void Attempt(std::string address, uint64_t epoch) {
     address_ = std::move(address);
     // Propagates the caller's deadline and cancellation to this call.
     std::unique_ptr<grpc::ClientContext>& context = contexts_[attempts_++];
     context = parent_ != nullptr ? grpc::ClientContext::FromCallbackServerContext(*parent_)
                                  : std::make_unique<grpc::ClientContext>();
     context->set_deadline(deadline_);
+    if (epoch != 0) context->AddMetadata(kLeaderEpochKey, std::to_string(epoch));
     stub_ = channels_->Stub(address_);
     StartRpc(stub_.get(), context.get(), request_, response_,
              [this](grpc::Status status) { Finished(std::move(status)); });
@@ -102,9 +117,13 @@ class ShardCall {
     std::string next = RetryTarget(status);
     if (!next.empty() && attempts_ < 2) {
       response_->Clear();
-      Attempt(std::move(next));
+      Attempt(next, WriteEpoch(*table_, shard_, next));
       return;
     }
+    End(status);
+  }
+
+  void End(const grpc::Status& status) {
     // Our stub and contexts go first, while the caller's RPC (and so the
     // router, which holds every channel) is still alive: finishing the caller
     // may let the server shut down and the channels go, and this callback
@@ -113,6 +132,22 @@ class ShardCall {
     std::string label = absl::StrCat("shard ", table_->shard_name(shard_), " at ", address_);
     delete this;
     done(status, label);
+  }
+
+  // The leader a NOT_LEADER refusal names (ErrorInfo metadata, else the
+  // kv-leader trailer of older nodes); "" when none.
+  std::string HintOf(const std::optional<ErrorInfo>& info) const {
+    std::string hint;
+    if (info) {
+      auto leader = info->metadata.find("leader");
+      if (leader != info->metadata.end()) hint = leader->second;
+    }
+    if (hint.empty()) {
+      const auto& trailers = contexts_[attempts_ - 1]->GetServerTrailingMetadata();
+      auto it = trailers.find(kLeaderHintKey);
+      if (it != trailers.end()) hint.assign(it->second.data(), it->second.size());
+    }
+    return hint;
   }
 
   // Where the failed attempt may be retried; empty when it may not.
@@ -129,16 +164,7 @@ class ShardCall {
         // nodes only in the kv-leader trailer.
         const std::optional<ErrorInfo> info = ErrorInfoOf(status);
         const bool not_leader = info && info->reason == kReasonNotLeader;
-        std::string hint;
-        if (not_leader) {
-          auto leader = info->metadata.find("leader");
-          if (leader != info->metadata.end()) hint = leader->second;
-        }
-        if (hint.empty()) {
-          const auto& trailers = contexts_[attempts_ - 1]->GetServerTrailingMetadata();
-          auto it = trailers.find(kLeaderHintKey);
-          if (it != trailers.end()) hint.assign(it->second.data(), it->second.size());
-        }
+        const std::string hint = HintOf(not_leader ? info : std::optional<ErrorInfo>());
         if (hint.empty()) {
           // A CAS mismatch, or a refusal naming no leader. A NOT_LEADER write
           // was not applied: if the router's own view (etcd's leader key, the
@@ -163,6 +189,7 @@ class ShardCall {
 
   BackendChannels* const channels_;
   const HealthBook* const health_;
+  const Backends* const backends_;
   const std::shared_ptr<RoutingTable> table_;
   const int shard_;
   const RetryRule rule_;
@@ -181,21 +208,14 @@ class ShardCall {
   std::unique_ptr<grpc::ClientContext> contexts_[2];
 };
 
-// What a forwarded call needs of the router.
-struct Backends {
-  BackendChannels* channels;
-  const HealthBook* health;
-  int64_t default_timeout_ms;
-};
-
 template <typename Request, typename Response>
 void Forward(const Backends& backends, std::shared_ptr<RoutingTable> table, int shard,
              RetryRule rule, std::vector<std::string> nodes, grpc::CallbackServerContext* parent,
              std::chrono::system_clock::time_point deadline, const Request* request,
              Response* response, ShardDone done) {
-  auto* call = new ShardCall<Request, Response>(
-      backends.channels, backends.health, std::move(table), shard, rule, std::move(nodes), parent,
-      deadline, request, response, std::move(done));
+  auto* call =
+      new ShardCall<Request, Response>(backends, std::move(table), shard, rule, std::move(nodes),
+                                       parent, deadline, request, response, std::move(done));
   call->Start();
 }
 

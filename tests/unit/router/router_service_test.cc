@@ -251,6 +251,11 @@ class FakeShard final : public v1::KeyValue::CallbackService {
     absl::MutexLock lock(&mu_);
     return last_time_left_;
   }
+  // The leader epoch the last data call named (kv-leader-epoch; 0: none).
+  uint64_t last_epoch() {
+    absl::MutexLock lock(&mu_);
+    return last_epoch_;
+  }
 
   grpc::ServerUnaryReactor* Get(grpc::CallbackServerContext* context, const v1::GetRequest* request,
                                 v1::GetResponse* response) override {
@@ -351,6 +356,7 @@ class FakeShard final : public v1::KeyValue::CallbackService {
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     ++calls_[method];
     last_time_left_ = absl::FromChrono(context->deadline() - std::chrono::system_clock::now());
+    last_epoch_ = LeaderEpochIn(context->client_metadata());
     if (fail_.ok()) return nullptr;
     if (!hint_.empty()) context->AddTrailingMetadata(kLeaderHintKey, hint_);
     return Answer(context, fail_);
@@ -383,6 +389,7 @@ class FakeShard final : public v1::KeyValue::CallbackService {
   bool holding_ ABSL_GUARDED_BY(mu_) = false;
   std::vector<grpc::ServerUnaryReactor*> held_ ABSL_GUARDED_BY(mu_);
   absl::Duration last_time_left_ ABSL_GUARDED_BY(mu_);
+  uint64_t last_epoch_ ABSL_GUARDED_BY(mu_) = 0;
 };
 
 class RouterServiceTest : public ::testing::Test {
@@ -1397,6 +1404,47 @@ TEST_P(RouterOwnershipTest, RangeMovingKeysOfABatchWaitForTheRingAndTheOthersAre
 
 // Static mode has no ring source: a WRONG_SHARD is tried on the current
 // table only (the same shard here), never waited on.
+// ---- Leader epochs (docs/failover.md, "Router epochs"): writes name the
+// epoch the router believes in.
+
+class RouterEpochTest : public RouterOwnershipTest {
+ protected:
+  // Ring version 1 with shard `shard` led by `leader` at `epoch`.
+  std::shared_ptr<RoutingTable> LedBy(int shard, const std::string& leader, uint64_t epoch) {
+    Topology t = MakeTopology();
+    t.ring_version = 1;
+    t.shards[shard].leader = leader;
+    t.shards[shard].leader_epoch = epoch;
+    return MakeTable(std::move(t));
+  }
+};
+
+INSTANTIATE_TEST_SUITE_P(Modes, RouterEpochTest,
+                         ::testing::Combine(::testing::Values(0, 2), ::testing::Bool()),
+                         [](const ::testing::TestParamInfo<std::tuple<int, bool>>& info) {
+                           return absl::StrCat(
+                               std::get<0>(info.param) == 0 ? "Unary" : "Coalescing",
+                               std::get<1>(info.param) ? "Pipeline" : "");
+                         });
+
+TEST_P(RouterEpochTest, WritesNameTheLeadersEpochFromEtcdAndReadsNameNone) {
+  service_->SetTable(LedBy(1, leaders_[1]->address(), 1048600));
+  const std::string key = KeysOf(1, 1)[0];
+  ASSERT_TRUE(Set(key, "v").ok());
+  EXPECT_EQ(leaders_[1]->last_epoch(), 1048600u);
+  v1::GetResponse got;
+  ASSERT_TRUE(Get(key, &got).ok());
+  EXPECT_EQ(leaders_[1]->last_epoch(), 0u);
+  // A leader learned from a hint has no known epoch: nothing is named.
+  FakeShard hinted;
+  leaders_[1]->FailWith(grpc::Status(grpc::StatusCode::FAILED_PRECONDITION, "not the leader"),
+                        hinted.address());
+  ASSERT_TRUE(Set(key, "w").ok());
+  EXPECT_EQ(leaders_[1]->last_epoch(), 1048600u);
+  EXPECT_EQ(hinted.last_epoch(), 0u);
+  EXPECT_EQ(refreshes(), 0);
+}
+
 TEST_P(RouterForwardingTest, WithoutARingSourceAWrongShardIsReturnedAsItIs) {
   const std::string key = KeysOf(1, 1)[0];
   leaders_[1]->Refuse({key}, WrongShard(7, "shard-9"));
