@@ -310,6 +310,12 @@ RouterService::RouterService(RouterOptions options, std::shared_ptr<RoutingTable
   backends_.channels = &channels_;
   backends_.health = &health_;
   backends_.default_timeout_ms = options_.forward_timeout_ms;
+  if (options_.refresh_ring) {
+    // etcd mode: a write refused NOT_LEADER naming no leader waits for a
+    // fresh read of etcd (the ring's read brings the leader keys too).
+    backends_.refresh = options_.refresh_ring;
+    backends_.current_table = [this] { return this->table(); };
+  }
   channels_.set_error_observer(options_.on_backend_error);
   SetTable(std::move(table));
   ProbeOptions probe;

@@ -11,8 +11,10 @@
 //    metadata "kv-leader: HOST:PORT", means the node refused the write without
 //    applying it, so it is sent once more, there, and that address is used as
 //    the shard's leader until the next topology reload. A NOT_LEADER naming
-//    no leader goes once to the table's leader if that changed meanwhile
-//    (in etcd mode the watch of the leader keys moves it).
+//    no leader: in etcd mode the router starts a fresh read of etcd
+//    (RouterOptions::refresh_ring; asynchronous, no thread waits) and sends
+//    the write once to the leader it shows, if that is another node; in
+//    static mode once to the table's leader if the probes moved it.
 //    A hint naming a node the probes found deposed is not followed.
 //  - Every forwarded write carries the epoch of the leader the router
 //    believes in (request metadata kv-leader-epoch, kLeaderEpochKey; from
@@ -119,11 +121,12 @@ struct RouterOptions {
   // call (each attempt) that fails, e.g. to count errors per backend (metrics).
   // Runs on gRPC threads: must not block.
   std::function<void(const std::string& backend, grpc::StatusCode code)> on_backend_error;
-  // etcd mode: starts a fresh (linearizable) read of the ring in etcd, begun
-  // after this call, and calls `done` once its result has been applied
-  // (SetTable, when anything changed) or the read failed. Must not block;
-  // `done` may run on any thread, never after the service is destroyed.
-  // Null (static mode): a WRONG_SHARD is retried by the current table.
+  // etcd mode: starts a fresh (linearizable) read of the ring and the leader
+  // keys in etcd, begun after this call, and calls `done` once its result
+  // has been applied (SetTable, when anything changed) or the read failed.
+  // Must not block; `done` may run on any thread, never after the service
+  // is destroyed. Null (static mode): a WRONG_SHARD is retried by the
+  // current table, a NOT_LEADER naming no leader by the probes' leader.
   std::function<void(std::function<void()> done)> refresh_ring;
   // The longest a request refused with RANGE_MOVING (or WRONG_SHARD, for the
   // fresh read) waits for the ring to change before its retry; the request's

@@ -61,11 +61,20 @@ struct Backends {
   BackendChannels* channels = nullptr;
   const HealthBook* health = nullptr;
   int64_t default_timeout_ms = 0;
+  // etcd mode: starts a fresh linearizable read of the topology (leader keys
+  // included; RouterOptions::refresh_ring) and calls `done` once it has been
+  // applied or failed; must not block. Null in static mode.
+  std::function<void(std::function<void()> done)> refresh;
+  // The table the router routes by now (after a refresh). Set with `refresh`.
+  std::function<std::shared_ptr<RoutingTable>()> current_table;
 };
 
 // One request forwarded to one shard: at most two attempts. Owns itself:
 // deleted right after calling `done`. A write (kHintedLeader) carries the
 // epoch the router believes its target leads (kLeaderEpochKey, when known).
+// A write refused NOT_LEADER naming no leader, in etcd mode, waits for a
+// fresh read of etcd (Backends::refresh, asynchronous) and goes once to the
+// leader that read shows, if that is another node.
 template <typename Request, typename Response>
 class ShardCall {
  public:
@@ -114,11 +123,40 @@ class ShardCall {
 
   void Finished(grpc::Status status) {
     if (!status.ok()) channels_->CallFailed(address_, status.error_code());
+    if (attempts_ < 2 && backends_->refresh && backends_->current_table &&
+        NotLeaderNamingNone(status)) {
+      // Not applied, and nobody named: ask etcd who leads now, without
+      // holding this thread (the answer comes on the refresh thread).
+      backends_->refresh(
+          [this, status = std::move(status)]() mutable { Refreshed(std::move(status)); });
+      return;
+    }
     std::string next = RetryTarget(status);
     if (!next.empty() && attempts_ < 2) {
       response_->Clear();
       Attempt(next, WriteEpoch(*table_, shard_, next));
       return;
+    }
+    End(status);
+  }
+
+  // A fresh read of etcd is applied (or failed): resend once to the leader
+  // the router's table names now, if that is another node.
+  void Refreshed(grpc::Status status) {
+    std::shared_ptr<RoutingTable> now = backends_->current_table();
+    if (now != nullptr) {
+      for (int s = 0; s < now->shard_count(); ++s) {
+        if (now->shard_name(s) != table_->shard_name(shard_)) continue;
+        const std::string leader = now->Leader(s);
+        if (leader != address_ && !health_->Get(leader).deposed()) {
+          LOG(INFO) << "Shard " << now->shard_name(s) << ": " << address_
+                    << " refused a write naming no leader; etcd names " << leader
+                    << ", sending it there";
+          response_->Clear();
+          Attempt(leader, WriteEpoch(*now, s, leader));
+          return;
+        }
+      }
     }
     End(status);
   }
@@ -150,6 +188,16 @@ class ShardCall {
     return hint;
   }
 
+  // A write refused NOT_LEADER (not applied) that names no leader.
+  bool NotLeaderNamingNone(const grpc::Status& status) const {
+    if (rule_ != RetryRule::kHintedLeader ||
+        status.error_code() != grpc::StatusCode::FAILED_PRECONDITION) {
+      return false;
+    }
+    const std::optional<ErrorInfo> info = ErrorInfoOf(status);
+    return info && info->reason == kReasonNotLeader && HintOf(info).empty();
+  }
+
   // Where the failed attempt may be retried; empty when it may not.
   std::string RetryTarget(const grpc::Status& status) {
     switch (rule_) {
@@ -167,8 +215,9 @@ class ShardCall {
         const std::string hint = HintOf(not_leader ? info : std::optional<ErrorInfo>());
         if (hint.empty()) {
           // A CAS mismatch, or a refusal naming no leader. A NOT_LEADER write
-          // was not applied: if the router's own view (etcd's leader key, the
-          // probes) has moved on since the write was sent, it goes there.
+          // was not applied: if the router's own view (the probes; in etcd
+          // mode Finished read etcd afresh first) has moved on since the
+          // write was sent, it goes there.
           if (!not_leader) return "";
           std::string current = table_->Leader(shard_);
           return current != address_ && !health_->Get(current).deposed() ? current : "";

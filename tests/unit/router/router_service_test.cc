@@ -1405,7 +1405,8 @@ TEST_P(RouterOwnershipTest, RangeMovingKeysOfABatchWaitForTheRingAndTheOthersAre
 // Static mode has no ring source: a WRONG_SHARD is tried on the current
 // table only (the same shard here), never waited on.
 // ---- Leader epochs (docs/failover.md, "Router epochs"): writes name the
-// epoch the router believes in.
+// epoch the router believes in; a NOT_LEADER naming no leader, in etcd mode,
+// is followed after a fresh read of etcd.
 
 class RouterEpochTest : public RouterOwnershipTest {
  protected:
@@ -1416,6 +1417,10 @@ class RouterEpochTest : public RouterOwnershipTest {
     t.shards[shard].leader = leader;
     t.shards[shard].leader_epoch = epoch;
     return MakeTable(std::move(t));
+  }
+  static grpc::Status NotLeaderNamingNone() {
+    return ToGrpcStatus(WithErrorInfo(absl::FailedPreconditionError("a newer leader exists"),
+                                      {kReasonNotLeader, {{"epoch", "5"}}}));
   }
 };
 
@@ -1443,6 +1448,33 @@ TEST_P(RouterEpochTest, WritesNameTheLeadersEpochFromEtcdAndReadsNameNone) {
   EXPECT_EQ(leaders_[1]->last_epoch(), 1048600u);
   EXPECT_EQ(hinted.last_epoch(), 0u);
   EXPECT_EQ(refreshes(), 0);
+}
+
+TEST_P(RouterEpochTest, ANotLeaderNamingNoLeaderGoesOnceToTheLeaderAFreshReadOfEtcdShows) {
+  FakeShard new_leader;
+  const std::string key = KeysOf(1, 1)[0];
+  leaders_[1]->FailWith(NotLeaderNamingNone());
+  OnRefresh(LedBy(1, new_leader.address(), 1048700));
+  ASSERT_TRUE(Set(key, "v").ok());
+  EXPECT_EQ(refreshes(), 1);
+  EXPECT_EQ(leaders_[1]->calls("Set"), 1);
+  EXPECT_EQ(new_leader.keys(), std::set<std::string>{key});
+  EXPECT_EQ(new_leader.last_epoch(), 1048700u);
+  EXPECT_EQ(service_->table()->Leader(1), new_leader.address());
+}
+
+TEST_P(RouterEpochTest, ANotLeaderAFreshReadDoesNotExplainIsReturnedAndSentNoFurther) {
+  const std::string key = KeysOf(1, 1)[0];
+  leaders_[1]->FailWith(NotLeaderNamingNone());
+  grpc::Status s = Set(key, "v");  // etcd still names the refusing node.
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+  EXPECT_EQ(refreshes(), 1);
+  EXPECT_EQ(leaders_[1]->calls("Set"), 1);
+  // A CAS mismatch (no ErrorInfo) and a hinted refusal need no read of etcd.
+  leaders_[1]->FailWith(grpc::Status(grpc::StatusCode::FAILED_PRECONDITION, "version mismatch"));
+  EXPECT_EQ(Set(key, "v").error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+  EXPECT_EQ(refreshes(), 1);
+  EXPECT_EQ(leaders_[1]->calls("Set"), 2);
 }
 
 TEST_P(RouterForwardingTest, WithoutARingSourceAWrongShardIsReturnedAsItIs) {
