@@ -708,6 +708,21 @@ absl::Status FailoverAgent::RecordInSync(coord::LeaderKey* key, const coord::Lea
   if (txn.ok() && txn->succeeded()) {
     absl::MutexLock ids(&ids_mu_);
     isr_mod_revision_ = txn->header().revision();
+    int removed = 0;
+    int added = 0;
+    if (isr_recorded_epoch_ == record.epoch) {
+      for (const std::string& m : isr_recorded_) {
+        removed += std::count(record.members.begin(), record.members.end(), m) == 0 ? 1 : 0;
+      }
+      for (const std::string& m : record.members) {
+        added += std::count(isr_recorded_.begin(), isr_recorded_.end(), m) == 0 ? 1 : 0;
+      }
+    }
+    isr_recorded_ = record.members;
+    isr_recorded_epoch_ = record.epoch;
+    if (options_.metrics != nullptr) {
+      options_.metrics->InSyncRecorded(static_cast<int>(record.members.size()), removed, added);
+    }
     return absl::OkStatus();
   }
   // Unknown or refused: learn the key's revision before the next attempt.
@@ -744,6 +759,7 @@ void FailoverAgent::EndLeadership(const std::string& why, bool resign) {
     }
   }
   leadership_.reset();
+  if (options_.metrics != nullptr) options_.metrics->EndInSync();
   // The next election starts when this node sees the key gone, and waits
   // --election-wait like every member's.
   absent_since_ = 0;

@@ -203,6 +203,9 @@ class FailoverAgent {
   absl::Mutex ids_mu_;
   std::map<std::string, std::string> id_of_addr_ ABSL_GUARDED_BY(ids_mu_);
   int64_t isr_mod_revision_ ABSL_GUARDED_BY(ids_mu_) = 0;
+  // The set this leadership last recorded, and its epoch (for the metrics).
+  std::vector<std::string> isr_recorded_ ABSL_GUARDED_BY(ids_mu_);
+  int64_t isr_recorded_epoch_ ABSL_GUARDED_BY(ids_mu_) = 0;
   std::string isr_key_;
 
   // The newest epoch a router named to fence this node, until the loop looked

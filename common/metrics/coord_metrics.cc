@@ -38,6 +38,15 @@ void CoordMetrics::SelfFenced(absl::string_view reason) {
       .fetch_add(1, std::memory_order_relaxed);
 }
 
+void CoordMetrics::InSyncRecorded(int size, int removed, int added) {
+  node_ = true;
+  isr_size_.store(size, std::memory_order_relaxed);
+  if (removed > 0) isr_shrinks_.fetch_add(1, std::memory_order_relaxed);
+  if (added > 0) isr_expands_.fetch_add(1, std::memory_order_relaxed);
+}
+
+void CoordMetrics::EndInSync() { isr_size_.store(-1, std::memory_order_relaxed); }
+
 void CoordMetrics::SetLeaseValidUntil(int64_t valid_until_nanos) {
   node_ = true;
   lease_valid_until_.store(valid_until_nanos, std::memory_order_relaxed);
@@ -85,6 +94,24 @@ void CoordMetrics::Write(ExpositionWriter* out) const {
                 self_fences_lease_.load(std::memory_order_relaxed));
     out->Sample("kvstore_failover_self_fences_total", {{"reason", "router_epoch"}},
                 self_fences_router_.load(std::memory_order_relaxed));
+    const int64_t isr_size = isr_size_.load(std::memory_order_relaxed);
+    if (isr_size >= 0) {
+      out->Family("kvstore_isr_size",
+                  "Members of the in-sync set this leader last recorded in etcd, itself included "
+                  "(sync acks in etcd mode; absent on other nodes).",
+                  MetricType::kGauge);
+      out->Sample("kvstore_isr_size", {}, isr_size);
+    }
+    out->Family("kvstore_isr_shrinks_total",
+                "Times this node, as leader, recorded an in-sync set without a follower the "
+                "previous one of the same leadership had.",
+                MetricType::kCounter);
+    out->Sample("kvstore_isr_shrinks_total", {}, isr_shrinks_.load(std::memory_order_relaxed));
+    out->Family("kvstore_isr_expands_total",
+                "Times this node, as leader, recorded an in-sync set with a follower the previous "
+                "one of the same leadership lacked.",
+                MetricType::kCounter);
+    out->Sample("kvstore_isr_expands_total", {}, isr_expands_.load(std::memory_order_relaxed));
   }
   const int64_t revision = topology_revision_.load(std::memory_order_relaxed);
   if (revision >= 0) {

@@ -42,6 +42,12 @@ class CoordMetrics {
   // lease expired while it led) or "router_epoch" (a router named a newer
   // epoch than the one it leads).
   void SelfFenced(absl::string_view reason);
+  // A sync-mode leader recorded its in-sync set (docs/failover.md §9) with
+  // `size` members, itself included; `removed` and `added` members since the
+  // set it last recorded in the same leadership (0 and 0 for a leadership's
+  // first record). EndInSync: it keeps no set any more (no longer leads).
+  void InSyncRecorded(int size, int removed, int added);
+  void EndInSync();
   // The node's lease lasts until `valid_until_nanos` (0: it holds none).
   void SetLeaseValidUntil(int64_t valid_until_nanos);
 
@@ -61,6 +67,9 @@ class CoordMetrics {
   std::atomic<uint64_t> self_fences_lease_{0};
   std::atomic<uint64_t> self_fences_router_{0};
   std::atomic<int64_t> lease_valid_until_{0};
+  std::atomic<int64_t> isr_size_{-1};  // -1: not a leader keeping a set.
+  std::atomic<uint64_t> isr_shrinks_{0};
+  std::atomic<uint64_t> isr_expands_{0};
   std::atomic<int64_t> topology_revision_{-1};  // -1: not a router.
   std::atomic<bool> node_{false};               // Set by the node's hooks.
 };

@@ -57,6 +57,24 @@ TEST(CoordMetricsTest, ElectionsSelfFencesAndLeaseTimeLeft) {
   EXPECT_TRUE(absl::StrContains(Scrape(m), "kvstore_failover_lease_seconds_left 0"));
 }
 
+TEST(CoordMetricsTest, TheInSyncSetsSizeShrinksAndExpandsOnTheLeaderOnly) {
+  CoordMetrics m([] { return int64_t{0}; });
+  m.SetLeaseValidUntil(0);  // A node.
+  std::string text = Scrape(m);
+  EXPECT_FALSE(absl::StrContains(text, "kvstore_isr_size")) << "not a leader keeping a set";
+  EXPECT_TRUE(absl::StrContains(text, "kvstore_isr_shrinks_total 0"));
+  m.InSyncRecorded(3, 0, 0);  // A leadership's first record.
+  m.InSyncRecorded(2, 1, 0);
+  m.InSyncRecorded(3, 0, 1);
+  m.InSyncRecorded(3, 1, 1);  // One left, another joined: both.
+  text = Scrape(m);
+  EXPECT_TRUE(absl::StrContains(text, "kvstore_isr_size 3"));
+  EXPECT_TRUE(absl::StrContains(text, "kvstore_isr_shrinks_total 2"));
+  EXPECT_TRUE(absl::StrContains(text, "kvstore_isr_expands_total 2"));
+  m.EndInSync();
+  EXPECT_FALSE(absl::StrContains(Scrape(m), "kvstore_isr_size"));
+}
+
 TEST(CoordMetricsTest, RouterShowsItsTopologyRevision) {
   CoordMetrics m([] { return int64_t{0}; });
   m.SetTopologyRevision(42);
