@@ -937,6 +937,20 @@ TEST_F(FailoverTest, PromoteRefusesImpossibleTargetsAndForceSaysWhatTheTargetLac
   std::thread kvctl([&] {
     forced = promote({absl::StrCat("--to=", to), "--force", "promote", kShard});
   });
+  // While the leader waits for the target, `kvctl cluster status` shows the
+  // pending request.
+  const std::vector<std::string> cluster_status = {absl::StrCat("--etcd=", etcd_.endpoint()),
+                                                   absl::StrCat("--etcd-prefix=", kPrefix),
+                                                   "cluster", "status"};
+  testing::KvctlResult during;
+  const bool shown = WaitFor(
+      [&] {
+        during = testing::RunKvctl("", cluster_status);
+        return absl::StrContains(
+            during.out, absl::StrCat("handoff pending: ", old->id, " -> ", to, " (--force)"));
+      },
+      absl::Now() + absl::Seconds(5), absl::Milliseconds(20));
+  EXPECT_TRUE(shown) << during.ToString();
   // The leader waits its 2 s, then resigns anyway; the target resumes and wins.
   const bool resigned = WaitFor([&] { return !CurrentLeader().has_value(); },
                                 absl::Now() + absl::Seconds(5), absl::Milliseconds(10));
@@ -953,8 +967,24 @@ TEST_F(FailoverTest, PromoteRefusesImpossibleTargetsAndForceSaysWhatTheTargetLac
   ASSERT_TRUE(next.has_value());
   EXPECT_EQ(next->id, to);
   EXPECT_GT(next->epoch, old->epoch);
+  // Done: no request pending (the winner deleted it), the outcome recorded.
+  std::vector<std::string> as_json = cluster_status;
+  as_json.push_back("--json");
+  testing::KvctlResult after;
+  EXPECT_TRUE(WaitFor(
+      [&] {
+        after = testing::RunKvctl("", as_json);
+        return absl::StrContains(after.out, "\"handoff\":null");
+      },
+      absl::Now() + absl::Seconds(5), absl::Milliseconds(50)))
+      << after.ToString();
+  EXPECT_TRUE(absl::StrContains(after.out, "\"result\":\"transferred\"")) << after.out;
   std::printf("refusals: exit 3 each; forced transfer to a stopped %s: %s", to.c_str(),
               forced.out.c_str());
+  const size_t pending = during.out.find("  handoff pending");
+  if (pending != std::string::npos) {
+    std::printf("cluster status during the transfer: %s", during.out.substr(pending).c_str());
+  }
 }
 
 TEST_F(FailoverTest, APausedLeaderIsReplacedAndAcknowledgesNothingAfterItResumes) {

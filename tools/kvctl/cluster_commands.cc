@@ -10,6 +10,8 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/strip.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
 #include "common/coord/eligibility.h"
 #include "common/coord/schema.h"
 #include "common/coord/txn.h"
@@ -23,6 +25,8 @@ struct ShardView {
   std::vector<coord::MemberRecord> members;
   std::optional<coord::IsrRecord> isr;
   std::optional<coord::PositionRecord> position;  // The last async leader's.
+  std::optional<coord::HandoffRecord> handoff;    // A pending graceful transfer.
+  std::optional<coord::HandoffOutcome> last_handoff;
   bool has_spec = false;
 };
 
@@ -247,6 +251,12 @@ absl::StatusOr<std::string> ClusterStatus(coord::EtcdClient* etcd, const std::st
     } else if (what == "position") {
       absl::StatusOr<coord::PositionRecord> position = coord::ParsePositionValue(kv.value());
       if (position.ok()) shard.position = *position;
+    } else if (what == "handoff") {
+      absl::StatusOr<coord::HandoffRecord> handoff = coord::ParseHandoffValue(kv.value());
+      if (handoff.ok()) shard.handoff = *handoff;
+    } else if (what == "last_handoff") {
+      absl::StatusOr<coord::HandoffOutcome> outcome = coord::ParseHandoffOutcomeValue(kv.value());
+      if (outcome.ok()) shard.last_handoff = *outcome;
     } else if (what == "spec") {
       shard.has_spec = true;
     } else if (absl::StartsWith(what, "members/")) {
@@ -377,9 +387,47 @@ absl::StatusOr<std::string> ClusterStatus(coord::EtcdClient* etcd, const std::st
     } else {
       s["last_leader_position"] = nullptr;
     }
+    const int64_t now_ms = absl::ToUnixMillis(absl::Now());
+    if (shard.handoff) {
+      const coord::HandoffRecord& h = *shard.handoff;
+      const int64_t left_ms = h.deadline_unix_ms - now_ms;
+      s["handoff"] = {{"id", h.id},
+                      {"from", h.from},
+                      {"to", h.to},
+                      {"force", h.force},
+                      {"deadline_unix_ms", h.deadline_unix_ms},
+                      {"deadline_ms_left", left_ms},
+                      {"expired", left_ms < 0}};
+      absl::StrAppend(
+          &text, absl::StrFormat(
+                     "  handoff pending: %s -> %s%s, %s (request %s)\n", h.from, h.to,
+                     h.force ? " (--force)" : "",
+                     left_ms >= 0 ? absl::StrFormat("deadline in %.1fs", left_ms / 1000.0)
+                                  : absl::StrFormat("past its deadline by %.1fs: ignored, the next "
+                                                    "leader deletes it",
+                                                    -left_ms / 1000.0),
+                     h.id));
+    } else {
+      s["handoff"] = nullptr;
+    }
+    if (shard.last_handoff) {
+      const coord::HandoffOutcome& o = *shard.last_handoff;
+      s["last_handoff"] = {
+          {"id", o.id},         {"from", o.from},         {"to", o.to},
+          {"result", o.result}, {"pause_ms", o.pause_ms}, {"leader_index", o.leader_index},
+          {"lacked", o.lacked}, {"epoch", o.epoch}};
+      absl::StrAppend(
+          &text, absl::StrFormat("  last handoff: %s -> %s %s, writes paused %d ms%s\n", o.from,
+                                 o.to, o.result, o.pause_ms,
+                                 o.lacked > 0 ? absl::StrFormat(", %d entries lacked", o.lacked)
+                                              : std::string()));
+    } else {
+      s["last_handoff"] = nullptr;
+    }
     const coord::Election election =
         coord::ChooseCandidate(shard.members, shard.isr ? &*shard.isr : nullptr,
-                               shard.position ? &*shard.position : nullptr);
+                               shard.position ? &*shard.position : nullptr,
+                               shard.handoff ? &*shard.handoff : nullptr, now_ms);
     nlohmann::json members = nlohmann::json::array();
     for (size_t i = 0; i < shard.members.size(); ++i) {
       const coord::MemberRecord& m = shard.members[i];
