@@ -113,10 +113,25 @@ class Oracle {
     k.pending.clear();  // Writes of one key are sequential: older outcomes are settled.
     acks_.push_back({sent, at});
   }
-  void Failed(const std::string& key, const std::string& value) {
+  void Failed(const std::string& key, const std::string& value, const grpc::Status& why = {}) {
     absl::MutexLock l(&mu_);
     keys_[key].pending.insert(value);
     ++failures_;
+    if (!why.ok()) {
+      // By code and the message's start (after the router's "shard s0 at
+      // HOST:PORT: "), to say which refusals a client saw.
+      std::string message = why.error_message();
+      if (const size_t at = message.find(": "); at != std::string::npos && at < 40) {
+        message = message.substr(at + 2);
+      }
+      ++failure_kinds_[absl::StrCat(why.error_code(), " ", message.substr(0, 48))];
+    }
+  }
+  std::string FailureKinds() const {
+    absl::MutexLock l(&mu_);
+    std::string out;
+    for (const auto& [kind, n] : failure_kinds_) absl::StrAppend(&out, "  ", n, " x ", kind, "\n");
+    return out;
   }
   // The first acknowledgement of a write sent at or after `t`.
   std::optional<absl::Time> FirstAckSentAfter(absl::Time t) const {
@@ -155,6 +170,7 @@ class Oracle {
   std::map<std::string, KeyState> keys_ ABSL_GUARDED_BY(mu_);
   std::vector<std::pair<absl::Time, absl::Time>> acks_ ABSL_GUARDED_BY(mu_);
   size_t failures_ ABSL_GUARDED_BY(mu_) = 0;
+  std::map<std::string, int> failure_kinds_ ABSL_GUARDED_BY(mu_);
 };
 
 // Writers through the router, each over its own keys, one write in flight
@@ -181,7 +197,7 @@ class WriteLoad {
           if (s.ok()) {
             oracle_->Acked(key, value, sent, absl::Now());
           } else {
-            oracle_->Failed(key, value);
+            oracle_->Failed(key, value, s);
             absl::SleepFor(absl::Milliseconds(10));
           }
         }
@@ -789,6 +805,7 @@ void FailoverTest::TransferRoundsUnderLoad(bool lagging_target) {
       "acknowledged, %zu failed\n",
       reported.size(), MinMedianMax(reported).c_str(), MinMedianMax(without_ack).c_str(),
       MinMedianMax(longest_write).c_str(), oracle.acks(), oracle.failures());
+  std::printf("the failed writes, by answer:\n%s", oracle.FailureKinds().c_str());
   ExpectEveryAcknowledgedWriteReadsBack(oracle);
 }
 
