@@ -3,8 +3,11 @@
 #include <openssl/crypto.h>
 #include <openssl/sha.h>
 
+#include <atomic>
 #include <fstream>
+#include <memory>
 #include <sstream>
+#include <utility>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
@@ -69,8 +72,44 @@ AccessPolicy::AccessPolicy(const std::string& public_token, const std::string& a
     : has_public_(!public_token.empty()),
       has_admin_(!admin_token.empty()),
       verify_client_certs_(verify_client_certs) {
-  if (has_public_) public_digest_ = Sha256(public_token);
-  if (has_admin_) admin_digest_ = Sha256(admin_token);
+  auto digests = std::make_shared<Digests>();
+  if (has_public_) digests->public_digest = Sha256(public_token);
+  if (has_admin_) digests->admin_digest = Sha256(admin_token);
+  digests_ = std::move(digests);
+}
+
+AccessPolicy::AccessPolicy(const AccessPolicy& other)
+    : has_public_(other.has_public_),
+      has_admin_(other.has_admin_),
+      verify_client_certs_(other.verify_client_certs_),
+      digests_(other.digests()) {}
+
+AccessPolicy& AccessPolicy::operator=(const AccessPolicy& other) {
+  if (this == &other) return *this;
+  has_public_ = other.has_public_;
+  has_admin_ = other.has_admin_;
+  verify_client_certs_ = other.verify_client_certs_;
+  std::atomic_store(&digests_, other.digests());
+  return *this;
+}
+
+absl::Status AccessPolicy::ReplaceTokens(const std::string& public_token,
+                                         const std::string& admin_token) {
+  if (public_token.empty() == has_public_ || admin_token.empty() == has_admin_) {
+    return absl::FailedPreconditionError(
+        "turning the public or admin token on or off needs a restart; only their values can be "
+        "replaced");
+  }
+  if (has_public_ && ConstantTimeEquals(public_token, admin_token)) {
+    return absl::InvalidArgumentError(
+        "the public and admin tokens are the same: the public token would open Admin and "
+        "Replication");
+  }
+  auto digests = std::make_shared<Digests>();
+  if (has_public_) digests->public_digest = Sha256(public_token);
+  if (has_admin_) digests->admin_digest = Sha256(admin_token);
+  std::atomic_store(&digests_, std::shared_ptr<const Digests>(std::move(digests)));
+  return absl::OkStatus();
 }
 
 bool AccessPolicy::BearerMatches(std::optional<absl::string_view> authorization,
@@ -90,11 +129,11 @@ bool AccessPolicy::Allows(Access access, std::optional<absl::string_view> author
                           bool peer_verified) const {
   switch (access) {
     case Access::kPublic:
-      return !has_public_ || BearerMatches(authorization, public_digest_);
+      return !has_public_ || BearerMatches(authorization, digests()->public_digest);
     case Access::kCluster:
       if (!enforcing()) return true;
       if (verify_client_certs_ && peer_verified) return true;
-      return has_admin_ && BearerMatches(authorization, admin_digest_);
+      return has_admin_ && BearerMatches(authorization, digests()->admin_digest);
   }
   return false;
 }

@@ -19,6 +19,7 @@
 #define KVSTORE_COMMON_SECURITY_ACCESS_POLICY_H_
 
 #include <array>
+#include <memory>
 #include <optional>
 #include <string>
 
@@ -50,8 +51,11 @@ absl::StatusOr<std::string> LoadTokenFile(const std::string& path);
 // length.
 bool ConstantTimeEquals(absl::string_view a, absl::string_view b);
 
-// Immutable after construction; thread-safe. The default policy lets every
-// call through (a server started without security flags).
+// Thread-safe. Which checks are configured (a public token, an admin token,
+// client certificates) is fixed at construction; the token values can be
+// replaced while calls are checked (ReplaceTokens: a rotated token file). The
+// default policy lets every call through (a server started without security
+// flags).
 class AccessPolicy {
  public:
   AccessPolicy() = default;
@@ -60,6 +64,16 @@ class AccessPolicy {
   // kCluster services.
   AccessPolicy(const std::string& public_token, const std::string& admin_token,
                bool verify_client_certs);
+  // Copies the tokens current at the time of the copy.
+  AccessPolicy(const AccessPolicy& other);
+  AccessPolicy& operator=(const AccessPolicy& other);
+
+  // From the next check on, the tokens are these (a check already running
+  // uses the old or the new pair, never a mix). FailedPrecondition when this
+  // would turn a token on or off (empty for a configured one or the reverse:
+  // that needs a restart); InvalidArgument when both are set and equal (the
+  // public token would open Admin). Either way the old tokens stay.
+  absl::Status ReplaceTokens(const std::string& public_token, const std::string& admin_token);
 
   // True when any check is configured (some call can be refused).
   bool enforcing() const { return has_public_ || has_admin_ || verify_client_certs_; }
@@ -75,13 +89,20 @@ class AccessPolicy {
 
  private:
   using Digest = std::array<unsigned char, 32>;
+  // One immutable pair, swapped as a whole (std::atomic_load/atomic_store on
+  // the shared_ptr), so a check reads one consistent pair without a lock of
+  // ours; the comparison stays constant-time.
+  struct Digests {
+    Digest public_digest{};
+    Digest admin_digest{};
+  };
   bool BearerMatches(std::optional<absl::string_view> authorization, const Digest& want) const;
+  std::shared_ptr<const Digests> digests() const { return std::atomic_load(&digests_); }
 
   bool has_public_ = false;
   bool has_admin_ = false;
   bool verify_client_certs_ = false;
-  Digest public_digest_{};
-  Digest admin_digest_{};
+  std::shared_ptr<const Digests> digests_ = std::make_shared<const Digests>();
 };
 
 // For the first line of a callback (unary) handler:

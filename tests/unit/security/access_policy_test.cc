@@ -116,6 +116,36 @@ TEST(AccessPolicyTest, AdminTokenAloneLocksOnlyTheClusterServices) {
   EXPECT_TRUE(policy.Allows(Access::kCluster, "Bearer adm", false));
 }
 
+TEST(AccessPolicyTest, ReplacedTokensOpenFromTheNextCheckAndTheOldOnesNoLonger) {
+  AccessPolicy policy("pub", "adm", /*verify_client_certs=*/true);
+  ASSERT_TRUE(policy.ReplaceTokens("pub2", "adm2").ok());
+  EXPECT_TRUE(policy.Allows(Access::kPublic, "Bearer pub2", false));
+  EXPECT_FALSE(policy.Allows(Access::kPublic, "Bearer pub", false));
+  EXPECT_TRUE(policy.Allows(Access::kCluster, "Bearer adm2", false));
+  EXPECT_FALSE(policy.Allows(Access::kCluster, "Bearer adm", false));
+  EXPECT_TRUE(policy.Allows(Access::kCluster, std::nullopt, true));  // Certificates unchanged.
+  // A copy made now keeps the tokens of now.
+  const AccessPolicy copy = policy;
+  ASSERT_TRUE(policy.ReplaceTokens("pub3", "adm3").ok());
+  EXPECT_TRUE(copy.Allows(Access::kPublic, "Bearer pub2", false));
+  EXPECT_TRUE(policy.Allows(Access::kPublic, "Bearer pub3", false));
+}
+
+TEST(AccessPolicyTest, ReplaceTokensNeverTurnsATokenOnOrOffNorMergesThem) {
+  AccessPolicy policy("pub", "", /*verify_client_certs=*/true);
+  EXPECT_EQ(policy.ReplaceTokens("", "").code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(policy.ReplaceTokens("pub2", "adm").code(), absl::StatusCode::kFailedPrecondition);
+  AccessPolicy both("pub", "adm", false);
+  EXPECT_EQ(both.ReplaceTokens("same", "same").code(), absl::StatusCode::kInvalidArgument);
+  // Refused replacements left the old tokens in force.
+  EXPECT_TRUE(policy.Allows(Access::kPublic, "Bearer pub", false));
+  EXPECT_TRUE(both.Allows(Access::kPublic, "Bearer pub", false));
+  EXPECT_FALSE(both.Allows(Access::kCluster, "Bearer same", false));
+  AccessPolicy open;
+  EXPECT_TRUE(open.ReplaceTokens("", "").ok());
+  EXPECT_FALSE(open.enforcing());
+}
+
 TEST(LoadServerSecurityTest, NoFlagsIsPlaintextWithoutChecks) {
   absl::StatusOr<ServerSecurity> security = LoadServerSecurity(SecurityFlags{});
   ASSERT_TRUE(security.ok()) << security.status();
