@@ -152,8 +152,8 @@ TEST(LoadServerSecurityTest, NoFlagsIsPlaintextWithoutChecks) {
   EXPECT_EQ(security->server_credentials, nullptr);
   EXPECT_EQ(security->client.credentials, nullptr);
   EXPECT_FALSE(security->policy.enforcing());
-  EXPECT_TRUE(security->client.public_token.empty());
-  EXPECT_TRUE(security->client.admin_token.empty());
+  EXPECT_TRUE(security->client.public_token().empty());
+  EXPECT_TRUE(security->client.admin_token().empty());
 }
 
 TEST(LoadServerSecurityTest, RefusesCombinationsThatLockOutTheClusterOrLeakAdmin) {
@@ -172,13 +172,13 @@ TEST(LoadServerSecurityTest, RefusesCombinationsThatLockOutTheClusterOrLeakAdmin
   flags.admin_token_file = WriteFile(dir, "adm2", "adm");
   security = LoadServerSecurity(flags);
   ASSERT_TRUE(security.ok()) << security.status();
-  EXPECT_EQ(security->client.public_token, "pub");
-  EXPECT_EQ(security->client.admin_token, "adm");
+  EXPECT_EQ(security->client.public_token(), "pub");
+  EXPECT_EQ(security->client.admin_token(), "adm");
   // A router's backend token replaces the public one on its outgoing calls.
   flags.backend_token_file = WriteFile(dir, "backend", "shards");
   security = LoadServerSecurity(flags);
   ASSERT_TRUE(security.ok()) << security.status();
-  EXPECT_EQ(security->client.public_token, "shards");
+  EXPECT_EQ(security->client.public_token(), "shards");
 }
 
 TEST(LoadServerSecurityTest, RefusesIncompleteOrUnreadableTlsFiles) {
