@@ -42,7 +42,11 @@ absl::StatusOr<std::string> LoadTokenFile(const std::string& path) {
   std::stringstream contents;
   contents << in.rdbuf();
   if (in.bad()) return absl::InvalidArgumentError(absl::StrCat("cannot read token file ", path));
-  std::string token(absl::StripAsciiWhitespace(contents.str()));
+  return ParseToken(path, contents.str());
+}
+
+absl::StatusOr<std::string> ParseToken(const std::string& path, absl::string_view contents) {
+  std::string token(absl::StripAsciiWhitespace(contents));
   if (token.empty()) {
     return absl::InvalidArgumentError(absl::StrCat("token file ", path, " is empty"));
   }

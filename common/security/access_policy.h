@@ -46,6 +46,8 @@ inline constexpr char kBearerPrefix[] = "Bearer ";
 // is empty or holds whitespace or control characters (it must fit in one
 // metadata value).
 absl::StatusOr<std::string> LoadTokenFile(const std::string& path);
+// The same checks on `contents`, already read from `path` (for the message).
+absl::StatusOr<std::string> ParseToken(const std::string& path, absl::string_view contents);
 
 // Equality of two byte strings in time that depends on neither's contents nor
 // length.

@@ -21,8 +21,10 @@
 #include "common/metrics/migration_metrics.h"
 #include "common/metrics/server_metrics.h"
 #include "common/replication/node.h"
+#include "common/security/credential_watcher.h"
 #include "common/security/credentials.h"
 #include "common/security/server_flags.h"
+#include "common/server/hangup_listener.h"
 #include "common/server/server.h"
 #include "common/storage/storage_failpoints.h"
 #include "common/storage/store.h"
@@ -295,11 +297,15 @@ int Run(NodeKind kind, const char* program) {
     return 2;
   }
   // TLS and tokens (docs/security.md); checked before anything is opened.
-  absl::StatusOr<ServerSecurity> security = LoadServerSecurity(SecurityFlagsFromCommandLine());
+  const SecurityFlags security_flags = SecurityFlagsFromCommandLine();
+  absl::StatusOr<ServerSecurity> security = LoadServerSecurity(security_flags);
   if (!security.ok()) {
     std::fprintf(stderr, "%s: %s\n", program, std::string(security.status().message()).c_str());
     return 2;
   }
+  // Rotated token and TLS files are put in force without a restart
+  // (--credentials-reload-interval, SIGHUP); before the metrics, which read it.
+  CredentialWatcher credential_watcher(security_flags, &*security);
   GrpcReplicationTransport transport(security->client);
   node_options.transport = &transport;
 
@@ -446,6 +452,8 @@ int Run(NodeKind kind, const char* program) {
   if (etcd_mode->enabled) {
     metrics.AddCollector([&coord_metrics](ExpositionWriter* out) { coord_metrics.Write(out); });
   }
+  metrics.AddCollector(
+      [&credential_watcher](ExpositionWriter* out) { credential_watcher.WriteMetrics(out); });
   // Resharding's source side, on every node (a replica serves copy pages
   // under --copy-from=replica).
   metrics.AddCollector([m = migration.get()](ExpositionWriter* out) {
@@ -521,8 +529,17 @@ int Run(NodeKind kind, const char* program) {
                                                : absl::StrCat(", followers ", FLAGS_followers))
             << "; security: " << security->summary;
 
+  credential_watcher.Start();
+  HangupListener hangup([&credential_watcher, &security_flags] {
+    if (security_flags.reload_interval <= absl::ZeroDuration()) {
+      LOG(INFO) << "SIGHUP: --credentials-reload-interval is 0, nothing is reloaded";
+      return;
+    }
+    credential_watcher.RequestCheck();
+  });
   const int signal = (*server)->WaitForTerminationSignal();
   LOG(INFO) << "Signal " << signal << ": finishing in-flight requests, then syncing the log";
+  credential_watcher.Stop();
   metrics.Stop();  // Its collector reads the services and the store.
   // A leader resigns first, so the others elect without waiting out the lease.
   if (driver) driver->Stop();
@@ -544,6 +561,7 @@ int Run(NodeKind kind, const char* program) {
 
 int NodeMain(int argc, char** argv, NodeKind kind) {
   BlockTerminationSignals();  // Before any thread starts.
+  BlockHangupSignal();        // Taken by the HangupListener: credentials reload.
   DisableMutexDeadlockDetection();
   const char* program = kind == NodeKind::kShard ? "kv-shard" : "kv-replica";
   // Logs go to stderr by default (the flag and YAML can still turn it off);

@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cstdio>
+#include <functional>
 #include <memory>
 #include <string>
 #include <thread>
@@ -22,6 +23,7 @@
 #include "common/coord/monotonic_clock.h"
 #include "common/metrics/coord_metrics.h"
 #include "common/metrics/server_metrics.h"
+#include "common/security/credential_watcher.h"
 #include "common/security/credentials.h"
 #include "common/security/server_flags.h"
 #include "common/server/server.h"
@@ -154,15 +156,19 @@ FileStamp StampOf(const std::string& path) {
   return stamp;
 }
 
-// Reloads the topology on SIGHUP and when the file changes. SIGHUP is blocked
-// in every thread (main blocks it before any thread starts) and taken here with
-// sigtimedwait; between signals the file is checked every
-// --watch-topology-ms (stat: no inotify, so it also works on the files
-// Kubernetes swaps in for an updated ConfigMap).
+// Takes SIGHUP: calls `on_hangup` (the credential watcher) and, with a
+// topology file, reloads the topology on SIGHUP and when the file changes.
+// SIGHUP is blocked in every thread (main blocks it before any thread starts)
+// and taken here with sigtimedwait, by this one thread; between signals the
+// file is checked every --watch-topology-ms (stat: no inotify, so it also
+// works on the files Kubernetes swaps in for an updated ConfigMap).
 class TopologyReloader {
  public:
-  explicit TopologyReloader(RouterService* service)
-      : service_(service), loaded_(StampOf(FLAGS_topology)) {
+  // `service` is null in etcd mode: no topology file to watch.
+  TopologyReloader(RouterService* service, std::function<void()> on_hangup)
+      : service_(service),
+        on_hangup_(std::move(on_hangup)),
+        loaded_(service != nullptr ? StampOf(FLAGS_topology) : FileStamp()) {
     thread_ = std::thread([this] { Loop(); });
   }
   ~TopologyReloader() {
@@ -177,15 +183,17 @@ class TopologyReloader {
     sigset_t set;
     sigemptyset(&set);
     sigaddset(&set, SIGHUP);
-    const int64_t watch_ms = FLAGS_watch_topology_ms > 0 ? FLAGS_watch_topology_ms : 3600000;
+    const bool watch = service_ != nullptr && FLAGS_watch_topology_ms > 0;
+    const int64_t watch_ms = watch ? FLAGS_watch_topology_ms : 1000;
     const timespec interval = {static_cast<time_t>(watch_ms / 1000),
                                static_cast<long>((watch_ms % 1000) * 1000000)};
     for (;;) {
       const int signal = sigtimedwait(&set, nullptr, &interval);
       if (stopping_.load()) return;
       if (signal == SIGHUP) {
-        Reload("SIGHUP");
-      } else if (FLAGS_watch_topology_ms > 0) {
+        on_hangup_();
+        if (service_ != nullptr) Reload("SIGHUP");
+      } else if (watch) {
         const FileStamp now = StampOf(FLAGS_topology);
         if (now.exists && !(now == loaded_)) Reload("the topology file changed");
       }
@@ -217,6 +225,7 @@ class TopologyReloader {
   }
 
   RouterService* const service_;
+  const std::function<void()> on_hangup_;
   FileStamp loaded_;  // Only the reloader thread touches it after construction.
   std::atomic<bool> stopping_{false};
   std::thread thread_;
@@ -301,6 +310,9 @@ int Run() {
     std::fprintf(stderr, "kv-router: %s\n", std::string(security.status().message()).c_str());
     return 2;
   }
+  // Rotated token and TLS files are put in force without a restart
+  // (--credentials-reload-interval, SIGHUP); before the metrics, which read it.
+  CredentialWatcher credential_watcher(security_flags, &*security);
 
   // Metrics (--metrics-listen): declared before the service that feeds them.
   ServerMetrics metrics(MetricsFlagsFromCommandLine());
@@ -351,6 +363,8 @@ int Run() {
     LOG(ERROR) << "Cannot serve: " << server.status();
     return 1;
   }
+  metrics.AddCollector(
+      [&credential_watcher](ExpositionWriter* out) { credential_watcher.WriteMetrics(out); });
   metrics.AddCollector([&service, &backend_errors](ExpositionWriter* out) {
     backend_errors.Write(kRouterBackendErrors, kRouterBackendErrorsHelp, out);
     WriteRouterStatusMetrics(*service, out);
@@ -396,12 +410,21 @@ int Run() {
     });
   }
 
+  credential_watcher.Start();
   {
-    std::unique_ptr<TopologyReloader> reloader;
-    if (!etcd_mode) reloader = std::make_unique<TopologyReloader>(service.get());
+    TopologyReloader reloader(etcd_mode ? nullptr : service.get(),
+                              [&credential_watcher, &security_flags] {
+                                if (security_flags.reload_interval <= absl::ZeroDuration()) {
+                                  LOG(INFO) << "SIGHUP: --credentials-reload-interval is 0, no "
+                                               "credentials are reloaded";
+                                  return;
+                                }
+                                credential_watcher.RequestCheck();
+                              });
     const int signal = (*server)->WaitForTerminationSignal();
     LOG(INFO) << "Signal " << signal << ": finishing in-flight requests";
   }
+  credential_watcher.Stop();
   if (registration) registration->Stop();
   if (etcd_topology) etcd_topology->Stop();
   metrics.Stop();
