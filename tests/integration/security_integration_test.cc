@@ -3,8 +3,12 @@
 // RPC added without the check fails here; nothing written by a refused call;
 // unsafe flag combinations refused at start-up; and a whole cluster (kv-router
 // -> kv-shard -> kv-replica) over mutual TLS with tokens, where a node holding
-// a certificate from another CA can neither join as a replica nor feed one.
+// a certificate from another CA can neither join as a replica nor feed one;
+// and rotated token and certificate files put in force without a restart
+// (on the reload interval and on SIGHUP), bad ones refused.
 // The CAs, certificates and keys are made at test time with the openssl CLI.
+#include <signal.h>
+#include <stdio.h>
 #include <sys/stat.h>
 
 #include <fstream>
@@ -14,6 +18,7 @@
 #include <vector>
 
 #include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/strip.h"
@@ -23,8 +28,10 @@
 #include "google/protobuf/descriptor.h"
 #include "grpcpp/create_channel.h"
 #include "grpcpp/generic/generic_stub.h"
+#include "grpcpp/security/auth_context.h"
 #include "grpcpp/security/credentials.h"
 #include "gtest/gtest.h"
+#include "httplib.h"
 #include "kvstore/v1/admin.grpc.pb.h"
 #include "kvstore/v1/kv.grpc.pb.h"
 #include "kvstore/v1/replication.grpc.pb.h"
@@ -638,6 +645,197 @@ TEST_F(MutualTlsTest, NodeWithCertificateFromAnotherCaCannotJoin) {
   ASSERT_TRUE(replica_status.ok()) << replica_status.status();
   EXPECT_EQ(replica_status->last_index(), 0u) << replica_status->DebugString();
   EXPECT_EQ(replica_status->key_count(), 0u);
+}
+
+// ---------------------------------------------------------------- credential reload
+
+// Replaces `path` in one step (write aside, rename over), as an operator's
+// rotation should.
+void ReplaceFile(const std::string& path, const std::string& content) {
+  const std::string tmp = path + ".new";
+  WriteFile(tmp, content);
+  ASSERT_EQ(::rename(tmp.c_str(), path.c_str()), 0) << path;
+}
+
+// kvstore_credentials_reloads_total{file, result} from the /metrics of the
+// process whose --metrics-port-file is `port_file`; -1 when unreadable.
+int64_t ReloadCount(const std::string& port_file, const std::string& file,
+                    const std::string& result) {
+  const std::string address(absl::StripSuffix(ReadFileOrEmpty(port_file), "\n"));
+  const size_t colon = address.rfind(':');
+  int port = 0;
+  if (colon == std::string::npos || !absl::SimpleAtoi(address.substr(colon + 1), &port)) return -1;
+  httplib::Client client(address.substr(0, colon), port);
+  client.set_connection_timeout(5);
+  client.set_read_timeout(5);
+  httplib::Result res = client.Get("/metrics");
+  if (!res || res->status != 200) return -1;
+  const std::string series = absl::StrCat("kvstore_credentials_reloads_total{file=\"", file,
+                                          "\",result=\"", result, "\"} ");
+  const size_t at = res->body.find(series);
+  if (at == std::string::npos) return -1;
+  const size_t end = res->body.find('\n', at);
+  int64_t value = -1;
+  if (!absl::SimpleAtoi(res->body.substr(at + series.size(), end - at - series.size()), &value)) {
+    return -1;
+  }
+  return value;
+}
+
+// A KeyValue.Set with `token` on a fresh connection: its status code.
+grpc::StatusCode SetWithToken(const std::string& address,
+                              std::shared_ptr<grpc::ChannelCredentials> credentials,
+                              const std::string& token) {
+  auto kv = v1::KeyValue::NewStub(Channel(address, std::move(credentials)));
+  grpc::ClientContext context;
+  context.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(5)));
+  context.AddMetadata("authorization", absl::StrCat("Bearer ", token));
+  v1::SetRequest request;
+  request.set_key("rotation");
+  request.set_value("v");
+  v1::SetResponse response;
+  return kv->Set(&context, request, &response).error_code();
+}
+
+TEST_F(SecurityIntegrationTest, RotatedTokenFileIsInForceWithinAnIntervalAndABadOneKeepsTheOld) {
+  constexpr char kNewToken[] = "public-token-rotated-42";
+  constexpr absl::Duration kInterval = absl::Seconds(1);
+  ServerProcess shard(tmp_.Join("shard"), KV_SHARD_BIN, "shard");
+  std::vector<std::string> flags = TokenFlags();
+  flags.push_back("--credentials-reload-interval=1s");
+  flags.push_back("--metrics-listen=127.0.0.1:0");
+  const std::string metrics_port = tmp_.Join("shard.metrics");
+  flags.push_back("--metrics-port-file=" + metrics_port);
+  ASSERT_TRUE(shard.Start(flags).ok()) << shard.LogTail();
+  ASSERT_EQ(SetWithToken(shard.address(), nullptr, kPublicToken), grpc::StatusCode::OK);
+  ASSERT_TRUE(WaitFor([&] { return ReloadCount(metrics_port, "auth-token", "ok") == 0; },
+                      absl::Now() + absl::Seconds(10)))
+      << "the series exists from the start";
+
+  ReplaceFile(public_token_file_, absl::StrCat(kNewToken, "\n"));
+  const absl::Time rotated = absl::Now();
+  EXPECT_TRUE(WaitFor(
+      [&] {
+        return SetWithToken(shard.address(), nullptr, kNewToken) == grpc::StatusCode::OK &&
+               SetWithToken(shard.address(), nullptr, kPublicToken) ==
+                   grpc::StatusCode::UNAUTHENTICATED;
+      },
+      rotated + kInterval + absl::Seconds(5), absl::Milliseconds(50)))
+      << shard.LogTail();
+  EXPECT_EQ(ReloadCount(metrics_port, "auth-token", "ok"), 1);
+  EXPECT_TRUE(absl::StrContains(ReadFileOrEmpty(shard.log_path()),
+                                "Reloaded --auth-token-file " + public_token_file_))
+      << shard.LogTail();
+
+  // A token file that does not load: counted, logged, and the token in force
+  // stays in force.
+  ReplaceFile(public_token_file_, "two words\n");
+  EXPECT_TRUE(WaitFor([&] { return ReloadCount(metrics_port, "auth-token", "error") == 1; },
+                      absl::Now() + kInterval + absl::Seconds(5), absl::Milliseconds(50)))
+      << shard.LogTail();
+  EXPECT_EQ(SetWithToken(shard.address(), nullptr, kNewToken), grpc::StatusCode::OK);
+  EXPECT_EQ(SetWithToken(shard.address(), nullptr, "two"), grpc::StatusCode::UNAUTHENTICATED);
+  EXPECT_TRUE(absl::StrContains(ReadFileOrEmpty(shard.log_path()),
+                                "Kept the old token: " + public_token_file_))
+      << shard.LogTail();
+  EXPECT_EQ(ReloadCount(metrics_port, "auth-token", "ok"), 1);
+}
+
+TEST_F(SecurityIntegrationTest, HangupReloadsTokensAtOnceAndLeavesTheServerRunning) {
+  constexpr char kNewAdmin[] = "admin-token-after-hangup";
+  ServerProcess shard(tmp_.Join("shard"), KV_SHARD_BIN, "shard");
+  std::vector<std::string> flags = TokenFlags();
+  flags.push_back("--credentials-reload-interval=1h");  // Only SIGHUP can reload in time.
+  ASSERT_TRUE(shard.Start(flags).ok()) << shard.LogTail();
+  ASSERT_TRUE(Status(shard.address(), nullptr, kAdminToken).ok());
+  ReplaceFile(admin_token_file_, kNewAdmin);
+  ASSERT_EQ(::kill(shard.process().pid(), SIGHUP), 0);
+  EXPECT_TRUE(WaitFor(
+      [&] {
+        return Status(shard.address(), nullptr, kNewAdmin).ok() &&
+               !Status(shard.address(), nullptr, kAdminToken).ok();
+      },
+      absl::Now() + absl::Seconds(5), absl::Milliseconds(50)))
+      << shard.LogTail();
+  EXPECT_TRUE(shard.running());
+  EXPECT_TRUE(absl::StrContains(ReadFileOrEmpty(shard.log_path()), "(SIGHUP)")) << shard.LogTail();
+}
+
+// The common name of the certificate the server at `address` shows a new
+// connection (made with `credentials`), learned on an Admin.Status call; the
+// call's error when it fails.
+std::string ServerCommonName(const std::string& address,
+                             std::shared_ptr<grpc::ChannelCredentials> credentials) {
+  auto stub = v1::Admin::NewStub(Channel(address, std::move(credentials)));
+  grpc::ClientContext context;
+  context.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(5)));
+  v1::StatusResponse response;
+  grpc::Status s = stub->Status(&context, v1::StatusRequest(), &response);
+  if (!s.ok()) return absl::StrCat("error: ", Describe(s));
+  const std::shared_ptr<const grpc::AuthContext> auth = context.auth_context();
+  if (auth == nullptr) return "no auth context";
+  for (const grpc::string_ref& name : auth->FindPropertyValues("x509_common_name")) {
+    return std::string(name.data(), name.size());
+  }
+  return "no common name";
+}
+
+TEST_F(MutualTlsTest, RotatedServerCertificateReachesNewConnectionsAndAMismatchedKeyIsRefused) {
+  constexpr absl::Duration kInterval = absl::Seconds(1);
+  ASSERT_TRUE(pki_->MakeLeaf("node2", "ca").ok());
+  // The shard reads copies, which the test replaces as an operator would.
+  const std::string cert = WriteFile(tmp_.Join("server.pem"), ReadFileOrEmpty(pki_->pem("node")));
+  const std::string key = WriteFile(tmp_.Join("server.key"), ReadFileOrEmpty(pki_->key("node")));
+  const std::string metrics_port = tmp_.Join("shard.metrics");
+  std::vector<std::string> flags = {
+      "--tls-cert=" + cert,           "--tls-key=" + key,
+      "--tls-ca=" + pki_->pem("ca"),  "--credentials-reload-interval=1s",
+      "--metrics-listen=127.0.0.1:0", "--metrics-port-file=" + metrics_port};
+  for (const std::string& f : TokenFlags()) flags.push_back(f);
+  const auto client = pki_->Client("client", "ca");
+  TlsServer shard(tmp_.Join("shard"), KV_SHARD_BIN, "shard");
+  ASSERT_TRUE(shard.Start(flags, client).ok()) << shard.LogTail();
+  ASSERT_EQ(ServerCommonName(shard.address(), client), "node");
+
+  // Key first, then certificate, each renamed over: a check between the two
+  // renames sees a pair that does not match, which must not count as a
+  // failed reload.
+  ReplaceFile(key, ReadFileOrEmpty(pki_->key("node2")));
+  ReplaceFile(cert, ReadFileOrEmpty(pki_->pem("node2")));
+  const absl::Time rotated = absl::Now();
+  std::string seen;
+  EXPECT_TRUE(WaitFor(
+      [&] {
+        seen = ServerCommonName(shard.address(), client);
+        return seen == "node2";
+      },
+      rotated + 2 * kInterval + absl::Seconds(5), absl::Milliseconds(100)))
+      << seen << "\n"
+      << shard.LogTail();
+  EXPECT_TRUE(WaitFor([&] { return ReloadCount(metrics_port, "tls-cert", "ok") == 1; },
+                      absl::Now() + absl::Seconds(5)));
+  EXPECT_EQ(ReloadCount(metrics_port, "tls-cert", "error"), 0);
+
+  // A key that is not the certificate's: refused, and new connections still
+  // get the pair in force.
+  ReplaceFile(key, ReadFileOrEmpty(pki_->key("client")));
+  EXPECT_TRUE(WaitFor([&] { return ReloadCount(metrics_port, "tls-cert", "error") == 1; },
+                      absl::Now() + 2 * kInterval + absl::Seconds(5), absl::Milliseconds(100)))
+      << shard.LogTail();
+  EXPECT_TRUE(
+      absl::StrContains(ReadFileOrEmpty(shard.log_path()), "Kept the old certificate: " + cert))
+      << shard.LogTail();
+  // Every new connection for two more intervals (past gRPC's own poll of
+  // the staged copies) still gets the pair in force.
+  EXPECT_FALSE(WaitFor(
+      [&] {
+        seen = ServerCommonName(shard.address(), client);
+        return seen != "node2";
+      },
+      absl::Now() + 2 * kInterval, absl::Milliseconds(200)))
+      << seen << "\n"
+      << shard.LogTail();
+  EXPECT_EQ(ReloadCount(metrics_port, "tls-cert", "ok"), 1);
 }
 
 }  // namespace
