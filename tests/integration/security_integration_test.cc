@@ -761,6 +761,52 @@ TEST_F(SecurityIntegrationTest, HangupReloadsTokensAtOnceAndLeavesTheServerRunni
   EXPECT_TRUE(absl::StrContains(ReadFileOrEmpty(shard.log_path()), "(SIGHUP)")) << shard.LogTail();
 }
 
+TEST_F(SecurityIntegrationTest, RouterSendsARotatedBackendTokenOnItsOpenChannel) {
+  constexpr char kShardToken[] = "shard-token-one";
+  constexpr char kShardTokenNext[] = "shard-token-two";
+  const std::string shard_token_file = WriteFile(tmp_.Join("shard.token"), kShardToken);
+  const std::string backend_token_file = WriteFile(tmp_.Join("backend.token"), kShardToken);
+  ServerProcess shard(tmp_.Join("shard"), KV_SHARD_BIN, "shard");
+  ASSERT_TRUE(
+      shard
+          .Start({"--auth-token-file=" + shard_token_file,
+                  "--admin-token-file=" + admin_token_file_, "--credentials-reload-interval=1s"})
+          .ok())
+      << shard.LogTail();
+  RouterProcess router(tmp_.Join("router"));
+  Topology topology;
+  topology.shards.push_back(ShardTopology{"shard-0", shard.address(), {}});
+  const std::string topology_file = tmp_.Join("topology.yaml");
+  ASSERT_TRUE(WriteTopologyFile(topology_file, topology).ok());
+  std::vector<std::string> router_flags = TokenFlags();
+  router_flags.push_back("--backend-token-file=" + backend_token_file);
+  router_flags.push_back("--credentials-reload-interval=1s");
+  ASSERT_TRUE(router.Start(topology_file, router_flags).ok()) << router.LogTail();
+  // The router's channel to the shard is open and in use.
+  ASSERT_EQ(SetWithToken(router.address(), nullptr, kPublicToken), grpc::StatusCode::OK)
+      << router.LogTail();
+
+  ReplaceFile(shard_token_file, kShardTokenNext);
+  ReplaceFile(backend_token_file, kShardTokenNext);
+  // Once the shard refuses the old token, a call through the router (on the
+  // channel it already had) succeeds only if it carries the new one.
+  grpc::StatusCode through_router = grpc::StatusCode::UNKNOWN;
+  EXPECT_TRUE(WaitFor(
+      [&] {
+        if (SetWithToken(shard.address(), nullptr, kShardToken) !=
+            grpc::StatusCode::UNAUTHENTICATED) {
+          return false;
+        }
+        through_router = SetWithToken(router.address(), nullptr, kPublicToken);
+        return through_router == grpc::StatusCode::OK;
+      },
+      absl::Now() + absl::Seconds(1) + absl::Seconds(5), absl::Milliseconds(50)))
+      << "through the router: " << through_router << "\n"
+      << router.LogTail();
+  EXPECT_EQ(router.CountLogLines("Reloaded --backend-token-file " + backend_token_file), 1)
+      << router.LogTail();
+}
+
 // The common name of the certificate the server at `address` shows a new
 // connection (made with `credentials`), learned on an Admin.Status call; the
 // call's error when it fails.
