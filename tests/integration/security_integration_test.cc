@@ -707,7 +707,11 @@ TEST_F(SecurityIntegrationTest, RotatedTokenFileIsInForceWithinAnIntervalAndABad
   const std::string metrics_port = tmp_.Join("shard.metrics");
   flags.push_back("--metrics-port-file=" + metrics_port);
   ASSERT_TRUE(shard.Start(flags).ok()) << shard.LogTail();
-  ASSERT_EQ(SetWithToken(shard.address(), nullptr, kPublicToken), grpc::StatusCode::OK);
+  // Health answers before the leader takes writes: wait for the first one.
+  ASSERT_TRUE(WaitFor(
+      [&] { return SetWithToken(shard.address(), nullptr, kPublicToken) == grpc::StatusCode::OK; },
+      absl::Now() + absl::Seconds(10), absl::Milliseconds(50)))
+      << shard.LogTail();
   ASSERT_TRUE(WaitFor([&] { return ReloadCount(metrics_port, "auth-token", "ok") == 0; },
                       absl::Now() + absl::Seconds(10)))
       << "the series exists from the start";
@@ -782,8 +786,11 @@ TEST_F(SecurityIntegrationTest, RouterSendsARotatedBackendTokenOnItsOpenChannel)
   router_flags.push_back("--backend-token-file=" + backend_token_file);
   router_flags.push_back("--credentials-reload-interval=1s");
   ASSERT_TRUE(router.Start(topology_file, router_flags).ok()) << router.LogTail();
-  // The router's channel to the shard is open and in use.
-  ASSERT_EQ(SetWithToken(router.address(), nullptr, kPublicToken), grpc::StatusCode::OK)
+  // The router's channel to the shard is open and in use (health answers
+  // before the leader takes writes: wait for the first one).
+  ASSERT_TRUE(WaitFor(
+      [&] { return SetWithToken(router.address(), nullptr, kPublicToken) == grpc::StatusCode::OK; },
+      absl::Now() + absl::Seconds(10), absl::Milliseconds(50)))
       << router.LogTail();
 
   ReplaceFile(shard_token_file, kShardTokenNext);
