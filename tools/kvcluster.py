@@ -363,7 +363,8 @@ def read_state(data_dir):
 def write_state(data_dir, state):
     """Atomically, so a script never reads half a file."""
     state["pids"] = {n["name"]: n["pid"] for n in state["nodes"]}
-    tmp = state_path(data_dir) + ".tmp"
+    # Per process: a detached supervisor and its parent may both write it.
+    tmp = f"{state_path(data_dir)}.tmp.{os.getpid()}"
     with open(tmp, "w") as f:
         json.dump(state, f, indent=1)
     os.replace(tmp, state_path(data_dir))
@@ -629,6 +630,9 @@ Try, in another terminal:
             # A supervisor in the background keeps restarting what dies.
             pid = os.fork()
             if pid != 0:
+                # Recorded before `up` returns, so a script that reads the state at once finds it.
+                state["supervisor"] = pid
+                write_state(data_dir, state)
                 print(f"Detached, supervised by pid {pid} (--restart). Stop it with: "
                       "tools/kvcluster down")
                 return 0
