@@ -45,13 +45,12 @@ absl::StatusOr<Scenario> LoadScenario(const std::string& path) {
   s.path = path;
   try {
     const YAML::Node root = YAML::LoadFile(path);
-    if (absl::Status st =
-            CheckKeys(root,
-                      {"name", "description", "replicas", "server_flags", "duration_s", "max_ops",
-                       "request_timeout_ms", "workloads", "nemesis", "expect",
-                       "check_time_limit_ms", "preload", "requires_controls", "tmpfs", "faketime",
-                       "network"},
-                      path);
+    if (absl::Status st = CheckKeys(
+            root,
+            {"name", "description", "replicas", "server_flags", "duration_s", "max_ops",
+             "request_timeout_ms", "workloads", "nemesis", "expect", "check_time_limit_ms",
+             "preload", "requires_controls", "tmpfs", "faketime", "network"},
+            path);
         !st.ok()) {
       return st;
     }

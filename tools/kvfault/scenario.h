@@ -76,8 +76,8 @@ struct Step {
   int64_t bytes = 0;               // truncate-log
   std::string expect_log;          // watch-index: text the leader's log must show
   std::vector<std::string> flags;  // restart: extra flags for that start only
-  NetStep net;                   // net: link, mode, delay_ms, jitter_ms, rate_kbps
-  std::string expect;            // probe-write
+  NetStep net;                     // net: link, mode, delay_ms, jitter_ms, rate_kbps
+  std::string expect;              // probe-write
 };
 
 // Whether `action` is one of nemesis_disk.h's.
