@@ -1,9 +1,11 @@
 #include "common/security/staged_tls_files.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -12,8 +14,11 @@
 #include <cstdio>
 #include <ctime>
 #include <utility>
+#include <vector>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "glog/logging.h"
 
 namespace kvstore {
 namespace {
@@ -50,24 +55,93 @@ absl::StatusOr<int> MemoryFile(const char* name, const std::string& data, int64_
   return fd;
 }
 
+constexpr char kPrefix[] = "kvstore-tls-";
+constexpr char kLockName[] = "owner.lock";
+
+// Removes what a StagedTlsFiles directory can hold: the generations' links,
+// the generations, the current links, the lock, then the directory. Only
+// those names: anything else in it makes the final rmdir fail, and the
+// directory stays.
+void RemoveStagingDirectory(const std::string& dir) {
+  if (DIR* d = ::opendir(dir.c_str()); d != nullptr) {
+    while (const dirent* entry = ::readdir(d)) {
+      const std::string name = entry->d_name;
+      if (!absl::StartsWith(name, "gen-")) continue;
+      for (const char* file : kNames) ::unlink(absl::StrCat(dir, "/", name, "/", file).c_str());
+      ::rmdir(absl::StrCat(dir, "/", name).c_str());
+    }
+    ::closedir(d);
+  }
+  for (const char* name : {"current", "current.tmp", kLockName}) {
+    ::unlink(absl::StrCat(dir, "/", name).c_str());
+  }
+  ::rmdir(dir.c_str());
+}
+
+// The staging directories under `base` whose owner is gone: their lock can
+// be taken. A directory without a lock file is left alone: it is being
+// created right now (the lock follows mkdtemp at once), or belongs to a
+// process of a version without locks, which may still be using it.
+int RemoveStaleStagingDirectories(const std::string& base) {
+  DIR* d = ::opendir(base.c_str());
+  if (d == nullptr) return 0;
+  std::vector<std::string> candidates;
+  while (const dirent* entry = ::readdir(d)) {
+    if (absl::StartsWith(entry->d_name, kPrefix)) candidates.push_back(entry->d_name);
+  }
+  ::closedir(d);
+  int removed = 0;
+  for (const std::string& name : candidates) {
+    const std::string dir = absl::StrCat(base, "/", name);
+    struct stat st;
+    if (::lstat(dir.c_str(), &st) != 0 || !S_ISDIR(st.st_mode) || st.st_uid != ::geteuid())
+      continue;
+    const int fd = ::open(absl::StrCat(dir, "/", kLockName).c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0) continue;
+    if (::flock(fd, LOCK_EX | LOCK_NB) != 0) {
+      ::close(fd);  // Its owner lives.
+      continue;
+    }
+    RemoveStagingDirectory(dir);
+    ::close(fd);
+    LOG(INFO) << "Removed " << dir << ", the TLS staging directory of a process that is gone "
+              << "(dangling links only, no key material)";
+    ++removed;
+  }
+  return removed;
+}
+
 }  // namespace
 
-absl::StatusOr<std::unique_ptr<StagedTlsFiles>> StagedTlsFiles::Create(
-    const TlsContents& contents) {
-  const char* base = std::getenv("TMPDIR");
-  std::string pattern =
-      absl::StrCat(base != nullptr && *base != '\0' ? base : "/tmp", "/kvstore-tls-XXXXXX");
+absl::StatusOr<std::unique_ptr<StagedTlsFiles>> StagedTlsFiles::Create(const TlsContents& contents,
+                                                                       int* stale_removed) {
+  const char* tmpdir = std::getenv("TMPDIR");
+  const std::string base = tmpdir != nullptr && *tmpdir != '\0' ? tmpdir : "/tmp";
+  const int removed = RemoveStaleStagingDirectories(base);
+  if (stale_removed != nullptr) *stale_removed = removed;
+  std::string pattern = absl::StrCat(base, "/", kPrefix, "XXXXXX");
   if (::mkdtemp(pattern.data()) == nullptr) return Errno(absl::StrCat("mkdtemp ", pattern));
   std::unique_ptr<StagedTlsFiles> staged(
       new StagedTlsFiles(pattern, !contents.cert.empty(), !contents.ca.empty()));
+  if (absl::Status s = staged->LockOwnership(); !s.ok()) return s;
   if (absl::Status s = staged->Publish(contents); !s.ok()) return s;
   return staged;
+}
+
+absl::Status StagedTlsFiles::LockOwnership() {
+  const std::string path = absl::StrCat(dir_, "/", kLockName);
+  lock_fd_ = ::open(path.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+  if (lock_fd_ < 0) return Errno(absl::StrCat("create ", path));
+  if (::flock(lock_fd_, LOCK_EX | LOCK_NB) != 0) return Errno(absl::StrCat("flock ", path));
+  return absl::OkStatus();
 }
 
 StagedTlsFiles::~StagedTlsFiles() {
   RemoveGeneration(&previous_);
   RemoveGeneration(&current_);
   ::unlink((dir_ + "/current").c_str());
+  ::unlink(absl::StrCat(dir_, "/", kLockName).c_str());
+  if (lock_fd_ >= 0) ::close(lock_fd_);
   ::rmdir(dir_.c_str());
 }
 

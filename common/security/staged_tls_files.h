@@ -13,6 +13,11 @@
 // only a directory of dangling links under $TMPDIR (or /tmp):
 //   <dir>/current -> gen-<n>/   (swapped with one rename)
 //   <dir>/gen-<n>/{key,cert,ca}.pem -> /proc/self/fd/<memfd>
+//   <dir>/owner.lock            (flock'ed by the owner for its whole life)
+// A directory left by a process that died without its destructor (kill -9)
+// is removed by the next Create under the same $TMPDIR: its lock is free. The
+// lock, not a pid, tells a dead owner apart, so a process in another pid
+// namespace sharing the directory is never mistaken for a dead one.
 // gRPC reads key and certificate one after the other, comparing each file's
 // modification time (whole seconds) before and after; every generation's
 // files carry a time later than the previous generation's, so a read that
@@ -41,8 +46,11 @@ struct TlsContents {
 
 class StagedTlsFiles {
  public:
-  // A new directory under $TMPDIR (or /tmp) holding `contents`.
-  static absl::StatusOr<std::unique_ptr<StagedTlsFiles>> Create(const TlsContents& contents);
+  // A new directory under $TMPDIR (or /tmp) holding `contents`. First removes
+  // the directories of owners that are gone (see above); returns how many in
+  // `*stale_removed` when given.
+  static absl::StatusOr<std::unique_ptr<StagedTlsFiles>> Create(const TlsContents& contents,
+                                                                int* stale_removed = nullptr);
   ~StagedTlsFiles();  // Removes the directory and closes the memfds.
   StagedTlsFiles(const StagedTlsFiles&) = delete;
   StagedTlsFiles& operator=(const StagedTlsFiles&) = delete;
@@ -64,6 +72,7 @@ class StagedTlsFiles {
   };
   explicit StagedTlsFiles(std::string dir, bool has_identity, bool has_ca)
       : dir_(std::move(dir)), has_identity_(has_identity), has_ca_(has_ca) {}
+  absl::Status LockOwnership();
   absl::Status WriteGeneration(const TlsContents& contents, Generation* out);
   void RemoveGeneration(Generation* generation);
 
@@ -71,6 +80,7 @@ class StagedTlsFiles {
   const bool has_identity_;
   const bool has_ca_;
   int64_t last_mtime_ = 0;  // Seconds; strictly increases per generation.
+  int lock_fd_ = -1;        // owner.lock, flock'ed while this object lives.
   Generation current_;
   // Kept for one more generation, so a read that resolved its path just
   // before a swap still finds its file.

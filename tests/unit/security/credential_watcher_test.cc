@@ -7,9 +7,13 @@
 #include <openssl/evp.h>
 #include <openssl/pem.h>
 #include <openssl/x509.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <sys/file.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <cstdlib>
 #include <filesystem>
@@ -269,6 +273,73 @@ TEST(StagedTlsFilesTest, EachGenerationIsLaterAndTheDirectoryGoesAway) {
   const std::string dir = std::filesystem::path(cert_path).parent_path().parent_path();
   staged->reset();
   EXPECT_FALSE(std::filesystem::exists(dir));
+}
+
+// A process killed with -9 runs no destructor: its directory (dangling links
+// only) stays until the next process creates one under the same $TMPDIR,
+// which removes it because nobody holds its lock any more. A directory whose
+// lock is held, or that has no lock file, is not touched.
+TEST(StagedTlsFilesTest, TheDirectoryOfAKilledProcessIsRemovedByTheNextOne) {
+  const KeyPair a = SelfSigned("a", 1);
+  const std::string base =
+      std::filesystem::temp_directory_path() / ("staged-tls-test-" + std::to_string(::getpid()));
+  std::filesystem::remove_all(base);
+  ASSERT_TRUE(std::filesystem::create_directory(base));
+  const char* old_tmpdir = std::getenv("TMPDIR");
+  const std::string saved_tmpdir = old_tmpdir == nullptr ? "" : old_tmpdir;
+  ::setenv("TMPDIR", base.c_str(), 1);
+
+  int pipe_fds[2];
+  ASSERT_EQ(::pipe(pipe_fds), 0);
+  const pid_t child = ::fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) {
+    absl::StatusOr<std::unique_ptr<StagedTlsFiles>> staged =
+        StagedTlsFiles::Create(TlsContents{a.cert, a.key, ""});
+    const std::string path = staged.ok() ? (*staged)->cert_path() : "";
+    (void)!::write(pipe_fds[1], path.data(), path.size());
+    ::close(pipe_fds[1]);
+    ::pause();  // Until killed.
+    ::_exit(0);
+  }
+  ::close(pipe_fds[1]);
+  char buf[4096];
+  const ssize_t n = ::read(pipe_fds[0], buf, sizeof buf);
+  ::close(pipe_fds[0]);
+  ASSERT_GT(n, 0);
+  const std::string killed_dir =
+      std::filesystem::path(std::string(buf, static_cast<size_t>(n))).parent_path().parent_path();
+  ::kill(child, SIGKILL);
+  ::waitpid(child, nullptr, 0);
+  ASSERT_TRUE(std::filesystem::exists(killed_dir));
+
+  // A live owner's directory (its lock held) and one without a lock file.
+  const std::string live_dir = base + "/kvstore-tls-live";
+  ASSERT_TRUE(std::filesystem::create_directory(live_dir));
+  const int live_lock = ::open((live_dir + "/owner.lock").c_str(), O_RDWR | O_CREAT, 0600);
+  ASSERT_GE(live_lock, 0);
+  ASSERT_EQ(::flock(live_lock, LOCK_EX | LOCK_NB), 0);
+  const std::string lockless_dir = base + "/kvstore-tls-nolock";
+  ASSERT_TRUE(std::filesystem::create_directory(lockless_dir));
+
+  int removed = -1;
+  absl::StatusOr<std::unique_ptr<StagedTlsFiles>> next =
+      StagedTlsFiles::Create(TlsContents{a.cert, a.key, ""}, &removed);
+  ASSERT_TRUE(next.ok()) << next.status();
+  EXPECT_EQ(removed, 1);
+  EXPECT_FALSE(std::filesystem::exists(killed_dir));
+  EXPECT_TRUE(std::filesystem::exists(live_dir));
+  EXPECT_TRUE(std::filesystem::exists(lockless_dir));
+  EXPECT_EQ(ReadAll((*next)->cert_path()), a.cert);
+
+  next->reset();
+  ::close(live_lock);
+  if (saved_tmpdir.empty()) {
+    ::unsetenv("TMPDIR");
+  } else {
+    ::setenv("TMPDIR", saved_tmpdir.c_str(), 1);
+  }
+  std::filesystem::remove_all(base);
 }
 
 }  // namespace
