@@ -389,8 +389,16 @@ TEST_F(SecurityIntegrationTest, TokensGuardEveryRpcOfShardAndRouter) {
 TEST_F(SecurityIntegrationTest, RefusedWritesApplyNothing) {
   ServerProcess shard(tmp_.Join("shard"), KV_SHARD_BIN, "shard");
   ASSERT_TRUE(shard.Start(TokenFlags()).ok()) << shard.LogTail();
-  absl::StatusOr<v1::StatusResponse> before = Status(shard.address(), nullptr, kAdminToken);
-  ASSERT_TRUE(before.ok()) << before.status();
+  // Health answers before the leader has logged its epoch record: wait for
+  // it, so that the comparison below sees only what the refused writes did.
+  absl::StatusOr<v1::StatusResponse> before;
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        before = Status(shard.address(), nullptr, kAdminToken);
+        return before.ok() && before->last_index() > 0;
+      },
+      absl::Now() + absl::Seconds(10), absl::Milliseconds(50)))
+      << (before.ok() ? "" : before.status().ToString()) << shard.LogTail();
   auto kv = v1::KeyValue::NewStub(Channel(shard.address(), nullptr));
   for (const std::string& token : {std::string(), std::string(kAdminToken), std::string("x")}) {
     grpc::ClientContext context;
