@@ -10,6 +10,7 @@
 #include "absl/synchronization/notification.h"
 #include "common/coord/txn.h"
 #include "common/server/grpc_status.h"
+#include "common/storage/storage_failpoints.h"
 #include "glog/logging.h"
 #include "grpcpp/client_context.h"
 #include "services/node/migration_failpoints.h"
@@ -537,7 +538,7 @@ absl::Status MigrationDriver::CopyAndCatchUp(Run& run) {
       // catch-up while a source's record still says it copies.
       if (absl::Status s = FlushProgress(run, true); !s.ok()) return s;
       if (absl::Status s = SetPhase(run, "catchup"); !s.ok()) return s;
-      KV_MIGRATION_FAILPOINT(failpoints::kDriverCatchupEntered);
+      KV_FAILPOINT_CRASH(failpoints::kDriverCatchupEntered);
     }
     if (close) {
       absl::StatusOr<bool> done = Cutover(run);
@@ -627,7 +628,7 @@ absl::Status MigrationDriver::Step(Run& run, Source& source, bool throttled, boo
     }
     uint64_t applied = 0;
     if (absl::Status i = Import(response.keys(), &applied); !i.ok()) return i;
-    KV_MIGRATION_FAILPOINT(failpoints::kDriverCopyPageImported);
+    KV_FAILPOINT_CRASH(failpoints::kDriverCopyPageImported);
     uint64_t bytes = 0;
     for (const v1::MovedKey& k : response.keys()) bytes += k.key().size() + k.value().size();
     p.keys_copied += response.keys_size();
@@ -741,7 +742,7 @@ absl::StatusOr<bool> MigrationDriver::Cutover(Run& run) {
     source.epoch = response.epoch();
     max_source_epoch = std::max(max_source_epoch, source.epoch);
   }
-  KV_MIGRATION_FAILPOINT(failpoints::kDriverSourcesFenced);
+  KV_FAILPOINT_CRASH(failpoints::kDriverSourcesFenced);
   // Apply every source's log through its fence index.
   for (;;) {
     bool all = true;
@@ -848,7 +849,7 @@ absl::StatusOr<bool> MigrationDriver::Cutover(Run& run) {
     run.record = next;
     run.record_revision = r->header().revision();
   }
-  KV_MIGRATION_FAILPOINT(failpoints::kDriverSwitched);
+  KV_FAILPOINT_CRASH(failpoints::kDriverSwitched);
   options_.install_ring(run.after, to.version);
   const int64_t pause_ms = absl::ToInt64Milliseconds(absl::Now() - started);
   for (Source& source : run.sources) {
@@ -991,7 +992,7 @@ absl::Status MigrationDriver::CleanupSources(Run& run) {
         continue;
       }
       source.progress.keys_cleaned += response.deleted();
-      KV_MIGRATION_FAILPOINT(failpoints::kDriverCleanupPage);
+      KV_FAILPOINT_CRASH(failpoints::kDriverCleanupPage);
       cursor = response.next_cursor();
       done = response.done();
       if (absl::Status f = FlushProgress(run, false); !f.ok()) return f;

@@ -1,10 +1,8 @@
 // Named failpoints of online resharding (docs/resharding.md, "Crash matrix").
 //
-// Compiled in only when the build is configured with -DKV_FAULT_CONTROLS=ON
-// (which defines FIU_ENABLE for the node's targets and links libfiu); in any
-// other build KV_MIGRATION_FAILPOINT expands to nothing and libfiu is not
-// needed. An enabled failpoint's action is to crash the process exactly
-// there, with SIGKILL (no destructors, no flush: as kill -9), so that a test
+// The names only: the crash itself is common/storage/storage_failpoints.h's
+// KV_FAILPOINT_CRASH (SIGKILL exactly there: no destructors, no flush, as
+// kill -9), compiled in only in a -DKV_FAULT_CONTROLS=ON build, so that a test
 // can stop a process at a named step of the protocol without racing a timer.
 //
 // They are enabled in kv-shard / kv-replica by --failpoints=NAME[,NAME...]
@@ -13,17 +11,6 @@
 // (the node listens on DATA_DIR/fiu-ctrl-PID.in, fault builds only).
 #ifndef KVSTORE_SERVICES_NODE_MIGRATION_FAILPOINTS_H_
 #define KVSTORE_SERVICES_NODE_MIGRATION_FAILPOINTS_H_
-
-#ifdef FIU_ENABLE
-#include <fiu-local.h>
-
-#include <csignal>
-#define KV_MIGRATION_FAILPOINT(name) fiu_do_on(name, raise(SIGKILL))
-#else
-#define KV_MIGRATION_FAILPOINT(name) \
-  do {                               \
-  } while (0)
-#endif
 
 namespace kvstore {
 namespace failpoints {

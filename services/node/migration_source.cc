@@ -8,6 +8,7 @@
 #include "common/server/grpc_status.h"
 #include "common/storage/log_format.h"
 #include "common/storage/op.h"
+#include "common/storage/storage_failpoints.h"
 #include "glog/logging.h"
 #include "services/node/migration_failpoints.h"
 #include "services/node/moved_keys.h"
@@ -265,7 +266,7 @@ absl::Status MigrationSourceService::ServeFence(const v1::MigrationFenceRequest&
   const RangeSet ranges = RangesFromProto(request.ranges());
   uint64_t fence = 0;
   hooks_.hold_and_run(ranges, request.to_ring_version(), [&] { fence = store_->last_index(); });
-  KV_MIGRATION_FAILPOINT(failpoints::kSourceFenced);
+  KV_FAILPOINT_CRASH(failpoints::kSourceFenced);
   response->set_fence_index(fence);
   response->set_epoch(store_->epoch());
   LOG(INFO) << "Migration " << request.migration_id() << ": holding " << ranges.ranges().size()
@@ -312,7 +313,7 @@ void MigrationSourceService::ServeCleanup(const v1::MigrationCleanupRequest& req
   store_->Write(
       std::move(deletes), Durability::kDefault,
       [response, done = std::move(done)](std::vector<MutationResult> results) {
-        KV_MIGRATION_FAILPOINT(failpoints::kSourceCleanupPage);
+        KV_FAILPOINT_CRASH(failpoints::kSourceCleanupPage);
         uint64_t deleted = 0;
         absl::Status first_error;
         for (const MutationResult& r : results) {
