@@ -351,6 +351,21 @@ class FailoverTest : public ::testing::Test {
   // resumed once it is in etcd.
   void TransferRoundsUnderLoad(bool lagging_target);
 
+  // Waits (10 s) until member `id`'s record in etcd says it is a replica
+  // holding data: records are published at most every 250 ms, and kvctl
+  // refuses an "empty" transfer target without --force.
+  bool AwaitMemberRecordShowsData(const std::string& id) {
+    return WaitFor(
+        [&] {
+          absl::StatusOr<coord::RangeResult> r =
+              etcd_client_->Range(coord::MemberKey(kPrefix, kShard, id));
+          if (!r.ok() || r->kvs.empty()) return false;
+          absl::StatusOr<coord::MemberRecord> m = coord::ParseMemberValue(id, r->kvs[0].value());
+          return m.ok() && m->state == "replica" && m->durable_index > 0;
+        },
+        absl::Now() + absl::Seconds(10));
+  }
+
   std::string Logs() {
     std::string out;
     for (auto& n : nodes_) absl::StrAppend(&out, "--- ", n->log_path(), ":\n", n->LogTail(2500));
@@ -701,17 +716,7 @@ void FailoverTest::TransferRoundsUnderLoad(bool lagging_target) {
     ServerProcess* target = NodeById(to);
     ASSERT_NE(target, nullptr);
     if (lagging_target) {
-      // Its member record shows data first (it is published at most every
-      // 250 ms, and kvctl refuses an "empty" target without --force).
-      ASSERT_TRUE(WaitFor(
-          [&] {
-            absl::StatusOr<coord::RangeResult> r =
-                etcd_client_->Range(coord::MemberKey(kPrefix, kShard, to));
-            if (!r.ok() || r->kvs.empty()) return false;
-            absl::StatusOr<coord::MemberRecord> m = coord::ParseMemberValue(to, r->kvs[0].value());
-            return m.ok() && m->state == "replica" && m->durable_index > 0;
-          },
-          absl::Now() + absl::Seconds(10)))
+      ASSERT_TRUE(AwaitMemberRecordShowsData(to))
           << Logs();
       // The target stops applying while the leader acknowledges alone, so
       // at the pause it lacks acknowledged writes the leader must wait for.
@@ -839,17 +844,8 @@ TEST_F(FailoverTest, ATransferToATargetThatCannotCatchUpChangesNothing) {
   WriteLoad load(router_.address(), &oracle);
   ASSERT_TRUE(WaitFor([&] { return oracle.acks() >= 50; }, absl::Now() + absl::Seconds(10)))
       << Logs();
-  // Its member record shows data first (published at most every 250 ms; an
-  // "empty" target is refused up front, which is not what this test is for).
-  ASSERT_TRUE(WaitFor(
-      [&] {
-        absl::StatusOr<coord::RangeResult> r =
-            etcd_client_->Range(coord::MemberKey(kPrefix, kShard, to));
-        if (!r.ok() || r->kvs.empty()) return false;
-        absl::StatusOr<coord::MemberRecord> m = coord::ParseMemberValue(to, r->kvs[0].value());
-        return m.ok() && m->state == "replica" && m->durable_index > 0;
-      },
-      absl::Now() + absl::Seconds(10)))
+  // An "empty" target is refused up front, which is not what this test is for.
+  ASSERT_TRUE(AwaitMemberRecordShowsData(to))
       << Logs();
   ASSERT_TRUE(target->process().Kill(SIGSTOP).ok());
   const size_t stopped_at = oracle.acks();
