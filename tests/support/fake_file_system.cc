@@ -25,14 +25,17 @@ class FakeFileSystem::Writable final : public WritableFile {
   absl::Status Sync() override {
     absl::MutexLock l(&fs_->mu_);
     if (absl::Status s = FlushLocked(); !s.ok()) return s;
+    // What fdatasync promises: the bytes written before it started. Bytes
+    // appended by another handle while it runs (a slow disk) may be left out.
+    const uint64_t covered = inode_->data.size();
     if (fs_->hold_syncs_ && absl::StrContains(path_, fs_->hold_syncs_of_)) {
       ++fs_->syncs_waiting_;
-      fs_->mu_.Await(absl::Condition(
-          +[](bool* hold) { return !*hold; }, &fs_->hold_syncs_));
+      fs_->mu_.Await(absl::Condition(fs_, &FakeFileSystem::SyncMayProceed));
       --fs_->syncs_waiting_;
+      if (fs_->hold_syncs_) --fs_->sync_permits_;
     }
     if (absl::Status s = Check(Op::kSync); !s.ok()) return s;
-    inode_->synced = inode_->data.size();
+    inode_->synced = std::max(inode_->synced, std::min<uint64_t>(covered, inode_->data.size()));
     return absl::OkStatus();
   }
   absl::Status Close() override {
@@ -278,7 +281,15 @@ void FakeFileSystem::HoldSyncs(bool hold, std::string path_part) {
   absl::MutexLock l(&mu_);
   hold_syncs_ = hold;
   hold_syncs_of_ = std::move(path_part);
+  sync_permits_ = 0;
 }
+
+void FakeFileSystem::ReleaseSyncs(int n) {
+  absl::MutexLock l(&mu_);
+  sync_permits_ += n;
+}
+
+bool FakeFileSystem::SyncMayProceed() const { return !hold_syncs_ || sync_permits_ > 0; }
 
 int FakeFileSystem::syncs_waiting() const {
   absl::MutexLock l(&mu_);

@@ -11,7 +11,10 @@
 //  - FailAfter(): a chosen kind of operation starts failing (EIO-like), as a
 //    full or broken disk would make it; the number injected is counted.
 //  - HoldSyncs(): file Sync() calls block until released, as a slow disk makes
-//    them, so a test can act while a group commit is between write and fsync.
+//    them, so a test can act while a group commit is between write and fsync;
+//    ReleaseSyncs() lets them through one at a time. A Sync makes durable what
+//    the file held when it started, not what another handle appended while it
+//    waited: fdatasync promises no more, and a pipelined log relies on it.
 //
 // After a crash every handle opened before it returns an error, like the dead
 // process's file descriptors. Thread-safe.
@@ -64,6 +67,8 @@ class FakeFileSystem final : public FileSystem {
   // contains it (e.g. "wal-": the log, not the EPOCH file). syncs_waiting()
   // counts the calls waiting now.
   void HoldSyncs(bool hold, std::string path_part = "");
+  // While held: lets the next `n` held Syncs (waiting now or later) proceed.
+  void ReleaseSyncs(int n);
   int syncs_waiting() const;
 
   // Direct access for tests that damage files on purpose. SetContents makes the
@@ -80,6 +85,7 @@ class FakeFileSystem final : public FileSystem {
   class Sequential;
 
   absl::Status MaybeFail(Op op) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  bool SyncMayProceed() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::StatusOr<std::unique_ptr<WritableFile>> Open(const std::string& path, bool truncate);
   static std::string DirOf(const std::string& path);
 
@@ -95,6 +101,7 @@ class FakeFileSystem final : public FileSystem {
   bool hold_syncs_ ABSL_GUARDED_BY(mu_) = false;
   std::string hold_syncs_of_ ABSL_GUARDED_BY(mu_);
   int syncs_waiting_ ABSL_GUARDED_BY(mu_) = 0;
+  int sync_permits_ ABSL_GUARDED_BY(mu_) = 0;
 };
 
 }  // namespace kvstore::testing
