@@ -246,6 +246,7 @@ absl::StatusOr<std::unique_ptr<Wal>> Wal::Open(
     if (!active.ok()) return Annotate(active.status(), "opening", tail.path);
     wal->active_ = *std::move(active);
     if (absl::Status s = wal->active_->Sync(); !s.ok()) return Annotate(s, "syncing", tail.path);
+    if (absl::Status s = wal->OpenSyncTarget(); !s.ok()) return s;
   }
   if (absl::Status s = fs->SyncDir(dir); !s.ok()) return Annotate(s, "syncing directory", dir);
   wal->durable_index_.store(wal->last_index_.load());
@@ -325,8 +326,24 @@ absl::StatusOr<std::string> Wal::Repair(FileSystem* fs, const std::string& dir) 
 
 absl::Status Wal::FailWrites(absl::Status s) {
   LOG(ERROR) << "Log " << dir_ << " refuses further writes: " << s;
-  sticky_error_ = s;
+  absl::MutexLock l(&sync_mu_);
+  if (sticky_error_.ok()) sticky_error_ = s;  // A concurrent Sync may have failed first.
   return s;
+}
+
+absl::Status Wal::StickyError() const {
+  absl::MutexLock l(&sync_mu_);
+  return sticky_error_;
+}
+
+absl::Status Wal::OpenSyncTarget() {
+  const std::string& path = segments_.back().path;
+  absl::StatusOr<std::unique_ptr<WritableFile>> file = fs_->OpenAppendable(path);
+  if (!file.ok()) return Annotate(file.status(), "opening", path);
+  auto target = std::make_shared<SyncTarget>(SyncTarget{path, *std::move(file)});
+  absl::MutexLock l(&sync_mu_);
+  sync_target_ = std::move(target);
+  return absl::OkStatus();
 }
 
 absl::Status Wal::StartSegment(uint64_t first_index) {
@@ -344,13 +361,17 @@ absl::Status Wal::StartSegment(uint64_t first_index) {
   }
   active_ = *std::move(file);
   segments_.push_back({first_index, path, header.size()});
-  dir_dirty_ = true;
+  {
+    absl::MutexLock l(&sync_mu_);
+    ++dir_changes_;
+  }
+  if (absl::Status s = OpenSyncTarget(); !s.ok()) return FailWrites(s);
   KV_FAILPOINT_CRASH(storage_failpoints::kWalAfterSegmentCreate);
   return absl::OkStatus();
 }
 
 absl::Status Wal::Append(absl::string_view records, uint64_t first, uint64_t last) {
-  if (!sticky_error_.ok()) return sticky_error_;
+  if (absl::Status sticky = StickyError(); !sticky.ok()) return sticky;
   if (first == 0 || last < first || records.empty()) {
     return absl::InvalidArgumentError(absl::StrCat("appending to log ", dir_,
                                                    ": bad batch of indexes ", first, "..", last,
@@ -373,7 +394,9 @@ absl::Status Wal::Append(absl::string_view records, uint64_t first, uint64_t las
     if (absl::Status s = fs_->Remove(path); !s.ok()) {
       return FailWrites(Annotate(s, "removing", path));
     }
-    dir_dirty_ = true;
+    absl::MutexLock l(&sync_mu_);
+    sync_target_.reset();
+    ++dir_changes_;
   }
   if (segments_.empty()) {
     if (absl::Status s = StartSegment(first); !s.ok()) return s;
@@ -383,7 +406,9 @@ absl::Status Wal::Append(absl::string_view records, uint64_t first, uint64_t las
     // last is ever empty. Synced before it is left: recovery reads any segment
     // but the last strictly, so it must not end in a write the OS never made.
     const std::string& path = segments_.back().path;
-    if (absl::Status s = SyncActive(); !s.ok()) return FailWrites(Annotate(s, "syncing", path));
+    if (absl::Status s = SyncFile(active_.get(), path); !s.ok()) {
+      return FailWrites(Annotate(s, "syncing", path));
+    }
     if (absl::Status s = active_->Close(); !s.ok()) {
       return FailWrites(Annotate(s, "closing", path));
     }
@@ -411,21 +436,46 @@ absl::Status Wal::Append(absl::string_view records, uint64_t first, uint64_t las
 }
 
 absl::Status Wal::Sync() {
-  if (!sticky_error_.ok()) return sticky_error_;
-  if (active_ != nullptr) {
-    if (absl::Status s = SyncActive(); !s.ok()) {
-      return FailWrites(Annotate(s, "syncing", segments_.back().path));
+  absl::MutexLock one_at_a_time(&one_sync_);
+  std::shared_ptr<SyncTarget> target;
+  uint64_t through = 0;
+  uint64_t dir_changes = 0;
+  {
+    // Append flushes a group before it publishes last_index_, and syncs a
+    // segment before it leaves it, so every record through `through` is in
+    // `target`'s file or in a segment already synced.
+    absl::MutexLock l(&sync_mu_);
+    if (!sticky_error_.ok()) return sticky_error_;
+    target = sync_target_;
+    through = last_index_.load(std::memory_order_acquire);
+    dir_changes = dir_changes_;
+  }
+  // Without sync_mu_: the next group is appended meanwhile.
+  if (target != nullptr) {
+    if (absl::Status s = SyncFile(target->file.get(), target->path); !s.ok()) {
+      return FailWrites(Annotate(s, "syncing", target->path));
     }
   }
   // After the file: a directory entry must not become durable pointing at a
   // segment whose header never reached the disk.
-  if (dir_dirty_) {
+  bool dir_dirty;
+  {
+    absl::MutexLock l(&sync_mu_);
+    dir_dirty = dir_synced_ < dir_changes;
+  }
+  if (dir_dirty) {
     if (absl::Status s = fs_->SyncDir(dir_); !s.ok()) {
       return FailWrites(Annotate(s, "syncing directory", dir_));
     }
-    dir_dirty_ = false;
   }
-  durable_index_.store(last_index_.load(std::memory_order_relaxed), std::memory_order_release);
+  absl::MutexLock l(&sync_mu_);
+  // A write that failed meanwhile is sticky: from then on nothing is reported
+  // durable, not even what this sync covered.
+  if (!sticky_error_.ok()) return sticky_error_;
+  dir_synced_ = std::max(dir_synced_, dir_changes);
+  if (through > durable_index_.load(std::memory_order_relaxed)) {
+    durable_index_.store(through, std::memory_order_release);
+  }
   return absl::OkStatus();
 }
 
@@ -439,7 +489,10 @@ absl::Status Wal::RemoveSegmentsThrough(uint64_t index) {
     LOG(INFO) << "Removed log segment " << segments_.front().path << " (indexes "
               << segments_.front().first_index << ".." << segments_[1].first_index - 1 << ")";
     segments_.erase(segments_.begin());
-    dir_dirty_ = true;
+    {
+      absl::MutexLock l(&sync_mu_);
+      ++dir_changes_;
+    }
     PublishPositions();
     KV_FAILPOINT_CRASH(storage_failpoints::kWalAfterSegmentDelete);
   }
@@ -457,6 +510,10 @@ absl::Status Wal::Reset(uint64_t next_index) {
     }
     active_.reset();
   }
+  {
+    absl::MutexLock l(&sync_mu_);
+    sync_target_.reset();
+  }
   while (!segments_.empty()) {
     const std::string& path = segments_.back().path;
     if (absl::Status s = fs_->Remove(path); !s.ok()) return Annotate(s, "removing", path);
@@ -467,7 +524,10 @@ absl::Status Wal::Reset(uint64_t next_index) {
   // Durable at once: old segments coming back after a power cut would sit
   // before the snapshot that replaced them, with a gap up to next_index.
   if (absl::Status s = fs_->SyncDir(dir_); !s.ok()) return Annotate(s, "syncing directory", dir_);
-  dir_dirty_ = false;
+  {
+    absl::MutexLock l(&sync_mu_);
+    dir_synced_ = dir_changes_;
+  }
   next_index_ = next_index;
   last_index_.store(0, std::memory_order_release);
   durable_index_.store(0, std::memory_order_release);
@@ -476,14 +536,13 @@ absl::Status Wal::Reset(uint64_t next_index) {
   return absl::OkStatus();
 }
 
-absl::Status Wal::SyncActive() {
+absl::Status Wal::SyncFile(WritableFile* file, const std::string& path) {
   namespace fp = storage_failpoints;
   KV_FAILPOINT_CRASH(fp::kWalBeforeFsync);
-  if (absl::Status s = fp::InjectedIoError(fp::kWalFsync, "fdatasync", segments_.back().path);
-      !s.ok()) {
+  if (absl::Status s = fp::InjectedIoError(fp::kWalFsync, "fdatasync", path); !s.ok()) {
     return s;
   }
-  if (absl::Status s = active_->Sync(); !s.ok()) return s;
+  if (absl::Status s = file->Sync(); !s.ok()) return s;
   KV_FAILPOINT_CRASH(fp::kWalAfterFsync);
   return absl::OkStatus();
 }
