@@ -333,7 +333,7 @@ void Store::Write(std::vector<Mutation> batch, Durability durability, WriteCallb
         // published, for explicit durability), and once the in-flight writes
         // its unwritten answers saw are published here.
         const bool sync = needs_sync || (conflict != 0 && options_.fsync == FsyncPolicy::kAlways);
-        flush_here = !flushing_;
+        flush_here = !sync && options_.fsync != FsyncPolicy::kAlways && !flushing_;
         if (flush_here) flushing_ = true;  // Before unlocking: the log thread stays asleep.
         Pending pending{
             std::max(wrote ? last_index_ : 0, conflict), sync,
@@ -371,21 +371,20 @@ void Store::Write(std::vector<Mutation> batch, Durability durability, WriteCallb
 }
 
 bool Store::HasLogWork() {
-  return (!flushing_ && (!queued_records_.empty() || !waiters_.empty() || closing_)) ||
-         !sync_waiters_.empty() || (fatal_.ok() && sync_wanted_through_ > wal_->durable_index());
+  return !flushing_ && (!queued_records_.empty() || !waiters_.empty() || closing_);
 }
 
-// Writes are put in the log by the writer's own thread rather than handed to
-// the log thread: the handoff (a wakeup and two context switches per group)
-// cost more than the write itself in the profile of a shard under load, and
-// under fsync=always it lets the next group be written while the log thread
-// fsyncs the previous one (the log thread only syncs and answers the waiters
-// that need an fsync, in log order). Whoever holds flushing_ moves what is
-// queued to the log; it takes what others queued meanwhile too (a group), for
-// a few rounds at most, then leaves the rest to the log thread, as it does
-// when the store is closing.
+// Writes that need no fsync are put in the log by the writer's own thread
+// rather than handed to the log thread: the handoff (a wakeup and two context
+// switches per group) cost more than the write itself in the profile of a
+// shard under load. Whoever holds flushing_ moves what is queued to the log;
+// it takes what others queued meanwhile too (a group), for a few rounds at
+// most, then leaves the rest to the log thread, as it does when a waiter
+// needs an fsync or the store is closing.
 bool Store::TakeInlineGroupLocked(InlineGroup* group) {
-  if (closing_ || !fatal_.ok() || (queued_records_.empty() && waiters_.empty())) {
+  bool sync_wanted = false;
+  for (const Pending& p : waiters_) sync_wanted |= p.needs_sync;
+  if (sync_wanted || closing_ || !fatal_.ok() || (queued_records_.empty() && waiters_.empty())) {
     flushing_ = false;  // The log thread wakes if anything is left.
     return false;
   }
@@ -400,6 +399,8 @@ bool Store::TakeInlineGroupLocked(InlineGroup* group) {
 void Store::FlushInline() {
   constexpr int kMaxRounds = 2;
   InlineGroup& group = inline_group_;  // Ours while we hold flushing_.
+  std::string& records = group.records;
+  std::deque<Pending>& waiters = group.waiters;
   for (int round = 0;; ++round) {
     if (round > 0) {
       absl::MutexLock l(&mu_);
@@ -409,54 +410,27 @@ void Store::FlushInline() {
       }
       if (!TakeInlineGroupLocked(&group)) return;
     }
-    AppendGroup(group.records, group.first, group.last, &group.waiters);
-  }
-}
-
-void Store::AppendGroup(const std::string& records, uint64_t first, uint64_t last,
-                        std::deque<Pending>* waiters) {
-  absl::Status s;
-  if (!records.empty()) {
-    {
-      absl::MutexLock w(&wal_mu_);
-      s = wal_->Append(records, first, last);
+    const uint64_t first = group.first;
+    const uint64_t last = group.last;
+    absl::Status s;
+    if (!records.empty()) {
+      {
+        absl::MutexLock w(&wal_mu_);
+        s = wal_->Append(records, first, last);
+      }
+      if (s.ok()) {
+        absl::MutexLock w(&written_mu_);
+        written_index_ = last;
+      }
     }
-    if (s.ok()) {
-      absl::MutexLock w(&written_mu_);
-      written_index_ = last;
+    if (!s.ok()) {
+      Fail(s);
+    } else {
+      PublishDurable(last, waiters, /*only_unsynced_waiters=*/false);
     }
+    for (Pending& p : waiters) p.done(s);
+    waiters.clear();
   }
-  if (!s.ok()) {
-    Fail(s);
-    for (Pending& p : *waiters) p.done(s);
-    waiters->clear();
-    return;
-  }
-  bool ack_before_fsync = false;
-#ifdef KV_FAULT_CONTROLS
-  ack_before_fsync = options_.unsafe_ack_before_fsync;  // The control: before the fsync.
-#endif
-  {
-    absl::MutexLock l(&mu_);
-    // In the log is durable enough under everysec and no; under "always" only
-    // the explicit writes of the waiters answered now are published.
-    PublishDurableLocked(options_.fsync == FsyncPolicy::kAlways || records.empty() ? 0 : last,
-                         *waiters, /*only_unsynced_waiters=*/true);
-    if (options_.fsync == FsyncPolicy::kAlways && !records.empty()) {
-      sync_wanted_through_ = std::max(sync_wanted_through_, last);
-    }
-    for (Pending& p : *waiters) {
-      if (!p.needs_sync) continue;
-      sync_wanted_through_ = std::max(sync_wanted_through_, p.last_index);
-      // Answered by the log thread once an fsync that started after this
-      // append completes: never by the fsync of an earlier group.
-      if (!ack_before_fsync) sync_waiters_.push_back(std::exchange(p, Pending{}));
-    }
-  }
-  for (Pending& p : *waiters) {
-    if (p.done) p.done(absl::OkStatus());
-  }
-  waiters->clear();
 }
 
 void Store::Fail(const absl::Status& status) {
@@ -472,12 +446,12 @@ void Store::Fail(const absl::Status& status) {
 
 void Store::LogThread() {
   std::string records;
-  std::deque<Pending> waiters;  // The group this thread appends, if any.
-  std::deque<Pending> syncing;  // Waiters answered by this round's fsync.
+  std::deque<Pending> waiters;
   int64_t next_everysec = options_.clock->NowMicros() + kMicrosPerSecond;
   for (;;) {
     uint64_t first = 0;
     uint64_t last = 0;
+    bool closing = false;
     bool flusher = false;  // This round holds flushing_.
     absl::Status broken;
     {
@@ -489,85 +463,80 @@ void Store::LogThread() {
         mu_.Await(has_work);
       }
       // A writer flushing inline keeps what it took; this round may still
-      // fsync what is already in the log.
+      // fsync what is already in the log (everysec).
       records.clear();
-      if (!flushing_ && (!queued_records_.empty() || !waiters_.empty())) {
+      if (!flushing_) {
         flusher = true;
         flushing_ = true;
         records.swap(queued_records_);
         first = queued_first_index_;
         last = last_index_;
         waiters.swap(waiters_);
+        closing = closing_;
       }
-      log_round_ = true;
-      broken = fatal_;
-    }
-    // Records queued with nobody to write them (a follower's appends, an
-    // epoch record, what an inline writer left after its last round).
-    if (flusher) {
-      if (broken.ok()) {
-        AppendGroup(records, first, last, &waiters);
-      } else {
-        for (Pending& p : waiters) p.done(broken);
-        waiters.clear();
-      }
-    }
-    bool closing = false;
-    uint64_t sync_wanted = 0;
-    {
-      absl::MutexLock l(&mu_);
-      // Writers append the next group while this round fsyncs.
-      if (flusher) flushing_ = false;
-      syncing.swap(sync_waiters_);
-      sync_wanted = sync_wanted_through_;
-      closing = closing_;
       broken = fatal_;
     }
 
-    // One fsync for every waiter taken: each was appended before it was
-    // queued for the fsync, so this fsync, which starts now, covers it.
+    // Hand the group to the OS, answer the writers that need no fsync, then
+    // fsync once for all the others.
     absl::Status s = broken;
+    bool any_sync = options_.fsync == FsyncPolicy::kAlways && !records.empty();
+    for (const Pending& p : waiters) any_sync |= p.needs_sync;
+    if (s.ok() && !records.empty()) {
+      {
+        absl::MutexLock w(&wal_mu_);
+        s = wal_->Append(records, first, last);
+      }
+      if (s.ok()) {
+        absl::MutexLock w(&written_mu_);
+        written_index_ = last;
+      }
+    }
+    if (s.ok()) {
+      // In the log is durable enough under everysec and no; under "always"
+      // only the explicit writes of the waiters answered now are published.
+      PublishDurable(options_.fsync == FsyncPolicy::kAlways || records.empty() ? 0 : last, waiters,
+                     /*only_unsynced_waiters=*/true);
+      for (Pending& p : waiters) {
+        bool ack_now = !p.needs_sync;
+#ifdef KV_FAULT_CONTROLS
+        ack_now |= options_.unsafe_ack_before_fsync;  // The control: before the fsync.
+#endif
+        if (ack_now) std::exchange(p.done, nullptr)(absl::OkStatus());
+      }
+    }
     const int64_t now = options_.clock->NowMicros();
     const bool everysec_due = options_.fsync == FsyncPolicy::kEverySec && now >= next_everysec;
-    // Only as far as a waiter needs: an append whose waiter is not queued yet
-    // goes with the next round, and whatever joins it meanwhile (fsyncing
-    // for it at once made groups 4x smaller in kv-store-writes).
-    uint64_t needed = sync_wanted;
-    for (const Pending& p : syncing) needed = std::max(needed, p.last_index);
-    if (everysec_due || closing) needed = wal_->last_index();
-    if (everysec_due) next_everysec = now + kMicrosPerSecond;
-    if (s.ok() && needed > wal_->durable_index()) {
-      s = wal_->Sync();
-      const int64_t took = options_.clock->NowMicros() - now;
-      if (options_.on_fsync) options_.on_fsync(absl::Microseconds(took));
-      if (took > kSlowSyncMicros) {
-        LOG(WARNING) << "Slow fsync of the log in " << options_.dir << ": "
-                     << static_cast<double>(took) / kMicrosPerSecond << " s";
+    if (s.ok() && (any_sync || everysec_due || closing)) {
+      absl::MutexLock w(&wal_mu_);
+      if (wal_->durable_index() < wal_->last_index()) {
+        s = wal_->Sync();
+        const int64_t took = options_.clock->NowMicros() - now;
+        if (options_.on_fsync) options_.on_fsync(absl::Microseconds(took));
+        if (took > kSlowSyncMicros) {
+          LOG(WARNING) << "Slow fsync of the log in " << options_.dir << ": "
+                       << static_cast<double>(took) / kMicrosPerSecond << " s";
+        }
       }
+      if (everysec_due) next_everysec = now + kMicrosPerSecond;
     }
     if (!s.ok() && broken.ok()) Fail(s);
-    std::deque<Pending> later;  // Not covered by this fsync (never expected).
     if (s.ok()) {
-      const uint64_t durable = wal_->durable_index();
-      for (Pending& p : syncing) {
-        if (p.last_index > durable) later.push_back(std::exchange(p, Pending{}));
+      uint64_t synced = 0;
+      if (options_.fsync == FsyncPolicy::kAlways) {
+        absl::MutexLock w(&wal_mu_);
+        synced = std::min(wal_->durable_index(), written_index());
       }
-      const uint64_t synced =
-          options_.fsync == FsyncPolicy::kAlways ? std::min(durable, written_index()) : 0;
-      absl::MutexLock l(&mu_);
-      // Published in index order, through what is durable and written.
-      PublishDurableLocked(synced, syncing, /*only_unsynced_waiters=*/false);
-      for (Pending& p : later) sync_waiters_.push_front(std::move(p));
+      PublishDurable(synced, waiters, /*only_unsynced_waiters=*/false);
     }
-    for (Pending& p : syncing) {
+    for (Pending& p : waiters) {
       if (p.done) p.done(s.ok() ? absl::OkStatus() : absl::Status(s));
     }
-    syncing.clear();
+    waiters.clear();
 
     absl::MutexLock l(&mu_);
-    log_round_ = false;
-    if (closing_ && !flushing_ && queued_records_.empty() && waiters_.empty() &&
-        sync_waiters_.empty() && (!fatal_.ok() || wal_->durable_index() >= wal_->last_index())) {
+    if (flusher) flushing_ = false;
+    if (closing && queued_records_.empty() && waiters_.empty()) {
       log_thread_done_ = true;
       return;
     }
@@ -905,8 +874,9 @@ void Store::PublishRangeLocked(uint64_t first, uint64_t last) {
   PopPublishedLocked();
 }
 
-void Store::PublishDurableLocked(uint64_t index, const std::deque<Pending>& answered,
-                                 bool only_unsynced_waiters) {
+void Store::PublishDurable(uint64_t index, const std::deque<Pending>& answered,
+                           bool only_unsynced_waiters) {
+  absl::MutexLock l(&mu_);
   locally_durable_ = std::max(locally_durable_, index);
   PublishThroughLocked(commit_gate_ ? std::min(locally_durable_, commit_index_) : locally_durable_);
   for (const Pending& p : answered) {
@@ -1064,8 +1034,7 @@ absl::StatusOr<SnapshotMeta> Store::InstallSnapshotLocked(const std::string& pat
   if (closing_) return absl::UnavailableError("the store is shutting down");
   // Let the log thread finish what is queued, so nothing lands after the reset.
   const auto idle = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    return queued_records_.empty() && waiters_.empty() && !flushing_ && sync_waiters_.empty() &&
-           !log_round_;
+    return queued_records_.empty() && waiters_.empty() && !flushing_;
   };
   mu_.Await(absl::Condition(&idle));
   absl::MutexLock w(&wal_mu_);
@@ -1123,7 +1092,6 @@ absl::StatusOr<SnapshotMeta> Store::InstallSnapshotLocked(const std::string& pat
   meta->path = final_path;
   last_index_ = meta->start_index;
   locally_durable_ = meta->start_index;
-  sync_wanted_through_ = 0;  // The log restarts below it.
   last_epoch_ = meta->epoch;
   epoch_starts_.clear();
   epoch_starts_[meta->start_index] = meta->epoch;

@@ -2,15 +2,12 @@
 // snapshots beside it. Storage only: no gRPC.
 //
 // Write path (group commit): Write() checks compare-and-set conditions, assigns
-// log indexes and frames the records under one writer mutex, then queues them.
-// The first writer that finds nobody writing to the log hands everything
-// queued meanwhile to the OS in one write, on its own thread, and answers the
-// writes that need no fsync. The others wait for the log thread, which fsyncs
-// once for all of them and then runs their callbacks. Pipelined: while the log
-// thread fsyncs one group, writers append the next; its fsync starts when the
-// previous one ends. A write is answered only by an fsync that started after
-// it was appended, so it is acknowledged only once every record up to it is
-// durable, and writes are published (made readable) in index order.
+// log indexes and frames the records under one writer mutex, then queues them
+// for the log thread. The log thread hands everything queued meanwhile to the
+// OS in one write, fsyncs once if any waiting write asks for it (or the policy
+// is "always"), and only then runs the writes' callbacks. So a write is
+// acknowledged only after it is in the log, and an fsync covers every write
+// that arrived while the previous one ran.
 //
 // Visibility: reads never wait for writes, and they see a write only once it
 // would survive a crash as the configuration promises ("published"): in the log
@@ -373,15 +370,9 @@ class Store {
   // After everything through `index` became durable here (written, or fsynced
   // under "always"; 0 = nothing new): publishes what the gate allows, then the
   // explicit ranges of the waiters about to be answered (only those that need
-  // no fsync, if `only_unsynced_waiters`).
-  void PublishDurableLocked(uint64_t index, const std::deque<Pending>& answered,
-                            bool only_unsynced_waiters) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // Called by the holder of flushing_ (which it keeps): puts `records`
-  // (indexes first..last; may be empty) in the log, answers the waiters that
-  // need no fsync and queues the others in sync_waiters_ for the log thread.
-  // On a failed write, fails the store and answers every waiter with it.
-  void AppendGroup(const std::string& records, uint64_t first, uint64_t last,
-                   std::deque<Pending>* waiters);
+  // no fsync, if `only_unsynced_waiters`). Takes mu_.
+  void PublishDurable(uint64_t index, const std::deque<Pending>& answered,
+                      bool only_unsynced_waiters);
   // Epoch of this log's record at `index` (0 when unknown: outside the log).
   uint64_t EpochAtLocked(uint64_t index) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Makes the log error sticky and tells on_fatal_error. Call without mu_ held.
@@ -417,13 +408,6 @@ class Store {
   std::string queued_records_ ABSL_GUARDED_BY(mu_);  // Framed, not yet in the log.
   uint64_t queued_first_index_ ABSL_GUARDED_BY(mu_) = 0;
   std::deque<Pending> waiters_ ABSL_GUARDED_BY(mu_);
-  // Waiters whose records are in the log, for the log thread's next fsync (an
-  // fsync that starts after they were queued covers them), and the highest
-  // index that must be fsynced although nobody waits for it.
-  std::deque<Pending> sync_waiters_ ABSL_GUARDED_BY(mu_);
-  uint64_t sync_wanted_through_ ABSL_GUARDED_BY(mu_) = 0;
-  // The log thread is between taking work and answering it.
-  bool log_round_ ABSL_GUARDED_BY(mu_) = false;
   absl::Status fatal_ ABSL_GUARDED_BY(mu_);
   bool closing_ ABSL_GUARDED_BY(mu_) = false;
   bool log_thread_done_ ABSL_GUARDED_BY(mu_) = false;

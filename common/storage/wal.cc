@@ -246,7 +246,6 @@ absl::StatusOr<std::unique_ptr<Wal>> Wal::Open(
     if (!active.ok()) return Annotate(active.status(), "opening", tail.path);
     wal->active_ = *std::move(active);
     if (absl::Status s = wal->active_->Sync(); !s.ok()) return Annotate(s, "syncing", tail.path);
-    if (absl::Status s = wal->OpenSyncTarget(); !s.ok()) return s;
   }
   if (absl::Status s = fs->SyncDir(dir); !s.ok()) return Annotate(s, "syncing directory", dir);
   wal->durable_index_.store(wal->last_index_.load());
@@ -326,24 +325,8 @@ absl::StatusOr<std::string> Wal::Repair(FileSystem* fs, const std::string& dir) 
 
 absl::Status Wal::FailWrites(absl::Status s) {
   LOG(ERROR) << "Log " << dir_ << " refuses further writes: " << s;
-  absl::MutexLock l(&sync_mu_);
-  if (sticky_error_.ok()) sticky_error_ = s;  // A concurrent Sync may have failed first.
+  sticky_error_ = s;
   return s;
-}
-
-absl::Status Wal::StickyError() const {
-  absl::MutexLock l(&sync_mu_);
-  return sticky_error_;
-}
-
-absl::Status Wal::OpenSyncTarget() {
-  const std::string& path = segments_.back().path;
-  absl::StatusOr<std::unique_ptr<WritableFile>> file = fs_->OpenAppendable(path);
-  if (!file.ok()) return Annotate(file.status(), "opening", path);
-  auto target = std::make_shared<SyncTarget>(SyncTarget{path, *std::move(file)});
-  absl::MutexLock l(&sync_mu_);
-  sync_target_ = std::move(target);
-  return absl::OkStatus();
 }
 
 absl::Status Wal::StartSegment(uint64_t first_index) {
@@ -361,17 +344,13 @@ absl::Status Wal::StartSegment(uint64_t first_index) {
   }
   active_ = *std::move(file);
   segments_.push_back({first_index, path, header.size()});
-  {
-    absl::MutexLock l(&sync_mu_);
-    ++dir_changes_;
-  }
-  if (absl::Status s = OpenSyncTarget(); !s.ok()) return FailWrites(s);
+  dir_dirty_ = true;
   KV_FAILPOINT_CRASH(storage_failpoints::kWalAfterSegmentCreate);
   return absl::OkStatus();
 }
 
 absl::Status Wal::Append(absl::string_view records, uint64_t first, uint64_t last) {
-  if (absl::Status sticky = StickyError(); !sticky.ok()) return sticky;
+  if (!sticky_error_.ok()) return sticky_error_;
   if (first == 0 || last < first || records.empty()) {
     return absl::InvalidArgumentError(absl::StrCat("appending to log ", dir_,
                                                    ": bad batch of indexes ", first, "..", last,
@@ -394,9 +373,7 @@ absl::Status Wal::Append(absl::string_view records, uint64_t first, uint64_t las
     if (absl::Status s = fs_->Remove(path); !s.ok()) {
       return FailWrites(Annotate(s, "removing", path));
     }
-    absl::MutexLock l(&sync_mu_);
-    sync_target_.reset();
-    ++dir_changes_;
+    dir_dirty_ = true;
   }
   if (segments_.empty()) {
     if (absl::Status s = StartSegment(first); !s.ok()) return s;
@@ -406,9 +383,7 @@ absl::Status Wal::Append(absl::string_view records, uint64_t first, uint64_t las
     // last is ever empty. Synced before it is left: recovery reads any segment
     // but the last strictly, so it must not end in a write the OS never made.
     const std::string& path = segments_.back().path;
-    if (absl::Status s = SyncFile(active_.get(), path); !s.ok()) {
-      return FailWrites(Annotate(s, "syncing", path));
-    }
+    if (absl::Status s = SyncActive(); !s.ok()) return FailWrites(Annotate(s, "syncing", path));
     if (absl::Status s = active_->Close(); !s.ok()) {
       return FailWrites(Annotate(s, "closing", path));
     }
@@ -436,46 +411,21 @@ absl::Status Wal::Append(absl::string_view records, uint64_t first, uint64_t las
 }
 
 absl::Status Wal::Sync() {
-  absl::MutexLock one_at_a_time(&one_sync_);
-  std::shared_ptr<SyncTarget> target;
-  uint64_t through = 0;
-  uint64_t dir_changes = 0;
-  {
-    // Append flushes a group before it publishes last_index_, and syncs a
-    // segment before it leaves it, so every record through `through` is in
-    // `target`'s file or in a segment already synced.
-    absl::MutexLock l(&sync_mu_);
-    if (!sticky_error_.ok()) return sticky_error_;
-    target = sync_target_;
-    through = last_index_.load(std::memory_order_acquire);
-    dir_changes = dir_changes_;
-  }
-  // Without sync_mu_: the next group is appended meanwhile.
-  if (target != nullptr) {
-    if (absl::Status s = SyncFile(target->file.get(), target->path); !s.ok()) {
-      return FailWrites(Annotate(s, "syncing", target->path));
+  if (!sticky_error_.ok()) return sticky_error_;
+  if (active_ != nullptr) {
+    if (absl::Status s = SyncActive(); !s.ok()) {
+      return FailWrites(Annotate(s, "syncing", segments_.back().path));
     }
   }
   // After the file: a directory entry must not become durable pointing at a
   // segment whose header never reached the disk.
-  bool dir_dirty;
-  {
-    absl::MutexLock l(&sync_mu_);
-    dir_dirty = dir_synced_ < dir_changes;
-  }
-  if (dir_dirty) {
+  if (dir_dirty_) {
     if (absl::Status s = fs_->SyncDir(dir_); !s.ok()) {
       return FailWrites(Annotate(s, "syncing directory", dir_));
     }
+    dir_dirty_ = false;
   }
-  absl::MutexLock l(&sync_mu_);
-  // A write that failed meanwhile is sticky: from then on nothing is reported
-  // durable, not even what this sync covered.
-  if (!sticky_error_.ok()) return sticky_error_;
-  dir_synced_ = std::max(dir_synced_, dir_changes);
-  if (through > durable_index_.load(std::memory_order_relaxed)) {
-    durable_index_.store(through, std::memory_order_release);
-  }
+  durable_index_.store(last_index_.load(std::memory_order_relaxed), std::memory_order_release);
   return absl::OkStatus();
 }
 
@@ -489,10 +439,7 @@ absl::Status Wal::RemoveSegmentsThrough(uint64_t index) {
     LOG(INFO) << "Removed log segment " << segments_.front().path << " (indexes "
               << segments_.front().first_index << ".." << segments_[1].first_index - 1 << ")";
     segments_.erase(segments_.begin());
-    {
-      absl::MutexLock l(&sync_mu_);
-      ++dir_changes_;
-    }
+    dir_dirty_ = true;
     PublishPositions();
     KV_FAILPOINT_CRASH(storage_failpoints::kWalAfterSegmentDelete);
   }
@@ -510,10 +457,6 @@ absl::Status Wal::Reset(uint64_t next_index) {
     }
     active_.reset();
   }
-  {
-    absl::MutexLock l(&sync_mu_);
-    sync_target_.reset();
-  }
   while (!segments_.empty()) {
     const std::string& path = segments_.back().path;
     if (absl::Status s = fs_->Remove(path); !s.ok()) return Annotate(s, "removing", path);
@@ -524,10 +467,7 @@ absl::Status Wal::Reset(uint64_t next_index) {
   // Durable at once: old segments coming back after a power cut would sit
   // before the snapshot that replaced them, with a gap up to next_index.
   if (absl::Status s = fs_->SyncDir(dir_); !s.ok()) return Annotate(s, "syncing directory", dir_);
-  {
-    absl::MutexLock l(&sync_mu_);
-    dir_synced_ = dir_changes_;
-  }
+  dir_dirty_ = false;
   next_index_ = next_index;
   last_index_.store(0, std::memory_order_release);
   durable_index_.store(0, std::memory_order_release);
@@ -536,13 +476,14 @@ absl::Status Wal::Reset(uint64_t next_index) {
   return absl::OkStatus();
 }
 
-absl::Status Wal::SyncFile(WritableFile* file, const std::string& path) {
+absl::Status Wal::SyncActive() {
   namespace fp = storage_failpoints;
   KV_FAILPOINT_CRASH(fp::kWalBeforeFsync);
-  if (absl::Status s = fp::InjectedIoError(fp::kWalFsync, "fdatasync", path); !s.ok()) {
+  if (absl::Status s = fp::InjectedIoError(fp::kWalFsync, "fdatasync", segments_.back().path);
+      !s.ok()) {
     return s;
   }
-  if (absl::Status s = file->Sync(); !s.ok()) return s;
+  if (absl::Status s = active_->Sync(); !s.ok()) return s;
   KV_FAILPOINT_CRASH(fp::kWalAfterFsync);
   return absl::OkStatus();
 }

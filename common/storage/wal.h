@@ -19,11 +19,9 @@
 #include <string>
 #include <vector>
 
-#include "absl/base/thread_annotations.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
-#include "absl/synchronization/mutex.h"
 #include "common/storage/file_system.h"
 #include "common/storage/log_format.h"
 
@@ -43,11 +41,8 @@ struct WalRecord {
   absl::string_view payload;
 };
 
-// Threads: Append, RemoveSegmentsThrough and Reset one thread at a time. Sync
-// may run on a second thread while Append runs (one Sync at a time), so the
-// next group of records is written while the previous one is being synced;
-// Reset must not overlap a Sync. The position accessors may be called from
-// any thread.
+// Not thread-safe: one thread at a time calls the mutating methods (the store's
+// log thread). The position accessors may be called from any thread.
 class Wal {
  public:
   // Opens the log in `dir` (created if missing). Segments that may hold an index
@@ -75,15 +70,9 @@ class Wal {
   // process crash keeps them, a power cut may not.
   [[nodiscard]] absl::Status Append(absl::string_view records, uint64_t first, uint64_t last);
 
-  // Makes every record appended before the call durable, including a new
-  // segment's directory entry: on return durable_index() is at least the
-  // last_index() it started with (records appended by a concurrent Append may
-  // or may not be covered; durable_index() counts only what is). Appends to an
-  // existing segment are synced with fdatasync (the file size is data it
-  // syncs); a segment left for a new one is synced by Append before it is
-  // left, and the directory is fsynced after the new segment's data. A failed
-  // write or sync is sticky: every later Append and Sync returns the same
-  // error, so nothing after it is ever reported durable.
+  // Makes everything appended so far durable, including a new segment's
+  // directory entry. On return durable_index() == last_index(). A failed write
+  // or sync is sticky: every later Append and Sync returns the same error.
   [[nodiscard]] absl::Status Sync();
 
   // Deletes segments whose every record has index <= `index`; never the last one.
@@ -108,21 +97,11 @@ class Wal {
   };
   Wal(FileSystem* fs, std::string dir, WalOptions options);
 
-  // A second handle on the active segment used only to sync it: Sync runs
-  // beside Append, and a WritableFile is one thread at a time.
-  struct SyncTarget {
-    std::string path;
-    std::unique_ptr<WritableFile> file;
-  };
-
   [[nodiscard]] absl::Status StartSegment(uint64_t first_index);
   // Records `s` as the log's sticky error (see sticky_error_) and returns it.
-  [[nodiscard]] absl::Status FailWrites(absl::Status s) ABSL_LOCKS_EXCLUDED(sync_mu_);
-  absl::Status StickyError() const ABSL_LOCKS_EXCLUDED(sync_mu_);
-  // Syncs `file` (the log's fsync failpoints sit around it).
-  [[nodiscard]] static absl::Status SyncFile(WritableFile* file, const std::string& path);
-  // Opens the sync handle of the last segment (none when there is none).
-  [[nodiscard]] absl::Status OpenSyncTarget() ABSL_LOCKS_EXCLUDED(sync_mu_);
+  [[nodiscard]] absl::Status FailWrites(absl::Status s);
+  // Syncs the active segment (the log's fsync failpoints sit around it).
+  [[nodiscard]] absl::Status SyncActive();
   void PublishPositions();
 
   FileSystem* const fs_;
@@ -130,20 +109,12 @@ class Wal {
   const WalOptions options_;
   std::vector<Segment> segments_;  // Ordered by first_index.
   std::unique_ptr<WritableFile> active_;
+  bool dir_dirty_ = false;   // A segment was created or removed since the last SyncDir.
   uint64_t next_index_ = 0;  // Index the next appended record must have (0: any).
-
-  // One Sync at a time.
-  absl::Mutex one_sync_;
-  // What Append and a concurrent Sync share.
-  mutable absl::Mutex sync_mu_;
-  std::shared_ptr<SyncTarget> sync_target_ ABSL_GUARDED_BY(sync_mu_);
-  // Segments created or removed, and how many of those changes a SyncDir covers.
-  uint64_t dir_changes_ ABSL_GUARDED_BY(sync_mu_) = 0;
-  uint64_t dir_synced_ ABSL_GUARDED_BY(sync_mu_) = 0;
   // The first failed write, flush or sync. After it the file may end in a partial
   // batch and the kernel may have dropped dirty pages, so retrying could
   // acknowledge lost data: every later Append and Sync returns this instead.
-  absl::Status sticky_error_ ABSL_GUARDED_BY(sync_mu_);
+  absl::Status sticky_error_;
 
   std::atomic<uint64_t> first_index_{0};
   std::atomic<uint64_t> last_index_{0};

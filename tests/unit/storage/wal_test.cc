@@ -7,7 +7,6 @@
 #include <filesystem>
 #include <memory>
 #include <string>
-#include <thread>
 #include <vector>
 
 #include "absl/strings/match.h"
@@ -18,13 +17,11 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "tests/support/fake_file_system.h"
-#include "tests/support/poll.h"
 
 namespace kvstore {
 namespace {
 
 using ::kvstore::testing::FakeFileSystem;
-using ::kvstore::testing::PollUntil;
 using ::testing::HasSubstr;
 using ::testing::IsEmpty;
 
@@ -736,47 +733,6 @@ TEST(WalTest, DurableIndexFollowsSync) {
   EXPECT_EQ(log.wal->durable_index(), 3u);
   KV_ASSERT_OK(log.wal->Sync());
   EXPECT_EQ(log.wal->durable_index(), 20u);
-}
-
-TEST(WalTest, AnAppendRunsDuringASyncWhichCoversOnlyWhatWasAppendedBeforeItStarted) {
-  FakeFileSystem fs;
-  Opened log = OpenLog(&fs);  // One segment: a rotation would sync, and wait, too.
-  KV_ASSERT_OK(log.status);
-  KV_ASSERT_OK(AppendEach(log.wal.get(), 1, 3));
-  fs.HoldSyncs(true);
-  absl::Status synced;
-  std::thread syncer([&] { synced = log.wal->Sync(); });
-  ASSERT_TRUE(PollUntil([&] { return fs.syncs_waiting() == 1; }));
-  // The slow fsync does not hold the log: the next group goes in meanwhile.
-  KV_ASSERT_OK(AppendEach(log.wal.get(), 4, 20));
-  fs.HoldSyncs(false);
-  syncer.join();
-  KV_ASSERT_OK(synced);
-  EXPECT_EQ(log.wal->durable_index(), 3u) << "a sync claimed records appended after it started";
-  KV_ASSERT_OK(log.wal->Sync());
-  EXPECT_EQ(log.wal->durable_index(), 20u);
-  fs.CutPower();
-  EXPECT_EQ(OpenLog(&fs).indexes, Range(1, 20));
-}
-
-TEST(WalTest, AFailedSyncFailsTheAppendsThatRanDuringIt) {
-  FakeFileSystem fs;
-  Opened log = OpenLog(&fs, SmallSegments());
-  KV_ASSERT_OK(log.status);
-  KV_ASSERT_OK(AppendEach(log.wal.get(), 1, 2));
-  fs.HoldSyncs(true);
-  absl::Status synced;
-  std::thread syncer([&] { synced = log.wal->Sync(); });
-  ASSERT_TRUE(PollUntil([&] { return fs.syncs_waiting() == 1; }));
-  KV_ASSERT_OK(log.wal->Append(Records(3, 3), 3, 3));
-  fs.FailAfter(FakeFileSystem::Op::kSync, 0);
-  fs.HoldSyncs(false);
-  syncer.join();
-  EXPECT_FALSE(synced.ok());
-  fs.ClearFailures();
-  EXPECT_EQ(log.wal->Sync(), synced) << "a sync after a failed one was retried";
-  EXPECT_EQ(log.wal->Append(Records(4, 4), 4, 4), synced);
-  EXPECT_EQ(log.wal->durable_index(), 0u);
 }
 
 TEST(WalTest, AppendMustContinueTheLog) {
