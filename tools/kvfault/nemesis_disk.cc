@@ -299,11 +299,17 @@ absl::Status Nemesis::ExecuteDisk(int index, const Step& step, Node* node) {
     return absl::OkStatus();
   }
   if (step.action == "record-index") {
-    absl::StatusOr<uint64_t> last = cluster_->LastIndex(*node);
-    Log(index, "record-index", node->name(), "(Admin.Status last_index)", last.status(),
-        last.ok() ? absl::StrCat("holds index ", *last) : "");
-    if (!last.ok()) return last.status();
-    held_index_ = static_cast<int64_t>(*last);
+    // What the node holds durably: a kill -9 right after may take back an
+    // entry it had applied but not yet synced (it never acknowledged that
+    // one to its leader), so last_index would be a claim the node never made.
+    absl::StatusOr<v1::StatusResponse> st =
+        FetchStatus(cluster_->Channel(node->address), absl::Seconds(5));
+    Log(index, "record-index", node->name(), "(Admin.Status durable_index)", st.status(),
+        st.ok() ? absl::StrCat("holds index ", st->durable_index(), " durably (last index ",
+                               st->last_index(), ")")
+                : "");
+    if (!st.ok()) return st.status();
+    held_index_ = static_cast<int64_t>(st->durable_index());
     return absl::OkStatus();
   }
   if (step.action == "watch-index") {
