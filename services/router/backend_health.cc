@@ -85,6 +85,13 @@ NodeHealth HealthBook::Get(const std::string& address) const {
   return it == nodes_.end() ? NodeHealth() : it->second;
 }
 
+std::optional<uint64_t> HealthBook::DeposedEpoch(const std::string& address) const {
+  absl::MutexLock lock(&mu_);
+  auto it = nodes_.find(address);
+  if (it == nodes_.end() || !it->second.deposed()) return std::nullopt;
+  return it->second.epoch;
+}
+
 void HealthBook::Retain(const std::vector<std::string>& addresses) {
   absl::flat_hash_set<std::string> keep(addresses.begin(), addresses.end());
   absl::MutexLock lock(&mu_);

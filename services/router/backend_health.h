@@ -88,6 +88,10 @@ class HealthBook {
   NodeHealth Record(const std::string& address, NodeHealth health);
   // The state of `address` (Probe::kUnknown when never recorded).
   NodeHealth Get(const std::string& address) const;
+  // The epoch `address` was found deposed at by its last probe, or nullopt
+  // when it was not (Get(address).deposed(), without copying the state: it
+  // runs for every forwarded request).
+  std::optional<uint64_t> DeposedEpoch(const std::string& address) const;
   // Forgets every address not in `addresses` (after a topology reload).
   void Retain(const std::vector<std::string>& addresses);
   // A lookup over this book, for ChooseLeader and RoutingTable. The book must

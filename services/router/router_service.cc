@@ -4,6 +4,7 @@
 #include <atomic>
 #include <chrono>
 #include <functional>
+#include <optional>
 #include <string>
 #include <type_traits>
 #include <utility>
@@ -433,10 +434,9 @@ std::shared_ptr<RoutingTable> RouterService::table() const {
 absl::StatusOr<std::string> RouterService::LeaderTarget(const RoutingTable& table,
                                                         int shard) const {
   std::string leader = table.Leader(shard);
-  const NodeHealth health = health_.Get(leader);
-  if (health.deposed()) {
+  if (const std::optional<uint64_t> epoch = health_.DeposedEpoch(leader)) {
     return absl::UnavailableError(
-        absl::StrCat("its leader ", leader, " was deposed (epoch ", health.epoch,
+        absl::StrCat("its leader ", leader, " was deposed (epoch ", *epoch,
                      ") and no newer leader is known yet; retry once one is promoted"));
   }
   return leader;

@@ -4,6 +4,7 @@
 #include "services/router/backend_health.h"
 
 #include <map>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -185,6 +186,18 @@ TEST(RouterBackendHealthTest, TheBookKeepsTheLatestResultPerAddressAndForgetsDro
   EXPECT_EQ(book.Lookup()("b:1").role, "replica");
   EXPECT_TRUE(Answered("deposed", 1).deposed());
   EXPECT_FALSE(Failed().deposed());
+}
+
+TEST(RouterBackendHealthTest, DeposedEpochNamesTheEpochOfADeposedNodeOnly) {
+  HealthBook book;
+  EXPECT_EQ(book.DeposedEpoch("a:1"), std::nullopt);  // Never probed.
+  book.Record("a:1", Answered("leader", 3));
+  EXPECT_EQ(book.DeposedEpoch("a:1"), std::nullopt);
+  book.Record("a:1", Answered("deposed", 4));
+  EXPECT_EQ(book.DeposedEpoch("a:1"), std::optional<uint64_t>(4));
+  EXPECT_EQ(book.DeposedEpoch("b:1"), std::nullopt);
+  book.Record("a:1", Failed());  // What a failed probe knows: not deposed.
+  EXPECT_EQ(book.DeposedEpoch("a:1"), std::nullopt);
 }
 
 }  // namespace
