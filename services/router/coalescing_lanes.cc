@@ -14,6 +14,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "common/server/grpc_status.h"
+#include "google/protobuf/arena.h"
 
 namespace kvstore {
 namespace {
@@ -47,7 +48,12 @@ size_t LargestValueOf(const v1::MultiGetResponse& batch) {
 // order) and how each gets its part of the batch's answer back (Take, from
 // `offset`, the number of keys before it). Count is the keys of a request,
 // Bytes what it adds to the batch's request, LargestValue the largest value
-// in an answer (0 for writes); kResendable when a batch may be sent again.
+// in an answer (0 for writes); kResendable when a batch may be sent again;
+// kOnArena when the batch's request and answer are built on an arena (a few
+// blocks for the whole batch instead of several allocations per key): for
+// single keys, whose answers copy fields or swap strings out of the batch,
+// not for slices of client batches, whose results are moved as messages (a
+// move off an arena is a deep copy).
 struct GetKind {
   using Request = v1::GetRequest;
   using Response = v1::GetResponse;
@@ -55,6 +61,7 @@ struct GetKind {
   using BatchResponse = v1::MultiGetResponse;
   static constexpr RetryRule kRule = RetryRule::kNextNodeIfUnavailable;
   static constexpr bool kResendable = true;
+  static constexpr bool kOnArena = true;
   static size_t Count(const Request&) { return 1; }
   static size_t Bytes(const Request& r) { return r.key().size(); }
   static size_t LargestValue(const Response& r) { return r.value().size(); }
@@ -82,6 +89,7 @@ struct SetKind {
   using BatchResponse = v1::MultiSetResponse;
   static constexpr RetryRule kRule = RetryRule::kHintedLeader;
   static constexpr bool kResendable = false;
+  static constexpr bool kOnArena = true;
   static size_t Count(const Request&) { return 1; }
   static size_t Bytes(const Request& r) { return r.key().size() + r.value().size(); }
   static size_t LargestValue(const Response&) { return 0; }
@@ -112,6 +120,7 @@ struct MultiGetKind {
   using BatchResponse = v1::MultiGetResponse;
   static constexpr RetryRule kRule = RetryRule::kNextNodeIfUnavailable;
   static constexpr bool kResendable = true;
+  static constexpr bool kOnArena = false;
   static size_t Count(const Request& r) { return r.keys_size(); }
   static size_t LargestValue(const Response& r) { return LargestValueOf(r); }
   static size_t Bytes(const Request& r) {
@@ -138,6 +147,7 @@ struct MultiSetKind {
   using BatchResponse = v1::MultiSetResponse;
   static constexpr RetryRule kRule = RetryRule::kHintedLeader;
   static constexpr bool kResendable = false;
+  static constexpr bool kOnArena = false;
   static size_t Count(const Request& r) { return r.items_size(); }
   static size_t LargestValue(const Response&) { return 0; }
   static size_t Bytes(const Request& r) {
@@ -186,9 +196,10 @@ class Lane {
 
  private:
   void SendOne(Item item) {
+    // The call takes the node list: nothing reads the item's again.
     auto owned = std::make_shared<Item>(std::move(item));
     auto* call = new ShardCall<Request, Response>(
-        backends_, owned->table, owned->shard, Kind::kRule, owned->nodes, owned->parent,
+        backends_, owned->table, owned->shard, Kind::kRule, std::move(owned->nodes), owned->parent,
         owned->deadline, owned->request, owned->response,
         [this, owned](const grpc::Status& status, const std::string& label) {
           if (status.ok()) Learn(Kind::LargestValue(*owned->response));
@@ -198,10 +209,29 @@ class Lane {
     call->Start();
   }
 
+  // The requests sent together, and the forwarded call's request and
+  // answer (on `arena` when Kind::kOnArena).
   struct Batch {
+    using BatchRequest = typename Kind::BatchRequest;
+    using BatchResponse = typename Kind::BatchResponse;
+    Batch()
+        : request(google::protobuf::Arena::CreateMessage<BatchRequest>(Kind::kOnArena ? &arena
+                                                                                      : nullptr)),
+          response(google::protobuf::Arena::CreateMessage<BatchResponse>(
+              Kind::kOnArena ? &arena : nullptr)) {}
+    ~Batch() {
+      if (!Kind::kOnArena) {
+        delete request;
+        delete response;
+      }
+    }
+    Batch(const Batch&) = delete;
+    Batch& operator=(const Batch&) = delete;
+
     std::vector<Item> items;
-    typename Kind::BatchRequest request;
-    typename Kind::BatchResponse response;
+    google::protobuf::Arena arena;  // Allocates nothing until used.
+    BatchRequest* const request;
+    BatchResponse* const response;
   };
 
   void Send(std::vector<Item> items) {
@@ -217,13 +247,13 @@ class Lane {
     batch->items = std::move(items);
     auto deadline = batch->items[0].deadline;
     for (const Item& item : batch->items) {
-      Kind::Add(*item.request, &batch->request);
+      Kind::Add(*item.request, batch->request);
       deadline = std::max(deadline, item.deadline);
     }
     const Item& first = batch->items[0];
     auto* call = new ShardCall<typename Kind::BatchRequest, typename Kind::BatchResponse>(
         backends_, first.table, first.shard, Kind::kRule, first.nodes,
-        /*parent=*/nullptr, deadline, &batch->request, &batch->response,
+        /*parent=*/nullptr, deadline, batch->request, batch->response,
         [this, batch](const grpc::Status& status, const std::string& label) {
           size_t keys = 0;
           for (const Item& item : batch->items) keys += Kind::Count(*item.request);
@@ -232,12 +262,12 @@ class Lane {
             SplitAndResend(std::move(batch->items), keys);
             return;
           }
-          if (status.ok()) Learn(Kind::LargestValue(batch->response));
+          if (status.ok()) Learn(Kind::LargestValue(*batch->response));
           Next();
-          if (status.ok() && static_cast<size_t>(Kind::Results(batch->response)) != keys) {
+          if (status.ok() && static_cast<size_t>(Kind::Results(*batch->response)) != keys) {
             const grpc::Status wrong(
                 grpc::StatusCode::INTERNAL,
-                absl::StrCat(label, " answered ", Kind::Results(batch->response), " results for ",
+                absl::StrCat(label, " answered ", Kind::Results(*batch->response), " results for ",
                              keys, " keys"));
             for (Item& item : batch->items) item.done(wrong, label);
             return;
@@ -245,7 +275,7 @@ class Lane {
           int offset = 0;
           for (Item& item : batch->items) {
             item.done(status.ok()
-                          ? Kind::Take(&batch->response, offset, *item.request, item.response)
+                          ? Kind::Take(batch->response, offset, *item.request, item.response)
                           : status,
                       label);
             offset += static_cast<int>(Kind::Count(*item.request));
