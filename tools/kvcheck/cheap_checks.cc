@@ -2,11 +2,13 @@
 
 #include <algorithm>
 #include <map>
+#include <set>
 #include <string>
 #include <tuple>
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/strings/str_cat.h"
+#include "common/storage/version.h"
 
 namespace kvstore::check {
 namespace {
@@ -141,6 +143,64 @@ void CheckVersionsIncrease(const History& h, std::vector<Violation>* out) {
   }
 }
 
+// The history is one shard's, so a version's epoch names one leadership,
+// and one leadership is one node (docs/replication.md: "one epoch has exactly
+// one leader identity"). Ops without a "node" are left out.
+void CheckOneNodePerEpoch(const History& h, std::vector<Violation>* out) {
+  std::map<uint64_t, int> first;  // epoch -> first ok write of it that names a node
+  std::set<std::pair<uint64_t, std::string>> reported;
+  for (const Op& op : h.ops) {
+    if (!HasWriteVersion(op) || op.node.empty()) continue;
+    const uint64_t epoch = VersionEpoch(op.version);
+    auto [it, fresh] = first.try_emplace(epoch, op.id);
+    const Op& earlier = h.ops[it->second];
+    if (fresh || earlier.node == op.node || !reported.insert({epoch, op.node}).second) continue;
+    out->push_back(
+        {ViolationKind::kEpochTwoNodes,
+         op.key,
+         absl::StrCat("epoch ", epoch, " acknowledged by two nodes: ", op.node, " (",
+                      DescribeOp(op), ") and ", earlier.node, " (", DescribeOp(earlier), ")"),
+         {op.id, earlier.id}});
+  }
+}
+
+// Once a write of epoch E was acknowledged, the leaderships before E are
+// over: a write invoked after that answer and acknowledged in an older epoch
+// came from a leader that kept acknowledging after it was replaced (a stale
+// leader, e.g. one that did not fence itself when its lease ran out). Any key.
+void CheckNoStaleEpochAck(const History& h, std::vector<Violation>* out) {
+  std::vector<std::tuple<int64_t, bool, int>> events;  // (pos, is_completion, op)
+  for (const Op& op : h.ops) {
+    if (!HasWriteVersion(op)) continue;
+    events.emplace_back(op.invoke_pos, false, op.id);
+    events.emplace_back(op.complete_pos, true, op.id);
+  }
+  std::sort(events.begin(), events.end());
+  int newest = -1;                      // Completed write of the highest epoch so far.
+  absl::flat_hash_map<int, int> bound;  // Op in flight -> `newest` at its invoke.
+  for (const auto& [pos, completion, id] : events) {
+    const Op& op = h.ops[id];
+    if (!completion) {
+      if (newest >= 0) bound[id] = newest;
+      continue;
+    }
+    if (auto b = bound.find(id); b != bound.end()) {
+      const Op& before = h.ops[b->second];
+      if (VersionEpoch(op.version) < VersionEpoch(before.version)) {
+        out->push_back({ViolationKind::kStaleEpochAck,
+                        op.key,
+                        absl::StrCat("acknowledged in epoch ", VersionEpoch(op.version),
+                                     op.node.empty() ? "" : absl::StrCat(" by ", op.node),
+                                     " after epoch ", VersionEpoch(before.version),
+                                     " had acknowledged a write: ", DescribeOp(op), " after ",
+                                     DescribeOp(before)),
+                        {op.id, before.id}});
+      }
+    }
+    if (newest < 0 || VersionEpoch(op.version) > VersionEpoch(h.ops[newest].version)) newest = id;
+  }
+}
+
 }  // namespace
 
 std::vector<Violation> RunCheapChecks(const History& h) {
@@ -153,6 +213,8 @@ std::vector<Violation> RunCheapChecks(const History& h) {
   CheckOneVersionPerValue(h, writer, &out);
   CheckVersionsUnique(h, writer, &out);
   CheckVersionsIncrease(h, &out);
+  CheckOneNodePerEpoch(h, &out);
+  CheckNoStaleEpochAck(h, &out);
   return out;
 }
 

@@ -9,7 +9,14 @@
 //                       key carrying the same version;
 //   version-regression  an ok write's version is not above the version of an
 //                       ok write of the same key that completed before it was
-//                       invoked.
+//                       invoked;
+//   epoch-two-nodes     ok writes of one epoch (the version's high bits,
+//                       common/storage/version.h) answered by two different
+//                       nodes (the history's "node"): two leaders in one epoch;
+//   stale-epoch-ack     an ok write of epoch E invoked after an ok write of a
+//                       newer epoch completed (any key): a replaced leader
+//                       still acknowledging.
+// The history must be one shard's: epochs are per shard.
 #ifndef KVSTORE_TOOLS_KVCHECK_CHEAP_CHECKS_H_
 #define KVSTORE_TOOLS_KVCHECK_CHEAP_CHECKS_H_
 

@@ -114,6 +114,9 @@ absl::Status CheckEcho(const Json& j, int line, const Op& op) {
 }
 
 absl::Status ReadResults(const Json& j, int line, Op* op) {
+  if (j.contains("node")) {
+    KV_ASSIGN_OR_RETURN(op->node, String(j, "node", line));
+  }
   if (op->outcome == Outcome::kFail) {
     KV_ASSIGN_OR_RETURN(op->current_version, OptionalVersion(j, "current_version", line));
     return absl::OkStatus();
@@ -297,6 +300,7 @@ std::string DescribeOp(const Op& op) {
     }
   }
   if (op.current_version.has_value()) absl::StrAppend(&s, " current_version=", *op.current_version);
+  if (!op.node.empty()) absl::StrAppend(&s, " from ", op.node);
   absl::StrAppend(&s, " (proc ", op.proc, ", i=", op.invoke_i);
   if (op.complete_pos != kNoEvent) absl::StrAppend(&s, "..", op.complete_i);
   absl::StrAppend(&s, ")");

@@ -64,6 +64,9 @@ struct Op {
   uint64_t version = 0;
   bool deleted = false;
   std::optional<uint64_t> current_version;
+  // The node that answered ("node" on the completion line; "" when the
+  // history does not say), for the per-epoch checks (cheap_checks.h).
+  std::string node;
 
   bool IsWrite() const { return f != Fn::kGet; }
   // Set or cas: writes `value`.

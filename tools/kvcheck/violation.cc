@@ -12,6 +12,8 @@ const char* ViolationKindName(ViolationKind kind) {
     case ViolationKind::kNotLinearizable: return "not-linearizable";
     case ViolationKind::kUndecided: return "undecided";
     case ViolationKind::kLostWrite: return "lost-write";
+    case ViolationKind::kEpochTwoNodes: return "epoch-two-nodes";
+    case ViolationKind::kStaleEpochAck: return "stale-epoch-ack";
   }
   return "?";
 }

@@ -18,10 +18,13 @@ enum class ViolationKind {
   kNotLinearizable,    // No order of the key's operations fits the model.
   kUndecided,          // The search hit its time or memory limit: counts as a failure.
   kLostWrite,          // An acknowledged write missing from the final read.
+  kEpochTwoNodes,      // Two nodes acknowledged writes of one leader epoch.
+  kStaleEpochAck,      // A write acknowledged in an epoch older than one already acknowledged.
 };
 
 // "invented-read", "phantom", "double-apply", "version-reuse",
-// "version-regression", "not-linearizable", "undecided", "lost-write".
+// "version-regression", "not-linearizable", "undecided", "lost-write",
+// "epoch-two-nodes", "stale-epoch-ack".
 const char* ViolationKindName(ViolationKind kind);
 
 struct Violation {

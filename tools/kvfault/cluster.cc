@@ -90,6 +90,11 @@ std::string Cluster::leader_address() const {
   return leader_address_;
 }
 
+std::pair<std::string, std::string> Cluster::leader_route() const {
+  absl::MutexLock l(&mu_);
+  return {leader_, leader_address_};
+}
+
 std::shared_ptr<grpc::Channel> Cluster::Channel(const std::string& address) {
   absl::MutexLock l(&channels_mu_);
   auto& channel = channels_[address];

@@ -97,6 +97,8 @@ class Cluster {
   // "127.0.0.1:PORT" the clients use to reach the leader (its client link's
   // proxy when there is a network); thread-safe.
   std::string leader_address() const;
+  // Both at once: the leader's name and that address; thread-safe.
+  std::pair<std::string, std::string> leader_route() const;
 
   // The command line a start of `node` runs now.
   std::vector<std::string> CommandLine(const Node& node) const;

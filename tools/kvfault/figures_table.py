@@ -10,7 +10,9 @@ becomes one Markdown row: the scenario, its seed, the operations by outcome,
 acknowledged / lost / recovered / phantom writes, double applies and every
 violation kvcheck reported (a stale leader read is "not-linearizable"), the
 linearizability verdict, whether the
-replicas ended equal, the recovery time after each fault (p50 / max of
+replicas ended equal, whether each leader epoch had one acknowledging node
+(and how many writes an older epoch acknowledged after a newer one had), the
+recovery time after each fault (p50 / max of
 "first ok write after"), and the command that replays the run.
 """
 import re
@@ -24,13 +26,15 @@ LINEARIZABLE = re.compile(r"^\s+linearizable: (\d+) keys, (\d+) invalid, (\d+) u
 REPLICAS = re.compile(r"^\s+replicas equal: (.*)$")
 RECOVERY = re.compile(r"first ok write after ([\d.]+)s")
 VIOLATIONS = re.compile(r"^\s+violations: (.*)$")
+EPOCHS = re.compile(r"^\s+epochs: (.*); one node per epoch: (\w+); stale-epoch acks (\d+)")
 VERDICT = re.compile(r"^(PASS|FAIL) (\S+) \(seed (\d+)\)")
 
 
 HEADER = ("| scenario | result | seed | ops (ok/fail/info) | acked | lost | recovered | phantom | "
           "double applies | violations (stale reads are not-linearizable) | "
-          "lin. keys / invalid / unknown | replicas equal | recovery p50 / max | replay |\n"
-          "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+          "lin. keys / invalid / unknown | replicas equal | one acking node per epoch (stale-epoch acks) | "
+          "recovery p50 / max | replay |\n"
+          "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
 
 
 def count_kind(violations, *names):
@@ -56,7 +60,8 @@ def rows(lines):
                               (DURABILITY, ("acked", "lost", "recovered", "phantom")),
                               (LINEARIZABLE, ("keys", "invalid", "unknown")),
                               (REPLICAS, ("replicas",)),
-                              (VIOLATIONS, ("violations",))):
+                              (VIOLATIONS, ("violations",)),
+                              (EPOCHS, ("epochs", "one_node", "stale_acks"))):
             m = pattern.match(line)
             if m:
                 run.update(zip(keys, m.groups()))
@@ -78,12 +83,17 @@ def markdown(run):
     lost = run.get("lost", "?")
     if lost not in ("0", "?"):
         lost = f"**{lost}**"
+    one_node = run.get("one_node", "?")
+    if one_node == "no":
+        one_node = "**no**"
+    stale = run.get("stale_acks", "?")
+    epochs = f"{one_node} ({stale if stale in ('0', '?') else f'**{stale}**'})"
     command = f"`kvfault run --scenario {run['scenario']} --seed {run['seed']}`"
     return (f"| `{run['scenario']}` | {run['verdict']} | {run['seed']} | "
             f"{run.get('ops', '?')} ({run.get('ok', '?')}/{run.get('fail', '?')}/"
             f"{run.get('info', '?')}) | {run.get('acked', '?')} | {lost} | "
             f"{run.get('recovered', '?')} | {run.get('phantom', '?')} | {double} | {v} | {lin} | "
-            f"{run.get('replicas', '?')} | {recovery} | {command} |")
+            f"{run.get('replicas', '?')} | {epochs} | {recovery} | {command} |")
 
 
 def main(argv):

@@ -49,6 +49,7 @@ void HistoryRecorder::Record(const Event& e) {
   if (e.current_version) j["current_version"] = *e.current_version;
   if (e.final_phase) j["phase"] = "final";
   if (e.error) j["error"] = *e.error;
+  if (e.node) j["node"] = *e.node;
   if (e.type == "ok" && e.f != "get") acked_writes_.fetch_add(1, std::memory_order_release);
   const std::string line = j.dump() + "\n";
   if (std::fwrite(line.data(), 1, line.size(), file_) != line.size()) {

@@ -31,6 +31,7 @@ struct Event {
   std::optional<uint64_t> version;
   std::optional<uint64_t> current_version;  // fail of a version mismatch.
   std::optional<std::string> error;         // A note for people; kvcheck ignores it.
+  std::optional<std::string> node;          // The node the request went to (completions).
   bool final_phase = false;
 };
 

@@ -18,6 +18,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <optional>
 #include <random>
 #include <thread>
@@ -28,6 +29,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "absl/time/clock.h"
+#include "common/storage/version.h"
 #include "nlohmann/json.hpp"
 #include "tools/kvcheck/checker.h"
 #include "tools/kvcheck/history.h"
@@ -122,6 +124,30 @@ std::vector<std::string> RecoveryTimes(const check::History& h,
                      first_ok < 0 ? "never" : absl::StrCat("after ", Seconds(first_ok - s.t_ns))));
   }
   return out;
+}
+
+// Which nodes acknowledged writes in each leader epoch (the version's high
+// bits), how many, and the epoch checks' verdicts: "1048577 n0 812, 1048578
+// n1 640; one node per epoch: yes; stale-epoch acks 0".
+std::string EpochFigures(const check::History& h, const std::map<std::string, int>& kinds) {
+  std::map<uint64_t, std::map<std::string, int64_t>> acked;  // epoch -> node -> writes
+  for (const check::Op& op : h.ops) {
+    if (!op.IsWrite() || op.outcome != check::Outcome::kOk || op.version == 0) continue;
+    ++acked[VersionEpoch(op.version)][op.node.empty() ? "?" : op.node];
+  }
+  std::vector<std::string> parts;
+  for (const auto& [epoch, nodes] : acked) {
+    std::vector<std::string> by;
+    for (const auto& [node, n] : nodes) by.push_back(absl::StrCat(node, " ", n));
+    parts.push_back(absl::StrCat(epoch, " ", absl::StrJoin(by, " + ")));
+  }
+  auto count = [&](const char* kind) {
+    auto it = kinds.find(kind);
+    return it == kinds.end() ? 0 : it->second;
+  };
+  return absl::StrCat(parts.empty() ? "none" : absl::StrJoin(parts, ", "),
+                      "; one node per epoch: ", count("epoch-two-nodes") == 0 ? "yes" : "no",
+                      "; stale-epoch acks ", count("stale-epoch-ack"));
 }
 
 // Age of each lost write: from its acknowledgement to the first power cut
@@ -343,6 +369,7 @@ int Run(const Args& args) {
                       ? "yes"
                       : absl::StrCat("no, ", replica_diffs, " keys differ").c_str());
       for (const std::string& e : diff_examples) std::printf("    %s\n", e.c_str());
+      std::printf("  epochs: %s\n", EpochFigures(*h, kinds).c_str());
       for (const std::string& r : RecoveryTimes(*h, nemesis.done())) {
         std::printf("  %s\n", r.c_str());
       }

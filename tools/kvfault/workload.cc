@@ -120,10 +120,19 @@ void Load::Client(const WorkloadSpec& spec, char letter, int client, int clients
     }
     invoke.key = key;
     Touch(key);
-    auto stub = v1::KeyValue::NewStub(cluster_->Channel(cluster_->leader_address()));
+    // The leader is looked up after the invoke is recorded, so a write sent
+    // to an old leader was invoked before the new one could answer anything
+    // (kvcheck's stale-epoch-ack relies on that order). `node` names who
+    // answers, for its epoch-two-nodes check.
+    std::unique_ptr<v1::KeyValue::Stub> stub;
+    Event done = invoke;
+    auto connect = [&] {
+      auto [name, address] = cluster_->leader_route();
+      stub = v1::KeyValue::NewStub(cluster_->Channel(address));
+      done.node = name;
+    };
     grpc::ClientContext context;
     context.set_deadline(absl::ToChronoTime(absl::Now() + options_.request_timeout));
-    Event done = invoke;
     grpc::Status s;
     if (choice == 0) {
       invoke.f = done.f = "get";
@@ -131,6 +140,7 @@ void Load::Client(const WorkloadSpec& spec, char letter, int client, int clients
       request.set_key(key);
       v1::GetResponse response;
       history_->Record(invoke);
+      connect();
       s = stub->Get(&context, request, &response);
       if (s.ok()) {
         done.type = "ok";
@@ -159,6 +169,7 @@ void Load::Client(const WorkloadSpec& spec, char letter, int client, int clients
       }
       v1::SetResponse response;
       history_->Record(invoke);
+      connect();
       s = stub->Set(&context, request, &response);
       if (s.ok()) {
         done.type = "ok";
@@ -174,6 +185,7 @@ void Load::Client(const WorkloadSpec& spec, char letter, int client, int clients
       request.set_key(key);
       v1::DeleteResponse response;
       history_->Record(invoke);
+      connect();
       s = stub->Delete(&context, request, &response);
       if (s.ok()) {
         done.type = "ok";

@@ -6,6 +6,7 @@
 #include <set>
 #include <string>
 
+#include "common/storage/version.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "tests/unit/check/history_builder.h"
@@ -402,6 +403,74 @@ TEST(CheckerTest, SummaryJsonHasFiguresVerdictsAndViolations) {
   EXPECT_EQ(j["violations_by_kind"]["phantom"], 1);
   EXPECT_EQ(j["violations"][0]["kind"], "phantom");
   EXPECT_EQ(j["violations"][0]["ops"], Json::array({7, 3})) << "named by the i of their invoke";
+}
+
+// ---- One acknowledging node per epoch (scenario 20). A version carries its
+// leader's epoch in the high bits (common/storage/version.h); "node" names
+// who answered.
+
+Json AckedBy(const std::string& node, uint64_t epoch, uint64_t index) {
+  return {{"version", MakeVersion(epoch, index)}, {"node", node}};
+}
+
+TEST(CheckerTest, TwoNodesAcknowledgingOneEpochIsReported) {
+  // A promotion that kept the old epoch: n1 leads in n0's epoch 7.
+  HistoryBuilder b;
+  b.Invoke(1, Set("k", "a")).Ok(1, AckedBy("n0", 7, 10));
+  b.Invoke(2, Set("j", "b")).Ok(2, AckedBy("n1", 7, 11));
+  ExpectKinds(b, {"epoch-two-nodes"});
+}
+
+TEST(CheckerTest, TwoNodesInOneEpochAreReportedOncePerNode) {
+  HistoryBuilder b;
+  b.Invoke(1, Set("k", "a")).Ok(1, AckedBy("n0", 7, 10));
+  b.Invoke(2, Set("j", "b")).Ok(2, AckedBy("n1", 7, 11));
+  b.Invoke(3, Set("i", "c")).Ok(3, AckedBy("n1", 7, 12));
+  const Report r = CheckHistory(Parse(b));
+  ASSERT_EQ(r.violations.size(), 1u) << Describe(r);
+  EXPECT_THAT(r.violations[0].message, HasSubstr("epoch 7 acknowledged by two nodes: n1"));
+}
+
+TEST(CheckerTest, ANewNodeInANewEpochIsValid) {
+  HistoryBuilder b;
+  b.Invoke(1, Set("k", "a")).Ok(1, AckedBy("n0", 7, 10));
+  b.Invoke(2, Set("k", "b")).Ok(2, AckedBy("n1", 8, 11));
+  b.Invoke(3, Set("j", "c")).Ok(3, AckedBy("n1", 8, 12));
+  ExpectValid(b);
+}
+
+TEST(CheckerTest, WritesThatNameNoNodeAreNotAttributed) {
+  HistoryBuilder b;
+  b.Invoke(1, Set("k", "a")).Ok(1, AckedBy("n0", 7, 10));
+  b.Invoke(2, Set("j", "b")).Ok(2, Version(MakeVersion(7, 11)));
+  ExpectValid(b);
+}
+
+TEST(CheckerTest, AWriteAcknowledgedInAnOlderEpochAfterANewerOneIsReported) {
+  // n0 lost its lease and n1 leads epoch 8; n0 still acknowledges a write
+  // (another key) invoked after n1's first answer.
+  HistoryBuilder b;
+  b.Invoke(1, Set("k", "a")).Ok(1, AckedBy("n0", 7, 10));
+  b.Invoke(2, Set("j", "b")).Ok(2, AckedBy("n1", 8, 11));
+  b.Invoke(3, Set("i", "c")).Ok(3, AckedBy("n0", 7, 11));
+  ExpectKinds(b, {"stale-epoch-ack"});
+}
+
+TEST(CheckerTest, AnOlderEpochsAnswerInFlightAcrossTheChangeIsValid) {
+  // Invoked before the newer epoch's first answer: it may have been
+  // acknowledged before the change.
+  HistoryBuilder b;
+  b.Invoke(1, Set("k", "a")).Invoke(2, Set("j", "b"));
+  b.Ok(2, AckedBy("n1", 8, 11)).Ok(1, AckedBy("n0", 7, 10));
+  ExpectValid(b);
+}
+
+TEST(CheckerTest, ANodeThatIsNotAStringIsRefused) {
+  HistoryBuilder b;
+  b.Invoke(1, Set("k", "a")).Ok(1, {{"version", 1}, {"node", 3}});
+  absl::StatusOr<History> h = ParseHistory(b.Text());
+  EXPECT_FALSE(h.ok());
+  EXPECT_THAT(std::string(h.status().message()), HasSubstr("\"node\" is not a string"));
 }
 
 }  // namespace
