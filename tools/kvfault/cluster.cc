@@ -2,6 +2,7 @@
 
 #include <signal.h>
 
+#include <cctype>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -380,8 +381,8 @@ absl::StatusOr<PowerLossReport> Cluster::CutPower(Node* node, Tear tear, uint64_
   return r;
 }
 
-absl::StatusOr<std::string> Cluster::Promote(Node* node, const std::vector<std::string>& followers,
-                                             bool force, std::vector<std::string>* command) {
+absl::StatusOr<std::vector<std::string>> Cluster::PromoteCommand(
+    Node* node, const std::vector<std::string>& followers, bool force) {
   std::vector<std::string> addresses;
   for (const std::string& f : followers) {
     Node* n = Find(f);
@@ -397,14 +398,10 @@ absl::StatusOr<std::string> Cluster::Promote(Node* node, const std::vector<std::
     argv.push_back(absl::StrCat("--followers=", absl::StrJoin(addresses, ",")));
   if (force) argv.push_back("--force");
   argv.push_back("promote");
-  *command = argv;
-  absl::StatusOr<CommandResult> r =
-      RunCommand(argv, absl::StrCat(options_.run_dir, "/kvctl.log"), absl::Seconds(20));
-  if (!r.ok()) return r.status();
-  if (!r->status.exited || r->status.code != 0) {
-    return absl::FailedPreconditionError(
-        absl::StrCat(ShellQuote(argv), ": ", r->status.ToString(), ": ", r->output));
-  }
+  return argv;
+}
+
+void Cluster::ApplyPromotion(Node* node, const std::vector<std::string>& followers) {
   node->binary = "kv-shard";  // A restart of it now leads (its data dir says so).
   node->followers = followers;
   for (auto& n : nodes_) {
@@ -414,7 +411,78 @@ absl::StatusOr<std::string> Cluster::Promote(Node* node, const std::vector<std::
     }
   }
   SetLeader(*node);
+}
+
+absl::StatusOr<std::string> Cluster::Promote(Node* node, const std::vector<std::string>& followers,
+                                             bool force, std::vector<std::string>* command) {
+  absl::StatusOr<std::vector<std::string>> argv = PromoteCommand(node, followers, force);
+  if (!argv.ok()) return argv.status();
+  *command = *argv;
+  absl::StatusOr<CommandResult> r =
+      RunCommand(*argv, absl::StrCat(options_.run_dir, "/kvctl.log"), absl::Seconds(20));
+  if (!r.ok()) return r.status();
+  if (!r->status.exited || r->status.code != 0) {
+    return absl::FailedPreconditionError(
+        absl::StrCat(ShellQuote(*argv), ": ", r->status.ToString(), ": ", r->output));
+  }
+  ApplyPromotion(node, followers);
   return r->output;
+}
+
+absl::Status Cluster::PromoteAtOnce(std::vector<PromoteAttempt>* attempts, bool force) {
+  std::vector<pid_t> pids;
+  std::vector<std::string> logs;
+  for (size_t i = 0; i < attempts->size(); ++i) {
+    PromoteAttempt& a = (*attempts)[i];
+    absl::StatusOr<std::vector<std::string>> argv = PromoteCommand(a.node, a.followers, force);
+    if (!argv.ok()) return argv.status();
+    a.command = *argv;
+    logs.push_back(absl::StrCat(options_.run_dir, "/kvctl-race-", a.node->name(), "-",
+                                force ? "force" : "plain", ".log"));
+    std::error_code ec;
+    std::filesystem::remove(logs.back(), ec);
+  }
+  // Every process is started before any is waited for: the race.
+  for (size_t i = 0; i < attempts->size(); ++i) {
+    absl::StatusOr<pid_t> pid = Spawn((*attempts)[i].command, logs[i]);
+    if (!pid.ok()) {
+      for (pid_t p : pids) {
+        kill(p, SIGKILL);
+        (void)WaitExit(p, absl::Now() + absl::Seconds(10));
+      }
+      return pid.status();
+    }
+    pids.push_back(*pid);
+  }
+  const absl::Time deadline = absl::Now() + absl::Seconds(20);
+  for (size_t i = 0; i < attempts->size(); ++i) {
+    PromoteAttempt& a = (*attempts)[i];
+    absl::StatusOr<ExitStatus> exit = WaitExit(pids[i], deadline);
+    if (!exit.ok()) {
+      kill(pids[i], SIGKILL);
+      (void)WaitExit(pids[i], absl::Now() + absl::Seconds(10));
+    }
+    const std::string output = ReadFile(logs[i]);
+    if (!exit.ok() || !exit->exited || exit->code != 0) {
+      a.result = absl::FailedPreconditionError(absl::StrCat(
+          ShellQuote(a.command), ": ",
+          exit.ok() ? exit->ToString() : std::string(exit.status().message()), ": ", output));
+      continue;
+    }
+    a.result = output;
+    const size_t at = output.find("epoch=");
+    if (at != std::string::npos) {
+      size_t end = at + 6;
+      while (end < output.size() && std::isdigit(static_cast<unsigned char>(output[end]))) ++end;
+      (void)absl::SimpleAtoi(output.substr(at + 6, end - at - 6), &a.epoch);
+    }
+  }
+  PromoteAttempt* chosen = nullptr;
+  for (PromoteAttempt& a : *attempts) {
+    if (a.result.ok() && (chosen == nullptr || a.epoch > chosen->epoch)) chosen = &a;
+  }
+  if (chosen != nullptr) ApplyPromotion(chosen->node, chosen->followers);
+  return absl::OkStatus();
 }
 
 absl::StatusOr<uint64_t> Cluster::LastIndex(const Node& node) {

@@ -129,6 +129,23 @@ class Cluster {
   // refusal is FAILED_PRECONDITION with kvctl's output.
   absl::StatusOr<std::string> Promote(Node* node, const std::vector<std::string>& followers,
                                       bool force, std::vector<std::string>* command);
+  // One kvctl promote of a race (PromoteAtOnce).
+  struct PromoteAttempt {
+    Node* node = nullptr;
+    std::vector<std::string> followers;  // Names.
+    std::vector<std::string> command;    // Filled in.
+    absl::StatusOr<std::string> result = absl::UnknownError("not run");
+    uint64_t epoch = 0;  // From kvctl's "epoch=N" on success.
+  };
+  // Starts one `kvctl promote` per attempt, all before waiting for any (two
+  // promotions racing), then waits for each. A success makes that node a
+  // leader here; when several succeed, the clients go to the one with the
+  // highest epoch (the first listed on a tie). Returns the error of a
+  // process that could not be run; refusals are in each attempt's result.
+  absl::Status PromoteAtOnce(std::vector<PromoteAttempt>* attempts, bool force);
+  // The bookkeeping after `node` became the leader pushing to `followers`
+  // (names): restarts start it as kv-shard, the clients go to it.
+  void ApplyPromotion(Node* node, const std::vector<std::string>& followers);
   // Last log index of a running node (Admin.Status).
   absl::StatusOr<uint64_t> LastIndex(const Node& node);
 
@@ -156,6 +173,10 @@ class Cluster {
   // The address the clients reach `node` at.
   absl::StatusOr<std::string> ClientAddress(const Node& node);
   void SetLeader(const Node& node);
+  // kvctl promote's command line for `node`.
+  absl::StatusOr<std::vector<std::string>> PromoteCommand(Node* node,
+                                                          const std::vector<std::string>& followers,
+                                                          bool force);
 
   ClusterOptions options_;
   mutable absl::Status route_error_;

@@ -108,7 +108,8 @@ std::vector<std::string> RecoveryTimes(const check::History& h,
   std::vector<std::string> out;
   for (const StepRecord& s : steps) {
     if (s.action != "kill" && s.action != "pause" && s.action != "promote" &&
-        s.action != "powerloss" && s.action != "failpoint" && s.action != "fill-disk") {
+        s.action != "promote-race" && s.action != "powerloss" && s.action != "failpoint" &&
+        s.action != "fill-disk") {
       continue;
     }
     int64_t first_ok = -1;

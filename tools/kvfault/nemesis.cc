@@ -332,6 +332,60 @@ absl::Status Nemesis::Execute(int index, const Step& step) {
         "");
     return s;
   }
+  if (step.action == "promote-race") return PromoteRace(index, step);
+  if (step.action == "settle") {
+    // After a race: the node that leads with every follower streaming, if
+    // one does within wait_s; else the documented way out of two leaders of
+    // one epoch (docs/replication.md): promote one node, with a higher epoch.
+    const absl::Time deadline = absl::Now() + absl::Seconds(step.wait_s);
+    std::string seen;
+    while (true) {
+      seen.clear();
+      // A leader cut off until now may still say it leads, with its old
+      // followers' streams "streaming": only a leader of the newest epoch
+      // any node knows counts.
+      std::vector<std::pair<Node*, v1::StatusResponse>> statuses;
+      uint64_t newest = 0;
+      for (Node* n : cluster_->nodes()) {
+        if (n->state != NodeState::kRunning) continue;
+        absl::StatusOr<v1::StatusResponse> st =
+            FetchStatus(cluster_->Channel(n->address), absl::Seconds(1));
+        if (!st.ok()) continue;
+        absl::StrAppend(&seen, seen.empty() ? "" : ", ", n->name(), " ", st->role(), " epoch ",
+                        st->epoch());
+        newest = std::max({newest, st->epoch(), st->last_epoch()});
+        statuses.emplace_back(n, *std::move(st));
+      }
+      for (auto& [n, status] : statuses) {
+        const v1::StatusResponse* st = &status;
+        if (st->role() != "leader" || !st->ready() || st->epoch() < newest) continue;
+        int streaming = 0;
+        for (const auto& f : st->followers()) streaming += f.state() == "streaming";
+        if (streaming < static_cast<int>(cluster_->nodes().size()) - 1) continue;
+        std::vector<std::string> followers;
+        for (Node* o : cluster_->nodes()) {
+          if (o != n) followers.push_back(o->name());
+        }
+        const bool changed = cluster_->leader() != n->name();
+        cluster_->ApplyPromotion(n, followers);
+        done_.back().node = n->name();
+        Log(index, "settle", n->name(), "(poll Admin.Status of every node)", absl::OkStatus(),
+            absl::StrCat(n->name(), " leads epoch ", st->epoch(), " with every follower streaming",
+                         changed ? " (the clients move to it)" : "", "; ", seen));
+        return absl::OkStatus();
+      }
+      if (absl::Now() >= deadline) break;
+      absl::SleepFor(absl::Milliseconds(100));  // Polling with a deadline.
+    }
+    Log(index, "settle", "", "(poll Admin.Status of every node)", absl::OkStatus(),
+        absl::StrCat("no node leads with every follower streaming after ", step.wait_s, " s (",
+                     seen, "): promote again, with a higher epoch"));
+    Step again = step;
+    again.action = "promote";
+    if (again.candidates.empty()) again.candidates = {"followers"};
+    if (again.followers.empty()) again.followers = {"others"};
+    return Execute(index, again);
+  }
   if (step.action == "promote") {
     // The most advanced running candidate: promoting a replica that lacks
     // entries another holds is what kvctl promote refuses.
@@ -384,6 +438,53 @@ absl::Status Nemesis::Execute(int index, const Step& step) {
     return out.status();
   }
   return absl::InvalidArgumentError(absl::StrCat("unknown action ", step.action));
+}
+
+absl::Status Nemesis::PromoteRace(int index, const Step& step) {
+  std::vector<std::string> candidates = step.candidates;
+  if (candidates.empty() || (candidates.size() == 1 && candidates[0] == "followers")) {
+    candidates.clear();
+    for (Node* n : cluster_->nodes()) {
+      if (n->name() != cluster_->leader()) candidates.push_back(n->name());
+    }
+  }
+  std::vector<Cluster::PromoteAttempt> attempts;
+  for (const std::string& c : candidates) {
+    Node* n = cluster_->Find(c);
+    if (n == nullptr) return absl::InvalidArgumentError(absl::StrCat("no node ", c));
+    if (n->state != NodeState::kRunning) continue;
+    Cluster::PromoteAttempt a;
+    a.node = n;
+    // Each pushes to every other node, the old leader too (as `promote`
+    // with followers: others).
+    for (Node* o : cluster_->nodes()) {
+      if (o != n) a.followers.push_back(o->name());
+    }
+    attempts.push_back(std::move(a));
+  }
+  if (attempts.size() < 2) {
+    return absl::FailedPreconditionError("promote-race needs two running candidates");
+  }
+  done_.back().node = absl::StrJoin(candidates, "+");
+  int promoted = 0;
+  for (const bool force : {false, true}) {
+    if (force && (promoted > 0 || step.force != "if-refused")) break;
+    for (Cluster::PromoteAttempt& a : attempts) a.result = absl::UnknownError("not run");
+    if (absl::Status s = cluster_->PromoteAtOnce(&attempts, force); !s.ok()) {
+      Log(index, "promote-race", done_.back().node, "", s, "");
+      return s;
+    }
+    for (const Cluster::PromoteAttempt& a : attempts) {
+      promoted += a.result.ok();
+      Log(index, "promote-race", a.node->name(), ShellQuote(a.command), a.result.status(),
+          a.result.ok() ? absl::StrCat("promoted, epoch ", a.epoch) : "refused");
+    }
+  }
+  if (promoted == 0)
+    return absl::FailedPreconditionError("every promotion of the race was refused");
+  Log(index, "promote-race", cluster_->leader(), "(the clients follow this one)", absl::OkStatus(),
+      absl::StrCat(promoted, " of ", attempts.size(), " promotions succeeded"));
+  return absl::OkStatus();
 }
 
 absl::Status Nemesis::Heal(absl::Time deadline) {

@@ -63,6 +63,9 @@ class Nemesis {
   absl::Status Net(int index, const Step& step);
   absl::Status ProbeWrite(int index, const Step& step, Node* node);
   absl::Status HealNetwork();
+  // kvctl promote on every candidate at once; retried with --force, again
+  // all at once, when every one was refused and the step allows it.
+  absl::Status PromoteRace(int index, const Step& step);
   // Opens or closes an isolation window after a step.
   void UpdateIsolation();
   void Log(int index, const std::string& action, const std::string& node,

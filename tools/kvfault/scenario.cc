@@ -95,8 +95,8 @@ absl::StatusOr<Scenario> LoadScenario(const std::string& path) {
     }
     if (s.load.workloads.empty()) return absl::InvalidArgumentError(path + ": no workloads");
     static const std::set<std::string> kActions = {
-        "kill",         "pause",     "resume",  "restart", "wipe", "promote",
-        "await-healed", "powerloss", "bitflip", "repair",  "net",  "probe-write"};
+        "kill",      "pause",   "resume", "restart", "wipe",        "promote",      "await-healed",
+        "powerloss", "bitflip", "repair", "net",     "probe-write", "promote-race", "settle"};
     const auto known = [&](const std::string& a) { return kActions.count(a) || IsDiskAction(a); };
     for (const auto& n : root["nemesis"]) {
       if (absl::Status st = CheckKeys(n,

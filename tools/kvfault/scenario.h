@@ -24,6 +24,15 @@ namespace kvstore::fault {
 //            "followers" = every node but the one that led),
 //            pushing to `followers` ("others" = every other running node);
 //            force "never" or "if-refused" (retry with --force after a refusal)
+//   promote-race  kvctl promote on each of `candidates` ("followers" or
+//            none: every node but the leader) at the same instant, each
+//            pushing to every other node; when all are refused and `force` is
+//            "if-refused", all again with --force at once. The clients follow
+//            the promoted node of the highest epoch.
+//   settle   after a race: wait up to `wait_s` for a node that leads with
+//            every follower streaming and send the clients to it; if none
+//            does, `promote` (candidates, followers, force as that step;
+//            default every node but the leader, pushing to the others)
 //   await-healed  poll until the leader serves and its running followers caught up
 //   powerloss  kill -9 `node` ("all": every running node at once) and cut each
 //            one's data dir back to what its fsyncs made durable (`kvfault
