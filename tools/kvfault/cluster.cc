@@ -1,6 +1,10 @@
 #include "tools/kvfault/cluster.h"
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <signal.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include <cctype>
 #include <cstdlib>
@@ -58,13 +62,161 @@ Cluster::Cluster(ClusterOptions options) : options_(std::move(options)) {
   for (int i = 1; i <= options_.replicas; ++i) {
     nodes_[0]->followers.push_back(absl::StrCat("n", i));
   }
+  if (options_.etcd) {
+    // Every node starts as a follower; the election picks the leader.
+    nodes_[0]->binary = "kv-replica";
+    nodes_[0]->followers.clear();
+  }
 }
 
 Cluster::~Cluster() {
+  stop_watch_.store(true);
+  if (watcher_.joinable()) watcher_.join();
   for (auto& node : nodes_) {
     if (node->state == NodeState::kDown || node->pid <= 0) continue;
     kill(node->pid, SIGKILL);
     (void)WaitExit(node->pid, absl::Now() + absl::Seconds(10));
+  }
+  if (etcd_pid_ > 0) {
+    // etcd last, and gently: SIGTERM, SIGKILL after 5 s. Its data is under
+    // the run directory, removed with it.
+    kill(etcd_pid_, SIGTERM);
+    if (!WaitExit(etcd_pid_, absl::Now() + absl::Seconds(5)).ok()) {
+      kill(etcd_pid_, SIGKILL);
+      (void)WaitExit(etcd_pid_, absl::Now() + absl::Seconds(10));
+    }
+    ForgetPid(etcd_pid_);
+  }
+}
+
+namespace {
+
+// A port on 127.0.0.1 nobody listened on a moment ago (0 on failure).
+int PickFreePort() {
+  const int fd = socket(AF_INET, SOCK_STREAM, 0);
+  if (fd < 0) return 0;
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  addr.sin_port = 0;
+  socklen_t len = sizeof(addr);
+  int port = 0;
+  if (bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0 &&
+      getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) == 0) {
+    port = ntohs(addr.sin_port);
+  }
+  close(fd);
+  return port;
+}
+
+}  // namespace
+
+absl::Status Cluster::StartEtcd() {
+  const std::string dir = options_.run_dir + "/etcd";
+  std::filesystem::create_directories(dir);
+  absl::Status last;
+  for (int attempt = 1; attempt <= 3; ++attempt) {
+    const int client = PickFreePort();
+    int peer = PickFreePort();
+    while (peer == client) peer = PickFreePort();
+    if (client == 0 || peer == 0) return absl::UnavailableError("no free port for etcd");
+    const std::string client_url = absl::StrCat("http://127.0.0.1:", client);
+    const std::string peer_url = absl::StrCat("http://127.0.0.1:", peer);
+    const std::vector<std::string> argv = {options_.etcd_binary,
+                                           "--name=kvfault",
+                                           absl::StrCat("--data-dir=", dir, "/data"),
+                                           absl::StrCat("--listen-client-urls=", client_url),
+                                           absl::StrCat("--advertise-client-urls=", client_url),
+                                           absl::StrCat("--listen-peer-urls=", peer_url),
+                                           absl::StrCat("--initial-advertise-peer-urls=", peer_url),
+                                           absl::StrCat("--initial-cluster=kvfault=", peer_url),
+                                           "--initial-cluster-state=new",
+                                           "--logger=zap",
+                                           "--log-outputs=stderr",
+                                           "--log-level=warn"};
+    std::error_code ec;
+    std::filesystem::remove_all(dir + "/data", ec);  // A failed attempt's.
+    absl::StatusOr<pid_t> pid = Spawn(argv, absl::StrCat(dir, "/etcd-", attempt, ".log"));
+    if (!pid.ok()) return pid.status();
+    RememberPid(*pid);
+    // Up if it is still running a moment later: a port taken meanwhile makes
+    // it exit at once. Answering is checked by cluster init (InitEtcdCluster).
+    absl::SleepFor(absl::Milliseconds(300));  // Not synchronisation: a start's early exit.
+    absl::StatusOr<ExitStatus> exit = WaitExit(*pid, absl::InfinitePast());
+    if (!exit.ok()) {
+      etcd_pid_ = *pid;
+      etcd_endpoint_ = absl::StrCat("127.0.0.1:", client);
+      std::ofstream(dir + "/command") << ShellQuote(argv) << "\n";
+      return absl::OkStatus();
+    }
+    ForgetPid(*pid);
+    last = absl::UnavailableError(
+        absl::StrCat("etcd exited at start (", exit->ToString(),
+                     "): ", Tail(absl::StrCat(dir, "/etcd-", attempt, ".log"), 1500)));
+  }
+  return last;
+}
+
+absl::Status Cluster::InitEtcdCluster(absl::Time deadline) {
+  // The topology kvctl cluster init reads: the shard and its nodes' addresses.
+  const std::string topology = options_.run_dir + "/etcd/topology.yaml";
+  {
+    std::ofstream out(topology);
+    out << "vnodes: 16\nshards:\n  - name: s0\n    leader: " << nodes_[0]->address
+        << "\n    replicas: [";
+    for (size_t i = 1; i < nodes_.size(); ++i) out << (i > 1 ? ", " : "") << nodes_[i]->address;
+    out << "]\n";
+  }
+  const std::vector<std::string> argv = {absl::StrCat(options_.bin_dir, "/kvctl"),
+                                         absl::StrCat("--etcd=", etcd_endpoint_),
+                                         "--timeout_ms=3000",
+                                         "cluster",
+                                         "init",
+                                         absl::StrCat("--config=", topology)};
+  std::string last;
+  while (true) {
+    absl::StatusOr<CommandResult> r =
+        RunCommand(argv, options_.run_dir + "/etcd/init.log", absl::Seconds(10));
+    if (r.ok() && r->status.exited && (r->status.code == 0 || r->status.code == 3)) {
+      return absl::OkStatus();
+    }
+    last = r.ok() ? absl::StrCat(r->status.ToString(), ": ", r->output)
+                  : std::string(r.status().message());
+    if (absl::Now() >= deadline) {
+      return absl::DeadlineExceededError(absl::StrCat(ShellQuote(argv), ": ", last));
+    }
+    absl::SleepFor(absl::Milliseconds(200));  // etcd still starting: poll with a deadline.
+  }
+}
+
+std::string Cluster::FindElectedLeader(const std::map<std::string, std::string>& addresses,
+                                       uint64_t* epoch) {
+  std::string best;
+  *epoch = 0;
+  for (const auto& [name, address] : addresses) {
+    absl::StatusOr<v1::StatusResponse> st = FetchStatus(Channel(address), absl::Milliseconds(300));
+    if (!st.ok() || st->role() != "leader" || !st->ready()) continue;
+    if (best.empty() || st->epoch() > *epoch) {
+      best = name;
+      *epoch = st->epoch();
+    }
+  }
+  return best;
+}
+
+void Cluster::WatchLeader(std::map<std::string, std::string> addresses) {
+  while (!stop_watch_.load()) {
+    uint64_t epoch = 0;
+    const std::string name = FindElectedLeader(addresses, &epoch);
+    if (!name.empty()) {
+      absl::MutexLock l(&mu_);
+      if (leader_ != name) {
+        leader_ = name;
+        leader_address_ = addresses[name];
+      }
+      if (clock_ != nullptr) epochs_seen_.try_emplace(epoch, EpochSeen{name, clock_->NowNs()});
+    }
+    absl::SleepFor(absl::Milliseconds(100));  // The poll's period.
   }
 }
 
@@ -96,6 +248,11 @@ std::pair<std::string, std::string> Cluster::leader_route() const {
   return {leader_, leader_address_};
 }
 
+std::map<uint64_t, Cluster::EpochSeen> Cluster::epochs_seen() const {
+  absl::MutexLock l(&mu_);
+  return epochs_seen_;
+}
+
 std::shared_ptr<grpc::Channel> Cluster::Channel(const std::string& address) {
   absl::MutexLock l(&channels_mu_);
   auto& channel = channels_[address];
@@ -122,7 +279,21 @@ std::vector<std::string> Cluster::CommandLine(const Node& node) const {
       absl::StrCat("--port-file=", node.port_file()),
       "--logtostderr",
   };
-  if (node.binary == "kv-shard" && !node.followers.empty()) {
+  if (options_.etcd) {
+    std::string etcd = etcd_endpoint_;
+    if (options_.network != nullptr) {
+      absl::StatusOr<std::string> route = options_.network->Route(node.name(), "etcd", etcd);
+      if (route.ok()) {
+        etcd = *route;
+      } else {
+        route_error_ = route.status();
+      }
+    }
+    argv.push_back(absl::StrCat("--etcd-endpoints=", etcd));
+    argv.push_back(absl::StrCat("--node-id=", node.name()));
+    argv.push_back("--shard=s0");
+    argv.push_back(absl::StrCat("--lease-ttl=", options_.lease_ttl));
+  } else if (node.binary == "kv-shard" && !node.followers.empty()) {
     std::vector<std::string> addresses;
     for (const std::string& f : node.followers) {
       for (const auto& n : nodes_) {
@@ -137,7 +308,8 @@ std::vector<std::string> Cluster::CommandLine(const Node& node) const {
 }
 
 std::string Cluster::PeerAddress(const std::string& from, const Node& to) const {
-  if (options_.network == nullptr) return to.address;
+  // In etcd mode a leader dials the address each member advertises in etcd.
+  if (options_.network == nullptr || options_.etcd) return to.address;
   absl::StatusOr<std::string> route = options_.network->Route(from, to.name(), to.address);
   if (!route.ok()) {
     route_error_ = route.status();
@@ -147,7 +319,7 @@ std::string Cluster::PeerAddress(const std::string& from, const Node& to) const 
 }
 
 absl::StatusOr<std::string> Cluster::ClientAddress(const Node& node) {
-  if (options_.network == nullptr) return node.address;
+  if (options_.network == nullptr || options_.etcd) return node.address;
   return options_.network->Route("client", node.name(), node.address);
 }
 
@@ -300,6 +472,32 @@ absl::StatusOr<std::vector<std::string>> Cluster::StartNode(Node* node) {
 }
 
 absl::Status Cluster::Start() {
+  if (options_.etcd) {
+    if (absl::Status s = StartEtcd(); !s.ok()) return s;
+    const absl::Time deadline = absl::Now() + options_.start_timeout;
+    for (auto& node : nodes_) {
+      absl::StatusOr<std::vector<std::string>> argv = StartNode(node.get());
+      if (!argv.ok()) return argv.status();
+    }
+    if (absl::Status s = InitEtcdCluster(deadline); !s.ok()) return s;
+    std::map<std::string, std::string> addresses;
+    for (auto& node : nodes_) addresses[node->name()] = node->address;
+    while (true) {
+      uint64_t epoch = 0;
+      const std::string name = FindElectedLeader(addresses, &epoch);
+      if (!name.empty()) {
+        absl::MutexLock l(&mu_);
+        leader_ = name;
+        leader_address_ = addresses[name];
+        if (clock_ != nullptr) epochs_seen_.try_emplace(epoch, EpochSeen{name, clock_->NowNs()});
+        break;
+      }
+      if (absl::Now() >= deadline) return absl::DeadlineExceededError("no leader elected in time");
+      absl::SleepFor(absl::Milliseconds(100));  // Polling with a deadline.
+    }
+    watcher_ = std::thread([this, addresses] { WatchLeader(addresses); });
+    return AwaitHealed(deadline + absl::Seconds(10));
+  }
   for (size_t i = 1; i < nodes_.size(); ++i) {
     absl::StatusOr<std::vector<std::string>> argv = StartNode(nodes_[i].get());
     if (!argv.ok()) return argv.status();
@@ -509,7 +707,14 @@ absl::Status Cluster::AwaitHealed(absl::Time deadline) {
       v1::GetResponse answer;
       grpc::Status g = kv->Get(&context, get, &answer);
       if (!g.ok()) why = absl::StrCat("leader ", leader->name(), " read: ", Describe(g));
-      for (const std::string& f : leader->followers) {
+      std::vector<std::string> followers = leader->followers;
+      if (options_.etcd) {  // The followers are the shard's other members.
+        followers.clear();
+        for (auto& n : nodes_) {
+          if (n.get() != leader) followers.push_back(n->name());
+        }
+      }
+      for (const std::string& f : followers) {
         if (!why.empty()) break;
         Node* node = Find(f);
         if (node->state != NodeState::kRunning) continue;  // Retired by the scenario.

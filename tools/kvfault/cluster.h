@@ -14,9 +14,11 @@
 
 #include <sys/types.h>
 
+#include <atomic>
 #include <map>
 #include <memory>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
@@ -27,6 +29,7 @@
 #include "grpcpp/grpcpp.h"
 #include "kvstore/v1/admin.grpc.pb.h"
 #include "kvstore/v1/kv.grpc.pb.h"
+#include "tools/kvfault/history_recorder.h"
 #include "tools/kvfault/network.h"
 #include "tools/kvfault/power_loss.h"
 
@@ -41,7 +44,16 @@ struct ClusterOptions {
   absl::Duration start_timeout = absl::Seconds(15);
   // When set, every replication link and the clients' link to each node go
   // through its proxies (network.h); not owned, outlives the cluster.
+  // In etcd mode only each node's link to etcd does ("n0->etcd").
   Network* network = nullptr;
+  // etcd mode (docs/failover.md): a one-member etcd of the run
+  // (<run>/etcd/, /usr/bin/etcd on free loopback ports), every node started
+  // as a follower with --etcd-endpoints (its own proxy in front of etcd when
+  // there is a network), --node-id, --shard and --lease-ttl; leadership
+  // comes from the election, and the clients follow it (Cluster::leader()).
+  bool etcd = false;
+  std::string etcd_binary = "/usr/bin/etcd";
+  std::string lease_ttl = "2s";
 };
 
 enum class NodeState { kDown, kRunning, kPaused };
@@ -89,7 +101,22 @@ class Cluster {
 
   // Starts the replicas n1..nN (kv-replica), then the leader n0 (kv-shard,
   // --followers=them), and waits until the leader streams to all of them.
+  // In etcd mode: etcd, then every node, `kvctl cluster init`, and waits
+  // for an elected leader that streams to every other node; from then on a
+  // thread polls every node's Admin.Status each 100 ms and the clients go
+  // to the node that says it leads the highest epoch.
   absl::Status Start();
+  bool etcd_mode() const { return options_.etcd; }
+  // etcd mode: when the leader watch first saw each epoch led (the node and
+  // the time on `clock`'s history clock, set before Start). Thread-safe.
+  struct EpochSeen {
+    std::string node;
+    int64_t t_ns = 0;
+  };
+  void set_clock(const HistoryRecorder* clock) { clock_ = clock; }
+  std::map<uint64_t, EpochSeen> epochs_seen() const;
+  // "127.0.0.1:PORT" of the run's etcd (etcd mode).
+  const std::string& etcd_endpoint() const { return etcd_endpoint_; }
 
   Node* Find(const std::string& name);
   std::vector<Node*> nodes();
@@ -178,11 +205,25 @@ class Cluster {
                                                           const std::vector<std::string>& followers,
                                                           bool force);
 
+  absl::Status StartEtcd();
+  absl::Status InitEtcdCluster(absl::Time deadline);
+  // etcd mode: the node that says it leads the highest epoch, by Admin.Status
+  // of each of `addresses` (name -> address); "" if none does.
+  std::string FindElectedLeader(const std::map<std::string, std::string>& addresses,
+                                uint64_t* epoch);
+  void WatchLeader(std::map<std::string, std::string> addresses);
+
   ClusterOptions options_;
+  std::string etcd_endpoint_;
+  pid_t etcd_pid_ = -1;
+  std::thread watcher_;
+  std::atomic<bool> stop_watch_{false};
   mutable absl::Status route_error_;
   std::vector<std::unique_ptr<Node>> nodes_;
   mutable absl::Mutex mu_;
   std::string leader_ ABSL_GUARDED_BY(mu_);
+  std::map<uint64_t, EpochSeen> epochs_seen_ ABSL_GUARDED_BY(mu_);
+  const HistoryRecorder* clock_ = nullptr;
   std::string leader_address_ ABSL_GUARDED_BY(mu_);
   absl::Mutex channels_mu_;
   std::map<std::string, std::shared_ptr<grpc::Channel>> channels_ ABSL_GUARDED_BY(channels_mu_);

@@ -107,21 +107,37 @@ std::vector<std::string> RecoveryTimes(const check::History& h,
                                        const std::vector<StepRecord>& steps) {
   std::vector<std::string> out;
   for (const StepRecord& s : steps) {
+    // A `net` step on etcd links (etcd mode): the failover it causes.
+    const bool etcd_cut =
+        s.action == "net" && absl::StrContains(s.node, "etcd") && !absl::EndsWith(s.node, " heal");
     if (s.action != "kill" && s.action != "pause" && s.action != "promote" &&
         s.action != "promote-race" && s.action != "powerloss" && s.action != "failpoint" &&
-        s.action != "fill-disk") {
+        s.action != "fill-disk" && !etcd_cut) {
       continue;
+    }
+    // A leader cut off from etcd acknowledges until its lease runs out: what
+    // counts there is the first write of a newer epoch than any before.
+    uint64_t epoch_before = 0;
+    if (etcd_cut) {
+      for (const check::Op& op : h.ops) {
+        if (op.IsWrite() && op.outcome == check::Outcome::kOk && op.version != 0 &&
+            op.complete_t_ns <= s.t_ns) {
+          epoch_before = std::max(epoch_before, VersionEpoch(op.version));
+        }
+      }
     }
     int64_t first_ok = -1;
     for (const check::Op& op : h.ops) {
       if (op.IsWrite() && (op.f != check::Fn::kDelete || op.deleted) &&
           op.outcome == check::Outcome::kOk && op.invoke_t_ns >= s.t_ns &&
+          (!etcd_cut || VersionEpoch(op.version) > epoch_before) &&
           (first_ok < 0 || op.complete_t_ns < first_ok)) {
         first_ok = op.complete_t_ns;
       }
     }
     out.push_back(
         absl::StrCat(s.action, " ", s.node, " at ", Seconds(s.t_ns), ": first ok write ",
+                     etcd_cut ? "of a newer epoch " : "",
                      first_ok < 0 ? "never" : absl::StrCat("after ", Seconds(first_ok - s.t_ns))));
   }
   return out;
@@ -149,6 +165,37 @@ std::string EpochFigures(const check::History& h, const std::map<std::string, in
   return absl::StrCat(parts.empty() ? "none" : absl::StrJoin(parts, ", "),
                       "; one node per epoch: ", count("epoch-two-nodes") == 0 ? "yes" : "no",
                       "; stale-epoch acks ", count("stale-epoch-ack"));
+}
+
+// etcd mode: ok writes of an epoch completed after the leader watch had seen
+// a newer epoch's leader serving: acknowledged by a leader after its
+// successor began (a stale leader that did not fence itself). A lower bound
+// on that, since the watch sees a new leader up to 100 ms late; the first
+// few ops in *ops.
+int64_t AckedAfterNewerEpoch(const check::History& h,
+                             const std::map<uint64_t, Cluster::EpochSeen>& seen,
+                             std::vector<int>* ops) {
+  int64_t n = 0;
+  for (const check::Op& op : h.ops) {
+    if (!op.IsWrite() || op.outcome != check::Outcome::kOk || op.version == 0) continue;
+    const uint64_t epoch = VersionEpoch(op.version);
+    for (auto it = seen.upper_bound(epoch); it != seen.end(); ++it) {
+      if (op.complete_t_ns > it->second.t_ns) {
+        ++n;
+        if (ops->size() < 5) ops->push_back(op.id);
+        break;
+      }
+    }
+  }
+  return n;
+}
+
+std::string DescribeEpochsSeen(const std::map<uint64_t, Cluster::EpochSeen>& seen) {
+  std::vector<std::string> parts;
+  for (const auto& [epoch, s] : seen) {
+    parts.push_back(absl::StrCat(epoch, " ", s.node, " at ", Seconds(s.t_ns)));
+  }
+  return parts.empty() ? "none" : absl::StrJoin(parts, ", ");
 }
 
 // Age of each lost write: from its acknowledgement to the first power cut
@@ -241,6 +288,8 @@ int Run(const Args& args) {
     std::unique_ptr<Network> network;
     if (scenario->proxies) network = std::make_unique<Network>(seed);
     co.network = network.get();
+    co.etcd = scenario->etcd;
+    co.lease_ttl = scenario->lease_ttl;
     Cluster cluster(co);
     for (const std::string& name : scenario->preload) {
       for (Node* n : cluster.nodes()) {
@@ -258,6 +307,7 @@ int Run(const Args& args) {
     if (absl::Status s = history.Open(run_dir + "/history.jsonl"); !s.ok()) {
       return Usage(std::string(s.message()));
     }
+    cluster.set_clock(&history);
     if (absl::Status s = cluster.Start(); !s.ok()) {
       std::printf("kvfault: the cluster did not start: %s\n%s\n  kept: %s\n",
                   std::string(s.message()).c_str(), cluster.LogTails().c_str(), run_dir.c_str());
@@ -371,6 +421,23 @@ int Run(const Args& args) {
                       : absl::StrCat("no, ", replica_diffs, " keys differ").c_str());
       for (const std::string& e : diff_examples) std::printf("    %s\n", e.c_str());
       std::printf("  epochs: %s\n", EpochFigures(*h, kinds).c_str());
+      int64_t after_newer = -1;
+      if (cluster.etcd_mode()) {
+        std::vector<int> ops;
+        after_newer = AckedAfterNewerEpoch(*h, cluster.epochs_seen(), &ops);
+        std::vector<std::string> ids;
+        for (int id : ops) ids.push_back(absl::StrCat(h->ops[id].invoke_i));
+        std::printf(
+            "  elected (first seen by the leader watch): %s; acked after a newer epoch led: "
+            "%lld%s\n",
+            DescribeEpochsSeen(cluster.epochs_seen()).c_str(), static_cast<long long>(after_newer),
+            ids.empty() ? "" : absl::StrCat(" (invoke i=", absl::StrJoin(ids, ", "), ")").c_str());
+        if (after_newer > 0) {
+          failures.push_back(absl::StrCat(after_newer,
+                                          " write(s) acknowledged in an epoch after a newer "
+                                          "epoch's leader was seen serving"));
+        }
+      }
       for (const std::string& r : RecoveryTimes(*h, nemesis.done())) {
         std::printf("  %s\n", r.c_str());
       }

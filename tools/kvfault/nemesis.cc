@@ -259,6 +259,15 @@ absl::Status Nemesis::Execute(int index, const Step& step) {
                      : cluster_->Find(step.node == "leader" ? cluster_->leader() : step.node);
     return ExecuteDisk(index, step, node);
   }
+  if (step.action == "resume" && step.node == "paused") {
+    for (Node* n : cluster_->nodes()) {
+      if (n->state != NodeState::kPaused) continue;
+      Step one = step;
+      one.node = n->name();
+      if (absl::Status s = Execute(index, one); !s.ok()) return s;
+    }
+    return absl::OkStatus();
+  }
   if (step.action == "restart" && (step.node == "followers" || step.node == "down")) {
     // Several nodes, one step each: "followers" = every node but the one
     // that leads, "down" = every node that is down.

@@ -35,7 +35,7 @@ absl::Status Nemesis::Net(int index, const Step& step) {
   absl::StatusOr<std::vector<std::string>> links =
       ResolveLinks(step.net.link, cluster_->leader(), names);
   if (!links.ok()) return links.status();
-  done_.back().node = step.net.link;
+  done_.back().node = absl::StrCat(step.net.link, " ", step.net.mode);
   for (const std::string& link : *links) {
     // Make the proxy now if its target is known, so a later leader's
     // stream on it meets the fault from its first byte (Route keeps faults

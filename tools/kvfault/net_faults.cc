@@ -83,6 +83,16 @@ absl::StatusOr<std::vector<std::string>> ResolveLinks(const std::string& pattern
     return absl::InvalidArgumentError(absl::StrCat("link '", pattern, "' is not A->B or A<->B"));
   }
   std::vector<std::string> out;
+  if (sides[0] == "etcd" || sides[1] == "etcd") {
+    // A node's link to etcd carries both directions: "A->etcd", "etcd->A"
+    // and "A<->etcd" all name the links "n->etcd" of the nodes A stands for.
+    const std::string& other = sides[0] == "etcd" ? sides[1] : sides[0];
+    if (other == "etcd") return absl::InvalidArgumentError("etcd has no link to itself");
+    absl::StatusOr<std::vector<std::string>> nodes_of = Side(other, leader, nodes, false);
+    if (!nodes_of.ok()) return nodes_of.status();
+    for (const std::string& n : *nodes_of) out.push_back(Network::LinkName(n, "etcd"));
+    return out;
+  }
   for (int way = 0; way < (both ? 2 : 1); ++way) {
     const std::string& a = sides[way];
     const std::string& b = sides[1 - way];

@@ -47,7 +47,9 @@ LinkFaults FaultsOf(const NetStep& step);
 // The link names ("n0->n1", "client->n0") a pattern names now. `leader` is
 // the node that leads; `nodes` every node's name. A side is a node, `leader`,
 // `followers` (every node but the leader) or `*`; the sending side may be
-// `client`; a link from a node to itself is left out.
+// `client`; a link from a node to itself is left out. One side may be `etcd`
+// (etcd mode): the other side's nodes' links to etcd ("n0->etcd"), whichever
+// way the arrow points, since each carries both directions.
 absl::StatusOr<std::vector<std::string>> ResolveLinks(const std::string& pattern,
                                                       const std::string& leader,
                                                       const std::vector<std::string>& nodes);

@@ -2,6 +2,9 @@
 //   "n0->n1"      replication: leader n0 pushes its log to follower n1 (n0's
 //                 --followers, or kvctl promote --followers, names the proxy)
 //   "client->n0"  the load's clients to node n0
+//   "n0->etcd"    etcd mode: node n0 to etcd (its --etcd-endpoints), the only
+//                 proxied links there (a leader dials the addresses members
+//                 advertise in etcd, so replication and clients go direct)
 // Both directions of a link's connections go through its proxy, so a fault
 // on "n0->n1" cuts n0's stream to n1 and n1's acks alike. Admin calls, the
 // driver's probes and the final replica comparison go direct.

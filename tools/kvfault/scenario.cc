@@ -49,7 +49,7 @@ absl::StatusOr<Scenario> LoadScenario(const std::string& path) {
             root,
             {"name", "description", "replicas", "server_flags", "duration_s", "max_ops",
              "request_timeout_ms", "workloads", "nemesis", "expect", "check_time_limit_ms",
-             "preload", "requires_controls", "tmpfs", "faketime", "network"},
+             "preload", "requires_controls", "tmpfs", "faketime", "network", "etcd", "lease_ttl"},
             path);
         !st.ok()) {
       return st;
@@ -73,6 +73,9 @@ absl::StatusOr<Scenario> LoadScenario(const std::string& path) {
       return absl::InvalidArgumentError(path + ": network is direct or proxy");
     }
     s.proxies = network == "proxy";
+    s.etcd = root["etcd"].as<bool>(false);
+    s.lease_ttl = root["lease_ttl"].as<std::string>("2s");
+    if (s.etcd) s.proxies = true;  // Each node's link to etcd.
     s.load.duration = absl::Milliseconds(1000 * root["duration_s"].as<double>(20));
     s.load.max_ops = root["max_ops"].as<int64_t>(20000);
     s.load.request_timeout = absl::Milliseconds(root["request_timeout_ms"].as<int64_t>(2000));

@@ -16,6 +16,7 @@ namespace kvstore::fault {
 
 // One nemesis step. Actions:
 //   kill     kill -9 `node`                    pause / resume  kill -STOP / -CONT `node`
+//            (`node: paused` for resume: every paused node)
 //   restart  start `node` again on its address, as `as` ("" = what it was,
 //            "replica" = kv-replica on its data dir); `node: followers` = every
 //            node but the leader, `node: down` = every node that is down
@@ -133,6 +134,10 @@ struct Scenario {
   // Links through TCP proxies (network.h): on when a step is `net`, or
   // when `network: proxy` asks for it.
   bool proxies = false;
+  // etcd mode (`etcd: true`, cluster.h ClusterOptions::etcd): a run's own
+  // etcd, automatic failover, and each node's link to etcd through a proxy.
+  bool etcd = false;
+  std::string lease_ttl = "2s";  // --lease-ttl in etcd mode (at least 2s).
   std::string path;
 };
 

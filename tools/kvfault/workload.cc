@@ -96,6 +96,7 @@ void Load::Client(const WorkloadSpec& spec, char letter, int client, int clients
   int64_t proc = NewProc();
   counters_.procs.fetch_add(1);
   int64_t seq = 0;
+  std::pair<std::string, std::string> route;  // The leader this client uses: name, address.
   for (int64_t n = 0; n < max_ops && !stop_.load(); ++n) {
     absl::Time now = absl::Now();
     if (next > now) absl::SleepFor(next - now);  // Pacing to the rate, not synchronisation.
@@ -124,12 +125,15 @@ void Load::Client(const WorkloadSpec& spec, char letter, int client, int clients
     // to an old leader was invoked before the new one could answer anything
     // (kvcheck's stale-epoch-ack relies on that order). `node` names who
     // answers, for its epoch-two-nodes check.
+    // In etcd mode a client keeps the leader it found until that one fails
+    // it (as a client with a cached leader would), so a leader that kept
+    // acknowledging after losing its lease would be caught doing so.
     std::unique_ptr<v1::KeyValue::Stub> stub;
     Event done = invoke;
     auto connect = [&] {
-      auto [name, address] = cluster_->leader_route();
-      stub = v1::KeyValue::NewStub(cluster_->Channel(address));
-      done.node = name;
+      if (!cluster_->etcd_mode() || route.first.empty()) route = cluster_->leader_route();
+      stub = v1::KeyValue::NewStub(cluster_->Channel(route.second));
+      done.node = route.first;
     };
     grpc::ClientContext context;
     context.set_deadline(absl::ToChronoTime(absl::Now() + options_.request_timeout));
@@ -207,6 +211,7 @@ void Load::Client(const WorkloadSpec& spec, char letter, int client, int clients
       // Errors mean the cluster is in trouble: back off (50 ms doubling to
       // 500 ms) so a long outage yields a bounded number of open writes.
       if (!s.ok() && !done.current_version) {  // A version mismatch is no trouble.
+        route.first.clear();                   // Ask who leads before the next one.
         probing = spec.kind == "register";
         backoff = std::min(absl::Milliseconds(500), std::max(absl::Milliseconds(50), backoff * 2));
       }

@@ -35,6 +35,15 @@ TEST(ResolveLinksTest, ClientsSendOnly) {
   EXPECT_FALSE(ResolveLinks("client<->n0", "n0", kNodes).ok());
 }
 
+TEST(ResolveLinksTest, EtcdLinksAreEachNodesOwnWhicheverWayTheArrowPoints) {
+  EXPECT_THAT(*ResolveLinks("leader<->etcd", "n1", kNodes), ElementsAre("n1->etcd"));
+  EXPECT_THAT(*ResolveLinks("etcd->leader", "n1", kNodes), ElementsAre("n1->etcd"));
+  EXPECT_THAT(*ResolveLinks("*<->etcd", "n1", kNodes),
+              ElementsAre("n0->etcd", "n1->etcd", "n2->etcd"));
+  EXPECT_FALSE(ResolveLinks("client->etcd", "n1", kNodes).ok());
+  EXPECT_FALSE(ResolveLinks("etcd<->etcd", "n1", kNodes).ok());
+}
+
 TEST(ResolveLinksTest, UnknownNodesAndMalformedPatternsAreRefused) {
   EXPECT_FALSE(ResolveLinks("n0->n7", "n0", kNodes).ok());
   EXPECT_FALSE(ResolveLinks("n0-n1", "n0", kNodes).ok());
