@@ -40,7 +40,10 @@ std::string Describe(const grpc::Status& s) {
 
 }  // namespace
 
-std::string Node::log_path() const { return absl::StrCat(dir_, "/", name_, "-", starts, ".log"); }
+std::string Node::log_path() const { return log_path(starts); }
+std::string Node::log_path(int start) const {
+  return absl::StrCat(dir_, "/", name_, "-", start, ".log");
+}
 
 absl::StatusOr<v1::StatusResponse> FetchStatus(const std::shared_ptr<grpc::Channel>& channel,
                                                absl::Duration timeout) {
@@ -744,6 +747,59 @@ std::string Cluster::LogTails(size_t bytes) {
                     "\n");
   }
   return out;
+}
+
+absl::Status Cluster::StopAll(absl::Time deadline) {
+  std::vector<std::string> problems;
+  std::vector<Node*> stopping;
+  for (auto& node : nodes_) {
+    if (node->state == NodeState::kDown || node->pid <= 0) continue;
+    if (node->state == NodeState::kPaused) kill(node->pid, SIGCONT);
+    if (kill(node->pid, SIGTERM) != 0) {
+      problems.push_back(absl::StrCat(node->name(), ": kill -TERM ", node->pid, " failed"));
+      continue;
+    }
+    stopping.push_back(node.get());
+  }
+  for (Node* node : stopping) {
+    absl::StatusOr<ExitStatus> exit = WaitExit(node->pid, deadline);
+    if (!exit.ok()) {
+      problems.push_back(absl::StrCat(node->name(), " still ran at the deadline after SIGTERM (",
+                                      exit.status().message(), "); SIGKILL"));
+      (void)Signal(node, SIGKILL);
+      continue;
+    }
+    node->state = NodeState::kDown;
+    node->pid = -1;
+    if (!exit->exited || exit->code != 0) {
+      problems.push_back(absl::StrCat(node->name(), " did not stop cleanly on SIGTERM: ",
+                                      exit->ToString(), " (see ", node->log_path(), ")"));
+    }
+  }
+  if (problems.empty()) return absl::OkStatus();
+  return absl::InternalError(absl::StrJoin(problems, "; "));
+}
+
+std::vector<std::string> Cluster::SanitizerReports() const {
+  // The first line of each kind of report; the rest of it follows in the log.
+  static constexpr const char* kMarkers[] = {"ERROR: AddressSanitizer", "ERROR: LeakSanitizer",
+                                             ": runtime error: "};
+  std::vector<std::string> reports;
+  for (const auto& node : nodes_) {
+    for (int start = 1; start <= node->starts; ++start) {
+      std::ifstream in(node->log_path(start));
+      std::string line;
+      while (std::getline(in, line)) {
+        for (const char* marker : kMarkers) {
+          if (line.find(marker) != std::string::npos) {
+            reports.push_back(absl::StrCat(node->log_path(start), ": ", line));
+            break;
+          }
+        }
+      }
+    }
+  }
+  return reports;
 }
 
 }  // namespace kvstore::fault

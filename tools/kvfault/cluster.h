@@ -68,6 +68,8 @@ class Node {
   // libkvfault_preload.so.
   std::string journal_path() const { return dir_ + "/preload.journal"; }
   std::string log_path() const;
+  // The log of its n-th start (1-based).
+  std::string log_path(int start) const;
   const std::string& dir() const { return dir_; }
 
   // Set once the node has served; a restart binds the same address.
@@ -188,6 +190,17 @@ class Cluster {
   std::shared_ptr<grpc::Channel> Channel(const std::string& address);
 
   std::string LogTails(size_t bytes = 1500);
+
+  // SIGTERMs every node that runs (a paused one gets SIGCONT first) and waits
+  // until `deadline` for each to return from main, so that its exit-time
+  // checks run: LeakSanitizer's in an ASan build. The error names every node
+  // that exited otherwise than with code 0 (a sanitizer report exits 1) or was
+  // still running at the deadline (it is then SIGKILLed).
+  absl::Status StopAll(absl::Time deadline);
+  // The first line of every AddressSanitizer, LeakSanitizer and
+  // UndefinedBehaviorSanitizer report in the logs of every start of every
+  // node, as "<log path>: <line>". Empty in a build without sanitizers.
+  std::vector<std::string> SanitizerReports() const;
 
  private:
   absl::StatusOr<std::string> AwaitBound(Node* node, absl::Time deadline);
