@@ -1,8 +1,12 @@
 // kv-map-memory: fills a KvMap with N keys "key:%010d" of a fixed value size and
 // prints what they cost, measured (process RSS) and estimated (KvMap::MemoryBytes),
 // per key and beyond the key and value bytes; plus insert and lookup time.
+// With --resize_value_size, it then overwrites every --resize_every-th key with
+// a value of that size and prints the memory again: what changing value sizes
+// cost (entries leaving one size for another).
 //
 //   kv-map-memory [--keys=]1000000 [--value_size=100] [--ttl] [--threads=2]
+//                 [--resize_value_size=0] [--resize_every=2]
 #include <malloc.h>
 #include <unistd.h>
 
@@ -27,6 +31,9 @@ DEFINE_bool(
     "Give every key an expiry (scattered over the next ~11 days), to cost the expiry index");
 DEFINE_uint64(threads, 1, "Threads inserting disjoint key ranges");
 DEFINE_uint64(stripes, 64, "KvMap stripes");
+DEFINE_uint64(resize_value_size, 0,
+              "After the lookups, overwrite keys with values of this size (0: skip)");
+DEFINE_uint64(resize_every, 2, "Overwrite every resize_every-th key (1: all)");
 
 namespace {
 
@@ -97,6 +104,14 @@ int main(int argc, char** argv) {
   });
   const uint64_t found = hits.load();
 
+  std::atomic<uint64_t> got{0};
+  const double copy_s = TimeParallel(n, threads, [&](absl::string_view key, uint64_t) {
+    std::string v;
+    if (map.Get(key, kNow, &v, nullptr) && v.size() == FLAGS_value_size) {
+      got.fetch_add(1, std::memory_order_relaxed);
+    }
+  });
+
   const double rss_delta = static_cast<double>(rss_after - rss_before);
   const double map_delta = static_cast<double>(map_after - map_before);
   const double payload = 14.0 + FLAGS_value_size;  // Key "key:%010d" plus value.
@@ -113,5 +128,30 @@ int main(int argc, char** argv) {
                insert_s * 1e9 / per, per / insert_s / 1e6);
   absl::PrintF("lookup (Version): %.3f s = %.0f ns/key, %d found\n", get_s, get_s * 1e9 / per,
                found);
-  return found == n ? 0 : 1;
+  absl::PrintF("Get (copy value): %.3f s = %.0f ns/key, %d found\n", copy_s, copy_s * 1e9 / per,
+               got.load());
+  if (found != n || got.load() != n) return 1;
+  if (FLAGS_resize_value_size == 0) return 0;
+
+  const uint64_t every = FLAGS_resize_every == 0 ? 1 : FLAGS_resize_every;
+  const std::string resized(FLAGS_resize_value_size, 'w');
+  uint64_t resized_keys = 0;
+  for (uint64_t i = 0; i < n; i += every) ++resized_keys;
+  const double resize_s = TimeParallel(n, threads, [&](absl::string_view key, uint64_t i) {
+    if (i % every == 0) map.Put(key, resized, n + i + 1, expire_for(i));
+  });
+  const int64_t rss_resized = ResidentBytes();
+  const uint64_t map_resized = map.MemoryBytes();
+  const double payload_now =
+      payload * per + static_cast<double>(resized_keys) *
+                          (static_cast<double>(FLAGS_resize_value_size) - FLAGS_value_size);
+  absl::PrintF("resized:          %d keys to %d-byte values in %.3f s\n", resized_keys,
+               FLAGS_resize_value_size, resize_s);
+  absl::PrintF("rss delta now:    %d bytes = %.1f bytes/key (%.1f over key+value)\n",
+               rss_resized - rss_before, (rss_resized - rss_before) / per,
+               ((rss_resized - rss_before) - payload_now) / per);
+  absl::PrintF("MemoryBytes now:  %d bytes = %.1f bytes/key (%.1f over key+value)\n",
+               map_resized - map_before, (map_resized - map_before) / per,
+               ((map_resized - map_before) - payload_now) / per);
+  return 0;
 }
