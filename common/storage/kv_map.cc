@@ -12,21 +12,22 @@
 #include "absl/container/flat_hash_set.h"
 #include "absl/strings/match.h"
 #include "absl/synchronization/mutex.h"
+#include "common/storage/entry_slabs.h"
 #include "glog/logging.h"
 
 namespace kvstore {
 namespace {
 
-// One heap block per key: this header, then the expiry only if the key has
-// one, then the key bytes, then the value bytes. Two std::string members would
-// spend 64 bytes on string headers before any data, and a second allocation for
-// anything longer than the small-string buffer; an expiry field in every entry
-// would spend 8 bytes on each key without a TTL, most of them (docs/performance.md).
+// One block per key: this header, then the expiry only if the key has one,
+// then the key bytes, then the value bytes. Two std::string members would
+// spend 64 bytes on string headers before any data; an expiry field in every
+// entry would spend 8 bytes on each key without a TTL, most of them
+// (docs/performance.md).
 struct Entry {
   static constexpr uint32_t kHasExpiry = uint32_t{1} << 31;
 
   uint64_t version;
-  uint32_t key_len;
+  uint32_t key_length;
   uint32_t value_len_and_flags;  // Value length; kHasExpiry: an expiry follows the header.
 
   bool has_expiry() const { return (value_len_and_flags & kHasExpiry) != 0; }
@@ -37,17 +38,12 @@ struct Entry {
     std::memcpy(&ms, this + 1, sizeof(ms));
     return ms;
   }
-  // Only on an entry that has an expiry (the block has no room otherwise).
-  void set_expire_unix_ms(int64_t ms) {
-    DCHECK(has_expiry() && ms != 0);
-    std::memcpy(this + 1, &ms, sizeof(ms));
-  }
-  char* bytes() { return reinterpret_cast<char*>(this + 1) + (has_expiry() ? 8 : 0); }
+  size_t key_len() const { return key_length; }
   const char* bytes() const {
     return reinterpret_cast<const char*>(this + 1) + (has_expiry() ? 8 : 0);
   }
-  absl::string_view key() const { return {bytes(), key_len}; }
-  absl::string_view value() const { return {bytes() + key_len, value_len()}; }
+  absl::string_view key() const { return {bytes(), key_len()}; }
+  absl::string_view value() const { return {bytes() + key_len(), value_len()}; }
   bool ExpiredAt(int64_t now_unix_ms) const {
     if (!has_expiry()) return false;
     return expire_unix_ms() <= now_unix_ms;
@@ -59,39 +55,39 @@ size_t EntrySize(size_t key_len, size_t value_len, bool has_expiry) {
   return sizeof(Entry) + (has_expiry ? 8 : 0) + key_len + value_len;
 }
 
-// What glibc's malloc takes for an n-byte request: an 8-byte size word, rounded up
-// to 16, at least 32. Other allocators differ a little; this is an estimate.
-uint64_t MallocBytes(size_t n) { return std::max<uint64_t>(32, (n + 8 + 15) & ~uint64_t{15}); }
-
-uint64_t EntryBytes(const Entry* e) {
-  return MallocBytes(EntrySize(e->key_len, e->value_len(), e->has_expiry()));
-}
-
 void CopyBytes(char* to, absl::string_view from) {
   if (!from.empty()) std::memcpy(to, from.data(), from.size());  // data() may be null.
 }
 
-Entry* NewEntry(absl::string_view key, absl::string_view value, uint64_t version,
-                int64_t expire_unix_ms) {
+// Writes an entry into a block of at least EntrySize bytes (a new one, or the
+// entry's own block when the new layout fits it).
+Entry* WriteEntry(char* block, absl::string_view key, absl::string_view value, uint64_t version,
+                  int64_t expire_unix_ms) {
   CHECK_LE(key.size(), std::numeric_limits<uint32_t>::max());
   // The top bit of the length word is the expiry flag: values stay below 2 GiB
   // (the request limit is far lower).
   CHECK_LT(value.size(), size_t{Entry::kHasExpiry});
   const bool has_expiry = expire_unix_ms != 0;
-  void* block = ::operator new(EntrySize(key.size(), value.size(), has_expiry));
-  Entry* e = new (block)
-      Entry{version, static_cast<uint32_t>(key.size()),
-            static_cast<uint32_t>(value.size()) | (has_expiry ? Entry::kHasExpiry : uint32_t{0})};
-  if (has_expiry) e->set_expire_unix_ms(expire_unix_ms);
-  CopyBytes(e->bytes(), key);
-  CopyBytes(e->bytes() + key.size(), value);
+  Entry* e = reinterpret_cast<Entry*>(block);
+  e->version = version;
+  e->key_length = static_cast<uint32_t>(key.size());
+  e->value_len_and_flags =
+      static_cast<uint32_t>(value.size()) | (has_expiry ? Entry::kHasExpiry : uint32_t{0});
+  char* p = reinterpret_cast<char*>(e + 1);
+  if (has_expiry) {
+    std::memcpy(p, &expire_unix_ms, sizeof(expire_unix_ms));
+    p += sizeof(expire_unix_ms);
+  }
+  CopyBytes(p, key);
+  CopyBytes(p + key.size(), value);
   return e;
 }
 
-// Entry is trivially destructible; its bytes live in the same block.
-void FreeEntry(Entry* e) { ::operator delete(e); }
-
 uint64_t HashKey(absl::string_view key) { return XXH3_64bits(key.data(), key.size()); }
+
+const Entry* EntryIn(const EntrySlabs& slabs, EntryHandle h) {
+  return reinterpret_cast<const Entry*>(slabs.Block(h));
+}
 
 // A lookup key carrying its hash, computed once per call and used both to pick the
 // stripe and to probe the stripe's table.
@@ -100,31 +96,39 @@ struct KeyRef {
   uint64_t hash;
 };
 
-// The table stores only Entry pointers and finds them by key. absl's Swiss table uses
-// the hash as given (no extra mixing), so it must be a good hash in every bit: XXH3 is.
+// The table stores only entry handles and finds them by key, reading the key
+// from the stripe's slabs. absl's Swiss table uses the hash as given (no extra
+// mixing), so it must be a good hash in every bit: XXH3 is.
 struct EntryHash {
   using is_transparent = void;
-  size_t operator()(const Entry* e) const { return HashKey(e->key()); }
+  const EntrySlabs* slabs = nullptr;
+  size_t operator()(EntryHandle h) const { return HashKey(EntryIn(*slabs, h)->key()); }
   size_t operator()(const KeyRef& k) const { return k.hash; }
 };
 
 struct EntryEq {
   using is_transparent = void;
-  bool operator()(const Entry* a, const Entry* b) const { return a->key() == b->key(); }
-  bool operator()(const Entry* a, const KeyRef& b) const { return a->key() == b.key; }
-  bool operator()(const KeyRef& a, const Entry* b) const { return a.key == b->key(); }
+  const EntrySlabs* slabs = nullptr;
+  // One key has one entry, so handles are equal exactly when their keys are.
+  bool operator()(EntryHandle a, EntryHandle b) const { return a == b; }
+  bool operator()(EntryHandle a, const KeyRef& b) const {
+    return EntryIn(*slabs, a)->key() == b.key;
+  }
+  bool operator()(const KeyRef& a, EntryHandle b) const {
+    return a.key == EntryIn(*slabs, b)->key();
+  }
 };
 
-// The expiry index orders entries with a TTL by expiry; the pointer only breaks ties.
+// The expiry index orders entries with a TTL by expiry; the handle only breaks ties.
 struct Expiry {
   int64_t unix_ms;
-  Entry* entry;
+  EntryHandle entry;
 };
 
 struct ExpiryOrder {
   bool operator()(const Expiry& a, const Expiry& b) const {
     if (a.unix_ms != b.unix_ms) return a.unix_ms < b.unix_ms;
-    return std::less<const Entry*>()(a.entry, b.entry);
+    return a.entry < b.entry;
   }
 };
 
@@ -137,40 +141,60 @@ constexpr uint64_t kExpiryIndexBytesPerEntry = 24;
 // cloned ones (16 in all), padded to the slot alignment, then the slots.
 uint64_t TableBytes(size_t capacity) {
   if (capacity == 0) return 0;
-  const size_t control = (capacity + 16 + alignof(Entry*) - 1) & ~(alignof(Entry*) - 1);
-  return MallocBytes(control + capacity * sizeof(Entry*));
+  const size_t control = (capacity + 16 + alignof(EntryHandle) - 1) & ~(alignof(EntryHandle) - 1);
+  return EntrySlabs::HeapBytes(control + capacity * sizeof(EntryHandle));
 }
 
 }  // namespace
 
 // Aligned to a cache line so that the locks of neighbouring stripes do not share one.
 struct alignas(64) KvMap::Stripe {
+  Stripe() : entries(0, EntryHash{&slabs}, EntryEq{&slabs}) {}
+
   mutable absl::Mutex mu;
-  absl::flat_hash_set<Entry*, EntryHash, EntryEq> entries ABSL_GUARDED_BY(mu);
+  // The entries' memory; declared before the table, whose hash reads it.
+  EntrySlabs slabs ABSL_GUARDED_BY(mu);
+  absl::flat_hash_set<EntryHandle, EntryHash, EntryEq> entries ABSL_GUARDED_BY(mu);
   absl::btree_set<Expiry, ExpiryOrder> expiry ABSL_GUARDED_BY(mu);
-  uint64_t entry_bytes ABSL_GUARDED_BY(mu) = 0;  // Sum of EntryBytes over `entries`.
+
+  const Entry* At(EntryHandle h) const ABSL_SHARED_LOCKS_REQUIRED(mu) { return EntryIn(slabs, h); }
 
   uint64_t MemoryBytes() const ABSL_SHARED_LOCKS_REQUIRED(mu) {
-    return entry_bytes + TableBytes(entries.capacity()) + expiry.size() * kExpiryIndexBytesPerEntry;
+    return slabs.MemoryBytes() + TableBytes(entries.capacity()) +
+           expiry.size() * kExpiryIndexBytesPerEntry;
   }
 
-  // Accounts for an entry just placed in `entries`.
-  void Track(Entry* e) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
-    entry_bytes += EntryBytes(e);
-    if (e->has_expiry()) expiry.insert({e->expire_unix_ms(), e});
+  void Track(EntryHandle h, int64_t expire_unix_ms) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
+    if (expire_unix_ms != 0) expiry.insert({expire_unix_ms, h});
+  }
+  void Untrack(EntryHandle h, int64_t expire_unix_ms) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
+    if (expire_unix_ms != 0) CHECK_EQ(expiry.erase({expire_unix_ms, h}), 1u);
   }
 
-  // Forgets an entry that is leaving `entries`, before it is freed.
-  void Untrack(Entry* e) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
-    entry_bytes -= EntryBytes(e);
-    if (e->has_expiry()) CHECK_EQ(expiry.erase({e->expire_unix_ms(), e}), 1u);
+  // Frees an entry that has left the table (or is leaving it: its slot is
+  // rewritten next), then compacts the slabs if that left them too sparse.
+  void Free(EntryHandle h) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
+    slabs.Free(h);
+    if (!slabs.compaction_due()) return;
+    // Readers hold the read lock while they touch an entry and copy out what
+    // they keep (Get, ForEach, Scan), so under the write lock nothing points
+    // at a block that moves. Scan positions name hashes, not blocks.
+    slabs.Compact([this](EntryHandle from, EntryHandle to) ABSL_NO_THREAD_SAFETY_ANALYSIS {
+      const Entry* e = At(to);
+      auto it = entries.find(KeyRef{e->key(), HashKey(e->key())});
+      CHECK(it != entries.end() && *it == from) << "compaction moved an entry the table lacks";
+      const_cast<EntryHandle&>(*it) = to;  // Same key, same slot.
+      if (e->has_expiry()) {
+        Untrack(from, e->expire_unix_ms());
+        Track(to, e->expire_unix_ms());
+      }
+    });
   }
 
   void FreeAll() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
-    for (Entry* e : entries) FreeEntry(e);
     entries.clear();
     expiry.clear();
-    entry_bytes = 0;
+    slabs.Clear();
   }
 };
 
@@ -207,8 +231,9 @@ bool KvMap::Get(absl::string_view key, int64_t now_unix_ms, std::string* value, 
   Stripe& s = StripeFor(ref.hash);
   absl::ReaderMutexLock lock(&s.mu);
   auto it = s.entries.find(ref);
-  if (it == s.entries.end() || (*it)->ExpiredAt(now_unix_ms)) return false;
-  const Entry* e = *it;
+  if (it == s.entries.end()) return false;
+  const Entry* e = s.At(*it);
+  if (e->ExpiredAt(now_unix_ms)) return false;
   if (value != nullptr) value->assign(e->value().data(), e->value().size());
   if (version != nullptr) *version = e->version;
   if (expire_unix_ms != nullptr) *expire_unix_ms = e->expire_unix_ms();
@@ -220,42 +245,51 @@ uint64_t KvMap::Version(absl::string_view key, int64_t now_unix_ms) const {
   Stripe& s = StripeFor(ref.hash);
   absl::ReaderMutexLock lock(&s.mu);
   auto it = s.entries.find(ref);
-  if (it == s.entries.end() || (*it)->ExpiredAt(now_unix_ms)) return 0;
-  return (*it)->version;
+  if (it == s.entries.end()) return 0;
+  const Entry* e = s.At(*it);
+  return e->ExpiredAt(now_unix_ms) ? 0 : e->version;
 }
 
 void KvMap::Put(absl::string_view key, absl::string_view value, uint64_t version,
                 int64_t expire_unix_ms) {
   const KeyRef ref{key, HashKey(key)};
   Stripe& s = StripeFor(ref.hash);
+  const size_t size = EntrySize(key.size(), value.size(), expire_unix_ms != 0);
   absl::MutexLock lock(&s.mu);
-  auto it = s.entries.find(ref);
-  if (it == s.entries.end()) {
-    Entry* e = NewEntry(key, value, version, expire_unix_ms);
-    s.entries.insert(e);
-    s.Track(e);
+  // One probe finds the key or the slot a new key goes to. The slot is filled
+  // with a placeholder, then with the real handle before the table is used
+  // again (its hash reads the entry, which does not exist yet).
+  bool inserted = false;
+  auto it = s.entries.lazy_emplace(ref, [&inserted](const auto& construct) {
+    inserted = true;
+    construct(EntryHandle{0});
+  });
+  // Only the iterator is const, not the slot; rewriting it with a handle of
+  // the same key keeps the table valid.
+  EntryHandle& slot = const_cast<EntryHandle&>(*it);
+  if (inserted) {
+    slot = s.slabs.Allocate(size);
+    WriteEntry(s.slabs.Block(slot), key, value, version, expire_unix_ms);
+    s.Track(slot, expire_unix_ms);
     return;
   }
-  Entry* old = *it;
-  if (old->value_len() == value.size() && old->has_expiry() == (expire_unix_ms != 0)) {
-    // Same block layout: rewrite in place and skip the allocator. Readers hold
-    // the stripe's read lock, so none sees the value half-written.
-    if (old->expire_unix_ms() != expire_unix_ms) {
-      s.Untrack(old);
-      old->set_expire_unix_ms(expire_unix_ms);
-      s.Track(old);
+  const EntryHandle old = slot;
+  const int64_t old_expire = s.At(old)->expire_unix_ms();
+  if (EntrySlabs::BlockBytesFor(size) == s.slabs.BlockBytes(old)) {
+    // The new entry has the old one's block size: rewrite it in place. Readers
+    // hold the stripe's read lock, so none sees it half-written.
+    if (old_expire != expire_unix_ms) {
+      s.Untrack(old, old_expire);
+      s.Track(old, expire_unix_ms);
     }
-    old->version = version;
-    CopyBytes(old->bytes() + old->key_len, value);
+    WriteEntry(s.slabs.Block(old), key, value, version, expire_unix_ms);
     return;
   }
-  Entry* e = NewEntry(key, value, version, expire_unix_ms);
-  s.Untrack(old);
-  // Same key, hence same hash and slot: swapping the pointer keeps the table valid
-  // and saves an erase and a second probe. Only the iterator is const, not the slot.
-  const_cast<Entry*&>(*it) = e;
-  FreeEntry(old);
-  s.Track(e);
+  s.Untrack(old, old_expire);
+  slot = s.slabs.Allocate(size);
+  WriteEntry(s.slabs.Block(slot), key, value, version, expire_unix_ms);
+  s.Track(slot, expire_unix_ms);
+  s.Free(old);
 }
 
 bool KvMap::Erase(absl::string_view key) {
@@ -264,10 +298,10 @@ bool KvMap::Erase(absl::string_view key) {
   absl::MutexLock lock(&s.mu);
   auto it = s.entries.find(ref);
   if (it == s.entries.end()) return false;
-  Entry* e = *it;
+  const EntryHandle h = *it;
   s.entries.erase(it);
-  s.Untrack(e);
-  FreeEntry(e);
+  s.Untrack(h, s.At(h)->expire_unix_ms());
+  s.Free(h);
   return true;
 }
 
@@ -279,10 +313,11 @@ size_t KvMap::EvictExpired(int64_t now_unix_ms, size_t max) {
     {
       absl::MutexLock lock(&s.mu);
       while (evicted < max && !s.expiry.empty() && s.expiry.begin()->unix_ms <= now_unix_ms) {
-        Entry* e = s.expiry.begin()->entry;
-        CHECK_EQ(s.entries.erase(e), 1u) << "expiry index names an entry the table lacks";
-        s.Untrack(e);
-        FreeEntry(e);
+        // Read afresh each time: a compaction in Free may have moved entries.
+        const Expiry first = *s.expiry.begin();
+        CHECK_EQ(s.entries.erase(first.entry), 1u) << "expiry index names an entry the table lacks";
+        s.Untrack(first.entry, first.unix_ms);
+        s.Free(first.entry);
         ++evicted;
       }
     }
@@ -298,7 +333,8 @@ void KvMap::ForEach(int64_t now_unix_ms, const std::function<void(const Item&)>&
   for (size_t i = 0; i < stripe_count_; ++i) {
     Stripe& s = stripes_[i];
     absl::ReaderMutexLock lock(&s.mu);
-    for (const Entry* e : s.entries) {
+    for (EntryHandle h : s.entries) {
+      const Entry* e = s.At(h);
       if (e->ExpiredAt(now_unix_ms)) continue;
       fn(Item{e->key(), e->value(), e->version, e->expire_unix_ms()});
     }
@@ -344,7 +380,8 @@ KvMap::ScanPage KvMap::Scan(const ScanPosition& from, int64_t now_unix_ms,
       const Stripe& s = stripes_[stripe];
       absl::ReaderMutexLock lock(&s.mu);
       visited += s.entries.size();
-      for (const Entry* e : s.entries) {
+      for (EntryHandle h : s.entries) {
+        const Entry* e = s.At(h);
         if (e->ExpiredAt(now_unix_ms) || !absl::StartsWith(e->key(), options.prefix)) continue;
         const uint64_t hash = HashKey(e->key());
         if (!AfterPosition(hash, e->key(), position)) continue;
@@ -362,7 +399,7 @@ KvMap::ScanPage KvMap::Scan(const ScanPosition& from, int64_t now_unix_ms,
       for (; taken < candidates.size() && taken < room; ++taken) {
         const Entry* e = candidates[taken].entry;
         const size_t value_bytes = options.keys_only ? 0 : e->value_len();
-        const size_t bytes = ScanEntryBytes(e->key_len, value_bytes);
+        const size_t bytes = ScanEntryBytes(e->key_len(), value_bytes);
         if (!page.entries.empty() && page_bytes + bytes > options.max_bytes) break;
         page_bytes += bytes;
         ScannedEntry& out = page.entries.emplace_back();
@@ -410,6 +447,15 @@ size_t KvMap::Size() const {
   for (size_t i = 0; i < stripe_count_; ++i) {
     absl::ReaderMutexLock lock(&stripes_[i].mu);
     n += stripes_[i].entries.size();
+  }
+  return n;
+}
+
+uint64_t KvMap::EntriesMoved() const {
+  uint64_t n = 0;
+  for (size_t i = 0; i < stripe_count_; ++i) {
+    absl::ReaderMutexLock lock(&stripes_[i].mu);
+    n += stripes_[i].slabs.moved_blocks();
   }
   return n;
 }

@@ -5,6 +5,16 @@
 // Expiry uses wall-clock Unix milliseconds supplied by the caller (the store's
 // Clock): an entry whose expiry is <= now is never returned and is reclaimed by
 // EvictExpired (active expiry) or when overwritten.
+//
+// Memory: each stripe keeps its entries in slabs of one size class each
+// (common/storage/entry_slabs.h: 8-byte steps, no per-block header, blocks
+// over 1 KiB on the heap) and its table holds 4-byte handles to them. A slot
+// freed in one size class serves only that class: when a stripe's class has
+// a quarter of its slots free (and two slabs' worth), the mutation that freed
+// the last one moves entries out of the emptiest slabs, under the stripe's
+// write lock, at most 1,024 per call. No reader keeps a pointer into the map
+// past its lock (values are copied out; ForEach's Item lives only during the
+// callback), and scan positions name hashes, so moves are invisible.
 #ifndef KVSTORE_COMMON_STORAGE_KV_MAP_H_
 #define KVSTORE_COMMON_STORAGE_KV_MAP_H_
 
@@ -119,8 +129,12 @@ class KvMap {
 
   // Entries held, including expired ones not yet evicted.
   size_t Size() const;
-  // Approximate bytes held for keys, values and the map's own structure.
+  // Approximate bytes held for keys, values and the map's own structure,
+  // counting free slots in slabs and the tables' spare capacity.
   uint64_t MemoryBytes() const;
+  // Entries moved by slab compaction since construction (for tests and
+  // metrics; see "Memory" above).
+  uint64_t EntriesMoved() const;
 
  private:
   struct Stripe;

@@ -153,5 +153,6 @@ int main(int argc, char** argv) {
   absl::PrintF("MemoryBytes now:  %d bytes = %.1f bytes/key (%.1f over key+value)\n",
                map_resized - map_before, (map_resized - map_before) / per,
                ((map_resized - map_before) - payload_now) / per);
+  absl::PrintF("compaction moved: %d entries\n", map.EntriesMoved());
   return 0;
 }

@@ -375,13 +375,16 @@ TEST(KvMapTest, MemoryBytesGrowsWithDataAndShrinksOnErase) {
   for (int i = 0; i < kKeys; ++i) map.Put(KeyNumber(i), std::string(100, 'v'), 1, kNever);
   const uint64_t full = map.MemoryBytes();
   const uint64_t per_key = (full - empty) / kKeys;
-  EXPECT_GE(per_key, kPayload + 24);        // Data plus the entry header at least...
-  EXPECT_LE(per_key, kPayload + 24 + 100);  // ...and far less than Redis's overhead.
+  EXPECT_GE(per_key, kPayload + 18);        // Data, 14-byte header, 4-byte handle at least...
+  EXPECT_LE(per_key, kPayload + 18 + 100);  // ...and far less than Redis's overhead.
   // Larger values cost more.
   map.Put(KeyNumber(0), std::string(10000, 'v'), 2, kNever);
   EXPECT_GE(map.MemoryBytes(), full + 9800);
   map.Put(KeyNumber(0), std::string(100, 'v'), 3, kNever);
-  EXPECT_EQ(map.MemoryBytes(), full);
+  // Back where it was, but for the stripe's index of big blocks, which keeps
+  // its capacity (one 16-byte element and a 4-byte free index).
+  EXPECT_LE(map.MemoryBytes(), full + 32);
+  EXPECT_GE(map.MemoryBytes(), full);
   // A TTL costs an index entry.
   map.Put(KeyNumber(1), std::string(100, 'v'), 2, kNow);
   EXPECT_GT(map.MemoryBytes(), full);
