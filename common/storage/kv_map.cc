@@ -3,6 +3,7 @@
 #include <xxhash.h>
 
 #include <algorithm>
+#include <cstddef>
 #include <cstring>
 #include <limits>
 #include <new>
@@ -18,29 +19,41 @@
 namespace kvstore {
 namespace {
 
-// One block per key: this header, then the expiry only if the key has one,
-// then the key bytes, then the value bytes. Two std::string members would
-// spend 64 bytes on string headers before any data; an expiry field in every
-// entry would spend 8 bytes on each key without a TTL, most of them
-// (docs/performance.md).
+// One block per key: a 14-byte header, then the expiry only if the key has
+// one, the key's length only if it does not fit the header, the key bytes and
+// the value bytes. Two std::string members would spend 64 bytes on string
+// headers before any data; an expiry field in every entry would spend 8 bytes
+// on each key without a TTL, most of them; a 4-byte key length 2 bytes on
+// keys the API caps at 4 KiB (docs/performance.md).
 struct Entry {
+  static constexpr size_t kHeaderBytes = 14;
   static constexpr uint32_t kHasExpiry = uint32_t{1} << 31;
+  // short_key_len of a key of this length or more: its length follows the header.
+  static constexpr uint16_t kLongKey = 0xffff;
 
   uint64_t version;
-  uint32_t key_length;
   uint32_t value_len_and_flags;  // Value length; kHasExpiry: an expiry follows the header.
+  uint16_t short_key_len;
+  char tail[2];  // The first bytes after the header; the block goes on.
 
   bool has_expiry() const { return (value_len_and_flags & kHasExpiry) != 0; }
   uint32_t value_len() const { return value_len_and_flags & ~kHasExpiry; }
+  const char* after_header() const { return reinterpret_cast<const char*>(this) + kHeaderBytes; }
+  char* after_header() { return reinterpret_cast<char*>(this) + kHeaderBytes; }
   int64_t expire_unix_ms() const {  // 0 = never.
     if (!has_expiry()) return 0;
     int64_t ms;
-    std::memcpy(&ms, this + 1, sizeof(ms));
+    std::memcpy(&ms, after_header(), sizeof(ms));
     return ms;
   }
-  size_t key_len() const { return key_length; }
+  size_t key_len() const {
+    if (short_key_len != kLongKey) return short_key_len;
+    uint32_t len;
+    std::memcpy(&len, after_header() + (has_expiry() ? 8 : 0), sizeof(len));
+    return len;
+  }
   const char* bytes() const {
-    return reinterpret_cast<const char*>(this + 1) + (has_expiry() ? 8 : 0);
+    return after_header() + (has_expiry() ? 8 : 0) + (short_key_len == kLongKey ? 4 : 0);
   }
   absl::string_view key() const { return {bytes(), key_len()}; }
   absl::string_view value() const { return {bytes() + key_len(), value_len()}; }
@@ -49,10 +62,12 @@ struct Entry {
     return expire_unix_ms() <= now_unix_ms;
   }
 };
-static_assert(sizeof(Entry) == 16, "Entry header should stay packed");
+static_assert(sizeof(Entry) == 16 && offsetof(Entry, tail) == Entry::kHeaderBytes,
+              "Entry header should stay packed");
 
 size_t EntrySize(size_t key_len, size_t value_len, bool has_expiry) {
-  return sizeof(Entry) + (has_expiry ? 8 : 0) + key_len + value_len;
+  return Entry::kHeaderBytes + (has_expiry ? 8 : 0) + (key_len >= Entry::kLongKey ? 4 : 0) +
+         key_len + value_len;
 }
 
 void CopyBytes(char* to, absl::string_view from) {
@@ -68,15 +83,21 @@ Entry* WriteEntry(char* block, absl::string_view key, absl::string_view value, u
   // (the request limit is far lower).
   CHECK_LT(value.size(), size_t{Entry::kHasExpiry});
   const bool has_expiry = expire_unix_ms != 0;
+  const bool long_key = key.size() >= Entry::kLongKey;
   Entry* e = reinterpret_cast<Entry*>(block);
   e->version = version;
-  e->key_length = static_cast<uint32_t>(key.size());
   e->value_len_and_flags =
       static_cast<uint32_t>(value.size()) | (has_expiry ? Entry::kHasExpiry : uint32_t{0});
-  char* p = reinterpret_cast<char*>(e + 1);
+  e->short_key_len = long_key ? Entry::kLongKey : static_cast<uint16_t>(key.size());
+  char* p = e->after_header();
   if (has_expiry) {
     std::memcpy(p, &expire_unix_ms, sizeof(expire_unix_ms));
     p += sizeof(expire_unix_ms);
+  }
+  if (long_key) {
+    const uint32_t len = static_cast<uint32_t>(key.size());
+    std::memcpy(p, &len, sizeof(len));
+    p += sizeof(len);
   }
   CopyBytes(p, key);
   CopyBytes(p + key.size(), value);

@@ -143,6 +143,46 @@ TEST(KvMapTest, EmptyValueAndEmptyKeyAreStored) {
   EXPECT_EQ(version, 6u);
 }
 
+// The header keeps a key's length in 16 bits; keys of 65535 bytes and more
+// (far above the API's 4 KiB, but the map does not rely on that) carry it
+// after the header, with or without an expiry.
+TEST(KvMapTest, KeysLongerThanTheHeaderLengthFieldAreStored) {
+  KvMap map;
+  const std::vector<size_t> lengths = {65534, 65535, 65536, 70000};
+  for (size_t i = 0; i < lengths.size(); ++i) {
+    const std::string key(lengths[i], static_cast<char>('a' + i));
+    map.Put(key, absl::StrCat("v", i), i + 1, i % 2 == 0 ? kNever : kNow + 1000);
+  }
+  for (size_t i = 0; i < lengths.size(); ++i) {
+    const std::string key(lengths[i], static_cast<char>('a' + i));
+    std::string value;
+    uint64_t version = 0;
+    int64_t expire = -1;
+    ASSERT_TRUE(map.Get(key, kNow, &value, &version, &expire)) << lengths[i];
+    EXPECT_EQ(value, absl::StrCat("v", i));
+    EXPECT_EQ(version, i + 1);
+    EXPECT_EQ(expire, i % 2 == 0 ? kNever : kNow + 1000);
+    // A key one byte shorter is another key.
+    EXPECT_FALSE(map.Get(key.substr(1), kNow, nullptr, nullptr));
+  }
+  std::map<std::string, std::string> contents = Contents(map, kNow);
+  ASSERT_EQ(contents.size(), lengths.size());
+  for (const auto& [key, value] : contents) {
+    EXPECT_EQ(value, absl::StrCat("v", key[0] - 'a'));
+    EXPECT_EQ(key.size(), lengths[key[0] - 'a']);
+  }
+  // Overwriting with and without a TTL moves the length field; the key stays.
+  const std::string key(70000, 'd');
+  map.Put(key, "plain", 10, kNever);
+  map.Put(key, "timed", 11, kNow + 5);
+  std::string value;
+  ASSERT_TRUE(map.Get(key, kNow, &value, nullptr));
+  EXPECT_EQ(value, "timed");
+  EXPECT_EQ(map.EvictExpired(kNow + 5000, 100), 2u);  // Keys 1 and 3 had TTLs.
+  EXPECT_TRUE(map.Erase(std::string(65534, 'a')));
+  EXPECT_EQ(map.Size(), 1u);
+}
+
 TEST(KvMapTest, VersionIsZeroForAbsentAndExpiredKeys) {
   KvMap map;
   map.Put("expired", "v", 3, kNow);  // Expiry == now counts as expired.
