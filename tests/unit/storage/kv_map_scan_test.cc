@@ -217,6 +217,48 @@ TEST(KvMapScanTest, ScanSpanningTableGrowthMissesNoKey) {
   EXPECT_EQ(result.Duplicates(), 0);
 }
 
+// Compaction moves entries between slabs while a scan position is held: half
+// the keys grow into another size class between pages, leaving the slabs of
+// the rest half empty, so the rest are moved. Every key that kept its value
+// comes back once, with that value.
+TEST(KvMapScanTest, CompactionBetweenPagesMissesNoKey) {
+  KvMap map(4);
+  for (int i = 0; i < 8000; ++i) {
+    map.Put(KeyNumber(i % 2 == 0 ? "keep:" : "grow:", i), std::string(100, 'k'), 1, kNever);
+  }
+  KvMap::ScanOptions options;
+  options.limit = 50;
+  std::map<std::string, int> seen;
+  std::optional<KvMap::ScanPosition> position = KvMap::ScanPosition{};
+  uint64_t moved_during_scan = 0;
+  for (int page = 0; position.has_value(); ++page) {
+    ASSERT_LT(page, 100000) << "the scan does not end";
+    KvMap::ScanPage got = map.Scan(*position, kNow, options);
+    for (const KvMap::ScannedEntry& e : got.entries) {
+      ++seen[e.key];
+      if (absl::StartsWith(e.key, "keep:")) EXPECT_EQ(e.value, std::string(100, 'k')) << e.key;
+    }
+    position = std::move(got.next);
+    if (page < 4) {
+      // A quarter of the growing keys per page, after the scan has begun.
+      const uint64_t before = map.EntriesMoved();
+      for (int i = 1 + page * 2000; i < (page + 1) * 2000; i += 2) {
+        map.Put(KeyNumber("grow:", i), std::string(300, 'g'), 2, kNever);
+      }
+      moved_during_scan += map.EntriesMoved() - before;
+    }
+  }
+  EXPECT_GT(moved_during_scan, 0u) << "compaction did not run during the scan";
+  int missing = 0;
+  std::set<std::string> keep;
+  for (int i = 0; i < 8000; i += 2) keep.insert(KeyNumber("keep:", i));
+  ScanResult result;
+  result.seen = seen;
+  const std::string examples = Missing(result, keep, &missing);
+  EXPECT_EQ(missing, 0) << "missed, e.g.: " << examples;
+  EXPECT_EQ(result.Duplicates(), 0);
+}
+
 // And when the tables shrink under it: keys deleted between pages (half the
 // map, and all of another prefix) do not make survivors skip.
 TEST(KvMapScanTest, DeletesDuringTheScanSkipNoSurvivor) {
