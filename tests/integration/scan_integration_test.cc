@@ -234,7 +234,10 @@ TEST_F(ScanIntegrationTest, AScanSpanningTableGrowthMissesNoKey) {
     KvClient shard(shards_[0]->address());
     ASSERT_TRUE(shard.Status(&after).ok());
   }
-  EXPECT_GT(after.memory_bytes(), 4 * before.memory_bytes()) << "the tables should have grown";
+  // Six times the keys; memory_bytes also counts the map's fixed part (about
+  // 150 KB of stripes and their slab classes), so it grows by less.
+  EXPECT_GT(after.key_count(), 5 * before.key_count());
+  EXPECT_GT(after.memory_bytes(), 2 * before.memory_bytes()) << "the tables should have grown";
   int missing = 0;
   const std::string examples = scanned.Missing("stable:", 0, kKeys, &missing);
   EXPECT_EQ(missing, 0) << "never returned, e.g.: " << examples;
