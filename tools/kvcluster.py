@@ -983,6 +983,11 @@ def main():
     if args.data_dir:
         args.data_dir = os.path.join(cwd, args.data_dir)
     os.chdir(ROOT)
+    if args.command == "status":
+        # Read-only: `tools/kvcluster status | head` ends quietly, as other
+        # Unix tools do, instead of a BrokenPipeError trace. Not for `up`,
+        # whose children must be stopped by it, not orphaned by a signal.
+        signal.signal(signal.SIGPIPE, signal.SIG_DFL)
     if args.command in ("add-shard", "remove-shard") and not args.name:
         fail(f"usage: tools/kvcluster {args.command} NAME [--throttle=RATE]", 2)
     return {"up": up, "status": status, "down": down, "add-shard": add_shard,
