@@ -75,6 +75,7 @@ void RemoveStagingDirectory(const std::string& dir) {
   for (const char* name : {"current", "current.tmp", kLockName}) {
     ::unlink(absl::StrCat(dir, "/", name).c_str());
   }
+  ::unlink(absl::StrCat(dir, "/", kLockName, ".tmp").c_str());
   ::rmdir(dir.c_str());
 }
 
@@ -129,10 +130,15 @@ absl::StatusOr<std::unique_ptr<StagedTlsFiles>> StagedTlsFiles::Create(const Tls
 }
 
 absl::Status StagedTlsFiles::LockOwnership() {
+  // Locked under another name, then renamed into place: another process's
+  // sweep must never find owner.lock before it is held, or it would take the
+  // directory for a dead owner's while this one is being set up.
+  const std::string tmp = absl::StrCat(dir_, "/", kLockName, ".tmp");
   const std::string path = absl::StrCat(dir_, "/", kLockName);
-  lock_fd_ = ::open(path.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-  if (lock_fd_ < 0) return Errno(absl::StrCat("create ", path));
-  if (::flock(lock_fd_, LOCK_EX | LOCK_NB) != 0) return Errno(absl::StrCat("flock ", path));
+  lock_fd_ = ::open(tmp.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+  if (lock_fd_ < 0) return Errno(absl::StrCat("create ", tmp));
+  if (::flock(lock_fd_, LOCK_EX | LOCK_NB) != 0) return Errno(absl::StrCat("flock ", tmp));
+  if (::rename(tmp.c_str(), path.c_str()) != 0) return Errno(absl::StrCat("rename ", tmp));
   return absl::OkStatus();
 }
 
@@ -141,6 +147,7 @@ StagedTlsFiles::~StagedTlsFiles() {
   RemoveGeneration(&current_);
   ::unlink((dir_ + "/current").c_str());
   ::unlink(absl::StrCat(dir_, "/", kLockName).c_str());
+  ::unlink(absl::StrCat(dir_, "/", kLockName, ".tmp").c_str());  // A failed LockOwnership.
   if (lock_fd_ >= 0) ::close(lock_fd_);
   ::rmdir(dir_.c_str());
 }
