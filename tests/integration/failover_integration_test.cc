@@ -716,8 +716,7 @@ void FailoverTest::TransferRoundsUnderLoad(bool lagging_target) {
     ServerProcess* target = NodeById(to);
     ASSERT_NE(target, nullptr);
     if (lagging_target) {
-      ASSERT_TRUE(AwaitMemberRecordShowsData(to))
-          << Logs();
+      ASSERT_TRUE(AwaitMemberRecordShowsData(to)) << Logs();
       // The target stops applying while the leader acknowledges alone, so
       // at the pause it lacks acknowledged writes the leader must wait for.
       ASSERT_TRUE(target->process().Kill(SIGSTOP).ok());
@@ -845,8 +844,7 @@ TEST_F(FailoverTest, ATransferToATargetThatCannotCatchUpChangesNothing) {
   ASSERT_TRUE(WaitFor([&] { return oracle.acks() >= 50; }, absl::Now() + absl::Seconds(10)))
       << Logs();
   // An "empty" target is refused up front, which is not what this test is for.
-  ASSERT_TRUE(AwaitMemberRecordShowsData(to))
-      << Logs();
+  ASSERT_TRUE(AwaitMemberRecordShowsData(to)) << Logs();
   ASSERT_TRUE(target->process().Kill(SIGSTOP).ok());
   const size_t stopped_at = oracle.acks();
   ASSERT_TRUE(

@@ -3,6 +3,8 @@
 namespace kvstore::check {
 
 const char* ViolationKindName(ViolationKind kind) {
+  // One line per kind: it reads as the table it is.
+  // clang-format off
   switch (kind) {
     case ViolationKind::kInventedRead: return "invented-read";
     case ViolationKind::kPhantom: return "phantom";
@@ -15,6 +17,7 @@ const char* ViolationKindName(ViolationKind kind) {
     case ViolationKind::kEpochTwoNodes: return "epoch-two-nodes";
     case ViolationKind::kStaleEpochAck: return "stale-epoch-ack";
   }
+  // clang-format on
   return "?";
 }
 
