@@ -105,15 +105,21 @@ void CheckVersionsUnique(const History& h, const absl::flat_hash_map<std::string
   }
 }
 
-void CheckVersionsIncrease(const History& h, std::vector<Violation>* out) {
-  // Invokes and completions of ok writes with a version, in history order.
-  std::vector<std::tuple<int64_t, bool, int>> events;  // (pos, is_completion, op)
+// Invokes and completions of ok writes with a version, in history order:
+// (pos, is_completion, op).
+std::vector<std::tuple<int64_t, bool, int>> WriteEvents(const History& h) {
+  std::vector<std::tuple<int64_t, bool, int>> events;
   for (const Op& op : h.ops) {
     if (!HasWriteVersion(op)) continue;
     events.emplace_back(op.invoke_pos, false, op.id);
     events.emplace_back(op.complete_pos, true, op.id);
   }
   std::sort(events.begin(), events.end());
+  return events;
+}
+
+void CheckVersionsIncrease(const History& h, std::vector<Violation>* out) {
+  const std::vector<std::tuple<int64_t, bool, int>> events = WriteEvents(h);
   // Per key, the highest version completed so far and its op; per op in
   // flight, the one that had completed when it was invoked.
   absl::flat_hash_map<std::string, int> highest;
@@ -169,13 +175,7 @@ void CheckOneNodePerEpoch(const History& h, std::vector<Violation>* out) {
 // came from a leader that kept acknowledging after it was replaced (a stale
 // leader, e.g. one that did not fence itself when its lease ran out). Any key.
 void CheckNoStaleEpochAck(const History& h, std::vector<Violation>* out) {
-  std::vector<std::tuple<int64_t, bool, int>> events;  // (pos, is_completion, op)
-  for (const Op& op : h.ops) {
-    if (!HasWriteVersion(op)) continue;
-    events.emplace_back(op.invoke_pos, false, op.id);
-    events.emplace_back(op.complete_pos, true, op.id);
-  }
-  std::sort(events.begin(), events.end());
+  const std::vector<std::tuple<int64_t, bool, int>> events = WriteEvents(h);
   int newest = -1;                      // Completed write of the highest epoch so far.
   absl::flat_hash_map<int, int> bound;  // Op in flight -> `newest` at its invoke.
   for (const auto& [pos, completion, id] : events) {
