@@ -50,11 +50,24 @@ void HistoryRecorder::Record(const Event& e) {
   if (e.final_phase) j["phase"] = "final";
   if (e.error) j["error"] = *e.error;
   if (e.node) j["node"] = *e.node;
+  if (e.type == "invoke") {
+    invoked_t_[e.proc] = t;
+  } else if (auto it = invoked_t_.find(e.proc); it != invoked_t_.end()) {
+    if (e.type == "ok" && e.f != "get" && it->second > newest_acked_.invoke_t_ns) {
+      newest_acked_ = AckedWrite{it->second, e.key};
+    }
+    invoked_t_.erase(it);
+  }
   if (e.type == "ok" && e.f != "get") acked_writes_.fetch_add(1, std::memory_order_release);
   const std::string line = j.dump() + "\n";
   if (std::fwrite(line.data(), 1, line.size(), file_) != line.size()) {
     error_ = absl::InternalError(absl::StrCat("writing the history: ", std::strerror(errno)));
   }
+}
+
+HistoryRecorder::AckedWrite HistoryRecorder::NewestAckedWrite() const {
+  absl::MutexLock l(&mu_);
+  return newest_acked_;
 }
 
 absl::Status HistoryRecorder::Close() {

@@ -9,6 +9,7 @@
 #include <atomic>
 #include <cstdint>
 #include <cstdio>
+#include <map>
 #include <optional>
 #include <string>
 
@@ -50,6 +51,15 @@ class HistoryRecorder {
   // Acknowledged writes recorded so far (ok set/cas/delete), so the nemesis
   // can time a power cut after an acknowledgement.
   int64_t acked_writes() const { return acked_writes_.load(std::memory_order_acquire); }
+  // The acknowledged write invoked last (not the one acknowledged last): the
+  // t_ns of its invoke line, or -1 before any acknowledgement, and its key.
+  // A write invoked after a moment was handed to the servers after it, so a
+  // power cut can be proved to drop it (nemesis.cc, until_acked_unsynced_s).
+  struct AckedWrite {
+    int64_t invoke_t_ns = -1;
+    std::string key;
+  };
+  AckedWrite NewestAckedWrite() const;
   absl::Status Close();
 
  private:
@@ -57,11 +67,14 @@ class HistoryRecorder {
   static int64_t SteadyNs();
 
   std::atomic<int64_t> acked_writes_{0};
-  absl::Mutex mu_;
+  mutable absl::Mutex mu_;
   FILE* file_ ABSL_GUARDED_BY(mu_) = nullptr;
   int64_t next_i_ ABSL_GUARDED_BY(mu_) = 1;
   int64_t last_t_ ABSL_GUARDED_BY(mu_) = 0;
   absl::Status error_ ABSL_GUARDED_BY(mu_);
+  // Open operations' invoke times, by proc (one operation at a time each).
+  std::map<int64_t, int64_t> invoked_t_ ABSL_GUARDED_BY(mu_);
+  AckedWrite newest_acked_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace kvstore::fault

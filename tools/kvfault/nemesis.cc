@@ -6,16 +6,20 @@
 #include <cctype>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <sstream>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "absl/time/clock.h"
 #include "nlohmann/json.hpp"
+#include "tools/kvfault/acked_cut.h"
 #include "tools/kvfault/child_process.h"
+#include "tools/kvfault/power_loss.h"
 
 namespace kvstore::fault {
 
@@ -135,6 +139,11 @@ absl::Status Nemesis::PowerLoss(int index, const Step& step) {
                                          absl::FormatDuration(absl::Now() - start))
                           : absl::StrCat("no bytes pending within ", step.until_unsynced_s, " s");
     done_.back().t_ns = clock_->NowNs();
+  } else if (step.until_acked_unsynced_s > 0) {
+    absl::StatusOr<std::string> caught = AwaitAckedUnsynced(step, targets);
+    if (!caught.ok()) return caught.status();
+    timing = *caught;
+    done_.back().t_ns = clock_->NowNs();
   }
   // The power goes at once: every SIGKILL is sent before any is reaped.
   std::vector<std::pair<Node*, pid_t>> killed;
@@ -156,6 +165,103 @@ absl::Status Nemesis::PowerLoss(int index, const Step& step) {
     if (!r.ok()) return r.status();
   }
   return absl::OkStatus();
+}
+
+namespace {
+
+// Whether every thread of `pid` has stopped, after a SIGSTOP: a thread inside
+// a system call (an fsync) stops only once the call returns.
+bool AllThreadsStopped(pid_t pid) {
+  std::error_code ec;
+  bool any = false;
+  for (const auto& e :
+       std::filesystem::directory_iterator(absl::StrCat("/proc/", pid, "/task"), ec)) {
+    std::ifstream f(e.path() / "stat");
+    std::string stat;
+    std::getline(f, stat);
+    // "tid (comm) S ...": comm may hold anything, the state follows the last ')'.
+    const size_t paren = stat.rfind(')');
+    if (paren == std::string::npos || paren + 2 >= stat.size()) return false;
+    const char state = stat[paren + 2];
+    if (state != 'T' && state != 't' && state != 'Z' && state != 'X') return false;
+    any = true;
+  }
+  return any && !ec;
+}
+
+}  // namespace
+
+absl::StatusOr<std::string> Nemesis::AwaitAckedUnsynced(const Step& step,
+                                                        const std::vector<Node*>& targets) {
+  std::vector<Node*> watched;
+  std::vector<UnsyncedWatcher> watchers;
+  for (Node* n : targets) {
+    if (n->state == NodeState::kDown) continue;
+    if (!n->preload) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("until_acked_unsynced_s: ", n->name(), " does not run under the preload"));
+    }
+    watched.push_back(n);
+    watchers.emplace_back(n->data_dir(), n->journal_path());
+  }
+  // Each node's durable lengths, read from its journal now.
+  auto durable_now = [&]() -> absl::StatusOr<std::vector<std::map<uint64_t, int64_t>>> {
+    std::vector<std::map<uint64_t, int64_t>> durable;
+    for (UnsyncedWatcher& w : watchers) {
+      if (absl::Status s = w.ReadJournal(); !s.ok()) return s;
+      durable.push_back(w.durable());
+    }
+    return durable;
+  };
+  auto signal_all = [&](int sig) {
+    for (Node* n : watched) (void)cluster_->Signal(n, sig);
+  };
+  const absl::Time start = absl::Now();
+  const absl::Time deadline = start + absl::Seconds(step.until_acked_unsynced_s);
+  AckedCutWatch watch;
+  int freezes = 0;
+  while (absl::Now() < deadline) {
+    // A sample: every node's sizes, then its journal, then the time.
+    std::vector<FilesState> sample;
+    for (UnsyncedWatcher& w : watchers) {
+      absl::StatusOr<std::map<uint64_t, int64_t>> sizes = w.Sizes();
+      if (!sizes.ok() || !w.ReadJournal().ok()) break;
+      sample.push_back(FilesState{*std::move(sizes), w.durable()});
+    }
+    if (sample.size() == watchers.size()) watch.AddSample(clock_->NowNs(), std::move(sample));
+    // The acknowledgement first, then the journals: an fsync the server
+    // finished before answering is in them.
+    const HistoryRecorder::AckedWrite acked = clock_->NewestAckedWrite();
+    absl::StatusOr<std::vector<std::map<uint64_t, int64_t>>> durable = durable_now();
+    if (acked.invoke_t_ns >= 0 && durable.ok() &&
+        watch.DurableNowhere(acked.invoke_t_ns, *durable)) {
+      // Stop them all and look again, so that no fsync can finish between
+      // the proof and the SIGKILL; the cut then drops what the journals say.
+      ++freezes;
+      signal_all(SIGSTOP);
+      const absl::Time stop_deadline = absl::Now() + absl::Seconds(1);
+      bool stopped = false;
+      while (!(stopped = std::all_of(watched.begin(), watched.end(),
+                                     [](Node* n) { return AllThreadsStopped(n->pid); })) &&
+             absl::Now() < stop_deadline) {
+        absl::SleepFor(absl::Microseconds(50));  // Polling with a deadline.
+      }
+      durable = durable_now();
+      if (stopped && durable.ok() && watch.DurableNowhere(acked.invoke_t_ns, *durable)) {
+        std::vector<std::string> names;
+        for (Node* n : watched) names.push_back(n->name());
+        return absl::StrCat("the acknowledged write of ", acked.key, " (invoked at ",
+                            absl::StrFormat("%.6f", acked.invoke_t_ns / 1e9),
+                            " s) durable on none of ", absl::StrJoin(names, ", "), " after ",
+                            absl::FormatDuration(absl::Now() - start), " (", freezes,
+                            freezes == 1 ? " freeze)" : " freezes)");
+      }
+      signal_all(SIGCONT);
+    }
+    absl::SleepFor(absl::Microseconds(100));  // Polling with a deadline.
+  }
+  return absl::StrCat("NO acknowledged write caught durable nowhere within ",
+                      step.until_acked_unsynced_s, " s (", freezes, " freezes)");
 }
 
 absl::Status Nemesis::FlipBit(int index, const Step& step, Node* node) {

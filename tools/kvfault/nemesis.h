@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "tools/kvfault/bit_flip.h"
 #include "tools/kvfault/cluster.h"
@@ -54,6 +55,12 @@ class Nemesis {
  private:
   absl::Status Execute(int index, const Step& step);
   absl::Status PowerLoss(int index, const Step& step);
+  // Polls until a write acknowledged to a client is durable on none of the
+  // running `targets` (acked_cut.h), stops them (SIGSTOP) and confirms it,
+  // or until the step's until_acked_unsynced_s ran out; says which. The
+  // caller kills them, stopped or not.
+  absl::StatusOr<std::string> AwaitAckedUnsynced(const Step& step,
+                                                 const std::vector<Node*>& targets);
   absl::Status FlipBit(int index, const Step& step, Node* node);
   // A start after a bit flip: refused or detected, as the step says.
   absl::Status RestartAfterFlip(int index, const Step& step, Node* node);

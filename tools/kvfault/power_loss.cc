@@ -307,15 +307,31 @@ absl::StatusOr<int64_t> UnsyncedWatcher::UnsyncedBytes() {
   // Sizes first, then the journal: bytes counted here were not durable when
   // the journal was read, later (the other order would count bytes that an
   // fsync in between made durable).
+  absl::StatusOr<std::map<uint64_t, int64_t>> sizes = Sizes();
+  if (!sizes.ok()) return sizes.status();
+  if (absl::Status s = ReadJournal(); !s.ok()) return s;
+  int64_t unsynced = 0;
+  for (const auto& [ino, size] : *sizes) {
+    auto it = durable_.find(ino);
+    unsynced += std::max<int64_t>(0, size - (it == durable_.end() ? 0 : it->second));
+  }
+  return unsynced;
+}
+
+absl::StatusOr<std::map<uint64_t, int64_t>> UnsyncedWatcher::Sizes() const {
   std::vector<jf::Entry> entries;
   if (!jf::ListEntries(dir_, ".", &entries)) return Errno(absl::StrCat("list ", dir_));
-  std::vector<std::pair<uint64_t, int64_t>> sizes;
+  std::map<uint64_t, int64_t> sizes;
   for (const jf::Entry& e : entries) {
     struct stat st;
     if (e.type == 'f' && ::stat(absl::StrCat(dir_, "/", e.name).c_str(), &st) == 0) {
-      sizes.emplace_back(e.ino, st.st_size);
+      sizes[e.ino] = st.st_size;
     }
   }
+  return sizes;
+}
+
+absl::Status UnsyncedWatcher::ReadJournal() {
   const int fd = ::open(journal_.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) return Errno(absl::StrCat("open ", journal_));
   char buf[1 << 16];
@@ -340,12 +356,7 @@ absl::StatusOr<int64_t> UnsyncedWatcher::UnsyncedBytes() {
     }
   }
   partial_.erase(0, start);
-  int64_t unsynced = 0;
-  for (const auto& [ino, size] : sizes) {
-    auto it = durable_.find(ino);
-    unsynced += std::max<int64_t>(0, size - (it == durable_.end() ? 0 : it->second));
-  }
-  return unsynced;
+  return absl::OkStatus();
 }
 
 void RemoveJournal(const std::string& journal) {

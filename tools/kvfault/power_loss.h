@@ -62,6 +62,12 @@ class UnsyncedWatcher {
       : dir_(std::move(dir)), journal_(std::move(journal)) {}
   // Bytes of the directory's files beyond their durable length now.
   absl::StatusOr<int64_t> UnsyncedBytes();
+  // The same in two steps, by inode, for a caller that must order them
+  // (acked_cut.h): the sizes of the directory's files now; then the
+  // journal's new lines, after which durable() is each file's durable length.
+  absl::StatusOr<std::map<uint64_t, int64_t>> Sizes() const;
+  absl::Status ReadJournal();
+  const std::map<uint64_t, int64_t>& durable() const { return durable_; }
 
  private:
   std::string dir_, journal_;

@@ -114,6 +114,7 @@ absl::StatusOr<Scenario> LoadScenario(const std::string& path) {
                                        "tear",
                                        "until_unsynced_s",
                                        "unsynced_hold_ms",
+                                       "until_acked_unsynced_s",
                                        "file",
                                        "where",
                                        "after_bitflip",
@@ -152,6 +153,12 @@ absl::StatusOr<Scenario> LoadScenario(const std::string& path) {
       step.tear = n["tear"].as<std::string>("none");
       step.until_unsynced_s = n["until_unsynced_s"].as<double>(0);
       step.unsynced_hold_ms = n["unsynced_hold_ms"].as<double>(0);
+      step.until_acked_unsynced_s = n["until_acked_unsynced_s"].as<double>(0);
+      if (step.until_acked_unsynced_s > 0 &&
+          (step.until_unsynced_s > 0 || step.unsynced_hold_ms > 0)) {
+        return absl::InvalidArgumentError(
+            path + ": until_acked_unsynced_s replaces until_unsynced_s and unsynced_hold_ms");
+      }
       step.file = n["file"].as<std::string>("");
       step.where = n["where"].as<std::string>("middle");
       step.after_bitflip = n["after_bitflip"].as<std::string>("");

@@ -73,6 +73,11 @@ struct Step {
   // ...then wait up to this long for a client to get an acknowledgement,
   // and cut only if bytes are still pending (see nemesis.cc).
   double unsynced_hold_ms = 0;
+  // powerloss, instead of the two above: wait up to this long until a write
+  // acknowledged to a client is durable on none of the targets (acked_cut.h:
+  // proved from the journals and the history, then confirmed with the
+  // targets stopped), and cut then; at the deadline, cut anyway and say so.
+  double until_acked_unsynced_s = 0;
   std::string file;              // bitflip
   std::string where = "middle";  // bitflip
   std::string after_bitflip;     // restart: "", "refuse" or "detect"
