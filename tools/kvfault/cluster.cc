@@ -268,9 +268,13 @@ std::shared_ptr<grpc::Channel> Cluster::Channel(const std::string& address) {
 }
 
 std::vector<std::string> Cluster::CommandLine(const Node& node) const {
+  // The first start binds port 0 on the node's host: its namespace address
+  // in a netns run (netns.h).
+  const std::string first =
+      options_.netns != nullptr ? options_.netns->Address(node.name()) + ":0" : "127.0.0.1:0";
   std::vector<std::string> argv = {
       absl::StrCat(options_.bin_dir, "/", node.binary),
-      absl::StrCat("--listen=", node.address.empty() ? "127.0.0.1:0" : node.address),
+      absl::StrCat("--listen=", node.address.empty() ? first : node.address),
       absl::StrCat("--data-dir=", node.data_dir()),
       absl::StrCat("--port-file=", node.port_file()),
       "--logtostderr",
@@ -300,6 +304,9 @@ std::vector<std::string> Cluster::CommandLine(const Node& node) const {
   }
   argv.insert(argv.end(), options_.server_flags.begin(), options_.server_flags.end());
   argv.insert(argv.end(), node.next_start_flags.begin(), node.next_start_flags.end());
+  // In its namespace (netns.h): `ip netns exec` execs the server in place, so
+  // the pid and PR_SET_PDEATHSIG are the server's.
+  if (options_.netns != nullptr) return options_.netns->Wrap(node.name(), argv);
   return argv;
 }
 

@@ -30,6 +30,7 @@
 #include "kvstore/v1/admin.grpc.pb.h"
 #include "kvstore/v1/kv.grpc.pb.h"
 #include "tools/kvfault/history_recorder.h"
+#include "tools/kvfault/netns.h"
 #include "tools/kvfault/network.h"
 #include "tools/kvfault/power_loss.h"
 
@@ -52,6 +53,10 @@ struct ClusterOptions {
   // there is a network), --node-id, --shard and --lease-ttl; leadership
   // comes from the election, and the clients follow it (Cluster::leader()).
   bool etcd = false;
+  // When set (`network: netns`), each node runs in its own namespace of it
+  // and listens on its 127.100 address there; the driver is in the
+  // client's namespace already. Not owned, outlives the cluster.
+  Netns* netns = nullptr;
   std::string etcd_binary = "/usr/bin/etcd";
   std::string lease_ttl = "2s";
 };
@@ -185,6 +190,8 @@ class Cluster {
 
   // The run's proxies, or null when its links are direct.
   Network* network() const { return options_.network; }
+  // The run's namespace network, or null.
+  Netns* netns() const { return options_.netns; }
 
   // A channel per address, reused.
   std::shared_ptr<grpc::Channel> Channel(const std::string& address);

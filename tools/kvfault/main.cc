@@ -23,6 +23,7 @@
 #include <random>
 #include <thread>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -41,6 +42,7 @@
 #include "tools/kvfault/nemesis.h"
 #include "tools/kvfault/nemesis_disk.h"
 #include "tools/kvfault/nemesis_network.h"
+#include "tools/kvfault/netns.h"
 #include "tools/kvfault/network.h"
 #include "tools/kvfault/power_loss.h"
 #include "tools/kvfault/scenario.h"
@@ -78,7 +80,8 @@ constexpr char kHelp[] =
     "Flips one bit of F (the node must be stopped) and prints which.\n"
     "\n"
     "usage: kvfault cleanup\n"
-    "Unmounts the tmpfs data dirs (<dir>/kvfault-*/nodes/*/data) a killed run left.\n";
+    "Unmounts the tmpfs data dirs (<dir>/kvfault-*/nodes/*/data) a killed run left, and\n"
+    "deletes the network namespaces kvf<R>-* of runs with no process left in them.\n";
 
 struct Args {
   std::string scenario;
@@ -232,6 +235,65 @@ bool ServersHaveControls(const std::string& bin_dir, const std::string& scratch)
   return true;
 }
 
+// Runs the namespace network's commands (`ip`, `nft`), each to completion
+// within 10 s; their output goes through `log_path`.
+Netns::Runner CommandRunner(std::string log_path) {
+  return [log_path](const std::vector<std::string>& argv) -> absl::StatusOr<std::string> {
+    absl::StatusOr<CommandResult> r = RunCommand(argv, log_path, absl::Seconds(10));
+    if (!r.ok()) return r.status();
+    if (!r->status.exited || r->status.code != 0) {
+      return absl::InternalError(
+          absl::StrCat(r->status.ToString(), ": ", absl::StripAsciiWhitespace(r->output)));
+    }
+    return r->output;
+  };
+}
+
+// `network: netns`: makes the run's namespaces and moves the driver into its
+// own; an error of FAILED_PRECONDITION means the scenario cannot run here.
+absl::StatusOr<std::unique_ptr<Netns>> PrepareNetns(int replicas, uint64_t seed,
+                                                    const std::string& run_dir) {
+  if (geteuid() != 0) {
+    return absl::FailedPreconditionError("network: netns needs root (ip netns, nft)");
+  }
+  for (const char* tool : {"/usr/sbin/ip", "/usr/sbin/nft"}) {
+    if (access(tool, X_OK) != 0) {
+      return absl::FailedPreconditionError(
+          absl::StrCat(tool, " is missing (Debian packages iproute2, nftables)"));
+    }
+  }
+  std::vector<std::string> nodes;
+  for (int i = 0; i <= replicas; ++i) nodes.push_back(absl::StrCat("n", i));
+  absl::StatusOr<std::unique_ptr<Netns>> netns =
+      Netns::Create(nodes, seed, CommandRunner(run_dir + "/netns-command.log"));
+  if (!netns.ok()) return netns.status();
+  if (absl::Status s = (*netns)->EnterClient(); !s.ok()) return s;
+  std::printf("  namespaces: kvf%d-{sw,cl,n0..n%d}, nodes at 127.100.%d.1-%d, driver at %s\n",
+              (*netns)->run(), replicas, (*netns)->run(), replicas + 1,
+              (*netns)->Address(kNetnsClient).c_str());
+  return netns;
+}
+
+// Appends `commands` to the run's nemesis.jsonl (the teardown, after the
+// nemesis is gone), in the nemesis's format.
+void AppendNetnsLog(const std::string& path, const std::vector<NetnsCommand>& commands) {
+  std::ofstream out(path, std::ios::app);
+  for (const NetnsCommand& c : commands) {
+    nlohmann::ordered_json j;
+    j["step"] = -1;
+    j["action"] = absl::StrCat("netns-", c.what);
+    j["node"] = c.member;
+    j["command"] = ShellQuote(c.argv);
+    j["ok"] = c.status.ok();
+    if (!c.status.ok()) j["error"] = std::string(c.status.message());
+    out << j.dump() << "\n";
+    if (!c.status.ok()) {
+      std::printf("kvfault: %s: %s\n", ShellQuote(c.argv).c_str(),
+                  std::string(c.status.message()).c_str());
+    }
+  }
+}
+
 int Run(const Args& args) {
   std::string path = args.scenario;
   if (!absl::EndsWith(path, ".yaml")) path = absl::StrCat(args.scenario_dir, "/", path, ".yaml");
@@ -276,6 +338,21 @@ int Run(const Args& args) {
   std::filesystem::copy_file(path, run_dir + "/scenario.yaml",
                              std::filesystem::copy_options::overwrite_existing);
 
+  // Before the cluster and before any thread starts: the driver moves into
+  // the run's client namespace (netns.h). Torn down after the cluster's
+  // processes are gone, or on any return.
+  std::unique_ptr<Netns> netns;
+  if (scenario->netns) {
+    absl::StatusOr<std::unique_ptr<Netns>> n = PrepareNetns(scenario->replicas, seed, run_dir);
+    if (!n.ok() && absl::IsFailedPrecondition(n.status())) {
+      std::printf("SKIPPED %s: %s\n", scenario->name.c_str(),
+                  std::string(n.status().message()).c_str());
+      return kSkipped;
+    }
+    if (!n.ok()) return Usage(absl::StrCat("network namespaces: ", n.status().message()));
+    netns = std::move(*n);
+  }
+
   bool passed = false;
   std::vector<std::string> failures;
   {
@@ -295,6 +372,7 @@ int Run(const Args& args) {
     co.network = network.get();
     co.etcd = scenario->etcd;
     co.lease_ttl = scenario->lease_ttl;
+    co.netns = netns.get();
     Cluster cluster(co);
     for (const std::string& name : scenario->preload) {
       for (Node* n : cluster.nodes()) {
@@ -322,6 +400,7 @@ int Run(const Args& args) {
     lo.seed = seed;
     Load load(&cluster, &history, lo);
     Nemesis nemesis(&cluster, &history, run_dir + "/nemesis.jsonl", seed);
+    if (netns != nullptr) nemesis.LogNetns(-1, netns->history(), "");
     std::atomic<bool> cancelled{false};
     const absl::Time load_start = absl::Now();
     // The load runs on its own thread and the nemesis on this one: children
@@ -537,6 +616,15 @@ int Run(const Args& args) {
     if (!failures.empty()) std::printf("%s", cluster.LogTails(800).c_str());
     passed = failures.empty();
   }  // The cluster's processes are killed and reaped here.
+  if (netns != nullptr) {
+    std::vector<NetnsCommand> ran;
+    if (absl::Status s = netns->Teardown(&ran); !s.ok()) {
+      failures.push_back(absl::StrCat("namespace teardown: ", s.message()));
+      passed = false;
+    }
+    AppendNetnsLog(run_dir + "/nemesis.jsonl", ran);
+    netns.reset();
+  }
 
   if (passed) {
     std::printf("PASS %s (seed %llu)\n", scenario->name.c_str(),
@@ -647,7 +735,21 @@ int main(int argc, char** argv) {
   }
   if (command == "powerloss") return kvstore::fault::PowerLossCommand(argc, argv);
   if (command == "bitflip") return kvstore::fault::BitFlipCommand(argc, argv);
-  if (command == "cleanup") return kvstore::fault::CleanupCommand();
+  if (command == "cleanup") {
+    const int mounts = kvstore::fault::CleanupCommand();
+    char scratch[] = "/tmp/kvfault-cleanup-XXXXXX";
+    const int fd = mkstemp(scratch);
+    if (fd < 0) return kvstore::fault::Usage("cannot create a scratch file");
+    close(fd);
+    int failed = 0;
+    const int removed = access("/usr/sbin/ip", X_OK) != 0
+                            ? 0
+                            : kvstore::fault::CleanupNetns(kvstore::fault::CommandRunner(scratch),
+                                                           "/usr/sbin/ip", &failed);
+    unlink(scratch);
+    std::printf("kvfault cleanup: %d network namespace(s) deleted\n", removed);
+    return mounts != 0 || failed != 0 ? 1 : 0;
+  }
   if (command != "run") return Usage(absl::StrCat("unknown command ", command));
   Args args;
   for (int i = 2; i < argc; ++i) {

@@ -435,6 +435,7 @@ absl::Status Nemesis::Execute(int index, const Step& step) {
     return FlipBit(index, step, node);
   }
   if (step.action == "net") return Net(index, step);
+  if (step.action == "partition" || step.action == "loss") return Partition(index, step, node);
   if (step.action == "probe-write") return ProbeWrite(index, step, node);
   if (step.action == "repair") {
     std::vector<std::string> command;

@@ -48,6 +48,11 @@ class Nemesis {
   // serves and its running followers have caught up.
   absl::Status Heal(absl::Time deadline);
 
+  // Logs commands the namespace network ran (netns.h) as nemesis actions
+  // "netns-<what>" (or `action` when not empty), one line each.
+  void LogNetns(int index, const std::vector<NetnsCommand>& commands, const std::string& action,
+                const std::string& note = "");
+
   const std::vector<StepRecord>& done() const { return done_; }
   // Windows in which the leader was cut off from every follower.
   const std::vector<IsolationWindow>& isolation() const { return isolation_; }
@@ -70,6 +75,8 @@ class Nemesis {
   absl::Status Net(int index, const Step& step);
   absl::Status ProbeWrite(int index, const Step& step, Node* node);
   absl::Status HealNetwork();
+  // The `partition` and `loss` actions (network: netns).
+  absl::Status Partition(int index, const Step& step, Node* node);
   // kvctl promote on every candidate at once; retried with --force, again
   // all at once, when every one was refused and the step allows it.
   absl::Status PromoteRace(int index, const Step& step);

@@ -69,10 +69,11 @@ absl::StatusOr<Scenario> LoadScenario(const std::string& path) {
     }
     s.faketime = Strings(root["faketime"]);
     const std::string network = root["network"].as<std::string>("direct");
-    if (network != "direct" && network != "proxy") {
-      return absl::InvalidArgumentError(path + ": network is direct or proxy");
+    if (network != "direct" && network != "proxy" && network != "netns") {
+      return absl::InvalidArgumentError(path + ": network is direct, proxy or netns");
     }
     s.proxies = network == "proxy";
+    s.netns = network == "netns";
     s.etcd = root["etcd"].as<bool>(false);
     s.lease_ttl = root["lease_ttl"].as<std::string>("2s");
     if (s.etcd) s.proxies = true;  // Each node's link to etcd.
@@ -98,8 +99,9 @@ absl::StatusOr<Scenario> LoadScenario(const std::string& path) {
     }
     if (s.load.workloads.empty()) return absl::InvalidArgumentError(path + ": no workloads");
     static const std::set<std::string> kActions = {
-        "kill",      "pause",   "resume", "restart", "wipe",        "promote",      "await-healed",
-        "powerloss", "bitflip", "repair", "net",     "probe-write", "promote-race", "settle"};
+        "kill",         "pause",     "resume",    "restart", "wipe", "promote",
+        "await-healed", "powerloss", "bitflip",   "repair",  "net",  "probe-write",
+        "promote-race", "settle",    "partition", "loss"};
     const auto known = [&](const std::string& a) { return kActions.count(a) || IsDiskAction(a); };
     for (const auto& n : root["nemesis"]) {
       if (absl::Status st = CheckKeys(n,
@@ -132,7 +134,9 @@ absl::StatusOr<Scenario> LoadScenario(const std::string& path) {
                                        "delay_ms",
                                        "jitter_ms",
                                        "rate_kbps",
-                                       "expect"},
+                                       "expect",
+                                       "minority",
+                                       "percent"},
                                       path + " nemesis step");
           !st.ok()) {
         return st;
@@ -183,6 +187,22 @@ absl::StatusOr<Scenario> LoadScenario(const std::string& path) {
       step.net.jitter_ms = n["jitter_ms"].as<double>(0);
       step.net.rate_kbps = n["rate_kbps"].as<double>(0);
       step.expect = n["expect"].as<std::string>("");
+      step.minority = Strings(n["minority"]);
+      step.percent = n["percent"].as<int>(0);
+      if (step.action == "partition" || step.action == "loss") {
+        if (!s.netns) {
+          return absl::InvalidArgumentError(
+              absl::StrCat(path, ": ", step.action, " needs network: netns"));
+        }
+        static const std::set<std::string> kModes = {"isolate", "split", "one-way", "heal"};
+        if (step.action == "partition" && kModes.count(step.net.mode) == 0) {
+          return absl::InvalidArgumentError(path +
+                                            ": partition mode is isolate, split, one-way or heal");
+        }
+        if (step.action == "loss" && (step.percent < 0 || step.percent > 100)) {
+          return absl::InvalidArgumentError(path + ": loss percent is 0 to 100");
+        }
+      }
       if (step.action == "net") {
         if (absl::Status st = CheckNetStep(step.net); !st.ok()) {
           return absl::InvalidArgumentError(absl::StrCat(path, ": ", st.message()));
@@ -230,6 +250,10 @@ absl::StatusOr<Scenario> LoadScenario(const std::string& path) {
         return absl::InvalidArgumentError(path + ": expect.acked_while_isolated is zero or any");
       }
       s.expect.min_full_resyncs = e["min_full_resyncs"].as<int64_t>(0);
+    }
+    if (s.netns && (s.proxies || s.etcd)) {
+      return absl::InvalidArgumentError(
+          path + ": network: netns runs without proxies (no net steps) and without etcd");
     }
   } catch (const YAML::Exception& e) {
     return absl::InvalidArgumentError(absl::StrCat(path, ": ", e.what()));

@@ -53,6 +53,14 @@ namespace kvstore::fault {
 //   probe-write  a Set straight to `node` (not through a proxy), which
 //            must be refused with FAILED_PRECONDITION naming the leader's
 //            address (`expect: refused-naming-leader`)
+//   partition  (`network: netns`, netns.h) nft drops in the nodes'
+//            namespaces: `mode: isolate` cuts `node` from every other node
+//            both ways; `split` cuts `minority` (names, `leader`; default the
+//            leader) from the other nodes both ways; `one-way` drops only the
+//            packets of `link` "A->B" (as for net, no `client`); `heal`
+//            deletes every table (loss too). The clients reach every node.
+//   loss     (`network: netns`) drop `percent` % of the packets `node` sends
+//            and receives, at random (0 ends it)
 //   restart  with `after_bitflip: refuse`: the start must exit without
 //            serving and its log name the flipped file and an offset at or
 //            before the flipped byte; `detect`: it must serve and its log name
@@ -93,6 +101,8 @@ struct Step {
   std::vector<std::string> flags;  // restart: extra flags for that start only
   NetStep net;                     // net: link, mode, delay_ms, jitter_ms, rate_kbps
   std::string expect;              // probe-write
+  std::vector<std::string> minority;  // partition split
+  int percent = 0;                    // loss
 };
 
 // Whether `action` is one of nemesis_disk.h's.
@@ -143,6 +153,9 @@ struct Scenario {
   // etcd, automatic failover, and each node's link to etcd through a proxy.
   bool etcd = false;
   std::string lease_ttl = "2s";  // --lease-ttl in etcd mode (at least 2s).
+  // `network: netns` (netns.h): every node in its own network namespace,
+  // partitions and loss by nft. Needs root; excludes proxies and etcd mode.
+  bool netns = false;
   std::string path;
 };
 
