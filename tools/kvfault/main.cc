@@ -347,6 +347,10 @@ int Run(const Args& args) {
     if (!n.ok() && absl::IsFailedPrecondition(n.status())) {
       std::printf("SKIPPED %s: %s\n", scenario->name.c_str(),
                   std::string(n.status().message()).c_str());
+      if (args.out.empty()) {
+        std::error_code ec;
+        std::filesystem::remove_all(run_dir, ec);  // Nothing ran: nothing to keep.
+      }
       return kSkipped;
     }
     if (!n.ok()) return Usage(absl::StrCat("network namespaces: ", n.status().message()));
