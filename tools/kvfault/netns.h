@@ -18,9 +18,9 @@
 //
 // Faults are nft tables named kvf<R> (family inet, one input chain) in the
 // receiving namespaces, rebuilt atomically from the whole fault state by one
-// `nft` command per namespace whose rules changed; drops are on input, so a
-// sender sees silence as in a real partition (a drop on output would fail its
-// send with EPERM at once). Heal deletes the tables.
+// `nft` command per namespace whose rules changed; drops are on input, at the
+// receiver, so packets leave the sender's stack and vanish on the way, as in a
+// real partition. Heal deletes the tables.
 //
 // Teardown (the destructor) deletes every namespace this object created,
 // also after a failed Create; `kvfault cleanup` (CleanupNetns) deletes the
