@@ -2,6 +2,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "tools/kvcheck/cheap_checks.h"
+#include "tools/kvcheck/replica_reads.h"
 
 namespace kvstore::check {
 
@@ -10,6 +11,9 @@ Report Check(const History& h, const CheckOptions& options) {
   for (const Op& op : h.ops) ++r.ops[FnName(op.f)][OutcomeName(op.outcome)];
 
   r.violations = RunCheapChecks(h);
+  // Replica reads: counted apart, and checked only for their sources.
+  for (const Op& op : h.replica_reads) ++r.ops["read-any"][OutcomeName(op.outcome)];
+  for (Violation& v : CheckReplicaReads(h)) r.violations.push_back(std::move(v));
 
   for (const auto& [key, ids] : OpsByKey(h)) {
     KeyResult k = CheckLinearizable(h, ids, options.search);

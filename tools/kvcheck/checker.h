@@ -25,7 +25,8 @@ struct Report {
   std::map<std::string, std::map<std::string, int64_t>> ops;
   DurabilityFigures durability;
   std::map<std::string, KeyResult> keys;  // Linearizability, per key.
-  // Cheap checks first, then not-linearizable and undecided keys, then lost writes.
+  // Cheap checks first, then the replica reads' (replica_reads.h), then
+  // not-linearizable and undecided keys, then lost writes.
   std::vector<Violation> violations;
 
   bool valid() const { return violations.empty(); }

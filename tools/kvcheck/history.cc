@@ -70,7 +70,13 @@ absl::StatusOr<bool> Bool(const Json& j, const char* name, int line) {
   if (!tmp.ok()) return tmp.status();            \
   lhs = *std::move(tmp)
 
-bool ParseFn(const std::string& s, Fn* f) {
+// "read-any" is a get from any replica (History::replica_reads).
+bool ParseFn(const std::string& s, Fn* f, bool* replica_read) {
+  *replica_read = s == "read-any";
+  if (*replica_read) {
+    *f = Fn::kGet;
+    return true;
+  }
   if (s == "get") *f = Fn::kGet;
   else if (s == "set") *f = Fn::kSet;
   else if (s == "cas") *f = Fn::kCas;
@@ -171,7 +177,11 @@ const char* OutcomeName(Outcome o) {
 
 absl::StatusOr<History> ParseHistory(absl::string_view text) {
   History h;
-  absl::flat_hash_map<int64_t, int> in_flight;  // proc -> op id
+  // proc -> op id; a replica read's id is stored as -(id + 1).
+  absl::flat_hash_map<int64_t, int> in_flight;
+  auto op_of = [&h](int stored) -> Op& {
+    return stored >= 0 ? h.ops[stored] : h.replica_reads[-stored - 1];
+  };
   absl::flat_hash_map<int64_t, int> retired;    // proc -> line of its info
   absl::flat_hash_map<std::string, int> writes;  // written value -> its invoke line
   int64_t last_i = INT64_MIN;
@@ -194,8 +204,10 @@ absl::StatusOr<History> ParseHistory(absl::string_view text) {
     KV_ASSIGN_OR_RETURN(f_name, String(j, "f", line));
     KV_ASSIGN_OR_RETURN(key, String(j, "key", line));
     Fn f;
-    if (!ParseFn(f_name, &f)) {
-      return Bad(line, absl::StrCat("unknown \"f\" \"", f_name, "\" (get, set, cas, delete)"));
+    bool replica_read = false;
+    if (!ParseFn(f_name, &f, &replica_read)) {
+      return Bad(line,
+                 absl::StrCat("unknown \"f\" \"", f_name, "\" (get, set, cas, delete, read-any)"));
     }
     if (i <= last_i) return Bad(line, absl::StrCat("\"i\" ", i, " does not increase (previous ", last_i, ")"));
     if (t_ns < last_t) {
@@ -212,10 +224,11 @@ absl::StatusOr<History> ParseHistory(absl::string_view text) {
       }
       if (auto it = in_flight.find(proc); it != in_flight.end()) {
         return Bad(line, absl::StrCat("proc ", proc, " already has an op in flight (line ",
-                                      h.ops[it->second].invoke_line, ")"));
+                                      op_of(it->second).invoke_line, ")"));
       }
       Op op;
-      op.id = static_cast<int>(h.ops.size());
+      op.id = static_cast<int>(replica_read ? h.replica_reads.size() : h.ops.size());
+      op.replica_read = replica_read;
       op.proc = proc;
       op.f = f;
       op.key = std::move(key);
@@ -233,8 +246,13 @@ absl::StatusOr<History> ParseHistory(absl::string_view text) {
                                         ": written values must be unique"));
         }
       }
-      in_flight[proc] = op.id;
-      h.ops.push_back(std::move(op));
+      if (replica_read) {
+        in_flight[proc] = -op.id - 1;
+        h.replica_reads.push_back(std::move(op));
+      } else {
+        in_flight[proc] = op.id;
+        h.ops.push_back(std::move(op));
+      }
       continue;
     }
 
@@ -245,12 +263,13 @@ absl::StatusOr<History> ParseHistory(absl::string_view text) {
     else return Bad(line, absl::StrCat("unknown \"type\" \"", type, "\" (invoke, ok, fail, info)"));
     auto it = in_flight.find(proc);
     if (it == in_flight.end()) return Bad(line, absl::StrCat("a completion without an invoke on proc ", proc));
-    Op& op = h.ops[it->second];
+    Op& op = op_of(it->second);
     in_flight.erase(it);
     if (f == Fn::kSet && op.f == Fn::kCas) f = Fn::kCas;
-    if (f != op.f || key != op.key) {
+    if (f != op.f || replica_read != op.replica_read || key != op.key) {
       return Bad(line, absl::StrCat("completes ", f_name, " ", key, " but proc ", proc, " invoked ",
-                                    FnName(op.f), " ", op.key, " at line ", op.invoke_line));
+                                    op.replica_read ? "read-any" : FnName(op.f), " ", op.key,
+                                    " at line ", op.invoke_line));
     }
     op.outcome = outcome;
     op.final_phase = op.final_phase || final_phase;
@@ -263,7 +282,7 @@ absl::StatusOr<History> ParseHistory(absl::string_view text) {
     if (outcome == Outcome::kInfo) retired[proc] = line;
   }
   // Ops still in flight when the history ends may yet take effect: info.
-  for (const auto& [proc, id] : in_flight) h.ops[id].outcome = Outcome::kInfo;
+  for (const auto& [proc, id] : in_flight) op_of(id).outcome = Outcome::kInfo;
   return h;
 }
 
@@ -285,7 +304,7 @@ std::map<std::string, std::vector<int>> OpsByKey(const History& h) {
 }
 
 std::string DescribeOp(const Op& op) {
-  std::string s = absl::StrCat(FnName(op.f), " ", op.key);
+  std::string s = absl::StrCat(op.replica_read ? "read-any" : FnName(op.f), " ", op.key);
   if (op.WritesValue()) absl::StrAppend(&s, " ", op.value);
   if (op.if_version.has_value()) absl::StrAppend(&s, " if_version=", *op.if_version);
   absl::StrAppend(&s, " -> ", OutcomeName(op.outcome));

@@ -67,6 +67,9 @@ struct Op {
   // The node that answered ("node" on the completion line; "" when the
   // history does not say), for the per-epoch checks (cheap_checks.h).
   std::string node;
+  // f "read-any": a get with read_mode ANY_REPLICA, which may be stale. Kept
+  // in History::replica_reads, apart from the ops the model checks.
+  bool replica_read = false;
 
   bool IsWrite() const { return f != Fn::kGet; }
   // Set or cas: writes `value`.
@@ -77,7 +80,12 @@ struct Op {
 
 struct History {
   std::vector<Op> ops;  // Ordered by invoke_pos; op.id == index.
-  int64_t events = 0;   // Lines holding an event.
+  // "read-any" ops (f kGet, replica_read set), ordered by invoke_pos; op.id
+  // == index here. They are not in `ops`: a replica read may be stale, so it
+  // is not linearizable and no check of `ops` applies to it; replica_reads.h
+  // checks them only for reading values that were written and did not fail.
+  std::vector<Op> replica_reads;
+  int64_t events = 0;  // Lines holding an event.
 };
 
 // Parses a whole history. Blank lines are skipped. On a malformed line, or a
@@ -91,7 +99,8 @@ absl::StatusOr<History> ReadHistoryFile(const std::string& path);
 // Op ids per key, each list in invoke order; keys sorted (stable output).
 std::map<std::string, std::vector<int>> OpsByKey(const History& h);
 
-// "cas r2 c3-17 if_version=41 (proc 3, i=17..18)" for messages.
+// "cas r2 c3-17 if_version=41 (proc 3, i=17..18)" for messages; a replica
+// read is "read-any r2 -> ok ...".
 std::string DescribeOp(const Op& op);
 
 }  // namespace kvstore::check

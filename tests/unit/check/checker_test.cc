@@ -247,6 +247,84 @@ TEST(CheckerTest, ReadBeforeItsWriteWasInvokedIsInvented) {
   ExpectKinds(b, {"invented-read", "not-linearizable"});
 }
 
+// ---- Replica reads ("read-any"): may be stale, never invented, never of a
+// failed write (replica_reads.h).
+
+TEST(CheckerTest, AStaleReplicaReadIsValid) {
+  HistoryBuilder b;
+  b.Invoke(1, Set("k", "a")).Ok(1, Version(1));
+  b.Invoke(1, Set("k", "b")).Ok(1, Version(2));
+  b.Invoke(1, Delete("k")).Ok(1, Deleted(3));
+  // Each would be a stale read from the leader: the key is absent by now.
+  b.Invoke(2, ReadAny("k")).Ok(2, Found("a", 1));
+  b.Invoke(2, ReadAny("k")).Ok(2, Found("b", 2));
+  b.Invoke(2, ReadAny("k")).Ok(2, NotFound());
+  b.Invoke(3, ReadAny("j")).Ok(3, NotFound());  // A key nothing wrote.
+  const History h = Parse(b);
+  ASSERT_EQ(h.replica_reads.size(), 4u);
+  ASSERT_EQ(h.ops.size(), 3u) << "replica reads are kept apart from the checked ops";
+  const Report r = CheckHistory(h);
+  EXPECT_TRUE(r.valid()) << Describe(r);
+  EXPECT_EQ(r.keys.count("j"), 0u) << "a key only read from replicas is not searched";
+  EXPECT_EQ(r.ops.at("read-any").at("ok"), 4);
+}
+
+TEST(CheckerTest, AReplicaReadOfAWriteStillInFlightOrOfAnInfoWriteIsValid) {
+  HistoryBuilder b;
+  b.Invoke(1, Set("k", "a"));
+  b.Invoke(2, ReadAny("k")).Ok(2, Found("a", 1));  // The write is not answered yet.
+  b.Info(1);
+  b.Invoke(3, Set("k", "b")).Ok(3, Version(2));
+  ExpectValid(b);
+}
+
+TEST(CheckerTest, AReplicaReadOfAValueNeverWrittenIsInvented) {
+  HistoryBuilder b;
+  b.Invoke(1, Set("k", "a")).Ok(1, Version(1));
+  b.Invoke(2, ReadAny("k")).Ok(2, Found("zz", 2));
+  ExpectKinds(b, {"invented-read"});
+}
+
+TEST(CheckerTest, AReplicaReadOfAValueWrittenToAnotherKeyIsInvented) {
+  HistoryBuilder b;
+  b.Invoke(1, Set("j", "a")).Ok(1, Version(1));
+  b.Invoke(2, ReadAny("k")).Ok(2, Found("a", 1));
+  ExpectKinds(b, {"invented-read"});
+}
+
+TEST(CheckerTest, AReplicaReadBeforeItsWriteWasInvokedIsInvented) {
+  HistoryBuilder b;
+  b.Invoke(2, ReadAny("k")).Ok(2, Found("a", 1));
+  b.Invoke(1, Set("k", "a")).Ok(1, Version(1));
+  const History h = Parse(b);
+  const Report r = CheckHistory(h);
+  EXPECT_EQ(Kinds(r), std::set<std::string>{"invented-read"}) << Describe(r);
+  ASSERT_EQ(r.violations.size(), 1u);
+  EXPECT_THAT(r.violations[0].message, HasSubstr("replica read of a before its write"));
+  EXPECT_THAT(r.violations[0].ops, ElementsAre(0)) << "names the write";
+}
+
+TEST(CheckerTest, AReplicaReadOfAFailedWriteIsAPhantom) {
+  HistoryBuilder b;
+  b.Invoke(1, Set("k", "a")).Ok(1, Version(1));
+  b.Invoke(1, Set("k", "x")).Fail(1);  // Definitely not applied, says the server.
+  b.Invoke(2, ReadAny("k")).Ok(2, Found("x", 2));
+  ExpectKinds(b, {"phantom"});
+}
+
+TEST(CheckerTest, ReplicaReadsAreCountedInTheSummary) {
+  HistoryBuilder b;
+  b.Invoke(1, Set("k", "a")).Ok(1, Version(1));
+  b.Invoke(2, ReadAny("k")).Ok(2, Found("a", 1));
+  b.Invoke(3, ReadAny("k")).Fail(3);
+  const History h = Parse(b);
+  const Json j = Json::parse(SummaryJson(h, CheckHistory(h)));
+  EXPECT_EQ(j["ops"]["total"], 3);
+  EXPECT_EQ(j["ops"]["by_f"]["read-any"]["ok"], 1);
+  EXPECT_EQ(j["ops"]["by_f"]["read-any"]["fail"], 1);
+  EXPECT_EQ(j["linearizability"]["keys"], 1);
+}
+
 // ---- The search's limits.
 
 // Stale "not found" after n info writes nobody read: invalid, but only after

@@ -25,6 +25,8 @@ inline Json Set(const std::string& key, const std::string& value) {
 inline Json Cas(const std::string& key, const std::string& value, uint64_t if_version) {
   return {{"f", "cas"}, {"key", key}, {"value", value}, {"if_version", if_version}};
 }
+// A get with read_mode ANY_REPLICA (may be stale): kvcheck's "read-any".
+inline Json ReadAny(const std::string& key) { return {{"f", "read-any"}, {"key", key}}; }
 inline Json Delete(const std::string& key) { return {{"f", "delete"}, {"key", key}}; }
 inline Json Final(Json op) {
   op["phase"] = "final";

@@ -66,6 +66,26 @@ TEST(ParseHistoryTest, OpStillInFlightAtTheEndIsInfo) {
   EXPECT_EQ(h->ops[0].complete_pos, kNoEvent);
 }
 
+TEST(ParseHistoryTest, ReadAnyIsAReplicaReadKeptApart) {
+  HistoryBuilder b;
+  b.Invoke(1, Set("k", "a")).Invoke(2, ReadAny("k")).Ok(1, Version(1)).Ok(2, Found("a", 1));
+  b.Invoke(3, ReadAny("k"));  // Still in flight at the end.
+  absl::StatusOr<History> h = ParseHistory(b.Text());
+  ASSERT_TRUE(h.ok()) << h.status();
+  ASSERT_EQ(h->ops.size(), 1u);
+  ASSERT_EQ(h->replica_reads.size(), 2u);
+  const Op& r = h->replica_reads[0];
+  EXPECT_TRUE(r.replica_read);
+  EXPECT_EQ(r.id, 0);
+  EXPECT_EQ(r.f, Fn::kGet);
+  EXPECT_EQ(r.outcome, Outcome::kOk);
+  EXPECT_EQ(r.read_value, "a");
+  EXPECT_EQ(r.invoke_pos, 1);
+  EXPECT_EQ(r.complete_pos, 3);
+  EXPECT_EQ(h->replica_reads[1].outcome, Outcome::kInfo);
+  EXPECT_EQ(DescribeOp(r), "read-any k -> ok a@1 (proc 2, i=2..4)");
+}
+
 TEST(ParseHistoryTest, FinalPhaseOnEitherLineMarksTheOp) {
   HistoryBuilder b;
   b.Invoke(1, Final(Get("k"))).Ok(1, NotFound());
@@ -155,6 +175,13 @@ INSTANTIATE_TEST_SUITE_P(
         Malformed{"TimeGoesBackwards",
                   kSetA + L(R"("i":2,"t_ns":0,"proc":2,"type":"invoke","f":"get","key":"k")"),
                   "line 2: \"t_ns\" 0 goes backwards (previous 1)"},
+        Malformed{"ReadAnyCompletedAsGet",
+                  L(R"("i":1,"t_ns":1,"proc":1,"type":"invoke","f":"read-any","key":"k")") +
+                      L(R"("i":2,"t_ns":2,"proc":1,"type":"ok","f":"get","key":"k","found":false)"),
+                  "line 2: completes get k but proc 1 invoked read-any k at line 1"},
+        Malformed{"ReadAnyWhileAWriteIsInFlight",
+                  kSetA + L(R"("i":2,"t_ns":2,"proc":1,"type":"invoke","f":"read-any","key":"k")"),
+                  "line 2: proc 1 already has an op in flight (line 1)"},
         Malformed{"ValueWrittenTwice",
                   kSetA + L(R"("i":2,"t_ns":2,"proc":2,"type":"invoke","f":"set","key":"j","value":"a")"),
                   "line 2: value \"a\" was already written at line 1"}),
