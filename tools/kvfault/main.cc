@@ -45,6 +45,7 @@
 #include "tools/kvfault/netns.h"
 #include "tools/kvfault/network.h"
 #include "tools/kvfault/power_loss.h"
+#include "tools/kvfault/routers.h"
 #include "tools/kvfault/scenario.h"
 #include "tools/kvfault/workload.h"
 
@@ -400,8 +401,26 @@ int Run(const Args& args) {
                   std::string(s.message()).c_str(), cluster.LogTails().c_str(), run_dir.c_str());
       return kUsage;
     }
+    // Declared after the cluster, so destroyed (killed) before its etcd.
+    std::unique_ptr<Routers> routers;
+    if (scenario->routers > 0) {
+      RoutersOptions ro;
+      ro.run_dir = run_dir;
+      ro.bin_dir = co.bin_dir;
+      ro.etcd_endpoint = cluster.etcd_endpoint();
+      ro.count = scenario->routers;
+      ro.lease_ttl = scenario->lease_ttl;
+      routers = std::make_unique<Routers>(ro);
+      if (absl::Status s = routers->Start(absl::Now() + absl::Seconds(30)); !s.ok()) {
+        std::printf("kvfault: the routers did not start: %s\n  kept: %s\n",
+                    std::string(s.message()).c_str(), run_dir.c_str());
+        return kUsage;
+      }
+      std::printf("  routers: %s\n", absl::StrJoin(routers->addresses(), ", ").c_str());
+    }
     LoadOptions lo = scenario->load;
     lo.seed = seed;
+    if (routers != nullptr) lo.routers = routers->addresses();
     Load load(&cluster, &history, lo);
     Nemesis nemesis(&cluster, &history, run_dir + "/nemesis.jsonl", seed);
     if (netns != nullptr) nemesis.LogNetns(-1, netns->history(), "");
@@ -610,6 +629,11 @@ int Run(const Args& args) {
     }
     if (args.stop_gracefully) {
       // After the checks, so a slow shutdown cannot touch the history.
+      if (routers != nullptr) {
+        if (absl::Status s = routers->StopAll(absl::Now() + absl::Seconds(20)); !s.ok()) {
+          failures.push_back(absl::StrCat("graceful stop of the routers: ", s.message()));
+        }
+      }
       if (absl::Status s = cluster.StopAll(absl::Now() + absl::Seconds(20)); !s.ok()) {
         failures.push_back(absl::StrCat("graceful stop: ", s.message()));
       }
@@ -617,7 +641,10 @@ int Run(const Args& args) {
     for (const std::string& report : cluster.SanitizerReports()) {
       failures.push_back(absl::StrCat("sanitizer report in ", report));
     }
-    if (!failures.empty()) std::printf("%s", cluster.LogTails(800).c_str());
+    if (!failures.empty()) {
+      std::printf("%s", cluster.LogTails(800).c_str());
+      if (routers != nullptr) std::printf("%s", routers->LogTails(800).c_str());
+    }
     passed = failures.empty();
   }  // The cluster's processes are killed and reaped here.
   if (netns != nullptr) {

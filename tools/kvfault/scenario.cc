@@ -45,12 +45,13 @@ absl::StatusOr<Scenario> LoadScenario(const std::string& path) {
   s.path = path;
   try {
     const YAML::Node root = YAML::LoadFile(path);
-    if (absl::Status st = CheckKeys(
-            root,
-            {"name", "description", "replicas", "server_flags", "duration_s", "max_ops",
-             "request_timeout_ms", "workloads", "nemesis", "expect", "check_time_limit_ms",
-             "preload", "requires_controls", "tmpfs", "faketime", "network", "etcd", "lease_ttl"},
-            path);
+    if (absl::Status st =
+            CheckKeys(root,
+                      {"name", "description", "replicas", "server_flags", "duration_s", "max_ops",
+                       "request_timeout_ms", "workloads", "nemesis", "expect",
+                       "check_time_limit_ms", "preload", "requires_controls", "tmpfs", "faketime",
+                       "network", "etcd", "lease_ttl", "routers"},
+                      path);
         !st.ok()) {
       return st;
     }
@@ -77,6 +78,12 @@ absl::StatusOr<Scenario> LoadScenario(const std::string& path) {
     s.etcd = root["etcd"].as<bool>(false);
     s.lease_ttl = root["lease_ttl"].as<std::string>("2s");
     if (s.etcd) s.proxies = true;  // Each node's link to etcd.
+    s.routers = root["routers"].as<int>(0);
+    if (s.routers < 0 || (s.routers > 0 && !s.etcd)) {
+      // Routers follow the leaders through etcd; a static topology would
+      // send them to a leader the nemesis has replaced.
+      return absl::InvalidArgumentError(path + ": routers: N needs etcd: true");
+    }
     s.load.duration = absl::Milliseconds(1000 * root["duration_s"].as<double>(20));
     s.load.max_ops = root["max_ops"].as<int64_t>(20000);
     s.load.request_timeout = absl::Milliseconds(root["request_timeout_ms"].as<int64_t>(2000));

@@ -156,6 +156,9 @@ struct Scenario {
   // `network: netns` (netns.h): every node in its own network namespace,
   // partitions and loss by nft. Needs root; excludes proxies and etcd mode.
   bool netns = false;
+  // etcd mode: kv-router processes in front (routers.h); the clients go
+  // through them instead of to the leader.
+  int routers = 0;
   std::string path;
 };
 

@@ -130,7 +130,14 @@ void Load::Client(const WorkloadSpec& spec, char letter, int client, int clients
     // acknowledging after losing its lease would be caught doing so.
     std::unique_ptr<v1::KeyValue::Stub> stub;
     Event done = invoke;
+    // Through a router the answering node is unknown: `node` stays empty,
+    // and the per-node checks leave the op out.
     auto connect = [&] {
+      if (!options_.routers.empty()) {
+        stub = v1::KeyValue::NewStub(cluster_->Channel(
+            options_.routers[static_cast<size_t>(global_client) % options_.routers.size()]));
+        return;
+      }
       if (!cluster_->etcd_mode() || route.first.empty()) route = cluster_->leader_route();
       stub = v1::KeyValue::NewStub(cluster_->Channel(route.second));
       done.node = route.first;

@@ -2,6 +2,8 @@
 //   register  a handful of hot keys; Get (leader reads), Set, CAS (if_version
 //             = the version this client last saw, 0 = absent) and Delete
 //   set       every write a new key: the durability workload
+// With routers (LoadOptions::routers) every client sends all its requests
+// to one of them, client i to router i mod N; else to the leader.
 // Each logical client is a thread with its own seeded random stream, paced
 // to its share of the workload's rate, bounded in count and time. Every
 // written value is unique: <workload letter>c<client>-<sequence>.
@@ -41,6 +43,8 @@ struct LoadOptions {
   int64_t max_ops = 20000;  // Over all clients.
   absl::Duration request_timeout = absl::Seconds(2);
   uint64_t seed = 1;
+  // "127.0.0.1:PORT" of each router; empty: the clients go to the leader.
+  std::vector<std::string> routers;
 };
 
 // Counters of what the clients did (the checker recounts from the history).
