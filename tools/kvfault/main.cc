@@ -227,6 +227,35 @@ double OldestLostAgeS(const check::History& h, const check::DurabilityFigures& d
 
 // Whether the servers in `bin_dir` were built with -DKV_FAULT_CONTROLS=ON:
 // their --help lists the control flag.
+int64_t ReplicaReadsFound(const check::History& h) {
+  int64_t n = 0;
+  for (const check::Op& r : h.replica_reads) n += r.outcome == check::Outcome::kOk && r.found;
+  return n;
+}
+
+// Replica reads that found a value older than an ok set or CAS of the key
+// completed before the read was invoked: the evidence that the reads reached
+// replicas that lag (allowed; a leader read would be not-linearizable).
+int64_t StaleReplicaReads(const check::History& h) {
+  std::map<std::string, std::vector<std::pair<int64_t, uint64_t>>> writes;  // complete_pos, version
+  for (const check::Op& op : h.ops) {
+    if (op.WritesValue() && op.outcome == check::Outcome::kOk) {
+      writes[op.key].push_back({op.complete_pos, op.version});
+    }
+  }
+  int64_t stale = 0;
+  for (const check::Op& r : h.replica_reads) {
+    if (r.outcome != check::Outcome::kOk || !r.found) continue;
+    for (const auto& [pos, version] : writes[r.key]) {
+      if (pos < r.invoke_pos && version > r.version) {
+        ++stale;
+        break;
+      }
+    }
+  }
+  return stale;
+}
+
 bool ServersHaveControls(const std::string& bin_dir, const std::string& scratch) {
   for (const char* binary : {"kv-shard", "kv-replica"}) {
     absl::StatusOr<CommandResult> r =
@@ -521,6 +550,16 @@ int Run(const Args& args) {
           static_cast<long long>(d.acked_without_final_read));
       std::printf("  linearizable: %zu keys, %lld invalid, %lld unknown\n", report.keys.size(),
                   static_cast<long long>(invalid), static_cast<long long>(unknown));
+      if (!h->replica_reads.empty()) {
+        const auto& by = report.ops.at("read-any");
+        auto n = [&by](const char* o) {
+          auto it = by.find(o);
+          return static_cast<long long>(it == by.end() ? 0 : it->second);
+        };
+        std::printf("  replica reads: %lld ok (%lld found a value, %lld stale), %lld failed\n",
+                    n("ok"), static_cast<long long>(ReplicaReadsFound(*h)),
+                    static_cast<long long>(StaleReplicaReads(*h)), n("fail") + n("info"));
+      }
       std::printf("  replicas equal: %s\n",
                   replica_diffs < 0 ? "not compared"
                   : replica_diffs == 0

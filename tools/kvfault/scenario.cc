@@ -95,9 +95,14 @@ absl::StatusOr<Scenario> LoadScenario(const std::string& path) {
       }
       WorkloadSpec spec;
       spec.kind = w["kind"].as<std::string>();
-      if (spec.kind != "register" && spec.kind != "set") {
+      if (spec.kind != "register" && spec.kind != "set" && spec.kind != "replica-reads") {
         return absl::InvalidArgumentError(
-            absl::StrCat(path, ": workload kind '", spec.kind, "' (register, set)"));
+            absl::StrCat(path, ": workload kind '", spec.kind, "' (register, set, replica-reads)"));
+      }
+      if (spec.kind == "replica-reads" && s.routers == 0) {
+        // The routers pick the replica; without them every read would go
+        // to the leader and test nothing a leader read does not.
+        return absl::InvalidArgumentError(path + ": workload replica-reads needs routers: N");
       }
       spec.clients = w["clients"].as<int>(8);
       spec.rate = w["rate"].as<double>(250);

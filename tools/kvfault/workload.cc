@@ -68,7 +68,8 @@ void Load::Run() {
   std::vector<std::thread> threads;
   int before = 0;
   for (const WorkloadSpec& w : options_.workloads) {
-    const char letter = w.kind == "register" ? 'r' : 's';
+    // replica-reads writes nothing: its letter names no value.
+    const char letter = w.kind == "register" ? 'r' : w.kind == "set" ? 's' : 'a';
     for (int c = 0; c < w.clients; ++c) {
       threads.emplace_back(
           [this, &w, letter, c, before, per_client] { Client(w, letter, c, before, per_client); });
@@ -108,8 +109,12 @@ void Load::Client(const WorkloadSpec& spec, char letter, int client, int clients
     invoke.proc = proc;
     invoke.type = "invoke";
     std::string key;
-    int choice = 0;  // 0 get, 1 set, 2 cas, 3 delete.
-    if (spec.kind == "register") {
+    int choice = 0;  // 0 get, 1 set, 2 cas, 3 delete, 4 replica read.
+    if (spec.kind == "replica-reads") {
+      // The register's hot keys, so the reads meet values being written.
+      key = absl::StrCat("r", rng() % static_cast<uint64_t>(std::max(1, spec.keys)));
+      choice = 4;
+    } else if (spec.kind == "register") {
       key = absl::StrCat("r", rng() % static_cast<uint64_t>(std::max(1, spec.keys)));
       const int dice = static_cast<int>(rng() % 100);
       choice = dice < 40 ? 0 : dice < 60 ? 1 : dice < 90 ? 2 : 3;
@@ -120,7 +125,7 @@ void Load::Client(const WorkloadSpec& spec, char letter, int client, int clients
       choice = 1;
     }
     invoke.key = key;
-    Touch(key);
+    if (choice != 4) Touch(key);  // A key only read from replicas needs no final read.
     // The leader is looked up after the invoke is recorded, so a write sent
     // to an old leader was invoked before the new one could answer anything
     // (kvcheck's stale-epoch-ack relies on that order). `node` names who
@@ -145,10 +150,13 @@ void Load::Client(const WorkloadSpec& spec, char letter, int client, int clients
     grpc::ClientContext context;
     context.set_deadline(absl::ToChronoTime(absl::Now() + options_.request_timeout));
     grpc::Status s;
-    if (choice == 0) {
-      invoke.f = done.f = "get";
+    if (choice == 0 || choice == 4) {
+      // A replica read may be stale: its own f, so kvcheck never holds it to
+      // the leader's order, and it teaches this client no version.
+      invoke.f = done.f = choice == 0 ? "get" : "read-any";
       v1::GetRequest request;
       request.set_key(key);
+      if (choice == 4) request.set_read_mode(v1::READ_MODE_ANY_REPLICA);
       v1::GetResponse response;
       history_->Record(invoke);
       connect();
@@ -160,7 +168,7 @@ void Load::Client(const WorkloadSpec& spec, char letter, int client, int clients
           done.value = response.value();
           done.version = response.version();
         }
-        known[key] = response.found() ? response.version() : 0;
+        if (choice == 0) known[key] = response.found() ? response.version() : 0;
       } else {
         done.type = "fail";  // A failed read tells nothing; the checker leaves it out.
         done.error = Describe(s);

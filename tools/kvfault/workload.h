@@ -2,6 +2,10 @@
 //   register  a handful of hot keys; Get (leader reads), Set, CAS (if_version
 //             = the version this client last saw, 0 = absent) and Delete
 //   set       every write a new key: the durability workload
+//   replica-reads  Gets with read_mode ANY_REPLICA on the register's hot keys
+//             (r0...), recorded as f "read-any": kvcheck checks them only
+//             for reading written values of writes that did not fail
+//             (tools/kvcheck/replica_reads.h), never for staleness
 // With routers (LoadOptions::routers) every client sends all its requests
 // to one of them, client i to router i mod N; else to the leader.
 // Each logical client is a thread with its own seeded random stream, paced
@@ -31,10 +35,10 @@
 namespace kvstore::fault {
 
 struct WorkloadSpec {
-  std::string kind;  // "register" or "set".
+  std::string kind;  // "register", "set" or "replica-reads".
   int clients = 8;
   double rate = 250;  // Operations per second, over all its clients.
-  int keys = 5;       // register: hot keys.
+  int keys = 5;       // register, replica-reads: hot keys.
 };
 
 struct LoadOptions {
