@@ -59,6 +59,14 @@ struct ClusterOptions {
   Netns* netns = nullptr;
   std::string etcd_binary = "/usr/bin/etcd";
   std::string lease_ttl = "2s";
+  // Several shards (etcd mode, shard_groups.h): one Cluster per shard group.
+  // `shard` is its --shard, `node_prefix` prefixes its nodes' names ("s1":
+  // s1n0, s1n1, ...), and every group but the first names the etcd the first
+  // one started in `shared_etcd`: it then starts no etcd of its own, and
+  // `kvctl cluster init` is the first group's (InitEtcd).
+  std::string shard = "s0";
+  std::string node_prefix;
+  std::string shared_etcd;
 };
 
 enum class NodeState { kDown, kRunning, kPaused };
@@ -113,6 +121,13 @@ class Cluster {
   // thread polls every node's Admin.Status each 100 ms and the clients go
   // to the node that says it leads the highest epoch.
   absl::Status Start();
+  // Start in three steps, for several shard groups on one etcd (etcd mode):
+  // StartNodes on every group (the first starts etcd), InitEtcd on the first
+  // with every group, then AwaitElected on every group.
+  absl::Status StartNodes();
+  absl::Status InitEtcd(const std::vector<Cluster*>& groups, absl::Time deadline);
+  absl::Status AwaitElected(absl::Time deadline);
+  const std::string& shard() const { return options_.shard; }
   bool etcd_mode() const { return options_.etcd; }
   // etcd mode: when the leader watch first saw each epoch led (the node and
   // the time on `clock`'s history clock, set before Start). Thread-safe.
@@ -226,7 +241,6 @@ class Cluster {
                                                           bool force);
 
   absl::Status StartEtcd();
-  absl::Status InitEtcdCluster(absl::Time deadline);
   // etcd mode: the node that says it leads the highest epoch, by Admin.Status
   // of each of `addresses` (name -> address); "" if none does.
   std::string FindElectedLeader(const std::map<std::string, std::string>& addresses,

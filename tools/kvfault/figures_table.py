@@ -19,7 +19,11 @@ import re
 import statistics
 import sys
 
-FIGURES = re.compile(r"^figures \(seed (\d+), ([\d.]+)s of load")
+# A run of several shards prints one block per shard ("figures of shard s1
+# (seed ..."); its row sums them.
+FIGURES = re.compile(r"^figures(?: of shard \S+)? \(seed (\d+), ([\d.]+)s of load")
+SUMMED = ("ops", "ok", "fail", "info", "acked", "lost", "recovered", "phantom", "keys", "invalid",
+          "unknown", "stale_acks")
 OPS = re.compile(r"^\s+ops (\d+) \(ok (\d+), fail (\d+), info (\d+)\)")
 DURABILITY = re.compile(r"^\s+acked (\d+)\s+lost (\d+)\s+recovered (\d+)\s+phantom (\d+)")
 LINEARIZABLE = re.compile(r"^\s+linearizable: (\d+) keys, (\d+) invalid, (\d+) unknown")
@@ -46,13 +50,29 @@ def count_kind(violations, *names):
     return total
 
 
+def merge(run, key, value):
+    """Sets a figure, or adds a later shard's block to it."""
+    if key not in run or (key == "violations" and run[key] == "none"):
+        run[key] = value
+    elif key in SUMMED:
+        run[key] = str(int(run[key]) + int(value))
+    elif key == "violations" and value != "none":
+        run[key] = f"{run[key]}; {value}"
+    elif key in ("replicas", "one_node") and value != "yes":
+        run[key] = value
+    elif key == "epochs":
+        run[key] = f"{run[key]} | {value}"
+
+
 def rows(lines):
     run = None
     for line in lines:
         line = line.rstrip("\n")
         m = FIGURES.match(line)
         if m:
-            run = {"seed": m.group(1), "load_s": m.group(2), "recovery": [], "violations": "none"}
+            if run is None:
+                run = {"seed": m.group(1), "load_s": m.group(2), "recovery": [],
+                       "violations": "none"}
             continue
         if run is None:
             continue
@@ -64,7 +84,8 @@ def rows(lines):
                               (EPOCHS, ("epochs", "one_node", "stale_acks"))):
             m = pattern.match(line)
             if m:
-                run.update(zip(keys, m.groups()))
+                for key, value in zip(keys, m.groups()):
+                    merge(run, key, value)
         for m in RECOVERY.finditer(line):
             run["recovery"].append(float(m.group(1)))
         m = VERDICT.match(line)

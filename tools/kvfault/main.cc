@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <cctype>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
@@ -256,6 +257,65 @@ int64_t StaleReplicaReads(const check::History& h) {
   return stale;
 }
 
+// The steps that acted on `shard`'s nodes (every step when it is "", and
+// steps that name no node, like a link pattern).
+std::vector<StepRecord> ShardSteps(const std::vector<StepRecord>& steps, const std::string& shard) {
+  if (shard.empty()) return steps;
+  std::vector<StepRecord> out;
+  for (const StepRecord& s : steps) {
+    const bool other_node = s.node.size() > 1 && s.node[0] == 's' &&
+                            std::isdigit(static_cast<unsigned char>(s.node[1])) &&
+                            !absl::StartsWith(s.node, absl::StrCat(shard, "n"));
+    if (!other_node) out.push_back(s);
+  }
+  return out;
+}
+
+// One history to check: the run's, or one shard's part of it.
+struct OneCheck {
+  std::string label;    // "" or "s1: " for failure messages.
+  std::string heading;  // "" or " of shard s1".
+  std::string path;
+  std::string summary;
+  Cluster* group;
+};
+
+// Writes <run>/history-<shard>.jsonl for each group, each line to its key's
+// shard. Lines of keys of no known shard (a key no final read reached)
+// would make a history of their own, so they are an error.
+absl::Status SplitHistoryByShard(const std::string& run_dir, const std::vector<Cluster*>& groups,
+                                 const std::map<std::string, std::string>& key_shards,
+                                 std::vector<OneCheck>* checks) {
+  std::map<std::string, std::ofstream> outs;
+  for (Cluster* g : groups) {
+    const std::string path = absl::StrCat(run_dir, "/history-", g->shard(), ".jsonl");
+    outs[g->shard()].open(path);
+    checks->push_back({absl::StrCat(g->shard(), ": "), absl::StrCat(" of shard ", g->shard()), path,
+                       absl::StrCat(run_dir, "/summary-", g->shard(), ".json"), g});
+  }
+  std::ifstream in(run_dir + "/history.jsonl");
+  std::string line;
+  std::map<std::string, int64_t> unknown;
+  while (std::getline(in, line)) {
+    if (line.empty()) continue;
+    const nlohmann::json j = nlohmann::json::parse(line, nullptr, /*allow_exceptions=*/false);
+    if (j.is_discarded() || !j.contains("key") || !j["key"].is_string()) {
+      return absl::InvalidArgumentError(absl::StrCat("not an event: ", line.substr(0, 200)));
+    }
+    auto it = key_shards.find(j["key"].get<std::string>());
+    if (it == key_shards.end() || !outs.count(it->second)) {
+      ++unknown[j["key"].get<std::string>()];
+      continue;
+    }
+    outs[it->second] << line << "\n";
+  }
+  if (!unknown.empty()) {
+    return absl::FailedPreconditionError(
+        absl::StrCat(unknown.size(), " keys of no known shard, e.g. ", unknown.begin()->first));
+  }
+  return absl::OkStatus();
+}
+
 bool ServersHaveControls(const std::string& bin_dir, const std::string& scratch) {
   for (const char* binary : {"kv-shard", "kv-replica"}) {
     absl::StatusOr<CommandResult> r =
@@ -407,6 +467,7 @@ int Run(const Args& args) {
     co.etcd = scenario->etcd;
     co.lease_ttl = scenario->lease_ttl;
     co.netns = netns.get();
+    if (scenario->shards > 1) co.node_prefix = "s0";  // s0n0, s0n1, ...
     Cluster cluster(co);
     for (const std::string& name : scenario->preload) {
       for (Node* n : cluster.nodes()) {
@@ -425,9 +486,42 @@ int Run(const Args& args) {
       return Usage(std::string(s.message()));
     }
     cluster.set_clock(&history);
-    if (absl::Status s = cluster.Start(); !s.ok()) {
+    // Several shards: the other groups on the first one's etcd, one
+    // `kvctl cluster init` naming them all (declared after the cluster, so
+    // killed before its etcd).
+    std::vector<std::unique_ptr<Cluster>> more_groups;
+    std::vector<Cluster*> groups = {&cluster};
+    absl::Status started;
+    if (scenario->shards == 1) {
+      started = cluster.Start();
+    } else {
+      const absl::Time deadline = absl::Now() + absl::Seconds(30);
+      started = cluster.StartNodes();
+      for (int k = 1; k < scenario->shards && started.ok(); ++k) {
+        ClusterOptions gk = co;
+        gk.shard = gk.node_prefix = absl::StrCat("s", k);
+        gk.shared_etcd = cluster.etcd_endpoint();
+        more_groups.push_back(std::make_unique<Cluster>(gk));
+        Cluster* g = more_groups.back().get();
+        for (const std::string& name : scenario->preload) {
+          for (Node* n : g->nodes()) {
+            if (name == "all" || name == n->name()) n->preload = true;
+          }
+        }
+        g->set_clock(&history);
+        groups.push_back(g);
+        started = g->StartNodes();
+      }
+      if (started.ok()) started = cluster.InitEtcd(groups, deadline);
+      for (Cluster* g : groups) {
+        if (started.ok()) started = g->AwaitElected(deadline);
+      }
+    }
+    if (!started.ok()) {
+      std::string tails;
+      for (Cluster* g : groups) tails += g->LogTails();
       std::printf("kvfault: the cluster did not start: %s\n%s\n  kept: %s\n",
-                  std::string(s.message()).c_str(), cluster.LogTails().c_str(), run_dir.c_str());
+                  std::string(started.message()).c_str(), tails.c_str(), run_dir.c_str());
       return kUsage;
     }
     // Declared after the cluster, so destroyed (killed) before its etcd.
@@ -451,8 +545,10 @@ int Run(const Args& args) {
     lo.seed = seed;
     if (routers != nullptr) lo.routers = routers->addresses();
     Load load(&cluster, &history, lo);
+    load.set_groups(groups);
     Nemesis nemesis(&cluster, &history, run_dir + "/nemesis.jsonl", seed);
     if (netns != nullptr) nemesis.LogNetns(-1, netns->history(), "");
+    nemesis.set_groups(groups);
     std::atomic<bool> cancelled{false};
     const absl::Time load_start = absl::Now();
     // The load runs on its own thread and the nemesis on this one: children
@@ -509,162 +605,180 @@ int Run(const Args& args) {
     if (absl::Status s = history.Close(); !s.ok()) failures.push_back(std::string(s.message()));
 
     // Check.
-    absl::StatusOr<check::History> h = check::ReadHistoryFile(run_dir + "/history.jsonl");
-    if (!h.ok()) {
-      failures.push_back(absl::StrCat("kvcheck refused the history: ", h.status().message()));
-    } else {
-      check::CheckOptions options;
-      options.search.time_limit_ms = scenario->check_time_limit_ms;
-      const absl::Time check_start = absl::Now();
-      const check::Report report = check::Check(*h, options);
-      const double check_s = absl::ToDoubleSeconds(absl::Now() - check_start);
-      {
-        std::ofstream summary(run_dir + "/summary.json");
-        summary << check::SummaryJson(*h, report);
-      }
-      const auto& d = report.durability;
-      int64_t invalid = 0, unknown = 0;
-      for (const auto& [key, r] : report.keys) {
-        invalid += r.verdict == check::Verdict::kInvalid;
-        unknown += r.verdict == check::Verdict::kUnknown;
-      }
-      int64_t ok = 0, fail = 0, info = 0;
-      for (const auto& [f, by] : report.ops) {
-        for (const auto& [outcome, n] : by) {
-          (outcome == "ok" ? ok : outcome == "fail" ? fail : info) += n;
-        }
-      }
-      std::map<std::string, int> kinds;
-      for (const auto& v : report.violations) ++kinds[check::ViolationKindName(v.kind)];
-      std::printf("figures (seed %llu, %.1fs of load, check %.2fs):\n",
-                  static_cast<unsigned long long>(seed), load_ns / 1e9, check_s);
-      std::printf("  ops %lld (ok %lld, fail %lld, info %lld), procs %lld, keys %zu\n",
-                  static_cast<long long>(ok + fail + info), static_cast<long long>(ok),
-                  static_cast<long long>(fail), static_cast<long long>(info),
-                  static_cast<long long>(load.counters().procs.load()), report.keys.size());
-      std::printf(
-          "  acked %lld  lost %lld  recovered %lld  phantom %lld  (acked without final read "
-          "%lld)\n",
-          static_cast<long long>(d.acked), static_cast<long long>(d.lost),
-          static_cast<long long>(d.recovered), static_cast<long long>(d.phantom),
-          static_cast<long long>(d.acked_without_final_read));
-      std::printf("  linearizable: %zu keys, %lld invalid, %lld unknown\n", report.keys.size(),
-                  static_cast<long long>(invalid), static_cast<long long>(unknown));
-      if (!h->replica_reads.empty()) {
-        const auto& by = report.ops.at("read-any");
-        auto n = [&by](const char* o) {
-          auto it = by.find(o);
-          return static_cast<long long>(it == by.end() ? 0 : it->second);
-        };
-        std::printf("  replica reads: %lld ok (%lld found a value, %lld stale), %lld failed\n",
-                    n("ok"), static_cast<long long>(ReplicaReadsFound(*h)),
-                    static_cast<long long>(StaleReplicaReads(*h)), n("fail") + n("info"));
-      }
-      std::printf("  replicas equal: %s\n",
-                  replica_diffs < 0 ? "not compared"
-                  : replica_diffs == 0
-                      ? "yes"
-                      : absl::StrCat("no, ", replica_diffs, " keys differ").c_str());
-      for (const std::string& e : diff_examples) std::printf("    %s\n", e.c_str());
-      std::printf("  epochs: %s\n", EpochFigures(*h, kinds).c_str());
-      int64_t after_newer = -1;
-      if (cluster.etcd_mode()) {
-        std::vector<int> ops;
-        after_newer = AckedAfterNewerEpoch(*h, cluster.epochs_seen(), &ops);
-        std::vector<std::string> ids;
-        for (int id : ops) ids.push_back(absl::StrCat(h->ops[id].invoke_i));
-        std::printf(
-            "  elected (first seen by the leader watch): %s; acked after a newer epoch led: "
-            "%lld%s\n",
-            DescribeEpochsSeen(cluster.epochs_seen()).c_str(), static_cast<long long>(after_newer),
-            ids.empty() ? "" : absl::StrCat(" (invoke i=", absl::StrJoin(ids, ", "), ")").c_str());
-        if (after_newer > 0) {
-          failures.push_back(absl::StrCat(after_newer,
-                                          " write(s) acknowledged in an epoch after a newer "
-                                          "epoch's leader was seen serving"));
-        }
-      }
-      for (const std::string& r : RecoveryTimes(*h, nemesis.done())) {
-        std::printf("  %s\n", r.c_str());
-      }
-      const IsolationFigures isolation = ComputeIsolation(*h, d, nemesis.isolation(), load_ns);
-      if (isolation.windows > 0) {
-        std::printf(
-            "  leader isolated: %lld window(s), %.1fs; writes acknowledged inside: %lld, of them "
-            "lost %lld%s\n",
-            static_cast<long long>(isolation.windows), isolation.seconds,
-            static_cast<long long>(isolation.acked), static_cast<long long>(isolation.lost),
-            isolation.acked > 0 ? absl::StrFormat(" (lost-ack rate %.1f %%)",
-                                                  100.0 * isolation.lost / isolation.acked)
-                                      .c_str()
-                                : "");
-      }
-      if (full_resyncs >= 0) {
-        std::printf("  full resyncs: %lld (%s)\n", static_cast<long long>(full_resyncs),
-                    full_resync_detail.c_str());
-      }
-      if (network != nullptr) {
-        for (const std::string& link : network->links()) {
-          std::printf("  link %s: %s\n", link.c_str(), network->Describe(link).c_str());
-        }
-      }
-      const double lost_age_s = OldestLostAgeS(*h, d, nemesis.done());
-      if (lost_age_s >= 0) {
-        std::printf("  oldest lost write: acknowledged %.3fs before the power cut\n", lost_age_s);
-      }
-      std::printf(
-          "  violations: %s\n",
-          kinds.empty() ? "none" : absl::StrJoin(kinds, ", ", absl::PairFormatter(": ")).c_str());
-
-      // The expectations.
-      if (d.acked < scenario->expect.min_acked) {
-        failures.push_back(absl::StrCat("only ", d.acked, " acked writes (expected at least ",
-                                        scenario->expect.min_acked, "): the run proved nothing"));
-      }
-      if (scenario->expect.lost == "zero" && d.lost != 0) {
-        failures.push_back(absl::StrCat(d.lost, " acknowledged writes lost"));
-      }
-      if (scenario->expect.lost == "positive" && d.lost == 0) {
-        failures.push_back("control: no write lost, but this scenario must lose some");
-      }
-      if (scenario->expect.max_lost_age_s >= 0 && lost_age_s > scenario->expect.max_lost_age_s) {
-        failures.push_back(absl::StrFormat(
-            "a lost write was acknowledged %.3fs before the power cut (allowed: %.3fs)", lost_age_s,
-            scenario->expect.max_lost_age_s));
-      }
-      for (const auto& [kind, n] : kinds) {
-        const bool allowed = (kind == "lost-write" && scenario->expect.lost != "zero") ||
-                             std::count(scenario->expect.allowed_violations.begin(),
-                                        scenario->expect.allowed_violations.end(), kind) > 0;
-        if (!allowed) failures.push_back(absl::StrCat(n, " violation(s) of kind ", kind));
-      }
-      if (scenario->expect.acked_while_isolated == "zero" && isolation.acked > 0) {
-        std::vector<std::string> ids;
-        for (int id : isolation.acked_ops) ids.push_back(absl::StrCat(h->ops[id].invoke_i));
+    // With several shards, one history per shard (by each key's shard, as
+    // its replicas' ownership gates said): epochs are per shard, so the
+    // per-epoch checks must not mix them; keys are independent anyway.
+    std::vector<OneCheck> checks;
+    if (groups.size() == 1) {
+      checks.push_back({"", "", run_dir + "/history.jsonl", run_dir + "/summary.json", &cluster});
+    } else if (absl::Status s = SplitHistoryByShard(run_dir, groups, load.key_shards(), &checks);
+               !s.ok()) {
+      failures.push_back(absl::StrCat("splitting the history per shard: ", s.message()));
+    }
+    int64_t total_acked = 0;
+    for (const OneCheck& one : checks) {
+      absl::StatusOr<check::History> h = check::ReadHistoryFile(one.path);
+      if (!h.ok()) {
         failures.push_back(
-            absl::StrCat(isolation.acked,
-                         " write(s) acknowledged while the leader was cut off from every "
-                         "follower (invoke i=",
-                         absl::StrJoin(ids, ", "), ")"));
-      }
-      if (isolation.windows == 0 && scenario->expect.acked_while_isolated == "zero") {
-        failures.push_back("the leader was never isolated: the run proved nothing");
-      }
-      if (scenario->expect.min_full_resyncs > 0 &&
-          full_resyncs < scenario->expect.min_full_resyncs) {
-        failures.push_back(absl::StrCat(full_resyncs, " full resync(s), expected at least ",
-                                        scenario->expect.min_full_resyncs));
-      }
-      if (scenario->expect.replicas_equal && replica_diffs != 0) {
-        failures.push_back("the replicas differ from the leader");
-      }
-      if (!report.violations.empty()) {
-        const auto& v = report.violations.front();
+            absl::StrCat(one.label, "kvcheck refused the history: ", h.status().message()));
+      } else {
+        check::CheckOptions options;
+        options.search.time_limit_ms = scenario->check_time_limit_ms;
+        const absl::Time check_start = absl::Now();
+        const check::Report report = check::Check(*h, options);
+        const double check_s = absl::ToDoubleSeconds(absl::Now() - check_start);
+        {
+          std::ofstream summary(one.summary);
+          summary << check::SummaryJson(*h, report);
+        }
+        const auto& d = report.durability;
+        int64_t invalid = 0, unknown = 0;
+        for (const auto& [key, r] : report.keys) {
+          invalid += r.verdict == check::Verdict::kInvalid;
+          unknown += r.verdict == check::Verdict::kUnknown;
+        }
+        int64_t ok = 0, fail = 0, info = 0;
+        for (const auto& [f, by] : report.ops) {
+          for (const auto& [outcome, n] : by) {
+            (outcome == "ok" ? ok : outcome == "fail" ? fail : info) += n;
+          }
+        }
+        std::map<std::string, int> kinds;
+        for (const auto& v : report.violations) ++kinds[check::ViolationKindName(v.kind)];
+        std::printf("figures%s (seed %llu, %.1fs of load, check %.2fs):\n", one.heading.c_str(),
+                    static_cast<unsigned long long>(seed), load_ns / 1e9, check_s);
+        std::printf("  ops %lld (ok %lld, fail %lld, info %lld), procs %lld, keys %zu\n",
+                    static_cast<long long>(ok + fail + info), static_cast<long long>(ok),
+                    static_cast<long long>(fail), static_cast<long long>(info),
+                    static_cast<long long>(load.counters().procs.load()), report.keys.size());
         std::printf(
-            "  first violation: %s [%s] %s\n    explain: kvcheck --explain %s %s/history.jsonl\n",
-            check::ViolationKindName(v.kind), v.key.c_str(), v.message.substr(0, 400).c_str(),
-            v.key.c_str(), run_dir.c_str());
+            "  acked %lld  lost %lld  recovered %lld  phantom %lld  (acked without final read "
+            "%lld)\n",
+            static_cast<long long>(d.acked), static_cast<long long>(d.lost),
+            static_cast<long long>(d.recovered), static_cast<long long>(d.phantom),
+            static_cast<long long>(d.acked_without_final_read));
+        std::printf("  linearizable: %zu keys, %lld invalid, %lld unknown\n", report.keys.size(),
+                    static_cast<long long>(invalid), static_cast<long long>(unknown));
+        if (!h->replica_reads.empty()) {
+          const auto& by = report.ops.at("read-any");
+          auto n = [&by](const char* o) {
+            auto it = by.find(o);
+            return static_cast<long long>(it == by.end() ? 0 : it->second);
+          };
+          std::printf("  replica reads: %lld ok (%lld found a value, %lld stale), %lld failed\n",
+                      n("ok"), static_cast<long long>(ReplicaReadsFound(*h)),
+                      static_cast<long long>(StaleReplicaReads(*h)), n("fail") + n("info"));
+        }
+        std::printf("  replicas equal: %s\n",
+                    replica_diffs < 0 ? "not compared"
+                    : replica_diffs == 0
+                        ? "yes"
+                        : absl::StrCat("no, ", replica_diffs, " keys differ").c_str());
+        for (const std::string& e : diff_examples) std::printf("    %s\n", e.c_str());
+        std::printf("  epochs: %s\n", EpochFigures(*h, kinds).c_str());
+        int64_t after_newer = -1;
+        if (one.group->etcd_mode()) {
+          std::vector<int> ops;
+          after_newer = AckedAfterNewerEpoch(*h, one.group->epochs_seen(), &ops);
+          std::vector<std::string> ids;
+          for (int id : ops) ids.push_back(absl::StrCat(h->ops[id].invoke_i));
+          std::printf(
+              "  elected (first seen by the leader watch): %s; acked after a newer epoch led: "
+              "%lld%s\n",
+              DescribeEpochsSeen(one.group->epochs_seen()).c_str(),
+              static_cast<long long>(after_newer),
+              ids.empty() ? ""
+                          : absl::StrCat(" (invoke i=", absl::StrJoin(ids, ", "), ")").c_str());
+          if (after_newer > 0) {
+            failures.push_back(absl::StrCat(after_newer,
+                                            " write(s) acknowledged in an epoch after a newer "
+                                            "epoch's leader was seen serving"));
+          }
+        }
+        for (const std::string& r : RecoveryTimes(
+                 *h, ShardSteps(nemesis.done(), groups.size() > 1 ? one.group->shard() : ""))) {
+          std::printf("  %s\n", r.c_str());
+        }
+        const IsolationFigures isolation = ComputeIsolation(*h, d, nemesis.isolation(), load_ns);
+        if (isolation.windows > 0) {
+          std::printf(
+              "  leader isolated: %lld window(s), %.1fs; writes acknowledged inside: %lld, of them "
+              "lost %lld%s\n",
+              static_cast<long long>(isolation.windows), isolation.seconds,
+              static_cast<long long>(isolation.acked), static_cast<long long>(isolation.lost),
+              isolation.acked > 0 ? absl::StrFormat(" (lost-ack rate %.1f %%)",
+                                                    100.0 * isolation.lost / isolation.acked)
+                                        .c_str()
+                                  : "");
+        }
+        if (full_resyncs >= 0 && one.group == groups.front()) {  // The first group's.
+          std::printf("  full resyncs: %lld (%s)\n", static_cast<long long>(full_resyncs),
+                      full_resync_detail.c_str());
+        }
+        if (network != nullptr && one.group == groups.front()) {  // The links are the run's.
+          for (const std::string& link : network->links()) {
+            std::printf("  link %s: %s\n", link.c_str(), network->Describe(link).c_str());
+          }
+        }
+        const double lost_age_s = OldestLostAgeS(*h, d, nemesis.done());
+        if (lost_age_s >= 0) {
+          std::printf("  oldest lost write: acknowledged %.3fs before the power cut\n", lost_age_s);
+        }
+        std::printf(
+            "  violations: %s\n",
+            kinds.empty() ? "none" : absl::StrJoin(kinds, ", ", absl::PairFormatter(": ")).c_str());
+
+        // The expectations.
+        total_acked += d.acked;
+        if (scenario->expect.lost == "zero" && d.lost != 0) {
+          failures.push_back(absl::StrCat(one.label, d.lost, " acknowledged writes lost"));
+        }
+        if (scenario->expect.lost == "positive" && d.lost == 0) {
+          failures.push_back("control: no write lost, but this scenario must lose some");
+        }
+        if (scenario->expect.max_lost_age_s >= 0 && lost_age_s > scenario->expect.max_lost_age_s) {
+          failures.push_back(absl::StrFormat(
+              "a lost write was acknowledged %.3fs before the power cut (allowed: %.3fs)",
+              lost_age_s, scenario->expect.max_lost_age_s));
+        }
+        for (const auto& [kind, n] : kinds) {
+          const bool allowed = (kind == "lost-write" && scenario->expect.lost != "zero") ||
+                               std::count(scenario->expect.allowed_violations.begin(),
+                                          scenario->expect.allowed_violations.end(), kind) > 0;
+          if (!allowed)
+            failures.push_back(absl::StrCat(one.label, n, " violation(s) of kind ", kind));
+        }
+        if (scenario->expect.acked_while_isolated == "zero" && isolation.acked > 0) {
+          std::vector<std::string> ids;
+          for (int id : isolation.acked_ops) ids.push_back(absl::StrCat(h->ops[id].invoke_i));
+          failures.push_back(
+              absl::StrCat(isolation.acked,
+                           " write(s) acknowledged while the leader was cut off from every "
+                           "follower (invoke i=",
+                           absl::StrJoin(ids, ", "), ")"));
+        }
+        if (isolation.windows == 0 && scenario->expect.acked_while_isolated == "zero") {
+          failures.push_back("the leader was never isolated: the run proved nothing");
+        }
+        if (scenario->expect.min_full_resyncs > 0 &&
+            full_resyncs < scenario->expect.min_full_resyncs) {
+          failures.push_back(absl::StrCat(full_resyncs, " full resync(s), expected at least ",
+                                          scenario->expect.min_full_resyncs));
+        }
+        if (scenario->expect.replicas_equal && replica_diffs != 0) {
+          failures.push_back("the replicas differ from the leader");
+        }
+        if (!report.violations.empty()) {
+          const auto& v = report.violations.front();
+          std::printf("  first violation: %s [%s] %s\n    explain: kvcheck --explain %s %s\n",
+                      check::ViolationKindName(v.kind), v.key.c_str(),
+                      v.message.substr(0, 400).c_str(), v.key.c_str(), one.path.c_str());
+        }
       }
+    }
+    if (total_acked < scenario->expect.min_acked) {
+      failures.push_back(absl::StrCat("only ", total_acked, " acked writes (expected at least ",
+                                      scenario->expect.min_acked, "): the run proved nothing"));
     }
     if (args.stop_gracefully) {
       // After the checks, so a slow shutdown cannot touch the history.
@@ -673,15 +787,19 @@ int Run(const Args& args) {
           failures.push_back(absl::StrCat("graceful stop of the routers: ", s.message()));
         }
       }
-      if (absl::Status s = cluster.StopAll(absl::Now() + absl::Seconds(20)); !s.ok()) {
-        failures.push_back(absl::StrCat("graceful stop: ", s.message()));
+      for (Cluster* g : groups) {
+        if (absl::Status s = g->StopAll(absl::Now() + absl::Seconds(20)); !s.ok()) {
+          failures.push_back(absl::StrCat("graceful stop: ", s.message()));
+        }
       }
     }
-    for (const std::string& report : cluster.SanitizerReports()) {
-      failures.push_back(absl::StrCat("sanitizer report in ", report));
+    for (Cluster* g : groups) {
+      for (const std::string& report : g->SanitizerReports()) {
+        failures.push_back(absl::StrCat("sanitizer report in ", report));
+      }
     }
     if (!failures.empty()) {
-      std::printf("%s", cluster.LogTails(800).c_str());
+      for (Cluster* g : groups) std::printf("%s", g->LogTails(800).c_str());
       if (routers != nullptr) std::printf("%s", routers->LogTails(800).c_str());
     }
     passed = failures.empty();

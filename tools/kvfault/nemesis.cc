@@ -25,7 +25,11 @@ namespace kvstore::fault {
 
 Nemesis::Nemesis(Cluster* cluster, const HistoryRecorder* clock, std::string log_path,
                  uint64_t seed)
-    : cluster_(cluster), clock_(clock), rng_(seed ^ 0x6e656d65736973ULL) {
+    : cluster_(cluster),
+      groups_{cluster},
+      shard_rng_(seed ^ 0x7368617264ULL),
+      clock_(clock),
+      rng_(seed ^ 0x6e656d65736973ULL) {
   log_ = std::fopen(log_path.c_str(), "w");
 }
 
@@ -71,7 +75,16 @@ absl::Status Nemesis::Run(const std::vector<Step>& steps, absl::Time load_start,
       if (cancelled->load()) return absl::CancelledError("the run was stopped");
       absl::SleepFor(std::min(absl::Milliseconds(20), at[i] - absl::Now()));
     }
-    absl::Status s = Execute(static_cast<int>(i), steps[i]);
+    absl::StatusOr<Cluster*> group = GroupFor(steps[i]);
+    if (!group.ok()) return group.status();
+    cluster_ = *group;
+    Step step = steps[i];
+    // In a group of several, "n1" is that group's node (s2n1).
+    if (groups_.size() > 1 && !step.node.empty() && cluster_->Find(step.node) == nullptr &&
+        cluster_->Find(cluster_->shard() + step.node) != nullptr) {
+      step.node = cluster_->shard() + step.node;
+    }
+    absl::Status s = Execute(static_cast<int>(i), step);
     UpdateIsolation();
     if (!s.ok()) {
       return absl::Status(s.code(), absl::StrCat("nemesis step ", i, " (", steps[i].action, " ",
@@ -623,18 +636,38 @@ absl::Status Nemesis::PromoteRace(int index, const Step& step) {
   return absl::OkStatus();
 }
 
+absl::StatusOr<Cluster*> Nemesis::GroupFor(const Step& step) {
+  if (step.shard.empty()) return groups_.front();
+  if (step.shard == "same") return cluster_;
+  if (step.shard == "random") {
+    return groups_[std::uniform_int_distribution<size_t>(0, groups_.size() - 1)(shard_rng_)];
+  }
+  for (Cluster* g : groups_) {
+    if (g->shard() == step.shard) return g;
+  }
+  return absl::InvalidArgumentError(absl::StrCat("no shard ", step.shard));
+}
+
 absl::Status Nemesis::Heal(absl::Time deadline) {
   if (absl::Status s = HealNetwork(); !s.ok()) return s;
-  for (Node* n : cluster_->nodes()) {
-    if (n->state != NodeState::kPaused) continue;
-    const std::string command = absl::StrCat("kill -CONT ", n->pid);
-    absl::Status s = cluster_->Signal(n, SIGCONT);
-    Log(-1, "heal", n->name(), command, s, "");
+  for (Cluster* group : groups_) {
+    cluster_ = group;
+    for (Node* n : cluster_->nodes()) {
+      if (n->state != NodeState::kPaused) continue;
+      const std::string command = absl::StrCat("kill -CONT ", n->pid);
+      absl::Status s = cluster_->Signal(n, SIGCONT);
+      Log(-1, "heal", n->name(), command, s, "");
+      if (!s.ok()) return s;
+    }
+  }
+  for (Cluster* group : groups_) {
+    cluster_ = group;
+    absl::Status s = cluster_->AwaitHealed(deadline);
+    Log(-1, "healed", groups_.size() > 1 ? group->shard() : "",
+        "(poll Admin.Status until every running follower caught up)", s, "");
     if (!s.ok()) return s;
   }
-  absl::Status s = cluster_->AwaitHealed(deadline);
-  Log(-1, "healed", "", "(poll Admin.Status until every running follower caught up)", s, "");
-  return s;
+  return absl::OkStatus();
 }
 
 }  // namespace kvstore::fault

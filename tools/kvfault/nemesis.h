@@ -47,6 +47,11 @@ class Nemesis {
   // After the load: SIGCONT every paused node and wait until the leader
   // serves and its running followers have caught up.
   absl::Status Heal(absl::Time deadline);
+  // Several shard groups (shard_groups.h): a step acts on the group its
+  // `shard` names ("" = the first, "random" = a seeded draw, "same" = the
+  // previous step's), and a node name "n1" in it means that group's (s2n1);
+  // the heal heals every group. Default: only the constructor's cluster.
+  void set_groups(std::vector<Cluster*> groups) { groups_ = std::move(groups); }
 
   // Logs commands the namespace network ran (netns.h) as nemesis actions
   // "netns-<what>" (or `action` when not empty), one line each.
@@ -85,7 +90,14 @@ class Nemesis {
   void Log(int index, const std::string& action, const std::string& node,
            const std::string& command, const absl::Status& result, const std::string& note);
 
+  // The group the current step acts on (one of groups_).
+  absl::StatusOr<Cluster*> GroupFor(const Step& step);
+
   Cluster* cluster_;
+  std::vector<Cluster*> groups_;
+  // Draws `shard: random`; apart from rng_, so a single-shard schedule's
+  // draws stay what they were.
+  std::mt19937_64 shard_rng_;
   const HistoryRecorder* clock_;
   FILE* log_ = nullptr;
   std::mt19937_64 rng_;

@@ -45,13 +45,28 @@ absl::StatusOr<Scenario> LoadScenario(const std::string& path) {
   s.path = path;
   try {
     const YAML::Node root = YAML::LoadFile(path);
-    if (absl::Status st =
-            CheckKeys(root,
-                      {"name", "description", "replicas", "server_flags", "duration_s", "max_ops",
-                       "request_timeout_ms", "workloads", "nemesis", "expect",
-                       "check_time_limit_ms", "preload", "requires_controls", "tmpfs", "faketime",
-                       "network", "etcd", "lease_ttl", "routers"},
-                      path);
+    if (absl::Status st = CheckKeys(root,
+                                    {"name",
+                                     "description",
+                                     "replicas",
+                                     "server_flags",
+                                     "duration_s",
+                                     "max_ops",
+                                     "request_timeout_ms",
+                                     "workloads",
+                                     "nemesis",
+                                     "expect",
+                                     "check_time_limit_ms",
+                                     "preload",
+                                     "requires_controls",
+                                     "tmpfs",
+                                     "faketime",
+                                     "network",
+                                     "etcd",
+                                     "lease_ttl",
+                                     "routers",
+                                     "shards"},
+                                    path);
         !st.ok()) {
       return st;
     }
@@ -79,6 +94,11 @@ absl::StatusOr<Scenario> LoadScenario(const std::string& path) {
     s.lease_ttl = root["lease_ttl"].as<std::string>("2s");
     if (s.etcd) s.proxies = true;  // Each node's link to etcd.
     s.routers = root["routers"].as<int>(0);
+    s.shards = root["shards"].as<int>(1);
+    if (s.shards < 1 || (s.shards > 1 && s.routers == 0)) {
+      // Only the routers know which shard owns a key.
+      return absl::InvalidArgumentError(path + ": shards: N (N > 1) needs routers: N and etcd");
+    }
     if (s.routers < 0 || (s.routers > 0 && !s.etcd)) {
       // Routers follow the leaders through etcd; a static topology would
       // send them to a leader the nemesis has replaced.
@@ -148,7 +168,8 @@ absl::StatusOr<Scenario> LoadScenario(const std::string& path) {
                                        "rate_kbps",
                                        "expect",
                                        "minority",
-                                       "percent"},
+                                       "percent",
+                                       "shard"},
                                       path + " nemesis step");
           !st.ok()) {
         return st;
@@ -215,6 +236,7 @@ absl::StatusOr<Scenario> LoadScenario(const std::string& path) {
           return absl::InvalidArgumentError(path + ": loss percent is 0 to 100");
         }
       }
+      step.shard = n["shard"].as<std::string>("");
       if (step.action == "net") {
         if (absl::Status st = CheckNetStep(step.net); !st.ok()) {
           return absl::InvalidArgumentError(absl::StrCat(path, ": ", st.message()));

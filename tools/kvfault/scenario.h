@@ -103,6 +103,10 @@ struct Step {
   std::string expect;              // probe-write
   std::vector<std::string> minority;  // partition split
   int percent = 0;                    // loss
+  // Several shards: the group the step acts on ("" = the first, "random" =
+  // a seeded draw, "same" = the previous step's, or a name "s1"); `leader`,
+  // `followers` and node names ("n1" = s1n1 there) are that group's.
+  std::string shard;
 };
 
 // Whether `action` is one of nemesis_disk.h's.
@@ -159,6 +163,9 @@ struct Scenario {
   // etcd mode: kv-router processes in front (routers.h); the clients go
   // through them instead of to the leader.
   int routers = 0;
+  // etcd mode: shard groups s0..sN-1 of `replicas` + 1 nodes each, nodes
+  // named s0n0, s0n1, ... when there is more than one (shard_groups.h).
+  int shards = 1;
   std::string path;
 };
 

@@ -49,7 +49,7 @@ void ClassifyWriteError(const grpc::Status& s, Event* done) {
 }  // namespace
 
 Load::Load(Cluster* cluster, HistoryRecorder* history, LoadOptions options)
-    : cluster_(cluster), history_(history), options_(std::move(options)) {}
+    : cluster_(cluster), groups_{cluster}, history_(history), options_(std::move(options)) {}
 
 void Load::Touch(const std::string& key) {
   absl::MutexLock l(&mu_);
@@ -267,7 +267,8 @@ absl::Status Load::FinalReads(absl::Time deadline) {
         procs.push_back(invoke.proc);
         request.add_keys(pending[i]);
       }
-      auto stub = v1::KeyValue::NewStub(cluster_->Channel(cluster_->leader_address()));
+      auto stub = v1::KeyValue::NewStub(cluster_->Channel(
+          options_.routers.empty() ? cluster_->leader_address() : options_.routers.front()));
       grpc::ClientContext context;
       context.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(5)));
       v1::MultiGetResponse response;
@@ -315,41 +316,69 @@ absl::Status Load::FinalReads(absl::Time deadline) {
 
 absl::StatusOr<int64_t> Load::CompareReplicas(std::vector<std::string>* examples) {
   int64_t differing = 0;
-  const std::string leader = cluster_->leader();
-  for (Node* node : cluster_->nodes()) {
-    if (node->name() == leader || node->state != NodeState::kRunning) continue;
-    auto stub = v1::KeyValue::NewStub(cluster_->Channel(node->address));
-    constexpr size_t kBatch = 500;
-    for (size_t start = 0; start < finals_.size(); start += kBatch) {
-      const size_t end = std::min(finals_.size(), start + kBatch);
-      v1::MultiGetRequest request;
-      request.set_read_mode(v1::READ_MODE_ANY_REPLICA);
-      for (size_t i = start; i < end; ++i) request.add_keys(finals_[i].first);
-      grpc::ClientContext context;
-      context.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(5)));
-      v1::MultiGetResponse response;
-      grpc::Status s = stub->MultiGet(&context, request, &response);
-      if (!s.ok() || response.results_size() != request.keys_size()) {
-        return absl::UnavailableError(
-            absl::StrCat("reading ", node->name(), " (", node->address, "): ", Describe(s)));
-      }
-      for (size_t i = start; i < end; ++i) {
-        const v1::GetResult& r = response.results(static_cast<int>(i - start));
-        const Final& f = finals_[i].second;
-        if (r.has_error() && r.error().code() != 0) {
-          return absl::UnavailableError(absl::StrCat("reading ", node->name(), " key ",
-                                                     finals_[i].first, ": ", r.error().message()));
+  const bool sharded = groups_.size() > 1;
+  std::vector<int> owners(finals_.size(), 0);  // Groups whose replicas compared the key.
+  for (Cluster* group : groups_) {
+    std::vector<bool> owned(finals_.size(), false);
+    const std::string leader = group->leader();
+    for (Node* node : group->nodes()) {
+      if (node->name() == leader || node->state != NodeState::kRunning) continue;
+      auto stub = v1::KeyValue::NewStub(group->Channel(node->address));
+      constexpr size_t kBatch = 500;
+      for (size_t start = 0; start < finals_.size(); start += kBatch) {
+        const size_t end = std::min(finals_.size(), start + kBatch);
+        v1::MultiGetRequest request;
+        request.set_read_mode(v1::READ_MODE_ANY_REPLICA);
+        for (size_t i = start; i < end; ++i) request.add_keys(finals_[i].first);
+        grpc::ClientContext context;
+        context.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(5)));
+        v1::MultiGetResponse response;
+        grpc::Status s = stub->MultiGet(&context, request, &response);
+        if (!s.ok() || response.results_size() != request.keys_size()) {
+          return absl::UnavailableError(
+              absl::StrCat("reading ", node->name(), " (", node->address, "): ", Describe(s)));
         }
-        const bool same = r.found() == f.found &&
-                          (!f.found || (r.value() == f.value && r.version() == f.version));
-        if (same) continue;
-        if (++differing <= 5) {
-          examples->push_back(absl::StrCat(
-              node->name(), " key ", finals_[i].first, ": ",
-              r.found() ? absl::StrCat(r.value(), "@", r.version()) : "absent",
-              ", leader: ", f.found ? absl::StrCat(f.value, "@", f.version) : "absent"));
+        for (size_t i = start; i < end; ++i) {
+          const v1::GetResult& r = response.results(static_cast<int>(i - start));
+          const Final& f = finals_[i].second;
+          if (sharded && r.has_error() && r.error().reason() == "WRONG_SHARD") continue;
+          if (r.has_error() && r.error().code() != 0) {
+            return absl::UnavailableError(absl::StrCat(
+                "reading ", node->name(), " key ", finals_[i].first, ": ", r.error().message()));
+          }
+          owned[i] = true;
+          const bool same = r.found() == f.found &&
+                            (!f.found || (r.value() == f.value && r.version() == f.version));
+          if (same) continue;
+          if (++differing <= 5) {
+            examples->push_back(absl::StrCat(
+                node->name(), " key ", finals_[i].first, ": ",
+                r.found() ? absl::StrCat(r.value(), "@", r.version()) : "absent",
+                ", leader: ", f.found ? absl::StrCat(f.value, "@", f.version) : "absent"));
+          }
         }
       }
+    }
+    for (size_t i = 0; i < finals_.size(); ++i) {
+      owners[i] += owned[i];
+      if (owned[i]) key_shards_[finals_[i].first] = group->shard();
+    }
+  }
+  if (sharded) {
+    // Each key lives on one shard: compared by none (a group without a
+    // running replica aside) or by two would mean the ring is not what the
+    // shards enforce.
+    int64_t unowned = 0, twice = 0;
+    for (int n : owners) {
+      unowned += n == 0;
+      twice += n > 1;
+    }
+    if (twice > 0) {
+      return absl::InternalError(absl::StrCat(twice, " keys answered by replicas of two shards"));
+    }
+    if (unowned > 0) {
+      examples->push_back(absl::StrCat(unowned, " keys compared on no shard's replicas"));
+      differing += unowned;
     }
   }
   return differing;

@@ -21,6 +21,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <map>
 #include <set>
 #include <string>
 #include <vector>
@@ -68,16 +69,29 @@ class Load {
   // Asks the clients to stop after their current operation.
   void Stop() { stop_.store(true); }
 
+  // Several shard groups (shard_groups.h): CompareReplicas compares each
+  // group's replicas on the keys they own. Default: only the constructor's.
+  void set_groups(std::vector<Cluster*> groups) { groups_ = std::move(groups); }
+
   // Final reads (after healing): every key the load touched, read from the
-  // leader with MultiGet, each recorded as a get with "phase":"final".
+  // leader with MultiGet (through the first router when there are routers:
+  // it splits the keys per shard), each recorded as a get with
+  // "phase":"final".
   // Keys whose read fails are tried again until `deadline`; the error names
   // how many were never read.
   absl::Status FinalReads(absl::Time deadline);
 
   // Compares each running replica's content (READ_MODE_ANY_REPLICA) with the
   // leader's final reads. Returns the number of differing keys over all
-  // replicas, and describes the first few in *examples.
+  // replicas, and describes the first few in *examples. With several groups
+  // a replica refuses the keys of other shards (WRONG_SHARD, from its
+  // ownership gate and the ring in etcd): those are skipped, and every key
+  // must be compared on exactly one group's replicas.
   absl::StatusOr<int64_t> CompareReplicas(std::vector<std::string>* examples);
+
+  // After CompareReplicas with several groups: the shard of every key
+  // compared (as its replicas' ownership gates said).
+  const std::map<std::string, std::string>& key_shards() const { return key_shards_; }
 
   const LoadCounters& counters() const { return counters_; }
   size_t keys_touched();
@@ -94,6 +108,7 @@ class Load {
   void Touch(const std::string& key);
 
   Cluster* cluster_;
+  std::vector<Cluster*> groups_;
   HistoryRecorder* history_;
   LoadOptions options_;
   LoadCounters counters_;
@@ -102,6 +117,7 @@ class Load {
   absl::Mutex mu_;
   std::set<std::string> keys_ ABSL_GUARDED_BY(mu_);
   std::vector<std::pair<std::string, Final>> finals_;  // After FinalReads.
+  std::map<std::string, std::string> key_shards_;      // After CompareReplicas.
 };
 
 }  // namespace kvstore::fault
