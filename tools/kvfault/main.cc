@@ -615,7 +615,7 @@ int Run(const Args& args) {
                !s.ok()) {
       failures.push_back(absl::StrCat("splitting the history per shard: ", s.message()));
     }
-    int64_t total_acked = 0;
+    int64_t total_acked = 0, total_lost = 0;
     for (const OneCheck& one : checks) {
       absl::StatusOr<check::History> h = check::ReadHistoryFile(one.path);
       if (!h.ok()) {
@@ -733,9 +733,7 @@ int Run(const Args& args) {
         if (scenario->expect.lost == "zero" && d.lost != 0) {
           failures.push_back(absl::StrCat(one.label, d.lost, " acknowledged writes lost"));
         }
-        if (scenario->expect.lost == "positive" && d.lost == 0) {
-          failures.push_back("control: no write lost, but this scenario must lose some");
-        }
+        total_lost += d.lost;
         if (scenario->expect.max_lost_age_s >= 0 && lost_age_s > scenario->expect.max_lost_age_s) {
           failures.push_back(absl::StrFormat(
               "a lost write was acknowledged %.3fs before the power cut (allowed: %.3fs)",
@@ -765,9 +763,7 @@ int Run(const Args& args) {
           failures.push_back(absl::StrCat(full_resyncs, " full resync(s), expected at least ",
                                           scenario->expect.min_full_resyncs));
         }
-        if (scenario->expect.replicas_equal && replica_diffs != 0) {
-          failures.push_back("the replicas differ from the leader");
-        }
+
         if (!report.violations.empty()) {
           const auto& v = report.violations.front();
           std::printf("  first violation: %s [%s] %s\n    explain: kvcheck --explain %s %s\n",
@@ -775,6 +771,12 @@ int Run(const Args& args) {
                       v.message.substr(0, 400).c_str(), v.key.c_str(), one.path.c_str());
         }
       }
+    }
+    if (scenario->expect.lost == "positive" && total_lost == 0) {
+      failures.push_back("control: no write lost, but this scenario must lose some");
+    }
+    if (scenario->expect.replicas_equal && replica_diffs != 0) {
+      failures.push_back("the replicas differ from the leader");
     }
     if (total_acked < scenario->expect.min_acked) {
       failures.push_back(absl::StrCat("only ", total_acked, " acked writes (expected at least ",

@@ -322,7 +322,9 @@ absl::StatusOr<int64_t> Load::CompareReplicas(std::vector<std::string>* examples
     std::vector<bool> owned(finals_.size(), false);
     const std::string leader = group->leader();
     for (Node* node : group->nodes()) {
-      if (node->name() == leader || node->state != NodeState::kRunning) continue;
+      // With several groups the leader is read too: it says which keys are
+      // its shard's even when the group has no running replica.
+      if ((node->name() == leader && !sharded) || node->state != NodeState::kRunning) continue;
       auto stub = v1::KeyValue::NewStub(group->Channel(node->address));
       constexpr size_t kBatch = 500;
       for (size_t start = 0; start < finals_.size(); start += kBatch) {
