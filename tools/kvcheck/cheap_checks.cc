@@ -1,7 +1,9 @@
 #include "tools/kvcheck/cheap_checks.h"
 
 #include <algorithm>
+#include <iterator>
 #include <map>
+#include <optional>
 #include <set>
 #include <string>
 #include <tuple>
@@ -201,6 +203,91 @@ void CheckNoStaleEpochAck(const History& h, std::vector<Violation>* out) {
   }
 }
 
+// The version of its key a leader read showed (0 = absent), when it shows
+// one: see cheap_checks.h, stale-read.
+std::optional<uint64_t> ShownVersion(const Op& op) {
+  if (op.outcome == Outcome::kFail) return op.current_version;
+  if (op.outcome != Outcome::kOk) return std::nullopt;
+  switch (op.f) {
+    case Fn::kGet:
+      return op.found ? op.version : 0;
+    case Fn::kCas:
+      return op.if_version;
+    case Fn::kDelete:
+      return op.deleted ? op.if_version : std::optional<uint64_t>(0);
+    case Fn::kSet:
+      return std::nullopt;
+  }
+  return std::nullopt;
+}
+
+// Whether delete `d` can have taken effect after write `w` and before read
+// `r` completed, leaving the key absent.
+bool DeleteCanFollow(const Op& d, const Op& w, const Op& r) {
+  if (d.invoke_pos > r.complete_pos) return false;
+  if (d.outcome == Outcome::kOk) return d.deleted && d.version > w.version;
+  if (d.outcome == Outcome::kInfo) return !d.if_version.has_value() || *d.if_version >= w.version;
+  return false;
+}
+
+// Versions of a key only grow, so the newest state acknowledged before a read
+// was invoked is that of the ok write with the highest version completed by
+// then; a leader read must show it or a later one.
+void CheckNoStaleRead(const History& h, std::vector<Violation>* out) {
+  struct Acked {
+    int64_t complete_pos;
+    int newest;  // The op of the highest version among this and the earlier entries.
+  };
+  absl::flat_hash_map<std::string, std::vector<Acked>> acked;  // key -> by completion
+  absl::flat_hash_map<std::string, std::vector<int>> deletes;
+  std::vector<int> by_completion;
+  for (const Op& op : h.ops) {
+    if (HasWriteVersion(op)) by_completion.push_back(op.id);
+    if (op.f == Fn::kDelete) deletes[op.key].push_back(op.id);
+  }
+  std::sort(by_completion.begin(), by_completion.end(),
+            [&](int a, int b) { return h.ops[a].complete_pos < h.ops[b].complete_pos; });
+  for (int id : by_completion) {
+    const Op& op = h.ops[id];
+    std::vector<Acked>& list = acked[op.key];
+    int newest = id;
+    if (!list.empty() && h.ops[list.back().newest].version > op.version)
+      newest = list.back().newest;
+    list.push_back({op.complete_pos, newest});
+  }
+  for (const Op& r : h.ops) {
+    const std::optional<uint64_t> shown = ShownVersion(r);
+    if (!shown.has_value()) continue;
+    auto it = acked.find(r.key);
+    if (it == acked.end()) continue;
+    const std::vector<Acked>& list = it->second;
+    auto before =
+        std::lower_bound(list.begin(), list.end(), r.invoke_pos,
+                         [](const Acked& a, int64_t pos) { return a.complete_pos < pos; });
+    if (before == list.begin()) continue;
+    const Op& w = h.ops[std::prev(before)->newest];
+    bool stale;
+    if (*shown != 0) {
+      stale = *shown < w.version;
+    } else if (w.f == Fn::kDelete) {
+      stale = false;
+    } else {
+      stale = true;
+      for (int d : deletes[r.key]) {
+        if (DeleteCanFollow(h.ops[d], w, r)) stale = false;
+      }
+    }
+    if (!stale) continue;
+    out->push_back({ViolationKind::kStaleRead,
+                    r.key,
+                    absl::StrCat("read ", r.key,
+                                 *shown == 0 ? " absent" : absl::StrCat(" at version ", *shown),
+                                 ", behind a write acknowledged before the read was invoked: ",
+                                 DescribeOp(r), "; the write: ", DescribeOp(w)),
+                    {r.id, w.id}});
+  }
+}
+
 }  // namespace
 
 std::vector<Violation> RunCheapChecks(const History& h) {
@@ -215,6 +302,7 @@ std::vector<Violation> RunCheapChecks(const History& h) {
   CheckVersionsIncrease(h, &out);
   CheckOneNodePerEpoch(h, &out);
   CheckNoStaleEpochAck(h, &out);
+  CheckNoStaleRead(h, &out);
   return out;
 }
 

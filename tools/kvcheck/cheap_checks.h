@@ -15,7 +15,23 @@
 //                       nodes (the history's "node"): two leaders in one epoch;
 //   stale-epoch-ack     an ok write of epoch E invoked after an ok write of a
 //                       newer epoch completed (any key): a replaced leader
-//                       still acknowledging.
+//                       still acknowledging;
+//   stale-read          a leader read showed its key older than an ok write
+//                       that completed before the read was invoked (one
+//                       violation per such read, so their count is the
+//                       "stale leader reads" figure). A read shows a version
+//                       (0 = absent): an ok get (its version, or 0 when not
+//                       found), an ok CAS or conditional delete (its
+//                       if_version), an ok delete that deleted nothing (0),
+//                       a mismatch (its current_version). Against W, the ok
+//                       write of the key with the highest version among those
+//                       completed before the read's invoke, it is stale when
+//                       it shows a version below W's, or shows the key absent
+//                       while W is a set and no delete can explain it (an ok
+//                       delete with a version above W's, or an info delete
+//                       whose if_version is absent or at least W's, invoked
+//                       before the read completed). Replica reads are not in
+//                       History::ops and are never checked here.
 // The history must be one shard's: epochs are per shard.
 #ifndef KVSTORE_TOOLS_KVCHECK_CHEAP_CHECKS_H_
 #define KVSTORE_TOOLS_KVCHECK_CHEAP_CHECKS_H_

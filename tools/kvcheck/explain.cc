@@ -88,10 +88,12 @@ Explanation Explain(const History& h, const Report& r, absl::string_view key) {
     hi = std::max(hi, LastPos(h.ops[id]));
   }
   // Unless a read names the write it starts from, the state they started
-  // from: the last ok write completed before lo.
+  // from: the last ok write completed before lo. A stale read names the
+  // write it missed, which is where its story starts.
+  const bool names_its_start = from_a_read_write || first->kind == ViolationKind::kStaleRead;
   const Op* before = nullptr;
   for (const Op& op : h.ops) {
-    if (from_a_read_write) break;
+    if (names_its_start) break;
     if (op.key != key || !op.IsWrite() || op.outcome != Outcome::kOk || op.complete_pos >= lo) continue;
     if (before == nullptr || op.complete_pos > before->complete_pos) before = &op;
   }

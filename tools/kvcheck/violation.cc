@@ -16,6 +16,7 @@ const char* ViolationKindName(ViolationKind kind) {
     case ViolationKind::kLostWrite: return "lost-write";
     case ViolationKind::kEpochTwoNodes: return "epoch-two-nodes";
     case ViolationKind::kStaleEpochAck: return "stale-epoch-ack";
+    case ViolationKind::kStaleRead: return "stale-read";
   }
   // clang-format on
   return "?";

@@ -20,11 +20,12 @@ enum class ViolationKind {
   kLostWrite,          // An acknowledged write missing from the final read.
   kEpochTwoNodes,      // Two nodes acknowledged writes of one leader epoch.
   kStaleEpochAck,      // A write acknowledged in an epoch older than one already acknowledged.
+  kStaleRead,          // A leader read older than a write acknowledged before it was invoked.
 };
 
 // "invented-read", "phantom", "double-apply", "version-reuse",
 // "version-regression", "not-linearizable", "undecided", "lost-write",
-// "epoch-two-nodes", "stale-epoch-ack".
+// "epoch-two-nodes", "stale-epoch-ack", "stale-read".
 const char* ViolationKindName(ViolationKind kind);
 
 struct Violation {
