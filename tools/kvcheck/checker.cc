@@ -6,6 +6,12 @@
 
 namespace kvstore::check {
 
+int64_t Report::Count(ViolationKind kind) const {
+  int64_t n = 0;
+  for (const Violation& v : violations) n += v.kind == kind;
+  return n;
+}
+
 Report Check(const History& h, const CheckOptions& options) {
   Report r;
   for (const Op& op : h.ops) ++r.ops[FnName(op.f)][OutcomeName(op.outcome)];
@@ -30,6 +36,9 @@ Report Check(const History& h, const CheckOptions& options) {
     }
     r.keys.emplace(key, std::move(k));
   }
+
+  if (options.fault_windows.has_value())
+    r.availability = ComputeAvailability(h, *options.fault_windows);
 
   r.durability = ComputeDurability(h);
   for (int id : r.durability.lost_ops) {

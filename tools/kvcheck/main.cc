@@ -1,8 +1,10 @@
 // kvcheck: checks a fault-injection history (docs/reliability.md, "Checker").
 //
-//   kvcheck HISTORY.jsonl [--out DIR] [--time-limit-ms N] [--max-memo-mib N]
+//   kvcheck HISTORY.jsonl [--out DIR] [--nemesis FILE] [--time-limit-ms N] [--max-memo-mib N]
 //       writes DIR/summary.json (default: the history's directory) and prints
 //       the verdict; exit 0 valid, 1 any violation, 2 bad input or usage.
+//       With the nemesis log (default: nemesis.jsonl beside the history, if
+//       there is one) it adds the availability during faults.
 //   kvcheck --explain KEY HISTORY.jsonl [--time-limit-ms N] [--max-memo-mib N]
 //       prints the window of KEY's history around its first violation;
 //       exit 0 when KEY has none, 1 when it has one, 2 bad input or usage.
@@ -12,9 +14,12 @@
 #include <cstdio>
 #include <fstream>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "tools/kvcheck/availability.h"
 #include "tools/kvcheck/checker.h"
 #include "tools/kvcheck/explain.h"
 #include "tools/kvcheck/history.h"
@@ -28,10 +33,13 @@ constexpr int kViolation = 1;
 constexpr int kBadInput = 2;
 
 constexpr char kUsage[] =
-    "usage: kvcheck HISTORY.jsonl [--out DIR] [--time-limit-ms N] [--max-memo-mib N]\n"
+    "usage: kvcheck HISTORY.jsonl [--out DIR] [--nemesis FILE] [--time-limit-ms N] [--max-memo-mib "
+    "N]\n"
     "       kvcheck --explain KEY HISTORY.jsonl [--time-limit-ms N] [--max-memo-mib N]\n"
     "Checks a fault-injection history (docs/reliability.md). --out: where summary.json goes\n"
-    "(default: the history's directory). --time-limit-ms: per key, 0 = none (default); an\n"
+    "(default: the history's directory). --nemesis: the fault driver's nemesis.jsonl, for the\n"
+    "availability during faults (default: nemesis.jsonl beside the history, when there is one).\n"
+    "--time-limit-ms: per key, 0 = none (default); an\n"
     "undecided key is a violation. --max-memo-mib: memory for the search, per key (2048).\n"
     "Exit: 0 valid, 1 violation, 2 bad input or usage.\n";
 
@@ -39,6 +47,7 @@ struct Args {
   std::string history;
   std::string out;
   std::string explain_key;
+  std::string nemesis;
   bool explain = false;
   CheckOptions options;
 };
@@ -63,6 +72,8 @@ int ParseArgs(int argc, char** argv, Args* args) {
       return kValid;
     } else if (a == "--out") {
       if (!value(&args->out)) return Usage("--out needs a directory");
+    } else if (a == "--nemesis") {
+      if (!value(&args->nemesis)) return Usage("--nemesis needs a file");
     } else if (a == "--explain") {
       args->explain = true;
       if (!value(&args->explain_key)) return Usage("--explain needs a key");
@@ -94,6 +105,21 @@ int Run(int argc, char** argv) {
   if (!h.ok()) {
     std::fprintf(stderr, "kvcheck: %s\n", std::string(h.status().message()).c_str());
     return kBadInput;
+  }
+  std::string nemesis = args.nemesis;
+  if (nemesis.empty()) {
+    const size_t slash = args.history.rfind('/');
+    const std::string beside =
+        (slash == std::string::npos ? "" : args.history.substr(0, slash + 1)) + "nemesis.jsonl";
+    if (std::ifstream(beside).good()) nemesis = beside;
+  }
+  if (!nemesis.empty()) {
+    absl::StatusOr<std::vector<FaultWindow>> windows = ReadFaultWindows(nemesis);
+    if (!windows.ok()) {
+      std::fprintf(stderr, "kvcheck: %s\n", std::string(windows.status().message()).c_str());
+      return kBadInput;
+    }
+    args.options.fault_windows = *std::move(windows);
   }
   const Report report = Check(*h, args.options);
   if (args.explain) {

@@ -11,6 +11,38 @@ namespace {
 // nlohmann's ordered_json keeps insertion order: the order written here.
 using Json = nlohmann::ordered_json;
 
+Json Counts(const WriteCounts& c) {
+  Json j;
+  j["writes"] = c.writes;
+  j["ok"] = c.ok;
+  j["fail"] = c.fail;
+  j["info"] = c.info;
+  j["mismatches"] = c.mismatches;
+  const double share = c.OkShare();
+  j["ok_share"] = share < 0 ? Json(nullptr) : Json(share);
+  return j;
+}
+
+Json Availability(const AvailabilityFigures& a) {
+  Json j;
+  Json windows = Json::array();
+  for (const WindowFigures& f : a.windows) {
+    Json w;
+    w["fault"] = f.window.fault;
+    w["step"] = f.window.step;
+    w["start_s"] = f.window.start_ns / 1e9;
+    w["end_s"] = f.end_ns / 1e9;
+    w["open"] = f.window.end_ns == kOpenWindow;
+    w.update(Counts(f.counts));
+    windows.push_back(w);
+  }
+  j["windows"] = windows;
+  j["during"] = Counts(a.during);
+  j["during"]["seconds"] = a.seconds;
+  j["outside"] = Counts(a.outside);
+  return j;
+}
+
 Json InvokeIs(const History& h, const std::vector<int>& ids) {
   Json out = Json::array();
   for (int id : ids) out.push_back(h.ops[id].invoke_i);
@@ -58,6 +90,7 @@ std::string SummaryJson(const History& h, const Report& r) {
   dur["recovered_ops"] = InvokeIs(h, d.recovered_ops);
   dur["phantom_ops"] = InvokeIs(h, d.phantom_ops);
   j["durability"] = dur;
+  if (r.availability.has_value()) j["availability"] = Availability(*r.availability);
 
   Json lin;
   std::map<Verdict, int64_t> count;
@@ -77,6 +110,7 @@ std::string SummaryJson(const History& h, const Report& r) {
   lin["unknown_keys"] = unknown;
   lin["states"] = states;
   j["linearizability"] = lin;
+  j["stale_leader_reads"] = r.StaleReads();
 
   Json violations = Json::array();
   std::map<std::string, int64_t> by_kind;
@@ -107,6 +141,11 @@ std::string SummaryText(const History& h, const Report& r) {
                                " keys (", invalid, " not linearizable, ", unknown, " undecided); acked ",
                                d.acked, ", lost ", d.lost, ", recovered ", d.recovered, ", phantom ",
                                d.phantom, "\n");
+  absl::StrAppend(&s, "stale leader reads: ", r.StaleReads(), "\n");
+  if (r.availability.has_value()) {
+    for (const std::string& line : AvailabilityLines(*r.availability, ""))
+      absl::StrAppend(&s, line, "\n");
+  }
   constexpr size_t kShown = 10;
   for (size_t i = 0; i < std::min(kShown, r.violations.size()); ++i) {
     const Violation& v = r.violations[i];
