@@ -8,12 +8,15 @@ usage: tools/kvfault/figures_table.py [LOG...]
 Every run prints a "figures (seed S, ...)" block and a PASS/FAIL line; each
 becomes one Markdown row: the scenario, its seed, the operations by outcome,
 acknowledged / lost / recovered / phantom writes, double applies and every
-violation kvcheck reported (a stale leader read is "not-linearizable"), the
-linearizability verdict, whether the
+violation kvcheck reported, the linearizability verdict, whether the
 replicas ended equal, whether each leader epoch had one acknowledging node
 (and how many writes an older epoch acknowledged after a newer one had), the
 recovery time after each fault (p50 / max of
-"first ok write after"), and the command that replays the run.
+"first ok write after"), the stale leader reads ("stale leader reads: N"),
+the availability during faults (the ok share of the writes invoked in the
+fault windows, from "availability during faults: OK of N writes ok"), and
+the command that replays the run. A figure the log does not have (a run
+printed before kvfault had it) is "n/a".
 """
 import re
 import statistics
@@ -32,13 +35,16 @@ RECOVERY = re.compile(r"first ok write (?:of a newer epoch )?after ([\d.]+)s")
 VIOLATIONS = re.compile(r"^\s+violations: (.*)$")
 EPOCHS = re.compile(r"^\s+epochs: (.*); one node per epoch: (\w+); stale-epoch acks (\d+)")
 VERDICT = re.compile(r"^(PASS|FAIL) (\S+) \(seed (\d+)\)")
+STALE_READS = re.compile(r"^\s+stale leader reads: (\d+)")
+AVAILABILITY = re.compile(r"^\s+availability during faults: (?:(\d+) of (\d+) writes ok|(no fault window))")
 
 
 HEADER = ("| scenario | result | seed | ops (ok/fail/info) | acked | lost | recovered | phantom | "
-          "double applies | violations (stale reads are not-linearizable) | "
+          "double applies | violations | "
           "lin. keys / invalid / unknown | replicas equal | one acking node per epoch (stale-epoch acks) | "
-          "recovery p50 / max | replay |\n"
-          "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+          "recovery p50 / max | stale leader reads | "
+          "availability during faults (ok share of writes in fault windows) | replay |\n"
+          "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
 
 
 def count_kind(violations, *names):
@@ -81,7 +87,9 @@ def rows(lines):
                               (LINEARIZABLE, ("keys", "invalid", "unknown")),
                               (REPLICAS, ("replicas",)),
                               (VIOLATIONS, ("violations",)),
-                              (EPOCHS, ("epochs", "one_node", "stale_acks"))):
+                              (EPOCHS, ("epochs", "one_node", "stale_acks")),
+                              (STALE_READS, ("stale_reads",)),
+                              (AVAILABILITY, ("avail_ok", "avail_writes", "no_fault"))):
             m = pattern.match(line)
             if m:
                 for key, value in zip(keys, m.groups()):
@@ -93,6 +101,18 @@ def rows(lines):
             run["verdict"], run["scenario"] = m.group(1), m.group(2)
             yield run
             run = None
+
+
+def availability(run):
+    """"52.6 % (312 / 593)", "no fault window", or "n/a" for an older log."""
+    if run.get("no_fault"):
+        return "no fault window"
+    if run.get("avail_writes") is None:
+        return "n/a"
+    ok, writes = int(run["avail_ok"]), int(run["avail_writes"])
+    if writes == 0:
+        return "no write (0 / 0)"
+    return f"{100 * ok / writes:.1f} % ({ok} / {writes})"
 
 
 def markdown(run):
@@ -109,12 +129,16 @@ def markdown(run):
         one_node = "**no**"
     stale = run.get("stale_acks", "?")
     epochs = f"{one_node} ({stale if stale in ('0', '?') else f'**{stale}**'})"
+    stale_reads = run.get("stale_reads", "n/a")
+    if stale_reads not in ("0", "n/a"):
+        stale_reads = f"**{stale_reads}**"
     command = f"`kvfault run --scenario {run['scenario']} --seed {run['seed']}`"
     return (f"| `{run['scenario']}` | {run['verdict']} | {run['seed']} | "
             f"{run.get('ops', '?')} ({run.get('ok', '?')}/{run.get('fail', '?')}/"
             f"{run.get('info', '?')}) | {run.get('acked', '?')} | {lost} | "
             f"{run.get('recovered', '?')} | {run.get('phantom', '?')} | {double} | {v} | {lin} | "
-            f"{run.get('replicas', '?')} | {epochs} | {recovery} | {command} |")
+            f"{run.get('replicas', '?')} | {epochs} | {recovery} | {stale_reads} | "
+            f"{availability(run)} | {command} |")
 
 
 def main(argv):

@@ -30,9 +30,11 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
 #include "common/storage/version.h"
 #include "nlohmann/json.hpp"
+#include "tools/kvcheck/availability.h"
 #include "tools/kvcheck/checker.h"
 #include "tools/kvcheck/history.h"
 #include "tools/kvcheck/summary.h"
@@ -267,6 +269,27 @@ std::vector<StepRecord> ShardSteps(const std::vector<StepRecord>& steps, const s
                             std::isdigit(static_cast<unsigned char>(s.node[1])) &&
                             !absl::StartsWith(s.node, absl::StrCat(shard, "n"));
     if (!other_node) out.push_back(s);
+  }
+  return out;
+}
+
+// One shard's part of the run's fault windows: a window whose fault names a
+// node of another shard ("kill s1n0") is left out; one that names no shard's
+// node (a link pattern, etcd) counts for every shard.
+std::vector<check::FaultWindow> ShardWindows(const std::vector<check::FaultWindow>& windows,
+                                             const std::string& shard) {
+  if (shard.empty()) return windows;
+  std::vector<check::FaultWindow> out;
+  for (const check::FaultWindow& w : windows) {
+    bool other_node = false;
+    for (absl::string_view token : absl::StrSplit(w.fault, absl::ByAnyChar(" ,<->"))) {
+      if (token.size() > 1 && token[0] == 's' &&
+          std::isdigit(static_cast<unsigned char>(token[1])) &&
+          !absl::StartsWith(token, absl::StrCat(shard, "n"))) {
+        other_node = true;
+      }
+    }
+    if (!other_node) out.push_back(w);
   }
   return out;
 }
@@ -615,6 +638,12 @@ int Run(const Args& args) {
                !s.ok()) {
       failures.push_back(absl::StrCat("splitting the history per shard: ", s.message()));
     }
+    // The fault windows, for the availability during faults.
+    absl::StatusOr<std::vector<check::FaultWindow>> windows =
+        check::ReadFaultWindows(run_dir + "/nemesis.jsonl");
+    if (!windows.ok()) {
+      failures.push_back(absl::StrCat("nemesis log: ", windows.status().message()));
+    }
     int64_t total_acked = 0, total_lost = 0;
     for (const OneCheck& one : checks) {
       absl::StatusOr<check::History> h = check::ReadHistoryFile(one.path);
@@ -624,6 +653,10 @@ int Run(const Args& args) {
       } else {
         check::CheckOptions options;
         options.search.time_limit_ms = scenario->check_time_limit_ms;
+        if (windows.ok()) {
+          options.fault_windows =
+              ShardWindows(*windows, groups.size() > 1 ? one.group->shard() : "");
+        }
         const absl::Time check_start = absl::Now();
         const check::Report report = check::Check(*h, options);
         const double check_s = absl::ToDoubleSeconds(absl::Now() - check_start);
@@ -699,6 +732,12 @@ int Run(const Args& args) {
                  *h, ShardSteps(nemesis.done(), groups.size() > 1 ? one.group->shard() : ""))) {
           std::printf("  %s\n", r.c_str());
         }
+        if (report.availability.has_value()) {
+          for (const std::string& line : check::AvailabilityLines(*report.availability, "  ")) {
+            std::printf("%s\n", line.c_str());
+          }
+        }
+        std::printf("  stale leader reads: %lld\n", static_cast<long long>(report.StaleReads()));
         const IsolationFigures isolation = ComputeIsolation(*h, d, nemesis.isolation(), load_ns);
         if (isolation.windows > 0) {
           std::printf(
