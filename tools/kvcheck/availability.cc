@@ -157,6 +157,10 @@ double WriteCounts::OkShare() const {
 
 absl::StatusOr<std::vector<FaultWindow>> ParseFaultWindows(absl::string_view nemesis_jsonl) {
   WindowBuilder b;
+  // Who leads: n0 until a promotion (kvfault starts n0 as the leader). The
+  // old leader back as a replica serves no write: its window waits for the
+  // promotion.
+  std::string leader = "n0";
   int line = 0;
   for (absl::string_view raw : absl::StrSplit(nemesis_jsonl, '\n')) {
     ++line;
@@ -196,10 +200,16 @@ absl::StatusOr<std::vector<FaultWindow>> ParseFaultWindows(absl::string_view nem
       b.End(node, t);  // A node's SIGCONT, or a link healed after the load.
     } else if (action == "restart") {
       // A start refused after a bit flip leaves the node down.
-      if (!absl::StartsWith(note, "refused") && b.HeldBy(node) == Hold::kDown) b.End(node, t);
+      const bool leader_as_replica = node == leader && absl::StrContains(command, "kv-replica");
+      if (!absl::StartsWith(note, "refused") && !leader_as_replica &&
+          b.HeldBy(node) == Hold::kDown) {
+        b.End(node, t);
+      }
     } else if (action == "grow-disk") {
       if (b.HeldBy(node) == Hold::kDown) b.End(node, t);
     } else if (action == "promote" || action == "promote-race" || action == "settle") {
+      if (!node.empty())
+        leader = node;  // promote-race: its last line names the one the clients follow.
       const bool ended = b.EndDown(t) > 0;
       // A leader change while nothing else is wrong is a fault of its own.
       if (!ended && !b.AnyActive() && action != "settle") b.Instant("promote", step, t, node);

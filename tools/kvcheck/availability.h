@@ -7,8 +7,9 @@
 // end (docs/reliability.md, "Availability during faults"):
 //   kill, powerloss, failpoint, await-exit, fill-disk of a node: until that
 //       node's restart (a start that serves; not one refused after a bit
-//       flip), its grow-disk, or a promote, promote-race or settle (a leader
-//       again), whichever comes first;
+//       flip, nor the leader's restart as a replica), its grow-disk, or a
+//       promote, promote-race or settle (a leader again), whichever comes
+//       first. The leader is n0 until a promotion names another;
 //   pause of a node: until its resume (or the heal's SIGCONT);
 //   net blackhole or refuse of a link: until that link gets another mode
 //       (heal, delay, rate) or the heal after the load;

@@ -75,6 +75,20 @@ TEST(FaultWindowsTest, APromotionEndsADownLeadersWindowBeforeItsRestartAsAReplic
   ExpectWindow(w[0], "kill n0", 1000, 2000);
 }
 
+TEST(FaultWindowsTest, TheOldLeaderBackAsAReplicaLeavesItsWindowToThePromotion) {
+  NemesisLog log;
+  log.Add(1000, 0, "kill", "n0").Add(1500, 1, "wipe", "n0");
+  log.Add(2000, 2, "restart", "n0", "/b/kv-replica --listen=127.0.0.1:1", "pid 4");
+  log.Add(2200, 3, "promote", "n1");
+  // Now n1 leads: n0, a follower, is back at its restart as a replica.
+  log.Add(3000, 4, "kill", "n0")
+      .Add(3300, 5, "restart", "n0", "/b/kv-replica --listen=127.0.0.1:1", "pid 5");
+  const std::vector<FaultWindow> w = Windows(log);
+  ASSERT_EQ(w.size(), 2u) << "the promotion ended a window, so it opens none";
+  ExpectWindow(w[0], "kill n0", 1000, 2200);
+  ExpectWindow(w[1], "kill n0", 3000, 3300);
+}
+
 TEST(FaultWindowsTest, APowerLossOfEveryNodeIsOneWindowUntilTheLastIsBack) {
   NemesisLog log;
   for (const char* n : {"n0", "n1", "n2"})
