@@ -109,7 +109,9 @@ class WindowBuilder {
     std::vector<FaultWindow> out;
     for (const Building& w : windows_) {
       std::string fault = w.label;
-      if (!w.targets.empty()) absl::StrAppend(&fault, " ", absl::StrJoin(w.targets, ","));
+      if (!w.targets.empty() && !w.targets.front().empty()) {
+        absl::StrAppend(&fault, " ", absl::StrJoin(w.targets, ","));
+      }
       out.push_back({fault, w.step, w.start_ns, w.end_ns});
     }
     std::stable_sort(out.begin(), out.end(), [](const FaultWindow& a, const FaultWindow& b) {
@@ -122,6 +124,9 @@ class WindowBuilder {
   std::vector<Building> windows_;
   std::map<std::string, std::pair<int, Hold>> active_;  // target -> (window, hold)
 };
+
+// The target of the namespaces' faults, which name no single node or link.
+constexpr char kNamespaces[] = "";
 
 absl::Status Bad(int line, absl::string_view why) {
   return absl::InvalidArgumentError(absl::StrCat("line ", line, ": ", why));
@@ -225,6 +230,22 @@ absl::StatusOr<std::vector<FaultWindow>> ParseFaultWindows(absl::string_view nem
         b.Instant("net reset", step, t, node);
       } else {
         b.End(node, t);  // healthy, delay or rate: the link passes traffic again.
+      }
+    } else if (action == "partition" || action == "loss") {
+      // Network namespaces (nft drops): one line per namespace whose rules
+      // changed, each noting "<what the step did>: <every fault now>". The
+      // faults are the run's, not a link's: one window from the first fault
+      // until none is left.
+      const size_t colon = note.find(": ");
+      const std::string what = colon == std::string::npos ? note : note.substr(0, colon);
+      const std::string now = colon == std::string::npos ? "" : note.substr(colon + 2);
+      if (now == "healthy") {
+        b.End(kNamespaces, t);
+      } else if (!now.empty()) {
+        // "partition isolate n0", "loss n2 10%".
+        const std::string label =
+            absl::StartsWith(what, action) ? what : absl::StrCat(action, " ", what);
+        b.Start(Hold::kLink, label, step, t, kNamespaces);
       }
     } else if (action == "clock") {
       b.Instant("clock", step, t, node);

@@ -13,6 +13,8 @@
 //   pause of a node: until its resume (or the heal's SIGCONT);
 //   net blackhole or refuse of a link: until that link gets another mode
 //       (heal, delay, rate) or the heal after the load;
+//   partition or loss in network namespaces (the run's nft drops): from the
+//       first such step until a step leaves no fault ("healthy");
 //   instantaneous faults (a clock jump, a net reset, a promotion while no
 //       other window is open): a fixed span of kInstantFaultNs.
 // The faults one step starts (a powerloss of every node, a partition of

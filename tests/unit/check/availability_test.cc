@@ -156,6 +156,24 @@ TEST(FaultWindowsTest, ARateLimitEndsABlackholeAndARefusalOpensOne) {
   ExpectWindow(w[1], "net refuse client->n0", 4000, -1);  // Never healed: open.
 }
 
+TEST(FaultWindowsTest, NamespaceFaultsAreOneWindowUntilNoneIsLeft) {
+  // As nemesis_network.cc logs them: one line per namespace whose nft rules
+  // changed, noting what the step did and every fault left.
+  NemesisLog log;
+  log.Add(1000, 0, "loss", "n2", "ip netns exec kvf7-n2 nft '...'", "loss n2 10%: loss n2 10%");
+  log.Add(1001, 0, "loss", "n0", "ip netns exec kvf7-n0 nft '...'", "loss n2 10%: loss n2 10%");
+  log.Add(2000, 1, "partition", "n1", "", "one-way leader->n1: blocked n0->n1; loss n2 10%");
+  log.Add(4000, 2, "partition", "n1", "", "heal: healthy")
+      .Add(4001, 2, "partition", "n2", "", "heal: healthy");
+  log.Add(5000, 3, "partition", "n0", "", "isolate n0: blocked n0->n1, n0->n2, n1->n0, n2->n0");
+  log.Add(5500, 4, "promote", "n1");
+  log.Add(8000, 5, "partition", "n0", "", "heal: healthy");
+  const std::vector<FaultWindow> w = Windows(log);
+  ASSERT_EQ(w.size(), 2u);
+  ExpectWindow(w[0], "loss n2 10%", 1000, 4000);
+  ExpectWindow(w[1], "partition isolate n0", 5000, 8000);
+}
+
 TEST(FaultWindowsTest, InstantaneousFaultsLastAFixedSpan) {
   NemesisLog log;
   log.Add(1000, 0, "clock", "n1").Add(1001, 0, "clock", "n2");
