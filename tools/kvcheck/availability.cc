@@ -235,10 +235,11 @@ absl::StatusOr<std::vector<FaultWindow>> ParseFaultWindows(absl::string_view nem
       // Network namespaces (nft drops): one line per namespace whose rules
       // changed, each noting "<what the step did>: <every fault now>". The
       // faults are the run's, not a link's: one window from the first fault
-      // until none is left.
+      // until none is left. A step that changed no rules logs one line whose
+      // node says what it did and whose note is the faults alone.
       const size_t colon = note.find(": ");
-      const std::string what = colon == std::string::npos ? note : note.substr(0, colon);
-      const std::string now = colon == std::string::npos ? "" : note.substr(colon + 2);
+      const std::string what = colon == std::string::npos ? node : note.substr(0, colon);
+      const std::string now = colon == std::string::npos ? note : note.substr(colon + 2);
       if (now == "healthy") {
         b.End(kNamespaces, t);
       } else if (!now.empty()) {

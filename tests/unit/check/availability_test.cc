@@ -168,8 +168,11 @@ TEST(FaultWindowsTest, NamespaceFaultsAreOneWindowUntilNoneIsLeft) {
   log.Add(5000, 3, "partition", "n0", "", "isolate n0: blocked n0->n1, n0->n2, n1->n0, n2->n0");
   log.Add(5500, 4, "promote", "n1");
   log.Add(8000, 5, "partition", "n0", "", "heal: healthy");
+  log.Add(9000, 6, "partition", "isolate n1", "(no table changes)", "blocked n1->n0");
+  log.Add(9500, 7, "partition", "heal", "(no table changes)", "healthy");
   const std::vector<FaultWindow> w = Windows(log);
-  ASSERT_EQ(w.size(), 2u);
+  ASSERT_EQ(w.size(), 3u);
+  ExpectWindow(w[2], "partition isolate n1", 9000, 9500);
   ExpectWindow(w[0], "loss n2 10%", 1000, 4000);
   ExpectWindow(w[1], "partition isolate n0", 5000, 8000);
 }
