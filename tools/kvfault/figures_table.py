@@ -26,7 +26,7 @@ import sys
 # (seed ..."); its row sums them.
 FIGURES = re.compile(r"^figures(?: of shard \S+)? \(seed (\d+), ([\d.]+)s of load")
 SUMMED = ("ops", "ok", "fail", "info", "acked", "lost", "recovered", "phantom", "keys", "invalid",
-          "unknown", "stale_acks")
+          "unknown", "stale_acks", "stale_reads", "avail_ok", "avail_writes")
 OPS = re.compile(r"^\s+ops (\d+) \(ok (\d+), fail (\d+), info (\d+)\)")
 DURABILITY = re.compile(r"^\s+acked (\d+)\s+lost (\d+)\s+recovered (\d+)\s+phantom (\d+)")
 LINEARIZABLE = re.compile(r"^\s+linearizable: (\d+) keys, (\d+) invalid, (\d+) unknown")
@@ -58,6 +58,8 @@ def count_kind(violations, *names):
 
 def merge(run, key, value):
     """Sets a figure, or adds a later shard's block to it."""
+    if value is None:
+        return
     if key not in run or (key == "violations" and run[key] == "none"):
         run[key] = value
     elif key in SUMMED:
@@ -105,10 +107,8 @@ def rows(lines):
 
 def availability(run):
     """"52.6 % (312 / 593)", "no fault window", or "n/a" for an older log."""
-    if run.get("no_fault"):
-        return "no fault window"
     if run.get("avail_writes") is None:
-        return "n/a"
+        return "no fault window" if run.get("no_fault") else "n/a"
     ok, writes = int(run["avail_ok"]), int(run["avail_writes"])
     if writes == 0:
         return "no write (0 / 0)"
