@@ -23,6 +23,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
 #include "absl/synchronization/notification.h"
 #include "grpcpp/generic/generic_stub.h"
@@ -118,10 +119,64 @@ absl::Status CheckHealth(const std::string& address, absl::Duration timeout) {
   return absl::OkStatus();
 }
 
+std::string OurBinary(const std::string& built_path) {
+  const char* dir = std::getenv("KV_BIN_DIR");
+  if (dir == nullptr || *dir == '\0') return built_path;
+  return absl::StrCat(dir, "/", std::filesystem::path(built_path).filename().string());
+}
+
+void EndAtTeardown(ChildProcess& process, const std::string& what,
+                   const std::vector<std::string>& logs) {
+  const char* graceful = std::getenv("KV_STOP_GRACEFULLY");
+  if (graceful == nullptr || std::string(graceful) != "1") return;  // ~ChildProcess: SIGKILL.
+  const std::string last_log = logs.empty() ? "" : logs.back();
+  // Exited already (a crash the test provoked, or one it never looked at):
+  // reap it and leave the verdict to the test and to the sanitizer reports.
+  if (process.running() && !process.WaitExit(absl::InfinitePast()).ok()) {
+    (void)process.Kill(SIGCONT);
+    if (absl::Status s = process.Kill(SIGTERM); !s.ok()) {
+      ADD_FAILURE() << what << ": SIGTERM at teardown: " << s;
+    } else if (absl::StatusOr<ExitStatus> exit = process.WaitExit(absl::Now() + absl::Seconds(30));
+               !exit.ok()) {
+      // ~ChildProcess kills it.
+      ADD_FAILURE() << what << " still runs 30 s after SIGTERM at teardown (killed now)"
+                    << "\n--- tail of " << last_log << ":\n"
+                    << FileTail(last_log);
+    } else if (!exit->Clean()) {
+      ADD_FAILURE() << what << " did not stop cleanly on SIGTERM at teardown: " << exit->ToString()
+                    << " (23 is LeakSanitizer's: see the reports)\n--- tail of " << last_log
+                    << ":\n"
+                    << FileTail(last_log);
+    }
+  }
+  // The lines kvfault also looks for in a server's log (a UBSan report has
+  // no other trace once the server has exited 1).
+  for (const std::string& log : logs) {
+    for (absl::string_view line : absl::StrSplit(ReadFileOrEmpty(log), '\n')) {
+      if (absl::StrContains(line, "runtime error:") ||
+          absl::StrContains(line, "ERROR: AddressSanitizer") ||
+          absl::StrContains(line, "ERROR: LeakSanitizer")) {
+        ADD_FAILURE() << what << ": a sanitizer report in " << log << ": " << line
+                      << "\n--- tail:\n"
+                      << FileTail(log);
+        break;
+      }
+    }
+  }
+}
+
 // ---------------------------------------------------------------- ServerProcess
 
 ServerProcess::ServerProcess(std::string dir, std::string binary, std::string log_name)
     : dir_(std::move(dir)), binary_(std::move(binary)), log_name_(std::move(log_name)) {}
+
+ServerProcess::~ServerProcess() {
+  std::vector<std::string> logs;
+  for (int i = 1; i <= starts_; ++i) {
+    logs.push_back(absl::StrCat(dir_, "/", log_name_, "-", i, ".log"));
+  }
+  EndAtTeardown(process_, absl::StrCat(log_name_, " (", binary_, ", ", dir_, ")"), logs);
+}
 
 ShardProcess::ShardProcess(std::string dir)
     : ServerProcess(std::move(dir), KV_SHARD_BIN, "shard") {}

@@ -27,6 +27,29 @@
 namespace kvstore {
 namespace testing {
 
+// The path of our binary built at `built_path` (kv-shard, kv-replica,
+// kv-router, kvctl) that a test runs: $KV_BIN_DIR/<its file name> when the
+// environment sets KV_BIN_DIR, else `built_path`. KV_SHARD_BIN,
+// KV_REPLICA_BIN, KV_ROUTER_BIN and KVCTL_BIN expand to a call of this
+// (tests/CMakeLists.txt), so the integration tests of the ordinary build can
+// run against the servers of another build without being compiled again:
+// tools/test-sanitizers asan-servers points it at build-asan/bin.
+std::string OurBinary(const std::string& built_path);
+
+// Ends a server that still runs when the test object that started it goes
+// away (~ServerProcess, ~RouterProcess). By default SIGKILL, at once, and
+// nothing else. With KV_STOP_GRACEFULLY=1 in the environment
+// (tools/test-sanitizers asan-servers sets it): SIGCONT (for one a test left
+// stopped) and SIGTERM, and the current test fails unless the server returns
+// from main with code 0 within 30 s — in an ASan build that is when
+// LeakSanitizer checks it (a leak exits 23); a server killed with SIGKILL is
+// never checked. A server that has already exited is only reaped: how it
+// ended is its test's business. Then the test also fails if any of `logs`
+// (the server's stdout and stderr, one per start) holds a sanitizer report
+// line: UBSan's reports go only there. `what` names the server.
+void EndAtTeardown(ChildProcess& process, const std::string& what,
+                   const std::vector<std::string>& logs);
+
 // A server binary (kv-shard, kv-replica) whose files live in one directory:
 //   <dir>/data          --data-dir
 //   <dir>/port          --port-file
@@ -37,6 +60,8 @@ class ServerProcess {
  public:
   // `binary` is the executable; `log_name` names its log files.
   ServerProcess(std::string dir, std::string binary, std::string log_name);
+  // Ends the server if it still runs: EndAtTeardown.
+  ~ServerProcess();
   ServerProcess(const ServerProcess&) = delete;
   ServerProcess& operator=(const ServerProcess&) = delete;
 

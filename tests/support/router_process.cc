@@ -53,6 +53,12 @@ RouterProcess::RouterProcess(std::string dir) : dir_(std::move(dir)) {
   std::filesystem::create_directories(dir_, ec);
 }
 
+RouterProcess::~RouterProcess() {
+  std::vector<std::string> logs;
+  for (int i = 1; i <= starts_; ++i) logs.push_back(absl::StrCat(dir_, "/router-", i, ".log"));
+  EndAtTeardown(process_, absl::StrCat("kv-router (", dir_, ")"), logs);
+}
+
 std::string RouterProcess::log_path() const {
   return absl::StrCat(dir_, "/router-", starts_, ".log");
 }

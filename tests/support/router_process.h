@@ -26,6 +26,8 @@ absl::Status WriteTopologyFile(const std::string& path, const Topology& topology
 class RouterProcess {
  public:
   explicit RouterProcess(std::string dir);
+  // Ends the router if it still runs: EndAtTeardown.
+  ~RouterProcess();
   RouterProcess(const RouterProcess&) = delete;
   RouterProcess& operator=(const RouterProcess&) = delete;
 
