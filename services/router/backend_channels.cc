@@ -20,8 +20,14 @@ BackendChannels::Backend& BackendChannels::BackendLocked(const std::string& addr
   // connection (they fail fast with UNAVAILABLE), so this only bounds how
   // long a node that came back stays unused.
   args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 100);
-  args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 100);
   args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 1000);
+  // gRPC also takes this as the time a connection attempt may take to get the
+  // server's HTTP/2 SETTINGS (as in common/coord/etcd_client.cc). At 100 ms,
+  // shards slowed by load (ASan servers on a busy machine) were never
+  // reached: "connection attempt timed out before receiving SETTINGS frame".
+  // A refused connection still fails at once and is retried after the
+  // backoff above.
+  args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 2000);
   // Each backend gets its own connection even if another channel in this
   // process (a test's client, say) talks to the same address.
   args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
