@@ -144,7 +144,7 @@ void EndAtTeardown(ChildProcess& process, const std::string& what,
                     << FileTail(last_log);
     } else if (!exit->Clean()) {
       ADD_FAILURE() << what << " did not stop cleanly on SIGTERM at teardown: " << exit->ToString()
-                    << " (23 is LeakSanitizer's: see the reports)\n--- tail of " << last_log
+                    << " (a leak exits 1: see the sanitizer reports)\n--- tail of " << last_log
                     << ":\n"
                     << FileTail(last_log);
     }

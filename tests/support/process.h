@@ -42,7 +42,7 @@ std::string OurBinary(const std::string& built_path);
 // (tools/test-sanitizers asan-servers sets it): SIGCONT (for one a test left
 // stopped) and SIGTERM, and the current test fails unless the server returns
 // from main with code 0 within 30 s — in an ASan build that is when
-// LeakSanitizer checks it (a leak exits 23); a server killed with SIGKILL is
+// LeakSanitizer checks it (a leak makes it exit 1); a server killed with SIGKILL is
 // never checked. A server that has already exited is only reaped: how it
 // ended is its test's business. Then the test also fails if any of `logs`
 // (the server's stdout and stderr, one per start) holds a sanitizer report
