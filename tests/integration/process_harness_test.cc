@@ -57,8 +57,8 @@ class ScopedEnv {
 // Starts a shell that writes `first_line` and "ready" to `log`, then waits
 // for signals, running `on_term` on SIGTERM; returns once "ready" is there
 // (so the trap is set).
-void StartFakeServer(ChildProcess& process, const std::string& log,
-                     const std::string& first_line, const std::string& on_term) {
+void StartFakeServer(ChildProcess& process, const std::string& log, const std::string& first_line,
+                     const std::string& on_term) {
   const std::string script = absl::StrCat("trap '", on_term, "' TERM; echo '", first_line,
                                           "'; echo ready; while :; do sleep 0.05; done");
   ASSERT_TRUE(process.Start("/bin/sh", {"-c", script}, log).ok());
@@ -87,7 +87,7 @@ TEST(EndAtTeardown, LeavesTheServerToSigkillByDefault) {
   ChildProcess process;
   StartFakeServer(process, tmp.Join("log"), "runtime error: ignored by default", "exit 3");
   EndAtTeardown(process, "fake", {tmp.Join("log")});  // No failure: nothing is checked.
-  EXPECT_TRUE(process.running());                      // ~ChildProcess kills it.
+  EXPECT_TRUE(process.running());                     // ~ChildProcess kills it.
 }
 
 TEST(EndAtTeardown, PassesWhenTheServerExitsZeroOnSigterm) {
