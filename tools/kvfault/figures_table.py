@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 """Turns the output of kvfault runs into the figures table of docs/reliability.md.
 
-usage: tools/kvfault/figures_table.py [LOG...]
+usage: tools/kvfault/figures_table.py [--per-scenario] [LOG...]
   LOG: ctest's build/Testing/Temporary/LastTest.log after `ctest -L fault`,
   or saved `kvfault run` output; standard input when none is given.
 
@@ -17,6 +17,11 @@ the availability during faults (the ok share of the writes invoked in the
 fault windows, from "availability during faults: OK of N writes ok"), and
 the command that replays the run. A figure the log does not have (a run
 printed before kvfault had it) is "n/a".
+
+With --per-scenario it prints one row per scenario instead, summing its runs
+(what suite.py prints after a soak): runs and failed runs, every seed, the
+summed counts, the recovery p50 / max over all its runs' recoveries, the
+summed availability, and the command that replays its first run.
 """
 import re
 import statistics
@@ -141,20 +146,80 @@ def markdown(run):
             f"{availability(run)} | {command} |")
 
 
+SCENARIO_HEADER = (
+    "| scenario | runs (failed) | seeds | ops (ok/fail/info) | acked | lost | recovered | phantom | "
+    "double applies | stale leader reads | lin. keys / invalid / unknown | replicas equal | "
+    "one acking node per epoch (stale-epoch acks) | recovery p50 / max | "
+    "availability during faults (ok share of writes in fault windows) | replay (first run) |\n"
+    "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+
+
+def per_scenario(runs):
+    """Groups runs by scenario (in order of first appearance) and sums each group
+    into one run-like dict: counts added, recoveries pooled, every seed kept."""
+    groups = {}
+    for run in runs:
+        g = groups.get(run["scenario"])
+        if g is None:
+            g = groups[run["scenario"]] = {"scenario": run["scenario"], "runs": 0, "failed": 0,
+                                           "seeds": [], "recovery": [], "double": 0,
+                                           "replicas": "yes", "one_node": "yes"}
+        g["runs"] += 1
+        g["failed"] += run.get("verdict") != "PASS"
+        g["seeds"].append(run["seed"])
+        g["recovery"].extend(run["recovery"])
+        v = run.get("violations", "none")
+        g["double"] += 0 if v == "none" else count_kind(v, "double-apply")
+        for key in SUMMED:
+            if key in run:
+                g[key] = g.get(key, 0) + int(run[key])
+        for key in ("replicas", "one_node"):
+            if run.get(key, "?") != "yes":
+                g[key] = run.get(key, "?")
+        g["no_fault"] = g.get("no_fault") or run.get("no_fault")
+    return list(groups.values())
+
+
+def bold_unless_zero(value):
+    return str(value) if str(value) in ("0", "?", "n/a") else f"**{value}**"
+
+
+def scenario_markdown(g):
+    rec = g["recovery"]
+    recovery = f"{statistics.median(rec):.2f} / {max(rec):.2f} s" if rec else "n/a"
+    avail = availability({k: g.get(k) for k in ("avail_ok", "avail_writes", "no_fault")})
+    runs = f"{g['runs']} ({bold_unless_zero(g['failed'])})"
+    return (f"| `{g['scenario']}` | {runs} | {', '.join(g['seeds'])} | "
+            f"{g.get('ops', '?')} ({g.get('ok', '?')}/{g.get('fail', '?')}/{g.get('info', '?')}) | "
+            f"{g.get('acked', '?')} | {bold_unless_zero(g.get('lost', '?'))} | "
+            f"{g.get('recovered', '?')} | {bold_unless_zero(g.get('phantom', '?'))} | "
+            f"{bold_unless_zero(g['double'])} | {bold_unless_zero(g.get('stale_reads', 'n/a'))} | "
+            f"{g.get('keys', '?')} / {g.get('invalid', '?')} / {g.get('unknown', '?')} | "
+            f"{g['replicas']} | {g['one_node']} ({bold_unless_zero(g.get('stale_acks', '?'))}) | "
+            f"{recovery} | {avail} | "
+            f"`kvfault run --scenario {g['scenario']} --seed {g['seeds'][0]}` |")
+
+
 def main(argv):
     lines = []
+    grouped = "--per-scenario" in argv
+    argv = [a for a in argv if a != "--per-scenario"]
     if len(argv) > 1:
         for path in argv[1:]:
             with open(path, encoding="utf-8", errors="replace") as f:
                 lines.extend(f.readlines())
     else:
         lines = sys.stdin.readlines()
-    print(HEADER)
-    n = 0
-    for run in rows(lines):
-        print(markdown(run))
-        n += 1
-    if n == 0:
+    runs = list(rows(lines))
+    if grouped:
+        print(SCENARIO_HEADER)
+        for g in per_scenario(runs):
+            print(scenario_markdown(g))
+    else:
+        print(HEADER)
+        for run in runs:
+            print(markdown(run))
+    if not runs:
         print("figures_table: no kvfault run found in the input", file=sys.stderr)
         return 1
     return 0

@@ -9,7 +9,8 @@ usage: tools/kvfault/suite.py [--profile ci|soak] [--minutes N] [--seed S]
                   fresh seed (what `ctest -L fault` runs), in name order.
   --profile soak  scenarios picked at random (seeded by --seed) with random
                   seeds, one after another, until --minutes have passed
-                  (default 30); by hand, not in CI.
+                  (default 30); by hand, not in CI. After the table of
+                  runs it prints the same runs summed per scenario.
 
 Each run is `kvfault run --scenario NAME --seed S`, so any row replays with
 the command it prints. A scenario that needs what this machine or build
@@ -118,6 +119,11 @@ def main():
         if run["scenario"].startswith("control-"):
             continue  # The controls must lose writes; they are not the product's figure.
         lost += int(run.get("lost", 0))
+    if args.profile == "soak":
+        # The same runs summed per scenario (docs/reliability.md, "One 30-minute soak").
+        print("\n" + figures_table.SCENARIO_HEADER)
+        for group in figures_table.per_scenario(list(figures_table.rows(lines))):
+            print(figures_table.scenario_markdown(group))
     print(f"\n{acked} acknowledged writes in all; {lost} lost outside the controls (the everysec "
           "and async rows may lose what their guarantee allows; docs/reliability.md).")
     if failed:
