@@ -291,9 +291,10 @@ int CleanupNetns(const Netns::Runner& runner, const std::string& ip, int* failed
       continue;
     }
     // The switch last, as a run's own teardown does.
-    std::stable_partition(names.begin(), names.end(), [&](const std::string& n) {
-      return n != Netns::NamespaceName(run, kSwitch);
-    });
+    // (The name copied first: clang 14 cannot capture a structured binding.)
+    const std::string switch_ns = Netns::NamespaceName(run, kSwitch);
+    std::stable_partition(names.begin(), names.end(),
+                          [&](const std::string& n) { return n != switch_ns; });
     for (const std::string& ns : names) {
       absl::StatusOr<std::string> r = runner({ip, "netns", "del", ns});
       std::printf("%s netns del %s%s\n", ip.c_str(), ns.c_str(),

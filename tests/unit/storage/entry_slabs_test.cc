@@ -185,7 +185,7 @@ struct Owner {
 
 TEST(EntrySlabsTest, CompactionIsDueOnlyPastAQuarterOfFreeSlots) {
   EntrySlabs slabs;
-  Owner owner{&slabs};
+  Owner owner{&slabs, {}, {}, 0};
   for (uint32_t i = 0; i < 64 * 16; ++i) owner.Add(128, i);
   ASSERT_EQ(slabs.slab_count(), 16u);
   // Every fourth block of each slab: 255 free of 1024 is under a quarter.
@@ -197,7 +197,7 @@ TEST(EntrySlabsTest, CompactionIsDueOnlyPastAQuarterOfFreeSlots) {
 
 TEST(EntrySlabsTest, CompactionPacksAClassIntoItsFewestSlabsAndKeepsEveryBlock) {
   EntrySlabs slabs;
-  Owner owner{&slabs};
+  Owner owner{&slabs, {}, {}, 0};
   // Two classes; one is thinned out, the other must stay put.
   for (uint32_t i = 0; i < 64 * 20; ++i) owner.Add(128, i);
   for (uint32_t i = 0; i < 100; ++i) owner.Add(40, 100'000 + i);
@@ -221,7 +221,7 @@ TEST(EntrySlabsTest, CompactionPacksAClassIntoItsFewestSlabsAndKeepsEveryBlock) 
 
 TEST(EntrySlabsTest, CompactionMovesAtMostItsBudgetPerCall) {
   EntrySlabs slabs;
-  Owner owner{&slabs};
+  Owner owner{&slabs, {}, {}, 0};
   for (uint32_t i = 0; i < 64 * 200; ++i) owner.Add(16, i);
   for (uint32_t i = 0; i < 64 * 200; i += 2) owner.Remove(i);
   ASSERT_TRUE(slabs.compaction_due());
@@ -239,7 +239,7 @@ TEST(EntrySlabsTest, CompactionMovesAtMostItsBudgetPerCall) {
 // stays within the documented bound once compaction has run.
 TEST(EntrySlabsTest, ChangingSizesStrandAtMostAQuarterOfAClass) {
   EntrySlabs slabs;
-  Owner owner{&slabs};
+  Owner owner{&slabs, {}, {}, 0};
   std::vector<uint32_t> live;  // Ids.
   uint32_t next_id = 0;
   uint64_t seed = 12345;
