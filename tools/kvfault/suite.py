@@ -7,10 +7,12 @@ usage: tools/kvfault/suite.py [--profile ci|soak] [--minutes N] [--seed S]
 
   --profile ci    every scenario of the scenario directory once, each with a
                   fresh seed (what `ctest -L fault` runs), in name order.
-  --profile soak  scenarios picked at random (seeded by --seed) with random
-                  seeds, one after another, until --minutes have passed
-                  (default 30); by hand, not in CI. After the table of
-                  runs it prints the same runs summed per scenario.
+  --profile soak  rounds of every scenario once, each round in a random
+                  order (seeded by --seed), each run with a random seed, one
+                  after another until --minutes have passed (default 30);
+                  by hand, not in CI. A soak of at least one round (about
+                  11 minutes) runs every scenario. After the table of runs
+                  it prints the same runs summed per scenario.
 
 Each run is `kvfault run --scenario NAME --seed S`, so any row replays with
 the command it prints. A scenario that needs what this machine or build
@@ -88,6 +90,7 @@ def main():
     deadline = time.monotonic() + args.minutes * 60
     with open(args.log, "w", encoding="utf-8") as log:
         i = 0
+        deck = []  # Soak: what is left of this round, drawn from the end.
         while True:
             if args.profile == "ci":
                 if i >= len(names):
@@ -96,7 +99,10 @@ def main():
             else:
                 if time.monotonic() >= deadline:
                     break
-                name = rng.choice(names)
+                if not deck:
+                    deck = list(names)
+                    rng.shuffle(deck)
+                name = deck.pop()
             run_seed = rng.randrange(1, 2**31)
             i += 1
             print(f"suite: [{i}] {name} --seed {run_seed}", file=sys.stderr)
