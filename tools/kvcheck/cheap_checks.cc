@@ -1,14 +1,17 @@
 #include "tools/kvcheck/cheap_checks.h"
 
 #include <algorithm>
+#include <cstdint>
 #include <iterator>
 #include <map>
 #include <optional>
 #include <set>
 #include <string>
 #include <tuple>
+#include <utility>
 
 #include "absl/container/flat_hash_map.h"
+#include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_cat.h"
 #include "common/storage/version.h"
 
@@ -289,6 +292,74 @@ void CheckNoStaleRead(const History& h, std::vector<Violation>* out) {
 }
 
 }  // namespace
+
+void MarkReadsBehindLostWrites(const History& h, const std::vector<int>& lost_ops,
+                               std::vector<Violation>* violations) {
+  const absl::flat_hash_set<int> lost(lost_ops.begin(), lost_ops.end());
+  absl::flat_hash_map<std::string, std::vector<int>> writes, deletes;  // key -> op ids
+  // node -> (completion, epoch) of the ok writes it acknowledged, by completion.
+  absl::flat_hash_map<std::string, std::vector<std::pair<int64_t, uint64_t>>> acks;
+  for (const Op& op : h.ops) {
+    if (HasWriteVersion(op)) writes[op.key].push_back(op.id);
+    if (op.f == Fn::kDelete) deletes[op.key].push_back(op.id);
+    if (HasWriteVersion(op) && !op.node.empty())
+      acks[op.node].push_back({op.complete_pos, VersionEpoch(op.version)});
+  }
+  for (auto& [node, list] : acks) std::sort(list.begin(), list.end());
+  // The newest epoch `node` had acknowledged a write in when `r` completed
+  // (0: none, or the node is unknown). Epochs only grow on a node.
+  auto epoch_of = [&](const Op& r) -> uint64_t {
+    auto it = acks.find(r.node);
+    if (r.node.empty() || it == acks.end()) return 0;
+    uint64_t newest = 0;
+    for (const auto& [pos, epoch] : it->second) {
+      if (pos >= r.complete_pos) break;
+      newest = std::max(newest, epoch);
+    }
+    return newest;
+  };
+  for (Violation& v : *violations) {
+    if (v.kind != ViolationKind::kStaleRead || v.ops.empty()) continue;
+    const Op& r = h.ops[v.ops[0]];
+    const std::optional<uint64_t> shown = ShownVersion(r);
+    if (!shown.has_value()) continue;
+    const uint64_t read_epoch = epoch_of(r);
+    int missed = 0;
+    bool all_lost = true;
+    for (int id : writes[r.key]) {
+      const Op& w = h.ops[id];
+      if (w.complete_pos >= r.invoke_pos || w.version <= *shown) continue;
+      if (*shown == 0) {
+        // Absent: a delete is what the read shows, and a set a delete can
+        // have removed before the read is not missed.
+        if (w.f == Fn::kDelete) continue;
+        bool explained = false;
+        for (int d : deletes[r.key]) explained = explained || DeleteCanFollow(h.ops[d], w, r);
+        if (explained) continue;
+      }
+      ++missed;
+      // Lost: the final state lacks it, or the node that answered the read
+      // leads a newer epoch than the write's without it (a later write of
+      // the key may have hidden the loss from the final read). That node leads
+      // a newer epoch when it acknowledged a write of one before the read
+      // completed, or when another node acknowledged the write and the read
+      // showed a state of the write's epoch: only a leader answers a leader
+      // read, and the write's epoch had one leader (epoch-two-nodes).
+      const bool newer_leader_lacks_it =
+          VersionEpoch(w.version) < read_epoch ||
+          (!r.node.empty() && !w.node.empty() && r.node != w.node && *shown != 0 &&
+           VersionEpoch(*shown) == VersionEpoch(w.version));
+      all_lost = all_lost && (lost.contains(id) || newer_leader_lacks_it);
+    }
+    if (missed == 0 || !all_lost) continue;
+    v.kind = ViolationKind::kReadBehindLostWrite;
+    v.message = absl::StrCat("read ", r.key,
+                             *shown == 0 ? " absent" : absl::StrCat(" at version ", *shown),
+                             ", behind ", missed, " acknowledged write", missed == 1 ? "" : "s",
+                             " that ", missed == 1 ? "was" : "were", " lost later: ", DescribeOp(r),
+                             "; the newest: ", DescribeOp(h.ops[v.ops.size() > 1 ? v.ops[1] : v.ops[0]]));
+  }
+}
 
 std::vector<Violation> RunCheapChecks(const History& h) {
   absl::flat_hash_map<std::string, int> writer;  // value -> its write (values are unique)

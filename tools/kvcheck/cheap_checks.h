@@ -46,6 +46,25 @@ namespace kvstore::check {
 // Violations in history order per check, checks in the order above.
 std::vector<Violation> RunCheapChecks(const History& h);
 
+// Turns each stale-read of `violations` into a read-behind-lost-write when
+// every write it missed was lost. The writes it missed: the ok writes of its
+// key completed before the read was invoked with a version above the one it
+// showed (when it showed the key absent: the sets and CAS no delete can
+// explain, see DeleteCanFollow). One was lost when it is in `lost_ops`
+// (durability.h: the final state lacks it) or when the node that answered the
+// read leads a newer epoch than the missed write's without it (a power cut, a
+// cut log tail, a promoted async follower; a later write of the key can have
+// hidden the loss from the final read): it had acknowledged a write of a
+// newer epoch before the read completed, or another node acknowledged the
+// missed write and the read showed a state of that write's epoch (only a
+// leader answers a leader read, and an epoch has one leader, which
+// epoch-two-nodes checks). Such a read shows
+// the state a loss left; a read that missed a write that survived stays a
+// stale-read: a leader of an older epoch, or the write's own epoch, serving
+// an old state.
+void MarkReadsBehindLostWrites(const History& h, const std::vector<int>& lost_ops,
+                               std::vector<Violation>* violations);
+
 }  // namespace kvstore::check
 
 #endif  // KVSTORE_TOOLS_KVCHECK_CHEAP_CHECKS_H_

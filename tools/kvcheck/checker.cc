@@ -41,6 +41,7 @@ Report Check(const History& h, const CheckOptions& options) {
     r.availability = ComputeAvailability(h, *options.fault_windows);
 
   r.durability = ComputeDurability(h);
+  MarkReadsBehindLostWrites(h, r.durability.lost_ops, &r.violations);
   for (int id : r.durability.lost_ops) {
     const Op& op = h.ops[id];
     const int end = r.durability.final_read.at(op.key);

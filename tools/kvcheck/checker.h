@@ -39,6 +39,9 @@ struct Report {
   // Violations of one kind: "stale leader reads" is StaleReads().
   int64_t Count(ViolationKind kind) const;
   int64_t StaleReads() const { return Count(ViolationKind::kStaleRead); }
+  // Stale by the same test, but every write they missed was lost: counted
+  // apart from StaleReads (cheap_checks.h, MarkReadsBehindLostWrites).
+  int64_t ReadsBehindLostWrites() const { return Count(ViolationKind::kReadBehindLostWrite); }
 };
 
 Report Check(const History& h, const CheckOptions& options);

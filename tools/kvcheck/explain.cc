@@ -90,7 +90,8 @@ Explanation Explain(const History& h, const Report& r, absl::string_view key) {
   // Unless a read names the write it starts from, the state they started
   // from: the last ok write completed before lo. A stale read names the
   // write it missed, which is where its story starts.
-  const bool names_its_start = from_a_read_write || first->kind == ViolationKind::kStaleRead;
+  const bool names_its_start = from_a_read_write || first->kind == ViolationKind::kStaleRead ||
+                                 first->kind == ViolationKind::kReadBehindLostWrite;
   const Op* before = nullptr;
   for (const Op& op : h.ops) {
     if (names_its_start) break;

@@ -111,6 +111,7 @@ std::string SummaryJson(const History& h, const Report& r) {
   lin["states"] = states;
   j["linearizability"] = lin;
   j["stale_leader_reads"] = r.StaleReads();
+  j["reads_behind_lost_writes"] = r.ReadsBehindLostWrites();
 
   Json violations = Json::array();
   std::map<std::string, int64_t> by_kind;
@@ -141,7 +142,8 @@ std::string SummaryText(const History& h, const Report& r) {
                                " keys (", invalid, " not linearizable, ", unknown, " undecided); acked ",
                                d.acked, ", lost ", d.lost, ", recovered ", d.recovered, ", phantom ",
                                d.phantom, "\n");
-  absl::StrAppend(&s, "stale leader reads: ", r.StaleReads(), "\n");
+  absl::StrAppend(&s, "stale leader reads: ", r.StaleReads(), "; reads behind a lost write: ",
+                  r.ReadsBehindLostWrites(), "\n");
   if (r.availability.has_value()) {
     for (const std::string& line : AvailabilityLines(*r.availability, ""))
       absl::StrAppend(&s, line, "\n");

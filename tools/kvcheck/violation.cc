@@ -17,6 +17,7 @@ const char* ViolationKindName(ViolationKind kind) {
     case ViolationKind::kEpochTwoNodes: return "epoch-two-nodes";
     case ViolationKind::kStaleEpochAck: return "stale-epoch-ack";
     case ViolationKind::kStaleRead: return "stale-read";
+    case ViolationKind::kReadBehindLostWrite: return "read-behind-lost-write";
   }
   // clang-format on
   return "?";

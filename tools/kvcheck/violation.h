@@ -21,11 +21,12 @@ enum class ViolationKind {
   kEpochTwoNodes,      // Two nodes acknowledged writes of one leader epoch.
   kStaleEpochAck,      // A write acknowledged in an epoch older than one already acknowledged.
   kStaleRead,          // A leader read older than a write acknowledged before it was invoked.
+  kReadBehindLostWrite,  // The same, when every write it missed was lost: the loss, seen by a read.
 };
 
 // "invented-read", "phantom", "double-apply", "version-reuse",
 // "version-regression", "not-linearizable", "undecided", "lost-write",
-// "epoch-two-nodes", "stale-epoch-ack", "stale-read".
+// "epoch-two-nodes", "stale-epoch-ack", "stale-read", "read-behind-lost-write".
 const char* ViolationKindName(ViolationKind kind);
 
 struct Violation {

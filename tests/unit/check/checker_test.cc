@@ -188,8 +188,10 @@ TEST(CheckerTest, LostWriteIsReported) {
   b.Invoke(2, Final(Get("k"))).Ok(2, NotFound());  // After a crash and restart.
   const History h = Parse(b);
   const Report r = CheckHistory(h);
-  // The final read is a leader read too: it missed an acknowledged write.
-  EXPECT_EQ(Kinds(r), (std::set<std::string>{"lost-write", "not-linearizable", "stale-read"}))
+  // The final read is a leader read too: it missed an acknowledged write,
+  // one that was lost, so it is counted as the loss's trace, not stale.
+  EXPECT_EQ(Kinds(r),
+            (std::set<std::string>{"lost-write", "not-linearizable", "read-behind-lost-write"}))
       << Describe(r);
   EXPECT_EQ(r.durability.lost, 1);
   EXPECT_THAT(r.durability.lost_ops, ElementsAre(0));
@@ -353,6 +355,65 @@ TEST(CheckerTest, AStaleReadNamesTheReadAndTheWriteItMissed) {
   EXPECT_THAT(stale[0]->ops, ElementsAre(2, 1)) << "the get, then the write it missed";
   EXPECT_THAT(stale[0]->message, HasSubstr("version 1"));
   EXPECT_THAT(stale[0]->message, HasSubstr("set k b -> ok version=2"));
+}
+
+// A read that missed only writes that were later lost shows the state the
+// loss left: counted apart (read-behind-lost-write), so that "stale leader
+// reads" is the figure of leaders serving an old state.
+TEST(CheckerTest, AReadThatMissedOnlyLostWritesIsCountedApartFromStaleReads) {
+  HistoryBuilder b;
+  b.Invoke(1, Set("k", "a")).Ok(1, Version(1));
+  b.Invoke(1, Set("k", "b")).Ok(1, Version(2));  // Lost: the final read shows version 1.
+  b.Invoke(2, Get("k")).Ok(2, Found("a", 1));
+  b.Invoke(3, Final(Get("k"))).Ok(3, Found("a", 1));
+  const Report r = CheckHistory(Parse(b));
+  EXPECT_EQ(Kinds(r),
+            (std::set<std::string>{"lost-write", "not-linearizable", "read-behind-lost-write"}))
+      << Describe(r);
+  EXPECT_EQ(r.StaleReads(), 0);
+  EXPECT_EQ(r.ReadsBehindLostWrites(), 2) << "the get and the final read";
+  for (const Violation& v : r.violations) {
+    if (v.kind == ViolationKind::kReadBehindLostWrite) EXPECT_THAT(v.message, HasSubstr("lost later"));
+  }
+}
+
+TEST(CheckerTest, AReadThatAlsoMissedASurvivingWriteStaysAStaleRead) {
+  HistoryBuilder b;
+  b.Invoke(1, Set("k", "a")).Ok(1, Version(1));
+  b.Invoke(1, Set("k", "b")).Ok(1, Version(2));  // Survives.
+  b.Invoke(1, Set("k", "c")).Ok(1, Version(3));  // Lost.
+  b.Invoke(2, Get("k")).Ok(2, Found("a", 1));    // Missed both: stale.
+  b.Invoke(3, Final(Get("k"))).Ok(3, Found("b", 2));  // Missed the lost one only.
+  const Report r = CheckHistory(Parse(b));
+  EXPECT_EQ(r.durability.lost, 1) << Describe(r);
+  EXPECT_EQ(r.StaleReads(), 1) << Describe(r);
+  EXPECT_EQ(r.ReadsBehindLostWrites(), 1) << Describe(r);
+  ASSERT_EQ(StaleReads(r).size(), 1u);
+  EXPECT_THAT(StaleReads(r)[0]->ops, ElementsAre(3, 2)) << "the get, then the write it missed";
+}
+
+TEST(CheckerTest, AnAbsentReadBehindALostSetThatNoDeleteExplainsIsBehindALostWrite) {
+  HistoryBuilder b;
+  b.Invoke(1, Set("k", "a")).Ok(1, Version(1));   // Removed by the delete: not missed.
+  b.Invoke(1, Delete("k")).Ok(1, Deleted(2));
+  b.Invoke(1, Set("k", "b")).Ok(1, Version(3));   // Lost.
+  b.Invoke(2, Final(Get("k"))).Ok(2, NotFound());
+  const Report r = CheckHistory(Parse(b));
+  EXPECT_EQ(r.durability.lost, 1) << Describe(r);
+  EXPECT_EQ(r.StaleReads(), 0) << Describe(r);
+  EXPECT_EQ(r.ReadsBehindLostWrites(), 1) << Describe(r);
+}
+
+TEST(CheckerTest, WithoutALossAStaleReadStaysAStaleRead) {
+  // The write the get missed is in the final state: a leader served an old one.
+  HistoryBuilder b;
+  b.Invoke(1, Set("k", "a")).Ok(1, Version(1));
+  b.Invoke(1, Set("k", "b")).Ok(1, Version(2));
+  b.Invoke(2, Get("k")).Ok(2, Found("a", 1));
+  b.Invoke(3, Final(Get("k"))).Ok(3, Found("b", 2));
+  const Report r = CheckHistory(Parse(b));
+  EXPECT_EQ(Kinds(r), (std::set<std::string>{"not-linearizable", "stale-read"})) << Describe(r);
+  EXPECT_EQ(r.ReadsBehindLostWrites(), 0);
 }
 
 TEST(CheckerTest, EveryStaleReadIsCounted) {
@@ -522,7 +583,8 @@ TEST(CheckerTest, DurabilityFiguresFromTheFinalReads) {
   EXPECT_EQ(d.phantom, 1);
   EXPECT_THAT(d.lost_ops, ElementsAre(3));
   EXPECT_EQ(Kinds(r),
-            (std::set<std::string>{"lost-write", "not-linearizable", "phantom", "stale-read"}))
+            (std::set<std::string>{"lost-write", "not-linearizable", "phantom",
+                                   "read-behind-lost-write"}))
       << Describe(r);
 }
 
@@ -619,6 +681,74 @@ TEST(CheckerTest, SummaryJsonHasFiguresVerdictsAndViolations) {
 
 Json AckedBy(const std::string& node, uint64_t epoch, uint64_t index) {
   return {{"version", MakeVersion(epoch, index)}, {"node", node}};
+}
+
+// A read answered by `node`.
+Json On(const std::string& node, Json results) {
+  results["node"] = node;
+  return results;
+}
+
+// ---- Reads behind a loss that a later write hid from the final read: the
+// node that answered had led a newer epoch than the write's without it.
+
+TEST(CheckerTest, AReadFromALeaderPastTheMissedWritesEpochIsBehindALostWrite) {
+  // n0 acknowledges b in epoch 2, loses it in a power cut and leads epoch 3
+  // without it; c, written later, hides the loss from the final read.
+  HistoryBuilder b;
+  b.Invoke(1, Set("k", "a")).Ok(1, AckedBy("n0", 2, 10));
+  b.Invoke(1, Set("k", "b")).Ok(1, AckedBy("n0", 2, 11));
+  b.Invoke(1, Set("j", "x")).Ok(1, AckedBy("n0", 3, 20));
+  b.Invoke(2, Get("k")).Ok(2, On("n0", Found("a", MakeVersion(2, 10))));
+  b.Invoke(1, Set("k", "c")).Ok(1, AckedBy("n0", 3, 21));
+  b.Invoke(3, Final(Get("k"))).Ok(3, On("n0", Found("c", MakeVersion(3, 21))));
+  const Report r = CheckHistory(Parse(b));
+  EXPECT_EQ(r.durability.lost, 0) << "the final read cannot tell";
+  EXPECT_EQ(r.StaleReads(), 0) << Describe(r);
+  EXPECT_EQ(r.ReadsBehindLostWrites(), 1) << Describe(r);
+  EXPECT_EQ(Kinds(r), (std::set<std::string>{"not-linearizable", "read-behind-lost-write"}))
+      << Describe(r);
+}
+
+TEST(CheckerTest, ANewLeaderWithoutTheOldLeadersWriteIsBehindALostWrite) {
+  // Async acks: n0 acknowledges b in epoch 2 that n1 never receives; n1,
+  // promoted, answers with a (epoch 2) before it acknowledges anything.
+  HistoryBuilder b;
+  b.Invoke(1, Set("k", "a")).Ok(1, AckedBy("n0", 2, 10));
+  b.Invoke(1, Set("k", "b")).Ok(1, AckedBy("n0", 2, 11));
+  b.Invoke(2, Get("k")).Ok(2, On("n1", Found("a", MakeVersion(2, 10))));
+  b.Invoke(2, Set("k", "c")).Ok(2, AckedBy("n1", 3, 12));
+  b.Invoke(3, Final(Get("k"))).Ok(3, On("n1", Found("c", MakeVersion(3, 12))));
+  const Report r = CheckHistory(Parse(b));
+  EXPECT_EQ(r.StaleReads(), 0) << Describe(r);
+  EXPECT_EQ(r.ReadsBehindLostWrites(), 1) << Describe(r);
+}
+
+TEST(CheckerTest, ADeposedLeaderServingAnOldStateIsAStaleRead) {
+  // n1 leads epoch 3 and acknowledges b; n0, still leading epoch 2 in its
+  // own view, answers a read with a: a stale leader read, not a loss.
+  HistoryBuilder b;
+  b.Invoke(1, Set("k", "a")).Ok(1, AckedBy("n0", 2, 10));
+  b.Invoke(2, Set("k", "b")).Ok(2, AckedBy("n1", 3, 11));
+  b.Invoke(3, Get("k")).Ok(3, On("n0", Found("a", MakeVersion(2, 10))));
+  b.Invoke(4, Final(Get("k"))).Ok(4, On("n1", Found("b", MakeVersion(3, 11))));
+  const Report r = CheckHistory(Parse(b));
+  EXPECT_EQ(r.StaleReads(), 1) << Describe(r);
+  EXPECT_EQ(r.ReadsBehindLostWrites(), 0) << Describe(r);
+}
+
+TEST(CheckerTest, AnOldStateInTheMissedWritesOwnEpochStaysAStaleRead) {
+  // n0 shows a after acknowledging b in the same epoch and leads no newer
+  // one: nothing says b was lost (c follows it), so the read is stale.
+  HistoryBuilder b;
+  b.Invoke(1, Set("k", "a")).Ok(1, AckedBy("n0", 2, 10));
+  b.Invoke(1, Set("k", "b")).Ok(1, AckedBy("n0", 2, 11));
+  b.Invoke(2, Get("k")).Ok(2, On("n0", Found("a", MakeVersion(2, 10))));
+  b.Invoke(1, Set("k", "c")).Ok(1, AckedBy("n0", 2, 12));
+  b.Invoke(3, Final(Get("k"))).Ok(3, On("n0", Found("c", MakeVersion(2, 12))));
+  const Report r = CheckHistory(Parse(b));
+  EXPECT_EQ(r.StaleReads(), 1) << Describe(r);
+  EXPECT_EQ(r.ReadsBehindLostWrites(), 0) << Describe(r);
 }
 
 TEST(CheckerTest, TwoNodesAcknowledgingOneEpochIsReported) {
