@@ -12,7 +12,10 @@ violation kvcheck reported, the linearizability verdict, whether the
 replicas ended equal, whether each leader epoch had one acknowledging node
 (and how many writes an older epoch acknowledged after a newer one had), the
 recovery time after each fault (p50 / max of
-"first ok write after"), the stale leader reads ("stale leader reads: N"),
+"first ok write after"), the stale leader reads and, in brackets, the
+reads behind a lost write ("stale leader reads: N; reads behind a lost
+write: M"; kvcheck counts a stale read whose missed writes were all lost
+apart, as the loss's trace rather than a leader serving an old state),
 the availability during faults (the ok share of the writes invoked in the
 fault windows, from "availability during faults: OK of N writes ok"), and
 the command that replays the run. A figure the log does not have (a run
@@ -31,7 +34,7 @@ import sys
 # (seed ..."); its row sums them.
 FIGURES = re.compile(r"^figures(?: of shard \S+)? \(seed (\d+), ([\d.]+)s of load")
 SUMMED = ("ops", "ok", "fail", "info", "acked", "lost", "recovered", "phantom", "keys", "invalid",
-          "unknown", "stale_acks", "stale_reads", "avail_ok", "avail_writes")
+          "unknown", "stale_acks", "stale_reads", "behind_lost", "avail_ok", "avail_writes")
 OPS = re.compile(r"^\s+ops (\d+) \(ok (\d+), fail (\d+), info (\d+)\)")
 DURABILITY = re.compile(r"^\s+acked (\d+)\s+lost (\d+)\s+recovered (\d+)\s+phantom (\d+)")
 LINEARIZABLE = re.compile(r"^\s+linearizable: (\d+) keys, (\d+) invalid, (\d+) unknown")
@@ -40,14 +43,14 @@ RECOVERY = re.compile(r"first ok write (?:of a newer epoch )?after ([\d.]+)s")
 VIOLATIONS = re.compile(r"^\s+violations: (.*)$")
 EPOCHS = re.compile(r"^\s+epochs: (.*); one node per epoch: (\w+); stale-epoch acks (\d+)")
 VERDICT = re.compile(r"^(PASS|FAIL) (\S+) \(seed (\d+)\)")
-STALE_READS = re.compile(r"^\s+stale leader reads: (\d+)")
+STALE_READS = re.compile(r"^\s+stale leader reads: (\d+)(?:; reads behind a lost write: (\d+))?")
 AVAILABILITY = re.compile(r"^\s+availability during faults: (?:(\d+) of (\d+) writes ok|(no fault window))")
 
 
 HEADER = ("| scenario | result | seed | ops (ok/fail/info) | acked | lost | recovered | phantom | "
           "double applies | violations | "
           "lin. keys / invalid / unknown | replicas equal | one acking node per epoch (stale-epoch acks) | "
-          "recovery p50 / max | stale leader reads | "
+          "recovery p50 / max | stale leader reads (reads behind a lost write) | "
           "availability during faults (ok share of writes in fault windows) | replay |\n"
           "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
 
@@ -95,7 +98,7 @@ def rows(lines):
                               (REPLICAS, ("replicas",)),
                               (VIOLATIONS, ("violations",)),
                               (EPOCHS, ("epochs", "one_node", "stale_acks")),
-                              (STALE_READS, ("stale_reads",)),
+                              (STALE_READS, ("stale_reads", "behind_lost")),
                               (AVAILABILITY, ("avail_ok", "avail_writes", "no_fault"))):
             m = pattern.match(line)
             if m:
@@ -134,9 +137,7 @@ def markdown(run):
         one_node = "**no**"
     stale = run.get("stale_acks", "?")
     epochs = f"{one_node} ({stale if stale in ('0', '?') else f'**{stale}**'})"
-    stale_reads = run.get("stale_reads", "n/a")
-    if stale_reads not in ("0", "n/a"):
-        stale_reads = f"**{stale_reads}**"
+    stale_reads = stale_reads_cell(run.get("stale_reads", "n/a"), run.get("behind_lost"))
     command = f"`kvfault run --scenario {run['scenario']} --seed {run['seed']}`"
     return (f"| `{run['scenario']}` | {run['verdict']} | {run['seed']} | "
             f"{run.get('ops', '?')} ({run.get('ok', '?')}/{run.get('fail', '?')}/"
@@ -148,7 +149,8 @@ def markdown(run):
 
 SCENARIO_HEADER = (
     "| scenario | runs (failed) | seeds | ops (ok/fail/info) | acked | lost | recovered | phantom | "
-    "double applies | stale leader reads | lin. keys / invalid / unknown | replicas equal | "
+    "double applies | stale leader reads (reads behind a lost write) | "
+    "lin. keys / invalid / unknown | replicas equal | "
     "one acking node per epoch (stale-epoch acks) | recovery p50 / max | "
     "availability during faults (ok share of writes in fault windows) | replay (first run) |\n"
     "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
@@ -184,6 +186,14 @@ def bold_unless_zero(value):
     return str(value) if str(value) in ("0", "?", "n/a") else f"**{value}**"
 
 
+def stale_reads_cell(stale, behind_lost):
+    """"0 (338)": stale leader reads in bold unless 0, then the reads behind a
+    lost write (not bold: the lost column already flags their loss); the first
+    alone for a log printed before kvcheck told them apart."""
+    cell = bold_unless_zero(stale)
+    return cell if behind_lost is None else f"{cell} ({behind_lost})"
+
+
 def scenario_markdown(g):
     rec = g["recovery"]
     recovery = f"{statistics.median(rec):.2f} / {max(rec):.2f} s" if rec else "n/a"
@@ -193,7 +203,8 @@ def scenario_markdown(g):
             f"{g.get('ops', '?')} ({g.get('ok', '?')}/{g.get('fail', '?')}/{g.get('info', '?')}) | "
             f"{g.get('acked', '?')} | {bold_unless_zero(g.get('lost', '?'))} | "
             f"{g.get('recovered', '?')} | {bold_unless_zero(g.get('phantom', '?'))} | "
-            f"{bold_unless_zero(g['double'])} | {bold_unless_zero(g.get('stale_reads', 'n/a'))} | "
+            f"{bold_unless_zero(g['double'])} | "
+            f"{stale_reads_cell(g.get('stale_reads', 'n/a'), g.get('behind_lost'))} | "
             f"{g.get('keys', '?')} / {g.get('invalid', '?')} / {g.get('unknown', '?')} | "
             f"{g['replicas']} | {g['one_node']} ({bold_unless_zero(g.get('stale_acks', '?'))}) | "
             f"{recovery} | {avail} | "

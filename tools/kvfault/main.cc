@@ -737,7 +737,9 @@ int Run(const Args& args) {
             std::printf("%s\n", line.c_str());
           }
         }
-        std::printf("  stale leader reads: %lld\n", static_cast<long long>(report.StaleReads()));
+        std::printf("  stale leader reads: %lld; reads behind a lost write: %lld\n",
+                    static_cast<long long>(report.StaleReads()),
+                    static_cast<long long>(report.ReadsBehindLostWrites()));
         const IsolationFigures isolation = ComputeIsolation(*h, d, nemesis.isolation(), load_ns);
         if (isolation.windows > 0) {
           std::printf(

@@ -12,7 +12,9 @@ import figures_table  # noqa: E402
 
 
 def run_output(scenario, seed, *, acked, lost, verdict="PASS", recovery=(), avail=(0, 10),
-               stale_reads=0, violations="none", shards=None):
+               stale_reads=0, behind_lost=None, violations="none", shards=None):
+    # behind_lost None: the line as kvfault printed it before kvcheck told
+    # reads behind a lost write apart.
     """kvfault's output for one run, in the format kvfault prints."""
     blocks = []
     for shard in shards or [None]:
@@ -25,7 +27,8 @@ def run_output(scenario, seed, *, acked, lost, verdict="PASS", recovery=(), avai
                  "  epochs: 2 n0 40; one node per epoch: yes; stale-epoch acks 0"]
         lines += [f"  kill n0 at 5.00s: first ok write after {r:.2f}s" for r in recovery]
         lines += [f"  availability during faults: {avail[0]} of {avail[1]} writes ok (x %) in 1 window(s)",
-                  f"  stale leader reads: {stale_reads}",
+                  f"  stale leader reads: {stale_reads}"
+                  + ("" if behind_lost is None else f"; reads behind a lost write: {behind_lost}"),
                   f"  violations: {violations}"]
         blocks += lines
     blocks.append(f"{verdict} {scenario} (seed {seed})")
@@ -54,8 +57,12 @@ class PerRunTest(unittest.TestCase):
 class PerScenarioTest(unittest.TestCase):
     def grouped(self):
         lines = (run_output("pause-leader", 1, acked=50, lost=0, recovery=(1.0,), avail=(2, 10))
-                 + run_output("control-async-lost", 2, acked=70, lost=9, stale_reads=9,
-                              violations="lost-write: 9, double-apply: 2")
+                 + run_output("control-async-lost", 2, acked=70, lost=9, stale_reads=1,
+                              behind_lost=4,
+                              violations="lost-write: 9, double-apply: 2, stale-read: 1, "
+                                         "read-behind-lost-write: 4")
+                 + run_output("control-async-lost", 4, acked=70, lost=9, stale_reads=0,
+                              behind_lost=5, violations="lost-write: 9, read-behind-lost-write: 5")
                  + run_output("pause-leader", 3, acked=60, lost=0, verdict="FAIL",
                               recovery=(2.0, 4.0), avail=(3, 20)))
         return figures_table.per_scenario(list(figures_table.rows(lines)))
@@ -77,8 +84,22 @@ class PerScenarioTest(unittest.TestCase):
 
     def test_losses_stale_reads_and_double_applies_are_bold(self):
         row = figures_table.scenario_markdown(self.grouped()[1])
-        self.assertIn("| 70 | **9** |", row)
-        self.assertIn("| **2** | **9** |", row)  # double applies, then stale leader reads
+        self.assertIn("| 140 | **18** |", row)
+        # Double applies, then stale leader reads with the reads behind a lost
+        # write in brackets, summed over both runs.
+        self.assertIn("| **2** | **1** (9) |", row)
+
+    def test_reads_behind_a_lost_write_alone_are_not_stale_reads(self):
+        runs = list(figures_table.rows(run_output("leader-loses-tail", 5, acked=50, lost=3,
+                                                  stale_reads=0, behind_lost=7)))
+        self.assertIn("| 0 (7) |", figures_table.markdown(runs[0]))
+
+    def test_a_log_from_before_the_split_keeps_the_stale_reads_alone(self):
+        runs = list(figures_table.rows(run_output("leader-loses-tail", 5, acked=50, lost=3,
+                                                  stale_reads=7)))
+        row = figures_table.markdown(runs[0])
+        self.assertIn("| **7** |", row)
+        self.assertNotIn("(7)", row)
 
 
 if __name__ == "__main__":
