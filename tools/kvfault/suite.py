@@ -6,7 +6,8 @@ usage: tools/kvfault/suite.py [--profile ci|soak] [--minutes N] [--seed S]
                               [--only NAME,NAME...]
 
   --profile ci    every scenario of the scenario directory once, each with a
-                  fresh seed (what `ctest -L fault` runs), in name order.
+                  fresh seed, in name order (`ctest -L fault` runs the CI
+                  tier's 27 of them; see tests/CMakeLists.txt).
   --profile soak  rounds of every scenario once, each round in a random
                   order (seeded by --seed), each run with a random seed, one
                   after another until --minutes have passed (default 30);
