@@ -216,6 +216,19 @@ TEST(FaultWindowsTest, AMalformedLineIsRefusedNamingIt) {
   EXPECT_THAT(std::string(w.status().message()), HasSubstr("line 2: no integer \"t_ns\""));
 }
 
+TEST(FaultWindowsTest, TheNamespaceTeardownKvfaultAppendsAfterTheRunIsSkipped) {
+  // Written when the run's clock is gone: no t_ns (tools/kvfault/main.cc, AppendNetnsLog).
+  const std::string text =
+      "{\"t_ns\":1,\"step\":0,\"action\":\"kill\",\"node\":\"n0\"}\n"
+      "{\"t_ns\":2000000001,\"step\":1,\"action\":\"restart\",\"node\":\"n0\"}\n"
+      "{\"step\":-1,\"action\":\"netns-teardown\",\"node\":\"kvf1-cl\",\"ok\":true}\n";
+  absl::StatusOr<std::vector<FaultWindow>> w = ParseFaultWindows(text);
+  ASSERT_TRUE(w.ok()) << w.status();
+  EXPECT_EQ(w->size(), 1u);
+  // Any other line without a time is still refused.
+  EXPECT_FALSE(ParseFaultWindows("{\"step\":-1,\"action\":\"healed\",\"node\":\"\"}\n").ok());
+}
+
 // ---- Writes counted in the windows.
 
 History Parse(const HistoryBuilder& b) {
