@@ -176,8 +176,8 @@ absl::StatusOr<std::vector<FaultWindow>> ParseFaultWindows(absl::string_view nem
     // kvfault appends the namespaces' teardown after the run, when its clock
     // is gone: no time, and no fault.
     if (!j.contains("t_ns") && j.contains("step") && j["step"].is_number_integer() &&
-        j["step"].get<int64_t>() == -1 && j.contains("action") &&
-        j["action"].is_string() && absl::StartsWith(j["action"].get<std::string>(), "netns-")) {
+        j["step"].get<int64_t>() == -1 && j.contains("action") && j["action"].is_string() &&
+        absl::StartsWith(j["action"].get<std::string>(), "netns-")) {
       continue;
     }
     for (const char* name : {"t_ns", "step"}) {

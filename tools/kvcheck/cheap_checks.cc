@@ -353,11 +353,11 @@ void MarkReadsBehindLostWrites(const History& h, const std::vector<int>& lost_op
     }
     if (missed == 0 || !all_lost) continue;
     v.kind = ViolationKind::kReadBehindLostWrite;
-    v.message = absl::StrCat("read ", r.key,
-                             *shown == 0 ? " absent" : absl::StrCat(" at version ", *shown),
-                             ", behind ", missed, " acknowledged write", missed == 1 ? "" : "s",
-                             " that ", missed == 1 ? "was" : "were", " lost later: ", DescribeOp(r),
-                             "; the newest: ", DescribeOp(h.ops[v.ops.size() > 1 ? v.ops[1] : v.ops[0]]));
+    v.message =
+        absl::StrCat("read ", r.key, *shown == 0 ? " absent" : absl::StrCat(" at version ", *shown),
+                     ", behind ", missed, " acknowledged write", missed == 1 ? "" : "s", " that ",
+                     missed == 1 ? "was" : "were", " lost later: ", DescribeOp(r),
+                     "; the newest: ", DescribeOp(h.ops[v.ops.size() > 1 ? v.ops[1] : v.ops[0]]));
   }
 }
 

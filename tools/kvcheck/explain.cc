@@ -91,7 +91,7 @@ Explanation Explain(const History& h, const Report& r, absl::string_view key) {
   // from: the last ok write completed before lo. A stale read names the
   // write it missed, which is where its story starts.
   const bool names_its_start = from_a_read_write || first->kind == ViolationKind::kStaleRead ||
-                                 first->kind == ViolationKind::kReadBehindLostWrite;
+                               first->kind == ViolationKind::kReadBehindLostWrite;
   const Op* before = nullptr;
   for (const Op& op : h.ops) {
     if (names_its_start) break;

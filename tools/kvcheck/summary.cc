@@ -142,8 +142,8 @@ std::string SummaryText(const History& h, const Report& r) {
                                " keys (", invalid, " not linearizable, ", unknown, " undecided); acked ",
                                d.acked, ", lost ", d.lost, ", recovered ", d.recovered, ", phantom ",
                                d.phantom, "\n");
-  absl::StrAppend(&s, "stale leader reads: ", r.StaleReads(), "; reads behind a lost write: ",
-                  r.ReadsBehindLostWrites(), "\n");
+  absl::StrAppend(&s, "stale leader reads: ", r.StaleReads(),
+                  "; reads behind a lost write: ", r.ReadsBehindLostWrites(), "\n");
   if (r.availability.has_value()) {
     for (const std::string& line : AvailabilityLines(*r.availability, ""))
       absl::StrAppend(&s, line, "\n");

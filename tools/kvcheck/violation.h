@@ -10,17 +10,17 @@
 namespace kvstore::check {
 
 enum class ViolationKind {
-  kInventedRead,       // A value read that was never written, or before its write was invoked.
-  kPhantom,            // A value read that a `fail` write wrote.
-  kDoubleApply,        // One written value seen with two versions.
-  kVersionReuse,       // Two values of one key with the same version.
-  kVersionRegression,  // A write's version not above that of a write completed before it began.
-  kNotLinearizable,    // No order of the key's operations fits the model.
-  kUndecided,          // The search hit its time or memory limit: counts as a failure.
-  kLostWrite,          // An acknowledged write missing from the final read.
-  kEpochTwoNodes,      // Two nodes acknowledged writes of one leader epoch.
-  kStaleEpochAck,      // A write acknowledged in an epoch older than one already acknowledged.
-  kStaleRead,          // A leader read older than a write acknowledged before it was invoked.
+  kInventedRead,         // A value read that was never written, or before its write was invoked.
+  kPhantom,              // A value read that a `fail` write wrote.
+  kDoubleApply,          // One written value seen with two versions.
+  kVersionReuse,         // Two values of one key with the same version.
+  kVersionRegression,    // A write's version not above that of a write completed before it began.
+  kNotLinearizable,      // No order of the key's operations fits the model.
+  kUndecided,            // The search hit its time or memory limit: counts as a failure.
+  kLostWrite,            // An acknowledged write missing from the final read.
+  kEpochTwoNodes,        // Two nodes acknowledged writes of one leader epoch.
+  kStaleEpochAck,        // A write acknowledged in an epoch older than one already acknowledged.
+  kStaleRead,            // A leader read older than a write acknowledged before it was invoked.
   kReadBehindLostWrite,  // The same, when every write it missed was lost: the loss, seen by a read.
 };
 

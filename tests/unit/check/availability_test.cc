@@ -339,7 +339,8 @@ TEST(AvailabilityTest, SummaryHasTheFiguresWhenTheCheckHadWindows) {
   EXPECT_EQ(j["stale_leader_reads"], 0);
   EXPECT_EQ(j["reads_behind_lost_writes"], 0);
   EXPECT_THAT(SummaryText(h, r), HasSubstr("availability during faults: 0 of 1 writes ok (0.0 %)"));
-  EXPECT_THAT(SummaryText(h, r), HasSubstr("stale leader reads: 0; reads behind a lost write: 0\n"));
+  EXPECT_THAT(SummaryText(h, r),
+              HasSubstr("stale leader reads: 0; reads behind a lost write: 0\n"));
 
   const Report without = Check(h, CheckOptions());
   EXPECT_FALSE(Json::parse(SummaryJson(h, without)).contains("availability"));

@@ -373,16 +373,17 @@ TEST(CheckerTest, AReadThatMissedOnlyLostWritesIsCountedApartFromStaleReads) {
   EXPECT_EQ(r.StaleReads(), 0);
   EXPECT_EQ(r.ReadsBehindLostWrites(), 2) << "the get and the final read";
   for (const Violation& v : r.violations) {
-    if (v.kind == ViolationKind::kReadBehindLostWrite) EXPECT_THAT(v.message, HasSubstr("lost later"));
+    if (v.kind == ViolationKind::kReadBehindLostWrite)
+      EXPECT_THAT(v.message, HasSubstr("lost later"));
   }
 }
 
 TEST(CheckerTest, AReadThatAlsoMissedASurvivingWriteStaysAStaleRead) {
   HistoryBuilder b;
   b.Invoke(1, Set("k", "a")).Ok(1, Version(1));
-  b.Invoke(1, Set("k", "b")).Ok(1, Version(2));  // Survives.
-  b.Invoke(1, Set("k", "c")).Ok(1, Version(3));  // Lost.
-  b.Invoke(2, Get("k")).Ok(2, Found("a", 1));    // Missed both: stale.
+  b.Invoke(1, Set("k", "b")).Ok(1, Version(2));       // Survives.
+  b.Invoke(1, Set("k", "c")).Ok(1, Version(3));       // Lost.
+  b.Invoke(2, Get("k")).Ok(2, Found("a", 1));         // Missed both: stale.
   b.Invoke(3, Final(Get("k"))).Ok(3, Found("b", 2));  // Missed the lost one only.
   const Report r = CheckHistory(Parse(b));
   EXPECT_EQ(r.durability.lost, 1) << Describe(r);
@@ -394,9 +395,9 @@ TEST(CheckerTest, AReadThatAlsoMissedASurvivingWriteStaysAStaleRead) {
 
 TEST(CheckerTest, AnAbsentReadBehindALostSetThatNoDeleteExplainsIsBehindALostWrite) {
   HistoryBuilder b;
-  b.Invoke(1, Set("k", "a")).Ok(1, Version(1));   // Removed by the delete: not missed.
+  b.Invoke(1, Set("k", "a")).Ok(1, Version(1));  // Removed by the delete: not missed.
   b.Invoke(1, Delete("k")).Ok(1, Deleted(2));
-  b.Invoke(1, Set("k", "b")).Ok(1, Version(3));   // Lost.
+  b.Invoke(1, Set("k", "b")).Ok(1, Version(3));  // Lost.
   b.Invoke(2, Final(Get("k"))).Ok(2, NotFound());
   const Report r = CheckHistory(Parse(b));
   EXPECT_EQ(r.durability.lost, 1) << Describe(r);
@@ -582,9 +583,8 @@ TEST(CheckerTest, DurabilityFiguresFromTheFinalReads) {
   EXPECT_EQ(d.recovered, 1);
   EXPECT_EQ(d.phantom, 1);
   EXPECT_THAT(d.lost_ops, ElementsAre(3));
-  EXPECT_EQ(Kinds(r),
-            (std::set<std::string>{"lost-write", "not-linearizable", "phantom",
-                                   "read-behind-lost-write"}))
+  EXPECT_EQ(Kinds(r), (std::set<std::string>{"lost-write", "not-linearizable", "phantom",
+                                             "read-behind-lost-write"}))
       << Describe(r);
 }
 
