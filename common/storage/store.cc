@@ -58,7 +58,10 @@ absl::StatusOr<std::unique_ptr<Store>> Store::Open(StoreOptions options) {
   if (options.dir.empty()) return absl::InvalidArgumentError("store needs a data directory");
   std::unique_ptr<Store> store(new Store(std::move(options)));
   if (absl::Status s = store->Recover(); !s.ok()) return s;
-  store->log_thread_ = std::thread([s = store.get()] { s->LogThread(); });
+  // The everysec schedule starts at open, not whenever the thread first runs.
+  const int64_t first_fsync_due = store->options_.clock->NowMicros() + kMicrosPerSecond;
+  store->log_thread_ =
+      std::thread([s = store.get(), first_fsync_due] { s->LogThread(first_fsync_due); });
   if (store->options_.background_maintenance) {
     store->maintenance_thread_ = std::thread([s = store.get()] { s->MaintenanceThread(); });
   }
@@ -444,10 +447,10 @@ void Store::Fail(const absl::Status& status) {
   if (options_.on_fatal_error) options_.on_fatal_error(status);
 }
 
-void Store::LogThread() {
+void Store::LogThread(int64_t first_fsync_due) {
   std::string records;
   std::deque<Pending> waiters;
-  int64_t next_everysec = options_.clock->NowMicros() + kMicrosPerSecond;
+  int64_t next_everysec = first_fsync_due;
   for (;;) {
     uint64_t first = 0;
     uint64_t last = 0;
@@ -458,7 +461,11 @@ void Store::LogThread() {
       absl::MutexLock l(&mu_);
       const absl::Condition has_work(this, &Store::HasLogWork);
       if (options_.fsync == FsyncPolicy::kEverySec) {
-        mu_.AwaitWithTimeout(has_work, absl::Seconds(1));
+        // Sleep until the fsync is due, not a second from now: a wakeup for
+        // work just before it was due would put it off by up to a second.
+        const int64_t until_due = next_everysec - options_.clock->NowMicros();
+        mu_.AwaitWithTimeout(has_work, absl::Microseconds(std::clamp<int64_t>(
+                                           until_due, 0, kMicrosPerSecond)));
       } else {
         mu_.Await(has_work);
       }

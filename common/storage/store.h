@@ -330,7 +330,7 @@ class Store {
 
   explicit Store(StoreOptions options);
   [[nodiscard]] absl::Status Recover();
-  void LogThread();
+  void LogThread(int64_t first_fsync_due);
   // A group of queued records and their waiters, taken by a writer that
   // flushes inline.
   struct InlineGroup {

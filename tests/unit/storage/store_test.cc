@@ -509,6 +509,30 @@ TEST_F(StoreTest, ATimedRoundOfTheLogThreadLeavesTheGroupOfAWriterFlushingInline
   EXPECT_EQ(store_->last_index(), 3u);
 }
 
+TEST_F(StoreTest, UnderEverysecTheLogThreadFsyncsOnTimeAfterAnEarlierWakeup) {
+  // The fsync is due a second after the last one. A past bug waited a fresh
+  // second after every wakeup, so a wakeup just before the fsync was due put
+  // it off by almost a second: a soak lost a write acknowledged 1.7 s before
+  // the power cut. The fsync time is read from the injected clock; the log
+  // thread must sleep until then, not a second from whenever it woke.
+  Open(FsyncPolicy::kEverySec);
+  clock_.AdvanceMillis(900);
+  // Wakes the log thread 100 ms before the fsync is due (it fsyncs this one
+  // at once, as asked, without moving the everysec schedule).
+  ASSERT_TRUE(Set("fsynced", "v", 0, std::nullopt, Durability::kFsynced).status.ok());
+  fs_.HoldSyncs(true, "wal-");  // Shows the log thread's next fsync as a waiting call.
+  ASSERT_TRUE(Set("default", "v").status.ok());  // In the log, not yet fsynced.
+  clock_.AdvanceMillis(200);  // The everysec fsync is now due.
+  // Polling with a deadline shorter than the second the old code slept.
+  const absl::Time deadline = absl::Now() + absl::Milliseconds(600);
+  while (fs_.syncs_waiting() == 0 && absl::Now() < deadline) {
+    absl::SleepFor(absl::Milliseconds(5));
+  }
+  EXPECT_EQ(fs_.syncs_waiting(), 1)
+      << "the log thread did not fsync within 600 ms after the fsync was due";
+  fs_.HoldSyncs(false);
+}
+
 // ---------------------------------------------------------------- visibility
 // A read sees a write only once a crash can no longer take it back, and
 // nothing that reveals an in-flight write is answered before then. A fault run
