@@ -2,8 +2,10 @@
 
 #include <algorithm>
 #include <optional>
+#include <thread>
 #include <utility>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/string_view.h"
@@ -930,6 +932,99 @@ absl::Status ReplicationNode::AcceptLeader(const v1::Hello& hello, uint64_t* gen
   return absl::OkStatus();
 }
 
+absl::StatusOr<v1::Position> ReplicationNode::PromiseEpoch(const v1::PromiseRequest& request) {
+  const uint64_t epoch = request.epoch();
+  const std::string& candidate = request.candidate();
+  if (epoch == 0 || candidate.empty()) {
+    return absl::InvalidArgumentError("a promise needs an epoch and a candidate address");
+  }
+  std::vector<std::function<void(const absl::Status&)>> waiters;
+  v1::Position position;
+  {
+    absl::MutexLock streams(&stream_mu_);  // No older stream applies anything after this.
+    absl::MutexLock l(&mu_);
+    if (stopping_ || !started_) return absl::UnavailableError("not serving; retry shortly");
+    if (options_.coordinated) {
+      return absl::FailedPreconditionError(
+          "this node runs in etcd mode: leadership comes from the leader key, not from promises");
+    }
+    if (!request.shard().empty() && !shard_.empty() && request.shard() != shard_) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          candidate, " belongs to shard ", request.shard(), " but this node to shard ", shard_));
+    }
+    if (!request.cluster().empty() && !cluster_.empty() && request.cluster() != cluster_) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          candidate, " belongs to cluster ", request.cluster(), " but this node to ", cluster_));
+    }
+    if (campaign_epoch_ != 0 && epoch <= campaign_epoch_) {
+      // Two promotions race for one epoch, each asking the other: the
+      // candidate whose node id sorts first wins, the other yields (its own
+      // promotion then fails), so that one of them can lead.
+      const bool yield = epoch == campaign_epoch_ && !request.candidate_id().empty() &&
+                         request.candidate_id() < node_id_;
+      if (!yield) {
+        return absl::FailedPreconditionError(
+            absl::StrCat("this node is itself being promoted to epoch ", campaign_epoch_,
+                         " (did two promotions race?)"));
+      }
+      LOG(WARNING) << "Yielding epoch " << epoch << " to " << candidate
+                   << ", promoted at the same time as this node";
+    }
+    const uint64_t known = std::max(promised_epoch_, store_->epoch());
+    if (epoch < known) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("epoch ", epoch, " is stale: this node has seen epoch ", known,
+                       leader_.empty() ? std::string() : absl::StrCat(" (", leader_, ")")));
+    }
+    bool promise = epoch > known || (leader_.empty() && leader_id_.empty());
+    if (epoch == known) {
+      if (role_ == Role::kLeader || self_led_epoch_ == epoch) {
+        return absl::FailedPreconditionError(
+            absl::StrCat("this node led epoch ", epoch, " itself; promote with a higher epoch"));
+      }
+      const std::string& id = request.candidate_id();
+      const bool other_id = !id.empty() && !leader_id_.empty() && id != leader_id_;
+      const bool other_address =
+          (id.empty() || leader_id_.empty()) && !leader_.empty() && candidate != leader_;
+      if (other_id || other_address) {
+        return absl::FailedPreconditionError(
+            absl::StrCat("epoch ", epoch, " is already promised to or led by ", OrUnknown(leader_),
+                         ", not ", candidate, " (did two promotions race?)"));
+      }
+    }
+    if (promise) {
+      if (role_ == Role::kLeader) {
+        LOG(WARNING) << candidate << " is being promoted to epoch " << epoch << " > " << known
+                     << ": stepping down";
+        waiters = StepDownLocked();
+      }
+      store_->Fence();
+      if (absl::Status s = PersistEpoch(epoch, candidate, request.candidate_id()); !s.ok()) {
+        return s;
+      }
+      LOG(INFO) << "Promised epoch " << epoch << " to " << candidate
+                << ": refusing older epochs' streams from now on";
+      role_ = Role::kReplica;
+      leader_ = candidate;
+      leader_id_ = request.candidate_id();
+      ++stream_generation_;  // The current stream, an older epoch's, ends.
+    }
+    // Durable first: it can only grow, so it never exceeds the last index read after.
+    position.set_durable_index(store_->durable_index());
+    const StoreStatus st = store_->GetStatus();
+    position.set_last_index(st.last_index);
+    position.set_last_epoch(st.last_epoch);
+    position.set_epoch(std::max(promised_epoch_, store_->epoch()));
+  }
+  PublishReadiness();
+  for (auto& done : waiters) {
+    done(absl::UnavailableError(
+        absl::StrCat("this node stepped down (", candidate, " is being promoted to epoch ", epoch,
+                     ") before the write was confirmed on replicas; it may or may not survive")));
+  }
+  return position;
+}
+
 void ReplicationNode::MarkDiverged(const std::string& why) {
   {
     absl::MutexLock l(&mu_);
@@ -1013,45 +1108,86 @@ absl::StatusOr<ReplicationHooks::PromoteResult> ReplicationNode::Promote(
     absl::MutexLock l(&mu_);
     old_leader = leader_;
   }
-  // Only a node that holds every write its followers hold may lead them: ask
-  // each for its position (a sync-acknowledged write is on at least one). The
-  // old leader being gone is why one promotes: its silence proves nothing lost
-  // beyond what async acks allow (writes only it held); it is still asked.
-  const StoreStatus mine = store_->GetStatus();
-  std::vector<std::string> ahead;
-  std::vector<std::string> unreachable;
-  std::string note;
-  for (const std::string& address : followers) {
-    absl::StatusOr<v1::Position> status =
-        options_.transport->AskPosition(address, options_.position_timeout);
-    if (!status.ok()) {
-      if (!old_leader.empty() && address == old_leader) {
-        note = absl::StrCat("the old leader ", address,
-                            " could not be asked for its position; writes only it held "
-                            "(acknowledged without replicas) are lost");
-        continue;
+  // Only a node that holds every write its followers hold may lead them. Two
+  // rounds. First each follower is asked for its position, which promises
+  // nothing: a promotion refused here changes nothing anywhere. Then each is
+  // asked to promise the new epoch (PromiseEpoch) and states its position
+  // again, now final: a follower that answered a plain question could still
+  // confirm the old leader's writes afterwards, and the old leader acknowledge
+  // them under sync acks, while this node never has them (a soak lost writes
+  // so). A sync-acknowledged write is on at least one follower, so comparing
+  // with every follower finds it. The old leader being gone is why one
+  // promotes: its silence proves nothing lost beyond what async acks allow
+  // (writes only it held); it is asked in the first round, and in the second
+  // only if the first reached it.
+  struct Answers {
+    std::vector<std::string> ahead;
+    std::vector<std::string> unreachable;
+    std::vector<std::string> refused;  // Promises refused: a newer or a raced epoch.
+    std::string note;
+    uint64_t highest_epoch = 0;
+  };
+  // Asks every follower (promise: for `request`), compares with this log, and
+  // says whether the promotion may go on (recording --force's warning).
+  // `skip`: not asked (the old leader, when the first round could not reach
+  // it: its promise is not needed, since every write it could acknowledge
+  // needs a follower's, and asking again costs another timeout).
+  const auto ask_all = [&](const v1::PromiseRequest* request, const std::string& skip,
+                           Answers* answers) {
+    // All at once: an unreachable follower costs one timeout, not one each.
+    std::vector<absl::StatusOr<v1::Position>> positions(followers.size(),
+                                                        absl::UnknownError("not asked"));
+    {
+      std::vector<std::thread> askers;
+      for (size_t i = 0; i < followers.size(); ++i) {
+        if (followers[i] == skip) continue;
+        askers.emplace_back([&, i] {
+          positions[i] =
+              request != nullptr
+                  ? options_.transport->Promise(followers[i], *request, options_.position_timeout)
+                  : options_.transport->AskPosition(followers[i], options_.position_timeout);
+        });
       }
-      unreachable.push_back(absl::StrCat(address, " (", status.status().message(), ")"));
-      continue;
+      for (std::thread& t : askers) t.join();
     }
-    if (LogIsAhead(status->last_epoch(), status->last_index(), mine.last_epoch, mine.last_index)) {
-      ahead.push_back(absl::StrCat(address, " holds index ", status->last_index(), " of epoch ",
-                                   status->last_epoch()));
-      if (status->last_index() > mine.last_index) {
-        result.entries_may_be_lost =
-            std::max(result.entries_may_be_lost, status->last_index() - mine.last_index);
+    // This node may still take the old leader's entries: its log only grows.
+    const StoreStatus mine = store_->GetStatus();
+    for (size_t i = 0; i < followers.size(); ++i) {
+      const std::string& address = followers[i];
+      if (address == skip) continue;
+      const absl::StatusOr<v1::Position>& position = positions[i];
+      if (request != nullptr && absl::IsFailedPrecondition(position.status())) {
+        const std::string why(position.status().message());
+        answers->refused.push_back(
+            absl::StartsWith(why, address) ? why : absl::StrCat(address, ": ", why));
+      } else if (!position.ok() && !old_leader.empty() && address == old_leader) {
+        answers->note = absl::StrCat("the old leader ", address,
+                                     " could not be asked for its position; writes only it held "
+                                     "(acknowledged without replicas) are lost");
+      } else if (!position.ok()) {
+        answers->unreachable.push_back(
+            absl::StrCat(address, " (", position.status().message(), ")"));
       } else {
-        result.entries_may_be_lost = std::max<uint64_t>(result.entries_may_be_lost, 1);
+        answers->highest_epoch = std::max(answers->highest_epoch, position->epoch());
+        if (LogIsAhead(position->last_epoch(), position->last_index(), mine.last_epoch,
+                       mine.last_index)) {
+          answers->ahead.push_back(absl::StrCat(address, " holds index ", position->last_index(),
+                                                " of epoch ", position->last_epoch()));
+          result.entries_may_be_lost = std::max<uint64_t>(
+              result.entries_may_be_lost, position->last_index() > mine.last_index
+                                              ? position->last_index() - mine.last_index
+                                              : 1);
+        }
       }
     }
-  }
-  if (!ahead.empty() || !unreachable.empty()) {
-    std::string problem = absl::StrCat(
+    if (answers->ahead.empty() && answers->unreachable.empty()) return absl::OkStatus();
+    const std::string problem = absl::StrCat(
         "this node's log ends at index ", mine.last_index, " (epoch ", mine.last_epoch, ")",
-        ahead.empty() ? "" : absl::StrCat("; ", absl::StrJoin(ahead, "; ")),
-        unreachable.empty()
+        answers->ahead.empty() ? "" : absl::StrCat("; ", absl::StrJoin(answers->ahead, "; ")),
+        answers->unreachable.empty()
             ? ""
-            : absl::StrCat("; cannot ask ", absl::StrJoin(unreachable, ", "), " for its position"));
+            : absl::StrCat("; cannot ask ", absl::StrJoin(answers->unreachable, ", "),
+                           " for its position"));
     if (!force) {
       return absl::FailedPreconditionError(absl::StrCat(
           "refusing to promote: ", problem,
@@ -1062,14 +1198,62 @@ absl::StatusOr<ReplicationHooks::PromoteResult> ReplicationNode::Promote(
               : ""));
     }
     result.warning = absl::StrCat("promoted with --force: ", problem);
-    LOG(WARNING) << result.warning;
+    return absl::OkStatus();
+  };
+
+  Answers asked;
+  if (absl::Status s = ask_all(nullptr, "", &asked); !s.ok()) return s;
+  v1::PromiseRequest request;
+  {
+    absl::MutexLock l(&mu_);
+    const uint64_t known = std::max(promised_epoch_, store_->epoch());
+    // Above every epoch this node and its followers have seen, so that a
+    // promotion after one that stopped half way does not collide with it.
+    request.set_epoch(epoch != 0 ? epoch : std::max(known, asked.highest_epoch) + 1);
+    if (request.epoch() <= known || campaign_epoch_ != 0) {
+      return absl::FailedPreconditionError(
+          campaign_epoch_ != 0
+              ? absl::StrCat("a promotion of this node to epoch ", campaign_epoch_,
+                             " is in progress")
+              : absl::StrCat("epoch ", request.epoch(),
+                             " is not above the highest epoch this node has seen, ", known));
+    }
+    campaign_epoch_ = request.epoch();
+    request.set_candidate(advertise_);
+    request.set_candidate_id(node_id_);
+    request.set_cluster(cluster_);
+    request.set_shard(shard_);
   }
+  struct EndCampaign {
+    ReplicationNode* node;
+    ~EndCampaign() {
+      absl::MutexLock l(&node->mu_);
+      node->campaign_epoch_ = 0;
+    }
+  } end_campaign{this};
+  Answers promised;
+  absl::Status final_round =
+      ask_all(&request, asked.note.empty() ? std::string() : old_leader, &promised);
+  if (!promised.refused.empty()) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "refusing to promote: a follower refused to promise epoch ", request.epoch(), ": ",
+        absl::StrJoin(promised.refused, "; "),
+        ". Another promotion may have raced this one: check kvctl status of every node of the "
+        "shard, then promote one node"));
+  }
+  if (!final_round.ok()) {
+    return absl::FailedPreconditionError(
+        absl::StrCat(final_round.message(), ". The followers that answered promised epoch ",
+                     request.epoch(), " and no longer follow the old leader"));
+  }
+  if (!result.warning.empty()) LOG(WARNING) << result.warning;
+  const std::string note = !promised.note.empty() ? promised.note : asked.note;
   if (!note.empty()) {
     result.warning = result.warning.empty() ? note : absl::StrCat(result.warning, "; ", note);
     LOG(WARNING) << note;
   }
 
-  absl::StatusOr<uint64_t> led = BeginLeading(epoch, std::move(followers), nullptr);
+  absl::StatusOr<uint64_t> led = BeginLeading(request.epoch(), std::move(followers), nullptr);
   if (!led.ok()) return led.status();
   result.epoch = *led;
   return result;

@@ -248,6 +248,16 @@ class ReplicationNode final : public ReplicationHooks {
   // sync writes waiting on followers.
   // *reason is then the Refused.reason to send (see replication.proto).
   absl::Status AcceptLeader(const v1::Hello& hello, uint64_t* generation, std::string* reason);
+  // A node being promoted to request.epoch asks this one to promise it
+  // (replication.proto, Replication.Promise). Like a vote: the epoch and its
+  // candidate are recorded durably first; from then on this node refuses every
+  // older epoch's Hello, the current stream (an older epoch's) applies and acks
+  // nothing more, and a leader steps down (its waiting writes fail with
+  // UNAVAILABLE). Then it returns its position, which no older stream can move
+  // any more. Answering the same candidate again is fine; FAILED_PRECONDITION
+  // when this node knows a newer epoch, promised or led this one elsewhere,
+  // runs in etcd mode, or belongs to another cluster or shard.
+  absl::StatusOr<v1::Position> PromiseEpoch(const v1::PromiseRequest& request);
   // The stream's records diverged from this log (AppendReplicated said so):
   // not ready until a resync has brought it back.
   void MarkDiverged(const std::string& why);
@@ -369,6 +379,8 @@ class ReplicationNode final : public ReplicationHooks {
   // The newest epoch whose records this node wrote as its leader (0: none):
   // it never follows another leader of that epoch.
   uint64_t self_led_epoch_ ABSL_GUARDED_BY(mu_) = 0;
+  // The epoch this node asks its followers to promise it while Promote runs (0: none).
+  uint64_t campaign_epoch_ ABSL_GUARDED_BY(mu_) = 0;
   std::string leader_ ABSL_GUARDED_BY(mu_);     // Who leads, when not us.
   std::string leader_id_ ABSL_GUARDED_BY(mu_);  // Its id ("" when unknown).
   std::string shard_ ABSL_GUARDED_BY(mu_);      // The shard followed ("" when unknown).

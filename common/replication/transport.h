@@ -54,6 +54,12 @@ class ReplicationTransport {
   // durable_index), within `timeout`: what Promote compares with its own.
   virtual absl::StatusOr<v1::Position> AskPosition(const std::string& address,
                                                    absl::Duration timeout) = 0;
+  // Asks the node at `address` to promise `request.epoch` to the candidate
+  // (replication.proto, Replication.Promise) and returns its position once it
+  // has; its refusal (FAILED_PRECONDITION) or an unreachable node otherwise.
+  virtual absl::StatusOr<v1::Position> Promise(const std::string& address,
+                                               const v1::PromiseRequest& request,
+                                               absl::Duration timeout) = 0;
 };
 
 }  // namespace kvstore

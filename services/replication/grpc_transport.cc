@@ -92,4 +92,19 @@ absl::StatusOr<v1::Position> GrpcReplicationTransport::AskPosition(const std::st
   return position;
 }
 
+absl::StatusOr<v1::Position> GrpcReplicationTransport::Promise(const std::string& address,
+                                                               const v1::PromiseRequest& request,
+                                                               absl::Duration timeout) {
+  auto stub = v1::Replication::NewStub(ChannelTo(address));
+  grpc::ClientContext context;
+  context.set_deadline(absl::ToChronoTime(absl::Now() + timeout));
+  v1::Position position;
+  const grpc::Status s = stub->Promise(&context, request, &position);
+  if (!s.ok()) {
+    return absl::Status(static_cast<absl::StatusCode>(s.error_code()),
+                        absl::StrCat(address, ": ", s.error_message()));
+  }
+  return position;
+}
+
 }  // namespace kvstore

@@ -1,5 +1,6 @@
 // The replication library's transport (common/replication/transport.h) over
-// gRPC: Replication.Stream to each follower, Admin.Status for positions. One
+// gRPC: Replication.Stream to each follower, Admin.Status for positions,
+// Replication.Promise for a promotion's promises. One
 // channel per follower address, made on first use and kept.
 #ifndef KVSTORE_SERVICES_REPLICATION_GRPC_TRANSPORT_H_
 #define KVSTORE_SERVICES_REPLICATION_GRPC_TRANSPORT_H_
@@ -25,6 +26,9 @@ class GrpcReplicationTransport final : public ReplicationTransport {
   std::unique_ptr<LeaderStream> Connect(const std::string& address) override;
   absl::StatusOr<v1::Position> AskPosition(const std::string& address,
                                            absl::Duration timeout) override;
+  absl::StatusOr<v1::Position> Promise(const std::string& address,
+                                       const v1::PromiseRequest& request,
+                                       absl::Duration timeout) override;
 
  private:
   std::shared_ptr<grpc::Channel> ChannelTo(const std::string& address);

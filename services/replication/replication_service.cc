@@ -30,4 +30,14 @@ grpc::Status ReplicationService::Stream(
   return ToGrpcStatus(RunFollowerSession(node_, &adapter));
 }
 
+grpc::Status ReplicationService::Promise(grpc::ServerContext* context,
+                                         const v1::PromiseRequest* request,
+                                         v1::Position* position) {
+  if (grpc::Status s = CheckAccess(access_, *context, Access::kCluster); !s.ok()) return s;
+  absl::StatusOr<v1::Position> promised = node_->PromiseEpoch(*request);
+  if (!promised.ok()) return ToGrpcStatus(promised.status());
+  *position = *std::move(promised);
+  return grpc::Status::OK;
+}
+
 }  // namespace kvstore

@@ -21,6 +21,8 @@ class ReplicationService final : public v1::Replication::Service {
   grpc::Status Stream(
       grpc::ServerContext* context,
       grpc::ServerReaderWriter<v1::FollowerMessage, v1::LeaderMessage>* stream) override;
+  grpc::Status Promise(grpc::ServerContext* context, const v1::PromiseRequest* request,
+                       v1::Position* position) override;
 
  private:
   ReplicationNode* const node_;

@@ -157,7 +157,23 @@ int InProcessTransport::connects(const std::string& address) const {
   return it == peers_.end() ? 0 : it->second.connects;
 }
 
+void InProcessTransport::SetConnectHook(std::function<void(const std::string& address)> hook) {
+  absl::MutexLock l(&mu_);
+  connect_hook_ = std::move(hook);
+}
+
+void InProcessTransport::SetPromiseHook(std::function<void(const std::string& address)> hook) {
+  absl::MutexLock l(&mu_);
+  promise_hook_ = std::move(hook);
+}
+
 std::unique_ptr<LeaderStream> InProcessTransport::Connect(const std::string& address) {
+  std::function<void(const std::string&)> hook;
+  {
+    absl::MutexLock l(&mu_);
+    hook = connect_hook_;
+  }
+  if (hook) hook(address);
   absl::MutexLock l(&mu_);
   Peer& peer = peers_[address];
   auto pipe = std::make_shared<Pipe>(peer.held);
@@ -183,24 +199,40 @@ std::unique_ptr<LeaderStream> InProcessTransport::Connect(const std::string& add
   return std::make_unique<LeaderEnd>(pipe, absl::OkStatus());
 }
 
+absl::StatusOr<ReplicationNode*> InProcessTransport::ReachableNode(const std::string& address) {
+  absl::MutexLock l(&mu_);
+  auto it = peers_.find(address);
+  if (it == peers_.end() || it->second.node == nullptr || !it->second.reachable) {
+    return absl::UnavailableError(absl::StrCat(address, " is unreachable"));
+  }
+  return it->second.node;
+}
+
 absl::StatusOr<v1::Position> InProcessTransport::AskPosition(const std::string& address,
                                                              absl::Duration) {
-  ReplicationNode* node = nullptr;
-  {
-    absl::MutexLock l(&mu_);
-    auto it = peers_.find(address);
-    if (it == peers_.end() || it->second.node == nullptr || !it->second.reachable) {
-      return absl::UnavailableError(absl::StrCat(address, " is unreachable"));
-    }
-    node = it->second.node;
-  }
-  const StoreStatus st = node->store()->GetStatus();
+  absl::StatusOr<ReplicationNode*> node = ReachableNode(address);
+  if (!node.ok()) return node.status();
+  const StoreStatus st = (*node)->store()->GetStatus();
   v1::Position position;
   position.set_last_index(st.last_index);
   position.set_last_epoch(st.last_epoch);
-  position.set_epoch(node->epoch());
-  position.set_durable_index(node->store()->durable_index());
+  position.set_epoch((*node)->epoch());
+  position.set_durable_index((*node)->store()->durable_index());
   return position;
+}
+
+absl::StatusOr<v1::Position> InProcessTransport::Promise(const std::string& address,
+                                                         const v1::PromiseRequest& request,
+                                                         absl::Duration) {
+  std::function<void(const std::string&)> hook;
+  {
+    absl::MutexLock l(&mu_);
+    hook = promise_hook_;
+  }
+  if (hook) hook(address);
+  absl::StatusOr<ReplicationNode*> node = ReachableNode(address);
+  if (!node.ok()) return node.status();
+  return (*node)->PromiseEpoch(request);
 }
 
 }  // namespace kvstore::testing

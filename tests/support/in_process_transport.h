@@ -9,6 +9,7 @@
 #ifndef KVSTORE_TESTS_SUPPORT_IN_PROCESS_TRANSPORT_H_
 #define KVSTORE_TESTS_SUPPORT_IN_PROCESS_TRANSPORT_H_
 
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
@@ -42,10 +43,19 @@ class InProcessTransport final : public ReplicationTransport {
   void Hold(const std::string& address, bool hold);
   // Streams opened to `address` so far.
   int connects(const std::string& address) const;
+  // Runs `hook(address)` at the start of every Connect, on the connecting
+  // thread, before the stream exists (a test acts "just before a leader's
+  // stream opens"). It may call this transport. Empty: none.
+  void SetConnectHook(std::function<void(const std::string& address)> hook);
+  // The same at the start of every Promise, before the node is asked.
+  void SetPromiseHook(std::function<void(const std::string& address)> hook);
 
   std::unique_ptr<LeaderStream> Connect(const std::string& address) override;
   absl::StatusOr<v1::Position> AskPosition(const std::string& address,
                                            absl::Duration timeout) override;
+  absl::StatusOr<v1::Position> Promise(const std::string& address,
+                                       const v1::PromiseRequest& request,
+                                       absl::Duration timeout) override;
 
   class Pipe;
 
@@ -59,8 +69,13 @@ class InProcessTransport final : public ReplicationTransport {
     std::vector<std::thread> sessions;
   };
 
+  // The node answering `address` when it is reachable; else UNAVAILABLE.
+  absl::StatusOr<ReplicationNode*> ReachableNode(const std::string& address);
+
   mutable absl::Mutex mu_;
   std::map<std::string, Peer> peers_ ABSL_GUARDED_BY(mu_);
+  std::function<void(const std::string&)> connect_hook_ ABSL_GUARDED_BY(mu_);
+  std::function<void(const std::string&)> promise_hook_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace kvstore::testing
