@@ -58,7 +58,7 @@
 #endif
 
 DEFINE_string(addr, "127.0.0.1:50051", "Server to call, HOST:PORT (a router, shard or replica)");
-DEFINE_int64(timeout_ms, 5000, "Deadline of the call, in milliseconds");
+DEFINE_int64(timeout_ms, 5000, "Deadline of the call, in milliseconds (promote: 15000 unless given)");
 DEFINE_bool(hex, false,
             "Values are hex: get/mget print them as hex, set/mset parse VALUE (and what '-' or "
             "'@FILE' supply) as hex; keys stay as given");
@@ -1059,7 +1059,13 @@ int Promote(Client& client, const std::vector<std::string>& args) {
     request.add_followers(std::string(absl::StripAsciiWhitespace(f)));
   }
   v1::PromoteResponse r;
-  grpc::Status status = client.admin().Promote(client.Context().get(), request, &r);
+  std::unique_ptr<grpc::ClientContext> context = client.Context();
+  if (gflags::GetCommandLineFlagInfoOrDie("timeout_ms").is_default) {
+    // A promotion asks its followers twice (position, then promise), each
+    // round up to 2 s when one cannot be reached, then starts its epoch.
+    context->set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(15));
+  }
+  grpc::Status status = client.admin().Promote(context.get(), request, &r);
   if (!status.ok()) return CallFailed(status);
   if (Json()) return PrintJson(r);
   if (!r.warning().empty()) {
