@@ -629,8 +629,18 @@ absl::Status Nemesis::PromoteRace(int index, const Step& step) {
           a.result.ok() ? absl::StrCat("promoted, epoch ", a.epoch) : "refused");
     }
   }
-  if (promoted == 0)
-    return absl::FailedPreconditionError("every promotion of the race was refused");
+  if (promoted == 0) {
+    // Safe, and possible: each candidate may hold a promise the other needs
+    // (docs/replication.md, "Promotion"). The documented way out: promote
+    // one node, which picks a higher epoch.
+    Log(index, "promote-race", done_.back().node, "", absl::OkStatus(),
+        "every promotion of the race was refused: promoting one node");
+    Step again = step;
+    again.action = "promote";
+    again.candidates = candidates;
+    again.followers = {"others"};
+    return Execute(index, again);
+  }
   Log(index, "promote-race", cluster_->leader(), "(the clients follow this one)", absl::OkStatus(),
       absl::StrCat(promoted, " of ", attempts.size(), " promotions succeeded"));
   return absl::OkStatus();
