@@ -10,6 +10,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <random>
 #include <sstream>
 
 #include "absl/strings/match.h"
@@ -95,22 +96,42 @@ Cluster::~Cluster() {
 
 namespace {
 
-// A port on 127.0.0.1 nobody listened on a moment ago (0 on failure).
-int PickFreePort() {
+// Binds a TCP socket to 127.0.0.1:port (0: any) and returns the bound port,
+// closing the socket again; 0 when the port is taken.
+int TryBind(int port) {
   const int fd = socket(AF_INET, SOCK_STREAM, 0);
   if (fd < 0) return 0;
   sockaddr_in addr{};
   addr.sin_family = AF_INET;
   addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  addr.sin_port = 0;
+  addr.sin_port = htons(static_cast<uint16_t>(port));
   socklen_t len = sizeof(addr);
-  int port = 0;
+  int bound = 0;
   if (bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0 &&
       getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) == 0) {
-    port = ntohs(addr.sin_port);
+    bound = ntohs(addr.sin_port);
   }
   close(fd);
-  return port;
+  return bound;
+}
+
+// A port on 127.0.0.1 nobody listened on a moment ago (0 on failure), for a
+// process that binds it a little later (etcd takes its ports as flags). Taken
+// below the kernel's ephemeral range when it can be: a port bind(0) hands out
+// is one the kernel may give the next outgoing connection meanwhile, which is
+// how etcd once found its port taken (a soak run that never started).
+int PickFreePort() {
+  int ephemeral_low = 32768;
+  std::ifstream range("/proc/sys/net/ipv4/ip_local_port_range");
+  range >> ephemeral_low;
+  if (ephemeral_low > 12000) {
+    std::mt19937 rng(std::random_device{}());
+    std::uniform_int_distribution<int> pick(10000, ephemeral_low - 1);
+    for (int attempt = 0; attempt < 64; ++attempt) {
+      if (const int port = TryBind(pick(rng)); port != 0) return port;
+    }
+  }
+  return TryBind(0);
 }
 
 }  // namespace
