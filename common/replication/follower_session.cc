@@ -51,13 +51,9 @@ absl::Status RunFollowerSession(ReplicationNode* node_, FollowerStream* stream) 
     return absl::OkStatus();
   }
   v1::FollowerMessage position;
-  // Durable first: it can only grow, so it never exceeds the last index read after.
-  const uint64_t durable_at_start = store->durable_index();
-  const uint64_t held = store->last_index();
-  position.mutable_position()->set_last_index(held);
-  position.mutable_position()->set_last_epoch(store->last_epoch());
-  position.mutable_position()->set_epoch(node_->promised_epoch());
-  position.mutable_position()->set_durable_index(durable_at_start);
+  *position.mutable_position() = LogPosition(store, node_->promised_epoch());
+  const uint64_t durable_at_start = position.position().durable_index();
+  const uint64_t held = position.position().last_index();
   accepting.Release();
   // Readiness waits for the leader's first Entries or Heartbeat: only then is
   // it known that no snapshot comes first (this log may have diverged).

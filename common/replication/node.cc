@@ -5,6 +5,7 @@
 #include <thread>
 #include <utility>
 
+#include "absl/cleanup/cleanup.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -932,6 +933,16 @@ absl::Status ReplicationNode::AcceptLeader(const v1::Hello& hello, uint64_t* gen
   return absl::OkStatus();
 }
 
+v1::Position LogPosition(Store* store, uint64_t epoch) {
+  v1::Position position;
+  position.set_durable_index(store->durable_index());
+  const StoreStatus st = store->GetStatus();
+  position.set_last_index(st.last_index);
+  position.set_last_epoch(st.last_epoch);
+  position.set_epoch(epoch);
+  return position;
+}
+
 absl::StatusOr<v1::Position> ReplicationNode::PromiseEpoch(const v1::PromiseRequest& request) {
   const uint64_t epoch = request.epoch();
   const std::string& candidate = request.candidate();
@@ -1009,12 +1020,7 @@ absl::StatusOr<v1::Position> ReplicationNode::PromiseEpoch(const v1::PromiseRequ
       leader_id_ = request.candidate_id();
       ++stream_generation_;  // The current stream, an older epoch's, ends.
     }
-    // Durable first: it can only grow, so it never exceeds the last index read after.
-    position.set_durable_index(store_->durable_index());
-    const StoreStatus st = store_->GetStatus();
-    position.set_last_index(st.last_index);
-    position.set_last_epoch(st.last_epoch);
-    position.set_epoch(std::max(promised_epoch_, store_->epoch()));
+    position = LogPosition(store_, std::max(promised_epoch_, store_->epoch()));
   }
   PublishReadiness();
   for (auto& done : waiters) {
@@ -1224,13 +1230,10 @@ absl::StatusOr<ReplicationHooks::PromoteResult> ReplicationNode::Promote(
     request.set_cluster(cluster_);
     request.set_shard(shard_);
   }
-  struct EndCampaign {
-    ReplicationNode* node;
-    ~EndCampaign() {
-      absl::MutexLock l(&node->mu_);
-      node->campaign_epoch_ = 0;
-    }
-  } end_campaign{this};
+  absl::Cleanup end_campaign = [this] {
+    absl::MutexLock l(&mu_);
+    campaign_epoch_ = 0;
+  };
   Answers promised;
   absl::Status final_round =
       ask_all(&request, asked.note.empty() ? std::string() : old_leader, &promised);

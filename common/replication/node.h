@@ -125,6 +125,11 @@ struct InSyncRecording {
 
 class FollowerLink;
 
+// `store`'s log position as a follower states it, with `epoch` (the highest it
+// has seen). The durable index is read first: it only grows, so it never
+// exceeds the last index read after it.
+v1::Position LogPosition(Store* store, uint64_t epoch);
+
 class ReplicationNode final : public ReplicationHooks {
  public:
   // `store` must outlive the node. Reads <dir>/EPOCH. Takes no writes until Start.

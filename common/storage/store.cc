@@ -464,8 +464,8 @@ void Store::LogThread(int64_t first_fsync_due) {
         // Sleep until the fsync is due, not a second from now: a wakeup for
         // work just before it was due would put it off by up to a second.
         const int64_t until_due = next_everysec - options_.clock->NowMicros();
-        mu_.AwaitWithTimeout(has_work, absl::Microseconds(std::clamp<int64_t>(
-                                           until_due, 0, kMicrosPerSecond)));
+        mu_.AwaitWithTimeout(
+            has_work, absl::Microseconds(std::clamp<int64_t>(until_due, 0, kMicrosPerSecond)));
       } else {
         mu_.Await(has_work);
       }

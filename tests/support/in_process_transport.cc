@@ -212,13 +212,7 @@ absl::StatusOr<v1::Position> InProcessTransport::AskPosition(const std::string& 
                                                              absl::Duration) {
   absl::StatusOr<ReplicationNode*> node = ReachableNode(address);
   if (!node.ok()) return node.status();
-  const StoreStatus st = (*node)->store()->GetStatus();
-  v1::Position position;
-  position.set_last_index(st.last_index);
-  position.set_last_epoch(st.last_epoch);
-  position.set_epoch((*node)->epoch());
-  position.set_durable_index((*node)->store()->durable_index());
-  return position;
+  return LogPosition((*node)->store(), (*node)->epoch());
 }
 
 absl::StatusOr<v1::Position> InProcessTransport::Promise(const std::string& address,

@@ -522,12 +522,10 @@ TEST_F(StoreTest, UnderEverysecTheLogThreadFsyncsOnTimeAfterAnEarlierWakeup) {
   ASSERT_TRUE(Set("fsynced", "v", 0, std::nullopt, Durability::kFsynced).status.ok());
   fs_.HoldSyncs(true, "wal-");  // Shows the log thread's next fsync as a waiting call.
   ASSERT_TRUE(Set("default", "v").status.ok());  // In the log, not yet fsynced.
-  clock_.AdvanceMillis(200);  // The everysec fsync is now due.
+  clock_.AdvanceMillis(200);                     // The everysec fsync is now due.
   // Polling with a deadline shorter than the second the old code slept.
-  const absl::Time deadline = absl::Now() + absl::Milliseconds(600);
-  while (fs_.syncs_waiting() == 0 && absl::Now() < deadline) {
-    absl::SleepFor(absl::Milliseconds(5));
-  }
+  (void)::kvstore::testing::PollUntil([&] { return fs_.syncs_waiting() > 0; },
+                                      absl::Milliseconds(600));
   EXPECT_EQ(fs_.syncs_waiting(), 1)
       << "the log thread did not fsync within 600 ms after the fsync was due";
   fs_.HoldSyncs(false);
